@@ -1,0 +1,402 @@
+//! JavaScript execution in QuickJS: one runtime per worker, a fresh context per invocation.
+//!
+//! The engine enforces the heap limit (QuickJS allocator limit), the stack limit and the
+//! wall-clock deadline (interrupt handler, which JavaScript cannot catch). Nothing from the
+//! host is reachable: the global scope holds only language built-ins, and a handler sees
+//! its parameters, its frozen `secrets` and a frozen `context` with a bounded `log`.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rquickjs::context::EvalOptions;
+use rquickjs::context::intrinsic;
+use rquickjs::function::Rest;
+use rquickjs::{Coerced, Context, Ctx, Function, Object, Runtime, Value};
+use serde_json::value::RawValue;
+
+use crate::protocol::{Failure, FailureKind, Invoke, Load, LoadError, Outcome};
+
+/// Language built-ins a function gets: no `performance` timer, no host objects.
+type Intrinsics = (
+    intrinsic::Date,
+    intrinsic::Eval,
+    intrinsic::RegExpCompiler,
+    intrinsic::RegExp,
+    intrinsic::Json,
+    intrinsic::Proxy,
+    intrinsic::MapSet,
+    intrinsic::TypedArrays,
+    intrinsic::Promise,
+    intrinsic::WeakRef,
+);
+
+/// File name shown in stacks and syntax errors.
+pub const SOURCE_NAME: &str = "function.js";
+/// Most `context.log` lines kept per invocation.
+pub const MAX_LOG_LINES: usize = 100;
+/// Longest kept log line, in bytes.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+/// Most log bytes kept per invocation.
+pub const MAX_LOG_TOTAL_BYTES: usize = 64 * 1024;
+/// Longest error message or stack reported back, in bytes.
+const MAX_ERROR_TEXT: usize = 8192;
+
+/// A loaded function, ready to be invoked any number of times.
+pub struct Engine {
+    rt: Runtime,
+    load: Load,
+    deadline: Rc<Cell<Option<Instant>>>,
+    interrupted: Rc<Cell<bool>>,
+    budget_ms: Cell<u64>,
+}
+
+/// Bounded collector for `context.log` output.
+#[derive(Default)]
+struct LogBuffer {
+    lines: Vec<String>,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl LogBuffer {
+    fn push(&mut self, mut line: String) {
+        if self.lines.len() >= MAX_LOG_LINES || self.bytes >= MAX_LOG_TOTAL_BYTES {
+            self.dropped += 1;
+            return;
+        }
+        truncate_utf8(&mut line, MAX_LOG_LINE_BYTES.min(MAX_LOG_TOTAL_BYTES - self.bytes));
+        self.bytes += line.len();
+        self.lines.push(line);
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.dropped > 0 {
+            self.lines.push(format!("[{} log lines dropped: limit reached]", self.dropped));
+        }
+        self.lines
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+}
+
+impl Engine {
+    /// Creates the runtime, evaluates the code once and checks that the entrypoint exists.
+    pub fn new(load: Load) -> Result<Self, LoadError> {
+        let rt = Runtime::new().map_err(|e| LoadError {
+            message: format!("cannot create JavaScript runtime: {e}"),
+            line: None,
+            column: None,
+        })?;
+        rt.set_memory_limit(load.memory_bytes);
+        rt.set_max_stack_size(load.stack_bytes);
+        let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
+        let interrupted = Rc::new(Cell::new(false));
+        let (d, i) = (deadline.clone(), interrupted.clone());
+        rt.set_interrupt_handler(Some(Box::new(move || match d.get() {
+            Some(t) if Instant::now() >= t => {
+                i.set(true);
+                true
+            }
+            _ => false,
+        })));
+        let engine = Self { rt, load, deadline, interrupted, budget_ms: Cell::new(0) };
+        engine.check()?;
+        Ok(engine)
+    }
+
+    fn arm(&self, timeout: Duration) {
+        self.interrupted.set(false);
+        self.budget_ms.set(timeout.as_millis() as u64);
+        self.deadline.set(Some(Instant::now() + timeout));
+    }
+
+    fn disarm(&self) {
+        self.deadline.set(None);
+    }
+
+    fn new_context(&self) -> Result<Context, Failure> {
+        Context::custom::<Intrinsics>(&self.rt).map_err(|e| Failure {
+            kind: FailureKind::MemoryLimit,
+            message: format!("cannot create a JavaScript context: {e}"),
+            stack: None,
+        })
+    }
+
+    /// Evaluates the source in a throwaway context to report syntax errors and a missing entrypoint.
+    fn check(&self) -> Result<(), LoadError> {
+        self.arm(Duration::from_millis(self.load.load_timeout_ms));
+        let result = self
+            .new_context()
+            .map_err(|f| LoadError { message: f.message, line: None, column: None })
+            .and_then(|context| {
+                context.with(|ctx| {
+                    self.instantiate(&ctx).map(|_| ()).map_err(|err| match err {
+                        Instantiate::Threw(e) => {
+                            let f = self.classify(&ctx, e);
+                            let (line, column) = source_position(&f);
+                            LoadError { message: f.message, line, column }
+                        }
+                        Instantiate::NoEntrypoint => LoadError {
+                            message: format!(
+                                "entrypoint `{}` is not a top-level function",
+                                self.load.entrypoint
+                            ),
+                            line: None,
+                            column: None,
+                        },
+                    })
+                })
+            });
+        self.disarm();
+        self.rt.run_gc();
+        result
+    }
+
+    /// Runs the top-level code in `ctx` and returns the entrypoint function.
+    fn instantiate<'js>(&self, ctx: &Ctx<'js>) -> Result<Function<'js>, Instantiate> {
+        let mut opts = EvalOptions::default();
+        opts.strict = false;
+        opts.filename = Some(SOURCE_NAME.to_owned());
+        ctx.eval_with_options::<(), _>(self.load.code.as_bytes(), opts)
+            .map_err(Instantiate::Threw)?;
+        let ep = &self.load.entrypoint;
+        let probe = format!("typeof {ep} === 'function' ? {ep} : undefined");
+        let value: Value = ctx.eval(probe).map_err(|_| {
+            ctx.catch();
+            Instantiate::NoEntrypoint
+        })?;
+        value.into_function().ok_or(Instantiate::NoEntrypoint)
+    }
+
+    /// Runs the handler once in a fresh context.
+    pub fn invoke(&mut self, inv: Invoke) -> Outcome {
+        let logs = Rc::new(RefCell::new(LogBuffer::default()));
+        self.arm(Duration::from_millis(inv.context.timeout_ms));
+        let mut result = self.new_context().and_then(|context| {
+            context.with(|ctx| self.run(&ctx, &inv, logs.clone()))
+        });
+        self.disarm();
+        if let Err(f) = &mut result {
+            if f.kind != FailureKind::Timeout && self.near_memory_limit() {
+                f.kind = FailureKind::MemoryLimit;
+                f.message = format!("function exceeded its memory limit ({})", f.message);
+            }
+        }
+        self.rt.run_gc();
+        let retire = match &result {
+            Ok(_) => false,
+            Err(f) => {
+                matches!(f.kind, FailureKind::Timeout | FailureKind::MemoryLimit)
+                    || f.message.contains("Maximum call stack size exceeded")
+            }
+        };
+        let logs = Rc::try_unwrap(logs).map(|l| l.into_inner().finish()).unwrap_or_default();
+        Outcome { result, logs, retire }
+    }
+
+    fn near_memory_limit(&self) -> bool {
+        let used = usize::try_from(self.rt.memory_usage().malloc_size).unwrap_or(usize::MAX);
+        used >= self.load.memory_bytes / 10 * 9
+    }
+
+    fn run<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        inv: &Invoke,
+        logs: Rc<RefCell<LogBuffer>>,
+    ) -> Result<Box<RawValue>, Failure> {
+        let fail = |e| self.classify(ctx, e);
+        // Build the arguments before any user code runs, so the code cannot tamper with
+        // Object.freeze or the objects themselves.
+        let freeze: Function = ctx
+            .globals()
+            .get::<_, Object>("Object")
+            .and_then(|o| o.get("freeze"))
+            .map_err(fail)?;
+        let params = ctx.json_parse(inv.params.get()).map_err(fail)?;
+        let secrets = Object::new(ctx.clone()).map_err(fail)?;
+        for (name, value) in &inv.secrets {
+            secrets.set(name.as_str(), value.as_str()).map_err(fail)?;
+        }
+        freeze.call::<_, ()>((secrets.clone(),)).map_err(fail)?;
+        let context = self.context_object(ctx, inv, logs).map_err(fail)?;
+        freeze.call::<_, ()>((context.clone(),)).map_err(fail)?;
+
+        let handler = self.instantiate(ctx).map_err(|e| match e {
+            Instantiate::Threw(e) => self.classify(ctx, e),
+            Instantiate::NoEntrypoint => Failure {
+                kind: FailureKind::Error,
+                message: format!("entrypoint `{}` is not a function", self.load.entrypoint),
+                stack: None,
+            },
+        })?;
+        let returned: Value = handler.call((params, secrets, context)).map_err(fail)?;
+        let value = match returned.as_promise() {
+            Some(p) => p.finish::<Value>().map_err(fail)?,
+            None => returned,
+        };
+        let json = if value.is_undefined() {
+            "null".to_owned()
+        } else {
+            match ctx.json_stringify(value).map_err(|e| self.classify(ctx, e)) {
+                Ok(Some(s)) => s.to_string().map_err(fail)?,
+                Ok(None) => return Err(invalid_output("the result is not JSON-serialisable")),
+                Err(f) if f.kind == FailureKind::Error => {
+                    return Err(invalid_output(&format!(
+                        "the result is not JSON-serialisable: {}",
+                        f.message
+                    )));
+                }
+                Err(f) => return Err(f),
+            }
+        };
+        if json.len() > self.load.max_output_bytes {
+            return Err(invalid_output(&format!(
+                "the result is {} bytes of JSON, over the {} byte limit",
+                json.len(),
+                self.load.max_output_bytes
+            )));
+        }
+        RawValue::from_string(json)
+            .map_err(|e| invalid_output(&format!("the result is not valid JSON: {e}")))
+    }
+
+    fn context_object<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        inv: &Invoke,
+        logs: Rc<RefCell<LogBuffer>>,
+    ) -> rquickjs::Result<Object<'js>> {
+        let c = &inv.context;
+        let obj = Object::new(ctx.clone())?;
+        obj.set("functionName", c.function_name.as_str())?;
+        obj.set("functionId", c.function_id.as_str())?;
+        obj.set("version", c.version)?;
+        obj.set("executionId", c.execution_id.as_str())?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as f64)
+            .unwrap_or(0.0);
+        obj.set("deadlineMs", now_ms + c.timeout_ms as f64)?;
+        let log = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
+            let line = args.0.into_iter().map(|v| display(&ctx, v)).collect::<Vec<_>>().join(" ");
+            logs.borrow_mut().push(line);
+        })?;
+        obj.set("log", log)?;
+        Ok(obj)
+    }
+
+    /// Turns an engine error into a classified failure, draining the pending exception.
+    fn classify(&self, ctx: &Ctx<'_>, err: rquickjs::Error) -> Failure {
+        let exception = matches!(err, rquickjs::Error::Exception).then(|| ctx.catch());
+        if self.interrupted.get() {
+            return Failure {
+                kind: FailureKind::Timeout,
+                message: format!("function exceeded its deadline of {} ms", self.deadline_ms()),
+                stack: None,
+            };
+        }
+        let Some(value) = exception else {
+            return match err {
+                rquickjs::Error::Allocation => Failure {
+                    kind: FailureKind::MemoryLimit,
+                    message: "function exceeded its memory limit".into(),
+                    stack: None,
+                },
+                rquickjs::Error::WouldBlock => Failure {
+                    kind: FailureKind::Error,
+                    message: "the returned Promise can never settle (nothing left to run)".into(),
+                    stack: None,
+                },
+                other => Failure { kind: FailureKind::Error, message: other.to_string(), stack: None },
+            };
+        };
+        let (mut message, mut stack) = match value.as_exception() {
+            Some(e) => {
+                let name: Option<Coerced<String>> = e.get("name").ok();
+                let msg = e.message().unwrap_or_default();
+                let text = match name {
+                    Some(n) if !n.0.is_empty() => format!("{}: {msg}", n.0),
+                    _ => msg,
+                };
+                (text, e.stack())
+            }
+            None => (format!("Uncaught {}", display(ctx, value)), None),
+        };
+        if message.ends_with("out of memory") {
+            return Failure {
+                kind: FailureKind::MemoryLimit,
+                message: "function exceeded its memory limit".into(),
+                stack: None,
+            };
+        }
+        truncate_utf8(&mut message, MAX_ERROR_TEXT);
+        if let Some(s) = &mut stack {
+            truncate_utf8(s, MAX_ERROR_TEXT);
+        }
+        Failure { kind: FailureKind::Error, message, stack }
+    }
+
+    fn deadline_ms(&self) -> u64 {
+        self.budget_ms.get()
+    }
+}
+
+enum Instantiate {
+    Threw(rquickjs::Error),
+    NoEntrypoint,
+}
+
+fn invalid_output(message: &str) -> Failure {
+    Failure { kind: FailureKind::InvalidOutput, message: message.to_owned(), stack: None }
+}
+
+/// Renders a value for logs and messages: strings as-is, other values as JSON when possible.
+fn display<'js>(ctx: &Ctx<'js>, v: Value<'js>) -> String {
+    if let Some(s) = v.as_string() {
+        return s.to_string().unwrap_or_default();
+    }
+    if v.is_undefined() {
+        return "undefined".into();
+    }
+    if let Some(e) = v.as_exception() {
+        return e.message().unwrap_or_default();
+    }
+    match ctx.json_stringify(v.clone()) {
+        Ok(Some(s)) => s.to_string().unwrap_or_default(),
+        _ => {
+            ctx.catch();
+            v.get::<Coerced<String>>().map(|c| c.0).unwrap_or_else(|_| {
+                ctx.catch();
+                "[unprintable]".into()
+            })
+        }
+    }
+}
+
+/// Finds `function.js:LINE:COL` in a syntax error's stack or message.
+fn source_position(f: &Failure) -> (Option<u32>, Option<u32>) {
+    let texts = [f.stack.as_deref().unwrap_or(""), f.message.as_str()];
+    for text in texts {
+        if let Some(idx) = text.find(&format!("{SOURCE_NAME}:")) {
+            let rest = &text[idx + SOURCE_NAME.len() + 1..];
+            let mut parts = rest.splitn(3, |c: char| !c.is_ascii_digit());
+            let line = parts.next().and_then(|s| s.parse().ok());
+            let column = parts.next().and_then(|s| s.parse().ok());
+            if line.is_some() {
+                return (line, column);
+            }
+        }
+    }
+    (None, None)
+}

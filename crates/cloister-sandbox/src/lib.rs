@@ -1,0 +1,15 @@
+//! The execution sandbox: what runs inside an executor's worker process.
+//!
+//! A worker is a separate OS process (the `cloister` binary started with a hidden
+//! subcommand) that serves exactly one function. It hardens itself ([`hardening`]) before it
+//! reads any untrusted input, then answers [`protocol`] frames from its supervisor over an
+//! inherited socket, running JavaScript in QuickJS ([`engine`]) with a fresh context per call.
+
+pub mod engine;
+pub mod frame;
+pub mod hardening;
+pub mod protocol;
+pub mod worker;
+
+/// File descriptor number on which a worker finds its channel to the supervisor.
+pub const WORKER_CHANNEL_FD: i32 = 3;

@@ -1,0 +1,120 @@
+//! Messages exchanged between the executor supervisor and one worker process.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// First message to a fresh worker: the function it will serve for its whole life.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Load {
+    /// JavaScript source.
+    pub code: String,
+    /// Name of the top-level handler function (already validated as an identifier).
+    pub entrypoint: String,
+    /// JavaScript heap limit in bytes.
+    pub memory_bytes: usize,
+    /// Native stack budget for the engine in bytes.
+    pub stack_bytes: usize,
+    /// Deadline for evaluating the top-level code while loading, in milliseconds.
+    pub load_timeout_ms: u64,
+    /// Largest JSON result accepted, in bytes.
+    pub max_output_bytes: usize,
+}
+
+/// Facts about the invocation exposed to the handler as `context`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvocationContext {
+    /// Function name.
+    pub function_name: String,
+    /// Function id.
+    pub function_id: String,
+    /// Version being run.
+    pub version: u32,
+    /// Unique execution id.
+    pub execution_id: String,
+    /// Time budget of this call in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// A request to run the handler once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Invoke {
+    /// JSON parameters.
+    pub params: Box<RawValue>,
+    /// Declared secrets by the name the function sees.
+    pub secrets: BTreeMap<String, String>,
+    /// Context facts.
+    pub context: InvocationContext,
+}
+
+/// Supervisor → worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Load the function (first message only).
+    Load(Load),
+    /// Run the handler.
+    Invoke(Invoke),
+}
+
+/// Why a load failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadError {
+    /// Human message (e.g. the SyntaxError text).
+    pub message: String,
+    /// 1-based line of the error in the source, when known.
+    pub line: Option<u32>,
+    /// 1-based column of the error in the source, when known.
+    pub column: Option<u32>,
+}
+
+/// Classified failure of one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// Deadline reached.
+    Timeout,
+    /// Heap limit reached.
+    MemoryLimit,
+    /// Uncaught exception, rejected promise or stack overflow.
+    Error,
+    /// Result not JSON-serialisable or too large.
+    InvalidOutput,
+}
+
+/// A failed invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Classification.
+    pub kind: FailureKind,
+    /// Human message.
+    pub message: String,
+    /// JavaScript stack, when there is one.
+    pub stack: Option<String>,
+}
+
+/// Result of one invocation.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    /// JSON result text, or the failure.
+    pub result: Result<Box<RawValue>, Failure>,
+    /// Captured `context.log` lines.
+    pub logs: Vec<String>,
+    /// True when the worker hit a limit and exits after this reply.
+    pub retire: bool,
+}
+
+/// What a worker reports once its function is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// Whether Landlock denies this worker every filesystem access.
+    pub filesystem_isolated: bool,
+}
+
+/// Worker → supervisor.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// Load result.
+    Loaded(Result<Ready, LoadError>),
+    /// Invocation result.
+    Done(Outcome),
+}

@@ -1,0 +1,61 @@
+//! The worker process main loop: harden, load one function, answer invocations.
+
+use std::fs::File;
+use std::os::fd::FromRawFd;
+
+use crate::engine::Engine;
+use crate::frame::{FrameError, read_msg, write_msg};
+use crate::hardening::{LandlockLevel, harden};
+use crate::protocol::{FromWorker, LoadError, Ready, ToWorker};
+use crate::WORKER_CHANNEL_FD;
+
+/// Exit code of a worker that could not harden itself.
+pub const EXIT_HARDENING_FAILED: i32 = 70;
+/// Exit code of a worker whose channel broke or sent something unexpected.
+pub const EXIT_PROTOCOL: i32 = 71;
+
+/// Runs a worker on the inherited channel; returns the process exit code.
+///
+/// `heap_bytes` is the function's heap limit (from the command line, so the process rlimits
+/// are in place before the first untrusted byte is read).
+pub fn run(heap_bytes: usize) -> i32 {
+    let landlock = match harden(WORKER_CHANNEL_FD, heap_bytes) {
+        Ok(level) => level,
+        Err(_) => return EXIT_HARDENING_FAILED,
+    };
+    // SAFETY: the supervisor passes the channel as this descriptor, owned by nothing else here.
+    let mut channel = unsafe { File::from_raw_fd(WORKER_CHANNEL_FD) };
+    let load = match read_msg::<ToWorker>(&mut channel) {
+        Ok(ToWorker::Load(load)) => load,
+        _ => return EXIT_PROTOCOL,
+    };
+    let mut engine = match Engine::new(load) {
+        Ok(engine) => {
+            if write_msg(&mut channel, &FromWorker::Loaded(Ok(Ready {
+                filesystem_isolated: landlock == LandlockLevel::Full,
+            }))).is_err() {
+                return EXIT_PROTOCOL;
+            }
+            engine
+        }
+        Err(e) => {
+            let _ = write_msg(&mut channel, &FromWorker::Loaded(Err::<Ready, LoadError>(e)));
+            return 0;
+        }
+    };
+    loop {
+        let inv = match read_msg::<ToWorker>(&mut channel) {
+            Ok(ToWorker::Invoke(inv)) => inv,
+            Err(FrameError::Closed) => return 0,
+            _ => return EXIT_PROTOCOL,
+        };
+        let outcome = engine.invoke(inv);
+        let retire = outcome.retire;
+        if write_msg(&mut channel, &FromWorker::Done(outcome)).is_err() {
+            return EXIT_PROTOCOL;
+        }
+        if retire {
+            return 0;
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The QuickJS engine against every reference workload, in-process (no hardening).
+
+use std::collections::BTreeMap;
+
+use cloister_sandbox::engine::Engine;
+use cloister_sandbox::protocol::{FailureKind, InvocationContext, Invoke, Load, Outcome};
+use serde_json::{Value, json};
+
+fn workload(name: &str) -> String {
+    let path = format!("{}/../../examples/workloads/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn load(code: &str) -> Load {
+    Load {
+        code: code.to_owned(),
+        entrypoint: "handler".into(),
+        memory_bytes: 64 << 20,
+        stack_bytes: 1 << 20,
+        load_timeout_ms: 1000,
+        max_output_bytes: 1 << 20,
+    }
+}
+
+fn invoke_with(engine: &mut Engine, params: Value, secrets: &[(&str, &str)], timeout_ms: u64) -> Outcome {
+    engine.invoke(Invoke {
+        params: serde_json::value::to_raw_value(&params).unwrap(),
+        secrets: secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        context: InvocationContext {
+            function_name: "demo".into(),
+            function_id: "fn-1".into(),
+            version: 3,
+            execution_id: "exec-1".into(),
+            timeout_ms,
+        },
+    })
+}
+
+fn ok(o: Outcome) -> Value {
+    match o.result {
+        Ok(raw) => serde_json::from_str(raw.get()).unwrap(),
+        Err(f) => panic!("expected success, got {f:?}"),
+    }
+}
+
+fn run(file: &str, params: Value) -> Outcome {
+    let mut e = Engine::new(load(&workload(file))).unwrap();
+    invoke_with(&mut e, params, &[], 1000)
+}
+
+#[test]
+fn add() {
+    assert_eq!(ok(run("add.js", json!({"a": 2, "b": 3}))), json!({"sum": 5}));
+}
+
+#[test]
+fn json_transform() {
+    let orders = json!({"orders": [
+        {"id": 1, "amount": 12.5, "status": "paid"},
+        {"id": 2, "amount": 7.25, "status": "paid"},
+        {"id": 3, "amount": 100, "status": "refunded"}]});
+    assert_eq!(
+        ok(run("json-transform.js", orders)),
+        json!({"count": 2, "total": 19.75, "byStatus": {"paid": 2, "refunded": 1}})
+    );
+}
+
+#[test]
+fn sha256_matches_fips_vector() {
+    assert_eq!(
+        ok(run("sha256.js", json!({"text": "abc", "rounds": 1}))),
+        json!({"digest": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"})
+    );
+}
+
+#[test]
+fn async_handlers_are_awaited() {
+    assert_eq!(ok(run("async.js", json!({"items": [1, 2, 3]}))), json!({"doubled": [2, 4, 6]}));
+}
+
+#[test]
+fn hello_sees_declared_secret_and_context() {
+    let mut e = Engine::new(load(&workload("hello.js"))).unwrap();
+    let out = ok(invoke_with(&mut e, json!({"a": 2, "b": 3}), &[("API_KEY", "k-123456")], 1000));
+    assert_eq!(out, json!({"sum": 5, "keyLength": 8, "fn": "demo"}));
+}
+
+#[test]
+fn infinite_loop_times_out_and_retires() {
+    let o = run("infinite-loop.js", json!({}));
+    assert!(o.retire);
+    assert_eq!(o.result.unwrap_err().kind, FailureKind::Timeout);
+}
+
+#[test]
+fn memory_bomb_hits_memory_limit_and_retires() {
+    let mut e = Engine::new(load(&workload("memory-bomb.js"))).unwrap();
+    let o = invoke_with(&mut e, json!({}), &[], 5000);
+    assert!(o.retire);
+    assert_eq!(o.result.unwrap_err().kind, FailureKind::MemoryLimit);
+}
+
+#[test]
+fn deep_recursion_is_a_clean_error_and_retires() {
+    let o = run("deep-recursion.js", json!({}));
+    assert!(o.retire);
+    let f = o.result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Error);
+    assert!(f.message.contains("stack"), "{}", f.message);
+}
+
+#[test]
+fn escape_probe_finds_nothing() {
+    let out = ok(run("escape-probe.js", json!({})));
+    for (k, v) in out.as_object().unwrap() {
+        assert_eq!(v, &json!(false), "{k} is reachable");
+    }
+}
+
+#[test]
+fn every_invocation_gets_fresh_globals() {
+    let mut e = Engine::new(load(&workload("state-leak.js"))).unwrap();
+    for _ in 0..5 {
+        assert_eq!(ok(invoke_with(&mut e, json!({}), &[], 1000)), json!({"seen": 0}));
+    }
+}
+
+#[test]
+fn prototypes_and_closures_do_not_leak_between_calls() {
+    let code = "function handler(p) { const before = typeof Array.prototype.pwned;
+        Array.prototype.pwned = 1; Object.prototype.x = (Object.prototype.x || 0) + 1;
+        return { before, x: ({}).x }; }";
+    let mut e = Engine::new(load(code)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(ok(invoke_with(&mut e, json!(null), &[], 1000)), json!({"before": "undefined", "x": 1}));
+    }
+}
+
+#[test]
+fn secrets_and_context_are_frozen() {
+    let code = "function handler(p, s, c) { 'use strict'; let r = [];
+        try { s.K = 'x'; r.push('wrote'); } catch (e) { r.push(e.name); }
+        try { c.functionName = 'x'; r.push('wrote'); } catch (e) { r.push(e.name); }
+        return { r, k: s.K, fn: c.functionName, id: c.functionId, v: c.version, ex: c.executionId,
+                 dl: typeof c.deadlineMs }; }";
+    let mut e = Engine::new(load(code)).unwrap();
+    let out = ok(invoke_with(&mut e, json!(null), &[("K", "v")], 1000));
+    assert_eq!(out, json!({"r": ["TypeError", "TypeError"], "k": "v", "fn": "demo", "id": "fn-1",
+        "v": 3, "ex": "exec-1", "dl": "number"}));
+}
+
+#[test]
+fn tampering_with_freeze_before_the_call_does_not_unfreeze() {
+    let code = "Object.freeze = function (o) { return o; };
+        function handler(p, s) { 'use strict'; try { s.K = 'x'; return 'mutable'; } catch (e) { return 'frozen'; } }";
+    let mut e = Engine::new(load(code)).unwrap();
+    assert_eq!(ok(invoke_with(&mut e, json!(null), &[("K", "v")], 1000)), json!("frozen"));
+}
+
+#[test]
+fn logs_are_captured_and_bounded() {
+    let code = "function handler(p, s, c) { c.log('hello', 42, {a: 1}, [1], null, undefined);
+        for (let i = 0; i < 500; i++) c.log('x'.repeat(10000)); return 1; }";
+    let mut e = Engine::new(load(code)).unwrap();
+    let o = invoke_with(&mut e, json!(null), &[], 1000);
+    assert_eq!(o.logs[0], "hello 42 {\"a\":1} [1] null undefined");
+    assert!(o.logs.len() <= 101);
+    assert!(o.logs.iter().map(|l| l.len()).sum::<usize>() <= 64 * 1024 + 200);
+    assert!(o.logs.last().unwrap().contains("dropped"));
+    assert!(o.logs[1].len() <= 4100);
+}
+
+#[test]
+fn syntax_errors_name_line_and_column() {
+    let err = Engine::new(load("function handler() {\n  return 1 +;\n}")).err().unwrap();
+    assert_eq!(err.line, Some(2), "{err:?}");
+    assert!(err.column.is_some(), "{err:?}");
+    assert!(err.message.contains("SyntaxError"), "{err:?}");
+}
+
+#[test]
+fn missing_entrypoint_is_a_load_error() {
+    let err = Engine::new(load("function other() {}")).err().unwrap();
+    assert!(err.message.contains("handler"), "{err:?}");
+    let mut l = load("const main = () => 7;");
+    l.entrypoint = "main".into();
+    let mut e = Engine::new(l).unwrap();
+    assert_eq!(ok(invoke_with(&mut e, json!(null), &[], 1000)), json!(7));
+}
+
+#[test]
+fn top_level_infinite_loop_cannot_hang_a_deploy() {
+    let err = Engine::new(load("while (true) {}\nfunction handler() {}")).err().unwrap();
+    assert!(err.message.contains("deadline"), "{err:?}");
+}
+
+#[test]
+fn errors_carry_message_and_stack() {
+    let code = "function handler() { throw new TypeError('bad input'); }";
+    let mut e = Engine::new(load(code)).unwrap();
+    let o = invoke_with(&mut e, json!(null), &[], 1000);
+    assert!(!o.retire);
+    let f = o.result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Error);
+    assert_eq!(f.message, "TypeError: bad input");
+    assert!(f.stack.unwrap().contains("function.js:1"));
+    let mut e = Engine::new(load("function handler() { throw 'plain'; }")).unwrap();
+    assert_eq!(invoke_with(&mut e, json!(null), &[], 1000).result.unwrap_err().message, "Uncaught plain");
+    let mut e = Engine::new(load("async function handler() { throw new Error('async'); }")).unwrap();
+    assert_eq!(invoke_with(&mut e, json!(null), &[], 1000).result.unwrap_err().message, "Error: async");
+}
+
+#[test]
+fn unserialisable_and_oversized_results_are_invalid_output() {
+    for code in [
+        "function handler() { return 10n; }",
+        "function handler() { const a = {}; a.a = a; return a; }",
+        "function handler() { return function () {}; }",
+    ] {
+        let mut e = Engine::new(load(code)).unwrap();
+        let f = invoke_with(&mut e, json!(null), &[], 1000).result.unwrap_err();
+        assert_eq!(f.kind, FailureKind::InvalidOutput, "{code}: {f:?}");
+    }
+    let mut l = load("function handler() { return 'x'.repeat(2000); }");
+    l.max_output_bytes = 1000;
+    let mut e = Engine::new(l).unwrap();
+    assert_eq!(invoke_with(&mut e, json!(null), &[], 1000).result.unwrap_err().kind, FailureKind::InvalidOutput);
+    let mut e = Engine::new(load("function handler() {}")).unwrap();
+    assert_eq!(ok(invoke_with(&mut e, json!(null), &[], 1000)), json!(null));
+}
+
+#[test]
+fn never_settling_promise_is_an_error_not_a_hang() {
+    let mut e = Engine::new(load("function handler() { return new Promise(() => {}); }")).unwrap();
+    let f = invoke_with(&mut e, json!(null), &[], 1000).result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Error);
+    assert!(f.message.contains("never settle"), "{}", f.message);
+}
+
+#[test]
+fn engine_survives_errors_and_keeps_serving() {
+    let code = "function handler(p) { if (p.fail) throw new Error('no'); return p.n * 2; }";
+    let mut e = Engine::new(load(code)).unwrap();
+    assert!(invoke_with(&mut e, json!({"fail": true}), &[], 1000).result.is_err());
+    assert_eq!(ok(invoke_with(&mut e, json!({"n": 21}), &[], 1000)), json!(42));
+}

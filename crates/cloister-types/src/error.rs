@@ -1,0 +1,184 @@
+//! Stable error codes of the public API and the JSON error body that carries them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A stable, snake_case error code; clients and tests match on these strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed request: bad JSON, missing or invalid field.
+    InvalidRequest,
+    /// Deployed code does not compile or lacks its entrypoint.
+    InvalidCode,
+    /// A secret path or declared secret name is malformed.
+    InvalidSecretPath,
+    /// Missing or unknown credentials.
+    Unauthorized,
+    /// Valid credentials, insufficient role.
+    Forbidden,
+    /// No function with that name (or version).
+    FunctionNotFound,
+    /// No secret at that path.
+    SecretNotFound,
+    /// The request conflicts with current state.
+    Conflict,
+    /// A body, code or parameter is over its size limit.
+    PayloadTooLarge,
+    /// The function ran past its deadline.
+    FunctionTimeout,
+    /// The function exceeded its memory limit.
+    FunctionMemoryLimit,
+    /// The function threw, overflowed its stack or its worker crashed.
+    FunctionError,
+    /// The function returned something that is not JSON or is too large.
+    FunctionInvalidOutput,
+    /// A declared secret does not exist.
+    SecretMissing,
+    /// Too many requests.
+    RateLimited,
+    /// Attestation of a peer failed.
+    AttestationFailed,
+    /// A backend (executor, store) is not available.
+    Unavailable,
+    /// An unexpected server-side failure (never carries internal details).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is returned with.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest | InvalidCode | InvalidSecretPath => 400,
+            Unauthorized => 401,
+            Forbidden => 403,
+            FunctionNotFound | SecretNotFound => 404,
+            Conflict => 409,
+            PayloadTooLarge => 413,
+            FunctionTimeout | FunctionMemoryLimit | FunctionError | FunctionInvalidOutput
+            | SecretMissing => 422,
+            RateLimited => 429,
+            Internal => 500,
+            AttestationFailed | Unavailable => 503,
+        }
+    }
+
+    /// The wire string of this code.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest => "invalid_request",
+            InvalidCode => "invalid_code",
+            InvalidSecretPath => "invalid_secret_path",
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
+            FunctionNotFound => "function_not_found",
+            SecretNotFound => "secret_not_found",
+            Conflict => "conflict",
+            PayloadTooLarge => "payload_too_large",
+            FunctionTimeout => "function_timeout",
+            FunctionMemoryLimit => "function_memory_limit",
+            FunctionError => "function_error",
+            FunctionInvalidOutput => "function_invalid_output",
+            SecretMissing => "secret_missing",
+            RateLimited => "rate_limited",
+            AttestationFailed => "attestation_failed",
+            Unavailable => "unavailable",
+            Internal => "internal",
+        }
+    }
+
+    /// Parses a wire string back into a code.
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(s.to_owned())).ok()
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An API error: code, human message (never a secret value) and structured details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Structured extra information (e.g. line/column, stack, limit).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub details: Value,
+}
+
+impl ApiError {
+    /// Creates an error without details.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), details: Value::Null }
+    }
+
+    /// Attaches structured details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// The `{"error": {...}}` body sent to clients.
+    pub fn to_body(&self) -> Value {
+        serde_json::json!({ "error": self })
+    }
+
+    /// Parses an `{"error": {...}}` body.
+    pub fn from_body(body: &[u8]) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            error: ApiError,
+        }
+        serde_json::from_slice::<Envelope>(body).ok().map(|e| e.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_map_to_documented_statuses() {
+        let all = [
+            (ErrorCode::InvalidRequest, 400),
+            (ErrorCode::InvalidCode, 400),
+            (ErrorCode::InvalidSecretPath, 400),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::Forbidden, 403),
+            (ErrorCode::FunctionNotFound, 404),
+            (ErrorCode::SecretNotFound, 404),
+            (ErrorCode::Conflict, 409),
+            (ErrorCode::PayloadTooLarge, 413),
+            (ErrorCode::FunctionTimeout, 422),
+            (ErrorCode::FunctionMemoryLimit, 422),
+            (ErrorCode::FunctionError, 422),
+            (ErrorCode::FunctionInvalidOutput, 422),
+            (ErrorCode::SecretMissing, 422),
+            (ErrorCode::RateLimited, 429),
+            (ErrorCode::AttestationFailed, 503),
+            (ErrorCode::Unavailable, 503),
+        ];
+        for (code, status) in all {
+            assert_eq!(code.http_status(), status, "{code}");
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, Value::String(code.as_str().into()));
+        }
+    }
+
+    #[test]
+    fn body_round_trips() {
+        let e = ApiError::new(ErrorCode::InvalidCode, "line 3")
+            .with_details(serde_json::json!({"line": 3}));
+        let body = serde_json::to_vec(&e.to_body()).unwrap();
+        assert_eq!(ApiError::from_body(&body), Some(e));
+    }
+}

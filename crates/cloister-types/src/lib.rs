@@ -1,0 +1,14 @@
+//! Shared vocabulary of Cloister: stable error codes, public wire types, names and limits.
+//!
+//! Everything that crosses a process or API boundary is defined here once, validated once at
+//! the edge, and then passed around as a typed value.
+
+pub mod error;
+pub mod limits;
+pub mod names;
+pub mod wire;
+
+pub use error::{ApiError, ErrorCode};
+pub use limits::{Limits, ServerLimits};
+pub use names::{Entrypoint, Environment, FunctionName, NameError, SecretRef};
+pub use wire::Role;

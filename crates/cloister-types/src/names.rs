@@ -1,0 +1,237 @@
+//! Validated names: functions, entrypoints, environments and declared secrets.
+//!
+//! A value of these types is known to be well-formed; parse once at the edge.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a name was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {value:?}: {rule}")]
+pub struct NameError {
+    /// What kind of name it was.
+    pub what: &'static str,
+    /// The rejected input (names are never secret).
+    pub value: String,
+    /// The rule it broke.
+    pub rule: &'static str,
+}
+
+fn check(
+    what: &'static str,
+    value: &str,
+    max: usize,
+    first: fn(char) -> bool,
+    rest: fn(char) -> bool,
+    rule: &'static str,
+) -> Result<(), NameError> {
+    let mut chars = value.chars();
+    let ok = value.len() <= max
+        && chars.next().is_some_and(first)
+        && chars.all(rest);
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError { what, value: value.chars().take(80).collect(), rule })
+    }
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The validated name as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = NameError;
+            fn try_from(s: String) -> Result<Self, NameError> {
+                Self::parse(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+fn lower_alnum(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+name_type!(
+    /// A function name: 1–63 chars of `[a-z0-9-_]`, starting with a letter or digit.
+    FunctionName
+);
+
+impl FunctionName {
+    /// Validates a function name.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        check("function name", s, 63, lower_alnum, |c| lower_alnum(c) || c == '-' || c == '_',
+            "use 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit")?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+name_type!(
+    /// A JavaScript entrypoint: an ASCII identifier naming a top-level function.
+    Entrypoint
+);
+
+impl Entrypoint {
+    /// Validates an entrypoint identifier.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        check("entrypoint", s, 64,
+            |c| c.is_ascii_alphabetic() || c == '_' || c == '$',
+            |c| c.is_ascii_alphanumeric() || c == '_' || c == '$',
+            "must be an ASCII JavaScript identifier of at most 64 characters")?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl Default for Entrypoint {
+    fn default() -> Self {
+        Self("handler".to_owned())
+    }
+}
+
+name_type!(
+    /// A deployment environment such as `production` or `staging`.
+    Environment
+);
+
+impl Environment {
+    /// Validates an environment name.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        check("environment", s, 32, lower_alnum, |c| lower_alnum(c) || c == '-',
+            "use 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit")?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Self("production".to_owned())
+    }
+}
+
+fn secret_segment_ok(seg: &str) -> bool {
+    check("secret name", seg, 64,
+        |c| c.is_ascii_alphanumeric() || c == '_',
+        |c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.',
+        "").is_ok()
+}
+
+/// A declared secret: `<category>/<name>` or a bare `<name>` (category `default`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SecretRef {
+    category: String,
+    name: String,
+}
+
+impl SecretRef {
+    /// Validates a declared secret reference.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let err = || NameError {
+            what: "secret name",
+            value: s.chars().take(80).collect(),
+            rule: "use NAME or CATEGORY/NAME, each 1-64 characters of A-Z, a-z, 0-9, '_', '-', '.', starting with a letter, digit or '_'",
+        };
+        let (category, name) = match s.split_once('/') {
+            Some((c, n)) => (c, n),
+            None => ("default", s),
+        };
+        if !secret_segment_ok(category) || !secret_segment_ok(name) {
+            return Err(err());
+        }
+        Ok(Self { category: category.to_owned(), name: name.to_owned() })
+    }
+
+    /// The category (`default` for a bare name).
+    pub fn category(&self) -> &str {
+        &self.category
+    }
+
+    /// The name under which the function sees the secret (`secrets[name]`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl TryFrom<String> for SecretRef {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<SecretRef> for String {
+    fn from(r: SecretRef) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.category == "default" {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.category, self.name)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names() {
+        for ok in ["hello", "a", "add-2", "my_fn", "0x"] {
+            assert!(FunctionName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Hello", "-x", "a b", "a/b", "é", &"x".repeat(64)] {
+            assert!(FunctionName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entrypoints_are_identifiers_only() {
+        assert!(Entrypoint::parse("handler").is_ok());
+        assert!(Entrypoint::parse("$main_2").is_ok());
+        for bad in ["", "2x", "a.b", "a;b", "x()", "a-b"] {
+            assert!(Entrypoint::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_refs() {
+        let bare = SecretRef::parse("API_KEY").unwrap();
+        assert_eq!((bare.category(), bare.name()), ("default", "API_KEY"));
+        assert_eq!(bare.to_string(), "API_KEY");
+        let cat = SecretRef::parse("database/credentials").unwrap();
+        assert_eq!((cat.category(), cat.name()), ("database", "credentials"));
+        assert_eq!(cat.to_string(), "database/credentials");
+        for bad in ["", "a/b/c", "/x", "x/", "../x", "a b", ".hidden"] {
+            assert!(SecretRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! JSON bodies of the public HTTP API (see `shared/API.md`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::limits::{Limits, RequestedLimits};
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including token management.
+    Admin,
+    /// Deploy, list, delete and invoke functions.
+    Developer,
+    /// Invoke functions and read their metadata.
+    Invoker,
+}
+
+impl Role {
+    /// The wire string of this role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Developer => "developer",
+            Role::Invoker => "invoker",
+        }
+    }
+
+    /// Parses a wire string.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "developer" => Some(Role::Developer),
+            "invoker" => Some(Role::Invoker),
+            _ => None,
+        }
+    }
+
+    /// Whether this role includes everything `needed` may do.
+    pub fn allows(self, needed: Role) -> bool {
+        let rank = |r: Role| match r {
+            Role::Invoker => 0,
+            Role::Developer => 1,
+            Role::Admin => 2,
+        };
+        rank(self) >= rank(needed)
+    }
+}
+
+/// `POST /v1/functions` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeployRequest {
+    /// Function name; redeploying a name adds a version.
+    pub name: String,
+    /// Runtime; only `javascript` today.
+    pub runtime: String,
+    /// Source code.
+    pub code: String,
+    /// Top-level function to call (default `handler`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<String>,
+    /// Environment (default `production`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Declared secrets, `NAME` or `CATEGORY/NAME`.
+    #[serde(default)]
+    pub required_secrets: Vec<String>,
+    /// Requested limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RequestedLimits>,
+}
+
+/// Metadata of one deployed function version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionInfo {
+    /// Function name.
+    pub name: String,
+    /// Stable id kept across versions.
+    pub function_id: String,
+    /// Version number, starting at 1.
+    pub version: u32,
+    /// `sha256:<hex>` of the source.
+    pub code_hash: String,
+    /// Runtime name.
+    pub runtime: String,
+    /// Entrypoint identifier.
+    pub entrypoint: String,
+    /// Environment.
+    pub environment: String,
+    /// Declared secrets.
+    pub required_secrets: Vec<String>,
+    /// Resolved limits.
+    pub limits: Limits,
+    /// RFC 3339 creation time of this version.
+    pub created_at: String,
+}
+
+/// `GET /v1/functions` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionList {
+    /// Latest version of every function.
+    pub functions: Vec<FunctionInfo>,
+}
+
+/// `POST /v1/functions/{name}/invoke` request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeRequest {
+    /// Parameters passed to the handler (any JSON; `null` when absent).
+    #[serde(default)]
+    pub params: Option<Box<RawValue>>,
+    /// Specific version to run (default latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+}
+
+/// `POST /v1/functions/{name}/invoke` response.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvokeResponse {
+    /// The handler's JSON result.
+    pub result: Box<RawValue>,
+    /// Unique id of this execution.
+    pub execution_id: String,
+    /// Version that ran.
+    pub version: u32,
+    /// Code hash of the version that ran.
+    pub code_hash: String,
+    /// Wall-clock duration inside the executor, milliseconds.
+    pub duration_ms: f64,
+    /// Lines logged with `context.log`.
+    pub logs: Vec<String>,
+}
+
+/// `POST /v1/tokens` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateRequest {
+    /// Role of the new token.
+    pub role: Role,
+    /// Optional human label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// Metadata of a token (never its value or hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    /// Token id, used to revoke it.
+    pub id: String,
+    /// Role.
+    pub role: Role,
+    /// Human label.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+}
+
+/// `POST /v1/tokens` response: the only time a token's value is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenCreated {
+    /// Metadata.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// The bearer token; store it now, it cannot be shown again.
+    pub token: String,
+}
+
+/// `GET /v1/tokens` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenList {
+    /// Every active token.
+    pub tokens: Vec<TokenInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_order() {
+        assert!(Role::Admin.allows(Role::Developer));
+        assert!(Role::Developer.allows(Role::Invoker));
+        assert!(!Role::Invoker.allows(Role::Developer));
+        assert!(!Role::Developer.allows(Role::Admin));
+    }
+
+    #[test]
+    fn deploy_request_rejects_unknown_fields() {
+        let bad = r#"{"name":"a","runtime":"javascript","code":"x","bogus":1}"#;
+        assert!(serde_json::from_str::<DeployRequest>(bad).is_err());
+        let ok = r#"{"name":"a","runtime":"javascript","code":"x","requiredSecrets":["K"],"limits":{"timeoutMs":100}}"#;
+        let req: DeployRequest = serde_json::from_str(ok).unwrap();
+        assert_eq!(req.limits.unwrap().timeout_ms, Some(100));
+    }
+}
