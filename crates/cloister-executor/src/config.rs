@@ -1,0 +1,44 @@
+//! Executor configuration, validated once at start.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cloister_types::ServerLimits;
+
+/// How an executor runs its workers.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Executable started for each worker (the `cloister` binary itself).
+    pub worker_exe: PathBuf,
+    /// Server-wide limits; requests asking for more are clamped to these.
+    pub limits: ServerLimits,
+    /// Most concurrently running workers for one function version.
+    pub max_workers_per_function: usize,
+    /// Most live workers in total (idle ones are evicted to make room).
+    pub max_workers_total: usize,
+    /// Idle workers older than this are stopped.
+    pub idle_timeout: Duration,
+    /// Extra time the supervisor grants past a deadline before killing the worker.
+    pub kill_grace: Duration,
+    /// Native stack budget for JavaScript.
+    pub stack_bytes: usize,
+    /// Distinct function sources kept in memory.
+    pub code_cache_entries: usize,
+}
+
+impl ExecutorConfig {
+    /// Defaults sized for the machine this runs on.
+    pub fn new(worker_exe: PathBuf) -> Self {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self {
+            worker_exe,
+            limits: ServerLimits::default(),
+            max_workers_per_function: (cpus * 2).max(4),
+            max_workers_total: 256,
+            idle_timeout: Duration::from_secs(300),
+            kill_grace: Duration::from_millis(200),
+            stack_bytes: 1 << 20,
+            code_cache_entries: 1024,
+        }
+    }
+}

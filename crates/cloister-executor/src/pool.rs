@@ -1,0 +1,421 @@
+//! The supervisor: warm worker pools per function version, code cache, limits and eviction.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cloister_sandbox::protocol::{Failure, FailureKind, InvocationContext, Invoke, Load, LoadError};
+use cloister_types::{ErrorCode, Limits};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::config::ExecutorConfig;
+use crate::secrets::{SecretError, SecretSource};
+use crate::worker::{SpawnError, WorkerFault, WorkerProcess};
+
+/// A function version as the executor runs it (limits already clamped to the server maxima).
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// Function id.
+    pub function_id: String,
+    /// Function name.
+    pub name: String,
+    /// Version number.
+    pub version: u32,
+    /// `sha256:<hex>` of the source.
+    pub code_hash: String,
+    /// Entrypoint identifier.
+    pub entrypoint: String,
+    /// Environment (selects the secrets namespace).
+    pub environment: String,
+    /// Declared secrets.
+    pub required_secrets: Vec<String>,
+    /// Effective limits.
+    pub limits: Limits,
+}
+
+/// One invocation to run.
+#[derive(Debug)]
+pub struct Job {
+    /// What to run.
+    pub spec: FunctionSpec,
+    /// JSON parameters.
+    pub params: Box<RawValue>,
+    /// Source, when the caller was told the executor lacks it.
+    pub code: Option<String>,
+    /// Unique execution id.
+    pub execution_id: String,
+}
+
+/// Why a job produced no result, classified by its public error code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFailure {
+    /// Public error code (`function_timeout`, `secret_missing`, `rate_limited`, ...).
+    pub code: ErrorCode,
+    /// Human message (never contains secret values).
+    pub message: String,
+    /// JavaScript stack, when there is one.
+    pub stack: Option<String>,
+}
+
+impl From<Failure> for RunFailure {
+    fn from(f: Failure) -> Self {
+        let code = match f.kind {
+            FailureKind::Timeout => ErrorCode::FunctionTimeout,
+            FailureKind::MemoryLimit => ErrorCode::FunctionMemoryLimit,
+            FailureKind::Error => ErrorCode::FunctionError,
+            FailureKind::InvalidOutput => ErrorCode::FunctionInvalidOutput,
+        };
+        Self { code, message: f.message, stack: f.stack }
+    }
+}
+
+/// What happened to a job.
+#[derive(Debug)]
+pub enum JobResult {
+    /// The function ran (successfully or not).
+    Ran {
+        /// Result JSON or classified failure.
+        result: Result<Box<RawValue>, RunFailure>,
+        /// Captured log lines.
+        logs: Vec<String>,
+        /// Time spent, including any worker start.
+        duration: Duration,
+    },
+    /// The executor does not hold this code; send it.
+    CodeRequired,
+}
+
+/// `sha256:<hex>` of a source text.
+pub fn code_hash(code: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(code.as_bytes())))
+}
+
+struct Pool {
+    load: Load,
+    idle: Mutex<Vec<WorkerProcess>>,
+    slots: Semaphore,
+    last_used: Mutex<Instant>,
+}
+
+/// Snapshot of one idle worker for status reports.
+#[derive(Debug, Clone)]
+pub struct WorkerSnapshot {
+    /// Function id it serves.
+    pub function_id: String,
+    /// Version it serves.
+    pub version: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Resident memory.
+    pub rss_bytes: u64,
+}
+
+type PoolKey = (String, u32, String);
+
+/// Owns every worker of this executor.
+pub struct Supervisor {
+    cfg: ExecutorConfig,
+    secrets: Arc<dyn SecretSource>,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    code: Mutex<CodeCache>,
+    live: AtomicUsize,
+    spawned: AtomicU64,
+    retired: AtomicU64,
+    isolated: AtomicBool,
+}
+
+#[derive(Default)]
+struct CodeCache {
+    by_hash: HashMap<String, Arc<str>>,
+    order: VecDeque<String>,
+}
+
+impl CodeCache {
+    fn get(&self, hash: &str) -> Option<Arc<str>> {
+        self.by_hash.get(hash).cloned()
+    }
+
+    fn insert(&mut self, hash: String, code: Arc<str>, cap: usize) {
+        if self.by_hash.insert(hash.clone(), code).is_none() {
+            self.order.push_back(hash);
+        }
+        while self.order.len() > cap {
+            if let Some(old) = self.order.pop_front() {
+                self.by_hash.remove(&old);
+            }
+        }
+    }
+}
+
+fn failure(code: ErrorCode, message: impl Into<String>) -> RunFailure {
+    RunFailure { code, message: message.into(), stack: None }
+}
+
+enum PoolError {
+    CodeRequired,
+    CodeMismatch,
+}
+
+impl Supervisor {
+    /// Creates a supervisor with the given secret source.
+    pub fn new(cfg: ExecutorConfig, secrets: Arc<dyn SecretSource>) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            secrets,
+            pools: Mutex::new(HashMap::new()),
+            code: Mutex::new(CodeCache::default()),
+            live: AtomicUsize::new(0),
+            spawned: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
+            isolated: AtomicBool::new(false),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.cfg
+    }
+
+    /// Clamps requested limits to this executor's maxima (the gateway is not trusted to).
+    pub fn clamp(&self, limits: Limits) -> Limits {
+        let max = &self.cfg.limits;
+        Limits {
+            timeout_ms: limits.timeout_ms.clamp(1, max.max_timeout_ms),
+            memory_mb: limits.memory_mb.clamp(1, max.max_memory_mb),
+        }
+    }
+
+    fn load_for(&self, code: Arc<str>, entrypoint: &str, limits: Limits) -> Load {
+        Load {
+            code: code.to_string(),
+            entrypoint: entrypoint.to_owned(),
+            memory_bytes: (limits.memory_mb as usize) << 20,
+            stack_bytes: self.cfg.stack_bytes,
+            load_timeout_ms: limits.timeout_ms,
+            max_output_bytes: self.cfg.limits.max_output_bytes,
+        }
+    }
+
+    /// Compiles code in a throwaway worker; `Err` carries the syntax error.
+    pub async fn validate(&self, code: String, entrypoint: &str, limits: Limits) -> Result<(), LoadError> {
+        let limits = self.clamp(limits);
+        let load = self.load_for(Arc::from(code), entrypoint, limits);
+        let deadline = Duration::from_millis(limits.timeout_ms) + self.cfg.kill_grace * 5;
+        match WorkerProcess::spawn(&self.cfg.worker_exe, load, deadline).await {
+            Ok(mut w) => {
+                w.kill().await;
+                Ok(())
+            }
+            Err(SpawnError::Load(e)) => Err(e),
+            Err(e @ SpawnError::Process(_)) => {
+                Err(LoadError { message: e.to_string(), line: None, column: None })
+            }
+        }
+    }
+
+    fn pool_for(&self, spec: &FunctionSpec, code: Option<String>) -> Result<Arc<Pool>, PoolError> {
+        let key = (spec.function_id.clone(), spec.version, spec.code_hash.clone());
+        if let Some(p) = lock(&self.pools).get(&key) {
+            return Ok(p.clone());
+        }
+        let cached = lock(&self.code).get(&spec.code_hash);
+        let source = match (cached, code) {
+            (Some(c), _) => c,
+            (None, Some(c)) => {
+                if code_hash(&c) != spec.code_hash {
+                    return Err(PoolError::CodeMismatch);
+                }
+                let c: Arc<str> = Arc::from(c);
+                lock(&self.code).insert(spec.code_hash.clone(), c.clone(), self.cfg.code_cache_entries);
+                c
+            }
+            (None, None) => return Err(PoolError::CodeRequired),
+        };
+        let pool = Arc::new(Pool {
+            load: self.load_for(source, &spec.entrypoint, spec.limits),
+            idle: Mutex::new(Vec::new()),
+            slots: Semaphore::new(self.cfg.max_workers_per_function),
+            last_used: Mutex::new(Instant::now()),
+        });
+        Ok(lock(&self.pools).entry(key).or_insert(pool).clone())
+    }
+
+    /// Runs one job to completion.
+    pub async fn run(&self, job: Job) -> JobResult {
+        let started = Instant::now();
+        let spec = &job.spec;
+        let pool = match self.pool_for(spec, job.code) {
+            Ok(p) => p,
+            Err(PoolError::CodeRequired) => return JobResult::CodeRequired,
+            Err(PoolError::CodeMismatch) => {
+                let msg = "the code sent does not match the function's code hash";
+                return ran(Err(failure(ErrorCode::InvalidRequest, msg)), Vec::new(), started);
+            }
+        };
+        let timeout = Duration::from_millis(spec.limits.timeout_ms);
+        let secrets = match self
+            .secrets
+            .fetch(&spec.function_id, &spec.environment, &spec.required_secrets)
+            .await
+        {
+            Ok(s) => s,
+            Err(SecretError::Missing(name)) => {
+                let msg = format!("declared secret `{name}` does not exist");
+                return ran(Err(failure(ErrorCode::SecretMissing, msg)), Vec::new(), started);
+            }
+            Err(e @ SecretError::Unavailable(_)) => {
+                return ran(Err(failure(ErrorCode::Unavailable, e.to_string())), Vec::new(), started);
+            }
+        };
+        let Ok(Ok(_permit)) = tokio::time::timeout(timeout, pool.slots.acquire()).await else {
+            let msg = "too many concurrent invocations of this function";
+            return ran(Err(failure(ErrorCode::RateLimited, msg)), Vec::new(), started);
+        };
+        let idle = lock(&pool.idle).pop();
+        let mut worker = match idle {
+            Some(w) => w,
+            None => match self.spawn(&pool).await {
+                Ok(w) => w,
+                Err(f) => return ran(Err(f), Vec::new(), started),
+            },
+        };
+        let inv = Invoke {
+            params: job.params,
+            secrets,
+            context: InvocationContext {
+                function_name: spec.name.clone(),
+                function_id: spec.function_id.clone(),
+                version: spec.version,
+                execution_id: job.execution_id,
+                timeout_ms: spec.limits.timeout_ms,
+            },
+        };
+        let remaining = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+        let result = worker.invoke(inv, remaining + self.cfg.kill_grace).await;
+        *lock(&pool.last_used) = Instant::now();
+        match result {
+            Ok(outcome) => {
+                if outcome.retire {
+                    self.retire(worker);
+                } else {
+                    lock(&pool.idle).push(worker);
+                }
+                ran(outcome.result.map_err(RunFailure::from), outcome.logs, started)
+            }
+            Err(WorkerFault::Timeout) => {
+                self.forget(worker);
+                let msg = format!(
+                    "function exceeded its deadline of {} ms; the supervisor stopped its worker",
+                    spec.limits.timeout_ms
+                );
+                ran(Err(failure(ErrorCode::FunctionTimeout, msg)), Vec::new(), started)
+            }
+            Err(WorkerFault::Crashed(why)) => {
+                self.forget(worker);
+                ran(Err(failure(ErrorCode::FunctionError, why)), Vec::new(), started)
+            }
+        }
+    }
+
+    async fn spawn(&self, pool: &Pool) -> Result<WorkerProcess, RunFailure> {
+        if self.live.load(Ordering::Relaxed) >= self.cfg.max_workers_total {
+            self.evict_one_idle().await;
+        }
+        let deadline = Duration::from_millis(pool.load.load_timeout_ms) + self.cfg.kill_grace * 5;
+        match WorkerProcess::spawn(&self.cfg.worker_exe, pool.load.clone(), deadline).await {
+            Ok(w) => {
+                self.live.fetch_add(1, Ordering::Relaxed);
+                self.spawned.fetch_add(1, Ordering::Relaxed);
+                self.isolated.store(w.ready.filesystem_isolated, Ordering::Relaxed);
+                Ok(w)
+            }
+            Err(SpawnError::Load(e)) => Err(failure(ErrorCode::FunctionError, e.message)),
+            Err(e) => Err(failure(ErrorCode::Unavailable, e.to_string())),
+        }
+    }
+
+    fn retire(&self, worker: WorkerProcess) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.retired.fetch_add(1, Ordering::Relaxed);
+        worker.release();
+    }
+
+    fn forget(&self, mut worker: WorkerProcess) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.retired.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move { worker.kill().await });
+    }
+
+    async fn evict_one_idle(&self) {
+        let pools: Vec<Arc<Pool>> = lock(&self.pools).values().cloned().collect();
+        let oldest = pools
+            .iter()
+            .filter(|p| !lock(&p.idle).is_empty())
+            .min_by_key(|p| *lock(&p.last_used));
+        if let Some(p) = oldest {
+            let victim = {
+                let mut idle = lock(&p.idle);
+                if idle.is_empty() { None } else { Some(idle.remove(0)) }
+            };
+            if let Some(w) = victim {
+                self.forget(w);
+            }
+        }
+    }
+
+    /// Stops workers idle for longer than the idle timeout and drops unused pools.
+    pub fn reap_idle(&self) {
+        let now = Instant::now();
+        let ttl = self.cfg.idle_timeout;
+        let mut pools = lock(&self.pools);
+        for pool in pools.values() {
+            let expired: Vec<WorkerProcess> = {
+                let mut idle = lock(&pool.idle);
+                let (old, keep) = idle.drain(..).partition(|w| now.duration_since(w.last_used) > ttl);
+                *idle = keep;
+                old
+            };
+            for w in expired {
+                self.forget(w);
+            }
+        }
+        pools.retain(|_, p| {
+            Arc::strong_count(p) > 1
+                || !lock(&p.idle).is_empty()
+                || now.duration_since(*lock(&p.last_used)) <= ttl
+        });
+    }
+
+    /// Idle workers with their resident memory, plus lifetime counters.
+    pub fn snapshot(&self) -> (Vec<WorkerSnapshot>, u64, u64, bool) {
+        let pools = lock(&self.pools);
+        let mut out = Vec::new();
+        for ((function_id, version, _), pool) in pools.iter() {
+            for w in lock(&pool.idle).iter() {
+                out.push(WorkerSnapshot {
+                    function_id: function_id.clone(),
+                    version: *version,
+                    pid: w.pid(),
+                    rss_bytes: w.rss_bytes().unwrap_or(0),
+                });
+            }
+        }
+        (
+            out,
+            self.spawned.load(Ordering::Relaxed),
+            self.retired.load(Ordering::Relaxed),
+            self.isolated.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn ran(result: Result<Box<RawValue>, RunFailure>, logs: Vec<String>, started: Instant) -> JobResult {
+    JobResult::Ran { result, logs, duration: started.elapsed() }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

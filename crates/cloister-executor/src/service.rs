@@ -1,0 +1,193 @@
+//! The executor's internal RPC service and its server loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloister_rpc::executor::executor_server::{Executor, ExecutorServer};
+use cloister_rpc::executor::{
+    self as pb, CodeRequired, FailureKind, InvokeRequest, InvokeResponse, StatusRequest,
+    StatusResponse, Success, ValidateRequest, ValidateResponse, WorkerStatus, invoke_response,
+};
+use cloister_types::{ErrorCode, Limits};
+use serde_json::value::RawValue;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+use crate::pool::{FunctionSpec, Job, JobResult, RunFailure, Supervisor};
+
+/// gRPC front of a [`Supervisor`].
+pub struct ExecutorService {
+    sup: Arc<Supervisor>,
+}
+
+impl ExecutorService {
+    /// Wraps a supervisor.
+    pub fn new(sup: Arc<Supervisor>) -> Self {
+        Self { sup }
+    }
+}
+
+/// Maps a public error code to the wire enum.
+pub fn failure_kind(code: ErrorCode) -> FailureKind {
+    match code {
+        ErrorCode::FunctionTimeout => FailureKind::Timeout,
+        ErrorCode::FunctionMemoryLimit => FailureKind::MemoryLimit,
+        ErrorCode::FunctionInvalidOutput => FailureKind::InvalidOutput,
+        ErrorCode::SecretMissing => FailureKind::SecretMissing,
+        ErrorCode::RateLimited | ErrorCode::Unavailable => FailureKind::Overloaded,
+        _ => FailureKind::Error,
+    }
+}
+
+fn spec_from(f: pb::FunctionRef, sup: &Supervisor) -> Result<FunctionSpec, Status> {
+    if f.runtime != "javascript" {
+        return Err(Status::invalid_argument(format!("unknown runtime {:?}", f.runtime)));
+    }
+    cloister_types::Entrypoint::parse(&f.entrypoint)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let limits = sup.clamp(Limits { timeout_ms: f.timeout_ms, memory_mb: f.memory_mb });
+    Ok(FunctionSpec {
+        function_id: f.function_id,
+        name: f.name,
+        version: f.version,
+        code_hash: f.code_hash,
+        entrypoint: f.entrypoint,
+        environment: f.environment,
+        required_secrets: f.required_secrets,
+        limits,
+    })
+}
+
+#[tonic::async_trait]
+impl Executor for ExecutorService {
+    async fn validate(&self, req: Request<ValidateRequest>) -> Result<Response<ValidateResponse>, Status> {
+        let r = req.into_inner();
+        cloister_types::Entrypoint::parse(&r.entrypoint)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if r.code.len() > self.sup.config().limits.max_code_bytes {
+            return Err(Status::invalid_argument("code is over the size limit"));
+        }
+        let limits = Limits { timeout_ms: r.timeout_ms, memory_mb: r.memory_mb };
+        let resp = match self.sup.validate(r.code, &r.entrypoint, limits).await {
+            Ok(()) => ValidateResponse { ok: true, ..Default::default() },
+            Err(e) => ValidateResponse { ok: false, message: e.message, line: e.line, column: e.column },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn invoke(&self, req: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
+        let r = req.into_inner();
+        let function = r.function.ok_or_else(|| Status::invalid_argument("function is required"))?;
+        let spec = spec_from(function, &self.sup)?;
+        let max_in = self.sup.config().limits.max_input_bytes;
+        if r.params_json.len() > max_in {
+            return Err(Status::invalid_argument("params are over the size limit"));
+        }
+        let params = RawValue::from_string(r.params_json)
+            .map_err(|e| Status::invalid_argument(format!("params are not JSON: {e}")))?;
+        let job = Job { spec, params, code: r.code, execution_id: r.execution_id };
+        let resp = match self.sup.run(job).await {
+            JobResult::CodeRequired => InvokeResponse {
+                outcome: Some(invoke_response::Outcome::CodeRequired(CodeRequired {})),
+                ..Default::default()
+            },
+            JobResult::Ran { result, logs, duration } => {
+                let outcome = match result {
+                    Ok(json) => invoke_response::Outcome::Success(Success { result_json: json.get().to_owned() }),
+                    Err(RunFailure { code, message, stack }) => {
+                        invoke_response::Outcome::Failure(pb::Failure {
+                            kind: failure_kind(code) as i32,
+                            message,
+                            stack,
+                        })
+                    }
+                };
+                InvokeResponse {
+                    outcome: Some(outcome),
+                    logs,
+                    duration_ms: duration.as_secs_f64() * 1000.0,
+                }
+            }
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let (workers, spawned_total, retired_total, filesystem_isolated) = self.sup.snapshot();
+        Ok(Response::new(StatusResponse {
+            workers: workers
+                .into_iter()
+                .map(|w| WorkerStatus {
+                    function_id: w.function_id,
+                    version: w.version,
+                    pid: w.pid,
+                    rss_bytes: w.rss_bytes,
+                    busy: false,
+                })
+                .collect(),
+            spawned_total,
+            retired_total,
+            filesystem_isolated,
+        }))
+    }
+}
+
+/// Checks the internal bearer token on every request, in constant time.
+#[derive(Clone)]
+pub struct InternalAuth {
+    expected: Arc<Vec<u8>>,
+}
+
+impl InternalAuth {
+    /// Accepts `Bearer <token>`.
+    pub fn new(token: &str) -> Self {
+        Self { expected: Arc::new(format!("Bearer {token}").into_bytes()) }
+    }
+
+    /// Interceptor body.
+    pub fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
+        let given = req
+            .metadata()
+            .get(cloister_rpc::INTERNAL_AUTH_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if bool::from(given.ct_eq(self.expected.as_slice())) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("internal token required"))
+        }
+    }
+}
+
+/// Serves the executor on `listener` until `shutdown` resolves; reaps idle workers meanwhile.
+pub async fn serve(
+    listener: TcpListener,
+    sup: Arc<Supervisor>,
+    internal_token: &str,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let reaper = {
+        let sup = sup.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                sup.reap_idle();
+            }
+        })
+    };
+    let auth = InternalAuth::new(internal_token);
+    let server = ExecutorServer::new(ExecutorService::new(sup))
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20);
+    let svc = tonic::service::interceptor::InterceptedService::new(server, move |r| auth.check(r));
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .await;
+    reaper.abort();
+    result
+}

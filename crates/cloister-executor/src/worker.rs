@@ -1,0 +1,192 @@
+//! One sandboxed worker process as seen from the supervisor.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cloister_sandbox::frame::{self, FrameError};
+use cloister_sandbox::protocol::{FromWorker, Invoke, Load, LoadError, Outcome, Ready, ToWorker};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+
+/// Hidden subcommand of the `cloister` binary that runs a worker.
+pub const WORKER_SUBCOMMAND: &str = "__worker";
+
+/// Why a worker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The code did not load (syntax error, missing entrypoint, top-level throw).
+    #[error("{}", .0.message)]
+    Load(LoadError),
+    /// The process could not be started or died while loading.
+    #[error("worker failed to start: {0}")]
+    Process(String),
+}
+
+/// Why an invocation got no answer from the worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerFault {
+    /// No answer before the supervisor's deadline; the worker was killed.
+    #[error("no answer before the deadline")]
+    Timeout,
+    /// The worker died or broke the protocol.
+    #[error("worker crashed: {0}")]
+    Crashed(String),
+}
+
+/// A live worker serving one function version.
+pub struct WorkerProcess {
+    child: Child,
+    chan: UnixStream,
+    pid: u32,
+    /// Whether the worker reported Landlock filesystem isolation.
+    pub ready: Ready,
+    /// When this worker last finished an invocation.
+    pub last_used: Instant,
+}
+
+impl WorkerProcess {
+    /// Starts a worker, hands it the function and waits until it is loaded.
+    pub async fn spawn(exe: &Path, load: Load, deadline: Duration) -> Result<Self, SpawnError> {
+        let (ours, theirs) =
+            StdUnixStream::pair().map_err(|e| SpawnError::Process(format!("socketpair: {e}")))?;
+        let theirs_fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(exe);
+        cmd.arg(WORKER_SUBCOMMAND)
+            .arg(load.memory_bytes.to_string())
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let target = cloister_sandbox::WORKER_CHANNEL_FD;
+                if theirs_fd == target {
+                    // dup2 onto itself keeps FD_CLOEXEC: clear it explicitly.
+                    if libc::fcntl(target, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(theirs_fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The worker dies with its supervisor.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| SpawnError::Process(format!("{}: {e}", exe.display())))?;
+        drop(theirs);
+        ours.set_nonblocking(true).map_err(|e| SpawnError::Process(e.to_string()))?;
+        let chan = UnixStream::from_std(ours).map_err(|e| SpawnError::Process(e.to_string()))?;
+        let pid = child.id().unwrap_or(0);
+        let mut worker = Self {
+            child,
+            chan,
+            pid,
+            ready: Ready { filesystem_isolated: false },
+            last_used: Instant::now(),
+        };
+        let reply = tokio::time::timeout(deadline, worker.round_trip(&ToWorker::Load(load))).await;
+        match reply {
+            Ok(Ok(FromWorker::Loaded(Ok(ready)))) => {
+                worker.ready = ready;
+                Ok(worker)
+            }
+            Ok(Ok(FromWorker::Loaded(Err(e)))) => Err(SpawnError::Load(e)),
+            Ok(Ok(FromWorker::Done(_))) => Err(SpawnError::Process("protocol violation".into())),
+            Ok(Err(e)) => Err(SpawnError::Process(worker.death_reason(e).await)),
+            Err(_) => {
+                worker.kill().await;
+                Err(SpawnError::Load(LoadError {
+                    message: "loading the code did not finish before the deadline".into(),
+                    line: None,
+                    column: None,
+                }))
+            }
+        }
+    }
+
+    async fn round_trip<T: DeserializeOwned>(&mut self, msg: &ToWorker) -> Result<T, FrameError> {
+        let bytes = frame::encode(msg)?;
+        self.chan.write_all(&bytes).await?;
+        let mut header = [0u8; 4];
+        if let Err(e) = self.chan.read_exact(&mut header).await {
+            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                FrameError::Closed
+            } else {
+                e.into()
+            });
+        }
+        let mut body = vec![0u8; frame::body_len(header)?];
+        self.chan.read_exact(&mut body).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Runs one invocation; kills the worker if it does not answer within `deadline`.
+    pub async fn invoke(&mut self, inv: Invoke, deadline: Duration) -> Result<Outcome, WorkerFault> {
+        let msg = ToWorker::Invoke(inv);
+        match tokio::time::timeout(deadline, self.round_trip::<FromWorker>(&msg)).await {
+            Ok(Ok(FromWorker::Done(outcome))) => {
+                self.last_used = Instant::now();
+                Ok(outcome)
+            }
+            Ok(Ok(FromWorker::Loaded(_))) => Err(WorkerFault::Crashed("protocol violation".into())),
+            Ok(Err(e)) => Err(WorkerFault::Crashed(self.death_reason(e).await)),
+            Err(_) => {
+                self.kill().await;
+                Err(WorkerFault::Timeout)
+            }
+        }
+    }
+
+    async fn death_reason(&mut self, e: FrameError) -> String {
+        let status = tokio::time::timeout(Duration::from_millis(500), self.child.wait()).await;
+        match status {
+            Ok(Ok(s)) => match (s.code(), s.signal()) {
+                (_, Some(sig)) => format!("worker killed by signal {sig}"),
+                (Some(code), _) => format!("worker exited with status {code}"),
+                _ => format!("worker ended: {e}"),
+            },
+            _ => {
+                self.kill().await;
+                format!("worker channel failed: {e}")
+            }
+        }
+    }
+
+    /// Process id (for status reports).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Resident memory of the worker process, from `/proc`.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Some(pages * u64::try_from(page).ok()?)
+    }
+
+    /// Stops the worker and reaps it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Lets a worker that is exiting by itself go, reaping it in the background.
+    pub fn release(mut self) {
+        tokio::spawn(async move {
+            if tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await.is_err() {
+                self.kill().await;
+            }
+        });
+    }
+}
