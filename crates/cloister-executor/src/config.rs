@@ -29,7 +29,9 @@ pub struct ExecutorConfig {
 impl ExecutorConfig {
     /// Defaults sized for the machine this runs on.
     pub fn new(worker_exe: PathBuf) -> Self {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Self {
             worker_exe,
             limits: ServerLimits::default(),

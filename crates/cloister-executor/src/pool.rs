@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloister_sandbox::protocol::{Failure, FailureKind, InvocationContext, Invoke, Load, LoadError};
+use cloister_sandbox::protocol::{
+    Failure, FailureKind, InvocationContext, Invoke, Load, LoadError,
+};
 use cloister_types::{ErrorCode, Limits};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -68,7 +70,11 @@ impl From<Failure> for RunFailure {
             FailureKind::Error => ErrorCode::FunctionError,
             FailureKind::InvalidOutput => ErrorCode::FunctionInvalidOutput,
         };
-        Self { code, message: f.message, stack: f.stack }
+        Self {
+            code,
+            message: f.message,
+            stack: f.stack,
+        }
     }
 }
 
@@ -151,7 +157,11 @@ impl CodeCache {
 }
 
 fn failure(code: ErrorCode, message: impl Into<String>) -> RunFailure {
-    RunFailure { code, message: message.into(), stack: None }
+    RunFailure {
+        code,
+        message: message.into(),
+        stack: None,
+    }
 }
 
 enum PoolError {
@@ -200,7 +210,12 @@ impl Supervisor {
     }
 
     /// Compiles code in a throwaway worker; `Err` carries the syntax error.
-    pub async fn validate(&self, code: String, entrypoint: &str, limits: Limits) -> Result<(), LoadError> {
+    pub async fn validate(
+        &self,
+        code: String,
+        entrypoint: &str,
+        limits: Limits,
+    ) -> Result<(), LoadError> {
         let limits = self.clamp(limits);
         let load = self.load_for(Arc::from(code), entrypoint, limits);
         let deadline = Duration::from_millis(limits.timeout_ms) + self.cfg.kill_grace * 5;
@@ -210,14 +225,20 @@ impl Supervisor {
                 Ok(())
             }
             Err(SpawnError::Load(e)) => Err(e),
-            Err(e @ SpawnError::Process(_)) => {
-                Err(LoadError { message: e.to_string(), line: None, column: None })
-            }
+            Err(e @ SpawnError::Process(_)) => Err(LoadError {
+                message: e.to_string(),
+                line: None,
+                column: None,
+            }),
         }
     }
 
     fn pool_for(&self, spec: &FunctionSpec, code: Option<String>) -> Result<Arc<Pool>, PoolError> {
-        let key = (spec.function_id.clone(), spec.version, spec.code_hash.clone());
+        let key = (
+            spec.function_id.clone(),
+            spec.version,
+            spec.code_hash.clone(),
+        );
         if let Some(p) = lock(&self.pools).get(&key) {
             return Ok(p.clone());
         }
@@ -229,7 +250,11 @@ impl Supervisor {
                     return Err(PoolError::CodeMismatch);
                 }
                 let c: Arc<str> = Arc::from(c);
-                lock(&self.code).insert(spec.code_hash.clone(), c.clone(), self.cfg.code_cache_entries);
+                lock(&self.code).insert(
+                    spec.code_hash.clone(),
+                    c.clone(),
+                    self.cfg.code_cache_entries,
+                );
                 c
             }
             (None, None) => return Err(PoolError::CodeRequired),
@@ -252,7 +277,11 @@ impl Supervisor {
             Err(PoolError::CodeRequired) => return JobResult::CodeRequired,
             Err(PoolError::CodeMismatch) => {
                 let msg = "the code sent does not match the function's code hash";
-                return ran(Err(failure(ErrorCode::InvalidRequest, msg)), Vec::new(), started);
+                return ran(
+                    Err(failure(ErrorCode::InvalidRequest, msg)),
+                    Vec::new(),
+                    started,
+                );
             }
         };
         let timeout = Duration::from_millis(spec.limits.timeout_ms);
@@ -264,15 +293,27 @@ impl Supervisor {
             Ok(s) => s,
             Err(SecretError::Missing(name)) => {
                 let msg = format!("declared secret `{name}` does not exist");
-                return ran(Err(failure(ErrorCode::SecretMissing, msg)), Vec::new(), started);
+                return ran(
+                    Err(failure(ErrorCode::SecretMissing, msg)),
+                    Vec::new(),
+                    started,
+                );
             }
             Err(e @ SecretError::Unavailable(_)) => {
-                return ran(Err(failure(ErrorCode::Unavailable, e.to_string())), Vec::new(), started);
+                return ran(
+                    Err(failure(ErrorCode::Unavailable, e.to_string())),
+                    Vec::new(),
+                    started,
+                );
             }
         };
         let Ok(Ok(_permit)) = tokio::time::timeout(timeout, pool.slots.acquire()).await else {
             let msg = "too many concurrent invocations of this function";
-            return ran(Err(failure(ErrorCode::RateLimited, msg)), Vec::new(), started);
+            return ran(
+                Err(failure(ErrorCode::RateLimited, msg)),
+                Vec::new(),
+                started,
+            );
         };
         let idle = lock(&pool.idle).pop();
         let mut worker = match idle {
@@ -293,7 +334,9 @@ impl Supervisor {
                 timeout_ms: spec.limits.timeout_ms,
             },
         };
-        let remaining = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+        let remaining = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
         let result = worker.invoke(inv, remaining + self.cfg.kill_grace).await;
         *lock(&pool.last_used) = Instant::now();
         match result {
@@ -303,7 +346,11 @@ impl Supervisor {
                 } else {
                     lock(&pool.idle).push(worker);
                 }
-                ran(outcome.result.map_err(RunFailure::from), outcome.logs, started)
+                ran(
+                    outcome.result.map_err(RunFailure::from),
+                    outcome.logs,
+                    started,
+                )
             }
             Err(WorkerFault::Timeout) => {
                 self.forget(worker);
@@ -311,11 +358,19 @@ impl Supervisor {
                     "function exceeded its deadline of {} ms; the supervisor stopped its worker",
                     spec.limits.timeout_ms
                 );
-                ran(Err(failure(ErrorCode::FunctionTimeout, msg)), Vec::new(), started)
+                ran(
+                    Err(failure(ErrorCode::FunctionTimeout, msg)),
+                    Vec::new(),
+                    started,
+                )
             }
             Err(WorkerFault::Crashed(why)) => {
                 self.forget(worker);
-                ran(Err(failure(ErrorCode::FunctionError, why)), Vec::new(), started)
+                ran(
+                    Err(failure(ErrorCode::FunctionError, why)),
+                    Vec::new(),
+                    started,
+                )
             }
         }
     }
@@ -329,7 +384,8 @@ impl Supervisor {
             Ok(w) => {
                 self.live.fetch_add(1, Ordering::Relaxed);
                 self.spawned.fetch_add(1, Ordering::Relaxed);
-                self.isolated.store(w.ready.filesystem_isolated, Ordering::Relaxed);
+                self.isolated
+                    .store(w.ready.filesystem_isolated, Ordering::Relaxed);
                 Ok(w)
             }
             Err(SpawnError::Load(e)) => Err(failure(ErrorCode::FunctionError, e.message)),
@@ -358,7 +414,11 @@ impl Supervisor {
         if let Some(p) = oldest {
             let victim = {
                 let mut idle = lock(&p.idle);
-                if idle.is_empty() { None } else { Some(idle.remove(0)) }
+                if idle.is_empty() {
+                    None
+                } else {
+                    Some(idle.remove(0))
+                }
             };
             if let Some(w) = victim {
                 self.forget(w);
@@ -374,7 +434,9 @@ impl Supervisor {
         for pool in pools.values() {
             let expired: Vec<WorkerProcess> = {
                 let mut idle = lock(&pool.idle);
-                let (old, keep) = idle.drain(..).partition(|w| now.duration_since(w.last_used) > ttl);
+                let (old, keep) = idle
+                    .drain(..)
+                    .partition(|w| now.duration_since(w.last_used) > ttl);
                 *idle = keep;
                 old
             };
@@ -412,8 +474,16 @@ impl Supervisor {
     }
 }
 
-fn ran(result: Result<Box<RawValue>, RunFailure>, logs: Vec<String>, started: Instant) -> JobResult {
-    JobResult::Ran { result, logs, duration: started.elapsed() }
+fn ran(
+    result: Result<Box<RawValue>, RunFailure>,
+    logs: Vec<String>,
+    started: Instant,
+) -> JobResult {
+    JobResult::Ran {
+        result,
+        logs,
+        duration: started.elapsed(),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

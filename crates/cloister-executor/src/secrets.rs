@@ -16,7 +16,12 @@ pub type FetchFuture<'a> =
 pub trait SecretSource: Send + Sync {
     /// Returns the values of `declared` (category/name refs) for that function and environment,
     /// keyed by the name the function sees.
-    fn fetch<'a>(&'a self, function_id: &'a str, environment: &'a str, declared: &'a [String]) -> FetchFuture<'a>;
+    fn fetch<'a>(
+        &'a self,
+        function_id: &'a str,
+        environment: &'a str,
+        declared: &'a [String],
+    ) -> FetchFuture<'a>;
 }
 
 /// Why secrets could not be provided.

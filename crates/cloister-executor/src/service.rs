@@ -43,11 +43,17 @@ pub fn failure_kind(code: ErrorCode) -> FailureKind {
 
 fn spec_from(f: pb::FunctionRef, sup: &Supervisor) -> Result<FunctionSpec, Status> {
     if f.runtime != "javascript" {
-        return Err(Status::invalid_argument(format!("unknown runtime {:?}", f.runtime)));
+        return Err(Status::invalid_argument(format!(
+            "unknown runtime {:?}",
+            f.runtime
+        )));
     }
     cloister_types::Entrypoint::parse(&f.entrypoint)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let limits = sup.clamp(Limits { timeout_ms: f.timeout_ms, memory_mb: f.memory_mb });
+    let limits = sup.clamp(Limits {
+        timeout_ms: f.timeout_ms,
+        memory_mb: f.memory_mb,
+    });
     Ok(FunctionSpec {
         function_id: f.function_id,
         name: f.name,
@@ -62,24 +68,43 @@ fn spec_from(f: pb::FunctionRef, sup: &Supervisor) -> Result<FunctionSpec, Statu
 
 #[tonic::async_trait]
 impl Executor for ExecutorService {
-    async fn validate(&self, req: Request<ValidateRequest>) -> Result<Response<ValidateResponse>, Status> {
+    async fn validate(
+        &self,
+        req: Request<ValidateRequest>,
+    ) -> Result<Response<ValidateResponse>, Status> {
         let r = req.into_inner();
         cloister_types::Entrypoint::parse(&r.entrypoint)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if r.code.len() > self.sup.config().limits.max_code_bytes {
             return Err(Status::invalid_argument("code is over the size limit"));
         }
-        let limits = Limits { timeout_ms: r.timeout_ms, memory_mb: r.memory_mb };
+        let limits = Limits {
+            timeout_ms: r.timeout_ms,
+            memory_mb: r.memory_mb,
+        };
         let resp = match self.sup.validate(r.code, &r.entrypoint, limits).await {
-            Ok(()) => ValidateResponse { ok: true, ..Default::default() },
-            Err(e) => ValidateResponse { ok: false, message: e.message, line: e.line, column: e.column },
+            Ok(()) => ValidateResponse {
+                ok: true,
+                ..Default::default()
+            },
+            Err(e) => ValidateResponse {
+                ok: false,
+                message: e.message,
+                line: e.line,
+                column: e.column,
+            },
         };
         Ok(Response::new(resp))
     }
 
-    async fn invoke(&self, req: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
+    async fn invoke(
+        &self,
+        req: Request<InvokeRequest>,
+    ) -> Result<Response<InvokeResponse>, Status> {
         let r = req.into_inner();
-        let function = r.function.ok_or_else(|| Status::invalid_argument("function is required"))?;
+        let function = r
+            .function
+            .ok_or_else(|| Status::invalid_argument("function is required"))?;
         let spec = spec_from(function, &self.sup)?;
         let max_in = self.sup.config().limits.max_input_bytes;
         if r.params_json.len() > max_in {
@@ -87,22 +112,35 @@ impl Executor for ExecutorService {
         }
         let params = RawValue::from_string(r.params_json)
             .map_err(|e| Status::invalid_argument(format!("params are not JSON: {e}")))?;
-        let job = Job { spec, params, code: r.code, execution_id: r.execution_id };
+        let job = Job {
+            spec,
+            params,
+            code: r.code,
+            execution_id: r.execution_id,
+        };
         let resp = match self.sup.run(job).await {
             JobResult::CodeRequired => InvokeResponse {
                 outcome: Some(invoke_response::Outcome::CodeRequired(CodeRequired {})),
                 ..Default::default()
             },
-            JobResult::Ran { result, logs, duration } => {
+            JobResult::Ran {
+                result,
+                logs,
+                duration,
+            } => {
                 let outcome = match result {
-                    Ok(json) => invoke_response::Outcome::Success(Success { result_json: json.get().to_owned() }),
-                    Err(RunFailure { code, message, stack }) => {
-                        invoke_response::Outcome::Failure(pb::Failure {
-                            kind: failure_kind(code) as i32,
-                            message,
-                            stack,
-                        })
-                    }
+                    Ok(json) => invoke_response::Outcome::Success(Success {
+                        result_json: json.get().to_owned(),
+                    }),
+                    Err(RunFailure {
+                        code,
+                        message,
+                        stack,
+                    }) => invoke_response::Outcome::Failure(pb::Failure {
+                        kind: failure_kind(code) as i32,
+                        message,
+                        stack,
+                    }),
                 };
                 InvokeResponse {
                     outcome: Some(outcome),
@@ -143,7 +181,9 @@ pub struct InternalAuth {
 impl InternalAuth {
     /// Accepts `Bearer <token>`.
     pub fn new(token: &str) -> Self {
-        Self { expected: Arc::new(format!("Bearer {token}").into_bytes()) }
+        Self {
+            expected: Arc::new(format!("Bearer {token}").into_bytes()),
+        }
     }
 
     /// Interceptor body.
@@ -186,7 +226,10 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(svc)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
         .await;
     reaper.abort();
     result

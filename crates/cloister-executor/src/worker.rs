@@ -81,16 +81,21 @@ impl WorkerProcess {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| SpawnError::Process(format!("{}: {e}", exe.display())))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| SpawnError::Process(format!("{}: {e}", exe.display())))?;
         drop(theirs);
-        ours.set_nonblocking(true).map_err(|e| SpawnError::Process(e.to_string()))?;
+        ours.set_nonblocking(true)
+            .map_err(|e| SpawnError::Process(e.to_string()))?;
         let chan = UnixStream::from_std(ours).map_err(|e| SpawnError::Process(e.to_string()))?;
         let pid = child.id().unwrap_or(0);
         let mut worker = Self {
             child,
             chan,
             pid,
-            ready: Ready { filesystem_isolated: false },
+            ready: Ready {
+                filesystem_isolated: false,
+            },
             last_used: Instant::now(),
         };
         let reply = tokio::time::timeout(deadline, worker.round_trip(&ToWorker::Load(load))).await;
@@ -130,7 +135,11 @@ impl WorkerProcess {
     }
 
     /// Runs one invocation; kills the worker if it does not answer within `deadline`.
-    pub async fn invoke(&mut self, inv: Invoke, deadline: Duration) -> Result<Outcome, WorkerFault> {
+    pub async fn invoke(
+        &mut self,
+        inv: Invoke,
+        deadline: Duration,
+    ) -> Result<Outcome, WorkerFault> {
         let msg = ToWorker::Invoke(inv);
         match tokio::time::timeout(deadline, self.round_trip::<FromWorker>(&msg)).await {
             Ok(Ok(FromWorker::Done(outcome))) => {
@@ -184,7 +193,10 @@ impl WorkerProcess {
     /// Lets a worker that is exiting by itself go, reaping it in the background.
     pub fn release(mut self) {
         tokio::spawn(async move {
-            if tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(1), self.child.wait())
+                .await
+                .is_err()
+            {
                 self.kill().await;
             }
         });

@@ -65,14 +65,20 @@ impl LogBuffer {
             self.dropped += 1;
             return;
         }
-        truncate_utf8(&mut line, MAX_LOG_LINE_BYTES.min(MAX_LOG_TOTAL_BYTES - self.bytes));
+        truncate_utf8(
+            &mut line,
+            MAX_LOG_LINE_BYTES.min(MAX_LOG_TOTAL_BYTES - self.bytes),
+        );
         self.bytes += line.len();
         self.lines.push(line);
     }
 
     fn finish(mut self) -> Vec<String> {
         if self.dropped > 0 {
-            self.lines.push(format!("[{} log lines dropped: limit reached]", self.dropped));
+            self.lines.push(format!(
+                "[{} log lines dropped: limit reached]",
+                self.dropped
+            ));
         }
         self.lines
     }
@@ -109,7 +115,13 @@ impl Engine {
             }
             _ => false,
         })));
-        let engine = Self { rt, load, deadline, interrupted, budget_ms: Cell::new(0) };
+        let engine = Self {
+            rt,
+            load,
+            deadline,
+            interrupted,
+            budget_ms: Cell::new(0),
+        };
         engine.check()?;
         Ok(engine)
     }
@@ -137,14 +149,22 @@ impl Engine {
         self.arm(Duration::from_millis(self.load.load_timeout_ms));
         let result = self
             .new_context()
-            .map_err(|f| LoadError { message: f.message, line: None, column: None })
+            .map_err(|f| LoadError {
+                message: f.message,
+                line: None,
+                column: None,
+            })
             .and_then(|context| {
                 context.with(|ctx| {
                     self.instantiate(&ctx).map(|_| ()).map_err(|err| match err {
                         Instantiate::Threw(e) => {
                             let f = self.classify(&ctx, e);
                             let (line, column) = source_position(&f);
-                            LoadError { message: f.message, line, column }
+                            LoadError {
+                                message: f.message,
+                                line,
+                                column,
+                            }
                         }
                         Instantiate::NoEntrypoint => LoadError {
                             message: format!(
@@ -182,9 +202,9 @@ impl Engine {
     pub fn invoke(&mut self, inv: Invoke) -> Outcome {
         let logs = Rc::new(RefCell::new(LogBuffer::default()));
         self.arm(Duration::from_millis(inv.context.timeout_ms));
-        let mut result = self.new_context().and_then(|context| {
-            context.with(|ctx| self.run(&ctx, &inv, logs.clone()))
-        });
+        let mut result = self
+            .new_context()
+            .and_then(|context| context.with(|ctx| self.run(&ctx, &inv, logs.clone())));
         self.disarm();
         if let Err(f) = &mut result {
             if f.kind != FailureKind::Timeout && self.near_memory_limit() {
@@ -200,8 +220,14 @@ impl Engine {
                     || f.message.contains("Maximum call stack size exceeded")
             }
         };
-        let logs = Rc::try_unwrap(logs).map(|l| l.into_inner().finish()).unwrap_or_default();
-        Outcome { result, logs, retire }
+        let logs = Rc::try_unwrap(logs)
+            .map(|l| l.into_inner().finish())
+            .unwrap_or_default();
+        Outcome {
+            result,
+            logs,
+            retire,
+        }
     }
 
     fn near_memory_limit(&self) -> bool {
@@ -289,7 +315,12 @@ impl Engine {
             .unwrap_or(0.0);
         obj.set("deadlineMs", now_ms + c.timeout_ms as f64)?;
         let log = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
-            let line = args.0.into_iter().map(|v| display(&ctx, v)).collect::<Vec<_>>().join(" ");
+            let line = args
+                .0
+                .into_iter()
+                .map(|v| display(&ctx, v))
+                .collect::<Vec<_>>()
+                .join(" ");
             logs.borrow_mut().push(line);
         })?;
         obj.set("log", log)?;
@@ -302,7 +333,10 @@ impl Engine {
         if self.interrupted.get() {
             return Failure {
                 kind: FailureKind::Timeout,
-                message: format!("function exceeded its deadline of {} ms", self.deadline_ms()),
+                message: format!(
+                    "function exceeded its deadline of {} ms",
+                    self.deadline_ms()
+                ),
                 stack: None,
             };
         }
@@ -318,7 +352,11 @@ impl Engine {
                     message: "the returned Promise can never settle (nothing left to run)".into(),
                     stack: None,
                 },
-                other => Failure { kind: FailureKind::Error, message: other.to_string(), stack: None },
+                other => Failure {
+                    kind: FailureKind::Error,
+                    message: other.to_string(),
+                    stack: None,
+                },
             };
         };
         let (mut message, mut stack) = match value.as_exception() {
@@ -344,7 +382,11 @@ impl Engine {
         if let Some(s) = &mut stack {
             truncate_utf8(s, MAX_ERROR_TEXT);
         }
-        Failure { kind: FailureKind::Error, message, stack }
+        Failure {
+            kind: FailureKind::Error,
+            message,
+            stack,
+        }
     }
 
     fn deadline_ms(&self) -> u64 {
@@ -358,7 +400,11 @@ enum Instantiate {
 }
 
 fn invalid_output(message: &str) -> Failure {
-    Failure { kind: FailureKind::InvalidOutput, message: message.to_owned(), stack: None }
+    Failure {
+        kind: FailureKind::InvalidOutput,
+        message: message.to_owned(),
+        stack: None,
+    }
 }
 
 /// Renders a value for logs and messages: strings as-is, other values as JSON when possible.

@@ -80,7 +80,10 @@ mod tests {
             read_msg::<serde_json::Value>(&mut huge.as_slice()),
             Err(FrameError::TooLarge(_))
         ));
-        assert!(matches!(read_msg::<serde_json::Value>(&mut [].as_slice()), Err(FrameError::Closed)));
+        assert!(matches!(
+            read_msg::<serde_json::Value>(&mut [].as_slice()),
+            Err(FrameError::Closed)
+        ));
         let garbage = [3, 0, 0, 0, b'x', b'y', b'z'];
         assert!(matches!(
             read_msg::<serde_json::Value>(&mut garbage.as_slice()),

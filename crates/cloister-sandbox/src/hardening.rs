@@ -69,7 +69,10 @@ pub const DENIED_SYSCALLS: &[i64] = &[
 pub fn seccomp_program() -> Result<BpfProgram, HardeningError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| HardeningError::Seccomp(e.to_string()))?;
-    let rules = DENIED_SYSCALLS.iter().map(|&nr| (nr, vec![])).collect::<BTreeMap<_, _>>();
+    let rules = DENIED_SYSCALLS
+        .iter()
+        .map(|&nr| (nr, vec![]))
+        .collect::<BTreeMap<_, _>>();
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -77,7 +80,9 @@ pub fn seccomp_program() -> Result<BpfProgram, HardeningError> {
         arch,
     )
     .map_err(|e| HardeningError::Seccomp(e.to_string()))?;
-    filter.try_into().map_err(|e: seccompiler::BackendError| HardeningError::Seccomp(e.to_string()))
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| HardeningError::Seccomp(e.to_string()))
 }
 
 /// Installs a prebuilt seccomp program (sets `no_new_privs`).
@@ -85,11 +90,21 @@ pub fn install_seccomp(program: &BpfProgram) -> Result<(), HardeningError> {
     seccompiler::apply_filter(program).map_err(|e| HardeningError::Seccomp(e.to_string()))
 }
 
-fn setrlimit(resource: libc::__rlimit_resource_t, value: u64, what: &'static str) -> Result<(), HardeningError> {
-    let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+fn setrlimit(
+    resource: libc::__rlimit_resource_t,
+    value: u64,
+    what: &'static str,
+) -> Result<(), HardeningError> {
+    let lim = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
     // SAFETY: plain system call with a valid pointer to a local struct.
     if unsafe { libc::setrlimit(resource, &lim) } != 0 {
-        return Err(HardeningError::Sys { what, source: io::Error::last_os_error() });
+        return Err(HardeningError::Sys {
+            what,
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -99,7 +114,10 @@ pub fn close_other_fds(keep: i32) -> Result<(), HardeningError> {
     // SAFETY: close_range only closes descriptors; none above `keep` is owned by Rust code here.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32) };
     if rc != 0 {
-        return Err(HardeningError::Sys { what: "close_range", source: io::Error::last_os_error() });
+        return Err(HardeningError::Sys {
+            what: "close_range",
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -165,7 +183,11 @@ mod tests {
             let pid = libc::fork();
             assert!(pid >= 0);
             if pid == 0 {
-                let code = if seccompiler::apply_filter(&program).is_ok() { probe() } else { 99 };
+                let code = if seccompiler::apply_filter(&program).is_ok() {
+                    probe()
+                } else {
+                    99
+                };
                 libc::_exit(code);
             }
             let mut status = 0;
@@ -212,9 +234,19 @@ mod tests {
     fn ordinary_calls_still_work() {
         let code = in_hardened_child(|| unsafe {
             let pid = libc::syscall(libc::SYS_getpid);
-            let mem = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
-            if pid > 0 && mem != libc::MAP_FAILED { 0 } else { 1 }
+            let mem = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if pid > 0 && mem != libc::MAP_FAILED {
+                0
+            } else {
+                1
+            }
         });
         assert_eq!(code, 0);
     }

@@ -3,11 +3,11 @@
 use std::fs::File;
 use std::os::fd::FromRawFd;
 
+use crate::WORKER_CHANNEL_FD;
 use crate::engine::Engine;
 use crate::frame::{FrameError, read_msg, write_msg};
 use crate::hardening::{LandlockLevel, harden};
 use crate::protocol::{FromWorker, LoadError, Ready, ToWorker};
-use crate::WORKER_CHANNEL_FD;
 
 /// Exit code of a worker that could not harden itself.
 pub const EXIT_HARDENING_FAILED: i32 = 70;
@@ -31,15 +31,23 @@ pub fn run(heap_bytes: usize) -> i32 {
     };
     let mut engine = match Engine::new(load) {
         Ok(engine) => {
-            if write_msg(&mut channel, &FromWorker::Loaded(Ok(Ready {
-                filesystem_isolated: landlock == LandlockLevel::Full,
-            }))).is_err() {
+            if write_msg(
+                &mut channel,
+                &FromWorker::Loaded(Ok(Ready {
+                    filesystem_isolated: landlock == LandlockLevel::Full,
+                })),
+            )
+            .is_err()
+            {
                 return EXIT_PROTOCOL;
             }
             engine
         }
         Err(e) => {
-            let _ = write_msg(&mut channel, &FromWorker::Loaded(Err::<Ready, LoadError>(e)));
+            let _ = write_msg(
+                &mut channel,
+                &FromWorker::Loaded(Err::<Ready, LoadError>(e)),
+            );
             return 0;
         }
     };

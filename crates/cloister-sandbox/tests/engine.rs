@@ -7,7 +7,10 @@ use cloister_sandbox::protocol::{FailureKind, InvocationContext, Invoke, Load, O
 use serde_json::{Value, json};
 
 fn workload(name: &str) -> String {
-    let path = format!("{}/../../examples/workloads/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../examples/workloads/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -22,10 +25,18 @@ fn load(code: &str) -> Load {
     }
 }
 
-fn invoke_with(engine: &mut Engine, params: Value, secrets: &[(&str, &str)], timeout_ms: u64) -> Outcome {
+fn invoke_with(
+    engine: &mut Engine,
+    params: Value,
+    secrets: &[(&str, &str)],
+    timeout_ms: u64,
+) -> Outcome {
     engine.invoke(Invoke {
         params: serde_json::value::to_raw_value(&params).unwrap(),
-        secrets: secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        secrets: secrets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
         context: InvocationContext {
             function_name: "demo".into(),
             function_id: "fn-1".into(),
@@ -50,7 +61,10 @@ fn run(file: &str, params: Value) -> Outcome {
 
 #[test]
 fn add() {
-    assert_eq!(ok(run("add.js", json!({"a": 2, "b": 3}))), json!({"sum": 5}));
+    assert_eq!(
+        ok(run("add.js", json!({"a": 2, "b": 3}))),
+        json!({"sum": 5})
+    );
 }
 
 #[test]
@@ -75,13 +89,21 @@ fn sha256_matches_fips_vector() {
 
 #[test]
 fn async_handlers_are_awaited() {
-    assert_eq!(ok(run("async.js", json!({"items": [1, 2, 3]}))), json!({"doubled": [2, 4, 6]}));
+    assert_eq!(
+        ok(run("async.js", json!({"items": [1, 2, 3]}))),
+        json!({"doubled": [2, 4, 6]})
+    );
 }
 
 #[test]
 fn hello_sees_declared_secret_and_context() {
     let mut e = Engine::new(load(&workload("hello.js"))).unwrap();
-    let out = ok(invoke_with(&mut e, json!({"a": 2, "b": 3}), &[("API_KEY", "k-123456")], 1000));
+    let out = ok(invoke_with(
+        &mut e,
+        json!({"a": 2, "b": 3}),
+        &[("API_KEY", "k-123456")],
+        1000,
+    ));
     assert_eq!(out, json!({"sum": 5, "keyLength": 8, "fn": "demo"}));
 }
 
@@ -121,7 +143,10 @@ fn escape_probe_finds_nothing() {
 fn every_invocation_gets_fresh_globals() {
     let mut e = Engine::new(load(&workload("state-leak.js"))).unwrap();
     for _ in 0..5 {
-        assert_eq!(ok(invoke_with(&mut e, json!({}), &[], 1000)), json!({"seen": 0}));
+        assert_eq!(
+            ok(invoke_with(&mut e, json!({}), &[], 1000)),
+            json!({"seen": 0})
+        );
     }
 }
 
@@ -132,7 +157,10 @@ fn prototypes_and_closures_do_not_leak_between_calls() {
         return { before, x: ({}).x }; }";
     let mut e = Engine::new(load(code)).unwrap();
     for _ in 0..3 {
-        assert_eq!(ok(invoke_with(&mut e, json!(null), &[], 1000)), json!({"before": "undefined", "x": 1}));
+        assert_eq!(
+            ok(invoke_with(&mut e, json!(null), &[], 1000)),
+            json!({"before": "undefined", "x": 1})
+        );
     }
 }
 
@@ -145,8 +173,11 @@ fn secrets_and_context_are_frozen() {
                  dl: typeof c.deadlineMs }; }";
     let mut e = Engine::new(load(code)).unwrap();
     let out = ok(invoke_with(&mut e, json!(null), &[("K", "v")], 1000));
-    assert_eq!(out, json!({"r": ["TypeError", "TypeError"], "k": "v", "fn": "demo", "id": "fn-1",
-        "v": 3, "ex": "exec-1", "dl": "number"}));
+    assert_eq!(
+        out,
+        json!({"r": ["TypeError", "TypeError"], "k": "v", "fn": "demo", "id": "fn-1",
+        "v": 3, "ex": "exec-1", "dl": "number"})
+    );
 }
 
 #[test]
@@ -154,7 +185,10 @@ fn tampering_with_freeze_before_the_call_does_not_unfreeze() {
     let code = "Object.freeze = function (o) { return o; };
         function handler(p, s) { 'use strict'; try { s.K = 'x'; return 'mutable'; } catch (e) { return 'frozen'; } }";
     let mut e = Engine::new(load(code)).unwrap();
-    assert_eq!(ok(invoke_with(&mut e, json!(null), &[("K", "v")], 1000)), json!("frozen"));
+    assert_eq!(
+        ok(invoke_with(&mut e, json!(null), &[("K", "v")], 1000)),
+        json!("frozen")
+    );
 }
 
 #[test]
@@ -172,7 +206,9 @@ fn logs_are_captured_and_bounded() {
 
 #[test]
 fn syntax_errors_name_line_and_column() {
-    let err = Engine::new(load("function handler() {\n  return 1 +;\n}")).err().unwrap();
+    let err = Engine::new(load("function handler() {\n  return 1 +;\n}"))
+        .err()
+        .unwrap();
     assert_eq!(err.line, Some(2), "{err:?}");
     assert!(err.column.is_some(), "{err:?}");
     assert!(err.message.contains("SyntaxError"), "{err:?}");
@@ -190,7 +226,9 @@ fn missing_entrypoint_is_a_load_error() {
 
 #[test]
 fn top_level_infinite_loop_cannot_hang_a_deploy() {
-    let err = Engine::new(load("while (true) {}\nfunction handler() {}")).err().unwrap();
+    let err = Engine::new(load("while (true) {}\nfunction handler() {}"))
+        .err()
+        .unwrap();
     assert!(err.message.contains("deadline"), "{err:?}");
 }
 
@@ -205,9 +243,24 @@ fn errors_carry_message_and_stack() {
     assert_eq!(f.message, "TypeError: bad input");
     assert!(f.stack.unwrap().contains("function.js:1"));
     let mut e = Engine::new(load("function handler() { throw 'plain'; }")).unwrap();
-    assert_eq!(invoke_with(&mut e, json!(null), &[], 1000).result.unwrap_err().message, "Uncaught plain");
-    let mut e = Engine::new(load("async function handler() { throw new Error('async'); }")).unwrap();
-    assert_eq!(invoke_with(&mut e, json!(null), &[], 1000).result.unwrap_err().message, "Error: async");
+    assert_eq!(
+        invoke_with(&mut e, json!(null), &[], 1000)
+            .result
+            .unwrap_err()
+            .message,
+        "Uncaught plain"
+    );
+    let mut e = Engine::new(load(
+        "async function handler() { throw new Error('async'); }",
+    ))
+    .unwrap();
+    assert_eq!(
+        invoke_with(&mut e, json!(null), &[], 1000)
+            .result
+            .unwrap_err()
+            .message,
+        "Error: async"
+    );
 }
 
 #[test]
@@ -218,13 +271,21 @@ fn unserialisable_and_oversized_results_are_invalid_output() {
         "function handler() { return function () {}; }",
     ] {
         let mut e = Engine::new(load(code)).unwrap();
-        let f = invoke_with(&mut e, json!(null), &[], 1000).result.unwrap_err();
+        let f = invoke_with(&mut e, json!(null), &[], 1000)
+            .result
+            .unwrap_err();
         assert_eq!(f.kind, FailureKind::InvalidOutput, "{code}: {f:?}");
     }
     let mut l = load("function handler() { return 'x'.repeat(2000); }");
     l.max_output_bytes = 1000;
     let mut e = Engine::new(l).unwrap();
-    assert_eq!(invoke_with(&mut e, json!(null), &[], 1000).result.unwrap_err().kind, FailureKind::InvalidOutput);
+    assert_eq!(
+        invoke_with(&mut e, json!(null), &[], 1000)
+            .result
+            .unwrap_err()
+            .kind,
+        FailureKind::InvalidOutput
+    );
     let mut e = Engine::new(load("function handler() {}")).unwrap();
     assert_eq!(ok(invoke_with(&mut e, json!(null), &[], 1000)), json!(null));
 }
@@ -232,7 +293,9 @@ fn unserialisable_and_oversized_results_are_invalid_output() {
 #[test]
 fn never_settling_promise_is_an_error_not_a_hang() {
     let mut e = Engine::new(load("function handler() { return new Promise(() => {}); }")).unwrap();
-    let f = invoke_with(&mut e, json!(null), &[], 1000).result.unwrap_err();
+    let f = invoke_with(&mut e, json!(null), &[], 1000)
+        .result
+        .unwrap_err();
     assert_eq!(f.kind, FailureKind::Error);
     assert!(f.message.contains("never settle"), "{}", f.message);
 }
@@ -241,6 +304,13 @@ fn never_settling_promise_is_an_error_not_a_hang() {
 fn engine_survives_errors_and_keeps_serving() {
     let code = "function handler(p) { if (p.fail) throw new Error('no'); return p.n * 2; }";
     let mut e = Engine::new(load(code)).unwrap();
-    assert!(invoke_with(&mut e, json!({"fail": true}), &[], 1000).result.is_err());
-    assert_eq!(ok(invoke_with(&mut e, json!({"n": 21}), &[], 1000)), json!(42));
+    assert!(
+        invoke_with(&mut e, json!({"fail": true}), &[], 1000)
+            .result
+            .is_err()
+    );
+    assert_eq!(
+        ok(invoke_with(&mut e, json!({"n": 21}), &[], 1000)),
+        json!(42)
+    );
 }

@@ -1,1 +1,52 @@
-//! placeholder
+//! Persistent state of the control plane: functions, their immutable versions, and API tokens.
+//!
+//! [`Store`] is the one interface every backend implements; [`SqliteStore`] is the embedded
+//! default. Nothing here assumes SQLite: a PostgreSQL backend runs the same [`conformance`]
+//! suite. The store never sees secret values: tokens are stored as SHA-256 hashes.
+
+pub mod conformance;
+mod migrations;
+mod model;
+mod sqlite;
+
+pub use model::{NewToken, NewVersion, StoreError, TokenRecord, VersionRecord};
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+
+/// Storage backend of the gateway (ARCHITECTURE §8). Every write is durable when it returns.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Adds a version to the function `new.name`, creating the function (with `new_function_id`)
+    /// if it does not exist yet; returns the stored version with its assigned number.
+    async fn create_version(&self, new: NewVersion) -> Result<VersionRecord, StoreError>;
+
+    /// One version of a function (the latest when `version` is `None`).
+    async fn get_version(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<VersionRecord>, StoreError>;
+
+    /// The source code of one version.
+    async fn get_code(&self, function_id: &str, version: u32)
+    -> Result<Option<String>, StoreError>;
+
+    /// The latest version of every function, ordered by name.
+    async fn list_latest(&self) -> Result<Vec<VersionRecord>, StoreError>;
+
+    /// Deletes a function and all its versions; `false` if there was none.
+    async fn delete_function(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Stores a new token (by hash).
+    async fn create_token(&self, new: NewToken) -> Result<TokenRecord, StoreError>;
+
+    /// The active (not revoked) token with this SHA-256 hash.
+    async fn find_token(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Every active token, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes a token; `false` if there is no active token with that id.
+    async fn revoke_token(&self, id: &str) -> Result<bool, StoreError>;
+}

@@ -56,7 +56,10 @@ impl ErrorCode {
             FunctionNotFound | SecretNotFound => 404,
             Conflict => 409,
             PayloadTooLarge => 413,
-            FunctionTimeout | FunctionMemoryLimit | FunctionError | FunctionInvalidOutput
+            FunctionTimeout
+            | FunctionMemoryLimit
+            | FunctionError
+            | FunctionInvalidOutput
             | SecretMissing => 422,
             RateLimited => 429,
             Internal => 500,
@@ -117,7 +120,11 @@ pub struct ApiError {
 impl ApiError {
     /// Creates an error without details.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: Value::Null }
+        Self {
+            code,
+            message: message.into(),
+            details: Value::Null,
+        }
     }
 
     /// Attaches structured details.
@@ -137,7 +144,9 @@ impl ApiError {
         struct Envelope {
             error: ApiError,
         }
-        serde_json::from_slice::<Envelope>(body).ok().map(|e| e.error)
+        serde_json::from_slice::<Envelope>(body)
+            .ok()
+            .map(|e| e.error)
     }
 }
 

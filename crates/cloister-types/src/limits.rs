@@ -87,7 +87,10 @@ impl ServerLimits {
                 ),
             ));
         }
-        Ok(Limits { timeout_ms, memory_mb })
+        Ok(Limits {
+            timeout_ms,
+            memory_mb,
+        })
     }
 }
 
@@ -98,12 +101,33 @@ mod tests {
     #[test]
     fn defaults_apply_and_maxima_are_enforced() {
         let s = ServerLimits::default();
-        assert_eq!(s.resolve(None).unwrap(), Limits { timeout_ms: 5000, memory_mb: 64 });
-        let r = RequestedLimits { timeout_ms: Some(250), memory_mb: None };
+        assert_eq!(
+            s.resolve(None).unwrap(),
+            Limits {
+                timeout_ms: 5000,
+                memory_mb: 64
+            }
+        );
+        let r = RequestedLimits {
+            timeout_ms: Some(250),
+            memory_mb: None,
+        };
         assert_eq!(s.resolve(Some(r)).unwrap().timeout_ms, 250);
-        let too_long = RequestedLimits { timeout_ms: Some(60_001), memory_mb: None };
-        assert_eq!(s.resolve(Some(too_long)).unwrap_err().code, ErrorCode::InvalidRequest);
-        let too_small = RequestedLimits { timeout_ms: None, memory_mb: Some(1) };
-        assert_eq!(s.resolve(Some(too_small)).unwrap_err().code, ErrorCode::InvalidRequest);
+        let too_long = RequestedLimits {
+            timeout_ms: Some(60_001),
+            memory_mb: None,
+        };
+        assert_eq!(
+            s.resolve(Some(too_long)).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+        let too_small = RequestedLimits {
+            timeout_ms: None,
+            memory_mb: Some(1),
+        };
+        assert_eq!(
+            s.resolve(Some(too_small)).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
     }
 }

@@ -27,13 +27,15 @@ fn check(
     rule: &'static str,
 ) -> Result<(), NameError> {
     let mut chars = value.chars();
-    let ok = value.len() <= max
-        && chars.next().is_some_and(first)
-        && chars.all(rest);
+    let ok = value.len() <= max && chars.next().is_some_and(first) && chars.all(rest);
     if ok {
         Ok(())
     } else {
-        Err(NameError { what, value: value.chars().take(80).collect(), rule })
+        Err(NameError {
+            what,
+            value: value.chars().take(80).collect(),
+            rule,
+        })
     }
 }
 
@@ -84,8 +86,14 @@ name_type!(
 impl FunctionName {
     /// Validates a function name.
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        check("function name", s, 63, lower_alnum, |c| lower_alnum(c) || c == '-' || c == '_',
-            "use 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit")?;
+        check(
+            "function name",
+            s,
+            63,
+            lower_alnum,
+            |c| lower_alnum(c) || c == '-' || c == '_',
+            "use 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit",
+        )?;
         Ok(Self(s.to_owned()))
     }
 }
@@ -98,10 +106,14 @@ name_type!(
 impl Entrypoint {
     /// Validates an entrypoint identifier.
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        check("entrypoint", s, 64,
+        check(
+            "entrypoint",
+            s,
+            64,
             |c| c.is_ascii_alphabetic() || c == '_' || c == '$',
             |c| c.is_ascii_alphanumeric() || c == '_' || c == '$',
-            "must be an ASCII JavaScript identifier of at most 64 characters")?;
+            "must be an ASCII JavaScript identifier of at most 64 characters",
+        )?;
         Ok(Self(s.to_owned()))
     }
 }
@@ -120,8 +132,14 @@ name_type!(
 impl Environment {
     /// Validates an environment name.
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        check("environment", s, 32, lower_alnum, |c| lower_alnum(c) || c == '-',
-            "use 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit")?;
+        check(
+            "environment",
+            s,
+            32,
+            lower_alnum,
+            |c| lower_alnum(c) || c == '-',
+            "use 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit",
+        )?;
         Ok(Self(s.to_owned()))
     }
 }
@@ -133,10 +151,15 @@ impl Default for Environment {
 }
 
 fn secret_segment_ok(seg: &str) -> bool {
-    check("secret name", seg, 64,
+    check(
+        "secret name",
+        seg,
+        64,
         |c| c.is_ascii_alphanumeric() || c == '_',
         |c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.',
-        "").is_ok()
+        "",
+    )
+    .is_ok()
 }
 
 /// A declared secret: `<category>/<name>` or a bare `<name>` (category `default`).
@@ -162,7 +185,10 @@ impl SecretRef {
         if !secret_segment_ok(category) || !secret_segment_ok(name) {
             return Err(err());
         }
-        Ok(Self { category: category.to_owned(), name: name.to_owned() })
+        Ok(Self {
+            category: category.to_owned(),
+            name: name.to_owned(),
+        })
     }
 
     /// The category (`default` for a bare name).

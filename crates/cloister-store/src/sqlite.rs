@@ -1,0 +1,417 @@
+//! The embedded SQLite backend: WAL journal, `synchronous=FULL` (a write is on disk before the
+//! call returns), foreign keys on, migrations applied at open.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cloister_types::{Limits, Role};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::Store;
+use crate::migrations::{MIGRATIONS, latest};
+use crate::model::{NewToken, NewVersion, StoreError, TokenRecord, VersionRecord, now_rfc3339};
+
+/// [`Store`] on one SQLite database file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(err, _) = &e
+        && err.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        return StoreError::Conflict(e.to_string());
+    }
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests and throwaway runs).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(backend)?;
+        Self::init(conn)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Schema version currently applied.
+    pub async fn schema_version(&self) -> Result<u32, StoreError> {
+        self.with(|c| current_version(c)).await
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("connection lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+fn current_version(conn: &Connection) -> Result<u32, StoreError> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(backend)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )
+    .map_err(backend)?;
+    let found = current_version(conn)?;
+    if found > latest() {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: latest(),
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        tx.execute_batch(m.sql).map_err(backend)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, now_rfc3339()],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied schema migration"
+        );
+    }
+    Ok(())
+}
+
+const VERSION_COLUMNS: &str = "f.name, f.id, v.version, v.code_hash, v.runtime, v.entrypoint, \
+     v.environment, v.required_secrets, v.timeout_ms, v.memory_mb, v.created_at";
+
+fn version_row(r: &Row<'_>) -> rusqlite::Result<(VersionRecord, String)> {
+    let secrets: String = r.get(7)?;
+    let info = VersionRecord {
+        name: r.get(0)?,
+        function_id: r.get(1)?,
+        version: r.get(2)?,
+        code_hash: r.get(3)?,
+        runtime: r.get(4)?,
+        entrypoint: r.get(5)?,
+        environment: r.get(6)?,
+        required_secrets: Vec::new(),
+        limits: Limits {
+            timeout_ms: r.get::<_, i64>(8)?.max(0) as u64,
+            memory_mb: r.get(9)?,
+        },
+        created_at: r.get(10)?,
+    };
+    Ok((info, secrets))
+}
+
+fn decode_version(
+    (mut info, secrets): (VersionRecord, String),
+) -> Result<VersionRecord, StoreError> {
+    info.required_secrets = serde_json::from_str(&secrets)
+        .map_err(|e| StoreError::Corrupt(format!("required_secrets of {}: {e}", info.name)))?;
+    Ok(info)
+}
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<(String, String, Option<String>, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn decode_token(
+    (id, role, label, created_at): (String, String, Option<String>, String),
+) -> Result<TokenRecord, StoreError> {
+    let role = Role::parse(&role)
+        .ok_or_else(|| StoreError::Corrupt(format!("token {id} has role {role:?}")))?;
+    Ok(TokenRecord {
+        id,
+        role,
+        label,
+        created_at,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_version(&self, new: NewVersion) -> Result<VersionRecord, StoreError> {
+        self.with(move |c| {
+            let secrets = serde_json::to_string(&new.required_secrets)
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            let now = now_rfc3339();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let existing: Option<String> = tx
+                .query_row("SELECT id FROM functions WHERE name = ?1", [&new.name], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            let function_id = match existing {
+                Some(id) => id,
+                None => {
+                    tx.execute(
+                        "INSERT INTO functions (id, name, created_at) VALUES (?1, ?2, ?3)",
+                        params![new.new_function_id, new.name, now],
+                    )
+                    .map_err(backend)?;
+                    new.new_function_id.clone()
+                }
+            };
+            let version: u32 = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM function_versions WHERE function_id = ?1",
+                    [&function_id],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            tx.execute(
+                "INSERT INTO function_versions (function_id, version, code, code_hash, runtime, \
+                 entrypoint, environment, required_secrets, timeout_ms, memory_mb, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    function_id,
+                    version,
+                    new.code,
+                    new.code_hash,
+                    new.runtime,
+                    new.entrypoint,
+                    new.environment,
+                    secrets,
+                    i64::try_from(new.limits.timeout_ms).unwrap_or(i64::MAX),
+                    new.limits.memory_mb,
+                    now
+                ],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(VersionRecord {
+                name: new.name,
+                function_id,
+                version,
+                code_hash: new.code_hash,
+                runtime: new.runtime,
+                entrypoint: new.entrypoint,
+                environment: new.environment,
+                required_secrets: new.required_secrets,
+                limits: new.limits,
+                created_at: now,
+            })
+        })
+        .await
+    }
+
+    async fn get_version(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let row = match version {
+                Some(v) => c
+                    .query_row(
+                        &format!(
+                            "SELECT {VERSION_COLUMNS} FROM functions f JOIN function_versions v \
+                             ON v.function_id = f.id WHERE f.name = ?1 AND v.version = ?2"
+                        ),
+                        params![name, v],
+                        version_row,
+                    )
+                    .optional(),
+                None => c
+                    .query_row(
+                        &format!(
+                            "SELECT {VERSION_COLUMNS} FROM functions f JOIN function_versions v \
+                             ON v.function_id = f.id WHERE f.name = ?1 ORDER BY v.version DESC LIMIT 1"
+                        ),
+                        params![name],
+                        version_row,
+                    )
+                    .optional(),
+            }
+            .map_err(backend)?;
+            row.map(decode_version).transpose()
+        })
+        .await
+    }
+
+    async fn get_code(
+        &self,
+        function_id: &str,
+        version: u32,
+    ) -> Result<Option<String>, StoreError> {
+        let id = function_id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT code FROM function_versions WHERE function_id = ?1 AND version = ?2",
+                params![id, version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_latest(&self) -> Result<Vec<VersionRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {VERSION_COLUMNS} FROM functions f JOIN function_versions v \
+                     ON v.function_id = f.id \
+                     WHERE v.version = (SELECT MAX(version) FROM function_versions WHERE function_id = f.id) \
+                     ORDER BY f.name"
+                ))
+                .map_err(backend)?;
+            let rows = stmt.query_map([], version_row).map_err(backend)?;
+            rows.map(|r| r.map_err(backend).and_then(decode_version)).collect()
+        })
+        .await
+    }
+
+    async fn delete_function(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let n = c
+                .execute("DELETE FROM functions WHERE name = ?1", [name])
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn create_token(&self, new: NewToken) -> Result<TokenRecord, StoreError> {
+        self.with(move |c| {
+            let now = now_rfc3339();
+            c.execute(
+                "INSERT INTO tokens (id, hash, role, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![new.id, &new.hash[..], new.role.as_str(), new.label, now],
+            )
+            .map_err(backend)?;
+            Ok(TokenRecord { id: new.id, role: new.role, label: new.label, created_at: now })
+        })
+        .await
+    }
+
+    async fn find_token(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        let hash = *hash;
+        self.with(move |c| {
+            c.query_row(
+                "SELECT id, role, label, created_at FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
+                [&hash[..]],
+                token_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .map(decode_token)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, role, label, created_at FROM tokens WHERE revoked_at IS NULL \
+                     ORDER BY created_at, id",
+                )
+                .map_err(backend)?;
+            let rows = stmt.query_map([], token_row).map_err(backend)?;
+            rows.map(|r| r.map_err(backend).and_then(decode_token))
+                .collect()
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id, now_rfc3339()],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(SqliteStore::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.execute(
+            "INSERT INTO schema_migrations VALUES (999, 'future', 'now')",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        match SqliteStore::open(&path) {
+            Err(StoreError::SchemaTooNew { found: 999, .. }) => {}
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pragmas_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let c = store.conn.lock().unwrap();
+        let mode: String = c
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        let sync: i64 = c
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous must be FULL");
+    }
+}
