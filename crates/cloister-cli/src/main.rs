@@ -1,1 +1,80 @@
-fn main() {}
+//! `cloister`: the platform (serve, gateway, executor roles) and its command-line client.
+
+mod bench;
+mod cli;
+mod client_cmds;
+mod output;
+mod roles;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    // A worker must not start threads or a runtime before it has hardened itself, so it is
+    // dispatched before anything else happens in this process.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(cloister_executor::worker::WORKER_SUBCOMMAND) {
+        let heap = args
+            .get(2)
+            .and_then(|h| h.parse::<usize>().ok())
+            .unwrap_or(0);
+        let code = cloister_sandbox::worker::run(heap);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    // Taken out of the environment before any thread exists, so nothing inherits it.
+    let internal_token = std::env::var(roles::INTERNAL_TOKEN_ENV).ok();
+    if internal_token.is_some() {
+        // SAFETY: single-threaded at this point; no other code reads the environment concurrently.
+        unsafe { std::env::remove_var(roles::INTERNAL_TOKEN_ENV) };
+    }
+    let cli = Cli::parse();
+    init_tracing(&cli.command);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = cli.json;
+    let result = runtime.block_on(run(cli, internal_token));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::print_error(&e, json);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(cmd: &Command) {
+    let default = match cmd {
+        Command::Serve(_) | Command::Gateway(_) | Command::Executor(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli, internal_token: Option<String>) -> anyhow::Result<ExitCode> {
+    let conn = cli.connection();
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Gateway(args) => roles::gateway(args, internal_token).await,
+        Command::Executor(args) => roles::executor(args, internal_token).await,
+        Command::Fn(cmd) => client_cmds::function(conn, cmd, cli.json).await,
+        Command::Token(cmd) => client_cmds::token(conn, cmd, cli.json).await,
+        Command::Bench(args) => bench::run(conn, args, cli.json).await,
+    }
+}

@@ -1,1 +1,287 @@
-//! placeholder
+//! A small typed client of the Cloister HTTP API, used by the CLI, the benchmark and tests.
+//!
+//! One [`Client`] holds one keep-alive HTTP/1.1 connection and reconnects when it drops.
+
+mod conn;
+
+use bytes::Bytes;
+use cloister_types::ApiError;
+use cloister_types::wire::{
+    DeployRequest, FunctionInfo, FunctionList, InvokeResponse, TokenCreateRequest, TokenCreated,
+    TokenList,
+};
+use hyper::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+pub use conn::Endpoint;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a documented error.
+    #[error("{} (HTTP {status}): {}", .error.code, .error.message)]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error body.
+        error: ApiError,
+    },
+    /// The URL is not usable.
+    #[error("invalid URL {0:?}: {1}")]
+    Url(String, String),
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach {url}: {message}")]
+    Transport {
+        /// Server URL.
+        url: String,
+        /// Cause.
+        message: String,
+    },
+    /// The server answered something that is not the documented shape.
+    #[error("unexpected response (HTTP {status}): {message}")]
+    Unexpected {
+        /// HTTP status.
+        status: u16,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The API error code, if the server sent one.
+    pub fn code(&self) -> Option<cloister_types::ErrorCode> {
+        match self {
+            ClientError::Api { error, .. } => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+/// A raw response: status and body.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+/// Typed client of one Cloister server.
+pub struct Client {
+    conn: conn::Connection,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("Client")
+            .field("url", &self.conn.endpoint().url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the server at `url` (`http://host:port`), authenticating with `token`.
+    pub fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
+        Ok(Self {
+            conn: conn::Connection::new(Endpoint::parse(url)?),
+            token,
+        })
+    }
+
+    /// Sends one request and returns status and body, whatever the status.
+    pub async fn raw(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<RawResponse, ClientError> {
+        self.conn
+            .send(method, path, self.token.as_deref(), body)
+            .await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<T, ClientError> {
+        let resp = self.raw(method, path, body).await?;
+        decode(resp)
+    }
+
+    async fn call_empty(&mut self, method: Method, path: &str) -> Result<(), ClientError> {
+        let resp = self.raw(method, path, None).await?;
+        if (200..300).contains(&resp.status) {
+            Ok(())
+        } else {
+            Err(error_of(resp))
+        }
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&mut self) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::GET, "/healthz", None).await
+    }
+
+    /// `POST /v1/functions`.
+    pub async fn deploy(&mut self, req: &DeployRequest) -> Result<FunctionInfo, ClientError> {
+        self.call(Method::POST, "/v1/functions", Some(to_json(req)))
+            .await
+    }
+
+    /// `GET /v1/functions`.
+    pub async fn list(&mut self) -> Result<FunctionList, ClientError> {
+        self.call(Method::GET, "/v1/functions", None).await
+    }
+
+    /// `GET /v1/functions/{name}[?version=N]`.
+    pub async fn show(
+        &mut self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<FunctionInfo, ClientError> {
+        let path = match version {
+            Some(v) => format!("/v1/functions/{}?version={v}", seg(name)),
+            None => format!("/v1/functions/{}", seg(name)),
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// `DELETE /v1/functions/{name}`.
+    pub async fn delete(&mut self, name: &str) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &format!("/v1/functions/{}", seg(name)))
+            .await
+    }
+
+    /// `POST /v1/functions/{name}/invoke` with `params` as JSON text.
+    pub async fn invoke(
+        &mut self,
+        name: &str,
+        params: &str,
+        version: Option<u32>,
+    ) -> Result<InvokeResponse, ClientError> {
+        let body = invoke_body(params, version);
+        self.call(
+            Method::POST,
+            &format!("/v1/functions/{}/invoke", seg(name)),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /v1/tokens`.
+    pub async fn create_token(
+        &mut self,
+        req: &TokenCreateRequest,
+    ) -> Result<TokenCreated, ClientError> {
+        self.call(Method::POST, "/v1/tokens", Some(to_json(req)))
+            .await
+    }
+
+    /// `GET /v1/tokens`.
+    pub async fn list_tokens(&mut self) -> Result<TokenList, ClientError> {
+        self.call(Method::GET, "/v1/tokens", None).await
+    }
+
+    /// `DELETE /v1/tokens/{id}`.
+    pub async fn revoke_token(&mut self, id: &str) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &format!("/v1/tokens/{}", seg(id)))
+            .await
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics(&mut self) -> Result<String, ClientError> {
+        let resp = self.raw(Method::GET, "/metrics", None).await?;
+        if resp.status != 200 {
+            return Err(error_of(resp));
+        }
+        String::from_utf8(resp.body.to_vec()).map_err(|_| ClientError::Unexpected {
+            status: 200,
+            message: "metrics are not UTF-8".into(),
+        })
+    }
+}
+
+/// The JSON body of an invocation (`params` spliced in as given).
+pub fn invoke_body(params: &str, version: Option<u32>) -> Bytes {
+    match version {
+        Some(v) => Bytes::from(format!("{{\"params\":{params},\"version\":{v}}}")),
+        None => Bytes::from(format!("{{\"params\":{params}}}")),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// Percent-encodes a path segment (names are plain already; this keeps odd input harmless).
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn error_of(resp: RawResponse) -> ClientError {
+    match ApiError::from_body(&resp.body) {
+        Some(error) => ClientError::Api {
+            status: resp.status,
+            error,
+        },
+        None => ClientError::Unexpected {
+            status: resp.status,
+            message: String::from_utf8_lossy(&resp.body)
+                .chars()
+                .take(200)
+                .collect(),
+        },
+    }
+}
+
+fn decode<T: DeserializeOwned>(resp: RawResponse) -> Result<T, ClientError> {
+    if !(200..300).contains(&resp.status) {
+        return Err(error_of(resp));
+    }
+    serde_json::from_slice(&resp.body).map_err(|e| ClientError::Unexpected {
+        status: resp.status,
+        message: e.to_string(),
+    })
+}
+
+/// Whether a status is a success.
+pub fn is_success(status: u16) -> bool {
+    StatusCode::from_u16(status)
+        .map(|s| s.is_success())
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(seg("add-2"), "add-2");
+        assert_eq!(seg("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn invoke_body_splices_params() {
+        assert_eq!(
+            &invoke_body("{\"a\":1}", None)[..],
+            br#"{"params":{"a":1}}"#
+        );
+        assert_eq!(
+            &invoke_body("[1]", Some(2))[..],
+            br#"{"params":[1],"version":2}"#
+        );
+    }
+}

@@ -1,1 +1,63 @@
-//! placeholder
+//! The gateway role (untrusted): the public HTTP API of `shared/API.md`.
+//!
+//! It authenticates callers, validates input once at the edge, keeps the function registry
+//! in a [`cloister_store::Store`], and routes invocations to an executor. It never runs
+//! function code and never sees secret values.
+
+pub mod auth;
+pub mod body;
+pub mod bootstrap;
+pub mod deploy;
+pub mod error;
+pub mod executor;
+pub mod functions;
+pub mod invoke;
+pub mod metrics;
+pub mod openapi;
+pub mod ops;
+pub mod state;
+pub mod tokens;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+pub use state::{AppState, Shared};
+
+/// The complete HTTP API.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/openapi.json", get(ops::openapi))
+        .route("/v1/functions", post(deploy::deploy).get(deploy::list))
+        .route(
+            "/v1/functions/{name}",
+            get(deploy::show).delete(deploy::delete),
+        )
+        .route("/v1/functions/{name}/invoke", post(invoke::invoke))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

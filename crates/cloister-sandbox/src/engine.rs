@@ -206,11 +206,12 @@ impl Engine {
             .new_context()
             .and_then(|context| context.with(|ctx| self.run(&ctx, &inv, logs.clone())));
         self.disarm();
-        if let Err(f) = &mut result {
-            if f.kind != FailureKind::Timeout && self.near_memory_limit() {
-                f.kind = FailureKind::MemoryLimit;
-                f.message = format!("function exceeded its memory limit ({})", f.message);
-            }
+        if let Err(f) = &mut result
+            && f.kind != FailureKind::Timeout
+            && self.near_memory_limit()
+        {
+            f.kind = FailureKind::MemoryLimit;
+            f.message = format!("function exceeded its memory limit ({})", f.message);
         }
         self.rt.run_gc();
         let retire = match &result {

@@ -21,6 +21,10 @@ pub enum ErrorCode {
     FunctionNotFound,
     /// No secret at that path.
     SecretNotFound,
+    /// No such route or resource (other than a function or secret).
+    NotFound,
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed,
     /// The request conflicts with current state.
     Conflict,
     /// A body, code or parameter is over its size limit.
@@ -53,7 +57,8 @@ impl ErrorCode {
             InvalidRequest | InvalidCode | InvalidSecretPath => 400,
             Unauthorized => 401,
             Forbidden => 403,
-            FunctionNotFound | SecretNotFound => 404,
+            FunctionNotFound | SecretNotFound | NotFound => 404,
+            MethodNotAllowed => 405,
             Conflict => 409,
             PayloadTooLarge => 413,
             FunctionTimeout
@@ -78,6 +83,8 @@ impl ErrorCode {
             Forbidden => "forbidden",
             FunctionNotFound => "function_not_found",
             SecretNotFound => "secret_not_found",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
             Conflict => "conflict",
             PayloadTooLarge => "payload_too_large",
             FunctionTimeout => "function_timeout",
@@ -113,8 +120,12 @@ pub struct ApiError {
     /// Human-readable explanation.
     pub message: String,
     /// Structured extra information (e.g. line/column, stack, limit).
-    #[serde(default, skip_serializing_if = "Value::is_null")]
+    #[serde(default = "empty_details")]
     pub details: Value,
+}
+
+fn empty_details() -> Value {
+    Value::Object(serde_json::Map::new())
 }
 
 impl ApiError {
@@ -123,7 +134,7 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
-            details: Value::Null,
+            details: empty_details(),
         }
     }
 
@@ -164,6 +175,8 @@ mod tests {
             (ErrorCode::Forbidden, 403),
             (ErrorCode::FunctionNotFound, 404),
             (ErrorCode::SecretNotFound, 404),
+            (ErrorCode::NotFound, 404),
+            (ErrorCode::MethodNotAllowed, 405),
             (ErrorCode::Conflict, 409),
             (ErrorCode::PayloadTooLarge, 413),
             (ErrorCode::FunctionTimeout, 422),
@@ -174,6 +187,7 @@ mod tests {
             (ErrorCode::RateLimited, 429),
             (ErrorCode::AttestationFailed, 503),
             (ErrorCode::Unavailable, 503),
+            (ErrorCode::Internal, 500),
         ];
         for (code, status) in all {
             assert_eq!(code.http_status(), status, "{code}");

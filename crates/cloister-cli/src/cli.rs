@@ -1,0 +1,243 @@
+//! Command-line grammar.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default address of a development platform.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8787";
+/// Default data directory of a development platform.
+pub const DEFAULT_DATA_DIR: &str = ".cloister";
+
+/// Cloister: confidential functions.
+#[derive(Debug, Parser)]
+#[command(name = "cloister", version, about)]
+pub struct Cli {
+    /// Server URL.
+    #[arg(long, global = true, env = "CLOISTER_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+    /// API token (default: the dev admin token in ./.cloister/admin.token).
+    #[arg(long, global = true, env = "CLOISTER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Server coordinates for client commands.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// Server URL.
+    pub url: String,
+    /// Explicit token, if any.
+    pub token: Option<String>,
+}
+
+impl Cli {
+    /// The client connection settings.
+    pub fn connection(&self) -> Conn {
+        Conn {
+            url: self.url.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole platform (gateway + executor) on this machine.
+    Serve(ServeArgs),
+    /// Run only the gateway role (normally started by `serve`).
+    Gateway(GatewayArgs),
+    /// Run only the executor role (normally started by `serve`).
+    Executor(ExecutorArgs),
+    /// Deploy, inspect, delete and invoke functions.
+    #[command(subcommand)]
+    Fn(FnCommand),
+    /// Manage API tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Benchmark a running server with the reference workloads.
+    Bench(BenchArgs),
+}
+
+/// `cloister serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Development mode: embedded SQLite, simulated TEE (clearly labelled, not confidential).
+    #[arg(long)]
+    pub dev: bool,
+    /// Directory for the database and the admin token.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address of the public HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+}
+
+/// `cloister gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        conflicts_with = "listen_fd",
+        required_unless_present = "listen_fd"
+    )]
+    pub listen: Option<SocketAddr>,
+    /// Inherited listening socket (used by `serve`).
+    #[arg(long, hide = true)]
+    pub listen_fd: Option<i32>,
+    /// Directory holding the SQLite database.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Executor RPC URL, e.g. http://127.0.0.1:8788.
+    #[arg(long)]
+    pub executor_url: String,
+    /// Create `<data-dir>/admin.token` on first start.
+    #[arg(long)]
+    pub bootstrap_admin_token: bool,
+}
+
+/// `cloister executor`.
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// Address to listen on (keep it private: only gateways may reach it).
+    #[arg(
+        long,
+        conflicts_with = "listen_fd",
+        required_unless_present = "listen_fd"
+    )]
+    pub listen: Option<SocketAddr>,
+    /// Inherited listening socket (used by `serve`).
+    #[arg(long, hide = true)]
+    pub listen_fd: Option<i32>,
+}
+
+/// `cloister fn ...`.
+#[derive(Debug, Subcommand)]
+pub enum FnCommand {
+    /// Deploy a new version of a function from a source file.
+    Deploy(DeployArgs),
+    /// List functions (latest versions).
+    List,
+    /// Show one function version.
+    Show {
+        /// Function name.
+        name: String,
+        /// Version (default latest).
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Delete a function and all its versions.
+    Delete {
+        /// Function name.
+        name: String,
+    },
+    /// Invoke a function.
+    Invoke(InvokeArgs),
+}
+
+/// `cloister fn deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Source file.
+    pub file: PathBuf,
+    /// Function name (default: the file name without extension).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Top-level function to call.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Runtime.
+    #[arg(long, default_value = "javascript")]
+    pub runtime: String,
+    /// Environment (selects the secrets namespace).
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// Deadline of one invocation, milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Memory limit, MiB.
+    #[arg(long)]
+    pub memory_mb: Option<u32>,
+    /// A secret the function needs (`NAME` or `CATEGORY/NAME`); repeatable.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+}
+
+/// `cloister fn invoke`.
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// Function name.
+    pub name: String,
+    /// Parameters as JSON text.
+    #[arg(long, conflicts_with = "params_file")]
+    pub params: Option<String>,
+    /// File holding the parameters as JSON (`-` for stdin).
+    #[arg(long)]
+    pub params_file: Option<PathBuf>,
+    /// Version to run (default latest).
+    #[arg(long)]
+    pub version: Option<u32>,
+}
+
+/// `cloister token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its value is printed once.
+    Create {
+        /// Role: admin, developer or invoker.
+        #[arg(long, value_parser = ["admin", "developer", "invoker"])]
+        role: String,
+        /// Human label.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List active tokens.
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// Token id (`tok_...`).
+        id: String,
+    },
+}
+
+/// `cloister bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Directory with the reference workloads.
+    #[arg(long, default_value = "examples/workloads")]
+    pub workloads: PathBuf,
+    /// Only these workloads (file stems); default: all non-adversarial ones.
+    #[arg(long = "only")]
+    pub only: Vec<String>,
+    /// Sequential warm invocations per workload (latency).
+    #[arg(long, default_value_t = 2000)]
+    pub requests: usize,
+    /// Concurrent clients for the throughput phase.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds of the throughput phase per workload.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Also measure the Node.js baseline (fresh V8 context per request) when node is installed.
+    #[arg(long)]
+    pub node: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grammar_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

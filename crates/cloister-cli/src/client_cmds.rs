@@ -1,0 +1,180 @@
+//! Client commands: `fn ...` and `token ...`.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use cloister_client::Client;
+use cloister_types::wire::{DeployRequest, TokenCreateRequest};
+use cloister_types::{Role, limits::RequestedLimits};
+use serde_json::value::RawValue;
+
+use crate::cli::{Conn, DEFAULT_DATA_DIR, DeployArgs, FnCommand, InvokeArgs, TokenCommand};
+use crate::output;
+use crate::roles::ADMIN_TOKEN_FILE;
+
+/// The token to use: `--token`/`CLOISTER_TOKEN`, else the dev admin token file if present.
+fn resolve_token(explicit: Option<String>) -> anyhow::Result<Option<String>> {
+    if let Some(t) = explicit {
+        return Ok(Some(t));
+    }
+    let path = Path::new(DEFAULT_DATA_DIR).join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn client(conn: &Conn) -> anyhow::Result<Client> {
+    Ok(Client::new(&conn.url, resolve_token(conn.token.clone())?)?)
+}
+
+/// Runs `fn ...`.
+pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<ExitCode> {
+    let mut c = client(&conn)?;
+    match cmd {
+        FnCommand::Deploy(args) => {
+            let req = deploy_request(args)?;
+            let info = c.deploy(&req).await?;
+            if json {
+                output::json(&info);
+            } else {
+                println!(
+                    "deployed {} v{} ({})",
+                    info.name, info.version, info.code_hash
+                );
+            }
+        }
+        FnCommand::List => {
+            let list = c.list().await?;
+            if json {
+                output::json(&list)
+            } else {
+                output::function_table(&list.functions)
+            }
+        }
+        FnCommand::Show { name, version } => {
+            let info = c.show(&name, version).await?;
+            if json {
+                output::json(&info)
+            } else {
+                output::function(&info)
+            }
+        }
+        FnCommand::Delete { name } => {
+            c.delete(&name).await?;
+            if json {
+                output::json(&serde_json::json!({ "deleted": name }));
+            } else {
+                println!("deleted {name}");
+            }
+        }
+        FnCommand::Invoke(args) => invoke(&mut c, args, json).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
+    let code = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let name = match args.name {
+        Some(n) => n,
+        None => args
+            .file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_owned)
+            .context("cannot derive a function name from the file name; pass --name")?,
+    };
+    let limits =
+        (args.timeout_ms.is_some() || args.memory_mb.is_some()).then_some(RequestedLimits {
+            timeout_ms: args.timeout_ms,
+            memory_mb: args.memory_mb,
+        });
+    Ok(DeployRequest {
+        name,
+        runtime: args.runtime,
+        code,
+        entrypoint: args.entrypoint,
+        environment: args.environment,
+        required_secrets: args.secrets,
+        limits,
+    })
+}
+
+async fn invoke(c: &mut Client, args: InvokeArgs, json: bool) -> anyhow::Result<()> {
+    let params = match (args.params, args.params_file) {
+        (Some(p), _) => p,
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read params from stdin")?;
+            s
+        }
+        (None, Some(f)) => {
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        (None, None) => "null".to_owned(),
+    };
+    if let Err(e) = serde_json::from_str::<&RawValue>(&params) {
+        bail!("the params are not valid JSON: {e}");
+    }
+    let resp = c.invoke(&args.name, params.trim(), args.version).await?;
+    if json {
+        output::json(&resp);
+        return Ok(());
+    }
+    let pretty = serde_json::from_str::<serde_json::Value>(resp.result.get())
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| resp.result.get().to_owned());
+    println!("{pretty}");
+    for l in &resp.logs {
+        eprintln!("log: {l}");
+    }
+    eprintln!(
+        "(v{}, {:.2} ms, execution {})",
+        resp.version, resp.duration_ms, resp.execution_id
+    );
+    Ok(())
+}
+
+/// Runs `token ...`.
+pub async fn token(conn: Conn, cmd: TokenCommand, json: bool) -> anyhow::Result<ExitCode> {
+    let mut c = client(&conn)?;
+    match cmd {
+        TokenCommand::Create { role, label } => {
+            let role = Role::parse(&role).context("role must be admin, developer or invoker")?;
+            let created = c.create_token(&TokenCreateRequest { role, label }).await?;
+            if json {
+                output::json(&created);
+            } else {
+                println!("{}", created.token);
+                eprintln!(
+                    "created {} token {} — store it now, it is not shown again",
+                    role.as_str(),
+                    created.info.id
+                );
+            }
+        }
+        TokenCommand::List => {
+            let list = c.list_tokens().await?;
+            if json {
+                output::json(&list)
+            } else {
+                output::token_table(&list.tokens)
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            c.revoke_token(&id).await?;
+            if json {
+                output::json(&serde_json::json!({ "revoked": id }));
+            } else {
+                println!("revoked {id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,97 @@
+//! Human and JSON rendering of results and errors.
+
+use cloister_client::ClientError;
+use cloister_types::wire::{FunctionInfo, TokenInfo};
+
+/// Prints a value as pretty JSON on stdout.
+pub fn json<T: serde::Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot render JSON: {e}"),
+    }
+}
+
+/// Prints a failed command: `error[<code>]: message` (and the JSON body with `--json`).
+pub fn print_error(e: &anyhow::Error, json_mode: bool) {
+    if let Some(ClientError::Api { error, status }) = e.downcast_ref::<ClientError>() {
+        if json_mode {
+            json(&error.to_body());
+        }
+        eprintln!("error[{}]: {} (HTTP {status})", error.code, error.message);
+        let d = &error.details;
+        if let Some(stack) = d.get("stack").and_then(|s| s.as_str()) {
+            for l in stack.lines() {
+                eprintln!("  {l}");
+            }
+        }
+        if let Some(logs) = d.get("logs").and_then(|l| l.as_array()) {
+            for l in logs.iter().filter_map(|l| l.as_str()) {
+                eprintln!("log: {l}");
+            }
+        }
+        return;
+    }
+    if json_mode {
+        json(
+            &serde_json::json!({ "error": { "code": "client_error", "message": format!("{e:#}") } }),
+        );
+    }
+    eprintln!("error: {e:#}");
+}
+
+/// Multi-line description of a function version.
+pub fn function(f: &FunctionInfo) {
+    println!("{} v{}", f.name, f.version);
+    println!("  functionId   {}", f.function_id);
+    println!("  codeHash     {}", f.code_hash);
+    println!("  runtime      {} (entrypoint {})", f.runtime, f.entrypoint);
+    println!("  environment  {}", f.environment);
+    println!(
+        "  limits       timeout {} ms, memory {} MiB",
+        f.limits.timeout_ms, f.limits.memory_mb
+    );
+    if f.required_secrets.is_empty() {
+        println!("  secrets      (none)");
+    } else {
+        println!("  secrets      {}", f.required_secrets.join(", "));
+    }
+    println!("  created      {}", f.created_at);
+}
+
+/// A table of functions.
+pub fn function_table(fs: &[FunctionInfo]) {
+    if fs.is_empty() {
+        println!("no functions deployed");
+        return;
+    }
+    let w = fs.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<w$}  {:>7}  {:<20}  CREATED",
+        "NAME", "VERSION", "CODE HASH"
+    );
+    for f in fs {
+        let short = f.code_hash.get(..19).unwrap_or(&f.code_hash);
+        println!(
+            "{:<w$}  {:>7}  {:<20}  {}",
+            f.name, f.version, short, f.created_at
+        );
+    }
+}
+
+/// A table of tokens.
+pub fn token_table(ts: &[TokenInfo]) {
+    if ts.is_empty() {
+        println!("no active tokens");
+        return;
+    }
+    println!("{:<20}  {:<9}  {:<24}  LABEL", "ID", "ROLE", "CREATED");
+    for t in ts {
+        println!(
+            "{:<20}  {:<9}  {:<24}  {}",
+            t.id,
+            t.role.as_str(),
+            t.created_at,
+            t.label.as_deref().unwrap_or("")
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Test harness: a real `cloister serve --dev` in a temporary directory on a free port.
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cloister_client::Client;
+use cloister_types::wire::{DeployRequest, FunctionInfo};
+
+/// Path of the binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_cloister");
+
+/// Directory of the reference workloads.
+pub fn workloads() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/workloads")
+}
+
+/// Source of a reference workload.
+pub fn workload(name: &str) -> String {
+    std::fs::read_to_string(workloads().join(name)).unwrap()
+}
+
+/// A running platform; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Platform {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub token: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Spawns `cloister serve --dev` with the given data dir and port.
+pub fn spawn_serve(data: &Path, port: u16, log: &Path) -> Child {
+    let log_file = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--dev", "--data-dir"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file);
+    // SAFETY: async-signal-safe call only.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
+}
+
+impl Platform {
+    /// Starts a fresh platform and waits until it is healthy.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir).await
+    }
+
+    /// Starts a platform on an existing data directory.
+    pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        let log = dir.path().join("serve.log");
+        let data = dir.path().join("data");
+        for _attempt in 0..3 {
+            let port = free_port();
+            let mut child = spawn_serve(&data, port, &log);
+            let url = format!("http://127.0.0.1:{port}");
+            if wait_healthy(&url, &mut child).await {
+                let token = std::fs::read_to_string(data.join("admin.token"))
+                    .unwrap()
+                    .trim()
+                    .to_owned();
+                return Self {
+                    dir,
+                    url,
+                    token,
+                    child: Some(child),
+                    log,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "platform did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// An admin client.
+    pub fn admin(&self) -> Client {
+        Client::new(&self.url, Some(self.token.clone())).unwrap()
+    }
+
+    /// A client with any token.
+    pub fn client(&self, token: Option<&str>) -> Client {
+        Client::new(&self.url, token.map(str::to_owned)).unwrap()
+    }
+
+    /// Deploys a reference workload under `name`.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        file: &str,
+        limits: Option<serde_json::Value>,
+    ) -> FunctionInfo {
+        let req = DeployRequest {
+            name: name.into(),
+            runtime: "javascript".into(),
+            code: workload(file),
+            entrypoint: None,
+            environment: None,
+            required_secrets: vec![],
+            limits: limits.map(|l| serde_json::from_value(l).unwrap()),
+        };
+        self.admin().deploy(&req).await.unwrap()
+    }
+
+    /// Runs the CLI against this platform.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("CLOISTER_URL", &self.url)
+            .env("CLOISTER_TOKEN", &self.token)
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Sends SIGTERM (as Ctrl-C would) and waits for exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("serve did not stop on SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+    }
+}
+
+async fn wait_healthy(url: &str, child: &mut Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut c = Client::new(url, None).unwrap();
+    while Instant::now() < deadline {
+        if c.health().await.is_ok() {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// Asserts that an API call failed with `code` and HTTP `status`.
+pub fn assert_api_error<T: std::fmt::Debug>(
+    r: Result<T, cloister_client::ClientError>,
+    code: &str,
+    status: u16,
+) -> cloister_types::ApiError {
+    match r {
+        Err(cloister_client::ClientError::Api { status: s, error }) => {
+            assert_eq!(error.code.as_str(), code, "unexpected code: {error:?}");
+            assert_eq!(s, status, "unexpected status for {code}");
+            error
+        }
+        other => panic!("expected {code}, got {other:?}"),
+    }
+}

@@ -1,0 +1,231 @@
+//! Every reference workload end to end over HTTP, with the outcome its README promises.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Platform, assert_api_error};
+use serde_json::{Value, json};
+
+fn result(r: &cloister_types::wire::InvokeResponse) -> Value {
+    serde_json::from_str(r.result.get()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_workloads_return_their_documented_results() {
+    let p = Platform::start().await;
+    let mut c = p.admin();
+
+    let add = p.deploy("add", "add.js", None).await;
+    let r = c.invoke("add", r#"{"a":2,"b":3}"#, None).await.unwrap();
+    assert_eq!(result(&r), json!({"sum": 5}));
+    assert_eq!(
+        (r.version, r.code_hash.as_str()),
+        (1, add.code_hash.as_str())
+    );
+
+    p.deploy("json-transform", "json-transform.js", None).await;
+    let orders = json!({"orders": [
+        {"id": 1, "amount": 12.5, "status": "paid"},
+        {"id": 2, "amount": 7.25, "status": "pending"},
+        {"id": 3, "amount": 0.1, "status": "paid"},
+        {"id": 4, "amount": 3, "status": "refunded"}
+    ]});
+    let r = c
+        .invoke("json-transform", &orders.to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        result(&r),
+        json!({"count": 2, "total": 12.6, "byStatus": {"paid": 2, "pending": 1, "refunded": 1}})
+    );
+
+    p.deploy("sha256", "sha256.js", None).await;
+    let r = c
+        .invoke("sha256", r#"{"text":"abc","rounds":1}"#, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        result(&r)["digest"],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        "FIPS 180-2 test vector"
+    );
+
+    p.deploy("async", "async.js", None).await;
+    let r = c
+        .invoke("async", r#"{"items":[1,2,3]}"#, None)
+        .await
+        .unwrap();
+    assert_eq!(result(&r), json!({"doubled": [2, 4, 6]}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_state_leaks_between_invocations_and_no_host_escape() {
+    let p = Platform::start().await;
+    let mut c = p.admin();
+    p.deploy("state-leak", "state-leak.js", None).await;
+    for _ in 0..20 {
+        let r = c.invoke("state-leak", "{}", None).await.unwrap();
+        assert_eq!(result(&r), json!({"seen": 0}));
+    }
+    p.deploy("escape-probe", "escape-probe.js", None).await;
+    let r = c.invoke("escape-probe", "{}", None).await.unwrap();
+    let fields = result(&r);
+    let fields = fields.as_object().expect("an object of probes");
+    assert!(fields.len() >= 5, "probe reported too little: {fields:?}");
+    for (k, v) in fields {
+        assert_eq!(v, &json!(false), "host capability {k} is reachable");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversarial_workloads_fail_with_their_codes_and_the_worker_is_replaced() {
+    let p = Platform::start().await;
+    let mut c = p.admin();
+
+    p.deploy("loop", "infinite-loop.js", Some(json!({"timeoutMs": 500})))
+        .await;
+    let t0 = Instant::now();
+    let e = assert_api_error(c.invoke("loop", "{}", None).await, "function_timeout", 422);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "deadline not enforced: {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        e.message.contains("500"),
+        "message names the deadline: {}",
+        e.message
+    );
+
+    p.deploy("bomb", "memory-bomb.js", Some(json!({"memoryMb": 32})))
+        .await;
+    assert_api_error(
+        c.invoke("bomb", "{}", None).await,
+        "function_memory_limit",
+        422,
+    );
+
+    p.deploy("recurse", "deep-recursion.js", None).await;
+    let e = assert_api_error(c.invoke("recurse", "{}", None).await, "function_error", 422);
+    assert!(
+        e.message.to_lowercase().contains("stack"),
+        "stack overflow named: {}",
+        e.message
+    );
+    assert!(
+        e.details["stack"].is_string(),
+        "details.stack present: {:?}",
+        e.details
+    );
+
+    // Each function still works after its worker was retired.
+    assert_api_error(c.invoke("loop", "{}", None).await, "function_timeout", 422);
+    assert_api_error(
+        c.invoke("bomb", "{}", None).await,
+        "function_memory_limit",
+        422,
+    );
+    assert_api_error(c.invoke("recurse", "{}", None).await, "function_error", 422);
+
+    let metrics = c.metrics().await.unwrap();
+    let retired: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("cloister_workers_retired "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("workers_retired metric");
+    assert!(
+        retired >= 4.0,
+        "timeout and memory workers must be retired, got {retired}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_answers_promptly_while_a_loop_and_a_memory_bomb_run() {
+    let p = Platform::start().await;
+    p.deploy("add", "add.js", None).await;
+    p.deploy("loop", "infinite-loop.js", Some(json!({"timeoutMs": 4000})))
+        .await;
+    p.deploy("bomb", "memory-bomb.js", None).await;
+    let mut c = p.admin();
+    c.invoke("add", r#"{"a":1,"b":1}"#, None).await.unwrap();
+
+    let mut hogs = Vec::new();
+    for i in 0..4 {
+        let mut hc = p.admin();
+        let name = if i % 2 == 0 { "loop" } else { "bomb" };
+        hogs.push(tokio::spawn(
+            async move { hc.invoke(name, "{}", None).await },
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..50 {
+        let t = Instant::now();
+        let r = c
+            .invoke("add", &format!(r#"{{"a":{i},"b":1}}"#), None)
+            .await
+            .unwrap();
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(result(&r), json!({"sum": i + 1}));
+    }
+    let total = started.elapsed();
+    // The loops hold their workers for 4 s; add must not queue behind them.
+    assert!(
+        total < Duration::from_millis(3000),
+        "50 add calls took {total:?} next to the hogs"
+    );
+    assert!(
+        slowest < Duration::from_millis(1000),
+        "slowest add call took {slowest:?}"
+    );
+    for (i, h) in hogs.into_iter().enumerate() {
+        let code = h.await.unwrap().unwrap_err().code().map(|c| c.as_str());
+        let expected = if i % 2 == 0 {
+            "function_timeout"
+        } else {
+            "function_memory_limit"
+        };
+        assert_eq!(code, Some(expected));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_logs_and_async_handlers_are_returned() {
+    let p = Platform::start().await;
+    let mut c = p.admin();
+    let code = r#"
+        async function handler(params, secrets, context) {
+            context.log("hello", params.who, {n: 1});
+            await null;
+            return {
+                fn: context.functionName, id: context.functionId, v: context.version,
+                exec: context.executionId, deadline: typeof context.deadlineMs,
+                secrets: Object.keys(secrets).length, frozen: Object.isFrozen(secrets)
+            };
+        }"#;
+    let info = c
+        .deploy(&cloister_types::wire::DeployRequest {
+            name: "ctx".into(),
+            runtime: "javascript".into(),
+            code: code.into(),
+            entrypoint: None,
+            environment: None,
+            required_secrets: vec!["API_KEY".into()],
+            limits: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(info.required_secrets, vec!["API_KEY"]);
+    let r = c.invoke("ctx", r#"{"who":"world"}"#, None).await.unwrap();
+    assert_eq!(r.logs, vec![r#"hello world {"n":1}"#]);
+    let v = result(&r);
+    assert_eq!(v["fn"], "ctx");
+    assert_eq!(v["id"], info.function_id.as_str());
+    assert_eq!(v["v"], 1);
+    assert_eq!(v["exec"], r.execution_id.as_str());
+    assert_eq!(v["deadline"], "number");
+    assert_eq!(v["secrets"], 0, "no keyvault yet: secrets is empty");
+    assert_eq!(v["frozen"], true);
+}

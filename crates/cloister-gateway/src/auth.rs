@@ -1,0 +1,155 @@
+//! Bearer-token authentication: tokens are random, stored only as SHA-256 hashes, and mapped
+//! to a [`Role`] that each route checks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use cloister_store::{NewToken, Store, TokenRecord};
+use cloister_types::{ErrorCode, Role};
+use rand::RngExt as _;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::{HttpError, HttpResult};
+
+/// Prefix of every Cloister API token (lets secret scanners recognise leaked tokens).
+pub const TOKEN_PREFIX: &str = "clt_";
+
+/// How long an authenticated token is trusted without asking the store again.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// The caller of a request, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Token id.
+    pub token_id: String,
+    /// Role of the token.
+    pub role: Role,
+}
+
+impl Caller {
+    /// Fails with `forbidden` unless the caller's role includes `needed`.
+    pub fn require(&self, needed: Role, action: &str) -> HttpResult<()> {
+        if self.role.allows(needed) {
+            Ok(())
+        } else {
+            Err(HttpError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "a {} token cannot {action}; it needs the {} role",
+                    self.role.as_str(),
+                    needed.as_str()
+                ),
+            ))
+        }
+    }
+}
+
+/// SHA-256 of a bearer token, the only form in which tokens are stored.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A fresh token value (256 random bits) and its public id.
+pub fn generate_token() -> (Zeroizing<String>, String) {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    rand::rng().fill(&mut bytes[..]);
+    let value = Zeroizing::new(format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..])
+    ));
+    let mut id = [0u8; 8];
+    rand::rng().fill(&mut id[..]);
+    (value, format!("tok_{}", hex::encode(id)))
+}
+
+/// Creates and stores a token; returns its record and its value (shown once).
+pub async fn create_token(
+    store: &dyn Store,
+    role: Role,
+    label: Option<String>,
+) -> HttpResult<(TokenRecord, Zeroizing<String>)> {
+    let (value, id) = generate_token();
+    let record = store
+        .create_token(NewToken {
+            id,
+            hash: token_hash(&value),
+            role,
+            label,
+        })
+        .await?;
+    Ok((record, value))
+}
+
+/// Authenticates requests against the store, with a short-lived cache of known tokens.
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    cache: RwLock<HashMap<[u8; 32], (Caller, Instant)>>,
+}
+
+impl Authenticator {
+    /// Authenticator over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Forgets every cached token (after a revocation).
+    pub fn clear(&self) {
+        if let Ok(mut c) = self.cache.write() {
+            c.clear();
+        }
+    }
+
+    /// Authenticates the `Authorization: Bearer` header of a request.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> HttpResult<Caller> {
+        let value = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                HttpError::new(
+                    ErrorCode::Unauthorized,
+                    "missing Authorization: Bearer <token> header",
+                )
+            })?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                HttpError::new(
+                    ErrorCode::Unauthorized,
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
+        // Lookup is by hash, so no comparison of token values happens here at all.
+        let hash = token_hash(token);
+        if let Ok(cache) = self.cache.read()
+            && let Some((caller, at)) = cache.get(&hash)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(caller.clone());
+        }
+        let record =
+            self.store.find_token(&hash).await?.ok_or_else(|| {
+                HttpError::new(ErrorCode::Unauthorized, "unknown or revoked token")
+            })?;
+        let caller = Caller {
+            token_id: record.id,
+            role: record.role,
+        };
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(hash, (caller.clone(), Instant::now()));
+        }
+        Ok(caller)
+    }
+}

@@ -1,0 +1,234 @@
+//! `POST/GET/DELETE /v1/functions`: deploy, inspect and delete functions.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use cloister_rpc::executor::ValidateRequest;
+use cloister_store::NewVersion;
+use cloister_types::wire::{DeployRequest, FunctionInfo, FunctionList};
+use cloister_types::{
+    Entrypoint, Environment, ErrorCode, FunctionName, Role, SecretRef, ServerLimits,
+};
+use sha2::{Digest, Sha256};
+
+use crate::body;
+use crate::error::{HttpError, HttpResult};
+use crate::functions::not_found;
+use crate::state::Shared;
+
+/// Runtimes this build can run.
+pub const RUNTIMES: &[&str] = &["javascript"];
+
+/// Extra body allowance over the code limit for JSON escaping and the other fields.
+fn deploy_body_limit(limits: &ServerLimits) -> usize {
+    limits
+        .max_code_bytes
+        .saturating_mul(2)
+        .saturating_add(64 * 1024)
+}
+
+/// `sha256:<hex>` of a source text.
+pub fn code_hash(code: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(code.as_bytes())))
+}
+
+/// Checks every field of a deploy request except compilation; returns the version to store.
+pub fn check_deploy(limits: &ServerLimits, req: DeployRequest) -> HttpResult<NewVersion> {
+    let invalid =
+        |e: cloister_types::NameError| HttpError::new(ErrorCode::InvalidRequest, e.to_string());
+    let name = FunctionName::parse(&req.name).map_err(invalid)?;
+    if !RUNTIMES.contains(&req.runtime.as_str()) {
+        return Err(HttpError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "unknown runtime {:?}; supported: {}",
+                req.runtime,
+                RUNTIMES.join(", ")
+            ),
+        ));
+    }
+    if req.code.len() > limits.max_code_bytes {
+        return Err(HttpError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "code is {} bytes; the maximum is {}",
+                req.code.len(),
+                limits.max_code_bytes
+            ),
+        )
+        .details(
+            serde_json::json!({ "limitBytes": limits.max_code_bytes, "sizeBytes": req.code.len() }),
+        ));
+    }
+    let entrypoint = match req.entrypoint.as_deref() {
+        Some(e) => Entrypoint::parse(e).map_err(invalid)?,
+        None => Entrypoint::default(),
+    };
+    let environment = match req.environment.as_deref() {
+        Some(e) => Environment::parse(e).map_err(invalid)?,
+        None => Environment::default(),
+    };
+    let mut required_secrets = Vec::with_capacity(req.required_secrets.len());
+    for s in &req.required_secrets {
+        let r = SecretRef::parse(s)
+            .map_err(|e| HttpError::new(ErrorCode::InvalidSecretPath, e.to_string()))?;
+        // The function sees `secrets[name]`, so names must be unique across categories.
+        if required_secrets
+            .iter()
+            .any(|d: &SecretRef| d.name() == r.name())
+        {
+            return Err(HttpError::new(
+                ErrorCode::InvalidSecretPath,
+                format!("two declared secrets are named {:?}", r.name()),
+            ));
+        }
+        required_secrets.push(r);
+    }
+    let limits = limits.resolve(req.limits)?;
+    Ok(NewVersion {
+        name: name.to_string(),
+        new_function_id: uuid::Uuid::new_v4().to_string(),
+        code_hash: code_hash(&req.code),
+        code: req.code,
+        runtime: req.runtime,
+        entrypoint: entrypoint.to_string(),
+        environment: environment.to_string(),
+        required_secrets: required_secrets.iter().map(SecretRef::to_string).collect(),
+        limits,
+    })
+}
+
+/// `POST /v1/functions`.
+pub async fn deploy(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResult<(StatusCode, Json<FunctionInfo>)> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Developer, "deploy functions")?;
+    let result = deploy_inner(&s, &headers, body).await;
+    s.metrics.deploy(match &result {
+        Ok(_) => "ok",
+        Err(e) => e.0.code.as_str(),
+    });
+    let info = result?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn deploy_inner(s: &Shared, headers: &HeaderMap, body: Body) -> HttpResult<FunctionInfo> {
+    let req: DeployRequest = body::json(headers, body, deploy_body_limit(&s.limits)).await?;
+    let new = check_deploy(&s.limits, req)?;
+    // Compile in a sandboxed worker: the gateway never evaluates function code itself.
+    let check = ValidateRequest {
+        code: new.code.clone(),
+        entrypoint: new.entrypoint.clone(),
+        timeout_ms: new.limits.timeout_ms,
+        memory_mb: new.limits.memory_mb,
+    };
+    let verdict = s
+        .executor
+        .validate(
+            check,
+            Duration::from_millis(new.limits.timeout_ms) + Duration::from_secs(10),
+        )
+        .await?;
+    if !verdict.ok {
+        let mut details = serde_json::Map::new();
+        let mut message = verdict.message;
+        if let Some(l) = verdict.line {
+            details.insert("line".into(), l.into());
+            message.push_str(&format!(" (line {l}"));
+            if let Some(c) = verdict.column {
+                details.insert("column".into(), c.into());
+                message.push_str(&format!(", column {c}"));
+            }
+            message.push(')');
+        }
+        return Err(HttpError::new(ErrorCode::InvalidCode, message).details(details.into()));
+    }
+    let info = s.store.create_version(new).await?;
+    s.functions.invalidate(&info.name);
+    tracing::info!(name = %info.name, version = info.version, code_hash = %info.code_hash, "deployed");
+    Ok(info)
+}
+
+/// Maps a rejected path segment to `invalid_request`.
+pub fn path_arg(p: Result<Path<String>, PathRejection>) -> HttpResult<String> {
+    p.map(|Path(v)| v)
+        .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.body_text()))
+}
+
+/// Parses `version=N` from a query string.
+pub fn version_query(q: Option<&str>) -> HttpResult<Option<u32>> {
+    let mut version = None;
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "version" => {
+                let n = v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    HttpError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("version must be a positive integer, got {v:?}"),
+                    )
+                })?;
+                version = Some(n);
+            }
+            other => {
+                return Err(HttpError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("unknown query parameter {other:?}"),
+                ));
+            }
+        }
+    }
+    Ok(version)
+}
+
+/// `GET /v1/functions`.
+pub async fn list(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<Json<FunctionList>> {
+    s.auth.authenticate(&headers).await?;
+    Ok(Json(FunctionList {
+        functions: s.store.list_latest().await?,
+    }))
+}
+
+/// `GET /v1/functions/{name}[?version=N]`.
+pub async fn show(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> HttpResult<Json<FunctionInfo>> {
+    s.auth.authenticate(&headers).await?;
+    let name = path_arg(name)?;
+    let version = version_query(q.as_deref())?;
+    let info = s
+        .store
+        .get_version(&name, version)
+        .await?
+        .ok_or_else(|| not_found(&name, version))?;
+    Ok(Json(info))
+}
+
+/// `DELETE /v1/functions/{name}`.
+pub async fn delete(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> HttpResult<StatusCode> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Developer, "delete functions")?;
+    let name = path_arg(name)?;
+    let deleted = s.store.delete_function(&name).await?;
+    s.functions.invalidate(&name);
+    if deleted {
+        tracing::info!(%name, "deleted function");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(&name, None))
+    }
+}

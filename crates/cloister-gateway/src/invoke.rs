@@ -1,0 +1,165 @@
+//! `POST /v1/functions/{name}/invoke`: route one invocation to the executor.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use cloister_rpc::executor::{
+    FailureKind, FunctionRef, InvokeRequest as RpcInvoke, invoke_response::Outcome,
+};
+use cloister_store::VersionRecord;
+use cloister_types::wire::{InvokeRequest, InvokeResponse};
+use cloister_types::{ErrorCode, Role};
+use serde_json::value::RawValue;
+
+use crate::body;
+use crate::deploy::path_arg;
+use crate::error::{HttpError, HttpResult};
+use crate::functions::not_found;
+use crate::state::Shared;
+
+/// Time allowed beyond a function's own deadline for queueing and starting a worker.
+const DISPATCH_SLACK: Duration = Duration::from_secs(10);
+
+/// `POST /v1/functions/{name}/invoke`.
+pub async fn invoke(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> HttpResult<Json<InvokeResponse>> {
+    let started = Instant::now();
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Invoker, "invoke functions")?;
+    let result = invoke_inner(&s, &headers, name, body).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.0.code.as_str(),
+    };
+    s.metrics
+        .invocation(outcome, started.elapsed().as_secs_f64());
+    result.map(Json)
+}
+
+fn function_ref(f: &VersionRecord) -> FunctionRef {
+    FunctionRef {
+        function_id: f.function_id.clone(),
+        name: f.name.clone(),
+        version: f.version,
+        code_hash: f.code_hash.clone(),
+        entrypoint: f.entrypoint.clone(),
+        runtime: f.runtime.clone(),
+        environment: f.environment.clone(),
+        timeout_ms: f.limits.timeout_ms,
+        memory_mb: f.limits.memory_mb,
+        required_secrets: f.required_secrets.clone(),
+    }
+}
+
+fn failure_code(kind: i32) -> ErrorCode {
+    match FailureKind::try_from(kind).unwrap_or(FailureKind::Unspecified) {
+        FailureKind::Timeout => ErrorCode::FunctionTimeout,
+        FailureKind::MemoryLimit => ErrorCode::FunctionMemoryLimit,
+        FailureKind::InvalidOutput => ErrorCode::FunctionInvalidOutput,
+        FailureKind::SecretMissing => ErrorCode::SecretMissing,
+        FailureKind::Overloaded => ErrorCode::RateLimited,
+        FailureKind::Error | FailureKind::Unspecified => ErrorCode::FunctionError,
+    }
+}
+
+async fn invoke_inner(
+    s: &Shared,
+    headers: &HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> HttpResult<InvokeResponse> {
+    let name = path_arg(name)?;
+    let limit = s.limits.max_input_bytes.saturating_add(16 * 1024);
+    let bytes = body::read_limited(headers, body, limit).await?;
+    let req: InvokeRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        InvokeRequest {
+            params: None,
+            version: None,
+        }
+    } else {
+        body::parse_json(&bytes)?
+    };
+    if req.version == Some(0) {
+        return Err(HttpError::new(
+            ErrorCode::InvalidRequest,
+            "version numbers start at 1",
+        ));
+    }
+    let params = req
+        .params
+        .map(|p| p.get().to_owned())
+        .unwrap_or_else(|| "null".to_owned());
+    if params.len() > s.limits.max_input_bytes {
+        return Err(HttpError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("params are {} bytes; the maximum is {}", params.len(), s.limits.max_input_bytes),
+        )
+        .details(serde_json::json!({ "limitBytes": s.limits.max_input_bytes, "sizeBytes": params.len() })));
+    }
+    let f = s.functions.resolve(&name, req.version).await?;
+    let execution_id = uuid::Uuid::new_v4().to_string();
+    let timeout = Duration::from_millis(f.limits.timeout_ms) + DISPATCH_SLACK;
+    let mut rpc = RpcInvoke {
+        function: Some(function_ref(&f)),
+        params_json: params,
+        code: None,
+        execution_id: execution_id.clone(),
+    };
+    let mut resp = s.executor.invoke(rpc.clone(), timeout).await?;
+    if matches!(resp.outcome, Some(Outcome::CodeRequired(_))) {
+        // First run of this version on this executor: send the code once; it is cached by hash.
+        let code = s
+            .store
+            .get_code(&f.function_id, f.version)
+            .await?
+            .ok_or_else(|| not_found(&name, req.version))?;
+        rpc.code = Some(code);
+        resp = s.executor.invoke(rpc, timeout).await?;
+    }
+    match resp.outcome {
+        Some(Outcome::Success(ok)) => {
+            let result = RawValue::from_string(ok.result_json).map_err(|e| {
+                tracing::error!(error = %e, "executor returned a result that is not JSON");
+                HttpError::new(
+                    ErrorCode::Internal,
+                    "the executor returned a malformed result",
+                )
+            })?;
+            Ok(InvokeResponse {
+                result,
+                execution_id,
+                version: f.version,
+                code_hash: f.code_hash.clone(),
+                duration_ms: resp.duration_ms,
+                logs: resp.logs,
+            })
+        }
+        Some(Outcome::Failure(fail)) => {
+            let code = failure_code(fail.kind);
+            let mut details = serde_json::json!({
+                "executionId": execution_id,
+                "version": f.version,
+                "logs": resp.logs,
+            });
+            if let Some(stack) = fail.stack {
+                details["stack"] = stack.into();
+            }
+            Err(HttpError::new(code, fail.message).details(details))
+        }
+        Some(Outcome::CodeRequired(_)) | None => {
+            tracing::error!(%execution_id, "executor did not run the function after receiving its code");
+            Err(HttpError::new(
+                ErrorCode::Unavailable,
+                "the executor could not run the function",
+            ))
+        }
+    }
+}

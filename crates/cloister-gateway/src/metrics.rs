@@ -1,0 +1,156 @@
+//! Prometheus metrics of the gateway, plus the executor's worker pool at scrape time.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an invocation outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or the error code.
+    pub outcome: String,
+}
+
+/// Labels of one warm worker.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// Function id served.
+    pub function_id: String,
+    /// Version served.
+    pub version: String,
+    /// Process id.
+    pub pid: String,
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Invocations by outcome.
+    pub invocations: Family<OutcomeLabels, Counter>,
+    /// End-to-end invocation latency at the gateway, seconds.
+    pub invocation_seconds: Histogram,
+    /// Deploys by outcome.
+    pub deploys: Family<OutcomeLabels, Counter>,
+    /// Resident memory of each warm worker.
+    pub worker_rss: Family<WorkerLabels, Gauge>,
+    /// Number of warm workers.
+    pub workers: Gauge,
+    /// Workers started since the executor began.
+    pub workers_spawned: Gauge,
+    /// Workers retired (limits hit, crashed, idle) since the executor began.
+    pub workers_retired: Gauge,
+    /// 1 when the executor's workers are confined from the filesystem.
+    pub filesystem_isolated: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("cloister");
+        let invocations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "invocations",
+            "Function invocations by outcome",
+            invocations.clone(),
+        );
+        let invocation_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        registry.register(
+            "invocation_seconds",
+            "Invocation latency at the gateway",
+            invocation_seconds.clone(),
+        );
+        let deploys = Family::<OutcomeLabels, Counter>::default();
+        registry.register("deploys", "Deploy attempts by outcome", deploys.clone());
+        let worker_rss = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "worker_resident_bytes",
+            "Resident memory of each warm worker",
+            worker_rss.clone(),
+        );
+        let workers = Gauge::default();
+        registry.register("workers", "Warm workers in the executor", workers.clone());
+        let workers_spawned = Gauge::default();
+        registry.register(
+            "workers_spawned",
+            "Workers started since the executor began",
+            workers_spawned.clone(),
+        );
+        let workers_retired = Gauge::default();
+        registry.register(
+            "workers_retired",
+            "Workers retired since the executor began",
+            workers_retired.clone(),
+        );
+        let filesystem_isolated = Gauge::default();
+        registry.register(
+            "worker_filesystem_isolated",
+            "1 when workers run without any filesystem access (Landlock)",
+            filesystem_isolated.clone(),
+        );
+        Self {
+            registry,
+            invocations,
+            invocation_seconds,
+            deploys,
+            worker_rss,
+            workers,
+            workers_spawned,
+            workers_retired,
+            filesystem_isolated,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one invocation outcome.
+    pub fn invocation(&self, outcome: &str, seconds: f64) {
+        self.invocations
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.invocation_seconds.observe(seconds);
+    }
+
+    /// Counts one deploy outcome.
+    pub fn deploy(&self, outcome: &str) {
+        self.deploys
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Replaces the executor pool gauges with a fresh status report.
+    pub fn set_executor_status(&self, s: &cloister_rpc::executor::StatusResponse) {
+        self.worker_rss.clear();
+        for w in &s.workers {
+            let labels = WorkerLabels {
+                function_id: w.function_id.clone(),
+                version: w.version.to_string(),
+                pid: w.pid.to_string(),
+            };
+            self.worker_rss
+                .get_or_create(&labels)
+                .set(i64::try_from(w.rss_bytes).unwrap_or(i64::MAX));
+        }
+        self.workers.set(s.workers.len() as i64);
+        self.workers_spawned
+            .set(i64::try_from(s.spawned_total).unwrap_or(i64::MAX));
+        self.workers_retired
+            .set(i64::try_from(s.retired_total).unwrap_or(i64::MAX));
+        self.filesystem_isolated
+            .set(i64::from(s.filesystem_isolated));
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,43 @@
+//! The OpenAPI 3.1 description of the public API, served at `/v1/openapi.json`.
+
+/// The document (kept in `openapi.json` next to this crate's manifest).
+pub const DOCUMENT: &str = include_str!("../openapi.json");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_is_json_and_lists_every_route_and_code() {
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).unwrap();
+        for path in [
+            "/healthz",
+            "/metrics",
+            "/v1/openapi.json",
+            "/v1/functions",
+            "/v1/functions/{name}",
+            "/v1/functions/{name}/invoke",
+            "/v1/tokens",
+            "/v1/tokens/{id}",
+        ] {
+            assert!(
+                doc["paths"][path].is_object(),
+                "{path} missing from openapi.json"
+            );
+        }
+        let codes = &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
+            ["enum"];
+        for code in [
+            "invalid_code",
+            "payload_too_large",
+            "function_timeout",
+            "rate_limited",
+            "internal",
+        ] {
+            assert!(
+                codes.as_array().unwrap().iter().any(|c| c == code),
+                "{code} missing"
+            );
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Operational endpoints: health, metrics, the OpenAPI document, and fallbacks.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use cloister_types::ErrorCode;
+
+use crate::error::{HttpError, HttpResult};
+use crate::state::Shared;
+
+/// `GET /healthz`.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /metrics` (any valid token).
+pub async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<Response> {
+    s.auth.authenticate(&headers).await?;
+    match s.executor.status().await {
+        Ok(status) => s.metrics.set_executor_status(&status),
+        Err(e) => tracing::warn!(error = ?e.0.message, "metrics: executor status unavailable"),
+    }
+    let mut resp = s.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// `GET /v1/openapi.json`.
+pub async fn openapi() -> Response {
+    let mut resp = crate::openapi::DOCUMENT.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Unknown route.
+pub async fn not_found() -> HttpError {
+    HttpError::new(
+        ErrorCode::NotFound,
+        "no such endpoint; see /v1/openapi.json",
+    )
+}
+
+/// Known route, wrong method.
+pub async fn method_not_allowed() -> HttpError {
+    HttpError::new(
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not accept that HTTP method",
+    )
+}

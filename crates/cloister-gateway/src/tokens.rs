@@ -1,0 +1,81 @@
+//! `POST/GET/DELETE /v1/tokens`: token management (admin only).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use cloister_store::TokenRecord;
+use cloister_types::wire::{TokenCreateRequest, TokenCreated, TokenInfo, TokenList};
+use cloister_types::{ErrorCode, Role};
+
+use crate::auth::create_token;
+use crate::body;
+use crate::deploy::path_arg;
+use crate::error::{HttpError, HttpResult};
+use crate::state::Shared;
+
+fn info(r: TokenRecord) -> TokenInfo {
+    TokenInfo {
+        id: r.id,
+        role: r.role,
+        label: r.label,
+        created_at: r.created_at,
+    }
+}
+
+/// `POST /v1/tokens`.
+pub async fn create(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResult<(StatusCode, Json<TokenCreated>)> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Admin, "create tokens")?;
+    let req: TokenCreateRequest = body::json(&headers, body, 16 * 1024).await?;
+    if let Some(l) = &req.label
+        && (l.chars().count() > 100 || l.chars().any(char::is_control))
+    {
+        return Err(HttpError::new(
+            ErrorCode::InvalidRequest,
+            "label must be at most 100 printable characters",
+        ));
+    }
+    let (record, value) = create_token(&*s.store, req.role, req.label).await?;
+    tracing::info!(id = %record.id, role = record.role.as_str(), by = %caller.token_id, "created token");
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenCreated {
+            info: info(record),
+            token: value.to_string(),
+        }),
+    ))
+}
+
+/// `GET /v1/tokens`.
+pub async fn list(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<Json<TokenList>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Admin, "list tokens")?;
+    let tokens = s.store.list_tokens().await?.into_iter().map(info).collect();
+    Ok(Json(TokenList { tokens }))
+}
+
+/// `DELETE /v1/tokens/{id}`.
+pub async fn revoke(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> HttpResult<StatusCode> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Admin, "revoke tokens")?;
+    let id = path_arg(id)?;
+    if !s.store.revoke_token(&id).await? {
+        return Err(HttpError::new(
+            ErrorCode::NotFound,
+            format!("no active token with id {id:?}"),
+        ));
+    }
+    s.auth.clear();
+    tracing::info!(%id, by = %caller.token_id, "revoked token");
+    Ok(StatusCode::NO_CONTENT)
+}
