@@ -1,0 +1,189 @@
+//! The `cloister` command-line client against a running platform: human and JSON output,
+//! exit codes, and the server's error code in failures.
+
+mod common;
+
+use common::{Platform, workloads};
+use serde_json::Value;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_list_show_invoke_delete() {
+    let p = Platform::start().await;
+    let add = workloads().join("add.js");
+    let add = add.to_str().unwrap();
+
+    let o = p.cli(&[
+        "fn",
+        "deploy",
+        add,
+        "--name",
+        "adder",
+        "--timeout-ms",
+        "2000",
+        "--memory-mb",
+        "16",
+        "--secret",
+        "API_KEY",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("deployed adder v1 (sha256:"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = p.cli(&["--json", "fn", "deploy", add, "--name", "adder"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["version"].as_u64(), v["limits"]["timeoutMs"].as_u64()),
+        (Some(2), Some(5000))
+    );
+
+    let o = p.cli(&["fn", "list"]);
+    assert!(o.status.success());
+    assert!(
+        stdout(&o)
+            .lines()
+            .any(|l| l.starts_with("adder") && l.contains(" 2 ")),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = p.cli(&["--json", "fn", "show", "adder", "--version", "1"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["limits"]["memoryMb"], 16);
+    assert_eq!(v["requiredSecrets"], serde_json::json!(["API_KEY"]));
+
+    let o = p.cli(&["fn", "invoke", "adder", "--params", r#"{"a":20,"b":22}"#]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["sum"], 42);
+
+    let params = p.dir.path().join("params.json");
+    std::fs::write(&params, r#"{"a":1,"b":2}"#).unwrap();
+    let o = p.cli(&[
+        "--json",
+        "fn",
+        "invoke",
+        "adder",
+        "--params-file",
+        params.to_str().unwrap(),
+        "--version",
+        "1",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["result"]["sum"].as_u64(), v["version"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert!(v["executionId"].is_string() && v["durationMs"].is_number());
+
+    let o = p.cli(&["fn", "delete", "adder"]);
+    assert!(o.status.success());
+    let o = p.cli(&["fn", "invoke", "adder", "--params", "{}"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("error[function_not_found]"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_exit_non_zero_with_the_server_code() {
+    let p = Platform::start().await;
+    let bad = p.dir.path().join("bad.js");
+    std::fs::write(&bad, "function handler() {\n  return (;\n}\n").unwrap();
+    let o = p.cli(&["fn", "deploy", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("error[invalid_code]") && stderr(&o).contains("line 2"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = p.cli(&["--json", "fn", "deploy", bad.to_str().unwrap()]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_code");
+
+    let o = p.cli(&["fn", "invoke", "x", "--params", "{oops"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not valid JSON"), "{}", stderr(&o));
+
+    let o = p.cli(&["--token", "clt_nope", "fn", "list"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("error[unauthorized]"), "{}", stderr(&o));
+
+    let o = p.cli(&["--url", "http://127.0.0.1:1", "fn", "list"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot reach"), "{}", stderr(&o));
+
+    let o = p.cli(&["fn", "deploy", "/nonexistent/file.js"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read"), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_create_list_revoke_and_roles() {
+    let p = Platform::start().await;
+    let o = p.cli(&[
+        "--json", "token", "create", "--role", "invoker", "--label", "ci",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let created: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (id, token) = (
+        created["id"].as_str().unwrap(),
+        created["token"].as_str().unwrap(),
+    );
+    assert_eq!(created["role"], "invoker");
+
+    let o = p.cli(&["token", "list"]);
+    assert!(
+        stdout(&o).contains(id) && !stdout(&o).contains(token),
+        "{}",
+        stdout(&o)
+    );
+
+    // The invoker token cannot deploy.
+    let add = workloads().join("add.js");
+    let o = p.cli(&["--token", token, "fn", "deploy", add.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("error[forbidden]"), "{}", stderr(&o));
+
+    // Human output prints the bare token on stdout (for `$(...)`) and the id on stderr.
+    let o = p.cli(&["token", "create", "--role", "developer"]);
+    assert!(stdout(&o).trim().starts_with("clt_"));
+    assert!(stderr(&o).contains("tok_"));
+
+    let o = p.cli(&["token", "revoke", id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = p.cli(&["--token", token, "fn", "list"]);
+    assert!(stderr(&o).contains("error[unauthorized]"));
+
+    let o = p.cli(&["token", "create", "--role", "root"]);
+    assert_eq!(o.status.code(), Some(2), "clap rejects unknown roles");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_admin_token_file_is_used_by_default() {
+    let p = Platform::start().await;
+    // Run from a directory whose ./.cloister is the platform's data dir, without CLOISTER_TOKEN.
+    let cwd = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(p.data(), cwd.path().join(".cloister")).unwrap();
+    let o = std::process::Command::new(common::BIN)
+        .args(["--url", &p.url, "fn", "list"])
+        .env_remove("CLOISTER_TOKEN")
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("no functions deployed"));
+}

@@ -1,0 +1,147 @@
+//! The platform's life: first start, Ctrl-C, restart with state kept, children cleaned up.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::{Platform, spawn_serve};
+
+/// Children of every thread of `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_a_restart_and_ctrl_c_stops_every_process() {
+    let mut p = Platform::start().await;
+    let token_file = p.data().join("admin.token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin.token must be private");
+    assert!(
+        p.log().contains("admin token:") && p.log().contains("(created"),
+        "{}",
+        p.log()
+    );
+    assert!(
+        p.log().contains("SIMULATED"),
+        "the simulated TEE is labelled"
+    );
+
+    let info = p.deploy("add", "add.js", None).await;
+    let mut c = p.admin();
+    c.invoke("add", r#"{"a":1,"b":1}"#, None).await.unwrap();
+    // serve → {executor → workers, gateway}
+    let serve_pid = p.child.as_ref().unwrap().id();
+    let roles = children_of(serve_pid);
+    assert_eq!(roles.len(), 2, "serve runs a gateway and an executor");
+    let workers: Vec<u32> = roles.iter().flat_map(|r| children_of(*r)).collect();
+    assert!(!workers.is_empty(), "a warm worker exists");
+
+    let status = p.stop();
+    assert!(status.success(), "clean exit on Ctrl-C: {status:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    for pid in roles.iter().chain(&workers) {
+        assert!(!alive(*pid), "process {pid} outlived the platform");
+    }
+
+    // Restart on the same data dir: same token, same function, same id and hash.
+    let token_before = std::fs::read_to_string(&token_file).unwrap();
+    let dir = std::mem::replace(&mut p.dir, tempfile::tempdir().unwrap());
+    drop(p);
+    let p = Platform::start_in(dir).await;
+    assert_eq!(
+        std::fs::read_to_string(&token_file_of(&p)).unwrap(),
+        token_before,
+        "token kept"
+    );
+    assert!(
+        !p.log().contains("(created"),
+        "no new token on restart: {}",
+        p.log()
+    );
+    let mut c = p.admin();
+    let again = c.show("add", None).await.unwrap();
+    assert_eq!(
+        (again.function_id, again.code_hash),
+        (info.function_id, info.code_hash)
+    );
+    let r = c.invoke("add", r#"{"a":40,"b":2}"#, None).await.unwrap();
+    assert_eq!(r.result.get(), r#"{"sum":42}"#);
+}
+
+fn token_file_of(p: &Platform) -> std::path::PathBuf {
+    p.data().join("admin.token")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_fails_clearly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut child = spawn_serve(&dir.path().join("data"), port, &log);
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        out.contains("cannot listen on") && out.contains(&port.to_string()),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_dev_explains_itself() {
+    let o = std::process::Command::new(common::BIN)
+        .args(["serve"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--dev"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_admin_token_is_not_resurrected_on_restart() {
+    let mut p = Platform::start().await;
+    let mut c = p.admin();
+    let spare = c
+        .create_token(&cloister_types::wire::TokenCreateRequest {
+            role: cloister_types::Role::Admin,
+            label: None,
+        })
+        .await
+        .unwrap();
+    let dev_id = c
+        .list_tokens()
+        .await
+        .unwrap()
+        .tokens
+        .into_iter()
+        .find(|t| t.label.as_deref() == Some("dev admin"))
+        .unwrap()
+        .id;
+    c.revoke_token(&dev_id).await.unwrap();
+    p.stop();
+    let dir = std::mem::replace(&mut p.dir, tempfile::tempdir().unwrap());
+    drop(p);
+    let p = Platform::start_in(dir).await;
+    assert!(p.log().contains("revoked or unknown"), "{}", p.log());
+    common::assert_api_error(p.admin().list().await, "unauthorized", 401);
+    p.client(Some(&spare.token)).list().await.unwrap();
+}
