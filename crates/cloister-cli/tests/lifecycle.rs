@@ -24,7 +24,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
         .unwrap_or(false)
 }
 
@@ -67,7 +67,7 @@ async fn state_survives_a_restart_and_ctrl_c_stops_every_process() {
     drop(p);
     let p = Platform::start_in(dir).await;
     assert_eq!(
-        std::fs::read_to_string(&token_file_of(&p)).unwrap(),
+        std::fs::read_to_string(token_file_of(&p)).unwrap(),
         token_before,
         "token kept"
     );
