@@ -44,6 +44,9 @@ const MAX_ERROR_TEXT: usize = 8192;
 
 /// A loaded function, ready to be invoked any number of times.
 pub struct Engine {
+    /// A fresh context made while idle, so that creating one is off the request path.
+    /// No code has ever run in it; it is used by exactly one invocation.
+    spare: Option<Context>,
     rt: Runtime,
     load: Load,
     deadline: Rc<Cell<Option<Instant>>>,
@@ -116,6 +119,7 @@ impl Engine {
             _ => false,
         })));
         let engine = Self {
+            spare: None,
             rt,
             load,
             deadline,
@@ -202,9 +206,12 @@ impl Engine {
     pub fn invoke(&mut self, inv: Invoke) -> Outcome {
         let logs = Rc::new(RefCell::new(LogBuffer::default()));
         self.arm(Duration::from_millis(inv.context.timeout_ms));
-        let mut result = self
-            .new_context()
-            .and_then(|context| context.with(|ctx| self.run(&ctx, &inv, logs.clone())));
+        let context = match self.spare.take() {
+            Some(context) => Ok(context),
+            None => self.new_context(),
+        };
+        let mut result =
+            context.and_then(|context| context.with(|ctx| self.run(&ctx, &inv, logs.clone())));
         self.disarm();
         if let Err(f) = &mut result
             && f.kind != FailureKind::Timeout
@@ -213,7 +220,6 @@ impl Engine {
             f.kind = FailureKind::MemoryLimit;
             f.message = format!("function exceeded its memory limit ({})", f.message);
         }
-        self.rt.run_gc();
         let retire = match &result {
             Ok(_) => false,
             Err(f) => {
@@ -228,6 +234,15 @@ impl Engine {
             result,
             logs,
             retire,
+        }
+    }
+
+    /// Idle-time work after a reply: collects garbage and builds the next fresh context.
+    /// Optional: [`Engine::invoke`] creates a context itself when there is no spare.
+    pub fn prepare(&mut self) {
+        self.rt.run_gc();
+        if self.spare.is_none() {
+            self.spare = self.new_context().ok();
         }
     }
 

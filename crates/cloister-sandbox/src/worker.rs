@@ -65,5 +65,6 @@ pub fn run(heap_bytes: usize) -> i32 {
         if retire {
             return 0;
         }
+        engine.prepare();
     }
 }
