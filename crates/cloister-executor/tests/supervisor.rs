@@ -1,0 +1,152 @@
+//! The supervisor's own enforcement, independent of the engine: a worker that never answers is
+//! killed at the deadline, a crashed worker is replaced, and code must match its hash.
+//! The workers here are tiny bash scripts that speak the frame protocol and then misbehave.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloister_executor::ExecutorConfig;
+use cloister_executor::pool::{FunctionSpec, Job, JobResult, Supervisor, code_hash};
+use cloister_executor::secrets::NoSecretService;
+use cloister_types::{ErrorCode, Limits};
+use serde_json::value::RawValue;
+
+/// Shell prelude of a fake worker: `send JSON` writes one length-prefixed frame to the channel.
+const PRELUDE: &str = r#"#!/bin/bash
+send() {
+  local n=${#1}
+  printf "$(printf '\\x%02x\\x%02x\\x%02x\\x00' $((n & 255)) $(((n >> 8) & 255)) $(((n >> 16) & 255)))%s" "$1" >&3
+}
+send '{"Loaded":{"Ok":{"filesystem_isolated":false}}}'
+"#;
+
+/// A worker that answers `1` to two invocations.
+const ANSWERS: &str = r#"send '{"Done":{"result":{"Ok":1},"logs":[],"retire":false}}'
+send '{"Done":{"result":{"Ok":1},"logs":[],"retire":false}}'
+exec sleep 3600
+"#;
+
+/// A worker that loads, then never answers (as one blocked in a native call would).
+const STUCK: &str = "echo $$ > \"$0.pid\"\nexec sleep 3600\n";
+
+/// A worker that loads, then dies.
+const CRASHES: &str = "exit 3\n";
+
+/// Writes a fake worker speaking the real frame protocol, for the supervisor alone.
+fn fake_worker(dir: &tempfile::TempDir, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path().join(name);
+    std::fs::write(&path, format!("{PRELUDE}{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn supervisor(exe: PathBuf) -> Arc<Supervisor> {
+    Supervisor::new(ExecutorConfig::new(exe), Arc::new(NoSecretService))
+}
+
+fn job(code: &str, timeout_ms: u64, send_code: bool) -> Job {
+    Job {
+        spec: FunctionSpec {
+            function_id: format!("fn-{code}"),
+            name: code.to_owned(),
+            version: 1,
+            code_hash: code_hash(code),
+            entrypoint: "handler".into(),
+            environment: "production".into(),
+            required_secrets: vec![],
+            limits: Limits {
+                timeout_ms,
+                memory_mb: 16,
+            },
+        },
+        params: RawValue::from_string("null".into()).unwrap(),
+        code: send_code.then(|| code.to_owned()),
+        execution_id: "e".into(),
+    }
+}
+
+fn failure_code(r: JobResult) -> ErrorCode {
+    match r {
+        JobResult::Ran { result: Err(f), .. } => f.code,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_never_answers_is_killed_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisor(fake_worker(&dir, "stuck", STUCK));
+    let started = Instant::now();
+    let r = sup.run(job("stuck", 300, true)).await;
+    let took = started.elapsed();
+    assert_eq!(failure_code(r), ErrorCode::FunctionTimeout);
+    assert!(
+        took >= Duration::from_millis(300),
+        "answered before the deadline: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "supervisor deadline not enforced: {took:?}"
+    );
+    let (workers, spawned, _, _) = sup.snapshot();
+    assert_eq!(spawned, 1);
+    assert!(workers.is_empty(), "the stuck worker is discarded");
+    // And killed, not merely abandoned.
+    let pid: u32 = std::fs::read_to_string(dir.path().join("stuck.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pid_alive(pid), "the stuck worker {pid} is still running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_worker_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisor(fake_worker(&dir, "crashes", CRASHES));
+    assert_eq!(
+        failure_code(sup.run(job("crash", 1000, true)).await),
+        ErrorCode::FunctionError
+    );
+    assert_eq!(
+        failure_code(sup.run(job("crash", 1000, false)).await),
+        ErrorCode::FunctionError
+    );
+    let (workers, spawned, _, _) = sup.snapshot();
+    assert_eq!(spawned, 2, "each crash is followed by a fresh worker");
+    assert!(workers.is_empty(), "crashed workers are not kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_is_requested_once_and_checked_against_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisor(fake_worker(&dir, "answers", ANSWERS));
+    assert!(matches!(
+        sup.run(job("ok", 1000, false)).await,
+        JobResult::CodeRequired
+    ));
+    let mut forged = job("ok", 1000, true);
+    forged.code = Some("something else".into());
+    assert_eq!(
+        failure_code(sup.run(forged).await),
+        ErrorCode::InvalidRequest
+    );
+    assert!(matches!(
+        sup.run(job("ok", 1000, true)).await,
+        JobResult::Ran { result: Ok(_), .. }
+    ));
+    // Now cached by hash: no code needed.
+    assert!(matches!(
+        sup.run(job("ok", 1000, false)).await,
+        JobResult::Ran { result: Ok(_), .. }
+    ));
+}
