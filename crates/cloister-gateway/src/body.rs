@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::HeaderMap;
 use cloister_types::ErrorCode;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::{HttpError, HttpResult};
@@ -16,10 +16,30 @@ fn too_large(limit: usize) -> HttpError {
     .details(serde_json::json!({ "limitBytes": limit }))
 }
 
+/// How much of an oversized body is read and discarded so that the client, still sending,
+/// receives the 413 instead of a reset connection. Beyond this the connection is dropped.
+const DRAIN_MAX: usize = 16 << 20;
+
+/// How long draining an oversized body may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards the rest of a body, within [`DRAIN_MAX`] and [`DRAIN_TIME`].
+async fn drain(mut body: Body, mut seen: usize) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while seen <= DRAIN_MAX {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
 /// Reads at most `limit` bytes of body; larger bodies fail with `payload_too_large`.
 pub async fn read_limited(
     headers: &HeaderMap,
-    body: Body,
+    mut body: Body,
     limit: usize,
 ) -> HttpResult<bytes::Bytes> {
     let declared = headers
@@ -27,16 +47,26 @@ pub async fn read_limited(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(body, 0).await;
         return Err(too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(too_large(limit)),
-        Err(e) => Err(HttpError::new(
-            ErrorCode::InvalidRequest,
-            format!("could not read the request body: {e}"),
-        )),
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            HttpError::new(
+                ErrorCode::InvalidRequest,
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > limit {
+                drain(body, buf.len() + data.len()).await;
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(data);
+        }
     }
+    Ok(buf.freeze())
 }
 
 /// Decodes a JSON body into `T`; malformed JSON or wrong fields fail with `invalid_request`.
