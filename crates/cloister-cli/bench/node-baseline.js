@@ -1,5 +1,6 @@
 // Baseline for `cloister bench --node`: a plain Node.js HTTP server that runs a function in a
-// fresh V8 context per request (vm.createContext), the cheapest isolation Node offers.
+// fresh V8 context per request (vm.createContext), the cheapest isolation Node offers. No
+// per-call timeout (that would add a watchdog thread per call): the strongest baseline.
 // Usage: node node-baseline.js <port> <function.js>
 "use strict";
 const http = require("http");
@@ -17,7 +18,7 @@ http
       try {
         const body = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}");
         const ctx = vm.createContext({});
-        script.runInContext(ctx, { timeout: 5000 });
+        script.runInContext(ctx);
         const context = { functionName: "baseline", log: () => {} };
         const result = await ctx.handler(body.params, Object.freeze({}), context);
         const out = JSON.stringify({ result });

@@ -37,7 +37,28 @@ pub struct Conn {
     pub token: Option<String>,
 }
 
+/// Default async worker threads of a server role: half the CPUs, at least one. Each role
+/// shares the machine with the other role and with the function workers, and on small
+/// machines one event-loop thread per role avoids cross-thread wake-ups on every request.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(1)
+        .max(1)
+}
+
 impl Cli {
+    /// Async worker threads this command's runtime should use.
+    pub fn runtime_threads(&self) -> usize {
+        let t = match &self.command {
+            Command::Gateway(a) => a.threads,
+            Command::Executor(a) => a.threads,
+            Command::Serve(a) => a.threads,
+            _ => None,
+        };
+        t.unwrap_or_else(default_threads).max(1)
+    }
+
     /// The client connection settings.
     pub fn connection(&self) -> Conn {
         Conn {
@@ -78,6 +99,10 @@ pub struct ServeArgs {
     /// Address of the public HTTP API.
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
+    /// Async worker threads of each role (default: half the CPUs, at least 1; the rest is
+    /// left to function workers).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// `cloister gateway`.
@@ -102,6 +127,9 @@ pub struct GatewayArgs {
     /// Create `<data-dir>/admin.token` on first start.
     #[arg(long)]
     pub bootstrap_admin_token: bool,
+    /// Async worker threads (default: half the CPUs, at least 1).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// `cloister executor`.
@@ -117,6 +145,9 @@ pub struct ExecutorArgs {
     /// Inherited listening socket (used by `serve`).
     #[arg(long, hide = true)]
     pub listen_fd: Option<i32>,
+    /// Async worker threads (default: half the CPUs, at least 1).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// `cloister fn ...`.

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.runtime_threads())
         .enable_all()
         .build()
     {

@@ -151,7 +151,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let internal_token = zeroize::Zeroizing::new(hex::encode(&token_bytes[..]));
     let exe = std::env::current_exe().context("cannot locate the cloister binary")?;
 
-    let executor = spawn_role(&exe, "executor", internal.as_raw_fd(), &[], &internal_token)?;
+    let threads = vec![
+        "--threads".to_owned(),
+        args.threads
+            .unwrap_or_else(crate::cli::default_threads)
+            .to_string(),
+    ];
+    let executor = spawn_role(
+        &exe,
+        "executor",
+        internal.as_raw_fd(),
+        &threads,
+        &internal_token,
+    )?;
     let mut children = vec![("executor", executor)];
     let gateway_args = vec![
         "--data-dir".to_owned(),
@@ -159,7 +171,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "--executor-url".to_owned(),
         executor_url,
         "--bootstrap-admin-token".to_owned(),
-    ];
+    ]
+    .into_iter()
+    .chain(threads)
+    .collect::<Vec<_>>();
     match spawn_role(
         &exe,
         "gateway",
