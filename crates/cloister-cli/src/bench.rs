@@ -1,6 +1,6 @@
 //! `cloister bench`: latency, throughput, cold start and worker memory over real HTTP.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -333,14 +333,7 @@ fn print_human(r: &Report) {
 
 /// Runs the benchmark.
 pub async fn run(conn: Conn, args: BenchArgs, json: bool) -> anyhow::Result<ExitCode> {
-    let token = match conn.token.clone() {
-        Some(t) => Some(t),
-        None => std::fs::read_to_string(
-            PathBuf::from(crate::cli::DEFAULT_DATA_DIR).join(crate::roles::ADMIN_TOKEN_FILE),
-        )
-        .ok()
-        .map(|t| t.trim().to_owned()),
-    };
+    let token = crate::client_cmds::resolve_token(conn.token.clone())?;
     let mut c = Client::new(&conn.url, token.clone())?;
     c.health()
         .await

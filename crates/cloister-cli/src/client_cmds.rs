@@ -15,7 +15,7 @@ use crate::output;
 use crate::roles::ADMIN_TOKEN_FILE;
 
 /// The token to use: `--token`/`CLOISTER_TOKEN`, else the dev admin token file if present.
-fn resolve_token(explicit: Option<String>) -> anyhow::Result<Option<String>> {
+pub fn resolve_token(explicit: Option<String>) -> anyhow::Result<Option<String>> {
     if let Some(t) = explicit {
         return Ok(Some(t));
     }

@@ -10,7 +10,6 @@ use cloister_sandbox::protocol::{
 };
 use cloister_types::{ErrorCode, Limits};
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::ExecutorConfig;
@@ -94,10 +93,8 @@ pub enum JobResult {
     CodeRequired,
 }
 
-/// `sha256:<hex>` of a source text.
-pub fn code_hash(code: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(code.as_bytes())))
-}
+/// `sha256:<hex>` of a source text (shared with the gateway).
+pub use cloister_types::code_hash;
 
 struct Pool {
     load: Load,

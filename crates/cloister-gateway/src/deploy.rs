@@ -11,9 +11,8 @@ use cloister_rpc::executor::ValidateRequest;
 use cloister_store::NewVersion;
 use cloister_types::wire::{DeployRequest, FunctionInfo, FunctionList};
 use cloister_types::{
-    Entrypoint, Environment, ErrorCode, FunctionName, Role, SecretRef, ServerLimits,
+    Entrypoint, Environment, ErrorCode, FunctionName, Role, SecretRef, ServerLimits, code_hash,
 };
-use sha2::{Digest, Sha256};
 
 use crate::body;
 use crate::error::{HttpError, HttpResult};
@@ -29,11 +28,6 @@ fn deploy_body_limit(limits: &ServerLimits) -> usize {
         .max_code_bytes
         .saturating_mul(2)
         .saturating_add(64 * 1024)
-}
-
-/// `sha256:<hex>` of a source text.
-pub fn code_hash(code: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(code.as_bytes())))
 }
 
 /// Checks every field of a deploy request except compilation; returns the version to store.

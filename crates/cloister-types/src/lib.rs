@@ -4,11 +4,13 @@
 //! the edge, and then passed around as a typed value.
 
 pub mod error;
+pub mod hash;
 pub mod limits;
 pub mod names;
 pub mod wire;
 
 pub use error::{ApiError, ErrorCode};
+pub use hash::code_hash;
 pub use limits::{Limits, ServerLimits};
 pub use names::{Entrypoint, Environment, FunctionName, NameError, SecretRef};
 pub use wire::Role;
