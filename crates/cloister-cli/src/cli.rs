@@ -51,8 +51,8 @@ impl Cli {
     /// Async worker threads this command's runtime should use.
     pub fn runtime_threads(&self) -> usize {
         let t = match &self.command {
-            Command::Gateway(a) => a.threads,
-            Command::Executor(a) => a.threads,
+            Command::Gateway(a) => a.role.threads,
+            Command::Executor(a) => a.role.threads,
             Command::Serve(a) => a.threads,
             _ => None,
         };
@@ -105,10 +105,10 @@ pub struct ServeArgs {
     pub threads: Option<usize>,
 }
 
-/// `cloister gateway`.
+/// How a server role gets its socket and threads (shared by `gateway` and `executor`).
 #[derive(Debug, Args)]
-pub struct GatewayArgs {
-    /// Address to listen on.
+pub struct RoleArgs {
+    /// Address to listen on (the executor's must stay private: only gateways may reach it).
     #[arg(
         long,
         conflicts_with = "listen_fd",
@@ -118,6 +118,17 @@ pub struct GatewayArgs {
     /// Inherited listening socket (used by `serve`).
     #[arg(long, hide = true)]
     pub listen_fd: Option<i32>,
+    /// Async worker threads (default: half the CPUs, at least 1).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `cloister gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Socket and threads.
+    #[command(flatten)]
+    pub role: RoleArgs,
     /// Directory holding the SQLite database.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -127,27 +138,14 @@ pub struct GatewayArgs {
     /// Create `<data-dir>/admin.token` on first start.
     #[arg(long)]
     pub bootstrap_admin_token: bool,
-    /// Async worker threads (default: half the CPUs, at least 1).
-    #[arg(long)]
-    pub threads: Option<usize>,
 }
 
 /// `cloister executor`.
 #[derive(Debug, Args)]
 pub struct ExecutorArgs {
-    /// Address to listen on (keep it private: only gateways may reach it).
-    #[arg(
-        long,
-        conflicts_with = "listen_fd",
-        required_unless_present = "listen_fd"
-    )]
-    pub listen: Option<SocketAddr>,
-    /// Inherited listening socket (used by `serve`).
-    #[arg(long, hide = true)]
-    pub listen_fd: Option<i32>,
-    /// Async worker threads (default: half the CPUs, at least 1).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Socket and threads.
+    #[command(flatten)]
+    pub role: RoleArgs,
 }
 
 /// `cloister fn ...`.

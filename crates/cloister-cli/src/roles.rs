@@ -14,7 +14,7 @@ use cloister_store::SqliteStore;
 use cloister_types::ServerLimits;
 use tokio::net::TcpListener;
 
-use crate::cli::{ExecutorArgs, GatewayArgs};
+use crate::cli::{ExecutorArgs, GatewayArgs, RoleArgs};
 
 /// Environment variable carrying the gateway↔executor shared token (removed at start).
 pub const INTERNAL_TOKEN_ENV: &str = "CLOISTER_INTERNAL_TOKEN";
@@ -25,11 +25,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// File name of the SQLite database inside the data directory.
 pub const DATABASE_FILE: &str = "cloister.db";
 
-async fn listener(
-    addr: Option<std::net::SocketAddr>,
-    fd: Option<i32>,
-) -> anyhow::Result<TcpListener> {
-    match (addr, fd) {
+async fn listener(role: &RoleArgs) -> anyhow::Result<TcpListener> {
+    match (role.listen, role.listen_fd) {
         (_, Some(fd)) => {
             // SAFETY: `serve` passes a listening socket at this descriptor, owned by no one else.
             let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
@@ -73,7 +70,7 @@ pub async fn stop_signal() {
 /// Runs the gateway role.
 pub async fn gateway(args: GatewayArgs, token: Option<String>) -> anyhow::Result<ExitCode> {
     let token = internal_token(token)?;
-    let listener = listener(args.listen, args.listen_fd).await?;
+    let listener = listener(&args.role).await?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let db = args.data_dir.join(DATABASE_FILE);
@@ -101,7 +98,7 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> anyhow::Result
 /// Runs the executor role.
 pub async fn executor(args: ExecutorArgs, token: Option<String>) -> anyhow::Result<ExitCode> {
     let token = internal_token(token)?;
-    let listener = listener(args.listen, args.listen_fd).await?;
+    let listener = listener(&args.role).await?;
     let exe = std::env::current_exe().context("cannot locate the cloister binary for workers")?;
     let sup = cloister_executor::pool::Supervisor::new(
         ExecutorConfig::new(exe),
