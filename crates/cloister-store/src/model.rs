@@ -77,12 +77,32 @@ pub enum StoreError {
     Conflict(String),
 }
 
-/// Current time in RFC 3339 (UTC, millisecond precision).
+/// Current time in RFC 3339, UTC, always with exactly three fractional digits, so that
+/// timestamps also sort correctly as text.
 pub(crate) fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let now = now
-        .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
-        .unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+    format_rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// Fixed-width RFC 3339 rendering (`2026-11-23T18:00:00.000Z`).
+pub(crate) fn format_rfc3339(t: time::OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.format(&fmt)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_fixed_width_and_sort_as_text() {
+        let whole = time::macros::datetime!(2026-11-23 18:00:00 UTC);
+        let later = time::macros::datetime!(2026-11-23 18:00:00.5 UTC);
+        assert_eq!(format_rfc3339(whole), "2026-11-23T18:00:00.000Z");
+        assert_eq!(format_rfc3339(later), "2026-11-23T18:00:00.500Z");
+        assert!(format_rfc3339(whole) < format_rfc3339(later));
+    }
 }
