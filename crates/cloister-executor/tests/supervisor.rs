@@ -30,8 +30,13 @@ exec sleep 3600
 /// A worker that loads, then never answers (as one blocked in a native call would).
 const STUCK: &str = "echo $$ > \"$0.pid\"\nexec sleep 3600\n";
 
-/// A worker that loads, then dies.
-const CRASHES: &str = "exit 3\n";
+/// A worker that loads, then dies in the middle of an invocation (it reads the Load frame
+/// and the start of the Invoke frame first, so the crash is never mistaken for a failed start).
+const CRASHES: &str = r#"n=$(dd bs=1 count=4 <&3 2>/dev/null | od -An -tu4 | tr -d ' ')
+dd bs=1 count="$n" <&3 >/dev/null 2>&1
+dd bs=1 count=4 <&3 >/dev/null 2>&1
+exit 3
+"#;
 
 /// Writes a fake worker speaking the real frame protocol, for the supervisor alone.
 fn fake_worker(dir: &tempfile::TempDir, name: &str, body: &str) -> PathBuf {
