@@ -10,7 +10,7 @@ use cloister_types::wire::{
     DeployRequest, FunctionInfo, FunctionList, InvokeResponse, TokenCreateRequest, TokenCreated,
     TokenList,
 };
-use hyper::{Method, StatusCode};
+use hyper::Method;
 use serde::de::DeserializeOwned;
 
 pub use conn::Endpoint;
