@@ -256,13 +256,6 @@ fn decode<T: DeserializeOwned>(resp: RawResponse) -> Result<T, ClientError> {
     })
 }
 
-/// Whether a status is a success.
-pub fn is_success(status: u16) -> bool {
-    StatusCode::from_u16(status)
-        .map(|s| s.is_success())
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
