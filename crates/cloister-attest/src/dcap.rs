@@ -14,7 +14,7 @@ use crate::time_fmt::rfc3339;
 use crate::verifier::{Collateral, Verifier};
 use crate::x509::{Anchor, Cert, UnixSecs, parse_certs};
 use dcap_qvl::QuoteCollateralV3;
-use dcap_qvl::quote::{Quote, Report};
+use dcap_qvl::quote::{AuthData, Quote, Report};
 use dcap_qvl::verify::QuoteVerifier;
 use parity_scale_codec::Decode;
 use std::collections::BTreeMap;
@@ -49,6 +49,82 @@ impl DcapQuote {
             return Err(AttestError::malformed(
                 format,
                 format!("quote is for {actual}, not {expected}"),
+            ));
+        }
+        // The declared authentication-data size must equal the size of its parsed contents:
+        // no slack bytes may hide inside it (sizes are not covered by any signature).
+        let u32_at = |o: usize| {
+            bytes
+                .get(o..o + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let body_end = match quote.header.version {
+            3 => Some(48 + 384),
+            4 => Some(48 + 584),
+            _ => u32_at(50)
+                .and_then(|size| usize::try_from(size).ok())
+                .map(|size| 48 + 6 + size),
+        };
+        let parsed_auth_len = match &quote.auth_data {
+            AuthData::V3(d) => {
+                64 + 64
+                    + 384
+                    + 64
+                    + 2
+                    + d.qe_auth_data.data.len()
+                    + 6
+                    + d.certification_data.body.data.len()
+            }
+            AuthData::V4(d) => {
+                let inner = &d.qe_report_data;
+                let inner_len = 384
+                    + 64
+                    + 2
+                    + inner.qe_auth_data.data.len()
+                    + 6
+                    + inner.certification_data.body.data.len();
+                if inner_len != d.certification_data.body.data.len() {
+                    return Err(AttestError::malformed(
+                        format,
+                        "QE report certification data size does not match its contents",
+                    ));
+                }
+                64 + 64 + 6 + inner_len
+            }
+        };
+        let declared = body_end.and_then(|end| u32_at(end).map(|d| (end, d)));
+        match declared {
+            Some((end, d))
+                if usize::try_from(d).ok() == Some(parsed_auth_len)
+                    && end + 4 + parsed_auth_len == len => {}
+            _ => {
+                return Err(AttestError::malformed(
+                    format,
+                    "authentication data size does not match its contents",
+                ));
+            }
+        }
+        // Only the PCK-chain certification data (type 5, inside type 6 on v4+) is supported;
+        // the type fields are not covered by a signature, so insist on them here.
+        let types = match &quote.auth_data {
+            AuthData::V3(d) => (5, d.certification_data.cert_type, 5),
+            AuthData::V4(d) => (
+                d.certification_data.cert_type,
+                d.qe_report_data.certification_data.cert_type,
+                6,
+            ),
+        };
+        let ok = match &quote.auth_data {
+            AuthData::V3(_) => types.1 == 5,
+            AuthData::V4(_) => types.0 == 6 && types.1 == 5,
+        };
+        if !ok {
+            return Err(AttestError::malformed(
+                format,
+                format!(
+                    "unsupported certification data types (outer {}, inner {}); expected a PCK certificate chain",
+                    types.0, types.1
+                ),
             ));
         }
         Ok(Self { quote, len })

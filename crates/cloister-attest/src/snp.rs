@@ -75,6 +75,17 @@ impl SnpReport {
                 ),
             ));
         }
+        // The signature area is R (72) || S (72) || reserved; reserved bytes must be zero
+        // because the signature does not cover them.
+        if let Some(i) = body[SIGNED_LEN + 144..].iter().position(|b| *b != 0) {
+            return Err(AttestError::malformed(
+                FORMAT,
+                format!(
+                    "reserved byte at offset {:#x} after the signature is not zero",
+                    SIGNED_LEN + 144 + i
+                ),
+            ));
+        }
         Ok(Self {
             raw: body.to_vec(),
             report,
