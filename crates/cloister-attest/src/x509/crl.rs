@@ -33,6 +33,12 @@ impl Crl {
         })
     }
 
+    /// SHA-256 of the DER encoding.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(&self.der).into()
+    }
+
     /// Issuer DN as a string.
     pub fn issuer(&self) -> String {
         self.parsed.tbs_cert_list.issuer.to_string()
