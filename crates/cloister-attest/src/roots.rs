@@ -153,6 +153,53 @@ impl TrustStore {
         }
     }
 
+    /// Adds operator-supplied roots for `tee` (PEM or DER). For SEV-SNP the file must hold a
+    /// self-signed ARK and the ASK it signed; for the others each certificate becomes an anchor.
+    pub fn add_extra(
+        &mut self,
+        tee: crate::tee::TeeType,
+        bytes: &[u8],
+        label: &str,
+    ) -> Result<(), AttestError> {
+        use crate::tee::TeeType;
+        let certs = parse_certs(bytes)?;
+        let named = |i: usize, c: &Cert| Anchor {
+            name: format!("extra:{label}#{i}"),
+            cert: c.clone(),
+        };
+        match tee {
+            TeeType::Nitro => self
+                .nitro
+                .extend(certs.iter().enumerate().map(|(i, c)| named(i, c))),
+            TeeType::Sgx | TeeType::Tdx => self
+                .intel
+                .extend(certs.iter().enumerate().map(|(i, c)| named(i, c))),
+            TeeType::SevSnp => {
+                let (arks, asks): (Vec<&Cert>, Vec<&Cert>) =
+                    certs.iter().partition(|c| c.issued_by_name(c));
+                match (arks.as_slice(), asks.as_slice()) {
+                    ([ark], [ask]) => self.amd.push(AmdProduct {
+                        product: format!("extra:{label}"),
+                        ark: named(0, ark),
+                        ask: (*ask).clone(),
+                        asvk: None,
+                    }),
+                    _ => {
+                        return Err(AttestError::Chain(format!(
+                            "{label}: an extra AMD root file must hold one self-signed ARK and one ASK"
+                        )));
+                    }
+                }
+            }
+            TeeType::Sim => {
+                return Err(AttestError::Unsupported(
+                    "extra roots for the simulated TEE".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Every anchor with its SHA-256 fingerprint: what `cloister attest roots` prints.
     pub fn fingerprints(&self) -> Vec<(String, String, String)> {
         let mut out = Vec::new();

@@ -85,6 +85,60 @@ pub enum Command {
     Token(TokenCommand),
     /// Benchmark a running server with the reference workloads.
     Bench(BenchArgs),
+    /// Verify or decode TEE attestation evidence (Nitro, SEV-SNP, SGX, TDX); works offline.
+    #[command(subcommand)]
+    Attest(AttestCommand),
+}
+
+/// `cloister attest ...`.
+#[derive(Debug, Subcommand)]
+pub enum AttestCommand {
+    /// Check evidence is authentic (signatures, chain to a pinned vendor root, validity,
+    /// collateral) and optionally apply a policy. Exit 0: accepted; 1: not authentic or
+    /// unreadable; 2: authentic but rejected by the policy.
+    Verify(AttestVerifyArgs),
+    /// Decode evidence without verifying anything (output is labelled NOT VERIFIED).
+    Inspect(AttestInspectArgs),
+    /// List the embedded vendor roots and their SHA-256 fingerprints.
+    Roots,
+}
+
+/// `cloister attest verify`.
+#[derive(Debug, Args)]
+pub struct AttestVerifyArgs {
+    /// Evidence file: raw binary, base64 or hex text (detected automatically).
+    pub file: PathBuf,
+    /// Evidence format.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "nitro", "sev-snp", "sgx", "tdx"])]
+    pub format: String,
+    /// SEV-SNP: the VCEK or VLEK (DER or PEM); ASK/ARK may be included and must be the embedded ones.
+    #[arg(long = "cert")]
+    pub certs: Vec<PathBuf>,
+    /// CRL (DER or PEM) to check the chain against, e.g. AMD's ARK/ASK CRL; repeatable.
+    #[arg(long = "crl")]
+    pub crls: Vec<PathBuf>,
+    /// DCAP: collateral JSON (pck_crl_issuer_chain, root_ca_crl, pck_crl, tcb_info, ...).
+    #[arg(long)]
+    pub collateral: Option<PathBuf>,
+    /// Policy YAML; when given, its verdict decides the exit code too.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Verification time (RFC 3339); default now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Extra trust anchor as TEE=FILE (e.g. nitro=root.pem; sev-snp=ark_and_ask.pem); repeatable.
+    #[arg(long = "extra-root")]
+    pub extra_roots: Vec<String>,
+}
+
+/// `cloister attest inspect`.
+#[derive(Debug, Args)]
+pub struct AttestInspectArgs {
+    /// Evidence file: raw binary, base64 or hex text.
+    pub file: PathBuf,
+    /// Evidence format.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "nitro", "sev-snp", "sgx", "tdx"])]
+    pub format: String,
 }
 
 /// `cloister serve`.

@@ -1,5 +1,6 @@
 //! `cloister`: the platform (serve, gateway, executor roles) and its command-line client.
 
+mod attest_cmd;
 mod bench;
 mod cli;
 mod client_cmds;
@@ -77,5 +78,6 @@ async fn run(cli: Cli, internal_token: Option<String>) -> anyhow::Result<ExitCod
         Command::Fn(cmd) => client_cmds::function(conn, cmd, cli.json).await,
         Command::Token(cmd) => client_cmds::token(conn, cmd, cli.json).await,
         Command::Bench(args) => bench::run(conn, args, cli.json).await,
+        Command::Attest(cmd) => attest_cmd::run(cmd, cli.json),
     }
 }

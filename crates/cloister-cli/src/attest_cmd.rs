@@ -1,0 +1,254 @@
+//! `cloister attest verify|inspect|roots`: offline evidence verification for operators and scripts.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cloister_attest::time_fmt::{now, parse_rfc3339, rfc3339};
+use cloister_attest::x509::{parse_certs, parse_crls};
+use cloister_attest::{
+    AttestError, Claims, Collateral, Format, Policy, TeeType, TrustStore, Verified, VerifierSet,
+    Violation, decode_text_or_binary,
+};
+use serde_json::{Map, Value, json};
+
+use crate::cli::{AttestCommand, AttestInspectArgs, AttestVerifyArgs};
+use crate::output;
+
+/// Exit code when evidence is authentic but the policy rejects it.
+const EXIT_POLICY_REJECTED: u8 = 2;
+
+/// Runs an `attest` subcommand; errors about the evidence itself are reported here with codes.
+pub fn run(cmd: AttestCommand, json_mode: bool) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AttestCommand::Verify(args) => verify(args, json_mode),
+        AttestCommand::Inspect(args) => inspect(args, json_mode),
+        AttestCommand::Roots => roots(json_mode),
+    }
+}
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+/// Reports an evidence error with its stable code and exits 1.
+fn rejected(e: &AttestError, json_mode: bool) -> ExitCode {
+    if json_mode {
+        output::json(
+            &json!({ "verified": false, "error": { "code": e.code(), "message": e.to_string() } }),
+        );
+    }
+    eprintln!("error[{}]: {e}", e.code());
+    ExitCode::FAILURE
+}
+
+fn format_flag(s: &str) -> anyhow::Result<Option<Format>> {
+    Ok(Format::parse_flag(s)?)
+}
+
+fn verify(args: AttestVerifyArgs, json_mode: bool) -> anyhow::Result<ExitCode> {
+    let evidence = decode_text_or_binary(&read(&args.file, "evidence")?);
+    let at = match &args.at {
+        Some(s) => {
+            parse_rfc3339(s).with_context(|| format!("--at `{s}` is not an RFC 3339 time"))?
+        }
+        None => now(),
+    };
+    let policy = match &args.policy {
+        Some(path) => {
+            let text = String::from_utf8(read(path, "policy")?).context("policy is not UTF-8")?;
+            Some(Policy::from_yaml(&text).with_context(|| format!("in {}", path.display()))?)
+        }
+        None => None,
+    };
+    let mut store = TrustStore::builtin()?;
+    for spec in &args.extra_roots {
+        let (tee, file) = spec
+            .split_once('=')
+            .with_context(|| format!("--extra-root `{spec}` must be TEE=FILE"))?;
+        let tee: TeeType = tee.parse()?;
+        store.add_extra(tee, &read(Path::new(file), "extra root")?, file)?;
+    }
+    let mut collateral = Collateral::default();
+    for path in &args.certs {
+        collateral
+            .certs
+            .extend(parse_certs(&read(path, "certificate")?)?);
+    }
+    for path in &args.crls {
+        collateral.crls.extend(parse_crls(&read(path, "CRL")?)?);
+    }
+    if let Some(path) = &args.collateral {
+        collateral.dcap = Some(cloister_attest::dcap::parse_collateral(&read(
+            path,
+            "collateral",
+        )?)?);
+    }
+    let set = VerifierSet::new(&store);
+    let verifier = match set.for_evidence(&evidence, format_flag(&args.format)?) {
+        Ok(v) => v,
+        Err(e) => return Ok(rejected(&e, json_mode)),
+    };
+    let verified = match verifier.verify(&evidence, &collateral, at) {
+        Ok(v) => v,
+        Err(e) => return Ok(rejected(&e, json_mode)),
+    };
+    let violations = policy.as_ref().map(|p| p.evaluate(&verified, at));
+    if json_mode {
+        output::json(&verified_json(&verified, violations.as_deref()));
+    } else {
+        print_verified(&verified, violations.as_deref());
+    }
+    Ok(match violations {
+        Some(v) if !v.is_empty() => ExitCode::from(EXIT_POLICY_REJECTED),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+fn inspect(args: AttestInspectArgs, json_mode: bool) -> anyhow::Result<ExitCode> {
+    let evidence = decode_text_or_binary(&read(&args.file, "evidence")?);
+    let set = VerifierSet::new(&TrustStore::builtin()?);
+    let claims = match set
+        .for_evidence(&evidence, format_flag(&args.format)?)
+        .and_then(|v| v.inspect(&evidence))
+    {
+        Ok(c) => c,
+        Err(e) => return Ok(rejected(&e, json_mode)),
+    };
+    if json_mode {
+        let mut obj = claims_json(&claims);
+        obj.insert("verified".into(), Value::Bool(false));
+        output::json(&Value::Object(obj));
+    } else {
+        println!(
+            "NOT VERIFIED: decoded {} evidence; nothing below has been checked",
+            claims.tee.label()
+        );
+        print_claims(&claims);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn roots(json_mode: bool) -> anyhow::Result<ExitCode> {
+    let store = TrustStore::builtin()?;
+    let rows = store.fingerprints();
+    if json_mode {
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|(tee, name, fp)| json!({ "tee": tee, "name": name, "sha256": fp }))
+            .collect();
+        output::json(&list);
+    } else {
+        for (tee, name, fp) in rows {
+            println!("{tee:<8} {name:<20} {fp}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Claims as a flat JSON object: common fields plus the format-specific ones.
+fn claims_json(claims: &Claims) -> Map<String, Value> {
+    match serde_json::to_value(claims) {
+        Ok(Value::Object(mut obj)) => {
+            obj.insert("tee_label".into(), Value::String(claims.tee.label().into()));
+            obj
+        }
+        _ => Map::new(),
+    }
+}
+
+fn verified_json(v: &Verified, violations: Option<&[Violation]>) -> Value {
+    let mut obj = claims_json(v.claims());
+    obj.insert("verified".into(), Value::Bool(true));
+    obj.insert("anchor".into(), Value::String(v.anchor().into()));
+    obj.insert(
+        "chain".into(),
+        serde_json::to_value(v.chain()).unwrap_or(Value::Null),
+    );
+    obj.insert(
+        "verified_at".into(),
+        Value::String(rfc3339(v.verified_at())),
+    );
+    obj.insert(
+        "valid_until".into(),
+        Value::String(rfc3339(v.valid_until())),
+    );
+    obj.insert(
+        "evidence_sha256".into(),
+        Value::String(v.evidence_sha256().to_hex()),
+    );
+    // `verdict`, not `policy`: SEV-SNP claims already have a `policy` field (the guest policy).
+    obj.insert(
+        "verdict".into(),
+        match violations {
+            None => json!({ "evaluated": false }),
+            Some(list) => {
+                json!({ "evaluated": true, "accepted": list.is_empty(), "violations": list })
+            }
+        },
+    );
+    Value::Object(obj)
+}
+
+fn print_claims(c: &Claims) {
+    println!("  tee           {}", c.tee.label());
+    println!("  platform      {}", c.platform);
+    println!("  measurement   {}", c.measurement.to_hex());
+    if let Some(rd) = &c.report_data {
+        println!("  report_data   {}", rd.to_hex());
+    }
+    println!("  debug         {}", c.debug);
+    println!("  tcb_status    {}", c.tcb_status.as_deref().unwrap_or("-"));
+    if !c.advisory_ids.is_empty() {
+        println!("  advisories    {}", c.advisory_ids.join(", "));
+    }
+    if let Some(ts) = c.timestamp {
+        println!("  timestamp     {}", rfc3339(ts));
+    }
+    if let Ok(Value::Object(detail)) = serde_json::to_value(&c.detail) {
+        for (k, v) in detail {
+            print_field(&k, &v, 2);
+        }
+    }
+}
+
+fn print_field(key: &str, value: &Value, indent: usize) {
+    let pad = " ".repeat(indent);
+    match value {
+        Value::Object(map) => {
+            println!("{pad}{key}");
+            for (k, v) in map {
+                print_field(k, v, indent + 2);
+            }
+        }
+        Value::Null => println!("{pad}{key:<13} -"),
+        Value::String(s) => println!("{pad}{key:<13} {s}"),
+        other => println!("{pad}{key:<13} {other}"),
+    }
+}
+
+fn print_verified(v: &Verified, violations: Option<&[Violation]>) {
+    let c = v.claims();
+    println!(
+        "AUTHENTIC: {} evidence verified at {} (chain to pinned root `{}`)",
+        c.tee.label(),
+        rfc3339(v.verified_at()),
+        v.anchor()
+    );
+    print_claims(c);
+    println!("  chain");
+    for cert in v.chain() {
+        println!("    {} (sha256 {})", cert.subject, cert.sha256);
+    }
+    println!("  valid_until   {}", rfc3339(v.valid_until()));
+    match violations {
+        None => println!("policy: not evaluated (authenticity only; pass --policy FILE)"),
+        Some([]) => println!("policy: ACCEPTED"),
+        Some(list) => {
+            println!("policy: REJECTED ({} violation(s))", list.len());
+            for violation in list {
+                println!("  - {}: {}", violation.rule, violation.message);
+            }
+        }
+    }
+}
