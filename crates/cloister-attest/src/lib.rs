@@ -5,6 +5,7 @@
 //! → a [`Verified`] result or a precise [`AttestError`]. Policy evaluation is separate
 //! ([`Policy::evaluate`]) and reports every violated rule.
 
+pub mod attester;
 pub mod cache;
 pub mod claims;
 pub mod dcap;
