@@ -46,9 +46,27 @@ pub fn evidence_digest(evidence: &[u8], collateral: &Collateral) -> [u8; 32] {
         h.update(b"crl");
         h.update(crl.fingerprint());
     }
-    if let Some(dcap) = &collateral.dcap {
+    if let Some(d) = &collateral.dcap {
+        let parts: [&[u8]; 10] = [
+            d.pck_crl_issuer_chain.as_bytes(),
+            &d.root_ca_crl,
+            &d.pck_crl,
+            d.tcb_info_issuer_chain.as_bytes(),
+            d.tcb_info.as_bytes(),
+            &d.tcb_info_signature,
+            d.qe_identity_issuer_chain.as_bytes(),
+            d.qe_identity.as_bytes(),
+            &d.qe_identity_signature,
+            d.pck_certificate_chain
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        ];
         h.update(b"dcap");
-        h.update(serde_json::to_vec(dcap).unwrap_or_default());
+        for part in parts {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
     }
     h.finalize().into()
 }

@@ -57,10 +57,11 @@ pub fn decode_text_or_binary(raw: &[u8]) -> Vec<u8> {
         return raw.to_vec();
     }
     let hex_body = compact.strip_prefix(b"0x").unwrap_or(&compact);
-    if hex_body.len() % 2 == 0 && hex_body.iter().all(u8::is_ascii_hexdigit) {
-        if let Ok(bytes) = hex::decode(hex_body) {
-            return bytes;
-        }
+    if hex_body.len().is_multiple_of(2)
+        && hex_body.iter().all(u8::is_ascii_hexdigit)
+        && let Ok(bytes) = hex::decode(hex_body)
+    {
+        return bytes;
     }
     let b64_alphabet =
         |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'=');
@@ -96,13 +97,14 @@ pub fn detect_format(bytes: &[u8]) -> Result<Format, AttestError> {
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     // DCAP: version 3/4/5, attestation key type 2 (ECDSA-256) or 3, TEE type 0 (SGX) or 0x81 (TDX).
-    if let (Some(version), Some(key_type), Some(tee)) = (u16_at(0), u16_at(2), u32_at(4)) {
-        if matches!(version, 3..=5) && matches!(key_type, 2 | 3) {
-            match tee {
-                0 => return Ok(Format::Sgx),
-                0x81 => return Ok(Format::Tdx),
-                _ => {}
-            }
+    if let (Some(version), Some(key_type), Some(tee)) = (u16_at(0), u16_at(2), u32_at(4))
+        && matches!(version, 3..=5)
+        && matches!(key_type, 2 | 3)
+    {
+        match tee {
+            0 => return Ok(Format::Sgx),
+            0x81 => return Ok(Format::Tdx),
+            _ => {}
         }
     }
     // COSE_Sign1: a 4-element CBOR array, optionally behind tag 18.

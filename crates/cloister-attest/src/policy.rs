@@ -244,18 +244,18 @@ impl Policy {
                 format!("{} evidence is from a debug-mode environment", c.tee),
             );
         }
-        if let Some(status) = &c.tcb_status {
-            if !self.tcb_statuses.contains(status) {
-                let advisories = if c.advisory_ids.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (advisories: {})", c.advisory_ids.join(", "))
-                };
-                add(
-                    "allowed_tcb_statuses",
-                    format!("TCB status {status} is not accepted{advisories}"),
-                );
-            }
+        if let Some(status) = &c.tcb_status
+            && !self.tcb_statuses.contains(status)
+        {
+            let advisories = if c.advisory_ids.is_empty() {
+                String::new()
+            } else {
+                format!(" (advisories: {})", c.advisory_ids.join(", "))
+            };
+            add(
+                "allowed_tcb_statuses",
+                format!("TCB status {status} is not accepted{advisories}"),
+            );
         }
         if let Some(allow) = &self.measurements {
             match allow.get(&c.tee) {

@@ -37,7 +37,7 @@ fn signed_ranges(name: &str, bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
                 body..q.len.min(body + 4),
             ]
         }
-        _ => vec![0..bytes.len()],
+        _ => std::iter::once(0..bytes.len()).collect(),
     }
 }
 

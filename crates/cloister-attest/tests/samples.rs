@@ -21,7 +21,7 @@ fn verify(name: &str) -> Verified {
 #[test]
 fn every_sample_verifies_at_its_pinned_time() {
     for (name, collateral, now) in all_samples() {
-        let bytes = evidence(&name);
+        let bytes = evidence(name);
         let set = verifiers();
         let v = set.for_evidence(&bytes, None).unwrap();
         let verified = v
