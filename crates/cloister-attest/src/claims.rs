@@ -256,6 +256,23 @@ impl Verified {
         }
     }
 
+    /// Builds a verified result from a validated X.509 chain (Nitro, SEV-SNP).
+    pub(crate) fn from_chain(
+        claims: Claims,
+        chain: &crate::x509::VerifiedChain,
+        verified_at: UnixSecs,
+        evidence: &[u8],
+    ) -> Self {
+        Self::new(
+            claims,
+            chain.anchor.clone(),
+            chain.certs.iter().map(crate::x509::Cert::summary).collect(),
+            verified_at,
+            chain.valid_until,
+            evidence,
+        )
+    }
+
     /// The authenticated claims.
     pub fn claims(&self) -> &Claims {
         &self.claims

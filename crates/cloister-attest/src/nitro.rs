@@ -236,13 +236,6 @@ impl Verifier for NitroVerifier {
             &sig[48..],
         )
         .map_err(|e| AttestError::bad_signature(format!("COSE_Sign1 ({e})")))?;
-        Ok(Verified::new(
-            doc.claims(),
-            chain.anchor.clone(),
-            chain.certs.iter().map(Cert::summary).collect(),
-            now,
-            chain.valid_until,
-            evidence,
-        ))
+        Ok(Verified::from_chain(doc.claims(), &chain, now, evidence))
     }
 }

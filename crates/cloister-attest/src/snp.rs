@@ -341,13 +341,6 @@ impl Verifier for SnpVerifier {
         if let Some(name) = ext::<Ia5String>(&leaf, &OID_PRODUCT_NAME, "productName")? {
             claims.platform = format!("{product} ({name})");
         }
-        Ok(Verified::new(
-            claims,
-            chain.anchor.clone(),
-            chain.certs.iter().map(Cert::summary).collect(),
-            now,
-            chain.valid_until,
-            evidence,
-        ))
+        Ok(Verified::from_chain(claims, &chain, now, evidence))
     }
 }

@@ -1,11 +1,11 @@
 //! One parsed certificate plus the raw bytes its signature covers.
 
-use super::UnixSecs;
+use super::{UnixSecs, signed_range, unix_secs};
 use crate::error::AttestError;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use x509_cert::Certificate;
-use x509_cert::der::{Decode, Encode, Reader, SliceReader};
+use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 
 /// A decoded X.509 certificate with its DER, to-be-signed bytes and fingerprint.
@@ -49,13 +49,7 @@ impl Cert {
         let bad =
             |e: x509_cert::der::Error| AttestError::Chain(format!("unparsable certificate: {e}"));
         let parsed = Certificate::from_der(der).map_err(bad)?;
-        // Locate the exact to-be-signed bytes inside the outer SEQUENCE rather than re-encoding.
-        let mut outer = SliceReader::new(der).map_err(bad)?;
-        let header = x509_cert::der::Header::decode(&mut outer).map_err(bad)?;
-        let start = usize::try_from(u32::from(header.encoded_len().map_err(bad)?))
-            .map_err(|_| AttestError::Chain("certificate too large".into()))?;
-        let tbs = outer.tlv_bytes().map_err(bad)?;
-        let tbs_range = start..start + tbs.len();
+        let tbs_range = signed_range(der).map_err(bad)?;
         Ok(Self {
             der: der.to_vec(),
             tbs_range,
@@ -114,7 +108,7 @@ impl Cert {
     /// Validity window as Unix seconds.
     pub fn validity(&self) -> (UnixSecs, UnixSecs) {
         let v = &self.parsed.tbs_certificate.validity;
-        (unix(&v.not_before), unix(&v.not_after))
+        (unix_secs(&v.not_before), unix_secs(&v.not_after))
     }
 
     /// Raw value of the extension with `oid`, if present.
@@ -184,10 +178,6 @@ impl Cert {
             sha256: hex::encode(self.fingerprint),
         }
     }
-}
-
-fn unix(t: &x509_cert::time::Time) -> UnixSecs {
-    i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
 }
 
 /// Parses certificates from PEM (one or more blocks) or a single DER certificate.

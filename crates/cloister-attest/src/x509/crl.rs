@@ -1,11 +1,11 @@
 //! Certificate revocation lists (RFC 5280 §5), parsed with `x509-cert`.
 
 use super::cert::pem_blocks;
-use super::{Cert, UnixSecs, verify_signature};
+use super::{Cert, UnixSecs, signed_range, unix_secs, verify_signature};
 use crate::error::AttestError;
 use crate::time_fmt::rfc3339;
 use x509_cert::crl::CertificateList;
-use x509_cert::der::{Decode, Encode, Reader, SliceReader};
+use x509_cert::der::{Decode, Encode};
 
 /// A parsed CRL with the exact bytes its signature covers.
 #[derive(Debug, Clone)]
@@ -21,13 +21,8 @@ impl Crl {
         let bad =
             |e: x509_cert::der::Error| AttestError::Collateral(format!("unparsable CRL: {e}"));
         let parsed = CertificateList::from_der(der).map_err(bad)?;
-        let mut outer = SliceReader::new(der).map_err(bad)?;
-        let header = x509_cert::der::Header::decode(&mut outer).map_err(bad)?;
-        let start = usize::try_from(u32::from(header.encoded_len().map_err(bad)?))
-            .map_err(|_| AttestError::Collateral("CRL too large".into()))?;
-        let tbs = outer.tlv_bytes().map_err(bad)?;
         Ok(Self {
-            tbs_range: start..start + tbs.len(),
+            tbs_range: signed_range(der).map_err(bad)?,
             der: der.to_vec(),
             parsed,
         })
@@ -66,7 +61,7 @@ impl Crl {
             self.parsed.signature.raw_bytes(),
         )
         .map_err(|e| AttestError::Collateral(format!("CRL from `{}`: {e}", self.issuer())))?;
-        let this_update = secs(&self.parsed.tbs_cert_list.this_update);
+        let this_update = unix_secs(&self.parsed.tbs_cert_list.this_update);
         if now < this_update {
             return Err(AttestError::Collateral(format!(
                 "CRL from `{}` is not valid before {}",
@@ -74,7 +69,13 @@ impl Crl {
                 rfc3339(this_update)
             )));
         }
-        match self.parsed.tbs_cert_list.next_update.as_ref().map(secs) {
+        match self
+            .parsed
+            .tbs_cert_list
+            .next_update
+            .as_ref()
+            .map(unix_secs)
+        {
             Some(next) if now > next => Err(AttestError::Collateral(format!(
                 "CRL from `{}` is stale: nextUpdate {} is before {}",
                 self.issuer(),
@@ -95,10 +96,6 @@ impl Crl {
             .flatten()
             .any(|r| r.serial_number.as_bytes() == serial)
     }
-}
-
-fn secs(t: &x509_cert::time::Time) -> UnixSecs {
-    i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
 }
 
 /// Parses CRLs from PEM (`X509 CRL` blocks) or one DER CRL.

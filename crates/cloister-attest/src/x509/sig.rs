@@ -51,15 +51,13 @@ pub(crate) fn verify_signature(
     match alg.oid {
         // aws-lc-rs verifies ECDSA several times faster than the pure-Rust curves.
         ECDSA_SHA256 => {
-            p256::ecdsa::VerifyingKey::from_sec1_bytes(key)
-                .map_err(|_| SigError::Unsupported("ecdsa-with-SHA256 needs a P-256 key".into()))?;
+            require_point(key, 65, "ecdsa-with-SHA256 needs a P-256 key")?;
             UnparsedPublicKey::new(&lc::ECDSA_P256_SHA256_ASN1, key)
                 .verify(msg, sig)
                 .map_err(|_| SigError::Invalid)
         }
         ECDSA_SHA384 => {
-            p384::ecdsa::VerifyingKey::from_sec1_bytes(key)
-                .map_err(|_| SigError::Unsupported("ecdsa-with-SHA384 needs a P-384 key".into()))?;
+            require_point(key, 97, "ecdsa-with-SHA384 needs a P-384 key")?;
             UnparsedPublicKey::new(&lc::ECDSA_P384_SHA384_ASN1, key)
                 .verify(msg, sig)
                 .map_err(|_| SigError::Invalid)
@@ -116,6 +114,16 @@ pub(crate) fn verify_signature(
     }
 }
 
+/// Checks `key` is an uncompressed SEC1 point of `len` bytes (65: P-256, 97: P-384);
+/// aws-lc-rs validates the point itself when verifying.
+fn require_point(key: &[u8], len: usize, message: &str) -> Result<(), SigError> {
+    if key.len() == len && key.first() == Some(&0x04) {
+        Ok(())
+    } else {
+        Err(SigError::Unsupported(message.into()))
+    }
+}
+
 /// Reads an RSA key from SPKI bits (works for both rsaEncryption and RSASSA-PSS key OIDs).
 fn rsa_key(bits: &[u8]) -> Result<rsa::RsaPublicKey, SigError> {
     rsa::RsaPublicKey::from_pkcs1_der(bits)
@@ -129,14 +137,11 @@ pub(crate) fn verify_p384_raw(
     r: &[u8],
     s: &[u8],
 ) -> Result<(), SigError> {
-    let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(sec1_key)
-        .map_err(|_| SigError::Malformed("not a P-384 public key".into()))?;
-    let r: [u8; 48] = r
-        .try_into()
-        .map_err(|_| SigError::Malformed("r must be 48 bytes".into()))?;
-    let s: [u8; 48] = s
-        .try_into()
-        .map_err(|_| SigError::Malformed("s must be 48 bytes".into()))?;
-    let sig = p384::ecdsa::Signature::from_scalars(r, s).map_err(|_| SigError::Invalid)?;
-    vk.verify(msg, &sig).map_err(|_| SigError::Invalid)
+    require_point(sec1_key, 97, "not a P-384 public key")?;
+    if r.len() != 48 || s.len() != 48 {
+        return Err(SigError::Malformed("r and s must be 48 bytes each".into()));
+    }
+    UnparsedPublicKey::new(&lc::ECDSA_P384_SHA384_FIXED, sec1_key)
+        .verify(msg, &[r, s].concat())
+        .map_err(|_| SigError::Invalid)
 }
