@@ -32,6 +32,11 @@ fn format_name(tee: TeeType) -> &'static str {
 }
 
 impl DcapQuote {
+    /// The decoded quote.
+    pub fn quote(&self) -> &Quote {
+        &self.quote
+    }
+
     /// Decodes a quote; only zero bytes may follow it.
     pub fn parse(bytes: &[u8], expected: TeeType) -> Result<Self, AttestError> {
         let format = format_name(expected);

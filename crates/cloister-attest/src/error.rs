@@ -41,6 +41,14 @@ pub enum AttestError {
     /// Intel DCAP quote verification failed (message from `dcap-qvl`).
     #[error("DCAP quote rejected: {0}")]
     Dcap(String),
+    /// Online collateral could not be fetched from a vendor service.
+    #[error("cannot fetch collateral from {url}: {reason}")]
+    Fetch {
+        /// The URL requested.
+        url: String,
+        /// Transport error or HTTP status.
+        reason: String,
+    },
     /// The caller asked for something this build does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -70,6 +78,7 @@ impl AttestError {
             Self::Collateral(_) => "bad_collateral",
             Self::Inconsistent(_) => "inconsistent_evidence",
             Self::Dcap(_) => "dcap_rejected",
+            Self::Fetch { .. } => "collateral_unavailable",
             Self::Unsupported(_) => "unsupported",
         }
     }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod claims;
 pub mod dcap;
 pub mod error;
+pub mod fetch;
 pub mod input;
 pub mod nitro;
 pub mod policy;

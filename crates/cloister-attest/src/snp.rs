@@ -97,6 +97,17 @@ impl SnpReport {
         &self.report
     }
 
+    /// The product line named by the report's CPUID fields (reports v3+), if Cloister knows it.
+    pub fn product_line(&self) -> Option<&'static str> {
+        let r = &self.report;
+        match sev::Generation::identify_cpu(r.cpuid_fam_id?, r.cpuid_mod_id?).ok()? {
+            sev::Generation::Milan => Some("Milan"),
+            sev::Generation::Genoa => Some("Genoa"),
+            sev::Generation::Turin => Some("Turin"),
+            _ => None,
+        }
+    }
+
     fn signing_key(&self) -> Result<&'static str, AttestError> {
         match self.report.key_info.signing_key() {
             0 => Ok("vcek"),

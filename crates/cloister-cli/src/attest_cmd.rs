@@ -1,9 +1,13 @@
 //! `cloister attest verify|inspect|roots`: offline evidence verification for operators and scripts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
+use cloister_attest::dcap::DcapQuote;
+use cloister_attest::fetch::{DiskCache, Endpoints, Fetcher, Source, UreqClient};
+use cloister_attest::snp::SnpReport;
 use cloister_attest::time_fmt::{now, parse_rfc3339, rfc3339};
 use cloister_attest::x509::{parse_certs, parse_crls};
 use cloister_attest::{
@@ -12,7 +16,7 @@ use cloister_attest::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::cli::{AttestCommand, AttestInspectArgs, AttestVerifyArgs};
+use crate::cli::{AttestCommand, AttestInspectArgs, AttestVerifyArgs, OnlineArgs};
 use crate::output;
 
 /// Exit code when evidence is authentic but the policy rejects it.
@@ -21,7 +25,7 @@ const EXIT_POLICY_REJECTED: u8 = 2;
 /// Runs an `attest` subcommand; errors about the evidence itself are reported here with codes.
 pub fn run(cmd: AttestCommand, json_mode: bool) -> anyhow::Result<ExitCode> {
     match cmd {
-        AttestCommand::Verify(args) => verify(args, json_mode),
+        AttestCommand::Verify(args) => verify(*args, json_mode),
         AttestCommand::Inspect(args) => inspect(args, json_mode),
         AttestCommand::Roots => roots(json_mode),
     }
@@ -89,13 +93,42 @@ fn verify(args: AttestVerifyArgs, json_mode: bool) -> anyhow::Result<ExitCode> {
         Ok(v) => v,
         Err(e) => return Ok(rejected(&e, json_mode)),
     };
+    let mut fetched = FetchReport::default();
+    if args.online.online {
+        let fetcher = fetcher(&args.online)?;
+        if let Err(e) = fetch_missing(
+            &fetcher,
+            verifier.tee(),
+            &evidence,
+            &mut collateral,
+            &mut fetched,
+        ) {
+            return Ok(rejected(&e, json_mode));
+        }
+        if !json_mode {
+            for s in &fetched.sources {
+                let how = if s.cached { "cached " } else { "fetched" };
+                eprintln!("collateral: {how} {}", s.url);
+            }
+        }
+        for w in &fetched.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
     let verified = match verifier.verify(&evidence, &collateral, at) {
         Ok(v) => v,
         Err(e) => return Ok(rejected(&e, json_mode)),
     };
     let violations = policy.as_ref().map(|p| p.evaluate(&verified, at));
     if json_mode {
-        output::json(&verified_json(&verified, violations.as_deref()));
+        let mut out = verified_json(&verified, violations.as_deref());
+        if args.online.online
+            && let Value::Object(obj) = &mut out
+        {
+            obj.insert("collateral_sources".into(), json!(fetched.sources));
+            obj.insert("warnings".into(), json!(fetched.warnings));
+        }
+        output::json(&out);
     } else {
         print_verified(&verified, violations.as_deref());
     }
@@ -103,6 +136,71 @@ fn verify(args: AttestVerifyArgs, json_mode: bool) -> anyhow::Result<ExitCode> {
         Some(v) if !v.is_empty() => ExitCode::from(EXIT_POLICY_REJECTED),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// What online fetching did, for the report.
+#[derive(Default)]
+struct FetchReport {
+    sources: Vec<Source>,
+    warnings: Vec<String>,
+}
+
+/// The collateral cache directory: explicit, else `$XDG_CACHE_HOME` or `~/.cache`.
+fn cache_dir(args: &OnlineArgs) -> Option<PathBuf> {
+    if let Some(dir) = &args.collateral_cache {
+        return Some(dir.clone());
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("cloister").join("collateral"))
+}
+
+fn fetcher(args: &OnlineArgs) -> anyhow::Result<Fetcher> {
+    let http = UreqClient::new(Duration::from_secs(args.fetch_timeout.max(1)));
+    let endpoints = Endpoints {
+        amd_kds: args.kds_url.clone(),
+        intel_pcs: args.pcs_url.clone(),
+        intel_root_crl: args.intel_root_crl_url.clone(),
+    };
+    let mut fetcher = Fetcher::new(Box::new(http), endpoints);
+    if !args.no_cache {
+        let dir = cache_dir(args).context("no cache directory: set --collateral-cache or HOME")?;
+        fetcher = fetcher.with_cache(DiskCache::new(dir), args.cache_max_age.max(0));
+    }
+    Ok(fetcher)
+}
+
+/// Fetches what the files on the command line did not supply: the SEV-SNP VCEK (and CRL)
+/// when no `--cert` was given, the DCAP collateral when no `--collateral` was given.
+fn fetch_missing(
+    fetcher: &Fetcher,
+    tee: TeeType,
+    evidence: &[u8],
+    collateral: &mut Collateral,
+    report: &mut FetchReport,
+) -> Result<(), AttestError> {
+    let now = now();
+    match tee {
+        TeeType::SevSnp if collateral.certs.is_empty() => {
+            let got = fetcher.snp_collateral(&SnpReport::parse(evidence)?, now)?;
+            collateral.certs.extend(got.value.certs);
+            collateral.crls.extend(got.value.crls);
+            report.sources.extend(got.sources);
+            report.warnings.extend(got.warnings);
+        }
+        TeeType::Sgx | TeeType::Tdx if collateral.dcap.is_none() => {
+            let got = fetcher.dcap_collateral(&DcapQuote::parse(evidence, tee)?, now)?;
+            collateral.dcap = Some(got.value);
+            report.sources.extend(got.sources);
+            report.warnings.extend(got.warnings);
+        }
+        _ => report.warnings.push(format!(
+            "--online: nothing to fetch for this {tee} evidence"
+        )),
+    }
+    Ok(())
 }
 
 fn inspect(args: AttestInspectArgs, json_mode: bool) -> anyhow::Result<ExitCode> {

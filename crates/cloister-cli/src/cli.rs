@@ -96,7 +96,7 @@ pub enum AttestCommand {
     /// Check evidence is authentic (signatures, chain to a pinned vendor root, validity,
     /// collateral) and optionally apply a policy. Exit 0: accepted; 1: not authentic or
     /// unreadable; 2: authentic but rejected by the policy.
-    Verify(AttestVerifyArgs),
+    Verify(Box<AttestVerifyArgs>),
     /// Decode evidence without verifying anything (output is labelled NOT VERIFIED).
     Inspect(AttestInspectArgs),
     /// List the embedded vendor roots and their SHA-256 fingerprints.
@@ -129,6 +129,51 @@ pub struct AttestVerifyArgs {
     /// Extra trust anchor as TEE=FILE (e.g. nitro=root.pem; sev-snp=ark_and_ask.pem); repeatable.
     #[arg(long = "extra-root")]
     pub extra_roots: Vec<String>,
+    #[command(flatten)]
+    pub online: OnlineArgs,
+}
+
+/// Online collateral fetching for `attest verify` (off unless `--online`).
+#[derive(Debug, Args)]
+pub struct OnlineArgs {
+    /// Fetch missing collateral from AMD KDS / Intel PCS (SEV-SNP: VCEK + CRL; DCAP: TCB info,
+    /// QE identity, CRLs). Fetched items are verified exactly like files on disk.
+    #[arg(long)]
+    pub online: bool,
+    /// AMD Key Distribution Service base URL.
+    #[arg(
+        long,
+        env = "CLOISTER_AMD_KDS_URL",
+        default_value = "https://kdsintf.amd.com"
+    )]
+    pub kds_url: String,
+    /// Intel PCS (or PCCS, v4 API) base URL.
+    #[arg(
+        long,
+        env = "CLOISTER_INTEL_PCS_URL",
+        default_value = "https://api.trustedservices.intel.com"
+    )]
+    pub pcs_url: String,
+    /// Intel SGX Root CA CRL URL.
+    #[arg(
+        long,
+        env = "CLOISTER_INTEL_ROOT_CRL_URL",
+        default_value = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
+    )]
+    pub intel_root_crl_url: String,
+    /// Directory caching fetched collateral (default: $XDG_CACHE_HOME/cloister/collateral,
+    /// else ~/.cache/cloister/collateral).
+    #[arg(long, env = "CLOISTER_COLLATERAL_CACHE")]
+    pub collateral_cache: Option<PathBuf>,
+    /// Do not read or write the collateral cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Seconds a cached CRL / TCB info / QE identity is reused (VCEKs are cached for good).
+    #[arg(long, default_value_t = 21600)]
+    pub cache_max_age: i64,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub fetch_timeout: u64,
 }
 
 /// `cloister attest inspect`.

@@ -339,3 +339,62 @@ fn roots_lists_the_pinned_fingerprints() {
     assert!(fps.contains(&"44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"));
     assert_eq!(fps.len(), 10);
 }
+
+#[test]
+fn verify_online_fetches_the_vcek_then_reuses_the_disk_cache() {
+    use cloister_attest::fetch::fake::{FakeServer, Route};
+    let server = FakeServer::start().expect("fake KDS");
+    let vcek_path = "/vcek/v1/Milan/d49554ec717f4e5b0fe6b143bcf0405bd7ae304727edf46603f2a76aef6a3abc15d7af38db757039029f0efacfd08e244324884738c72b082e2f87a44d541eb6?blSPL=3&teeSPL=0&snpSPL=8&ucodeSPL=115";
+    let vcek = std::fs::read(data("sev-snp/snp_milan_virtee_vcek.der")).expect("vcek");
+    server.route(vcek_path, Route::ok(vcek));
+    let cache = tempfile::tempdir().expect("tmp");
+    let kds = server.url();
+    let cache_dir = cache.path().display().to_string();
+    let report = p("sev-snp/snp_milan_virtee_report.bin");
+    let args = [
+        "attest",
+        "verify",
+        &report,
+        "--at",
+        "2024-01-01T00:00:00Z",
+        "--online",
+        "--kds-url",
+        &kds,
+        "--collateral-cache",
+        &cache_dir,
+        "--json",
+    ];
+
+    // Without --online there is no VCEK: a typed collateral error.
+    let offline = cloister(&args[..5]);
+    assert_eq!(offline.status.code(), Some(1));
+
+    let first = cloister(&args);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let v = json(&first);
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["collateral_sources"][0]["cached"], false);
+    assert!(
+        v["collateral_sources"][0]["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(vcek_path))
+    );
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("revocation not checked")),
+        "{v}"
+    );
+
+    server.clear_routes();
+    let second = cloister(&args);
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(json(&second)["collateral_sources"][0]["cached"], true);
+
+    // No cache and no service: exit 1 with a stable code.
+    let mut no_cache = args.to_vec();
+    no_cache.push("--no-cache");
+    let failed = cloister(&no_cache);
+    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(json(&failed)["error"]["code"], "collateral_unavailable");
+}
