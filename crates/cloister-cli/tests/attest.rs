@@ -370,7 +370,11 @@ fn verify_online_fetches_the_vcek_then_reuses_the_disk_cache() {
     assert_eq!(offline.status.code(), Some(1));
 
     let first = cloister(&args);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let v = json(&first);
     assert_eq!(v["verified"], true);
     assert_eq!(v["collateral_sources"][0]["cached"], false);
@@ -388,7 +392,11 @@ fn verify_online_fetches_the_vcek_then_reuses_the_disk_cache() {
 
     server.clear_routes();
     let second = cloister(&args);
-    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     assert_eq!(json(&second)["collateral_sources"][0]["cached"], true);
 
     // No cache and no service: exit 1 with a stable code.
