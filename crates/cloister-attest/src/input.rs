@@ -15,6 +15,8 @@ pub enum Format {
     Sgx,
     /// Intel DCAP quote v4/v5 (TDX).
     Tdx,
+    /// Cloister simulated TEE evidence (COSE_Sign1 with `tee: "sim"`).
+    Sim,
 }
 
 impl Format {
@@ -25,6 +27,7 @@ impl Format {
             Self::SevSnp => TeeType::SevSnp,
             Self::Sgx => TeeType::Sgx,
             Self::Tdx => TeeType::Tdx,
+            Self::Sim => TeeType::Sim,
         }
     }
 
@@ -36,8 +39,9 @@ impl Format {
             "sev-snp" | "snp" => Ok(Some(Self::SevSnp)),
             "sgx" => Ok(Some(Self::Sgx)),
             "tdx" => Ok(Some(Self::Tdx)),
+            "sim" => Ok(Some(Self::Sim)),
             other => Err(AttestError::Unsupported(format!(
-                "format `{other}` (expected auto, nitro, sev-snp, sgx or tdx)"
+                "format `{other}` (expected auto, nitro, sev-snp, sgx, tdx or sim)"
             ))),
         }
     }
@@ -109,6 +113,9 @@ pub fn detect_format(bytes: &[u8]) -> Result<Format, AttestError> {
     }
     // COSE_Sign1: a 4-element CBOR array, optionally behind tag 18.
     if bytes.first() == Some(&0x84) || bytes.starts_with(&[0xd2, 0x84]) {
+        if crate::sim::SimEvidence::parse(bytes).is_ok() {
+            return Ok(Format::Sim);
+        }
         return Ok(Format::Nitro);
     }
     // SNP: report version 2.. with signature algorithm 1 (ECDSA P-384 with SHA-384).
@@ -117,7 +124,7 @@ pub fn detect_format(bytes: &[u8]) -> Result<Format, AttestError> {
         return Ok(Format::SevSnp);
     }
     Err(AttestError::Unsupported(
-        "cannot recognise the evidence format; pass --format nitro|sev-snp|sgx|tdx".into(),
+        "cannot recognise the evidence format; pass --format nitro|sev-snp|sgx|tdx|sim".into(),
     ))
 }
 

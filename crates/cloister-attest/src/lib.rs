@@ -15,6 +15,7 @@ pub mod input;
 pub mod nitro;
 pub mod policy;
 pub mod roots;
+pub mod sim;
 pub mod snp;
 pub mod tee;
 pub mod time_fmt;

@@ -1,8 +1,9 @@
 //! Evidence producers that run inside a TEE, and selection of the one this machine has.
 //!
 //! Each provider is its own module: Nitro through the NSM device, SEV-SNP and TDX through
-//! Linux configfs-tsm. The simulated provider lives with the keyvault (it needs the sim
-//! platform identity) and plugs into the same [`Attester`] trait.
+//! Linux configfs-tsm. The simulated provider ([`crate::sim::SimAttester`]) needs the sim
+//! platform identity from the data directory, so callers build it themselves; it implements
+//! the same [`Attester`] trait.
 
 mod nsm;
 mod tsm;
