@@ -1,0 +1,444 @@
+//! Attested channels end to end over loopback TCP with the simulated TEE: success, every
+//! refusal the issue lists (replay, wrong measurement, tampered signature, no evidence,
+//! reflection, unpinned platform), key refresh on the wire, and re-attestation by age.
+
+use cloister_attest::attester::{Attester, Produced};
+use cloister_attest::sim::{SimAttester, SimPlatform, SimVerifier};
+use cloister_attest::{AttestError, Policy, TeeType, TrustStore, VerifierSet};
+use cloister_channel::frame::{Msg, read_msg, write_msg};
+use cloister_channel::{ChannelAcceptor, ChannelConfig, ChannelConnector, ChannelError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const KV: [u8; 48] = [0x4b; 48];
+const EX: [u8; 48] = [0x45; 48];
+
+fn verifiers(p: &SimPlatform) -> Arc<VerifierSet> {
+    let mut set = VerifierSet::new(&TrustStore::builtin().expect("roots"));
+    set.insert(Arc::new(SimVerifier::pinning(p.root().der()).expect("pin")));
+    Arc::new(set)
+}
+
+fn policy(m: &[u8; 48]) -> Policy {
+    Policy::from_yaml(&format!(
+        "allow_simulated: true\nallowed_tee_types: [sim]\nallowed_measurements:\n  sim: [\"{}\"]\nmax_age_seconds: 60",
+        hex::encode(m)
+    ))
+    .expect("policy")
+}
+
+fn config(
+    p: &Arc<SimPlatform>,
+    role: &str,
+    m: [u8; 48],
+    attester: Option<Arc<dyn Attester>>,
+) -> ChannelConfig {
+    let attester = attester.unwrap_or_else(|| Arc::new(SimAttester::new(p.clone(), role, m)));
+    let mut c = ChannelConfig::new(role, attester, verifiers(p));
+    c.handshake_timeout = Duration::from_secs(3);
+    if role == "keyvault" {
+        c.accept_peer("executor", policy(&EX))
+    } else {
+        c.accept_peer("keyvault", policy(&KV))
+    }
+}
+
+/// Runs a keyvault echo server; returns its address and a handle yielding the server-side
+/// result of the first connection.
+async fn echo_server(
+    cfg: ChannelConfig,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<u64, ChannelError>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = ChannelAcceptor::new(Arc::new(cfg)).expect("acceptor");
+    let handle = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut ch = acceptor.accept(tcp).await?;
+        loop {
+            match ch.recv().await {
+                Ok(data) => ch.send(&data).await?,
+                Err(ChannelError::Closed) => return Ok(ch.peer_attestations()),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    (addr, handle)
+}
+
+async fn connect(
+    cfg: ChannelConfig,
+    addr: std::net::SocketAddr,
+) -> Result<
+    cloister_channel::AttestedStream<tokio_rustls::client::TlsStream<TcpStream>>,
+    ChannelError,
+> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    ChannelConnector::new(Arc::new(cfg))
+        .expect("connector")
+        .connect(tcp)
+        .await
+}
+
+#[tokio::test]
+async fn mutual_attestation_succeeds_and_carries_data() {
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    let (addr, server) = echo_server(config(&p, "keyvault", KV, None)).await;
+    let mut ch = connect(config(&p, "executor", EX, None), addr)
+        .await
+        .expect("channel");
+    assert_eq!(ch.peer().role, "keyvault");
+    let claims = ch.peer().verified.claims();
+    assert_eq!(claims.tee, TeeType::Sim);
+    assert_eq!(claims.tee.label(), "sim (no hardware protection)");
+    assert_eq!(claims.measurement.0, KV.to_vec());
+    assert_eq!(ch.call(b"ping").await.expect("call"), b"ping");
+    drop(ch);
+    assert_eq!(server.await.expect("join").expect("server"), 1);
+}
+
+#[tokio::test]
+async fn wrong_measurement_is_refused_by_the_keyvault() {
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    let (addr, server) = echo_server(config(&p, "keyvault", KV, None)).await;
+    let rogue = [0x66; 48];
+    let err = connect(config(&p, "executor", rogue, None), addr)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), "policy_rejected", "{err}");
+    let server_err = server.await.expect("join").expect_err("server refuses");
+    assert_eq!(server_err.code(), "policy_rejected");
+    assert!(
+        server_err.to_string().contains("allowed_measurements"),
+        "{server_err}"
+    );
+}
+
+/// Produces real evidence, then corrupts it.
+struct Tamper(SimAttester, usize);
+
+impl Attester for Tamper {
+    fn tee(&self) -> TeeType {
+        TeeType::Sim
+    }
+    fn attest(&self, rd: &[u8; 64]) -> Result<Produced, AttestError> {
+        let mut p = self.0.attest(rd)?;
+        let i = p.evidence.len() - self.1;
+        p.evidence[i] ^= 0x01;
+        Ok(p)
+    }
+}
+
+#[tokio::test]
+async fn tampered_signature_is_refused() {
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    let (addr, server) = echo_server(config(&p, "keyvault", KV, None)).await;
+    // The last bytes of a COSE_Sign1 are the signature.
+    let bad = Arc::new(Tamper(SimAttester::new(p.clone(), "executor", EX), 5));
+    let err = connect(config(&p, "executor", EX, Some(bad)), addr)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), "bad_signature", "{err}");
+    assert_eq!(
+        server.await.expect("join").expect_err("server").code(),
+        "bad_signature"
+    );
+}
+
+/// Returns the first evidence it ever produced, whatever it is asked to bind.
+struct Replay(SimAttester, Mutex<Option<Produced>>);
+
+impl Attester for Replay {
+    fn tee(&self) -> TeeType {
+        TeeType::Sim
+    }
+    fn attest(&self, rd: &[u8; 64]) -> Result<Produced, AttestError> {
+        let mut saved = self.1.lock().expect("lock");
+        if saved.is_none() {
+            *saved = Some(self.0.attest(rd)?);
+        }
+        Ok(saved.clone().expect("saved"))
+    }
+}
+
+#[tokio::test]
+async fn evidence_replayed_from_another_connection_is_refused() {
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    let replay: Arc<dyn Attester> = Arc::new(Replay(
+        SimAttester::new(p.clone(), "executor", EX),
+        Mutex::new(None),
+    ));
+    let (addr, server) = echo_server(config(&p, "keyvault", KV, None)).await;
+    let mut first = connect(config(&p, "executor", EX, Some(replay.clone())), addr)
+        .await
+        .expect("first");
+    assert_eq!(first.call(b"x").await.expect("call"), b"x");
+    drop(first);
+    server.await.expect("join").expect("first server");
+    let (addr, server) = echo_server(config(&p, "keyvault", KV, None)).await;
+    let err = connect(config(&p, "executor", EX, Some(replay)), addr)
+        .await
+        .expect_err("replay");
+    assert_eq!(err.code(), "wrong_binding", "{err}");
+    assert_eq!(
+        server.await.expect("join").expect_err("server").code(),
+        "wrong_binding"
+    );
+}
+
+#[tokio::test]
+async fn evidence_from_an_unpinned_platform_is_refused() {
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    let stranger = Arc::new(SimPlatform::generate().expect("platform"));
+    let (addr, server) = echo_server(config(&p, "keyvault", KV, None)).await;
+    let other: Arc<dyn Attester> = Arc::new(SimAttester::new(stranger, "executor", EX));
+    let err = connect(config(&p, "executor", EX, Some(other)), addr)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), "untrusted_chain", "{err}");
+    assert!(server.await.expect("join").is_err());
+}
+
+/// A TLS peer that completes the handshake and then sends data (or nothing) instead of evidence.
+async fn raw_tls_client(addr: std::net::SocketAddr, send_data_first: bool) -> Option<Msg> {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(NoVerify))
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.expect("tcp");
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(
+            rustls::pki_types::ServerName::try_from("cloister.internal").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("tls");
+    if send_data_first {
+        write_msg(&mut s, &Msg::Data(b"give me secrets".to_vec()))
+            .await
+            .expect("write");
+    }
+    // Skip the server's own evidence; return what follows (its verdict), if anything.
+    let _server_attest = read_msg(&mut s).await.ok()?;
+    read_msg(&mut s).await.ok()
+}
+
+#[derive(Debug)]
+struct NoVerify;
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[tokio::test]
+async fn a_peer_without_evidence_is_refused() {
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    let mut cfg = config(&p, "keyvault", KV, None);
+    cfg.handshake_timeout = Duration::from_millis(500);
+    let (addr, server) = echo_server(cfg.clone()).await;
+    let verdict = raw_tls_client(addr, true).await;
+    assert!(
+        matches!(&verdict, Some(Msg::Error { code, .. }) if code == "attestation_missing"),
+        "{verdict:?}"
+    );
+    assert_eq!(
+        server.await.expect("join").expect_err("server").code(),
+        "attestation_missing"
+    );
+
+    // Silent peer: the handshake times out.
+    let (addr, server) = echo_server(cfg).await;
+    let silent = tokio::spawn(raw_tls_client(addr, false));
+    assert_eq!(
+        server.await.expect("join").expect_err("server").code(),
+        "channel_timeout"
+    );
+    silent.abort();
+}
+
+#[tokio::test]
+async fn reflected_evidence_is_refused_by_the_client() {
+    // A rogue "keyvault" echoes the executor's own evidence back, claiming the keyvault role.
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["cloister.internal".to_owned()]).expect("cert");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .expect("cert");
+    let rogue = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut s = tokio_rustls::TlsAcceptor::from(Arc::new(tls))
+            .accept(tcp)
+            .await
+            .expect("tls");
+        if let Ok(Msg::Attest { evidence, .. }) = read_msg(&mut s).await {
+            let _ = write_msg(
+                &mut s,
+                &Msg::Attest {
+                    role: "keyvault".into(),
+                    evidence,
+                },
+            )
+            .await;
+            let _ = write_msg(&mut s, &Msg::Accepted).await;
+        }
+        read_msg(&mut s).await.ok()
+    });
+    let mut cfg = config(&p, "executor", EX, None);
+    // Even a client that would accept the executor measurement from a "keyvault" refuses.
+    cfg = cfg.accept_peer("keyvault", policy(&EX));
+    let err = connect(cfg, addr).await.expect_err("reflection");
+    assert_eq!(err.code(), "wrong_binding", "{err}");
+    let told = rogue.await.expect("join");
+    assert!(matches!(told, Some(Msg::Error { code, .. }) if code == "wrong_binding"));
+}
+
+/// Forwards bytes both ways, counting client→server TLS records of `len` payload bytes.
+async fn counting_proxy(
+    upstream: std::net::SocketAddr,
+    len: u16,
+) -> (std::net::SocketAddr, Arc<Mutex<u64>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(Mutex::new(0u64));
+    let c = count.clone();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.expect("accept");
+        let server = TcpStream::connect(upstream).await.expect("upstream");
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        });
+        loop {
+            let mut header = [0u8; 5];
+            if cr.read_exact(&mut header).await.is_err() {
+                break;
+            }
+            let n = u16::from_be_bytes([header[3], header[4]]);
+            let mut body = vec![0u8; usize::from(n)];
+            if cr.read_exact(&mut body).await.is_err() {
+                break;
+            }
+            if header[0] == 23 && n == len {
+                *c.lock().expect("lock") += 1;
+            }
+            if sw.write_all(&header).await.is_err() || sw.write_all(&body).await.is_err() {
+                break;
+            }
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test]
+async fn traffic_keys_are_refreshed_on_the_interval() {
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    let (addr, server) = echo_server(config(&p, "keyvault", KV, None)).await;
+    // An encrypted TLS 1.3 KeyUpdate is a 22-byte record: 5-byte message, content type, tag.
+    let (proxy, key_update_records) = counting_proxy(addr, 22).await;
+    let mut cfg = config(&p, "executor", EX, None);
+    cfg.key_rotation_interval = Duration::from_millis(50);
+    let mut ch = connect(cfg, proxy).await.expect("channel");
+    let payload = vec![0x5a; 100];
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(
+            ch.call(&payload).await.expect("call after key update"),
+            payload
+        );
+    }
+    assert_eq!(ch.key_updates(), 6);
+    assert_eq!(
+        *key_update_records.lock().expect("lock"),
+        6,
+        "KeyUpdate records on the wire"
+    );
+    drop(ch);
+    server.await.expect("join").expect("server");
+}
+
+#[tokio::test]
+async fn long_lived_connections_re_attest_and_stale_peers_are_cut_off() {
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    let mut kv = config(&p, "keyvault", KV, None);
+    kv.max_attestation_age = Duration::from_millis(400);
+    let (addr, server) = echo_server(kv.clone()).await;
+    let mut ex = config(&p, "executor", EX, None);
+    ex.max_attestation_age = Duration::from_millis(400);
+    let mut ch = connect(ex, addr).await.expect("channel");
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ch.call(b"tick").await.expect("call");
+    }
+    assert!(
+        ch.peer_attestations() >= 3,
+        "client verified the keyvault {} times",
+        ch.peer_attestations()
+    );
+    drop(ch);
+    let server_count = server.await.expect("join").expect("server");
+    assert!(
+        server_count >= 3,
+        "keyvault verified the executor {server_count} times"
+    );
+
+    // An executor that never re-attests within the keyvault's maximum age is cut off.
+    let (addr, server) = echo_server(kv).await;
+    let mut lazy = config(&p, "executor", EX, None);
+    lazy.max_attestation_age = Duration::from_secs(3600);
+    let mut ch = connect(lazy, addr).await.expect("channel");
+    ch.call(b"early").await.expect("fresh");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let err = ch.call(b"late").await.expect_err("stale");
+    assert_eq!(err.code(), "attestation_stale", "{err}");
+    assert_eq!(
+        server.await.expect("join").expect_err("server").code(),
+        "attestation_stale"
+    );
+}
