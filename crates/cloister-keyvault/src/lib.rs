@@ -1,0 +1,15 @@
+//! keyvault, the trusted role that holds secrets (ARCHITECTURE §4).
+//!
+//! This crate currently provides the key hierarchy the service is built on:
+//! - [`sealing`]: the root key sealed to the measurement of the binary (a different binary
+//!   cannot unseal it) plus a recovery key to migrate to a new measurement;
+//! - [`hierarchy`]: the MEK wrapped by the root, one versioned DEK per function namespace
+//!   wrapped by the MEK, and secret values under a DEK with AAD = path + version + DEK id.
+
+pub mod error;
+pub mod hierarchy;
+pub mod sealing;
+
+pub use error::KeyvaultError;
+pub use hierarchy::{Dek, Mek};
+pub use sealing::{RecoveryKey, SealedRoot};
