@@ -181,21 +181,23 @@ impl Verifier for SimVerifier {
         now: UnixSecs,
     ) -> Result<Verified, AttestError> {
         let ev = SimEvidence::parse(evidence)?;
-        let cert = Cert::from_der(&ev.platform_cert)?;
-        // The signing certificate must itself be a pinned root (the sim has no intermediates).
-        if !self
+        // The signing certificate must itself be a pinned root (the sim has no intermediates);
+        // comparing DER bytes finds it without parsing the embedded copy.
+        let anchor = self
             .anchors
             .iter()
-            .any(|a| a.cert.fingerprint() == cert.fingerprint())
-        {
-            return Err(AttestError::Chain(format!(
-                "sim platform root sha256 {} is not pinned",
-                hex::encode(cert.fingerprint())
-            )));
-        }
+            .find(|a| a.cert.der() == ev.platform_cert.as_slice())
+            .ok_or_else(|| {
+                use sha2::Digest;
+                AttestError::Chain(format!(
+                    "sim platform root sha256 {} is not pinned",
+                    hex::encode(sha2::Sha256::digest(&ev.platform_cert))
+                ))
+            })?;
+        let cert = &anchor.cert;
         let chain = verify_chain(
-            std::slice::from_ref(&cert),
-            &self.anchors,
+            std::slice::from_ref(cert),
+            std::slice::from_ref(anchor),
             now,
             &collateral.crls,
         )?;
