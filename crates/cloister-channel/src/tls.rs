@@ -31,31 +31,26 @@ pub trait TlsConn: AsyncRead + AsyncWrite + Unpin + Send {
     fn refresh_keys(&mut self) -> Result<(), ChannelError>;
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> TlsConn for tokio_rustls::client::TlsStream<S> {
-    fn exporter(&self) -> Result<[u8; EXPORTER_LEN], ChannelError> {
-        self.get_ref()
-            .1
-            .export_keying_material([0u8; EXPORTER_LEN], EXPORTER_LABEL, None)
-            .map_err(tls_err)
-    }
+/// Client and server streams expose the same rustls calls on different connection types.
+macro_rules! tls_conn {
+    ($stream:ty) => {
+        impl<S: AsyncRead + AsyncWrite + Unpin + Send> TlsConn for $stream {
+            fn exporter(&self) -> Result<[u8; EXPORTER_LEN], ChannelError> {
+                self.get_ref()
+                    .1
+                    .export_keying_material([0u8; EXPORTER_LEN], EXPORTER_LABEL, None)
+                    .map_err(tls_err)
+            }
 
-    fn refresh_keys(&mut self) -> Result<(), ChannelError> {
-        self.get_mut().1.refresh_traffic_keys().map_err(tls_err)
-    }
+            fn refresh_keys(&mut self) -> Result<(), ChannelError> {
+                self.get_mut().1.refresh_traffic_keys().map_err(tls_err)
+            }
+        }
+    };
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> TlsConn for tokio_rustls::server::TlsStream<S> {
-    fn exporter(&self) -> Result<[u8; EXPORTER_LEN], ChannelError> {
-        self.get_ref()
-            .1
-            .export_keying_material([0u8; EXPORTER_LEN], EXPORTER_LABEL, None)
-            .map_err(tls_err)
-    }
-
-    fn refresh_keys(&mut self) -> Result<(), ChannelError> {
-        self.get_mut().1.refresh_traffic_keys().map_err(tls_err)
-    }
-}
+tls_conn!(tokio_rustls::client::TlsStream<S>);
+tls_conn!(tokio_rustls::server::TlsStream<S>);
 
 /// Accepts any server certificate but verifies the TLS 1.3 handshake signature with it:
 /// the peer must hold the key of the certificate it sent, and attestation (bound to the
