@@ -76,6 +76,16 @@ impl Platform {
             let mut child = spawn_serve(&data, port, &log);
             let url = format!("http://127.0.0.1:{port}");
             if wait_healthy(&url, &mut child).await {
+                // `serve` prints its banner after its own health check: wait for it so tests
+                // that read the log do not race it.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("Ctrl-C stops the platform")
+                    && Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 let token = std::fs::read_to_string(data.join("admin.token"))
                     .unwrap()
                     .trim()
