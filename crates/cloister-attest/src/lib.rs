@@ -8,6 +8,7 @@
 pub mod attester;
 pub mod cache;
 pub mod claims;
+mod cose;
 pub mod dcap;
 pub mod error;
 pub mod fetch;

@@ -8,7 +8,7 @@ use crate::claims::{Claims, Hex, NitroDetail, TeeDetail, Verified};
 use crate::error::AttestError;
 use crate::tee::TeeType;
 use crate::verifier::{Collateral, Verifier};
-use crate::x509::{Anchor, Cert, UnixSecs, verify_chain, verify_p384_raw};
+use crate::x509::{Anchor, Cert, UnixSecs, verify_chain};
 use ciborium::Value;
 use coset::{CborSerializable, CoseSign1, TaggedCborSerializable, iana};
 use std::collections::BTreeMap;
@@ -217,25 +217,7 @@ impl Verifier for NitroVerifier {
             path.push(Cert::from_der(der)?);
         }
         let chain = verify_chain(&path, &self.anchors, now, &collateral.crls)?;
-        let spki = &chain.certs[0]
-            .parsed()
-            .tbs_certificate
-            .subject_public_key_info;
-        let sig = &doc.sign1.signature;
-        if sig.len() != 96 {
-            return Err(AttestError::bad_signature(format!(
-                "COSE ES384 signature is {} bytes, expected 96",
-                sig.len()
-            )));
-        }
-        let tbs = doc.sign1.tbs_data(&[]);
-        verify_p384_raw(
-            spki.subject_public_key.raw_bytes(),
-            &tbs,
-            &sig[..48],
-            &sig[48..],
-        )
-        .map_err(|e| AttestError::bad_signature(format!("COSE_Sign1 ({e})")))?;
+        crate::cose::verify_es384(&doc.sign1, &chain.certs[0], "COSE_Sign1")?;
         Ok(Verified::from_chain(doc.claims(), &chain, now, evidence))
     }
 }

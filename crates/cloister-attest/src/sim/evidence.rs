@@ -5,7 +5,7 @@ use crate::claims::{Claims, Hex, SimDetail, TeeDetail, Verified};
 use crate::error::AttestError;
 use crate::tee::TeeType;
 use crate::verifier::{Collateral, Verifier};
-use crate::x509::{Anchor, Cert, UnixSecs, verify_chain, verify_p384_raw};
+use crate::x509::{Anchor, Cert, UnixSecs, verify_chain};
 use ciborium::Value;
 use coset::{CoseSign1, TaggedCborSerializable, iana};
 use std::collections::BTreeMap;
@@ -201,21 +201,7 @@ impl Verifier for SimVerifier {
             now,
             &collateral.crls,
         )?;
-        let sig = &ev.sign1.signature;
-        if sig.len() != 96 {
-            return Err(AttestError::bad_signature(format!(
-                "sim evidence ES384 signature is {} bytes, expected 96",
-                sig.len()
-            )));
-        }
-        let spki = &cert.parsed().tbs_certificate.subject_public_key_info;
-        verify_p384_raw(
-            spki.subject_public_key.raw_bytes(),
-            &ev.sign1.tbs_data(&[]),
-            &sig[..48],
-            &sig[48..],
-        )
-        .map_err(|e| AttestError::bad_signature(format!("sim evidence ({e})")))?;
+        crate::cose::verify_es384(&ev.sign1, cert, "sim evidence")?;
         let claims = ev.claims();
         if let Some(ts) = claims.timestamp
             && ts > now.saturating_add(MAX_FUTURE_SKEW_SECS)
