@@ -52,3 +52,47 @@ impl From<CryptoError> for KeyvaultError {
         Self::Crypto(e)
     }
 }
+
+/// Why a vault operation failed, classified by its public error code.
+#[derive(Debug, Error)]
+pub enum VaultError {
+    /// Key hierarchy failure (unseal, corrupt ciphertext, crypto).
+    #[error(transparent)]
+    Keys(#[from] KeyvaultError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] cloister_store::StoreError),
+    /// No secret (or state) there.
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// A declared secret does not exist.
+    #[error("declared secret `{0}` does not exist")]
+    Missing(String),
+    /// The request had the wrong shape.
+    #[error("{0}")]
+    Invalid(String),
+    /// The sealed value could not be opened.
+    #[error(
+        "the sealed value cannot be opened: it was sealed to another key, for another path, or is damaged"
+    )]
+    BadSealedValue,
+    /// Concurrent writers kept winning; try again.
+    #[error("keyvault is busy with concurrent changes to the same keys; retry")]
+    Busy,
+}
+
+impl VaultError {
+    /// The stable public error code.
+    pub fn code(&self) -> cloister_types::ErrorCode {
+        use cloister_types::ErrorCode as C;
+        match self {
+            Self::Keys(KeyvaultError::Invalid { .. }) | Self::Invalid(_) | Self::BadSealedValue => {
+                C::InvalidRequest
+            }
+            Self::NotFound(_) => C::SecretNotFound,
+            Self::Missing(_) => C::SecretMissing,
+            Self::Busy => C::Conflict,
+            Self::Keys(_) | Self::Store(_) => C::Unavailable,
+        }
+    }
+}

@@ -9,7 +9,9 @@
 pub mod error;
 pub mod hierarchy;
 pub mod sealing;
+pub mod vault;
 
-pub use error::KeyvaultError;
+pub use error::{KeyvaultError, VaultError};
 pub use hierarchy::{Dek, Mek};
 pub use sealing::{RecoveryKey, SealedRoot};
+pub use vault::{KeyvaultStore, Opened, Sealing, Vault, migrate};

@@ -4,13 +4,20 @@
 //! default. Nothing here assumes SQLite: a PostgreSQL backend runs the same [`conformance`]
 //! suite. The store never sees secret values: tokens are stored as SHA-256 hashes.
 
+pub mod audit;
 pub mod conformance;
 mod migrations;
 mod model;
 mod sqlite;
+mod sqlite_vault;
+pub mod vault;
 
+pub use audit::AuditLog;
 pub use model::{NewToken, NewVersion, StoreError, TokenRecord, VersionRecord};
 pub use sqlite::SqliteStore;
+pub use vault::{
+    DekRecord, MekRecord, RootRecord, SecretRecord, SecretSummary, SecretVersionInfo, VaultStore,
+};
 
 use async_trait::async_trait;
 

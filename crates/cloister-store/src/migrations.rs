@@ -11,10 +11,11 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Never edit a released entry: append a new one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "functions, versions, tokens",
-    sql: "
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "functions, versions, tokens",
+        sql: "
         CREATE TABLE functions (
             id          TEXT PRIMARY KEY,
             name        TEXT NOT NULL UNIQUE,
@@ -43,7 +44,70 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             revoked_at  TEXT
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "keyvault ciphertext tables, audit log",
+        sql: "
+        CREATE TABLE kv_root (
+            singleton    INTEGER PRIMARY KEY CHECK (singleton = 1),
+            root_id      TEXT NOT NULL,
+            measurement  TEXT NOT NULL,
+            sealed       BLOB NOT NULL,
+            recovery     BLOB NOT NULL,
+            created_at   TEXT NOT NULL,
+            updated_at   TEXT NOT NULL
+        );
+        CREATE TABLE kv_meks (
+            id          TEXT PRIMARY KEY,
+            kek_id      TEXT NOT NULL,
+            wrapped     BLOB NOT NULL,
+            active      INTEGER NOT NULL,
+            created_at  TEXT NOT NULL
+        );
+        CREATE TABLE kv_deks (
+            namespace   TEXT NOT NULL,
+            version     INTEGER NOT NULL,
+            id          TEXT NOT NULL UNIQUE,
+            mek_id      TEXT NOT NULL,
+            wrapped     BLOB NOT NULL,
+            created_at  TEXT NOT NULL,
+            PRIMARY KEY (namespace, version)
+        );
+        CREATE TABLE kv_secrets (
+            path        TEXT NOT NULL,
+            version     INTEGER NOT NULL,
+            namespace   TEXT NOT NULL,
+            dek_version INTEGER NOT NULL,
+            ciphertext  BLOB NOT NULL,
+            created_at  TEXT NOT NULL,
+            PRIMARY KEY (path, version)
+        );
+        CREATE INDEX kv_secrets_namespace ON kv_secrets (namespace);
+        CREATE TABLE kv_epochs (
+            namespace   TEXT PRIMARY KEY,
+            epoch       INTEGER NOT NULL
+        );
+        CREATE TABLE audit_log (
+            seq         INTEGER PRIMARY KEY,
+            at          TEXT NOT NULL,
+            actor       TEXT NOT NULL,
+            action      TEXT NOT NULL,
+            subject     TEXT NOT NULL,
+            details     TEXT NOT NULL,
+            prev_hash   TEXT NOT NULL,
+            hash        TEXT NOT NULL
+        );
+        CREATE TABLE audit_checkpoints (
+            seq         INTEGER PRIMARY KEY,
+            hash        TEXT NOT NULL,
+            at          TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            signature   TEXT NOT NULL
+        );
+    ",
+    },
+];
 
 /// Latest schema version this build knows.
 pub(crate) fn latest() -> u32 {

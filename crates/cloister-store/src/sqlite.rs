@@ -24,7 +24,7 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn backend(e: rusqlite::Error) -> StoreError {
+pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(err, _) = &e
         && err.code == rusqlite::ErrorCode::ConstraintViolation
     {
@@ -66,7 +66,7 @@ impl SqliteStore {
         self.with(|c| current_version(c)).await
     }
 
-    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,

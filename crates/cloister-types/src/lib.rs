@@ -3,6 +3,7 @@
 //! Everything that crosses a process or API boundary is defined here once, validated once at
 //! the edge, and then passed around as a typed value.
 
+pub mod binding;
 pub mod error;
 pub mod hash;
 pub mod limits;
@@ -12,5 +13,7 @@ pub mod wire;
 pub use error::{ApiError, ErrorCode};
 pub use hash::code_hash;
 pub use limits::{Limits, ServerLimits};
-pub use names::{Entrypoint, Environment, FunctionName, NameError, SecretRef};
+pub use names::{
+    Entrypoint, Environment, FunctionName, NameError, SecretPath, SecretRef, namespace_of,
+};
 pub use wire::Role;

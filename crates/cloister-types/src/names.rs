@@ -225,6 +225,136 @@ impl fmt::Display for SecretRef {
     }
 }
 
+/// A full secret path: `function-<functionId>/<environment>/<category>/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SecretPath {
+    function_id: String,
+    environment: Environment,
+    secret: SecretRef,
+}
+
+/// Prefix of every secret namespace.
+pub const NAMESPACE_PREFIX: &str = "function-";
+
+fn function_id_ok(id: &str) -> bool {
+    check(
+        "function id",
+        id,
+        64,
+        lower_alnum,
+        |c| lower_alnum(c) || c == '-',
+        "",
+    )
+    .is_ok()
+}
+
+impl SecretPath {
+    /// Validates a full secret path.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let err = || NameError {
+            what: "secret path",
+            value: s.chars().take(120).collect(),
+            rule: "use function-<functionId>/<environment>/<category>/<name>",
+        };
+        let mut parts = s.split('/');
+        let (Some(ns), Some(env), Some(cat), Some(name), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(err());
+        };
+        let id = ns.strip_prefix(NAMESPACE_PREFIX).ok_or_else(err)?;
+        if !function_id_ok(id) {
+            return Err(err());
+        }
+        let environment = Environment::parse(env).map_err(|_| err())?;
+        if !secret_segment_ok(cat) || !secret_segment_ok(name) {
+            return Err(err());
+        }
+        let secret = SecretRef {
+            category: cat.to_owned(),
+            name: name.to_owned(),
+        };
+        Ok(Self {
+            function_id: id.to_owned(),
+            environment,
+            secret,
+        })
+    }
+
+    /// The path where function `function_id` finds `secret` in `environment`.
+    pub fn for_function(
+        function_id: &str,
+        environment: &Environment,
+        secret: &SecretRef,
+    ) -> Result<Self, NameError> {
+        if !function_id_ok(function_id) {
+            return Err(NameError {
+                what: "function id",
+                value: function_id.chars().take(80).collect(),
+                rule: "use 1-64 characters of a-z, 0-9 and '-'",
+            });
+        }
+        Ok(Self {
+            function_id: function_id.to_owned(),
+            environment: environment.clone(),
+            secret: secret.clone(),
+        })
+    }
+
+    /// The function id the path belongs to.
+    pub fn function_id(&self) -> &str {
+        &self.function_id
+    }
+
+    /// The environment segment.
+    pub fn environment(&self) -> &Environment {
+        &self.environment
+    }
+
+    /// The declared-secret part (`category/name`).
+    pub fn secret(&self) -> &SecretRef {
+        &self.secret
+    }
+
+    /// The key namespace (`function-<id>`): one DEK per namespace.
+    pub fn namespace(&self) -> String {
+        namespace_of(&self.function_id)
+    }
+}
+
+/// The key namespace of a function (`function-<id>`).
+pub fn namespace_of(function_id: &str) -> String {
+    format!("{NAMESPACE_PREFIX}{function_id}")
+}
+
+impl TryFrom<String> for SecretPath {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<SecretPath> for String {
+    fn from(p: SecretPath) -> String {
+        p.to_string()
+    }
+}
+
+impl fmt::Display for SecretPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{NAMESPACE_PREFIX}{}/{}/{}/{}",
+            self.function_id, self.environment, self.secret.category, self.secret.name
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +388,35 @@ mod tests {
         assert_eq!(cat.to_string(), "database/credentials");
         for bad in ["", "a/b/c", "/x", "x/", "../x", "a b", ".hidden"] {
             assert!(SecretRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_paths() {
+        let p = SecretPath::parse("function-ab12-cd/production/database/password").unwrap();
+        assert_eq!(p.function_id(), "ab12-cd");
+        assert_eq!(p.environment().as_str(), "production");
+        assert_eq!(p.secret().to_string(), "database/password");
+        assert_eq!(p.namespace(), "function-ab12-cd");
+        assert_eq!(
+            p.to_string(),
+            "function-ab12-cd/production/database/password"
+        );
+        let bare = SecretRef::parse("API_KEY").unwrap();
+        let q = SecretPath::for_function("x1", &Environment::default(), &bare).unwrap();
+        assert_eq!(q.to_string(), "function-x1/production/default/API_KEY");
+        for bad in [
+            "",
+            "function-x/production/API_KEY",
+            "function-x/production/a/b/c",
+            "fn-x/production/a/b",
+            "function-/production/a/b",
+            "function-X/production/a/b",
+            "function-x/Prod/a/b",
+            "function-x/production/../b",
+            "function-x/production/a/",
+        ] {
+            assert!(SecretPath::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -1,0 +1,579 @@
+//! The unsealed vault: keys in memory, ciphertext in the store, every change audited.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use cloister_audit::{Action, AuditDraft, ChainReport, Checkpoint, verify_chain};
+use cloister_crypto::{
+    HpkeKeyPair, HpkePublicKey, KeyId, SecretBytes, SecretKey32, SigningKey, VerifyingKey,
+    WrappedKey, kdf::hkdf_sha256,
+};
+use cloister_store::{
+    AuditLog, DekRecord, MekRecord, RootRecord, SecretRecord, SecretSummary, SecretVersionInfo,
+    StoreError, VaultStore,
+};
+use cloister_types::binding::secret_seal_info;
+use cloister_types::{SecretPath, SecretRef, namespace_of};
+
+use crate::error::{KeyvaultError, VaultError};
+use crate::hierarchy::{Dek, Mek};
+use crate::sealing::{MEASUREMENT_LEN, RecoveryKey, SealedRoot};
+
+/// What keyvault persists through: its ciphertext tables and the audit log.
+pub trait KeyvaultStore: VaultStore + AuditLog {}
+impl<T: VaultStore + AuditLog> KeyvaultStore for T {}
+
+/// The TEE's sealing identity: this binary's measurement and the key the TEE derives for it.
+pub struct Sealing {
+    /// Measurement of the running keyvault.
+    pub measurement: [u8; MEASUREMENT_LEN],
+    /// Sealing key derived by the TEE for that measurement.
+    pub key: SecretKey32,
+}
+
+/// How [`Vault::open`] found the vault.
+#[derive(Debug)]
+pub enum Opened {
+    /// Unsealed existing state.
+    Unsealed,
+    /// Initialised a new vault; show this recovery key to the operator exactly once.
+    Created(RecoveryKey),
+}
+
+/// Who keyvault records as the actor of its own events.
+const ACTOR: &str = "keyvault";
+/// Attempts for an optimistic write that lost a race with another writer.
+const RETRIES: usize = 5;
+/// Entries read per page when verifying the audit chain.
+const AUDIT_PAGE: u32 = 10_000;
+
+struct Meks {
+    by_id: HashMap<String, Arc<Mek>>,
+    active: String,
+}
+
+/// keyvault's unsealed state.
+pub struct Vault {
+    store: Arc<dyn KeyvaultStore>,
+    root_id: KeyId,
+    root: SecretKey32,
+    meks: RwLock<Meks>,
+    deks: Mutex<HashMap<(String, u32), Arc<Dek>>>,
+    hpke: HpkeKeyPair,
+    audit_key: SigningKey,
+    last_checkpoint: Mutex<Option<Checkpoint>>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("root_id", &self.root_id.to_hex())
+            .field("hpke_public_key", &self.hpke.public().to_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One released secret value, by the name the function sees.
+pub type Released = BTreeMap<String, SecretBytes>;
+
+fn wrapped(kek_id: &str, blob: Vec<u8>) -> Result<WrappedKey, VaultError> {
+    Ok(WrappedKey {
+        kek_id: KeyId::from_hex(kek_id).map_err(|_| corrupt("key id"))?,
+        blob,
+    })
+}
+
+fn corrupt(what: &'static str) -> VaultError {
+    VaultError::Keys(KeyvaultError::Corrupt { what })
+}
+
+fn derive(root: &SecretKey32, root_id: &KeyId, purpose: &str) -> Result<SecretKey32, VaultError> {
+    let info = format!("cloister/keyvault/{purpose}/v1");
+    Ok(
+        hkdf_sha256(root.expose(), root_id.as_bytes(), info.as_bytes())
+            .map_err(KeyvaultError::from)?,
+    )
+}
+
+impl Vault {
+    /// Unseals the vault in `store`, initialising it (root, recovery key, first MEK) if empty.
+    pub async fn open(
+        store: Arc<dyn KeyvaultStore>,
+        sealing: &Sealing,
+    ) -> Result<(Self, Opened), VaultError> {
+        let (root_id, root, opened) = match store.vault_root().await? {
+            Some(rec) => {
+                let root_id = KeyId::from_hex(&rec.root_id).map_err(|_| corrupt("root id"))?;
+                let mut measurement = [0u8; MEASUREMENT_LEN];
+                hex::decode_to_slice(&rec.measurement, &mut measurement)
+                    .map_err(|_| corrupt("root measurement"))?;
+                let sealed = SealedRoot {
+                    root_id,
+                    measurement,
+                    blob: rec.sealed,
+                };
+                let root = sealed.unseal(&sealing.measurement, &sealing.key)?;
+                (root_id, root, Opened::Unsealed)
+            }
+            None => {
+                let root_id = KeyId::random().map_err(KeyvaultError::from)?;
+                let root = SecretKey32::random().map_err(KeyvaultError::from)?;
+                let recovery = RecoveryKey::generate()?;
+                let sealed = SealedRoot::seal(root_id, &root, sealing.measurement, &sealing.key)?;
+                let mek = Mek::generate()?;
+                let w = mek.wrap(&root, root_id)?;
+                let rec = RootRecord {
+                    root_id: root_id.to_hex(),
+                    measurement: hex::encode(sealing.measurement),
+                    sealed: sealed.blob,
+                    recovery: recovery.wrap_root(root_id, &root)?,
+                    created_at: String::new(),
+                };
+                let mek_rec = MekRecord {
+                    id: mek.id.to_hex(),
+                    kek_id: w.kek_id.to_hex(),
+                    wrapped: w.blob,
+                    active: true,
+                    created_at: String::new(),
+                };
+                let audit = AuditDraft::new(ACTOR, Action::VaultInit, "root")
+                    .detail("measurement", hex::encode(sealing.measurement));
+                match store.vault_init(rec, mek_rec, audit).await {
+                    Ok(()) => (root_id, root, Opened::Created(recovery)),
+                    // Another keyvault initialised it first: unseal what it stored.
+                    Err(StoreError::Conflict(_)) => {
+                        return Box::pin(Self::open(store, sealing)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let hpke = HpkeKeyPair::derive(derive(&root, &root_id, "hpke-secret-sealing")?.expose())
+            .map_err(KeyvaultError::from)?;
+        let audit_key = SigningKey::from_seed(derive(&root, &root_id, "audit-signing")?)
+            .map_err(KeyvaultError::from)?;
+        let vault = Self {
+            store,
+            root_id,
+            root,
+            meks: RwLock::new(Meks {
+                by_id: HashMap::new(),
+                active: String::new(),
+            }),
+            deks: Mutex::new(HashMap::new()),
+            hpke,
+            audit_key,
+            last_checkpoint: Mutex::new(None),
+        };
+        vault.reload_meks().await?;
+        let last = vault.store.audit_checkpoints().await?.into_iter().last();
+        *lock(&vault.last_checkpoint) = last;
+        Ok((vault, opened))
+    }
+
+    /// The key clients seal secret values to.
+    pub fn hpke_public(&self) -> HpkePublicKey {
+        self.hpke.public()
+    }
+
+    /// The key audit checkpoints are signed with.
+    pub fn audit_public(&self) -> VerifyingKey {
+        self.audit_key.verifying_key()
+    }
+
+    async fn reload_meks(&self) -> Result<(), VaultError> {
+        let mut by_id = HashMap::new();
+        let mut active = String::new();
+        for rec in self.store.vault_meks().await? {
+            let id = KeyId::from_hex(&rec.id).map_err(|_| corrupt("MEK id"))?;
+            let mek = Mek::unwrap(&self.root, &wrapped(&rec.kek_id, rec.wrapped)?, id)?;
+            if rec.active {
+                active.clone_from(&rec.id);
+            }
+            by_id.insert(rec.id, Arc::new(mek));
+        }
+        if active.is_empty() {
+            return Err(corrupt("MEK (none is active)"));
+        }
+        *write(&self.meks) = Meks { by_id, active };
+        Ok(())
+    }
+
+    async fn mek(&self, id: &str) -> Result<Arc<Mek>, VaultError> {
+        if let Some(m) = read(&self.meks).by_id.get(id) {
+            return Ok(m.clone());
+        }
+        self.reload_meks().await?;
+        read(&self.meks)
+            .by_id
+            .get(id)
+            .cloned()
+            .ok_or_else(|| corrupt("MEK (unknown id)"))
+    }
+
+    fn active_mek(&self) -> Result<Arc<Mek>, VaultError> {
+        let m = read(&self.meks);
+        m.by_id
+            .get(&m.active)
+            .cloned()
+            .ok_or_else(|| corrupt("MEK (active one missing)"))
+    }
+
+    async fn dek(&self, rec: &DekRecord) -> Result<Arc<Dek>, VaultError> {
+        let key = (rec.namespace.clone(), rec.version);
+        if let Some(d) = lock(&self.deks).get(&key)
+            && d.id.to_hex() == rec.id
+        {
+            return Ok(d.clone());
+        }
+        let mek = self.mek(&rec.mek_id).await?;
+        let id = KeyId::from_hex(&rec.id).map_err(|_| corrupt("DEK id"))?;
+        let w = wrapped(&rec.mek_id, rec.wrapped.clone())?;
+        let dek = Arc::new(Dek::unwrap(&mek, &w, id, &rec.namespace, rec.version)?);
+        lock(&self.deks).insert(key, dek.clone());
+        Ok(dek)
+    }
+
+    /// The namespace's current DEK, creating version 1 on first use.
+    async fn current_dek(&self, namespace: &str) -> Result<Arc<Dek>, VaultError> {
+        for _ in 0..RETRIES {
+            let deks = self.store.vault_deks(Some(namespace.to_owned())).await?;
+            if let Some(rec) = deks.last() {
+                return self.dek(rec).await;
+            }
+            let dek = Dek::generate(namespace, 1)?;
+            let mek = self.active_mek()?;
+            let w = dek.wrap(&mek)?;
+            let rec = DekRecord {
+                namespace: namespace.to_owned(),
+                version: 1,
+                id: dek.id.to_hex(),
+                mek_id: mek.id.to_hex(),
+                wrapped: w.blob,
+                created_at: String::new(),
+            };
+            match self.store.vault_add_dek(rec).await {
+                Ok(()) => {
+                    let dek = Arc::new(dek);
+                    lock(&self.deks).insert((namespace.to_owned(), 1), dek.clone());
+                    return Ok(dek);
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::Busy)
+    }
+
+    /// Opens a value the client sealed for `path` (HPKE info binds the path).
+    pub fn open_sealed(&self, path: &SecretPath, sealed: &[u8]) -> Result<SecretBytes, VaultError> {
+        self.hpke
+            .open(&secret_seal_info(&path.to_string()), b"", sealed)
+            .map_err(|_| VaultError::BadSealedValue)
+    }
+
+    /// Stores `value` as the next version of `path`; with `rotate`, the secret must exist.
+    pub async fn put(
+        &self,
+        path: &SecretPath,
+        value: &[u8],
+        rotate: bool,
+        actor: &str,
+    ) -> Result<(u64, String), VaultError> {
+        if std::str::from_utf8(value).is_err() {
+            return Err(VaultError::Invalid(
+                "secret values must be UTF-8 text".into(),
+            ));
+        }
+        let p = path.to_string();
+        let namespace = path.namespace();
+        for _ in 0..RETRIES {
+            let version = self.store.vault_next_version(p.clone()).await?;
+            if rotate && version == 1 {
+                return Err(VaultError::NotFound(p));
+            }
+            let dek = self.current_dek(&namespace).await?;
+            let ciphertext = dek.encrypt_value(&p, version, value)?;
+            let action = if rotate {
+                Action::SecretRotate
+            } else {
+                Action::SecretPut
+            };
+            let audit = AuditDraft::new(actor, action, p.clone())
+                .detail("version", version)
+                .detail("dek_version", dek.version);
+            let rec = SecretRecord {
+                path: p.clone(),
+                version,
+                namespace: namespace.clone(),
+                dek_version: dek.version,
+                ciphertext,
+                created_at: String::new(),
+            };
+            match self.store.vault_put_secret(rec, audit).await {
+                Ok(at) => return Ok((version, at)),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::Busy)
+    }
+
+    /// Releases the latest values of `declared` in the function's namespace and environment to
+    /// the attested executor `executor`; a missing one fails the whole release.
+    pub async fn release(
+        &self,
+        function_id: &str,
+        environment: &cloister_types::Environment,
+        declared: &[SecretRef],
+        execution_id: &str,
+        executor: &str,
+    ) -> Result<(u64, Released), VaultError> {
+        let namespace = namespace_of(function_id);
+        // The epoch is read first: a change racing with this read makes the cache look older
+        // than it is (an extra refetch), never newer.
+        let epoch = self.store.vault_epoch(namespace.clone()).await?;
+        let mut paths = Vec::with_capacity(declared.len());
+        for r in declared {
+            let p = SecretPath::for_function(function_id, environment, r)
+                .map_err(|e| VaultError::Invalid(e.to_string()))?;
+            paths.push(p.to_string());
+        }
+        let records = self.store.vault_latest(paths.clone()).await?;
+        let deks = self.store.vault_deks(Some(namespace.clone())).await?;
+        let mut out = BTreeMap::new();
+        for (r, p) in declared.iter().zip(&paths) {
+            let rec = records
+                .iter()
+                .find(|rec| &rec.path == p)
+                .ok_or_else(|| VaultError::Missing(r.to_string()))?;
+            let dek_rec = deks
+                .iter()
+                .find(|d| d.version == rec.dek_version)
+                .ok_or_else(|| corrupt("DEK (missing version)"))?;
+            let dek = self.dek(dek_rec).await?;
+            let value = dek.decrypt_value(&rec.path, rec.version, &rec.ciphertext)?;
+            out.insert(r.name().to_owned(), value);
+        }
+        let names: Vec<String> = declared.iter().map(ToString::to_string).collect();
+        let audit = AuditDraft::new(executor, Action::SecretRelease, namespace)
+            .detail("environment", environment.as_str())
+            .detail("names", names)
+            .detail("execution_id", execution_id);
+        self.store.audit_append(audit).await?;
+        Ok((epoch, out))
+    }
+
+    /// Deletes a secret with every version.
+    pub async fn delete(&self, path: &SecretPath, actor: &str) -> Result<bool, VaultError> {
+        let p = path.to_string();
+        let audit = AuditDraft::new(actor, Action::SecretDelete, p.clone());
+        Ok(self.store.vault_delete(p, audit).await?)
+    }
+
+    /// Metadata of secrets under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<SecretSummary>, VaultError> {
+        Ok(self.store.vault_list(prefix.to_owned()).await?)
+    }
+
+    /// Metadata of every version of `path`.
+    pub async fn versions(&self, path: &SecretPath) -> Result<Vec<SecretVersionInfo>, VaultError> {
+        let v = self.store.vault_versions(path.to_string()).await?;
+        if v.is_empty() {
+            return Err(VaultError::NotFound(path.to_string()));
+        }
+        Ok(v)
+    }
+
+    /// A new DEK version for the function's namespace; re-encrypts every value under it.
+    /// Returns (namespace, new version, values re-encrypted).
+    pub async fn rotate_dek(
+        &self,
+        function_id: &str,
+        actor: &str,
+    ) -> Result<(String, u32, u64), VaultError> {
+        let namespace = namespace_of(function_id);
+        for _ in 0..RETRIES {
+            let deks = self.store.vault_deks(Some(namespace.clone())).await?;
+            let next = deks.last().map(|d| d.version + 1).unwrap_or(1);
+            let dek = Dek::generate(&namespace, next)?;
+            let mek = self.active_mek()?;
+            let w = dek.wrap(&mek)?;
+            let secrets = self
+                .store
+                .vault_namespace_secrets(namespace.clone())
+                .await?;
+            let mut reencrypted = Vec::with_capacity(secrets.len());
+            for s in secrets {
+                let old_rec = deks
+                    .iter()
+                    .find(|d| d.version == s.dek_version)
+                    .ok_or_else(|| corrupt("DEK (missing version)"))?;
+                let old = self.dek(old_rec).await?;
+                let value = old.decrypt_value(&s.path, s.version, &s.ciphertext)?;
+                let ciphertext = dek.encrypt_value(&s.path, s.version, value.expose())?;
+                reencrypted.push(SecretRecord {
+                    ciphertext,
+                    dek_version: next,
+                    ..s
+                });
+            }
+            let count = reencrypted.len() as u64;
+            let rec = DekRecord {
+                namespace: namespace.clone(),
+                version: next,
+                id: dek.id.to_hex(),
+                mek_id: mek.id.to_hex(),
+                wrapped: w.blob,
+                created_at: String::new(),
+            };
+            let audit = AuditDraft::new(actor, Action::DekRotate, namespace.clone())
+                .detail("dek_version", next)
+                .detail("reencrypted", count);
+            match self.store.vault_rotate_dek(rec, reencrypted, audit).await {
+                Ok(()) => {
+                    lock(&self.deks).insert((namespace.clone(), next), Arc::new(dek));
+                    return Ok((namespace, next, count));
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::Busy)
+    }
+
+    /// A new MEK; re-wraps every DEK under it. Returns (MEK id, DEKs re-wrapped).
+    pub async fn rotate_mek(&self, actor: &str) -> Result<(String, u64), VaultError> {
+        for _ in 0..RETRIES {
+            let mek = Mek::generate()?;
+            let w = mek.wrap(&self.root, self.root_id)?;
+            let deks = self.store.vault_deks(None).await?;
+            let mut rewrapped = Vec::with_capacity(deks.len());
+            for rec in deks {
+                let dek = self.dek(&rec).await?;
+                let nw = dek.wrap(&mek)?;
+                rewrapped.push(DekRecord {
+                    mek_id: mek.id.to_hex(),
+                    wrapped: nw.blob,
+                    ..rec
+                });
+            }
+            let count = rewrapped.len() as u64;
+            let rec = MekRecord {
+                id: mek.id.to_hex(),
+                kek_id: w.kek_id.to_hex(),
+                wrapped: w.blob,
+                active: true,
+                created_at: String::new(),
+            };
+            let audit = AuditDraft::new(actor, Action::MekRotate, "mek")
+                .detail("mek_id", mek.id.to_hex())
+                .detail("rewrapped", count);
+            match self.store.vault_rotate_mek(rec, rewrapped, audit).await {
+                Ok(()) => {
+                    let id = mek.id.to_hex();
+                    let mut m = write(&self.meks);
+                    m.by_id.insert(id.clone(), Arc::new(mek));
+                    m.active.clone_from(&id);
+                    return Ok((id, count));
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::Busy)
+    }
+
+    /// Appends an event to the audit log.
+    pub async fn audit(&self, draft: AuditDraft) -> Result<(), VaultError> {
+        self.store.audit_append(draft).await?;
+        Ok(())
+    }
+
+    /// Signs a checkpoint over the current head if it moved since the last one.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, VaultError> {
+        let Some((seq, hash)) = self.store.audit_head().await? else {
+            return Ok(None);
+        };
+        if lock(&self.last_checkpoint)
+            .as_ref()
+            .is_some_and(|c| c.seq >= seq)
+        {
+            return Ok(None);
+        }
+        let cp = Checkpoint::sign(&self.audit_key, seq, &hash, now_rfc3339());
+        self.store.audit_add_checkpoint(cp.clone()).await?;
+        *lock(&self.last_checkpoint) = Some(cp.clone());
+        Ok(Some(cp))
+    }
+
+    /// Verifies the whole chain against the stored checkpoints and the last one this process
+    /// signed (so deleting checkpoint rows does not hide a truncation); signs a new checkpoint
+    /// when the chain is intact.
+    pub async fn verify_audit(&self) -> Result<ChainReport, VaultError> {
+        let mut entries = Vec::new();
+        loop {
+            let after = entries
+                .last()
+                .map(|e: &cloister_audit::AuditEntry| e.seq)
+                .unwrap_or(0);
+            let page = self.store.audit_list(after, AUDIT_PAGE).await?;
+            let done = (page.len() as u32) < AUDIT_PAGE;
+            entries.extend(page);
+            if done {
+                break;
+            }
+        }
+        let mut checkpoints = self.store.audit_checkpoints().await?;
+        if let Some(mine) = lock(&self.last_checkpoint).clone()
+            && !checkpoints.contains(&mine)
+        {
+            checkpoints.push(mine);
+        }
+        let report = verify_chain(&entries, &checkpoints, &self.audit_public());
+        if report.ok {
+            self.checkpoint().await?;
+        }
+        Ok(report)
+    }
+}
+
+/// Re-seals the root to `sealing` (a new binary's measurement) with the recovery key.
+pub async fn migrate(
+    store: Arc<dyn KeyvaultStore>,
+    recovery: &RecoveryKey,
+    sealing: &Sealing,
+) -> Result<String, VaultError> {
+    let rec = store
+        .vault_root()
+        .await?
+        .ok_or_else(|| VaultError::NotFound("keyvault state (not initialised)".into()))?;
+    let root_id = KeyId::from_hex(&rec.root_id).map_err(|_| corrupt("root id"))?;
+    let root = recovery.unwrap_root(root_id, &rec.recovery)?;
+    let sealed = SealedRoot::seal(root_id, &root, sealing.measurement, &sealing.key)?;
+    let audit = AuditDraft::new(ACTOR, Action::RootMigrate, "root")
+        .detail("from", rec.measurement.clone())
+        .detail("to", hex::encode(sealing.measurement));
+    store
+        .vault_reseal(hex::encode(sealing.measurement), sealed.blob, audit)
+        .await?;
+    Ok(rec.measurement)
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}

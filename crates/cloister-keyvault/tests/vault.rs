@@ -1,0 +1,274 @@
+//! The vault over a real SQLite file: initialise/unseal, put and release, namespace isolation,
+//! ciphertext bound to its row, rotations, versions, migration with the recovery key.
+
+use cloister_crypto::SecretKey32;
+use cloister_keyvault::{Opened, Sealing, Vault, VaultError, migrate};
+use cloister_store::{AuditLog, SqliteStore};
+use cloister_types::{Environment, SecretPath, SecretRef};
+use std::sync::Arc;
+
+fn sealing(m: u8) -> Sealing {
+    Sealing {
+        measurement: [m; 48],
+        key: SecretKey32::from_array([m ^ 0x5a; 32]),
+    }
+}
+
+fn path(f: &str, name: &str) -> SecretPath {
+    SecretPath::for_function(f, &Environment::default(), &SecretRef::parse(name).unwrap()).unwrap()
+}
+
+fn refs(names: &[&str]) -> Vec<SecretRef> {
+    names.iter().map(|n| SecretRef::parse(n).unwrap()).collect()
+}
+
+async fn release(v: &Vault, f: &str, names: &[&str]) -> Result<Vec<(String, String)>, VaultError> {
+    let (_, vals) = v
+        .release(
+            f,
+            &Environment::default(),
+            &refs(names),
+            "exec-1",
+            "executor",
+        )
+        .await?;
+    Ok(vals
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.expose().to_vec()).unwrap()))
+        .collect())
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("c.db");
+        Self { _dir: dir, db }
+    }
+    fn store(&self) -> Arc<SqliteStore> {
+        Arc::new(SqliteStore::open(&self.db).unwrap())
+    }
+    async fn vault(&self, m: u8) -> Result<(Vault, Opened), VaultError> {
+        Vault::open(self.store(), &sealing(m)).await
+    }
+}
+
+#[tokio::test]
+async fn initialises_once_then_unseals_with_the_same_keys() {
+    let fx = Fixture::new();
+    let (v, opened) = fx.vault(1).await.unwrap();
+    assert!(matches!(opened, Opened::Created(_)));
+    v.put(&path("f1", "API_KEY"), b"s3cret", false, "t")
+        .await
+        .unwrap();
+    let hpke = v.hpke_public();
+    let audit = v.audit_public();
+    drop(v);
+    let (v2, opened) = fx.vault(1).await.unwrap();
+    assert!(matches!(opened, Opened::Unsealed));
+    assert_eq!(v2.hpke_public(), hpke, "the sealing key survives restarts");
+    assert_eq!(v2.audit_public(), audit);
+    assert_eq!(
+        release(&v2, "f1", &["API_KEY"]).await.unwrap(),
+        vec![("API_KEY".into(), "s3cret".into())]
+    );
+}
+
+#[tokio::test]
+async fn another_measurement_cannot_unseal_until_migrated_with_the_recovery_key() {
+    let fx = Fixture::new();
+    let (v, opened) = fx.vault(1).await.unwrap();
+    let Opened::Created(recovery) = opened else {
+        panic!("new vault")
+    };
+    v.put(&path("f1", "K"), b"value-1", false, "t")
+        .await
+        .unwrap();
+    drop(v);
+    let err = fx.vault(2).await.unwrap_err();
+    assert!(err.to_string().contains("cannot unseal"), "{err}");
+    let wrong = cloister_keyvault::RecoveryKey::generate().unwrap();
+    let err = migrate(fx.store(), &wrong, &sealing(2)).await.unwrap_err();
+    assert!(err.to_string().contains("recovery key"), "{err}");
+    migrate(fx.store(), &recovery, &sealing(2)).await.unwrap();
+    let (v2, _) = fx.vault(2).await.unwrap();
+    assert_eq!(release(&v2, "f1", &["K"]).await.unwrap()[0].1, "value-1");
+    assert!(
+        fx.vault(1).await.is_err(),
+        "the old measurement no longer unseals"
+    );
+}
+
+#[tokio::test]
+async fn functions_only_see_their_own_namespace_and_declared_names() {
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    v.put(&path("aaa", "TOKEN"), b"for-a", false, "t")
+        .await
+        .unwrap();
+    v.put(&path("bbb", "TOKEN"), b"for-b", false, "t")
+        .await
+        .unwrap();
+    v.put(&path("aaa", "OTHER"), b"undeclared", false, "t")
+        .await
+        .unwrap();
+    let a = release(&v, "aaa", &["TOKEN"]).await.unwrap();
+    assert_eq!(a, vec![("TOKEN".into(), "for-a".into())]);
+    let b = release(&v, "bbb", &["TOKEN"]).await.unwrap();
+    assert_eq!(b, vec![("TOKEN".into(), "for-b".into())]);
+    let err = release(&v, "bbb", &["TOKEN", "OTHER"]).await.unwrap_err();
+    assert!(
+        matches!(err, VaultError::Missing(ref n) if n == "OTHER"),
+        "{err}"
+    );
+    // Another environment is another path.
+    let staging = Environment::parse("staging").unwrap();
+    let err = v
+        .release("aaa", &staging, &refs(&["TOKEN"]), "e", "x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VaultError::Missing(_)));
+}
+
+#[tokio::test]
+async fn a_ciphertext_copied_to_another_row_fails_to_decrypt() {
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    v.put(&path("aaa", "A"), b"alpha", false, "t")
+        .await
+        .unwrap();
+    v.put(&path("aaa", "B"), b"bravo", false, "t")
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open(&fx.db).unwrap();
+    conn.execute(
+        "UPDATE kv_secrets SET ciphertext = (SELECT ciphertext FROM kv_secrets WHERE path LIKE '%/A') WHERE path LIKE '%/B'",
+        [],
+    )
+    .unwrap();
+    let err = release(&v, "aaa", &["B"]).await.unwrap_err();
+    assert!(err.to_string().contains("failed authentication"), "{err}");
+    // Moving a version number is caught too (the version is in the AAD).
+    v.put(&path("aaa", "A"), b"alpha-2", false, "t")
+        .await
+        .unwrap();
+    conn.execute(
+        "DELETE FROM kv_secrets WHERE path LIKE '%/A' AND version = 1",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE kv_secrets SET version = 3 WHERE path LIKE '%/A'",
+        [],
+    )
+    .unwrap();
+    assert!(release(&v, "aaa", &["A"]).await.is_err());
+}
+
+#[tokio::test]
+async fn versions_are_kept_and_rotations_keep_everything_readable() {
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let p = path("aaa", "db/password");
+    assert_eq!(v.put(&p, b"one", false, "t").await.unwrap().0, 1);
+    assert_eq!(v.put(&p, b"two", true, "t").await.unwrap().0, 2);
+    v.put(&path("bbb", "X"), b"x", false, "t").await.unwrap();
+    let versions = v.versions(&p).await.unwrap();
+    assert_eq!(
+        versions.iter().map(|i| i.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(
+        release(&v, "aaa", &["db/password"]).await.unwrap()[0].1,
+        "two"
+    );
+
+    let (ns, dek_v, n) = v.rotate_dek("aaa", "t").await.unwrap();
+    assert_eq!((ns.as_str(), dek_v, n), ("function-aaa", 2, 2));
+    assert!(
+        v.versions(&p)
+            .await
+            .unwrap()
+            .iter()
+            .all(|i| i.dek_version == 2)
+    );
+    let (_, rewrapped) = v.rotate_mek("t").await.unwrap();
+    assert_eq!(rewrapped, 3, "two DEK versions of aaa plus one of bbb");
+    assert_eq!(
+        release(&v, "aaa", &["db/password"]).await.unwrap()[0].1,
+        "two"
+    );
+    drop(v);
+    // After a restart (keys reloaded from the store) everything still opens.
+    let (v, _) = fx.vault(1).await.unwrap();
+    assert_eq!(
+        release(&v, "aaa", &["db/password"]).await.unwrap()[0].1,
+        "two"
+    );
+    assert_eq!(release(&v, "bbb", &["X"]).await.unwrap()[0].1, "x");
+    assert!(matches!(
+        v.put(&path("aaa", "NEW"), b"n", true, "t").await,
+        Err(VaultError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_database_holds_no_plaintext_and_every_change_is_audited() {
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let value = format!(
+        "needle-{}",
+        hex::encode(cloister_crypto::random_bytes::<12>().unwrap())
+    );
+    v.put(&path("aaa", "K"), value.as_bytes(), false, "tok")
+        .await
+        .unwrap();
+    v.rotate_dek("aaa", "tok").await.unwrap();
+    release(&v, "aaa", &["K"]).await.unwrap();
+    v.delete(&path("aaa", "K"), "tok").await.unwrap();
+    drop(v);
+    let bytes = std::fs::read(&fx.db).unwrap();
+    let wal = std::fs::read(fx.db.with_extension("db-wal")).unwrap_or_default();
+    for hay in [&bytes, &wal] {
+        assert!(!hay.windows(value.len()).any(|w| w == value.as_bytes()));
+    }
+    let store = fx.store();
+    let actions: Vec<String> = store
+        .audit_list(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "keyvault.init",
+            "secret.put",
+            "key.rotate_dek",
+            "secret.release",
+            "secret.delete"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sealed_values_open_only_for_their_path() {
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let p = path("aaa", "K");
+    let info = cloister_types::binding::secret_seal_info(&p.to_string());
+    let sealed = v.hpke_public().seal(&info, b"", b"hello").unwrap();
+    assert_eq!(v.open_sealed(&p, &sealed).unwrap().expose(), b"hello");
+    assert!(matches!(
+        v.open_sealed(&path("bbb", "K"), &sealed),
+        Err(VaultError::BadSealedValue)
+    ));
+    let mut tampered = sealed.clone();
+    tampered[40] ^= 1;
+    assert!(v.open_sealed(&p, &tampered).is_err());
+}

@@ -1,0 +1,21 @@
+//! The audit log's storage: appends are serialised so that the chain never forks.
+
+use async_trait::async_trait;
+use cloister_audit::{AuditDraft, AuditEntry, Checkpoint};
+
+use crate::model::StoreError;
+
+/// Append-only storage of audit entries and keyvault's checkpoints.
+#[async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    /// Chains `draft` after the current head and stores it durably.
+    async fn audit_append(&self, draft: AuditDraft) -> Result<AuditEntry, StoreError>;
+    /// Up to `limit` entries with `seq > after`, in order.
+    async fn audit_list(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Sequence number and hash of the last entry.
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
+    /// Stores a signed checkpoint (idempotent per sequence number).
+    async fn audit_add_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError>;
+    /// Every checkpoint, by sequence number.
+    async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+}

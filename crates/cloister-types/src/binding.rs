@@ -1,0 +1,74 @@
+//! What evidence and sealed values are bound to, defined once for the server and its clients.
+
+use sha2::{Digest, Sha512};
+
+const BUNDLE_DOMAIN: &[u8] = b"cloister/attestation-bundle/v1";
+const SECRET_SEAL_DOMAIN: &[u8] = b"cloister/secret-put/v1";
+
+fn field(h: &mut Sha512, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
+/// The `report_data` of keyvault's bundle evidence: SHA-512 over its HPKE key, its audit key
+/// and the executor measurement allowlist, so none can be swapped without breaking the evidence.
+pub fn bundle_report_data(
+    hpke_public_key: &[u8],
+    audit_public_key: &[u8],
+    executor_measurements: &[String],
+) -> [u8; 64] {
+    let mut h = Sha512::new();
+    field(&mut h, BUNDLE_DOMAIN);
+    field(&mut h, hpke_public_key);
+    field(&mut h, audit_public_key);
+    h.update((executor_measurements.len() as u64).to_be_bytes());
+    for m in executor_measurements {
+        field(&mut h, m.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// The HPKE `info` a secret value is sealed with: binds the full secret path, so a value
+/// sealed for one path cannot be stored at another.
+pub fn secret_seal_info(path: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(SECRET_SEAL_DOMAIN.len() + 1 + path.len());
+    v.extend_from_slice(SECRET_SEAL_DOMAIN);
+    v.push(0);
+    v.extend_from_slice(path.as_bytes());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bundle_field_changes_the_report_data() {
+        let base = bundle_report_data(b"hpke", b"audit", &["aa".into(), "bb".into()]);
+        assert_ne!(
+            base,
+            bundle_report_data(b"hpkf", b"audit", &["aa".into(), "bb".into()])
+        );
+        assert_ne!(
+            base,
+            bundle_report_data(b"hpke", b"audiu", &["aa".into(), "bb".into()])
+        );
+        assert_ne!(base, bundle_report_data(b"hpke", b"audit", &["aa".into()]));
+        assert_ne!(
+            base,
+            bundle_report_data(b"hpke", b"audit", &["aabb".into()])
+        );
+        assert_ne!(
+            base,
+            bundle_report_data(b"hpkea", b"udit", &["aa".into(), "bb".into()])
+        );
+    }
+
+    #[test]
+    fn seal_info_binds_the_path() {
+        assert_ne!(
+            secret_seal_info("function-a/p/d/x"),
+            secret_seal_info("function-b/p/d/x")
+        );
+    }
+}
