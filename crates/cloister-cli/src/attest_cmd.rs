@@ -28,6 +28,7 @@ pub fn run(cmd: AttestCommand, json_mode: bool) -> anyhow::Result<ExitCode> {
         AttestCommand::Verify(args) => verify(*args, json_mode),
         AttestCommand::Inspect(args) => inspect(args, json_mode),
         AttestCommand::Roots => roots(json_mode),
+        AttestCommand::Measure { role } => measure(&role, json_mode),
     }
 }
 
@@ -349,4 +350,27 @@ fn print_verified(v: &Verified, violations: Option<&[Violation]>) {
             }
         }
     }
+}
+
+fn measure(role: &str, json_mode: bool) -> anyhow::Result<ExitCode> {
+    let m = crate::tee::measure_self(&[role])?[0];
+    let exe = std::env::current_exe()?;
+    if json_mode {
+        output::json(&serde_json::json!({
+            "role": role,
+            "tee": "sim",
+            "teeLabel": cloister_attest::TeeType::Sim.label(),
+            "measurement": hex::encode(m),
+            "executable": exe.display().to_string(),
+            "configDigest": hex::encode(crate::tee::config_digest(role)),
+        }));
+    } else {
+        println!("{}", hex::encode(m));
+        eprintln!(
+            "(sim measurement of {} as {role}; tee: {})",
+            exe.display(),
+            cloister_attest::TeeType::Sim.label()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

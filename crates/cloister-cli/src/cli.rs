@@ -53,6 +53,7 @@ impl Cli {
         let t = match &self.command {
             Command::Gateway(a) => a.role.threads,
             Command::Executor(a) => a.role.threads,
+            Command::Keyvault(KeyvaultCommand::Run(a)) => a.role.threads,
             Command::Serve(a) => a.threads,
             _ => None,
         };
@@ -88,6 +89,167 @@ pub enum Command {
     /// Verify or decode TEE attestation evidence (Nitro, SEV-SNP, SGX, TDX); works offline.
     #[command(subcommand)]
     Attest(AttestCommand),
+    /// Run the keyvault role, migrate its sealed state, rotate its master key.
+    #[command(subcommand)]
+    Keyvault(KeyvaultCommand),
+    /// Store, rotate, list and delete secrets; values are sealed here to keyvault's attested
+    /// key, so the gateway only ever forwards ciphertext.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Read and verify the tamper-evident audit log (admin).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `cloister keyvault ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeyvaultCommand {
+    /// Run the keyvault role (normally started by `serve`).
+    Run(KeyvaultArgs),
+    /// Re-seal keyvault's root key to this binary's measurement using the recovery key
+    /// printed at initialisation. Run it with the platform stopped, after an upgrade.
+    Migrate(MigrateArgs),
+    /// Rotate the master key: a new MEK re-wraps every data key (admin).
+    RotateMek,
+}
+
+/// `cloister keyvault run`.
+#[derive(Debug, Args)]
+pub struct KeyvaultArgs {
+    /// Socket (for the gateway's RPC) and threads.
+    #[command(flatten)]
+    pub role: RoleArgs,
+    /// Directory holding the database and the sim platform.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address of the attested channel executors connect to.
+    #[arg(
+        long,
+        conflicts_with = "channel_listen_fd",
+        required_unless_present = "channel_listen_fd"
+    )]
+    pub channel_listen: Option<SocketAddr>,
+    /// Inherited listening socket for the attested channel (used by `serve`).
+    #[arg(long, hide = true)]
+    pub channel_listen_fd: Option<i32>,
+}
+
+/// `cloister keyvault migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Directory holding the database and the sim platform.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// File holding the recovery key (default: read it from stdin).
+    #[arg(long)]
+    pub recovery_key_file: Option<PathBuf>,
+}
+
+/// How the CLI decides to trust keyvault's attestation bundle.
+#[derive(Debug, Args, Clone)]
+pub struct TrustArgs {
+    /// SHA-256 fingerprint of the sim platform root to trust (printed by `serve --dev`).
+    /// Without it, the root seen first for this URL is pinned in the CLI config (trust on
+    /// first use) and a different one is refused later.
+    #[arg(long, env = "CLOISTER_SIM_ROOT")]
+    pub sim_root: Option<String>,
+    /// keyvault measurement to expect (hex; default: this CLI build's own keyvault measurement).
+    #[arg(long, env = "CLOISTER_KEYVAULT_MEASUREMENT")]
+    pub keyvault_measurement: Option<String>,
+}
+
+/// `cloister secret ...`.
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a value as a new version of a secret (creates the secret if needed).
+    Put(SecretPutArgs),
+    /// Store a new version of an existing secret (`POST …:rotate`).
+    Rotate(SecretPutArgs),
+    /// List secrets (metadata only), of one function or all.
+    List {
+        /// Only this function's secrets.
+        #[arg(long)]
+        function: Option<String>,
+    },
+    /// Delete a secret and every version of it.
+    Delete {
+        /// Full path, or NAME / CATEGORY/NAME with --function.
+        path: String,
+        /// Function owning the secret (resolves a short name).
+        #[arg(long)]
+        function: Option<String>,
+        /// Environment for a short name (default: the function's).
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    /// List the kept versions of a secret.
+    Versions {
+        /// Full path, or NAME / CATEGORY/NAME with --function.
+        path: String,
+        /// Function owning the secret (resolves a short name).
+        #[arg(long)]
+        function: Option<String>,
+        /// Environment for a short name (default: the function's).
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    /// Rotate a function's data key: its values are re-encrypted under a new DEK (admin).
+    RotateDek {
+        /// Function name.
+        #[arg(long)]
+        function: String,
+    },
+}
+
+/// `cloister secret put|rotate`.
+#[derive(Debug, Args)]
+pub struct SecretPutArgs {
+    /// Full path `function-<id>/<environment>/<category>/<name>`, or NAME / CATEGORY/NAME
+    /// together with --function.
+    pub path: String,
+    /// Function owning the secret (resolves a short name to the full path).
+    #[arg(long)]
+    pub function: Option<String>,
+    /// Environment for a short name (default: the function's).
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// Read the value from this file.
+    #[arg(
+        long,
+        conflicts_with = "from_stdin",
+        required_unless_present = "from_stdin"
+    )]
+    pub value_file: Option<PathBuf>,
+    /// Read the value from standard input.
+    #[arg(long)]
+    pub from_stdin: bool,
+    /// Keep a trailing newline (by default one trailing `\n` or `\r\n` is removed).
+    #[arg(long)]
+    pub keep_newline: bool,
+    /// Trust settings for keyvault's attestation.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// `cloister audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print audit entries in order.
+    List {
+        /// Only entries after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Verify the hash chain and keyvault's signed checkpoints, here and in keyvault.
+    /// Exit 0: intact; 1: tampering found (the first bad sequence number is printed).
+    Verify {
+        /// Trust settings for keyvault's attestation (its audit key comes from the bundle).
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
 }
 
 /// `cloister attest ...`.
@@ -101,6 +263,12 @@ pub enum AttestCommand {
     Inspect(AttestInspectArgs),
     /// List the embedded vendor roots and their SHA-256 fingerprints.
     Roots,
+    /// Print this binary's sim measurement for a role (what allowlists must contain).
+    Measure {
+        /// Role: executor or keyvault.
+        #[arg(long, value_parser = ["executor", "keyvault"])]
+        role: String,
+    },
 }
 
 /// `cloister attest verify`.
@@ -237,6 +405,9 @@ pub struct GatewayArgs {
     /// Create `<data-dir>/admin.token` on first start.
     #[arg(long)]
     pub bootstrap_admin_token: bool,
+    /// keyvault RPC URL (without it, secrets and attestation answer `unavailable`).
+    #[arg(long)]
+    pub keyvault_url: Option<String>,
 }
 
 /// `cloister executor`.
@@ -245,6 +416,16 @@ pub struct ExecutorArgs {
     /// Socket and threads.
     #[command(flatten)]
     pub role: RoleArgs,
+    /// Directory holding the sim platform.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// keyvault's attested channel address (`host:port`); without it, functions that
+    /// declare secrets fail with `secret_missing`.
+    #[arg(long)]
+    pub keyvault_addr: Option<String>,
+    /// Seconds a fetched secret may be served from memory.
+    #[arg(long, default_value_t = 30)]
+    pub secrets_ttl_secs: u64,
 }
 
 /// `cloister fn ...`.

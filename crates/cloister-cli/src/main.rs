@@ -6,7 +6,9 @@ mod cli;
 mod client_cmds;
 mod output;
 mod roles;
+mod secret_cmd;
 mod serve;
+mod tee;
 
 use std::process::ExitCode;
 
@@ -58,7 +60,10 @@ fn main() -> ExitCode {
 
 fn init_tracing(cmd: &Command) {
     let default = match cmd {
-        Command::Serve(_) | Command::Gateway(_) | Command::Executor(_) => "info",
+        Command::Serve(_)
+        | Command::Gateway(_)
+        | Command::Executor(_)
+        | Command::Keyvault(crate::cli::KeyvaultCommand::Run(_)) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -79,5 +84,11 @@ async fn run(cli: Cli, internal_token: Option<String>) -> anyhow::Result<ExitCod
         Command::Token(cmd) => client_cmds::token(conn, cmd, cli.json).await,
         Command::Bench(args) => bench::run(conn, args, cli.json).await,
         Command::Attest(cmd) => attest_cmd::run(cmd, cli.json),
+        Command::Keyvault(crate::cli::KeyvaultCommand::Run(args)) => {
+            roles::keyvault(args, internal_token).await
+        }
+        Command::Keyvault(cmd) => secret_cmd::keyvault(conn, cmd, cli.json).await,
+        Command::Secret(cmd) => secret_cmd::secret(conn, cmd, cli.json).await,
+        Command::Audit(cmd) => secret_cmd::audit(conn, cmd, cli.json).await,
     }
 }

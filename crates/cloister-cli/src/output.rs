@@ -11,8 +11,33 @@ pub fn json<T: serde::Serialize>(v: &T) {
     }
 }
 
+/// A CLI-side failure with a stable code (e.g. `attestation_failed` when keyvault's bundle
+/// does not verify), rendered like a server error.
+#[derive(Debug)]
+pub struct Coded {
+    /// Stable snake_case code.
+    pub code: &'static str,
+    /// Human message.
+    pub message: String,
+}
+
+impl std::fmt::Display for Coded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
 /// Prints a failed command: `error[<code>]: message` (and the JSON body with `--json`).
 pub fn print_error(e: &anyhow::Error, json_mode: bool) {
+    if let Some(c) = e.downcast_ref::<Coded>() {
+        if json_mode {
+            json(&serde_json::json!({ "error": { "code": c.code, "message": c.message } }));
+        }
+        eprintln!("error[{}]: {}", c.code, c.message);
+        return;
+    }
     if let Some(ClientError::Api { error, status }) = e.downcast_ref::<ClientError>() {
         if json_mode {
             json(&error.to_body());

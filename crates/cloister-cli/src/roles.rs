@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use cloister_executor::ExecutorConfig;
-use cloister_executor::secrets::NoSecretService;
+use cloister_executor::keyvault_client::KeyvaultSecrets;
+use cloister_executor::secrets::{NoSecretService, SecretSource};
 use cloister_gateway::AppState;
 use cloister_gateway::bootstrap::{AdminToken, ensure_admin_token};
 use cloister_gateway::executor::Executor;
@@ -14,7 +15,8 @@ use cloister_store::SqliteStore;
 use cloister_types::ServerLimits;
 use tokio::net::TcpListener;
 
-use crate::cli::{ExecutorArgs, GatewayArgs, RoleArgs};
+use crate::cli::{ExecutorArgs, GatewayArgs, KeyvaultArgs, RoleArgs};
+use crate::tee;
 
 /// Environment variable carrying the gateway↔executor shared token (removed at start).
 pub const INTERNAL_TOKEN_ENV: &str = "CLOISTER_INTERNAL_TOKEN";
@@ -26,7 +28,14 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 pub const DATABASE_FILE: &str = "cloister.db";
 
 async fn listener(role: &RoleArgs) -> anyhow::Result<TcpListener> {
-    match (role.listen, role.listen_fd) {
+    listen_on(role.listen, role.listen_fd).await
+}
+
+async fn listen_on(
+    addr: Option<std::net::SocketAddr>,
+    fd: Option<i32>,
+) -> anyhow::Result<TcpListener> {
+    match (addr, fd) {
         (_, Some(fd)) => {
             // SAFETY: `serve` passes a listening socket at this descriptor, owned by no one else.
             let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
@@ -88,7 +97,23 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> anyhow::Result
         }
     }
     let executor = Executor::connect_lazy(&args.executor_url, &token)?;
-    let state = AppState::new(Arc::new(store), executor, ServerLimits::default());
+    let keyvault = match &args.keyvault_url {
+        Some(url) => Some(cloister_gateway::keyvault::Keyvault::connect_lazy(
+            url, &token,
+        )?),
+        None => {
+            tracing::warn!("no --keyvault-url: secrets and attestation answer `unavailable`");
+            None
+        }
+    };
+    let store = Arc::new(store);
+    let state = AppState::new(
+        store.clone(),
+        store,
+        executor,
+        keyvault,
+        ServerLimits::default(),
+    );
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     cloister_gateway::serve(listener, state, stop_signal()).await?;
     tracing::info!("gateway stopped");
@@ -100,12 +125,134 @@ pub async fn executor(args: ExecutorArgs, token: Option<String>) -> anyhow::Resu
     let token = internal_token(token)?;
     let listener = listener(&args.role).await?;
     let exe = std::env::current_exe().context("cannot locate the cloister binary for workers")?;
-    let sup = cloister_executor::pool::Supervisor::new(
-        ExecutorConfig::new(exe),
-        Arc::new(NoSecretService),
-    );
+    let secrets: Arc<dyn SecretSource> = match &args.keyvault_addr {
+        Some(addr) => {
+            let (platform, _) = tee::platform(&args.data_dir)?;
+            let m = tee::measure_self(&["executor", "keyvault"])?;
+            let attester = Arc::new(cloister_attest::sim::SimAttester::new(
+                platform.clone(),
+                "executor",
+                m[0],
+            ));
+            let mut cfg = cloister_channel::ChannelConfig::new(
+                "executor",
+                attester,
+                tee::verifiers(&platform)?,
+            )
+            .accept_peer("keyvault", tee::sim_policy(&m[1..])?);
+            cfg.max_attestation_age =
+                std::time::Duration::from_secs(tee::MAX_EVIDENCE_AGE_SECS / 2);
+            let connector = cloister_channel::ChannelConnector::new(Arc::new(cfg))?;
+            tracing::info!(
+                measurement = %hex::encode(m[0]),
+                keyvault = %addr,
+                "executor identity (simulated TEE); expecting keyvault measurement {}",
+                hex::encode(m[1])
+            );
+            Arc::new(KeyvaultSecrets::new(
+                addr.clone(),
+                connector,
+                std::time::Duration::from_secs(args.secrets_ttl_secs),
+            ))
+        }
+        None => {
+            tracing::warn!(
+                "no --keyvault-addr: functions that declare secrets fail with secret_missing"
+            );
+            Arc::new(NoSecretService)
+        }
+    };
+    let sup = cloister_executor::pool::Supervisor::new(ExecutorConfig::new(exe), secrets);
     tracing::info!(addr = %listener.local_addr()?, tee = "sim", "executor listening (simulated TEE: not confidential)");
     cloister_executor::service::serve(listener, sup, &token, stop_signal()).await?;
     tracing::info!("executor stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the keyvault role: unseal (or initialise) the vault, then serve the gateway's RPC
+/// and executors' attested channels.
+pub async fn keyvault(args: KeyvaultArgs, token: Option<String>) -> anyhow::Result<ExitCode> {
+    let token = internal_token(token)?;
+    let rpc = listener(&args.role).await?;
+    let channel = listen_on(args.channel_listen, args.channel_listen_fd).await?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let (platform, created) = tee::platform(&args.data_dir)?;
+    if created {
+        tracing::warn!(fingerprint = %platform.fingerprint_hex(), "created a new sim platform");
+    }
+    let m = tee::measure_self(&["keyvault", "executor"])?;
+    let sealing = cloister_keyvault::Sealing {
+        measurement: m[0],
+        key: platform.sealing_key(&m[0], tee::ROOT_SEALING_PURPOSE)?,
+    };
+    let db = args.data_dir.join(DATABASE_FILE);
+    let store =
+        SqliteStore::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
+    let (vault, opened) = match cloister_keyvault::Vault::open(Arc::new(store), &sealing).await {
+        Ok(v) => v,
+        Err(cloister_keyvault::VaultError::Keys(
+            e @ cloister_keyvault::KeyvaultError::Unseal { .. },
+        )) => {
+            bail!(
+                "{e}\nThis binary is not the one keyvault's state was sealed to (an upgrade?). \
+                 Stop the platform and run `cloister keyvault migrate --data-dir {}` with the \
+                 recovery key printed at initialisation.",
+                args.data_dir.display()
+            )
+        }
+        Err(e) => return Err(e).context("cannot open keyvault's state"),
+    };
+    match opened {
+        cloister_keyvault::Opened::Created(recovery) => print_recovery_key(&recovery.reveal()),
+        cloister_keyvault::Opened::Unsealed => {
+            tracing::info!(
+                "unsealed keyvault's root key (measurement {})",
+                hex::encode(m[0])
+            )
+        }
+    }
+    let vault = Arc::new(vault);
+    let attester: Arc<dyn cloister_attest::attester::Attester> = Arc::new(
+        cloister_attest::sim::SimAttester::new(platform.clone(), "keyvault", m[0]),
+    );
+    let executor_allowlist = vec![hex::encode(m[1])];
+    tracing::warn!(
+        executor_measurement = %executor_allowlist[0],
+        "dev mode: releasing secrets to executors with this binary's measurement only (tee: sim, no hardware protection)"
+    );
+    let mut cfg = cloister_channel::ChannelConfig::new(
+        "keyvault",
+        attester.clone(),
+        tee::verifiers(&platform)?,
+    )
+    .accept_peer("executor", tee::sim_policy(&m[1..])?);
+    cfg.max_attestation_age = std::time::Duration::from_secs(tee::MAX_EVIDENCE_AGE_SECS / 2);
+    let bundle = Arc::new(cloister_keyvault::bundle::BundleSource::new(
+        attester,
+        &vault,
+        executor_allowlist,
+        platform.fingerprint_hex(),
+    ));
+    tracing::info!(
+        rpc = %rpc.local_addr()?,
+        channel = %channel.local_addr()?,
+        tee = "sim",
+        "keyvault listening (simulated TEE: not confidential)"
+    );
+    cloister_keyvault::server::serve(rpc, channel, vault, bundle, cfg, &token, stop_signal())
+        .await?;
+    tracing::info!("keyvault stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_recovery_key(key: &str) {
+    eprintln!();
+    eprintln!("  ┌─ keyvault initialised ─────────────────────────────────────────────────");
+    eprintln!("  │ Recovery key (shown ONCE, never stored by Cloister; keep it offline):");
+    eprintln!("  │   {key}");
+    eprintln!("  │ It is the only way to move secrets to a new cloister build:");
+    eprintln!("  │   cloister keyvault migrate --data-dir <dir> --recovery-key-file <file>");
+    eprintln!("  └────────────────────────────────────────────────────────────────────────");
+    eprintln!();
 }

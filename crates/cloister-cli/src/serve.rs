@@ -23,30 +23,39 @@ const CHILD_LISTEN_FD: RawFd = 3;
 /// How long children get to drain before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Spawns `exe <role...> --listen-fd 3 [extra]` with `listeners[i]` at descriptor 3 + i.
 fn spawn_role(
     exe: &Path,
-    role: &str,
-    listener: RawFd,
+    role: &[&str],
+    listeners: &[RawFd],
     extra: &[String],
     token: &str,
 ) -> anyhow::Result<Child> {
     let mut cmd = Command::new(exe);
-    cmd.arg(role)
+    cmd.args(role)
         .arg("--listen-fd")
         .arg(CHILD_LISTEN_FD.to_string())
         .args(extra)
         .env(INTERNAL_TOKEN_ENV, token);
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    let fds: Vec<RawFd> = listeners.to_vec();
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if listener == CHILD_LISTEN_FD {
-                let flags = libc::fcntl(listener, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(listener, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
-                {
+            // Move every source out of the target range first, so no dup2 clobbers a source.
+            let mut high = [0 as RawFd; 8];
+            for (i, fd) in fds.iter().enumerate().take(high.len()) {
+                let h = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
+                if h < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(listener, CHILD_LISTEN_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
+                high[i] = h;
+            }
+            for (i, h) in high.iter().enumerate().take(fds.len().min(high.len())) {
+                let target = CHILD_LISTEN_FD + i as RawFd;
+                // dup2 clears FD_CLOEXEC on the new descriptor.
+                if libc::dup2(*h, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             // Children never outlive this supervisor.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) < 0 {
@@ -56,7 +65,7 @@ fn spawn_role(
         });
     }
     cmd.spawn()
-        .with_context(|| format!("cannot start the {role} process"))
+        .with_context(|| format!("cannot start the {} process", role.join(" ")))
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
@@ -80,10 +89,11 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 async fn wait_healthy(url: &str, children: &mut [(&str, Child)]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut client = cloister_client::Client::new(url, None)?;
     loop {
-        if client.health().await.is_ok() {
+        // Healthy = the gateway answers and keyvault (behind it) serves its attestation.
+        if client.health().await.is_ok() && client.attestation().await.is_ok() {
             return Ok(());
         }
         for (role, child) in children.iter_mut() {
@@ -92,7 +102,7 @@ async fn wait_healthy(url: &str, children: &mut [(&str, Child)]) -> anyhow::Resu
             }
         }
         if Instant::now() > deadline {
-            bail!("the gateway did not become healthy within 30 s");
+            bail!("the platform did not become healthy within 60 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -146,6 +156,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let internal =
         std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind the executor's port")?;
     let executor_url = format!("http://{}", internal.local_addr()?);
+    let kv_rpc =
+        std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind keyvault's RPC port")?;
+    let kv_channel = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("cannot bind keyvault's channel port")?;
+    let keyvault_url = format!("http://{}", kv_rpc.local_addr()?);
+    let keyvault_addr = kv_channel.local_addr()?.to_string();
+    let (platform, platform_created) = crate::tee::platform(&args.data_dir)?;
     let mut token_bytes = zeroize::Zeroizing::new([0u8; 32]);
     rand::rng().fill(&mut token_bytes[..]);
     let internal_token = zeroize::Zeroizing::new(hex::encode(&token_bytes[..]));
@@ -157,19 +174,45 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(crate::cli::default_threads)
             .to_string(),
     ];
-    let executor = spawn_role(
+    let data_dir = args.data_dir.display().to_string();
+    let kv_args: Vec<String> = ["--channel-listen-fd", "4", "--data-dir", &data_dir]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(threads.iter().cloned())
+        .collect();
+    let keyvault = spawn_role(
         &exe,
-        "executor",
-        internal.as_raw_fd(),
-        &threads,
+        &["keyvault", "run"],
+        &[kv_rpc.as_raw_fd(), kv_channel.as_raw_fd()],
+        &kv_args,
         &internal_token,
     )?;
-    let mut children = vec![("executor", executor)];
+    let mut children = vec![("keyvault", keyvault)];
+    let ex_args: Vec<String> = ["--data-dir", &data_dir, "--keyvault-addr", &keyvault_addr]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(threads.iter().cloned())
+        .collect();
+    match spawn_role(
+        &exe,
+        &["executor"],
+        &[internal.as_raw_fd()],
+        &ex_args,
+        &internal_token,
+    ) {
+        Ok(e) => children.push(("executor", e)),
+        Err(e) => {
+            terminate(&mut children);
+            return Err(e);
+        }
+    }
     let gateway_args = vec![
         "--data-dir".to_owned(),
-        args.data_dir.display().to_string(),
+        data_dir.clone(),
         "--executor-url".to_owned(),
         executor_url,
+        "--keyvault-url".to_owned(),
+        keyvault_url,
         "--bootstrap-admin-token".to_owned(),
     ]
     .into_iter()
@@ -177,8 +220,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     .collect::<Vec<_>>();
     match spawn_role(
         &exe,
-        "gateway",
-        public.as_raw_fd(),
+        &["gateway"],
+        &[public.as_raw_fd()],
         &gateway_args,
         &internal_token,
     ) {
@@ -190,6 +233,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     drop(public);
     drop(internal);
+    drop(kv_rpc);
+    drop(kv_channel);
 
     let url = format!("http://{}", args.listen);
     if let Err(e) = wait_healthy(&url, &mut children).await {
@@ -200,6 +245,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!();
     eprintln!("  Cloister is running at {url}");
     eprintln!("  TEE: sim — SIMULATED, development only: nothing here is confidential");
+    eprintln!(
+        "  sim platform root: {}{}",
+        platform.fingerprint_hex(),
+        if platform_created { " (created)" } else { "" }
+    );
+    eprintln!(
+        "    pin it in clients: export CLOISTER_SIM_ROOT={}",
+        platform.fingerprint_hex()
+    );
     eprintln!("  data: {}", args.data_dir.display());
     if token_existed {
         eprintln!("  admin token: {}", abs.display());

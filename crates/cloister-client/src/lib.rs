@@ -2,6 +2,7 @@
 //!
 //! One [`Client`] holds one keep-alive HTTP/1.1 connection and reconnects when it drops.
 
+pub mod attestation;
 mod conn;
 
 use bytes::Bytes;
@@ -190,6 +191,44 @@ impl Client {
     pub async fn revoke_token(&mut self, id: &str) -> Result<(), ClientError> {
         self.call_empty(Method::DELETE, &format!("/v1/tokens/{}", seg(id)))
             .await
+    }
+
+    /// Any JSON call: `body` is sent as JSON, the answer decoded as JSON (errors as [`ClientError::Api`]).
+    pub async fn json(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let resp = self.raw(method, path, body.map(to_json)).await?;
+        if resp.status == 204 {
+            return Ok(serde_json::Value::Null);
+        }
+        decode(resp)
+    }
+
+    /// `GET /v1/attestation` (unverified: check it with [`attestation::verify_bundle`]).
+    pub async fn attestation(&mut self) -> Result<attestation::Bundle, ClientError> {
+        self.call(Method::GET, "/v1/attestation", None).await
+    }
+
+    /// `PUT /v1/secrets/{path}` (or `POST …:rotate`) with a value already sealed to keyvault.
+    pub async fn put_secret(
+        &mut self,
+        path: &cloister_types::SecretPath,
+        sealed: &[u8],
+        rotate: bool,
+    ) -> Result<serde_json::Value, ClientError> {
+        use base64::Engine as _;
+        let body = serde_json::json!({
+            "sealed": base64::engine::general_purpose::STANDARD.encode(sealed)
+        });
+        let (method, url) = if rotate {
+            (Method::POST, format!("/v1/secrets/{path}:rotate"))
+        } else {
+            (Method::PUT, format!("/v1/secrets/{path}"))
+        };
+        self.json(method, &url, Some(&body)).await
     }
 
     /// `GET /metrics` as text.

@@ -26,6 +26,7 @@ async fn main() {
             entrypoint: "handler".into(),
             environment: "production".into(),
             required_secrets: vec![],
+            secrets_epoch: 0,
             limits: Limits {
                 timeout_ms: 5000,
                 memory_mb: 64,

@@ -5,6 +5,7 @@
 //! verifies code against its hash, and replaces any worker that hit a limit or crashed.
 
 pub mod config;
+pub mod keyvault_client;
 pub mod pool;
 pub mod secrets;
 pub mod service;

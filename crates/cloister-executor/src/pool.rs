@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use crate::config::ExecutorConfig;
-use crate::secrets::{SecretError, SecretSource};
+use crate::secrets::{SecretError, SecretSource, redact};
 use crate::worker::{SpawnError, WorkerFault, WorkerProcess};
 
 /// A function version as the executor runs it (limits already clamped to the server maxima).
@@ -33,6 +33,8 @@ pub struct FunctionSpec {
     pub environment: String,
     /// Declared secrets.
     pub required_secrets: Vec<String>,
+    /// Change counter of the function's secrets namespace, as the gateway saw it.
+    pub secrets_epoch: u64,
     /// Effective limits.
     pub limits: Limits,
 }
@@ -284,7 +286,13 @@ impl Supervisor {
         let timeout = Duration::from_millis(spec.limits.timeout_ms);
         let secrets = match self
             .secrets
-            .fetch(&spec.function_id, &spec.environment, &spec.required_secrets)
+            .fetch(
+                &spec.function_id,
+                &spec.environment,
+                &spec.required_secrets,
+                spec.secrets_epoch,
+                &job.execution_id,
+            )
             .await
         {
             Ok(s) => s,
@@ -322,7 +330,10 @@ impl Supervisor {
         };
         let inv = Invoke {
             params: job.params,
-            secrets,
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().to_owned()))
+                .collect(),
             context: InvocationContext {
                 function_name: spec.name.clone(),
                 function_id: spec.function_id.clone(),
@@ -343,11 +354,14 @@ impl Supervisor {
                 } else {
                     lock(&pool.idle).push(worker);
                 }
-                ran(
-                    outcome.result.map_err(RunFailure::from),
-                    outcome.logs,
-                    started,
-                )
+                let result = outcome.result.map_err(|f| {
+                    let mut f = RunFailure::from(f);
+                    f.message = redact(&f.message, &secrets);
+                    f.stack = f.stack.map(|s| redact(&s, &secrets));
+                    f
+                });
+                let logs = outcome.logs.iter().map(|l| redact(l, &secrets)).collect();
+                ran(result, logs, started)
             }
             Err(WorkerFault::Timeout) => {
                 self.forget(worker);

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloister_rpc::InternalAuth;
 use cloister_rpc::executor::executor_server::{Executor, ExecutorServer};
 use cloister_rpc::executor::{
     self as pb, CodeRequired, FailureKind, InvokeRequest, InvokeResponse, StatusRequest,
@@ -11,7 +12,6 @@ use cloister_rpc::executor::{
 };
 use cloister_types::{ErrorCode, Limits};
 use serde_json::value::RawValue;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
@@ -62,6 +62,7 @@ fn spec_from(f: pb::FunctionRef, sup: &Supervisor) -> Result<FunctionSpec, Statu
         entrypoint: f.entrypoint,
         environment: f.environment,
         required_secrets: f.required_secrets,
+        secrets_epoch: f.secrets_epoch,
         limits,
     })
 }
@@ -169,35 +170,6 @@ impl Executor for ExecutorService {
             retired_total,
             filesystem_isolated,
         }))
-    }
-}
-
-/// Checks the internal bearer token on every request, in constant time.
-#[derive(Clone)]
-pub struct InternalAuth {
-    expected: Arc<Vec<u8>>,
-}
-
-impl InternalAuth {
-    /// Accepts `Bearer <token>`.
-    pub fn new(token: &str) -> Self {
-        Self {
-            expected: Arc::new(format!("Bearer {token}").into_bytes()),
-        }
-    }
-
-    /// Interceptor body.
-    pub fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
-        let given = req
-            .metadata()
-            .get(cloister_rpc::INTERNAL_AUTH_HEADER)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if bool::from(given.ct_eq(self.expected.as_slice())) {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated("internal token required"))
-        }
     }
 }
 

@@ -61,6 +61,7 @@ fn job(code: &str, timeout_ms: u64, send_code: bool) -> Job {
             entrypoint: "handler".into(),
             environment: "production".into(),
             required_secrets: vec![],
+            secrets_epoch: 0,
             limits: Limits {
                 timeout_ms,
                 memory_mb: 16,

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
-use cloister_store::{NewToken, Store, TokenRecord};
+use cloister_audit::{Action, AuditDraft};
+use cloister_store::{AuditLog, NewToken, Store, TokenRecord};
 use cloister_types::{ErrorCode, Role};
 use rand::RngExt as _;
 use sha2::{Digest, Sha256};
@@ -87,16 +88,54 @@ pub async fn create_token(
 /// Authenticates requests against the store, with a short-lived cache of known tokens.
 pub struct Authenticator {
     store: Arc<dyn Store>,
+    audit: Arc<dyn AuditLog>,
     cache: RwLock<HashMap<[u8; 32], (Caller, Instant)>>,
+    /// (second, failures audited in it): caps audit writes from a flood of bad tokens.
+    failures: std::sync::Mutex<(u64, u32)>,
 }
 
+/// Most authentication failures written to the audit log per second, so a flood of bad
+/// tokens cannot grow the log without bound (the rest are only logged at debug level).
+const AUDITED_FAILURES_PER_SEC: u32 = 20;
+
 impl Authenticator {
-    /// Authenticator over `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    /// Authenticator over `store`, recording failures in `audit`.
+    pub fn new(store: Arc<dyn Store>, audit: Arc<dyn AuditLog>) -> Self {
         Self {
             store,
+            audit,
             cache: RwLock::new(HashMap::new()),
+            failures: std::sync::Mutex::new((0, 0)),
         }
+    }
+
+    /// Records an authentication failure (rate-limited) and returns its error.
+    fn fail(&self, reason: &'static str, message: &'static str) -> HttpError {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let record = {
+            let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            if f.0 != now {
+                *f = (now, 0);
+            }
+            f.1 += 1;
+            f.1 <= AUDITED_FAILURES_PER_SEC
+        };
+        if !record {
+            tracing::debug!(reason, "authentication failure not audited (rate limit)");
+        } else {
+            let audit = self.audit.clone();
+            let draft =
+                AuditDraft::new("gateway", Action::AuthFailure, "api").detail("reason", reason);
+            tokio::spawn(async move {
+                if let Err(e) = audit.audit_append(draft).await {
+                    tracing::warn!(error = %e, "cannot audit an authentication failure");
+                }
+            });
+        }
+        HttpError::new(ErrorCode::Unauthorized, message)
     }
 
     /// Forgets every cached token (after a revocation).
@@ -111,8 +150,8 @@ impl Authenticator {
         let value = headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| {
-                HttpError::new(
-                    ErrorCode::Unauthorized,
+                self.fail(
+                    "missing_token",
                     "missing Authorization: Bearer <token> header",
                 )
             })?;
@@ -123,8 +162,8 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                HttpError::new(
-                    ErrorCode::Unauthorized,
+                self.fail(
+                    "malformed_header",
                     "the Authorization header must be `Bearer <token>`",
                 )
             })?;
@@ -136,10 +175,11 @@ impl Authenticator {
         {
             return Ok(caller.clone());
         }
-        let record =
-            self.store.find_token(&hash).await?.ok_or_else(|| {
-                HttpError::new(ErrorCode::Unauthorized, "unknown or revoked token")
-            })?;
+        let record = self
+            .store
+            .find_token(&hash)
+            .await?
+            .ok_or_else(|| self.fail("unknown_token", "unknown or revoked token"))?;
         let caller = Caller {
             token_id: record.id,
             role: record.role,

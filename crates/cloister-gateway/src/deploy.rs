@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use cloister_audit::{Action, AuditDraft};
 use cloister_rpc::executor::ValidateRequest;
 use cloister_store::NewVersion;
 use cloister_types::wire::{DeployRequest, FunctionInfo, FunctionList};
@@ -110,6 +111,22 @@ pub async fn deploy(
         Err(e) => e.0.code.as_str(),
     });
     let info = result?;
+    let draft = AuditDraft::new(
+        caller.token_id.clone(),
+        Action::FunctionDeploy,
+        info.name.clone(),
+    )
+    .detail("function_id", info.function_id.clone())
+    .detail("version", info.version)
+    .detail("code_hash", info.code_hash.clone())
+    .detail(
+        "required_secrets",
+        info.required_secrets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+    );
+    s.audit.audit_append(draft).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -221,6 +238,13 @@ pub async fn delete(
     s.functions.invalidate(&name);
     if deleted {
         tracing::info!(%name, "deleted function");
+        s.audit
+            .audit_append(AuditDraft::new(
+                caller.token_id.clone(),
+                Action::FunctionDelete,
+                name.clone(),
+            ))
+            .await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found(&name, None))

@@ -44,7 +44,7 @@ pub async fn invoke(
     result.map(Json)
 }
 
-fn function_ref(f: &VersionRecord) -> FunctionRef {
+fn function_ref(f: &VersionRecord, secrets_epoch: u64) -> FunctionRef {
     FunctionRef {
         function_id: f.function_id.clone(),
         name: f.name.clone(),
@@ -56,6 +56,7 @@ fn function_ref(f: &VersionRecord) -> FunctionRef {
         timeout_ms: f.limits.timeout_ms,
         memory_mb: f.limits.memory_mb,
         required_secrets: f.required_secrets.clone(),
+        secrets_epoch,
     }
 }
 
@@ -105,10 +106,15 @@ async fn invoke_inner(
         .details(serde_json::json!({ "limitBytes": s.limits.max_input_bytes, "sizeBytes": params.len() })));
     }
     let f = s.functions.resolve(&name, req.version).await?;
+    let secrets_epoch = if f.required_secrets.is_empty() {
+        0
+    } else {
+        s.store.secrets_epoch(&f.function_id).await?
+    };
     let execution_id = uuid::Uuid::new_v4().to_string();
     let timeout = Duration::from_millis(f.limits.timeout_ms) + DISPATCH_SLACK;
     let mut rpc = RpcInvoke {
-        function: Some(function_ref(&f)),
+        function: Some(function_ref(&f, secrets_epoch)),
         params_json: params,
         code: None,
         execution_id: execution_id.clone(),

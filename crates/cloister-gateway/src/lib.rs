@@ -2,8 +2,11 @@
 //!
 //! It authenticates callers, validates input once at the edge, keeps the function registry
 //! in a [`cloister_store::Store`], and routes invocations to an executor. It never runs
-//! function code and never sees secret values.
+//! function code and never sees secret values: secret writes arrive sealed to keyvault's
+//! attested key and are forwarded as ciphertext; it does not link keyvault or executor code,
+//! only their RPC contracts.
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod bootstrap;
@@ -12,9 +15,11 @@ pub mod error;
 pub mod executor;
 pub mod functions;
 pub mod invoke;
+pub mod keyvault;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod secrets;
 pub mod state;
 pub mod tokens;
 
@@ -38,6 +43,19 @@ pub fn router(state: Shared) -> Router {
             get(deploy::show).delete(deploy::delete),
         )
         .route("/v1/functions/{name}/invoke", post(invoke::invoke))
+        .route("/v1/attestation", get(secrets::attestation))
+        .route("/v1/secrets", get(secrets::list))
+        .route(
+            "/v1/secrets/{*path}",
+            axum::routing::put(secrets::put)
+                .post(secrets::post)
+                .get(secrets::versions)
+                .delete(secrets::delete),
+        )
+        .route("/v1/keyvault/rotate-dek", post(secrets::rotate_dek))
+        .route("/v1/keyvault/rotate-mek", post(secrets::rotate_mek))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .fallback(ops::not_found)

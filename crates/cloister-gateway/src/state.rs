@@ -2,20 +2,25 @@
 
 use std::sync::Arc;
 
-use cloister_store::Store;
+use cloister_store::{AuditLog, Store};
 use cloister_types::ServerLimits;
 
 use crate::auth::Authenticator;
 use crate::executor::Executor;
 use crate::functions::FunctionCache;
+use crate::keyvault::Keyvault;
 use crate::metrics::Metrics;
 
 /// Everything a request handler may use; built once at start.
 pub struct AppState {
     /// Persistent state.
     pub store: Arc<dyn Store>,
+    /// The audit log (deploys, deletions, authentication failures).
+    pub audit: Arc<dyn AuditLog>,
     /// The executor that runs functions.
     pub executor: Executor,
+    /// keyvault, when configured (secrets, attestation bundle, audit verification).
+    pub keyvault: Option<Keyvault>,
     /// Server-wide limits.
     pub limits: ServerLimits,
     /// Token authentication.
@@ -27,14 +32,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state around a store and an executor handle.
-    pub fn new(store: Arc<dyn Store>, executor: Executor, limits: ServerLimits) -> Arc<Self> {
+    /// Builds the state around a store, its audit log, an executor and (optionally) keyvault.
+    pub fn new(
+        store: Arc<dyn Store>,
+        audit: Arc<dyn AuditLog>,
+        executor: Executor,
+        keyvault: Option<Keyvault>,
+        limits: ServerLimits,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            auth: Authenticator::new(store.clone()),
+            auth: Authenticator::new(store.clone(), audit.clone()),
             functions: FunctionCache::new(store.clone()),
             metrics: Metrics::default(),
             store,
+            audit,
             executor,
+            keyvault,
             limits,
         })
     }

@@ -6,9 +6,13 @@
 //! - [`hierarchy`]: the MEK wrapped by the root, one versioned DEK per function namespace
 //!   wrapped by the MEK, and secret values under a DEK with AAD = path + version + DEK id.
 
+pub mod bundle;
 pub mod error;
 pub mod hierarchy;
+pub mod release;
 pub mod sealing;
+pub mod server;
+pub mod service;
 pub mod vault;
 
 pub use error::{KeyvaultError, VaultError};

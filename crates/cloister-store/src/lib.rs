@@ -56,4 +56,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes a token; `false` if there is no active token with that id.
     async fn revoke_token(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Change counter of a function's secrets namespace (0 when it has none); executors
+    /// refetch cached secrets older than this.
+    async fn secrets_epoch(&self, function_id: &str) -> Result<u64, StoreError>;
 }

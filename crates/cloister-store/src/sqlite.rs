@@ -175,6 +175,10 @@ fn decode_token(
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn secrets_epoch(&self, function_id: &str) -> Result<u64, StoreError> {
+        crate::VaultStore::vault_epoch(self, cloister_types::namespace_of(function_id)).await
+    }
+
     async fn create_version(&self, new: NewVersion) -> Result<VersionRecord, StoreError> {
         self.with(move |c| {
             let secrets = serde_json::to_string(&new.required_secrets)

@@ -23,4 +23,4 @@ mod platform;
 
 pub use evidence::{SimEvidence, SimVerifier};
 pub use measure::{MEASUREMENT_LEN, measure, measure_file};
-pub use platform::{SimAttester, SimPlatform};
+pub use platform::{PLATFORM_FILE, SimAttester, SimPlatform};

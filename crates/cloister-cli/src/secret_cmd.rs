@@ -1,0 +1,519 @@
+//! `secret ...`, `keyvault migrate|rotate-mek` and `audit ...`: the CLI verifies keyvault's
+//! attestation bundle itself and seals values to keyvault before they leave this machine.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use cloister_client::Client;
+use cloister_client::attestation::{TrustedKeyvault, presented_root, seal_secret, verify_bundle};
+use cloister_types::{Environment, SecretPath, SecretRef};
+use hyper::Method;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::cli::{
+    AuditCommand, Conn, KeyvaultCommand, MigrateArgs, SecretCommand, SecretPutArgs, TrustArgs,
+};
+use crate::client_cmds::resolve_token;
+use crate::output::{self, Coded};
+use crate::roles::DATABASE_FILE;
+use crate::tee;
+
+/// Largest secret value accepted (keyvault refuses larger ones too).
+const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Oldest bundle evidence the CLI accepts.
+const MAX_BUNDLE_AGE_SECS: i64 = 300;
+
+fn client(conn: &Conn) -> anyhow::Result<Client> {
+    Ok(Client::new(&conn.url, resolve_token(conn.token.clone())?)?)
+}
+
+fn attestation_failed(message: String) -> anyhow::Error {
+    Coded {
+        code: "attestation_failed",
+        message,
+    }
+    .into()
+}
+
+/// Where the CLI keeps trust-on-first-use pins.
+fn config_path() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("CLOISTER_CONFIG") {
+        return Ok(PathBuf::from(p));
+    }
+    let base = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(x) if !x.is_empty() => PathBuf::from(x),
+        _ => PathBuf::from(
+            std::env::var_os("HOME")
+                .context("neither CLOISTER_CONFIG, XDG_CONFIG_HOME nor HOME is set")?,
+        )
+        .join(".config"),
+    };
+    Ok(base.join("cloister").join("config.json"))
+}
+
+fn read_config(path: &Path) -> anyhow::Result<Value> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .with_context(|| format!("{} is not valid JSON", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({})),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_config(path: &Path, cfg: &Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(serde_json::to_string_pretty(cfg)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The sim root to trust for `url`: explicit, else pinned earlier, else pinned now (TOFU).
+fn trusted_root(url: &str, explicit: Option<&str>, presented: &str) -> anyhow::Result<String> {
+    if let Some(fp) = explicit {
+        return Ok(fp.trim().to_ascii_lowercase());
+    }
+    let path = config_path()?;
+    let mut cfg = read_config(&path)?;
+    let pinned = cfg
+        .get("simRoots")
+        .and_then(|r| r.get(url))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(p) = pinned {
+        if p != presented {
+            return Err(attestation_failed(format!(
+                "{url} now presents sim root {presented}, but {p} was pinned for it on first use \
+                 (in {}). If the platform was re-created on purpose, remove that entry or pass --sim-root.",
+                path.display()
+            )));
+        }
+        return Ok(p);
+    }
+    if !cfg.is_object() {
+        cfg = json!({});
+    }
+    cfg["simRoots"][url] = json!(presented);
+    write_config(&path, &cfg)?;
+    eprintln!("WARNING: trusting sim platform root {presented} for {url} on FIRST USE.");
+    eprintln!(
+        "         Pinned in {}; a different root will be refused from now on.",
+        path.display()
+    );
+    eprintln!(
+        "         Compare it with the fingerprint `cloister serve --dev` printed, or pass --sim-root."
+    );
+    Ok(presented.to_owned())
+}
+
+/// Fetches and verifies keyvault's attestation bundle.
+pub async fn trusted_keyvault(
+    c: &mut Client,
+    url: &str,
+    trust: &TrustArgs,
+) -> anyhow::Result<TrustedKeyvault> {
+    let bundle = c.attestation().await?;
+    let presented = presented_root(&bundle).map_err(|e| attestation_failed(e.to_string()))?;
+    let root = trusted_root(url, trust.sim_root.as_deref(), &presented)?;
+    let expected = match &trust.keyvault_measurement {
+        Some(h) => {
+            let mut m = [0u8; 48];
+            hex::decode_to_slice(h.trim(), &mut m)
+                .context("--keyvault-measurement must be 96 hex digits")?;
+            m
+        }
+        None => tee::measure_self(&["keyvault"])?[0],
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    verify_bundle(&bundle, &root, &expected, MAX_BUNDLE_AGE_SECS, now).map_err(|e| {
+        let hint = match e {
+            cloister_client::attestation::BundleError::WrongMeasurement { .. }
+                if trust.keyvault_measurement.is_none() =>
+            {
+                " (the default expectation is this CLI's own build; pass --keyvault-measurement \
+                 if the server runs another build)"
+            }
+            _ => "",
+        };
+        attestation_failed(format!("{e}{hint}"))
+    })
+}
+
+async fn resolve_path(
+    c: &mut Client,
+    raw: &str,
+    function: Option<&str>,
+    environment: Option<&str>,
+) -> anyhow::Result<SecretPath> {
+    let Some(f) = function else {
+        return SecretPath::parse(raw).map_err(|e| {
+            anyhow::anyhow!("{e} (or pass --function NAME with a short secret name)")
+        });
+    };
+    let r = SecretRef::parse(raw)?;
+    let info = c.show(f, None).await?;
+    let env = match environment {
+        Some(e) => Environment::parse(e)?,
+        None => Environment::parse(&info.environment)?,
+    };
+    Ok(SecretPath::for_function(&info.function_id, &env, &r)?)
+}
+
+fn read_value(args: &SecretPutArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(Vec::new());
+    let limit = MAX_VALUE_BYTES as u64 + 2;
+    match &args.value_file {
+        Some(p) => {
+            std::fs::File::open(p)
+                .with_context(|| format!("cannot open {}", p.display()))?
+                .take(limit)
+                .read_to_end(&mut buf)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+        }
+        None => {
+            std::io::stdin()
+                .take(limit)
+                .read_to_end(&mut buf)
+                .context("cannot read the value from stdin")?;
+        }
+    }
+    if !args.keep_newline {
+        let len = buf.len();
+        if buf.ends_with(b"\r\n") {
+            buf.truncate(len - 2);
+        } else if buf.ends_with(b"\n") {
+            buf.truncate(len - 1);
+        }
+    }
+    if buf.len() > MAX_VALUE_BYTES {
+        bail!("the value is larger than {MAX_VALUE_BYTES} bytes");
+    }
+    if buf.is_empty() {
+        bail!("the value is empty");
+    }
+    if std::str::from_utf8(&buf).is_err() {
+        bail!("secret values must be UTF-8 text (encode binary values, e.g. base64)");
+    }
+    Ok(buf)
+}
+
+async fn put(
+    conn: &Conn,
+    args: SecretPutArgs,
+    rotate: bool,
+    json_mode: bool,
+) -> anyhow::Result<()> {
+    let value = read_value(&args)?;
+    let mut c = client(conn)?;
+    let path = resolve_path(
+        &mut c,
+        &args.path,
+        args.function.as_deref(),
+        args.environment.as_deref(),
+    )
+    .await?;
+    let kv = trusted_keyvault(&mut c, &conn.url, &args.trust).await?;
+    let sealed = seal_secret(&kv, &path, &value).context("sealing the value")?;
+    drop(value);
+    let r = c.put_secret(&path, &sealed, rotate).await?;
+    if json_mode {
+        output::json(
+            &json!({"path": r["path"], "version": r["version"], "createdAt": r["createdAt"],
+                             "tee": kv.tee_label, "keyvaultMeasurement": kv.measurement}),
+        );
+    } else {
+        println!(
+            "stored {} v{} (sealed to keyvault {}…, tee: {})",
+            r["path"].as_str().unwrap_or_default(),
+            r["version"],
+            &kv.measurement[..16],
+            kv.tee_label
+        );
+    }
+    Ok(())
+}
+
+/// Runs `secret ...`.
+pub async fn secret(conn: Conn, cmd: SecretCommand, json_mode: bool) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SecretCommand::Put(args) => put(&conn, args, false, json_mode).await?,
+        SecretCommand::Rotate(args) => put(&conn, args, true, json_mode).await?,
+        SecretCommand::List { function } => {
+            let mut c = client(&conn)?;
+            let prefix = match function {
+                Some(f) => format!("function-{}/", c.show(&f, None).await?.function_id),
+                None => "function-".to_owned(),
+            };
+            let r = c
+                .json(Method::GET, &format!("/v1/secrets?prefix={prefix}"), None)
+                .await?;
+            if json_mode {
+                output::json(&r);
+            } else {
+                let list = r["secrets"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("no secrets");
+                }
+                for s in list {
+                    println!(
+                        "{}  v{}  ({} versions, updated {})",
+                        s["path"].as_str().unwrap_or_default(),
+                        s["latestVersion"],
+                        s["versions"],
+                        s["updatedAt"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        SecretCommand::Delete {
+            path,
+            function,
+            environment,
+        } => {
+            let mut c = client(&conn)?;
+            let p =
+                resolve_path(&mut c, &path, function.as_deref(), environment.as_deref()).await?;
+            c.json(Method::DELETE, &format!("/v1/secrets/{p}"), None)
+                .await?;
+            if json_mode {
+                output::json(&json!({"path": p.to_string(), "deleted": true}));
+            } else {
+                println!("deleted {p} (all versions)");
+            }
+        }
+        SecretCommand::Versions {
+            path,
+            function,
+            environment,
+        } => {
+            let mut c = client(&conn)?;
+            let p =
+                resolve_path(&mut c, &path, function.as_deref(), environment.as_deref()).await?;
+            let r = c
+                .json(Method::GET, &format!("/v1/secrets/{p}"), None)
+                .await?;
+            if json_mode {
+                output::json(&r);
+            } else {
+                for v in r["versions"].as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "v{}  {}  (data key v{})",
+                        v["version"],
+                        v["createdAt"].as_str().unwrap_or_default(),
+                        v["dekVersion"]
+                    );
+                }
+            }
+        }
+        SecretCommand::RotateDek { function } => {
+            let mut c = client(&conn)?;
+            let r = c
+                .json(
+                    Method::POST,
+                    "/v1/keyvault/rotate-dek",
+                    Some(&json!({"function": function})),
+                )
+                .await?;
+            if json_mode {
+                output::json(&r);
+            } else {
+                println!(
+                    "rotated the data key of {} to v{} ({} values re-encrypted)",
+                    r["namespace"].as_str().unwrap_or_default(),
+                    r["dekVersion"],
+                    r["reencrypted"]
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `keyvault migrate|rotate-mek` (`keyvault run` is a server role).
+pub async fn keyvault(
+    conn: Conn,
+    cmd: KeyvaultCommand,
+    json_mode: bool,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeyvaultCommand::Run(_) => bail!("`keyvault run` is a server role"),
+        KeyvaultCommand::RotateMek => {
+            let mut c = client(&conn)?;
+            let r = c
+                .json(Method::POST, "/v1/keyvault/rotate-mek", None)
+                .await?;
+            if json_mode {
+                output::json(&r);
+            } else {
+                println!(
+                    "new master key {} ({} data keys re-wrapped)",
+                    r["mekId"].as_str().unwrap_or_default(),
+                    r["rewrapped"]
+                );
+            }
+        }
+        KeyvaultCommand::Migrate(args) => migrate(args, json_mode).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(args: MigrateArgs, json_mode: bool) -> anyhow::Result<()> {
+    let mut text = Zeroizing::new(String::new());
+    match &args.recovery_key_file {
+        Some(p) => {
+            std::fs::File::open(p)
+                .with_context(|| format!("cannot open {}", p.display()))?
+                .take(4096)
+                .read_to_string(&mut text)?;
+        }
+        None => {
+            std::io::stdin().take(4096).read_to_string(&mut text)?;
+        }
+    }
+    let recovery = cloister_keyvault::RecoveryKey::parse(&text)?;
+    let platform_file = args.data_dir.join(cloister_attest::sim::PLATFORM_FILE);
+    if !platform_file.exists() {
+        bail!(
+            "{} does not exist: is {} a Cloister data directory?",
+            platform_file.display(),
+            args.data_dir.display()
+        );
+    }
+    let (platform, _) = tee::platform(&args.data_dir)?;
+    let m = tee::measure_self(&["keyvault"])?[0];
+    let sealing = cloister_keyvault::Sealing {
+        measurement: m,
+        key: platform.sealing_key(&m, tee::ROOT_SEALING_PURPOSE)?,
+    };
+    let db = args.data_dir.join(DATABASE_FILE);
+    let store = cloister_store::SqliteStore::open(&db)
+        .with_context(|| format!("cannot open database {}", db.display()))?;
+    let from = cloister_keyvault::migrate(Arc::new(store), &recovery, &sealing).await?;
+    if json_mode {
+        output::json(&json!({"from": from, "to": hex::encode(m)}));
+    } else {
+        println!(
+            "re-sealed keyvault's root key: measurement {from} -> {}",
+            hex::encode(m)
+        );
+    }
+    Ok(())
+}
+
+/// Runs `audit ...`.
+pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Result<ExitCode> {
+    let mut c = client(&conn)?;
+    match cmd {
+        AuditCommand::List { after, limit } => {
+            let r = c
+                .json(
+                    Method::GET,
+                    &format!("/v1/audit?after={after}&limit={limit}"),
+                    None,
+                )
+                .await?;
+            if json_mode {
+                output::json(&r);
+            } else {
+                for e in r["entries"].as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "{:>6}  {}  {:<20} {:<28} {}  {}",
+                        e["seq"],
+                        e["at"].as_str().unwrap_or_default(),
+                        e["action"].as_str().unwrap_or_default(),
+                        e["subject"].as_str().unwrap_or_default(),
+                        e["actor"].as_str().unwrap_or_default(),
+                        e["details"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify { trust } => {
+            let kv = trusted_keyvault(&mut c, &conn.url, &trust).await?;
+            let (entries, checkpoints) = fetch_audit(&mut c).await?;
+            let local = cloister_audit::verify_chain(&entries, &checkpoints, &kv.audit_key);
+            let remote = c.json(Method::GET, "/v1/audit/verify", None).await?;
+            let ok = local.ok && remote["ok"].as_bool() == Some(true);
+            if json_mode {
+                output::json(
+                    &json!({"ok": ok, "local": local, "keyvault": remote, "tee": kv.tee_label}),
+                );
+            } else if ok {
+                println!(
+                    "audit log intact: {} entries, {} signed checkpoints verified (keyvault tee: {})",
+                    local.entries, local.checkpoints_verified, kv.tee_label
+                );
+            } else {
+                let first = local
+                    .first_bad_seq
+                    .or_else(|| remote["first_bad_seq"].as_u64());
+                let why = local
+                    .problem
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .or_else(|| remote["problem"].as_object().map(|p| format!("{p:?}")))
+                    .unwrap_or_default();
+                println!(
+                    "audit log TAMPERED: first bad sequence number {}: {why}",
+                    first.map(|f| f.to_string()).unwrap_or("?".into())
+                );
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn fetch_audit(
+    c: &mut Client,
+) -> anyhow::Result<(
+    Vec<cloister_audit::AuditEntry>,
+    Vec<cloister_audit::Checkpoint>,
+)> {
+    let mut entries: Vec<cloister_audit::AuditEntry> = Vec::new();
+    let mut checkpoints: Vec<cloister_audit::Checkpoint> = Vec::new();
+    loop {
+        let after = entries.last().map(|e| e.seq).unwrap_or(0);
+        let r = c
+            .json(
+                Method::GET,
+                &format!("/v1/audit?after={after}&limit=1000"),
+                None,
+            )
+            .await?;
+        let page: Vec<cloister_audit::AuditEntry> =
+            serde_json::from_value(r["entries"].clone()).context("malformed audit entries")?;
+        let cps: Vec<cloister_audit::Checkpoint> = serde_json::from_value(r["checkpoints"].clone())
+            .context("malformed audit checkpoints")?;
+        for cp in cps {
+            if !checkpoints.contains(&cp) {
+                checkpoints.push(cp);
+            }
+        }
+        let done = page.len() < 1000;
+        entries.extend(page);
+        if done {
+            return Ok((entries, checkpoints));
+        }
+    }
+}

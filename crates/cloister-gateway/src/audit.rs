@@ -1,0 +1,104 @@
+//! `GET /v1/audit` and `GET /v1/audit/verify` (admin).
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use cloister_rpc::keyvault::VerifyAuditRequest;
+use cloister_types::{ErrorCode, Role};
+use serde_json::{Value, json};
+
+use crate::error::{HttpError, HttpResult};
+use crate::keyvault::kv_error;
+use crate::state::Shared;
+
+/// Default and largest page of `GET /v1/audit`.
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+fn parse_query(q: Option<&str>) -> HttpResult<(u64, u32)> {
+    let mut after = 0u64;
+    let mut limit = DEFAULT_LIMIT;
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = || {
+            HttpError::new(
+                ErrorCode::InvalidRequest,
+                format!("{k} must be a non-negative integer, got {v:?}"),
+            )
+        };
+        match k {
+            "after" => after = v.parse().map_err(|_| bad())?,
+            "limit" => {
+                limit = v.parse::<u32>().map_err(|_| bad())?;
+                if limit == 0 || limit > MAX_LIMIT {
+                    return Err(HttpError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("limit must be 1..={MAX_LIMIT}"),
+                    ));
+                }
+            }
+            _ => {
+                return Err(HttpError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("unknown query parameter {k:?}; use after=<seq>&limit=<n>"),
+                ));
+            }
+        }
+    }
+    Ok((after, limit))
+}
+
+/// `GET /v1/audit?after=<seq>&limit=N`: entries in order, plus keyvault's signed checkpoints
+/// in the same range so clients can verify the chain themselves.
+pub async fn list(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> HttpResult<Json<Value>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Admin, "read the audit log")?;
+    let (after, limit) = parse_query(q.as_deref())?;
+    let entries = s.audit.audit_list(after, limit).await?;
+    let last = entries.last().map(|e| e.seq);
+    let checkpoints: Vec<_> = s
+        .audit
+        .audit_checkpoints()
+        .await?
+        .into_iter()
+        .filter(|c| {
+            c.seq > after && last.is_none_or(|l| c.seq <= l || entries.len() < limit as usize)
+        })
+        .collect();
+    let next = (entries.len() == limit as usize).then_some(last).flatten();
+    Ok(Json(json!({
+        "entries": entries,
+        "checkpoints": checkpoints,
+        "nextAfter": next,
+    })))
+}
+
+/// `GET /v1/audit/verify`: keyvault checks the chain and its checkpoints.
+pub async fn verify(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<Json<Value>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Admin, "verify the audit log")?;
+    let kv = s.keyvault.as_ref().ok_or_else(|| {
+        HttpError::new(
+            ErrorCode::Unavailable,
+            "this gateway has no keyvault configured",
+        )
+    })?;
+    let r = kv
+        .client()
+        .verify_audit(kv.request(VerifyAuditRequest {}))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    let report: Value = serde_json::from_str(&r.report_json).map_err(|e| {
+        tracing::error!(error = %e, "keyvault sent a malformed audit report");
+        HttpError::new(
+            ErrorCode::Unavailable,
+            "keyvault sent a malformed audit report",
+        )
+    })?;
+    Ok(Json(report))
+}

@@ -1,0 +1,334 @@
+//! `/v1/secrets` and `/v1/attestation`: the gateway forwards sealed values and metadata to
+//! keyvault; it cannot read a secret value and refuses plaintext ones.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use cloister_rpc::keyvault::{
+    AttestationRequest, ListSecretsRequest, PutSecretRequest, RotateDekRequest, RotateMekRequest,
+    SecretPathRequest,
+};
+use cloister_types::{ErrorCode, Role, SecretPath};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::body;
+use crate::deploy::path_arg;
+use crate::error::{HttpError, HttpResult};
+use crate::keyvault::{Keyvault, kv_error};
+use crate::state::Shared;
+
+/// Largest accepted PUT body (a sealed value of up to 64 KiB, base64-encoded, plus framing).
+const MAX_SECRET_BODY: usize = 96 * 1024;
+
+fn keyvault(s: &Shared) -> HttpResult<&Keyvault> {
+    s.keyvault.as_ref().ok_or_else(|| {
+        HttpError::new(
+            ErrorCode::Unavailable,
+            "this gateway has no keyvault configured (start it with --keyvault-url)",
+        )
+    })
+}
+
+fn secret_path(raw: &str) -> HttpResult<SecretPath> {
+    SecretPath::parse(raw).map_err(|e| HttpError::new(ErrorCode::InvalidSecretPath, e.to_string()))
+}
+
+/// `GET /v1/attestation` (no authentication: clients check it before trusting anything).
+pub async fn attestation(State(s): State<Shared>) -> HttpResult<Json<Value>> {
+    let kv = keyvault(&s)?;
+    let b = kv
+        .client()
+        .attestation(kv.request(AttestationRequest {}))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(Json(json!({
+        "tee": b.tee,
+        "teeLabel": b.tee_label,
+        "keyvault": {
+            "evidence": b64.encode(&b.evidence),
+            "hpkePublicKey": hex::encode(&b.hpke_public_key),
+            "hpkeSuite": b.hpke_suite,
+            "auditPublicKey": hex::encode(&b.audit_public_key),
+        },
+        "executorMeasurements": b.executor_measurements,
+        "simRootFingerprint": (!b.sim_root_fingerprint.is_empty()).then_some(b.sim_root_fingerprint),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    /// Base64 HPKE ciphertext.
+    sealed: Option<String>,
+    /// Present only when a client sends plaintext: always refused.
+    value: Option<Value>,
+}
+
+async fn put_inner(
+    s: &Shared,
+    headers: &HeaderMap,
+    raw: &str,
+    body: Body,
+    rotate: bool,
+) -> HttpResult<Value> {
+    let caller = s.auth.authenticate(headers).await?;
+    caller.require(Role::Developer, "write secrets")?;
+    let path = secret_path(raw)?;
+    let bytes = body::read_limited(headers, body, MAX_SECRET_BODY).await?;
+    let req: PutBody = serde_json::from_slice(&bytes).map_err(|_| {
+        HttpError::new(
+            ErrorCode::InvalidRequest,
+            "the body must be {\"sealed\": \"<base64 HPKE ciphertext>\"}",
+        )
+    })?;
+    if req.value.is_some() {
+        return Err(HttpError::new(
+            ErrorCode::InvalidRequest,
+            "plaintext secret values are refused: seal the value to keyvault's attested key \
+             (GET /v1/attestation) and send it as \"sealed\"; `cloister secret put` does this",
+        ));
+    }
+    let sealed = req
+        .sealed
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .ok_or_else(|| HttpError::new(ErrorCode::InvalidRequest, "\"sealed\" must be base64"))?;
+    if sealed.len() < cloister_rpc_min_sealed() {
+        return Err(HttpError::new(
+            ErrorCode::InvalidRequest,
+            "\"sealed\" is too short to be an HPKE ciphertext",
+        ));
+    }
+    let kv = keyvault(s)?;
+    let r = kv
+        .client()
+        .put_secret(kv.request(PutSecretRequest {
+            path: path.to_string(),
+            sealed,
+            rotate,
+            actor: caller.token_id.clone(),
+        }))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    Ok(json!({"path": r.path, "version": r.version, "createdAt": r.created_at}))
+}
+
+/// Encapsulated key (32) plus the AES-GCM tag (16): no real ciphertext is shorter.
+fn cloister_rpc_min_sealed() -> usize {
+    48
+}
+
+/// `PUT /v1/secrets/{path}`.
+pub async fn put(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> HttpResult<Json<Value>> {
+    let raw = path_arg(path)?;
+    put_inner(&s, &headers, &raw, body, false).await.map(Json)
+}
+
+/// `POST /v1/secrets/{path}:rotate`.
+pub async fn post(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> HttpResult<Json<Value>> {
+    let raw = path_arg(path)?;
+    let Some(p) = raw.strip_suffix(":rotate") else {
+        return Err(HttpError::new(
+            ErrorCode::NotFound,
+            "POST on a secret path must end in :rotate",
+        ));
+    };
+    put_inner(&s, &headers, p, body, true).await.map(Json)
+}
+
+/// `GET /v1/secrets/{path}`: the versions of one secret (metadata only).
+pub async fn versions(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> HttpResult<Json<Value>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Developer, "read secret metadata")?;
+    let path = secret_path(&path_arg(path)?)?;
+    let kv = keyvault(&s)?;
+    let r = kv
+        .client()
+        .secret_versions(kv.request(SecretPathRequest {
+            path: path.to_string(),
+            actor: caller.token_id.clone(),
+        }))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    let versions: Vec<Value> = r
+        .versions
+        .into_iter()
+        .map(|v| json!({"version": v.version, "dekVersion": v.dek_version, "createdAt": v.created_at}))
+        .collect();
+    Ok(Json(json!({"path": r.path, "versions": versions})))
+}
+
+/// `DELETE /v1/secrets/{path}`.
+pub async fn delete(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> HttpResult<axum::http::StatusCode> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Developer, "delete secrets")?;
+    let path = secret_path(&path_arg(path)?)?;
+    let kv = keyvault(&s)?;
+    let r = kv
+        .client()
+        .delete_secret(kv.request(SecretPathRequest {
+            path: path.to_string(),
+            actor: caller.token_id.clone(),
+        }))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    if r.deleted {
+        Ok(axum::http::StatusCode::NO_CONTENT)
+    } else {
+        Err(HttpError::new(
+            ErrorCode::SecretNotFound,
+            format!("secret {path} does not exist"),
+        ))
+    }
+}
+
+/// `GET /v1/secrets?prefix=...`: metadata of the secrets under a prefix.
+pub async fn list(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> HttpResult<Json<Value>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Developer, "list secrets")?;
+    let mut prefix = cloister_types::names::NAMESPACE_PREFIX.to_owned();
+    for pair in q
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("prefix", v)) => {
+                prefix = percent_decode(v)?;
+            }
+            _ => {
+                return Err(HttpError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("unknown query parameter {pair:?}; use prefix=function-<id>/"),
+                ));
+            }
+        }
+    }
+    let kv = keyvault(&s)?;
+    let r = kv
+        .client()
+        .list_secrets(kv.request(ListSecretsRequest { prefix }))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    let secrets: Vec<Value> = r
+        .secrets
+        .into_iter()
+        .map(|x| {
+            json!({"path": x.path, "latestVersion": x.latest_version, "versions": x.versions,
+                   "createdAt": x.created_at, "updatedAt": x.updated_at})
+        })
+        .collect();
+    Ok(Json(json!({ "secrets": secrets })))
+}
+
+fn percent_decode(v: &str) -> HttpResult<String> {
+    let bad = || {
+        HttpError::new(
+            ErrorCode::InvalidRequest,
+            "malformed percent-encoding in prefix",
+        )
+    };
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+                let s = std::str::from_utf8(hex).map_err(|_| bad())?;
+                out.push(u8::from_str_radix(s, 16).map_err(|_| bad())?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateDekBody {
+    function: String,
+}
+
+/// `POST /v1/keyvault/rotate-dek` `{"function": NAME}` (admin).
+pub async fn rotate_dek(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResult<Json<Value>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Admin, "rotate data keys")?;
+    let bytes = body::read_limited(&headers, body, 4096).await?;
+    let req: RotateDekBody = body::parse_json(&bytes)?;
+    let f = s.functions.resolve(&req.function, None).await?;
+    let kv = keyvault(&s)?;
+    let r = kv
+        .client()
+        .rotate_dek(kv.request(RotateDekRequest {
+            function_id: f.function_id.clone(),
+            actor: caller.token_id.clone(),
+        }))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    Ok(Json(json!({
+        "function": f.name, "namespace": r.namespace, "dekVersion": r.dek_version,
+        "reencrypted": r.reencrypted,
+    })))
+}
+
+/// `POST /v1/keyvault/rotate-mek` (admin).
+pub async fn rotate_mek(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<Json<Value>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Admin, "rotate the master key")?;
+    let kv = keyvault(&s)?;
+    let r = kv
+        .client()
+        .rotate_mek(kv.request(RotateMekRequest {
+            actor: caller.token_id.clone(),
+        }))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    Ok(Json(json!({"mekId": r.mek_id, "rewrapped": r.rewrapped})))
+}

@@ -1,0 +1,71 @@
+//! The attestation bundle clients verify before sealing secrets to keyvault.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cloister_attest::attester::Attester;
+use cloister_rpc::keyvault::AttestationBundle;
+use cloister_types::binding::bundle_report_data;
+
+use crate::vault::Vault;
+
+/// How long one piece of bundle evidence is served before fresh evidence is produced.
+pub const BUNDLE_REFRESH: Duration = Duration::from_secs(30);
+
+/// Produces (and briefly caches) keyvault's attestation bundle.
+pub struct BundleSource {
+    attester: Arc<dyn Attester>,
+    hpke_public_key: Vec<u8>,
+    audit_public_key: Vec<u8>,
+    executor_measurements: Vec<String>,
+    sim_root_fingerprint: String,
+    cached: Mutex<Option<(Instant, AttestationBundle)>>,
+}
+
+impl BundleSource {
+    /// A source for `vault`'s keys and the executor allowlist keyvault enforces.
+    pub fn new(
+        attester: Arc<dyn Attester>,
+        vault: &Vault,
+        executor_measurements: Vec<String>,
+        sim_root_fingerprint: String,
+    ) -> Self {
+        Self {
+            attester,
+            hpke_public_key: vault.hpke_public().0.to_vec(),
+            audit_public_key: vault.audit_public().0.to_vec(),
+            executor_measurements,
+            sim_root_fingerprint,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The current bundle, with evidence at most [`BUNDLE_REFRESH`] old.
+    pub fn bundle(&self) -> Result<AttestationBundle, cloister_attest::AttestError> {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, b)) = cached.as_ref()
+            && at.elapsed() < BUNDLE_REFRESH
+        {
+            return Ok(b.clone());
+        }
+        let rd = bundle_report_data(
+            &self.hpke_public_key,
+            &self.audit_public_key,
+            &self.executor_measurements,
+        );
+        let produced = self.attester.attest(&rd)?;
+        let tee = self.attester.tee();
+        let b = AttestationBundle {
+            tee: tee.as_str().to_owned(),
+            tee_label: tee.label().to_owned(),
+            evidence: produced.evidence,
+            hpke_public_key: self.hpke_public_key.clone(),
+            hpke_suite: cloister_crypto::hpke_seal::SUITE.to_owned(),
+            audit_public_key: self.audit_public_key.clone(),
+            executor_measurements: self.executor_measurements.clone(),
+            sim_root_fingerprint: self.sim_root_fingerprint.clone(),
+        };
+        *cached = Some((Instant::now(), b.clone()));
+        Ok(b)
+    }
+}
