@@ -1,8 +1,10 @@
 //! `cloister serve --dev`: one command that runs the whole platform on this machine.
 //!
-//! The parent binds every listening socket itself (so a busy port fails here, clearly, and
-//! children are reachable the moment they start), passes them to one gateway and one executor
-//! child process, and stops both on Ctrl-C or when either exits.
+//! The parent creates the sim platform identity, binds every listening socket itself (so a busy
+//! port fails here, clearly, and children are reachable the moment they start), passes them to
+//! one keyvault, one executor and one gateway child process, restarts keyvault if it crashes
+//! (it unseals itself; executors reconnect), and stops everything on Ctrl-C or when another
+//! child exits.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -19,6 +21,11 @@ use crate::roles::{ADMIN_TOKEN_FILE, INTERNAL_TOKEN_ENV, stop_signal};
 
 /// Descriptor at which a child finds its listening socket.
 const CHILD_LISTEN_FD: RawFd = 3;
+
+/// keyvault is restarted at most this many times within [`KEYVAULT_RESTART_WINDOW`].
+const KEYVAULT_MAX_RESTARTS: usize = 5;
+/// Window of the keyvault crash-loop guard.
+const KEYVAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// How long children get to drain before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -233,8 +240,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     drop(public);
     drop(internal);
-    drop(kv_rpc);
-    drop(kv_channel);
+    // keyvault's sockets stay open here so a crashed keyvault can be restarted on them.
 
     let url = format!("http://{}", args.listen);
     if let Err(e) = wait_healthy(&url, &mut children).await {
@@ -263,9 +269,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!("  Ctrl-C stops the platform.");
     eprintln!();
 
-    let exited = tokio::select! {
-        _ = stop_signal() => None,
-        exited = watch(&mut children) => Some(exited),
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let mut restarts: Vec<Instant> = Vec::new();
+    let exited = loop {
+        let (idx, msg) = tokio::select! {
+            _ = &mut stop => break None,
+            exited = watch(&mut children) => exited,
+        };
+        // keyvault holds no state outside the database: restart it (it unseals itself and
+        // executors reconnect and re-attest). Anything else, or a crash loop, stops the platform.
+        restarts.retain(|t| t.elapsed() < KEYVAULT_RESTART_WINDOW);
+        let is_keyvault = children.get(idx).is_some_and(|(r, _)| *r == "keyvault");
+        if !is_keyvault || restarts.len() >= KEYVAULT_MAX_RESTARTS {
+            break Some(msg);
+        }
+        restarts.push(Instant::now());
+        eprintln!("cloister: {msg}; restarting it");
+        match spawn_role(
+            &exe,
+            &["keyvault", "run"],
+            &[kv_rpc.as_raw_fd(), kv_channel.as_raw_fd()],
+            &kv_args,
+            &internal_token,
+        ) {
+            Ok(k) => children[idx] = ("keyvault", k),
+            Err(e) => break Some(format!("{msg}; cannot restart it: {e:#}")),
+        }
     };
     terminate(&mut children);
     match exited {
@@ -277,16 +307,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Resolves when any child exits.
-async fn watch(children: &mut [(&str, Child)]) -> String {
+/// Resolves when any child exits: its index and what happened.
+async fn watch(children: &mut [(&str, Child)]) -> (usize, String) {
     loop {
-        for (role, child) in children.iter_mut() {
+        for (i, (role, child)) in children.iter_mut().enumerate() {
             match child.try_wait() {
-                Ok(Some(status)) => return format!("the {role} process exited ({status})"),
+                Ok(Some(status)) => return (i, format!("the {role} process exited ({status})")),
                 Ok(None) => {}
-                Err(e) => return format!("cannot watch the {role} process: {e}"),
+                Err(e) => return (i, format!("cannot watch the {role} process: {e}")),
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

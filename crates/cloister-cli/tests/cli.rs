@@ -69,6 +69,36 @@ async fn deploy_list_show_invoke_delete() {
 
     let params = p.dir.path().join("params.json");
     std::fs::write(&params, r#"{"a":1,"b":2}"#).unwrap();
+    // v1 declares API_KEY: it fails until the secret exists.
+    let run_v1 = [
+        "--json",
+        "fn",
+        "invoke",
+        "adder",
+        "--params-file",
+        params.to_str().unwrap(),
+        "--version",
+        "1",
+    ];
+    let o = p.cli(&run_v1);
+    assert!(!o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "secret_missing", "{v}");
+    let root = p.sim_root();
+    let o = p.cli_stdin(
+        &[
+            "secret",
+            "put",
+            "API_KEY",
+            "--function",
+            "adder",
+            "--from-stdin",
+            "--sim-root",
+            &root,
+        ],
+        b"k",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = p.cli(&[
         "--json",
         "fn",

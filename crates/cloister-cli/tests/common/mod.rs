@@ -141,16 +141,42 @@ impl Platform {
         self.admin().deploy(&req).await.unwrap()
     }
 
-    /// Runs the CLI against this platform.
+    /// Runs the CLI against this platform (its trust-on-first-use pins go to a file in the
+    /// test's directory, never to the user's config).
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        self.cli_stdin(args, b"")
+    }
+
+    /// Runs the CLI with `input` on stdin.
+    pub fn cli_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
             .args(args)
             .env("CLOISTER_URL", &self.url)
             .env("CLOISTER_TOKEN", &self.token)
+            .env("CLOISTER_CONFIG", self.dir.path().join("cli-config.json"))
+            .env_remove("CLOISTER_SIM_ROOT")
             .env_remove("RUST_LOG")
             .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    /// The sim root fingerprint `serve` printed.
+    pub fn sim_root(&self) -> String {
+        let log = self.log();
+        let at = log
+            .find("CLOISTER_SIM_ROOT=")
+            .expect("serve prints the sim root")
+            + 18;
+        log[at..at + 64].to_owned()
     }
 
     /// Sends SIGTERM (as Ctrl-C would) and waits for exit; returns the exit status.
@@ -214,4 +240,28 @@ pub fn assert_api_error<T: std::fmt::Debug>(
         }
         other => panic!("expected {code}, got {other:?}"),
     }
+}
+
+/// Pid of the child of `parent` whose command line contains `needle`.
+pub fn child_pid(parent: u32, needle: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()? {
+        let Ok(entry) = entry else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised command: state, ppid, ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            return Some(pid);
+        }
+    }
+    None
 }

@@ -1,0 +1,419 @@
+//! Secrets end to end through `serve --dev`: the CLI seals to keyvault's attested key, the
+//! gateway forwards ciphertext only, executors fetch over the attested channel, functions see
+//! exactly their declared secrets, rotation is seen at once, values never reach the database or
+//! the logs, and trust in the sim root is pinned.
+
+mod common;
+
+use cloister_types::wire::DeployRequest;
+use common::{Platform, assert_api_error};
+use hyper::Method;
+use serde_json::{Value, json};
+
+const SHOW_SECRETS: &str = r#"
+function handler(params, secrets, context) {
+  for (const k of Object.keys(secrets)) context.log("value of " + k + " is " + secrets[k]);
+  return { keys: Object.keys(secrets).sort(), values: secrets, frozen: Object.isFrozen(secrets) };
+}
+"#;
+
+async fn deploy(p: &Platform, name: &str, secrets: &[&str]) -> cloister_types::wire::FunctionInfo {
+    let req = DeployRequest {
+        name: name.into(),
+        runtime: "javascript".into(),
+        code: SHOW_SECRETS.into(),
+        entrypoint: None,
+        environment: None,
+        required_secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        limits: None,
+    };
+    p.admin().deploy(&req).await.unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "CLI failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn put(p: &Platform, function: &str, name: &str, value: &str) {
+    let root = p.sim_root();
+    ok(&p.cli_stdin(
+        &[
+            "secret",
+            "put",
+            name,
+            "--function",
+            function,
+            "--from-stdin",
+            "--sim-root",
+            &root,
+        ],
+        value.as_bytes(),
+    ));
+}
+
+async fn invoke(p: &Platform, name: &str) -> Value {
+    let r = p.admin().invoke(name, "{}", None).await.unwrap();
+    json!({"result": serde_json::from_str::<Value>(r.result.get()).unwrap(), "logs": r.logs})
+}
+
+#[tokio::test]
+async fn functions_get_exactly_their_declared_secrets_and_see_rotations() {
+    let p = Platform::start().await;
+    deploy(&p, "alpha", &["TOKEN", "db/password"]).await;
+    deploy(&p, "bravo", &["TOKEN"]).await;
+    put(&p, "alpha", "TOKEN", "alpha-token-1");
+    put(&p, "alpha", "db/password", "alpha-db-pw");
+    put(&p, "alpha", "UNDECLARED", "never-released");
+    put(&p, "bravo", "TOKEN", "bravo-token-1");
+
+    let a = invoke(&p, "alpha").await;
+    assert_eq!(a["result"]["keys"], json!(["TOKEN", "password"]));
+    assert_eq!(a["result"]["values"]["TOKEN"], "alpha-token-1");
+    assert_eq!(a["result"]["values"]["password"], "alpha-db-pw");
+    assert_eq!(a["result"]["frozen"], true);
+    let b = invoke(&p, "bravo").await;
+    assert_eq!(b["result"]["values"], json!({"TOKEN": "bravo-token-1"}));
+
+    // Secret values are redacted from captured logs.
+    let logs = a["logs"].to_string();
+    assert!(logs.contains("value of TOKEN is [REDACTED]"), "{logs}");
+    assert!(!logs.contains("alpha-token-1"), "{logs}");
+
+    // A new value is seen by the very next invocation (the executor's cache is invalidated).
+    let root = p.sim_root();
+    ok(&p.cli_stdin(
+        &[
+            "secret",
+            "rotate",
+            "TOKEN",
+            "--function",
+            "alpha",
+            "--from-stdin",
+            "--sim-root",
+            &root,
+        ],
+        b"alpha-token-2\n",
+    ));
+    assert_eq!(
+        invoke(&p, "alpha").await["result"]["values"]["TOKEN"],
+        "alpha-token-2"
+    );
+    let versions: Value = serde_json::from_str(&ok(&p.cli(&[
+        "--json",
+        "secret",
+        "versions",
+        "TOKEN",
+        "--function",
+        "alpha",
+    ])))
+    .unwrap();
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
+
+    // Key rotations keep every secret readable by its function.
+    ok(&p.cli(&["secret", "rotate-dek", "--function", "alpha"]));
+    ok(&p.cli(&["keyvault", "rotate-mek"]));
+    let a = invoke(&p, "alpha").await;
+    assert_eq!(a["result"]["values"]["TOKEN"], "alpha-token-2");
+    assert_eq!(
+        invoke(&p, "bravo").await["result"]["values"]["TOKEN"],
+        "bravo-token-1"
+    );
+
+    let list: Value = serde_json::from_str(&ok(&p.cli(&[
+        "--json",
+        "secret",
+        "list",
+        "--function",
+        "alpha",
+    ])))
+    .unwrap();
+    assert_eq!(list["secrets"].as_array().unwrap().len(), 3, "{list}");
+
+    // Deleting a declared secret makes invocations fail with secret_missing.
+    ok(&p.cli(&["secret", "delete", "db/password", "--function", "alpha"]));
+    let err = p.admin().invoke("alpha", "{}", None).await;
+    let e = assert_api_error(err, "secret_missing", 422);
+    assert!(e.message.contains("password"), "{}", e.message);
+
+    // The whole story is in the audit log, and it verifies.
+    let out = ok(&p.cli(&["--json", "audit", "verify", "--sim-root", &root]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let audit = p
+        .admin()
+        .json(Method::GET, "/v1/audit?limit=1000", None)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "keyvault.init",
+        "function.deploy",
+        "secret.put",
+        "secret.rotate",
+        "secret.release",
+        "attestation.success",
+        "key.rotate_dek",
+        "key.rotate_mek",
+        "secret.delete",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    assert!(
+        !audit.to_string().contains("alpha-token"),
+        "no values in the audit log"
+    );
+}
+
+#[tokio::test]
+async fn undeclared_missing_and_plaintext_are_refused() {
+    let p = Platform::start().await;
+    let f = deploy(&p, "needs", &["MISSING"]).await;
+    let e = assert_api_error(
+        p.admin().invoke("needs", "{}", None).await,
+        "secret_missing",
+        422,
+    );
+    assert!(e.message.contains("MISSING"));
+
+    let path = format!("function-{}/production/default/MISSING", f.function_id);
+    let mut c = p.admin();
+    let plain = c
+        .json(
+            Method::PUT,
+            &format!("/v1/secrets/{path}"),
+            Some(&json!({"value": "plaintext"})),
+        )
+        .await;
+    let e = assert_api_error(plain, "invalid_request", 400);
+    assert!(e.message.contains("plaintext"), "{}", e.message);
+    let garbage = c
+        .json(
+            Method::PUT,
+            &format!("/v1/secrets/{path}"),
+            Some(&json!({"sealed": "AAAA"})),
+        )
+        .await;
+    assert_api_error(garbage, "invalid_request", 400);
+    let bad = c
+        .json(
+            Method::PUT,
+            "/v1/secrets/function-x/production/../y",
+            Some(&json!({"sealed": "AAAA"})),
+        )
+        .await;
+    assert_api_error(bad, "invalid_secret_path", 400);
+
+    // A value sealed for one path cannot be stored at another (the HPKE info binds the path).
+    let bundle = c.attestation().await.unwrap();
+    let m: Value = serde_json::from_str(&ok(
+        &p.cli(&["--json", "attest", "measure", "--role", "keyvault"])
+    ))
+    .unwrap();
+    let mut expected = [0u8; 48];
+    hex::decode_to_slice(m["measurement"].as_str().unwrap(), &mut expected).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let kv =
+        cloister_client::attestation::verify_bundle(&bundle, &p.sim_root(), &expected, 300, now)
+            .unwrap();
+    assert_eq!(kv.tee_label, "sim (no hardware protection)");
+    let other = cloister_types::SecretPath::parse(&format!(
+        "function-{}/production/default/OTHER",
+        f.function_id
+    ))
+    .unwrap();
+    let sealed = cloister_client::attestation::seal_secret(&kv, &other, b"v").unwrap();
+    let target = cloister_types::SecretPath::parse(&path).unwrap();
+    let moved = c.put_secret(&target, &sealed, false).await;
+    assert_api_error(moved, "invalid_request", 400);
+    // Rotating a secret that does not exist is secret_not_found.
+    let sealed = cloister_client::attestation::seal_secret(&kv, &target, b"v").unwrap();
+    assert_api_error(
+        c.put_secret(&target, &sealed, true).await,
+        "secret_not_found",
+        404,
+    );
+    c.put_secret(&target, &sealed, false).await.unwrap();
+    assert_eq!(
+        invoke(&p, "needs").await["result"]["values"]["MISSING"],
+        "v"
+    );
+
+    // The bundle is public and labelled.
+    let anon = p
+        .client(None)
+        .json(Method::GET, "/v1/attestation", None)
+        .await
+        .unwrap();
+    assert_eq!(anon["teeLabel"], "sim (no hardware protection)");
+    assert_eq!(anon["simRootFingerprint"], p.sim_root());
+}
+
+#[tokio::test]
+async fn the_cli_pins_the_sim_root_on_first_use_and_refuses_another() {
+    let p = Platform::start().await;
+    deploy(&p, "pinned", &["K"]).await;
+    let out = p.cli_stdin(
+        &["secret", "put", "K", "--function", "pinned", "--from-stdin"],
+        b"one",
+    );
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("FIRST USE") && stderr.contains(&p.sim_root()),
+        "{stderr}"
+    );
+    // Second use: silent, same root.
+    let out = p.cli_stdin(
+        &["secret", "put", "K", "--function", "pinned", "--from-stdin"],
+        b"two",
+    );
+    ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("FIRST USE"));
+    // A tampered pin (as if the server's root changed) is refused.
+    let cfg_path = p.dir.path().join("cli-config.json");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, cfg.replace(&p.sim_root(), &"ab".repeat(32))).unwrap();
+    let out = p.cli_stdin(
+        &[
+            "--json",
+            "secret",
+            "put",
+            "K",
+            "--function",
+            "pinned",
+            "--from-stdin",
+        ],
+        b"three",
+    );
+    assert!(!out.status.success());
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["error"]["code"], "attestation_failed", "{err}");
+    // An explicit wrong root or measurement is refused too.
+    let (wrong_root, wrong_m) = ("cd".repeat(32), "ee".repeat(48));
+    for extra in [
+        ["--sim-root", wrong_root.as_str()],
+        ["--keyvault-measurement", wrong_m.as_str()],
+    ] {
+        let mut args = vec![
+            "--json",
+            "secret",
+            "put",
+            "K",
+            "--function",
+            "pinned",
+            "--from-stdin",
+        ];
+        args.extend(extra);
+        let out = p.cli_stdin(&args, b"four");
+        assert!(!out.status.success());
+        let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(err["error"]["code"], "attestation_failed", "{err}");
+    }
+    assert_eq!(invoke(&p, "pinned").await["result"]["values"]["K"], "two");
+}
+
+#[tokio::test]
+async fn secret_values_never_reach_the_database_or_the_logs() {
+    let mut p = Platform::start().await;
+    deploy(&p, "leaky", &["NEEDLE"]).await;
+    let needle = format!(
+        "needle-{}",
+        hex::encode(cloister_crypto::random_bytes::<16>().unwrap())
+    );
+    put(&p, "leaky", "NEEDLE", &needle);
+    let r = invoke(&p, "leaky").await;
+    assert_eq!(r["result"]["values"]["NEEDLE"], needle.as_str());
+    ok(&p.cli(&["secret", "rotate-dek", "--function", "leaky"]));
+    p.stop();
+    let mut haystacks = vec![("serve log", std::fs::read(&p.log).unwrap())];
+    for entry in std::fs::read_dir(p.data()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            haystacks.push(("data file", std::fs::read(&path).unwrap()));
+        }
+    }
+    assert!(
+        haystacks.iter().any(|(_, h)| h.len() > 10_000),
+        "the database was read"
+    );
+    for (what, hay) in &haystacks {
+        assert!(
+            !hay.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "the secret value appears in a {what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_platform_unseals_and_a_killed_keyvault_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Platform::start_in(dir).await;
+    deploy(&p, "durable", &["K"]).await;
+    put(&p, "durable", "K", "kept-across-restarts");
+    assert_eq!(
+        invoke(&p, "durable").await["result"]["values"]["K"],
+        "kept-across-restarts"
+    );
+    let root = p.sim_root();
+
+    // SIGKILL keyvault: serve restarts it, it unseals, the executor reconnects and re-attests.
+    let serve_pid = p.child.as_ref().unwrap().id();
+    let kv = common::child_pid(serve_pid, "keyvault").expect("keyvault child");
+    // SAFETY: signal to a process this test started (indirectly).
+    unsafe { libc::kill(kv as i32, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = p.cli_stdin(
+            &[
+                "secret",
+                "put",
+                "K",
+                "--function",
+                "durable",
+                "--from-stdin",
+                "--sim-root",
+                &root,
+            ],
+            b"after-keyvault-restart",
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keyvault did not come back: {}",
+            p.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        invoke(&p, "durable").await["result"]["values"]["K"],
+        "after-keyvault-restart"
+    );
+    assert!(p.log().contains("restarting it"), "{}", p.log());
+
+    // A full restart on the same data directory unseals automatically with the same root.
+    p.stop();
+    let dir = std::mem::replace(&mut p.dir, tempfile::tempdir().unwrap());
+    let p2 = Platform::start_in(dir).await;
+    assert_eq!(p2.sim_root(), root);
+    assert!(
+        !p2.log().contains("Recovery key"),
+        "the recovery key is printed only once"
+    );
+    assert_eq!(
+        invoke(&p2, "durable").await["result"]["values"]["K"],
+        "after-keyvault-restart"
+    );
+}
