@@ -47,10 +47,14 @@ async fn state_survives_a_restart_and_ctrl_c_stops_every_process() {
     let info = p.deploy("add", "add.js", None).await;
     let mut c = p.admin();
     c.invoke("add", r#"{"a":1,"b":1}"#, None).await.unwrap();
-    // serve → {executor → workers, gateway}
+    // serve → {keyvault, executor → workers, gateway}
     let serve_pid = p.child.as_ref().unwrap().id();
     let roles = children_of(serve_pid);
-    assert_eq!(roles.len(), 2, "serve runs a gateway and an executor");
+    assert_eq!(
+        roles.len(),
+        3,
+        "serve runs keyvault, an executor and a gateway"
+    );
     let workers: Vec<u32> = roles.iter().flat_map(|r| children_of(*r)).collect();
     assert!(!workers.is_empty(), "a warm worker exists");
 

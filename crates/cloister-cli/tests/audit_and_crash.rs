@@ -1,0 +1,202 @@
+//! The audit log against a tampering database, and keyvault killed with SIGKILL in the middle
+//! of 1,000 secret puts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cloister_client::attestation::{TrustedKeyvault, seal_secret, verify_bundle};
+use cloister_types::SecretPath;
+use cloister_types::wire::DeployRequest;
+use common::Platform;
+use serde_json::Value;
+
+fn json_out(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "not JSON: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+async fn trusted(p: &Platform) -> TrustedKeyvault {
+    let m = json_out(&p.cli(&["--json", "attest", "measure", "--role", "keyvault"]));
+    let mut expected = [0u8; 48];
+    hex::decode_to_slice(m["measurement"].as_str().unwrap(), &mut expected).unwrap();
+    let bundle = p.admin().attestation().await.unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    verify_bundle(&bundle, &p.sim_root(), &expected, 300, now).unwrap()
+}
+
+async fn deploy(p: &Platform, name: &str, secrets: Vec<String>) -> String {
+    let req = DeployRequest {
+        name: name.into(),
+        runtime: "javascript".into(),
+        code: "function handler(p, secrets) { return secrets; }".into(),
+        entrypoint: None,
+        environment: None,
+        required_secrets: secrets,
+        limits: Some(serde_json::from_value(serde_json::json!({"timeoutMs": 10000})).unwrap()),
+    };
+    p.admin().deploy(&req).await.unwrap().function_id
+}
+
+fn verify(p: &Platform) -> Value {
+    let root = p.sim_root();
+    json_out(&p.cli(&["--json", "audit", "verify", "--sim-root", &root]))
+}
+
+type Row = (i64, String, String, String, String, String, String, String);
+
+fn rows(db: &rusqlite::Connection) -> Vec<Row> {
+    let mut st = db
+        .prepare("SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_log ORDER BY seq")
+        .unwrap();
+    st.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+fn restore(db: &rusqlite::Connection, original: &[Row]) {
+    db.execute("DELETE FROM audit_log", []).unwrap();
+    for r in original {
+        db.execute(
+            "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+            rusqlite::params![r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7],
+        )
+        .unwrap();
+    }
+}
+
+fn assert_tampered(p: &Platform, first_bad: i64, what: &str) {
+    let v = verify(p);
+    assert_eq!(v["ok"], false, "{what}: {v}");
+    assert_eq!(v["local"]["first_bad_seq"], first_bad, "{what} (CLI): {v}");
+    assert_eq!(
+        v["keyvault"]["first_bad_seq"], first_bad,
+        "{what} (keyvault): {v}"
+    );
+}
+
+#[tokio::test]
+async fn edits_deletions_reordering_and_truncation_are_reported_with_the_first_bad_seq() {
+    let p = Platform::start().await;
+    for i in 0..6 {
+        deploy(&p, &format!("f{i}"), vec![]).await;
+    }
+    let v = verify(&p);
+    assert_eq!(v["ok"], true, "{v}");
+    let db = rusqlite::Connection::open(p.data().join("cloister.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let original = rows(&db);
+    let head = original.last().unwrap().0;
+    assert!(head >= 7, "init + 6 deploys");
+
+    db.execute(
+        "UPDATE audit_log SET subject = 'someone-else' WHERE seq = 4",
+        [],
+    )
+    .unwrap();
+    assert_tampered(&p, 4, "edit");
+    restore(&db, &original);
+
+    db.execute("DELETE FROM audit_log WHERE seq = 5", [])
+        .unwrap();
+    assert_tampered(&p, 5, "delete");
+    restore(&db, &original);
+
+    // Swap the contents of rows 2 and 3, keeping their sequence numbers.
+    let (a, b) = (original[1].clone(), original[2].clone());
+    for (seq, r) in [(2, &b), (3, &a)] {
+        db.execute(
+            "UPDATE audit_log SET at=?1, actor=?2, action=?3, subject=?4, details=?5, prev_hash=?6, hash=?7 WHERE seq=?8",
+            rusqlite::params![r.1, r.2, r.3, r.4, r.5, r.6, r.7, seq],
+        )
+        .unwrap();
+    }
+    assert_tampered(&p, 2, "reorder");
+    restore(&db, &original);
+
+    db.execute("DELETE FROM audit_log WHERE seq >= ?1", [head - 1])
+        .unwrap();
+    assert_tampered(&p, head - 1, "truncate");
+    // Deleting keyvault's checkpoints as well does not hide it: keyvault remembers its last one.
+    db.execute("DELETE FROM audit_checkpoints", []).unwrap();
+    let v = verify(&p);
+    assert_eq!(v["keyvault"]["first_bad_seq"], head - 1, "{v}");
+    assert_eq!(v["ok"], false);
+    restore(&db, &original);
+    assert_eq!(verify(&p)["ok"], true);
+}
+
+#[tokio::test]
+async fn every_acknowledged_put_survives_keyvault_being_killed_midway() {
+    const N: usize = 1000;
+    let p = Platform::start().await;
+    let names: Vec<String> = (0..N).map(|i| format!("S{i:04}")).collect();
+    let fid = deploy(&p, "many", names.clone()).await;
+    let kv = trusted(&p).await;
+    let serve_pid = p.child.as_ref().unwrap().id();
+    let mut c = p.admin();
+    let mut acked = Vec::with_capacity(N);
+    let mut failures = 0u32;
+    let mut killed = false;
+    for (i, name) in names.iter().enumerate() {
+        if i == N / 3 {
+            let pid = common::child_pid(serve_pid, "keyvault").expect("keyvault child");
+            // SAFETY: signal to a process this test started (indirectly).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            killed = true;
+        }
+        let path = SecretPath::parse(&format!("function-{fid}/production/default/{name}")).unwrap();
+        let value = format!(
+            "value-{i}-{}",
+            hex::encode(cloister_crypto::random_bytes::<6>().unwrap())
+        );
+        let sealed = seal_secret(&kv, &path, value.as_bytes()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Retry until acknowledged; a put that failed was not acknowledged.
+        loop {
+            match c.put_secret(&path, &sealed, false).await {
+                Ok(_) => break,
+                Err(e) => {
+                    failures += 1;
+                    assert!(
+                        Instant::now() < deadline,
+                        "keyvault did not come back: {e}\n{}",
+                        p.log()
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        acked.push((name.clone(), value));
+    }
+    assert!(
+        killed && failures > 0,
+        "the kill interrupted some puts ({failures} failed attempts)"
+    );
+    assert!(p.log().contains("keyvault process exited"), "{}", p.log());
+
+    let r = p.admin().invoke("many", "{}", None).await.unwrap();
+    let values: Value = serde_json::from_str(r.result.get()).unwrap();
+    for (name, value) in &acked {
+        assert_eq!(values[name], value.as_str(), "{name}");
+    }
+    let v = verify(&p);
+    assert_eq!(v["ok"], true, "{v}");
+}
