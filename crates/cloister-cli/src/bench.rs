@@ -42,14 +42,19 @@ fn default_workloads() -> Vec<(&'static str, String)> {
 
 /// Latency summary in milliseconds.
 #[derive(Debug, Serialize)]
-struct Latency {
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    samples: usize,
+pub struct Latency {
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Maximum, ms.
+    pub max_ms: f64,
+    /// Number of samples.
+    pub samples: usize,
 }
 
-fn latency(mut samples: Vec<Duration>) -> Latency {
+/// Percentiles of `samples`.
+pub fn latency(mut samples: Vec<Duration>) -> Latency {
     samples.sort_unstable();
     let pick = |p: f64| {
         if samples.is_empty() {
@@ -338,6 +343,15 @@ pub async fn run(conn: Conn, args: BenchArgs, json: bool) -> anyhow::Result<Exit
     c.health()
         .await
         .with_context(|| format!("no Cloister server at {}", conn.url))?;
+    if args.secrets {
+        let r = crate::bench_secrets::run(&conn, token, &args).await?;
+        if json {
+            output::json(&r);
+        } else {
+            crate::bench_secrets::print_human(&r);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut workloads = default_workloads();
     if !args.only.is_empty() {
         workloads.retain(|(stem, _)| args.only.iter().any(|o| o == stem));

@@ -538,6 +538,13 @@ pub struct BenchArgs {
     /// Also measure the Node.js baseline (fresh V8 context per request) when node is installed.
     #[arg(long)]
     pub node: bool,
+    /// Measure secrets instead: warm overhead of a cached secret, first invocation after a
+    /// rotation, sequential `secret put` rate.
+    #[arg(long)]
+    pub secrets: bool,
+    /// Sim root to trust for `--secrets` (default: trust-on-first-use pin).
+    #[arg(long, env = "CLOISTER_SIM_ROOT")]
+    pub sim_root: Option<String>,
 }
 
 #[cfg(test)]

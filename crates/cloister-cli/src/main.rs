@@ -2,6 +2,7 @@
 
 mod attest_cmd;
 mod bench;
+mod bench_secrets;
 mod cli;
 mod client_cmds;
 mod output;
