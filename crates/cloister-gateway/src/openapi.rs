@@ -19,6 +19,13 @@ mod tests {
             "/v1/functions/{name}/invoke",
             "/v1/tokens",
             "/v1/tokens/{id}",
+            "/v1/attestation",
+            "/v1/secrets",
+            "/v1/secrets/{path}",
+            "/v1/keyvault/rotate-dek",
+            "/v1/keyvault/rotate-mek",
+            "/v1/audit",
+            "/v1/audit/verify",
         ] {
             assert!(
                 doc["paths"][path].is_object(),
@@ -33,6 +40,9 @@ mod tests {
             "function_timeout",
             "rate_limited",
             "internal",
+            "secret_missing",
+            "invalid_secret_path",
+            "attestation_failed",
         ] {
             assert!(
                 codes.as_array().unwrap().iter().any(|c| c == code),
