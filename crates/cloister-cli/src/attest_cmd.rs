@@ -89,7 +89,24 @@ fn verify(args: AttestVerifyArgs, json_mode: bool) -> anyhow::Result<ExitCode> {
             "collateral",
         )?)?);
     }
-    let set = VerifierSet::new(&store);
+    let mut set = VerifierSet::new(&store);
+    if let Some(fp) = &args.sim_root {
+        // The sim root is pinned by fingerprint: trust the embedded root only if it matches.
+        if let Ok(ev) = cloister_attest::sim::SimEvidence::parse(&evidence) {
+            use sha2::Digest;
+            let found = hex::encode(sha2::Sha256::digest(&ev.platform_cert));
+            if !found.eq_ignore_ascii_case(fp.trim()) {
+                let e = cloister_attest::AttestError::Chain(format!(
+                    "sim platform root sha256 {found} is not the pinned {}",
+                    fp.trim()
+                ));
+                return Ok(rejected(&e, json_mode));
+            }
+            set.insert(std::sync::Arc::new(
+                cloister_attest::sim::SimVerifier::pinning(&ev.platform_cert)?,
+            ));
+        }
+    }
     let verifier = match set.for_evidence(&evidence, format_flag(&args.format)?) {
         Ok(v) => v,
         Err(e) => return Ok(rejected(&e, json_mode)),

@@ -37,7 +37,12 @@ pub struct SecretsReport {
     pub tee: String,
 }
 
-async fn deploy(c: &mut Client, name: &str, code: String, secrets: Vec<String>) -> anyhow::Result<String> {
+async fn deploy(
+    c: &mut Client,
+    name: &str,
+    code: String,
+    secrets: Vec<String>,
+) -> anyhow::Result<String> {
     let req = DeployRequest {
         name: name.into(),
         runtime: "javascript".into(),
@@ -56,14 +61,24 @@ async fn time_invoke(c: &mut Client, name: &str) -> anyhow::Result<Duration> {
     Ok(t.elapsed())
 }
 
-async fn put(c: &mut Client, kv: &TrustedKeyvault, path: &SecretPath, value: &str, rotate: bool) -> anyhow::Result<()> {
+async fn put(
+    c: &mut Client,
+    kv: &TrustedKeyvault,
+    path: &SecretPath,
+    value: &str,
+    rotate: bool,
+) -> anyhow::Result<()> {
     let sealed = seal_secret(kv, path, value.as_bytes())?;
     c.put_secret(path, &sealed, rotate).await?;
     Ok(())
 }
 
 /// Runs the secrets benchmark against the server at `conn`.
-pub async fn run(conn: &Conn, token: Option<String>, args: &BenchArgs) -> anyhow::Result<SecretsReport> {
+pub async fn run(
+    conn: &Conn,
+    token: Option<String>,
+    args: &BenchArgs,
+) -> anyhow::Result<SecretsReport> {
     let mut c = Client::new(&conn.url, token)?;
     let trust = TrustArgs {
         sim_root: args.sim_root.clone(),
@@ -79,7 +94,10 @@ pub async fn run(conn: &Conn, token: Option<String>, args: &BenchArgs) -> anyhow
     let path = SecretPath::for_function(&with_id, &Environment::default(), &key)?;
     put(&mut c, &kv, &path, "bench-value-0", false).await?;
 
-    eprintln!("bench: secrets: {} warm requests per variant…", args.requests);
+    eprintln!(
+        "bench: secrets: {} warm requests per variant…",
+        args.requests
+    );
     for _ in 0..20 {
         time_invoke(&mut c, "bench-hello-secret").await?;
         time_invoke(&mut c, "bench-hello-plain").await?;
@@ -123,11 +141,28 @@ pub async fn run(conn: &Conn, token: Option<String>, args: &BenchArgs) -> anyhow
 
 /// Prints the report for humans.
 pub fn print_human(r: &SecretsReport) {
-    let l = |x: &Latency| format!("p50 {:.3} ms  p99 {:.3} ms  ({} samples)", x.p50_ms, x.p99_ms, x.samples);
+    let l = |x: &Latency| {
+        format!(
+            "p50 {:.3} ms  p99 {:.3} ms  ({} samples)",
+            x.p50_ms, x.p99_ms, x.samples
+        )
+    };
     println!("secrets (keyvault tee: {})", r.tee);
     println!("  warm hello.js with 1 secret : {}", l(&r.warm_with_secret));
-    println!("  warm hello.js, no secrets   : {}", l(&r.warm_without_secrets));
-    println!("  p50 overhead of the secret  : {:+.3} ms (target ≤ 0.2)", r.p50_overhead_ms);
-    println!("  first invoke after rotation : {} (target ≤ 5 ms)", l(&r.first_after_rotation));
-    println!("  sequential secret put       : {:.0}/s over {} puts (target ≥ 500/s)", r.puts_per_second, r.puts);
+    println!(
+        "  warm hello.js, no secrets   : {}",
+        l(&r.warm_without_secrets)
+    );
+    println!(
+        "  p50 overhead of the secret  : {:+.3} ms (target ≤ 0.2)",
+        r.p50_overhead_ms
+    );
+    println!(
+        "  first invoke after rotation : {} (target ≤ 5 ms)",
+        l(&r.first_after_rotation)
+    );
+    println!(
+        "  sequential secret put       : {:.0}/s over {} puts (target ≥ 500/s)",
+        r.puts_per_second, r.puts
+    );
 }

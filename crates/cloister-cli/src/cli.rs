@@ -277,7 +277,7 @@ pub struct AttestVerifyArgs {
     /// Evidence file: raw binary, base64 or hex text (detected automatically).
     pub file: PathBuf,
     /// Evidence format.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "nitro", "sev-snp", "sgx", "tdx"])]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "nitro", "sev-snp", "sgx", "tdx", "sim"])]
     pub format: String,
     /// SEV-SNP: the VCEK or VLEK (DER or PEM); ASK/ARK may be included and must be the embedded ones.
     #[arg(long = "cert")]
@@ -297,6 +297,10 @@ pub struct AttestVerifyArgs {
     /// Extra trust anchor as TEE=FILE (e.g. nitro=root.pem; sev-snp=ark_and_ask.pem); repeatable.
     #[arg(long = "extra-root")]
     pub extra_roots: Vec<String>,
+    /// SHA-256 fingerprint of the sim platform root to trust for simulated-TEE evidence
+    /// (printed by `serve --dev`); sim evidence is refused without it.
+    #[arg(long, env = "CLOISTER_SIM_ROOT")]
+    pub sim_root: Option<String>,
     #[command(flatten)]
     pub online: OnlineArgs,
 }
@@ -350,7 +354,7 @@ pub struct AttestInspectArgs {
     /// Evidence file: raw binary, base64 or hex text.
     pub file: PathBuf,
     /// Evidence format.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "nitro", "sev-snp", "sgx", "tdx"])]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "nitro", "sev-snp", "sgx", "tdx", "sim"])]
     pub format: String,
 }
 

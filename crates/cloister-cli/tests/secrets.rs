@@ -257,6 +257,45 @@ async fn undeclared_missing_and_plaintext_are_refused() {
         .unwrap();
     assert_eq!(anon["teeLabel"], "sim (no hardware protection)");
     assert_eq!(anon["simRootFingerprint"], p.sim_root());
+
+    // keyvault's evidence also verifies with `attest verify --format sim`, only against the pin.
+    use base64::Engine as _;
+    let ev = base64::engine::general_purpose::STANDARD
+        .decode(anon["keyvault"]["evidence"].as_str().unwrap())
+        .unwrap();
+    let file = p.dir.path().join("kv.evidence");
+    std::fs::write(&file, ev).unwrap();
+    let f = file.to_str().unwrap();
+    let root = p.sim_root();
+    let out = p.cli(&[
+        "attest",
+        "verify",
+        f,
+        "--format",
+        "sim",
+        "--sim-root",
+        &root,
+    ]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("sim (no hardware protection)"), "{text}");
+    let out = p.cli(&[
+        "attest",
+        "verify",
+        f,
+        "--format",
+        "sim",
+        "--sim-root",
+        &"ab".repeat(32),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = p.cli(&["attest", "verify", f, "--format", "sim"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "sim evidence needs a pinned root"
+    );
 }
 
 #[tokio::test]
