@@ -218,6 +218,25 @@ async fn context_logs_and_async_handlers_are_returned() {
         .await
         .unwrap();
     assert_eq!(info.required_secrets, vec!["API_KEY"]);
+    let root = p.sim_root();
+    let out = p.cli_stdin(
+        &[
+            "secret",
+            "put",
+            "API_KEY",
+            "--function",
+            "ctx",
+            "--from-stdin",
+            "--sim-root",
+            &root,
+        ],
+        b"k-value",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = c.invoke("ctx", r#"{"who":"world"}"#, None).await.unwrap();
     assert_eq!(r.logs, vec![r#"hello world {"n":1}"#]);
     let v = result(&r);
@@ -226,6 +245,6 @@ async fn context_logs_and_async_handlers_are_returned() {
     assert_eq!(v["v"], 1);
     assert_eq!(v["exec"], r.execution_id.as_str());
     assert_eq!(v["deadline"], "number");
-    assert_eq!(v["secrets"], 0, "no keyvault yet: secrets is empty");
+    assert_eq!(v["secrets"], 1, "exactly the declared secret");
     assert_eq!(v["frozen"], true);
 }
