@@ -217,20 +217,15 @@ pub async fn list(
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Developer, "list secrets")?;
     let mut prefix = cloister_types::names::NAMESPACE_PREFIX.to_owned();
-    for pair in q
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        match pair.split_once('=') {
-            Some(("prefix", v)) => {
-                prefix = percent_decode(v)?;
-            }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
+        .map_err(|_| HttpError::new(ErrorCode::InvalidRequest, "malformed query string"))?;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "prefix" => prefix = v,
             _ => {
                 return Err(HttpError::new(
                     ErrorCode::InvalidRequest,
-                    format!("unknown query parameter {pair:?}; use prefix=function-<id>/"),
+                    format!("unknown query parameter {k:?}; use prefix=function-<id>/"),
                 ));
             }
         }
@@ -251,37 +246,6 @@ pub async fn list(
         })
         .collect();
     Ok(Json(json!({ "secrets": secrets })))
-}
-
-fn percent_decode(v: &str) -> HttpResult<String> {
-    let bad = || {
-        HttpError::new(
-            ErrorCode::InvalidRequest,
-            "malformed percent-encoding in prefix",
-        )
-    };
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
-                let s = std::str::from_utf8(hex).map_err(|_| bad())?;
-                out.push(u8::from_str_radix(s, 16).map_err(|_| bad())?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
 }
 
 #[derive(Deserialize)]
