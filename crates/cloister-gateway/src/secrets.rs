@@ -21,6 +21,9 @@ use crate::error::{HttpError, HttpResult};
 use crate::keyvault::{Keyvault, kv_error};
 use crate::state::Shared;
 
+/// Encapsulated key (32) plus the AES-GCM tag (16): no real ciphertext is shorter.
+const MIN_SEALED_LEN: usize = 48;
+
 /// Largest accepted PUT body (a sealed value of up to 64 KiB, base64-encoded, plus framing).
 const MAX_SECRET_BODY: usize = 96 * 1024;
 
@@ -98,7 +101,7 @@ async fn put_inner(
         .sealed
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .ok_or_else(|| HttpError::new(ErrorCode::InvalidRequest, "\"sealed\" must be base64"))?;
-    if sealed.len() < cloister_rpc_min_sealed() {
+    if sealed.len() < MIN_SEALED_LEN {
         return Err(HttpError::new(
             ErrorCode::InvalidRequest,
             "\"sealed\" is too short to be an HPKE ciphertext",
@@ -117,11 +120,6 @@ async fn put_inner(
         .map_err(kv_error)?
         .into_inner();
     Ok(json!({"path": r.path, "version": r.version, "createdAt": r.created_at}))
-}
-
-/// Encapsulated key (32) plus the AES-GCM tag (16): no real ciphertext is shorter.
-fn cloister_rpc_min_sealed() -> usize {
-    48
 }
 
 /// `PUT /v1/secrets/{path}`.
@@ -152,22 +150,33 @@ pub async fn post(
     put_inner(&s, &headers, p, body, true).await.map(Json)
 }
 
+/// Authenticates a developer and names the secret a path-addressed call is about.
+async fn path_call<'a>(
+    s: &'a Shared,
+    headers: &HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    action: &str,
+) -> HttpResult<(&'a Keyvault, SecretPath, SecretPathRequest)> {
+    let caller = s.auth.authenticate(headers).await?;
+    caller.require(Role::Developer, action)?;
+    let path = secret_path(&path_arg(path)?)?;
+    let req = SecretPathRequest {
+        path: path.to_string(),
+        actor: caller.token_id,
+    };
+    Ok((keyvault(s)?, path, req))
+}
+
 /// `GET /v1/secrets/{path}`: the versions of one secret (metadata only).
 pub async fn versions(
     State(s): State<Shared>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> HttpResult<Json<Value>> {
-    let caller = s.auth.authenticate(&headers).await?;
-    caller.require(Role::Developer, "read secret metadata")?;
-    let path = secret_path(&path_arg(path)?)?;
-    let kv = keyvault(&s)?;
+    let (kv, _, req) = path_call(&s, &headers, path, "read secret metadata").await?;
     let r = kv
         .client()
-        .secret_versions(kv.request(SecretPathRequest {
-            path: path.to_string(),
-            actor: caller.token_id.clone(),
-        }))
+        .secret_versions(kv.request(req))
         .await
         .map_err(kv_error)?
         .into_inner();
@@ -185,16 +194,10 @@ pub async fn delete(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> HttpResult<axum::http::StatusCode> {
-    let caller = s.auth.authenticate(&headers).await?;
-    caller.require(Role::Developer, "delete secrets")?;
-    let path = secret_path(&path_arg(path)?)?;
-    let kv = keyvault(&s)?;
+    let (kv, path, req) = path_call(&s, &headers, path, "delete secrets").await?;
     let r = kv
         .client()
-        .delete_secret(kv.request(SecretPathRequest {
-            path: path.to_string(),
-            actor: caller.token_id.clone(),
-        }))
+        .delete_secret(kv.request(req))
         .await
         .map_err(kv_error)?
         .into_inner();

@@ -159,14 +159,8 @@ impl Keyvault for KeyvaultService {
         req: Request<RotateDekRequest>,
     ) -> Result<Response<RotateDekResponse>, Status> {
         let r = req.into_inner();
-        // Validates the id with the same rules as a path.
-        SecretPath::for_function(
-            &r.function_id,
-            &cloister_types::Environment::default(),
-            &cloister_types::SecretRef::parse("x")
-                .map_err(|e| coded(ErrorCode::InvalidRequest, e.to_string()))?,
-        )
-        .map_err(|e| coded(ErrorCode::InvalidRequest, e.to_string()))?;
+        cloister_types::names::validate_function_id(&r.function_id)
+            .map_err(|e| coded(ErrorCode::InvalidRequest, e.to_string()))?;
         let (namespace, dek_version, reencrypted) = self
             .vault
             .rotate_dek(&r.function_id, actor(&r.actor))

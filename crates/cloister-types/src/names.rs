@@ -237,6 +237,19 @@ pub struct SecretPath {
 /// Prefix of every secret namespace.
 pub const NAMESPACE_PREFIX: &str = "function-";
 
+/// Checks a function id (1-64 characters of a-z, 0-9 and '-').
+pub fn validate_function_id(id: &str) -> Result<(), NameError> {
+    if function_id_ok(id) {
+        Ok(())
+    } else {
+        Err(NameError {
+            what: "function id",
+            value: id.chars().take(80).collect(),
+            rule: "use 1-64 characters of a-z, 0-9 and '-'",
+        })
+    }
+}
+
 fn function_id_ok(id: &str) -> bool {
     check(
         "function id",
@@ -292,13 +305,7 @@ impl SecretPath {
         environment: &Environment,
         secret: &SecretRef,
     ) -> Result<Self, NameError> {
-        if !function_id_ok(function_id) {
-            return Err(NameError {
-                what: "function id",
-                value: function_id.chars().take(80).collect(),
-                rule: "use 1-64 characters of a-z, 0-9 and '-'",
-            });
-        }
+        validate_function_id(function_id)?;
         Ok(Self {
             function_id: function_id.to_owned(),
             environment: environment.clone(),
