@@ -37,6 +37,12 @@ pub enum Action {
     AttestationFailure,
     /// A request carried a missing, unknown or revoked token, or lacked the role.
     AuthFailure,
+    /// An identity was added to keyvault's registry or changed role.
+    IdentityGrant,
+    /// A function version was activated or deactivated.
+    FunctionActivate,
+    /// keyvault refused a signed request or a release.
+    AuthorityRefusal,
 }
 
 impl Action {
@@ -56,6 +62,9 @@ impl Action {
             Self::AttestationSuccess => "attestation.success",
             Self::AttestationFailure => "attestation.failure",
             Self::AuthFailure => "auth.failure",
+            Self::IdentityGrant => "identity.grant",
+            Self::FunctionActivate => "function.activate",
+            Self::AuthorityRefusal => "authority.refusal",
         }
     }
 }

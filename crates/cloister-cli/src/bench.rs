@@ -173,6 +173,9 @@ async fn bench_workload(
     let code = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read workload {}", file.display()))?;
     let mut c = Client::new(&conn.url, token.clone())?;
+    if let Some(id) = crate::identity_cmd::load(conn.identity.as_deref())? {
+        c = c.with_identity(id, None);
+    }
     let suffix: u32 = rand::rng().random();
     let name = format!("bench-{stem}-{:06x}", suffix & 0xff_ffff);
     let info = c
@@ -184,6 +187,7 @@ async fn bench_workload(
             environment: None,
             required_secrets: vec![],
             limits: None,
+            manifest: None,
         })
         .await?;
     let result = async {

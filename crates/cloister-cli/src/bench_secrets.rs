@@ -51,6 +51,7 @@ async fn deploy(
         environment: None,
         required_secrets: secrets,
         limits: None,
+        manifest: None,
     };
     Ok(c.deploy(&req).await?.function_id)
 }
@@ -85,6 +86,8 @@ pub async fn run(
         keyvault_measurement: None,
     };
     let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, &trust).await?;
+    let me = crate::identity_cmd::require(conn.identity.as_deref())?;
+    let mut c = c.with_identity(me, Some(kv.audit_key.to_string()));
     let hello = std::fs::read_to_string(args.workloads.join("hello.js"))
         .with_context(|| format!("cannot read hello.js in {}", args.workloads.display()))?;
     let plain = hello.replace("secrets.API_KEY.length", "8");

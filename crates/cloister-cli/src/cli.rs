@@ -20,6 +20,10 @@ pub struct Cli {
     /// API token (default: the dev admin token in ./.cloister/admin.token).
     #[arg(long, global = true, env = "CLOISTER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Identity file that signs deploys and secret writes (default: ./.cloister/admin.identity
+    /// if present, else ~/.config/cloister/identity.json).
+    #[arg(long, global = true, env = "CLOISTER_IDENTITY")]
+    pub identity: Option<PathBuf>,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -35,6 +39,8 @@ pub struct Conn {
     pub url: String,
     /// Explicit token, if any.
     pub token: Option<String>,
+    /// Explicit identity file, if any.
+    pub identity: Option<PathBuf>,
 }
 
 /// Default async worker threads of a server role: half the CPUs, at least one. Each role
@@ -65,6 +71,7 @@ impl Cli {
         Conn {
             url: self.url.clone(),
             token: self.token.clone(),
+            identity: self.identity.clone(),
         }
     }
 }
@@ -99,6 +106,37 @@ pub enum Command {
     /// Read and verify the tamper-evident audit log (admin).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Signing identities: create one, show it, grant one a role (admin).
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+/// `cloister identity ...`.
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Create a signing key pair (Ed25519) in a 0600 file; prints its public key for an admin.
+    Create {
+        /// Where to write it (default: ~/.config/cloister/identity.json).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Human label (default: user@host).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Show the id and public key of the identity in use.
+    Show,
+    /// Add an identity to keyvault's registry, signed by your admin identity.
+    Grant {
+        /// The identity's public key (hex), as `identity create` printed it.
+        #[arg(long)]
+        public_key: String,
+        /// `developer` (creates functions, acts on those it owns) or `admin`.
+        #[arg(long, default_value = "developer")]
+        role: String,
+        /// Label recorded in the registry and the audit log.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
 }
 
 /// `cloister keyvault ...`.
@@ -132,6 +170,10 @@ pub struct KeyvaultArgs {
     /// Inherited listening socket for the attested channel (used by `serve`).
     #[arg(long, hide = true)]
     pub channel_listen_fd: Option<i32>,
+    /// Public key (hex Ed25519) of the first admin identity; used only when keyvault
+    /// initialises its state, ignored afterwards.
+    #[arg(long)]
+    pub bootstrap_admin: Option<String>,
 }
 
 /// `cloister keyvault migrate`.

@@ -27,13 +27,23 @@ pub fn resolve_token(explicit: Option<String>) -> anyhow::Result<Option<String>>
     }
 }
 
-fn client(conn: &Conn) -> anyhow::Result<Client> {
+/// A client with the resolved token.
+pub fn client(conn: &Conn) -> anyhow::Result<Client> {
     Ok(Client::new(&conn.url, resolve_token(conn.token.clone())?)?)
+}
+
+/// A client that signs with the identity in use (when there is one).
+pub fn signing_client(conn: &Conn) -> anyhow::Result<Client> {
+    let c = client(conn)?;
+    Ok(match crate::identity_cmd::load(conn.identity.as_deref())? {
+        Some(id) => c.with_identity(id, None),
+        None => c,
+    })
 }
 
 /// Runs `fn ...`.
 pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<ExitCode> {
-    let mut c = client(&conn)?;
+    let mut c = signing_client(&conn)?;
     match cmd {
         FnCommand::Deploy(args) => {
             let req = deploy_request(args)?;
@@ -101,6 +111,7 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
         environment: args.environment,
         required_secrets: args.secrets,
         limits,
+        manifest: None,
     })
 }
 

@@ -5,6 +5,7 @@ mod bench;
 mod bench_secrets;
 mod cli;
 mod client_cmds;
+mod identity_cmd;
 mod output;
 mod roles;
 mod secret_cmd;
@@ -91,5 +92,6 @@ async fn run(cli: Cli, internal_token: Option<String>) -> anyhow::Result<ExitCod
         Command::Keyvault(cmd) => secret_cmd::keyvault(conn, cmd, cli.json).await,
         Command::Secret(cmd) => secret_cmd::secret(conn, cmd, cli.json).await,
         Command::Audit(cmd) => secret_cmd::audit(conn, cmd, cli.json).await,
+        Command::Identity(cmd) => identity_cmd::run(conn, cmd, cli.json).await,
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use cloister_executor::ExecutorConfig;
 use cloister_executor::keyvault_client::KeyvaultSecrets;
-use cloister_executor::secrets::{NoSecretService, SecretSource};
+use cloister_executor::secrets::{SecretSource, StaticManifests};
 use cloister_gateway::AppState;
 use cloister_gateway::bootstrap::{AdminToken, ensure_admin_token};
 use cloister_gateway::executor::Executor;
@@ -157,9 +157,9 @@ pub async fn executor(args: ExecutorArgs, token: Option<String>) -> anyhow::Resu
         }
         None => {
             tracing::warn!(
-                "no --keyvault-addr: functions that declare secrets fail with secret_missing"
+                "no --keyvault-addr: no manifest can be verified, so every invocation is refused"
             );
-            Arc::new(NoSecretService)
+            Arc::new(StaticManifests::default())
         }
     };
     let sup = cloister_executor::pool::Supervisor::new(ExecutorConfig::new(exe), secrets);
@@ -189,20 +189,30 @@ pub async fn keyvault(args: KeyvaultArgs, token: Option<String>) -> anyhow::Resu
     let db = args.data_dir.join(DATABASE_FILE);
     let store =
         SqliteStore::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
-    let (vault, opened) = match cloister_keyvault::Vault::open(Arc::new(store), &sealing).await {
-        Ok(v) => v,
-        Err(cloister_keyvault::VaultError::Keys(
-            e @ cloister_keyvault::KeyvaultError::Unseal { .. },
-        )) => {
-            bail!(
-                "{e}\nThis binary is not the one keyvault's state was sealed to (an upgrade?). \
+    let bootstrap = match &args.bootstrap_admin {
+        Some(h) => Some(
+            hex::decode(h.trim())
+                .ok()
+                .and_then(|b| cloister_crypto::VerifyingKey::from_slice(&b).ok())
+                .context("--bootstrap-admin must be a hex Ed25519 public key")?,
+        ),
+        None => None,
+    };
+    let (vault, opened) =
+        match cloister_keyvault::Vault::open(Arc::new(store), &sealing, bootstrap.as_ref()).await {
+            Ok(v) => v,
+            Err(cloister_keyvault::VaultError::Keys(
+                e @ cloister_keyvault::KeyvaultError::Unseal { .. },
+            )) => {
+                bail!(
+                    "{e}\nThis binary is not the one keyvault's state was sealed to (an upgrade?). \
                  Stop the platform and run `cloister keyvault migrate --data-dir {}` with the \
                  recovery key printed at initialisation.",
-                args.data_dir.display()
-            )
-        }
-        Err(e) => return Err(e).context("cannot open keyvault's state"),
-    };
+                    args.data_dir.display()
+                )
+            }
+            Err(e) => return Err(e).context("cannot open keyvault's state"),
+        };
     match opened {
         cloister_keyvault::Opened::Created(recovery) => print_recovery_key(&recovery.reveal()),
         cloister_keyvault::Opened::Unsealed => {

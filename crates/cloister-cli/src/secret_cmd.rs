@@ -231,6 +231,9 @@ async fn put(
     let kv = trusted_keyvault(&mut c, &conn.url, &args.trust).await?;
     let sealed = seal_secret(&kv, &path, &value).context("sealing the value")?;
     drop(value);
+    // Signed for the keyvault whose evidence was just verified (its instance key).
+    let me = crate::identity_cmd::require(conn.identity.as_deref())?;
+    let mut c = c.with_identity(me, Some(kv.audit_key.to_string()));
     let r = c.put_secret(&path, &sealed, rotate).await?;
     if json_mode {
         output::json(
@@ -286,11 +289,11 @@ pub async fn secret(conn: Conn, cmd: SecretCommand, json_mode: bool) -> anyhow::
             function,
             environment,
         } => {
-            let mut c = client(&conn)?;
+            let me = crate::identity_cmd::require(conn.identity.as_deref())?;
+            let mut c = client(&conn)?.with_identity(me, None);
             let p =
                 resolve_path(&mut c, &path, function.as_deref(), environment.as_deref()).await?;
-            c.json(Method::DELETE, &format!("/v1/secrets/{p}"), None)
-                .await?;
+            c.delete_secret(&p).await?;
             if json_mode {
                 output::json(&json!({"path": p.to_string(), "deleted": true}));
             } else {

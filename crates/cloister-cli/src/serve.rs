@@ -182,11 +182,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .to_string(),
     ];
     let data_dir = args.data_dir.display().to_string();
-    let kv_args: Vec<String> = ["--channel-listen-fd", "4", "--data-dir", &data_dir]
-        .into_iter()
-        .map(str::to_owned)
-        .chain(threads.iter().cloned())
-        .collect();
+    let (admin_identity, admin_key, admin_created) =
+        crate::identity_cmd::ensure_dev_admin(&args.data_dir)?;
+    let admin_hex = admin_key.to_string();
+    let kv_args: Vec<String> = [
+        "--channel-listen-fd",
+        "4",
+        "--data-dir",
+        &data_dir,
+        "--bootstrap-admin",
+        &admin_hex,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(threads.iter().cloned())
+    .collect();
     let keyvault = spawn_role(
         &exe,
         &["keyvault", "run"],
@@ -266,6 +276,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         eprintln!("  admin token: {} (created, mode 0600)", abs.display());
     }
+    eprintln!(
+        "  admin identity: {}{}",
+        std::fs::canonicalize(&admin_identity)
+            .unwrap_or(admin_identity.clone())
+            .display(),
+        if admin_created {
+            " (created, mode 0600; signs deploys and secret writes)"
+        } else {
+            ""
+        }
+    );
     eprintln!("  Ctrl-C stops the platform.");
     eprintln!();
 

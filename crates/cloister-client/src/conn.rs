@@ -103,6 +103,7 @@ impl Connection {
         path: &str,
         token: Option<&str>,
         body: Option<Bytes>,
+        extra: &[(&str, &str)],
     ) -> Result<RawResponse, ClientError> {
         // A kept-alive connection may have been closed by the server meanwhile: retry once on
         // a fresh connection, but only if the request can be safely repeated or never left.
@@ -126,6 +127,9 @@ impl Connection {
             }
             if body.is_some() {
                 req = req.header(header::CONTENT_TYPE, "application/json");
+            }
+            for (k, v) in extra {
+                req = req.header(*k, *v);
             }
             let req = req
                 .body(Full::new(body.clone().unwrap_or_default()))

@@ -4,6 +4,7 @@
 
 pub mod attestation;
 mod conn;
+pub mod signing;
 
 use bytes::Bytes;
 use cloister_types::ApiError;
@@ -46,6 +47,9 @@ pub enum ClientError {
         /// What was wrong.
         message: String,
     },
+    /// A request could not be signed.
+    #[error("cannot sign the request: {0}")]
+    Signing(String),
 }
 
 impl ClientError {
@@ -71,6 +75,7 @@ pub struct RawResponse {
 pub struct Client {
     conn: conn::Connection,
     token: Option<String>,
+    signer: Option<signing::Signer>,
 }
 
 impl std::fmt::Debug for Client {
@@ -88,7 +93,32 @@ impl Client {
         Ok(Self {
             conn: conn::Connection::new(Endpoint::parse(url)?),
             token,
+            signer: None,
         })
+    }
+
+    /// Signs deploys and secret writes as `identity` from now on (see [`signing`]).
+    /// `platform` is keyvault's instance key from a verified bundle; `None` takes it from the
+    /// bundle unverified (only a real keyvault with that key accepts what is signed).
+    pub fn with_identity(
+        mut self,
+        identity: std::sync::Arc<cloister_authority::Identity>,
+        platform: Option<String>,
+    ) -> Self {
+        self.signer = Some(signing::Signer { identity, platform });
+        self
+    }
+
+    /// keyvault's instance key signed requests are bound to (fetched once if not given).
+    async fn platform(&mut self) -> Result<String, ClientError> {
+        if let Some(p) = self.signer.as_ref().and_then(|s| s.platform.clone()) {
+            return Ok(p);
+        }
+        let p = self.attestation().await?.keyvault.audit_public_key;
+        if let Some(s) = self.signer.as_mut() {
+            s.platform = Some(p.clone());
+        }
+        Ok(p)
     }
 
     /// Sends one request and returns status and body, whatever the status.
@@ -99,7 +129,20 @@ impl Client {
         body: Option<Bytes>,
     ) -> Result<RawResponse, ClientError> {
         self.conn
-            .send(method, path, self.token.as_deref(), body)
+            .send(method, path, self.token.as_deref(), body, &[])
+            .await
+    }
+
+    /// Like [`Client::raw`] with extra request headers.
+    pub async fn raw_with_headers(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Result<RawResponse, ClientError> {
+        self.conn
+            .send(method, path, self.token.as_deref(), body, headers)
             .await
     }
 
@@ -127,8 +170,31 @@ impl Client {
         self.call(Method::GET, "/healthz", None).await
     }
 
-    /// `POST /v1/functions`.
+    /// `POST /v1/functions`. With an identity (and no manifest in `req`), signs the manifest
+    /// first: for an existing name it names the function id and latest manifest digest the
+    /// server reports (keyvault refuses them if they are not its own).
     pub async fn deploy(&mut self, req: &DeployRequest) -> Result<FunctionInfo, ClientError> {
+        if req.manifest.is_none() && self.signer.is_some() {
+            let existing = match self.show(&req.name, None).await {
+                Ok(info) => Some(info),
+                Err(ClientError::Api { status: 404, .. }) => None,
+                Err(ClientError::Api { status: 400, .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let platform = self.platform().await?;
+            let mut signed_req = req.clone();
+            if let Some(s) = &self.signer {
+                signed_req.manifest = Some(signing::sign_deploy(
+                    &s.identity,
+                    &platform,
+                    req,
+                    existing.as_ref(),
+                )?);
+            }
+            return self
+                .call(Method::POST, "/v1/functions", Some(to_json(&signed_req)))
+                .await;
+        }
         self.call(Method::POST, "/v1/functions", Some(to_json(req)))
             .await
     }
@@ -220,15 +286,128 @@ impl Client {
         rotate: bool,
     ) -> Result<serde_json::Value, ClientError> {
         use base64::Engine as _;
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "sealed": base64::engine::general_purpose::STANDARD.encode(sealed)
         });
+        if self.signer.is_some() {
+            let platform = self.platform().await?;
+            let op = if rotate {
+                cloister_authority::ops::SecretOp::Rotate
+            } else {
+                cloister_authority::ops::SecretOp::Put
+            };
+            if let Some(s) = &self.signer {
+                let signed = signing::sign_secret_write(&s.identity, &platform, path, op, sealed)?;
+                body["signed"] = base64::engine::general_purpose::STANDARD
+                    .encode(signed)
+                    .into();
+            }
+        }
         let (method, url) = if rotate {
             (Method::POST, format!("/v1/secrets/{path}:rotate"))
         } else {
             (Method::PUT, format!("/v1/secrets/{path}"))
         };
         self.json(method, &url, Some(&body)).await
+    }
+
+    /// `DELETE /v1/secrets/{path}`, signed by this client's identity when it has one.
+    pub async fn delete_secret(
+        &mut self,
+        path: &cloister_types::SecretPath,
+    ) -> Result<(), ClientError> {
+        use base64::Engine as _;
+        let mut header = None;
+        if self.signer.is_some() {
+            let platform = self.platform().await?;
+            if let Some(s) = &self.signer {
+                let signed = signing::sign_secret_write(
+                    &s.identity,
+                    &platform,
+                    path,
+                    cloister_authority::ops::SecretOp::Delete,
+                    &[],
+                )?;
+                header = Some(base64::engine::general_purpose::STANDARD.encode(signed));
+            }
+        }
+        let headers: Vec<(&str, &str)> = header
+            .as_deref()
+            .map(|h| vec![(signing::SIGNED_HEADER, h)])
+            .unwrap_or_default();
+        let resp = self
+            .raw_with_headers(
+                Method::DELETE,
+                &format!("/v1/secrets/{path}"),
+                None,
+                &headers,
+            )
+            .await?;
+        if (200..300).contains(&resp.status) {
+            Ok(())
+        } else {
+            Err(error_of(resp))
+        }
+    }
+
+    /// Relays an admin-signed identity grant (`POST /v1/identities`).
+    pub async fn grant_identity(
+        &mut self,
+        public_key: &cloister_crypto::VerifyingKey,
+        role: cloister_authority::ops::IdentityRole,
+        label: &str,
+    ) -> Result<cloister_types::wire::IdentityGranted, ClientError> {
+        use base64::Engine as _;
+        let platform = self.platform().await?;
+        let Some(s) = &self.signer else {
+            return Err(ClientError::Signing("an admin identity is needed".into()));
+        };
+        let body = cloister_authority::ops::IdentityGrant {
+            public_key: public_key.to_string(),
+            role,
+            label: label.to_owned(),
+        };
+        let signed = cloister_authority::sign(
+            &s.identity,
+            &body,
+            &cloister_authority::SignOptions::for_platform(&platform),
+        )
+        .map_err(|e| ClientError::Signing(e.to_string()))?;
+        let req = cloister_types::wire::SignedBody {
+            signed: base64::engine::general_purpose::STANDARD.encode(signed),
+        };
+        self.call(Method::POST, "/v1/identities", Some(to_json(&req)))
+            .await
+    }
+
+    /// Relays an owner-signed activation (`active = true`) or deactivation of a version.
+    pub async fn activate(
+        &mut self,
+        function_id: &str,
+        version: u32,
+        active: bool,
+    ) -> Result<cloister_types::wire::ActivationResult, ClientError> {
+        use base64::Engine as _;
+        let platform = self.platform().await?;
+        let Some(s) = &self.signer else {
+            return Err(ClientError::Signing("an owner identity is needed".into()));
+        };
+        let body = cloister_authority::ops::Activation {
+            function_id: function_id.to_owned(),
+            version,
+            active,
+        };
+        let signed = cloister_authority::sign(
+            &s.identity,
+            &body,
+            &cloister_authority::SignOptions::for_platform(&platform),
+        )
+        .map_err(|e| ClientError::Signing(e.to_string()))?;
+        let req = cloister_types::wire::SignedBody {
+            signed: base64::engine::general_purpose::STANDARD.encode(signed),
+        };
+        self.call(Method::POST, "/v1/activations", Some(to_json(&req)))
+            .await
     }
 
     /// `GET /metrics` as text.

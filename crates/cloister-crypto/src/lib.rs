@@ -12,6 +12,7 @@ pub mod error;
 pub mod hpke_seal;
 pub mod kdf;
 pub mod key;
+pub mod mac;
 pub mod sign;
 
 pub use aad::Aad;
@@ -19,4 +20,5 @@ pub use envelope::{KeyId, WrappedKey};
 pub use error::CryptoError;
 pub use hpke_seal::{HpkeKeyPair, HpkePublicKey};
 pub use key::{SecretBytes, SecretKey32, ct_eq, random_bytes};
+pub use mac::MacKey;
 pub use sign::{SigningKey, VerifyingKey};

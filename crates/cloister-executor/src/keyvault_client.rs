@@ -1,8 +1,10 @@
-//! The `secrets` capability backed by keyvault: values fetched over the mutually attested
-//! channel, cached in memory for a short TTL, and refetched as soon as the gateway reports a
-//! newer change counter (epoch) for the function's namespace.
+//! Grants from keyvault: for (function, version, hash of the code loaded) keyvault returns
+//! the owner-signed manifest and the declared secret values over the mutually attested
+//! channel. Grants are cached in memory for a short TTL, keyed by exactly that triple (so
+//! other code sent under a function's id never meets its cached values), and refetched as
+//! soon as the gateway reports a newer change counter (epoch) for the namespace.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,20 +14,24 @@ use prost::Message;
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
-use crate::secrets::{FetchFuture, SecretError, SecretSource, SecretValues};
+use cloister_types::{ErrorCode, Limits};
+
+use crate::secrets::{
+    Grant, GrantFuture, GrantRequest, RunManifest, SecretError, SecretSource, SecretValues,
+};
 
 /// Default time a fetched value may be served from memory.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
 type Conn = AttestedStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
-/// (function id, environment, declared names).
-type CacheKey = (String, String, Vec<String>);
+/// (function id, version, hash of the loaded code).
+type CacheKey = (String, u32, String);
 
 struct Cached {
     epoch: u64,
     at: Instant,
-    values: Arc<SecretValues>,
+    grant: Grant,
 }
 
 /// Fetches secrets from keyvault over an attested channel (reconnecting and re-attesting
@@ -106,26 +112,32 @@ impl KeyvaultSecrets {
         ))
     }
 
-    async fn fetch_remote(
-        &self,
-        function_id: &str,
-        environment: &str,
-        declared: &[String],
-        execution_id: &str,
-    ) -> Result<(u64, SecretValues), SecretError> {
+    async fn fetch_remote(&self, req: GrantRequest<'_>) -> Result<(u64, Grant), SecretError> {
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let req = ReleaseRequest {
-            function_id: function_id.to_owned(),
-            environment: environment.to_owned(),
-            secrets: declared.to_vec(),
-            execution_id: execution_id.to_owned(),
+        let rr = ReleaseRequest {
+            function_id: req.function_id.to_owned(),
+            version: req.version,
+            code_hash: req.loaded_code_hash.to_owned(),
+            execution_id: req.execution_id.to_owned(),
         };
-        let reply = Zeroizing::new(self.call(&req.encode_to_vec()).await?);
+        let reply = Zeroizing::new(self.call(&rr.encode_to_vec()).await?);
         let resp = ReleaseResponse::decode(reply.as_slice())
             .map_err(|e| SecretError::Unavailable(format!("malformed keyvault reply: {e}")))?;
         match resp.outcome {
             Some(release_response::Outcome::Released(r)) => {
+                let m = r.manifest.ok_or_else(|| {
+                    SecretError::Unavailable("keyvault released no manifest".into())
+                })?;
+                // keyvault checked these; a reply for anything else is a protocol error.
+                if m.function_id != req.function_id
+                    || m.version != req.version
+                    || m.code_hash != req.loaded_code_hash
+                {
+                    return Err(SecretError::Unavailable(
+                        "keyvault answered for another function version".into(),
+                    ));
+                }
                 let mut values = SecretValues::new();
                 for (name, bytes) in r.values {
                     let text = String::from_utf8(bytes).map_err(|_| {
@@ -133,51 +145,65 @@ impl KeyvaultSecrets {
                     })?;
                     values.insert(name, Zeroizing::new(text));
                 }
-                Ok((r.epoch, values))
+                let manifest = RunManifest {
+                    function_id: m.function_id,
+                    version: m.version,
+                    name: m.name,
+                    environment: m.environment,
+                    runtime: m.runtime,
+                    entrypoint: m.entrypoint,
+                    code_hash: m.code_hash,
+                    secrets: m.secrets,
+                    limits: Limits {
+                        timeout_ms: m.timeout_ms,
+                        memory_mb: m.memory_mb,
+                    },
+                    digest: m.digest,
+                };
+                Ok((
+                    r.epoch,
+                    Grant {
+                        manifest: Arc::new(manifest),
+                        secrets: Arc::new(values),
+                    },
+                ))
             }
             Some(release_response::Outcome::Error(e)) if e.code == "secret_missing" => {
                 Err(SecretError::Missing(e.secret))
             }
-            Some(release_response::Outcome::Error(e)) => Err(SecretError::Unavailable(format!(
-                "keyvault refused: {} ({})",
-                e.message, e.code
-            ))),
+            Some(release_response::Outcome::Error(e)) => match ErrorCode::parse(&e.code) {
+                Some(code) if code != ErrorCode::Unavailable => Err(SecretError::Refused {
+                    code,
+                    message: e.message,
+                }),
+                _ => Err(SecretError::Unavailable(format!(
+                    "keyvault refused: {} ({})",
+                    e.message, e.code
+                ))),
+            },
             None => Err(SecretError::Unavailable("empty keyvault reply".into())),
         }
     }
 }
 
 impl SecretSource for KeyvaultSecrets {
-    fn fetch<'a>(
-        &'a self,
-        function_id: &'a str,
-        environment: &'a str,
-        declared: &'a [String],
-        epoch: u64,
-        execution_id: &'a str,
-    ) -> FetchFuture<'a> {
+    fn grant<'a>(&'a self, req: GrantRequest<'a>) -> GrantFuture<'a> {
         Box::pin(async move {
-            if declared.is_empty() {
-                return Ok(Arc::new(BTreeMap::new()));
-            }
             let key = (
-                function_id.to_owned(),
-                environment.to_owned(),
-                declared.to_vec(),
+                req.function_id.to_owned(),
+                req.version,
+                req.loaded_code_hash.to_owned(),
             );
             {
                 let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(c) = cache.get(&key)
-                    && c.epoch >= epoch
+                    && c.epoch >= req.epoch
                     && c.at.elapsed() < self.ttl
                 {
-                    return Ok(c.values.clone());
+                    return Ok(c.grant.clone());
                 }
             }
-            let (fresh_epoch, values) = self
-                .fetch_remote(function_id, environment, declared, execution_id)
-                .await?;
-            let values = Arc::new(values);
+            let (fresh_epoch, grant) = self.fetch_remote(req).await?;
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             cache.retain(|_, c| c.at.elapsed() < self.ttl);
             cache.insert(
@@ -185,10 +211,10 @@ impl SecretSource for KeyvaultSecrets {
                 Cached {
                     epoch: fresh_epoch,
                     at: Instant::now(),
-                    values: values.clone(),
+                    grant: grant.clone(),
                 },
             );
-            Ok(values)
+            Ok(grant)
         })
     }
 }

@@ -13,30 +13,21 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use crate::config::ExecutorConfig;
-use crate::secrets::{SecretError, SecretSource, redact};
+use crate::secrets::{GrantRequest, RunManifest, SecretError, SecretSource, redact};
 use crate::worker::{SpawnError, WorkerFault, WorkerProcess};
 
-/// A function version as the executor runs it (limits already clamped to the server maxima).
+/// Which function version the gateway asks to run. Only a pointer: what runs, with which
+/// entrypoint, limits and secrets, comes from the manifest keyvault grants for the code loaded.
 #[derive(Debug, Clone)]
 pub struct FunctionSpec {
     /// Function id.
     pub function_id: String,
-    /// Function name.
-    pub name: String,
     /// Version number.
     pub version: u32,
-    /// `sha256:<hex>` of the source.
+    /// `sha256:<hex>` of the source: where to look in the code cache.
     pub code_hash: String,
-    /// Entrypoint identifier.
-    pub entrypoint: String,
-    /// Environment (selects the secrets namespace).
-    pub environment: String,
-    /// Declared secrets.
-    pub required_secrets: Vec<String>,
     /// Change counter of the function's secrets namespace, as the gateway saw it.
     pub secrets_epoch: u64,
-    /// Effective limits.
-    pub limits: Limits,
 }
 
 /// One invocation to run.
@@ -118,7 +109,8 @@ pub struct WorkerSnapshot {
     pub rss_bytes: u64,
 }
 
-type PoolKey = (String, u32, String);
+/// (function id, version, loaded code hash, manifest digest).
+type PoolKey = (String, u32, String, String);
 
 /// Owns every worker of this executor.
 pub struct Supervisor {
@@ -163,9 +155,9 @@ fn failure(code: ErrorCode, message: impl Into<String>) -> RunFailure {
     }
 }
 
-enum PoolError {
-    CodeRequired,
-    CodeMismatch,
+enum CodeError {
+    Required,
+    Mismatch,
 }
 
 impl Supervisor {
@@ -232,49 +224,52 @@ impl Supervisor {
         }
     }
 
-    fn pool_for(&self, spec: &FunctionSpec, code: Option<String>) -> Result<Arc<Pool>, PoolError> {
-        let key = (
-            spec.function_id.clone(),
-            spec.version,
+    /// The source for `spec`: from the cache (where it was checked against its hash) or the
+    /// code sent, which must hash to `spec.code_hash`.
+    fn code_for(&self, spec: &FunctionSpec, code: Option<String>) -> Result<Arc<str>, CodeError> {
+        if let Some(c) = lock(&self.code).get(&spec.code_hash) {
+            return Ok(c);
+        }
+        let c = code.ok_or(CodeError::Required)?;
+        if code_hash(&c) != spec.code_hash {
+            return Err(CodeError::Mismatch);
+        }
+        let c: Arc<str> = Arc::from(c);
+        lock(&self.code).insert(
             spec.code_hash.clone(),
+            c.clone(),
+            self.cfg.code_cache_entries,
+        );
+        Ok(c)
+    }
+
+    fn pool_for(&self, m: &RunManifest, source: Arc<str>, limits: Limits) -> Arc<Pool> {
+        let key = (
+            m.function_id.clone(),
+            m.version,
+            m.code_hash.clone(),
+            m.digest.clone(),
         );
         if let Some(p) = lock(&self.pools).get(&key) {
-            return Ok(p.clone());
+            return p.clone();
         }
-        let cached = lock(&self.code).get(&spec.code_hash);
-        let source = match (cached, code) {
-            (Some(c), _) => c,
-            (None, Some(c)) => {
-                if code_hash(&c) != spec.code_hash {
-                    return Err(PoolError::CodeMismatch);
-                }
-                let c: Arc<str> = Arc::from(c);
-                lock(&self.code).insert(
-                    spec.code_hash.clone(),
-                    c.clone(),
-                    self.cfg.code_cache_entries,
-                );
-                c
-            }
-            (None, None) => return Err(PoolError::CodeRequired),
-        };
         let pool = Arc::new(Pool {
-            load: self.load_for(source, &spec.entrypoint, spec.limits),
+            load: self.load_for(source, &m.entrypoint, limits),
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(self.cfg.max_workers_per_function),
             last_used: Mutex::new(Instant::now()),
         });
-        Ok(lock(&self.pools).entry(key).or_insert(pool).clone())
+        lock(&self.pools).entry(key).or_insert(pool).clone()
     }
 
     /// Runs one job to completion.
     pub async fn run(&self, job: Job) -> JobResult {
         let started = Instant::now();
         let spec = &job.spec;
-        let pool = match self.pool_for(spec, job.code) {
-            Ok(p) => p,
-            Err(PoolError::CodeRequired) => return JobResult::CodeRequired,
-            Err(PoolError::CodeMismatch) => {
+        let source = match self.code_for(spec, job.code) {
+            Ok(c) => c,
+            Err(CodeError::Required) => return JobResult::CodeRequired,
+            Err(CodeError::Mismatch) => {
                 let msg = "the code sent does not match the function's code hash";
                 return ran(
                     Err(failure(ErrorCode::InvalidRequest, msg)),
@@ -283,19 +278,20 @@ impl Supervisor {
                 );
             }
         };
-        let timeout = Duration::from_millis(spec.limits.timeout_ms);
-        let secrets = match self
+        // `source` hashes to spec.code_hash (checked when it entered the cache): keyvault
+        // compares exactly that with the manifest.
+        let grant = match self
             .secrets
-            .fetch(
-                &spec.function_id,
-                &spec.environment,
-                &spec.required_secrets,
-                spec.secrets_epoch,
-                &job.execution_id,
-            )
+            .grant(GrantRequest {
+                function_id: &spec.function_id,
+                version: spec.version,
+                loaded_code_hash: &spec.code_hash,
+                epoch: spec.secrets_epoch,
+                execution_id: &job.execution_id,
+            })
             .await
         {
-            Ok(s) => s,
+            Ok(g) => g,
             Err(SecretError::Missing(name)) => {
                 let msg = format!("declared secret `{name}` does not exist");
                 return ran(
@@ -303,6 +299,9 @@ impl Supervisor {
                     Vec::new(),
                     started,
                 );
+            }
+            Err(SecretError::Refused { code, message }) => {
+                return ran(Err(failure(code, message)), Vec::new(), started);
             }
             Err(e @ SecretError::Unavailable(_)) => {
                 return ran(
@@ -312,6 +311,19 @@ impl Supervisor {
                 );
             }
         };
+        let m = grant.manifest.as_ref();
+        if m.runtime != "javascript" || cloister_types::Entrypoint::parse(&m.entrypoint).is_err() {
+            let msg = format!("this executor cannot run runtime {:?}", m.runtime);
+            return ran(
+                Err(failure(ErrorCode::Unavailable, msg)),
+                Vec::new(),
+                started,
+            );
+        }
+        let limits = self.clamp(m.limits);
+        let pool = self.pool_for(m, source, limits);
+        let secrets = grant.secrets.clone();
+        let timeout = Duration::from_millis(limits.timeout_ms);
         let Ok(Ok(_permit)) = tokio::time::timeout(timeout, pool.slots.acquire()).await else {
             let msg = "too many concurrent invocations of this function";
             return ran(
@@ -335,11 +347,11 @@ impl Supervisor {
                 .map(|(k, v)| (k.clone(), v.as_str().to_owned()))
                 .collect(),
             context: InvocationContext {
-                function_name: spec.name.clone(),
-                function_id: spec.function_id.clone(),
-                version: spec.version,
+                function_name: m.name.clone(),
+                function_id: m.function_id.clone(),
+                version: m.version,
                 execution_id: job.execution_id,
-                timeout_ms: spec.limits.timeout_ms,
+                timeout_ms: limits.timeout_ms,
             },
         };
         let remaining = timeout
@@ -367,7 +379,7 @@ impl Supervisor {
                 self.forget(worker);
                 let msg = format!(
                     "function exceeded its deadline of {} ms; the supervisor stopped its worker",
-                    spec.limits.timeout_ms
+                    limits.timeout_ms
                 );
                 ran(
                     Err(failure(ErrorCode::FunctionTimeout, msg)),
@@ -466,7 +478,7 @@ impl Supervisor {
     pub fn snapshot(&self) -> (Vec<WorkerSnapshot>, u64, u64, bool) {
         let pools = lock(&self.pools);
         let mut out = Vec::new();
-        for ((function_id, version, _), pool) in pools.iter() {
+        for ((function_id, version, _, _), pool) in pools.iter() {
             for w in lock(&pool.idle).iter() {
                 out.push(WorkerSnapshot {
                     function_id: function_id.clone(),

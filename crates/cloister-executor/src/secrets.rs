@@ -1,69 +1,146 @@
-//! The `secrets` capability: what a function may read, fetched per invocation.
+//! What an executor may run and read, decided by keyvault: for the code it loaded, keyvault
+//! returns the function version's owner-signed manifest (entrypoint, environment, limits,
+//! declared secrets) and exactly the declared secret values.
 //!
-//! A function receives exactly the secrets it declared. [`SecretSource`] is the plug-in point:
-//! [`crate::keyvault_client::KeyvaultSecrets`] fetches from keyvault over the attested channel;
-//! [`NoSecretService`] is for executors run without keyvault (every declared secret is missing).
+//! [`SecretSource`] is the plug-in point: [`crate::keyvault_client::KeyvaultSecrets`] asks
+//! keyvault over the attested channel; [`StaticManifests`] serves manifests registered in
+//! process (tests and benchmarks of the supervisor alone; it releases no secret).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use cloister_types::{ErrorCode, Limits};
 use zeroize::Zeroizing;
 
 /// Secret values by the name the function sees; zeroized when dropped.
 pub type SecretValues = BTreeMap<String, Zeroizing<String>>;
 
-/// Future returned by [`SecretSource::fetch`].
-pub type FetchFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Arc<SecretValues>, SecretError>> + Send + 'a>>;
-
-/// Where an executor gets secret values for a function.
-pub trait SecretSource: Send + Sync {
-    /// Returns the values of `declared` (category/name refs) for that function and environment,
-    /// keyed by the name the function sees. `epoch` is the namespace's change counter as the
-    /// gateway last saw it: values cached from an older epoch must not be served.
-    /// `execution_id` names the invocation that asked (recorded when values are released).
-    fn fetch<'a>(
-        &'a self,
-        function_id: &'a str,
-        environment: &'a str,
-        declared: &'a [String],
-        epoch: u64,
-        execution_id: &'a str,
-    ) -> FetchFuture<'a>;
+/// The fields of a registered manifest the executor runs a function by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunManifest {
+    /// Function id.
+    pub function_id: String,
+    /// Version.
+    pub version: u32,
+    /// Function name.
+    pub name: String,
+    /// Environment.
+    pub environment: String,
+    /// Runtime.
+    pub runtime: String,
+    /// Entrypoint.
+    pub entrypoint: String,
+    /// `sha256:<hex>` the manifest names.
+    pub code_hash: String,
+    /// Declared secrets.
+    pub secrets: Vec<String>,
+    /// Limits (clamped by the executor's maxima before use).
+    pub limits: Limits,
+    /// Digest of the signed manifest (hex).
+    pub digest: String,
 }
 
-/// Why secrets could not be provided.
+/// What keyvault granted for one (function, version, loaded code).
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The manifest to run by.
+    pub manifest: Arc<RunManifest>,
+    /// Exactly the declared secrets.
+    pub secrets: Arc<SecretValues>,
+}
+
+/// What the executor asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantRequest<'a> {
+    /// Function id named by the gateway.
+    pub function_id: &'a str,
+    /// Version named by the gateway.
+    pub version: u32,
+    /// `sha256:<hex>` computed over the code the executor loaded.
+    pub loaded_code_hash: &'a str,
+    /// Namespace change counter as the gateway last saw it: grants cached from an older epoch
+    /// must not be served.
+    pub epoch: u64,
+    /// The invocation that asks (recorded when values are released).
+    pub execution_id: &'a str,
+}
+
+/// Future returned by [`SecretSource::grant`].
+pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<Grant, SecretError>> + Send + 'a>>;
+
+/// Where an executor gets manifests and secret values.
+pub trait SecretSource: Send + Sync {
+    /// The manifest and secrets for `req`, or why not.
+    fn grant<'a>(&'a self, req: GrantRequest<'a>) -> GrantFuture<'a>;
+}
+
+/// Why a grant was not given.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// A declared secret does not exist.
     #[error("declared secret `{0}` does not exist")]
     Missing(String),
-    /// The secrets service could not be reached or refused the request.
+    /// keyvault refused (wrong code, inactive version, unknown function, ...).
+    #[error("{message}")]
+    Refused {
+        /// Stable public code.
+        code: ErrorCode,
+        /// keyvault's explanation.
+        message: String,
+    },
+    /// The secrets service could not be reached.
     #[error("secrets service unavailable: {0}")]
     Unavailable(String),
 }
 
-/// The source of an executor run without keyvault: functions that declare no secrets work,
-/// any declared secret is reported missing.
+/// Manifests registered in process; releases no secret values (a manifest declaring
+/// secrets is refused with `secret_missing`).
 #[derive(Debug, Default)]
-pub struct NoSecretService;
+pub struct StaticManifests {
+    by_key: Mutex<HashMap<(String, u32), Arc<RunManifest>>>,
+}
 
-impl SecretSource for NoSecretService {
-    fn fetch<'a>(
-        &'a self,
-        _: &'a str,
-        _: &'a str,
-        declared: &'a [String],
-        _: u64,
-        _: &'a str,
-    ) -> FetchFuture<'a> {
+impl StaticManifests {
+    /// Registers `m`.
+    pub fn insert(&self, m: RunManifest) {
+        self.by_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((m.function_id.clone(), m.version), Arc::new(m));
+    }
+}
+
+impl SecretSource for StaticManifests {
+    fn grant<'a>(&'a self, req: GrantRequest<'a>) -> GrantFuture<'a> {
         Box::pin(async move {
-            match declared.first() {
-                Some(first) => Err(SecretError::Missing(first.clone())),
-                None => Ok(Arc::new(BTreeMap::new())),
+            let m = self
+                .by_key
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(req.function_id.to_owned(), req.version))
+                .cloned()
+                .ok_or_else(|| SecretError::Refused {
+                    code: ErrorCode::FunctionNotFound,
+                    message: format!(
+                        "no manifest for {} version {}",
+                        req.function_id, req.version
+                    ),
+                })?;
+            if m.code_hash != req.loaded_code_hash {
+                return Err(SecretError::Refused {
+                    code: ErrorCode::ManifestMismatch,
+                    message: "the loaded code is not the manifest's".into(),
+                });
             }
+            if let Some(first) = m.secrets.first() {
+                return Err(SecretError::Missing(first.clone()));
+            }
+            Ok(Grant {
+                manifest: m,
+                secrets: Arc::new(BTreeMap::new()),
+            })
         })
     }
 }

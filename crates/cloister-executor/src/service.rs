@@ -41,30 +41,13 @@ pub fn failure_kind(code: ErrorCode) -> FailureKind {
     }
 }
 
-fn spec_from(f: pb::FunctionRef, sup: &Supervisor) -> Result<FunctionSpec, Status> {
-    if f.runtime != "javascript" {
-        return Err(Status::invalid_argument(format!(
-            "unknown runtime {:?}",
-            f.runtime
-        )));
-    }
-    cloister_types::Entrypoint::parse(&f.entrypoint)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let limits = sup.clamp(Limits {
-        timeout_ms: f.timeout_ms,
-        memory_mb: f.memory_mb,
-    });
-    Ok(FunctionSpec {
+fn spec_from(f: pb::FunctionRef) -> FunctionSpec {
+    FunctionSpec {
         function_id: f.function_id,
-        name: f.name,
         version: f.version,
         code_hash: f.code_hash,
-        entrypoint: f.entrypoint,
-        environment: f.environment,
-        required_secrets: f.required_secrets,
         secrets_epoch: f.secrets_epoch,
-        limits,
-    })
+    }
 }
 
 #[tonic::async_trait]
@@ -106,7 +89,7 @@ impl Executor for ExecutorService {
         let function = r
             .function
             .ok_or_else(|| Status::invalid_argument("function is required"))?;
-        let spec = spec_from(function, &self.sup)?;
+        let spec = spec_from(function);
         let max_in = self.sup.config().limits.max_input_bytes;
         if r.params_json.len() > max_in {
             return Err(Status::invalid_argument("params are over the size limit"));
@@ -141,6 +124,7 @@ impl Executor for ExecutorService {
                         kind: failure_kind(code) as i32,
                         message,
                         stack,
+                        code: code.as_str().to_owned(),
                     }),
                 };
                 InvokeResponse {

@@ -8,7 +8,9 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use cloister_audit::{Action, AuditDraft};
+use cloister_authority::manifest::Manifest;
 use cloister_rpc::executor::ValidateRequest;
+use cloister_rpc::keyvault::SignedRequest;
 use cloister_store::NewVersion;
 use cloister_types::wire::{DeployRequest, FunctionInfo, FunctionList};
 use cloister_types::{
@@ -18,6 +20,7 @@ use cloister_types::{
 use crate::body;
 use crate::error::{HttpError, HttpResult};
 use crate::functions::not_found;
+use crate::keyvault::kv_error;
 use crate::state::Shared;
 
 /// Runtimes this build can run.
@@ -85,6 +88,8 @@ pub fn check_deploy(limits: &ServerLimits, req: DeployRequest) -> HttpResult<New
     }
     let limits = limits.resolve(req.limits)?;
     Ok(NewVersion {
+        version: None,
+        manifest_digest: String::new(),
         name: name.to_string(),
         new_function_id: uuid::Uuid::new_v4().to_string(),
         code_hash: code_hash(&req.code),
@@ -130,9 +135,68 @@ pub async fn deploy(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
+/// Decodes the deploy's manifest (without trusting it: keyvault verifies) and checks that the
+/// request's fields are the ones it signs, so the gateway's record matches keyvault's.
+fn check_manifest(
+    b64: Option<&str>,
+    new: &NewVersion,
+    known: Option<&FunctionInfo>,
+) -> HttpResult<Vec<u8>> {
+    use base64::Engine as _;
+    let Some(b64) = b64 else {
+        return Err(HttpError::new(
+            ErrorCode::BadSignature,
+            "deploys carry a manifest signed by the deployer's identity (`cloister identity \
+             create`; the CLI and cloister-client sign transparently; see docs/MANIFESTS.md)",
+        ));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| HttpError::new(ErrorCode::InvalidRequest, "\"manifest\" must be base64"))?;
+    let m = cloister_authority::request::inspect::<Manifest>(&bytes)
+        .map_err(|e| HttpError::new(e.code(), e.to_string()))?
+        .body;
+    let mismatch = |field: &str| {
+        HttpError::new(
+            ErrorCode::ManifestMismatch,
+            format!("the request's {field} is not the one its signed manifest names"),
+        )
+    };
+    if m.name != new.name {
+        return Err(mismatch("name"));
+    }
+    if m.runtime != new.runtime {
+        return Err(mismatch("runtime"));
+    }
+    if m.entrypoint != new.entrypoint {
+        return Err(mismatch("entrypoint"));
+    }
+    if m.environment != new.environment {
+        return Err(mismatch("environment"));
+    }
+    if m.code_hash != new.code_hash {
+        return Err(mismatch("code hash"));
+    }
+    if m.secrets != new.required_secrets {
+        return Err(mismatch("requiredSecrets"));
+    }
+    if m.limits.timeout_ms != new.limits.timeout_ms || m.limits.memory_mb != new.limits.memory_mb {
+        return Err(mismatch("limits"));
+    }
+    if let (Some(k), Some(id)) = (known, m.function_id.as_deref())
+        && k.function_id != id
+    {
+        return Err(mismatch("function id"));
+    }
+    Ok(bytes)
+}
+
 async fn deploy_inner(s: &Shared, headers: &HeaderMap, body: Body) -> HttpResult<FunctionInfo> {
-    let req: DeployRequest = body::json(headers, body, deploy_body_limit(&s.limits)).await?;
-    let new = check_deploy(&s.limits, req)?;
+    let mut req: DeployRequest = body::json(headers, body, deploy_body_limit(&s.limits)).await?;
+    let manifest_b64 = req.manifest.take();
+    let mut new = check_deploy(&s.limits, req)?;
+    let known = s.store.get_version(&new.name, None).await?;
+    let signed = check_manifest(manifest_b64.as_deref(), &new, known.as_ref())?;
     // Compile in a sandboxed worker: the gateway never evaluates function code itself.
     let check = ValidateRequest {
         code: new.code.clone(),
@@ -161,7 +225,30 @@ async fn deploy_inner(s: &Shared, headers: &HeaderMap, body: Body) -> HttpResult
         }
         return Err(HttpError::new(ErrorCode::InvalidCode, message).details(details.into()));
     }
+    // keyvault verifies the owner's signature, binds the name, assigns id and version.
+    let kv = s.keyvault.as_ref().ok_or_else(|| {
+        HttpError::new(
+            ErrorCode::Unavailable,
+            "keyvault is not configured: deploys need it to register their manifest",
+        )
+    })?;
+    let reg = kv
+        .client()
+        .register_manifest(kv.request(SignedRequest { signed }))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    new.new_function_id = reg.function_id.clone();
+    new.version = Some(reg.version);
+    new.manifest_digest = reg.manifest_digest;
     let info = s.store.create_version(new).await?;
+    if info.function_id != reg.function_id {
+        tracing::error!(name = %info.name, gateway = %info.function_id, keyvault = %reg.function_id, "function id differs from keyvault's");
+        return Err(HttpError::new(
+            ErrorCode::Conflict,
+            "the gateway's record of this name disagrees with keyvault's; delete and redeploy",
+        ));
+    }
     s.functions.invalidate(&info.name);
     tracing::info!(name = %info.name, version = info.version, code_hash = %info.code_hash, "deployed");
     Ok(info)

@@ -47,20 +47,16 @@ pub async fn invoke(
 fn function_ref(f: &VersionRecord, secrets_epoch: u64) -> FunctionRef {
     FunctionRef {
         function_id: f.function_id.clone(),
-        name: f.name.clone(),
         version: f.version,
         code_hash: f.code_hash.clone(),
-        entrypoint: f.entrypoint.clone(),
-        runtime: f.runtime.clone(),
-        environment: f.environment.clone(),
-        timeout_ms: f.limits.timeout_ms,
-        memory_mb: f.limits.memory_mb,
-        required_secrets: f.required_secrets.clone(),
         secrets_epoch,
     }
 }
 
-fn failure_code(kind: i32) -> ErrorCode {
+fn failure_code(code: &str, kind: i32) -> ErrorCode {
+    if let Some(c) = ErrorCode::parse(code) {
+        return c;
+    }
     match FailureKind::try_from(kind).unwrap_or(FailureKind::Unspecified) {
         FailureKind::Timeout => ErrorCode::FunctionTimeout,
         FailureKind::MemoryLimit => ErrorCode::FunctionMemoryLimit,
@@ -149,7 +145,7 @@ async fn invoke_inner(
             })
         }
         Some(Outcome::Failure(fail)) => {
-            let code = failure_code(fail.kind);
+            let code = failure_code(&fail.code, fail.kind);
             let mut details = serde_json::json!({
                 "executionId": execution_id,
                 "version": f.version,

@@ -19,6 +19,7 @@ pub mod keyvault;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod relay;
 pub mod secrets;
 pub mod state;
 pub mod tokens;
@@ -56,6 +57,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/keyvault/rotate-mek", post(secrets::rotate_mek))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/identities", post(relay::grant))
+        .route("/v1/activations", post(relay::activate))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .fallback(ops::not_found)

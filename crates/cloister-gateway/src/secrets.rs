@@ -27,7 +27,7 @@ const MIN_SEALED_LEN: usize = 48;
 /// Largest accepted PUT body (a sealed value of up to 64 KiB, base64-encoded, plus framing).
 const MAX_SECRET_BODY: usize = 96 * 1024;
 
-fn keyvault(s: &Shared) -> HttpResult<&Keyvault> {
+pub(crate) fn keyvault(s: &Shared) -> HttpResult<&Keyvault> {
     s.keyvault.as_ref().ok_or_else(|| {
         HttpError::new(
             ErrorCode::Unavailable,
@@ -69,6 +69,8 @@ pub async fn attestation(State(s): State<Shared>) -> HttpResult<Json<Value>> {
 struct PutBody {
     /// Base64 HPKE ciphertext.
     sealed: Option<String>,
+    /// Base64 owner-signed `cloister/secret-write/v1` request (relayed to keyvault).
+    signed: Option<String>,
     /// Present only when a client sends plaintext: always refused.
     value: Option<Value>,
 }
@@ -115,6 +117,7 @@ async fn put_inner(
             sealed,
             rotate,
             actor: caller.token_id.clone(),
+            signed: decode_signed(req.signed.as_deref())?,
         }))
         .await
         .map_err(kv_error)?
@@ -150,6 +153,19 @@ pub async fn post(
     put_inner(&s, &headers, p, body, true).await.map(Json)
 }
 
+/// Header carrying an owner-signed request (base64) on calls without a body (DELETE).
+pub const SIGNED_HEADER: &str = "cloister-signed";
+
+/// Decodes a relayed signed request (empty when absent: keyvault refuses what needs one).
+fn decode_signed(b64: Option<&str>) -> HttpResult<Vec<u8>> {
+    match b64 {
+        None => Ok(Vec::new()),
+        Some(b) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map_err(|_| HttpError::new(ErrorCode::InvalidRequest, "\"signed\" must be base64")),
+    }
+}
+
 /// Authenticates a developer and names the secret a path-addressed call is about.
 async fn path_call<'a>(
     s: &'a Shared,
@@ -160,9 +176,13 @@ async fn path_call<'a>(
     let caller = s.auth.authenticate(headers).await?;
     caller.require(Role::Developer, action)?;
     let path = secret_path(&path_arg(path)?)?;
+    let signed = headers
+        .get(SIGNED_HEADER)
+        .map(|v| v.to_str().unwrap_or("!"));
     let req = SecretPathRequest {
         path: path.to_string(),
         actor: caller.token_id,
+        signed: decode_signed(signed)?,
     };
     Ok((keyvault(s)?, path, req))
 }

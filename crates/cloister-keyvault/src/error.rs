@@ -79,6 +79,9 @@ pub enum VaultError {
     /// Concurrent writers kept winning; try again.
     #[error("keyvault is busy with concurrent changes to the same keys; retry")]
     Busy,
+    /// An authority check refused the request.
+    #[error(transparent)]
+    Denied(#[from] crate::authority::Denied),
 }
 
 impl VaultError {
@@ -93,6 +96,7 @@ impl VaultError {
             Self::Missing(_) => C::SecretMissing,
             Self::Busy => C::Conflict,
             Self::Keys(_) | Self::Store(_) => C::Unavailable,
+            Self::Denied(d) => d.code(),
         }
     }
 }

@@ -1,5 +1,7 @@
-//! Secret release over the mutually attested channel: executors ask, keyvault answers with the
-//! declared values of one function's namespace, and every connection's attestation is audited.
+//! Secret release over the mutually attested channel: an executor names the function version
+//! and the hash of the code it loaded; keyvault answers with that version's owner-signed
+//! manifest and exactly the secrets it declares, or refuses (and audits the refusal). Every
+//! connection's attestation is audited.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,9 +9,9 @@ use std::sync::Arc;
 use cloister_audit::{Action, AuditDraft};
 use cloister_channel::{AttestedStream, ChannelAcceptor, ChannelError, TlsConn};
 use cloister_rpc::keyvault::{
-    ReleaseError, ReleaseRequest, ReleaseResponse, Released, release_response,
+    ManifestView, ReleaseError, ReleaseRequest, ReleaseResponse, Released, release_response,
 };
-use cloister_types::{Environment, ErrorCode, SecretRef};
+use cloister_types::{ErrorCode, namespace_of};
 use prost::Message;
 use tokio::net::TcpListener;
 
@@ -122,34 +124,63 @@ impl Refusal {
 }
 
 async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Released, Refusal> {
-    let invalid = |e: String| Refusal::new(ErrorCode::InvalidSecretPath, e);
-    let env = Environment::parse(&req.environment).map_err(|e| invalid(e.to_string()))?;
-    let refs = req
-        .secrets
-        .iter()
-        .map(|s| SecretRef::parse(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(e.to_string()))?;
-    match vault
-        .release(&req.function_id, &env, &refs, &req.execution_id, actor)
+    let refused = |e: VaultError| {
+        if matches!(e, VaultError::Keys(_) | VaultError::Store(_)) {
+            tracing::error!(error = %e, "secret release failed");
+        }
+        let mut r = Refusal::new(e.code(), e.to_string());
+        if let VaultError::Missing(name) = e {
+            r.secret = name;
+        }
+        r
+    };
+    let manifest = match vault
+        .authority()
+        .authorize_run(&req.function_id, req.version, &req.code_hash)
         .await
     {
-        Ok((epoch, values)) => Ok(Released {
-            epoch,
-            values: values
-                .into_iter()
-                .map(|(k, v)| (k, v.expose().to_vec()))
-                .collect(),
-        }),
-        Err(e) => {
-            if matches!(e, VaultError::Keys(_) | VaultError::Store(_)) {
-                tracing::error!(error = %e, "secret release failed");
+        Ok(m) => m,
+        Err(d) => {
+            tracing::warn!(function_id = %req.function_id, version = req.version, error = %d, "release refused");
+            let audit = AuditDraft::new(
+                actor,
+                Action::AuthorityRefusal,
+                namespace_of(&req.function_id),
+            )
+            .detail("operation", "release")
+            .detail("version", req.version)
+            .detail("code_hash", req.code_hash.clone())
+            .detail("code", d.code().as_str())
+            .detail("execution_id", req.execution_id.clone());
+            if let Err(e) = vault.audit(audit).await {
+                tracing::error!(error = %e, "cannot audit a refused release");
             }
-            let mut r = Refusal::new(e.code(), e.to_string());
-            if let VaultError::Missing(name) = e {
-                r.secret = name;
-            }
-            Err(r)
+            return Err(refused(VaultError::Denied(d)));
         }
-    }
+    };
+    let (epoch, values) = vault
+        .release(&manifest, &req.execution_id, actor)
+        .await
+        .map_err(refused)?;
+    let m = &manifest.manifest;
+    Ok(Released {
+        epoch,
+        values: values
+            .into_iter()
+            .map(|(k, v)| (k, v.expose().to_vec()))
+            .collect(),
+        manifest: Some(ManifestView {
+            function_id: manifest.function_id.clone(),
+            version: manifest.version,
+            name: m.name.clone(),
+            environment: m.environment.clone(),
+            runtime: m.runtime.clone(),
+            entrypoint: m.entrypoint.clone(),
+            code_hash: m.code_hash.clone(),
+            secrets: m.secrets.clone(),
+            timeout_ms: m.limits.timeout_ms,
+            memory_mb: m.limits.memory_mb,
+            digest: manifest.digest.clone(),
+        }),
+    })
 }

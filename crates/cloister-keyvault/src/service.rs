@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
+use cloister_authority::ops::SecretOp;
 use cloister_rpc::keyvault::keyvault_server::Keyvault;
 use cloister_rpc::keyvault::{
-    self as pb, AttestationBundle, AttestationRequest, DeleteSecretResponse, ListSecretsRequest,
-    ListSecretsResponse, PutSecretRequest, PutSecretResponse, RotateDekRequest, RotateDekResponse,
-    RotateMekRequest, RotateMekResponse, SecretPathRequest, SecretVersionsResponse,
+    self as pb, ActivateResponse, AttestationBundle, AttestationRequest, DeleteSecretResponse,
+    GrantIdentityResponse, ListSecretsRequest, ListSecretsResponse, PutSecretRequest,
+    PutSecretResponse, RegisterManifestResponse, RotateDekRequest, RotateDekResponse,
+    RotateMekRequest, RotateMekResponse, SecretPathRequest, SecretVersionsResponse, SignedRequest,
     VerifyAuditRequest, VerifyAuditResponse,
 };
 use cloister_types::{ErrorCode, SecretPath};
@@ -33,6 +35,8 @@ impl KeyvaultService {
 pub fn coded(code: ErrorCode, message: impl Into<String>) -> Status {
     let mut s = match code.http_status() {
         400 | 413 | 422 => Status::invalid_argument(message),
+        401 => Status::unauthenticated(message),
+        403 => Status::permission_denied(message),
         404 => Status::not_found(message),
         409 => Status::aborted(message),
         _ => Status::unavailable(message),
@@ -59,6 +63,53 @@ fn actor(a: &str) -> &str {
     if a.is_empty() { "gateway" } else { a }
 }
 
+impl KeyvaultService {
+    /// Checks the owner's signature over a secret write and audits a refusal.
+    async fn authorize_write(
+        &self,
+        signed: &[u8],
+        path: &SecretPath,
+        op: SecretOp,
+        sealed: &[u8],
+        token: &str,
+    ) -> Result<String, Status> {
+        if signed.is_empty() {
+            return Err(coded(
+                ErrorCode::BadSignature,
+                "secret writes must be signed by an owner of the function (cloister identity create)",
+            ));
+        }
+        match self
+            .vault
+            .authority()
+            .authorize_secret_write(signed, path, op, sealed)
+            .await
+        {
+            Ok(id) => Ok(format!("{id} (token {})", actor(token))),
+            Err(d) => {
+                let e = VaultError::Denied(d);
+                self.refusal("secret_write", &path.to_string(), &e, token)
+                    .await;
+                Err(status(e))
+            }
+        }
+    }
+
+    async fn refusal(&self, op: &str, subject: &str, e: &VaultError, token: &str) {
+        let audit = cloister_audit::AuditDraft::new(
+            actor(token),
+            cloister_audit::Action::AuthorityRefusal,
+            subject,
+        )
+        .detail("operation", op)
+        .detail("code", e.code().as_str())
+        .detail("reason", e.to_string());
+        if let Err(e) = self.vault.audit(audit).await {
+            tracing::error!(error = %e, "cannot audit a refusal");
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Keyvault for KeyvaultService {
     async fn attestation(
@@ -81,10 +132,18 @@ impl Keyvault for KeyvaultService {
     ) -> Result<Response<PutSecretResponse>, Status> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
+        let op = if r.rotate {
+            SecretOp::Rotate
+        } else {
+            SecretOp::Put
+        };
+        let who = self
+            .authorize_write(&r.signed, &path, op, &r.sealed, &r.actor)
+            .await?;
         let value = self.vault.open_sealed(&path, &r.sealed).map_err(status)?;
         let (version, created_at) = self
             .vault
-            .put(&path, value.expose(), r.rotate, actor(&r.actor))
+            .put(&path, value.expose(), r.rotate, &who)
             .await
             .map_err(status)?;
         Ok(Response::new(PutSecretResponse {
@@ -100,11 +159,10 @@ impl Keyvault for KeyvaultService {
     ) -> Result<Response<DeleteSecretResponse>, Status> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        let deleted = self
-            .vault
-            .delete(&path, actor(&r.actor))
-            .await
-            .map_err(status)?;
+        let who = self
+            .authorize_write(&r.signed, &path, SecretOp::Delete, &[], &r.actor)
+            .await?;
+        let deleted = self.vault.delete(&path, &who).await.map_err(status)?;
         Ok(Response::new(DeleteSecretResponse { deleted }))
     }
 
@@ -194,5 +252,68 @@ impl Keyvault for KeyvaultService {
         let report_json = serde_json::to_string(&report)
             .map_err(|e| coded(ErrorCode::Unavailable, e.to_string()))?;
         Ok(Response::new(VerifyAuditResponse { report_json }))
+    }
+
+    async fn register_manifest(
+        &self,
+        req: Request<SignedRequest>,
+    ) -> Result<Response<RegisterManifestResponse>, Status> {
+        let r = req.into_inner();
+        match self.vault.authority().register_manifest(&r.signed).await {
+            Ok(reg) => Ok(Response::new(RegisterManifestResponse {
+                function_id: reg.function.function_id,
+                version: reg.manifest.version,
+                manifest_digest: reg.manifest.digest.clone(),
+                owners: reg
+                    .function
+                    .owners
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                active: reg.function.active,
+                signer: reg.manifest.signer.to_string(),
+            })),
+            Err(d) => {
+                let e = VaultError::Denied(d);
+                self.refusal("deploy", "manifest", &e, "gateway").await;
+                Err(status(e))
+            }
+        }
+    }
+
+    async fn grant_identity(
+        &self,
+        req: Request<SignedRequest>,
+    ) -> Result<Response<GrantIdentityResponse>, Status> {
+        let r = req.into_inner();
+        match self.vault.authority().grant_identity(&r.signed).await {
+            Ok(id) => Ok(Response::new(GrantIdentityResponse {
+                identity_id: id.to_string(),
+            })),
+            Err(d) => {
+                let e = VaultError::Denied(d);
+                self.refusal("identity_grant", "registry", &e, "gateway")
+                    .await;
+                Err(status(e))
+            }
+        }
+    }
+
+    async fn activate(
+        &self,
+        req: Request<SignedRequest>,
+    ) -> Result<Response<ActivateResponse>, Status> {
+        let r = req.into_inner();
+        match self.vault.authority().activate(&r.signed).await {
+            Ok(f) => Ok(Response::new(ActivateResponse {
+                function_id: f.function_id,
+                active: f.active,
+            })),
+            Err(d) => {
+                let e = VaultError::Denied(d);
+                self.refusal("activate", "function", &e, "gateway").await;
+                Err(status(e))
+            }
+        }
     }
 }

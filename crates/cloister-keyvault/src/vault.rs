@@ -9,19 +9,20 @@ use cloister_crypto::{
     WrappedKey, kdf::hkdf_sha256,
 };
 use cloister_store::{
-    AuditLog, DekRecord, MekRecord, RootRecord, SecretRecord, SecretSummary, SecretVersionInfo,
-    StoreError, VaultStore,
+    AuditLog, AuthorityStore, DekRecord, MekRecord, RootRecord, SecretRecord, SecretSummary,
+    SecretVersionInfo, StoreError, VaultStore,
 };
 use cloister_types::binding::secret_seal_info;
-use cloister_types::{SecretPath, SecretRef, namespace_of};
+use cloister_types::{SecretPath, namespace_of};
 
+use crate::authority::{Authority, RegisteredManifest};
 use crate::error::{KeyvaultError, VaultError};
 use crate::hierarchy::{Dek, Mek};
 use crate::sealing::{MEASUREMENT_LEN, RecoveryKey, SealedRoot};
 
 /// What keyvault persists through: its ciphertext tables and the audit log.
-pub trait KeyvaultStore: VaultStore + AuditLog {}
-impl<T: VaultStore + AuditLog> KeyvaultStore for T {}
+pub trait KeyvaultStore: VaultStore + AuditLog + AuthorityStore {}
+impl<T: VaultStore + AuditLog + AuthorityStore> KeyvaultStore for T {}
 
 /// The TEE's sealing identity: this binary's measurement and the key the TEE derives for it.
 pub struct Sealing {
@@ -62,6 +63,7 @@ pub struct Vault {
     hpke: HpkeKeyPair,
     audit_key: SigningKey,
     last_checkpoint: Mutex<Option<Checkpoint>>,
+    authority: Authority,
 }
 
 impl std::fmt::Debug for Vault {
@@ -100,6 +102,7 @@ impl Vault {
     pub async fn open(
         store: Arc<dyn KeyvaultStore>,
         sealing: &Sealing,
+        bootstrap_admin: Option<&VerifyingKey>,
     ) -> Result<(Self, Opened), VaultError> {
         let (root_id, root, opened) = match store.vault_root().await? {
             Some(rec) => {
@@ -142,7 +145,7 @@ impl Vault {
                     Ok(()) => (root_id, root, Opened::Created(recovery)),
                     // Another keyvault initialised it first: unseal what it stored.
                     Err(StoreError::Conflict(_)) => {
-                        return Box::pin(Self::open(store, sealing)).await;
+                        return Box::pin(Self::open(store, sealing, None)).await;
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -152,6 +155,11 @@ impl Vault {
             .map_err(KeyvaultError::from)?;
         let audit_key = SigningKey::from_seed(derive(&root, &root_id, "audit-signing")?)
             .map_err(KeyvaultError::from)?;
+        let authority = Authority::new(
+            store.clone(),
+            cloister_crypto::MacKey::new(&derive(&root, &root_id, "authority-mac")?),
+            audit_key.verifying_key().to_string(),
+        );
         let vault = Self {
             store,
             root_id,
@@ -164,11 +172,28 @@ impl Vault {
             hpke,
             audit_key,
             last_checkpoint: Mutex::new(None),
+            authority,
         };
+        if let (Opened::Created(_), Some(admin)) = (&opened, bootstrap_admin) {
+            vault
+                .authority
+                .bootstrap_admin(admin, "bootstrap admin")
+                .await?;
+        }
         vault.reload_meks().await?;
         let last = vault.store.audit_checkpoints().await?.into_iter().last();
         *lock(&vault.last_checkpoint) = last;
         Ok((vault, opened))
+    }
+
+    /// The identity registry, function records and manifests.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// keyvault's instance key (hex): what signed requests bind as their platform.
+    pub fn platform(&self) -> &str {
+        self.authority.platform()
     }
 
     /// The key clients seal secret values to.
@@ -319,20 +344,25 @@ impl Vault {
         Err(VaultError::Busy)
     }
 
-    /// Releases the latest values of `declared` in the function's namespace and environment to
-    /// the attested executor `executor`; a missing one fails the whole release.
+    /// Releases the latest values of the secrets `manifest` declares (and nothing else) to the
+    /// attested executor `executor`; a missing one fails the whole release.
     pub async fn release(
         &self,
-        function_id: &str,
-        environment: &cloister_types::Environment,
-        declared: &[SecretRef],
+        manifest: &RegisteredManifest,
         execution_id: &str,
         executor: &str,
     ) -> Result<(u64, Released), VaultError> {
+        let function_id = manifest.function_id.as_str();
+        let environment = &manifest.environment;
+        let declared = &manifest.secrets;
         let namespace = namespace_of(function_id);
         // The epoch is read first: a change racing with this read makes the cache look older
         // than it is (an extra refetch), never newer.
         let epoch = self.store.vault_epoch(namespace.clone()).await?;
+        let mut out = BTreeMap::new();
+        if declared.is_empty() {
+            return Ok((epoch, out));
+        }
         let mut paths = Vec::with_capacity(declared.len());
         for r in declared {
             let p = SecretPath::for_function(function_id, environment, r)
@@ -341,7 +371,6 @@ impl Vault {
         }
         let records = self.store.vault_latest(paths.clone()).await?;
         let deks = self.store.vault_deks(Some(namespace.clone())).await?;
-        let mut out = BTreeMap::new();
         for (r, p) in declared.iter().zip(&paths) {
             let rec = records
                 .iter()
@@ -358,6 +387,8 @@ impl Vault {
         let names: Vec<String> = declared.iter().map(ToString::to_string).collect();
         let audit = AuditDraft::new(executor, Action::SecretRelease, namespace)
             .detail("environment", environment.as_str())
+            .detail("version", manifest.version)
+            .detail("manifest_digest", manifest.digest.clone())
             .detail("names", names)
             .detail("execution_id", execution_id);
         self.store.audit_append(audit).await?;

@@ -24,6 +24,8 @@ pub fn sample_version(name: &str, code: &str) -> NewVersion {
             timeout_ms: 1234,
             memory_mb: 32,
         },
+        version: None,
+        manifest_digest: String::new(),
     }
 }
 

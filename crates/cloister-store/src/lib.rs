@@ -5,14 +5,17 @@
 //! suite. The store never sees secret values: tokens are stored as SHA-256 hashes.
 
 pub mod audit;
+pub mod authority;
 pub mod conformance;
 mod migrations;
 mod model;
 mod sqlite;
+mod sqlite_authority;
 mod sqlite_vault;
 pub mod vault;
 
 pub use audit::AuditLog;
+pub use authority::{AuthorityRow, AuthorityStore, AuthorityWrite};
 pub use model::{NewToken, NewVersion, StoreError, TokenRecord, VersionRecord};
 pub use sqlite::SqliteStore;
 pub use vault::{

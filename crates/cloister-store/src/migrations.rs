@@ -107,6 +107,25 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         );
     ",
     },
+    Migration {
+        version: 3,
+        name: "keyvault authority rows (MACed), used nonces, manifest digests",
+        sql: "
+        CREATE TABLE kv_authority (
+            kind        TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            value       BLOB NOT NULL,
+            mac         BLOB NOT NULL,
+            updated_at  TEXT NOT NULL,
+            PRIMARY KEY (kind, key)
+        );
+        CREATE TABLE kv_nonces (
+            nonce       TEXT PRIMARY KEY,
+            expires     INTEGER NOT NULL
+        );
+        ALTER TABLE function_versions ADD COLUMN manifest_digest TEXT NOT NULL DEFAULT '';
+    ",
+    },
 ];
 
 /// Latest schema version this build knows.

@@ -24,6 +24,10 @@ pub struct NewVersion {
     pub required_secrets: Vec<String>,
     /// Resolved limits.
     pub limits: Limits,
+    /// Version number assigned by keyvault (`None`: the next one).
+    pub version: Option<u32>,
+    /// Digest of the owner-signed manifest keyvault registered (hex SHA-256).
+    pub manifest_digest: String,
 }
 
 /// A stored function version: its public metadata (code is fetched separately).

@@ -126,7 +126,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 const VERSION_COLUMNS: &str = "f.name, f.id, v.version, v.code_hash, v.runtime, v.entrypoint, \
-     v.environment, v.required_secrets, v.timeout_ms, v.memory_mb, v.created_at";
+     v.environment, v.required_secrets, v.timeout_ms, v.memory_mb, v.created_at, v.manifest_digest";
 
 fn version_row(r: &Row<'_>) -> rusqlite::Result<(VersionRecord, String)> {
     let secrets: String = r.get(7)?;
@@ -144,6 +144,7 @@ fn version_row(r: &Row<'_>) -> rusqlite::Result<(VersionRecord, String)> {
             memory_mb: r.get(9)?,
         },
         created_at: r.get(10)?,
+        manifest_digest: r.get(11)?,
     };
     Ok((info, secrets))
 }
@@ -200,17 +201,27 @@ impl Store for SqliteStore {
                     new.new_function_id.clone()
                 }
             };
-            let version: u32 = tx
+            let next: u32 = tx
                 .query_row(
                     "SELECT COALESCE(MAX(version), 0) + 1 FROM function_versions WHERE function_id = ?1",
                     [&function_id],
                     |r| r.get(0),
                 )
                 .map_err(backend)?;
+            let version = match new.version {
+                Some(v) if v < next => {
+                    return Err(StoreError::Conflict(format!(
+                        "version {v} of {} is already stored",
+                        new.name
+                    )));
+                }
+                Some(v) => v,
+                None => next,
+            };
             tx.execute(
                 "INSERT INTO function_versions (function_id, version, code, code_hash, runtime, \
-                 entrypoint, environment, required_secrets, timeout_ms, memory_mb, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 entrypoint, environment, required_secrets, timeout_ms, memory_mb, created_at, \
+                 manifest_digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     function_id,
                     version,
@@ -222,7 +233,8 @@ impl Store for SqliteStore {
                     secrets,
                     i64::try_from(new.limits.timeout_ms).unwrap_or(i64::MAX),
                     new.limits.memory_mb,
-                    now
+                    now,
+                    new.manifest_digest
                 ],
             )
             .map_err(backend)?;
@@ -238,6 +250,7 @@ impl Store for SqliteStore {
                 required_secrets: new.required_secrets,
                 limits: new.limits,
                 created_at: now,
+                manifest_digest: new.manifest_digest,
             })
         })
         .await

@@ -29,7 +29,7 @@ fn to_u64(n: i64) -> u64 {
 }
 
 /// Appends `draft` inside the caller's transaction.
-fn append_in(tx: &Transaction<'_>, draft: AuditDraft) -> Result<AuditEntry, StoreError> {
+pub(crate) fn append_in(tx: &Transaction<'_>, draft: AuditDraft) -> Result<AuditEntry, StoreError> {
     let head: Option<(i64, String)> = tx
         .query_row(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",

@@ -47,6 +47,26 @@ pub enum ErrorCode {
     Unavailable,
     /// An unexpected server-side failure (never carries internal details).
     Internal,
+    /// A signed request's signature, signer key or signed fields do not check out (wrong
+    /// domain, another platform, not canonical).
+    BadSignature,
+    /// A signed request expired (or claims to expire too far ahead).
+    RequestExpired,
+    /// A signed request was already used.
+    ReplayedRequest,
+    /// The signer is not in keyvault's identity registry.
+    UnknownIdentity,
+    /// The signer's identity was revoked.
+    IdentityRevoked,
+    /// The signer (or the token's identity) does not own that function.
+    NotOwner,
+    /// A manifest does not match what it must (the request, the loaded code, the previous
+    /// version, keyvault's name binding).
+    ManifestMismatch,
+    /// The function version is not active: keyvault releases nothing to it.
+    InactiveVersion,
+    /// Stored state is older than keyvault knows it to be.
+    RollbackDetected,
 }
 
 impl ErrorCode {
@@ -55,11 +75,13 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             InvalidRequest | InvalidCode | InvalidSecretPath => 400,
-            Unauthorized => 401,
-            Forbidden => 403,
+            Unauthorized | BadSignature | RequestExpired => 401,
+            Forbidden | UnknownIdentity | IdentityRevoked | NotOwner => 403,
             FunctionNotFound | SecretNotFound | NotFound => 404,
             MethodNotAllowed => 405,
-            Conflict => 409,
+            Conflict | ReplayedRequest | ManifestMismatch | InactiveVersion | RollbackDetected => {
+                409
+            }
             PayloadTooLarge => 413,
             FunctionTimeout
             | FunctionMemoryLimit
@@ -96,6 +118,15 @@ impl ErrorCode {
             AttestationFailed => "attestation_failed",
             Unavailable => "unavailable",
             Internal => "internal",
+            BadSignature => "bad_signature",
+            RequestExpired => "request_expired",
+            ReplayedRequest => "replayed_request",
+            UnknownIdentity => "unknown_identity",
+            IdentityRevoked => "identity_revoked",
+            NotOwner => "not_owner",
+            ManifestMismatch => "manifest_mismatch",
+            InactiveVersion => "inactive_version",
+            RollbackDetected => "rollback_detected",
         }
     }
 
@@ -188,6 +219,15 @@ mod tests {
             (ErrorCode::AttestationFailed, 503),
             (ErrorCode::Unavailable, 503),
             (ErrorCode::Internal, 500),
+            (ErrorCode::BadSignature, 401),
+            (ErrorCode::RequestExpired, 401),
+            (ErrorCode::ReplayedRequest, 409),
+            (ErrorCode::UnknownIdentity, 403),
+            (ErrorCode::IdentityRevoked, 403),
+            (ErrorCode::NotOwner, 403),
+            (ErrorCode::ManifestMismatch, 409),
+            (ErrorCode::InactiveVersion, 409),
+            (ErrorCode::RollbackDetected, 409),
         ];
         for (code, status) in all {
             assert_eq!(code.http_status(), status, "{code}");

@@ -70,6 +70,10 @@ pub struct DeployRequest {
     /// Requested limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<RequestedLimits>,
+    /// The owner-signed manifest of this version (base64 COSE_Sign1, see docs/MANIFESTS.md);
+    /// every field above must match it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
 }
 
 /// Metadata of one deployed function version.
@@ -96,6 +100,10 @@ pub struct FunctionInfo {
     pub limits: Limits,
     /// RFC 3339 creation time of this version.
     pub created_at: String,
+    /// Digest (hex SHA-256) of the owner-signed manifest keyvault holds for this version;
+    /// a redeploy names it as `previous`.
+    #[serde(default)]
+    pub manifest_digest: String,
 }
 
 /// `GET /v1/functions` response.
@@ -199,4 +207,30 @@ mod tests {
         let req: DeployRequest = serde_json::from_str(ok).unwrap();
         assert_eq!(req.limits.unwrap().timeout_ms, Some(100));
     }
+}
+
+/// Body of calls that relay one signed request (`POST /v1/identities`, `/v1/activations`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedBody {
+    /// Base64 COSE_Sign1 made by an identity (docs/MANIFESTS.md).
+    pub signed: String,
+}
+
+/// `POST /v1/identities` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityGranted {
+    /// Id of the identity granted.
+    pub identity_id: String,
+}
+
+/// `POST /v1/activations` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivationResult {
+    /// Function id.
+    pub function_id: String,
+    /// Versions that may now receive secrets.
+    pub active: Vec<u32>,
 }

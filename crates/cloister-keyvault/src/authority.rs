@@ -1,0 +1,731 @@
+//! Authority inside keyvault (ARCHITECTURE §11): the identity registry, function records and
+//! owner-signed manifests. Rows live in the untrusted database under a MAC only keyvault can
+//! compute; this process caches what it verified and is the only writer, so a row changed
+//! underneath it is never read again while it runs, and fails its MAC when it is.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cloister_audit::{Action, AuditDraft};
+use cloister_authority::manifest::Manifest;
+use cloister_authority::ops::{Activation, IdentityGrant, IdentityRole, SecretOp, SecretWrite};
+use cloister_authority::request::{Body, Verified, inspect, unix_now, verify};
+use cloister_authority::{AuthorityError, IdentityId};
+use cloister_crypto::{MacKey, VerifyingKey};
+use cloister_store::{AuthorityRow, AuthorityWrite, StoreError};
+use cloister_types::{
+    Entrypoint, Environment, ErrorCode, FunctionName, SecretPath, SecretRef, names,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::vault::KeyvaultStore;
+
+/// Longest lifetime keyvault accepts for a signed request.
+pub const MAX_REQUEST_TTL_SECS: u64 = 600;
+
+const IDENTITY: &str = "identity";
+const FUNCTION: &str = "function";
+const NAME: &str = "name";
+const MANIFEST: &str = "manifest";
+
+/// Why keyvault refused an authorising request or a release.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Denied {
+    /// The signed request itself failed.
+    #[error(transparent)]
+    Signature(#[from] AuthorityError),
+    /// The signer is not registered.
+    #[error("identity {0} is not in keyvault's registry")]
+    UnknownIdentity(IdentityId),
+    /// The signer was revoked.
+    #[error("identity {0} was revoked")]
+    IdentityRevoked(IdentityId),
+    /// The nonce was used before.
+    #[error("this signed request was already used (replay)")]
+    Replayed,
+    /// The signer does not own the function.
+    #[error("identity {identity} does not own function {function_id}")]
+    NotOwner {
+        /// Signer.
+        identity: IdentityId,
+        /// Function.
+        function_id: String,
+    },
+    /// Only admins may do this.
+    #[error("identity {0} is not an admin")]
+    NotAdmin(IdentityId),
+    /// A manifest does not fit (previous digest, name binding, code hash, request fields).
+    #[error("manifest mismatch: {0}")]
+    ManifestMismatch(String),
+    /// That version may not receive secrets.
+    #[error("version {version} of function {function_id} is not active")]
+    InactiveVersion {
+        /// Function.
+        function_id: String,
+        /// Version.
+        version: u32,
+    },
+    /// keyvault knows no such function or version.
+    #[error("keyvault has no function {0}")]
+    UnknownFunction(String),
+    /// The name belongs to a function already.
+    #[error("the name {0:?} is bound to an existing function; redeploy it with its id")]
+    NameTaken(String),
+    /// A field of the signed body is invalid.
+    #[error("invalid signed request: {0}")]
+    Invalid(String),
+    /// A stored row failed its MAC or could not be decoded.
+    #[error("stored {0} failed authentication (altered in the database)")]
+    Tampered(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Concurrent writers kept winning.
+    #[error("keyvault is busy with concurrent changes; retry")]
+    Busy,
+}
+
+impl Denied {
+    /// The stable public error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Signature(e) => e.code(),
+            Self::UnknownIdentity(_) => ErrorCode::UnknownIdentity,
+            Self::IdentityRevoked(_) => ErrorCode::IdentityRevoked,
+            Self::Replayed => ErrorCode::ReplayedRequest,
+            Self::NotOwner { .. } | Self::NotAdmin(_) => ErrorCode::NotOwner,
+            Self::ManifestMismatch(_) | Self::Tampered(_) => ErrorCode::ManifestMismatch,
+            Self::InactiveVersion { .. } => ErrorCode::InactiveVersion,
+            Self::UnknownFunction(_) => ErrorCode::FunctionNotFound,
+            Self::NameTaken(_) | Self::Busy => ErrorCode::Conflict,
+            Self::Invalid(_) => ErrorCode::InvalidRequest,
+            Self::Store(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// A registered identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    /// Hex Ed25519 public key.
+    pub public_key: String,
+    /// Role.
+    pub role: IdentityRole,
+    /// Label.
+    pub label: String,
+    /// Revoked identities authorise nothing.
+    pub revoked: bool,
+}
+
+/// keyvault's record of one function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    /// Id (assigned by keyvault).
+    pub function_id: String,
+    /// Name (bound by keyvault).
+    pub name: String,
+    /// Identities that may act on it.
+    pub owners: Vec<IdentityId>,
+    /// Latest version.
+    pub latest_version: u32,
+    /// Digest of the latest manifest (hex).
+    pub latest_digest: String,
+    /// Versions that may receive secrets.
+    pub active: Vec<u32>,
+}
+
+/// A manifest keyvault registered: its fields may be acted on.
+#[derive(Debug, Clone)]
+pub struct RegisteredManifest {
+    /// Function id.
+    pub function_id: String,
+    /// Version.
+    pub version: u32,
+    /// Digest of the signed bytes (hex).
+    pub digest: String,
+    /// Who signed it.
+    pub signer: IdentityId,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Its environment, parsed.
+    pub environment: Environment,
+    /// Its declared secrets, parsed.
+    pub secrets: Vec<SecretRef>,
+}
+
+/// What registering a manifest produced.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// The function record after the change.
+    pub function: FunctionRecord,
+    /// The manifest.
+    pub manifest: Arc<RegisteredManifest>,
+}
+
+#[derive(Default)]
+struct Cache {
+    identities: HashMap<IdentityId, IdentityRecord>,
+    functions: HashMap<String, Arc<FunctionRecord>>,
+    manifests: HashMap<(String, u32), Arc<RegisteredManifest>>,
+}
+
+/// The authority state of one keyvault.
+pub struct Authority {
+    store: Arc<dyn KeyvaultStore>,
+    mac: MacKey,
+    platform: String,
+    cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("platform", &self.platform)
+            .finish_non_exhaustive()
+    }
+}
+
+fn manifest_key(function_id: &str, version: u32) -> String {
+    format!("{function_id}/{version:010}")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Authority {
+    /// Authority over `store`, MACing rows with `mac`, accepting requests signed for
+    /// `platform` (keyvault's instance key, hex).
+    pub fn new(store: Arc<dyn KeyvaultStore>, mac: MacKey, platform: String) -> Self {
+        Self {
+            store,
+            mac,
+            platform,
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    /// The platform id signed requests must name.
+    pub fn platform(&self) -> &str {
+        &self.platform
+    }
+
+    fn row(&self, kind: &str, key: &str, value: Vec<u8>) -> AuthorityRow {
+        let mac = self
+            .mac
+            .tag(&[kind.as_bytes(), key.as_bytes(), &value])
+            .to_vec();
+        AuthorityRow {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            value,
+            mac,
+        }
+    }
+
+    async fn load(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, Denied> {
+        let Some(row) = self.store.authority_get(kind, key).await? else {
+            return Ok(None);
+        };
+        if row.kind != kind || row.key != key {
+            return Err(Denied::Tampered(format!("{kind} {key}")));
+        }
+        self.mac
+            .verify(&[kind.as_bytes(), key.as_bytes(), &row.value], &row.mac)
+            .map_err(|_| {
+                tracing::error!(kind, key, "ALARM: an authority row failed its MAC");
+                Denied::Tampered(format!("{kind} {key}"))
+            })?;
+        Ok(Some(row.value))
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        kind: &str,
+        key: &str,
+        v: &[u8],
+    ) -> Result<T, Denied> {
+        serde_json::from_slice(v).map_err(|_| Denied::Tampered(format!("{kind} {key}")))
+    }
+
+    fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Denied> {
+        serde_json::to_vec(v).map_err(|e| Denied::Invalid(e.to_string()))
+    }
+
+    /// Registers the first admin when keyvault is initialised (never afterwards).
+    pub async fn bootstrap_admin(
+        &self,
+        key: &VerifyingKey,
+        label: &str,
+    ) -> Result<IdentityId, Denied> {
+        let id = IdentityId::of(key);
+        let rec = IdentityRecord {
+            public_key: key.to_string(),
+            role: IdentityRole::Admin,
+            label: label.to_owned(),
+            revoked: false,
+        };
+        let value = Self::encode(&rec)?;
+        let audit = AuditDraft::new("keyvault", Action::IdentityGrant, id.to_string())
+            .detail("role", "admin")
+            .detail("label", label)
+            .detail("bootstrap", true);
+        self.store
+            .authority_write(
+                vec![AuthorityWrite {
+                    row: self.row(IDENTITY, id.as_str(), value),
+                    expect: None,
+                }],
+                Some(audit),
+            )
+            .await?;
+        lock(&self.cache).identities.insert(id.clone(), rec);
+        Ok(id)
+    }
+
+    /// The registered identities (verified rows only).
+    pub async fn identities(&self) -> Result<Vec<(IdentityId, IdentityRecord)>, Denied> {
+        let mut out = Vec::new();
+        for row in self.store.authority_list(IDENTITY).await? {
+            let Some(v) = self.load(IDENTITY, &row.key).await? else {
+                continue;
+            };
+            let id = IdentityId::parse(&row.key).map_err(|_| Denied::Tampered(row.key.clone()))?;
+            out.push((id, Self::decode(IDENTITY, &row.key, &v)?));
+        }
+        Ok(out)
+    }
+
+    async fn identity(&self, id: &IdentityId) -> Result<Option<IdentityRecord>, Denied> {
+        if let Some(r) = lock(&self.cache).identities.get(id) {
+            return Ok(Some(r.clone()));
+        }
+        let Some(v) = self.load(IDENTITY, id.as_str()).await? else {
+            return Ok(None);
+        };
+        let rec: IdentityRecord = Self::decode(IDENTITY, id.as_str(), &v)?;
+        lock(&self.cache).identities.insert(id.clone(), rec.clone());
+        Ok(Some(rec))
+    }
+
+    /// Verifies a signed request and its signer's standing; consumes its nonce.
+    pub async fn verify_signed<B: Body>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Verified<B>, IdentityRecord), Denied> {
+        let v = verify::<B>(bytes, &self.platform, unix_now(), MAX_REQUEST_TTL_SECS)?;
+        let rec = self
+            .identity(v.signer_id())
+            .await?
+            .ok_or_else(|| Denied::UnknownIdentity(v.signer_id().clone()))?;
+        if rec.public_key != v.signer().to_string() {
+            return Err(Denied::Tampered(format!("identity {}", v.signer_id())));
+        }
+        if rec.revoked {
+            return Err(Denied::IdentityRevoked(v.signer_id().clone()));
+        }
+        if !self
+            .store
+            .nonce_use(v.nonce().to_owned(), v.expires(), unix_now())
+            .await?
+        {
+            return Err(Denied::Replayed);
+        }
+        Ok((v, rec))
+    }
+
+    /// keyvault's record of a function (MAC-verified), if any.
+    pub async fn function(&self, function_id: &str) -> Result<Option<Arc<FunctionRecord>>, Denied> {
+        if let Some(f) = lock(&self.cache).functions.get(function_id) {
+            return Ok(Some(f.clone()));
+        }
+        let Some(v) = self.load(FUNCTION, function_id).await? else {
+            return Ok(None);
+        };
+        let rec: FunctionRecord = Self::decode(FUNCTION, function_id, &v)?;
+        if rec.function_id != function_id {
+            return Err(Denied::Tampered(format!("function {function_id}")));
+        }
+        let rec = Arc::new(rec);
+        lock(&self.cache)
+            .functions
+            .insert(function_id.to_owned(), rec.clone());
+        Ok(Some(rec))
+    }
+
+    fn may_act(rec: &IdentityRecord, id: &IdentityId, f: &FunctionRecord) -> Result<(), Denied> {
+        if rec.role == IdentityRole::Admin || f.owners.contains(id) {
+            Ok(())
+        } else {
+            Err(Denied::NotOwner {
+                identity: id.clone(),
+                function_id: f.function_id.clone(),
+            })
+        }
+    }
+
+    /// Checks the fields of a manifest and parses what keyvault acts on.
+    fn check_manifest(m: &Manifest) -> Result<(Environment, Vec<SecretRef>), Denied> {
+        let inv = |e: String| Denied::Invalid(e);
+        FunctionName::parse(&m.name).map_err(|e| inv(e.to_string()))?;
+        Entrypoint::parse(&m.entrypoint).map_err(|e| inv(e.to_string()))?;
+        let env = Environment::parse(&m.environment).map_err(|e| inv(e.to_string()))?;
+        if m.runtime != "javascript" {
+            return Err(inv(format!("unknown runtime {:?}", m.runtime)));
+        }
+        let hex_part = m.code_hash.strip_prefix("sha256:").unwrap_or("");
+        if hex_part.len() != 64 || hex::decode(hex_part).is_err() {
+            return Err(inv("code_hash must be sha256:<64 hex digits>".into()));
+        }
+        let mut refs: Vec<SecretRef> = Vec::with_capacity(m.secrets.len());
+        for s in &m.secrets {
+            let r = SecretRef::parse(s).map_err(|e| inv(e.to_string()))?;
+            if refs.iter().any(|d| d.name() == r.name()) {
+                return Err(inv(format!(
+                    "two declared secrets are named {:?}",
+                    r.name()
+                )));
+            }
+            refs.push(r);
+        }
+        if m.limits.timeout_ms == 0 || m.limits.memory_mb == 0 {
+            return Err(inv("limits must be positive".into()));
+        }
+        if let Some(id) = &m.function_id {
+            names::validate_function_id(id).map_err(|e| inv(e.to_string()))?;
+        }
+        Ok((env, refs))
+    }
+
+    /// Registers an owner-signed manifest as the function's next version.
+    pub async fn register_manifest(&self, signed: &[u8]) -> Result<Registered, Denied> {
+        let (v, signer) = self.verify_signed::<Manifest>(signed).await?;
+        let m = v.body().clone();
+        let (environment, secrets) = Self::check_manifest(&m)?;
+        let signer_id = v.signer_id().clone();
+        let digest = hex::encode(v.digest());
+        let (old, old_value, function_id) = match &m.function_id {
+            None => {
+                if m.previous.is_some() {
+                    return Err(Denied::ManifestMismatch(
+                        "a manifest creating a function names no previous manifest".into(),
+                    ));
+                }
+                if self.load(NAME, &m.name).await?.is_some() {
+                    return Err(Denied::NameTaken(m.name.clone()));
+                }
+                (None, None, uuid::Uuid::new_v4().to_string())
+            }
+            Some(id) => {
+                let f = self
+                    .function(id)
+                    .await?
+                    .ok_or_else(|| Denied::UnknownFunction(id.clone()))?;
+                Self::may_act(&signer, &signer_id, &f)?;
+                if f.name != m.name {
+                    return Err(Denied::ManifestMismatch(format!(
+                        "function {id} is named {:?}, not {:?}",
+                        f.name, m.name
+                    )));
+                }
+                if m.previous.as_deref() != Some(f.latest_digest.as_str()) {
+                    return Err(Denied::ManifestMismatch(format!(
+                        "previous must be the digest of version {} ({}); replayed or stale manifest",
+                        f.latest_version, f.latest_digest
+                    )));
+                }
+                let old_value = Self::encode(f.as_ref())?;
+                (Some(f), Some(old_value), id.clone())
+            }
+        };
+        let version = old.as_ref().map(|f| f.latest_version + 1).unwrap_or(1);
+        let mut active = old.as_ref().map(|f| f.active.clone()).unwrap_or_default();
+        if m.activate {
+            active.push(version);
+        }
+        let rec = FunctionRecord {
+            function_id: function_id.clone(),
+            name: m.name.clone(),
+            owners: old
+                .as_ref()
+                .map(|f| f.owners.clone())
+                .unwrap_or_else(|| vec![signer_id.clone()]),
+            latest_version: version,
+            latest_digest: digest.clone(),
+            active,
+        };
+        let mut writes = vec![
+            AuthorityWrite {
+                row: self.row(FUNCTION, &function_id, Self::encode(&rec)?),
+                expect: old_value,
+            },
+            AuthorityWrite {
+                row: self.row(
+                    MANIFEST,
+                    &manifest_key(&function_id, version),
+                    signed.to_vec(),
+                ),
+                expect: None,
+            },
+        ];
+        if old.is_none() {
+            writes.push(AuthorityWrite {
+                row: self.row(NAME, &m.name, function_id.as_bytes().to_vec()),
+                expect: None,
+            });
+        }
+        let audit = AuditDraft::new(
+            signer_id.to_string(),
+            Action::FunctionDeploy,
+            m.name.clone(),
+        )
+        .detail("function_id", function_id.clone())
+        .detail("version", version)
+        .detail("code_hash", m.code_hash.clone())
+        .detail("manifest_digest", digest.clone())
+        .detail("secrets", m.secrets.clone())
+        .detail("active", m.activate);
+        match self.store.authority_write(writes, Some(audit)).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                lock(&self.cache).functions.remove(&function_id);
+                return Err(if old.is_none() {
+                    Denied::NameTaken(m.name.clone())
+                } else {
+                    Denied::Busy
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let reg = Arc::new(RegisteredManifest {
+            function_id: function_id.clone(),
+            version,
+            digest,
+            signer: signer_id,
+            manifest: m,
+            environment,
+            secrets,
+        });
+        let rec = Arc::new(rec);
+        let mut c = lock(&self.cache);
+        c.functions.insert(function_id.clone(), rec.clone());
+        c.manifests.insert((function_id, version), reg.clone());
+        Ok(Registered {
+            function: (*rec).clone(),
+            manifest: reg,
+        })
+    }
+
+    /// A registered manifest (MAC-verified), if any.
+    pub async fn manifest(
+        &self,
+        function_id: &str,
+        version: u32,
+    ) -> Result<Option<Arc<RegisteredManifest>>, Denied> {
+        let key = (function_id.to_owned(), version);
+        if let Some(m) = lock(&self.cache).manifests.get(&key) {
+            return Ok(Some(m.clone()));
+        }
+        let k = manifest_key(function_id, version);
+        let Some(bytes) = self.load(MANIFEST, &k).await? else {
+            return Ok(None);
+        };
+        let i =
+            inspect::<Manifest>(&bytes).map_err(|_| Denied::Tampered(format!("manifest {k}")))?;
+        if i.body
+            .function_id
+            .as_deref()
+            .is_some_and(|id| id != function_id)
+        {
+            return Err(Denied::Tampered(format!("manifest {k}")));
+        }
+        let (environment, secrets) =
+            Self::check_manifest(&i.body).map_err(|_| Denied::Tampered(format!("manifest {k}")))?;
+        let reg = Arc::new(RegisteredManifest {
+            function_id: function_id.to_owned(),
+            version,
+            digest: hex::encode(Sha256::digest(&bytes)),
+            signer: i.signer_id,
+            manifest: i.body,
+            environment,
+            secrets,
+        });
+        lock(&self.cache).manifests.insert(key, reg.clone());
+        Ok(Some(reg))
+    }
+
+    /// What keyvault may act on for an executor that loaded code hashing to `code_hash` for
+    /// (function, version): the registered manifest, if that version is active and its code
+    /// hash is the one loaded.
+    pub async fn authorize_run(
+        &self,
+        function_id: &str,
+        version: u32,
+        code_hash: &str,
+    ) -> Result<Arc<RegisteredManifest>, Denied> {
+        let f = self
+            .function(function_id)
+            .await?
+            .ok_or_else(|| Denied::UnknownFunction(function_id.to_owned()))?;
+        let m = self
+            .manifest(function_id, version)
+            .await?
+            .ok_or_else(|| Denied::UnknownFunction(format!("{function_id} version {version}")))?;
+        if !f.active.contains(&version) {
+            return Err(Denied::InactiveVersion {
+                function_id: function_id.to_owned(),
+                version,
+            });
+        }
+        if m.manifest.code_hash != code_hash {
+            return Err(Denied::ManifestMismatch(format!(
+                "the executor loaded code {code_hash}; version {version}'s manifest names {}",
+                m.manifest.code_hash
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Checks an owner-signed write to `path` of `sealed` (empty for deletes); returns the
+    /// signer.
+    pub async fn authorize_secret_write(
+        &self,
+        signed: &[u8],
+        path: &SecretPath,
+        op: SecretOp,
+        sealed: &[u8],
+    ) -> Result<IdentityId, Denied> {
+        let (v, signer) = self.verify_signed::<SecretWrite>(signed).await?;
+        let b: &SecretWrite = v.body();
+        let digest = if sealed.is_empty() {
+            String::new()
+        } else {
+            hex::encode(Sha256::digest(sealed))
+        };
+        if b.path != path.to_string() || b.op != op || b.sealed_digest != digest {
+            return Err(Denied::Signature(AuthorityError::Malformed(
+                "the signature covers another path, operation or value".into(),
+            )));
+        }
+        let function_id = path.function_id();
+        let f = self
+            .function(function_id)
+            .await?
+            .ok_or_else(|| Denied::UnknownFunction(function_id.to_owned()))?;
+        Self::may_act(&signer, v.signer_id(), &f)?;
+        Ok(v.signer_id().clone())
+    }
+
+    /// Checks that `signed` authorises acting on `function_id` by an owner or admin, for
+    /// operations whose body is only the function (secret listing, DEK rotation).
+    pub async fn is_owner(&self, identity: &IdentityId, function_id: &str) -> Result<bool, Denied> {
+        let Some(rec) = self.identity(identity).await? else {
+            return Ok(false);
+        };
+        if rec.revoked {
+            return Ok(false);
+        }
+        let Some(f) = self.function(function_id).await? else {
+            return Ok(false);
+        };
+        Ok(Self::may_act(&rec, identity, &f).is_ok())
+    }
+
+    /// An admin adds an identity or changes its role.
+    pub async fn grant_identity(&self, signed: &[u8]) -> Result<IdentityId, Denied> {
+        let (v, signer) = self.verify_signed::<IdentityGrant>(signed).await?;
+        if signer.role != IdentityRole::Admin {
+            return Err(Denied::NotAdmin(v.signer_id().clone()));
+        }
+        let g = v.body();
+        let key_bytes = hex::decode(&g.public_key)
+            .map_err(|_| Denied::Invalid("public_key must be hex".into()))?;
+        let key =
+            VerifyingKey::from_slice(&key_bytes).map_err(|e| Denied::Invalid(e.to_string()))?;
+        let id = IdentityId::of(&key);
+        let old = self.load(IDENTITY, id.as_str()).await?;
+        let rec = IdentityRecord {
+            public_key: key.to_string(),
+            role: g.role,
+            label: g.label.clone(),
+            revoked: false,
+        };
+        if let Some(o) = &old {
+            let prev: IdentityRecord = Self::decode(IDENTITY, id.as_str(), o)?;
+            if prev.revoked {
+                return Err(Denied::IdentityRevoked(id));
+            }
+        }
+        let audit = AuditDraft::new(
+            v.signer_id().to_string(),
+            Action::IdentityGrant,
+            id.to_string(),
+        )
+        .detail("role", g.role.as_str())
+        .detail("label", g.label.clone());
+        self.store
+            .authority_write(
+                vec![AuthorityWrite {
+                    row: self.row(IDENTITY, id.as_str(), Self::encode(&rec)?),
+                    expect: old,
+                }],
+                Some(audit),
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => Denied::Busy,
+                e => e.into(),
+            })?;
+        lock(&self.cache).identities.insert(id.clone(), rec);
+        Ok(id)
+    }
+
+    /// An owner activates or deactivates a version.
+    pub async fn activate(&self, signed: &[u8]) -> Result<FunctionRecord, Denied> {
+        let (v, signer) = self.verify_signed::<Activation>(signed).await?;
+        let a = v.body();
+        let f = self
+            .function(&a.function_id)
+            .await?
+            .ok_or_else(|| Denied::UnknownFunction(a.function_id.clone()))?;
+        Self::may_act(&signer, v.signer_id(), &f)?;
+        if a.version == 0 || a.version > f.latest_version {
+            return Err(Denied::UnknownFunction(format!(
+                "{} version {}",
+                a.function_id, a.version
+            )));
+        }
+        let mut rec = (*f).clone();
+        rec.active.retain(|x| *x != a.version);
+        if a.active {
+            rec.active.push(a.version);
+            rec.active.sort_unstable();
+        }
+        let audit = AuditDraft::new(
+            v.signer_id().to_string(),
+            Action::FunctionActivate,
+            rec.name.clone(),
+        )
+        .detail("function_id", rec.function_id.clone())
+        .detail("version", a.version)
+        .detail("active", a.active);
+        self.store
+            .authority_write(
+                vec![AuthorityWrite {
+                    row: self.row(FUNCTION, &rec.function_id, Self::encode(&rec)?),
+                    expect: Some(Self::encode(f.as_ref())?),
+                }],
+                Some(audit),
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => Denied::Busy,
+                e => e.into(),
+            })?;
+        lock(&self.cache)
+            .functions
+            .insert(rec.function_id.clone(), Arc::new(rec.clone()));
+        Ok(rec)
+    }
+}

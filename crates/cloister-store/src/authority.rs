@@ -1,0 +1,52 @@
+//! keyvault's authority rows: identities, function records, manifests, freshness marks. The
+//! store keeps them as opaque values with a MAC only keyvault can compute, and writes a group
+//! of them atomically with compare-and-set on each, plus the audit entry of the change.
+
+use async_trait::async_trait;
+use cloister_audit::AuditDraft;
+
+use crate::model::StoreError;
+
+/// One stored authority row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorityRow {
+    /// What it is (`identity`, `function`, `name`, `manifest`, ...).
+    pub kind: String,
+    /// Its key within the kind.
+    pub key: String,
+    /// Opaque value (keyvault's encoding).
+    pub value: Vec<u8>,
+    /// keyvault's MAC over (kind, key, value).
+    pub mac: Vec<u8>,
+}
+
+/// A compare-and-set write of one row.
+#[derive(Debug, Clone)]
+pub struct AuthorityWrite {
+    /// The new row.
+    pub row: AuthorityRow,
+    /// The value the row must hold now (`None`: it must not exist).
+    pub expect: Option<Vec<u8>>,
+}
+
+/// Storage of keyvault's authority rows and used nonces.
+#[async_trait]
+pub trait AuthorityStore: Send + Sync + 'static {
+    /// One row.
+    async fn authority_get(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<AuthorityRow>, StoreError>;
+    /// Every row of a kind, by key.
+    async fn authority_list(&self, kind: &str) -> Result<Vec<AuthorityRow>, StoreError>;
+    /// Applies every write or none (`Conflict` when an expectation fails), with `audit`.
+    async fn authority_write(
+        &self,
+        writes: Vec<AuthorityWrite>,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError>;
+    /// Records `nonce` as used until `expires` (Unix seconds); `false` if it was used already.
+    /// Expired nonces are forgotten.
+    async fn nonce_use(&self, nonce: String, expires: u64, now: u64) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,118 @@
+//! [`AuthorityStore`] on SQLite.
+
+use async_trait::async_trait;
+use cloister_audit::AuditDraft;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use crate::authority::{AuthorityRow, AuthorityStore, AuthorityWrite};
+use crate::model::{StoreError, now_rfc3339};
+use crate::sqlite::{SqliteStore, backend};
+use crate::sqlite_vault::append_in;
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuthorityRow> {
+    Ok(AuthorityRow {
+        kind: r.get(0)?,
+        key: r.get(1)?,
+        value: r.get(2)?,
+        mac: r.get(3)?,
+    })
+}
+
+#[async_trait]
+impl AuthorityStore for SqliteStore {
+    async fn authority_get(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<AuthorityRow>, StoreError> {
+        let (kind, key) = (kind.to_owned(), key.to_owned());
+        self.with(move |c| {
+            c.query_row(
+                "SELECT kind, key, value, mac FROM kv_authority WHERE kind = ?1 AND key = ?2",
+                params![kind, key],
+                row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn authority_list(&self, kind: &str) -> Result<Vec<AuthorityRow>, StoreError> {
+        let kind = kind.to_owned();
+        self.with(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT kind, key, value, mac FROM kv_authority WHERE kind = ?1 ORDER BY key",
+                )
+                .map_err(backend)?;
+            let rows = st.query_map([kind], row).map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn authority_write(
+        &self,
+        writes: Vec<AuthorityWrite>,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let now = now_rfc3339();
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            for w in writes {
+                let current: Option<Vec<u8>> = tx
+                    .query_row(
+                        "SELECT value FROM kv_authority WHERE kind = ?1 AND key = ?2",
+                        params![w.row.kind, w.row.key],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                if current != w.expect {
+                    return Err(StoreError::Conflict(format!(
+                        "{} {} changed concurrently",
+                        w.row.kind, w.row.key
+                    )));
+                }
+                tx.execute(
+                    "INSERT INTO kv_authority (kind, key, value, mac, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (kind, key) DO UPDATE SET \
+                     value = excluded.value, mac = excluded.mac, updated_at = excluded.updated_at",
+                    params![w.row.kind, w.row.key, w.row.value, w.row.mac, now],
+                )
+                .map_err(backend)?;
+            }
+            if let Some(a) = audit {
+                append_in(&tx, a)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn nonce_use(&self, nonce: String, expires: u64, now: u64) -> Result<bool, StoreError> {
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM kv_nonces WHERE expires < ?1",
+                [i64::try_from(now).unwrap_or(i64::MAX)],
+            )
+            .map_err(backend)?;
+            let added = tx
+                .execute(
+                    "INSERT INTO kv_nonces (nonce, expires) VALUES (?1, ?2) \
+                     ON CONFLICT (nonce) DO NOTHING",
+                    params![nonce, i64::try_from(expires).unwrap_or(i64::MAX)],
+                )
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(added == 1)
+        })
+        .await
+    }
+}
