@@ -18,6 +18,7 @@ fn deploy_req(name: &str, code: &str) -> DeployRequest {
         environment: None,
         required_secrets: vec![],
         limits: None,
+        manifest: None,
     }
 }
 
@@ -169,7 +170,9 @@ async fn authentication_and_roles_are_enforced() {
         .unwrap();
     assert!(inv.token.starts_with("clt_") && inv.token.len() > 40);
     let mut invoker = p.client(Some(&inv.token));
-    let mut developer = p.client(Some(&dev.token));
+    let mut developer = p
+        .client(Some(&dev.token))
+        .with_identity(p.developer_identity("dev").await, None);
 
     // Invoker: may invoke and read, may not deploy, delete or manage tokens.
     assert_eq!(

@@ -39,6 +39,7 @@ async fn deploy(p: &Platform, name: &str, secrets: Vec<String>) -> String {
         environment: None,
         required_secrets: secrets,
         limits: Some(serde_json::from_value(serde_json::json!({"timeoutMs": 10000})).unwrap()),
+        manifest: None,
     };
     p.admin().deploy(&req).await.unwrap().function_id
 }

@@ -26,6 +26,7 @@ async fn deploy(p: &Platform, name: &str, secrets: &[&str]) -> cloister_types::w
         environment: None,
         required_secrets: secrets.iter().map(|s| s.to_string()).collect(),
         limits: None,
+        manifest: None,
     };
     p.admin().deploy(&req).await.unwrap()
 }

@@ -214,6 +214,7 @@ async fn context_logs_and_async_handlers_are_returned() {
             environment: None,
             required_secrets: vec!["API_KEY".into()],
             limits: None,
+            manifest: None,
         })
         .await
         .unwrap();

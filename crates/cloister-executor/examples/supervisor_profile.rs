@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use cloister_executor::ExecutorConfig;
 use cloister_executor::pool::{FunctionSpec, Job, JobResult, Supervisor, code_hash};
-use cloister_executor::secrets::NoSecretService;
+use cloister_executor::secrets::{RunManifest, StaticManifests};
 use cloister_types::Limits;
 use serde_json::value::RawValue;
 
@@ -16,21 +16,29 @@ async fn main() {
     let exe = args.get(1).expect("path to the cloister binary").into();
     let n: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5000);
     let code = "function handler(p) { return { sum: p.a + p.b }; }";
-    let sup = Supervisor::new(ExecutorConfig::new(exe), Arc::new(NoSecretService));
+    let manifests = StaticManifests::default();
+    manifests.insert(RunManifest {
+        function_id: "f".into(),
+        version: 1,
+        name: "add".into(),
+        environment: "production".into(),
+        runtime: "javascript".into(),
+        entrypoint: "handler".into(),
+        code_hash: code_hash(code),
+        secrets: vec![],
+        limits: Limits {
+            timeout_ms: 5000,
+            memory_mb: 64,
+        },
+        digest: "profile".into(),
+    });
+    let sup = Supervisor::new(ExecutorConfig::new(exe), Arc::new(manifests));
     let job = |i: usize, send: bool| Job {
         spec: FunctionSpec {
             function_id: "f".into(),
-            name: "add".into(),
             version: 1,
             code_hash: code_hash(code),
-            entrypoint: "handler".into(),
-            environment: "production".into(),
-            required_secrets: vec![],
             secrets_epoch: 0,
-            limits: Limits {
-                timeout_ms: 5000,
-                memory_mb: 64,
-            },
         },
         params: RawValue::from_string(r#"{"a":1,"b":2}"#.into()).expect("json"),
         code: send.then(|| code.to_owned()),

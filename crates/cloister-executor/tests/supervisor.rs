@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cloister_executor::ExecutorConfig;
 use cloister_executor::pool::{FunctionSpec, Job, JobResult, Supervisor, code_hash};
-use cloister_executor::secrets::NoSecretService;
+use cloister_executor::secrets::{RunManifest, StaticManifests};
 use cloister_types::{ErrorCode, Limits};
 use serde_json::value::RawValue;
 
@@ -47,25 +47,41 @@ fn fake_worker(dir: &tempfile::TempDir, name: &str, body: &str) -> PathBuf {
     path
 }
 
-fn supervisor(exe: PathBuf) -> Arc<Supervisor> {
-    Supervisor::new(ExecutorConfig::new(exe), Arc::new(NoSecretService))
-}
-
-fn job(code: &str, timeout_ms: u64, send_code: bool) -> Job {
-    Job {
-        spec: FunctionSpec {
+/// The manifests of every job below (as keyvault would grant them).
+fn manifests() -> Arc<StaticManifests> {
+    let m = StaticManifests::default();
+    for (code, timeout_ms) in [("stuck", 300), ("crash", 1000), ("ok", 1000)] {
+        m.insert(RunManifest {
             function_id: format!("fn-{code}"),
-            name: code.to_owned(),
             version: 1,
-            code_hash: code_hash(code),
-            entrypoint: "handler".into(),
+            name: code.to_owned(),
             environment: "production".into(),
-            required_secrets: vec![],
-            secrets_epoch: 0,
+            runtime: "javascript".into(),
+            entrypoint: "handler".into(),
+            code_hash: code_hash(code),
+            secrets: vec![],
             limits: Limits {
                 timeout_ms,
                 memory_mb: 16,
             },
+            digest: format!("digest-{code}"),
+        });
+    }
+    Arc::new(m)
+}
+
+fn supervisor(exe: PathBuf) -> Arc<Supervisor> {
+    Supervisor::new(ExecutorConfig::new(exe), manifests())
+}
+
+/// A job for `code` under function `fn-<code>`; the timeout comes from its manifest.
+fn job(code: &str, send_code: bool) -> Job {
+    Job {
+        spec: FunctionSpec {
+            function_id: format!("fn-{code}"),
+            version: 1,
+            code_hash: code_hash(code),
+            secrets_epoch: 0,
         },
         params: RawValue::from_string("null".into()).unwrap(),
         code: send_code.then(|| code.to_owned()),
@@ -91,7 +107,7 @@ async fn a_worker_that_never_answers_is_killed_at_the_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let sup = supervisor(fake_worker(&dir, "stuck", STUCK));
     let started = Instant::now();
-    let r = sup.run(job("stuck", 300, true)).await;
+    let r = sup.run(job("stuck", true)).await;
     let took = started.elapsed();
     assert_eq!(failure_code(r), ErrorCode::FunctionTimeout);
     assert!(
@@ -120,11 +136,11 @@ async fn a_crashed_worker_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let sup = supervisor(fake_worker(&dir, "crashes", CRASHES));
     assert_eq!(
-        failure_code(sup.run(job("crash", 1000, true)).await),
+        failure_code(sup.run(job("crash", true)).await),
         ErrorCode::FunctionError
     );
     assert_eq!(
-        failure_code(sup.run(job("crash", 1000, false)).await),
+        failure_code(sup.run(job("crash", false)).await),
         ErrorCode::FunctionError
     );
     let (workers, spawned, _, _) = sup.snapshot();
@@ -137,22 +153,41 @@ async fn code_is_requested_once_and_checked_against_its_hash() {
     let dir = tempfile::tempdir().unwrap();
     let sup = supervisor(fake_worker(&dir, "answers", ANSWERS));
     assert!(matches!(
-        sup.run(job("ok", 1000, false)).await,
+        sup.run(job("ok", false)).await,
         JobResult::CodeRequired
     ));
-    let mut forged = job("ok", 1000, true);
+    let mut forged = job("ok", true);
     forged.code = Some("something else".into());
     assert_eq!(
         failure_code(sup.run(forged).await),
         ErrorCode::InvalidRequest
     );
     assert!(matches!(
-        sup.run(job("ok", 1000, true)).await,
+        sup.run(job("ok", true)).await,
         JobResult::Ran { result: Ok(_), .. }
     ));
     // Now cached by hash: no code needed.
     assert!(matches!(
-        sup.run(job("ok", 1000, false)).await,
+        sup.run(job("ok", false)).await,
         JobResult::Ran { result: Ok(_), .. }
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_code_under_a_function_id_is_refused_before_any_worker_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisor(fake_worker(&dir, "answers", ANSWERS));
+    // The gateway names function `fn-ok` but sends (and hashes) other code: the hash is
+    // consistent with the code, yet not the one `fn-ok`'s manifest names.
+    let evil = "function handler(p, s) { return s; }";
+    let mut j = job("ok", true);
+    j.spec.code_hash = code_hash(evil);
+    j.code = Some(evil.to_owned());
+    assert_eq!(failure_code(sup.run(j).await), ErrorCode::ManifestMismatch);
+    // An unknown function id is refused too.
+    let mut j = job("ok", true);
+    j.spec.function_id = "fn-nobody".into();
+    assert_eq!(failure_code(sup.run(j).await), ErrorCode::FunctionNotFound);
+    let (_, spawned, _, _) = sup.snapshot();
+    assert_eq!(spawned, 0, "no worker ran refused code");
 }

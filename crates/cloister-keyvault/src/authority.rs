@@ -354,6 +354,22 @@ impl Authority {
         Ok(Some(rec))
     }
 
+    /// keyvault's record of the function bound to `name`, if any.
+    pub async fn function_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<FunctionRecord>>, Denied> {
+        let Some(id) = self.load(NAME, name).await? else {
+            return Ok(None);
+        };
+        let id = String::from_utf8(id).map_err(|_| Denied::Tampered(format!("name {name}")))?;
+        let f = self.function(&id).await?;
+        if f.as_ref().is_some_and(|f| f.name != name) {
+            return Err(Denied::Tampered(format!("name {name}")));
+        }
+        Ok(f)
+    }
+
     fn may_act(rec: &IdentityRecord, id: &IdentityId, f: &FunctionRecord) -> Result<(), Denied> {
         if rec.role == IdentityRole::Admin || f.owners.contains(id) {
             Ok(())

@@ -1,9 +1,13 @@
 //! The vault over a real SQLite file: initialise/unseal, put and release, namespace isolation,
 //! ciphertext bound to its row, rotations, versions, migration with the recovery key.
 
+use cloister_authority::manifest::{Manifest, ManifestLimits};
+use cloister_authority::{Identity, SignOptions, sign};
 use cloister_crypto::SecretKey32;
+use cloister_keyvault::authority::RegisteredManifest;
 use cloister_keyvault::{Opened, Sealing, Vault, VaultError, migrate};
 use cloister_store::{AuditLog, SqliteStore};
+use cloister_types::code_hash;
 use cloister_types::{Environment, SecretPath, SecretRef};
 use std::sync::Arc;
 
@@ -18,24 +22,63 @@ fn path(f: &str, name: &str) -> SecretPath {
     SecretPath::for_function(f, &Environment::default(), &SecretRef::parse(name).unwrap()).unwrap()
 }
 
-fn refs(names: &[&str]) -> Vec<SecretRef> {
-    names.iter().map(|n| SecretRef::parse(n).unwrap()).collect()
+fn admin() -> Identity {
+    Identity::from_seed([9u8; 32], "admin").unwrap()
 }
 
-async fn release(v: &Vault, f: &str, names: &[&str]) -> Result<Vec<(String, String)>, VaultError> {
-    let (_, vals) = v
-        .release(
-            f,
-            &Environment::default(),
-            &refs(names),
-            "exec-1",
-            "executor",
-        )
-        .await?;
+/// Registers the next version of function `name` (creating it) declaring `names`.
+async fn register(v: &Vault, name: &str, env: &str, names: &[&str]) -> Arc<RegisteredManifest> {
+    let existing = v.authority().function_by_name(name).await.unwrap();
+    let m = Manifest {
+        name: name.into(),
+        function_id: existing.as_ref().map(|f| f.function_id.clone()),
+        previous: existing.as_ref().map(|f| f.latest_digest.clone()),
+        environment: env.into(),
+        runtime: "javascript".into(),
+        entrypoint: "handler".into(),
+        code_hash: code_hash(name),
+        secrets: names.iter().map(|s| s.to_string()).collect(),
+        limits: ManifestLimits {
+            timeout_ms: 1000,
+            memory_mb: 16,
+        },
+        activate: true,
+    };
+    let signed = sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap();
+    v.authority()
+        .register_manifest(&signed)
+        .await
+        .unwrap()
+        .manifest
+}
+
+/// The id keyvault assigned to function `name` (registering it if new).
+async fn fid(v: &Vault, name: &str) -> String {
+    match v.authority().function_by_name(name).await.unwrap() {
+        Some(f) => f.function_id.clone(),
+        None => register(v, name, "production", &[])
+            .await
+            .function_id
+            .clone(),
+    }
+}
+
+async fn release_env(
+    v: &Vault,
+    f: &str,
+    env: &str,
+    names: &[&str],
+) -> Result<Vec<(String, String)>, VaultError> {
+    let m = register(v, f, env, names).await;
+    let (_, vals) = v.release(&m, "exec-1", "executor").await?;
     Ok(vals
         .into_iter()
         .map(|(k, v)| (k, String::from_utf8(v.expose().to_vec()).unwrap()))
         .collect())
+}
+
+async fn release(v: &Vault, f: &str, names: &[&str]) -> Result<Vec<(String, String)>, VaultError> {
+    release_env(v, f, "production", names).await
 }
 
 struct Fixture {
@@ -53,7 +96,7 @@ impl Fixture {
         Arc::new(SqliteStore::open(&self.db).unwrap())
     }
     async fn vault(&self, m: u8) -> Result<(Vault, Opened), VaultError> {
-        Vault::open(self.store(), &sealing(m)).await
+        Vault::open(self.store(), &sealing(m), Some(&admin().public_key())).await
     }
 }
 
@@ -62,9 +105,14 @@ async fn initialises_once_then_unseals_with_the_same_keys() {
     let fx = Fixture::new();
     let (v, opened) = fx.vault(1).await.unwrap();
     assert!(matches!(opened, Opened::Created(_)));
-    v.put(&path("f1", "API_KEY"), b"s3cret", false, "t")
-        .await
-        .unwrap();
+    v.put(
+        &path(&fid(&v, "f1").await, "API_KEY"),
+        b"s3cret",
+        false,
+        "t",
+    )
+    .await
+    .unwrap();
     let hpke = v.hpke_public();
     let audit = v.audit_public();
     drop(v);
@@ -85,7 +133,7 @@ async fn another_measurement_cannot_unseal_until_migrated_with_the_recovery_key(
     let Opened::Created(recovery) = opened else {
         panic!("new vault")
     };
-    v.put(&path("f1", "K"), b"value-1", false, "t")
+    v.put(&path(&fid(&v, "f1").await, "K"), b"value-1", false, "t")
         .await
         .unwrap();
     drop(v);
@@ -107,15 +155,20 @@ async fn another_measurement_cannot_unseal_until_migrated_with_the_recovery_key(
 async fn functions_only_see_their_own_namespace_and_declared_names() {
     let fx = Fixture::new();
     let (v, _) = fx.vault(1).await.unwrap();
-    v.put(&path("aaa", "TOKEN"), b"for-a", false, "t")
+    v.put(&path(&fid(&v, "aaa").await, "TOKEN"), b"for-a", false, "t")
         .await
         .unwrap();
-    v.put(&path("bbb", "TOKEN"), b"for-b", false, "t")
+    v.put(&path(&fid(&v, "bbb").await, "TOKEN"), b"for-b", false, "t")
         .await
         .unwrap();
-    v.put(&path("aaa", "OTHER"), b"undeclared", false, "t")
-        .await
-        .unwrap();
+    v.put(
+        &path(&fid(&v, "aaa").await, "OTHER"),
+        b"undeclared",
+        false,
+        "t",
+    )
+    .await
+    .unwrap();
     let a = release(&v, "aaa", &["TOKEN"]).await.unwrap();
     assert_eq!(a, vec![("TOKEN".into(), "for-a".into())]);
     let b = release(&v, "bbb", &["TOKEN"]).await.unwrap();
@@ -127,8 +180,8 @@ async fn functions_only_see_their_own_namespace_and_declared_names() {
     );
     // Another environment is another path.
     let staging = Environment::parse("staging").unwrap();
-    let err = v
-        .release("aaa", &staging, &refs(&["TOKEN"]), "e", "x")
+    let _ = staging;
+    let err = release_env(&v, "aaa", "staging", &["TOKEN"])
         .await
         .unwrap_err();
     assert!(matches!(err, VaultError::Missing(_)));
@@ -138,10 +191,10 @@ async fn functions_only_see_their_own_namespace_and_declared_names() {
 async fn a_ciphertext_copied_to_another_row_fails_to_decrypt() {
     let fx = Fixture::new();
     let (v, _) = fx.vault(1).await.unwrap();
-    v.put(&path("aaa", "A"), b"alpha", false, "t")
+    v.put(&path(&fid(&v, "aaa").await, "A"), b"alpha", false, "t")
         .await
         .unwrap();
-    v.put(&path("aaa", "B"), b"bravo", false, "t")
+    v.put(&path(&fid(&v, "aaa").await, "B"), b"bravo", false, "t")
         .await
         .unwrap();
     let conn = rusqlite::Connection::open(&fx.db).unwrap();
@@ -153,7 +206,7 @@ async fn a_ciphertext_copied_to_another_row_fails_to_decrypt() {
     let err = release(&v, "aaa", &["B"]).await.unwrap_err();
     assert!(err.to_string().contains("failed authentication"), "{err}");
     // Moving a version number is caught too (the version is in the AAD).
-    v.put(&path("aaa", "A"), b"alpha-2", false, "t")
+    v.put(&path(&fid(&v, "aaa").await, "A"), b"alpha-2", false, "t")
         .await
         .unwrap();
     conn.execute(
@@ -173,10 +226,12 @@ async fn a_ciphertext_copied_to_another_row_fails_to_decrypt() {
 async fn versions_are_kept_and_rotations_keep_everything_readable() {
     let fx = Fixture::new();
     let (v, _) = fx.vault(1).await.unwrap();
-    let p = path("aaa", "db/password");
+    let p = path(&fid(&v, "aaa").await, "db/password");
     assert_eq!(v.put(&p, b"one", false, "t").await.unwrap().0, 1);
     assert_eq!(v.put(&p, b"two", true, "t").await.unwrap().0, 2);
-    v.put(&path("bbb", "X"), b"x", false, "t").await.unwrap();
+    v.put(&path(&fid(&v, "bbb").await, "X"), b"x", false, "t")
+        .await
+        .unwrap();
     let versions = v.versions(&p).await.unwrap();
     assert_eq!(
         versions.iter().map(|i| i.version).collect::<Vec<_>>(),
@@ -187,8 +242,9 @@ async fn versions_are_kept_and_rotations_keep_everything_readable() {
         "two"
     );
 
-    let (ns, dek_v, n) = v.rotate_dek("aaa", "t").await.unwrap();
-    assert_eq!((ns.as_str(), dek_v, n), ("function-aaa", 2, 2));
+    let aaa = fid(&v, "aaa").await;
+    let (ns, dek_v, n) = v.rotate_dek(&aaa, "t").await.unwrap();
+    assert_eq!((ns, dek_v, n), (format!("function-{aaa}"), 2, 2));
     assert!(
         v.versions(&p)
             .await
@@ -211,7 +267,8 @@ async fn versions_are_kept_and_rotations_keep_everything_readable() {
     );
     assert_eq!(release(&v, "bbb", &["X"]).await.unwrap()[0].1, "x");
     assert!(matches!(
-        v.put(&path("aaa", "NEW"), b"n", true, "t").await,
+        v.put(&path(&fid(&v, "aaa").await, "NEW"), b"n", true, "t")
+            .await,
         Err(VaultError::NotFound(_))
     ));
 }
@@ -224,12 +281,19 @@ async fn the_database_holds_no_plaintext_and_every_change_is_audited() {
         "needle-{}",
         hex::encode(cloister_crypto::random_bytes::<12>().unwrap())
     );
-    v.put(&path("aaa", "K"), value.as_bytes(), false, "tok")
+    v.put(
+        &path(&fid(&v, "aaa").await, "K"),
+        value.as_bytes(),
+        false,
+        "tok",
+    )
+    .await
+    .unwrap();
+    v.rotate_dek(&fid(&v, "aaa").await, "tok").await.unwrap();
+    release(&v, "aaa", &["K"]).await.unwrap();
+    v.delete(&path(&fid(&v, "aaa").await, "K"), "tok")
         .await
         .unwrap();
-    v.rotate_dek("aaa", "tok").await.unwrap();
-    release(&v, "aaa", &["K"]).await.unwrap();
-    v.delete(&path("aaa", "K"), "tok").await.unwrap();
     drop(v);
     let bytes = std::fs::read(&fx.db).unwrap();
     let wal = std::fs::read(fx.db.with_extension("db-wal")).unwrap_or_default();
@@ -248,8 +312,11 @@ async fn the_database_holds_no_plaintext_and_every_change_is_audited() {
         actions,
         [
             "keyvault.init",
+            "identity.grant",
+            "function.deploy",
             "secret.put",
             "key.rotate_dek",
+            "function.deploy",
             "secret.release",
             "secret.delete"
         ]
@@ -260,12 +327,12 @@ async fn the_database_holds_no_plaintext_and_every_change_is_audited() {
 async fn sealed_values_open_only_for_their_path() {
     let fx = Fixture::new();
     let (v, _) = fx.vault(1).await.unwrap();
-    let p = path("aaa", "K");
+    let p = path(&fid(&v, "aaa").await, "K");
     let info = cloister_types::binding::secret_seal_info(&p.to_string());
     let sealed = v.hpke_public().seal(&info, b"", b"hello").unwrap();
     assert_eq!(v.open_sealed(&p, &sealed).unwrap().expose(), b"hello");
     assert!(matches!(
-        v.open_sealed(&path("bbb", "K"), &sealed),
+        v.open_sealed(&path(&fid(&v, "bbb").await, "K"), &sealed),
         Err(VaultError::BadSealedValue)
     ));
     let mut tampered = sealed.clone();

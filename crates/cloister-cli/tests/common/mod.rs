@@ -112,9 +112,40 @@ impl Platform {
         self.dir.path().join("data")
     }
 
-    /// An admin client.
+    /// The dev admin identity `serve --dev` created.
+    pub fn admin_identity_path(&self) -> PathBuf {
+        self.data().join("admin.identity")
+    }
+
+    /// The dev admin identity.
+    pub fn admin_identity(&self) -> std::sync::Arc<cloister_authority::Identity> {
+        std::sync::Arc::new(
+            cloister_authority::Identity::load(&self.admin_identity_path()).unwrap(),
+        )
+    }
+
+    /// An admin client that signs as the dev admin identity.
     pub fn admin(&self) -> Client {
-        Client::new(&self.url, Some(self.token.clone())).unwrap()
+        Client::new(&self.url, Some(self.token.clone()))
+            .unwrap()
+            .with_identity(self.admin_identity(), None)
+    }
+
+    /// A new identity granted `developer` by the dev admin.
+    pub async fn developer_identity(
+        &self,
+        label: &str,
+    ) -> std::sync::Arc<cloister_authority::Identity> {
+        let id = cloister_authority::Identity::generate(label).unwrap();
+        self.admin()
+            .grant_identity(
+                &id.public_key(),
+                cloister_authority::ops::IdentityRole::Developer,
+                label,
+            )
+            .await
+            .unwrap();
+        std::sync::Arc::new(id)
     }
 
     /// A client with any token.
@@ -137,6 +168,7 @@ impl Platform {
             environment: None,
             required_secrets: vec![],
             limits: limits.map(|l| serde_json::from_value(l).unwrap()),
+            manifest: None,
         };
         self.admin().deploy(&req).await.unwrap()
     }
@@ -155,6 +187,7 @@ impl Platform {
             .env("CLOISTER_URL", &self.url)
             .env("CLOISTER_TOKEN", &self.token)
             .env("CLOISTER_CONFIG", self.dir.path().join("cli-config.json"))
+            .env("CLOISTER_IDENTITY", self.admin_identity_path())
             .env_remove("CLOISTER_SIM_ROOT")
             .env_remove("RUST_LOG")
             .current_dir(self.dir.path())

@@ -1,0 +1,417 @@
+//! keyvault's authority, played against as a hostile gateway or database owner would: every
+//! request here reaches keyvault directly, and each refusal is the one the API documents.
+
+use std::sync::Arc;
+
+use cloister_authority::manifest::{Manifest, ManifestLimits};
+use cloister_authority::ops::{Activation, IdentityGrant, IdentityRole, SecretOp, SecretWrite};
+use cloister_authority::request::Body;
+use cloister_authority::{Identity, SignOptions, sign};
+use cloister_crypto::SecretKey32;
+use cloister_keyvault::{Sealing, Vault};
+use cloister_store::SqliteStore;
+use cloister_types::{Environment, ErrorCode, SecretPath, SecretRef, code_hash};
+use sha2::{Digest, Sha256};
+
+fn sealing() -> Sealing {
+    Sealing {
+        measurement: [1; 48],
+        key: SecretKey32::from_array([0x5b; 32]),
+    }
+}
+
+fn admin() -> Identity {
+    Identity::from_seed([1u8; 32], "admin").unwrap()
+}
+fn alice() -> Identity {
+    Identity::from_seed([2u8; 32], "alice").unwrap()
+}
+fn mallory() -> Identity {
+    Identity::from_seed([3u8; 32], "mallory").unwrap()
+}
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    v: Vault,
+}
+
+async fn open(db: &std::path::Path) -> Vault {
+    let store = Arc::new(SqliteStore::open(db).unwrap());
+    Vault::open(store, &sealing(), Some(&admin().public_key()))
+        .await
+        .unwrap()
+        .0
+}
+
+impl Fx {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("kv.db");
+        let v = open(&db).await;
+        let fx = Self { _dir: dir, db, v };
+        // The admin registers alice and mallory as developers.
+        for (who, label) in [(alice(), "alice"), (mallory(), "mallory")] {
+            let g = IdentityGrant {
+                public_key: who.public_key().to_string(),
+                role: IdentityRole::Developer,
+                label: label.into(),
+            };
+            fx.v.authority()
+                .grant_identity(&fx.signed(&admin(), &g))
+                .await
+                .unwrap();
+        }
+        fx
+    }
+
+    fn signed<B: Body>(&self, who: &Identity, body: &B) -> Vec<u8> {
+        sign(who, body, &SignOptions::for_platform(self.v.platform())).unwrap()
+    }
+}
+
+fn manifest(name: &str, code: &str, secrets: &[&str]) -> Manifest {
+    Manifest {
+        name: name.into(),
+        function_id: None,
+        previous: None,
+        environment: "production".into(),
+        runtime: "javascript".into(),
+        entrypoint: "handler".into(),
+        code_hash: code_hash(code),
+        secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        limits: ManifestLimits {
+            timeout_ms: 1000,
+            memory_mb: 16,
+        },
+        activate: true,
+    }
+}
+
+fn denied<T: std::fmt::Debug>(r: Result<T, cloister_keyvault::authority::Denied>) -> ErrorCode {
+    r.expect_err("refused").code()
+}
+
+#[tokio::test]
+async fn only_registered_owners_deploy_and_the_chain_of_manifests_cannot_be_forked() {
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    let v1 = a
+        .register_manifest(&fx.signed(&alice(), &manifest("pay", "v1", &["KEY"])))
+        .await
+        .unwrap();
+    let id = v1.function.function_id.clone();
+    assert_eq!(v1.manifest.version, 1);
+    assert_eq!(v1.function.owners, vec![alice().id().clone()]);
+
+    // Unknown signer.
+    let stranger = Identity::from_seed([7u8; 32], "stranger").unwrap();
+    assert_eq!(
+        denied(
+            a.register_manifest(&fx.signed(&stranger, &manifest("x", "x", &[])))
+                .await
+        ),
+        ErrorCode::UnknownIdentity
+    );
+
+    // Another developer redeploys alice's function (with the right previous digest).
+    let mut next = manifest("pay", "evil", &["KEY", "OTHER"]);
+    next.function_id = Some(id.clone());
+    next.previous = Some(v1.manifest.digest.clone());
+    assert_eq!(
+        denied(a.register_manifest(&fx.signed(&mallory(), &next)).await),
+        ErrorCode::NotOwner
+    );
+    // ... or takes its name as a new function, or binds the name to the id of another.
+    assert_eq!(
+        denied(
+            a.register_manifest(&fx.signed(&mallory(), &manifest("pay", "evil", &[])))
+                .await
+        ),
+        ErrorCode::Conflict
+    );
+    let mine = a
+        .register_manifest(&fx.signed(&mallory(), &manifest("mine", "m", &[])))
+        .await
+        .unwrap();
+    let mut bind = manifest("pay", "evil", &[]);
+    bind.function_id = Some(mine.function.function_id.clone());
+    bind.previous = Some(mine.manifest.digest.clone());
+    assert_eq!(
+        denied(a.register_manifest(&fx.signed(&mallory(), &bind)).await),
+        ErrorCode::ManifestMismatch
+    );
+
+    // The owner's v2 works; the exact same signed bytes replayed are refused.
+    let v2_signed = fx.signed(&alice(), &next);
+    let v2 = a.register_manifest(&v2_signed).await.unwrap();
+    assert_eq!(v2.manifest.version, 2);
+    assert_eq!(
+        denied(a.register_manifest(&v2_signed).await),
+        ErrorCode::ReplayedRequest
+    );
+    // A freshly signed manifest naming v1 as previous (a fork / replayed old version).
+    assert_eq!(
+        denied(a.register_manifest(&fx.signed(&alice(), &next)).await),
+        ErrorCode::ManifestMismatch
+    );
+    // The admin may act on every function (documented: admins can take over).
+    let mut by_admin = manifest("pay", "v3", &[]);
+    by_admin.function_id = Some(id.clone());
+    by_admin.previous = Some(v2.manifest.digest.clone());
+    assert_eq!(
+        a.register_manifest(&fx.signed(&admin(), &by_admin))
+            .await
+            .unwrap()
+            .manifest
+            .version,
+        3
+    );
+}
+
+#[tokio::test]
+async fn signed_requests_are_bound_to_this_platform_and_expire() {
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    let m = manifest("f", "c", &[]);
+    let elsewhere = sign(&alice(), &m, &SignOptions::for_platform(&"ab".repeat(32))).unwrap();
+    assert_eq!(
+        denied(a.register_manifest(&elsewhere).await),
+        ErrorCode::BadSignature
+    );
+    let old = SignOptions {
+        platform: fx.v.platform().to_owned(),
+        now: 1_000_000,
+        ttl_secs: 60,
+    };
+    assert_eq!(
+        denied(
+            a.register_manifest(&sign(&alice(), &m, &old).unwrap())
+                .await
+        ),
+        ErrorCode::RequestExpired
+    );
+    let long = SignOptions {
+        ttl_secs: 86_400,
+        ..SignOptions::for_platform(fx.v.platform())
+    };
+    assert_eq!(
+        denied(
+            a.register_manifest(&sign(&alice(), &m, &long).unwrap())
+                .await
+        ),
+        ErrorCode::RequestExpired
+    );
+    // A manifest signature presented as another operation is refused.
+    let act = Activation {
+        function_id: "00000000-0000-4000-8000-000000000000".into(),
+        version: 1,
+        active: true,
+    };
+    assert_eq!(
+        denied(a.register_manifest(&fx.signed(&alice(), &act)).await),
+        ErrorCode::InvalidRequest
+    );
+}
+
+#[tokio::test]
+async fn release_needs_the_manifest_code_and_an_active_version() {
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    let reg = a
+        .register_manifest(&fx.signed(&alice(), &manifest("pay", "real code", &["KEY"])))
+        .await
+        .unwrap();
+    let id = reg.function.function_id.clone();
+    let ok = a
+        .authorize_run(&id, 1, &code_hash("real code"))
+        .await
+        .unwrap();
+    assert_eq!(ok.secrets.len(), 1);
+    assert_eq!(
+        denied(a.authorize_run(&id, 1, &code_hash("other code")).await),
+        ErrorCode::ManifestMismatch
+    );
+    assert_eq!(
+        denied(a.authorize_run(&id, 2, &code_hash("real code")).await),
+        ErrorCode::FunctionNotFound
+    );
+    // Deactivation by the owner; a non-owner cannot reactivate.
+    let off = Activation {
+        function_id: id.clone(),
+        version: 1,
+        active: false,
+    };
+    a.activate(&fx.signed(&alice(), &off)).await.unwrap();
+    assert_eq!(
+        denied(a.authorize_run(&id, 1, &code_hash("real code")).await),
+        ErrorCode::InactiveVersion
+    );
+    let on = Activation {
+        active: true,
+        ..off
+    };
+    assert_eq!(
+        denied(a.activate(&fx.signed(&mallory(), &on)).await),
+        ErrorCode::NotOwner
+    );
+    a.activate(&fx.signed(&alice(), &on)).await.unwrap();
+    a.authorize_run(&id, 1, &code_hash("real code"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn rows_altered_in_the_database_are_refused_after_a_restart() {
+    let Fx { _dir, db, v } = Fx::new().await;
+    let a = v.authority();
+    let platform = v.platform().to_owned();
+    let reg = a
+        .register_manifest(
+            &sign(
+                &alice(),
+                &manifest("pay", "real", &["KEY"]),
+                &SignOptions::for_platform(&platform),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let id = reg.function.function_id.clone();
+    drop(v);
+    // The database owner swaps in a manifest declaring more secrets and other code, signed
+    // by alice herself for this platform (a valid signature, but not what keyvault stored).
+    let mut evil = manifest("pay", "evil", &["KEY", "ADMIN_PASSWORD"]);
+    evil.activate = true;
+    let forged = sign(&alice(), &evil, &SignOptions::for_platform(&platform)).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let n = c
+        .execute(
+            "UPDATE kv_authority SET value = ?1 WHERE kind = 'manifest'",
+            [forged],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    // And adds mallory as an owner in the function record (valid JSON, old MAC).
+    let (val,): (Vec<u8>,) = c
+        .query_row(
+            "SELECT value FROM kv_authority WHERE kind = 'function'",
+            [],
+            |r| Ok((r.get(0)?,)),
+        )
+        .unwrap();
+    let mut rec: serde_json::Value = serde_json::from_slice(&val).unwrap();
+    rec["owners"]
+        .as_array_mut()
+        .unwrap()
+        .push(mallory().id().as_str().into());
+    c.execute(
+        "UPDATE kv_authority SET value = ?1 WHERE kind = 'function'",
+        [serde_json::to_vec(&rec).unwrap()],
+    )
+    .unwrap();
+    drop(c);
+    let v = open(&db).await;
+    assert_eq!(
+        denied(
+            v.authority()
+                .authorize_run(&id, 1, &code_hash("evil"))
+                .await
+        ),
+        ErrorCode::ManifestMismatch
+    );
+    assert_eq!(
+        denied(
+            v.authority()
+                .authorize_run(&id, 1, &code_hash("real"))
+                .await
+        ),
+        ErrorCode::ManifestMismatch,
+        "an altered record is refused, not trusted"
+    );
+}
+
+#[tokio::test]
+async fn secret_writes_need_the_owner_signature_over_path_operation_and_value() {
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    let reg = a
+        .register_manifest(&fx.signed(&alice(), &manifest("pay", "c", &["KEY"])))
+        .await
+        .unwrap();
+    let id = reg.function.function_id.clone();
+    let path = SecretPath::for_function(
+        &id,
+        &Environment::default(),
+        &SecretRef::parse("KEY").unwrap(),
+    )
+    .unwrap();
+    let sealed = b"sealed-bytes-of-a-value".to_vec();
+    let body = |who_path: &SecretPath, op, sealed: &[u8]| SecretWrite {
+        path: who_path.to_string(),
+        op,
+        sealed_digest: hex::encode(Sha256::digest(sealed)),
+    };
+    let good = fx.signed(&alice(), &body(&path, SecretOp::Put, &sealed));
+    assert_eq!(
+        a.authorize_secret_write(&good, &path, SecretOp::Put, &sealed)
+            .await
+            .unwrap(),
+        *alice().id()
+    );
+    // The same signature cannot be used for another value, operation or path.
+    let again = fx.signed(&alice(), &body(&path, SecretOp::Put, &sealed));
+    assert_eq!(
+        denied(
+            a.authorize_secret_write(&again, &path, SecretOp::Put, b"other value")
+                .await
+        ),
+        ErrorCode::InvalidRequest
+    );
+    let again = fx.signed(&alice(), &body(&path, SecretOp::Put, &sealed));
+    assert_eq!(
+        denied(
+            a.authorize_secret_write(&again, &path, SecretOp::Rotate, &sealed)
+                .await
+        ),
+        ErrorCode::InvalidRequest
+    );
+    // Replay of the accepted one.
+    assert_eq!(
+        denied(
+            a.authorize_secret_write(&good, &path, SecretOp::Put, &sealed)
+                .await
+        ),
+        ErrorCode::ReplayedRequest
+    );
+    // A registered developer who does not own the function.
+    let m = fx.signed(&mallory(), &body(&path, SecretOp::Put, &sealed));
+    assert_eq!(
+        denied(
+            a.authorize_secret_write(&m, &path, SecretOp::Put, &sealed)
+                .await
+        ),
+        ErrorCode::NotOwner
+    );
+}
+
+#[tokio::test]
+async fn only_admins_change_the_registry() {
+    let fx = Fx::new().await;
+    let g = IdentityGrant {
+        public_key: mallory().public_key().to_string(),
+        role: IdentityRole::Admin,
+        label: "promote myself".into(),
+    };
+    assert_eq!(
+        denied(
+            fx.v.authority()
+                .grant_identity(&fx.signed(&mallory(), &g))
+                .await
+        ),
+        ErrorCode::NotOwner
+    );
+    let ids = fx.v.authority().identities().await.unwrap();
+    let m = ids.iter().find(|(id, _)| id == mallory().id()).unwrap();
+    assert_eq!(m.1.role, IdentityRole::Developer);
+}
