@@ -174,9 +174,12 @@ async fn every_acknowledged_put_survives_keyvault_being_killed_midway() {
     for w in 0..WRITERS {
         let mine: Vec<String> = names.iter().skip(w).step_by(WRITERS).cloned().collect();
         let (kv, fid, url, token) = (kv.clone(), fid.clone(), p.url.clone(), p.token.clone());
+        let (me, platform) = (p.admin_identity(), kv.audit_key.to_string());
         let (acked_count, failures) = (acked_count.clone(), failures.clone());
         writers.push(tokio::spawn(async move {
-            let mut c = cloister_client::Client::new(&url, Some(token)).unwrap();
+            let mut c = cloister_client::Client::new(&url, Some(token))
+                .unwrap()
+                .with_identity(me, Some(platform));
             let mut acked = Vec::new();
             for name in mine {
                 let path = SecretPath::parse(&format!("function-{fid}/production/default/{name}"))

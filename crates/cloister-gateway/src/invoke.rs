@@ -102,11 +102,9 @@ async fn invoke_inner(
         .details(serde_json::json!({ "limitBytes": s.limits.max_input_bytes, "sizeBytes": params.len() })));
     }
     let f = s.functions.resolve(&name, req.version).await?;
-    let secrets_epoch = if f.required_secrets.is_empty() {
-        0
-    } else {
-        s.store.secrets_epoch(&f.function_id).await?
-    };
+    // The namespace's change counter also moves on (de)activation and redeploys, so cached
+    // grants of every function, with or without secrets, are refreshed at once.
+    let secrets_epoch = s.store.secrets_epoch(&f.function_id).await?;
     let execution_id = uuid::Uuid::new_v4().to_string();
     let timeout = Duration::from_millis(f.limits.timeout_ms) + DISPATCH_SLACK;
     let mut rpc = RpcInvoke {

@@ -278,6 +278,7 @@ impl Authority {
                     expect: None,
                 }],
                 Some(audit),
+                None,
             )
             .await?;
         lock(&self.cache).identities.insert(id.clone(), rec);
@@ -502,7 +503,10 @@ impl Authority {
         .detail("manifest_digest", digest.clone())
         .detail("secrets", m.secrets.clone())
         .detail("active", m.activate);
-        match self.store.authority_write(writes, Some(audit)).await {
+        let bump = old
+            .as_ref()
+            .map(|_| cloister_types::namespace_of(&function_id));
+        match self.store.authority_write(writes, Some(audit), bump).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => {
                 lock(&self.cache).functions.remove(&function_id);
@@ -687,6 +691,7 @@ impl Authority {
                     expect: old,
                 }],
                 Some(audit),
+                None,
             )
             .await
             .map_err(|e| match e {
@@ -733,6 +738,7 @@ impl Authority {
                     expect: Some(Self::encode(f.as_ref())?),
                 }],
                 Some(audit),
+                Some(cloister_types::namespace_of(&rec.function_id)),
             )
             .await
             .map_err(|e| match e {

@@ -40,11 +40,13 @@ pub trait AuthorityStore: Send + Sync + 'static {
     ) -> Result<Option<AuthorityRow>, StoreError>;
     /// Every row of a kind, by key.
     async fn authority_list(&self, kind: &str) -> Result<Vec<AuthorityRow>, StoreError>;
-    /// Applies every write or none (`Conflict` when an expectation fails), with `audit`.
+    /// Applies every write or none (`Conflict` when an expectation fails), with `audit`, and
+    /// bumps the change counter of `bump_namespace` (so executors drop cached grants).
     async fn authority_write(
         &self,
         writes: Vec<AuthorityWrite>,
         audit: Option<AuditDraft>,
+        bump_namespace: Option<String>,
     ) -> Result<(), StoreError>;
     /// Records `nonce` as used until `expires` (Unix seconds); `false` if it was used already.
     /// Expired nonces are forgotten.

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use crate::authority::{AuthorityRow, AuthorityStore, AuthorityWrite};
 use crate::model::{StoreError, now_rfc3339};
 use crate::sqlite::{SqliteStore, backend};
-use crate::sqlite_vault::append_in;
+use crate::sqlite_vault::{append_in, bump_epoch};
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuthorityRow> {
     Ok(AuthorityRow {
@@ -56,6 +56,7 @@ impl AuthorityStore for SqliteStore {
         &self,
         writes: Vec<AuthorityWrite>,
         audit: Option<AuditDraft>,
+        bump_namespace: Option<String>,
     ) -> Result<(), StoreError> {
         self.with(move |c| {
             let now = now_rfc3339();
@@ -87,6 +88,9 @@ impl AuthorityStore for SqliteStore {
             }
             if let Some(a) = audit {
                 append_in(&tx, a)?;
+            }
+            if let Some(ns) = bump_namespace {
+                bump_epoch(&tx, &ns)?;
             }
             tx.commit().map_err(backend)
         })

@@ -67,7 +67,7 @@ pub(crate) fn append_in(tx: &Transaction<'_>, draft: AuditDraft) -> Result<Audit
     Ok(e)
 }
 
-fn bump_epoch(tx: &Transaction<'_>, namespace: &str) -> Result<(), StoreError> {
+pub(crate) fn bump_epoch(tx: &Transaction<'_>, namespace: &str) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO kv_epochs (namespace, epoch) VALUES (?1, 1) \
          ON CONFLICT (namespace) DO UPDATE SET epoch = epoch + 1",

@@ -298,3 +298,15 @@ pub fn child_pid(parent: u32, needle: &str) -> Option<u32> {
     }
     None
 }
+
+/// The internal credential the gateway process holds (as its operator could read it).
+pub fn internal_token(_p: &Platform, gateway_pid: u32) -> String {
+    let env = std::fs::read(format!("/proc/{gateway_pid}/environ")).unwrap_or_default();
+    env.split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| {
+            kv.strip_prefix("CLOISTER_INTERNAL_TOKEN=")
+                .map(str::to_owned)
+        })
+        .expect("the gateway's internal token")
+}

@@ -1,0 +1,305 @@
+//! The platform played against by a hostile gateway operator (ARCHITECTURE §11): the harness
+//! holds the gateway's internal credential and its database, and speaks the executor's and
+//! keyvault's internal RPCs directly. Each attack must fail with its documented code and
+//! release nothing of the victim's.
+
+mod common;
+
+use std::time::Duration;
+
+use cloister_rpc::executor::executor_client::ExecutorClient;
+use cloister_rpc::executor::{FunctionRef, InvokeRequest, invoke_response::Outcome};
+use cloister_rpc::keyvault::keyvault_client::KeyvaultClient;
+use cloister_rpc::keyvault::{PutSecretRequest, SignedRequest};
+use cloister_types::code_hash;
+use cloister_types::wire::{DeployRequest, FunctionInfo};
+use common::{Platform, assert_api_error};
+use tonic::metadata::MetadataValue;
+
+/// The victim's function: it declares one secret and echoes nothing.
+const VICTIM: &str = "function handler(p, s) { return { ok: typeof s.API_KEY === 'string' }; }";
+/// Attacker code: returns whatever secrets it is given.
+const EXFIL: &str = "function handler(p, s) { return { stolen: s }; }";
+const NEEDLE: &str = "victim-api-key-0b9f8e7d";
+
+/// What the operator of the gateway host holds.
+struct Insider {
+    token: String,
+    executor_url: String,
+    keyvault_url: String,
+}
+
+fn proc_args(pid: u32, file: &str) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+fn insider(p: &Platform) -> Insider {
+    let serve = p.child.as_ref().unwrap().id();
+    let gw = common::child_pid(serve, "gateway").expect("gateway process");
+    let args = proc_args(gw, "cmdline");
+    let after = |flag: &str| {
+        let i = args.iter().position(|a| a == flag).expect(flag);
+        args[i + 1].clone()
+    };
+    let token = common::internal_token(p, gw);
+    Insider {
+        token,
+        executor_url: after("--executor-url"),
+        keyvault_url: after("--keyvault-url"),
+    }
+}
+
+impl Insider {
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {}", self.token)).unwrap(),
+        );
+        r
+    }
+
+    async fn invoke(&self, f: &FunctionInfo, code: Option<&str>, hash: &str) -> Outcome {
+        let mut c = ExecutorClient::new(channel(&self.executor_url).await);
+        let r = c
+            .invoke(self.req(InvokeRequest {
+                function: Some(FunctionRef {
+                    function_id: f.function_id.clone(),
+                    version: f.version,
+                    code_hash: hash.to_owned(),
+                    secrets_epoch: 0,
+                }),
+                params_json: "null".into(),
+                code: code.map(str::to_owned),
+                execution_id: uuid(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        r.outcome.expect("an outcome")
+    }
+
+    async fn keyvault(&self) -> KeyvaultClient<tonic::transport::Channel> {
+        KeyvaultClient::new(channel(&self.keyvault_url).await)
+    }
+}
+
+async fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn uuid() -> String {
+    format!("{:032x}", rand_u128())
+}
+
+fn rand_u128() -> u128 {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    u128::from_le_bytes(b)
+}
+
+fn refused(o: Outcome, code: &str) {
+    match o {
+        Outcome::Failure(f) => {
+            assert_eq!(f.code, code, "{}", f.message);
+            assert!(!f.message.contains(NEEDLE));
+        }
+        Outcome::Success(s) => panic!("the attack ran: {}", s.result_json),
+        Outcome::CodeRequired(_) => panic!("executor asked for code"),
+    }
+}
+
+async fn victim(p: &Platform) -> FunctionInfo {
+    let req = DeployRequest {
+        name: "victim".into(),
+        runtime: "javascript".into(),
+        code: VICTIM.into(),
+        entrypoint: None,
+        environment: None,
+        required_secrets: vec!["API_KEY".into()],
+        limits: None,
+        manifest: None,
+    };
+    let info = p.admin().deploy(&req).await.unwrap();
+    let root = p.sim_root();
+    let out = p.cli_stdin(
+        &[
+            "secret",
+            "put",
+            "API_KEY",
+            "--function",
+            "victim",
+            "--from-stdin",
+            "--sim-root",
+            &root,
+        ],
+        NEEDLE.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The victim runs, so its secrets now sit in the executor's cache.
+    let r = p.admin().invoke("victim", "null", None).await.unwrap();
+    assert_eq!(r.result.get(), r#"{"ok":true}"#);
+    info
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_gateway_cannot_run_other_code_as_a_function_or_widen_a_release() {
+    let p = Platform::start().await;
+    let v = victim(&p).await;
+    let evil = insider(&p);
+
+    // Other code under the victim's id (hash consistent with the code sent): refused by
+    // keyvault although the victim's values sit in the executor's cache.
+    refused(
+        evil.invoke(&v, Some(EXFIL), &code_hash(EXFIL)).await,
+        "manifest_mismatch",
+    );
+    // The victim's code hash with other code: the executor runs only code that hashes to the
+    // hash (here the victim's, from its cache), never the code sent.
+    match evil.invoke(&v, Some(EXFIL), &v.code_hash).await {
+        Outcome::Success(s) => assert_eq!(s.result_json, r#"{"ok":true}"#),
+        other => panic!("{other:?}"),
+    }
+    // Another version number, or a function id that does not exist.
+    let mut other = v.clone();
+    other.version = 7;
+    refused(
+        evil.invoke(&other, Some(EXFIL), &code_hash(EXFIL)).await,
+        "function_not_found",
+    );
+
+    // The victim's own code, by the book, still works for the gateway: that is its job.
+    match evil.invoke(&v, None, &v.code_hash).await {
+        Outcome::Success(s) => assert_eq!(s.result_json, r#"{"ok":true}"#),
+        other => panic!("{other:?}"),
+    }
+
+    // The gateway's database says the victim's code is EXFIL and declares more secrets: the
+    // executor loads EXFIL from the gateway and keyvault refuses it.
+    let db = rusqlite::Connection::open(p.data().join("cloister.db")).unwrap();
+    db.execute(
+        "UPDATE function_versions SET code = ?1, code_hash = ?2, \
+         required_secrets = '[\"API_KEY\",\"OTHER\"]'",
+        [EXFIL, &code_hash(EXFIL)],
+    )
+    .unwrap();
+    drop(db);
+    // The gateway caches resolved versions briefly.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let e = assert_api_error(
+        p.admin().invoke("victim", "null", None).await,
+        "manifest_mismatch",
+        409,
+    );
+    assert!(!e.message.contains(NEEDLE));
+
+    // Nothing above put the needle anywhere a caller sees; the refusals are audited.
+    let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(text.contains("authority.refusal"), "{text}");
+    assert!(!text.contains(NEEDLE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() {
+    let p = Platform::start().await;
+    let v = victim(&p).await;
+    let evil = insider(&p);
+    let mut kv = evil.keyvault().await;
+
+    // An unsigned manifest, or garbage, straight to keyvault.
+    let e = kv
+        .register_manifest(evil.req(SignedRequest { signed: vec![] }))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "invalid_request");
+    // A secret overwrite without the owner's signature.
+    let e = kv
+        .put_secret(evil.req(PutSecretRequest {
+            path: format!("function-{}/production/default/API_KEY", v.function_id),
+            sealed: vec![0; 64],
+            rotate: true,
+            actor: "mallory".into(),
+            signed: vec![],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "bad_signature");
+
+    // A developer identity that does not own the victim: redeploy, secret write.
+    let mallory = p.developer_identity("mallory").await;
+    let mut m = p.admin().with_identity(mallory, None);
+    let mut req = DeployRequest {
+        name: "victim".into(),
+        runtime: "javascript".into(),
+        code: EXFIL.into(),
+        entrypoint: None,
+        environment: None,
+        required_secrets: vec!["API_KEY".into(), "OTHER".into()],
+        limits: None,
+        manifest: None,
+    };
+    assert_api_error(m.deploy(&req).await, "not_owner", 403);
+    let path = cloister_types::SecretPath::parse(&format!(
+        "function-{}/production/default/API_KEY",
+        v.function_id
+    ))
+    .unwrap();
+    assert_api_error(m.delete_secret(&path).await, "not_owner", 403);
+    // Deploying under a new name is fine for her; taking the victim's name with no id is not.
+    req.name = "mallorys".into();
+    m.deploy(&req).await.unwrap();
+
+    // The victim still runs with its secret.
+    let r = p.admin().invoke("victim", "null", None).await.unwrap();
+    assert_eq!(r.result.get(), r#"{"ok":true}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_version_receives_nothing() {
+    let p = Platform::start().await;
+    let v1 = victim(&p).await;
+    let mut admin = p.admin();
+    let act = admin.activate(&v1.function_id, 1, false).await.unwrap();
+    assert!(act.active.is_empty());
+    // Cached grants expire with the TTL or the epoch; the refusal comes at the next fetch.
+    let evil = insider(&p);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        match evil.invoke(&v1, None, &v1.code_hash).await {
+            Outcome::Failure(f) if f.code == "inactive_version" => break,
+            other => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still served: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    admin.activate(&v1.function_id, 1, true).await.unwrap();
+    let r = p.admin().invoke("victim", "null", None).await.unwrap();
+    assert_eq!(r.result.get(), r#"{"ok":true}"#);
+}
+
+fn code_of(s: &tonic::Status) -> String {
+    s.metadata()
+        .get("x-cloister-code")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
