@@ -303,3 +303,45 @@ fn code_of(s: &tonic::Status) -> String {
         .unwrap_or("")
         .to_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_newest_secret_row_in_the_database_is_refused_not_served() {
+    let p = Platform::start().await;
+    victim(&p).await;
+    let root = p.sim_root();
+    let out = p.cli_stdin(
+        &[
+            "secret",
+            "rotate",
+            "API_KEY",
+            "--function",
+            "victim",
+            "--from-stdin",
+            "--sim-root",
+            &root,
+        ],
+        b"rotated-value",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = rusqlite::Connection::open(p.data().join("cloister.db")).unwrap();
+    db.execute("DELETE FROM kv_secrets WHERE version = 2", [])
+        .unwrap();
+    db.execute("UPDATE kv_epochs SET epoch = epoch + 1", [])
+        .unwrap();
+    drop(db);
+    let e = assert_api_error(
+        p.admin().invoke("victim", "null", None).await,
+        "rollback_detected",
+        409,
+    );
+    assert!(!e.message.contains(NEEDLE));
+    let metrics = p.admin().metrics().await.unwrap();
+    assert!(
+        metrics.contains("rollback_detected"),
+        "an alarm in the metrics"
+    );
+}

@@ -79,6 +79,9 @@ pub enum Denied {
     /// A stored row failed its MAC or could not be decoded.
     #[error("stored {0} failed authentication (altered in the database)")]
     Tampered(String),
+    /// The database holds an older (or unknown) version than keyvault recorded.
+    #[error("rollback detected: {0}")]
+    Rollback(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -102,6 +105,7 @@ impl Denied {
             Self::NameTaken(_) | Self::Busy => ErrorCode::Conflict,
             Self::Invalid(_) => ErrorCode::InvalidRequest,
             Self::Store(_) => ErrorCode::Unavailable,
+            Self::Rollback(_) => ErrorCode::RollbackDetected,
         }
     }
 }
@@ -165,7 +169,9 @@ pub struct Registered {
 }
 
 #[derive(Default)]
-struct Cache {
+pub(crate) struct Cache {
+    /// Freshness marks by namespace, with their encoded bytes (the CAS expectation).
+    pub(crate) fresh: HashMap<String, (Vec<u8>, crate::freshness::Marks)>,
     identities: HashMap<IdentityId, IdentityRecord>,
     functions: HashMap<String, Arc<FunctionRecord>>,
     manifests: HashMap<(String, u32), Arc<RegisteredManifest>>,
@@ -173,10 +179,10 @@ struct Cache {
 
 /// The authority state of one keyvault.
 pub struct Authority {
-    store: Arc<dyn KeyvaultStore>,
+    pub(crate) store: Arc<dyn KeyvaultStore>,
     mac: MacKey,
     platform: String,
-    cache: Mutex<Cache>,
+    pub(crate) cache: Mutex<Cache>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -191,7 +197,7 @@ fn manifest_key(function_id: &str, version: u32) -> String {
     format!("{function_id}/{version:010}")
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -212,7 +218,7 @@ impl Authority {
         &self.platform
     }
 
-    fn row(&self, kind: &str, key: &str, value: Vec<u8>) -> AuthorityRow {
+    pub(crate) fn row(&self, kind: &str, key: &str, value: Vec<u8>) -> AuthorityRow {
         let mac = self
             .mac
             .tag(&[kind.as_bytes(), key.as_bytes(), &value])
@@ -225,7 +231,7 @@ impl Authority {
         }
     }
 
-    async fn load(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, Denied> {
+    pub(crate) async fn load(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, Denied> {
         let Some(row) = self.store.authority_get(kind, key).await? else {
             return Ok(None);
         };
@@ -241,7 +247,7 @@ impl Authority {
         Ok(Some(row.value))
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
         kind: &str,
         key: &str,
         v: &[u8],
@@ -249,7 +255,7 @@ impl Authority {
         serde_json::from_slice(v).map_err(|_| Denied::Tampered(format!("{kind} {key}")))
     }
 
-    fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Denied> {
+    pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Denied> {
         serde_json::to_vec(v).map_err(|e| Denied::Invalid(e.to_string()))
     }
 

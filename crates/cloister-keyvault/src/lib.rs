@@ -9,6 +9,7 @@
 pub mod authority;
 pub mod bundle;
 pub mod error;
+pub mod freshness;
 pub mod hierarchy;
 pub mod release;
 pub mod sealing;

@@ -313,10 +313,25 @@ impl Vault {
         let p = path.to_string();
         let namespace = path.namespace();
         for _ in 0..RETRIES {
-            let version = self.store.vault_next_version(p.clone()).await?;
-            if rotate && version == 1 {
+            let store_next = self.store.vault_next_version(p.clone()).await?;
+            if rotate && store_next == 1 {
                 return Err(VaultError::NotFound(p));
             }
+            let version = self
+                .authority
+                .next_version(&namespace, &p, store_next)
+                .await?;
+            let mark = self
+                .authority
+                .mark(
+                    &namespace,
+                    &p,
+                    crate::freshness::Mark {
+                        version,
+                        deleted: false,
+                    },
+                )
+                .await?;
             let dek = self.current_dek(&namespace).await?;
             let ciphertext = dek.encrypt_value(&p, version, value)?;
             let action = if rotate {
@@ -335,9 +350,19 @@ impl Vault {
                 ciphertext,
                 created_at: String::new(),
             };
-            match self.store.vault_put_secret(rec, audit).await {
-                Ok(at) => return Ok((version, at)),
-                Err(StoreError::Conflict(_)) => continue,
+            match self
+                .store
+                .vault_put_secret(rec, audit, vec![mark.write.clone()])
+                .await
+            {
+                Ok(at) => {
+                    self.authority.marked(mark);
+                    return Ok((version, at));
+                }
+                Err(StoreError::Conflict(_)) => {
+                    self.authority.forget_marks(&namespace);
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -370,6 +395,19 @@ impl Vault {
             paths.push(p.to_string());
         }
         let records = self.store.vault_latest(paths.clone()).await?;
+        if let Err(d) = self
+            .authority
+            .check_fresh(&namespace, &paths, &records)
+            .await
+        {
+            let audit = AuditDraft::new(executor, Action::AuthorityRefusal, namespace.clone())
+                .detail("operation", "release")
+                .detail("code", d.code().as_str())
+                .detail("reason", d.to_string())
+                .detail("execution_id", execution_id);
+            self.store.audit_append(audit).await?;
+            return Err(d.into());
+        }
         let deks = self.store.vault_deks(Some(namespace.clone())).await?;
         for (r, p) in declared.iter().zip(&paths) {
             let rec = records
@@ -398,8 +436,46 @@ impl Vault {
     /// Deletes a secret with every version.
     pub async fn delete(&self, path: &SecretPath, actor: &str) -> Result<bool, VaultError> {
         let p = path.to_string();
-        let audit = AuditDraft::new(actor, Action::SecretDelete, p.clone());
-        Ok(self.store.vault_delete(p, audit).await?)
+        let namespace = path.namespace();
+        for _ in 0..RETRIES {
+            let versions = self.store.vault_versions(p.clone()).await?;
+            let Some(last) = versions.last().map(|v| v.version) else {
+                return Ok(false);
+            };
+            let (_, marks) = self.authority.marks(&namespace).await?;
+            let version = last.max(marks.get(&p).map(|m| m.version).unwrap_or(0));
+            let mark = self
+                .authority
+                .mark(
+                    &namespace,
+                    &p,
+                    crate::freshness::Mark {
+                        version,
+                        deleted: true,
+                    },
+                )
+                .await?;
+            let audit = AuditDraft::new(actor, Action::SecretDelete, p.clone())
+                .detail("after_version", version);
+            match self
+                .store
+                .vault_delete(p.clone(), audit, vec![mark.write.clone()])
+                .await
+            {
+                Ok(deleted) => {
+                    if deleted {
+                        self.authority.marked(mark);
+                    }
+                    return Ok(deleted);
+                }
+                Err(StoreError::Conflict(_)) => {
+                    self.authority.forget_marks(&namespace);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::Busy)
     }
 
     /// Metadata of secrets under `prefix`.

@@ -415,3 +415,134 @@ async fn only_admins_change_the_registry() {
     let m = ids.iter().find(|(id, _)| id == mallory().id()).unwrap();
     assert_eq!(m.1.role, IdentityRole::Developer);
 }
+
+#[tokio::test]
+async fn a_database_rolled_back_to_an_older_secret_version_is_refused() {
+    let Fx { _dir, db, v } = Fx::new().await;
+    let platform = v.platform().to_owned();
+    let reg = v
+        .authority()
+        .register_manifest(
+            &sign(
+                &alice(),
+                &manifest("pay", "c", &["KEY"]),
+                &SignOptions::for_platform(&platform),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let id = reg.function.function_id.clone();
+    let path = SecretPath::for_function(
+        &id,
+        &Environment::default(),
+        &SecretRef::parse("KEY").unwrap(),
+    )
+    .unwrap();
+    v.put(&path, b"old-value", false, "t").await.unwrap();
+    v.put(&path, b"new-value", true, "t").await.unwrap();
+    let value = |r: (u64, cloister_keyvault::vault::Released)| {
+        String::from_utf8(r.1["KEY"].expose().to_vec()).unwrap()
+    };
+    assert_eq!(
+        value(v.release(&reg.manifest, "e", "x").await.unwrap()),
+        "new-value"
+    );
+
+    // The database owner deletes the newest row (and bumps the epoch, as an executor would
+    // otherwise keep its cached value).
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute("DELETE FROM kv_secrets WHERE version = 2", [])
+        .unwrap();
+    c.execute("UPDATE kv_epochs SET epoch = epoch + 1", [])
+        .unwrap();
+    let e = v.release(&reg.manifest, "e", "x").await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::RollbackDetected, "{e}");
+    drop(v);
+    // After a restart the marks come from the database, under keyvault's MAC.
+    let v = open(&db).await;
+    let m = v
+        .authority()
+        .authorize_run(&id, 1, &code_hash("c"))
+        .await
+        .unwrap();
+    assert_eq!(
+        v.release(&m, "e", "x").await.unwrap_err().code(),
+        ErrorCode::RollbackDetected
+    );
+    // Deleting every row of the secret is a rollback too (keyvault never deleted it) ...
+    c.execute("DELETE FROM kv_secrets", []).unwrap();
+    assert_eq!(
+        v.release(&m, "e", "x").await.unwrap_err().code(),
+        ErrorCode::RollbackDetected
+    );
+    // ... and so is editing the mark row itself (its MAC fails).
+    c.execute(
+        "UPDATE kv_authority SET value = CAST('{}' AS BLOB) WHERE kind = 'fresh'",
+        [],
+    )
+    .unwrap();
+    drop(v);
+    let v = open(&db).await;
+    assert_eq!(
+        v.release(&m, "e", "x").await.unwrap_err().code(),
+        ErrorCode::ManifestMismatch
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_secret_cannot_be_resurrected_from_old_rows() {
+    let Fx { _dir, db, v } = Fx::new().await;
+    let platform = v.platform().to_owned();
+    let reg = v
+        .authority()
+        .register_manifest(
+            &sign(
+                &alice(),
+                &manifest("pay", "c", &["KEY"]),
+                &SignOptions::for_platform(&platform),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let path = SecretPath::for_function(
+        &reg.function.function_id,
+        &Environment::default(),
+        &SecretRef::parse("KEY").unwrap(),
+    )
+    .unwrap();
+    v.put(&path, b"leaked-once", false, "t").await.unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let row: (String, i64, String, i64, Vec<u8>, String) = c
+        .query_row(
+            "SELECT path, version, namespace, dek_version, ciphertext, created_at FROM kv_secrets",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
+        )
+        .unwrap();
+    assert!(v.delete(&path, "t").await.unwrap());
+    // The owner puts a new value: it gets version 2, never a reused 1.
+    assert_eq!(v.put(&path, b"fresh", false, "t").await.unwrap().0, 2);
+    assert!(v.delete(&path, "t").await.unwrap());
+    // The database owner re-inserts the old, authentic row.
+    c.execute(
+        "INSERT INTO kv_secrets (path, version, namespace, dek_version, ciphertext, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        rusqlite::params![row.0, row.1, row.2, row.3, row.4, row.5],
+    )
+    .unwrap();
+    assert_eq!(
+        v.release(&reg.manifest, "e", "x").await.unwrap_err().code(),
+        ErrorCode::RollbackDetected
+    );
+}

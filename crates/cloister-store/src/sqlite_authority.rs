@@ -18,6 +18,38 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuthorityRow> {
     })
 }
 
+/// Applies compare-and-set writes inside the caller's transaction.
+pub(crate) fn apply_writes(
+    tx: &rusqlite::Transaction<'_>,
+    writes: Vec<AuthorityWrite>,
+    now: &str,
+) -> Result<(), StoreError> {
+    for w in writes {
+        let current: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT value FROM kv_authority WHERE kind = ?1 AND key = ?2",
+                params![w.row.kind, w.row.key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        if current != w.expect {
+            return Err(StoreError::Conflict(format!(
+                "{} {} changed concurrently",
+                w.row.kind, w.row.key
+            )));
+        }
+        tx.execute(
+            "INSERT INTO kv_authority (kind, key, value, mac, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (kind, key) DO UPDATE SET \
+             value = excluded.value, mac = excluded.mac, updated_at = excluded.updated_at",
+            params![w.row.kind, w.row.key, w.row.value, w.row.mac, now],
+        )
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl AuthorityStore for SqliteStore {
     async fn authority_get(
@@ -63,29 +95,7 @@ impl AuthorityStore for SqliteStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
-            for w in writes {
-                let current: Option<Vec<u8>> = tx
-                    .query_row(
-                        "SELECT value FROM kv_authority WHERE kind = ?1 AND key = ?2",
-                        params![w.row.kind, w.row.key],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(backend)?;
-                if current != w.expect {
-                    return Err(StoreError::Conflict(format!(
-                        "{} {} changed concurrently",
-                        w.row.kind, w.row.key
-                    )));
-                }
-                tx.execute(
-                    "INSERT INTO kv_authority (kind, key, value, mac, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (kind, key) DO UPDATE SET \
-                     value = excluded.value, mac = excluded.mac, updated_at = excluded.updated_at",
-                    params![w.row.kind, w.row.key, w.row.value, w.row.mac, now],
-                )
-                .map_err(backend)?;
-            }
+            apply_writes(&tx, writes, &now)?;
             if let Some(a) = audit {
                 append_in(&tx, a)?;
             }

@@ -5,8 +5,10 @@ use cloister_audit::{AuditDraft, AuditEntry, Checkpoint, GENESIS_HASH};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use crate::audit::AuditLog;
+use crate::authority::AuthorityWrite;
 use crate::model::{StoreError, now_rfc3339};
 use crate::sqlite::{SqliteStore, backend};
+use crate::sqlite_authority::apply_writes;
 use crate::vault::{
     DekRecord, MekRecord, RootRecord, SecretRecord, SecretSummary, SecretVersionInfo, VaultStore,
 };
@@ -385,10 +387,11 @@ impl VaultStore for SqliteStore {
         &self,
         secret: SecretRecord,
         audit: AuditDraft,
+        extra: Vec<AuthorityWrite>,
     ) -> Result<String, StoreError> {
         self.with(move |c| {
             let tx = immediate(c)?;
-            if next_secret_version(&tx, &secret.path)? != secret.version {
+            if next_secret_version(&tx, &secret.path)? > secret.version {
                 return Err(conflict(format!(
                     "{} got a new version meanwhile",
                     secret.path
@@ -415,6 +418,7 @@ impl VaultStore for SqliteStore {
                 ],
             )
             .map_err(backend)?;
+            apply_writes(&tx, extra, &now)?;
             bump_epoch(&tx, &secret.namespace)?;
             append_in(&tx, audit)?;
             tx.commit().map_err(backend)?;
@@ -499,7 +503,12 @@ impl VaultStore for SqliteStore {
         .await
     }
 
-    async fn vault_delete(&self, path: String, audit: AuditDraft) -> Result<bool, StoreError> {
+    async fn vault_delete(
+        &self,
+        path: String,
+        audit: AuditDraft,
+        extra: Vec<AuthorityWrite>,
+    ) -> Result<bool, StoreError> {
         self.with(move |c| {
             let tx = immediate(c)?;
             let namespace: Option<String> = tx
@@ -515,6 +524,7 @@ impl VaultStore for SqliteStore {
             };
             tx.execute("DELETE FROM kv_secrets WHERE path = ?1", [&path])
                 .map_err(backend)?;
+            apply_writes(&tx, extra, &now_rfc3339())?;
             bump_epoch(&tx, &namespace)?;
             append_in(&tx, audit)?;
             tx.commit().map_err(backend)?;

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use cloister_audit::AuditDraft;
 
+use crate::authority::AuthorityWrite;
 use crate::model::StoreError;
 
 /// The sealed root key and its recovery copy.
@@ -142,12 +143,14 @@ pub trait VaultStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The version the next put of `path` must use.
     async fn vault_next_version(&self, path: String) -> Result<u64, StoreError>;
-    /// Inserts a secret version; `Conflict` if that version exists, is not next, or the DEK
-    /// version is not the namespace's latest. Returns the stored time.
+    /// Inserts a secret version with `extra` authority rows (compare-and-set); `Conflict` if
+    /// that version exists or is below the next, a row expectation fails, or the DEK version
+    /// is not the namespace's latest. Returns the stored time.
     async fn vault_put_secret(
         &self,
         secret: SecretRecord,
         audit: AuditDraft,
+        extra: Vec<AuthorityWrite>,
     ) -> Result<String, StoreError>;
     /// Latest version of each of `paths` that exists.
     async fn vault_latest(&self, paths: Vec<String>) -> Result<Vec<SecretRecord>, StoreError>;
@@ -160,8 +163,14 @@ pub trait VaultStore: Send + Sync + 'static {
     async fn vault_list(&self, prefix: String) -> Result<Vec<SecretSummary>, StoreError>;
     /// Versions of one secret, oldest first (empty if it does not exist).
     async fn vault_versions(&self, path: String) -> Result<Vec<SecretVersionInfo>, StoreError>;
-    /// Deletes a secret with all its versions; false if it did not exist.
-    async fn vault_delete(&self, path: String, audit: AuditDraft) -> Result<bool, StoreError>;
+    /// Deletes a secret with all its versions, writing `extra` authority rows in the same
+    /// transaction; false if it did not exist.
+    async fn vault_delete(
+        &self,
+        path: String,
+        audit: AuditDraft,
+        extra: Vec<AuthorityWrite>,
+    ) -> Result<bool, StoreError>;
     /// Change counter of a namespace's secrets (bumped by put, delete and DEK rotation).
     async fn vault_epoch(&self, namespace: String) -> Result<u64, StoreError>;
 }

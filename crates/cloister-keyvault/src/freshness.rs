@@ -1,0 +1,138 @@
+//! No silent rollback (ARCHITECTURE §11, "Freshness"): keyvault records, in a MACed row per
+//! namespace written in the same transaction as every put and delete, the latest version of
+//! each secret path. A release compares the database's latest row with that mark and refuses
+//! anything else: an older row (the newest deleted), a resurrected deleted secret, or a row
+//! keyvault never wrote. While keyvault runs, its in-memory marks are authoritative; across a
+//! restart the marks come from the database under their MAC (see docs/SECRETS.md for what a
+//! database owner who also rolls back the mark row can still do).
+
+use std::collections::BTreeMap;
+
+use cloister_store::{AuthorityWrite, SecretRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::authority::{Authority, Denied, lock};
+
+const FRESH: &str = "fresh";
+
+/// keyvault's mark for one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// Latest version written.
+    pub version: u64,
+    /// Whether the secret was deleted (its rows must be gone).
+    pub deleted: bool,
+}
+
+/// Marks of one namespace, by full path.
+pub type Marks = BTreeMap<String, Mark>;
+
+/// A pending change of a namespace's marks: the write to commit with the data change.
+pub struct MarkUpdate {
+    namespace: String,
+    marks: Marks,
+    bytes: Vec<u8>,
+    /// The row write (compare-and-set against what keyvault last saw).
+    pub write: AuthorityWrite,
+}
+
+impl Authority {
+    /// The namespace's marks (cached, or MAC-verified from the database).
+    pub async fn marks(&self, namespace: &str) -> Result<(Option<Vec<u8>>, Marks), Denied> {
+        if let Some((b, m)) = lock(&self.cache).fresh.get(namespace) {
+            return Ok((Some(b.clone()), m.clone()));
+        }
+        match self.load(FRESH, namespace).await? {
+            Some(bytes) => {
+                let marks: Marks = Self::decode(FRESH, namespace, &bytes)?;
+                lock(&self.cache)
+                    .fresh
+                    .insert(namespace.to_owned(), (bytes.clone(), marks.clone()));
+                Ok((Some(bytes), marks))
+            }
+            None => Ok((None, Marks::new())),
+        }
+    }
+
+    /// The version the next put of `path` must take: above both the database's next version
+    /// and keyvault's mark (numbers are never reused after a delete).
+    pub async fn next_version(
+        &self,
+        namespace: &str,
+        path: &str,
+        store_next: u64,
+    ) -> Result<u64, Denied> {
+        let (_, marks) = self.marks(namespace).await?;
+        Ok(store_next.max(marks.get(path).map(|m| m.version + 1).unwrap_or(1)))
+    }
+
+    /// Prepares the mark change for `path` (to commit with the data change).
+    pub async fn mark(
+        &self,
+        namespace: &str,
+        path: &str,
+        mark: Mark,
+    ) -> Result<MarkUpdate, Denied> {
+        let (old, mut marks) = self.marks(namespace).await?;
+        marks.insert(path.to_owned(), mark);
+        let bytes = Self::encode(&marks)?;
+        Ok(MarkUpdate {
+            namespace: namespace.to_owned(),
+            write: AuthorityWrite {
+                row: self.row(FRESH, namespace, bytes.clone()),
+                expect: old,
+            },
+            marks,
+            bytes,
+        })
+    }
+
+    /// Records a committed mark change.
+    pub fn marked(&self, u: MarkUpdate) {
+        lock(&self.cache)
+            .fresh
+            .insert(u.namespace, (u.bytes, u.marks));
+    }
+
+    /// Forgets cached marks of `namespace` (after a lost compare-and-set).
+    pub fn forget_marks(&self, namespace: &str) {
+        lock(&self.cache).fresh.remove(namespace);
+    }
+
+    /// Checks the database's latest row of each path against keyvault's marks.
+    pub async fn check_fresh(
+        &self,
+        namespace: &str,
+        paths: &[String],
+        latest: &[SecretRecord],
+    ) -> Result<(), Denied> {
+        let (_, marks) = self.marks(namespace).await?;
+        for p in paths {
+            let row = latest.iter().find(|r| &r.path == p).map(|r| r.version);
+            let ok = match (marks.get(p), row) {
+                (None, None) => true,
+                (Some(m), None) => m.deleted,
+                (Some(m), Some(v)) => !m.deleted && m.version == v,
+                (None, Some(_)) => false,
+            };
+            if !ok {
+                tracing::error!(
+                    path = %p,
+                    database = ?row,
+                    keyvault = ?marks.get(p),
+                    "ALARM: the database's secret rows are not the ones keyvault wrote (rollback)"
+                );
+                return Err(Denied::Rollback(format!(
+                    "{p}: the database holds version {} but keyvault last wrote {}",
+                    row.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+                    match marks.get(p) {
+                        Some(m) if m.deleted => format!("a delete after version {}", m.version),
+                        Some(m) => format!("version {}", m.version),
+                        None => "nothing".into(),
+                    }
+                )));
+            }
+        }
+        Ok(())
+    }
+}
