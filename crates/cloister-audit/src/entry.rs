@@ -113,6 +113,7 @@ impl AuditDraft {
             details,
             prev_hash: hex::encode(prev_hash),
             hash: String::new(),
+            mac: String::new(),
         };
         entry.hash = hex::encode(entry.compute_hash());
         entry
@@ -138,6 +139,10 @@ pub struct AuditEntry {
     pub prev_hash: String,
     /// Hex SHA-256 over this entry's fields and `prev_hash`.
     pub hash: String,
+    /// keyvault's HMAC-SHA256 (hex) over `hash`: only keyvault can write a valid entry, so
+    /// entries recomputed by anyone else are caught even before the next checkpoint.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
 }
 
 fn field(h: &mut Sha256, bytes: &[u8]) {

@@ -14,4 +14,4 @@ pub mod verify;
 
 pub use checkpoint::Checkpoint;
 pub use entry::{Action, AuditDraft, AuditEntry, GENESIS_HASH};
-pub use verify::{ChainReport, Problem, verify_chain};
+pub use verify::{ChainReport, Problem, verify_chain, verify_chain_with_macs};

@@ -48,6 +48,12 @@ pub enum Problem {
         /// Its sequence number.
         seq: u64,
     },
+    /// The entry lacks keyvault's MAC: written or rewritten outside keyvault.
+    #[error("entry {seq} carries no valid keyvault MAC (written or rewritten outside keyvault)")]
+    Unauthenticated {
+        /// The entry.
+        seq: u64,
+    },
 }
 
 impl Problem {
@@ -58,7 +64,8 @@ impl Problem {
             | Self::Missing { seq }
             | Self::BrokenLink { seq }
             | Self::CheckpointMismatch { seq }
-            | Self::BadCheckpoint { seq } => *seq,
+            | Self::BadCheckpoint { seq }
+            | Self::Unauthenticated { seq } => *seq,
             Self::Truncated { last, .. } => last + 1,
         }
     }
@@ -106,6 +113,27 @@ pub fn verify_chain(
     report.first_bad_seq = problem.as_ref().map(Problem::first_bad_seq);
     report.ok = problem.is_none();
     report.problem = problem;
+    report
+}
+
+/// [`verify_chain`] plus keyvault's MAC on every entry (`mac_ok(hash, mac)`): what keyvault
+/// itself checks; clients without the key check the chain and checkpoints only.
+pub fn verify_chain_with_macs(
+    entries: &[AuditEntry],
+    checkpoints: &[Checkpoint],
+    key: &VerifyingKey,
+    mac_ok: impl Fn(&str, &str) -> bool,
+) -> ChainReport {
+    let mut report = verify_chain(entries, checkpoints, key);
+    let unauthenticated = entries.iter().find(|e| !mac_ok(&e.hash, &e.mac));
+    if let Some(e) = unauthenticated
+        && report.first_bad_seq.is_none_or(|s| e.seq < s)
+    {
+        let p = Problem::Unauthenticated { seq: e.seq };
+        report.first_bad_seq = Some(e.seq);
+        report.ok = false;
+        report.problem = Some(p);
+    }
     report
 }
 

@@ -107,13 +107,11 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> anyhow::Result
         }
     };
     let store = Arc::new(store);
-    let state = AppState::new(
+    let audit = Arc::new(cloister_gateway::audit_relay::RelayedAudit::new(
         store.clone(),
-        store,
-        executor,
-        keyvault,
-        ServerLimits::default(),
-    );
+        keyvault.clone(),
+    ));
+    let state = AppState::new(store, audit, executor, keyvault, ServerLimits::default());
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     cloister_gateway::serve(listener, state, stop_signal()).await?;
     tracing::info!("gateway stopped");

@@ -451,13 +451,79 @@ pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Re
         AuditCommand::Verify { trust } => {
             let kv = trusted_keyvault(&mut c, &conn.url, &trust).await?;
             let (entries, checkpoints) = fetch_audit(&mut c).await?;
-            let local = cloister_audit::verify_chain(&entries, &checkpoints, &kv.audit_key);
-            let remote = c.json(Method::GET, "/v1/audit/verify", None).await?;
+            let mut local = cloister_audit::verify_chain(&entries, &checkpoints, &kv.audit_key);
+            // keyvault's verdict, signed over our nonce: a relayed or forged "ok" fails here.
+            let nonce: [u8; 32] = cloister_crypto::random_bytes()?;
+            let resp = c
+                .raw(
+                    Method::GET,
+                    &format!("/v1/audit/verify?nonce={}", hex::encode(nonce)),
+                    None,
+                )
+                .await?;
+            if resp.status != 200 {
+                return Err(anyhow::anyhow!(cloister_client::ClientError::Api {
+                    status: resp.status,
+                    error: cloister_types::ApiError::from_body(&resp.body).unwrap_or_else(|| {
+                        cloister_types::ApiError::new(
+                            cloister_types::ErrorCode::Unavailable,
+                            "audit verification failed",
+                        )
+                    }),
+                }));
+            }
+            let verdict: cloister_types::wire::AuditVerdict =
+                serde_json::from_slice(&resp.body).context("malformed audit verdict")?;
+            let remote = cloister_client::audit::verify_verdict(&kv.audit_key, &nonce, &verdict)
+                .map_err(|e| {
+                    anyhow::Error::from(Coded {
+                        code: "bad_signature",
+                        message: e.to_string(),
+                    })
+                })?;
+            // The last checkpoint this client verified for this keyvault must still be there.
+            let cfg_path = config_path()?;
+            let mut cfg = read_config(&cfg_path)?;
+            let key_hex = kv.audit_key.to_string();
+            let seen: Option<cloister_client::audit::SeenCheckpoint> = cfg
+                .get("auditCheckpoints")
+                .and_then(|m| m.get(&key_hex))
+                .and_then(|v| serde_json::from_value(v.clone()).ok());
+            let mut seen_problem = None;
+            if let Some(seen) = &seen {
+                let at = |seq: u64| {
+                    entries
+                        .iter()
+                        .find(|e| e.seq == seq)
+                        .map(|e| e.hash.clone())
+                };
+                if let Err(why) = cloister_client::audit::check_against_seen(seen, at) {
+                    seen_problem = Some(why);
+                    local.ok = false;
+                    local.first_bad_seq =
+                        Some(local.first_bad_seq.map_or(seen.seq, |f| f.min(seen.seq)));
+                }
+            }
+            if local.ok {
+                let newest = checkpoints
+                    .iter()
+                    .filter(|c| entries.iter().any(|e| e.seq == c.seq && e.hash == c.hash))
+                    .max_by_key(|c| c.seq);
+                if let Some(cp) = newest
+                    && seen.as_ref().is_none_or(|s| cp.seq > s.seq)
+                {
+                    if !cfg.is_object() {
+                        cfg = json!({});
+                    }
+                    cfg["auditCheckpoints"][&key_hex] = json!({"seq": cp.seq, "hash": cp.hash});
+                    write_config(&cfg_path, &cfg)?;
+                }
+            }
             let ok = local.ok && remote["ok"].as_bool() == Some(true);
             if json_mode {
-                output::json(
-                    &json!({"ok": ok, "local": local, "keyvault": remote, "tee": kv.tee_label}),
-                );
+                output::json(&json!({"ok": ok, "local": local, "keyvault": remote,
+                                     "seenCheckpoint": seen, "seenProblem": seen_problem,
+                                     "verdictSigned": true, "tee": kv.tee_label}));
             } else if ok {
                 println!(
                     "audit log intact: {} entries, {} signed checkpoints verified (keyvault tee: {})",
@@ -467,10 +533,9 @@ pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Re
                 let first = local
                     .first_bad_seq
                     .or_else(|| remote["first_bad_seq"].as_u64());
-                let why = local
-                    .problem
-                    .as_ref()
-                    .map(ToString::to_string)
+                let why = seen_problem
+                    .clone()
+                    .or_else(|| local.problem.as_ref().map(ToString::to_string))
                     .or_else(|| remote["problem"].as_object().map(|p| format!("{p:?}")))
                     .unwrap_or_default();
                 println!(

@@ -49,11 +49,21 @@ fn verify(p: &Platform) -> Value {
     json_out(&p.cli(&["--json", "audit", "verify", "--sim-root", &root]))
 }
 
-type Row = (i64, String, String, String, String, String, String, String);
+type Row = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
 
 fn rows(db: &rusqlite::Connection) -> Vec<Row> {
     let mut st = db
-        .prepare("SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_log ORDER BY seq")
+        .prepare("SELECT seq, at, actor, action, subject, details, prev_hash, hash, mac FROM audit_log ORDER BY seq")
         .unwrap();
     st.query_map([], |r| {
         Ok((
@@ -65,6 +75,7 @@ fn rows(db: &rusqlite::Connection) -> Vec<Row> {
             r.get(5)?,
             r.get(6)?,
             r.get(7)?,
+            r.get(8)?,
         ))
     })
     .unwrap()
@@ -76,8 +87,8 @@ fn restore(db: &rusqlite::Connection, original: &[Row]) {
     db.execute("DELETE FROM audit_log", []).unwrap();
     for r in original {
         db.execute(
-            "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-            rusqlite::params![r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7],
+            "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash, mac) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+            rusqlite::params![r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8],
         )
         .unwrap();
     }
@@ -124,8 +135,8 @@ async fn edits_deletions_reordering_and_truncation_are_reported_with_the_first_b
     let (a, b) = (original[1].clone(), original[2].clone());
     for (seq, r) in [(2, &b), (3, &a)] {
         db.execute(
-            "UPDATE audit_log SET at=?1, actor=?2, action=?3, subject=?4, details=?5, prev_hash=?6, hash=?7 WHERE seq=?8",
-            rusqlite::params![r.1, r.2, r.3, r.4, r.5, r.6, r.7, seq],
+            "UPDATE audit_log SET at=?1, actor=?2, action=?3, subject=?4, details=?5, prev_hash=?6, hash=?7, mac=?8 WHERE seq=?9",
+            rusqlite::params![r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, seq],
         )
         .unwrap();
     }
@@ -142,6 +153,68 @@ async fn edits_deletions_reordering_and_truncation_are_reported_with_the_first_b
     assert_eq!(v["ok"], false);
     restore(&db, &original);
     assert_eq!(verify(&p)["ok"], true);
+}
+
+fn max_checkpoint(db: &rusqlite::Connection) -> i64 {
+    db.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_cut_chain_that_grows_again_gets_no_new_checkpoint_and_fails_verification() {
+    let p = Platform::start().await;
+    for i in 0..4 {
+        deploy(&p, &format!("a{i}"), vec![]).await;
+    }
+    // The CLI verifies once and remembers keyvault's newest checkpoint.
+    assert_eq!(verify(&p)["ok"], true);
+    let db = rusqlite::Connection::open(p.data().join("cloister.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let head = rows(&db).last().unwrap().0;
+    let signed_before = max_checkpoint(&db);
+    assert!(signed_before >= head - 1, "keyvault checkpointed the head");
+
+    // The database owner cuts the tail; new events arrive and the chain grows past the old
+    // head again, consistently hashed.
+    db.execute("DELETE FROM audit_log WHERE seq >= ?1", [head - 2])
+        .unwrap();
+    for i in 0..5 {
+        deploy(&p, &format!("b{i}"), vec![]).await;
+    }
+    assert!(rows(&db).last().unwrap().0 > head, "the chain grew back");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        max_checkpoint(&db),
+        signed_before,
+        "keyvault signs no checkpoint over a chain that does not extend its last one"
+    );
+    assert!(
+        p.log().contains("ALARM: the audit chain no longer extends"),
+        "{}",
+        p.log()
+    );
+    let v = verify(&p);
+    assert_eq!(v["ok"], false, "{v}");
+    // The regrown entries were written by keyvault (valid MACs, valid links): what no longer
+    // holds is keyvault's signed checkpoint over the old head, and that is where it points.
+    assert_eq!(v["keyvault"]["first_bad_seq"], signed_before, "{v}");
+    assert_eq!(
+        v["keyvault"]["problem"]["kind"], "checkpoint_mismatch",
+        "{v}"
+    );
+
+    // Deleting the checkpoints too: keyvault still remembers, and so does the CLI.
+    db.execute("DELETE FROM audit_checkpoints", []).unwrap();
+    let v = verify(&p);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["seenProblem"].is_string(),
+        "the CLI's own record catches it: {v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 //! One [`Client`] holds one keep-alive HTTP/1.1 connection and reconnects when it drops.
 
 pub mod attestation;
+pub mod audit;
 mod conn;
 pub mod signing;
 

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use cloister_rpc::keyvault::VerifyAuditRequest;
+use cloister_types::wire::AuditVerdict;
 use cloister_types::{ErrorCode, Role};
 use serde_json::{Value, json};
 
@@ -77,10 +78,40 @@ pub async fn list(
     })))
 }
 
-/// `GET /v1/audit/verify`: keyvault checks the chain and its checkpoints.
-pub async fn verify(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<Json<Value>> {
+/// `GET /v1/audit/verify?nonce=<hex>`: keyvault checks the chain and signs its verdict over
+/// the client's nonce; the gateway relays it untouched (it cannot forge one).
+pub async fn verify(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> HttpResult<Json<AuditVerdict>> {
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Admin, "verify the audit log")?;
+    let mut nonce = None;
+    for pair in q
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("nonce", v)) => nonce = hex::decode(v).ok(),
+            _ => {
+                return Err(HttpError::new(
+                    ErrorCode::InvalidRequest,
+                    "the only query parameter is nonce=<hex>",
+                ));
+            }
+        }
+    }
+    let nonce = nonce
+        .filter(|n| (16..=64).contains(&n.len()))
+        .ok_or_else(|| {
+            HttpError::new(
+                ErrorCode::InvalidRequest,
+                "nonce=<hex of 16 to 64 random bytes> is required: the verdict is signed over it",
+            )
+        })?;
     let kv = s.keyvault.as_ref().ok_or_else(|| {
         HttpError::new(
             ErrorCode::Unavailable,
@@ -89,16 +120,15 @@ pub async fn verify(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<J
     })?;
     let r = kv
         .client()
-        .verify_audit(kv.request(VerifyAuditRequest {}))
+        .verify_audit(kv.request(VerifyAuditRequest {
+            nonce: nonce.clone(),
+        }))
         .await
         .map_err(kv_error)?
         .into_inner();
-    let report: Value = serde_json::from_str(&r.report_json).map_err(|e| {
-        tracing::error!(error = %e, "keyvault sent a malformed audit report");
-        HttpError::new(
-            ErrorCode::Unavailable,
-            "keyvault sent a malformed audit report",
-        )
-    })?;
-    Ok(Json(report))
+    Ok(Json(AuditVerdict {
+        report_json: r.report_json,
+        signature: hex::encode(r.signature),
+        nonce: hex::encode(nonce),
+    }))
 }

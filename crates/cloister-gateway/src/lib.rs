@@ -7,6 +7,7 @@
 //! only their RPC contracts.
 
 pub mod audit;
+pub mod audit_relay;
 pub mod auth;
 pub mod body;
 pub mod bootstrap;

@@ -79,6 +79,9 @@ pub enum VaultError {
     /// Concurrent writers kept winning; try again.
     #[error("keyvault is busy with concurrent changes to the same keys; retry")]
     Busy,
+    /// The audit chain does not extend keyvault's last checkpoint (cut, regrown or rewritten).
+    #[error("the audit chain diverged from keyvault's record at entry {0}")]
+    AuditDiverged(u64),
     /// An authority check refused the request.
     #[error(transparent)]
     Denied(#[from] crate::authority::Denied),
@@ -97,6 +100,7 @@ impl VaultError {
             Self::Busy => C::Conflict,
             Self::Keys(_) | Self::Store(_) => C::Unavailable,
             Self::Denied(d) => d.code(),
+            Self::AuditDiverged(_) => C::RollbackDetected,
         }
     }
 }

@@ -246,12 +246,62 @@ impl Keyvault for KeyvaultService {
 
     async fn verify_audit(
         &self,
-        _: Request<VerifyAuditRequest>,
+        req: Request<VerifyAuditRequest>,
     ) -> Result<Response<VerifyAuditResponse>, Status> {
+        let nonce = req.into_inner().nonce;
+        if !(16..=64).contains(&nonce.len()) {
+            return Err(coded(
+                ErrorCode::InvalidRequest,
+                "the verdict nonce must be 16 to 64 bytes",
+            ));
+        }
         let report = self.vault.verify_audit().await.map_err(status)?;
         let report_json = serde_json::to_string(&report)
             .map_err(|e| coded(ErrorCode::Unavailable, e.to_string()))?;
-        Ok(Response::new(VerifyAuditResponse { report_json }))
+        let signature = self.vault.sign_verdict(&nonce, &report_json).to_vec();
+        Ok(Response::new(VerifyAuditResponse {
+            report_json,
+            signature,
+        }))
+    }
+
+    async fn record_event(
+        &self,
+        req: Request<pb::GatewayEvent>,
+    ) -> Result<Response<pb::RecordEventResponse>, Status> {
+        use cloister_audit::Action;
+        let r = req.into_inner();
+        let action = match r.action.as_str() {
+            "function.delete" => Action::FunctionDelete,
+            "auth.failure" => Action::AuthFailure,
+            other => {
+                return Err(coded(
+                    ErrorCode::InvalidRequest,
+                    format!("the gateway may not record {other:?} events"),
+                ));
+            }
+        };
+        if r.subject.len() > 512 || r.actor.len() > 128 || r.details_json.len() > 4096 {
+            return Err(coded(ErrorCode::PayloadTooLarge, "event too large"));
+        }
+        let details: serde_json::Value = match serde_json::from_str(&r.details_json) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            _ if r.details_json.is_empty() => serde_json::Value::Object(Default::default()),
+            _ => {
+                return Err(coded(
+                    ErrorCode::InvalidRequest,
+                    "details_json must be a JSON object",
+                ));
+            }
+        };
+        let mut draft = cloister_audit::AuditDraft::new(
+            format!("gateway:{}", actor(&r.actor)),
+            action,
+            r.subject,
+        );
+        draft.details = details;
+        let seq = self.vault.audit(draft).await.map_err(status)?;
+        Ok(Response::new(pb::RecordEventResponse { seq }))
     }
 
     async fn register_manifest(

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use cloister_audit::{Action, AuditDraft, ChainReport, Checkpoint, verify_chain};
+use cloister_audit::{Action, AuditDraft, ChainReport, Checkpoint};
 use cloister_crypto::{
     HpkeKeyPair, HpkePublicKey, KeyId, SecretBytes, SecretKey32, SigningKey, VerifyingKey,
     WrappedKey, kdf::hkdf_sha256,
@@ -63,6 +63,7 @@ pub struct Vault {
     hpke: HpkeKeyPair,
     audit_key: SigningKey,
     last_checkpoint: Mutex<Option<Checkpoint>>,
+    audit_mac: cloister_crypto::MacKey,
     authority: Authority,
 }
 
@@ -116,6 +117,7 @@ impl Vault {
                     blob: rec.sealed,
                 };
                 let root = sealed.unseal(&sealing.measurement, &sealing.key)?;
+                store.set_audit_mac(audit_mac_fn(&root, &root_id)?);
                 (root_id, root, Opened::Unsealed)
             }
             None => {
@@ -141,6 +143,7 @@ impl Vault {
                 };
                 let audit = AuditDraft::new(ACTOR, Action::VaultInit, "root")
                     .detail("measurement", hex::encode(sealing.measurement));
+                store.set_audit_mac(audit_mac_fn(&root, &root_id)?);
                 match store.vault_init(rec, mek_rec, audit).await {
                     Ok(()) => (root_id, root, Opened::Created(recovery)),
                     // Another keyvault initialised it first: unseal what it stored.
@@ -160,6 +163,7 @@ impl Vault {
             cloister_crypto::MacKey::new(&derive(&root, &root_id, "authority-mac")?),
             audit_key.verifying_key().to_string(),
         );
+        let audit_mac = cloister_crypto::MacKey::new(&derive(&root, &root_id, "audit-mac")?);
         let vault = Self {
             store,
             root_id,
@@ -172,6 +176,7 @@ impl Vault {
             hpke,
             audit_key,
             last_checkpoint: Mutex::new(None),
+            audit_mac,
             authority,
         };
         if let (Opened::Created(_), Some(admin)) = (&opened, bootstrap_admin) {
@@ -591,58 +596,135 @@ impl Vault {
         Err(VaultError::Busy)
     }
 
-    /// Appends an event to the audit log.
-    pub async fn audit(&self, draft: AuditDraft) -> Result<(), VaultError> {
-        self.store.audit_append(draft).await?;
-        Ok(())
+    /// Appends an event to the audit log; returns its sequence number.
+    pub async fn audit(&self, draft: AuditDraft) -> Result<u64, VaultError> {
+        Ok(self.store.audit_append(draft).await?.seq)
     }
 
-    /// Signs a checkpoint over the current head if it moved since the last one.
+    fn entry_mac_ok(&self, hash: &str, mac: &str) -> bool {
+        hex::decode(mac).is_ok_and(|m| {
+            self.audit_mac
+                .verify(&[AUDIT_MAC_DOMAIN, hash.as_bytes()], &m)
+                .is_ok()
+        })
+    }
+
+    async fn audit_entries(
+        &self,
+        after: u64,
+    ) -> Result<Vec<cloister_audit::AuditEntry>, VaultError> {
+        let mut entries: Vec<cloister_audit::AuditEntry> = Vec::new();
+        loop {
+            let from = entries.last().map(|e| e.seq).unwrap_or(after);
+            let page = self.store.audit_list(from, AUDIT_PAGE).await?;
+            let done = (page.len() as u32) < AUDIT_PAGE;
+            entries.extend(page);
+            if done {
+                return Ok(entries);
+            }
+        }
+    }
+
+    /// Signs a checkpoint over the chain's new head, only if the entries since keyvault's last
+    /// checkpoint extend it: each links to the one before, hashes to itself and carries
+    /// keyvault's MAC. A chain that was cut and regrown, or rewritten, gets no checkpoint: the
+    /// refusal is logged as an alarm and [`Vault::verify_audit`] reports it.
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, VaultError> {
-        let Some((seq, hash)) = self.store.audit_head().await? else {
+        let last = lock(&self.last_checkpoint).clone();
+        let from = last.as_ref().map(|c| c.seq.saturating_sub(1)).unwrap_or(0);
+        let entries = self.audit_entries(from).await?;
+        let mut prev = match &last {
+            Some(c) => {
+                let anchor = entries
+                    .first()
+                    .filter(|e| e.seq == c.seq && e.hash == c.hash);
+                if anchor.is_none() {
+                    tracing::error!(
+                        checkpoint = c.seq,
+                        "ALARM: the audit chain no longer extends keyvault's last checkpoint; no checkpoint signed"
+                    );
+                    return Err(VaultError::AuditDiverged(c.seq));
+                }
+                c.hash.clone()
+            }
+            None => hex::encode(cloister_audit::GENESIS_HASH),
+        };
+        let mut head = None;
+        let skip = usize::from(last.is_some());
+        for e in entries.iter().skip(skip) {
+            let expected = head
+                .as_ref()
+                .map(|(s, _): &(u64, String)| s + 1)
+                .unwrap_or(from + 1 + skip as u64);
+            if e.seq != expected
+                || e.prev_hash != prev
+                || hex::encode(e.compute_hash()) != e.hash
+                || !self.entry_mac_ok(&e.hash, &e.mac)
+            {
+                tracing::error!(
+                    seq = e.seq,
+                    "ALARM: audit entry not written by keyvault or not linked; no checkpoint signed"
+                );
+                return Err(VaultError::AuditDiverged(e.seq));
+            }
+            prev.clone_from(&e.hash);
+            head = Some((e.seq, e.hash.clone()));
+        }
+        let Some((seq, hash)) = head else {
             return Ok(None);
         };
-        if lock(&self.last_checkpoint)
-            .as_ref()
-            .is_some_and(|c| c.seq >= seq)
-        {
-            return Ok(None);
-        }
         let cp = Checkpoint::sign(&self.audit_key, seq, &hash, now_rfc3339());
         self.store.audit_add_checkpoint(cp.clone()).await?;
         *lock(&self.last_checkpoint) = Some(cp.clone());
         Ok(Some(cp))
     }
 
-    /// Verifies the whole chain against the stored checkpoints and the last one this process
-    /// signed (so deleting checkpoint rows does not hide a truncation); signs a new checkpoint
-    /// when the chain is intact.
+    /// Verifies the whole chain (links, hashes, keyvault's MAC on every entry) against the
+    /// stored checkpoints and the last one this process signed (so deleting checkpoint rows
+    /// does not hide a truncation); signs a new checkpoint when the chain is intact.
     pub async fn verify_audit(&self) -> Result<ChainReport, VaultError> {
-        let mut entries = Vec::new();
-        loop {
-            let after = entries
-                .last()
-                .map(|e: &cloister_audit::AuditEntry| e.seq)
-                .unwrap_or(0);
-            let page = self.store.audit_list(after, AUDIT_PAGE).await?;
-            let done = (page.len() as u32) < AUDIT_PAGE;
-            entries.extend(page);
-            if done {
-                break;
-            }
-        }
+        let entries = self.audit_entries(0).await?;
         let mut checkpoints = self.store.audit_checkpoints().await?;
         if let Some(mine) = lock(&self.last_checkpoint).clone()
             && !checkpoints.contains(&mine)
         {
             checkpoints.push(mine);
         }
-        let report = verify_chain(&entries, &checkpoints, &self.audit_public());
+        let report = cloister_audit::verify_chain_with_macs(
+            &entries,
+            &checkpoints,
+            &self.audit_public(),
+            |h, m| self.entry_mac_ok(h, m),
+        );
         if report.ok {
             self.checkpoint().await?;
         }
         Ok(report)
     }
+
+    /// Signs an audit verdict for a client: Ed25519 by the audit (instance) key over the
+    /// domain, the client's nonce and the report's JSON, so a relayed verdict cannot be forged
+    /// or replayed.
+    pub fn sign_verdict(&self, nonce: &[u8], report_json: &str) -> [u8; 64] {
+        self.audit_key
+            .sign(&cloister_types::binding::audit_verdict_message(
+                nonce,
+                report_json,
+            ))
+    }
+}
+
+/// Domain of keyvault's MAC over audit entries.
+const AUDIT_MAC_DOMAIN: &[u8] = b"cloister/audit-entry-mac/v1";
+
+fn audit_mac_fn(
+    root: &SecretKey32,
+    root_id: &KeyId,
+) -> Result<cloister_store::AuditMac, VaultError> {
+    let key = cloister_crypto::MacKey::new(&derive(root, root_id, "audit-mac")?);
+    Ok(Arc::new(move |hash: &str| {
+        hex::encode(key.tag(&[AUDIT_MAC_DOMAIN, hash.as_bytes()]))
+    }))
 }
 
 /// Re-seals the root to `sealing` (a new binary's measurement) with the recovery key.

@@ -5,6 +5,9 @@ use cloister_audit::{AuditDraft, AuditEntry, Checkpoint};
 
 use crate::model::StoreError;
 
+/// Computes keyvault's MAC (hex) over an audit entry's hash (hex).
+pub type AuditMac = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// Append-only storage of audit entries and keyvault's checkpoints.
 #[async_trait]
 pub trait AuditLog: Send + Sync + 'static {
@@ -18,4 +21,6 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn audit_add_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError>;
     /// Every checkpoint, by sequence number.
     async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+    /// MACs every entry appended from now on with `mac` (keyvault's key; set once).
+    fn set_audit_mac(&self, mac: AuditMac);
 }

@@ -126,6 +126,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ALTER TABLE function_versions ADD COLUMN manifest_digest TEXT NOT NULL DEFAULT '';
     ",
     },
+    Migration {
+        version: 4,
+        name: "audit entries MACed by keyvault",
+        sql: "
+        ALTER TABLE audit_log ADD COLUMN mac TEXT NOT NULL DEFAULT '';
+    ",
+    },
 ];
 
 /// Latest schema version this build knows.

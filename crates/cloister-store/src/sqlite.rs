@@ -16,6 +16,7 @@ use crate::model::{NewToken, NewVersion, StoreError, TokenRecord, VersionRecord,
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    audit_mac: Arc<std::sync::OnceLock<crate::audit::AuditMac>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -58,12 +59,30 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            audit_mac: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
     /// Schema version currently applied.
     pub async fn schema_version(&self) -> Result<u32, StoreError> {
         self.with(|c| current_version(c)).await
+    }
+
+    /// Sets the function that MACs every audit entry this store appends (keyvault's key).
+    pub(crate) fn set_mac(&self, mac: crate::audit::AuditMac) {
+        let _ = self.audit_mac.set(mac);
+    }
+
+    /// Like `with`, also handing over the audit MAC function when one is set.
+    pub(crate) async fn with_mac<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, Option<&crate::audit::AuditMac>) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    {
+        let mac = self.audit_mac.get().cloned();
+        self.with(move |c| f(c, mac.as_ref())).await
     }
 
     pub(crate) async fn with<T, F>(&self, f: F) -> Result<T, StoreError>

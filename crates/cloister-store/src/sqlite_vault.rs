@@ -31,7 +31,11 @@ fn to_u64(n: i64) -> u64 {
 }
 
 /// Appends `draft` inside the caller's transaction.
-pub(crate) fn append_in(tx: &Transaction<'_>, draft: AuditDraft) -> Result<AuditEntry, StoreError> {
+pub(crate) fn append_in(
+    tx: &Transaction<'_>,
+    draft: AuditDraft,
+    mac: Option<&crate::audit::AuditMac>,
+) -> Result<AuditEntry, StoreError> {
     let head: Option<(i64, String)> = tx
         .query_row(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
@@ -50,10 +54,13 @@ pub(crate) fn append_in(tx: &Transaction<'_>, draft: AuditDraft) -> Result<Audit
         }
         None => (1, GENESIS_HASH),
     };
-    let e = draft.chain(seq, now_rfc3339(), prev);
+    let mut e = draft.chain(seq, now_rfc3339(), prev);
+    if let Some(m) = mac {
+        e.mac = m(&e.hash);
+    }
     tx.execute(
-        "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash, mac) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             to_i64(e.seq),
             e.at,
@@ -62,7 +69,8 @@ pub(crate) fn append_in(tx: &Transaction<'_>, draft: AuditDraft) -> Result<Audit
             e.subject,
             e.details,
             e.prev_hash,
-            e.hash
+            e.hash,
+            e.mac
         ],
     )
     .map_err(backend)?;
@@ -123,6 +131,7 @@ fn entry_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
         details: r.get(5)?,
         prev_hash: r.get(6)?,
         hash: r.get(7)?,
+        mac: r.get(8)?,
     })
 }
 
@@ -178,7 +187,7 @@ impl VaultStore for SqliteStore {
         mek: MekRecord,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        self.with(move |c| {
+        self.with_mac(move |c, mac| {
             let tx = immediate(c)?;
             let now = now_rfc3339();
             let n = tx
@@ -197,7 +206,7 @@ impl VaultStore for SqliteStore {
                 params![mek.id, mek.kek_id, mek.wrapped, now],
             )
             .map_err(backend)?;
-            append_in(&tx, audit)?;
+            append_in(&tx, audit, mac)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -209,7 +218,7 @@ impl VaultStore for SqliteStore {
         sealed: Vec<u8>,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        self.with(move |c| {
+        self.with_mac(move |c, mac| {
             let tx = immediate(c)?;
             let n = tx
                 .execute(
@@ -220,7 +229,7 @@ impl VaultStore for SqliteStore {
             if n != 1 {
                 return Err(conflict("the vault is not initialised"));
             }
-            append_in(&tx, audit)?;
+            append_in(&tx, audit, mac)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -279,7 +288,7 @@ impl VaultStore for SqliteStore {
         rewrapped: Vec<DekRecord>,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        self.with(move |c| {
+        self.with_mac(move |c, mac| {
             let tx = immediate(c)?;
             let total: i64 = tx
                 .query_row("SELECT COUNT(*) FROM kv_deks", [], |r| r.get(0))
@@ -305,7 +314,7 @@ impl VaultStore for SqliteStore {
                     return Err(conflict(format!("DEK {}/{} changed during MEK rotation", d.namespace, d.version)));
                 }
             }
-            append_in(&tx, audit)?;
+            append_in(&tx, audit, mac)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -317,7 +326,7 @@ impl VaultStore for SqliteStore {
         reencrypted: Vec<SecretRecord>,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        self.with(move |c| {
+        self.with_mac(move |c, mac| {
             let tx = immediate(c)?;
             if latest_dek_version(&tx, &dek.namespace)? + 1 != dek.version {
                 return Err(conflict(format!(
@@ -373,7 +382,7 @@ impl VaultStore for SqliteStore {
                 }
             }
             bump_epoch(&tx, &dek.namespace)?;
-            append_in(&tx, audit)?;
+            append_in(&tx, audit, mac)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -389,7 +398,7 @@ impl VaultStore for SqliteStore {
         audit: AuditDraft,
         extra: Vec<AuthorityWrite>,
     ) -> Result<String, StoreError> {
-        self.with(move |c| {
+        self.with_mac(move |c, mac| {
             let tx = immediate(c)?;
             if next_secret_version(&tx, &secret.path)? > secret.version {
                 return Err(conflict(format!(
@@ -420,7 +429,7 @@ impl VaultStore for SqliteStore {
             .map_err(backend)?;
             apply_writes(&tx, extra, &now)?;
             bump_epoch(&tx, &secret.namespace)?;
-            append_in(&tx, audit)?;
+            append_in(&tx, audit, mac)?;
             tx.commit().map_err(backend)?;
             Ok(now)
         })
@@ -509,7 +518,7 @@ impl VaultStore for SqliteStore {
         audit: AuditDraft,
         extra: Vec<AuthorityWrite>,
     ) -> Result<bool, StoreError> {
-        self.with(move |c| {
+        self.with_mac(move |c, mac| {
             let tx = immediate(c)?;
             let namespace: Option<String> = tx
                 .query_row(
@@ -526,7 +535,7 @@ impl VaultStore for SqliteStore {
                 .map_err(backend)?;
             apply_writes(&tx, extra, &now_rfc3339())?;
             bump_epoch(&tx, &namespace)?;
-            append_in(&tx, audit)?;
+            append_in(&tx, audit, mac)?;
             tx.commit().map_err(backend)?;
             Ok(true)
         })
@@ -549,9 +558,9 @@ impl VaultStore for SqliteStore {
 #[async_trait]
 impl AuditLog for SqliteStore {
     async fn audit_append(&self, draft: AuditDraft) -> Result<AuditEntry, StoreError> {
-        self.with(move |c| {
+        self.with_mac(move |c, mac| {
             let tx = immediate(c)?;
-            let e = append_in(&tx, draft)?;
+            let e = append_in(&tx, draft, mac)?;
             tx.commit().map_err(backend)?;
             Ok(e)
         })
@@ -562,7 +571,7 @@ impl AuditLog for SqliteStore {
         self.with(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT seq, at, actor, action, subject, details, prev_hash, hash \
+                    "SELECT seq, at, actor, action, subject, details, prev_hash, hash, mac \
                      FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                 )
                 .map_err(backend)?;
@@ -572,6 +581,10 @@ impl AuditLog for SqliteStore {
             )
         })
         .await
+    }
+
+    fn set_audit_mac(&self, mac: crate::audit::AuditMac) {
+        self.set_mac(mac);
     }
 
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {

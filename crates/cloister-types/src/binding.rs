@@ -4,6 +4,7 @@ use sha2::{Digest, Sha512};
 
 const BUNDLE_DOMAIN: &[u8] = b"cloister/attestation-bundle/v1";
 const SECRET_SEAL_DOMAIN: &[u8] = b"cloister/secret-put/v1";
+const AUDIT_VERDICT_DOMAIN: &[u8] = b"cloister/audit-verdict/v1";
 
 fn field(h: &mut Sha512, bytes: &[u8]) {
     h.update((bytes.len() as u64).to_be_bytes());
@@ -35,6 +36,18 @@ pub fn secret_seal_info(path: &str) -> Vec<u8> {
     v.extend_from_slice(SECRET_SEAL_DOMAIN);
     v.push(0);
     v.extend_from_slice(path.as_bytes());
+    v
+}
+
+/// What keyvault signs for an audit verdict: the domain, the client's nonce and the report's
+/// JSON text, each length-prefixed.
+pub fn audit_verdict_message(nonce: &[u8], report_json: &str) -> Vec<u8> {
+    let mut v =
+        Vec::with_capacity(AUDIT_VERDICT_DOMAIN.len() + nonce.len() + report_json.len() + 24);
+    for part in [AUDIT_VERDICT_DOMAIN, nonce, report_json.as_bytes()] {
+        v.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        v.extend_from_slice(part);
+    }
     v
 }
 

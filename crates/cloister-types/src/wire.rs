@@ -234,3 +234,16 @@ pub struct ActivationResult {
     /// Versions that may now receive secrets.
     pub active: Vec<u32>,
 }
+
+/// `GET /v1/audit/verify?nonce=<hex>` response: keyvault's verdict as signed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditVerdict {
+    /// The JSON text of keyvault's chain report, exactly as signed.
+    pub report_json: String,
+    /// Hex Ed25519 signature by keyvault's audit key over
+    /// [`crate::binding::audit_verdict_message`] (nonce, report JSON).
+    pub signature: String,
+    /// The client's nonce (hex), echoed.
+    pub nonce: String,
+}
