@@ -43,6 +43,10 @@ pub enum Action {
     FunctionActivate,
     /// keyvault refused a signed request or a release.
     AuthorityRefusal,
+    /// A function read its secrets (one entry per invocation, cache hits included).
+    SecretRead,
+    /// An executor's attested channel closed (clean or not, with its last read sequence).
+    ExecutorDisconnect,
 }
 
 impl Action {
@@ -65,6 +69,8 @@ impl Action {
             Self::IdentityGrant => "identity.grant",
             Self::FunctionActivate => "function.activate",
             Self::AuthorityRefusal => "authority.refusal",
+            Self::SecretRead => "secret.read",
+            Self::ExecutorDisconnect => "executor.disconnect",
         }
     }
 }

@@ -123,6 +123,7 @@ pub async fn executor(args: ExecutorArgs, token: Option<String>) -> anyhow::Resu
     let token = internal_token(token)?;
     let listener = listener(&args.role).await?;
     let exe = std::env::current_exe().context("cannot locate the cloister binary for workers")?;
+    let mut reads = None;
     let secrets: Arc<dyn SecretSource> = match &args.keyvault_addr {
         Some(addr) => {
             let (platform, _) = tee::platform(&args.data_dir)?;
@@ -147,11 +148,14 @@ pub async fn executor(args: ExecutorArgs, token: Option<String>) -> anyhow::Resu
                 "executor identity (simulated TEE); expecting keyvault measurement {}",
                 hex::encode(m[1])
             );
-            Arc::new(KeyvaultSecrets::new(
+            let kv = Arc::new(KeyvaultSecrets::new(
                 addr.clone(),
                 connector,
                 std::time::Duration::from_secs(args.secrets_ttl_secs),
-            ))
+            ));
+            // Every read of secrets (cache hits included) is recorded by keyvault in batches.
+            reads = Some((kv.clone(), kv.spawn_read_flusher()));
+            kv
         }
         None => {
             tracing::warn!(
@@ -163,6 +167,12 @@ pub async fn executor(args: ExecutorArgs, token: Option<String>) -> anyhow::Resu
     let sup = cloister_executor::pool::Supervisor::new(ExecutorConfig::new(exe), secrets);
     tracing::info!(addr = %listener.local_addr()?, tee = "sim", "executor listening (simulated TEE: not confidential)");
     cloister_executor::service::serve(listener, sup, &token, stop_signal()).await?;
+    if let Some((kv, flusher)) = reads {
+        flusher.abort();
+        if let Err(e) = kv.flush_reads(true).await {
+            tracing::error!(error = %e, "the last secret reads could not be recorded by keyvault");
+        }
+    }
     tracing::info!("executor stopped");
     Ok(ExitCode::SUCCESS)
 }

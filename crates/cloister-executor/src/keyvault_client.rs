@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloister_channel::{AttestedStream, ChannelConnector, ChannelError};
-use cloister_rpc::keyvault::{ReleaseRequest, ReleaseResponse, release_response};
+use cloister_rpc::keyvault::{
+    ExecutorMessage, KeyvaultReply, ReadBatch, ReadRecord, ReleaseRequest, executor_message,
+    keyvault_reply, release_response,
+};
 use prost::Message;
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
@@ -43,7 +46,18 @@ pub struct KeyvaultSecrets {
     cache: Mutex<HashMap<CacheKey, Cached>>,
     ttl: Duration,
     fetches: std::sync::atomic::AtomicU64,
+    reads: Mutex<Vec<ReadRecord>>,
+    read_seq: std::sync::atomic::AtomicU64,
+    boot_id: String,
 }
+
+/// How often buffered read records are sent to keyvault (the most a crash can lose).
+pub const READ_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Reads sent in one batch at most.
+const READS_PER_BATCH: usize = 2048;
+/// Reads kept while keyvault is unreachable; beyond it the oldest are dropped (and the gap in
+/// `read_seq` shows it in the audit log).
+const MAX_BUFFERED_READS: usize = 200_000;
 
 impl std::fmt::Debug for KeyvaultSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +78,104 @@ impl KeyvaultSecrets {
             cache: Mutex::new(HashMap::new()),
             ttl,
             fetches: std::sync::atomic::AtomicU64::new(0),
+            reads: Mutex::new(Vec::new()),
+            read_seq: std::sync::atomic::AtomicU64::new(0),
+            boot_id: cloister_crypto::random_bytes::<16>()
+                .map(hex::encode)
+                .unwrap_or_else(|_| format!("pid-{}", std::process::id())),
         }
+    }
+
+    /// Buffers the record of one invocation reading its secrets.
+    fn record_read(&self, m: &RunManifest, execution_id: &str, cached: bool) {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let read_seq = self
+            .read_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let rec = ReadRecord {
+            function_id: m.function_id.clone(),
+            version: m.version,
+            execution_id: execution_id.to_owned(),
+            names: m.secrets.clone(),
+            at_ms,
+            read_seq,
+            cached,
+        };
+        let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        if reads.len() >= MAX_BUFFERED_READS {
+            reads.remove(0);
+            tracing::error!("keyvault unreachable: dropped the oldest unrecorded secret read");
+        }
+        reads.push(rec);
+    }
+
+    /// Sends buffered read records to keyvault (all of them, in batches); `last` marks a
+    /// clean shutdown. Records that could not be sent stay buffered.
+    pub async fn flush_reads(&self, last: bool) -> Result<u64, SecretError> {
+        let mut sent = 0;
+        loop {
+            let batch: Vec<ReadRecord> = {
+                let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+                let n = reads.len().min(READS_PER_BATCH);
+                reads.drain(..n).collect()
+            };
+            let done = batch.len() < READS_PER_BATCH;
+            if batch.is_empty() && !last {
+                return Ok(sent);
+            }
+            let msg = ExecutorMessage {
+                body: Some(executor_message::Body::Reads(ReadBatch {
+                    boot_id: self.boot_id.clone(),
+                    reads: batch.clone(),
+                    r#final: last && done,
+                })),
+            };
+            let reply = self.call(&msg.encode_to_vec()).await;
+            let acked = match reply.map(|r| KeyvaultReply::decode(r.as_slice())) {
+                Ok(Ok(KeyvaultReply {
+                    body: Some(keyvault_reply::Body::Ack(a)),
+                })) => Ok(a.recorded),
+                Ok(Ok(other)) => Err(SecretError::Unavailable(format!(
+                    "keyvault did not record reads: {other:?}"
+                ))),
+                Ok(Err(e)) => Err(SecretError::Unavailable(format!(
+                    "malformed keyvault reply: {e}"
+                ))),
+                Err(e) => Err(e),
+            };
+            match acked {
+                Ok(n) => sent += n,
+                Err(e) => {
+                    let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+                    let rest = std::mem::take(&mut *reads);
+                    *reads = batch;
+                    reads.extend(rest);
+                    return Err(e);
+                }
+            }
+            if done {
+                return Ok(sent);
+            }
+        }
+    }
+
+    /// Sends read records every [`READ_FLUSH_INTERVAL`] until the task is aborted.
+    pub fn spawn_read_flusher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(READ_FLUSH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.flush_reads(false).await {
+                    tracing::warn!(error = %e, "secret reads not yet recorded by keyvault");
+                }
+            }
+        })
     }
 
     /// How many times values were fetched from keyvault (cache misses).
@@ -121,9 +232,25 @@ impl KeyvaultSecrets {
             code_hash: req.loaded_code_hash.to_owned(),
             execution_id: req.execution_id.to_owned(),
         };
-        let reply = Zeroizing::new(self.call(&rr.encode_to_vec()).await?);
-        let resp = ReleaseResponse::decode(reply.as_slice())
-            .map_err(|e| SecretError::Unavailable(format!("malformed keyvault reply: {e}")))?;
+        let msg = ExecutorMessage {
+            body: Some(executor_message::Body::Release(rr)),
+        };
+        let reply = Zeroizing::new(self.call(&msg.encode_to_vec()).await?);
+        let resp = match KeyvaultReply::decode(reply.as_slice()).map(|r| r.body) {
+            Ok(Some(keyvault_reply::Body::Release(r))) => r,
+            Ok(Some(keyvault_reply::Body::Error(e))) => {
+                return Err(SecretError::Unavailable(format!(
+                    "keyvault refused: {} ({})",
+                    e.message, e.code
+                )));
+            }
+            Ok(_) => return Err(SecretError::Unavailable("unexpected keyvault reply".into())),
+            Err(e) => {
+                return Err(SecretError::Unavailable(format!(
+                    "malformed keyvault reply: {e}"
+                )));
+            }
+        };
         match resp.outcome {
             Some(release_response::Outcome::Released(r)) => {
                 let m = r.manifest.ok_or_else(|| {
@@ -200,10 +327,18 @@ impl SecretSource for KeyvaultSecrets {
                     && c.epoch >= req.epoch
                     && c.at.elapsed() < self.ttl
                 {
-                    return Ok(c.grant.clone());
+                    let grant = c.grant.clone();
+                    drop(cache);
+                    if !grant.manifest.secrets.is_empty() {
+                        self.record_read(&grant.manifest, req.execution_id, true);
+                    }
+                    return Ok(grant);
                 }
             }
             let (fresh_epoch, grant) = self.fetch_remote(req).await?;
+            if !grant.manifest.secrets.is_empty() {
+                self.record_read(&grant.manifest, req.execution_id, false);
+            }
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             cache.retain(|_, c| c.at.elapsed() < self.ttl);
             cache.insert(

@@ -52,6 +52,12 @@ impl AuditLog for RelayedAudit {
             .ok_or_else(|| StoreError::Backend("the recorded audit entry is missing".into()))
     }
 
+    async fn audit_append_many(&self, _: Vec<AuditDraft>) -> Result<u64, StoreError> {
+        Err(StoreError::Backend(
+            "the gateway records events one at a time through keyvault".into(),
+        ))
+    }
+
     async fn audit_list(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         self.store.audit_list(after, limit).await
     }

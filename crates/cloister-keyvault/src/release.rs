@@ -9,7 +9,8 @@ use std::sync::Arc;
 use cloister_audit::{Action, AuditDraft};
 use cloister_channel::{AttestedStream, ChannelAcceptor, ChannelError, TlsConn};
 use cloister_rpc::keyvault::{
-    ManifestView, ReleaseError, ReleaseRequest, ReleaseResponse, Released, release_response,
+    ExecutorMessage, KeyvaultReply, ManifestView, ReadAck, ReadBatch, ReleaseError, ReleaseRequest,
+    ReleaseResponse, Released, executor_message, keyvault_reply, release_response,
 };
 use cloister_types::{ErrorCode, namespace_of};
 use prost::Message;
@@ -73,37 +74,115 @@ pub async fn serve_channel(
     }
 }
 
+/// What keyvault knows of one executor connection's reads, for its disconnect entry.
+#[derive(Default)]
+struct ReadState {
+    boot_id: String,
+    last_read_seq: u64,
+    clean: bool,
+}
+
 async fn serve_connection<T: TlsConn>(
     mut ch: AttestedStream<T>,
     vault: &Vault,
     measurement: &str,
 ) -> Result<(), ChannelError> {
     let actor = format!("executor:{measurement}");
-    loop {
+    let mut reads = ReadState::default();
+    let result = loop {
         let bytes = match ch.recv().await {
             Ok(b) => b,
-            Err(ChannelError::Closed) => return Ok(()),
-            Err(e) => return Err(e),
+            Err(ChannelError::Closed) => break Ok(()),
+            Err(e) => break Err(e),
         };
-        let outcome = match ReleaseRequest::decode(bytes.as_slice()) {
-            Ok(req) => release(vault, req, &actor).await,
-            Err(e) => Err(Refusal::new(
-                ErrorCode::InvalidRequest,
-                format!("malformed release request: {e}"),
-            )),
+        let reply = match ExecutorMessage::decode(bytes.as_slice()).map(|m| m.body) {
+            Ok(Some(executor_message::Body::Release(req))) => {
+                keyvault_reply::Body::Release(release_reply(release(vault, req, &actor).await))
+            }
+            Ok(Some(executor_message::Body::Reads(batch))) => {
+                match record_reads(vault, batch, &actor, &mut reads).await {
+                    Ok(n) => keyvault_reply::Body::Ack(ReadAck { recorded: n }),
+                    Err(r) => keyvault_reply::Body::Error(r.into_wire()),
+                }
+            }
+            Ok(None) => keyvault_reply::Body::Error(
+                Refusal::new(ErrorCode::InvalidRequest, "empty message".into()).into_wire(),
+            ),
+            Err(e) => keyvault_reply::Body::Error(
+                Refusal::new(
+                    ErrorCode::InvalidRequest,
+                    format!("malformed executor message: {e}"),
+                )
+                .into_wire(),
+            ),
         };
-        let resp = ReleaseResponse {
-            outcome: Some(match outcome {
-                Ok(r) => release_response::Outcome::Released(r),
-                Err(r) => release_response::Outcome::Error(ReleaseError {
-                    code: r.code.as_str().to_owned(),
-                    message: r.message,
-                    secret: r.secret,
-                }),
-            }),
-        };
-        ch.send(&resp.encode_to_vec()).await?;
+        let msg = KeyvaultReply { body: Some(reply) };
+        if let Err(e) = ch.send(&msg.encode_to_vec()).await {
+            break Err(e);
+        }
+    };
+    if !reads.boot_id.is_empty() {
+        let audit = AuditDraft::new(actor.as_str(), Action::ExecutorDisconnect, "executor")
+            .detail("boot", reads.boot_id.clone())
+            .detail("last_read_seq", reads.last_read_seq)
+            .detail("clean", reads.clean);
+        if let Err(e) = vault.audit(audit).await {
+            tracing::error!(error = %e, "cannot audit an executor disconnect");
+        }
     }
+    result
+}
+
+fn release_reply(outcome: Result<Released, Refusal>) -> ReleaseResponse {
+    ReleaseResponse {
+        outcome: Some(match outcome {
+            Ok(r) => release_response::Outcome::Released(r),
+            Err(r) => release_response::Outcome::Error(r.into_wire()),
+        }),
+    }
+}
+
+/// Largest read batch accepted.
+const MAX_READS_PER_BATCH: usize = 4096;
+
+/// Appends one `secret.read` entry per reported read, in one transaction.
+async fn record_reads(
+    vault: &Vault,
+    batch: ReadBatch,
+    actor: &str,
+    state: &mut ReadState,
+) -> Result<u64, Refusal> {
+    if batch.reads.len() > MAX_READS_PER_BATCH || batch.boot_id.len() > 64 {
+        return Err(Refusal::new(
+            ErrorCode::PayloadTooLarge,
+            "read batch too large".into(),
+        ));
+    }
+    let drafts: Vec<AuditDraft> = batch
+        .reads
+        .iter()
+        .map(|r| {
+            AuditDraft::new(actor, Action::SecretRead, namespace_of(&r.function_id))
+                .detail("version", r.version)
+                .detail("names", r.names.clone())
+                .detail("execution_id", r.execution_id.clone())
+                .detail("at_ms", r.at_ms)
+                .detail("cached", r.cached)
+                .detail("boot", batch.boot_id.clone())
+                .detail("read_seq", r.read_seq)
+        })
+        .collect();
+    let n = drafts.len() as u64;
+    vault.audit_many(drafts).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot record secret reads");
+        Refusal::new(ErrorCode::Unavailable, "cannot record reads".into())
+    })?;
+    state.boot_id = batch.boot_id;
+    if let Some(last) = batch.reads.iter().map(|r| r.read_seq).max() {
+        state.last_read_seq = state.last_read_seq.max(last);
+    }
+    state.clean = batch.r#final;
+    Ok(n)
 }
 
 /// Why a release was refused.
@@ -119,6 +198,14 @@ impl Refusal {
             code,
             message,
             secret: String::new(),
+        }
+    }
+
+    fn into_wire(self) -> ReleaseError {
+        ReleaseError {
+            code: self.code.as_str().to_owned(),
+            message: self.message,
+            secret: self.secret,
         }
     }
 }

@@ -596,6 +596,11 @@ impl Vault {
         Err(VaultError::Busy)
     }
 
+    /// Appends events in one transaction (group commit); returns the last sequence number.
+    pub async fn audit_many(&self, drafts: Vec<AuditDraft>) -> Result<u64, VaultError> {
+        Ok(self.store.audit_append_many(drafts).await?)
+    }
+
     /// Appends an event to the audit log; returns its sequence number.
     pub async fn audit(&self, draft: AuditDraft) -> Result<u64, VaultError> {
         Ok(self.store.audit_append(draft).await?.seq)

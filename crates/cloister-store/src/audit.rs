@@ -13,6 +13,9 @@ pub type AuditMac = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
 pub trait AuditLog: Send + Sync + 'static {
     /// Chains `draft` after the current head and stores it durably.
     async fn audit_append(&self, draft: AuditDraft) -> Result<AuditEntry, StoreError>;
+    /// Chains every draft, in order, in one transaction (group commit); returns the last
+    /// sequence number (0 when `drafts` is empty).
+    async fn audit_append_many(&self, drafts: Vec<AuditDraft>) -> Result<u64, StoreError>;
     /// Up to `limit` entries with `seq > after`, in order.
     async fn audit_list(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
     /// Sequence number and hash of the last entry.

@@ -583,6 +583,22 @@ impl AuditLog for SqliteStore {
         .await
     }
 
+    async fn audit_append_many(&self, drafts: Vec<AuditDraft>) -> Result<u64, StoreError> {
+        if drafts.is_empty() {
+            return Ok(0);
+        }
+        self.with_mac(move |c, mac| {
+            let tx = immediate(c)?;
+            let mut last = 0;
+            for d in drafts {
+                last = append_in(&tx, d, mac)?.seq;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(last)
+        })
+        .await
+    }
+
     fn set_audit_mac(&self, mac: crate::audit::AuditMac) {
         self.set_mac(mac);
     }
