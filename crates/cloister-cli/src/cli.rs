@@ -553,6 +553,10 @@ pub enum TokenCommand {
         /// Human label.
         #[arg(long)]
         label: Option<String>,
+        /// Identity id the token acts for (`cloister identity show`); a developer token
+        /// acts only on functions that identity owns.
+        #[arg(long)]
+        identity: Option<String>,
     },
     /// List active tokens.
     List,

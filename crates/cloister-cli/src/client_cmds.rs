@@ -156,9 +156,19 @@ async fn invoke(c: &mut Client, args: InvokeArgs, json: bool) -> anyhow::Result<
 pub async fn token(conn: Conn, cmd: TokenCommand, json: bool) -> anyhow::Result<ExitCode> {
     let mut c = client(&conn)?;
     match cmd {
-        TokenCommand::Create { role, label } => {
+        TokenCommand::Create {
+            role,
+            label,
+            identity,
+        } => {
             let role = Role::parse(&role).context("role must be admin, developer or invoker")?;
-            let created = c.create_token(&TokenCreateRequest { role, label }).await?;
+            let created = c
+                .create_token(&TokenCreateRequest {
+                    role,
+                    label,
+                    identity,
+                })
+                .await?;
             if json {
                 output::json(&created);
             } else {

@@ -158,13 +158,16 @@ async fn authentication_and_roles_are_enforced() {
         .create_token(&TokenCreateRequest {
             role: Role::Invoker,
             label: Some("ci".into()),
+            identity: None,
         })
         .await
         .unwrap();
+    let dev_identity = p.developer_identity("dev").await;
     let dev = admin
         .create_token(&TokenCreateRequest {
             role: Role::Developer,
             label: None,
+            identity: Some(dev_identity.id().to_string()),
         })
         .await
         .unwrap();
@@ -172,7 +175,7 @@ async fn authentication_and_roles_are_enforced() {
     let mut invoker = p.client(Some(&inv.token));
     let mut developer = p
         .client(Some(&dev.token))
-        .with_identity(p.developer_identity("dev").await, None);
+        .with_identity(dev_identity.clone(), None);
 
     // Invoker: may invoke and read, may not deploy, delete or manage tokens.
     assert_eq!(
@@ -204,6 +207,7 @@ async fn authentication_and_roles_are_enforced() {
             .create_token(&TokenCreateRequest {
                 role: Role::Admin,
                 label: None,
+                identity: None,
             })
             .await,
         "forbidden",

@@ -422,3 +422,78 @@ async fn every_invocation_reading_secrets_is_audited_cache_hits_included() {
     .unwrap();
     assert_eq!(v["ok"], true, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_token_acts_only_on_functions_its_identity_owns() {
+    let p = Platform::start().await;
+    let v = victim(&p).await;
+    let mallory = p.developer_identity("mallory").await;
+    let token = p
+        .admin()
+        .create_token(&cloister_types::wire::TokenCreateRequest {
+            role: cloister_types::Role::Developer,
+            label: Some("mallory".into()),
+            identity: Some(mallory.id().to_string()),
+        })
+        .await
+        .unwrap();
+    let mut m = p
+        .client(Some(&token.token))
+        .with_identity(mallory.clone(), None);
+    let mut req = DeployRequest {
+        name: "victim".into(),
+        runtime: "javascript".into(),
+        code: EXFIL.into(),
+        entrypoint: None,
+        environment: None,
+        required_secrets: vec!["API_KEY".into()],
+        limits: None,
+        manifest: None,
+    };
+    assert_api_error(m.deploy(&req).await, "forbidden", 403);
+    assert_api_error(m.delete("victim").await, "forbidden", 403);
+    let path = cloister_types::SecretPath::parse(&format!(
+        "function-{}/production/default/API_KEY",
+        v.function_id
+    ))
+    .unwrap();
+    assert_api_error(m.delete_secret(&path).await, "forbidden", 403);
+    assert_api_error(
+        m.json(
+            hyper::Method::GET,
+            &format!("/v1/secrets?prefix=function-{}/", v.function_id),
+            None,
+        )
+        .await,
+        "forbidden",
+        403,
+    );
+    assert_api_error(m.activate(&v.function_id, 1, false).await, "forbidden", 403);
+    // A manifest signed by someone else cannot be relayed with her token either.
+    req.name = "relayed".into();
+    let mut admin_signed = req.clone();
+    admin_signed.manifest = Some(
+        cloister_client::signing::sign_deploy(
+            &p.admin_identity(),
+            &p.admin()
+                .attestation()
+                .await
+                .unwrap()
+                .keyvault
+                .audit_public_key,
+            &req,
+            None,
+        )
+        .unwrap(),
+    );
+    assert_api_error(m.deploy(&admin_signed).await, "forbidden", 403);
+    // Her own function is hers to redeploy and delete.
+    req.name = "mallorys".into();
+    let mine = m.deploy(&req).await.unwrap();
+    assert_eq!(mine.owners, vec![mallory.id().to_string()]);
+    m.deploy(&req).await.unwrap();
+    m.delete("mallorys").await.unwrap();
+    // The victim is untouched.
+    let r = p.admin().invoke("victim", "null", None).await.unwrap();
+    assert_eq!(r.result.get(), r#"{"ok":true}"#);
+}

@@ -128,6 +128,7 @@ async fn a_revoked_admin_token_is_not_resurrected_on_restart() {
         .create_token(&cloister_types::wire::TokenCreateRequest {
             role: cloister_types::Role::Admin,
             label: None,
+            identity: None,
         })
         .await
         .unwrap();

@@ -29,9 +29,35 @@ pub struct Caller {
     pub token_id: String,
     /// Role of the token.
     pub role: Role,
+    /// Identity (id) the token acts for, if it is bound to one.
+    pub identity: Option<String>,
 }
 
 impl Caller {
+    /// Fails with `forbidden` unless the caller may act on a function owned by `owners`:
+    /// admin tokens act on every function; developer tokens only for their identity's.
+    /// (The HTTP layer's check; keyvault checks the owner's signature itself.)
+    pub fn require_owner(&self, function: &str, owners: &[String]) -> HttpResult<()> {
+        if self.role == Role::Admin {
+            return Ok(());
+        }
+        match &self.identity {
+            Some(id) if owners.iter().any(|o| o == id) => Ok(()),
+            Some(id) => Err(HttpError::new(
+                ErrorCode::Forbidden,
+                format!("this token acts for identity {id}, which does not own {function}"),
+            )),
+            None => Err(HttpError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this {} token is bound to no identity, so it owns no function; \
+                     create one with `cloister token create --identity <id>`",
+                    self.role.as_str()
+                ),
+            )),
+        }
+    }
+
     /// Fails with `forbidden` unless the caller's role includes `needed`.
     pub fn require(&self, needed: Role, action: &str) -> HttpResult<()> {
         if self.role.allows(needed) {
@@ -72,6 +98,7 @@ pub async fn create_token(
     store: &dyn Store,
     role: Role,
     label: Option<String>,
+    identity: Option<String>,
 ) -> HttpResult<(TokenRecord, Zeroizing<String>)> {
     let (value, id) = generate_token();
     let record = store
@@ -80,6 +107,7 @@ pub async fn create_token(
             hash: token_hash(&value),
             role,
             label,
+            identity,
         })
         .await?;
     Ok((record, value))
@@ -183,6 +211,7 @@ impl Authenticator {
         let caller = Caller {
             token_id: record.id,
             role: record.role,
+            identity: record.identity,
         };
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() > 10_000 {

@@ -17,6 +17,7 @@ use cloister_types::{
     Entrypoint, Environment, ErrorCode, FunctionName, Role, SecretRef, ServerLimits, code_hash,
 };
 
+use crate::auth::Caller;
 use crate::body;
 use crate::error::{HttpError, HttpResult};
 use crate::functions::not_found;
@@ -90,6 +91,7 @@ pub fn check_deploy(limits: &ServerLimits, req: DeployRequest) -> HttpResult<New
     Ok(NewVersion {
         version: None,
         manifest_digest: String::new(),
+        owners: Vec::new(),
         name: name.to_string(),
         new_function_id: uuid::Uuid::new_v4().to_string(),
         code_hash: code_hash(&req.code),
@@ -110,7 +112,7 @@ pub async fn deploy(
 ) -> HttpResult<(StatusCode, Json<FunctionInfo>)> {
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Developer, "deploy functions")?;
-    let result = deploy_inner(&s, &headers, body).await;
+    let result = deploy_inner(&s, &caller, &headers, body).await;
     s.metrics.deploy(match &result {
         Ok(_) => "ok",
         Err(e) => e.0.code.as_str(),
@@ -127,7 +129,7 @@ fn check_manifest(
     b64: Option<&str>,
     new: &NewVersion,
     known: Option<&FunctionInfo>,
-) -> HttpResult<Vec<u8>> {
+) -> HttpResult<(Vec<u8>, String)> {
     use base64::Engine as _;
     let Some(b64) = b64 else {
         return Err(HttpError::new(
@@ -139,9 +141,10 @@ fn check_manifest(
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|_| HttpError::new(ErrorCode::InvalidRequest, "\"manifest\" must be base64"))?;
-    let m = cloister_authority::request::inspect::<Manifest>(&bytes)
-        .map_err(|e| HttpError::new(e.code(), e.to_string()))?
-        .body;
+    let inspected = cloister_authority::request::inspect::<Manifest>(&bytes)
+        .map_err(|e| HttpError::new(e.code(), e.to_string()))?;
+    let signer = inspected.signer_id.to_string();
+    let m = inspected.body;
     let mismatch = |field: &str| {
         HttpError::new(
             ErrorCode::ManifestMismatch,
@@ -174,15 +177,33 @@ fn check_manifest(
     {
         return Err(mismatch("function id"));
     }
-    Ok(bytes)
+    Ok((bytes, signer))
 }
 
-async fn deploy_inner(s: &Shared, headers: &HeaderMap, body: Body) -> HttpResult<FunctionInfo> {
+async fn deploy_inner(
+    s: &Shared,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Body,
+) -> HttpResult<FunctionInfo> {
     let mut req: DeployRequest = body::json(headers, body, deploy_body_limit(&s.limits)).await?;
     let manifest_b64 = req.manifest.take();
     let mut new = check_deploy(&s.limits, req)?;
     let known = s.store.get_version(&new.name, None).await?;
-    let signed = check_manifest(manifest_b64.as_deref(), &new, known.as_ref())?;
+    let (signed, signer) = check_manifest(manifest_b64.as_deref(), &new, known.as_ref())?;
+    match &known {
+        Some(k) => caller.require_owner(&k.name, &k.owners)?,
+        // A new function is owned by its signer: a developer token relays only its own.
+        None if caller.role != Role::Admin
+            && caller.identity.as_deref() != Some(signer.as_str()) =>
+        {
+            return Err(HttpError::new(
+                ErrorCode::Forbidden,
+                "a developer token relays only manifests signed by its own identity",
+            ));
+        }
+        None => {}
+    }
     // Compile in a sandboxed worker: the gateway never evaluates function code itself.
     let check = ValidateRequest {
         code: new.code.clone(),
@@ -227,6 +248,7 @@ async fn deploy_inner(s: &Shared, headers: &HeaderMap, body: Body) -> HttpResult
     new.new_function_id = reg.function_id.clone();
     new.version = Some(reg.version);
     new.manifest_digest = reg.manifest_digest;
+    new.owners = reg.owners;
     let info = s.store.create_version(new).await?;
     if info.function_id != reg.function_id {
         tracing::error!(name = %info.name, gateway = %info.function_id, keyvault = %reg.function_id, "function id differs from keyvault's");
@@ -307,6 +329,9 @@ pub async fn delete(
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Developer, "delete functions")?;
     let name = path_arg(name)?;
+    if let Some(f) = s.store.get_version(&name, None).await? {
+        caller.require_owner(&name, &f.owners)?;
+    }
     let deleted = s.store.delete_function(&name).await?;
     s.functions.invalidate(&name);
     if deleted {

@@ -57,6 +57,18 @@ pub async fn activate(
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Developer, "activate versions")?;
     let req = signed_body(&headers, body).await?;
+    if caller.role != Role::Admin {
+        let a = cloister_authority::request::inspect::<cloister_authority::ops::Activation>(
+            &req.signed,
+        )
+        .map_err(|e| HttpError::new(e.code(), e.to_string()))?;
+        let owners = s
+            .store
+            .function_owners(&a.body.function_id)
+            .await?
+            .unwrap_or_default();
+        caller.require_owner(&format!("function {}", a.body.function_id), &owners)?;
+    }
     let kv = keyvault(&s)?;
     let r = kv
         .client()

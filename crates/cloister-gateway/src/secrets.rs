@@ -15,6 +15,7 @@ use cloister_types::{ErrorCode, Role, SecretPath};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::body;
 use crate::deploy::path_arg;
 use crate::error::{HttpError, HttpResult};
@@ -85,6 +86,7 @@ async fn put_inner(
     let caller = s.auth.authenticate(headers).await?;
     caller.require(Role::Developer, "write secrets")?;
     let path = secret_path(raw)?;
+    require_path_owner(s, &caller, &path).await?;
     let bytes = body::read_limited(headers, body, MAX_SECRET_BODY).await?;
     let req: PutBody = serde_json::from_slice(&bytes).map_err(|_| {
         HttpError::new(
@@ -153,6 +155,19 @@ pub async fn post(
     put_inner(&s, &headers, p, body, true).await.map(Json)
 }
 
+/// The HTTP layer's ownership check for a secret path (keyvault checks the signature).
+async fn require_path_owner(s: &Shared, caller: &Caller, path: &SecretPath) -> HttpResult<()> {
+    if caller.role == Role::Admin {
+        return Ok(());
+    }
+    let owners = s
+        .store
+        .function_owners(path.function_id())
+        .await?
+        .unwrap_or_default();
+    caller.require_owner(&format!("function {}", path.function_id()), &owners)
+}
+
 /// Header carrying an owner-signed request (base64) on calls without a body (DELETE).
 pub const SIGNED_HEADER: &str = "cloister-signed";
 
@@ -176,6 +191,7 @@ async fn path_call<'a>(
     let caller = s.auth.authenticate(headers).await?;
     caller.require(Role::Developer, action)?;
     let path = secret_path(&path_arg(path)?)?;
+    require_path_owner(s, &caller, &path).await?;
     let signed = headers
         .get(SIGNED_HEADER)
         .map(|v| v.to_str().unwrap_or("!"));
@@ -252,6 +268,25 @@ pub async fn list(
                 ));
             }
         }
+    }
+    if caller.role != Role::Admin {
+        // Developers list one function's namespace, and only their own.
+        let function_id = prefix
+            .strip_prefix(cloister_types::names::NAMESPACE_PREFIX)
+            .and_then(|rest| rest.split('/').next())
+            .filter(|id| !id.is_empty() && prefix.len() > id.len() + 9)
+            .ok_or_else(|| {
+                HttpError::new(
+                    ErrorCode::Forbidden,
+                    "a developer token lists one function's secrets: prefix=function-<id>/",
+                )
+            })?;
+        let owners = s
+            .store
+            .function_owners(function_id)
+            .await?
+            .unwrap_or_default();
+        caller.require_owner(&format!("function {function_id}"), &owners)?;
     }
     let kv = keyvault(&s)?;
     let r = kv

@@ -21,6 +21,7 @@ fn info(r: TokenRecord) -> TokenInfo {
         role: r.role,
         label: r.label,
         created_at: r.created_at,
+        identity: r.identity,
     }
 }
 
@@ -41,7 +42,11 @@ pub async fn create(
             "label must be at most 100 printable characters",
         ));
     }
-    let (record, value) = create_token(&*s.store, req.role, req.label).await?;
+    if let Some(id) = &req.identity {
+        cloister_authority::IdentityId::parse(id)
+            .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    }
+    let (record, value) = create_token(&*s.store, req.role, req.label, req.identity).await?;
     tracing::info!(id = %record.id, role = record.role.as_str(), by = %caller.token_id, "created token");
     Ok((
         StatusCode::CREATED,

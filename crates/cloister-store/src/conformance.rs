@@ -26,6 +26,7 @@ pub fn sample_version(name: &str, code: &str) -> NewVersion {
         },
         version: None,
         manifest_digest: String::new(),
+        owners: vec!["0123456789abcdef0123456789abcdef".into()],
     }
 }
 
@@ -181,6 +182,7 @@ async fn tokens_are_found_by_hash_until_revoked(store: &dyn Store) {
             hash: [7; 32],
             role: Role::Developer,
             label: Some("ci".into()),
+            identity: None,
         })
         .await
         .unwrap();
@@ -198,6 +200,7 @@ async fn tokens_are_found_by_hash_until_revoked(store: &dyn Store) {
             hash: [9; 32],
             role: Role::Invoker,
             label: None,
+            identity: None,
         })
         .await
         .unwrap();
@@ -236,6 +239,7 @@ async fn token_ids_and_hashes_are_unique(store: &dyn Store) {
             hash: [1; 32],
             role: Role::Admin,
             label: None,
+            identity: None,
         })
         .await;
     assert!(
@@ -248,6 +252,7 @@ async fn token_ids_and_hashes_are_unique(store: &dyn Store) {
             hash: [9; 32],
             role: Role::Admin,
             label: None,
+            identity: None,
         })
         .await;
     assert!(

@@ -60,6 +60,9 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a token; `false` if there is no active token with that id.
     async fn revoke_token(&self, id: &str) -> Result<bool, StoreError>;
 
+    /// Owners (identity ids) of the function with this id, if it exists.
+    async fn function_owners(&self, function_id: &str) -> Result<Option<Vec<String>>, StoreError>;
+
     /// Change counter of a function's secrets namespace (0 when it has none); executors
     /// refetch cached secrets older than this.
     async fn secrets_epoch(&self, function_id: &str) -> Result<u64, StoreError>;

@@ -133,6 +133,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ALTER TABLE audit_log ADD COLUMN mac TEXT NOT NULL DEFAULT '';
     ",
     },
+    Migration {
+        version: 5,
+        name: "tokens bound to identities, function owners (HTTP-layer checks)",
+        sql: "
+        ALTER TABLE tokens ADD COLUMN identity TEXT;
+        ALTER TABLE functions ADD COLUMN owners TEXT NOT NULL DEFAULT '[]';
+    ",
+    },
 ];
 
 /// Latest schema version this build knows.

@@ -28,6 +28,8 @@ pub struct NewVersion {
     pub version: Option<u32>,
     /// Digest of the owner-signed manifest keyvault registered (hex SHA-256).
     pub manifest_digest: String,
+    /// Owners keyvault reports for the function (identity ids).
+    pub owners: Vec<String>,
 }
 
 /// A stored function version: its public metadata (code is fetched separately).
@@ -44,6 +46,8 @@ pub struct NewToken {
     pub role: Role,
     /// Human label.
     pub label: Option<String>,
+    /// Identity (id) the token acts for; developer tokens act only on its functions.
+    pub identity: Option<String>,
 }
 
 /// A stored, active token (never the value).
@@ -57,6 +61,8 @@ pub struct TokenRecord {
     pub label: Option<String>,
     /// RFC 3339 creation time.
     pub created_at: String,
+    /// Identity (id) the token acts for.
+    pub identity: Option<String>,
 }
 
 /// Why a store operation failed.

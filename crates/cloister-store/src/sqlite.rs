@@ -145,10 +145,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 const VERSION_COLUMNS: &str = "f.name, f.id, v.version, v.code_hash, v.runtime, v.entrypoint, \
-     v.environment, v.required_secrets, v.timeout_ms, v.memory_mb, v.created_at, v.manifest_digest";
+     v.environment, v.required_secrets, v.timeout_ms, v.memory_mb, v.created_at, v.manifest_digest, \
+     f.owners";
 
-fn version_row(r: &Row<'_>) -> rusqlite::Result<(VersionRecord, String)> {
+fn version_row(r: &Row<'_>) -> rusqlite::Result<(VersionRecord, String, String)> {
     let secrets: String = r.get(7)?;
+    let owners: String = r.get(12)?;
     let info = VersionRecord {
         name: r.get(0)?,
         function_id: r.get(1)?,
@@ -164,24 +166,29 @@ fn version_row(r: &Row<'_>) -> rusqlite::Result<(VersionRecord, String)> {
         },
         created_at: r.get(10)?,
         manifest_digest: r.get(11)?,
+        owners: Vec::new(),
     };
-    Ok((info, secrets))
+    Ok((info, secrets, owners))
 }
 
 fn decode_version(
-    (mut info, secrets): (VersionRecord, String),
+    (mut info, secrets, owners): (VersionRecord, String, String),
 ) -> Result<VersionRecord, StoreError> {
     info.required_secrets = serde_json::from_str(&secrets)
         .map_err(|e| StoreError::Corrupt(format!("required_secrets of {}: {e}", info.name)))?;
+    info.owners = serde_json::from_str(&owners)
+        .map_err(|e| StoreError::Corrupt(format!("owners of {}: {e}", info.name)))?;
     Ok(info)
 }
 
-fn token_row(r: &Row<'_>) -> rusqlite::Result<(String, String, Option<String>, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+type TokenRow = (String, String, Option<String>, String, Option<String>);
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
 fn decode_token(
-    (id, role, label, created_at): (String, String, Option<String>, String),
+    (id, role, label, created_at, identity): TokenRow,
 ) -> Result<TokenRecord, StoreError> {
     let role = Role::parse(&role)
         .ok_or_else(|| StoreError::Corrupt(format!("token {id} has role {role:?}")))?;
@@ -190,11 +197,31 @@ fn decode_token(
         role,
         label,
         created_at,
+        identity,
     })
 }
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn function_owners(&self, function_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let id = function_id.to_owned();
+        self.with(move |c| {
+            let owners: Option<String> = c
+                .query_row("SELECT owners FROM functions WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(backend)?;
+            owners
+                .map(|o| {
+                    serde_json::from_str(&o)
+                        .map_err(|e| StoreError::Corrupt(format!("owners of {id}: {e}")))
+                })
+                .transpose()
+        })
+        .await
+    }
+
     async fn secrets_epoch(&self, function_id: &str) -> Result<u64, StoreError> {
         crate::VaultStore::vault_epoch(self, cloister_types::namespace_of(function_id)).await
     }
@@ -209,12 +236,18 @@ impl Store for SqliteStore {
                 .query_row("SELECT id FROM functions WHERE name = ?1", [&new.name], |r| r.get(0))
                 .optional()
                 .map_err(backend)?;
+            let owners = serde_json::to_string(&new.owners)
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
             let function_id = match existing {
-                Some(id) => id,
+                Some(id) => {
+                    tx.execute("UPDATE functions SET owners = ?2 WHERE id = ?1", params![id, owners])
+                        .map_err(backend)?;
+                    id
+                }
                 None => {
                     tx.execute(
-                        "INSERT INTO functions (id, name, created_at) VALUES (?1, ?2, ?3)",
-                        params![new.new_function_id, new.name, now],
+                        "INSERT INTO functions (id, name, created_at, owners) VALUES (?1, ?2, ?3, ?4)",
+                        params![new.new_function_id, new.name, now, owners],
                     )
                     .map_err(backend)?;
                     new.new_function_id.clone()
@@ -270,6 +303,7 @@ impl Store for SqliteStore {
                 limits: new.limits,
                 created_at: now,
                 manifest_digest: new.manifest_digest,
+                owners: new.owners,
             })
         })
         .await
@@ -359,11 +393,25 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let now = now_rfc3339();
             c.execute(
-                "INSERT INTO tokens (id, hash, role, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![new.id, &new.hash[..], new.role.as_str(), new.label, now],
+                "INSERT INTO tokens (id, hash, role, label, created_at, identity) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    new.id,
+                    &new.hash[..],
+                    new.role.as_str(),
+                    new.label,
+                    now,
+                    new.identity
+                ],
             )
             .map_err(backend)?;
-            Ok(TokenRecord { id: new.id, role: new.role, label: new.label, created_at: now })
+            Ok(TokenRecord {
+                id: new.id,
+                role: new.role,
+                label: new.label,
+                created_at: now,
+                identity: new.identity,
+            })
         })
         .await
     }
@@ -372,7 +420,7 @@ impl Store for SqliteStore {
         let hash = *hash;
         self.with(move |c| {
             c.query_row(
-                "SELECT id, role, label, created_at FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
+                "SELECT id, role, label, created_at, identity FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
                 [&hash[..]],
                 token_row,
             )
@@ -388,7 +436,7 @@ impl Store for SqliteStore {
         self.with(|c| {
             let mut stmt = c
                 .prepare(
-                    "SELECT id, role, label, created_at FROM tokens WHERE revoked_at IS NULL \
+                    "SELECT id, role, label, created_at, identity FROM tokens WHERE revoked_at IS NULL \
                      ORDER BY created_at, id",
                 )
                 .map_err(backend)?;

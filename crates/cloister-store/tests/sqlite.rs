@@ -34,6 +34,7 @@ async fn state_survives_reopen_and_migrations_are_not_reapplied() {
                 hash: [3; 32],
                 role: Role::Admin,
                 label: None,
+                identity: None,
             })
             .await
             .unwrap();

@@ -104,6 +104,9 @@ pub struct FunctionInfo {
     /// a redeploy names it as `previous`.
     #[serde(default)]
     pub manifest_digest: String,
+    /// Identities (ids) keyvault reports as the function's owners.
+    #[serde(default)]
+    pub owners: Vec<String>,
 }
 
 /// `GET /v1/functions` response.
@@ -152,6 +155,10 @@ pub struct TokenCreateRequest {
     /// Optional human label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Identity id the token acts for: a developer token deploys, deletes and writes secrets
+    /// only for functions that identity owns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// Metadata of a token (never its value or hash).
@@ -167,6 +174,9 @@ pub struct TokenInfo {
     pub label: Option<String>,
     /// RFC 3339 creation time.
     pub created_at: String,
+    /// Identity id the token acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// `POST /v1/tokens` response: the only time a token's value is shown.
