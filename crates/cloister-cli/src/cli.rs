@@ -431,6 +431,12 @@ pub struct RoleArgs {
     /// Inherited listening socket (used by `serve`).
     #[arg(long, hide = true)]
     pub listen_fd: Option<i32>,
+    /// Internal credentials: a mode-0600 file of `name=value` lines (see docs/SECRETS.md).
+    #[arg(long, conflicts_with = "credentials_fd")]
+    pub credentials_file: Option<PathBuf>,
+    /// Inherited descriptor holding the internal credentials (used by `serve`).
+    #[arg(long, hide = true)]
+    pub credentials_fd: Option<i32>,
     /// Async worker threads (default: half the CPUs, at least 1).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -5,6 +5,7 @@ mod bench;
 mod bench_secrets;
 mod cli;
 mod client_cmds;
+mod credentials;
 mod identity_cmd;
 mod output;
 mod roles;
@@ -30,12 +31,6 @@ fn main() -> ExitCode {
         let code = cloister_sandbox::worker::run(heap);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    // Taken out of the environment before any thread exists, so nothing inherits it.
-    let internal_token = std::env::var(roles::INTERNAL_TOKEN_ENV).ok();
-    if internal_token.is_some() {
-        // SAFETY: single-threaded at this point; no other code reads the environment concurrently.
-        unsafe { std::env::remove_var(roles::INTERNAL_TOKEN_ENV) };
-    }
     let cli = Cli::parse();
     init_tracing(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -50,7 +45,7 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.json;
-    let result = runtime.block_on(run(cli, internal_token));
+    let result = runtime.block_on(run(cli));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -76,19 +71,17 @@ fn init_tracing(cmd: &Command) {
         .init();
 }
 
-async fn run(cli: Cli, internal_token: Option<String>) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let conn = cli.connection();
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Gateway(args) => roles::gateway(args, internal_token).await,
-        Command::Executor(args) => roles::executor(args, internal_token).await,
+        Command::Gateway(args) => roles::gateway(args).await,
+        Command::Executor(args) => roles::executor(args).await,
         Command::Fn(cmd) => client_cmds::function(conn, cmd, cli.json).await,
         Command::Token(cmd) => client_cmds::token(conn, cmd, cli.json).await,
         Command::Bench(args) => bench::run(conn, args, cli.json).await,
         Command::Attest(cmd) => attest_cmd::run(cmd, cli.json),
-        Command::Keyvault(crate::cli::KeyvaultCommand::Run(args)) => {
-            roles::keyvault(args, internal_token).await
-        }
+        Command::Keyvault(crate::cli::KeyvaultCommand::Run(args)) => roles::keyvault(args).await,
         Command::Keyvault(cmd) => secret_cmd::keyvault(conn, cmd, cli.json).await,
         Command::Secret(cmd) => secret_cmd::secret(conn, cmd, cli.json).await,
         Command::Audit(cmd) => secret_cmd::audit(conn, cmd, cli.json).await,

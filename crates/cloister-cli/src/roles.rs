@@ -18,9 +18,6 @@ use tokio::net::TcpListener;
 use crate::cli::{ExecutorArgs, GatewayArgs, KeyvaultArgs, RoleArgs};
 use crate::tee;
 
-/// Environment variable carrying the gateway↔executor shared token (removed at start).
-pub const INTERNAL_TOKEN_ENV: &str = "CLOISTER_INTERNAL_TOKEN";
-
 /// File name of the development admin token inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
@@ -49,12 +46,8 @@ async fn listen_on(
     }
 }
 
-fn internal_token(token: Option<String>) -> anyhow::Result<String> {
-    match token {
-        Some(t) if t.len() >= 32 => Ok(t),
-        Some(_) => bail!("{INTERNAL_TOKEN_ENV} must be at least 32 characters"),
-        None => bail!("{INTERNAL_TOKEN_ENV} must hold the token shared by gateway and executor"),
-    }
+fn credentials(role: &RoleArgs) -> anyhow::Result<crate::credentials::Credentials> {
+    crate::credentials::load(role.credentials_fd, role.credentials_file.as_deref())
 }
 
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).
@@ -77,8 +70,8 @@ pub async fn stop_signal() {
 }
 
 /// Runs the gateway role.
-pub async fn gateway(args: GatewayArgs, token: Option<String>) -> anyhow::Result<ExitCode> {
-    let token = internal_token(token)?;
+pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    let creds = credentials(&args.role)?;
     let listener = listener(&args.role).await?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
@@ -96,10 +89,11 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> anyhow::Result
             ),
         }
     }
-    let executor = Executor::connect_lazy(&args.executor_url, &token)?;
+    let executor = Executor::connect_lazy(&args.executor_url, creds.get("executor")?)?;
     let keyvault = match &args.keyvault_url {
         Some(url) => Some(cloister_gateway::keyvault::Keyvault::connect_lazy(
-            url, &token,
+            url,
+            creds.get("keyvault")?,
         )?),
         None => {
             tracing::warn!("no --keyvault-url: secrets and attestation answer `unavailable`");
@@ -119,8 +113,8 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> anyhow::Result
 }
 
 /// Runs the executor role.
-pub async fn executor(args: ExecutorArgs, token: Option<String>) -> anyhow::Result<ExitCode> {
-    let token = internal_token(token)?;
+pub async fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
+    let creds = credentials(&args.role)?;
     let listener = listener(&args.role).await?;
     let exe = std::env::current_exe().context("cannot locate the cloister binary for workers")?;
     let mut reads = None;
@@ -166,7 +160,7 @@ pub async fn executor(args: ExecutorArgs, token: Option<String>) -> anyhow::Resu
     };
     let sup = cloister_executor::pool::Supervisor::new(ExecutorConfig::new(exe), secrets);
     tracing::info!(addr = %listener.local_addr()?, tee = "sim", "executor listening (simulated TEE: not confidential)");
-    cloister_executor::service::serve(listener, sup, &token, stop_signal()).await?;
+    cloister_executor::service::serve(listener, sup, creds.get("gateway")?, stop_signal()).await?;
     if let Some((kv, flusher)) = reads {
         flusher.abort();
         if let Err(e) = kv.flush_reads(true).await {
@@ -179,8 +173,8 @@ pub async fn executor(args: ExecutorArgs, token: Option<String>) -> anyhow::Resu
 
 /// Runs the keyvault role: unseal (or initialise) the vault, then serve the gateway's RPC
 /// and executors' attested channels.
-pub async fn keyvault(args: KeyvaultArgs, token: Option<String>) -> anyhow::Result<ExitCode> {
-    let token = internal_token(token)?;
+pub async fn keyvault(args: KeyvaultArgs) -> anyhow::Result<ExitCode> {
+    let creds = credentials(&args.role)?;
     let rpc = listener(&args.role).await?;
     let channel = listen_on(args.channel_listen, args.channel_listen_fd).await?;
     std::fs::create_dir_all(&args.data_dir)
@@ -258,8 +252,16 @@ pub async fn keyvault(args: KeyvaultArgs, token: Option<String>) -> anyhow::Resu
         tee = "sim",
         "keyvault listening (simulated TEE: not confidential)"
     );
-    cloister_keyvault::server::serve(rpc, channel, vault, bundle, cfg, &token, stop_signal())
-        .await?;
+    cloister_keyvault::server::serve(
+        rpc,
+        channel,
+        vault,
+        bundle,
+        cfg,
+        creds.get("gateway")?,
+        stop_signal(),
+    )
+    .await?;
     tracing::info!("keyvault stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -14,10 +14,10 @@ use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rand::RngExt as _;
 
 use crate::cli::ServeArgs;
-use crate::roles::{ADMIN_TOKEN_FILE, INTERNAL_TOKEN_ENV, stop_signal};
+use crate::credentials::{Credentials, GATEWAY_CREDENTIALS_FILE};
+use crate::roles::{ADMIN_TOKEN_FILE, stop_signal};
 
 /// Descriptor at which a child finds its listening socket.
 const CHILD_LISTEN_FD: RawFd = 3;
@@ -36,15 +36,23 @@ fn spawn_role(
     role: &[&str],
     listeners: &[RawFd],
     extra: &[String],
-    token: &str,
+    credentials: Option<&Credentials>,
 ) -> anyhow::Result<Child> {
     let mut cmd = Command::new(exe);
     cmd.args(role)
         .arg("--listen-fd")
         .arg(CHILD_LISTEN_FD.to_string())
-        .args(extra)
-        .env(INTERNAL_TOKEN_ENV, token);
-    let fds: Vec<RawFd> = listeners.to_vec();
+        .args(extra);
+    let mut fds: Vec<RawFd> = listeners.to_vec();
+    // The credentials travel in a pipe the child reads once: never in the environment, on
+    // the command line or on disk.
+    let pipe = credentials.map(Credentials::to_pipe).transpose()?;
+    if let Some(p) = &pipe {
+        use std::os::fd::AsRawFd;
+        cmd.arg("--credentials-fd")
+            .arg((CHILD_LISTEN_FD + fds.len() as RawFd).to_string());
+        fds.push(p.as_raw_fd());
+    }
     // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -71,8 +79,11 @@ fn spawn_role(
             Ok(())
         });
     }
-    cmd.spawn()
-        .with_context(|| format!("cannot start the {} process", role.join(" ")))
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start the {} process", role.join(" ")));
+    drop(pipe);
+    child
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
@@ -170,9 +181,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let keyvault_url = format!("http://{}", kv_rpc.local_addr()?);
     let keyvault_addr = kv_channel.local_addr()?.to_string();
     let (platform, platform_created) = crate::tee::platform(&args.data_dir)?;
-    let mut token_bytes = zeroize::Zeroizing::new([0u8; 32]);
-    rand::rng().fill(&mut token_bytes[..]);
-    let internal_token = zeroize::Zeroizing::new(hex::encode(&token_bytes[..]));
+    // One credential per role pair; the gateway's in a 0600 file, the others by pipe.
+    let creds = Credentials::generate(&["executor", "keyvault"]);
+    let gateway_creds_path = args.data_dir.join(GATEWAY_CREDENTIALS_FILE);
+    creds.write_file(&gateway_creds_path)?;
+    let executor_creds = creds.pick(&[("executor", "gateway")]);
+    let keyvault_creds = creds.pick(&[("keyvault", "gateway")]);
     let exe = std::env::current_exe().context("cannot locate the cloister binary")?;
 
     let threads = vec![
@@ -202,7 +216,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         &["keyvault", "run"],
         &[kv_rpc.as_raw_fd(), kv_channel.as_raw_fd()],
         &kv_args,
-        &internal_token,
+        Some(&keyvault_creds),
     )?;
     let mut children = vec![("keyvault", keyvault)];
     let ex_args: Vec<String> = ["--data-dir", &data_dir, "--keyvault-addr", &keyvault_addr]
@@ -215,7 +229,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         &["executor"],
         &[internal.as_raw_fd()],
         &ex_args,
-        &internal_token,
+        Some(&executor_creds),
     ) {
         Ok(e) => children.push(("executor", e)),
         Err(e) => {
@@ -231,6 +245,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "--keyvault-url".to_owned(),
         keyvault_url,
         "--bootstrap-admin-token".to_owned(),
+        "--credentials-file".to_owned(),
+        gateway_creds_path.display().to_string(),
     ]
     .into_iter()
     .chain(threads)
@@ -240,7 +256,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         &["gateway"],
         &[public.as_raw_fd()],
         &gateway_args,
-        &internal_token,
+        None,
     ) {
         Ok(g) => children.push(("gateway", g)),
         Err(e) => {
@@ -312,7 +328,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             &["keyvault", "run"],
             &[kv_rpc.as_raw_fd(), kv_channel.as_raw_fd()],
             &kv_args,
-            &internal_token,
+            Some(&keyvault_creds),
         ) {
             Ok(k) => children[idx] = ("keyvault", k),
             Err(e) => break Some(format!("{msg}; cannot restart it: {e:#}")),

@@ -24,7 +24,8 @@ const NEEDLE: &str = "victim-api-key-0b9f8e7d";
 
 /// What the operator of the gateway host holds.
 struct Insider {
-    token: String,
+    executor_token: String,
+    keyvault_token: String,
     executor_url: String,
     keyvault_url: String,
 }
@@ -45,38 +46,47 @@ fn insider(p: &Platform) -> Insider {
         let i = args.iter().position(|a| a == flag).expect(flag);
         args[i + 1].clone()
     };
-    let token = common::internal_token(p, gw);
+    let creds = common::gateway_credentials(p);
     Insider {
-        token,
+        executor_token: creds["executor"].clone(),
+        keyvault_token: creds["keyvault"].clone(),
         executor_url: after("--executor-url"),
         keyvault_url: after("--keyvault-url"),
     }
 }
 
 impl Insider {
-    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+    fn req_with<T>(token: &str, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         r.metadata_mut().insert(
             "authorization",
-            MetadataValue::try_from(format!("Bearer {}", self.token)).unwrap(),
+            MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
         );
         r
+    }
+
+    /// A request to keyvault with the gateway's keyvault credential.
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        Self::req_with(&self.keyvault_token, msg)
     }
 
     async fn invoke(&self, f: &FunctionInfo, code: Option<&str>, hash: &str) -> Outcome {
         let mut c = ExecutorClient::new(channel(&self.executor_url).await);
         let r = c
-            .invoke(self.req(InvokeRequest {
-                function: Some(FunctionRef {
-                    function_id: f.function_id.clone(),
-                    version: f.version,
-                    code_hash: hash.to_owned(),
-                    secrets_epoch: 0,
-                }),
-                params_json: "null".into(),
-                code: code.map(str::to_owned),
-                execution_id: uuid(),
-            }))
+            .invoke(Self::req_with(
+                &self.executor_token,
+                InvokeRequest {
+                    function: Some(FunctionRef {
+                        function_id: f.function_id.clone(),
+                        version: f.version,
+                        code_hash: hash.to_owned(),
+                        secrets_epoch: 0,
+                    }),
+                    params_json: "null".into(),
+                    code: code.map(str::to_owned),
+                    execution_id: uuid(),
+                },
+            ))
             .await
             .unwrap()
             .into_inner();
@@ -496,4 +506,65 @@ async fn a_developer_token_acts_only_on_functions_its_identity_owns() {
     // The victim is untouched.
     let r = p.admin().invoke("victim", "null", None).await.unwrap();
     assert_eq!(r.result.get(), r#"{"ok":true}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_credentials_are_per_role_pair_and_never_in_an_environment() {
+    let p = Platform::start().await;
+    let creds = common::gateway_credentials(&p);
+    let (to_executor, to_keyvault) = (creds["executor"].clone(), creds["keyvault"].clone());
+    assert_ne!(to_executor, to_keyvault, "one credential per role pair");
+    let serve = p.child.as_ref().unwrap().id();
+    let pids = common::descendants(serve);
+    assert!(
+        pids.len() >= 4,
+        "serve, gateway, executor, keyvault: {pids:?}"
+    );
+    for pid in &pids {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&env);
+        assert!(
+            !text.contains(&to_executor),
+            "credential in the environment of {pid}"
+        );
+        assert!(
+            !text.contains(&to_keyvault),
+            "credential in the environment of {pid}"
+        );
+        assert!(!text.contains("CLOISTER_INTERNAL_TOKEN"), "{pid}");
+        let cmdline = String::from_utf8_lossy(
+            &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+        )
+        .into_owned();
+        assert!(!cmdline.contains(&to_executor) && !cmdline.contains(&to_keyvault));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p.data().join("gateway.credentials"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The executor's credential does not open keyvault, and the reverse.
+    let evil = insider(&p);
+    let mut kv = evil.keyvault().await;
+    let e = kv
+        .list_secrets(Insider::req_with(
+            &to_executor,
+            cloister_rpc::keyvault::ListSecretsRequest {
+                prefix: "function-".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    let mut ex = ExecutorClient::new(channel(&evil.executor_url).await);
+    let e = ex
+        .status(Insider::req_with(
+            &to_keyvault,
+            cloister_rpc::executor::StatusRequest {},
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
 }

@@ -299,14 +299,36 @@ pub fn child_pid(parent: u32, needle: &str) -> Option<u32> {
     None
 }
 
-/// The internal credential the gateway process holds (as its operator could read it).
-pub fn internal_token(_p: &Platform, gateway_pid: u32) -> String {
-    let env = std::fs::read(format!("/proc/{gateway_pid}/environ")).unwrap_or_default();
-    env.split(|b| *b == 0)
-        .filter_map(|kv| std::str::from_utf8(kv).ok())
-        .find_map(|kv| {
-            kv.strip_prefix("CLOISTER_INTERNAL_TOKEN=")
-                .map(str::to_owned)
-        })
-        .expect("the gateway's internal token")
+/// The gateway's internal credentials (`name` → token), as its operator can read them.
+pub fn gateway_credentials(p: &Platform) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(p.data().join("gateway.credentials"))
+        .expect("the gateway's credentials file")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Every descendant process of `root` (pids).
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(parent) && !out.contains(&pid) {
+                out.push(pid);
+            }
+        }
+        i += 1;
+    }
+    out
 }
