@@ -561,8 +561,8 @@ pub enum TokenCommand {
         label: Option<String>,
         /// Identity id the token acts for (`cloister identity show`); a developer token
         /// acts only on functions that identity owns.
-        #[arg(long)]
-        identity: Option<String>,
+        #[arg(long = "for-identity", value_name = "ID")]
+        for_identity: Option<String>,
     },
     /// List active tokens.
     List,

@@ -159,7 +159,7 @@ pub async fn token(conn: Conn, cmd: TokenCommand, json: bool) -> anyhow::Result<
         TokenCommand::Create {
             role,
             label,
-            identity,
+            for_identity: identity,
         } => {
             let role = Role::parse(&role).context("role must be admin, developer or invoker")?;
             let created = c

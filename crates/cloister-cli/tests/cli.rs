@@ -164,6 +164,34 @@ async fn errors_exit_non_zero_with_the_server_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_create_list_revoke_and_roles() {
     let p = Platform::start().await;
+    // A developer token bound to an identity (the dev admin's id, from `identity show`).
+    let who: Value =
+        serde_json::from_slice(&p.cli(&["--json", "identity", "show"]).stdout).unwrap();
+    let id = who["id"].as_str().unwrap();
+    assert_eq!(id.len(), 32);
+    let o = p.cli(&[
+        "--json",
+        "token",
+        "create",
+        "--role",
+        "developer",
+        "--for-identity",
+        id,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dev: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(dev["identity"], id);
+    let o = p.cli(&[
+        "--json",
+        "token",
+        "create",
+        "--role",
+        "developer",
+        "--for-identity",
+        "not-an-id",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("invalid_request"), "{}", stderr(&o));
     let o = p.cli(&[
         "--json", "token", "create", "--role", "invoker", "--label", "ci",
     ]);

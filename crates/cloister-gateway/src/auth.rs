@@ -51,7 +51,7 @@ impl Caller {
                 ErrorCode::Forbidden,
                 format!(
                     "this {} token is bound to no identity, so it owns no function; \
-                     create one with `cloister token create --identity <id>`",
+                     create one with `cloister token create --for-identity <id>`",
                     self.role.as_str()
                 ),
             )),

@@ -26,6 +26,8 @@ mod tests {
             "/v1/keyvault/rotate-mek",
             "/v1/audit",
             "/v1/audit/verify",
+            "/v1/identities",
+            "/v1/activations",
         ] {
             assert!(
                 doc["paths"][path].is_object(),
@@ -34,20 +36,16 @@ mod tests {
         }
         let codes = &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
             ["enum"];
-        for code in [
-            "invalid_code",
-            "payload_too_large",
-            "function_timeout",
-            "rate_limited",
-            "internal",
-            "secret_missing",
-            "invalid_secret_path",
-            "attestation_failed",
-        ] {
+        for code in cloister_types::ErrorCode::ALL {
             assert!(
-                codes.as_array().unwrap().iter().any(|c| c == code),
-                "{code} missing"
+                codes.as_array().unwrap().iter().any(|c| c == code.as_str()),
+                "{code} missing from openapi.json"
             );
         }
+        let deploy = &doc["components"]["schemas"]["DeployRequest"]["properties"];
+        assert!(
+            deploy["manifest"].is_object(),
+            "deploys document their manifest"
+        );
     }
 }

@@ -70,6 +70,39 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for documents and tests that must list them all.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidCode,
+        ErrorCode::InvalidSecretPath,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::FunctionNotFound,
+        ErrorCode::SecretNotFound,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::FunctionTimeout,
+        ErrorCode::FunctionMemoryLimit,
+        ErrorCode::FunctionError,
+        ErrorCode::FunctionInvalidOutput,
+        ErrorCode::SecretMissing,
+        ErrorCode::RateLimited,
+        ErrorCode::AttestationFailed,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+        ErrorCode::BadSignature,
+        ErrorCode::RequestExpired,
+        ErrorCode::ReplayedRequest,
+        ErrorCode::UnknownIdentity,
+        ErrorCode::IdentityRevoked,
+        ErrorCode::NotOwner,
+        ErrorCode::ManifestMismatch,
+        ErrorCode::InactiveVersion,
+        ErrorCode::RollbackDetected,
+    ];
+
     /// The HTTP status this code is returned with.
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
@@ -229,7 +262,9 @@ mod tests {
             (ErrorCode::InactiveVersion, 409),
             (ErrorCode::RollbackDetected, 409),
         ];
+        assert_eq!(all.len(), ErrorCode::ALL.len(), "ALL lists every code");
         for (code, status) in all {
+            assert!(ErrorCode::ALL.contains(&code));
             assert_eq!(code.http_status(), status, "{code}");
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
             let json = serde_json::to_value(code).unwrap();
