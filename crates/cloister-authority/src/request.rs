@@ -153,6 +153,14 @@ fn parse<B: Body>(bytes: &[u8]) -> Result<Parsed<B>, AuthorityError> {
     let malformed = |m: &str| AuthorityError::Malformed(m.to_owned());
     let sign1 = CoseSign1::from_tagged_slice(bytes)
         .map_err(|e| AuthorityError::Malformed(format!("not a tagged COSE_Sign1: {e}")))?;
+    // One signed request has one byte form, so its digest identifies it: nothing unsigned
+    // (an unprotected header, another encoding of the same structure) may vary.
+    if !sign1.unprotected.is_empty() {
+        return Err(malformed("the unprotected header must be empty"));
+    }
+    if sign1.clone().to_tagged_vec().ok().as_deref() != Some(bytes) {
+        return Err(malformed("the COSE_Sign1 is not in its canonical encoding"));
+    }
     if sign1.protected.header.alg
         != Some(coset::RegisteredLabelWithPrivate::Assigned(
             coset::iana::Algorithm::EdDSA,

@@ -73,12 +73,13 @@ pub fn latency(mut samples: Vec<Duration>) -> Latency {
 
 /// Throughput phase result.
 #[derive(Debug, Serialize)]
-struct Throughput {
+pub struct Throughput {
     clients: usize,
     seconds: f64,
     requests: u64,
     errors: u64,
-    per_second: f64,
+    /// Successful requests per second.
+    pub per_second: f64,
     latency: Latency,
 }
 
@@ -103,8 +104,15 @@ struct Report {
     add_vs_node_ratio: Option<f64>,
 }
 
+impl Throughput {
+    /// Concurrent clients used.
+    pub fn clients_count(&self) -> usize {
+        self.clients
+    }
+}
+
 /// Runs `requests` against `path` from `clients` connections for `seconds`.
-async fn load(
+pub async fn load(
     url: &str,
     token: Option<String>,
     path: &str,
@@ -347,6 +355,25 @@ pub async fn run(conn: Conn, args: BenchArgs, json: bool) -> anyhow::Result<Exit
     c.health()
         .await
         .with_context(|| format!("no Cloister server at {}", conn.url))?;
+    if args.deploys > 0 {
+        let r = crate::bench_secrets::deploys(&conn, token, &args).await?;
+        if json {
+            output::json(&r);
+        } else {
+            println!(
+                "deploy ({}): p50 {:.3} ms  p99 {:.3} ms  ({} sequential deploys of add.js)",
+                if r.signed {
+                    "signed manifest"
+                } else {
+                    "unsigned"
+                },
+                r.latency.p50_ms,
+                r.latency.p99_ms,
+                r.latency.samples
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.secrets {
         let r = crate::bench_secrets::run(&conn, token, &args).await?;
         if json {

@@ -598,6 +598,10 @@ pub struct BenchArgs {
     /// rotation, sequential `secret put` rate.
     #[arg(long)]
     pub secrets: bool,
+    /// Time N sequential deploys (new versions of one function; signed when an identity is
+    /// in use) instead of the workloads.
+    #[arg(long, default_value_t = 0)]
+    pub deploys: usize,
     /// Sim root to trust for `--secrets` (default: trust-on-first-use pin).
     #[arg(long, env = "CLOISTER_SIM_ROOT")]
     pub sim_root: Option<String>,

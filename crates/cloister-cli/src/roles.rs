@@ -242,7 +242,7 @@ pub async fn keyvault(args: KeyvaultArgs) -> anyhow::Result<ExitCode> {
     cfg.max_attestation_age = std::time::Duration::from_secs(tee::MAX_EVIDENCE_AGE_SECS / 2);
     let bundle = Arc::new(cloister_keyvault::bundle::BundleSource::new(
         attester,
-        &vault,
+        vault.clone(),
         executor_allowlist,
         platform.fingerprint_hex(),
     ));

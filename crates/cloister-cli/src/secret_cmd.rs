@@ -141,7 +141,7 @@ pub async fn trusted_keyvault(
         None => tee::measure_self(&["keyvault"])?[0],
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    verify_bundle(&bundle, &root, &expected, MAX_BUNDLE_AGE_SECS, now).map_err(|e| {
+    let kv = verify_bundle(&bundle, &root, &expected, MAX_BUNDLE_AGE_SECS, now).map_err(|e| {
         let hint = match e {
             cloister_client::attestation::BundleError::WrongMeasurement { .. }
                 if trust.keyvault_measurement.is_none() =>
@@ -152,7 +152,63 @@ pub async fn trusted_keyvault(
             _ => "",
         };
         attestation_failed(format!("{e}{hint}"))
-    })
+    })?;
+    pin_authority(url, &kv)?;
+    Ok(kv)
+}
+
+/// Pins keyvault's instance key and identity registry per URL (both bound by its evidence)
+/// and warns loudly when either changes: a fresh keyvault, or new admins, are visible.
+fn pin_authority(url: &str, kv: &TrustedKeyvault) -> anyhow::Result<()> {
+    let path = config_path()?;
+    let mut cfg = read_config(&path)?;
+    if !cfg.is_object() {
+        cfg = json!({});
+    }
+    let now = json!({
+        "instanceKey": kv.audit_key.to_string(),
+        "registryDigest": kv.registry_digest,
+        "admins": kv.admins,
+    });
+    let seen = cfg.get("keyvaults").and_then(|k| k.get(url)).cloned();
+    match &seen {
+        Some(old) if old == &now => return Ok(()),
+        Some(old) => {
+            if old["instanceKey"] != now["instanceKey"] {
+                eprintln!(
+                    "WARNING: keyvault at {url} has a NEW instance key {} (pinned: {}).",
+                    kv.audit_key,
+                    old["instanceKey"].as_str().unwrap_or("?")
+                );
+                eprintln!(
+                    "         A different keyvault answers: its registry, secrets and audit \
+                     chain are not the ones you used before."
+                );
+            }
+            if old["registryDigest"] != now["registryDigest"] {
+                eprintln!(
+                    "WARNING: keyvault's identity registry at {url} changed; admins now: {}",
+                    kv.admins.join(", ")
+                );
+                if old["admins"] != now["admins"] {
+                    eprintln!(
+                        "         (admins before: {})",
+                        old["admins"]
+                            .as_array()
+                            .map(|a| a
+                                .iter()
+                                .filter_map(|v| v.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        None => {}
+    }
+    cfg["keyvaults"][url] = now;
+    write_config(&path, &cfg)
 }
 
 async fn resolve_path(
@@ -450,8 +506,6 @@ pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Re
         }
         AuditCommand::Verify { trust } => {
             let kv = trusted_keyvault(&mut c, &conn.url, &trust).await?;
-            let (entries, checkpoints) = fetch_audit(&mut c).await?;
-            let mut local = cloister_audit::verify_chain(&entries, &checkpoints, &kv.audit_key);
             // keyvault's verdict, signed over our nonce: a relayed or forged "ok" fails here.
             let nonce: [u8; 32] = cloister_crypto::random_bytes()?;
             let resp = c
@@ -481,6 +535,28 @@ pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Re
                         message: e.to_string(),
                     })
                 })?;
+            // The chain checked here must be the one keyvault vouched for: it must contain
+            // keyvault's head (fetched after the verdict, so it is at least as long).
+            let (entries, checkpoints) = fetch_audit(&mut c).await?;
+            let mut local = cloister_audit::verify_chain(&entries, &checkpoints, &kv.audit_key);
+            let head_seq = remote["head_seq"].as_u64().unwrap_or(0);
+            let head_hash = remote["head_hash"].as_str().unwrap_or_default().to_owned();
+            // (Only an intact verdict names a head; a failed one fails the command anyway.)
+            let vouched = remote["ok"].as_bool() != Some(true)
+                || head_seq == 0
+                || entries
+                    .iter()
+                    .any(|e| e.seq == head_seq && e.hash == head_hash);
+            let mut chain_problem = None;
+            if !vouched {
+                chain_problem = Some(format!(
+                    "the entries served to this client do not contain entry {head_seq} that keyvault \
+                     verified (the gateway served another chain)"
+                ));
+                local.ok = false;
+                local.first_bad_seq =
+                    Some(local.first_bad_seq.map_or(head_seq, |f| f.min(head_seq)));
+            }
             // The last checkpoint this client verified for this keyvault must still be there.
             let cfg_path = config_path()?;
             let mut cfg = read_config(&cfg_path)?;
@@ -489,7 +565,7 @@ pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Re
                 .get("auditCheckpoints")
                 .and_then(|m| m.get(&key_hex))
                 .and_then(|v| serde_json::from_value(v.clone()).ok());
-            let mut seen_problem = None;
+            let mut seen_problem = chain_problem;
             if let Some(seen) = &seen {
                 let at = |seq: u64| {
                     entries

@@ -182,8 +182,56 @@ async fn a_cut_chain_that_grows_again_gets_no_new_checkpoint_and_fails_verificat
     // head again, consistently hashed.
     db.execute("DELETE FROM audit_log WHERE seq >= ?1", [head - 2])
         .unwrap();
-    for i in 0..5 {
-        deploy(&p, &format!("b{i}"), vec![]).await;
+    // The running keyvault refuses to write over the cut: audited operations fail closed.
+    let refused = p
+        .admin()
+        .deploy(&DeployRequest {
+            name: "during-cut".into(),
+            runtime: "javascript".into(),
+            code: "function handler() { return 1; }".into(),
+            entrypoint: None,
+            environment: None,
+            required_secrets: vec![],
+            limits: None,
+            manifest: None,
+        })
+        .await;
+    assert!(
+        refused.is_err(),
+        "deploy over a cut audit chain: {refused:?}"
+    );
+    assert!(
+        p.log().contains("ALARM: the audit chain's head"),
+        "{}",
+        p.log()
+    );
+    // A restarted keyvault (crash, or the operator) appends again on the cut chain ...
+    let serve_pid = p.child.as_ref().unwrap().id();
+    let kv = common::child_pid(serve_pid, "keyvault").expect("keyvault child");
+    // SAFETY: signal to a process this test started (indirectly).
+    unsafe { libc::kill(kv as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut grown = 0;
+    while grown < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "keyvault did not come back: {}",
+            p.log()
+        );
+        let req = DeployRequest {
+            name: format!("b{grown}"),
+            runtime: "javascript".into(),
+            code: "function handler(p, secrets) { return secrets; }".into(),
+            entrypoint: None,
+            environment: None,
+            required_secrets: vec![],
+            limits: None,
+            manifest: None,
+        };
+        match p.admin().deploy(&req).await {
+            Ok(_) => grown += 1,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     }
     assert!(rows(&db).last().unwrap().0 > head, "the chain grew back");
     tokio::time::sleep(Duration::from_millis(2500)).await;

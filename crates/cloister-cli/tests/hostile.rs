@@ -568,3 +568,74 @@ async fn internal_credentials_are_per_role_pair_and_never_in_an_environment() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundle_binds_the_registry_and_the_cli_warns_when_it_changes() {
+    let p = Platform::start().await;
+    victim(&p).await;
+    // The registry digest is part of what keyvault's evidence binds.
+    let mut bundle = p.admin().attestation().await.unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &p.cli(&["--json", "attest", "measure", "--role", "keyvault"])
+            .stdout,
+    )
+    .unwrap();
+    let mut expected = [0u8; 48];
+    hex::decode_to_slice(m["measurement"].as_str().unwrap(), &mut expected).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let kv =
+        cloister_client::attestation::verify_bundle(&bundle, &p.sim_root(), &expected, 300, now)
+            .unwrap();
+    assert_eq!(kv.admins.len(), 1);
+    bundle.keyvault.registry_digest = "00".repeat(32);
+    assert!(matches!(
+        cloister_client::attestation::verify_bundle(&bundle, &p.sim_root(), &expected, 300, now),
+        Err(cloister_client::attestation::BundleError::Unbound)
+    ));
+    // A new admin appears: the next CLI command that verifies the bundle says so.
+    let newcomer = cloister_authority::Identity::generate("newcomer").unwrap();
+    p.admin()
+        .grant_identity(
+            &newcomer.public_key(),
+            cloister_authority::ops::IdentityRole::Admin,
+            "newcomer",
+        )
+        .await
+        .unwrap();
+    let root = p.sim_root();
+    let out = p.cli_stdin(
+        &[
+            "secret",
+            "put",
+            "API_KEY",
+            "--function",
+            "victim",
+            "--from-stdin",
+            "--sim-root",
+            &root,
+        ],
+        b"v2",
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("identity registry") && err.contains("changed"),
+        "{err}"
+    );
+    assert!(err.contains(newcomer.id().as_str()), "{err}");
+    // Unchanged since: no warning.
+    let out = p.cli_stdin(
+        &[
+            "secret",
+            "put",
+            "API_KEY",
+            "--function",
+            "victim",
+            "--from-stdin",
+            "--sim-root",
+            &root,
+        ],
+        b"v3",
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("WARNING"));
+}

@@ -35,8 +35,14 @@ pub struct KeyvaultPart {
     pub hpke_public_key: String,
     /// HPKE suite name.
     pub hpke_suite: String,
-    /// Hex Ed25519 key of audit checkpoints.
+    /// Hex Ed25519 key of audit checkpoints: keyvault's instance key.
     pub audit_public_key: String,
+    /// Hex digest of keyvault's identity registry.
+    #[serde(default)]
+    pub registry_digest: String,
+    /// Admin identity ids.
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 /// A bundle whose evidence checked out: only these keys may be used.
@@ -56,6 +62,10 @@ pub struct TrustedKeyvault {
     pub root_fingerprint: String,
     /// Evidence age at verification, seconds.
     pub age_secs: i64,
+    /// Digest of keyvault's identity registry (hex), bound by the evidence.
+    pub registry_digest: String,
+    /// Admin identity ids, as listed next to that digest.
+    pub admins: Vec<String>,
 }
 
 /// Why a bundle is not trusted.
@@ -156,7 +166,14 @@ pub fn verify_bundle(
         .map_err(|_| BundleError::Malformed("hpkePublicKey is not hex".into()))?;
     let audit_bytes = hex::decode(&bundle.keyvault.audit_public_key)
         .map_err(|_| BundleError::Malformed("auditPublicKey is not hex".into()))?;
-    let expected_rd = bundle_report_data(&hpke_bytes, &audit_bytes, &bundle.executor_measurements);
+    let registry = hex::decode(&bundle.keyvault.registry_digest)
+        .map_err(|_| BundleError::Malformed("registryDigest is not hex".into()))?;
+    let expected_rd = bundle_report_data(
+        &hpke_bytes,
+        &audit_bytes,
+        &bundle.executor_measurements,
+        &registry,
+    );
     let bound = claims
         .report_data
         .as_ref()
@@ -174,6 +191,8 @@ pub fn verify_bundle(
         executor_measurements: bundle.executor_measurements.clone(),
         root_fingerprint: found,
         age_secs: age,
+        registry_digest: hex::encode(&registry),
+        admins: bundle.keyvault.admins.clone(),
     })
 }
 

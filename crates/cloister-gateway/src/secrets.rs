@@ -59,6 +59,8 @@ pub async fn attestation(State(s): State<Shared>) -> HttpResult<Json<Value>> {
             "hpkePublicKey": hex::encode(&b.hpke_public_key),
             "hpkeSuite": b.hpke_suite,
             "auditPublicKey": hex::encode(&b.audit_public_key),
+            "registryDigest": hex::encode(&b.registry_digest),
+            "admins": b.admins,
         },
         "executorMeasurements": b.executor_measurements,
         "simRootFingerprint": (!b.sim_root_fingerprint.is_empty()).then_some(b.sim_root_fingerprint),

@@ -172,7 +172,7 @@ pub struct Registered {
 pub(crate) struct Cache {
     /// Freshness marks by namespace, with their encoded bytes (the CAS expectation).
     pub(crate) fresh: HashMap<String, (Vec<u8>, crate::freshness::Marks)>,
-    identities: HashMap<IdentityId, IdentityRecord>,
+    identities: std::collections::BTreeMap<IdentityId, IdentityRecord>,
     functions: HashMap<String, Arc<FunctionRecord>>,
     manifests: HashMap<(String, u32), Arc<RegisteredManifest>>,
 }
@@ -183,7 +183,12 @@ pub struct Authority {
     mac: MacKey,
     platform: String,
     pub(crate) cache: Mutex<Cache>,
+    writes: tokio::sync::Mutex<()>,
+    nonces: Mutex<HashMap<String, u64>>,
 }
+
+/// Most nonces held in memory (each lives at most [`MAX_REQUEST_TTL_SECS`]).
+const MAX_NONCES: usize = 1 << 20;
 
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -210,7 +215,37 @@ impl Authority {
             mac,
             platform,
             cache: Mutex::new(Cache::default()),
+            writes: tokio::sync::Mutex::new(()),
+            nonces: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Serialises keyvault's writes of its own rows: with it held, a lost compare-and-set
+    /// means the database changed them, and the in-memory state stays authoritative.
+    pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
+    }
+
+    /// Accepts `nonce` once: in memory (authoritative while running) and in the database
+    /// (across restarts).
+    async fn use_nonce(&self, nonce: &str, expires: u64) -> Result<bool, Denied> {
+        let now = unix_now();
+        {
+            let mut n = lock(&self.nonces);
+            if n.len() >= MAX_NONCES {
+                n.retain(|_, exp| *exp >= now);
+            }
+            if n.len() >= MAX_NONCES {
+                return Err(Denied::Busy);
+            }
+            if n.insert(nonce.to_owned(), expires).is_some() {
+                return Ok(false);
+            }
+        }
+        self.store
+            .nonce_use(nonce.to_owned(), expires, now)
+            .await
+            .map_err(Denied::from)
     }
 
     /// The platform id signed requests must name.
@@ -304,16 +339,40 @@ impl Authority {
         Ok(out)
     }
 
+    /// Loads the whole registry (MAC-verified) into memory; from then on this process is its
+    /// only source (a row added or restored in the database is not seen until a restart).
+    pub async fn load_registry(&self) -> Result<(), Denied> {
+        let all = self.identities().await?;
+        let mut c = lock(&self.cache);
+        c.identities = all.into_iter().collect();
+        Ok(())
+    }
+
     async fn identity(&self, id: &IdentityId) -> Result<Option<IdentityRecord>, Denied> {
-        if let Some(r) = lock(&self.cache).identities.get(id) {
-            return Ok(Some(r.clone()));
-        }
-        let Some(v) = self.load(IDENTITY, id.as_str()).await? else {
-            return Ok(None);
-        };
-        let rec: IdentityRecord = Self::decode(IDENTITY, id.as_str(), &v)?;
-        lock(&self.cache).identities.insert(id.clone(), rec.clone());
-        Ok(Some(rec))
+        Ok(lock(&self.cache).identities.get(id).cloned())
+    }
+
+    /// Digest of the registry keyvault's evidence binds (see `binding::registry_digest`).
+    pub fn registry_digest(&self) -> [u8; 32] {
+        let c = lock(&self.cache);
+        cloister_types::binding::registry_digest(c.identities.iter().map(|(id, r)| {
+            (
+                id.as_str(),
+                r.public_key.as_str(),
+                r.role.as_str(),
+                r.revoked,
+            )
+        }))
+    }
+
+    /// Ids of the admin identities that are not revoked.
+    pub fn admins(&self) -> Vec<String> {
+        lock(&self.cache)
+            .identities
+            .iter()
+            .filter(|(_, r)| r.role == IdentityRole::Admin && !r.revoked)
+            .map(|(id, _)| id.to_string())
+            .collect()
     }
 
     /// Verifies a signed request and its signer's standing; consumes its nonce.
@@ -332,11 +391,7 @@ impl Authority {
         if rec.revoked {
             return Err(Denied::IdentityRevoked(v.signer_id().clone()));
         }
-        if !self
-            .store
-            .nonce_use(v.nonce().to_owned(), v.expires(), unix_now())
-            .await?
-        {
+        if !self.use_nonce(v.nonce(), v.expires()).await? {
             return Err(Denied::Replayed);
         }
         Ok((v, rec))
@@ -423,6 +478,7 @@ impl Authority {
 
     /// Registers an owner-signed manifest as the function's next version.
     pub async fn register_manifest(&self, signed: &[u8]) -> Result<Registered, Denied> {
+        let _writes = self.write_lock().await;
         let (v, signer) = self.verify_signed::<Manifest>(signed).await?;
         let m = v.body().clone();
         let (environment, secrets) = Self::check_manifest(&m)?;
@@ -515,11 +571,12 @@ impl Authority {
         match self.store.authority_write(writes, Some(audit), bump).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => {
-                lock(&self.cache).functions.remove(&function_id);
+                // Writes are serialised here: someone else changed keyvault's rows.
+                tracing::error!(function_id = %function_id, "ALARM: keyvault's function rows changed in the database");
                 return Err(if old.is_none() {
                     Denied::NameTaken(m.name.clone())
                 } else {
-                    Denied::Busy
+                    Denied::Tampered(format!("function {function_id}"))
                 });
             }
             Err(e) => return Err(e.into()),
@@ -660,6 +717,7 @@ impl Authority {
 
     /// An admin adds an identity or changes its role.
     pub async fn grant_identity(&self, signed: &[u8]) -> Result<IdentityId, Denied> {
+        let _writes = self.write_lock().await;
         let (v, signer) = self.verify_signed::<IdentityGrant>(signed).await?;
         if signer.role != IdentityRole::Admin {
             return Err(Denied::NotAdmin(v.signer_id().clone()));
@@ -670,18 +728,16 @@ impl Authority {
         let key =
             VerifyingKey::from_slice(&key_bytes).map_err(|e| Denied::Invalid(e.to_string()))?;
         let id = IdentityId::of(&key);
-        let old = self.load(IDENTITY, id.as_str()).await?;
+        let old_rec = self.identity(&id).await?;
+        let old = old_rec.as_ref().map(Self::encode).transpose()?;
         let rec = IdentityRecord {
             public_key: key.to_string(),
             role: g.role,
             label: g.label.clone(),
             revoked: false,
         };
-        if let Some(o) = &old {
-            let prev: IdentityRecord = Self::decode(IDENTITY, id.as_str(), o)?;
-            if prev.revoked {
-                return Err(Denied::IdentityRevoked(id));
-            }
+        if old_rec.as_ref().is_some_and(|r| r.revoked) {
+            return Err(Denied::IdentityRevoked(id));
         }
         let audit = AuditDraft::new(
             v.signer_id().to_string(),
@@ -701,7 +757,10 @@ impl Authority {
             )
             .await
             .map_err(|e| match e {
-                StoreError::Conflict(_) => Denied::Busy,
+                StoreError::Conflict(_) => {
+                    tracing::error!("ALARM: keyvault's authority rows changed in the database");
+                    Denied::Tampered("authority row".into())
+                }
                 e => e.into(),
             })?;
         lock(&self.cache).identities.insert(id.clone(), rec);
@@ -710,6 +769,7 @@ impl Authority {
 
     /// An owner activates or deactivates a version.
     pub async fn activate(&self, signed: &[u8]) -> Result<FunctionRecord, Denied> {
+        let _writes = self.write_lock().await;
         let (v, signer) = self.verify_signed::<Activation>(signed).await?;
         let a = v.body();
         let f = self
@@ -748,7 +808,10 @@ impl Authority {
             )
             .await
             .map_err(|e| match e {
-                StoreError::Conflict(_) => Denied::Busy,
+                StoreError::Conflict(_) => {
+                    tracing::error!("ALARM: keyvault's authority rows changed in the database");
+                    Denied::Tampered("authority row".into())
+                }
                 e => e.into(),
             })?;
         lock(&self.cache)

@@ -19,6 +19,7 @@ pub struct BundleSource {
     audit_public_key: Vec<u8>,
     executor_measurements: Vec<String>,
     sim_root_fingerprint: String,
+    vault: Arc<Vault>,
     cached: Mutex<Option<(Instant, AttestationBundle)>>,
 }
 
@@ -26,7 +27,7 @@ impl BundleSource {
     /// A source for `vault`'s keys and the executor allowlist keyvault enforces.
     pub fn new(
         attester: Arc<dyn Attester>,
-        vault: &Vault,
+        vault: Arc<Vault>,
         executor_measurements: Vec<String>,
         sim_root_fingerprint: String,
     ) -> Self {
@@ -36,6 +37,7 @@ impl BundleSource {
             audit_public_key: vault.audit_public().0.to_vec(),
             executor_measurements,
             sim_root_fingerprint,
+            vault,
             cached: Mutex::new(None),
         }
     }
@@ -43,8 +45,10 @@ impl BundleSource {
     /// The current bundle, with evidence at most [`BUNDLE_REFRESH`] old.
     pub fn bundle(&self) -> Result<AttestationBundle, cloister_attest::AttestError> {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let registry = self.vault.authority().registry_digest();
         if let Some((at, b)) = cached.as_ref()
             && at.elapsed() < BUNDLE_REFRESH
+            && b.registry_digest == registry
         {
             return Ok(b.clone());
         }
@@ -52,6 +56,7 @@ impl BundleSource {
             &self.hpke_public_key,
             &self.audit_public_key,
             &self.executor_measurements,
+            &registry,
         );
         let produced = self.attester.attest(&rd)?;
         let tee = self.attester.tee();
@@ -64,6 +69,8 @@ impl BundleSource {
             audit_public_key: self.audit_public_key.clone(),
             executor_measurements: self.executor_measurements.clone(),
             sim_root_fingerprint: self.sim_root_fingerprint.clone(),
+            registry_digest: registry.to_vec(),
+            admins: self.vault.authority().admins(),
         };
         *cached = Some((Instant::now(), b.clone()));
         Ok(b)

@@ -94,11 +94,6 @@ impl Authority {
             .insert(u.namespace, (u.bytes, u.marks));
     }
 
-    /// Forgets cached marks of `namespace` (after a lost compare-and-set).
-    pub fn forget_marks(&self, namespace: &str) {
-        lock(&self.cache).fresh.remove(namespace);
-    }
-
     /// Checks the database's latest row of each path against keyvault's marks.
     pub async fn check_fresh(
         &self,

@@ -59,8 +59,13 @@ fn parse_path(p: &str) -> Result<SecretPath, Status> {
     SecretPath::parse(p).map_err(|e| coded(ErrorCode::InvalidSecretPath, e.to_string()))
 }
 
-fn actor(a: &str) -> &str {
-    if a.is_empty() { "gateway" } else { a }
+/// The actor of an event the gateway asks for: always labelled as the gateway's claim.
+fn actor(a: &str) -> String {
+    if a.is_empty() {
+        "gateway".to_owned()
+    } else {
+        format!("gateway:{}", a.chars().take(128).collect::<String>())
+    }
 }
 
 impl KeyvaultService {
@@ -85,7 +90,7 @@ impl KeyvaultService {
             .authorize_secret_write(signed, path, op, sealed)
             .await
         {
-            Ok(id) => Ok(format!("{id} (token {})", actor(token))),
+            Ok(id) => Ok(format!("{id} ({})", actor(token))),
             Err(d) => {
                 let e = VaultError::Denied(d);
                 self.refusal("secret_write", &path.to_string(), &e, token)
@@ -221,7 +226,7 @@ impl Keyvault for KeyvaultService {
             .map_err(|e| coded(ErrorCode::InvalidRequest, e.to_string()))?;
         let (namespace, dek_version, reencrypted) = self
             .vault
-            .rotate_dek(&r.function_id, actor(&r.actor))
+            .rotate_dek(&r.function_id, &actor(&r.actor))
             .await
             .map_err(status)?;
         Ok(Response::new(RotateDekResponse {
@@ -238,7 +243,7 @@ impl Keyvault for KeyvaultService {
         let r = req.into_inner();
         let (mek_id, rewrapped) = self
             .vault
-            .rotate_mek(actor(&r.actor))
+            .rotate_mek(&actor(&r.actor))
             .await
             .map_err(status)?;
         Ok(Response::new(RotateMekResponse { mek_id, rewrapped }))
@@ -294,11 +299,7 @@ impl Keyvault for KeyvaultService {
                 ));
             }
         };
-        let mut draft = cloister_audit::AuditDraft::new(
-            format!("gateway:{}", actor(&r.actor)),
-            action,
-            r.subject,
-        );
+        let mut draft = cloister_audit::AuditDraft::new(actor(&r.actor), action, r.subject);
         draft.details = details;
         let seq = self.vault.audit(draft).await.map_err(status)?;
         Ok(Response::new(pb::RecordEventResponse { seq }))

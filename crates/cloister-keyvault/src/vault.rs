@@ -179,6 +179,7 @@ impl Vault {
             audit_mac,
             authority,
         };
+        vault.authority.load_registry().await?;
         if let (Opened::Created(_), Some(admin)) = (&opened, bootstrap_admin) {
             vault
                 .authority
@@ -186,7 +187,16 @@ impl Vault {
                 .await?;
         }
         vault.reload_meks().await?;
-        let last = vault.store.audit_checkpoints().await?.into_iter().last();
+        // Only checkpoints keyvault signed count (a forged row is ignored, and reported by
+        // verification).
+        let audit_public = vault.audit_public();
+        let last = vault
+            .store
+            .audit_checkpoints()
+            .await?
+            .into_iter()
+            .filter(|c| c.is_signed_by(&audit_public))
+            .max_by_key(|c| c.seq);
         *lock(&vault.last_checkpoint) = last;
         Ok((vault, opened))
     }
@@ -317,6 +327,9 @@ impl Vault {
         }
         let p = path.to_string();
         let namespace = path.namespace();
+        // Mark updates are serialised in this process, so a lost compare-and-set on keyvault's
+        // own rows means someone else wrote them: never reload them from the database.
+        let _writes = self.authority.write_lock().await;
         for _ in 0..RETRIES {
             let store_next = self.store.vault_next_version(p.clone()).await?;
             if rotate && store_next == 1 {
@@ -364,13 +377,11 @@ impl Vault {
                     self.authority.marked(mark);
                     return Ok((version, at));
                 }
-                Err(StoreError::Conflict(_)) => {
-                    self.authority.forget_marks(&namespace);
-                    continue;
-                }
+                Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+        tracing::error!(namespace = %namespace, "ALARM: keyvault's freshness row keeps changing in the database; write refused");
         Err(VaultError::Busy)
     }
 
@@ -442,12 +453,22 @@ impl Vault {
     pub async fn delete(&self, path: &SecretPath, actor: &str) -> Result<bool, VaultError> {
         let p = path.to_string();
         let namespace = path.namespace();
+        let _writes = self.authority.write_lock().await;
         for _ in 0..RETRIES {
             let versions = self.store.vault_versions(p.clone()).await?;
-            let Some(last) = versions.last().map(|v| v.version) else {
-                return Ok(false);
-            };
             let (_, marks) = self.authority.marks(&namespace).await?;
+            let Some(last) = versions.last().map(|v| v.version) else {
+                // No rows: fine if keyvault never wrote it or deleted it; otherwise the rows
+                // are being hidden from this delete.
+                return match marks.get(&p) {
+                    Some(m) if !m.deleted => Err(crate::authority::Denied::Rollback(format!(
+                        "{p}: keyvault wrote version {} but the database shows no rows",
+                        m.version
+                    ))
+                    .into()),
+                    _ => Ok(false),
+                };
+            };
             let version = last.max(marks.get(&p).map(|m| m.version).unwrap_or(0));
             let mark = self
                 .authority
@@ -473,13 +494,11 @@ impl Vault {
                     }
                     return Ok(deleted);
                 }
-                Err(StoreError::Conflict(_)) => {
-                    self.authority.forget_marks(&namespace);
-                    continue;
-                }
+                Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+        tracing::error!(namespace = %namespace, "ALARM: keyvault's freshness row keeps changing in the database; write refused");
         Err(VaultError::Busy)
     }
 
@@ -635,6 +654,8 @@ impl Vault {
     /// keyvault's MAC. A chain that was cut and regrown, or rewritten, gets no checkpoint: the
     /// refusal is logged as an alarm and [`Vault::verify_audit`] reports it.
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, VaultError> {
+        // Read first: entries appended after this point are simply left for the next round.
+        let written = self.store.audit_written_head();
         let last = lock(&self.last_checkpoint).clone();
         let from = last.as_ref().map(|c| c.seq.saturating_sub(1)).unwrap_or(0);
         let entries = self.audit_entries(from).await?;
@@ -674,6 +695,17 @@ impl Vault {
             }
             prev.clone_from(&e.hash);
             head = Some((e.seq, e.hash.clone()));
+        }
+        if let Some((ws, wh)) = &written {
+            let reached = entries.iter().any(|e| e.seq == *ws && &e.hash == wh)
+                || last.as_ref().is_some_and(|c| c.seq >= *ws);
+            if !reached {
+                tracing::error!(
+                    seq = ws,
+                    "ALARM: the audit chain does not reach the entry keyvault last wrote; no checkpoint signed"
+                );
+                return Err(VaultError::AuditDiverged(*ws));
+            }
         }
         let Some((seq, hash)) = head else {
             return Ok(None);

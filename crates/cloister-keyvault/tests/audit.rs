@@ -82,6 +82,20 @@ async fn a_truncated_chain_that_grows_past_the_old_head_is_not_checkpointed() {
     let c = rusqlite::Connection::open(&db).unwrap();
     c.execute("DELETE FROM audit_log WHERE seq >= ?1", [cp.seq as i64 - 1])
         .unwrap();
+    // While it runs, keyvault refuses to append over the cut (fail closed).
+    assert!(
+        v.audit(AuditDraft::new("t", Action::AuthFailure, "x"))
+            .await
+            .is_err()
+    );
+    // A restarted keyvault appends again, but signs no checkpoint over the regrown chain.
+    drop(v);
+    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let sealing = Sealing {
+        measurement: [4; 48],
+        key: SecretKey32::from_array([4; 32]),
+    };
+    let (v, _) = Vault::open(store, &sealing, None).await.unwrap();
     events(&v, 6, "b").await;
     assert!(matches!(
         v.checkpoint().await,
@@ -115,4 +129,50 @@ async fn an_intact_chain_is_checkpointed_and_verdicts_are_signed_over_the_nonce(
             )
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn entries_hidden_behind_keyvault_s_back_stop_the_chain_instead_of_relinking() {
+    let (_d, db, v) = vault().await;
+    events(&v, 3, "a").await;
+    v.checkpoint().await.unwrap().unwrap();
+    // The database owner makes every entry about "hide-me" vanish as it is written.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "CREATE TRIGGER hide AFTER INSERT ON audit_log WHEN NEW.subject = 'hide-me' \
+         BEGIN DELETE FROM audit_log WHERE seq = NEW.seq; END;",
+    )
+    .unwrap();
+    v.audit(AuditDraft::new("t", Action::AuthFailure, "hide-me"))
+        .await
+        .unwrap();
+    // The next append would reuse the hidden entry's place: keyvault refuses it loudly.
+    let next = v
+        .audit(AuditDraft::new("t", Action::AuthFailure, "after"))
+        .await;
+    assert!(next.is_err(), "appended over a hidden entry");
+    assert!(matches!(
+        v.checkpoint().await,
+        Err(VaultError::AuditDiverged(_))
+    ));
+    // Deleting an entry after the last checkpoint directly is caught the same way.
+    c.execute_batch("DROP TRIGGER hide;").unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_tail_after_the_last_checkpoint_gets_no_checkpoint() {
+    let (_d, db, v) = vault().await;
+    events(&v, 3, "a").await;
+    v.checkpoint().await.unwrap().unwrap();
+    events(&v, 3, "b").await;
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let head: i64 = c
+        .query_row("SELECT MAX(seq) FROM audit_log", [], |r| r.get(0))
+        .unwrap();
+    c.execute("DELETE FROM audit_log WHERE seq = ?1", [head])
+        .unwrap();
+    assert!(matches!(
+        v.checkpoint().await,
+        Err(VaultError::AuditDiverged(s)) if s == head as u64
+    ));
 }

@@ -292,6 +292,26 @@ async fn rows_altered_in_the_database_are_refused_after_a_restart() {
         )
         .unwrap();
     assert_eq!(n, 1);
+    // The manifest alone first (the function record intact).
+    let v = open(&db).await;
+    assert_eq!(
+        denied(
+            v.authority()
+                .authorize_run(&id, 1, &code_hash("evil"))
+                .await
+        ),
+        ErrorCode::ManifestMismatch
+    );
+    assert_eq!(
+        denied(
+            v.authority()
+                .authorize_run(&id, 1, &code_hash("real"))
+                .await
+        ),
+        ErrorCode::ManifestMismatch,
+        "the altered manifest is refused, not trusted"
+    );
+    drop(v);
     // And adds mallory as an owner in the function record (valid JSON, old MAC).
     let (val,): (Vec<u8>,) = c
         .query_row(
@@ -544,5 +564,75 @@ async fn a_deleted_secret_cannot_be_resurrected_from_old_rows() {
     assert_eq!(
         v.release(&reg.manifest, "e", "x").await.unwrap_err().code(),
         ErrorCode::RollbackDetected
+    );
+}
+
+#[tokio::test]
+async fn keyvault_never_readopts_its_rows_from_the_database_while_it_runs() {
+    let Fx { _dir, db, v } = Fx::new().await;
+    let platform = v.platform().to_owned();
+    let reg = v
+        .authority()
+        .register_manifest(
+            &sign(
+                &alice(),
+                &manifest("pay", "c", &["KEY", "OTHER"]),
+                &SignOptions::for_platform(&platform),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let id = reg.function.function_id.clone();
+    let p = |n: &str| {
+        SecretPath::for_function(&id, &Environment::default(), &SecretRef::parse(n).unwrap())
+            .unwrap()
+    };
+    v.put(&p("KEY"), b"v1", false, "t").await.unwrap();
+    v.put(&p("OTHER"), b"o", false, "t").await.unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let old_marks: (Vec<u8>, Vec<u8>) = c
+        .query_row(
+            "SELECT value, mac FROM kv_authority WHERE kind = 'fresh'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    v.put(&p("KEY"), b"v2", true, "t").await.unwrap();
+    // The database owner restores the old (MAC-valid) marks and deletes KEY v2 ...
+    c.execute(
+        "UPDATE kv_authority SET value = ?1, mac = ?2 WHERE kind = 'fresh'",
+        rusqlite::params![old_marks.0, old_marks.1],
+    )
+    .unwrap();
+    c.execute("DELETE FROM kv_secrets WHERE version = 2", [])
+        .unwrap();
+    // ... and waits for the owner's next write in that namespace: it fails loudly instead of
+    // re-adopting the old marks, and the rollback stays detected.
+    assert!(v.put(&p("OTHER"), b"o2", true, "t").await.is_err());
+    assert_eq!(
+        v.release(&reg.manifest, "e", "x").await.unwrap_err().code(),
+        ErrorCode::RollbackDetected
+    );
+}
+
+#[tokio::test]
+async fn nonces_deleted_from_the_database_still_cannot_be_replayed() {
+    let Fx { _dir, db, v } = Fx::new().await;
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "CREATE TRIGGER forget AFTER INSERT ON kv_nonces BEGIN DELETE FROM kv_nonces; END;",
+    )
+    .unwrap();
+    let signed = sign(
+        &alice(),
+        &manifest("f", "c", &[]),
+        &SignOptions::for_platform(v.platform()),
+    )
+    .unwrap();
+    v.authority().register_manifest(&signed).await.unwrap();
+    assert_eq!(
+        denied(v.authority().register_manifest(&signed).await),
+        ErrorCode::ReplayedRequest
     );
 }

@@ -8,6 +8,57 @@ use crate::model::StoreError;
 /// Computes keyvault's MAC (hex) over an audit entry's hash (hex).
 pub type AuditMac = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
 
+/// keyvault's hold on the chain, inside its process: the MAC of every entry, and the head it
+/// last wrote, which the next append must extend (an entry deleted or added in the database
+/// behind its back makes appends fail loudly instead of silently relinking).
+pub struct AuditKeeper {
+    pub(crate) mac: AuditMac,
+    head: std::sync::Mutex<Option<(u64, String)>>,
+    pending: std::sync::Mutex<Option<(u64, String)>>,
+}
+
+impl AuditKeeper {
+    pub(crate) fn new(mac: AuditMac) -> Self {
+        Self {
+            mac,
+            head: std::sync::Mutex::new(None),
+            pending: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The head the next append must find: pending in this transaction, else the last one
+    /// committed (None until the first append of this process).
+    pub(crate) fn expected(&self) -> Option<(u64, String)> {
+        let p = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        p.or_else(|| self.head.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    pub(crate) fn stage(&self, seq: u64, hash: String) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some((seq, hash));
+    }
+
+    /// After a transaction: keep its last entry as the head if it committed.
+    pub(crate) fn finish(&self, committed: bool) {
+        let p = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if committed && let Some(h) = p {
+            *self.head.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+        }
+    }
+
+    /// The last head this process committed.
+    pub fn head(&self) -> Option<(u64, String)> {
+        self.head.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Append-only storage of audit entries and keyvault's checkpoints.
 #[async_trait]
 pub trait AuditLog: Send + Sync + 'static {
@@ -24,6 +75,11 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn audit_add_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError>;
     /// Every checkpoint, by sequence number.
     async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
-    /// MACs every entry appended from now on with `mac` (keyvault's key; set once).
+    /// MACs every entry appended from now on with `mac` (keyvault's key; set once), and from
+    /// then on requires every append to extend the head this process last wrote.
     fn set_audit_mac(&self, mac: AuditMac);
+    /// The head this process last wrote (keyvault only; None elsewhere or before any write).
+    fn audit_written_head(&self) -> Option<(u64, String)> {
+        None
+    }
 }

@@ -14,7 +14,7 @@ mod sqlite_authority;
 mod sqlite_vault;
 pub mod vault;
 
-pub use audit::{AuditLog, AuditMac};
+pub use audit::{AuditKeeper, AuditLog, AuditMac};
 pub use authority::{AuthorityRow, AuthorityStore, AuthorityWrite};
 pub use model::{NewToken, NewVersion, StoreError, TokenRecord, VersionRecord};
 pub use sqlite::SqliteStore;

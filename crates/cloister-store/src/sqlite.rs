@@ -16,7 +16,7 @@ use crate::model::{NewToken, NewVersion, StoreError, TokenRecord, VersionRecord,
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    audit_mac: Arc<std::sync::OnceLock<crate::audit::AuditMac>>,
+    audit_mac: Arc<std::sync::OnceLock<Arc<crate::audit::AuditKeeper>>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -70,19 +70,32 @@ impl SqliteStore {
 
     /// Sets the function that MACs every audit entry this store appends (keyvault's key).
     pub(crate) fn set_mac(&self, mac: crate::audit::AuditMac) {
-        let _ = self.audit_mac.set(mac);
+        let _ = self
+            .audit_mac
+            .set(Arc::new(crate::audit::AuditKeeper::new(mac)));
+    }
+
+    pub(crate) fn keeper(&self) -> Option<Arc<crate::audit::AuditKeeper>> {
+        self.audit_mac.get().cloned()
     }
 
     /// Like `with`, also handing over the audit MAC function when one is set.
     pub(crate) async fn with_mac<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, Option<&crate::audit::AuditMac>) -> Result<T, StoreError>
+        F: FnOnce(&mut Connection, Option<&crate::audit::AuditKeeper>) -> Result<T, StoreError>
             + Send
             + 'static,
     {
-        let mac = self.audit_mac.get().cloned();
-        self.with(move |c| f(c, mac.as_ref())).await
+        let keeper = self.audit_mac.get().cloned();
+        self.with(move |c| {
+            let r = f(c, keeper.as_deref());
+            if let Some(k) = &keeper {
+                k.finish(r.is_ok());
+            }
+            r
+        })
+        .await
     }
 
     pub(crate) async fn with<T, F>(&self, f: F) -> Result<T, StoreError>

@@ -90,14 +90,14 @@ impl AuthorityStore for SqliteStore {
         audit: Option<AuditDraft>,
         bump_namespace: Option<String>,
     ) -> Result<(), StoreError> {
-        self.with_mac(move |c, mac| {
+        self.with_mac(move |c, keeper| {
             let now = now_rfc3339();
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
             apply_writes(&tx, writes, &now)?;
             if let Some(a) = audit {
-                append_in(&tx, a, mac)?;
+                append_in(&tx, a, keeper)?;
             }
             if let Some(ns) = bump_namespace {
                 bump_epoch(&tx, &ns)?;

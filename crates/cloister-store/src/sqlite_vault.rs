@@ -34,7 +34,7 @@ fn to_u64(n: i64) -> u64 {
 pub(crate) fn append_in(
     tx: &Transaction<'_>,
     draft: AuditDraft,
-    mac: Option<&crate::audit::AuditMac>,
+    keeper: Option<&crate::audit::AuditKeeper>,
 ) -> Result<AuditEntry, StoreError> {
     let head: Option<(i64, String)> = tx
         .query_row(
@@ -44,6 +44,19 @@ pub(crate) fn append_in(
         )
         .optional()
         .map_err(backend)?;
+    if let Some(k) = keeper
+        && let Some((seq, hash)) = k.expected()
+        && head.as_ref().map(|(s, h)| (to_u64(*s), h.as_str())) != Some((seq, hash.as_str()))
+    {
+        tracing::error!(
+            expected_seq = seq,
+            found = ?head.as_ref().map(|(s, _)| *s),
+            "ALARM: the audit chain's head is not the entry keyvault last wrote (entries hidden or added in the database); refusing to append"
+        );
+        return Err(StoreError::Corrupt(format!(
+            "the audit chain's head is not entry {seq} that keyvault last wrote"
+        )));
+    }
     let (seq, prev) = match head {
         Some((seq, hash)) => {
             let prev: [u8; 32] = hex::decode(&hash)
@@ -55,8 +68,9 @@ pub(crate) fn append_in(
         None => (1, GENESIS_HASH),
     };
     let mut e = draft.chain(seq, now_rfc3339(), prev);
-    if let Some(m) = mac {
-        e.mac = m(&e.hash);
+    if let Some(k) = keeper {
+        e.mac = (k.mac)(&e.hash);
+        k.stage(e.seq, e.hash.clone());
     }
     tx.execute(
         "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash, mac) \
@@ -187,7 +201,7 @@ impl VaultStore for SqliteStore {
         mek: MekRecord,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        self.with_mac(move |c, mac| {
+        self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
             let now = now_rfc3339();
             let n = tx
@@ -206,7 +220,7 @@ impl VaultStore for SqliteStore {
                 params![mek.id, mek.kek_id, mek.wrapped, now],
             )
             .map_err(backend)?;
-            append_in(&tx, audit, mac)?;
+            append_in(&tx, audit, keeper)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -218,7 +232,7 @@ impl VaultStore for SqliteStore {
         sealed: Vec<u8>,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        self.with_mac(move |c, mac| {
+        self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
             let n = tx
                 .execute(
@@ -229,7 +243,7 @@ impl VaultStore for SqliteStore {
             if n != 1 {
                 return Err(conflict("the vault is not initialised"));
             }
-            append_in(&tx, audit, mac)?;
+            append_in(&tx, audit, keeper)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -288,7 +302,7 @@ impl VaultStore for SqliteStore {
         rewrapped: Vec<DekRecord>,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        self.with_mac(move |c, mac| {
+        self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
             let total: i64 = tx
                 .query_row("SELECT COUNT(*) FROM kv_deks", [], |r| r.get(0))
@@ -314,7 +328,7 @@ impl VaultStore for SqliteStore {
                     return Err(conflict(format!("DEK {}/{} changed during MEK rotation", d.namespace, d.version)));
                 }
             }
-            append_in(&tx, audit, mac)?;
+            append_in(&tx, audit, keeper)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -326,7 +340,7 @@ impl VaultStore for SqliteStore {
         reencrypted: Vec<SecretRecord>,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        self.with_mac(move |c, mac| {
+        self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
             if latest_dek_version(&tx, &dek.namespace)? + 1 != dek.version {
                 return Err(conflict(format!(
@@ -382,7 +396,7 @@ impl VaultStore for SqliteStore {
                 }
             }
             bump_epoch(&tx, &dek.namespace)?;
-            append_in(&tx, audit, mac)?;
+            append_in(&tx, audit, keeper)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -398,7 +412,7 @@ impl VaultStore for SqliteStore {
         audit: AuditDraft,
         extra: Vec<AuthorityWrite>,
     ) -> Result<String, StoreError> {
-        self.with_mac(move |c, mac| {
+        self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
             if next_secret_version(&tx, &secret.path)? > secret.version {
                 return Err(conflict(format!(
@@ -429,7 +443,7 @@ impl VaultStore for SqliteStore {
             .map_err(backend)?;
             apply_writes(&tx, extra, &now)?;
             bump_epoch(&tx, &secret.namespace)?;
-            append_in(&tx, audit, mac)?;
+            append_in(&tx, audit, keeper)?;
             tx.commit().map_err(backend)?;
             Ok(now)
         })
@@ -518,7 +532,7 @@ impl VaultStore for SqliteStore {
         audit: AuditDraft,
         extra: Vec<AuthorityWrite>,
     ) -> Result<bool, StoreError> {
-        self.with_mac(move |c, mac| {
+        self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
             let namespace: Option<String> = tx
                 .query_row(
@@ -535,7 +549,7 @@ impl VaultStore for SqliteStore {
                 .map_err(backend)?;
             apply_writes(&tx, extra, &now_rfc3339())?;
             bump_epoch(&tx, &namespace)?;
-            append_in(&tx, audit, mac)?;
+            append_in(&tx, audit, keeper)?;
             tx.commit().map_err(backend)?;
             Ok(true)
         })
@@ -558,9 +572,9 @@ impl VaultStore for SqliteStore {
 #[async_trait]
 impl AuditLog for SqliteStore {
     async fn audit_append(&self, draft: AuditDraft) -> Result<AuditEntry, StoreError> {
-        self.with_mac(move |c, mac| {
+        self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
-            let e = append_in(&tx, draft, mac)?;
+            let e = append_in(&tx, draft, keeper)?;
             tx.commit().map_err(backend)?;
             Ok(e)
         })
@@ -587,11 +601,11 @@ impl AuditLog for SqliteStore {
         if drafts.is_empty() {
             return Ok(0);
         }
-        self.with_mac(move |c, mac| {
+        self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
             let mut last = 0;
             for d in drafts {
-                last = append_in(&tx, d, mac)?.seq;
+                last = append_in(&tx, d, keeper)?.seq;
             }
             tx.commit().map_err(backend)?;
             Ok(last)
@@ -601,6 +615,10 @@ impl AuditLog for SqliteStore {
 
     fn set_audit_mac(&self, mac: crate::audit::AuditMac) {
         self.set_mac(mac);
+    }
+
+    fn audit_written_head(&self) -> Option<(u64, String)> {
+        self.keeper().and_then(|k| k.head())
     }
 
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {

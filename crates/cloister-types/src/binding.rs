@@ -11,12 +11,14 @@ fn field(h: &mut Sha512, bytes: &[u8]) {
     h.update(bytes);
 }
 
-/// The `report_data` of keyvault's bundle evidence: SHA-512 over its HPKE key, its audit key
-/// and the executor measurement allowlist, so none can be swapped without breaking the evidence.
+/// The `report_data` of keyvault's bundle evidence: SHA-512 over its HPKE key, its audit
+/// (instance) key, the executor measurement allowlist and the digest of its identity registry,
+/// so none can be swapped without breaking the evidence.
 pub fn bundle_report_data(
     hpke_public_key: &[u8],
     audit_public_key: &[u8],
     executor_measurements: &[String],
+    registry_digest: &[u8],
 ) -> [u8; 64] {
     let mut h = Sha512::new();
     field(&mut h, BUNDLE_DOMAIN);
@@ -25,6 +27,27 @@ pub fn bundle_report_data(
     h.update((executor_measurements.len() as u64).to_be_bytes());
     for m in executor_measurements {
         field(&mut h, m.as_bytes());
+    }
+    field(&mut h, registry_digest);
+    h.finalize().into()
+}
+
+/// The digest of keyvault's identity registry a bundle binds: SHA-256 over each identity
+/// (sorted by id) as `id`, `public key`, `role`, `revoked`, each length-prefixed.
+pub fn registry_digest<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a str, &'a str, bool)>,
+) -> [u8; 32] {
+    use sha2::Sha256;
+    let mut sorted: Vec<_> = entries.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    h.update(b"cloister/identity-registry/v1");
+    for (id, key, role, revoked) in sorted {
+        for part in [id.as_bytes(), key.as_bytes(), role.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.update([u8::from(revoked)]);
     }
     h.finalize().into()
 }
@@ -57,24 +80,44 @@ mod tests {
 
     #[test]
     fn every_bundle_field_changes_the_report_data() {
-        let base = bundle_report_data(b"hpke", b"audit", &["aa".into(), "bb".into()]);
+        let m = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let base = bundle_report_data(b"hpke", b"audit", &m(&["aa", "bb"]), b"reg");
         assert_ne!(
             base,
-            bundle_report_data(b"hpkf", b"audit", &["aa".into(), "bb".into()])
+            bundle_report_data(b"hpkf", b"audit", &m(&["aa", "bb"]), b"reg")
         );
         assert_ne!(
             base,
-            bundle_report_data(b"hpke", b"audiu", &["aa".into(), "bb".into()])
-        );
-        assert_ne!(base, bundle_report_data(b"hpke", b"audit", &["aa".into()]));
-        assert_ne!(
-            base,
-            bundle_report_data(b"hpke", b"audit", &["aabb".into()])
+            bundle_report_data(b"hpke", b"audiu", &m(&["aa", "bb"]), b"reg")
         );
         assert_ne!(
             base,
-            bundle_report_data(b"hpkea", b"udit", &["aa".into(), "bb".into()])
+            bundle_report_data(b"hpke", b"audit", &m(&["aa"]), b"reg")
         );
+        assert_ne!(
+            base,
+            bundle_report_data(b"hpke", b"audit", &m(&["aabb"]), b"reg")
+        );
+        assert_ne!(
+            base,
+            bundle_report_data(b"hpkea", b"udit", &m(&["aa", "bb"]), b"reg")
+        );
+        assert_ne!(
+            base,
+            bundle_report_data(b"hpke", b"audit", &m(&["aa", "bb"]), b"reh")
+        );
+    }
+
+    #[test]
+    fn the_registry_digest_covers_every_field_and_ignores_order() {
+        let a = ("01", "k1", "admin", false);
+        let b = ("02", "k2", "developer", false);
+        let d = registry_digest([a, b]);
+        assert_eq!(d, registry_digest([b, a]));
+        assert_ne!(d, registry_digest([a]));
+        assert_ne!(d, registry_digest([a, ("02", "k2", "admin", false)]));
+        assert_ne!(d, registry_digest([a, ("02", "k2", "developer", true)]));
+        assert_ne!(d, registry_digest([a, ("02", "k3", "developer", false)]));
     }
 
     #[test]
