@@ -323,6 +323,25 @@ mod tests {
     }
 
     #[test]
+    fn only_the_canonical_form_is_accepted_so_the_digest_is_stable() {
+        let id = Identity::generate("t").unwrap();
+        let bytes = sign(&id, &Ping { n: 7 }, &opts(1000)).unwrap();
+        // Something in the unsigned header changes the bytes (and the digest), not the
+        // signature: refused.
+        let mut s = CoseSign1::from_tagged_slice(&bytes).unwrap();
+        s.unprotected = HeaderBuilder::new().key_id(b"x".to_vec()).build();
+        let wrapped = s.to_tagged_vec().unwrap();
+        assert!(matches!(
+            verify::<Ping>(&wrapped, PLATFORM, 1010, 300),
+            Err(AuthorityError::Malformed(_))
+        ));
+        // The same structure without its CBOR tag is another byte form.
+        let untagged =
+            coset::CborSerializable::to_vec(CoseSign1::from_tagged_slice(&bytes).unwrap()).unwrap();
+        assert!(verify::<Ping>(&untagged, PLATFORM, 1010, 300).is_err());
+    }
+
+    #[test]
     fn another_key_in_kid_is_refused() {
         let alice = Identity::generate("a").unwrap();
         let mallory = Identity::generate("m").unwrap();
