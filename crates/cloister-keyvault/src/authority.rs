@@ -185,6 +185,7 @@ pub struct Authority {
     pub(crate) cache: Mutex<Cache>,
     writes: tokio::sync::Mutex<()>,
     nonces: Mutex<HashMap<String, u64>>,
+    unsaved_nonces: Mutex<Vec<(String, u64)>>,
 }
 
 /// Most nonces held in memory (each lives at most [`MAX_REQUEST_TTL_SECS`]).
@@ -217,7 +218,29 @@ impl Authority {
             cache: Mutex::new(Cache::default()),
             writes: tokio::sync::Mutex::new(()),
             nonces: Mutex::new(HashMap::new()),
+            unsaved_nonces: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Loads the unexpired nonces recorded before a restart.
+    pub async fn load_nonces(&self) -> Result<(), Denied> {
+        let saved = self.store.nonces_load(unix_now()).await?;
+        lock(&self.nonces).extend(saved);
+        Ok(())
+    }
+
+    /// Writes the nonces used since the last call to the database (for restarts), in one
+    /// transaction; keyvault calls it every second.
+    pub async fn save_nonces(&self) -> Result<(), Denied> {
+        let batch = std::mem::take(&mut *lock(&self.unsaved_nonces));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.store.nonces_persist(batch.clone(), unix_now()).await {
+            lock(&self.unsaved_nonces).extend(batch);
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Serialises keyvault's writes of its own rows: with it held, a lost compare-and-set
@@ -226,8 +249,8 @@ impl Authority {
         self.writes.lock().await
     }
 
-    /// Accepts `nonce` once: in memory (authoritative while running) and in the database
-    /// (across restarts).
+    /// Accepts `nonce` once: in memory (authoritative while running); saved to the database
+    /// within a second for restarts (no extra fsync on the request path).
     async fn use_nonce(&self, nonce: &str, expires: u64) -> Result<bool, Denied> {
         let now = unix_now();
         {
@@ -242,10 +265,8 @@ impl Authority {
                 return Ok(false);
             }
         }
-        self.store
-            .nonce_use(nonce.to_owned(), expires, now)
-            .await
-            .map_err(Denied::from)
+        lock(&self.unsaved_nonces).push((nonce.to_owned(), expires));
+        Ok(true)
     }
 
     /// The platform id signed requests must name.

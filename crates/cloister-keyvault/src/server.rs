@@ -65,6 +65,9 @@ pub async fn serve(
             let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
             loop {
                 tick.tick().await;
+                if let Err(e) = vault.authority().save_nonces().await {
+                    tracing::warn!(error = %e, "cannot save used nonces");
+                }
                 if let Err(e) = vault.checkpoint().await {
                     tracing::warn!(error = %e, "cannot sign an audit checkpoint");
                 }
@@ -85,6 +88,9 @@ pub async fn serve(
         )
         .await;
     ticker.abort();
+    if let Err(e) = vault.authority().save_nonces().await {
+        tracing::warn!(error = %e, "cannot save used nonces");
+    }
     if let Err(e) = vault.checkpoint().await {
         tracing::warn!(error = %e, "cannot sign the final audit checkpoint");
     }

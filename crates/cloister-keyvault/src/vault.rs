@@ -180,6 +180,7 @@ impl Vault {
             authority,
         };
         vault.authority.load_registry().await?;
+        vault.authority.load_nonces().await?;
         if let (Opened::Created(_), Some(admin)) = (&opened, bootstrap_admin) {
             vault
                 .authority

@@ -636,3 +636,22 @@ async fn nonces_deleted_from_the_database_still_cannot_be_replayed() {
         ErrorCode::ReplayedRequest
     );
 }
+
+#[tokio::test]
+async fn used_nonces_are_remembered_across_a_restart() {
+    let Fx { _dir, db, v } = Fx::new().await;
+    let signed = sign(
+        &alice(),
+        &manifest("f", "c", &[]),
+        &SignOptions::for_platform(v.platform()),
+    )
+    .unwrap();
+    v.authority().register_manifest(&signed).await.unwrap();
+    v.authority().save_nonces().await.unwrap();
+    drop(v);
+    let v = open(&db).await;
+    assert_eq!(
+        denied(v.authority().register_manifest(&signed).await),
+        ErrorCode::ReplayedRequest
+    );
+}

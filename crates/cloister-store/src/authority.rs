@@ -48,7 +48,9 @@ pub trait AuthorityStore: Send + Sync + 'static {
         audit: Option<AuditDraft>,
         bump_namespace: Option<String>,
     ) -> Result<(), StoreError>;
-    /// Records `nonce` as used until `expires` (Unix seconds); `false` if it was used already.
-    /// Expired nonces are forgotten.
-    async fn nonce_use(&self, nonce: String, expires: u64, now: u64) -> Result<bool, StoreError>;
+    /// Records used nonces with their expiry (Unix seconds), in one transaction, and forgets
+    /// those expired at `now`.
+    async fn nonces_persist(&self, nonces: Vec<(String, u64)>, now: u64) -> Result<(), StoreError>;
+    /// The nonces still unexpired at `now`.
+    async fn nonces_load(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError>;
 }

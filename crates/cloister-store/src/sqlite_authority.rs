@@ -107,7 +107,7 @@ impl AuthorityStore for SqliteStore {
         .await
     }
 
-    async fn nonce_use(&self, nonce: String, expires: u64, now: u64) -> Result<bool, StoreError> {
+    async fn nonces_persist(&self, nonces: Vec<(String, u64)>, now: u64) -> Result<(), StoreError> {
         self.with(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -117,15 +117,32 @@ impl AuthorityStore for SqliteStore {
                 [i64::try_from(now).unwrap_or(i64::MAX)],
             )
             .map_err(backend)?;
-            let added = tx
-                .execute(
+            for (nonce, expires) in nonces {
+                tx.execute(
                     "INSERT INTO kv_nonces (nonce, expires) VALUES (?1, ?2) \
                      ON CONFLICT (nonce) DO NOTHING",
                     params![nonce, i64::try_from(expires).unwrap_or(i64::MAX)],
                 )
                 .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-            Ok(added == 1)
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn nonces_load(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with(move |c| {
+            let mut st = c
+                .prepare("SELECT nonce, expires FROM kv_nonces WHERE expires >= ?1")
+                .map_err(backend)?;
+            let rows = st
+                .query_map([i64::try_from(now).unwrap_or(i64::MAX)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(backend)?;
+            rows.map(|r| r.map(|(n, e)| (n, u64::try_from(e).unwrap_or(0))))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
         })
         .await
     }
