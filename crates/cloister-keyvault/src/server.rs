@@ -83,7 +83,7 @@ pub async fn serve(
         .tcp_nodelay(true)
         .add_service(svc)
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(rpc),
+            tonic::transport::server::TcpIncoming::from(rpc).with_nodelay(Some(true)),
             stopped(stop_rx),
         )
         .await;
