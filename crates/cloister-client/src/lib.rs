@@ -358,26 +358,12 @@ impl Client {
         role: cloister_authority::ops::IdentityRole,
         label: &str,
     ) -> Result<cloister_types::wire::IdentityGranted, ClientError> {
-        use base64::Engine as _;
-        let platform = self.platform().await?;
-        let Some(s) = &self.signer else {
-            return Err(ClientError::Signing("an admin identity is needed".into()));
-        };
         let body = cloister_authority::ops::IdentityGrant {
             public_key: public_key.to_string(),
             role,
             label: label.to_owned(),
         };
-        let signed = cloister_authority::sign(
-            &s.identity,
-            &body,
-            &cloister_authority::SignOptions::for_platform(&platform),
-        )
-        .map_err(|e| ClientError::Signing(e.to_string()))?;
-        let req = cloister_types::wire::SignedBody {
-            signed: base64::engine::general_purpose::STANDARD.encode(signed),
-        };
-        self.call(Method::POST, "/v1/identities", Some(to_json(&req)))
+        self.relay_signed("/v1/identities", &body, "an admin identity is needed")
             .await
     }
 
@@ -388,27 +374,38 @@ impl Client {
         version: u32,
         active: bool,
     ) -> Result<cloister_types::wire::ActivationResult, ClientError> {
-        use base64::Engine as _;
-        let platform = self.platform().await?;
-        let Some(s) = &self.signer else {
-            return Err(ClientError::Signing("an owner identity is needed".into()));
-        };
         let body = cloister_authority::ops::Activation {
             function_id: function_id.to_owned(),
             version,
             active,
         };
+        self.relay_signed("/v1/activations", &body, "an owner identity is needed")
+            .await
+    }
+
+    /// Signs `body` with this client's identity for its platform and POSTs it to `path` as
+    /// `{"signed": <base64>}`.
+    async fn relay_signed<B: cloister_authority::Body, T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        body: &B,
+        who: &str,
+    ) -> Result<T, ClientError> {
+        use base64::Engine as _;
+        let platform = self.platform().await?;
+        let Some(s) = &self.signer else {
+            return Err(ClientError::Signing(who.to_owned()));
+        };
         let signed = cloister_authority::sign(
             &s.identity,
-            &body,
+            body,
             &cloister_authority::SignOptions::for_platform(&platform),
         )
         .map_err(|e| ClientError::Signing(e.to_string()))?;
         let req = cloister_types::wire::SignedBody {
             signed: base64::engine::general_purpose::STANDARD.encode(signed),
         };
-        self.call(Method::POST, "/v1/activations", Some(to_json(&req)))
-            .await
+        self.call(Method::POST, path, Some(to_json(&req))).await
     }
 
     /// `GET /metrics` as text.

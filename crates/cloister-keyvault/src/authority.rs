@@ -203,6 +203,18 @@ fn manifest_key(function_id: &str, version: u32) -> String {
     format!("{function_id}/{version:010}")
 }
 
+/// A lost compare-and-set on rows only keyvault writes (with its writes serialised) means the
+/// database changed them.
+fn tampered_on_conflict(e: StoreError) -> Denied {
+    match e {
+        StoreError::Conflict(_) => {
+            tracing::error!("ALARM: keyvault's authority rows changed in the database");
+            Denied::Tampered("authority row".into())
+        }
+        e => e.into(),
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -777,13 +789,7 @@ impl Authority {
                 None,
             )
             .await
-            .map_err(|e| match e {
-                StoreError::Conflict(_) => {
-                    tracing::error!("ALARM: keyvault's authority rows changed in the database");
-                    Denied::Tampered("authority row".into())
-                }
-                e => e.into(),
-            })?;
+            .map_err(tampered_on_conflict)?;
         lock(&self.cache).identities.insert(id.clone(), rec);
         Ok(id)
     }
@@ -828,13 +834,7 @@ impl Authority {
                 Some(cloister_types::namespace_of(&rec.function_id)),
             )
             .await
-            .map_err(|e| match e {
-                StoreError::Conflict(_) => {
-                    tracing::error!("ALARM: keyvault's authority rows changed in the database");
-                    Denied::Tampered("authority row".into())
-                }
-                e => e.into(),
-            })?;
+            .map_err(tampered_on_conflict)?;
         lock(&self.cache)
             .functions
             .insert(rec.function_id.clone(), Arc::new(rec.clone()));

@@ -88,6 +88,32 @@ fn manifest(name: &str, code: &str, secrets: &[&str]) -> Manifest {
     }
 }
 
+/// alice registers `name` with `code` declaring `secrets` on `v`.
+async fn alice_deploys(
+    v: &Vault,
+    name: &str,
+    code: &str,
+    secrets: &[&str],
+) -> cloister_keyvault::authority::Registered {
+    let signed = sign(
+        &alice(),
+        &manifest(name, code, secrets),
+        &SignOptions::for_platform(v.platform()),
+    )
+    .unwrap();
+    v.authority().register_manifest(&signed).await.unwrap()
+}
+
+/// The path of secret `name` of function `id` in the default environment.
+fn secret_path(id: &str, name: &str) -> SecretPath {
+    SecretPath::for_function(
+        id,
+        &Environment::default(),
+        &SecretRef::parse(name).unwrap(),
+    )
+    .unwrap()
+}
+
 fn denied<T: std::fmt::Debug>(r: Result<T, cloister_keyvault::authority::Denied>) -> ErrorCode {
     r.expect_err("refused").code()
 }
@@ -360,12 +386,7 @@ async fn secret_writes_need_the_owner_signature_over_path_operation_and_value() 
         .await
         .unwrap();
     let id = reg.function.function_id.clone();
-    let path = SecretPath::for_function(
-        &id,
-        &Environment::default(),
-        &SecretRef::parse("KEY").unwrap(),
-    )
-    .unwrap();
+    let path = secret_path(&id, "KEY");
     let sealed = b"sealed-bytes-of-a-value".to_vec();
     let body = |who_path: &SecretPath, op, sealed: &[u8]| SecretWrite {
         path: who_path.to_string(),
@@ -439,26 +460,9 @@ async fn only_admins_change_the_registry() {
 #[tokio::test]
 async fn a_database_rolled_back_to_an_older_secret_version_is_refused() {
     let Fx { _dir, db, v } = Fx::new().await;
-    let platform = v.platform().to_owned();
-    let reg = v
-        .authority()
-        .register_manifest(
-            &sign(
-                &alice(),
-                &manifest("pay", "c", &["KEY"]),
-                &SignOptions::for_platform(&platform),
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let reg = alice_deploys(&v, "pay", "c", &["KEY"]).await;
     let id = reg.function.function_id.clone();
-    let path = SecretPath::for_function(
-        &id,
-        &Environment::default(),
-        &SecretRef::parse("KEY").unwrap(),
-    )
-    .unwrap();
+    let path = secret_path(&id, "KEY");
     v.put(&path, b"old-value", false, "t").await.unwrap();
     v.put(&path, b"new-value", true, "t").await.unwrap();
     let value = |r: (u64, cloister_keyvault::vault::Released)| {
@@ -513,25 +517,8 @@ async fn a_database_rolled_back_to_an_older_secret_version_is_refused() {
 #[tokio::test]
 async fn a_deleted_secret_cannot_be_resurrected_from_old_rows() {
     let Fx { _dir, db, v } = Fx::new().await;
-    let platform = v.platform().to_owned();
-    let reg = v
-        .authority()
-        .register_manifest(
-            &sign(
-                &alice(),
-                &manifest("pay", "c", &["KEY"]),
-                &SignOptions::for_platform(&platform),
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let path = SecretPath::for_function(
-        &reg.function.function_id,
-        &Environment::default(),
-        &SecretRef::parse("KEY").unwrap(),
-    )
-    .unwrap();
+    let reg = alice_deploys(&v, "pay", "c", &["KEY"]).await;
+    let path = secret_path(&reg.function.function_id, "KEY");
     v.put(&path, b"leaked-once", false, "t").await.unwrap();
     let c = rusqlite::Connection::open(&db).unwrap();
     let row: (String, i64, String, i64, Vec<u8>, String) = c
@@ -570,19 +557,7 @@ async fn a_deleted_secret_cannot_be_resurrected_from_old_rows() {
 #[tokio::test]
 async fn keyvault_never_readopts_its_rows_from_the_database_while_it_runs() {
     let Fx { _dir, db, v } = Fx::new().await;
-    let platform = v.platform().to_owned();
-    let reg = v
-        .authority()
-        .register_manifest(
-            &sign(
-                &alice(),
-                &manifest("pay", "c", &["KEY", "OTHER"]),
-                &SignOptions::for_platform(&platform),
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let reg = alice_deploys(&v, "pay", "c", &["KEY", "OTHER"]).await;
     let id = reg.function.function_id.clone();
     let p = |n: &str| {
         SecretPath::for_function(&id, &Environment::default(), &SecretRef::parse(n).unwrap())
