@@ -129,6 +129,24 @@ fn refused(o: Outcome, code: &str) {
     }
 }
 
+/// `cloister secret put|rotate API_KEY --function victim` with `value` on stdin, as the owner.
+fn write_victim_key(p: &Platform, verb: &str, value: &[u8]) -> std::process::Output {
+    let root = p.sim_root();
+    p.cli_stdin(
+        &[
+            "secret",
+            verb,
+            "API_KEY",
+            "--function",
+            "victim",
+            "--from-stdin",
+            "--sim-root",
+            &root,
+        ],
+        value,
+    )
+}
+
 async fn victim(p: &Platform) -> FunctionInfo {
     let req = DeployRequest {
         name: "victim".into(),
@@ -141,20 +159,7 @@ async fn victim(p: &Platform) -> FunctionInfo {
         manifest: None,
     };
     let info = p.admin().deploy(&req).await.unwrap();
-    let root = p.sim_root();
-    let out = p.cli_stdin(
-        &[
-            "secret",
-            "put",
-            "API_KEY",
-            "--function",
-            "victim",
-            "--from-stdin",
-            "--sim-root",
-            &root,
-        ],
-        NEEDLE.as_bytes(),
-    );
+    let out = write_victim_key(p, "put", NEEDLE.as_bytes());
     assert!(
         out.status.success(),
         "{}",
@@ -318,20 +323,7 @@ fn code_of(s: &tonic::Status) -> String {
 async fn deleting_the_newest_secret_row_in_the_database_is_refused_not_served() {
     let p = Platform::start().await;
     victim(&p).await;
-    let root = p.sim_root();
-    let out = p.cli_stdin(
-        &[
-            "secret",
-            "rotate",
-            "API_KEY",
-            "--function",
-            "victim",
-            "--from-stdin",
-            "--sim-root",
-            &root,
-        ],
-        b"rotated-value",
-    );
+    let out = write_victim_key(&p, "rotate", b"rotated-value");
     assert!(
         out.status.success(),
         "{}",
@@ -602,20 +594,7 @@ async fn the_bundle_binds_the_registry_and_the_cli_warns_when_it_changes() {
         )
         .await
         .unwrap();
-    let root = p.sim_root();
-    let out = p.cli_stdin(
-        &[
-            "secret",
-            "put",
-            "API_KEY",
-            "--function",
-            "victim",
-            "--from-stdin",
-            "--sim-root",
-            &root,
-        ],
-        b"v2",
-    );
+    let out = write_victim_key(&p, "put", b"v2");
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -624,18 +603,6 @@ async fn the_bundle_binds_the_registry_and_the_cli_warns_when_it_changes() {
     );
     assert!(err.contains(newcomer.id().as_str()), "{err}");
     // Unchanged since: no warning.
-    let out = p.cli_stdin(
-        &[
-            "secret",
-            "put",
-            "API_KEY",
-            "--function",
-            "victim",
-            "--from-stdin",
-            "--sim-root",
-            &root,
-        ],
-        b"v3",
-    );
+    let out = write_victim_key(&p, "put", b"v3");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("WARNING"));
 }

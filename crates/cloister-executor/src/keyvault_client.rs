@@ -46,7 +46,7 @@ pub struct KeyvaultSecrets {
     cache: Mutex<HashMap<CacheKey, Cached>>,
     ttl: Duration,
     fetches: std::sync::atomic::AtomicU64,
-    reads: Mutex<Vec<ReadRecord>>,
+    reads: Mutex<std::collections::VecDeque<ReadRecord>>,
     read_seq: std::sync::atomic::AtomicU64,
     boot_id: String,
 }
@@ -78,7 +78,7 @@ impl KeyvaultSecrets {
             cache: Mutex::new(HashMap::new()),
             ttl,
             fetches: std::sync::atomic::AtomicU64::new(0),
-            reads: Mutex::new(Vec::new()),
+            reads: Mutex::new(std::collections::VecDeque::new()),
             read_seq: std::sync::atomic::AtomicU64::new(0),
             boot_id: cloister_crypto::random_bytes::<16>()
                 .map(hex::encode)
@@ -107,10 +107,10 @@ impl KeyvaultSecrets {
         };
         let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
         if reads.len() >= MAX_BUFFERED_READS {
-            reads.remove(0);
+            reads.pop_front();
             tracing::error!("keyvault unreachable: dropped the oldest unrecorded secret read");
         }
-        reads.push(rec);
+        reads.push_back(rec);
     }
 
     /// Sends buffered read records to keyvault (all of them, in batches); `last` marks a
@@ -151,9 +151,9 @@ impl KeyvaultSecrets {
                 Ok(n) => sent += n,
                 Err(e) => {
                     let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
-                    let rest = std::mem::take(&mut *reads);
-                    *reads = batch;
-                    reads.extend(rest);
+                    for r in batch.into_iter().rev() {
+                        reads.push_front(r);
+                    }
                     return Err(e);
                 }
             }

@@ -24,6 +24,24 @@ pub struct Mark {
     pub deleted: bool,
 }
 
+impl Mark {
+    /// `version` was written.
+    pub fn written(version: u64) -> Self {
+        Self {
+            version,
+            deleted: false,
+        }
+    }
+
+    /// The secret was deleted after `version`.
+    pub fn deleted_after(version: u64) -> Self {
+        Self {
+            version,
+            deleted: true,
+        }
+    }
+}
+
 /// Marks of one namespace, by full path.
 pub type Marks = BTreeMap<String, Mark>;
 

@@ -342,14 +342,7 @@ impl Vault {
                 .await?;
             let mark = self
                 .authority
-                .mark(
-                    &namespace,
-                    &p,
-                    crate::freshness::Mark {
-                        version,
-                        deleted: false,
-                    },
-                )
+                .mark(&namespace, &p, crate::freshness::Mark::written(version))
                 .await?;
             let dek = self.current_dek(&namespace).await?;
             let ciphertext = dek.encrypt_value(&p, version, value)?;
@@ -476,10 +469,7 @@ impl Vault {
                 .mark(
                     &namespace,
                     &p,
-                    crate::freshness::Mark {
-                        version,
-                        deleted: true,
-                    },
+                    crate::freshness::Mark::deleted_after(version),
                 )
                 .await?;
             let audit = AuditDraft::new(actor, Action::SecretDelete, p.clone())
