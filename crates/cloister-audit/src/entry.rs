@@ -47,6 +47,14 @@ pub enum Action {
     SecretRead,
     /// An executor's attested channel closed (clean or not, with its last read sequence).
     ExecutorDisconnect,
+    /// An identity replaced its key.
+    IdentityRotate,
+    /// An identity was revoked.
+    IdentityRevoke,
+    /// A function's owners changed.
+    FunctionOwners,
+    /// An admin-signed restore of keyvault's database started a new anti-rollback epoch.
+    KeyvaultRestore,
 }
 
 impl Action {
@@ -71,6 +79,10 @@ impl Action {
             Self::AuthorityRefusal => "authority.refusal",
             Self::SecretRead => "secret.read",
             Self::ExecutorDisconnect => "executor.disconnect",
+            Self::IdentityRotate => "identity.rotate",
+            Self::IdentityRevoke => "identity.revoke",
+            Self::FunctionOwners => "function.owners",
+            Self::KeyvaultRestore => "keyvault.restore",
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum IdentityRole {
     Admin,
     /// Creates functions and acts on those it owns.
     Developer,
+    /// A pipeline (CI): acts only on functions an owner made it an owner of; creates no
+    /// function, changes no owners, and may be granted with an expiry.
+    Machine,
 }
 
 impl IdentityRole {
@@ -51,6 +54,17 @@ impl IdentityRole {
         match self {
             Self::Admin => "admin",
             Self::Developer => "developer",
+            Self::Machine => "machine",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "developer" => Some(Self::Developer),
+            "machine" => Some(Self::Machine),
+            _ => None,
         }
     }
 }
@@ -65,6 +79,9 @@ pub struct IdentityGrant {
     pub role: IdentityRole,
     /// Human label.
     pub label: String,
+    /// Unix seconds after which the identity authorises nothing (machine identities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
 }
 
 impl Body for IdentityGrant {
@@ -85,4 +102,80 @@ pub struct Activation {
 
 impl Body for Activation {
     const DOMAIN: &'static str = "cloister/activate/v1";
+}
+
+/// A change to keyvault's registry other than a grant (domain `cloister/registry-change/v1`).
+/// Who may sign each is keyvault's decision (see each variant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum RegistryChange {
+    /// The signer replaces its own key: the new key takes its role, label and ownerships;
+    /// the old one is retired (manifests it signed stay valid). Signed by the old key.
+    Rotate {
+        /// Hex Ed25519 public key of the new key.
+        new_public_key: String,
+    },
+    /// Revokes an identity. Signed by an admin, or by the identity itself. Without
+    /// `compromised`, what it signed before stays valid; with it, every version whose
+    /// manifest it signed is refused secrets for good.
+    Revoke {
+        /// Id of the identity.
+        identity_id: String,
+        /// The key leaked: distrust what it signed, not only what it will sign.
+        compromised: bool,
+    },
+    /// Adds or removes owners of a function. Signed by an owner (not a machine identity) or
+    /// an admin; at least one owner remains.
+    Owners {
+        /// Function id.
+        function_id: String,
+        /// Identity ids to add.
+        add: Vec<String>,
+        /// Identity ids to remove.
+        remove: Vec<String>,
+    },
+}
+
+impl Body for RegistryChange {
+    const DOMAIN: &'static str = "cloister/registry-change/v1";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_changes_round_trip_through_canonical_cbor() {
+        for c in [
+            RegistryChange::Rotate {
+                new_public_key: "ab".repeat(32),
+            },
+            RegistryChange::Revoke {
+                identity_id: "cd".repeat(16),
+                compromised: true,
+            },
+            RegistryChange::Owners {
+                function_id: "f".into(),
+                add: vec!["a".into()],
+                remove: vec![],
+            },
+        ] {
+            let bytes = crate::canonical::to_vec(&c).unwrap();
+            let back: RegistryChange = crate::canonical::from_slice(&bytes).unwrap();
+            assert_eq!(back, c);
+        }
+        let grant = IdentityGrant {
+            public_key: "ab".repeat(32),
+            role: IdentityRole::Developer,
+            label: "x".into(),
+            expires: None,
+        };
+        let bytes = crate::canonical::to_vec(&grant).unwrap();
+        let text = format!("{bytes:?}");
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("expires"),
+            "no expiry keeps the version-1 encoding of grants: {text}"
+        );
+    }
 }

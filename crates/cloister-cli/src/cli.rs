@@ -122,20 +122,51 @@ pub enum IdentityCommand {
         /// Human label (default: user@host).
         #[arg(long)]
         label: Option<String>,
+        /// Seal the private key under a passphrase (Argon2id + AES-256-GCM), read from
+        /// CLOISTER_IDENTITY_PASSPHRASE(_FILE) or asked on the terminal.
+        #[arg(long)]
+        passphrase: bool,
     },
     /// Show the id and public key of the identity in use.
     Show,
+    /// List keyvault's identity registry, checked against the digest its evidence binds.
+    List {
+        /// Trust settings for keyvault's attestation.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
     /// Add an identity to keyvault's registry, signed by your admin identity.
     Grant {
         /// The identity's public key (hex), as `identity create` printed it.
         #[arg(long)]
         public_key: String,
-        /// `developer` (creates functions, acts on those it owns) or `admin`.
+        /// `developer` (creates functions, acts on those it owns), `machine` (a pipeline: acts
+        /// only on functions an owner adds it to) or `admin`.
         #[arg(long, default_value = "developer")]
         role: String,
         /// Label recorded in the registry and the audit log.
         #[arg(long, default_value = "")]
         label: String,
+        /// The grant expires after this long (`90d`, `12h`, `30m`, `600s`); advised for
+        /// machine identities.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// Replace your key: a new key pair takes the identity's role and ownerships, signed by
+    /// the old key; the old file is kept as `<file>.retired`.
+    Rotate {
+        /// Protect the new file with a passphrase.
+        #[arg(long)]
+        passphrase: bool,
+    },
+    /// Revoke an identity (admin, or your own). Manifests it signed keep working unless
+    /// `--compromised`, which refuses secrets to every version it signed, for good.
+    Revoke {
+        /// Identity id (32 hex digits).
+        identity_id: String,
+        /// The key leaked: distrust what it signed, not only what it will sign.
+        #[arg(long)]
+        compromised: bool,
     },
 }
 
@@ -502,6 +533,33 @@ pub enum FnCommand {
     },
     /// Invoke a function.
     Invoke(InvokeArgs),
+    /// Allow a version to receive secrets again (owner-signed).
+    Activate {
+        /// Function name.
+        name: String,
+        /// Version.
+        #[arg(long)]
+        version: u32,
+    },
+    /// Stop a version from receiving secrets (owner-signed); its invocations are refused.
+    Deactivate {
+        /// Function name.
+        name: String,
+        /// Version.
+        #[arg(long)]
+        version: u32,
+    },
+    /// Add or remove owners of a function (owner- or admin-signed).
+    Owners {
+        /// Function name.
+        name: String,
+        /// Identity id to add; repeatable.
+        #[arg(long)]
+        add: Vec<String>,
+        /// Identity id to remove; repeatable.
+        #[arg(long)]
+        remove: Vec<String>,
+    },
 }
 
 /// `cloister fn deploy`.

@@ -41,9 +41,19 @@ pub fn signing_client(conn: &Conn) -> anyhow::Result<Client> {
     })
 }
 
+/// Whether `fn activate` or `fn deactivate` was asked.
+enum Toggle {
+    On,
+    Off,
+}
+
 /// Runs `fn ...`.
 pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<ExitCode> {
     let mut c = signing_client(&conn)?;
+    let cmd_kind = match &cmd {
+        FnCommand::Deactivate { .. } => Toggle::Off,
+        _ => Toggle::On,
+    };
     match cmd {
         FnCommand::Deploy(args) => {
             let req = deploy_request(args)?;
@@ -82,6 +92,42 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
             }
         }
         FnCommand::Invoke(args) => invoke(&mut c, args, json).await?,
+        FnCommand::Activate { name, version } | FnCommand::Deactivate { name, version } => {
+            let active = matches!(cmd_kind, Toggle::On);
+            let info = c.show(&name, None).await?;
+            let r = c.activate(&info.function_id, version, active).await?;
+            if json {
+                output::json(&r);
+            } else {
+                let verb = if active { "activated" } else { "deactivated" };
+                let list: Vec<String> = r.active.iter().map(|v| format!("v{v}")).collect();
+                println!(
+                    "{verb} {name} v{version}; active versions: {}",
+                    if list.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        list.join(", ")
+                    }
+                );
+            }
+        }
+        FnCommand::Owners { name, add, remove } => {
+            let info = c.show(&name, None).await?;
+            let r = c
+                .change_registry(&cloister_authority::ops::RegistryChange::Owners {
+                    function_id: info.function_id.clone(),
+                    add,
+                    remove,
+                })
+                .await?;
+            if json {
+                output::json(&r);
+            } else {
+                for o in &r.owners {
+                    println!("owners of {name}: {}", o.owners.join(", "));
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -120,3 +120,29 @@ pub fn token_table(ts: &[TokenInfo]) {
         );
     }
 }
+
+/// A table of keyvault's identity registry.
+pub fn identity_table(ids: &[cloister_types::wire::IdentityInfo]) {
+    println!("{:<32}  {:<9}  {:<24}  LABEL", "ID", "ROLE", "STATUS");
+    for i in ids {
+        let status = match (&i.rotated_to, i.compromised, i.revoked, i.expires) {
+            (_, true, _, _) => "revoked (compromised)".to_owned(),
+            (Some(to), _, _, _) => format!("rotated to {}", to.get(..8).unwrap_or(to)),
+            (None, false, true, _) => "revoked".to_owned(),
+            (None, false, false, Some(e)) => format!("expires {}", rfc3339(e)),
+            (None, false, false, None) => "active".to_owned(),
+        };
+        println!("{:<32}  {:<9}  {:<24}  {}", i.id, i.role, status, i.label);
+    }
+}
+
+fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|u| time::OffsetDateTime::from_unix_timestamp(u).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

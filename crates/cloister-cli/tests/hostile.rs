@@ -591,6 +591,7 @@ async fn the_bundle_binds_the_registry_and_the_cli_warns_when_it_changes() {
             &newcomer.public_key(),
             cloister_authority::ops::IdentityRole::Admin,
             "newcomer",
+            None,
         )
         .await
         .unwrap();

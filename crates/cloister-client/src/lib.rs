@@ -5,6 +5,7 @@
 pub mod attestation;
 pub mod audit;
 mod conn;
+pub mod registry;
 pub mod signing;
 
 use bytes::Bytes;
@@ -357,14 +358,32 @@ impl Client {
         public_key: &cloister_crypto::VerifyingKey,
         role: cloister_authority::ops::IdentityRole,
         label: &str,
+        expires: Option<u64>,
     ) -> Result<cloister_types::wire::IdentityGranted, ClientError> {
         let body = cloister_authority::ops::IdentityGrant {
             public_key: public_key.to_string(),
             role,
             label: label.to_owned(),
+            expires,
         };
         self.relay_signed("/v1/identities", &body, "an admin identity is needed")
             .await
+    }
+
+    /// Relays a signed registry change (`POST /v1/registry`): rotation (signed by the key
+    /// being replaced), revocation (admin or self) or owner change (owner or admin).
+    pub async fn change_registry(
+        &mut self,
+        change: &cloister_authority::ops::RegistryChange,
+    ) -> Result<cloister_types::wire::RegistryChanged, ClientError> {
+        self.relay_signed("/v1/registry", change, "an identity is needed")
+            .await
+    }
+
+    /// keyvault's identity registry (`GET /v1/identities`), as relayed: check it with
+    /// [`registry::check`] against a verified bundle before relying on it.
+    pub async fn identities(&mut self) -> Result<cloister_types::wire::IdentityList, ClientError> {
+        self.call(Method::GET, "/v1/identities", None).await
     }
 
     /// Relays an owner-signed activation (`active = true`) or deactivation of a version.

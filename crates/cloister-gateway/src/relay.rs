@@ -1,5 +1,6 @@
-//! Signed requests the gateway only relays to keyvault: identity grants and activations.
-//! The gateway authenticates the token (routing, quotas); keyvault decides.
+//! Signed requests the gateway only relays to keyvault: identity grants, registry changes and
+//! activations. The gateway authenticates the token (routing, quotas); keyvault decides, and
+//! the gateway mirrors what keyvault reports in its own routing tables.
 
 use axum::Json;
 use axum::body::Body;
@@ -7,7 +8,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use cloister_rpc::keyvault::SignedRequest;
-use cloister_types::wire::{ActivationResult, IdentityGranted, SignedBody};
+use cloister_types::wire::{
+    ActivationResult, FunctionOwners, IdentityGranted, IdentityInfo, IdentityList, RegistryChanged,
+    SignedBody,
+};
 use cloister_types::{ErrorCode, Role};
 
 use crate::body;
@@ -45,6 +49,91 @@ pub async fn grant(
         .into_inner();
     Ok(Json(IdentityGranted {
         identity_id: r.identity_id,
+    }))
+}
+
+/// `POST /v1/registry`: a signed rotation, revocation or owner change. keyvault decides who
+/// may sign each; the gateway then mirrors owners and token bindings for its 403 checks.
+pub async fn change_registry(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResult<Json<RegistryChanged>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Developer, "change the identity registry")?;
+    let req = signed_body(&headers, body).await?;
+    let kv = keyvault(&s)?;
+    let r = kv
+        .client()
+        .change_registry(kv.request(req))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    let nonempty = |x: String| (!x.is_empty()).then_some(x);
+    let out = RegistryChanged {
+        identity_id: nonempty(r.identity_id),
+        rotated_to: nonempty(r.rotated_to),
+        revoked: r.revoked,
+        owners: r
+            .owners
+            .into_iter()
+            .map(|o| FunctionOwners {
+                function_id: o.function_id,
+                owners: o.owners,
+            })
+            .collect(),
+        distrusted_versions: r.distrusted_versions,
+    };
+    // Mirror keyvault's decision in the routing tables (keyvault stays the authority).
+    match (&out.identity_id, &out.rotated_to) {
+        (Some(old), Some(new)) => {
+            s.store.rebind_identity(old, new).await?;
+        }
+        (Some(old), None) if out.revoked => {
+            let n = s.store.revoke_tokens_of(old).await?;
+            tracing::info!(identity = %old, tokens = n, "revoked the tokens of a revoked identity");
+        }
+        _ => {}
+    }
+    for o in &out.owners {
+        s.store
+            .set_function_owners(&o.function_id, &o.owners)
+            .await?;
+    }
+    Ok(Json(out))
+}
+
+/// `GET /v1/identities`: keyvault's registry (public keys, roles, labels). Clients check it
+/// against the registry digest keyvault's evidence binds.
+pub async fn list_identities(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+) -> HttpResult<Json<IdentityList>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Developer, "list identities")?;
+    let kv = keyvault(&s)?;
+    let r = kv
+        .client()
+        .list_identities(kv.request(cloister_rpc::keyvault::ListIdentitiesRequest {}))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    let nonempty = |x: String| (!x.is_empty()).then_some(x);
+    Ok(Json(IdentityList {
+        identities: r
+            .identities
+            .into_iter()
+            .map(|i| IdentityInfo {
+                id: i.id,
+                public_key: i.public_key,
+                role: i.role,
+                label: i.label,
+                revoked: i.revoked,
+                compromised: i.compromised,
+                rotated_to: nonempty(i.rotated_to),
+                expires: (i.expires != 0).then_some(i.expires),
+            })
+            .collect(),
     }))
 }
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use cloister_audit::{Action, AuditDraft};
 use cloister_authority::manifest::Manifest;
-use cloister_authority::ops::{Activation, IdentityGrant, IdentityRole, SecretOp, SecretWrite};
+use cloister_authority::ops::{
+    Activation, IdentityGrant, IdentityRole, RegistryChange, SecretOp, SecretWrite,
+};
 use cloister_authority::request::{Body, Verified, inspect, unix_now, verify};
 use cloister_authority::{AuthorityError, IdentityId};
 use cloister_crypto::{MacKey, VerifyingKey};
@@ -42,6 +44,32 @@ pub enum Denied {
     /// The signer was revoked.
     #[error("identity {0} was revoked")]
     IdentityRevoked(IdentityId),
+    /// The signer's grant expired.
+    #[error("identity {0}'s grant expired")]
+    IdentityExpired(IdentityId),
+    /// The manifest of this version was signed by an identity revoked as compromised.
+    #[error(
+        "version {version} of function {function_id} was signed by {signer}, revoked as compromised"
+    )]
+    SignerCompromised {
+        /// Function.
+        function_id: String,
+        /// Version.
+        version: u32,
+        /// Who signed its manifest.
+        signer: IdentityId,
+    },
+    /// The signer's role does not allow this.
+    #[error("a {role} identity may not {action}")]
+    RoleForbids {
+        /// The role.
+        role: &'static str,
+        /// What was tried.
+        action: &'static str,
+    },
+    /// The change would leave the registry without an admin.
+    #[error("this would leave no admin; grant another admin first")]
+    LastAdmin,
     /// The nonce was used before.
     #[error("this signed request was already used (replay)")]
     Replayed,
@@ -96,7 +124,11 @@ impl Denied {
         match self {
             Self::Signature(e) => e.code(),
             Self::UnknownIdentity(_) => ErrorCode::UnknownIdentity,
-            Self::IdentityRevoked(_) => ErrorCode::IdentityRevoked,
+            Self::IdentityRevoked(_)
+            | Self::IdentityExpired(_)
+            | Self::SignerCompromised { .. } => ErrorCode::IdentityRevoked,
+            Self::RoleForbids { .. } => ErrorCode::Forbidden,
+            Self::LastAdmin => ErrorCode::Conflict,
             Self::Replayed => ErrorCode::ReplayedRequest,
             Self::NotOwner { .. } | Self::NotAdmin(_) => ErrorCode::NotOwner,
             Self::ManifestMismatch(_) | Self::Tampered(_) => ErrorCode::ManifestMismatch,
@@ -121,6 +153,44 @@ pub struct IdentityRecord {
     pub label: String,
     /// Revoked identities authorise nothing.
     pub revoked: bool,
+    /// Revoked because the key leaked: versions whose manifest it signed get no secrets.
+    #[serde(default)]
+    pub compromised: bool,
+    /// The key that replaced this one (`identity rotate`).
+    #[serde(default)]
+    pub rotated_to: Option<IdentityId>,
+    /// Unix seconds after which it authorises nothing (machine identities).
+    #[serde(default)]
+    pub expires: Option<u64>,
+}
+
+impl IdentityRecord {
+    fn new(public_key: String, role: IdentityRole, label: String, expires: Option<u64>) -> Self {
+        Self {
+            public_key,
+            role,
+            label,
+            revoked: false,
+            compromised: false,
+            rotated_to: None,
+            expires,
+        }
+    }
+}
+
+/// What a registry change did, for the gateway to mirror in its routing tables.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOutcome {
+    /// The identity the change was about.
+    pub identity_id: Option<IdentityId>,
+    /// After a rotation, the new identity.
+    pub rotated_to: Option<IdentityId>,
+    /// Whether the identity is now revoked.
+    pub revoked: bool,
+    /// Functions whose owners changed, with their owners now.
+    pub owners: Vec<(String, Vec<IdentityId>)>,
+    /// Versions that may no longer receive secrets (compromised signer).
+    pub distrusted_versions: u32,
 }
 
 /// keyvault's record of one function.
@@ -334,12 +404,7 @@ impl Authority {
         label: &str,
     ) -> Result<IdentityId, Denied> {
         let id = IdentityId::of(key);
-        let rec = IdentityRecord {
-            public_key: key.to_string(),
-            role: IdentityRole::Admin,
-            label: label.to_owned(),
-            revoked: false,
-        };
+        let rec = IdentityRecord::new(key.to_string(), IdentityRole::Admin, label.to_owned(), None);
         let value = Self::encode(&rec)?;
         let audit = AuditDraft::new("keyvault", Action::IdentityGrant, id.to_string())
             .detail("role", "admin")
@@ -394,6 +459,7 @@ impl Authority {
                 r.public_key.as_str(),
                 r.role.as_str(),
                 r.revoked,
+                r.compromised,
             )
         }))
     }
@@ -423,6 +489,9 @@ impl Authority {
         }
         if rec.revoked {
             return Err(Denied::IdentityRevoked(v.signer_id().clone()));
+        }
+        if rec.expires.is_some_and(|e| e <= unix_now()) {
+            return Err(Denied::IdentityExpired(v.signer_id().clone()));
         }
         if !self.use_nonce(v.nonce(), v.expires()).await? {
             return Err(Denied::Replayed);
@@ -519,6 +588,12 @@ impl Authority {
         let digest = hex::encode(v.digest());
         let (old, old_value, function_id) = match &m.function_id {
             None => {
+                if signer.role == IdentityRole::Machine {
+                    return Err(Denied::RoleForbids {
+                        role: "machine",
+                        action: "create functions (an owner adds it to one)",
+                    });
+                }
                 if m.previous.is_some() {
                     return Err(Denied::ManifestMismatch(
                         "a manifest creating a function names no previous manifest".into(),
@@ -694,6 +769,7 @@ impl Authority {
                 version,
             });
         }
+        self.signer_trusted(&m)?;
         if m.manifest.code_hash != code_hash {
             return Err(Denied::ManifestMismatch(format!(
                 "the executor loaded code {code_hash}; version {version}'s manifest names {}",
@@ -701,6 +777,20 @@ impl Authority {
             )));
         }
         Ok(m)
+    }
+
+    /// Refuses a manifest whose signer was revoked as compromised (what it signed before is
+    /// distrusted); a plain revocation or a rotation leaves its manifests valid.
+    fn signer_trusted(&self, m: &RegisteredManifest) -> Result<(), Denied> {
+        let c = lock(&self.cache);
+        match c.identities.get(&m.signer) {
+            Some(r) if r.compromised => Err(Denied::SignerCompromised {
+                function_id: m.function_id.clone(),
+                version: m.version,
+                signer: m.signer.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Checks an owner-signed write to `path` of `sealed` (empty for deletes); returns the
@@ -763,14 +853,20 @@ impl Authority {
         let id = IdentityId::of(&key);
         let old_rec = self.identity(&id).await?;
         let old = old_rec.as_ref().map(Self::encode).transpose()?;
-        let rec = IdentityRecord {
-            public_key: key.to_string(),
-            role: g.role,
-            label: g.label.clone(),
-            revoked: false,
-        };
+        if g.role == IdentityRole::Machine && g.expires.is_none() {
+            tracing::warn!(identity = %id, "machine identity granted without an expiry");
+        }
+        let rec = IdentityRecord::new(key.to_string(), g.role, g.label.clone(), g.expires);
         if old_rec.as_ref().is_some_and(|r| r.revoked) {
             return Err(Denied::IdentityRevoked(id));
+        }
+        if g.role != IdentityRole::Admin
+            && old_rec
+                .as_ref()
+                .is_some_and(|r| r.role == IdentityRole::Admin)
+            && self.admins().len() <= 1
+        {
+            return Err(Denied::LastAdmin);
         }
         let audit = AuditDraft::new(
             v.signer_id().to_string(),
@@ -778,7 +874,8 @@ impl Authority {
             id.to_string(),
         )
         .detail("role", g.role.as_str())
-        .detail("label", g.label.clone());
+        .detail("label", g.label.clone())
+        .detail("expires", g.expires);
         self.store
             .authority_write(
                 vec![AuthorityWrite {
@@ -810,6 +907,15 @@ impl Authority {
                 a.function_id, a.version
             )));
         }
+        if a.active {
+            let m = self
+                .manifest(&a.function_id, a.version)
+                .await?
+                .ok_or_else(|| {
+                    Denied::UnknownFunction(format!("{} version {}", a.function_id, a.version))
+                })?;
+            self.signer_trusted(&m)?;
+        }
         let mut rec = (*f).clone();
         rec.active.retain(|x| *x != a.version);
         if a.active {
@@ -839,5 +945,273 @@ impl Authority {
             .functions
             .insert(rec.function_id.clone(), Arc::new(rec.clone()));
         Ok(rec)
+    }
+
+    /// Rotates, revokes or changes owners (see [`RegistryChange`] for who may sign each).
+    pub async fn change_registry(&self, signed: &[u8]) -> Result<RegistryOutcome, Denied> {
+        let _writes = self.write_lock().await;
+        let (v, signer) = self.verify_signed::<RegistryChange>(signed).await?;
+        let signer_id = v.signer_id().clone();
+        match v.body().clone() {
+            RegistryChange::Rotate { new_public_key } => {
+                self.rotate(&signer_id, &signer, &new_public_key).await
+            }
+            RegistryChange::Revoke {
+                identity_id,
+                compromised,
+            } => {
+                let target =
+                    IdentityId::parse(&identity_id).map_err(|e| Denied::Invalid(e.to_string()))?;
+                if signer.role != IdentityRole::Admin && target != signer_id {
+                    return Err(Denied::NotAdmin(signer_id));
+                }
+                self.revoke(&signer_id, &target, compromised).await
+            }
+            RegistryChange::Owners {
+                function_id,
+                add,
+                remove,
+            } => {
+                self.change_owners(&signer_id, &signer, &function_id, &add, &remove)
+                    .await
+            }
+            _ => Err(Denied::Invalid("unknown registry change".into())),
+        }
+    }
+
+    /// Every function record (MAC-verified), from the database.
+    async fn all_functions(&self) -> Result<Vec<FunctionRecord>, Denied> {
+        let mut out = Vec::new();
+        for row in self.store.authority_list(FUNCTION).await? {
+            if let Some(f) = self.function(&row.key).await? {
+                out.push((*f).clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn rotate(
+        &self,
+        old_id: &IdentityId,
+        old: &IdentityRecord,
+        new_public_key: &str,
+    ) -> Result<RegistryOutcome, Denied> {
+        let key = hex::decode(new_public_key)
+            .ok()
+            .and_then(|b| VerifyingKey::from_slice(&b).ok())
+            .ok_or_else(|| Denied::Invalid("new_public_key must be a hex Ed25519 key".into()))?;
+        let new_id = IdentityId::of(&key);
+        if self.identity(&new_id).await?.is_some() {
+            return Err(Denied::Invalid(format!(
+                "{new_id} is already in the registry; rotate to a fresh key"
+            )));
+        }
+        let new = IdentityRecord::new(key.to_string(), old.role, old.label.clone(), old.expires);
+        let mut retired = old.clone();
+        retired.revoked = true;
+        retired.rotated_to = Some(new_id.clone());
+        let mut writes = vec![
+            AuthorityWrite {
+                row: self.row(IDENTITY, old_id.as_str(), Self::encode(&retired)?),
+                expect: Some(Self::encode(old)?),
+            },
+            AuthorityWrite {
+                row: self.row(IDENTITY, new_id.as_str(), Self::encode(&new)?),
+                expect: None,
+            },
+        ];
+        let mut changed = Vec::new();
+        for f in self.all_functions().await? {
+            if !f.owners.contains(old_id) {
+                continue;
+            }
+            let mut g = f.clone();
+            g.owners.retain(|o| o != old_id);
+            g.owners.push(new_id.clone());
+            writes.push(AuthorityWrite {
+                row: self.row(FUNCTION, &g.function_id, Self::encode(&g)?),
+                expect: Some(Self::encode(&f)?),
+            });
+            changed.push(g);
+        }
+        let audit = AuditDraft::new(
+            old_id.to_string(),
+            Action::IdentityRotate,
+            old_id.to_string(),
+        )
+        .detail("new_identity", new_id.to_string())
+        .detail("role", old.role.as_str())
+        .detail("functions", changed.len());
+        self.store
+            .authority_write(writes, Some(audit), None)
+            .await
+            .map_err(tampered_on_conflict)?;
+        let mut c = lock(&self.cache);
+        c.identities.insert(old_id.clone(), retired);
+        c.identities.insert(new_id.clone(), new);
+        let owners = changed
+            .into_iter()
+            .map(|g| {
+                let owners = g.owners.clone();
+                let id = g.function_id.clone();
+                c.functions.insert(id.clone(), Arc::new(g));
+                (id, owners)
+            })
+            .collect();
+        Ok(RegistryOutcome {
+            identity_id: Some(old_id.clone()),
+            rotated_to: Some(new_id),
+            revoked: true,
+            owners,
+            distrusted_versions: 0,
+        })
+    }
+
+    async fn revoke(
+        &self,
+        by: &IdentityId,
+        target: &IdentityId,
+        compromised: bool,
+    ) -> Result<RegistryOutcome, Denied> {
+        let old = self
+            .identity(target)
+            .await?
+            .ok_or_else(|| Denied::UnknownIdentity(target.clone()))?;
+        if old.revoked && (old.compromised || !compromised) {
+            return Err(Denied::IdentityRevoked(target.clone()));
+        }
+        if old.role == IdentityRole::Admin && !old.revoked && self.admins().len() <= 1 {
+            return Err(Denied::LastAdmin);
+        }
+        let mut rec = old.clone();
+        rec.revoked = true;
+        rec.compromised |= compromised;
+        // Count the versions this distrusts, for the caller and the audit entry.
+        let mut distrusted = 0u32;
+        if compromised {
+            for f in self.all_functions().await? {
+                for version in f.active.iter().copied() {
+                    if let Some(m) = self.manifest(&f.function_id, version).await?
+                        && m.signer == *target
+                    {
+                        distrusted += 1;
+                    }
+                }
+            }
+        }
+        let audit = AuditDraft::new(by.to_string(), Action::IdentityRevoke, target.to_string())
+            .detail("compromised", compromised)
+            .detail("distrusted_active_versions", distrusted);
+        self.store
+            .authority_write(
+                vec![AuthorityWrite {
+                    row: self.row(IDENTITY, target.as_str(), Self::encode(&rec)?),
+                    expect: Some(Self::encode(&old)?),
+                }],
+                Some(audit),
+                None,
+            )
+            .await
+            .map_err(tampered_on_conflict)?;
+        lock(&self.cache).identities.insert(target.clone(), rec);
+        tracing::warn!(identity = %target, compromised, distrusted, "identity revoked");
+        Ok(RegistryOutcome {
+            identity_id: Some(target.clone()),
+            rotated_to: None,
+            revoked: true,
+            owners: Vec::new(),
+            distrusted_versions: distrusted,
+        })
+    }
+
+    async fn change_owners(
+        &self,
+        signer_id: &IdentityId,
+        signer: &IdentityRecord,
+        function_id: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<RegistryOutcome, Denied> {
+        if signer.role == IdentityRole::Machine {
+            return Err(Denied::RoleForbids {
+                role: "machine",
+                action: "change owners",
+            });
+        }
+        let f = self
+            .function(function_id)
+            .await?
+            .ok_or_else(|| Denied::UnknownFunction(function_id.to_owned()))?;
+        Self::may_act(signer, signer_id, &f)?;
+        let mut g = (*f).clone();
+        for r in remove {
+            let id = IdentityId::parse(r).map_err(|e| Denied::Invalid(e.to_string()))?;
+            g.owners.retain(|o| *o != id);
+        }
+        for a in add {
+            let id = IdentityId::parse(a).map_err(|e| Denied::Invalid(e.to_string()))?;
+            match self.identity(&id).await? {
+                None => return Err(Denied::UnknownIdentity(id)),
+                Some(r) if r.revoked => return Err(Denied::IdentityRevoked(id)),
+                Some(_) => {}
+            }
+            if !g.owners.contains(&id) {
+                g.owners.push(id);
+            }
+        }
+        {
+            let c = lock(&self.cache);
+            let live = g
+                .owners
+                .iter()
+                .filter(|o| c.identities.get(*o).is_some_and(|r| !r.revoked))
+                .count();
+            if live == 0 {
+                return Err(Denied::Invalid(
+                    "a function keeps at least one owner that is not revoked".into(),
+                ));
+            }
+        }
+        let audit = AuditDraft::new(
+            signer_id.to_string(),
+            Action::FunctionOwners,
+            g.name.clone(),
+        )
+        .detail("function_id", g.function_id.clone())
+        .detail(
+            "owners",
+            g.owners.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        );
+        self.store
+            .authority_write(
+                vec![AuthorityWrite {
+                    row: self.row(FUNCTION, &g.function_id, Self::encode(&g)?),
+                    expect: Some(Self::encode(f.as_ref())?),
+                }],
+                Some(audit),
+                None,
+            )
+            .await
+            .map_err(tampered_on_conflict)?;
+        let owners = g.owners.clone();
+        lock(&self.cache)
+            .functions
+            .insert(g.function_id.clone(), Arc::new(g));
+        Ok(RegistryOutcome {
+            identity_id: None,
+            rotated_to: None,
+            revoked: false,
+            owners: vec![(function_id.to_owned(), owners)],
+            distrusted_versions: 0,
+        })
+    }
+
+    /// The registry (id, record) in id order, from memory.
+    pub fn registry(&self) -> Vec<(IdentityId, IdentityRecord)> {
+        lock(&self.cache)
+            .identities
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }

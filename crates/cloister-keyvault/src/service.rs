@@ -367,4 +367,56 @@ impl Keyvault for KeyvaultService {
             }
         }
     }
+
+    async fn change_registry(
+        &self,
+        req: Request<SignedRequest>,
+    ) -> Result<Response<pb::ChangeRegistryResponse>, Status> {
+        let r = req.into_inner();
+        match self.vault.authority().change_registry(&r.signed).await {
+            Ok(o) => Ok(Response::new(pb::ChangeRegistryResponse {
+                identity_id: o.identity_id.map(|i| i.to_string()).unwrap_or_default(),
+                rotated_to: o.rotated_to.map(|i| i.to_string()).unwrap_or_default(),
+                revoked: o.revoked,
+                owners: o
+                    .owners
+                    .into_iter()
+                    .map(|(function_id, owners)| pb::FunctionOwners {
+                        function_id,
+                        owners: owners.iter().map(ToString::to_string).collect(),
+                    })
+                    .collect(),
+                distrusted_versions: o.distrusted_versions,
+            })),
+            Err(d) => {
+                let e = VaultError::Denied(d);
+                self.refusal("registry_change", "registry", &e, "gateway")
+                    .await;
+                Err(status(e))
+            }
+        }
+    }
+
+    async fn list_identities(
+        &self,
+        _req: Request<pb::ListIdentitiesRequest>,
+    ) -> Result<Response<pb::ListIdentitiesResponse>, Status> {
+        let identities = self
+            .vault
+            .authority()
+            .registry()
+            .into_iter()
+            .map(|(id, r)| pb::IdentityEntry {
+                id: id.to_string(),
+                public_key: r.public_key,
+                role: r.role.as_str().to_owned(),
+                label: r.label,
+                revoked: r.revoked,
+                compromised: r.compromised,
+                rotated_to: r.rotated_to.map(|i| i.to_string()).unwrap_or_default(),
+                expires: r.expires.unwrap_or(0),
+            })
+            .collect();
+        Ok(Response::new(pb::ListIdentitiesResponse { identities }))
+    }
 }

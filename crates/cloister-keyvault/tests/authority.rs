@@ -56,6 +56,7 @@ impl Fx {
                 public_key: who.public_key().to_string(),
                 role: IdentityRole::Developer,
                 label: label.into(),
+                expires: None,
             };
             fx.v.authority()
                 .grant_identity(&fx.signed(&admin(), &g))
@@ -443,6 +444,7 @@ async fn only_admins_change_the_registry() {
         public_key: mallory().public_key().to_string(),
         role: IdentityRole::Admin,
         label: "promote myself".into(),
+        expires: None,
     };
     assert_eq!(
         denied(
@@ -628,5 +630,307 @@ async fn used_nonces_are_remembered_across_a_restart() {
     assert_eq!(
         denied(v.authority().register_manifest(&signed).await),
         ErrorCode::ReplayedRequest
+    );
+}
+
+// ---- Identity lifecycle: rotation, revocation, machine identities, owners ----
+
+fn change(fx: &Fx, who: &Identity, c: &cloister_authority::ops::RegistryChange) -> Vec<u8> {
+    fx.signed(who, c)
+}
+
+#[tokio::test]
+async fn a_rotated_key_hands_over_ownership_and_the_old_key_signs_nothing() {
+    use cloister_authority::ops::RegistryChange;
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    let reg = alice_deploys(&fx.v, "pay", "v1", &["KEY"]).await;
+    let id = reg.function.function_id.clone();
+    let alice2 = Identity::from_seed([12u8; 32], "alice").unwrap();
+    // Only the key itself rotates itself: mallory cannot move alice's identity to her key.
+    let rot = RegistryChange::Rotate {
+        new_public_key: alice2.public_key().to_string(),
+    };
+    let digest_before = a.registry_digest();
+    let out = a
+        .change_registry(&change(&fx, &alice(), &rot))
+        .await
+        .unwrap();
+    assert_eq!(out.rotated_to.as_ref(), Some(alice2.id()));
+    assert_eq!(out.owners, vec![(id.clone(), vec![alice2.id().clone()])]);
+    assert_ne!(
+        a.registry_digest(),
+        digest_before,
+        "the bundle shows the rotation"
+    );
+    // The old key is retired: it can neither deploy nor rotate again.
+    let mut m = manifest("pay", "v2", &["KEY"]);
+    m.function_id = Some(id.clone());
+    m.previous = Some(reg.manifest.digest.clone());
+    assert_eq!(
+        denied(a.register_manifest(&fx.signed(&alice(), &m)).await),
+        ErrorCode::IdentityRevoked
+    );
+    assert_eq!(
+        denied(a.change_registry(&change(&fx, &alice(), &rot)).await),
+        ErrorCode::IdentityRevoked
+    );
+    // The new key owns the function; version 1 (signed by the old key) keeps working.
+    a.register_manifest(&fx.signed(&alice2, &m)).await.unwrap();
+    a.authorize_run(&id, 1, &code_hash("v1")).await.unwrap();
+    a.authorize_run(&id, 2, &code_hash("v2")).await.unwrap();
+    // Rotating onto a key already registered is refused (no identity merges).
+    let onto_mallory = RegistryChange::Rotate {
+        new_public_key: mallory().public_key().to_string(),
+    };
+    assert_eq!(
+        denied(
+            a.change_registry(&change(&fx, &alice2, &onto_mallory))
+                .await
+        ),
+        ErrorCode::InvalidRequest
+    );
+    // The rotation survives a restart (MACed rows), and the old key stays retired.
+    drop(fx.v);
+    let v = open(&fx.db).await;
+    let reg = v.authority().function(&id).await.unwrap().unwrap();
+    assert_eq!(reg.owners, vec![alice2.id().clone()]);
+    let list = v.authority().registry();
+    let old = list.iter().find(|(i, _)| i == alice().id()).unwrap();
+    assert!(old.1.revoked);
+    assert_eq!(old.1.rotated_to.as_ref(), Some(alice2.id()));
+}
+
+#[tokio::test]
+async fn revocation_stops_new_signatures_and_compromise_distrusts_old_manifests() {
+    use cloister_authority::ops::RegistryChange;
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    let pay = alice_deploys(&fx.v, "pay", "v1", &["KEY"]).await;
+    let id = pay.function.function_id.clone();
+    // Only an admin (or alice herself) revokes alice.
+    let revoke = |compromised| RegistryChange::Revoke {
+        identity_id: alice().id().to_string(),
+        compromised,
+    };
+    assert_eq!(
+        denied(
+            a.change_registry(&change(&fx, &mallory(), &revoke(false)))
+                .await
+        ),
+        ErrorCode::NotOwner
+    );
+    // Plain revocation: alice signs nothing more; what she signed before keeps running.
+    let out = a
+        .change_registry(&change(&fx, &admin(), &revoke(false)))
+        .await
+        .unwrap();
+    assert!(out.revoked);
+    assert_eq!(out.distrusted_versions, 0);
+    a.authorize_run(&id, 1, &code_hash("v1")).await.unwrap();
+    let put = SecretWrite {
+        path: secret_path(&id, "KEY").to_string(),
+        op: SecretOp::Put,
+        sealed_digest: hex::encode(Sha256::digest(b"sealed")),
+    };
+    assert_eq!(
+        denied(
+            a.authorize_secret_write(
+                &fx.signed(&alice(), &put),
+                &secret_path(&id, "KEY"),
+                SecretOp::Put,
+                b"sealed"
+            )
+            .await
+        ),
+        ErrorCode::IdentityRevoked
+    );
+    // Compromise (an escalation of the revocation): every version she signed is refused
+    // secrets for good, and no owner can reactivate it; a redeploy signed by another owner
+    // works.
+    let out = a
+        .change_registry(&change(&fx, &admin(), &revoke(true)))
+        .await
+        .unwrap();
+    assert_eq!(out.distrusted_versions, 1);
+    assert_eq!(
+        denied(a.authorize_run(&id, 1, &code_hash("v1")).await),
+        ErrorCode::IdentityRevoked
+    );
+    let on = Activation {
+        function_id: id.clone(),
+        version: 1,
+        active: true,
+    };
+    assert_eq!(
+        denied(a.activate(&fx.signed(&admin(), &on)).await),
+        ErrorCode::IdentityRevoked
+    );
+    let mut m = manifest("pay", "v2 by admin", &["KEY"]);
+    m.function_id = Some(id.clone());
+    m.previous = Some(pay.manifest.digest.clone());
+    a.register_manifest(&fx.signed(&admin(), &m)).await.unwrap();
+    a.authorize_run(&id, 2, &code_hash("v2 by admin"))
+        .await
+        .unwrap();
+    // The distrust outlives a restart.
+    drop(fx.v);
+    let v = open(&fx.db).await;
+    assert_eq!(
+        denied(v.authority().authorize_run(&id, 1, &code_hash("v1")).await),
+        ErrorCode::IdentityRevoked
+    );
+    // Revoking twice is refused.
+    let fx2 = Fx::new().await;
+    fx2.v
+        .authority()
+        .change_registry(&change(&fx2, &admin(), &revoke(false)))
+        .await
+        .unwrap();
+    assert_eq!(
+        denied(
+            fx2.v
+                .authority()
+                .change_registry(&change(&fx2, &admin(), &revoke(false)))
+                .await
+        ),
+        ErrorCode::IdentityRevoked
+    );
+}
+
+#[tokio::test]
+async fn the_last_admin_cannot_be_revoked_or_demoted() {
+    use cloister_authority::ops::RegistryChange;
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    assert_eq!(a.admins().len(), 1);
+    let me = RegistryChange::Revoke {
+        identity_id: admin().id().to_string(),
+        compromised: false,
+    };
+    assert_eq!(
+        denied(a.change_registry(&change(&fx, &admin(), &me)).await),
+        ErrorCode::Conflict
+    );
+    let demote = IdentityGrant {
+        public_key: admin().public_key().to_string(),
+        role: IdentityRole::Developer,
+        label: "admin".into(),
+        expires: None,
+    };
+    assert_eq!(
+        denied(a.grant_identity(&fx.signed(&admin(), &demote)).await),
+        ErrorCode::Conflict
+    );
+    // With a second admin, the first may go.
+    let second = Identity::from_seed([9u8; 32], "second").unwrap();
+    a.grant_identity(&fx.signed(
+        &admin(),
+        &IdentityGrant {
+            public_key: second.public_key().to_string(),
+            role: IdentityRole::Admin,
+            label: "second".into(),
+            expires: None,
+        },
+    ))
+    .await
+    .unwrap();
+    a.change_registry(&change(&fx, &second, &me)).await.unwrap();
+    assert_eq!(a.admins(), vec![second.id().to_string()]);
+}
+
+#[tokio::test]
+async fn machine_identities_act_only_where_added_and_only_until_they_expire() {
+    use cloister_authority::ops::RegistryChange;
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    let ci = Identity::from_seed([20u8; 32], "ci").unwrap();
+    let expired = Identity::from_seed([21u8; 32], "old-ci").unwrap();
+    let now = cloister_authority::request::unix_now();
+    for (who, expires) in [(&ci, now + 3600), (&expired, now.saturating_sub(1))] {
+        a.grant_identity(&fx.signed(
+            &admin(),
+            &IdentityGrant {
+                public_key: who.public_key().to_string(),
+                role: IdentityRole::Machine,
+                label: who.label().into(),
+                expires: Some(expires),
+            },
+        ))
+        .await
+        .unwrap();
+    }
+    // A machine creates no function.
+    assert_eq!(
+        denied(
+            a.register_manifest(&fx.signed(&ci, &manifest("ci-made", "x", &[])))
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+    let reg = alice_deploys(&fx.v, "pay", "v1", &["KEY"]).await;
+    let id = reg.function.function_id.clone();
+    let mut m = manifest("pay", "v2 from ci", &["KEY"]);
+    m.function_id = Some(id.clone());
+    m.previous = Some(reg.manifest.digest.clone());
+    // Not an owner yet.
+    assert_eq!(
+        denied(a.register_manifest(&fx.signed(&ci, &m)).await),
+        ErrorCode::NotOwner
+    );
+    // Mallory (not an owner) cannot add it; alice can; the machine cannot add others.
+    let add = |who: &Identity| RegistryChange::Owners {
+        function_id: id.clone(),
+        add: vec![who.id().to_string()],
+        remove: vec![],
+    };
+    assert_eq!(
+        denied(a.change_registry(&change(&fx, &mallory(), &add(&ci))).await),
+        ErrorCode::NotOwner
+    );
+    let out = a
+        .change_registry(&change(&fx, &alice(), &add(&ci)))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.owners,
+        vec![(id.clone(), vec![alice().id().clone(), ci.id().clone()])]
+    );
+    assert_eq!(
+        denied(a.change_registry(&change(&fx, &ci, &add(&mallory()))).await),
+        ErrorCode::Forbidden
+    );
+    a.register_manifest(&fx.signed(&ci, &m)).await.unwrap();
+    // An expired grant authorises nothing, even as an owner.
+    a.change_registry(&change(&fx, &alice(), &add(&expired)))
+        .await
+        .unwrap();
+    let mut m3 = manifest("pay", "v3", &["KEY"]);
+    m3.function_id = Some(id.clone());
+    m3.previous = Some(
+        a.function(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .latest_digest
+            .clone(),
+    );
+    assert_eq!(
+        denied(a.register_manifest(&fx.signed(&expired, &m3)).await),
+        ErrorCode::IdentityRevoked
+    );
+    // The last live owner cannot be removed.
+    let strip = RegistryChange::Owners {
+        function_id: id.clone(),
+        add: vec![],
+        remove: vec![
+            alice().id().to_string(),
+            ci.id().to_string(),
+            expired.id().to_string(),
+        ],
+    };
+    assert_eq!(
+        denied(a.change_registry(&change(&fx, &alice(), &strip)).await),
+        ErrorCode::InvalidRequest
     );
 }

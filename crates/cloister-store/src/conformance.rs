@@ -39,6 +39,67 @@ pub async fn run_all(store: Arc<dyn Store>) {
     concurrent_deploys_get_distinct_versions(store.clone()).await;
     tokens_are_found_by_hash_until_revoked(&*store).await;
     token_ids_and_hashes_are_unique(&*store).await;
+    owners_follow_keyvault_and_rotations(&*store).await;
+}
+
+async fn owners_follow_keyvault_and_rotations(store: &dyn Store) {
+    let (old, new, other) = ("a".repeat(32), "b".repeat(32), "c".repeat(32));
+    let mut v = sample_version("owned", "o1");
+    v.owners = vec![old.clone(), other.clone()];
+    let f = store.create_version(v).await.unwrap();
+    let mut v = sample_version("not-owned", "o2");
+    v.owners = vec![other.clone()];
+    let g = store.create_version(v).await.unwrap();
+    for (id, hash, identity) in [("tok_old", [21; 32], &old), ("tok_other", [22; 32], &other)] {
+        store
+            .create_token(NewToken {
+                id: id.into(),
+                hash,
+                role: Role::Developer,
+                label: None,
+                identity: Some(identity.clone()),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.rebind_identity(&old, &new).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .function_owners(&f.function_id)
+            .await
+            .unwrap()
+            .unwrap(),
+        vec![other.clone(), new.clone()]
+    );
+    assert_eq!(
+        store
+            .function_owners(&g.function_id)
+            .await
+            .unwrap()
+            .unwrap(),
+        vec![other.clone()],
+        "functions the old identity did not own are untouched"
+    );
+    let t = store.find_token(&[21; 32]).await.unwrap().unwrap();
+    assert_eq!(t.identity.as_deref(), Some(new.as_str()));
+    assert!(
+        store
+            .set_function_owners(&g.function_id, std::slice::from_ref(&new))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .function_owners(&g.function_id)
+            .await
+            .unwrap()
+            .unwrap(),
+        vec![new.clone()]
+    );
+    assert!(!store.set_function_owners("missing", &[]).await.unwrap());
+    assert_eq!(store.revoke_tokens_of(&other).await.unwrap(), 1);
+    assert!(store.find_token(&[22; 32]).await.unwrap().is_none());
+    assert!(store.find_token(&[21; 32]).await.unwrap().is_some());
 }
 
 async fn versions_are_numbered_and_keep_the_function_id(store: &dyn Store) {

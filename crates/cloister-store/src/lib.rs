@@ -63,6 +63,22 @@ pub trait Store: Send + Sync + 'static {
     /// Owners (identity ids) of the function with this id, if it exists.
     async fn function_owners(&self, function_id: &str) -> Result<Option<Vec<String>>, StoreError>;
 
+    /// Replaces the owners of a function (as keyvault reported them); `false` if there is no
+    /// function with this id.
+    async fn set_function_owners(
+        &self,
+        function_id: &str,
+        owners: &[String],
+    ) -> Result<bool, StoreError>;
+
+    /// After an identity rotated its key: tokens bound to `old` act for `new`, and `new`
+    /// replaces `old` in every function's owners. Returns the number of tokens rebound.
+    async fn rebind_identity(&self, old: &str, new: &str) -> Result<u64, StoreError>;
+
+    /// Revokes every active token bound to `identity` (it was revoked in keyvault); returns
+    /// how many.
+    async fn revoke_tokens_of(&self, identity: &str) -> Result<u64, StoreError>;
+
     /// Change counter of a function's secrets namespace (0 when it has none); executors
     /// refetch cached secrets older than this.
     async fn secrets_epoch(&self, function_id: &str) -> Result<u64, StoreError>;

@@ -235,6 +235,83 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_function_owners(
+        &self,
+        function_id: &str,
+        owners: &[String],
+    ) -> Result<bool, StoreError> {
+        let id = function_id.to_owned();
+        let owners = serde_json::to_string(owners)
+            .map_err(|e| StoreError::Corrupt(format!("owners of {id}: {e}")))?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE functions SET owners = ?2 WHERE id = ?1",
+                    params![id, owners],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn rebind_identity(&self, old: &str, new: &str) -> Result<u64, StoreError> {
+        let (old, new) = (old.to_owned(), new.to_owned());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let n = tx
+                .execute(
+                    "UPDATE tokens SET identity = ?2 WHERE identity = ?1 AND revoked_at IS NULL",
+                    params![old, new],
+                )
+                .map_err(backend)?;
+            let rows: Vec<(String, String)> = {
+                let mut st = tx
+                    .prepare("SELECT id, owners FROM functions")
+                    .map_err(backend)?;
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?
+            };
+            for (id, owners) in rows {
+                let mut list: Vec<String> = serde_json::from_str(&owners)
+                    .map_err(|e| StoreError::Corrupt(format!("owners of {id}: {e}")))?;
+                if !list.contains(&old) {
+                    continue;
+                }
+                list.retain(|o| *o != old);
+                if !list.contains(&new) {
+                    list.push(new.clone());
+                }
+                let text = serde_json::to_string(&list)
+                    .map_err(|e| StoreError::Corrupt(format!("owners of {id}: {e}")))?;
+                tx.execute(
+                    "UPDATE functions SET owners = ?2 WHERE id = ?1",
+                    params![id, text],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn revoke_tokens_of(&self, identity: &str) -> Result<u64, StoreError> {
+        let identity = identity.to_owned();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE tokens SET revoked_at = ?2 WHERE identity = ?1 AND revoked_at IS NULL",
+                    params![identity, now_rfc3339()],
+                )
+                .map_err(backend)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn secrets_epoch(&self, function_id: &str) -> Result<u64, StoreError> {
         crate::VaultStore::vault_epoch(self, cloister_types::namespace_of(function_id)).await
     }

@@ -33,21 +33,26 @@ pub fn bundle_report_data(
 }
 
 /// The digest of keyvault's identity registry a bundle binds: SHA-256 over each identity
-/// (sorted by id) as `id`, `public key`, `role`, `revoked`, each length-prefixed.
+/// (sorted by id) as `id`, `public key`, `role` (each length-prefixed) and one status byte:
+/// 0 active, 1 revoked, 2 revoked as compromised.
 pub fn registry_digest<'a>(
-    entries: impl IntoIterator<Item = (&'a str, &'a str, &'a str, bool)>,
+    entries: impl IntoIterator<Item = (&'a str, &'a str, &'a str, bool, bool)>,
 ) -> [u8; 32] {
     use sha2::Sha256;
     let mut sorted: Vec<_> = entries.into_iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut h = Sha256::new();
     h.update(b"cloister/identity-registry/v1");
-    for (id, key, role, revoked) in sorted {
+    for (id, key, role, revoked, compromised) in sorted {
         for part in [id.as_bytes(), key.as_bytes(), role.as_bytes()] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part);
         }
-        h.update([u8::from(revoked)]);
+        h.update([match (revoked, compromised) {
+            (_, true) => 2u8,
+            (true, false) => 1,
+            (false, false) => 0,
+        }]);
     }
     h.finalize().into()
 }
@@ -110,14 +115,22 @@ mod tests {
 
     #[test]
     fn the_registry_digest_covers_every_field_and_ignores_order() {
-        let a = ("01", "k1", "admin", false);
-        let b = ("02", "k2", "developer", false);
+        let a = ("01", "k1", "admin", false, false);
+        let b = ("02", "k2", "developer", false, false);
         let d = registry_digest([a, b]);
         assert_eq!(d, registry_digest([b, a]));
         assert_ne!(d, registry_digest([a]));
-        assert_ne!(d, registry_digest([a, ("02", "k2", "admin", false)]));
-        assert_ne!(d, registry_digest([a, ("02", "k2", "developer", true)]));
-        assert_ne!(d, registry_digest([a, ("02", "k3", "developer", false)]));
+        assert_ne!(d, registry_digest([a, ("02", "k2", "admin", false, false)]));
+        let revoked = registry_digest([a, ("02", "k2", "developer", true, false)]);
+        assert_ne!(d, revoked);
+        assert_ne!(
+            revoked,
+            registry_digest([a, ("02", "k2", "developer", true, true)])
+        );
+        assert_ne!(
+            d,
+            registry_digest([a, ("02", "k3", "developer", false, false)])
+        );
     }
 
     #[test]

@@ -235,6 +235,66 @@ pub struct IdentityGranted {
     pub identity_id: String,
 }
 
+/// Owners of one function after a registry change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionOwners {
+    /// Function id.
+    pub function_id: String,
+    /// Identity ids owning it now.
+    pub owners: Vec<String>,
+}
+
+/// `POST /v1/registry` response: what keyvault changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryChanged {
+    /// The identity the change was about (absent for owner changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_id: Option<String>,
+    /// After a rotation, the new identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_to: Option<String>,
+    /// Whether the identity is now revoked.
+    pub revoked: bool,
+    /// Functions whose owners changed.
+    pub owners: Vec<FunctionOwners>,
+    /// Active versions that no longer receive secrets (signer revoked as compromised).
+    pub distrusted_versions: u32,
+}
+
+/// One identity of keyvault's registry (`GET /v1/identities`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityInfo {
+    /// Identity id.
+    pub id: String,
+    /// Hex Ed25519 public key.
+    pub public_key: String,
+    /// `admin`, `developer` or `machine`.
+    pub role: String,
+    /// Label.
+    pub label: String,
+    /// Revoked (or rotated away).
+    pub revoked: bool,
+    /// Revoked as compromised: versions it signed get no secrets.
+    pub compromised: bool,
+    /// The key that replaced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_to: Option<String>,
+    /// Unix seconds after which it authorises nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+}
+
+/// `GET /v1/identities` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityList {
+    /// Every registered identity, by id.
+    pub identities: Vec<IdentityInfo>,
+}
+
 /// `POST /v1/activations` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -142,6 +142,7 @@ impl Platform {
                 &id.public_key(),
                 cloister_authority::ops::IdentityRole::Developer,
                 label,
+                None,
             )
             .await
             .unwrap();
