@@ -245,3 +245,153 @@ async fn the_dev_admin_token_file_is_used_by_default() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("no functions deployed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_lifecycle_create_protect_grant_rotate_revoke() {
+    let p = Platform::start().await;
+    let dir = p.data();
+    let dev_file = dir.join("dev.identity");
+    let dev_path = dev_file.to_str().unwrap();
+    let pass = [("CLOISTER_IDENTITY_PASSPHRASE", "correct horse")];
+
+    // A passphrase-protected identity: its seed is not in the file.
+    let o = p.cli_env(
+        &[
+            "--json",
+            "identity",
+            "create",
+            "--file",
+            dev_path,
+            "--label",
+            "dev",
+            "--passphrase",
+        ],
+        b"",
+        &pass,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let created: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(created["protected"], true);
+    let (dev_id, dev_key) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["publicKey"].as_str().unwrap().to_owned(),
+    );
+    // Without the passphrase (and no terminal) it cannot be used; a wrong one is named.
+    let o = p.cli(&["--identity", dev_path, "identity", "show"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("CLOISTER_IDENTITY_PASSPHRASE"),
+        "{}",
+        stderr(&o)
+    );
+    let o = p.cli_env(
+        &["--identity", dev_path, "identity", "show"],
+        b"",
+        &[("CLOISTER_IDENTITY_PASSPHRASE", "wrong")],
+    );
+    assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
+
+    // The registry, checked against the bundle, has one admin: the CLI warns.
+    let root = p.sim_root();
+    let o = p.cli(&["identity", "list", "--sim-root", &root]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is the only admin"), "{}", stderr(&o));
+
+    // The admin grants the developer; a token acts for it.
+    let o = p.cli(&[
+        "identity",
+        "grant",
+        "--public-key",
+        &dev_key,
+        "--label",
+        "dev",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = p.cli(&[
+        "--json",
+        "token",
+        "create",
+        "--role",
+        "developer",
+        "--for-identity",
+        &dev_id,
+    ]);
+    let tok: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let token = tok["token"].as_str().unwrap().to_owned();
+    let add = workloads().join("add.js");
+    let add = add.to_str().unwrap();
+    let as_dev = |args: &[&str]| {
+        let mut full = vec!["--token", token.as_str(), "--identity", dev_path];
+        full.extend_from_slice(args);
+        p.cli_env(&full, b"", &pass)
+    };
+    let o = as_dev(&["--json", "fn", "deploy", add, "--name", "devfn"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Rotation: the new key takes over the file, the ownership and the token.
+    let o = as_dev(&["--json", "identity", "rotate"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rotated: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let new_id = rotated["rotatedTo"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, dev_id);
+    assert_eq!(rotated["owners"][0]["owners"][0], new_id.as_str());
+    assert!(
+        dir.join("dev.retired").exists(),
+        "the old key is kept aside"
+    );
+    let o = as_dev(&["--json", "identity", "show"]);
+    let shown: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(shown["id"], new_id.as_str());
+    let o = as_dev(&["--json", "fn", "deploy", add, "--name", "devfn"]);
+    assert!(
+        o.status.success(),
+        "the rotated identity redeploys: {}",
+        stderr(&o)
+    );
+    let info: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["owners"][0], new_id.as_str());
+    // The retired key is refused by keyvault.
+    let retired = dir.join("dev.retired");
+    let o = p.cli_env(
+        &[
+            "--token",
+            &token,
+            "--identity",
+            retired.to_str().unwrap(),
+            "fn",
+            "deploy",
+            add,
+            "--name",
+            "devfn",
+        ],
+        b"",
+        &pass,
+    );
+    assert!(stderr(&o).contains("identity_revoked"), "{}", stderr(&o));
+
+    // The admin revokes it: its tokens stop working; what it deployed keeps running.
+    let o = p.cli(&["identity", "revoke", &new_id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = as_dev(&["fn", "list"]);
+    assert!(stderr(&o).contains("error[unauthorized]"), "{}", stderr(&o));
+    let o = p.cli(&["fn", "invoke", "devfn", "--params", r#"{"a":2,"b":3}"#]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = p.cli(&["--json", "identity", "list", "--sim-root", &root]);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let find = |id: &str| {
+        list["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(find(&dev_id)["rotatedTo"], new_id.as_str());
+    assert_eq!(find(&new_id)["revoked"], true);
+    // The last admin cannot revoke itself.
+    let who: Value =
+        serde_json::from_slice(&p.cli(&["--json", "identity", "show"]).stdout).unwrap();
+    let o = p.cli(&["identity", "revoke", who["id"].as_str().unwrap()]);
+    assert!(stderr(&o).contains("error[conflict]"), "{}", stderr(&o));
+}

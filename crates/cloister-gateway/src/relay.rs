@@ -100,6 +100,8 @@ pub async fn change_registry(
             .set_function_owners(&o.function_id, &o.owners)
             .await?;
     }
+    // Cached token lookups carry the identity they were bound to.
+    s.auth.clear();
     Ok(Json(out))
 }
 

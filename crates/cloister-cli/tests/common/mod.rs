@@ -182,6 +182,11 @@ impl Platform {
 
     /// Runs the CLI with `input` on stdin.
     pub fn cli_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        self.cli_env(args, input, &[])
+    }
+
+    /// Runs the CLI with `input` on stdin and `env` set over the defaults.
+    pub fn cli_env(&self, args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Output {
         use std::io::Write;
         let mut child = Command::new(BIN)
             .args(args)
@@ -191,6 +196,9 @@ impl Platform {
             .env("CLOISTER_IDENTITY", self.admin_identity_path())
             .env_remove("CLOISTER_SIM_ROOT")
             .env_remove("RUST_LOG")
+            .env_remove("CLOISTER_IDENTITY_PASSPHRASE")
+            .env_remove("CLOISTER_IDENTITY_PASSPHRASE_FILE")
+            .envs(env.iter().copied())
             .current_dir(self.dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
