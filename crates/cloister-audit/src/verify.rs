@@ -90,6 +90,9 @@ pub struct ChainReport {
     pub first_bad_seq: Option<u64>,
     /// What was wrong, if anything.
     pub problem: Option<Problem>,
+    /// keyvault's anti-rollback epoch (set by keyvault; 0 when computed elsewhere). It rises
+    /// only by an admin-signed restore, after which the chain may be shorter than before.
+    pub epoch: u64,
 }
 
 /// Verifies `entries` (in stored order by seq) and `checkpoints` against keyvault's audit key.
@@ -107,6 +110,7 @@ pub fn verify_chain(
         last_checkpoint_seq: checkpoints.iter().map(|c| c.seq).max(),
         first_bad_seq: None,
         problem: None,
+        epoch: 0,
     };
     let problem = check_links(entries, &mut report)
         .or_else(|| check_checkpoints(entries, checkpoints, key, &mut report));

@@ -141,6 +141,24 @@ impl Body for RegistryChange {
     const DOMAIN: &'static str = "cloister/registry-change/v1";
 }
 
+/// An admin accepts a restored database as keyvault's new baseline (domain
+/// `cloister/restore/v1`): its audit chain, ending at the named head, starts anti-rollback
+/// epoch `epoch` (the current one plus one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restore {
+    /// The new epoch.
+    pub epoch: u64,
+    /// Last sequence number of the restored audit chain.
+    pub audit_head_seq: u64,
+    /// Its hash (hex).
+    pub audit_head_hash: String,
+}
+
+impl Body for Restore {
+    const DOMAIN: &'static str = "cloister/restore/v1";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

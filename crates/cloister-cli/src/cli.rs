@@ -180,6 +180,35 @@ pub enum KeyvaultCommand {
     Migrate(MigrateArgs),
     /// Rotate the master key: a new MEK re-wraps every data key (admin).
     RotateMek,
+    /// Write a consistent copy of the platform's database (safe while it runs). It holds
+    /// only ciphertext and MACed rows: useless without this platform's sealing or the
+    /// recovery key.
+    Backup(BackupArgs),
+    /// Put a backup back (platform stopped): signed by your admin identity, it starts a new
+    /// anti-rollback epoch so keyvault accepts the older state; audited.
+    Restore(RestoreArgs),
+}
+
+/// `cloister keyvault backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Directory holding the database and the sim platform.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Where to write the copy (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `cloister keyvault restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Directory holding the database and the sim platform.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// The backup to restore (made by `cloister keyvault backup`).
+    #[arg(long)]
+    pub from: PathBuf,
 }
 
 /// `cloister keyvault run`.

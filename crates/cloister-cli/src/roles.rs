@@ -24,6 +24,9 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// File name of the SQLite database inside the data directory.
 pub const DATABASE_FILE: &str = "cloister.db";
 
+/// File name of keyvault's rollback guard in the data directory.
+pub const GUARD_FILE: &str = "keyvault.guard";
+
 async fn listener(role: &RoleArgs) -> anyhow::Result<TcpListener> {
     listen_on(role.listen, role.listen_fd).await
 }
@@ -200,21 +203,36 @@ pub async fn keyvault(args: KeyvaultArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let (vault, opened) =
-        match cloister_keyvault::Vault::open(Arc::new(store), &sealing, bootstrap.as_ref()).await {
-            Ok(v) => v,
-            Err(cloister_keyvault::VaultError::Keys(
-                e @ cloister_keyvault::KeyvaultError::Unseal { .. },
-            )) => {
-                bail!(
-                    "{e}\nThis binary is not the one keyvault's state was sealed to (an upgrade?). \
+    let guard = args.data_dir.join(GUARD_FILE);
+    let (vault, opened) = match cloister_keyvault::Vault::open_guarded(
+        Arc::new(store),
+        &sealing,
+        bootstrap.as_ref(),
+        &guard,
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(cloister_keyvault::VaultError::Keys(
+            e @ cloister_keyvault::KeyvaultError::Unseal { .. },
+        )) => {
+            bail!(
+                "{e}\nThis binary is not the one keyvault's state was sealed to (an upgrade?). \
                  Stop the platform and run `cloister keyvault migrate --data-dir {}` with the \
                  recovery key printed at initialisation.",
-                    args.data_dir.display()
-                )
-            }
-            Err(e) => return Err(e).context("cannot open keyvault's state"),
-        };
+                args.data_dir.display()
+            )
+        }
+        Err(e) if e.code() == cloister_types::ErrorCode::RollbackDetected => {
+            bail!(
+                "refusing to start: {e}\nTo accept a database restored on purpose, stop the \
+                     platform and run `cloister keyvault restore --data-dir {} --from <backup>` \
+                     with an admin identity.",
+                args.data_dir.display()
+            )
+        }
+        Err(e) => return Err(e).context("cannot open keyvault's state"),
+    };
     match opened {
         cloister_keyvault::Opened::Created(recovery) => print_recovery_key(&recovery.reveal()),
         cloister_keyvault::Opened::Unsealed => {

@@ -428,6 +428,10 @@ pub async fn keyvault(
             }
         }
         KeyvaultCommand::Migrate(args) => migrate(args, json_mode).await?,
+        KeyvaultCommand::Backup(args) => crate::restore_cmd::backup(&args, json_mode)?,
+        KeyvaultCommand::Restore(args) => {
+            crate::restore_cmd::restore(&conn, &args, json_mode).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -566,7 +570,23 @@ pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Re
                 .and_then(|m| m.get(&key_hex))
                 .and_then(|v| serde_json::from_value(v.clone()).ok());
             let mut seen_problem = chain_problem;
-            if let Some(seen) = &seen {
+            let epoch = remote["epoch"].as_u64().unwrap_or(0);
+            let mut restored_notice = None;
+            if let Some(seen) = seen.as_ref().filter(|s| epoch != s.epoch) {
+                if epoch < seen.epoch {
+                    seen_problem = Some(format!(
+                        "keyvault's anti-rollback epoch went back from {} to {epoch}: its state was rolled back",
+                        seen.epoch
+                    ));
+                    local.ok = false;
+                } else {
+                    restored_notice = Some(format!(
+                        "keyvault was restored from a backup by an admin (anti-rollback epoch {} -> {epoch}); \
+                         entries after the backup, up to the checkpoint at {} this client saw, are gone",
+                        seen.epoch, seen.seq
+                    ));
+                }
+            } else if let Some(seen) = &seen {
                 let at = |seq: u64| {
                     entries
                         .iter()
@@ -586,19 +606,30 @@ pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Re
                     .filter(|c| entries.iter().any(|e| e.seq == c.seq && e.hash == c.hash))
                     .max_by_key(|c| c.seq);
                 if let Some(cp) = newest
-                    && seen.as_ref().is_none_or(|s| cp.seq > s.seq)
+                    && seen
+                        .as_ref()
+                        .is_none_or(|s| cp.seq > s.seq || epoch > s.epoch)
                 {
                     if !cfg.is_object() {
                         cfg = json!({});
                     }
-                    cfg["auditCheckpoints"][&key_hex] = json!({"seq": cp.seq, "hash": cp.hash});
+                    cfg["auditCheckpoints"][&key_hex] =
+                        serde_json::to_value(cloister_client::audit::SeenCheckpoint {
+                            seq: cp.seq,
+                            hash: cp.hash.clone(),
+                            epoch,
+                        })?;
                     write_config(&cfg_path, &cfg)?;
                 }
             }
             let ok = local.ok && remote["ok"].as_bool() == Some(true);
+            if let Some(n) = &restored_notice {
+                eprintln!("NOTE: {n}");
+            }
             if json_mode {
                 output::json(&json!({"ok": ok, "local": local, "keyvault": remote,
                                      "seenCheckpoint": seen, "seenProblem": seen_problem,
+                                     "epoch": epoch, "restored": restored_notice,
                                      "verdictSigned": true, "tee": kv.tee_label}));
             } else if ok {
                 println!(

@@ -457,3 +457,97 @@ async fn a_restarted_platform_unseals_and_a_killed_keyvault_comes_back() {
         "after-keyvault-restart"
     );
 }
+
+#[tokio::test]
+async fn a_database_put_back_from_a_backup_needs_an_admin_signed_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Platform::start_in(dir).await;
+    let data = p.data();
+    let (db, backup) = (data.join("cloister.db"), p.dir.path().join("backup.db"));
+    deploy(&p, "durable", &["K"]).await;
+    put(&p, "durable", "K", "before-backup");
+    let root = p.sim_root();
+    ok(&p.cli(&["audit", "verify", "--sim-root", &root]));
+    // A backup while the platform runs.
+    ok(&p.cli(&[
+        "keyvault",
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        backup.to_str().unwrap(),
+    ]));
+    put(&p, "durable", "K", "after-backup");
+    assert_eq!(
+        invoke(&p, "durable").await["result"]["values"]["K"],
+        "after-backup"
+    );
+    ok(&p.cli(&["audit", "verify", "--sim-root", &root]));
+    p.stop();
+
+    // Whoever holds the disk puts the old database back: keyvault refuses to start on it.
+    let replace_db = |from: &std::path::Path| {
+        for side in ["cloister.db-wal", "cloister.db-shm"] {
+            let _ = std::fs::remove_file(data.join(side));
+        }
+        std::fs::copy(from, &db).unwrap();
+    };
+    replace_db(&backup);
+    let log = p.dir.path().join("refused.log");
+    let mut serve = common::spawn_serve(&data, common::free_port(), &log);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("refusing to start") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(text.contains("rollback detected"), "{text}");
+    assert!(text.contains("cloister keyvault restore"), "{text}");
+
+    // A developer identity cannot accept the old state; nothing is changed when it tries.
+    let dev_file = p.dir.path().join("dev.identity");
+    cloister_authority::Identity::generate("dev")
+        .unwrap()
+        .save(&dev_file)
+        .unwrap();
+    let restore = |identity: &std::path::Path| {
+        p.cli(&[
+            "--identity",
+            identity.to_str().unwrap(),
+            "keyvault",
+            "restore",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--from",
+            backup.to_str().unwrap(),
+        ])
+    };
+    let out = restore(&dev_file);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing was changed"), "{err}");
+    // The admin signs the restore: a new epoch, and the platform starts on the old state.
+    ok(&restore(&p.admin_identity_path()));
+    let dir = std::mem::replace(&mut p.dir, tempfile::tempdir().unwrap());
+    let p2 = Platform::start_in(dir).await;
+    assert_eq!(
+        invoke(&p2, "durable").await["result"]["values"]["K"],
+        "before-backup"
+    );
+    // Clients see why the chain is shorter than the checkpoint they pinned, and accept it.
+    let out = p2.cli(&["--json", "audit", "verify", "--sim-root", &root]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report["epoch"], 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("restored from a backup by an admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = ok(&p2.cli(&["audit", "list"]));
+    assert!(list.contains("keyvault.restore"), "{list}");
+}

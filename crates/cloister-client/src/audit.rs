@@ -43,6 +43,9 @@ pub struct SeenCheckpoint {
     pub seq: u64,
     /// Entry hash (hex).
     pub hash: String,
+    /// keyvault's anti-rollback epoch when it was seen (0 before epochs existed).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Checks the chain (entry hashes by sequence number) still holds a checkpoint this client
@@ -120,6 +123,7 @@ mod tests {
         let seen = SeenCheckpoint {
             seq: 5,
             hash: "aa".into(),
+            epoch: 1,
         };
         assert!(check_against_seen(&seen, |s| (s <= 5).then(|| "aa".into())).is_ok());
         assert!(check_against_seen(&seen, |s| (s <= 4).then(|| "aa".into())).is_err());

@@ -10,6 +10,7 @@ pub mod authority;
 pub mod bundle;
 pub mod error;
 pub mod freshness;
+pub mod guard;
 pub mod hierarchy;
 pub mod release;
 pub mod sealing;

@@ -1,7 +1,10 @@
 //! The unsealed vault: keys in memory, ciphertext in the store, every change audited.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
+
+use cloister_authority::ops::{IdentityRole, Restore};
 
 use cloister_audit::{Action, AuditDraft, ChainReport, Checkpoint};
 use cloister_crypto::{
@@ -9,14 +12,15 @@ use cloister_crypto::{
     WrappedKey, kdf::hkdf_sha256,
 };
 use cloister_store::{
-    AuditLog, AuthorityStore, DekRecord, MekRecord, RootRecord, SecretRecord, SecretSummary,
-    SecretVersionInfo, StoreError, VaultStore,
+    AuditLog, AuthorityStore, AuthorityWrite, DekRecord, MekRecord, RootRecord, SecretRecord,
+    SecretSummary, SecretVersionInfo, StoreError, VaultStore,
 };
 use cloister_types::binding::secret_seal_info;
 use cloister_types::{SecretPath, namespace_of};
 
-use crate::authority::{Authority, RegisteredManifest};
+use crate::authority::{Authority, Denied, RegisteredManifest};
 use crate::error::{KeyvaultError, VaultError};
+use crate::guard::{Guard, GuardState};
 use crate::hierarchy::{Dek, Mek};
 use crate::sealing::{MEASUREMENT_LEN, RecoveryKey, SealedRoot};
 
@@ -65,6 +69,8 @@ pub struct Vault {
     last_checkpoint: Mutex<Option<Checkpoint>>,
     audit_mac: cloister_crypto::MacKey,
     authority: Authority,
+    guard: Option<Guard>,
+    guard_state: Mutex<Option<GuardState>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -98,12 +104,63 @@ fn derive(root: &SecretKey32, root_id: &KeyId, purpose: &str) -> Result<SecretKe
     )
 }
 
+/// Authority-row kind of the database's copy of the rollback-guard epoch.
+const GUARD_KIND: &str = "guard";
+const GUARD_KEY: &str = "epoch";
+
+fn rollback(msg: String) -> VaultError {
+    tracing::error!("ALARM: {msg}");
+    VaultError::Denied(Denied::Rollback(msg))
+}
+
+fn guard_err(e: crate::guard::GuardError) -> VaultError {
+    match e {
+        crate::guard::GuardError::Tampered(p) => rollback(format!(
+            "the rollback guard {p} failed authentication (altered or from another keyvault)"
+        )),
+        e => VaultError::Invalid(e.to_string()),
+    }
+}
+
 impl Vault {
     /// Unseals the vault in `store`, initialising it (root, recovery key, first MEK) if empty.
+    /// No rollback guard: see [`Vault::open_guarded`].
     pub async fn open(
         store: Arc<dyn KeyvaultStore>,
         sealing: &Sealing,
         bootstrap_admin: Option<&VerifyingKey>,
+    ) -> Result<(Self, Opened), VaultError> {
+        Self::open_inner(store, sealing, bootstrap_admin, None).await
+    }
+
+    /// Like [`Vault::open`], with the rollback guard at `guard` (see [`crate::guard`]): a
+    /// database older than the guard refuses to open with `rollback_detected`.
+    pub async fn open_guarded(
+        store: Arc<dyn KeyvaultStore>,
+        sealing: &Sealing,
+        bootstrap_admin: Option<&VerifyingKey>,
+        guard: &Path,
+    ) -> Result<(Self, Opened), VaultError> {
+        let (v, opened) = Self::open_inner(store, sealing, bootstrap_admin, Some(guard)).await?;
+        v.check_guard().await?;
+        Ok((v, opened))
+    }
+
+    /// Opens a restored database without checking the guard, to apply an admin-signed
+    /// [`Vault::restore`] (nothing else should be done with it).
+    pub async fn open_for_restore(
+        store: Arc<dyn KeyvaultStore>,
+        sealing: &Sealing,
+        guard: &Path,
+    ) -> Result<Self, VaultError> {
+        Ok(Self::open_inner(store, sealing, None, Some(guard)).await?.0)
+    }
+
+    async fn open_inner(
+        store: Arc<dyn KeyvaultStore>,
+        sealing: &Sealing,
+        bootstrap_admin: Option<&VerifyingKey>,
+        guard: Option<&Path>,
     ) -> Result<(Self, Opened), VaultError> {
         let (root_id, root, opened) = match store.vault_root().await? {
             Some(rec) => {
@@ -148,7 +205,7 @@ impl Vault {
                     Ok(()) => (root_id, root, Opened::Created(recovery)),
                     // Another keyvault initialised it first: unseal what it stored.
                     Err(StoreError::Conflict(_)) => {
-                        return Box::pin(Self::open(store, sealing, None)).await;
+                        return Box::pin(Self::open_inner(store, sealing, None, guard)).await;
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -164,6 +221,13 @@ impl Vault {
             audit_key.verifying_key().to_string(),
         );
         let audit_mac = cloister_crypto::MacKey::new(&derive(&root, &root_id, "audit-mac")?);
+        let guard = match guard {
+            Some(p) => Some(Guard::new(
+                p,
+                cloister_crypto::MacKey::new(&derive(&root, &root_id, "rollback-guard")?),
+            )),
+            None => None,
+        };
         let vault = Self {
             store,
             root_id,
@@ -178,6 +242,8 @@ impl Vault {
             last_checkpoint: Mutex::new(None),
             audit_mac,
             authority,
+            guard,
+            guard_state: Mutex::new(None),
         };
         vault.authority.load_registry().await?;
         vault.authority.load_nonces().await?;
@@ -200,6 +266,186 @@ impl Vault {
             .max_by_key(|c| c.seq);
         *lock(&vault.last_checkpoint) = last;
         Ok((vault, opened))
+    }
+
+    /// The database's copy of the guard epoch (MAC-verified), with its stored bytes.
+    async fn guard_marker(&self) -> Result<Option<(u64, Vec<u8>)>, VaultError> {
+        let Some(bytes) = self.authority.load(GUARD_KIND, GUARD_KEY).await? else {
+            return Ok(None);
+        };
+        let epoch: u64 = Authority::decode(GUARD_KIND, GUARD_KEY, &bytes)?;
+        Ok(Some((epoch, bytes)))
+    }
+
+    async fn write_guard_marker(
+        &self,
+        epoch: u64,
+        expect: Option<Vec<u8>>,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), VaultError> {
+        let row = self
+            .authority
+            .row(GUARD_KIND, GUARD_KEY, Authority::encode(&epoch)?);
+        self.store
+            .authority_write(vec![AuthorityWrite { row, expect }], audit, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn head(&self) -> Result<(u64, String), VaultError> {
+        Ok(self
+            .store
+            .audit_head()
+            .await?
+            .unwrap_or_else(|| (0, hex::encode(cloister_audit::GENESIS_HASH))))
+    }
+
+    /// Checks the database against the rollback guard at start (see [`crate::guard`]).
+    async fn check_guard(&self) -> Result<(), VaultError> {
+        let Some(g) = &self.guard else {
+            return Ok(());
+        };
+        let file = g.load().map_err(guard_err)?;
+        let marker = self.guard_marker().await?;
+        let restore_hint =
+            "if this database was restored on purpose, an admin runs `cloister keyvault restore`";
+        let state = match (marker, file) {
+            (None, None) => {
+                // First start with a guard: this database is the baseline of epoch 1.
+                let (seq, hash) = self.head().await?;
+                let st = GuardState {
+                    epoch: 1,
+                    seq,
+                    hash,
+                };
+                self.write_guard_marker(1, None, None).await?;
+                g.save(&st).map_err(guard_err)?;
+                st
+            }
+            (Some((e, _)), None) => {
+                return Err(rollback(format!(
+                    "the database records rollback-guard epoch {e} but the guard file is missing \
+                     (deleted, or this database comes from elsewhere); {restore_hint}"
+                )));
+            }
+            (None, Some(st)) => {
+                return Err(rollback(format!(
+                    "the database predates keyvault's rollback guard (epoch {}, entry {}): it is an \
+                     older copy; {restore_hint}",
+                    st.epoch, st.seq
+                )));
+            }
+            (Some((e, _)), Some(st)) if e != st.epoch => {
+                return Err(rollback(format!(
+                    "the database is from anti-rollback epoch {e}, keyvault is at epoch {}; {restore_hint}",
+                    st.epoch
+                )));
+            }
+            (Some(_), Some(st)) => {
+                if st.seq > 0 {
+                    let at = self.store.audit_list(st.seq - 1, 1).await?;
+                    let found = at.first().filter(|e| e.seq == st.seq);
+                    if found.is_none_or(|e| e.hash != st.hash) {
+                        let (head, _) = self.head().await?;
+                        return Err(rollback(format!(
+                            "the database's audit chain (head {head}) does not contain entry {} that \
+                             keyvault checkpointed: it is an older copy, or was cut or rewritten; {restore_hint}",
+                            st.seq
+                        )));
+                    }
+                }
+                st
+            }
+        };
+        *lock(&self.guard_state) = Some(state);
+        Ok(())
+    }
+
+    /// keyvault's anti-rollback epoch (0 without a guard).
+    pub fn epoch(&self) -> u64 {
+        lock(&self.guard_state).as_ref().map_or(0, |s| s.epoch)
+    }
+
+    /// The current head of the audit chain (sequence number, hash), for a restore request.
+    pub async fn audit_head(&self) -> Result<(u64, String), VaultError> {
+        self.head().await
+    }
+
+    /// The epoch a restore continues from: the higher of the guard's and the database's (a
+    /// damaged guard file must not block a restore), with both records.
+    async fn restore_base(
+        &self,
+        g: &Guard,
+    ) -> Result<(u64, Option<GuardState>, Option<(u64, Vec<u8>)>), VaultError> {
+        let file = g.load().ok().flatten();
+        let marker = self.guard_marker().await?;
+        let current = file
+            .as_ref()
+            .map_or(0, |s| s.epoch)
+            .max(marker.as_ref().map_or(0, |m| m.0));
+        Ok((current, file, marker))
+    }
+
+    /// The epoch a restore of this database must name, minus one (see [`Vault::restore`]).
+    pub async fn restore_base_epoch(&self) -> Result<u64, VaultError> {
+        match &self.guard {
+            Some(g) => Ok(self.restore_base(g).await?.0),
+            None => Ok(0),
+        }
+    }
+
+    /// Accepts this (restored) database as the baseline of the next anti-rollback epoch, on
+    /// an admin-signed [`Restore`] naming that epoch and the chain's current head. Audited.
+    pub async fn restore(&self, signed: &[u8]) -> Result<GuardState, VaultError> {
+        let g = self
+            .guard
+            .as_ref()
+            .ok_or_else(|| VaultError::Invalid("keyvault runs without a rollback guard".into()))?;
+        let (v, signer) = self.authority.verify_signed::<Restore>(signed).await?;
+        if signer.role != IdentityRole::Admin {
+            return Err(Denied::NotAdmin(v.signer_id().clone()).into());
+        }
+        let r = v.body();
+        let (current, file, marker) = self.restore_base(g).await?;
+        if r.epoch != current + 1 {
+            return Err(VaultError::Invalid(format!(
+                "a restore starts epoch {}, not {}",
+                current + 1,
+                r.epoch
+            )));
+        }
+        let (seq, hash) = self.head().await?;
+        if r.audit_head_seq != seq || r.audit_head_hash != hash {
+            return Err(VaultError::Invalid(format!(
+                "the restored chain ends at entry {seq} ({hash}); the signed request names {} ({})",
+                r.audit_head_seq, r.audit_head_hash
+            )));
+        }
+        let audit = AuditDraft::new(
+            v.signer_id().to_string(),
+            Action::KeyvaultRestore,
+            "database",
+        )
+        .detail("epoch", r.epoch)
+        .detail("restored_head_seq", seq)
+        .detail("restored_head_hash", hash)
+        .detail("previous_epoch", current)
+        .detail("previous_checkpoint_seq", file.as_ref().map(|s| s.seq));
+        self.write_guard_marker(r.epoch, marker.map(|m| m.1), Some(audit))
+            .await?;
+        let (seq, hash) = self.head().await?;
+        let st = GuardState {
+            epoch: r.epoch,
+            seq,
+            hash,
+        };
+        g.save(&st).map_err(guard_err)?;
+        *lock(&self.guard_state) = Some(st.clone());
+        tracing::warn!(
+            epoch = st.epoch,
+            "keyvault restored: new anti-rollback epoch"
+        );
+        Ok(st)
     }
 
     /// The identity registry, function records and manifests.
@@ -704,7 +950,31 @@ impl Vault {
         let cp = Checkpoint::sign(&self.audit_key, seq, &hash, now_rfc3339());
         self.store.audit_add_checkpoint(cp.clone()).await?;
         *lock(&self.last_checkpoint) = Some(cp.clone());
+        self.advance_guard(seq, &hash);
         Ok(Some(cp))
+    }
+
+    /// Records a new checkpoint in the rollback guard (never ahead of committed entries).
+    fn advance_guard(&self, seq: u64, hash: &str) {
+        let Some(g) = &self.guard else {
+            return;
+        };
+        let mut st = lock(&self.guard_state);
+        let Some(cur) = st.as_mut() else {
+            return;
+        };
+        if seq <= cur.seq {
+            return;
+        }
+        let next = GuardState {
+            epoch: cur.epoch,
+            seq,
+            hash: hash.to_owned(),
+        };
+        match g.save(&next) {
+            Ok(()) => *cur = next,
+            Err(e) => tracing::error!(error = %e, "cannot advance the rollback guard"),
+        }
     }
 
     /// Verifies the whole chain (links, hashes, keyvault's MAC on every entry) against the
@@ -724,6 +994,8 @@ impl Vault {
             &self.audit_public(),
             |h, m| self.entry_mac_ok(h, m),
         );
+        let mut report = report;
+        report.epoch = self.epoch();
         if report.ok {
             self.checkpoint().await?;
         }

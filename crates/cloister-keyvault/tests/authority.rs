@@ -934,3 +934,159 @@ async fn machine_identities_act_only_where_added_and_only_until_they_expire() {
         ErrorCode::InvalidRequest
     );
 }
+
+// ---- Rollback guard and admin-signed restore ----
+
+async fn open_guarded(db: &std::path::Path, guard: &std::path::Path) -> Result<Vault, ErrorCode> {
+    let store = Arc::new(SqliteStore::open(db).unwrap());
+    Vault::open_guarded(store, &sealing(), Some(&admin().public_key()), guard)
+        .await
+        .map(|(v, _)| v)
+        .map_err(|e| e.code())
+}
+
+fn restore_request(v: &Vault, who: &Identity, epoch: u64, head: (u64, String)) -> Vec<u8> {
+    sign(
+        who,
+        &cloister_authority::ops::Restore {
+            epoch,
+            audit_head_seq: head.0,
+            audit_head_hash: head.1,
+        },
+        &SignOptions::for_platform(v.platform()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_database_restored_behind_keyvault_s_back_is_refused_until_an_admin_signs_the_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, guard, backup) = (
+        dir.path().join("kv.db"),
+        dir.path().join("kv.guard"),
+        dir.path().join("backup.db"),
+    );
+    let v = open_guarded(&db, &guard).await.unwrap();
+    assert_eq!(v.epoch(), 1);
+    let grant = |who: &Identity| IdentityGrant {
+        public_key: who.public_key().to_string(),
+        role: IdentityRole::Developer,
+        label: who.label().into(),
+        expires: None,
+    };
+    let signed = sign(
+        &admin(),
+        &grant(&alice()),
+        &SignOptions::for_platform(v.platform()),
+    )
+    .unwrap();
+    v.authority().grant_identity(&signed).await.unwrap();
+    v.checkpoint().await.unwrap();
+    drop(v);
+    SqliteStore::backup_file(&db, &backup).unwrap();
+    // Life goes on after the backup: more entries, a newer checkpoint in the guard.
+    let v = open_guarded(&db, &guard).await.unwrap();
+    let signed = sign(
+        &admin(),
+        &grant(&mallory()),
+        &SignOptions::for_platform(v.platform()),
+    )
+    .unwrap();
+    v.authority().grant_identity(&signed).await.unwrap();
+    v.checkpoint().await.unwrap();
+    drop(v);
+
+    // The database owner puts the old copy back: keyvault refuses to start on it.
+    let current = dir.path().join("current.db");
+    std::fs::rename(&db, &current).unwrap();
+    for ext in ["db-wal", "db-shm"] {
+        let _ = std::fs::remove_file(db.with_extension(ext));
+    }
+    std::fs::copy(&backup, &db).unwrap();
+    assert_eq!(
+        open_guarded(&db, &guard).await.err(),
+        Some(ErrorCode::RollbackDetected)
+    );
+    // Deleting the guard file as well does not help (the database knows a guard exists).
+    let saved_guard = std::fs::read(&guard).unwrap();
+    std::fs::remove_file(&guard).unwrap();
+    assert_eq!(
+        open_guarded(&db, &guard).await.err(),
+        Some(ErrorCode::RollbackDetected)
+    );
+    std::fs::write(&guard, &saved_guard).unwrap();
+    // An edited guard is refused too.
+    let text = String::from_utf8(saved_guard.clone()).unwrap();
+    std::fs::write(&guard, text.replace("\"epoch\": 1", "\"epoch\": 2")).unwrap();
+    assert_eq!(
+        open_guarded(&db, &guard).await.err(),
+        Some(ErrorCode::RollbackDetected)
+    );
+    std::fs::write(&guard, &saved_guard).unwrap();
+
+    // A restore needs an admin's signature over the next epoch and this chain's head.
+    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let r = Vault::open_for_restore(store, &sealing(), &guard)
+        .await
+        .unwrap();
+    let head = r.audit_head().await.unwrap();
+    assert_eq!(
+        r.restore(&restore_request(&r, &alice(), 2, head.clone()))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotOwner,
+        "a developer cannot accept a rolled-back database"
+    );
+    assert_eq!(
+        r.restore(&restore_request(&r, &admin(), 5, head.clone()))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::InvalidRequest,
+        "the epoch is the next one, not any"
+    );
+    assert_eq!(
+        r.restore(&restore_request(
+            &r,
+            &admin(),
+            2,
+            (head.0 + 1, head.1.clone())
+        ))
+        .await
+        .unwrap_err()
+        .code(),
+        ErrorCode::InvalidRequest,
+        "the admin approves this chain, not another"
+    );
+    let st = r
+        .restore(&restore_request(&r, &admin(), 2, head))
+        .await
+        .unwrap();
+    assert_eq!(st.epoch, 2);
+    drop(r);
+    // Now it starts, at epoch 2, with the restored registry (mallory's grant is gone), and the
+    // restore is in the audit chain.
+    let v = open_guarded(&db, &guard).await.unwrap();
+    assert_eq!(v.epoch(), 2);
+    assert!(
+        v.authority()
+            .registry()
+            .iter()
+            .all(|(id, _)| id != mallory().id())
+    );
+    let report = v.verify_audit().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.epoch, 2);
+    // The newer database from before the restore is now the stale one.
+    drop(v);
+    std::fs::remove_file(&db).unwrap();
+    for ext in ["db-wal", "db-shm"] {
+        let _ = std::fs::remove_file(db.with_extension(ext));
+    }
+    std::fs::rename(&current, &db).unwrap();
+    assert_eq!(
+        open_guarded(&db, &guard).await.err(),
+        Some(ErrorCode::RollbackDetected)
+    );
+}

@@ -41,6 +41,23 @@ impl SqliteStore {
         Self::init(conn)
     }
 
+    /// Writes a consistent copy of the database at `db` to `out` (which must not exist), safe
+    /// while another process writes to it (SQLite's `VACUUM INTO` reads one snapshot).
+    pub fn backup_file(db: &Path, out: &Path) -> Result<(), StoreError> {
+        if out.exists() {
+            return Err(StoreError::Conflict(format!("{} exists", out.display())));
+        }
+        let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        let target = out
+            .to_str()
+            .ok_or_else(|| StoreError::Backend("backup path is not UTF-8".into()))?;
+        conn.execute("VACUUM INTO ?1", [target]).map_err(backend)?;
+        Ok(())
+    }
+
     /// An in-memory database (tests and throwaway runs).
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().map_err(backend)?;

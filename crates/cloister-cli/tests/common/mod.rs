@@ -31,7 +31,8 @@ pub struct Platform {
     pub log: PathBuf,
 }
 
-fn free_port() -> u16 {
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -1,0 +1,163 @@
+//! `cloister keyvault backup|restore`: copies of the platform's database, and putting one back
+//! under an admin-signed new anti-rollback epoch (see `cloister_keyvault::guard`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use cloister_authority::ops::Restore;
+use cloister_authority::{SignOptions, sign};
+use cloister_store::SqliteStore;
+
+use crate::cli::{BackupArgs, Conn, RestoreArgs};
+use crate::output;
+use crate::roles::{DATABASE_FILE, GUARD_FILE};
+use crate::tee;
+
+/// What `backup` and `restore` report with `--json`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Done {
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<String>,
+}
+
+fn database(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let db = data_dir.join(DATABASE_FILE);
+    if !db.exists() {
+        bail!(
+            "{} does not exist: is {} a Cloister data directory?",
+            db.display(),
+            data_dir.display()
+        );
+    }
+    Ok(db)
+}
+
+/// Runs `keyvault backup`.
+pub fn backup(args: &BackupArgs, json_mode: bool) -> anyhow::Result<()> {
+    let db = database(&args.data_dir)?;
+    SqliteStore::backup_file(&db, &args.out)
+        .with_context(|| format!("cannot back up {} to {}", db.display(), args.out.display()))?;
+    if json_mode {
+        output::json(&Done {
+            file: args.out.display().to_string(),
+            epoch: None,
+            previous: None,
+        });
+    } else {
+        println!("backed up {} to {}", db.display(), args.out.display());
+        println!(
+            "  it holds ciphertext only; restoring it needs this data directory's sim platform \
+             and this build (or the recovery key), plus an admin identity"
+        );
+    }
+    Ok(())
+}
+
+/// The database and its WAL side files.
+fn with_side_files(db: &Path) -> Vec<PathBuf> {
+    let mut v = vec![db.to_owned()];
+    for suffix in ["-wal", "-shm"] {
+        let mut s = db.as_os_str().to_owned();
+        s.push(suffix);
+        v.push(PathBuf::from(s));
+    }
+    v
+}
+
+/// Moves the database (and side files) to `<db>.pre-restore-<unix>`; returns that path.
+fn move_aside(db: &Path) -> anyhow::Result<PathBuf> {
+    let stamp = cloister_authority::request::unix_now();
+    let mut aside = db.as_os_str().to_owned();
+    aside.push(format!(".pre-restore-{stamp}"));
+    let aside = PathBuf::from(aside);
+    for (from, to) in with_side_files(db).into_iter().zip(with_side_files(&aside)) {
+        if from.exists() {
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("cannot move {} aside", from.display()))?;
+        }
+    }
+    Ok(aside)
+}
+
+/// Puts the database moved aside back after a failed restore.
+fn put_back(db: &Path, aside: &Path) {
+    for p in with_side_files(db) {
+        let _ = std::fs::remove_file(p);
+    }
+    for (from, to) in with_side_files(aside).into_iter().zip(with_side_files(db)) {
+        if from.exists() {
+            let _ = std::fs::rename(&from, &to);
+        }
+    }
+}
+
+/// Runs `keyvault restore`.
+pub async fn restore(conn: &Conn, args: &RestoreArgs, json_mode: bool) -> anyhow::Result<()> {
+    let db = database(&args.data_dir)?;
+    if !args.from.is_file() {
+        bail!("{} is not a file", args.from.display());
+    }
+    // The admin identity is loaded first, so nothing is moved when there is none.
+    let admin = crate::identity_cmd::require(conn.identity.as_deref())?;
+    let (platform, _) = tee::platform(&args.data_dir)?;
+    let m = tee::measure_self(&["keyvault"])?[0];
+    let sealing = cloister_keyvault::Sealing {
+        measurement: m,
+        key: platform.sealing_key(&m, tee::ROOT_SEALING_PURPOSE)?,
+    };
+    let aside = move_aside(&db)?;
+    let result = async {
+        std::fs::copy(&args.from, &db)
+            .with_context(|| format!("cannot copy {} to {}", args.from.display(), db.display()))?;
+        let store = SqliteStore::open(&db)
+            .with_context(|| format!("{} is not a Cloister database", args.from.display()))?;
+        let guard = args.data_dir.join(GUARD_FILE);
+        let vault = cloister_keyvault::Vault::open_for_restore(Arc::new(store), &sealing, &guard)
+            .await
+            .context("cannot unseal the backup with this build and platform")?;
+        let (seq, hash) = vault.audit_head().await?;
+        let body = Restore {
+            epoch: vault.restore_base_epoch().await? + 1,
+            audit_head_seq: seq,
+            audit_head_hash: hash,
+        };
+        let signed = sign(&admin, &body, &SignOptions::for_platform(vault.platform()))?;
+        let st = vault
+            .restore(&signed)
+            .await
+            .context("keyvault refused the restore")?;
+        anyhow::Ok(st)
+    }
+    .await;
+    let st = match result {
+        Ok(st) => st,
+        Err(e) => {
+            put_back(&db, &aside);
+            return Err(e.context("nothing was changed: the previous database is back in place"));
+        }
+    };
+    if json_mode {
+        output::json(&Done {
+            file: db.display().to_string(),
+            epoch: Some(st.epoch),
+            previous: Some(aside.display().to_string()),
+        });
+    } else {
+        println!(
+            "restored {} from {} (anti-rollback epoch {}; the restore is in the audit log)",
+            db.display(),
+            args.from.display(),
+            st.epoch
+        );
+        println!("  the previous database is kept in {}", aside.display());
+        println!(
+            "  clients see the new epoch in `cloister audit verify` and accept the shorter chain"
+        );
+    }
+    Ok(())
+}
