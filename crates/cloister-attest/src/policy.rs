@@ -205,6 +205,22 @@ impl Policy {
         })
     }
 
+    /// The measurement allowlist as hex, sorted (`None`: any measurement is accepted).
+    pub fn allowed_measurements_hex(&self) -> Option<Vec<String>> {
+        self.measurements.as_ref().map(|by_tee| {
+            let mut all: Vec<String> = by_tee.values().flatten().map(hex::encode).collect();
+            all.sort();
+            all.dedup();
+            all
+        })
+    }
+
+    /// Whether `measurement` (hex) is on the allowlist (true when there is none).
+    pub fn allows_measurement_hex(&self, measurement: &str) -> bool {
+        self.allowed_measurements_hex()
+            .is_none_or(|all| all.iter().any(|m| m.eq_ignore_ascii_case(measurement)))
+    }
+
     /// SHA-256 of the canonical form; changes whenever the policy's meaning may change.
     pub fn digest(&self) -> [u8; 32] {
         self.digest

@@ -55,6 +55,8 @@ pub enum Action {
     FunctionOwners,
     /// An admin-signed restore of keyvault's database started a new anti-rollback epoch.
     KeyvaultRestore,
+    /// The attestation policy executors must satisfy changed.
+    PolicySet,
 }
 
 impl Action {
@@ -83,6 +85,7 @@ impl Action {
             Self::IdentityRevoke => "identity.revoke",
             Self::FunctionOwners => "function.owners",
             Self::KeyvaultRestore => "keyvault.restore",
+            Self::PolicySet => "policy.set",
         }
     }
 }

@@ -135,6 +135,15 @@ pub enum RegistryChange {
         /// Identity ids to remove.
         remove: Vec<String>,
     },
+    /// Replaces the attestation policy executors must satisfy to receive secrets (admin
+    /// only). `policy` is the YAML policy format of `cloister attest verify --policy`; it
+    /// must list `allowed_measurements`. `version` is the current version plus one.
+    ExecutorPolicy {
+        /// The new version.
+        version: u64,
+        /// The policy document (YAML).
+        policy: String,
+    },
 }
 
 impl Body for RegistryChange {

@@ -6,11 +6,25 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A policy that may be replaced while channels run (keyvault's executor policy is a registry
+/// entry changed by admin-signed requests); each handshake reads the current one.
+pub type SharedPolicy = Arc<std::sync::RwLock<Policy>>;
+
 /// The policy applied to a peer that claims a given role.
 #[derive(Debug, Clone)]
 pub struct PeerPolicy {
     /// Attestation policy (TEE types, measurement allowlist, `allow_simulated`, max age, ...).
-    pub policy: Policy,
+    pub policy: SharedPolicy,
+}
+
+impl PeerPolicy {
+    /// The current policy.
+    pub fn current(&self) -> Policy {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Configuration of one side of attested channels.
@@ -60,7 +74,12 @@ impl ChannelConfig {
     }
 
     /// Accepts peers claiming `role` when their evidence satisfies `policy`.
-    pub fn accept_peer(mut self, role: &str, policy: Policy) -> Self {
+    pub fn accept_peer(self, role: &str, policy: Policy) -> Self {
+        self.accept_peer_shared(role, Arc::new(std::sync::RwLock::new(policy)))
+    }
+
+    /// Accepts peers claiming `role` under a policy that may change while running.
+    pub fn accept_peer_shared(mut self, role: &str, policy: SharedPolicy) -> Self {
         self.peers.insert(role.to_owned(), PeerPolicy { policy });
         self
     }

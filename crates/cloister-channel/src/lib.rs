@@ -18,7 +18,7 @@ pub mod frame;
 pub mod stream;
 pub mod tls;
 
-pub use config::{ChannelConfig, PeerPolicy};
+pub use config::{ChannelConfig, PeerPolicy, SharedPolicy};
 pub use error::ChannelError;
 pub use stream::{AttestedStream, PeerInfo};
 pub use tls::{ChannelAcceptor, ChannelConnector, TlsConn};

@@ -259,7 +259,7 @@ fn check_peer(
             ),
         ));
     }
-    let violations = peer.policy.evaluate(&verified, now);
+    let violations = peer.current().evaluate(&verified, now);
     if !violations.is_empty() {
         let list: Vec<String> = violations
             .iter()

@@ -187,6 +187,30 @@ pub enum KeyvaultCommand {
     /// Put a backup back (platform stopped): signed by your admin identity, it starts a new
     /// anti-rollback epoch so keyvault accepts the older state; audited.
     Restore(RestoreArgs),
+    /// The attestation policy executors must satisfy to receive secrets (a registry entry).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `cloister keyvault policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show the executor policy in force, checked against keyvault's evidence.
+    Show {
+        /// Trust settings for keyvault's attestation.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Replace it (admin-signed): a YAML policy like `cloister attest verify --policy` takes,
+    /// listing `allowed_measurements`. Executors no longer listed stop receiving secrets at
+    /// once.
+    Set {
+        /// The policy file (YAML).
+        file: PathBuf,
+        /// Trust settings for keyvault's attestation.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
 }
 
 /// `cloister keyvault backup`.

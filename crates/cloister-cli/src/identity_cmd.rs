@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use cloister_authority::ops::IdentityRole;
 use cloister_authority::{Identity, IdentityId};
 use cloister_crypto::VerifyingKey;
-use cloister_types::wire::IdentityList;
+use cloister_types::wire::RegistryView;
 use zeroize::Zeroizing;
 
 use crate::cli::{Conn, DEFAULT_DATA_DIR, IdentityCommand};
@@ -171,14 +171,14 @@ impl IdentityFileInfo {
 }
 
 /// Fetches the registry and checks it against keyvault's verified bundle.
-async fn checked_registry(
+pub async fn checked_registry(
     conn: &Conn,
     trust: &crate::cli::TrustArgs,
-) -> anyhow::Result<IdentityList> {
+) -> anyhow::Result<RegistryView> {
     let mut c = crate::client_cmds::client(conn)?;
     for attempt in 0..2 {
         let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
-        let list = c.identities().await?;
+        let list = c.registry().await?;
         match cloister_client::registry::check(&list, &kv) {
             Ok(()) => return Ok(list),
             // The registry may have changed between the two calls: look once more.
@@ -191,8 +191,8 @@ async fn checked_registry(
 
 /// Warns when the registry has a single admin (losing that key loses the platform's
 /// authority; `serve --dev` starts that way).
-fn warn_single_admin(list: &IdentityList) {
-    let admins = cloister_client::registry::live_admins(list);
+fn warn_single_admin(list: &RegistryView) {
+    let admins = cloister_client::registry::live_admins(&list.identities);
     if admins.len() == 1 {
         eprintln!(
             "WARNING: {} ({}) is the only admin. If its key is lost, nobody can change the \

@@ -8,6 +8,7 @@ mod client_cmds;
 mod credentials;
 mod identity_cmd;
 mod output;
+mod policy_cmd;
 mod restore_cmd;
 mod roles;
 mod secret_cmd;

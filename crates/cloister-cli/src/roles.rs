@@ -246,22 +246,35 @@ pub async fn keyvault(args: KeyvaultArgs) -> anyhow::Result<ExitCode> {
     let attester: Arc<dyn cloister_attest::attester::Attester> = Arc::new(
         cloister_attest::sim::SimAttester::new(platform.clone(), "keyvault", m[0]),
     );
-    let executor_allowlist = vec![hex::encode(m[1])];
+    // The executor policy is a registry entry: this binary's executor measurement is only the
+    // bootstrap value, stored at first start; afterwards only an admin-signed change moves it.
+    let executor_policy = vault
+        .authority()
+        .load_executor_policy(&tee::sim_policy_yaml(&m[1..]))
+        .await
+        .context("cannot load keyvault's executor policy")?;
+    let allowed = vault.authority().executor_measurements();
+    if !allowed.contains(&hex::encode(m[1])) {
+        tracing::warn!(
+            this_build = %hex::encode(m[1]),
+            "the executor policy does not list this build's executor: an admin updates it with \
+             `cloister keyvault policy set`"
+        );
+    }
     tracing::warn!(
-        executor_measurement = %executor_allowlist[0],
-        "dev mode: releasing secrets to executors with this binary's measurement only (tee: sim, no hardware protection)"
+        executor_measurements = ?allowed,
+        "releasing secrets to executors with these measurements only (tee: sim, no hardware protection)"
     );
     let mut cfg = cloister_channel::ChannelConfig::new(
         "keyvault",
         attester.clone(),
         tee::verifiers(&platform)?,
     )
-    .accept_peer("executor", tee::sim_policy(&m[1..])?);
+    .accept_peer_shared("executor", executor_policy);
     cfg.max_attestation_age = std::time::Duration::from_secs(tee::MAX_EVIDENCE_AGE_SECS / 2);
     let bundle = Arc::new(cloister_keyvault::bundle::BundleSource::new(
         attester,
         vault.clone(),
-        executor_allowlist,
         platform.fingerprint_hex(),
     ));
     tracing::info!(

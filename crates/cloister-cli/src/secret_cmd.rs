@@ -429,6 +429,7 @@ pub async fn keyvault(
         }
         KeyvaultCommand::Migrate(args) => migrate(args, json_mode).await?,
         KeyvaultCommand::Backup(args) => crate::restore_cmd::backup(&args, json_mode)?,
+        KeyvaultCommand::Policy(cmd) => crate::policy_cmd::run(&conn, cmd, json_mode).await?,
         KeyvaultCommand::Restore(args) => {
             crate::restore_cmd::restore(&conn, &args, json_mode).await?
         }

@@ -106,6 +106,40 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Development convenience after an upgrade (`keyvault migrate`): keyvault's executor policy
+/// still lists the previous build's executor, so this build's would get no secrets. The
+/// policy is a registry entry only an admin changes, so the dev admin identity signs the
+/// change, visibly (it is audited as that identity's `policy.set`).
+async fn allow_this_executor(
+    url: &str,
+    token_path: &std::path::Path,
+    admin_identity: &std::path::Path,
+) -> anyhow::Result<()> {
+    let m = crate::tee::measure_self(&["executor"])?[0];
+    let token = std::fs::read_to_string(token_path)?.trim().to_owned();
+    let admin = std::sync::Arc::new(crate::identity_cmd::load_file(admin_identity)?);
+    let mut c = cloister_client::Client::new(url, Some(token))?.with_identity(admin, None);
+    let reg = c.registry().await?;
+    let Some(policy) = reg.executor_policy else {
+        anyhow::bail!("keyvault reports no executor policy");
+    };
+    if policy.measurements.contains(&hex::encode(m)) {
+        return Ok(());
+    }
+    let version = policy.version + 1;
+    c.change_registry(&cloister_authority::ops::RegistryChange::ExecutorPolicy {
+        version,
+        policy: crate::tee::sim_policy_yaml(&[m]),
+    })
+    .await?;
+    eprintln!(
+        "NOTE: keyvault's executor policy listed another build ({}); the dev admin identity \
+         replaced it with this build's executor (policy version {version})",
+        policy.measurements.join(", ")
+    );
+    Ok(())
+}
+
 async fn wait_healthy(url: &str, children: &mut [(&str, Child)]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut client = cloister_client::Client::new(url, None)?;
@@ -272,6 +306,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = wait_healthy(&url, &mut children).await {
         terminate(&mut children);
         return Err(e);
+    }
+    if let Err(e) = allow_this_executor(&url, &token_path, &admin_identity).await {
+        eprintln!("WARNING: could not add this build's executor to keyvault's policy: {e:#}");
     }
     let abs = std::fs::canonicalize(&token_path).unwrap_or(token_path.clone());
     eprintln!();

@@ -59,17 +59,23 @@ pub fn verifiers(p: &SimPlatform) -> anyhow::Result<Arc<VerifierSet>> {
     Ok(Arc::new(set))
 }
 
-/// The development policy for a peer: sim allowed (loudly), exactly `allowed` measurements.
-pub fn sim_policy(allowed: &[Measurement]) -> anyhow::Result<Policy> {
+/// The development policy document for a peer: sim allowed (loudly), exactly `allowed`
+/// measurements.
+pub fn sim_policy_yaml(allowed: &[Measurement]) -> String {
     let list = allowed
         .iter()
         .map(|m| format!("\"{}\"", hex::encode(m)))
         .collect::<Vec<_>>()
         .join(", ");
-    let yaml = format!(
+    format!(
         "allow_simulated: true\nallowed_tee_types: [sim]\nallowed_measurements:\n  sim: [{list}]\nmax_age_seconds: {MAX_EVIDENCE_AGE_SECS}\n"
-    );
-    Policy::from_yaml(&yaml).context("building the development attestation policy")
+    )
+}
+
+/// The development policy for a peer (see [`sim_policy_yaml`]).
+pub fn sim_policy(allowed: &[Measurement]) -> anyhow::Result<Policy> {
+    Policy::from_yaml(&sim_policy_yaml(allowed))
+        .context("building the development attestation policy")
 }
 
 #[cfg(test)]

@@ -607,3 +607,114 @@ async fn the_bundle_binds_the_registry_and_the_cli_warns_when_it_changes() {
     let out = write_victim_key(&p, "put", b"v3");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("WARNING"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_allowlist_is_a_registry_entry_only_an_admin_changes() {
+    let p = Platform::start().await;
+    victim(&p).await;
+    let root = p.sim_root();
+    let show = p.cli(&["--json", "keyvault", "policy", "show", "--sim-root", &root]);
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    let before: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(before["version"], 1);
+    assert_eq!(before["setBy"], "bootstrap");
+    let this_build = before["measurements"][0].as_str().unwrap().to_owned();
+    let original = before["policy"].as_str().unwrap().to_owned();
+
+    // A developer identity cannot change it, even relayed with the admin's token.
+    let dev = p.developer_identity("dev").await;
+    let mut as_dev = p.client(Some(&p.token)).with_identity(dev, None);
+    let other = "ab".repeat(48);
+    let evil = original.replace(&this_build, &other);
+    assert_api_error(
+        as_dev
+            .change_registry(&cloister_authority::ops::RegistryChange::ExecutorPolicy {
+                version: 2,
+                policy: evil.clone(),
+            })
+            .await,
+        "not_owner",
+        403,
+    );
+
+    // The admin moves it to another build: the bundle binds the new list and this build's
+    // executor stops receiving secrets (at its next fetch: a rotation bumps the epoch).
+    let file = p.dir.path().join("policy.yaml");
+    std::fs::write(&file, &evil).unwrap();
+    let set = p.cli(&[
+        "keyvault",
+        "policy",
+        "set",
+        file.to_str().unwrap(),
+        "--sim-root",
+        &root,
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let bundle = p.admin().attestation().await.unwrap();
+    assert_eq!(bundle.executor_measurements, vec![other.clone()]);
+    assert!(write_victim_key(&p, "rotate", b"rotated").status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match p.admin().invoke("victim", "null", None).await {
+            Err(e) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("no longer on keyvault's executor policy"),
+                    "{text}"
+                );
+                break;
+            }
+            Ok(r) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still served: {}",
+                    r.result.get()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    // Putting this build back (version 3) lets its executor re-attest and run again.
+    std::fs::write(&file, &original).unwrap();
+    let set = p.cli(&[
+        "keyvault",
+        "policy",
+        "set",
+        file.to_str().unwrap(),
+        "--sim-root",
+        &root,
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match p.admin().invoke("victim", "null", None).await {
+            Ok(r) => {
+                assert_eq!(r.result.get(), r#"{"ok":true}"#);
+                break;
+            }
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "not restored: {e}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    let audit = p.cli(&["audit", "list"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(
+        text.matches("policy.set").count(),
+        3,
+        "bootstrap + two changes: {text}"
+    );
+}

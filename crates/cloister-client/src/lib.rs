@@ -380,10 +380,10 @@ impl Client {
             .await
     }
 
-    /// keyvault's identity registry (`GET /v1/identities`), as relayed: check it with
+    /// keyvault's registry (`GET /v1/registry`), as relayed: check it with
     /// [`registry::check`] against a verified bundle before relying on it.
-    pub async fn identities(&mut self) -> Result<cloister_types::wire::IdentityList, ClientError> {
-        self.call(Method::GET, "/v1/identities", None).await
+    pub async fn registry(&mut self) -> Result<cloister_types::wire::RegistryView, ClientError> {
+        self.call(Method::GET, "/v1/registry", None).await
     }
 
     /// Relays an owner-signed activation (`active = true`) or deactivation of a version.

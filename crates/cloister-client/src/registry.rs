@@ -1,7 +1,9 @@
-//! Checking the identity registry the gateway relays against the digest keyvault's evidence
-//! binds: a gateway cannot add, hide or re-role an identity in what the client shows.
+//! Checking the registry the gateway relays against what keyvault's evidence binds: the
+//! identities against the registry digest, the executor policy's allowlist against the bundle's
+//! executor measurements. A gateway cannot add, hide or re-role an identity, or misstate which
+//! executors receive secrets, in what the client shows.
 
-use cloister_types::wire::{IdentityInfo, IdentityList};
+use cloister_types::wire::{IdentityInfo, RegistryView};
 
 use crate::attestation::TrustedKeyvault;
 
@@ -19,12 +21,22 @@ pub enum RegistryError {
         /// Digest bound by the evidence (hex).
         bound: String,
     },
+    /// The relayed executor policy's allowlist is not the one the evidence binds.
+    #[error(
+        "the executor policy relayed by the gateway allows {relayed:?}, keyvault's evidence binds {bound:?}"
+    )]
+    PolicyMismatch {
+        /// Measurements in the relayed policy.
+        relayed: Vec<String>,
+        /// Measurements bound by the evidence.
+        bound: Vec<String>,
+    },
 }
 
-/// Digest of a relayed list, as keyvault computes it.
-pub fn digest(list: &IdentityList) -> String {
+/// Digest of relayed identities, as keyvault computes it.
+pub fn digest(identities: &[IdentityInfo]) -> String {
     hex::encode(cloister_types::binding::registry_digest(
-        list.identities.iter().map(|i| {
+        identities.iter().map(|i| {
             (
                 i.id.as_str(),
                 i.public_key.as_str(),
@@ -36,22 +48,33 @@ pub fn digest(list: &IdentityList) -> String {
     ))
 }
 
-/// Checks `list` against the registry digest of a verified bundle.
-pub fn check(list: &IdentityList, trusted: &TrustedKeyvault) -> Result<(), RegistryError> {
-    let got = digest(list);
-    if cloister_crypto::ct_eq(got.as_bytes(), trusted.registry_digest.as_bytes()) {
-        Ok(())
-    } else {
-        Err(RegistryError::DigestMismatch {
+/// Checks a relayed registry against a verified bundle.
+pub fn check(view: &RegistryView, trusted: &TrustedKeyvault) -> Result<(), RegistryError> {
+    let got = digest(&view.identities);
+    if !cloister_crypto::ct_eq(got.as_bytes(), trusted.registry_digest.as_bytes()) {
+        return Err(RegistryError::DigestMismatch {
             got,
             bound: trusted.registry_digest.clone(),
-        })
+        });
     }
+    let relayed = view
+        .executor_policy
+        .as_ref()
+        .map(|p| p.measurements.clone())
+        .unwrap_or_default();
+    let mut bound = trusted.executor_measurements.clone();
+    bound.sort();
+    let mut sorted = relayed.clone();
+    sorted.sort();
+    if sorted != bound {
+        return Err(RegistryError::PolicyMismatch { relayed, bound });
+    }
+    Ok(())
 }
 
-/// Admins of a checked list that are not revoked.
-pub fn live_admins(list: &IdentityList) -> Vec<&IdentityInfo> {
-    list.identities
+/// Admins of a checked registry that are not revoked.
+pub fn live_admins(identities: &[IdentityInfo]) -> Vec<&IdentityInfo> {
+    identities
         .iter()
         .filter(|i| i.role == "admin" && !i.revoked)
         .collect()
@@ -76,9 +99,7 @@ mod tests {
 
     #[test]
     fn a_relayed_list_must_hash_to_the_bound_digest() {
-        let list = IdentityList {
-            identities: vec![info("01", "admin", false), info("02", "developer", false)],
-        };
+        let list = vec![info("01", "admin", false), info("02", "developer", false)];
         let d = digest(&list);
         // What keyvault binds, computed the same way on its side.
         let bound = hex::encode(cloister_types::binding::registry_digest([
@@ -88,13 +109,13 @@ mod tests {
         assert_eq!(d, bound);
         // A gateway that promotes an identity, hides one or un-revokes one is caught.
         let mut promoted = list.clone();
-        promoted.identities[1].role = "admin".into();
+        promoted[1].role = "admin".into();
         assert_ne!(digest(&promoted), bound);
         let mut hidden = list.clone();
-        hidden.identities.pop();
+        hidden.pop();
         assert_ne!(digest(&hidden), bound);
         let mut compromised = list.clone();
-        compromised.identities[1].compromised = true;
+        compromised[1].compromised = true;
         assert_ne!(digest(&compromised), bound);
         assert_eq!(live_admins(&list).len(), 1);
     }

@@ -58,11 +58,11 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/keyvault/rotate-mek", post(secrets::rotate_mek))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/identities", post(relay::grant))
         .route(
-            "/v1/identities",
-            post(relay::grant).get(relay::list_identities),
+            "/v1/registry",
+            post(relay::change_registry).get(relay::registry),
         )
-        .route("/v1/registry", post(relay::change_registry))
         .route("/v1/activations", post(relay::activate))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))

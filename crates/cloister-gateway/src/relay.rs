@@ -9,8 +9,8 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use cloister_rpc::keyvault::SignedRequest;
 use cloister_types::wire::{
-    ActivationResult, FunctionOwners, IdentityGranted, IdentityInfo, IdentityList, RegistryChanged,
-    SignedBody,
+    ActivationResult, ExecutorPolicyInfo, FunctionOwners, IdentityGranted, IdentityInfo,
+    RegistryChanged, RegistryView, SignedBody,
 };
 use cloister_types::{ErrorCode, Role};
 
@@ -83,6 +83,7 @@ pub async fn change_registry(
             })
             .collect(),
         distrusted_versions: r.distrusted_versions,
+        policy_version: (r.policy_version != 0).then_some(r.policy_version),
     };
     // Mirror keyvault's decision in the routing tables (keyvault stays the authority).
     match (&out.identity_id, &out.rotated_to) {
@@ -105,23 +106,29 @@ pub async fn change_registry(
     Ok(Json(out))
 }
 
-/// `GET /v1/identities`: keyvault's registry (public keys, roles, labels). Clients check it
-/// against the registry digest keyvault's evidence binds.
-pub async fn list_identities(
+/// `GET /v1/registry`: keyvault's registry (identities with public keys, roles and labels,
+/// and the executor policy). Clients check it against what keyvault's evidence binds.
+pub async fn registry(
     State(s): State<Shared>,
     headers: HeaderMap,
-) -> HttpResult<Json<IdentityList>> {
+) -> HttpResult<Json<RegistryView>> {
     let caller = s.auth.authenticate(&headers).await?;
-    caller.require(Role::Developer, "list identities")?;
+    caller.require(Role::Developer, "read the registry")?;
     let kv = keyvault(&s)?;
     let r = kv
         .client()
-        .list_identities(kv.request(cloister_rpc::keyvault::ListIdentitiesRequest {}))
+        .get_registry(kv.request(cloister_rpc::keyvault::GetRegistryRequest {}))
         .await
         .map_err(kv_error)?
         .into_inner();
     let nonempty = |x: String| (!x.is_empty()).then_some(x);
-    Ok(Json(IdentityList {
+    Ok(Json(RegistryView {
+        executor_policy: r.executor_policy.map(|p| ExecutorPolicyInfo {
+            version: p.version,
+            policy: p.policy,
+            measurements: p.measurements,
+            set_by: p.set_by,
+        }),
         identities: r
             .identities
             .into_iter()

@@ -191,6 +191,8 @@ pub struct RegistryOutcome {
     pub owners: Vec<(String, Vec<IdentityId>)>,
     /// Versions that may no longer receive secrets (compromised signer).
     pub distrusted_versions: u32,
+    /// The executor policy's version after a policy change.
+    pub policy_version: Option<u64>,
 }
 
 /// keyvault's record of one function.
@@ -256,6 +258,7 @@ pub struct Authority {
     writes: tokio::sync::Mutex<()>,
     nonces: Mutex<HashMap<String, u64>>,
     unsaved_nonces: Mutex<Vec<(String, u64)>>,
+    pub(crate) policy: Mutex<Option<crate::policy::Current>>,
 }
 
 /// Most nonces held in memory (each lives at most [`MAX_REQUEST_TTL_SECS`]).
@@ -301,6 +304,7 @@ impl Authority {
             writes: tokio::sync::Mutex::new(()),
             nonces: Mutex::new(HashMap::new()),
             unsaved_nonces: Mutex::new(Vec::new()),
+            policy: Mutex::new(None),
         }
     }
 
@@ -975,6 +979,18 @@ impl Authority {
                 self.change_owners(&signer_id, &signer, &function_id, &add, &remove)
                     .await
             }
+            RegistryChange::ExecutorPolicy { version, policy } => {
+                if signer.role != IdentityRole::Admin {
+                    return Err(Denied::NotAdmin(signer_id));
+                }
+                let v = self
+                    .set_executor_policy(&signer_id, version, &policy)
+                    .await?;
+                Ok(RegistryOutcome {
+                    policy_version: Some(v),
+                    ..RegistryOutcome::default()
+                })
+            }
             _ => Err(Denied::Invalid("unknown registry change".into())),
         }
     }
@@ -1064,6 +1080,7 @@ impl Authority {
             revoked: true,
             owners,
             distrusted_versions: 0,
+            policy_version: None,
         })
     }
 
@@ -1121,6 +1138,7 @@ impl Authority {
             revoked: true,
             owners: Vec::new(),
             distrusted_versions: distrusted,
+            policy_version: None,
         })
     }
 
@@ -1203,6 +1221,7 @@ impl Authority {
             revoked: false,
             owners: vec![(function_id.to_owned(), owners)],
             distrusted_versions: 0,
+            policy_version: None,
         })
     }
 

@@ -17,25 +17,23 @@ pub struct BundleSource {
     attester: Arc<dyn Attester>,
     hpke_public_key: Vec<u8>,
     audit_public_key: Vec<u8>,
-    executor_measurements: Vec<String>,
     sim_root_fingerprint: String,
     vault: Arc<Vault>,
     cached: Mutex<Option<(Instant, AttestationBundle)>>,
 }
 
 impl BundleSource {
-    /// A source for `vault`'s keys and the executor allowlist keyvault enforces.
+    /// A source for `vault`'s keys and the executor allowlist keyvault enforces (read from
+    /// its executor policy each time, so a policy change shows in the next bundle).
     pub fn new(
         attester: Arc<dyn Attester>,
         vault: Arc<Vault>,
-        executor_measurements: Vec<String>,
         sim_root_fingerprint: String,
     ) -> Self {
         Self {
             attester,
             hpke_public_key: vault.hpke_public().0.to_vec(),
             audit_public_key: vault.audit_public().0.to_vec(),
-            executor_measurements,
             sim_root_fingerprint,
             vault,
             cached: Mutex::new(None),
@@ -46,16 +44,18 @@ impl BundleSource {
     pub fn bundle(&self) -> Result<AttestationBundle, cloister_attest::AttestError> {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         let registry = self.vault.authority().registry_digest();
+        let executors = self.vault.authority().executor_measurements();
         if let Some((at, b)) = cached.as_ref()
             && at.elapsed() < BUNDLE_REFRESH
             && b.registry_digest == registry
+            && b.executor_measurements == executors
         {
             return Ok(b.clone());
         }
         let rd = bundle_report_data(
             &self.hpke_public_key,
             &self.audit_public_key,
-            &self.executor_measurements,
+            &executors,
             &registry,
         );
         let produced = self.attester.attest(&rd)?;
@@ -67,7 +67,7 @@ impl BundleSource {
             hpke_public_key: self.hpke_public_key.clone(),
             hpke_suite: cloister_crypto::hpke_seal::SUITE.to_owned(),
             audit_public_key: self.audit_public_key.clone(),
-            executor_measurements: self.executor_measurements.clone(),
+            executor_measurements: executors,
             sim_root_fingerprint: self.sim_root_fingerprint.clone(),
             registry_digest: registry.to_vec(),
             admins: self.vault.authority().admins(),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod freshness;
 pub mod guard;
 pub mod hierarchy;
+pub mod policy;
 pub mod release;
 pub mod sealing;
 pub mod server;

@@ -95,6 +95,29 @@ async fn serve_connection<T: TlsConn>(
             Err(ChannelError::Closed) => break Ok(()),
             Err(e) => break Err(e),
         };
+        // The executor policy may have changed since this channel attested: a measurement
+        // an admin removed stops receiving secrets now, and its channel is closed.
+        if !vault.authority().executor_allowed(measurement) {
+            tracing::warn!(
+                measurement,
+                "executor measurement no longer allowed; closing its channel"
+            );
+            let refusal = Refusal::new(
+                ErrorCode::AttestationFailed,
+                "this executor's measurement is no longer on keyvault's executor policy".into(),
+            );
+            let msg = KeyvaultReply {
+                body: Some(keyvault_reply::Body::Error(refusal.into_wire())),
+            };
+            let _ = ch.send(&msg.encode_to_vec()).await;
+            let audit = AuditDraft::new(actor.as_str(), Action::AttestationFailure, "executor")
+                .detail("code", "measurement_not_allowed")
+                .detail("reason", "removed from the executor policy");
+            if let Err(e) = vault.audit(audit).await {
+                tracing::error!(error = %e, "cannot audit a refused executor");
+            }
+            break Ok(());
+        }
         let reply = match ExecutorMessage::decode(bytes.as_slice()).map(|m| m.body) {
             Ok(Some(executor_message::Body::Release(req))) => {
                 keyvault_reply::Body::Release(release_reply(release(vault, req, &actor).await))

@@ -387,6 +387,7 @@ impl Keyvault for KeyvaultService {
                     })
                     .collect(),
                 distrusted_versions: o.distrusted_versions,
+                policy_version: o.policy_version.unwrap_or(0),
             })),
             Err(d) => {
                 let e = VaultError::Denied(d);
@@ -397,10 +398,10 @@ impl Keyvault for KeyvaultService {
         }
     }
 
-    async fn list_identities(
+    async fn get_registry(
         &self,
-        _req: Request<pb::ListIdentitiesRequest>,
-    ) -> Result<Response<pb::ListIdentitiesResponse>, Status> {
+        _req: Request<pb::GetRegistryRequest>,
+    ) -> Result<Response<pb::GetRegistryResponse>, Status> {
         let identities = self
             .vault
             .authority()
@@ -417,6 +418,16 @@ impl Keyvault for KeyvaultService {
                 expires: r.expires.unwrap_or(0),
             })
             .collect();
-        Ok(Response::new(pb::ListIdentitiesResponse { identities }))
+        let a = self.vault.authority();
+        let executor_policy = a.executor_policy().map(|p| pb::ExecutorPolicy {
+            version: p.version,
+            policy: p.policy,
+            measurements: a.executor_measurements(),
+            set_by: p.set_by,
+        });
+        Ok(Response::new(pb::GetRegistryResponse {
+            identities,
+            executor_policy,
+        }))
     }
 }

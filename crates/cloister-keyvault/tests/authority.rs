@@ -1090,3 +1090,92 @@ async fn a_database_restored_behind_keyvault_s_back_is_refused_until_an_admin_si
         Some(ErrorCode::RollbackDetected)
     );
 }
+
+// ---- The executor policy is a registry entry ----
+
+const POLICY_A: &str = "allow_simulated: true\nallowed_tee_types: [sim]\nallowed_measurements:\n  sim: [\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]\n";
+const POLICY_B: &str = "allow_simulated: true\nallowed_tee_types: [sim]\nallowed_measurements:\n  sim: [\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"]\n";
+
+#[tokio::test]
+async fn only_an_admin_changes_the_executor_policy_and_the_bootstrap_is_used_once() {
+    use cloister_authority::ops::RegistryChange;
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    let shared = a.load_executor_policy(POLICY_A).await.unwrap();
+    let (ma, mb) = ("a".repeat(96), "b".repeat(96));
+    assert_eq!(a.executor_measurements(), vec![ma.clone()]);
+    assert!(a.executor_allowed(&ma) && !a.executor_allowed(&mb));
+    let set = |version, policy: &str| RegistryChange::ExecutorPolicy {
+        version,
+        policy: policy.into(),
+    };
+    assert_eq!(
+        denied(
+            a.change_registry(&change(&fx, &alice(), &set(2, POLICY_B)))
+                .await
+        ),
+        ErrorCode::NotOwner,
+        "a developer cannot widen which executors get secrets"
+    );
+    assert_eq!(
+        denied(
+            a.change_registry(&change(&fx, &admin(), &set(7, POLICY_B)))
+                .await
+        ),
+        ErrorCode::InvalidRequest,
+        "versions move one at a time (a replayed or stale change is refused)"
+    );
+    assert_eq!(
+        denied(
+            a.change_registry(&change(&fx, &admin(), &set(2, "allow_simulated: true\n")))
+                .await
+        ),
+        ErrorCode::InvalidRequest,
+        "a policy without an allowlist would accept any executor"
+    );
+    let out = a
+        .change_registry(&change(&fx, &admin(), &set(2, POLICY_B)))
+        .await
+        .unwrap();
+    assert_eq!(out.policy_version, Some(2));
+    // The channel's copy changed in place; the old measurement is refused at once.
+    assert_eq!(
+        shared.read().unwrap().allowed_measurements_hex(),
+        Some(vec![mb.clone()])
+    );
+    assert!(!a.executor_allowed(&ma) && a.executor_allowed(&mb));
+    // After a restart the stored policy wins over the bootstrap value.
+    drop(fx.v);
+    let v = open(&fx.db).await;
+    v.authority().load_executor_policy(POLICY_A).await.unwrap();
+    assert_eq!(v.authority().executor_measurements(), vec![mb.clone()]);
+    assert_eq!(v.authority().executor_policy().unwrap().version, 2);
+    drop(v);
+    // The database owner swaps in the bootstrap policy: refused at load.
+    let conn = rusqlite::Connection::open(&fx.db).unwrap();
+    let (value, mac): (Vec<u8>, Vec<u8>) = conn
+        .query_row(
+            "SELECT value, mac FROM kv_authority WHERE kind = 'policy' AND key = 'executor'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let forged = String::from_utf8(value)
+        .unwrap()
+        .replace(&"b".repeat(96), &"a".repeat(96));
+    conn.execute(
+        "UPDATE kv_authority SET value = ?1, mac = ?2 WHERE kind = 'policy' AND key = 'executor'",
+        rusqlite::params![forged.as_bytes(), mac],
+    )
+    .unwrap();
+    drop(conn);
+    let v = open(&fx.db).await;
+    assert_eq!(
+        v.authority()
+            .load_executor_policy(POLICY_A)
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::ManifestMismatch
+    );
+}

@@ -261,9 +261,12 @@ pub struct RegistryChanged {
     pub owners: Vec<FunctionOwners>,
     /// Active versions that no longer receive secrets (signer revoked as compromised).
     pub distrusted_versions: u32,
+    /// The executor policy's version after a policy change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
 }
 
-/// One identity of keyvault's registry (`GET /v1/identities`).
+/// One identity of keyvault's registry (`GET /v1/registry`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityInfo {
@@ -287,12 +290,29 @@ pub struct IdentityInfo {
     pub expires: Option<u64>,
 }
 
-/// `GET /v1/identities` response.
+/// The executor attestation policy in force (a registry entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutorPolicyInfo {
+    /// Version (1 at bootstrap, +1 per admin-signed change).
+    pub version: u64,
+    /// The policy document (YAML).
+    pub policy: String,
+    /// Its measurement allowlist (hex).
+    pub measurements: Vec<String>,
+    /// `bootstrap` or the admin identity that set it.
+    pub set_by: String,
+}
+
+/// `GET /v1/registry` response: keyvault's registry as relayed (check it against the bundle).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct IdentityList {
+pub struct RegistryView {
     /// Every registered identity, by id.
     pub identities: Vec<IdentityInfo>,
+    /// The executor policy in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_policy: Option<ExecutorPolicyInfo>,
 }
 
 /// `POST /v1/activations` response.
