@@ -544,6 +544,10 @@ pub struct GatewayArgs {
     /// keyvault RPC URL (without it, secrets and attestation answer `unavailable`).
     #[arg(long)]
     pub keyvault_url: Option<String>,
+    /// Require the executor to prove itself: SHA-256 fingerprint of the sim platform root its
+    /// evidence must chain to (its measurement must be on keyvault's executor policy).
+    #[arg(long)]
+    pub executor_sim_root: Option<String>,
 }
 
 /// `cloister executor`.

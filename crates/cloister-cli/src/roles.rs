@@ -92,7 +92,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    let executor = Executor::connect_lazy(&args.executor_url, creds.get("executor")?)?;
+    let mut executor = Executor::connect_lazy(&args.executor_url, creds.get("executor")?)?;
     let keyvault = match &args.keyvault_url {
         Some(url) => Some(cloister_gateway::keyvault::Keyvault::connect_lazy(
             url,
@@ -103,6 +103,23 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    match (&args.executor_sim_root, &keyvault) {
+        (Some(root), Some(kv)) => {
+            executor = executor.require_attestation(cloister_gateway::executor_link::LinkTrust {
+                sim_root: root.clone(),
+                keyvault: kv.clone(),
+            });
+            tracing::info!(
+                sim_root = %root,
+                "invocations go only to an executor that proves itself (attested link)"
+            );
+        }
+        (Some(_), None) => bail!("--executor-sim-root needs --keyvault-url (its executor policy)"),
+        (None, _) => tracing::warn!(
+            "no --executor-sim-root: the executor is NOT attested to the gateway; its responses are \
+             trusted as they arrive"
+        ),
+    }
     let store = Arc::new(store);
     let audit = Arc::new(cloister_gateway::audit_relay::RelayedAudit::new(
         store.clone(),
@@ -121,15 +138,17 @@ pub async fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
     let listener = listener(&args.role).await?;
     let exe = std::env::current_exe().context("cannot locate the cloister binary for workers")?;
     let mut reads = None;
+    let (platform, _) = tee::platform(&args.data_dir)?;
+    let m = tee::measure_self(&["executor", "keyvault"])?;
+    let attester = Arc::new(cloister_attest::sim::SimAttester::new(
+        platform.clone(),
+        "executor",
+        m[0],
+    ));
+    // The same identity proves this executor to the gateway (one-way attested link).
+    let links = Arc::new(cloister_executor::link::Links::new(Some(attester.clone())));
     let secrets: Arc<dyn SecretSource> = match &args.keyvault_addr {
         Some(addr) => {
-            let (platform, _) = tee::platform(&args.data_dir)?;
-            let m = tee::measure_self(&["executor", "keyvault"])?;
-            let attester = Arc::new(cloister_attest::sim::SimAttester::new(
-                platform.clone(),
-                "executor",
-                m[0],
-            ));
             let mut cfg = cloister_channel::ChannelConfig::new(
                 "executor",
                 attester,
@@ -163,7 +182,8 @@ pub async fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
     };
     let sup = cloister_executor::pool::Supervisor::new(ExecutorConfig::new(exe), secrets);
     tracing::info!(addr = %listener.local_addr()?, tee = "sim", "executor listening (simulated TEE: not confidential)");
-    cloister_executor::service::serve(listener, sup, creds.get("gateway")?, stop_signal()).await?;
+    cloister_executor::service::serve(listener, sup, links, creds.get("gateway")?, stop_signal())
+        .await?;
     if let Some((kv, flusher)) = reads {
         flusher.abort();
         if let Err(e) = kv.flush_reads(true).await {

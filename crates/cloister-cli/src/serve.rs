@@ -278,6 +278,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         executor_url,
         "--keyvault-url".to_owned(),
         keyvault_url,
+        "--executor-sim-root".to_owned(),
+        platform.fingerprint_hex(),
         "--bootstrap-admin-token".to_owned(),
         "--credentials-file".to_owned(),
         gateway_creds_path.display().to_string(),

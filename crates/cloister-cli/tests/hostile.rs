@@ -85,6 +85,7 @@ impl Insider {
                     params_json: "null".into(),
                     code: code.map(str::to_owned),
                     execution_id: uuid(),
+                    link_id: Vec::new(),
                 },
             ))
             .await
@@ -716,5 +717,79 @@ async fn the_executor_allowlist_is_a_registry_entry_only_an_admin_changes() {
         text.matches("policy.set").count(),
         3,
         "bootstrap + two changes: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_proves_itself_to_the_gateway_and_links_are_not_guessable() {
+    let p = Platform::start().await;
+    let v = victim(&p).await;
+    // The platform's gateway attested its executor before routing to it.
+    assert!(
+        p.log().contains("executor attested to the gateway"),
+        "{}",
+        p.log()
+    );
+    // Holding the gateway's credential is not enough to claim a link: an unknown link id is
+    // refused before anything runs.
+    let evil = insider(&p);
+    let mut c = ExecutorClient::new(channel(&evil.executor_url).await);
+    let err = c
+        .invoke(Insider::req_with(
+            &evil.executor_token,
+            InvokeRequest {
+                function: Some(FunctionRef {
+                    function_id: v.function_id.clone(),
+                    version: v.version,
+                    code_hash: v.code_hash.clone(),
+                    secrets_epoch: 0,
+                }),
+                params_json: "null".into(),
+                code: None,
+                execution_id: uuid(),
+                link_id: vec![0u8; 16],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), "attestation_failed");
+    // An Attest answered by the real executor binds the caller's nonce and key: evidence
+    // obtained for one gateway key does not verify for another.
+    let nonce = [5u8; 32];
+    let ans = c
+        .attest(Insider::req_with(
+            &evil.executor_token,
+            cloister_rpc::executor::AttestRequest {
+                nonce: nonce.to_vec(),
+                gateway_public: vec![6u8; 32],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let bundle = p.admin().attestation().await.unwrap();
+    let now = cloister_attest::time_fmt::now();
+    let root = p.sim_root();
+    assert!(
+        cloister_gateway::executor_link::verify(
+            &ans,
+            &nonce,
+            &[6u8; 32],
+            &root,
+            &bundle.executor_measurements,
+            now
+        )
+        .is_ok()
+    );
+    assert!(
+        cloister_gateway::executor_link::verify(
+            &ans,
+            &nonce,
+            &[7u8; 32],
+            &root,
+            &bundle.executor_measurements,
+            now
+        )
+        .is_err()
     );
 }

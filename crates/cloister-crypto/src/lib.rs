@@ -7,6 +7,7 @@
 
 pub mod aad;
 pub mod aead;
+pub mod dh;
 pub mod envelope;
 pub mod error;
 pub mod hpke_seal;

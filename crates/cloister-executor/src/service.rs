@@ -15,17 +15,19 @@ use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
+use crate::link::Links;
 use crate::pool::{FunctionSpec, Job, JobResult, RunFailure, Supervisor};
 
 /// gRPC front of a [`Supervisor`].
 pub struct ExecutorService {
     sup: Arc<Supervisor>,
+    links: Arc<Links>,
 }
 
 impl ExecutorService {
-    /// Wraps a supervisor.
-    pub fn new(sup: Arc<Supervisor>) -> Self {
-        Self { sup }
+    /// Wraps a supervisor; `links` proves this executor to gateways.
+    pub fn new(sup: Arc<Supervisor>, links: Arc<Links>) -> Self {
+        Self { sup, links }
     }
 }
 
@@ -86,6 +88,20 @@ impl Executor for ExecutorService {
         req: Request<InvokeRequest>,
     ) -> Result<Response<InvokeResponse>, Status> {
         let r = req.into_inner();
+        // The link is checked before anything runs: a gateway that re-attests after an
+        // executor restart retries without the function having run twice.
+        let link = if r.link_id.is_empty() {
+            None
+        } else {
+            Some(self.links.key(&r.link_id).ok_or_else(|| {
+                let mut s = Status::failed_precondition("unknown link: attest again");
+                if let Ok(v) = ErrorCode::AttestationFailed.as_str().parse() {
+                    s.metadata_mut().insert(cloister_rpc::ERROR_CODE_HEADER, v);
+                }
+                s
+            })?)
+        };
+        let execution_id = r.execution_id.clone();
         let function = r
             .function
             .ok_or_else(|| Status::invalid_argument("function is required"))?;
@@ -131,10 +147,28 @@ impl Executor for ExecutorService {
                     outcome: Some(outcome),
                     logs,
                     duration_ms: duration.as_secs_f64() * 1000.0,
+                    link_mac: Vec::new(),
                 }
             }
         };
+        let mut resp = resp;
+        if let Some(key) = link {
+            cloister_rpc::link::seal_response(&key, &execution_id, &mut resp);
+        }
         Ok(Response::new(resp))
+    }
+
+    async fn attest(
+        &self,
+        req: Request<pb::AttestRequest>,
+    ) -> Result<Response<pb::AttestResponse>, Status> {
+        self.links
+            .attest(&req.into_inner())
+            .map(Response::new)
+            .map_err(|e| match e {
+                crate::link::LinkError::Invalid(_) => Status::invalid_argument(e.to_string()),
+                e => Status::unavailable(e.to_string()),
+            })
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -161,6 +195,7 @@ impl Executor for ExecutorService {
 pub async fn serve(
     listener: TcpListener,
     sup: Arc<Supervisor>,
+    links: Arc<Links>,
     internal_token: &str,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -175,7 +210,7 @@ pub async fn serve(
         })
     };
     let auth = InternalAuth::new(internal_token);
-    let server = ExecutorServer::new(ExecutorService::new(sup))
+    let server = ExecutorServer::new(ExecutorService::new(sup, links))
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(16 << 20);
     let svc = tonic::service::interceptor::InterceptedService::new(server, move |r| auth.check(r));

@@ -1,10 +1,12 @@
 //! The gateway's client of the executor's internal RPC.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloister_rpc::executor::executor_client::ExecutorClient;
 use cloister_rpc::executor::{
-    InvokeRequest, InvokeResponse, StatusRequest, StatusResponse, ValidateRequest, ValidateResponse,
+    AttestRequest, AttestResponse, InvokeRequest, InvokeResponse, StatusRequest, StatusResponse,
+    ValidateRequest, ValidateResponse,
 };
 use cloister_types::ErrorCode;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
@@ -12,12 +14,20 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::error::HttpError;
+use crate::executor_link::{Link, LinkTrust};
+
+/// The executor's attested link, when the gateway requires one.
+struct Linking {
+    trust: LinkTrust,
+    current: tokio::sync::Mutex<Option<Arc<Link>>>,
+}
 
 /// A cheap-to-clone handle on one executor (one multiplexed HTTP/2 connection).
 #[derive(Clone)]
 pub struct Executor {
     client: ExecutorClient<Channel>,
     auth: AsciiMetadataValue,
+    linking: Option<Arc<Linking>>,
 }
 
 /// Why the executor could not be asked.
@@ -44,7 +54,56 @@ impl Executor {
         let client = ExecutorClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(16 << 20)
             .max_encoding_message_size(16 << 20);
-        Ok(Self { client, auth })
+        Ok(Self {
+            client,
+            auth,
+            linking: None,
+        })
+    }
+
+    /// Requires the executor to prove itself (see [`crate::executor_link`]): invocations go
+    /// only over an attested link, and responses without its MAC are refused.
+    pub fn require_attestation(mut self, trust: LinkTrust) -> Self {
+        self.linking = Some(Arc::new(Linking {
+            trust,
+            current: tokio::sync::Mutex::new(None),
+        }));
+        self
+    }
+
+    /// Asks the executor for evidence (`Attest`).
+    pub async fn attest(&self, msg: AttestRequest) -> Result<AttestResponse, HttpError> {
+        let req = self.request(msg, Duration::from_secs(10));
+        self.client
+            .clone()
+            .attest(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(rpc_error)
+    }
+
+    /// The current attested link, attesting when there is none or it is old (`fresh`: always).
+    async fn link(&self, l: &Linking, fresh: bool) -> Result<Arc<Link>, HttpError> {
+        let mut cur = l.current.lock().await;
+        if !fresh && let Some(link) = cur.as_ref().filter(|k| !k.expired()) {
+            return Ok(link.clone());
+        }
+        let link = Arc::new(crate::executor_link::attest(&l.trust, self).await?);
+        *cur = Some(link.clone());
+        Ok(link)
+    }
+
+    async fn invoke_once(
+        &self,
+        msg: InvokeRequest,
+        timeout: Duration,
+    ) -> Result<InvokeResponse, Status> {
+        let req = self.request(msg, timeout);
+        self.client
+            .clone()
+            .invoke(req)
+            .await
+            .map(|r| r.into_inner())
     }
 
     fn request<T>(&self, msg: T, timeout: Duration) -> Request<T> {
@@ -70,19 +129,41 @@ impl Executor {
             .map_err(rpc_error)
     }
 
-    /// Runs one invocation.
+    /// Runs one invocation (over the attested link when one is required: the response must
+    /// carry its MAC).
     pub async fn invoke(
         &self,
-        msg: InvokeRequest,
+        mut msg: InvokeRequest,
         timeout: Duration,
     ) -> Result<InvokeResponse, HttpError> {
-        let req = self.request(msg, timeout);
-        self.client
-            .clone()
-            .invoke(req)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(rpc_error)
+        let Some(l) = &self.linking else {
+            return self.invoke_once(msg, timeout).await.map_err(rpc_error);
+        };
+        let mut link = self.link(l, false).await?;
+        msg.link_id.clone_from(&link.id);
+        let mut resp = match self.invoke_once(msg.clone(), timeout).await {
+            // The executor restarted and forgot the link: nothing ran; attest and retry once.
+            Err(s) if error_code(&s) == Some(ErrorCode::AttestationFailed) => {
+                link = self.link(l, true).await?;
+                msg.link_id.clone_from(&link.id);
+                self.invoke_once(msg.clone(), timeout)
+                    .await
+                    .map_err(rpc_error)?
+            }
+            r => r.map_err(rpc_error)?,
+        };
+        if !cloister_rpc::link::check_response(&link.key, &msg.execution_id, &mut resp) {
+            tracing::error!(
+                execution_id = %msg.execution_id,
+                "ALARM: an invocation response failed the executor link MAC (forged or altered)"
+            );
+            *l.current.lock().await = None;
+            return Err(HttpError::new(
+                ErrorCode::AttestationFailed,
+                "the executor's response is not authenticated by its attested link",
+            ));
+        }
+        Ok(resp)
     }
 
     /// Worker pool status.
@@ -95,6 +176,14 @@ impl Executor {
             .map(|r| r.into_inner())
             .map_err(rpc_error)
     }
+}
+
+/// The Cloister error code an internal call failed with, if it sent one.
+fn error_code(s: &Status) -> Option<ErrorCode> {
+    s.metadata()
+        .get(cloister_rpc::ERROR_CODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ErrorCode::parse)
 }
 
 /// Maps an RPC failure to a public error without leaking internal details.

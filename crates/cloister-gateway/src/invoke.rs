@@ -112,6 +112,7 @@ async fn invoke_inner(
         params_json: params,
         code: None,
         execution_id: execution_id.clone(),
+        link_id: Vec::new(),
     };
     let mut resp = s.executor.invoke(rpc.clone(), timeout).await?;
     if matches!(resp.outcome, Some(Outcome::CodeRequired(_))) {

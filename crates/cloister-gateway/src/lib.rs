@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod deploy;
 pub mod error;
 pub mod executor;
+pub mod executor_link;
 pub mod functions;
 pub mod invoke;
 pub mod keyvault;

@@ -13,6 +13,81 @@ pub mod keyvault {
     tonic::include_proto!("cloister.keyvault.v1");
 }
 
+/// The MAC on invocation responses over an attested gateway↔executor link: one definition
+/// for both sides.
+pub mod link {
+    use cloister_crypto::MacKey;
+    use cloister_types::binding::INVOKE_RESPONSE_MAC_DOMAIN;
+    use prost::Message;
+
+    use crate::executor::InvokeResponse;
+
+    fn tag(key: &MacKey, execution_id: &str, resp: &InvokeResponse) -> [u8; 32] {
+        key.tag(&[
+            INVOKE_RESPONSE_MAC_DOMAIN,
+            execution_id.as_bytes(),
+            &resp.encode_to_vec(),
+        ])
+    }
+
+    /// Sets `resp.link_mac`: HMAC-SHA256 over the domain, the execution id and the response
+    /// encoded without its MAC.
+    pub fn seal_response(key: &MacKey, execution_id: &str, resp: &mut InvokeResponse) {
+        resp.link_mac.clear();
+        resp.link_mac = tag(key, execution_id, resp).to_vec();
+    }
+
+    /// Checks (and removes) `resp.link_mac`, in constant time.
+    pub fn check_response(key: &MacKey, execution_id: &str, resp: &mut InvokeResponse) -> bool {
+        let mac = std::mem::take(&mut resp.link_mac);
+        key.verify(
+            &[
+                INVOKE_RESPONSE_MAC_DOMAIN,
+                execution_id.as_bytes(),
+                &resp.encode_to_vec(),
+            ],
+            &mac,
+        )
+        .is_ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::executor::{Success, invoke_response::Outcome};
+
+        #[test]
+        fn a_response_altered_or_moved_fails_its_mac() {
+            let key = MacKey::new(&cloister_crypto::SecretKey32::from_array([3; 32]));
+            let mut resp = InvokeResponse {
+                outcome: Some(Outcome::Success(Success {
+                    result_json: "{\"ok\":true}".into(),
+                })),
+                logs: vec!["hi".into()],
+                duration_ms: 1.5,
+                link_mac: Vec::new(),
+            };
+            seal_response(&key, "exec-1", &mut resp);
+            assert_eq!(resp.link_mac.len(), 32);
+            assert!(check_response(&key, "exec-1", &mut resp.clone()));
+            // Another execution's response replayed here.
+            assert!(!check_response(&key, "exec-2", &mut resp.clone()));
+            // The result rewritten on the way.
+            let mut altered = resp.clone();
+            altered.outcome = Some(Outcome::Success(Success {
+                result_json: "{\"ok\":false}".into(),
+            }));
+            assert!(!check_response(&key, "exec-1", &mut altered));
+            // No MAC, or another link's key.
+            let mut bare = resp.clone();
+            bare.link_mac.clear();
+            assert!(!check_response(&key, "exec-1", &mut bare));
+            let other = MacKey::new(&cloister_crypto::SecretKey32::from_array([4; 32]));
+            assert!(!check_response(&other, "exec-1", &mut resp));
+        }
+    }
+}
+
 /// Metadata key carrying a stable Cloister error code on a failed internal call.
 pub const ERROR_CODE_HEADER: &str = "x-cloister-code";
 

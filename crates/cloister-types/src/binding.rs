@@ -57,6 +57,33 @@ pub fn registry_digest<'a>(
     h.finalize().into()
 }
 
+/// The `report_data` of an executor's evidence to the gateway: SHA-512 over the domain, the
+/// gateway's nonce and both sides' ephemeral X25519 keys (each length-prefixed), so the
+/// evidence is fresh and vouches for the link key derived from exactly these keys.
+pub fn executor_link_report_data(
+    nonce: &[u8],
+    gateway_public: &[u8],
+    executor_public: &[u8],
+) -> [u8; 64] {
+    let mut h = Sha512::new();
+    field(&mut h, b"cloister/executor-link/v1");
+    field(&mut h, nonce);
+    field(&mut h, gateway_public);
+    field(&mut h, executor_public);
+    h.finalize().into()
+}
+
+/// The HKDF `info` of the gateway↔executor link key.
+pub fn executor_link_info(gateway_public: &[u8], executor_public: &[u8]) -> Vec<u8> {
+    let mut v = b"cloister/executor-link-key/v1".to_vec();
+    v.extend_from_slice(gateway_public);
+    v.extend_from_slice(executor_public);
+    v
+}
+
+/// Domain of the link MAC an executor puts on each invocation response.
+pub const INVOKE_RESPONSE_MAC_DOMAIN: &[u8] = b"cloister/invoke-response/v1";
+
 /// The HPKE `info` a secret value is sealed with: binds the full secret path, so a value
 /// sealed for one path cannot be stored at another.
 pub fn secret_seal_info(path: &str) -> Vec<u8> {
