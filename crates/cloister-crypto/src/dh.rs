@@ -43,7 +43,7 @@ impl EphemeralDh {
         }
         agreement::agree_ephemeral(
             self.key,
-            &UnparsedPublicKey::new(&X25519, peer),
+            UnparsedPublicKey::new(&X25519, peer),
             CryptoError::malformed("X25519 public key", "agreement failed"),
             |shared| crate::kdf::hkdf_sha256(shared, salt, info),
         )
