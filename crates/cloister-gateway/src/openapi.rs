@@ -28,6 +28,7 @@ mod tests {
             "/v1/audit/verify",
             "/v1/identities",
             "/v1/activations",
+            "/v1/registry",
         ] {
             assert!(
                 doc["paths"][path].is_object(),
