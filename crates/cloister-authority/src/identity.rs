@@ -160,6 +160,12 @@ impl Identity {
         self.key.verifying_key()
     }
 
+    /// The proof this (new) key gives when `old` rotates to it on `platform`
+    /// ([`crate::ops::rotation_proof_message`]), hex.
+    pub fn rotation_proof(&self, old: &IdentityId, platform: &str) -> String {
+        hex::encode(self.sign_raw(&crate::ops::rotation_proof_message(old, platform)))
+    }
+
     /// Signs `msg` (used by [`crate::request::sign`]).
     pub(crate) fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
         self.key.sign(msg)
@@ -246,6 +252,7 @@ impl Identity {
     pub fn is_protected(path: &Path) -> bool {
         std::fs::read_to_string(path)
             .ok()
+            .map(Zeroizing::new)
             .and_then(|t| serde_json::from_str::<IdentityFile>(&t).ok())
             .is_some_and(|f| f.protected.is_some())
     }

@@ -94,6 +94,9 @@ impl Body for IdentityGrant {
 pub struct Activation {
     /// Function id.
     pub function_id: String,
+    /// Its name, as the signer knows it: keyvault refuses the request unless the function
+    /// with that id has this name (a gateway cannot redirect it to another function).
+    pub name: String,
     /// Version.
     pub version: u32,
     /// true to activate, false to deactivate.
@@ -115,6 +118,9 @@ pub enum RegistryChange {
     Rotate {
         /// Hex Ed25519 public key of the new key.
         new_public_key: String,
+        /// Hex signature by the new key over [`rotation_proof_message`]: it is held by the
+        /// rotating party, not someone else's published key.
+        proof: String,
     },
     /// Revokes an identity. Signed by an admin, or by the identity itself. Without
     /// `compromised`, what it signed before stays valid; with it, every version whose
@@ -130,6 +136,8 @@ pub enum RegistryChange {
     Owners {
         /// Function id.
         function_id: String,
+        /// Its name, as the signer knows it (checked by keyvault, as for activations).
+        name: String,
         /// Identity ids to add.
         add: Vec<String>,
         /// Identity ids to remove.
@@ -144,6 +152,21 @@ pub enum RegistryChange {
         /// The policy document (YAML).
         policy: String,
     },
+}
+
+/// What the new key signs to prove possession in a rotation: the domain, the old identity
+/// and the platform, each length-prefixed.
+pub fn rotation_proof_message(old: &crate::IdentityId, platform: &str) -> Vec<u8> {
+    let mut m = Vec::new();
+    for part in [
+        b"cloister/rotate-proof/v1".as_slice(),
+        old.as_str().as_bytes(),
+        platform.to_ascii_lowercase().as_bytes(),
+    ] {
+        m.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        m.extend_from_slice(part);
+    }
+    m
 }
 
 impl Body for RegistryChange {
@@ -177,6 +200,7 @@ mod tests {
         for c in [
             RegistryChange::Rotate {
                 new_public_key: "ab".repeat(32),
+                proof: "cd".repeat(64),
             },
             RegistryChange::Revoke {
                 identity_id: "cd".repeat(16),
@@ -184,6 +208,7 @@ mod tests {
             },
             RegistryChange::Owners {
                 function_id: "f".into(),
+                name: "n".into(),
                 add: vec!["a".into()],
                 remove: vec![],
             },

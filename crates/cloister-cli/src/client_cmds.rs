@@ -95,7 +95,9 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
         FnCommand::Activate { name, version } | FnCommand::Deactivate { name, version } => {
             let active = matches!(cmd_kind, Toggle::On);
             let info = c.show(&name, None).await?;
-            let r = c.activate(&info.function_id, version, active).await?;
+            let r = c
+                .activate(&name, &info.function_id, version, active)
+                .await?;
             if json {
                 output::json(&r);
             } else {
@@ -116,6 +118,7 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
             let r = c
                 .change_registry(&cloister_authority::ops::RegistryChange::Owners {
                     function_id: info.function_id.clone(),
+                    name: name.clone(),
                     add,
                     remove,
                 })

@@ -290,7 +290,11 @@ pub async fn run(conn: Conn, cmd: IdentityCommand, json_mode: bool) -> anyhow::R
                 .and_then(|b| VerifyingKey::from_slice(&b).ok())
                 .context("--public-key must be a 64-hex-digit Ed25519 public key")?;
             let expires = match expires_in {
-                Some(d) => Some(cloister_authority::request::unix_now() + parse_duration(&d)?),
+                Some(d) => Some(
+                    cloister_authority::request::unix_now()
+                        .checked_add(parse_duration(&d)?)
+                        .context("--expires-in is too far in the future")?,
+                ),
                 None => None,
             };
             if role == IdentityRole::Machine && expires.is_none() {
@@ -310,6 +314,8 @@ pub async fn run(conn: Conn, cmd: IdentityCommand, json_mode: bool) -> anyhow::R
         IdentityCommand::Rotate { passphrase } => {
             let path = resolve_path(conn.identity.as_deref())?
                 .context("no identity in use (`cloister identity create`, or --identity FILE)")?;
+            // A protected identity stays protected.
+            let passphrase = passphrase || Identity::is_protected(&path);
             let old = Arc::new(load_file(&path)?);
             let new = Identity::generate(old.label())?;
             let staged = path.with_extension("new");
@@ -321,14 +327,28 @@ pub async fn run(conn: Conn, cmd: IdentityCommand, json_mode: bool) -> anyhow::R
             }
             save(&new, &staged, passphrase)?;
             let mut c = crate::client_cmds::client(&conn)?.with_identity(old.clone(), None);
-            let change = cloister_authority::ops::RegistryChange::Rotate {
-                new_public_key: new.public_key().to_string(),
-            };
-            let r = match c.change_registry(&change).await {
+            let r = match c.rotate_identity(&new).await {
                 Ok(r) => r,
-                Err(e) => {
+                // keyvault refused: nothing changed, the new key is useless.
+                Err(cloister_client::ClientError::Api { status, error })
+                    if (400..500).contains(&status) =>
+                {
                     let _ = std::fs::remove_file(&staged);
-                    return Err(e.into());
+                    return Err(cloister_client::ClientError::Api { status, error }.into());
+                }
+                // Anything else (timeout, gateway failure): keyvault may have rotated already,
+                // so the new key is kept; deleting it could lose the identity for good.
+                Err(e) => {
+                    bail!(
+                        "{e}\nThe rotation may or may not have happened. The new key is kept in {} \
+                         (identity {}): check `cloister identity list`; if it shows {} rotated to \
+                         it, move {} to {}.",
+                        staged.display(),
+                        new.id(),
+                        old.id(),
+                        staged.display(),
+                        path.display()
+                    );
                 }
             };
             let retired = path.with_extension("retired");

@@ -290,7 +290,10 @@ async fn a_deactivated_version_receives_nothing() {
     let p = Platform::start().await;
     let v1 = victim(&p).await;
     let mut admin = p.admin();
-    let act = admin.activate(&v1.function_id, 1, false).await.unwrap();
+    let act = admin
+        .activate("victim", &v1.function_id, 1, false)
+        .await
+        .unwrap();
     assert!(act.active.is_empty());
     // Cached grants expire with the TTL or the epoch; the refusal comes at the next fetch.
     let evil = insider(&p);
@@ -307,7 +310,10 @@ async fn a_deactivated_version_receives_nothing() {
             }
         }
     }
-    admin.activate(&v1.function_id, 1, true).await.unwrap();
+    admin
+        .activate("victim", &v1.function_id, 1, true)
+        .await
+        .unwrap();
     let r = p.admin().invoke("victim", "null", None).await.unwrap();
     assert_eq!(r.result.get(), r#"{"ok":true}"#);
 }
@@ -471,7 +477,11 @@ async fn a_developer_token_acts_only_on_functions_its_identity_owns() {
         "forbidden",
         403,
     );
-    assert_api_error(m.activate(&v.function_id, 1, false).await, "forbidden", 403);
+    assert_api_error(
+        m.activate("victim", &v.function_id, 1, false).await,
+        "forbidden",
+        403,
+    );
     // A manifest signed by someone else cannot be relayed with her token either.
     req.name = "relayed".into();
     let mut admin_signed = req.clone();

@@ -380,6 +380,25 @@ impl Client {
             .await
     }
 
+    /// Rotates this client's identity to `new` (signed by the current key, with `new`'s proof
+    /// of possession); keep using the returned client with `new` afterwards.
+    pub async fn rotate_identity(
+        &mut self,
+        new: &cloister_authority::Identity,
+    ) -> Result<cloister_types::wire::RegistryChanged, ClientError> {
+        let platform = self.platform().await?;
+        let Some(s) = &self.signer else {
+            return Err(ClientError::Signing(
+                "the identity to rotate is needed".into(),
+            ));
+        };
+        let change = cloister_authority::ops::RegistryChange::Rotate {
+            new_public_key: new.public_key().to_string(),
+            proof: new.rotation_proof(s.identity.id(), &platform),
+        };
+        self.change_registry(&change).await
+    }
+
     /// keyvault's registry (`GET /v1/registry`), as relayed: check it with
     /// [`registry::check`] against a verified bundle before relying on it.
     pub async fn registry(&mut self) -> Result<cloister_types::wire::RegistryView, ClientError> {
@@ -389,12 +408,14 @@ impl Client {
     /// Relays an owner-signed activation (`active = true`) or deactivation of a version.
     pub async fn activate(
         &mut self,
+        name: &str,
         function_id: &str,
         version: u32,
         active: bool,
     ) -> Result<cloister_types::wire::ActivationResult, ClientError> {
         let body = cloister_authority::ops::Activation {
             function_id: function_id.to_owned(),
+            name: name.to_owned(),
             version,
             active,
         };

@@ -165,6 +165,11 @@ pub struct IdentityRecord {
 }
 
 impl IdentityRecord {
+    /// Whether it may sign at `now` (not revoked, grant not expired).
+    pub fn live(&self, now: u64) -> bool {
+        !self.revoked && self.expires.is_none_or(|e| e > now)
+    }
+
     fn new(public_key: String, role: IdentityRole, label: String, expires: Option<u64>) -> Self {
         Self {
             public_key,
@@ -468,12 +473,13 @@ impl Authority {
         }))
     }
 
-    /// Ids of the admin identities that are not revoked.
+    /// Ids of the admin identities that may still sign (not revoked, not expired).
     pub fn admins(&self) -> Vec<String> {
+        let now = unix_now();
         lock(&self.cache)
             .identities
             .iter()
-            .filter(|(_, r)| r.role == IdentityRole::Admin && !r.revoked)
+            .filter(|(_, r)| r.role == IdentityRole::Admin && r.live(now))
             .map(|(id, _)| id.to_string())
             .collect()
     }
@@ -546,6 +552,18 @@ impl Authority {
                 identity: id.clone(),
                 function_id: f.function_id.clone(),
             })
+        }
+    }
+
+    /// Refuses a request whose signer named another function than the id it carries.
+    fn same_name(f: &FunctionRecord, name: &str) -> Result<(), Denied> {
+        if f.name == name {
+            Ok(())
+        } else {
+            Err(Denied::ManifestMismatch(format!(
+                "function {} is named {:?}; the request was signed for {name:?}",
+                f.function_id, f.name
+            )))
         }
     }
 
@@ -827,21 +845,6 @@ impl Authority {
         Ok(v.signer_id().clone())
     }
 
-    /// Checks that `signed` authorises acting on `function_id` by an owner or admin, for
-    /// operations whose body is only the function (secret listing, DEK rotation).
-    pub async fn is_owner(&self, identity: &IdentityId, function_id: &str) -> Result<bool, Denied> {
-        let Some(rec) = self.identity(identity).await? else {
-            return Ok(false);
-        };
-        if rec.revoked {
-            return Ok(false);
-        }
-        let Some(f) = self.function(function_id).await? else {
-            return Ok(false);
-        };
-        Ok(Self::may_act(&rec, identity, &f).is_ok())
-    }
-
     /// An admin adds an identity or changes its role.
     pub async fn grant_identity(&self, signed: &[u8]) -> Result<IdentityId, Denied> {
         let _writes = self.write_lock().await;
@@ -904,6 +907,7 @@ impl Authority {
             .function(&a.function_id)
             .await?
             .ok_or_else(|| Denied::UnknownFunction(a.function_id.clone()))?;
+        Self::same_name(&f, &a.name)?;
         Self::may_act(&signer, v.signer_id(), &f)?;
         if a.version == 0 || a.version > f.latest_version {
             return Err(Denied::UnknownFunction(format!(
@@ -957,8 +961,12 @@ impl Authority {
         let (v, signer) = self.verify_signed::<RegistryChange>(signed).await?;
         let signer_id = v.signer_id().clone();
         match v.body().clone() {
-            RegistryChange::Rotate { new_public_key } => {
-                self.rotate(&signer_id, &signer, &new_public_key).await
+            RegistryChange::Rotate {
+                new_public_key,
+                proof,
+            } => {
+                self.rotate(&signer_id, &signer, &new_public_key, &proof)
+                    .await
             }
             RegistryChange::Revoke {
                 identity_id,
@@ -973,10 +981,11 @@ impl Authority {
             }
             RegistryChange::Owners {
                 function_id,
+                name,
                 add,
                 remove,
             } => {
-                self.change_owners(&signer_id, &signer, &function_id, &add, &remove)
+                self.change_owners(&signer_id, &signer, &function_id, &name, &add, &remove)
                     .await
             }
             RegistryChange::ExecutorPolicy { version, policy } => {
@@ -1011,15 +1020,26 @@ impl Authority {
         old_id: &IdentityId,
         old: &IdentityRecord,
         new_public_key: &str,
+        proof: &str,
     ) -> Result<RegistryOutcome, Denied> {
         let key = hex::decode(new_public_key)
             .ok()
             .and_then(|b| VerifyingKey::from_slice(&b).ok())
             .ok_or_else(|| Denied::Invalid("new_public_key must be a hex Ed25519 key".into()))?;
+        let sig = hex::decode(proof).map_err(|_| Denied::Invalid("proof must be hex".into()))?;
+        key.verify(
+            &cloister_authority::ops::rotation_proof_message(old_id, &self.platform),
+            &sig,
+        )
+        .map_err(|_| {
+            Denied::Signature(AuthorityError::Malformed(
+                "the new key's proof of possession does not verify".into(),
+            ))
+        })?;
         let new_id = IdentityId::of(&key);
         if self.identity(&new_id).await?.is_some() {
-            return Err(Denied::Invalid(format!(
-                "{new_id} is already in the registry; rotate to a fresh key"
+            return Err(Denied::NameTaken(format!(
+                "identity {new_id} (already in the registry; rotate to a fresh key)"
             )));
         }
         let new = IdentityRecord::new(key.to_string(), old.role, old.label.clone(), old.expires);
@@ -1097,40 +1117,81 @@ impl Authority {
         if old.revoked && (old.compromised || !compromised) {
             return Err(Denied::IdentityRevoked(target.clone()));
         }
-        if old.role == IdentityRole::Admin && !old.revoked && self.admins().len() <= 1 {
+        // A leaked key may have been rotated by the thief: compromise reaches every key it
+        // rotated to (an admin grants the rightful owner a fresh one).
+        let mut chain = vec![(target.clone(), old.clone())];
+        if compromised {
+            let mut next = old.rotated_to.clone();
+            while let Some(id) = next {
+                if chain.iter().any(|(c, _)| *c == id) {
+                    break;
+                }
+                let Some(r) = self.identity(&id).await? else {
+                    break;
+                };
+                next = r.rotated_to.clone();
+                chain.push((id, r));
+            }
+        }
+        let now = unix_now();
+        let admins_left = self
+            .admins()
+            .iter()
+            .filter(|a| !chain.iter().any(|(c, _)| c.as_str() == a.as_str()))
+            .count();
+        if chain
+            .iter()
+            .any(|(_, r)| r.role == IdentityRole::Admin && r.live(now))
+            && admins_left == 0
+        {
             return Err(Denied::LastAdmin);
         }
-        let mut rec = old.clone();
-        rec.revoked = true;
-        rec.compromised |= compromised;
         // Count the versions this distrusts, for the caller and the audit entry.
         let mut distrusted = 0u32;
         if compromised {
             for f in self.all_functions().await? {
                 for version in f.active.iter().copied() {
                     if let Some(m) = self.manifest(&f.function_id, version).await?
-                        && m.signer == *target
+                        && chain.iter().any(|(c, _)| *c == m.signer)
                     {
                         distrusted += 1;
                     }
                 }
             }
         }
+        let mut writes = Vec::new();
+        let mut updated = Vec::new();
+        for (id, r) in &chain {
+            let mut rec = r.clone();
+            rec.revoked = true;
+            rec.compromised |= compromised;
+            writes.push(AuthorityWrite {
+                row: self.row(IDENTITY, id.as_str(), Self::encode(&rec)?),
+                expect: Some(Self::encode(r)?),
+            });
+            updated.push((id.clone(), rec));
+        }
         let audit = AuditDraft::new(by.to_string(), Action::IdentityRevoke, target.to_string())
             .detail("compromised", compromised)
+            .detail(
+                "successors",
+                chain
+                    .iter()
+                    .skip(1)
+                    .map(|(c, _)| c.to_string())
+                    .collect::<Vec<_>>(),
+            )
             .detail("distrusted_active_versions", distrusted);
         self.store
-            .authority_write(
-                vec![AuthorityWrite {
-                    row: self.row(IDENTITY, target.as_str(), Self::encode(&rec)?),
-                    expect: Some(Self::encode(&old)?),
-                }],
-                Some(audit),
-                None,
-            )
+            .authority_write(writes, Some(audit), None)
             .await
             .map_err(tampered_on_conflict)?;
-        lock(&self.cache).identities.insert(target.clone(), rec);
+        {
+            let mut c = lock(&self.cache);
+            for (id, rec) in updated {
+                c.identities.insert(id, rec);
+            }
+        }
         tracing::warn!(identity = %target, compromised, distrusted, "identity revoked");
         Ok(RegistryOutcome {
             identity_id: Some(target.clone()),
@@ -1147,6 +1208,7 @@ impl Authority {
         signer_id: &IdentityId,
         signer: &IdentityRecord,
         function_id: &str,
+        name: &str,
         add: &[String],
         remove: &[String],
     ) -> Result<RegistryOutcome, Denied> {
@@ -1160,17 +1222,20 @@ impl Authority {
             .function(function_id)
             .await?
             .ok_or_else(|| Denied::UnknownFunction(function_id.to_owned()))?;
+        Self::same_name(&f, name)?;
         Self::may_act(signer, signer_id, &f)?;
         let mut g = (*f).clone();
         for r in remove {
             let id = IdentityId::parse(r).map_err(|e| Denied::Invalid(e.to_string()))?;
             g.owners.retain(|o| *o != id);
         }
+        let now = unix_now();
         for a in add {
             let id = IdentityId::parse(a).map_err(|e| Denied::Invalid(e.to_string()))?;
             match self.identity(&id).await? {
                 None => return Err(Denied::UnknownIdentity(id)),
                 Some(r) if r.revoked => return Err(Denied::IdentityRevoked(id)),
+                Some(r) if !r.live(now) => return Err(Denied::IdentityExpired(id)),
                 Some(_) => {}
             }
             if !g.owners.contains(&id) {
@@ -1182,11 +1247,12 @@ impl Authority {
             let live = g
                 .owners
                 .iter()
-                .filter(|o| c.identities.get(*o).is_some_and(|r| !r.revoked))
+                .filter(|o| c.identities.get(*o).is_some_and(|r| r.live(now)))
                 .count();
             if live == 0 {
                 return Err(Denied::Invalid(
-                    "a function keeps at least one owner that is not revoked".into(),
+                    "a function keeps at least one owner that is neither revoked nor expired"
+                        .into(),
                 ));
             }
         }

@@ -232,6 +232,7 @@ async fn signed_requests_are_bound_to_this_platform_and_expire() {
     // A manifest signature presented as another operation is refused.
     let act = Activation {
         function_id: "00000000-0000-4000-8000-000000000000".into(),
+        name: "pay".into(),
         version: 1,
         active: true,
     };
@@ -266,6 +267,7 @@ async fn release_needs_the_manifest_code_and_an_active_version() {
     // Deactivation by the owner; a non-owner cannot reactivate.
     let off = Activation {
         function_id: id.clone(),
+        name: "pay".into(),
         version: 1,
         active: false,
     };
@@ -650,7 +652,17 @@ async fn a_rotated_key_hands_over_ownership_and_the_old_key_signs_nothing() {
     // Only the key itself rotates itself: mallory cannot move alice's identity to her key.
     let rot = RegistryChange::Rotate {
         new_public_key: alice2.public_key().to_string(),
+        proof: alice2.rotation_proof(alice().id(), fx.v.platform()),
     };
+    // Onto a key whose holder did not sign the proof (someone else's published key).
+    let unproven = RegistryChange::Rotate {
+        new_public_key: alice2.public_key().to_string(),
+        proof: mallory().rotation_proof(alice().id(), fx.v.platform()),
+    };
+    assert_eq!(
+        denied(a.change_registry(&change(&fx, &alice(), &unproven)).await),
+        ErrorCode::InvalidRequest
+    );
     let digest_before = a.registry_digest();
     let out = a
         .change_registry(&change(&fx, &alice(), &rot))
@@ -682,13 +694,14 @@ async fn a_rotated_key_hands_over_ownership_and_the_old_key_signs_nothing() {
     // Rotating onto a key already registered is refused (no identity merges).
     let onto_mallory = RegistryChange::Rotate {
         new_public_key: mallory().public_key().to_string(),
+        proof: mallory().rotation_proof(alice2.id(), fx.v.platform()),
     };
     assert_eq!(
         denied(
             a.change_registry(&change(&fx, &alice2, &onto_mallory))
                 .await
         ),
-        ErrorCode::InvalidRequest
+        ErrorCode::Conflict
     );
     // The rotation survives a restart (MACed rows), and the old key stays retired.
     drop(fx.v);
@@ -759,6 +772,7 @@ async fn revocation_stops_new_signatures_and_compromise_distrusts_old_manifests(
     );
     let on = Activation {
         function_id: id.clone(),
+        name: "pay".into(),
         version: 1,
         active: true,
     };
@@ -881,6 +895,7 @@ async fn machine_identities_act_only_where_added_and_only_until_they_expire() {
     // Mallory (not an owner) cannot add it; alice can; the machine cannot add others.
     let add = |who: &Identity| RegistryChange::Owners {
         function_id: id.clone(),
+        name: "pay".into(),
         add: vec![who.id().to_string()],
         remove: vec![],
     };
@@ -901,10 +916,14 @@ async fn machine_identities_act_only_where_added_and_only_until_they_expire() {
         ErrorCode::Forbidden
     );
     a.register_manifest(&fx.signed(&ci, &m)).await.unwrap();
-    // An expired grant authorises nothing, even as an owner.
-    a.change_registry(&change(&fx, &alice(), &add(&expired)))
-        .await
-        .unwrap();
+    // An expired grant authorises nothing, and cannot be made an owner.
+    assert_eq!(
+        denied(
+            a.change_registry(&change(&fx, &alice(), &add(&expired)))
+                .await
+        ),
+        ErrorCode::IdentityRevoked
+    );
     let mut m3 = manifest("pay", "v3", &["KEY"]);
     m3.function_id = Some(id.clone());
     m3.previous = Some(
@@ -922,6 +941,7 @@ async fn machine_identities_act_only_where_added_and_only_until_they_expire() {
     // The last live owner cannot be removed.
     let strip = RegistryChange::Owners {
         function_id: id.clone(),
+        name: "pay".into(),
         add: vec![],
         remove: vec![
             alice().id().to_string(),
@@ -1178,4 +1198,88 @@ async fn only_an_admin_changes_the_executor_policy_and_the_bootstrap_is_used_onc
             .code(),
         ErrorCode::ManifestMismatch
     );
+}
+
+#[tokio::test]
+async fn an_owner_change_or_activation_signed_for_one_name_cannot_be_redirected_to_another_function()
+ {
+    use cloister_authority::ops::RegistryChange;
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    // alice owns two functions; she means to act on "test-fn", the gateway names prod's id.
+    alice_deploys(&fx.v, "test-fn", "t", &[]).await;
+    let prod = alice_deploys(&fx.v, "prod-payments", "p", &["KEY"]).await;
+    let prod_id = prod.function.function_id.clone();
+    let add_mallory = RegistryChange::Owners {
+        function_id: prod_id.clone(),
+        name: "test-fn".into(),
+        add: vec![mallory().id().to_string()],
+        remove: vec![],
+    };
+    assert_eq!(
+        denied(
+            a.change_registry(&change(&fx, &alice(), &add_mallory))
+                .await
+        ),
+        ErrorCode::ManifestMismatch
+    );
+    let off = Activation {
+        function_id: prod_id.clone(),
+        name: "test-fn".into(),
+        version: 1,
+        active: false,
+    };
+    assert_eq!(
+        denied(a.activate(&fx.signed(&alice(), &off)).await),
+        ErrorCode::ManifestMismatch
+    );
+    assert_eq!(
+        a.function(&prod_id).await.unwrap().unwrap().owners,
+        vec![alice().id().clone()],
+        "prod is untouched"
+    );
+    a.authorize_run(&prod_id, 1, &code_hash("p")).await.unwrap();
+}
+
+#[tokio::test]
+async fn compromise_reaches_every_key_the_leaked_key_rotated_to() {
+    use cloister_authority::ops::RegistryChange;
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    let reg = alice_deploys(&fx.v, "pay", "v1", &["KEY"]).await;
+    let id = reg.function.function_id.clone();
+    // A thief with alice's key rotates it to a key of their own and deploys with it.
+    let thief = Identity::from_seed([30u8; 32], "thief").unwrap();
+    let rot = RegistryChange::Rotate {
+        new_public_key: thief.public_key().to_string(),
+        proof: thief.rotation_proof(alice().id(), fx.v.platform()),
+    };
+    a.change_registry(&change(&fx, &alice(), &rot))
+        .await
+        .unwrap();
+    let mut m = manifest("pay", "stolen", &["KEY"]);
+    m.function_id = Some(id.clone());
+    m.previous = Some(reg.manifest.digest.clone());
+    a.register_manifest(&fx.signed(&thief, &m)).await.unwrap();
+    a.authorize_run(&id, 2, &code_hash("stolen")).await.unwrap();
+    // The admin revokes alice's old id as compromised: the thief's key goes with it.
+    let out = a
+        .change_registry(&change(
+            &fx,
+            &admin(),
+            &RegistryChange::Revoke {
+                identity_id: alice().id().to_string(),
+                compromised: true,
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.distrusted_versions, 2);
+    assert_eq!(
+        denied(a.authorize_run(&id, 2, &code_hash("stolen")).await),
+        ErrorCode::IdentityRevoked
+    );
+    let reg_list = a.registry();
+    let t = reg_list.iter().find(|(i, _)| i == thief.id()).unwrap();
+    assert!(t.1.revoked && t.1.compromised);
 }
