@@ -573,7 +573,8 @@ pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Re
             let mut seen_problem = chain_problem;
             let epoch = remote["epoch"].as_u64().unwrap_or(0);
             let mut restored_notice = None;
-            if let Some(seen) = seen.as_ref().filter(|s| epoch != s.epoch) {
+            // A checkpoint pinned before epochs existed (0) is still checked, not waved through.
+            if let Some(seen) = seen.as_ref().filter(|s| s.epoch != 0 && epoch != s.epoch) {
                 if epoch < seen.epoch {
                     seen_problem = Some(format!(
                         "keyvault's anti-rollback epoch went back from {} to {epoch}: its state was rolled back",

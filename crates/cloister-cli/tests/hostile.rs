@@ -802,4 +802,31 @@ async fn the_executor_proves_itself_to_the_gateway_and_links_are_not_guessable()
         )
         .is_err()
     );
+    // A linked request runs at most once: replaying it (same execution id) is refused.
+    let linked = |execution_id: String| {
+        Insider::req_with(
+            &evil.executor_token,
+            InvokeRequest {
+                function: Some(FunctionRef {
+                    function_id: v.function_id.clone(),
+                    version: v.version,
+                    code_hash: v.code_hash.clone(),
+                    secrets_epoch: 0,
+                }),
+                params_json: "null".into(),
+                code: None,
+                execution_id,
+                link_id: ans.link_id.clone(),
+            },
+        )
+    };
+    let id = uuid();
+    let first = c.invoke(linked(id.clone())).await.unwrap().into_inner();
+    assert_eq!(
+        first.link_mac.len(),
+        32,
+        "linked responses carry the link MAC"
+    );
+    let again = c.invoke(linked(id)).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
 }

@@ -31,10 +31,14 @@ pub enum LinkError {
     Failed(String),
 }
 
+/// Execution ids remembered to refuse replays (the oldest are forgotten first).
+const MAX_SEEN: usize = 1 << 16;
+
 /// The executor's attested links to gateways.
 pub struct Links {
     attester: Option<Arc<dyn Attester>>,
     keys: Mutex<VecDeque<([u8; 16], Arc<MacKey>)>>,
+    seen: Mutex<(std::collections::HashSet<String>, VecDeque<String>)>,
 }
 
 impl std::fmt::Debug for Links {
@@ -56,6 +60,7 @@ impl Links {
         Self {
             attester,
             keys: Mutex::new(VecDeque::new()),
+            seen: Mutex::new(Default::default()),
         }
     }
 
@@ -94,6 +99,31 @@ impl Links {
             executor_public: mine.to_vec(),
             link_id: id.to_vec(),
         })
+    }
+
+    /// Records `execution_id`; `false` if it was seen before (a replayed request).
+    pub fn first_run(&self, execution_id: &str) -> bool {
+        let mut seen = lock(&self.seen);
+        let (set, order) = &mut *seen;
+        if !set.insert(execution_id.to_owned()) {
+            return false;
+        }
+        order.push_back(execution_id.to_owned());
+        if order.len() > MAX_SEEN
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
+        }
+        true
+    }
+
+    /// Forgets `execution_id` (it did not run: the code had to be sent first).
+    pub fn forget(&self, execution_id: &str) {
+        let mut seen = lock(&self.seen);
+        let (set, order) = &mut *seen;
+        if set.remove(execution_id) {
+            order.retain(|e| e != execution_id);
+        }
     }
 
     /// The key of link `id`, if this executor made it.

@@ -89,19 +89,30 @@ impl Executor for ExecutorService {
     ) -> Result<Response<InvokeResponse>, Status> {
         let r = req.into_inner();
         // The link is checked before anything runs: a gateway that re-attests after an
-        // executor restart retries without the function having run twice.
+        // executor restart retries without the function having run twice. A linked request
+        // runs at most once per execution id (a replay on the link is refused).
+        let attestation_failed = |msg: &str| {
+            let mut s = Status::failed_precondition(msg.to_owned());
+            if let Ok(v) = ErrorCode::AttestationFailed.as_str().parse() {
+                s.metadata_mut().insert(cloister_rpc::ERROR_CODE_HEADER, v);
+            }
+            s
+        };
         let link = if r.link_id.is_empty() {
             None
         } else {
-            Some(self.links.key(&r.link_id).ok_or_else(|| {
-                let mut s = Status::failed_precondition("unknown link: attest again");
-                if let Ok(v) = ErrorCode::AttestationFailed.as_str().parse() {
-                    s.metadata_mut().insert(cloister_rpc::ERROR_CODE_HEADER, v);
-                }
-                s
-            })?)
+            let key = self
+                .links
+                .key(&r.link_id)
+                .ok_or_else(|| attestation_failed("unknown link: attest again"))?;
+            let digest = cloister_rpc::link::request_digest(&r);
+            if !self.links.first_run(&r.execution_id) {
+                return Err(Status::already_exists(
+                    "this execution id already ran (replayed request)",
+                ));
+            }
+            Some((key, digest))
         };
-        let execution_id = r.execution_id.clone();
         let function = r
             .function
             .ok_or_else(|| Status::invalid_argument("function is required"))?;
@@ -112,6 +123,7 @@ impl Executor for ExecutorService {
         }
         let params = RawValue::from_string(r.params_json)
             .map_err(|e| Status::invalid_argument(format!("params are not JSON: {e}")))?;
+        let execution_id = r.execution_id.clone();
         let job = Job {
             spec,
             params,
@@ -119,10 +131,14 @@ impl Executor for ExecutorService {
             execution_id: r.execution_id,
         };
         let resp = match self.sup.run(job).await {
-            JobResult::CodeRequired => InvokeResponse {
-                outcome: Some(invoke_response::Outcome::CodeRequired(CodeRequired {})),
-                ..Default::default()
-            },
+            JobResult::CodeRequired => {
+                // Nothing ran: the gateway resends this execution id with the code.
+                self.links.forget(&execution_id);
+                InvokeResponse {
+                    outcome: Some(invoke_response::Outcome::CodeRequired(CodeRequired {})),
+                    ..Default::default()
+                }
+            }
             JobResult::Ran {
                 result,
                 logs,
@@ -152,8 +168,8 @@ impl Executor for ExecutorService {
             }
         };
         let mut resp = resp;
-        if let Some(key) = link {
-            cloister_rpc::link::seal_response(&key, &execution_id, &mut resp);
+        if let Some((key, digest)) = link {
+            cloister_rpc::link::seal_response(&key, &digest, &mut resp);
         }
         Ok(Response::new(resp))
     }

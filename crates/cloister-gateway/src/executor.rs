@@ -152,7 +152,8 @@ impl Executor {
             }
             r => r.map_err(rpc_error)?,
         };
-        if !cloister_rpc::link::check_response(&link.key, &msg.execution_id, &mut resp) {
+        let digest = cloister_rpc::link::request_digest(&msg);
+        if !cloister_rpc::link::check_response(&link.key, &digest, &mut resp) {
             tracing::error!(
                 execution_id = %msg.execution_id,
                 "ALARM: an invocation response failed the executor link MAC (forged or altered)"

@@ -459,18 +459,34 @@ impl Authority {
         Ok(lock(&self.cache).identities.get(id).cloned())
     }
 
-    /// Digest of the registry keyvault's evidence binds (see `binding::registry_digest`).
+    /// Digest of the registry keyvault's evidence binds (identities and executor policy; see
+    /// `binding::registry_digest`).
     pub fn registry_digest(&self) -> [u8; 32] {
+        let policy = self.executor_policy();
         let c = lock(&self.cache);
-        cloister_types::binding::registry_digest(c.identities.iter().map(|(id, r)| {
-            (
-                id.as_str(),
-                r.public_key.as_str(),
-                r.role.as_str(),
-                r.revoked,
-                r.compromised,
-            )
-        }))
+        let rotated: Vec<Option<String>> = c
+            .identities
+            .values()
+            .map(|r| r.rotated_to.as_ref().map(ToString::to_string))
+            .collect();
+        let entries: Vec<cloister_types::binding::RegistryEntry<'_>> = c
+            .identities
+            .iter()
+            .zip(&rotated)
+            .map(|((id, r), rot)| cloister_types::binding::RegistryEntry {
+                id: id.as_str(),
+                public_key: r.public_key.as_str(),
+                role: r.role.as_str(),
+                revoked: r.revoked,
+                compromised: r.compromised,
+                expires: r.expires,
+                rotated_to: rot.as_deref(),
+            })
+            .collect();
+        cloister_types::binding::registry_digest(
+            &entries,
+            policy.as_ref().map(|p| (p.version, p.policy.as_str())),
+        )
     }
 
     /// Ids of the admin identities that may still sign (not revoked, not expired).

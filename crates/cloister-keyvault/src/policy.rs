@@ -95,6 +95,11 @@ impl Authority {
         lock(&self.policy).as_ref().map(|c| c.record.clone())
     }
 
+    /// The executor policy's version (0 before it is loaded).
+    pub fn executor_policy_version(&self) -> u64 {
+        lock(&self.policy).as_ref().map_or(0, |c| c.record.version)
+    }
+
     /// Executor measurements (hex) keyvault releases to; empty before the policy is loaded.
     pub fn executor_measurements(&self) -> Vec<String> {
         lock(&self.policy)
@@ -135,7 +140,7 @@ impl Authority {
         };
         if version != old.version + 1 {
             return Err(Denied::Invalid(format!(
-                "the executor policy is at version {}; a change names version {}",
+                "the executor policy is at version {}; a change must name version {}, not {version}",
                 old.version,
                 old.version + 1
             )));

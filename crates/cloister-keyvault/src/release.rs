@@ -89,6 +89,7 @@ async fn serve_connection<T: TlsConn>(
 ) -> Result<(), ChannelError> {
     let actor = format!("executor:{measurement}");
     let mut reads = ReadState::default();
+    let policy_version = vault.authority().executor_policy_version();
     let result = loop {
         let bytes = match ch.recv().await {
             Ok(b) => b,
@@ -96,8 +97,13 @@ async fn serve_connection<T: TlsConn>(
             Err(e) => break Err(e),
         };
         // The executor policy may have changed since this channel attested: a measurement
-        // an admin removed stops receiving secrets now, and its channel is closed.
-        if !vault.authority().executor_allowed(measurement) {
+        // an admin removed gets no more secrets (its read records are still kept), and any
+        // policy change closes the channel after this reply so the executor re-attests under
+        // the policy in force.
+        let allowed = vault.authority().executor_allowed(measurement);
+        let policy_changed = vault.authority().executor_policy_version() != policy_version;
+        let decoded = ExecutorMessage::decode(bytes.as_slice()).map(|m| m.body);
+        if !allowed && matches!(decoded, Ok(Some(executor_message::Body::Release(_)))) {
             tracing::warn!(
                 measurement,
                 "executor measurement no longer allowed; closing its channel"
@@ -118,7 +124,7 @@ async fn serve_connection<T: TlsConn>(
             }
             break Ok(());
         }
-        let reply = match ExecutorMessage::decode(bytes.as_slice()).map(|m| m.body) {
+        let reply = match decoded {
             Ok(Some(executor_message::Body::Release(req))) => {
                 keyvault_reply::Body::Release(release_reply(release(vault, req, &actor).await))
             }
@@ -142,6 +148,13 @@ async fn serve_connection<T: TlsConn>(
         let msg = KeyvaultReply { body: Some(reply) };
         if let Err(e) = ch.send(&msg.encode_to_vec()).await {
             break Err(e);
+        }
+        if !allowed || policy_changed {
+            tracing::info!(
+                measurement,
+                "executor policy changed; closing the channel to re-attest"
+            );
+            break Ok(());
         }
     };
     if !reads.boot_id.is_empty() {

@@ -20,35 +20,31 @@ pub mod link {
     use cloister_types::binding::INVOKE_RESPONSE_MAC_DOMAIN;
     use prost::Message;
 
-    use crate::executor::InvokeResponse;
+    use crate::executor::{InvokeRequest, InvokeResponse};
 
-    fn tag(key: &MacKey, execution_id: &str, resp: &InvokeResponse) -> [u8; 32] {
-        key.tag(&[
-            INVOKE_RESPONSE_MAC_DOMAIN,
-            execution_id.as_bytes(),
-            &resp.encode_to_vec(),
-        ])
+    /// SHA-256 of the request as encoded on the wire: the response MAC covers it, so a
+    /// request altered on the way (other params, function or code) is caught too.
+    pub fn request_digest(req: &InvokeRequest) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(req.encode_to_vec()).into()
     }
 
-    /// Sets `resp.link_mac`: HMAC-SHA256 over the domain, the execution id and the response
-    /// encoded without its MAC.
-    pub fn seal_response(key: &MacKey, execution_id: &str, resp: &mut InvokeResponse) {
+    fn parts<'a>(request: &'a [u8; 32], resp: &'a [u8]) -> [&'a [u8]; 3] {
+        [INVOKE_RESPONSE_MAC_DOMAIN, request, resp]
+    }
+
+    /// Sets `resp.link_mac`: HMAC-SHA256 over the domain, the digest of the request it
+    /// answers (which carries the execution id) and the response encoded without its MAC.
+    pub fn seal_response(key: &MacKey, request: &[u8; 32], resp: &mut InvokeResponse) {
         resp.link_mac.clear();
-        resp.link_mac = tag(key, execution_id, resp).to_vec();
+        resp.link_mac = key.tag(&parts(request, &resp.encode_to_vec())).to_vec();
     }
 
     /// Checks (and removes) `resp.link_mac`, in constant time.
-    pub fn check_response(key: &MacKey, execution_id: &str, resp: &mut InvokeResponse) -> bool {
+    pub fn check_response(key: &MacKey, request: &[u8; 32], resp: &mut InvokeResponse) -> bool {
         let mac = std::mem::take(&mut resp.link_mac);
-        key.verify(
-            &[
-                INVOKE_RESPONSE_MAC_DOMAIN,
-                execution_id.as_bytes(),
-                &resp.encode_to_vec(),
-            ],
-            &mac,
-        )
-        .is_ok()
+        key.verify(&parts(request, &resp.encode_to_vec()), &mac)
+            .is_ok()
     }
 
     #[cfg(test)]
@@ -59,6 +55,14 @@ pub mod link {
         #[test]
         fn a_response_altered_or_moved_fails_its_mac() {
             let key = MacKey::new(&cloister_crypto::SecretKey32::from_array([3; 32]));
+            let req = |params: &str, id: &str| {
+                request_digest(&InvokeRequest {
+                    params_json: params.into(),
+                    execution_id: id.into(),
+                    ..Default::default()
+                })
+            };
+            let asked = req("{\"a\":1}", "exec-1");
             let mut resp = InvokeResponse {
                 outcome: Some(Outcome::Success(Success {
                     result_json: "{\"ok\":true}".into(),
@@ -67,23 +71,32 @@ pub mod link {
                 duration_ms: 1.5,
                 link_mac: Vec::new(),
             };
-            seal_response(&key, "exec-1", &mut resp);
+            seal_response(&key, &asked, &mut resp);
             assert_eq!(resp.link_mac.len(), 32);
-            assert!(check_response(&key, "exec-1", &mut resp.clone()));
-            // Another execution's response replayed here.
-            assert!(!check_response(&key, "exec-2", &mut resp.clone()));
+            assert!(check_response(&key, &asked, &mut resp.clone()));
+            // Another execution's response, or the answer to altered parameters.
+            assert!(!check_response(
+                &key,
+                &req("{\"a\":1}", "exec-2"),
+                &mut resp.clone()
+            ));
+            assert!(!check_response(
+                &key,
+                &req("{\"a\":2}", "exec-1"),
+                &mut resp.clone()
+            ));
             // The result rewritten on the way.
             let mut altered = resp.clone();
             altered.outcome = Some(Outcome::Success(Success {
                 result_json: "{\"ok\":false}".into(),
             }));
-            assert!(!check_response(&key, "exec-1", &mut altered));
+            assert!(!check_response(&key, &asked, &mut altered));
             // No MAC, or another link's key.
             let mut bare = resp.clone();
             bare.link_mac.clear();
-            assert!(!check_response(&key, "exec-1", &mut bare));
+            assert!(!check_response(&key, &asked, &mut bare));
             let other = MacKey::new(&cloister_crypto::SecretKey32::from_array([4; 32]));
-            assert!(!check_response(&other, "exec-1", &mut resp));
+            assert!(!check_response(&other, &asked, &mut resp));
         }
     }
 }

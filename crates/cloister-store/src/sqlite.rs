@@ -54,6 +54,16 @@ impl SqliteStore {
         let target = out
             .to_str()
             .ok_or_else(|| StoreError::Backend("backup path is not UTF-8".into()))?;
+        // Created private first: SQLite would create it with the process umask.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(out)
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", out.display())))?;
+        }
         conn.execute("VACUUM INTO ?1", [target]).map_err(backend)?;
         Ok(())
     }

@@ -32,27 +32,56 @@ pub fn bundle_report_data(
     h.finalize().into()
 }
 
-/// The digest of keyvault's identity registry a bundle binds: SHA-256 over each identity
-/// (sorted by id) as `id`, `public key`, `role` (each length-prefixed) and one status byte:
-/// 0 active, 1 revoked, 2 revoked as compromised.
-pub fn registry_digest<'a>(
-    entries: impl IntoIterator<Item = (&'a str, &'a str, &'a str, bool, bool)>,
-) -> [u8; 32] {
+/// One identity as the registry digest covers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryEntry<'a> {
+    /// Identity id.
+    pub id: &'a str,
+    /// Hex public key.
+    pub public_key: &'a str,
+    /// Role name.
+    pub role: &'a str,
+    /// Revoked (or rotated away).
+    pub revoked: bool,
+    /// Revoked as compromised.
+    pub compromised: bool,
+    /// Grant expiry (Unix seconds).
+    pub expires: Option<u64>,
+    /// The key it rotated to.
+    pub rotated_to: Option<&'a str>,
+}
+
+/// The digest of keyvault's registry a bundle binds: SHA-256 over each identity (sorted by
+/// id) as `id`, `public key`, `role`, `rotated_to` (each length-prefixed), a status byte (0
+/// active, 1 revoked, 2 revoked as compromised) and the expiry (8 bytes, 0 for none); then
+/// the executor policy's version and the SHA-256 of its document, when there is one.
+pub fn registry_digest(entries: &[RegistryEntry<'_>], policy: Option<(u64, &str)>) -> [u8; 32] {
     use sha2::Sha256;
-    let mut sorted: Vec<_> = entries.into_iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut sorted: Vec<_> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.id.cmp(b.id));
     let mut h = Sha256::new();
-    h.update(b"cloister/identity-registry/v1");
-    for (id, key, role, revoked, compromised) in sorted {
-        for part in [id.as_bytes(), key.as_bytes(), role.as_bytes()] {
+    h.update(b"cloister/registry/v2");
+    for e in sorted {
+        for part in [
+            e.id.as_bytes(),
+            e.public_key.as_bytes(),
+            e.role.as_bytes(),
+            e.rotated_to.unwrap_or("").as_bytes(),
+        ] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part);
         }
-        h.update([match (revoked, compromised) {
+        h.update([match (e.revoked, e.compromised) {
             (_, true) => 2u8,
             (true, false) => 1,
             (false, false) => 0,
         }]);
+        h.update(e.expires.unwrap_or(0).to_be_bytes());
+    }
+    if let Some((version, doc)) = policy {
+        h.update(b"executor-policy");
+        h.update(version.to_be_bytes());
+        h.update(Sha256::digest(doc.as_bytes()));
     }
     h.finalize().into()
 }
@@ -142,21 +171,42 @@ mod tests {
 
     #[test]
     fn the_registry_digest_covers_every_field_and_ignores_order() {
-        let a = ("01", "k1", "admin", false, false);
-        let b = ("02", "k2", "developer", false, false);
-        let d = registry_digest([a, b]);
-        assert_eq!(d, registry_digest([b, a]));
-        assert_ne!(d, registry_digest([a]));
-        assert_ne!(d, registry_digest([a, ("02", "k2", "admin", false, false)]));
-        let revoked = registry_digest([a, ("02", "k2", "developer", true, false)]);
-        assert_ne!(d, revoked);
-        assert_ne!(
+        let e = |id, role, revoked, compromised, expires, rotated_to| RegistryEntry {
+            id,
+            public_key: "k",
+            role,
             revoked,
-            registry_digest([a, ("02", "k2", "developer", true, true)])
+            compromised,
+            expires,
+            rotated_to,
+        };
+        let a = e("01", "admin", false, false, None, None);
+        let b = e("02", "developer", false, false, None, None);
+        let d = registry_digest(&[a, b], None);
+        assert_eq!(d, registry_digest(&[b, a], None));
+        assert_ne!(d, registry_digest(&[a], None));
+        for changed in [
+            e("02", "admin", false, false, None, None),
+            e("02", "developer", true, false, None, None),
+            e("02", "developer", true, true, None, None),
+            e("02", "developer", false, false, Some(5), None),
+            e("02", "developer", true, false, None, Some("03")),
+            RegistryEntry {
+                public_key: "k2",
+                ..b
+            },
+        ] {
+            assert_ne!(d, registry_digest(&[a, changed], None), "{changed:?}");
+        }
+        let p = registry_digest(&[a, b], Some((1, "allow_simulated: true")));
+        assert_ne!(d, p);
+        assert_ne!(
+            p,
+            registry_digest(&[a, b], Some((2, "allow_simulated: true")))
         );
         assert_ne!(
-            d,
-            registry_digest([a, ("02", "k3", "developer", false, false)])
+            p,
+            registry_digest(&[a, b], Some((1, "allow_simulated: false")))
         );
     }
 
