@@ -139,7 +139,8 @@ mod tests {
         assert_eq!(d, bound);
         // A gateway that promotes, hides, un-revokes, re-dates or re-points an identity, or
         // shows another policy, is caught.
-        let variants: Vec<Box<dyn Fn(&mut RegistryView)>> = vec![
+        type Change = Box<dyn Fn(&mut RegistryView)>;
+        let variants: Vec<Change> = vec![
             Box::new(|v| v.identities[1].role = "admin".into()),
             Box::new(|v| {
                 v.identities.pop();
