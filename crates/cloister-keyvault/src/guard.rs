@@ -28,6 +28,10 @@ pub struct GuardState {
     pub seq: u64,
     /// Its hash (hex).
     pub hash: String,
+    /// Public keys (hex) of the live admins at that checkpoint: who may sign a restore, even
+    /// of a copy whose own registry differs.
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -82,11 +86,13 @@ impl Guard {
     }
 
     fn tag(&self, s: &GuardState) -> [u8; 32] {
+        let admins = s.admins.join(",");
         self.mac.tag(&[
             MAC_DOMAIN,
             &s.epoch.to_be_bytes(),
             &s.seq.to_be_bytes(),
             s.hash.as_bytes(),
+            admins.as_bytes(),
         ])
     }
 
@@ -107,20 +113,7 @@ impl Guard {
         let tampered = || GuardError::Tampered(self.path.display().to_string());
         let f: GuardFile = serde_json::from_str(&text).map_err(|_| tampered())?;
         let mac = hex::decode(&f.mac).map_err(|_| tampered())?;
-        if f.kind != KIND
-            || self
-                .mac
-                .verify(
-                    &[
-                        MAC_DOMAIN,
-                        &f.state.epoch.to_be_bytes(),
-                        &f.state.seq.to_be_bytes(),
-                        f.state.hash.as_bytes(),
-                    ],
-                    &mac,
-                )
-                .is_err()
-        {
+        if f.kind != KIND || !cloister_crypto::ct_eq(&self.tag(&f.state), &mac) {
             return Err(tampered());
         }
         Ok(Some(f.state))
@@ -173,6 +166,7 @@ mod tests {
             epoch: 1,
             seq: 7,
             hash: "ab".repeat(32),
+            admins: vec!["cd".repeat(32)],
         };
         g.save(&s).unwrap();
         assert_eq!(g.load().unwrap(), Some(s));

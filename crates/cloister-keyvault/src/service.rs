@@ -290,6 +290,13 @@ impl Keyvault for KeyvaultService {
             return Err(coded(ErrorCode::PayloadTooLarge, "event too large"));
         }
         let details: serde_json::Value = match serde_json::from_str(&r.details_json) {
+            // `rows` is keyvault's own record of the authority rows it wrote.
+            Ok(serde_json::Value::Object(m)) if m.contains_key("rows") => {
+                return Err(coded(
+                    ErrorCode::InvalidRequest,
+                    "details_json may not carry `rows`",
+                ));
+            }
             Ok(v @ serde_json::Value::Object(_)) => v,
             _ if r.details_json.is_empty() => serde_json::Value::Object(Default::default()),
             _ => {

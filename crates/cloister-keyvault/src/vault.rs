@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use cloister_authority::ops::{IdentityRole, Restore};
+use cloister_authority::ops::Restore;
 
 use cloister_audit::{Action, AuditDraft, ChainReport, Checkpoint};
 use cloister_crypto::{
@@ -317,6 +317,7 @@ impl Vault {
                     epoch: 1,
                     seq,
                     hash,
+                    admins: self.admin_keys(),
                 };
                 self.write_guard_marker(1, None, None).await?;
                 g.save(&st).map_err(guard_err)?;
@@ -357,8 +358,91 @@ impl Vault {
                 st
             }
         };
+        self.check_authority_rows().await?;
         *lock(&self.guard_state) = Some(state);
         Ok(())
+    }
+
+    /// Replays the audit chain (links, hashes and keyvault's MACs checked) for the rows each
+    /// entry records (`details.rows`, see `cloister_store::authority::record_rows`) and
+    /// refuses an authority row that is not the latest value keyvault wrote (an older,
+    /// genuinely MACed copy put back) or that keyvault wrote and is gone.
+    async fn check_authority_rows(&self) -> Result<(), VaultError> {
+        use sha2::Digest;
+        let entries = self.audit_entries(0).await?;
+        let mut prev = hex::encode(cloister_audit::GENESIS_HASH);
+        let mut expected: HashMap<(String, String), String> = HashMap::new();
+        for e in &entries {
+            // Events the gateway reports never carry keyvault's row records.
+            let reported = matches!(e.action.as_str(), "function.delete" | "auth.failure");
+            let details: Option<serde_json::Value> = (!reported && e.details.contains("\"rows\""))
+                .then(|| serde_json::from_str(&e.details).ok())
+                .flatten();
+            let rows = details
+                .as_ref()
+                .and_then(|d| d.get("rows"))
+                .and_then(|r| r.as_array());
+            let mac_needed = rows.is_some() || !e.mac.is_empty();
+            if e.prev_hash != prev
+                || hex::encode(e.compute_hash()) != e.hash
+                || (mac_needed && !self.entry_mac_ok(&e.hash, &e.mac))
+            {
+                return Err(rollback(format!(
+                    "audit entry {} is not linked to the one before it or was not written by \
+                     keyvault; the database was altered",
+                    e.seq
+                )));
+            }
+            prev.clone_from(&e.hash);
+            for r in rows.into_iter().flatten() {
+                if let Some([k, key, d]) = r.as_array().map(Vec::as_slice)
+                    && let (Some(k), Some(key), Some(d)) = (k.as_str(), key.as_str(), d.as_str())
+                {
+                    expected.insert((k.to_owned(), key.to_owned()), d.to_owned());
+                }
+            }
+        }
+        for kind in [
+            "identity", "function", "name", "manifest", "fresh", "policy",
+        ] {
+            let mut present = std::collections::HashSet::new();
+            for row in self.store.authority_list(kind).await? {
+                let digest = hex::encode(sha2::Sha256::digest(&row.value));
+                if let Some(d) = expected.get(&(kind.to_owned(), row.key.clone()))
+                    && *d != digest
+                {
+                    return Err(rollback(format!(
+                        "the {kind} row {:?} is not the value keyvault last wrote (an older copy \
+                         was put back in the database)",
+                        row.key
+                    )));
+                }
+                present.insert(row.key);
+            }
+            if let Some(((_, key), _)) = expected
+                .iter()
+                .find(|((k, key), _)| k == kind && !present.contains(key))
+            {
+                return Err(rollback(format!(
+                    "the {kind} row {key:?} that keyvault wrote is missing from the database"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Public keys (hex) of the live admins, as the guard records them.
+    fn admin_keys(&self) -> Vec<String> {
+        let admins = self.authority.admins();
+        let mut keys: Vec<String> = self
+            .authority
+            .registry()
+            .into_iter()
+            .filter(|(id, _)| admins.contains(&id.to_string()))
+            .map(|(_, r)| r.public_key)
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// keyvault's anti-rollback epoch (0 without a guard).
@@ -401,12 +485,25 @@ impl Vault {
             .guard
             .as_ref()
             .ok_or_else(|| VaultError::Invalid("keyvault runs without a rollback guard".into()))?;
-        let (v, signer) = self.authority.verify_signed::<Restore>(signed).await?;
-        if signer.role != IdentityRole::Admin {
+        let (current, file, marker) = self.restore_base(g).await?;
+        // Who may restore is decided by the deployment being replaced (the admins the guard
+        // recorded), not by the copy's own registry; without a readable guard, by the copy's.
+        let v = cloister_authority::request::verify::<Restore>(
+            signed,
+            self.platform(),
+            cloister_authority::request::unix_now(),
+            crate::authority::MAX_REQUEST_TTL_SECS,
+        )
+        .map_err(Denied::from)?;
+        let signer_key = v.signer().to_string();
+        let allowed = match file.as_ref().filter(|f| !f.admins.is_empty()) {
+            Some(f) => f.admins.contains(&signer_key),
+            None => self.admin_keys().contains(&signer_key),
+        };
+        if !allowed {
             return Err(Denied::NotAdmin(v.signer_id().clone()).into());
         }
         let r = v.body();
-        let (current, file, marker) = self.restore_base(g).await?;
         if r.epoch != current + 1 {
             return Err(VaultError::Invalid(format!(
                 "a restore starts epoch {}, not {}",
@@ -438,6 +535,7 @@ impl Vault {
             epoch: r.epoch,
             seq,
             hash,
+            admins: self.admin_keys(),
         };
         g.save(&st).map_err(guard_err)?;
         *lock(&self.guard_state) = Some(st.clone());
@@ -970,6 +1068,7 @@ impl Vault {
             epoch: cur.epoch,
             seq,
             hash: hash.to_owned(),
+            admins: self.admin_keys(),
         };
         match g.save(&next) {
             Ok(()) => *cur = next,

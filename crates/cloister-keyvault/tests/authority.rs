@@ -1001,10 +1001,19 @@ async fn a_database_restored_behind_keyvault_s_back_is_refused_until_an_admin_si
     )
     .unwrap();
     v.authority().grant_identity(&signed).await.unwrap();
+    // A second admin exists at backup time ...
+    let second = Identity::from_seed([40u8; 32], "second admin").unwrap();
+    let g2 = IdentityGrant {
+        role: IdentityRole::Admin,
+        ..grant(&second)
+    };
+    let signed = sign(&admin(), &g2, &SignOptions::for_platform(v.platform())).unwrap();
+    v.authority().grant_identity(&signed).await.unwrap();
     v.checkpoint().await.unwrap();
     drop(v);
     SqliteStore::backup_file(&db, &backup).unwrap();
-    // Life goes on after the backup: more entries, a newer checkpoint in the guard.
+    // Life goes on after the backup: more entries, a newer checkpoint in the guard, and the
+    // second admin is revoked.
     let v = open_guarded(&db, &guard).await.unwrap();
     let signed = sign(
         &admin(),
@@ -1013,6 +1022,16 @@ async fn a_database_restored_behind_keyvault_s_back_is_refused_until_an_admin_si
     )
     .unwrap();
     v.authority().grant_identity(&signed).await.unwrap();
+    let revoke = sign(
+        &admin(),
+        &cloister_authority::ops::RegistryChange::Revoke {
+            identity_id: second.id().to_string(),
+            compromised: false,
+        },
+        &SignOptions::for_platform(v.platform()),
+    )
+    .unwrap();
+    v.authority().change_registry(&revoke).await.unwrap();
     v.checkpoint().await.unwrap();
     drop(v);
 
@@ -1057,6 +1076,14 @@ async fn a_database_restored_behind_keyvault_s_back_is_refused_until_an_admin_si
             .code(),
         ErrorCode::NotOwner,
         "a developer cannot accept a rolled-back database"
+    );
+    assert_eq!(
+        r.restore(&restore_request(&r, &second, 2, head.clone()))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotOwner,
+        "an admin of the copy, revoked since, cannot restore it"
     );
     assert_eq!(
         r.restore(&restore_request(&r, &admin(), 5, head.clone()))
@@ -1282,4 +1309,78 @@ async fn compromise_reaches_every_key_the_leaked_key_rotated_to() {
     let reg_list = a.registry();
     let t = reg_list.iter().find(|(i, _)| i == thief.id()).unwrap();
     assert!(t.1.revoked && t.1.compromised);
+}
+
+#[tokio::test]
+async fn genuine_but_older_authority_rows_put_back_are_refused_at_start() {
+    use cloister_authority::ops::RegistryChange;
+    let dir = tempfile::tempdir().unwrap();
+    let (db, guard) = (dir.path().join("kv.db"), dir.path().join("kv.guard"));
+    let v = open_guarded(&db, &guard).await.unwrap();
+    let signed = sign(
+        &admin(),
+        &IdentityGrant {
+            public_key: alice().public_key().to_string(),
+            role: IdentityRole::Developer,
+            label: "alice".into(),
+            expires: None,
+        },
+        &SignOptions::for_platform(v.platform()),
+    )
+    .unwrap();
+    v.authority().grant_identity(&signed).await.unwrap();
+    let row = |db: &std::path::Path| -> (Vec<u8>, Vec<u8>) {
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row(
+                "SELECT value, mac FROM kv_authority WHERE kind = 'identity' AND key = ?1",
+                [alice().id().as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    let before_revoke = row(&db);
+    // Also keep a whole copy of the database from this moment.
+    let old_copy = dir.path().join("old.db");
+    drop(v);
+    SqliteStore::backup_file(&db, &old_copy).unwrap();
+    let v = open_guarded(&db, &guard).await.unwrap();
+    let revoke = sign(
+        &admin(),
+        &RegistryChange::Revoke {
+            identity_id: alice().id().to_string(),
+            compromised: true,
+        },
+        &SignOptions::for_platform(v.platform()),
+    )
+    .unwrap();
+    v.authority().change_registry(&revoke).await.unwrap();
+    v.checkpoint().await.unwrap();
+    drop(v);
+    // The database owner puts alice's genuine pre-revocation row (its MAC is valid) back.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE kv_authority SET value = ?1, mac = ?2 WHERE kind = 'identity' AND key = ?3",
+        rusqlite::params![before_revoke.0, before_revoke.1, alice().id().as_str()],
+    )
+    .unwrap();
+    drop(conn);
+    assert_eq!(
+        open_guarded(&db, &guard).await.err(),
+        Some(ErrorCode::RollbackDetected)
+    );
+    // Or the old copy, with the current audit chain (and checkpoints) moved into it.
+    let conn = rusqlite::Connection::open(&old_copy).unwrap();
+    conn.execute_batch(&format!(
+        "ATTACH DATABASE '{}' AS cur; DELETE FROM audit_log; INSERT INTO audit_log SELECT * FROM cur.audit_log; \
+         DELETE FROM audit_checkpoints; INSERT INTO audit_checkpoints SELECT * FROM cur.audit_checkpoints; \
+         DELETE FROM kv_authority WHERE kind = 'guard'; INSERT INTO kv_authority SELECT * FROM cur.kv_authority WHERE kind = 'guard'; DETACH cur;",
+        db.display()
+    ))
+    .unwrap();
+    drop(conn);
+    assert_eq!(
+        open_guarded(&old_copy, &guard).await.err(),
+        Some(ErrorCode::RollbackDetected)
+    );
 }

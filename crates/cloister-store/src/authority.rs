@@ -29,6 +29,30 @@ pub struct AuthorityWrite {
     pub expect: Option<Vec<u8>>,
 }
 
+/// Adds to `draft` the rows written in its transaction, as `details.rows = [[kind, key,
+/// hex SHA-256 of the value], ...]`. The audit chain (MACed by keyvault) thus records the
+/// latest value of every authority row, and keyvault replays it at start to refuse a row the
+/// database put back (an older, genuinely MACed value).
+pub fn record_rows(draft: &mut cloister_audit::AuditDraft, writes: &[AuthorityWrite]) {
+    use sha2::Digest;
+    if writes.is_empty() {
+        return;
+    }
+    let rows: Vec<serde_json::Value> = writes
+        .iter()
+        .map(|w| {
+            serde_json::json!([
+                w.row.kind,
+                w.row.key,
+                hex::encode(sha2::Sha256::digest(&w.row.value))
+            ])
+        })
+        .collect();
+    if let serde_json::Value::Object(map) = &mut draft.details {
+        map.insert("rows".into(), serde_json::Value::Array(rows));
+    }
+}
+
 /// Storage of keyvault's authority rows and used nonces.
 #[async_trait]
 pub trait AuthorityStore: Send + Sync + 'static {

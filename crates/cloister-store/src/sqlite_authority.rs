@@ -95,6 +95,10 @@ impl AuthorityStore for SqliteStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
+            let audit = audit.map(|mut a| {
+                crate::authority::record_rows(&mut a, &writes);
+                a
+            });
             apply_writes(&tx, writes, &now)?;
             if let Some(a) = audit {
                 append_in(&tx, a, keeper)?;

@@ -409,9 +409,10 @@ impl VaultStore for SqliteStore {
     async fn vault_put_secret(
         &self,
         secret: SecretRecord,
-        audit: AuditDraft,
+        mut audit: AuditDraft,
         extra: Vec<AuthorityWrite>,
     ) -> Result<String, StoreError> {
+        crate::authority::record_rows(&mut audit, &extra);
         self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
             if next_secret_version(&tx, &secret.path)? > secret.version {
@@ -529,9 +530,10 @@ impl VaultStore for SqliteStore {
     async fn vault_delete(
         &self,
         path: String,
-        audit: AuditDraft,
+        mut audit: AuditDraft,
         extra: Vec<AuthorityWrite>,
     ) -> Result<bool, StoreError> {
+        crate::authority::record_rows(&mut audit, &extra);
         self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
             let namespace: Option<String> = tx
