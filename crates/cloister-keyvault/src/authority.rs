@@ -560,8 +560,30 @@ impl Authority {
         Ok(f)
     }
 
-    fn may_act(rec: &IdentityRecord, id: &IdentityId, f: &FunctionRecord) -> Result<(), Denied> {
-        if rec.role == IdentityRole::Admin || f.owners.contains(id) {
+    /// Whether `id` (with record `rec`) may act on `f`: an admin, an owner, or the key an
+    /// owner rotated to (so a function whose record a rotation could not rewrite still
+    /// follows the rotation).
+    fn may_act(
+        &self,
+        rec: &IdentityRecord,
+        id: &IdentityId,
+        f: &FunctionRecord,
+    ) -> Result<(), Denied> {
+        let rotated_owner = || {
+            let c = lock(&self.cache);
+            f.owners.iter().any(|o| {
+                let mut cur = o.clone();
+                for _ in 0..16 {
+                    match c.identities.get(&cur).and_then(|r| r.rotated_to.clone()) {
+                        Some(next) if next == *id => return true,
+                        Some(next) => cur = next,
+                        None => return false,
+                    }
+                }
+                false
+            })
+        };
+        if rec.role == IdentityRole::Admin || f.owners.contains(id) || rotated_owner() {
             Ok(())
         } else {
             Err(Denied::NotOwner {
@@ -647,7 +669,7 @@ impl Authority {
                     .function(id)
                     .await?
                     .ok_or_else(|| Denied::UnknownFunction(id.clone()))?;
-                Self::may_act(&signer, &signer_id, &f)?;
+                self.may_act(&signer, &signer_id, &f)?;
                 if f.name != m.name {
                     return Err(Denied::ManifestMismatch(format!(
                         "function {id} is named {:?}, not {:?}",
@@ -857,7 +879,7 @@ impl Authority {
             .function(function_id)
             .await?
             .ok_or_else(|| Denied::UnknownFunction(function_id.to_owned()))?;
-        Self::may_act(&signer, v.signer_id(), &f)?;
+        self.may_act(&signer, v.signer_id(), &f)?;
         Ok(v.signer_id().clone())
     }
 
@@ -924,7 +946,7 @@ impl Authority {
             .await?
             .ok_or_else(|| Denied::UnknownFunction(a.function_id.clone()))?;
         Self::same_name(&f, &a.name)?;
-        Self::may_act(&signer, v.signer_id(), &f)?;
+        self.may_act(&signer, v.signer_id(), &f)?;
         if a.version == 0 || a.version > f.latest_version {
             return Err(Denied::UnknownFunction(format!(
                 "{} version {}",
@@ -1239,7 +1261,7 @@ impl Authority {
             .await?
             .ok_or_else(|| Denied::UnknownFunction(function_id.to_owned()))?;
         Self::same_name(&f, name)?;
-        Self::may_act(signer, signer_id, &f)?;
+        self.may_act(signer, signer_id, &f)?;
         let mut g = (*f).clone();
         for r in remove {
             let id = IdentityId::parse(r).map_err(|e| Denied::Invalid(e.to_string()))?;
