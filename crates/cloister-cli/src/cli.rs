@@ -258,6 +258,11 @@ pub struct KeyvaultArgs {
     /// initialises its state, ignored afterwards.
     #[arg(long)]
     pub bootstrap_admin: Option<String>,
+    /// Where to write the recovery key when keyvault initialises (created 0600, never
+    /// overwritten). Without it the key is shown only on an interactive terminal, and
+    /// initialisation is refused when stderr is not one (it would land in a log).
+    #[arg(long)]
+    pub recovery_key_file: Option<PathBuf>,
 }
 
 /// `cloister keyvault migrate`.

@@ -6,6 +6,7 @@ mod bench_secrets;
 mod cli;
 mod client_cmds;
 mod credentials;
+mod harden;
 mod identity_cmd;
 mod output;
 mod policy_cmd;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = Cli::parse();
+    harden::private_files();
     init_tracing(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.runtime_threads())

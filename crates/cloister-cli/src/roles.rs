@@ -1,5 +1,6 @@
 //! The gateway and executor processes (started by `serve`, or separately in production).
 
+use std::io::IsTerminal;
 use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -134,6 +135,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs the executor role.
 pub async fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
+    crate::harden::trusted_process()?;
     let creds = credentials(&args.role)?;
     let listener = listener(&args.role).await?;
     let exe = std::env::current_exe().context("cannot locate the cloister binary for workers")?;
@@ -197,6 +199,7 @@ pub async fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
 /// Runs the keyvault role: unseal (or initialise) the vault, then serve the gateway's RPC
 /// and executors' attested channels.
 pub async fn keyvault(args: KeyvaultArgs) -> anyhow::Result<ExitCode> {
+    crate::harden::trusted_process()?;
     let creds = credentials(&args.role)?;
     let rpc = listener(&args.role).await?;
     let channel = listen_on(args.channel_listen, args.channel_listen_fd).await?;
@@ -223,6 +226,18 @@ pub async fn keyvault(args: KeyvaultArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    // A first start shows the recovery key once: refuse before initialising when it could
+    // only land in a log.
+    let fresh = cloister_store::VaultStore::vault_root(&store)
+        .await?
+        .is_none();
+    if fresh && args.recovery_key_file.is_none() && !std::io::stderr().is_terminal() {
+        bail!(
+            "keyvault would initialise, but stderr is not a terminal and no --recovery-key-file \
+             was given: the recovery key would land in a log. Pass --recovery-key-file FILE \
+             (created 0600) or run it on a terminal."
+        );
+    }
     let guard = args.data_dir.join(GUARD_FILE);
     let (vault, opened) = match cloister_keyvault::Vault::open_guarded(
         Arc::new(store),
@@ -254,7 +269,9 @@ pub async fn keyvault(args: KeyvaultArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e).context("cannot open keyvault's state"),
     };
     match opened {
-        cloister_keyvault::Opened::Created(recovery) => print_recovery_key(&recovery.reveal()),
+        cloister_keyvault::Opened::Created(recovery) => {
+            show_recovery_key(&recovery.reveal(), args.recovery_key_file.as_deref())?
+        }
         cloister_keyvault::Opened::Unsealed => {
             tracing::info!(
                 "unsealed keyvault's root key (measurement {})",
@@ -315,6 +332,32 @@ pub async fn keyvault(args: KeyvaultArgs) -> anyhow::Result<ExitCode> {
     .await?;
     tracing::info!("keyvault stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hands the recovery key to the operator without it ever reaching a log: into the 0600 file
+/// they named, or on an interactive terminal.
+fn show_recovery_key(key: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if let Some(path) = file {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create {} for the recovery key", path.display()))?;
+        f.write_all(key.as_bytes())
+            .and_then(|()| f.write_all(b"\n"))
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write the recovery key to {}", path.display()))?;
+        tracing::warn!(
+            file = %path.display(),
+            "keyvault initialised; the recovery key was written to this 0600 file: move it offline"
+        );
+        return Ok(());
+    }
+    print_recovery_key(key);
+    Ok(())
 }
 
 fn print_recovery_key(key: &str) {

@@ -19,6 +19,9 @@ use crate::cli::ServeArgs;
 use crate::credentials::{Credentials, GATEWAY_CREDENTIALS_FILE};
 use crate::roles::{ADMIN_TOKEN_FILE, stop_signal};
 
+/// File the recovery key is written to when `serve --dev` runs without a terminal.
+pub const RECOVERY_KEY_FILE: &str = "recovery.key";
+
 /// Descriptor at which a child finds its listening socket.
 const CHILD_LISTEN_FD: RawFd = 3;
 
@@ -233,6 +236,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (admin_identity, admin_key, admin_created) =
         crate::identity_cmd::ensure_dev_admin(&args.data_dir)?;
     let admin_hex = admin_key.to_string();
+    // The recovery key goes to the terminal, or (output redirected, as in CI) to a 0600 file
+    // in the data directory, never into a log.
+    let recovery_file = args.data_dir.join(RECOVERY_KEY_FILE);
+    let recovery_args = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        vec![]
+    } else {
+        vec![
+            "--recovery-key-file".to_owned(),
+            recovery_file.display().to_string(),
+        ]
+    };
     let kv_args: Vec<String> = [
         "--channel-listen-fd",
         "4",
@@ -243,6 +257,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     ]
     .into_iter()
     .map(str::to_owned)
+    .chain(recovery_args)
     .chain(threads.iter().cloned())
     .collect();
     let keyvault = spawn_role(
@@ -342,6 +357,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
+    if recovery_file.exists() {
+        eprintln!(
+            "  recovery key: {} (mode 0600; development only: move it offline, it and the \
+             database together yield every secret)",
+            recovery_file.display()
+        );
+    }
     eprintln!("  Ctrl-C stops the platform.");
     eprintln!();
 

@@ -34,6 +34,31 @@ async fn state_survives_a_restart_and_ctrl_c_stops_every_process() {
     let token_file = p.data().join("admin.token");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "admin.token must be private");
+    // Every file the platform creates is private, and the recovery key (output redirected
+    // here, as in CI) went to a 0600 file, never into the log.
+    for f in [
+        "cloister.db",
+        "recovery.key",
+        "keyvault.guard",
+        "admin.identity",
+    ] {
+        let mode = std::fs::metadata(p.data().join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f} must be private");
+    }
+    let recovery = std::fs::read_to_string(p.data().join("recovery.key")).unwrap();
+    assert!(recovery.trim().len() > 20);
+    assert!(
+        !p.log().contains(recovery.trim()),
+        "the recovery key is not in the log"
+    );
+    assert!(
+        p.log().contains("recovery key:"),
+        "the banner names its file"
+    );
     assert!(
         p.log().contains("admin token:") && p.log().contains("(created"),
         "{}",
@@ -55,6 +80,19 @@ async fn state_survives_a_restart_and_ctrl_c_stops_every_process() {
         3,
         "serve runs keyvault, an executor and a gateway"
     );
+    // The trusted roles dump no core.
+    for role in ["keyvault", "executor"] {
+        let pid = common::child_pid(serve_pid, role).expect(role);
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap();
+        assert!(
+            core.split_whitespace().skip(4).take(2).all(|v| v == "0"),
+            "{role}: {core}"
+        );
+    }
     let workers: Vec<u32> = roles.iter().flat_map(|r| children_of(*r)).collect();
     assert!(!workers.is_empty(), "a warm worker exists");
 

@@ -1,0 +1,84 @@
+//! Hardening of this process: files private to the user (every role), and for the trusted
+//! roles (keyvault, the executor supervisor) no core dumps and not dumpable, so neither a
+//! crash nor another process of the same user can read key material out of memory.
+
+use anyhow::bail;
+
+/// Every file this process creates is private (mode 0600 / 0700): databases, tokens,
+/// identities, the guard, CLI configuration.
+pub fn private_files() {
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// No core dumps (`RLIMIT_CORE` 0) and not dumpable (`PR_SET_DUMPABLE` 0: no ptrace by
+/// same-user processes, `/proc/<pid>/mem` and friends owned by root).
+pub fn trusted_process() -> anyhow::Result<()> {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls with valid arguments.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_CORE, &zero) != 0 {
+            bail!(
+                "cannot disable core dumps: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            bail!(
+                "cannot make the process non-dumpable: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Runs the hardening in a child process (this test binary re-run with a marker) and
+    /// reads what the kernel reports back.
+    #[test]
+    fn trusted_processes_are_not_dumpable_and_dump_no_core() {
+        if std::env::var_os("CLOISTER_HARDEN_CHILD").is_some() {
+            super::private_files();
+            super::trusted_process().unwrap();
+            // SAFETY: plain queries.
+            let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+            let mut lim = libc::rlimit {
+                rlim_cur: 1,
+                rlim_max: 1,
+            };
+            unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut lim) };
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("f");
+            std::fs::write(&f, b"x").unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            println!(
+                "RESULT dumpable={dumpable} core={} mode={mode:o}",
+                lim.rlim_max
+            );
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "harden::tests::trusted_processes_are_not_dumpable_and_dump_no_core",
+                "--nocapture",
+            ])
+            .env("CLOISTER_HARDEN_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("RESULT dumpable=0 core=0 mode=600"),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
