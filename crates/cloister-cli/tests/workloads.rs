@@ -76,6 +76,23 @@ async fn no_state_leaks_between_invocations_and_no_host_escape() {
     for (k, v) in fields {
         assert_eq!(v, &json!(false), "host capability {k} is reachable");
     }
+    // A job queued by one call never runs in (or delays) the next.
+    p.deploy("planted-job", "planted-job.js", None).await;
+    for _ in 0..3 {
+        let r = c
+            .invoke("planted-job", r#"{"plant":true}"#, None)
+            .await
+            .unwrap();
+        assert_eq!(result(&r), json!({"observed": 0}));
+        let started = Instant::now();
+        let r = c.invoke("planted-job", "{}", None).await.unwrap();
+        assert_eq!(result(&r), json!({"observed": 0}));
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "the next call waited for the planted job: {:?}",
+            started.elapsed()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

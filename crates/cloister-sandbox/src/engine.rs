@@ -17,7 +17,8 @@ use serde_json::value::RawValue;
 
 use crate::protocol::{Failure, FailureKind, Invoke, Load, LoadError, Outcome};
 
-/// Language built-ins a function gets: no `performance` timer, no host objects.
+/// Language built-ins a function gets: no `performance` timer, no host objects, and no
+/// `WeakRef`/`FinalizationRegistry` (a finalizer could run during a later call).
 type Intrinsics = (
     intrinsic::Date,
     intrinsic::Eval,
@@ -28,8 +29,18 @@ type Intrinsics = (
     intrinsic::MapSet,
     intrinsic::TypedArrays,
     intrinsic::Promise,
-    intrinsic::WeakRef,
 );
+
+/// Globals removed from every context before any code runs: shared memory and the atomics
+/// that wait on it give a cross-call (and timing) channel; the others keep work alive past
+/// the call that created it.
+pub const REMOVED_GLOBALS: &[&str] = &[
+    "SharedArrayBuffer",
+    "Atomics",
+    "WeakRef",
+    "FinalizationRegistry",
+    "queueMicrotask",
+];
 
 /// File name shown in stacks and syntax errors.
 pub const SOURCE_NAME: &str = "function.js";
@@ -141,11 +152,22 @@ impl Engine {
     }
 
     fn new_context(&self) -> Result<Context, Failure> {
-        Context::custom::<Intrinsics>(&self.rt).map_err(|e| Failure {
+        let fail = |e: rquickjs::Error| Failure {
             kind: FailureKind::MemoryLimit,
             message: format!("cannot create a JavaScript context: {e}"),
             stack: None,
-        })
+        };
+        let context = Context::custom::<Intrinsics>(&self.rt).map_err(fail)?;
+        context
+            .with(|ctx| {
+                let g = ctx.globals();
+                for name in REMOVED_GLOBALS {
+                    g.remove(*name)?;
+                }
+                Ok::<_, rquickjs::Error>(())
+            })
+            .map_err(fail)?;
+        Ok(context)
     }
 
     /// Evaluates the source in a throwaway context to report syntax errors and a missing entrypoint.
@@ -220,13 +242,18 @@ impl Engine {
             f.kind = FailureKind::MemoryLimit;
             f.message = format!("function exceeded its memory limit ({})", f.message);
         }
-        let retire = match &result {
-            Ok(_) => false,
-            Err(f) => {
-                matches!(f.kind, FailureKind::Timeout | FailureKind::MemoryLimit)
-                    || f.message.contains("Maximum call stack size exceeded")
-            }
-        };
+        // Work the call queued but did not await (a promise job) would run during the next
+        // call, against its deadline and with its data: nothing of one call may reach the
+        // next, so a worker with pending jobs is retired instead of reused.
+        let leftover = self.rt.is_job_pending();
+        let retire = leftover
+            || match &result {
+                Ok(_) => false,
+                Err(f) => {
+                    matches!(f.kind, FailureKind::Timeout | FailureKind::MemoryLimit)
+                        || f.message.contains("Maximum call stack size exceeded")
+                }
+            };
         let logs = Rc::try_unwrap(logs)
             .map(|l| l.into_inner().finish())
             .unwrap_or_default();

@@ -314,3 +314,30 @@ fn engine_survives_errors_and_keeps_serving() {
         json!(42)
     );
 }
+
+#[test]
+fn cross_call_channels_are_not_reachable() {
+    let code = "function handler() { return ['SharedArrayBuffer', 'Atomics', 'WeakRef',
+        'FinalizationRegistry', 'queueMicrotask'].filter(n => typeof globalThis[n] !== 'undefined'); }";
+    let mut e = Engine::new(load(code)).unwrap();
+    for _ in 0..2 {
+        assert_eq!(ok(invoke_with(&mut e, json!(null), &[], 1000)), json!([]));
+    }
+}
+
+#[test]
+fn a_job_left_queued_retires_the_worker_instead_of_running_in_the_next_call() {
+    // The call plants a promise job it does not await.
+    let code = "function handler(p) { if (p.plant) { Promise.resolve().then(() => {
+        const end = Date.now() + 2000; while (Date.now() < end) {} }); } return 1; }";
+    let mut e = Engine::new(load(code)).unwrap();
+    let planted = invoke_with(&mut e, json!({"plant": true}), &[], 1000);
+    assert!(planted.retire, "a worker with a queued job is not reused");
+    assert_eq!(ok(planted), json!(1));
+    // An awaited promise leaves nothing behind: the worker is kept.
+    let clean = "async function handler() { await Promise.resolve(); return 2; }";
+    let mut e = Engine::new(load(clean)).unwrap();
+    let o = invoke_with(&mut e, json!(null), &[], 1000);
+    assert!(!o.retire);
+    assert_eq!(ok(o), json!(2));
+}
