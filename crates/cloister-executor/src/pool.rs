@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloister_sandbox::protocol::{
-    Failure, FailureKind, InvocationContext, Invoke, Load, LoadError,
-};
+use cloister_sandbox::protocol::{Failure, InvocationContext, Invoke, Load, LoadError};
 use cloister_types::{ErrorCode, Limits};
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
@@ -56,14 +54,8 @@ pub struct RunFailure {
 
 impl From<Failure> for RunFailure {
     fn from(f: Failure) -> Self {
-        let code = match f.kind {
-            FailureKind::Timeout => ErrorCode::FunctionTimeout,
-            FailureKind::MemoryLimit => ErrorCode::FunctionMemoryLimit,
-            FailureKind::Error => ErrorCode::FunctionError,
-            FailureKind::InvalidOutput => ErrorCode::FunctionInvalidOutput,
-        };
         Self {
-            code,
+            code: f.code,
             message: f.message,
             stack: f.stack,
         }

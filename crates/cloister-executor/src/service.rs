@@ -7,8 +7,8 @@ use std::time::Duration;
 use cloister_rpc::InternalAuth;
 use cloister_rpc::executor::executor_server::{Executor, ExecutorServer};
 use cloister_rpc::executor::{
-    self as pb, CodeRequired, FailureKind, InvokeRequest, InvokeResponse, StatusRequest,
-    StatusResponse, Success, ValidateRequest, ValidateResponse, WorkerStatus, invoke_response,
+    self as pb, CodeRequired, InvokeRequest, InvokeResponse, StatusRequest, StatusResponse,
+    Success, ValidateRequest, ValidateResponse, WorkerStatus, invoke_response,
 };
 use cloister_types::{ErrorCode, Limits};
 use serde_json::value::RawValue;
@@ -28,18 +28,6 @@ impl ExecutorService {
     /// Wraps a supervisor; `links` proves this executor to gateways.
     pub fn new(sup: Arc<Supervisor>, links: Arc<Links>) -> Self {
         Self { sup, links }
-    }
-}
-
-/// Maps a public error code to the wire enum.
-pub fn failure_kind(code: ErrorCode) -> FailureKind {
-    match code {
-        ErrorCode::FunctionTimeout => FailureKind::Timeout,
-        ErrorCode::FunctionMemoryLimit => FailureKind::MemoryLimit,
-        ErrorCode::FunctionInvalidOutput => FailureKind::InvalidOutput,
-        ErrorCode::SecretMissing => FailureKind::SecretMissing,
-        ErrorCode::RateLimited | ErrorCode::Unavailable => FailureKind::Overloaded,
-        _ => FailureKind::Error,
     }
 }
 
@@ -153,7 +141,6 @@ impl Executor for ExecutorService {
                         message,
                         stack,
                     }) => invoke_response::Outcome::Failure(pb::Failure {
-                        kind: failure_kind(code) as i32,
                         message,
                         stack,
                         code: code.as_str().to_owned(),

@@ -7,9 +7,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use cloister_rpc::executor::{
-    FailureKind, FunctionRef, InvokeRequest as RpcInvoke, invoke_response::Outcome,
-};
+use cloister_rpc::executor::{FunctionRef, InvokeRequest as RpcInvoke, invoke_response::Outcome};
 use cloister_store::VersionRecord;
 use cloister_types::wire::{InvokeRequest, InvokeResponse};
 use cloister_types::{ErrorCode, Role};
@@ -53,18 +51,12 @@ fn function_ref(f: &VersionRecord, secrets_epoch: u64) -> FunctionRef {
     }
 }
 
-fn failure_code(code: &str, kind: i32) -> ErrorCode {
-    if let Some(c) = ErrorCode::parse(code) {
-        return c;
-    }
-    match FailureKind::try_from(kind).unwrap_or(FailureKind::Unspecified) {
-        FailureKind::Timeout => ErrorCode::FunctionTimeout,
-        FailureKind::MemoryLimit => ErrorCode::FunctionMemoryLimit,
-        FailureKind::InvalidOutput => ErrorCode::FunctionInvalidOutput,
-        FailureKind::SecretMissing => ErrorCode::SecretMissing,
-        FailureKind::Overloaded => ErrorCode::RateLimited,
-        FailureKind::Error | FailureKind::Unspecified => ErrorCode::FunctionError,
-    }
+/// The executor's failure code, parsed once: it is the public code's wire string.
+fn failure_code(code: &str) -> ErrorCode {
+    ErrorCode::parse(code).unwrap_or_else(|| {
+        tracing::error!(code, "the executor sent an unknown error code");
+        ErrorCode::Internal
+    })
 }
 
 async fn invoke_inner(
@@ -144,7 +136,7 @@ async fn invoke_inner(
             })
         }
         Some(Outcome::Failure(fail)) => {
-            let code = failure_code(&fail.code, fail.kind);
+            let code = failure_code(&fail.code);
             let mut details = serde_json::json!({
                 "executionId": execution_id,
                 "version": f.version,
@@ -162,5 +154,40 @@ async fn invoke_inner(
                 "the executor could not run the function",
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    /// Every public code crosses executor → gateway → client unchanged: the executor's wire
+    /// string is parsed once, the gateway answers with the status the API promises and a body
+    /// the client parses back to the same code, and the OpenAPI document lists it.
+    #[tokio::test]
+    async fn every_error_code_reaches_the_client_as_promised() {
+        let doc: serde_json::Value =
+            serde_json::from_str(crate::openapi::DOCUMENT).expect("openapi.json");
+        let listed = &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
+            ["enum"];
+        for &code in ErrorCode::ALL {
+            let parsed = failure_code(code.as_str());
+            assert_eq!(parsed, code, "the executor's wire string parses back");
+            let resp = HttpError::new(parsed, "msg").into_response();
+            assert_eq!(resp.status().as_u16(), code.http_status(), "{code}");
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .expect("body");
+            let api = cloister_types::ApiError::from_body(&body).expect("an error body");
+            assert_eq!(api.code, code);
+            assert!(
+                listed
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|c| c == code.as_str())),
+                "{code} is in openapi.json"
+            );
+        }
+        assert_eq!(failure_code("no_such_code"), ErrorCode::Internal);
     }
 }

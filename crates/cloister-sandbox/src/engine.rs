@@ -15,7 +15,7 @@ use rquickjs::function::Rest;
 use rquickjs::{Coerced, Context, Ctx, Function, Object, Runtime, Value};
 use serde_json::value::RawValue;
 
-use crate::protocol::{Failure, FailureKind, Invoke, Load, LoadError, Outcome};
+use crate::protocol::{ErrorCode, Failure, Invoke, Load, LoadError, Outcome};
 
 /// Language built-ins a function gets: no `performance` timer, no host objects, and no
 /// `WeakRef`/`FinalizationRegistry` (a finalizer could run during a later call).
@@ -153,7 +153,7 @@ impl Engine {
 
     fn new_context(&self) -> Result<Context, Failure> {
         let fail = |e: rquickjs::Error| Failure {
-            kind: FailureKind::MemoryLimit,
+            code: ErrorCode::FunctionMemoryLimit,
             message: format!("cannot create a JavaScript context: {e}"),
             stack: None,
         };
@@ -236,10 +236,10 @@ impl Engine {
             context.and_then(|context| context.with(|ctx| self.run(&ctx, &inv, logs.clone())));
         self.disarm();
         if let Err(f) = &mut result
-            && f.kind != FailureKind::Timeout
+            && f.code != ErrorCode::FunctionTimeout
             && self.near_memory_limit()
         {
-            f.kind = FailureKind::MemoryLimit;
+            f.code = ErrorCode::FunctionMemoryLimit;
             f.message = format!("function exceeded its memory limit ({})", f.message);
         }
         // Work the call queued but did not await (a promise job) would run during the next
@@ -250,8 +250,10 @@ impl Engine {
             || match &result {
                 Ok(_) => false,
                 Err(f) => {
-                    matches!(f.kind, FailureKind::Timeout | FailureKind::MemoryLimit)
-                        || f.message.contains("Maximum call stack size exceeded")
+                    matches!(
+                        f.code,
+                        ErrorCode::FunctionTimeout | ErrorCode::FunctionMemoryLimit
+                    ) || f.message.contains("Maximum call stack size exceeded")
                 }
             };
         let logs = Rc::try_unwrap(logs)
@@ -304,7 +306,7 @@ impl Engine {
         let handler = self.instantiate(ctx).map_err(|e| match e {
             Instantiate::Threw(e) => self.classify(ctx, e),
             Instantiate::NoEntrypoint => Failure {
-                kind: FailureKind::Error,
+                code: ErrorCode::FunctionError,
                 message: format!("entrypoint `{}` is not a function", self.load.entrypoint),
                 stack: None,
             },
@@ -320,7 +322,7 @@ impl Engine {
             match ctx.json_stringify(value).map_err(|e| self.classify(ctx, e)) {
                 Ok(Some(s)) => s.to_string().map_err(fail)?,
                 Ok(None) => return Err(invalid_output("the result is not JSON-serialisable")),
-                Err(f) if f.kind == FailureKind::Error => {
+                Err(f) if f.code == ErrorCode::FunctionError => {
                     return Err(invalid_output(&format!(
                         "the result is not JSON-serialisable: {}",
                         f.message
@@ -375,7 +377,7 @@ impl Engine {
         let exception = matches!(err, rquickjs::Error::Exception).then(|| ctx.catch());
         if self.interrupted.get() {
             return Failure {
-                kind: FailureKind::Timeout,
+                code: ErrorCode::FunctionTimeout,
                 message: format!(
                     "function exceeded its deadline of {} ms",
                     self.deadline_ms()
@@ -386,17 +388,17 @@ impl Engine {
         let Some(value) = exception else {
             return match err {
                 rquickjs::Error::Allocation => Failure {
-                    kind: FailureKind::MemoryLimit,
+                    code: ErrorCode::FunctionMemoryLimit,
                     message: "function exceeded its memory limit".into(),
                     stack: None,
                 },
                 rquickjs::Error::WouldBlock => Failure {
-                    kind: FailureKind::Error,
+                    code: ErrorCode::FunctionError,
                     message: "the returned Promise can never settle (nothing left to run)".into(),
                     stack: None,
                 },
                 other => Failure {
-                    kind: FailureKind::Error,
+                    code: ErrorCode::FunctionError,
                     message: other.to_string(),
                     stack: None,
                 },
@@ -416,7 +418,7 @@ impl Engine {
         };
         if message.ends_with("out of memory") {
             return Failure {
-                kind: FailureKind::MemoryLimit,
+                code: ErrorCode::FunctionMemoryLimit,
                 message: "function exceeded its memory limit".into(),
                 stack: None,
             };
@@ -426,7 +428,7 @@ impl Engine {
             truncate_utf8(s, MAX_ERROR_TEXT);
         }
         Failure {
-            kind: FailureKind::Error,
+            code: ErrorCode::FunctionError,
             message,
             stack,
         }
@@ -444,7 +446,7 @@ enum Instantiate {
 
 fn invalid_output(message: &str) -> Failure {
     Failure {
-        kind: FailureKind::InvalidOutput,
+        code: ErrorCode::FunctionInvalidOutput,
         message: message.to_owned(),
         stack: None,
     }

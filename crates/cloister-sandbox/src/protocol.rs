@@ -68,24 +68,16 @@ pub struct LoadError {
     pub column: Option<u32>,
 }
 
-/// Classified failure of one invocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FailureKind {
-    /// Deadline reached.
-    Timeout,
-    /// Heap limit reached.
-    MemoryLimit,
-    /// Uncaught exception, rejected promise or stack overflow.
-    Error,
-    /// Result not JSON-serialisable or too large.
-    InvalidOutput,
-}
+/// The classification of a failed invocation is the public [`ErrorCode`] itself
+/// (`function_timeout`, `function_memory_limit`, `function_error`, `function_invalid_output`):
+/// it crosses the worker, executor and gateway unchanged, as its wire string.
+pub use cloister_types::ErrorCode;
 
 /// A failed invocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
-    /// Classification.
-    pub kind: FailureKind,
+    /// The public error code.
+    pub code: ErrorCode,
     /// Human message.
     pub message: String,
     /// JavaScript stack, when there is one.

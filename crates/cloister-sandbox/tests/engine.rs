@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use cloister_sandbox::engine::Engine;
-use cloister_sandbox::protocol::{FailureKind, InvocationContext, Invoke, Load, Outcome};
+use cloister_sandbox::protocol::{ErrorCode, InvocationContext, Invoke, Load, Outcome};
 use serde_json::{Value, json};
 
 fn workload(name: &str) -> String {
@@ -111,7 +111,7 @@ fn hello_sees_declared_secret_and_context() {
 fn infinite_loop_times_out_and_retires() {
     let o = run("infinite-loop.js", json!({}));
     assert!(o.retire);
-    assert_eq!(o.result.unwrap_err().kind, FailureKind::Timeout);
+    assert_eq!(o.result.unwrap_err().code, ErrorCode::FunctionTimeout);
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn memory_bomb_hits_memory_limit_and_retires() {
     let mut e = Engine::new(load(&workload("memory-bomb.js"))).unwrap();
     let o = invoke_with(&mut e, json!({}), &[], 5000);
     assert!(o.retire);
-    assert_eq!(o.result.unwrap_err().kind, FailureKind::MemoryLimit);
+    assert_eq!(o.result.unwrap_err().code, ErrorCode::FunctionMemoryLimit);
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn deep_recursion_is_a_clean_error_and_retires() {
     let o = run("deep-recursion.js", json!({}));
     assert!(o.retire);
     let f = o.result.unwrap_err();
-    assert_eq!(f.kind, FailureKind::Error);
+    assert_eq!(f.code, ErrorCode::FunctionError);
     assert!(f.message.contains("stack"), "{}", f.message);
 }
 
@@ -239,7 +239,7 @@ fn errors_carry_message_and_stack() {
     let o = invoke_with(&mut e, json!(null), &[], 1000);
     assert!(!o.retire);
     let f = o.result.unwrap_err();
-    assert_eq!(f.kind, FailureKind::Error);
+    assert_eq!(f.code, ErrorCode::FunctionError);
     assert_eq!(f.message, "TypeError: bad input");
     assert!(f.stack.unwrap().contains("function.js:1"));
     let mut e = Engine::new(load("function handler() { throw 'plain'; }")).unwrap();
@@ -274,7 +274,7 @@ fn unserialisable_and_oversized_results_are_invalid_output() {
         let f = invoke_with(&mut e, json!(null), &[], 1000)
             .result
             .unwrap_err();
-        assert_eq!(f.kind, FailureKind::InvalidOutput, "{code}: {f:?}");
+        assert_eq!(f.code, ErrorCode::FunctionInvalidOutput, "{code}: {f:?}");
     }
     let mut l = load("function handler() { return 'x'.repeat(2000); }");
     l.max_output_bytes = 1000;
@@ -283,8 +283,8 @@ fn unserialisable_and_oversized_results_are_invalid_output() {
         invoke_with(&mut e, json!(null), &[], 1000)
             .result
             .unwrap_err()
-            .kind,
-        FailureKind::InvalidOutput
+            .code,
+        ErrorCode::FunctionInvalidOutput
     );
     let mut e = Engine::new(load("function handler() {}")).unwrap();
     assert_eq!(ok(invoke_with(&mut e, json!(null), &[], 1000)), json!(null));
@@ -296,7 +296,7 @@ fn never_settling_promise_is_an_error_not_a_hang() {
     let f = invoke_with(&mut e, json!(null), &[], 1000)
         .result
         .unwrap_err();
-    assert_eq!(f.kind, FailureKind::Error);
+    assert_eq!(f.code, ErrorCode::FunctionError);
     assert!(f.message.contains("never settle"), "{}", f.message);
 }
 
