@@ -19,7 +19,23 @@ use crate::executor_link::{Link, LinkTrust};
 /// The executor's attested link, when the gateway requires one.
 struct Linking {
     trust: LinkTrust,
-    current: tokio::sync::Mutex<Option<Arc<Link>>>,
+    /// The link in force: read by every invocation (no await, no contention).
+    current: std::sync::RwLock<Option<Arc<Link>>>,
+    /// Held while attesting, so concurrent invocations make one link, not one each.
+    attesting: tokio::sync::Mutex<()>,
+}
+
+impl Linking {
+    fn get(&self) -> Option<Arc<Link>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, link: Option<Arc<Link>>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = link;
+    }
 }
 
 /// A cheap-to-clone handle on one executor (one multiplexed HTTP/2 connection).
@@ -66,7 +82,8 @@ impl Executor {
     pub fn require_attestation(mut self, trust: LinkTrust) -> Self {
         self.linking = Some(Arc::new(Linking {
             trust,
-            current: tokio::sync::Mutex::new(None),
+            current: std::sync::RwLock::new(None),
+            attesting: tokio::sync::Mutex::new(()),
         }));
         self
     }
@@ -84,12 +101,20 @@ impl Executor {
 
     /// The current attested link, attesting when there is none or it is old (`fresh`: always).
     async fn link(&self, l: &Linking, fresh: bool) -> Result<Arc<Link>, HttpError> {
-        let mut cur = l.current.lock().await;
-        if !fresh && let Some(link) = cur.as_ref().filter(|k| !k.expired()) {
-            return Ok(link.clone());
+        let usable = |k: &Arc<Link>| !k.expired();
+        if !fresh && let Some(link) = l.get().filter(usable) {
+            return Ok(link);
+        }
+        let stale = l.get().map(|k| k.id.clone());
+        let _one = l.attesting.lock().await;
+        // Another invocation may have attested while this one waited.
+        if let Some(link) = l.get().filter(usable)
+            && (!fresh || Some(&link.id) != stale.as_ref())
+        {
+            return Ok(link);
         }
         let link = Arc::new(crate::executor_link::attest(&l.trust, self).await?);
-        *cur = Some(link.clone());
+        l.set(Some(link.clone()));
         Ok(link)
     }
 
@@ -158,7 +183,7 @@ impl Executor {
                 execution_id = %msg.execution_id,
                 "ALARM: an invocation response failed the executor link MAC (forged or altered)"
             );
-            *l.current.lock().await = None;
+            l.set(None);
             return Err(HttpError::new(
                 ErrorCode::AttestationFailed,
                 "the executor's response is not authenticated by its attested link",
