@@ -155,6 +155,20 @@ async fn edits_deletions_reordering_and_truncation_are_reported_with_the_first_b
     assert_eq!(verify(&p)["ok"], true);
 }
 
+/// A one-line function named `name`, to deploy.
+fn tiny(name: &str) -> DeployRequest {
+    DeployRequest {
+        name: name.into(),
+        runtime: "javascript".into(),
+        code: "function handler() { return 1; }".into(),
+        entrypoint: None,
+        environment: None,
+        required_secrets: vec![],
+        limits: None,
+        manifest: None,
+    }
+}
+
 fn max_checkpoint(db: &rusqlite::Connection) -> i64 {
     db.query_row(
         "SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints",
@@ -183,19 +197,7 @@ async fn a_cut_chain_is_refused_by_the_running_keyvault_and_by_a_restarted_one()
     db.execute("DELETE FROM audit_log WHERE seq >= ?1", [head - 2])
         .unwrap();
     // The running keyvault refuses to write over the cut: audited operations fail closed.
-    let refused = p
-        .admin()
-        .deploy(&DeployRequest {
-            name: "during-cut".into(),
-            runtime: "javascript".into(),
-            code: "function handler() { return 1; }".into(),
-            entrypoint: None,
-            environment: None,
-            required_secrets: vec![],
-            limits: None,
-            manifest: None,
-        })
-        .await;
+    let refused = p.admin().deploy(&tiny("during-cut")).await;
     assert!(
         refused.is_err(),
         "deploy over a cut audit chain: {refused:?}"
@@ -226,21 +228,7 @@ async fn a_cut_chain_is_refused_by_the_running_keyvault_and_by_a_restarted_one()
     assert!(log.contains("rollback detected"), "{log}");
     assert!(log.contains("does not contain entry"), "{log}");
     // Nothing audited can happen meanwhile: writes fail closed.
-    assert!(
-        p.admin()
-            .deploy(&DeployRequest {
-                name: "while-refused".into(),
-                runtime: "javascript".into(),
-                code: "function handler() { return 1; }".into(),
-                entrypoint: None,
-                environment: None,
-                required_secrets: vec![],
-                limits: None,
-                manifest: None,
-            })
-            .await
-            .is_err()
-    );
+    assert!(p.admin().deploy(&tiny("while-refused")).await.is_err());
     assert_eq!(
         max_checkpoint(&db),
         signed_before,

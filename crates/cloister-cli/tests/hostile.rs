@@ -619,6 +619,24 @@ async fn the_bundle_binds_the_registry_and_the_cli_warns_when_it_changes() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("WARNING"));
 }
 
+/// `cloister keyvault policy set` with `yaml`, as the dev admin.
+fn set_policy(p: &Platform, file: &std::path::Path, yaml: &str, root: &str) {
+    std::fs::write(file, yaml).unwrap();
+    let set = p.cli(&[
+        "keyvault",
+        "policy",
+        "set",
+        file.to_str().unwrap(),
+        "--sim-root",
+        root,
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_executor_allowlist_is_a_registry_entry_only_an_admin_changes() {
     let p = Platform::start().await;
@@ -655,20 +673,7 @@ async fn the_executor_allowlist_is_a_registry_entry_only_an_admin_changes() {
     // The admin moves it to another build: the bundle binds the new list and this build's
     // executor stops receiving secrets (at its next fetch: a rotation bumps the epoch).
     let file = p.dir.path().join("policy.yaml");
-    std::fs::write(&file, &evil).unwrap();
-    let set = p.cli(&[
-        "keyvault",
-        "policy",
-        "set",
-        file.to_str().unwrap(),
-        "--sim-root",
-        &root,
-    ]);
-    assert!(
-        set.status.success(),
-        "{}",
-        String::from_utf8_lossy(&set.stderr)
-    );
+    set_policy(&p, &file, &evil, &root);
     let bundle = p.admin().attestation().await.unwrap();
     assert_eq!(bundle.executor_measurements, vec![other.clone()]);
     assert!(write_victim_key(&p, "rotate", b"rotated").status.success());
@@ -694,20 +699,7 @@ async fn the_executor_allowlist_is_a_registry_entry_only_an_admin_changes() {
         }
     }
     // Putting this build back (version 3) lets its executor re-attest and run again.
-    std::fs::write(&file, &original).unwrap();
-    let set = p.cli(&[
-        "keyvault",
-        "policy",
-        "set",
-        file.to_str().unwrap(),
-        "--sim-root",
-        &root,
-    ]);
-    assert!(
-        set.status.success(),
-        "{}",
-        String::from_utf8_lossy(&set.stderr)
-    );
+    set_policy(&p, &file, &original, &root);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         match p.admin().invoke("victim", "null", None).await {
