@@ -31,7 +31,9 @@ fn main() -> ExitCode {
             .get(2)
             .and_then(|h| h.parse::<usize>().ok())
             .unwrap_or(0);
-        let code = cloister_sandbox::worker::run(heap);
+        // A missing or unparsable uid is 0, which the worker refuses when started as root.
+        let uid = args.get(3).and_then(|u| u.parse::<u32>().ok()).unwrap_or(0);
+        let code = cloister_sandbox::worker::run(heap, uid);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = Cli::parse();

@@ -95,6 +95,52 @@ async fn no_state_leaks_between_invocations_and_no_host_escape() {
     }
 }
 
+/// `Name:\tvalue` lines of `/proc/<pid>/status`.
+fn proc_status(pid: u32) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_worker_runs_unprivileged_under_the_allow_list() {
+    let p = Platform::start().await;
+    let mut c = p.admin();
+    p.deploy("add", "add.js", None).await;
+    c.invoke("add", r#"{"a":1,"b":2}"#, None).await.unwrap();
+    // The worker stays idle in its pool after the call.
+    let serve = p.child.as_ref().expect("serve runs").id();
+    let workers: Vec<u32> = common::descendants(serve)
+        .into_iter()
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmd.split(|&b| b == 0).any(|arg| arg == b"__worker")
+        })
+        .collect();
+    assert!(!workers.is_empty(), "no live worker found");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    for pid in workers {
+        let st = proc_status(pid);
+        for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert_eq!(st[set], "0000000000000000", "worker {pid} {set}: {st:?}");
+        }
+        if root {
+            assert_eq!(st["CapBnd"], "0000000000000000", "worker {pid}: {st:?}");
+        }
+        assert!(
+            !st["Uid"].split('\t').any(|u| u == "0"),
+            "worker {pid} runs as root: {st:?}"
+        );
+        assert!(!st["Gid"].split('\t').any(|g| g == "0"), "{st:?}");
+        assert_eq!(st["NoNewPrivs"], "1");
+        assert_eq!(st["Seccomp"], "2");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adversarial_workloads_fail_with_their_codes_and_the_worker_is_replaced() {
     let p = Platform::start().await;

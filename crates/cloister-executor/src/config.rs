@@ -24,7 +24,16 @@ pub struct ExecutorConfig {
     pub stack_bytes: usize,
     /// Distinct function sources kept in memory.
     pub code_cache_entries: usize,
+    /// Unprivileged uids (each also the gid) workers switch to when the executor runs as
+    /// root: consecutive workers take consecutive uids from this range, so no two live
+    /// workers share one.
+    pub worker_uids: std::ops::Range<u32>,
 }
+
+/// First uid of the default worker range: far above login and container-mapped ranges.
+pub const DEFAULT_WORKER_UID_BASE: u32 = 0x7000_0000;
+/// Size of the default worker uid range (more than the most live workers allowed).
+pub const DEFAULT_WORKER_UID_COUNT: u32 = 1 << 16;
 
 impl ExecutorConfig {
     /// Defaults sized for the machine this runs on.
@@ -41,6 +50,8 @@ impl ExecutorConfig {
             kill_grace: Duration::from_millis(200),
             stack_bytes: 1 << 20,
             code_cache_entries: 1024,
+            worker_uids: DEFAULT_WORKER_UID_BASE
+                ..DEFAULT_WORKER_UID_BASE + DEFAULT_WORKER_UID_COUNT,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloister_sandbox::protocol::{Failure, InvocationContext, Invoke, Load, LoadError};
+use cloister_sandbox::protocol::{Failure, InvocationContext, Invoke, Load, LoadError, Privileges};
 use cloister_types::{ErrorCode, Limits};
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
@@ -114,6 +114,8 @@ pub struct Supervisor {
     spawned: AtomicU64,
     retired: AtomicU64,
     isolated: AtomicBool,
+    warned_uid: AtomicBool,
+    uid_seq: AtomicU64,
 }
 
 #[derive(Default)]
@@ -147,6 +149,17 @@ fn failure(code: ErrorCode, message: impl Into<String>) -> RunFailure {
     }
 }
 
+/// Why no worker could be started.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// Every place is taken by a busy worker.
+    #[error("this executor runs its maximum of {0} workers and none is idle; try again shortly")]
+    Full(usize),
+    /// The process did not start or the code did not load.
+    #[error(transparent)]
+    Spawn(SpawnError),
+}
+
 enum CodeError {
     Required,
     Mismatch,
@@ -164,6 +177,8 @@ impl Supervisor {
             spawned: AtomicU64::new(0),
             retired: AtomicU64::new(0),
             isolated: AtomicBool::new(false),
+            warned_uid: AtomicBool::new(false),
+            uid_seq: AtomicU64::new(0),
         })
     }
 
@@ -202,13 +217,14 @@ impl Supervisor {
         let limits = self.clamp(limits);
         let load = self.load_for(Arc::from(code), entrypoint, limits);
         let deadline = Duration::from_millis(limits.timeout_ms) + self.cfg.kill_grace * 5;
-        match WorkerProcess::spawn(&self.cfg.worker_exe, load, deadline).await {
+        match self.start_worker(load, deadline).await {
             Ok(mut w) => {
                 w.kill().await;
+                self.live.fetch_sub(1, Ordering::AcqRel);
                 Ok(())
             }
-            Err(SpawnError::Load(e)) => Err(e),
-            Err(e @ SpawnError::Process(_)) => Err(LoadError {
+            Err(StartError::Spawn(SpawnError::Load(e))) => Err(e),
+            Err(e) => Err(LoadError {
                 message: e.to_string(),
                 line: None,
                 column: None,
@@ -390,20 +406,70 @@ impl Supervisor {
         }
     }
 
-    async fn spawn(&self, pool: &Pool) -> Result<WorkerProcess, RunFailure> {
-        if self.live.load(Ordering::Relaxed) >= self.cfg.max_workers_total {
+    /// Takes one of the `max_workers_total` places, or says there is none.
+    fn reserve_worker(&self) -> bool {
+        let max = self.cfg.max_workers_total;
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// The uid the next worker switches to (consecutive workers take consecutive uids).
+    fn next_worker_uid(&self) -> u32 {
+        let range = &self.cfg.worker_uids;
+        let span = u64::from(range.end.saturating_sub(range.start)).max(1);
+        let seq = self.uid_seq.fetch_add(1, Ordering::Relaxed);
+        // The remainder is below `span`, itself a u32 difference.
+        range.start + u32::try_from(seq % span).unwrap_or(0)
+    }
+
+    /// Starts a worker in one of the `max_workers_total` places (a hard cap: the place is
+    /// taken before the process exists and given back if it does not start).
+    async fn start_worker(
+        &self,
+        load: Load,
+        deadline: Duration,
+    ) -> Result<WorkerProcess, StartError> {
+        if !self.reserve_worker() {
             self.evict_one_idle().await;
+            if !self.reserve_worker() {
+                return Err(StartError::Full(self.cfg.max_workers_total));
+            }
         }
-        let deadline = Duration::from_millis(pool.load.load_timeout_ms) + self.cfg.kill_grace * 5;
-        match WorkerProcess::spawn(&self.cfg.worker_exe, pool.load.clone(), deadline).await {
+        let uid = self.next_worker_uid();
+        match WorkerProcess::spawn(&self.cfg.worker_exe, load, uid, deadline).await {
             Ok(w) => {
-                self.live.fetch_add(1, Ordering::Relaxed);
+                if w.ready.privileges == Privileges::ExecutorUid
+                    && !self.warned_uid.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        "workers keep the executor's uid: it is not root and user namespaces \
+                         are refused here (they still hold no capabilities)"
+                    );
+                }
+                Ok(w)
+            }
+            Err(e) => {
+                self.live.fetch_sub(1, Ordering::AcqRel);
+                Err(StartError::Spawn(e))
+            }
+        }
+    }
+
+    async fn spawn(&self, pool: &Pool) -> Result<WorkerProcess, RunFailure> {
+        let deadline = Duration::from_millis(pool.load.load_timeout_ms) + self.cfg.kill_grace * 5;
+        match self.start_worker(pool.load.clone(), deadline).await {
+            Ok(w) => {
                 self.spawned.fetch_add(1, Ordering::Relaxed);
                 self.isolated
                     .store(w.ready.filesystem_isolated, Ordering::Relaxed);
                 Ok(w)
             }
-            Err(SpawnError::Load(e)) => Err(failure(ErrorCode::FunctionError, e.message)),
+            Err(StartError::Spawn(SpawnError::Load(e))) => {
+                Err(failure(ErrorCode::FunctionError, e.message))
+            }
             Err(e) => Err(failure(ErrorCode::Unavailable, e.to_string())),
         }
     }

@@ -8,7 +8,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cloister_sandbox::frame::{self, FrameError};
-use cloister_sandbox::protocol::{FromWorker, Invoke, Load, LoadError, Outcome, Ready, ToWorker};
+use cloister_sandbox::protocol::{
+    FromWorker, Invoke, Load, LoadError, Outcome, Privileges, Ready, ToWorker,
+};
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -52,13 +54,22 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     /// Starts a worker, hands it the function and waits until it is loaded.
-    pub async fn spawn(exe: &Path, load: Load, deadline: Duration) -> Result<Self, SpawnError> {
+    ///
+    /// `uid` is the unprivileged uid (and gid) the worker switches to when the executor runs
+    /// as root.
+    pub async fn spawn(
+        exe: &Path,
+        load: Load,
+        uid: u32,
+        deadline: Duration,
+    ) -> Result<Self, SpawnError> {
         let (ours, theirs) =
             StdUnixStream::pair().map_err(|e| SpawnError::Process(format!("socketpair: {e}")))?;
         let theirs_fd = theirs.as_raw_fd();
         let mut cmd = Command::new(exe);
         cmd.arg(WORKER_SUBCOMMAND)
             .arg(load.memory_bytes.to_string())
+            .arg(uid.to_string())
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -95,6 +106,7 @@ impl WorkerProcess {
             pid,
             ready: Ready {
                 filesystem_isolated: false,
+                privileges: Privileges::ExecutorUid,
             },
             last_used: Instant::now(),
         };

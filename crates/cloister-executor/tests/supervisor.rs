@@ -18,7 +18,7 @@ send() {
   local n=${#1}
   printf "$(printf '\\x%02x\\x%02x\\x%02x\\x00' $((n & 255)) $(((n >> 8) & 255)) $(((n >> 16) & 255)))%s" "$1" >&3
 }
-send '{"Loaded":{"Ok":{"filesystem_isolated":false}}}'
+send '{"Loaded":{"Ok":{"filesystem_isolated":false,"privileges":"ExecutorUid"}}}'
 "#;
 
 /// A worker that answers `1` to two invocations.
@@ -190,4 +190,48 @@ async fn other_code_under_a_function_id_is_refused_before_any_worker_starts() {
     assert_eq!(failure_code(sup.run(j).await), ErrorCode::FunctionNotFound);
     let (_, spawned, _, _) = sup.snapshot();
     assert_eq!(spawned, 0, "no worker ran refused code");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_total_is_a_hard_cap_with_a_clear_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ExecutorConfig::new(fake_worker(&dir, "stuck", STUCK));
+    cfg.max_workers_total = 2;
+    let sup = Supervisor::new(cfg, manifests());
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let sup = sup.clone();
+            tokio::spawn(async move { sup.run(job("stuck", true)).await })
+        })
+        .collect();
+    let waited = Instant::now();
+    while sup.snapshot().1 < 2 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "workers did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Both places are taken by busy workers: a third call is refused at once, not queued
+    // and not given a third process.
+    let started = Instant::now();
+    let r = sup.run(job("stuck", false)).await;
+    match r {
+        JobResult::Ran { result: Err(f), .. } => {
+            assert_eq!(f.code, ErrorCode::Unavailable);
+            assert!(f.message.contains("maximum of 2 workers"), "{}", f.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(250));
+    assert_eq!(sup.snapshot().1, 2, "no third worker was started");
+    for b in busy {
+        assert_eq!(failure_code(b.await.unwrap()), ErrorCode::FunctionTimeout);
+    }
+    // The places come back when the stuck workers are killed.
+    assert_eq!(
+        failure_code(sup.run(job("stuck", false)).await),
+        ErrorCode::FunctionTimeout
+    );
+    assert_eq!(sup.snapshot().1, 3);
 }

@@ -100,6 +100,20 @@ pub struct Outcome {
 pub struct Ready {
     /// Whether Landlock denies this worker every filesystem access.
     pub filesystem_isolated: bool,
+    /// Which identity the worker runs as after dropping its privileges.
+    pub privileges: Privileges,
+}
+
+/// Which identity a hardened worker ended with; every capability set is empty in all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Privileges {
+    /// Started as root, the worker switched to its own unprivileged uid and gid.
+    DedicatedUid,
+    /// Started unprivileged, the worker entered a user namespace with no mapping to root.
+    UserNamespace,
+    /// Started unprivileged where user namespaces are refused: the executor's uid remains.
+    ExecutorUid,
 }
 
 /// Worker → supervisor.

@@ -16,11 +16,12 @@ pub const EXIT_PROTOCOL: i32 = 71;
 
 /// Runs a worker on the inherited channel; returns the process exit code.
 ///
-/// `heap_bytes` is the function's heap limit (from the command line, so the process rlimits
-/// are in place before the first untrusted byte is read).
-pub fn run(heap_bytes: usize) -> i32 {
-    let landlock = match harden(WORKER_CHANNEL_FD, heap_bytes) {
-        Ok(level) => level,
+/// `heap_bytes` is the function's heap limit and `uid` the unprivileged uid to switch to when
+/// started as root (both from the command line, so the process is hardened before the first
+/// untrusted byte is read).
+pub fn run(heap_bytes: usize, uid: u32) -> i32 {
+    let hardened = match harden(WORKER_CHANNEL_FD, heap_bytes, uid) {
+        Ok(hardened) => hardened,
         Err(_) => return EXIT_HARDENING_FAILED,
     };
     // SAFETY: the supervisor passes the channel as this descriptor, owned by nothing else here.
@@ -34,7 +35,8 @@ pub fn run(heap_bytes: usize) -> i32 {
             if write_msg(
                 &mut channel,
                 &FromWorker::Loaded(Ok(Ready {
-                    filesystem_isolated: landlock == LandlockLevel::Full,
+                    filesystem_isolated: hardened.landlock == LandlockLevel::Full,
+                    privileges: hardened.privileges,
                 })),
             )
             .is_err()
