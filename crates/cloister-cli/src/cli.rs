@@ -505,6 +505,9 @@ pub struct ServeArgs {
     /// left to function workers).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Limits at the door of the public API.
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 }
 
 /// How a server role gets its socket and threads (shared by `gateway` and `executor`).
@@ -553,6 +556,89 @@ pub struct GatewayArgs {
     /// evidence must chain to (its measurement must be on keyvault's executor policy).
     #[arg(long)]
     pub executor_sim_root: Option<String>,
+    /// Limits at the door of the public API.
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// Limits at the door of the public API (rates are per second; 0 turns a limit off).
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// Requests per second from one source address (IPv6: one /64); bursts of twice that.
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    pub rate_limit_per_address: u32,
+    /// Requests per second with one bearer token; bursts of twice that.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub rate_limit_per_token: u32,
+    /// Failed authentications per minute from one source address (bursts of half that);
+    /// once spent, the address gets 429 until the budget refills.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub auth_failures_per_minute: u32,
+    /// Most open connections in total.
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    pub max_connections: usize,
+    /// Most open connections from one source address.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_connections_per_address: usize,
+    /// Milliseconds a client has to send a request's headers (also the keep-alive idle limit).
+    #[arg(long, default_value_t = 15_000, value_name = "MS")]
+    pub header_timeout_ms: u64,
+    /// Milliseconds a client has to send a request's body once its headers arrived.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    pub body_timeout_ms: u64,
+}
+
+impl EdgeArgs {
+    /// The gateway's configuration for these flags.
+    pub fn config(&self) -> cloister_gateway::listener::EdgeConfig {
+        use std::num::NonZeroU32;
+        use std::time::Duration;
+
+        use cloister_gateway::ratelimit::{Rate, RateConfig};
+        let per_second =
+            |n: u32| NonZeroU32::new(n).map(|n| Rate::per_second(n, n.saturating_add(n.get())));
+        let failures = NonZeroU32::new(self.auth_failures_per_minute)
+            .map(|n| Rate::per_minute(n, NonZeroU32::new(n.get() / 2).unwrap_or(NonZeroU32::MIN)));
+        cloister_gateway::listener::EdgeConfig {
+            rate: RateConfig {
+                per_address: per_second(self.rate_limit_per_address),
+                per_token: per_second(self.rate_limit_per_token),
+                auth_failures: failures,
+            },
+            max_connections: self.max_connections.max(1),
+            max_connections_per_address: self.max_connections_per_address.max(1),
+            header_timeout: Duration::from_millis(self.header_timeout_ms.max(1)),
+            body_timeout: Duration::from_millis(self.body_timeout_ms.max(1)),
+        }
+    }
+
+    /// The same flags as arguments (serve passes them on to its gateway).
+    pub fn to_args(&self) -> Vec<String> {
+        [
+            (
+                "--rate-limit-per-address",
+                self.rate_limit_per_address.to_string(),
+            ),
+            (
+                "--rate-limit-per-token",
+                self.rate_limit_per_token.to_string(),
+            ),
+            (
+                "--auth-failures-per-minute",
+                self.auth_failures_per_minute.to_string(),
+            ),
+            ("--max-connections", self.max_connections.to_string()),
+            (
+                "--max-connections-per-address",
+                self.max_connections_per_address.to_string(),
+            ),
+            ("--header-timeout-ms", self.header_timeout_ms.to_string()),
+            ("--body-timeout-ms", self.body_timeout_ms.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_owned(), v])
+        .collect()
+    }
 }
 
 /// `cloister executor`.

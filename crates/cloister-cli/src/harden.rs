@@ -13,6 +13,45 @@ pub fn private_files() {
     }
 }
 
+/// Descriptors kept free for everything but client connections (store, RPC, logs).
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft open-files limit so `wanted` client connections fit, as far as the hard
+/// limit allows; returns how many connections fit (warning when that is fewer).
+pub fn room_for_connections(wanted: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return wanted;
+        }
+        let need = wanted as u64 + RESERVED_FDS;
+        if lim.rlim_cur < need {
+            let raised = libc::rlimit {
+                rlim_cur: need.min(lim.rlim_max),
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = raised.rlim_cur;
+            }
+        }
+    }
+    let fit = usize::try_from(lim.rlim_cur.saturating_sub(RESERVED_FDS))
+        .unwrap_or(wanted)
+        .max(1);
+    if fit < wanted {
+        tracing::warn!(
+            wanted,
+            fit,
+            "the open-files limit allows fewer connections than --max-connections; using {fit}"
+        );
+    }
+    fit.min(wanted)
+}
+
 /// No core dumps (`RLIMIT_CORE` 0) and not dumpable (`PR_SET_DUMPABLE` 0: no ptrace by
 /// same-user processes, `/proc/<pid>/mem` and friends owned by root).
 pub fn trusted_process() -> anyhow::Result<()> {

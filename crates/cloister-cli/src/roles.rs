@@ -126,9 +126,18 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         store.clone(),
         keyvault.clone(),
     ));
-    let state = AppState::new(store, audit, executor, keyvault, ServerLimits::default());
+    let mut edge = args.edge.config();
+    edge.max_connections = crate::harden::room_for_connections(edge.max_connections);
+    let state = AppState::new(
+        store,
+        audit,
+        executor,
+        keyvault,
+        ServerLimits::default(),
+        edge.rate,
+    );
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    cloister_gateway::serve(listener, state, stop_signal()).await?;
+    cloister_gateway::serve(listener, state, edge, stop_signal()).await?;
     tracing::info!("gateway stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -301,6 +301,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     ]
     .into_iter()
     .chain(threads)
+    .chain(args.edge.to_args())
     .collect::<Vec<_>>();
     match spawn_role(
         &exe,

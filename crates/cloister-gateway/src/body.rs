@@ -53,10 +53,14 @@ pub async fn read_limited(
     let mut buf = bytes::BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            HttpError::new(
-                ErrorCode::InvalidRequest,
-                format!("could not read the request body: {e}"),
-            )
+            let inner = e.into_inner();
+            match inner.downcast_ref::<crate::listener::BodyDeadlineElapsed>() {
+                Some(late) => HttpError::new(ErrorCode::RequestTimeout, late.to_string()),
+                None => HttpError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("could not read the request body: {inner}"),
+                ),
+            }
         })?;
         if let Some(data) = frame.data_ref() {
             if buf.len() + data.len() > limit {

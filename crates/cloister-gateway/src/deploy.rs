@@ -14,7 +14,8 @@ use cloister_rpc::keyvault::SignedRequest;
 use cloister_store::NewVersion;
 use cloister_types::wire::{DeployRequest, FunctionInfo, FunctionList};
 use cloister_types::{
-    Entrypoint, Environment, ErrorCode, FunctionName, Role, SecretRef, ServerLimits, code_hash,
+    DeclaredSecretsError, Entrypoint, Environment, ErrorCode, FunctionName, Role, SecretRef,
+    ServerLimits, code_hash,
 };
 
 use crate::auth::Caller;
@@ -71,22 +72,26 @@ pub fn check_deploy(limits: &ServerLimits, req: DeployRequest) -> HttpResult<New
         Some(e) => Environment::parse(e).map_err(invalid)?,
         None => Environment::default(),
     };
-    let mut required_secrets = Vec::with_capacity(req.required_secrets.len());
-    for s in &req.required_secrets {
-        let r = SecretRef::parse(s)
-            .map_err(|e| HttpError::new(ErrorCode::InvalidSecretPath, e.to_string()))?;
-        // The function sees `secrets[name]`, so names must be unique across categories.
-        if required_secrets
-            .iter()
-            .any(|d: &SecretRef| d.name() == r.name())
-        {
-            return Err(HttpError::new(
-                ErrorCode::InvalidSecretPath,
-                format!("two declared secrets are named {:?}", r.name()),
-            ));
+    let required_secrets = SecretRef::parse_declared(&req.required_secrets).map_err(|e| {
+        let code = match e {
+            DeclaredSecretsError::TooMany { .. } => ErrorCode::InvalidRequest,
+            _ => ErrorCode::InvalidSecretPath,
+        };
+        let details = match e {
+            DeclaredSecretsError::TooMany { count } => serde_json::json!({
+                "field": "requiredSecrets",
+                "count": count,
+                "max": cloister_types::MAX_DECLARED_SECRETS,
+            }),
+            _ => serde_json::Value::Null,
+        };
+        let err = HttpError::new(code, e.to_string());
+        if details.is_null() {
+            err
+        } else {
+            err.details(details)
         }
-        required_secrets.push(r);
-    }
+    })?;
     let limits = limits.resolve(req.limits)?;
     Ok(NewVersion {
         version: None,

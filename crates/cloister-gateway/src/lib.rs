@@ -18,9 +18,11 @@ pub mod executor_link;
 pub mod functions;
 pub mod invoke;
 pub mod keyvault;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod ratelimit;
 pub mod relay;
 pub mod secrets;
 pub mod state;
@@ -69,22 +71,20 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Serves the API on `listener` with the connection limits of `edge` until `shutdown`
+/// resolves, then drains in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     state: Shared,
+    edge: listener::EdgeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    listener::serve(listener, state, edge, shutdown).await
 }

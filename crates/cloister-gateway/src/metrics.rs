@@ -44,6 +44,10 @@ pub struct Metrics {
     pub workers_retired: Gauge,
     /// 1 when the executor's workers are confined from the filesystem.
     pub filesystem_isolated: Gauge,
+    /// Requests refused by a rate limit.
+    pub rate_limited: Counter,
+    /// Connections refused at the door (connection caps).
+    pub connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -89,8 +93,22 @@ impl Default for Metrics {
             "1 when workers run without any filesystem access (Landlock)",
             filesystem_isolated.clone(),
         );
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit (429)",
+            rate_limited.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused because a connection cap was reached",
+            connections_refused.clone(),
+        );
         Self {
             registry,
+            rate_limited,
+            connections_refused,
             invocations,
             invocation_seconds,
             deploys,

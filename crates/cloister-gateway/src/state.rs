@@ -10,6 +10,7 @@ use crate::executor::Executor;
 use crate::functions::FunctionCache;
 use crate::keyvault::Keyvault;
 use crate::metrics::Metrics;
+use crate::ratelimit::{RateConfig, RateLimits};
 
 /// Everything a request handler may use; built once at start.
 pub struct AppState {
@@ -29,6 +30,8 @@ pub struct AppState {
     pub functions: FunctionCache,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Request rate limits.
+    pub rate: RateLimits,
 }
 
 impl AppState {
@@ -39,11 +42,13 @@ impl AppState {
         executor: Executor,
         keyvault: Option<Keyvault>,
         limits: ServerLimits,
+        rate: RateConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
             auth: Authenticator::new(store.clone(), audit.clone()),
             functions: FunctionCache::new(store.clone()),
             metrics: Metrics::default(),
+            rate: RateLimits::new(rate),
             store,
             audit,
             executor,

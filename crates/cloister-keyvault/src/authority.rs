@@ -618,17 +618,7 @@ impl Authority {
         if hex_part.len() != 64 || hex::decode(hex_part).is_err() {
             return Err(inv("code_hash must be sha256:<64 hex digits>".into()));
         }
-        let mut refs: Vec<SecretRef> = Vec::with_capacity(m.secrets.len());
-        for s in &m.secrets {
-            let r = SecretRef::parse(s).map_err(|e| inv(e.to_string()))?;
-            if refs.iter().any(|d| d.name() == r.name()) {
-                return Err(inv(format!(
-                    "two declared secrets are named {:?}",
-                    r.name()
-                )));
-            }
-            refs.push(r);
-        }
+        let refs = SecretRef::parse_declared(&m.secrets).map_err(|e| inv(e.to_string()))?;
         if m.limits.timeout_ms == 0 || m.limits.memory_mb == 0 {
             return Err(inv("limits must be positive".into()));
         }

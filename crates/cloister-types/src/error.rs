@@ -29,6 +29,8 @@ pub enum ErrorCode {
     Conflict,
     /// A body, code or parameter is over its size limit.
     PayloadTooLarge,
+    /// The request's body did not arrive within the gateway's deadline.
+    RequestTimeout,
     /// The function ran past its deadline.
     FunctionTimeout,
     /// The function exceeded its memory limit.
@@ -83,6 +85,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
         ErrorCode::FunctionTimeout,
         ErrorCode::FunctionMemoryLimit,
         ErrorCode::FunctionError,
@@ -115,6 +118,7 @@ impl ErrorCode {
             Conflict | ReplayedRequest | ManifestMismatch | InactiveVersion | RollbackDetected => {
                 409
             }
+            RequestTimeout => 408,
             PayloadTooLarge => 413,
             FunctionTimeout
             | FunctionMemoryLimit
@@ -142,6 +146,7 @@ impl ErrorCode {
             MethodNotAllowed => "method_not_allowed",
             Conflict => "conflict",
             PayloadTooLarge => "payload_too_large",
+            RequestTimeout => "request_timeout",
             FunctionTimeout => "function_timeout",
             FunctionMemoryLimit => "function_memory_limit",
             FunctionError => "function_error",
@@ -243,6 +248,7 @@ mod tests {
             (ErrorCode::MethodNotAllowed, 405),
             (ErrorCode::Conflict, 409),
             (ErrorCode::PayloadTooLarge, 413),
+            (ErrorCode::RequestTimeout, 408),
             (ErrorCode::FunctionTimeout, 422),
             (ErrorCode::FunctionMemoryLimit, 422),
             (ErrorCode::FunctionError, 422),

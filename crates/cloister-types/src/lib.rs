@@ -14,6 +14,7 @@ pub use error::{ApiError, ErrorCode};
 pub use hash::code_hash;
 pub use limits::{Limits, ServerLimits};
 pub use names::{
-    Entrypoint, Environment, FunctionName, NameError, SecretPath, SecretRef, namespace_of,
+    DeclaredSecretsError, Entrypoint, Environment, FunctionName, MAX_DECLARED_SECRETS, NameError,
+    SecretPath, SecretRef, namespace_of,
 };
 pub use wire::Role;

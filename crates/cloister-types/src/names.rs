@@ -202,6 +202,50 @@ impl SecretRef {
     }
 }
 
+/// Most secrets one function version may declare.
+pub const MAX_DECLARED_SECRETS: usize = 64;
+
+/// Why a list of declared secrets was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeclaredSecretsError {
+    /// More entries than [`MAX_DECLARED_SECRETS`].
+    #[error("{count} secrets declared; at most {MAX_DECLARED_SECRETS} are allowed")]
+    TooMany {
+        /// How many were declared.
+        count: usize,
+    },
+    /// An entry is not a valid reference.
+    #[error(transparent)]
+    Invalid(#[from] NameError),
+    /// Two entries share the name the function sees (`secrets[name]`), across categories.
+    #[error("two declared secrets are named {0:?}")]
+    Duplicate(String),
+}
+
+impl SecretRef {
+    /// Validates a function's whole list of declared secrets in linear time: at most
+    /// [`MAX_DECLARED_SECRETS`] (checked before any entry is parsed), each valid, names
+    /// unique across categories.
+    pub fn parse_declared<S: AsRef<str>>(
+        list: &[S],
+    ) -> Result<Vec<SecretRef>, DeclaredSecretsError> {
+        if list.len() > MAX_DECLARED_SECRETS {
+            return Err(DeclaredSecretsError::TooMany { count: list.len() });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(list.len());
+        let mut out = Vec::with_capacity(list.len());
+        for s in list {
+            let r = SecretRef::parse(s.as_ref())?;
+            if !seen.insert(r.name.clone()) {
+                return Err(DeclaredSecretsError::Duplicate(r.name));
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
+
 impl TryFrom<String> for SecretRef {
     type Error = NameError;
     fn try_from(s: String) -> Result<Self, NameError> {
@@ -425,5 +469,34 @@ mod tests {
         ] {
             assert!(SecretPath::parse(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod declared_tests {
+    use super::*;
+
+    #[test]
+    fn declared_lists_are_capped_unique_and_valid() {
+        let ok = SecretRef::parse_declared(&["A", "db/B", "C"]).unwrap();
+        assert_eq!(ok.len(), 3);
+        assert_eq!(
+            SecretRef::parse_declared(&["db/A", "api/A"]),
+            Err(DeclaredSecretsError::Duplicate("A".into()))
+        );
+        assert!(matches!(
+            SecretRef::parse_declared(&["ok", "bad name"]),
+            Err(DeclaredSecretsError::Invalid(_))
+        ));
+        let many: Vec<String> = (0..=MAX_DECLARED_SECRETS)
+            .map(|i| format!("S{i}"))
+            .collect();
+        assert_eq!(
+            SecretRef::parse_declared(&many),
+            Err(DeclaredSecretsError::TooMany {
+                count: MAX_DECLARED_SECRETS + 1
+            })
+        );
+        assert!(SecretRef::parse_declared(&many[..MAX_DECLARED_SECRETS]).is_ok());
     }
 }

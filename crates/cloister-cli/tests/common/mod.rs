@@ -42,11 +42,17 @@ pub fn free_port() -> u16 {
 
 /// Spawns `cloister serve --dev` with the given data dir and port.
 pub fn spawn_serve(data: &Path, port: u16, log: &Path) -> Child {
+    spawn_serve_with(data, port, log, &[])
+}
+
+/// Spawns `cloister serve --dev` with extra flags.
+pub fn spawn_serve_with(data: &Path, port: u16, log: &Path, extra: &[&str]) -> Child {
     let log_file = std::fs::File::create(log).unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--dev", "--data-dir"])
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())
@@ -68,13 +74,23 @@ impl Platform {
         Self::start_in(dir).await
     }
 
+    /// Starts a fresh platform with extra `serve` flags.
+    pub async fn start_with(extra: &[&str]) -> Self {
+        Self::start_in_with(tempfile::tempdir().unwrap(), extra).await
+    }
+
     /// Starts a platform on an existing data directory.
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::start_in_with(dir, &[]).await
+    }
+
+    /// Starts a platform on an existing data directory with extra `serve` flags.
+    pub async fn start_in_with(dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let log = dir.path().join("serve.log");
         let data = dir.path().join("data");
         for _attempt in 0..3 {
             let port = free_port();
-            let mut child = spawn_serve(&data, port, &log);
+            let mut child = spawn_serve_with(&data, port, &log, extra);
             let url = format!("http://127.0.0.1:{port}");
             if wait_healthy(&url, &mut child).await {
                 // `serve` prints its banner after its own health check: wait for it so tests
