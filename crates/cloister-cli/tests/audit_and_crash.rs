@@ -243,8 +243,14 @@ async fn every_acknowledged_put_survives_keyvault_being_killed_midway() {
     const N: usize = 1000;
     const WRITERS: usize = 4;
     let p = Platform::start().await;
+    // Spread over functions of 50 (a function declares at most 64 secrets).
+    const PER_FN: usize = 50;
     let names: Vec<String> = (0..N).map(|i| format!("S{i:04}")).collect();
-    let fid = deploy(&p, "many", names.clone()).await;
+    let mut fids = Vec::new();
+    for (k, chunk) in names.chunks(PER_FN).enumerate() {
+        fids.push(deploy(&p, &format!("many{k}"), chunk.to_vec()).await);
+    }
+    let fids = Arc::new(fids);
     let kv = Arc::new(trusted(&p).await);
     let serve_pid = p.child.as_ref().unwrap().id();
     let acked_count = Arc::new(AtomicUsize::new(0));
@@ -264,8 +270,14 @@ async fn every_acknowledged_put_survives_keyvault_being_killed_midway() {
     };
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let mine: Vec<String> = names.iter().skip(w).step_by(WRITERS).cloned().collect();
-        let (kv, fid, url, token) = (kv.clone(), fid.clone(), p.url.clone(), p.token.clone());
+        let mine: Vec<(usize, String)> = names
+            .iter()
+            .cloned()
+            .enumerate()
+            .skip(w)
+            .step_by(WRITERS)
+            .collect();
+        let (kv, fids, url, token) = (kv.clone(), fids.clone(), p.url.clone(), p.token.clone());
         let (me, platform) = (p.admin_identity(), kv.audit_key.to_string());
         let (acked_count, failures) = (acked_count.clone(), failures.clone());
         writers.push(tokio::spawn(async move {
@@ -273,7 +285,8 @@ async fn every_acknowledged_put_survives_keyvault_being_killed_midway() {
                 .unwrap()
                 .with_identity(me, Some(platform));
             let mut acked = Vec::new();
-            for name in mine {
+            for (i, name) in mine {
+                let fid = &fids[i / PER_FN];
                 let path = SecretPath::parse(&format!("function-{fid}/production/default/{name}"))
                     .unwrap();
                 let value = format!(
@@ -294,7 +307,7 @@ async fn every_acknowledged_put_survives_keyvault_being_killed_midway() {
                     }
                 }
                 acked_count.fetch_add(1, Ordering::SeqCst);
-                acked.push((name, value));
+                acked.push((i, name, value));
             }
             acked
         }));
@@ -311,10 +324,17 @@ async fn every_acknowledged_put_survives_keyvault_being_killed_midway() {
         failures.load(Ordering::SeqCst)
     );
 
-    let r = p.admin().invoke("many", "{}", None).await.unwrap();
-    let values: Value = serde_json::from_str(r.result.get()).unwrap();
-    for (name, value) in &acked {
-        assert_eq!(values[name], value.as_str(), "{name}");
+    let mut values = Vec::new();
+    for k in 0..fids.len() {
+        let r = p
+            .admin()
+            .invoke(&format!("many{k}"), "{}", None)
+            .await
+            .unwrap();
+        values.push(serde_json::from_str::<Value>(r.result.get()).unwrap());
+    }
+    for (i, name, value) in &acked {
+        assert_eq!(values[i / PER_FN][name], value.as_str(), "{name}");
     }
     let v = verify(&p);
     assert_eq!(v["ok"], true, "{v}");
