@@ -128,6 +128,40 @@ async fn no_state_leaks_between_invocations_and_no_host_escape() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_of_running_out_of_memory_is_the_memory_limit() {
+    let p = Platform::start().await;
+    let mut c = p.admin();
+    p.deploy(
+        "oom",
+        "memory-ways.js",
+        Some(json!({"memoryMb": 32, "timeoutMs": 20000})),
+    )
+    .await;
+    let ways = result(&c.invoke("oom", "{}", None).await.unwrap())["ways"].clone();
+    let ways: Vec<String> = serde_json::from_value(ways).unwrap();
+    assert_eq!(ways.len(), 8, "{ways:?}");
+    for way in &ways {
+        let e = assert_api_error(
+            c.invoke("oom", &json!({ "way": way }).to_string(), None)
+                .await,
+            "function_memory_limit",
+            422,
+        );
+        assert_eq!(
+            e.message, "function exceeded its memory limit of 32 MB",
+            "{way}"
+        );
+        // The worker was replaced: the next call runs in a fresh one and succeeds.
+        let r = c.invoke("oom", "{}", None).await.unwrap();
+        assert_eq!(
+            result(&r)["ways"].as_array().map(Vec::len),
+            Some(8),
+            "after {way}"
+        );
+    }
+}
+
 /// `Name:\tvalue` lines of `/proc/<pid>/status`.
 fn proc_status(pid: u32) -> std::collections::BTreeMap<String, String> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -1,6 +1,6 @@
 //! JavaScript execution in QuickJS: one runtime per worker, a fresh context per invocation.
 //!
-//! The engine enforces the heap limit (QuickJS allocator limit), the stack limit and the
+//! The engine enforces the heap limit (its own allocator, [`crate::heap`]), the stack limit and the
 //! wall-clock deadline (interrupt handler, which JavaScript cannot catch). Nothing from the
 //! host is reachable: the global scope holds only language built-ins, and a handler sees
 //! its parameters, its frozen `secrets` and a frozen `context` with a bounded `log`.
@@ -15,6 +15,7 @@ use rquickjs::function::Rest;
 use rquickjs::{Coerced, Context, Ctx, Function, Object, Runtime, Value};
 use serde_json::value::RawValue;
 
+use crate::heap::{HeapWatch, LimitedHeap};
 use crate::protocol::{ErrorCode, Failure, Invoke, Load, LoadError, Outcome};
 
 /// Language built-ins a function gets: no `performance` timer, no host objects, and no
@@ -58,6 +59,8 @@ pub struct Engine {
     /// A fresh context made while idle, so that creating one is off the request path.
     /// No code has ever run in it; it is used by exactly one invocation.
     spare: Option<Context>,
+    /// The JavaScript heap's usage and refusals.
+    heap: HeapWatch,
     rt: Runtime,
     load: Load,
     deadline: Rc<Cell<Option<Instant>>>,
@@ -112,12 +115,14 @@ fn truncate_utf8(s: &mut String, max: usize) {
 impl Engine {
     /// Creates the runtime, evaluates the code once and checks that the entrypoint exists.
     pub fn new(load: Load) -> Result<Self, LoadError> {
-        let rt = Runtime::new().map_err(|e| LoadError {
+        // The budget is the allocator's; QuickJS's own limit stays off so that every refusal
+        // passes through (and is recorded by) the allocator.
+        let (allocator, heap) = LimitedHeap::new(load.memory_bytes);
+        let rt = Runtime::new_with_alloc(allocator).map_err(|e| LoadError {
             message: format!("cannot create JavaScript runtime: {e}"),
             line: None,
             column: None,
         })?;
-        rt.set_memory_limit(load.memory_bytes);
         rt.set_max_stack_size(load.stack_bytes);
         let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
         let interrupted = Rc::new(Cell::new(false));
@@ -131,6 +136,7 @@ impl Engine {
         })));
         let engine = Self {
             spare: None,
+            heap,
             rt,
             load,
             deadline,
@@ -205,6 +211,16 @@ impl Engine {
             });
         self.disarm();
         self.rt.run_gc();
+        if self.heap.refused() {
+            return Err(LoadError {
+                message: format!(
+                    "loading the code exceeded the memory limit of {} MB",
+                    self.load.memory_bytes.div_ceil(1 << 20)
+                ),
+                line: None,
+                column: None,
+            });
+        }
         result
     }
 
@@ -232,15 +248,15 @@ impl Engine {
             Some(context) => Ok(context),
             None => self.new_context(),
         };
+        self.heap.reset();
         let mut result =
             context.and_then(|context| context.with(|ctx| self.run(&ctx, &inv, logs.clone())));
         self.disarm();
-        if let Err(f) = &mut result
-            && f.code != ErrorCode::FunctionTimeout
-            && self.near_memory_limit()
-        {
-            f.code = ErrorCode::FunctionMemoryLimit;
-            f.message = format!("function exceeded its memory limit ({})", f.message);
+        // A call during which the heap refused an allocation failed on its memory limit,
+        // whatever the engine threw for it (even `null`) and even if the code caught it.
+        let timed_out = matches!(&result, Err(f) if f.code == ErrorCode::FunctionTimeout);
+        if self.heap.refused() && !timed_out {
+            result = Err(self.memory_failure());
         }
         // Work the call queued but did not await (a promise job) would run during the next
         // call, against its deadline and with its data: nothing of one call may reach the
@@ -275,9 +291,15 @@ impl Engine {
         }
     }
 
-    fn near_memory_limit(&self) -> bool {
-        let used = usize::try_from(self.rt.memory_usage().malloc_size).unwrap_or(usize::MAX);
-        used >= self.load.memory_bytes / 10 * 9
+    fn memory_failure(&self) -> Failure {
+        Failure {
+            code: ErrorCode::FunctionMemoryLimit,
+            message: format!(
+                "function exceeded its memory limit of {} MB",
+                self.load.memory_bytes.div_ceil(1 << 20)
+            ),
+            stack: None,
+        }
     }
 
     fn run<'js>(
@@ -387,11 +409,7 @@ impl Engine {
         }
         let Some(value) = exception else {
             return match err {
-                rquickjs::Error::Allocation => Failure {
-                    code: ErrorCode::FunctionMemoryLimit,
-                    message: "function exceeded its memory limit".into(),
-                    stack: None,
-                },
+                rquickjs::Error::Allocation => self.memory_failure(),
                 rquickjs::Error::WouldBlock => Failure {
                     code: ErrorCode::FunctionError,
                     message: "the returned Promise can never settle (nothing left to run)".into(),
@@ -417,11 +435,7 @@ impl Engine {
             None => (format!("Uncaught {}", display(ctx, value)), None),
         };
         if message.ends_with("out of memory") {
-            return Failure {
-                code: ErrorCode::FunctionMemoryLimit,
-                message: "function exceeded its memory limit".into(),
-                stack: None,
-            };
+            return self.memory_failure();
         }
         truncate_utf8(&mut message, MAX_ERROR_TEXT);
         if let Some(s) = &mut stack {

@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod frame;
 pub mod hardening;
+pub mod heap;
 pub mod protocol;
 pub mod worker;
 

@@ -134,9 +134,60 @@ fn deep_recursion_is_a_clean_error_and_retires() {
 #[test]
 fn escape_probe_finds_nothing() {
     let out = ok(run("escape-probe.js", json!({})));
-    for (k, v) in out.as_object().unwrap() {
-        assert_eq!(v, &json!(false), "{k} is reachable");
-    }
+    assert_eq!(out["reachable"], json!([]), "{out}");
+    assert!(out["checked"].as_u64().unwrap() >= 40);
+}
+
+/// Each way of running out of memory of `memory-ways.js`, under a 32 MB limit.
+fn out_of_memory(way: &str) {
+    let mut l = load(&workload("memory-ways.js"));
+    l.memory_bytes = 32 << 20;
+    let mut e = Engine::new(l).unwrap();
+    let o = invoke_with(&mut e, json!({ "way": way }), &[], 20_000);
+    assert!(o.retire, "{way}: the worker must be replaced");
+    let f = o.result.unwrap_err();
+    assert_eq!(f.code, ErrorCode::FunctionMemoryLimit, "{way}: {f:?}");
+    assert_eq!(f.message, "function exceeded its memory limit of 32 MB");
+}
+
+#[test]
+fn out_of_memory_growing_a_string() {
+    out_of_memory("string");
+}
+
+#[test]
+fn out_of_memory_growing_arrays() {
+    out_of_memory("array");
+}
+
+#[test]
+fn out_of_memory_with_many_small_objects() {
+    out_of_memory("objects");
+}
+
+#[test]
+fn out_of_memory_in_a_map() {
+    out_of_memory("map");
+}
+
+#[test]
+fn out_of_memory_with_typed_arrays() {
+    out_of_memory("typed-array");
+}
+
+#[test]
+fn out_of_memory_parsing_json() {
+    out_of_memory("json");
+}
+
+#[test]
+fn out_of_memory_in_regex_work() {
+    out_of_memory("regex");
+}
+
+#[test]
+fn out_of_memory_caught_by_the_code_is_still_the_memory_limit() {
+    out_of_memory("caught");
 }
 
 #[test]
