@@ -1,6 +1,7 @@
 //! Hardening of this process: files private to the user (every role), and for the trusted
 //! roles (keyvault, the executor supervisor) no core dumps and not dumpable, so neither a
-//! crash nor another process of the same user can read key material out of memory.
+//! crash nor another process of the same user can read key material out of memory, and
+//! their pages locked in memory so no key reaches swap.
 
 use anyhow::bail;
 
@@ -74,6 +75,37 @@ pub fn trusted_process() -> anyhow::Result<()> {
             );
         }
     }
+    if let Err(why) = keep_out_of_swap() {
+        tracing::warn!("key material may be swapped to disk: {why}");
+    }
+    Ok(())
+}
+
+/// `MCL_ONFAULT` (Linux 4.4): lock pages as they are first touched, not the whole of every
+/// mapping at once (thread stacks, reserved arenas).
+const MCL_ONFAULT: libc::c_int = 4;
+
+/// Locks every page of this process, present and future, into memory so no key ever reaches
+/// swap. Only where the lock cannot later make an allocation fail: with `CAP_IPC_LOCK`
+/// (root) or an unlimited `RLIMIT_MEMLOCK`; otherwise says why not.
+pub fn keep_out_of_swap() -> Result<(), String> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain queries and mlockall with flags only.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim);
+        if libc::geteuid() != 0 && lim.rlim_cur != libc::RLIM_INFINITY {
+            return Err(format!(
+                "not root and RLIMIT_MEMLOCK is {} bytes (run as root or raise it to unlimited)",
+                lim.rlim_cur
+            ));
+        }
+        if libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | MCL_ONFAULT) != 0 {
+            return Err(format!("mlockall: {}", std::io::Error::last_os_error()));
+        }
+    }
     Ok(())
 }
 
@@ -98,9 +130,19 @@ mod tests {
             std::fs::write(&f, b"x").unwrap();
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            // Locked memory, from the kernel's own account.
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let locked_kb: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmLck:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+                .unwrap_or(0);
+            // SAFETY: plain query.
+            let root = unsafe { libc::geteuid() } == 0;
             println!(
-                "RESULT dumpable={dumpable} core={} mode={mode:o}",
-                lim.rlim_max
+                "RESULT dumpable={dumpable} core={} mode={mode:o} locked={}",
+                lim.rlim_max,
+                !root || locked_kb > 0
             );
             return;
         }
@@ -115,7 +157,7 @@ mod tests {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            text.contains("RESULT dumpable=0 core=0 mode=600"),
+            text.contains("RESULT dumpable=0 core=0 mode=600 locked=true"),
             "{text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );

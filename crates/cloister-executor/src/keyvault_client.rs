@@ -295,10 +295,8 @@ impl KeyvaultSecrets {
                     },
                 ))
             }
-            Some(release_response::Outcome::Error(e)) if e.code == "secret_missing" => {
-                Err(SecretError::Missing(e.secret))
-            }
             Some(release_response::Outcome::Error(e)) => match ErrorCode::parse(&e.code) {
+                Some(ErrorCode::SecretMissing) => Err(SecretError::Missing(e.secret)),
                 Some(code) if code != ErrorCode::Unavailable => Err(SecretError::Refused {
                     code,
                     message: e.message,
