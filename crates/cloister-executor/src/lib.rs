@@ -7,6 +7,7 @@
 pub mod config;
 pub mod keyvault_client;
 pub mod link;
+pub mod places;
 pub mod pool;
 pub mod secrets;
 pub mod service;

@@ -1,7 +1,7 @@
 //! The supervisor: warm worker pools per function version, code cache, limits and eviction.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use crate::config::ExecutorConfig;
+use crate::places::Places;
 use crate::secrets::{GrantRequest, RunManifest, SecretError, SecretSource, redact};
 use crate::worker::{SpawnError, WorkerFault, WorkerProcess};
 
@@ -110,12 +111,11 @@ pub struct Supervisor {
     secrets: Arc<dyn SecretSource>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     code: Mutex<CodeCache>,
-    live: AtomicUsize,
+    places: Arc<Places>,
     spawned: AtomicU64,
     retired: AtomicU64,
     isolated: AtomicBool,
     warned_uid: AtomicBool,
-    uid_seq: AtomicU64,
 }
 
 #[derive(Default)]
@@ -149,6 +149,16 @@ fn failure(code: ErrorCode, message: impl Into<String>) -> RunFailure {
     }
 }
 
+/// Why code could not be validated.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ValidateError {
+    /// The code does not load (syntax error, missing entrypoint, top-level throw).
+    Invalid(LoadError),
+    /// No worker could check it now (every place busy, or the process did not start).
+    Unavailable(String),
+}
+
 /// Why no worker could be started.
 #[derive(Debug, thiserror::Error)]
 enum StartError {
@@ -168,18 +178,23 @@ enum CodeError {
 impl Supervisor {
     /// Creates a supervisor with the given secret source.
     pub fn new(cfg: ExecutorConfig, secrets: Arc<dyn SecretSource>) -> Arc<Self> {
+        let places = Places::new(cfg.max_workers_total, cfg.worker_uids.clone());
         Arc::new(Self {
             cfg,
             secrets,
             pools: Mutex::new(HashMap::new()),
             code: Mutex::new(CodeCache::default()),
-            live: AtomicUsize::new(0),
+            places,
             spawned: AtomicU64::new(0),
             retired: AtomicU64::new(0),
             isolated: AtomicBool::new(false),
             warned_uid: AtomicBool::new(false),
-            uid_seq: AtomicU64::new(0),
         })
+    }
+
+    /// Live worker processes (taken places).
+    pub fn live_workers(&self) -> usize {
+        self.places.live()
     }
 
     /// The configuration in force.
@@ -207,28 +222,23 @@ impl Supervisor {
         }
     }
 
-    /// Compiles code in a throwaway worker; `Err` carries the syntax error.
+    /// Compiles code in a throwaway worker; `Err(Invalid)` carries the syntax error.
     pub async fn validate(
         &self,
         code: String,
         entrypoint: &str,
         limits: Limits,
-    ) -> Result<(), LoadError> {
+    ) -> Result<(), ValidateError> {
         let limits = self.clamp(limits);
         let load = self.load_for(Arc::from(code), entrypoint, limits);
         let deadline = Duration::from_millis(limits.timeout_ms) + self.cfg.kill_grace * 5;
         match self.start_worker(load, deadline).await {
             Ok(mut w) => {
                 w.kill().await;
-                self.live.fetch_sub(1, Ordering::AcqRel);
                 Ok(())
             }
-            Err(StartError::Spawn(SpawnError::Load(e))) => Err(e),
-            Err(e) => Err(LoadError {
-                message: e.to_string(),
-                line: None,
-                column: None,
-            }),
+            Err(StartError::Spawn(SpawnError::Load(e))) => Err(ValidateError::Invalid(e)),
+            Err(e) => Err(ValidateError::Unavailable(e.to_string())),
         }
     }
 
@@ -406,56 +416,35 @@ impl Supervisor {
         }
     }
 
-    /// Takes one of the `max_workers_total` places, or says there is none.
-    fn reserve_worker(&self) -> bool {
-        let max = self.cfg.max_workers_total;
-        self.live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// The uid the next worker switches to (consecutive workers take consecutive uids).
-    fn next_worker_uid(&self) -> u32 {
-        let range = &self.cfg.worker_uids;
-        let span = u64::from(range.end.saturating_sub(range.start)).max(1);
-        let seq = self.uid_seq.fetch_add(1, Ordering::Relaxed);
-        // The remainder is below `span`, itself a u32 difference.
-        range.start + u32::try_from(seq % span).unwrap_or(0)
-    }
-
     /// Starts a worker in one of the `max_workers_total` places (a hard cap: the place is
-    /// taken before the process exists and given back if it does not start).
+    /// taken before the process exists and travels with it; dropping the worker, however
+    /// that happens, gives it back).
     async fn start_worker(
         &self,
         load: Load,
         deadline: Duration,
     ) -> Result<WorkerProcess, StartError> {
-        if !self.reserve_worker() {
-            self.evict_one_idle().await;
-            if !self.reserve_worker() {
-                return Err(StartError::Full(self.cfg.max_workers_total));
+        let place = match self.places.take() {
+            Some(p) => p,
+            None => {
+                self.evict_one_idle().await;
+                self.places
+                    .take()
+                    .ok_or(StartError::Full(self.places.max()))?
             }
+        };
+        let w = WorkerProcess::spawn(&self.cfg.worker_exe, load, place, deadline)
+            .await
+            .map_err(StartError::Spawn)?;
+        if w.ready.privileges == Privileges::ExecutorUid
+            && !self.warned_uid.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "workers keep the executor's uid: it is not root and user namespaces \
+                 are refused here (they still hold no capabilities)"
+            );
         }
-        let uid = self.next_worker_uid();
-        match WorkerProcess::spawn(&self.cfg.worker_exe, load, uid, deadline).await {
-            Ok(w) => {
-                if w.ready.privileges == Privileges::ExecutorUid
-                    && !self.warned_uid.swap(true, Ordering::Relaxed)
-                {
-                    tracing::warn!(
-                        "workers keep the executor's uid: it is not root and user namespaces \
-                         are refused here (they still hold no capabilities)"
-                    );
-                }
-                Ok(w)
-            }
-            Err(e) => {
-                self.live.fetch_sub(1, Ordering::AcqRel);
-                Err(StartError::Spawn(e))
-            }
-        }
+        Ok(w)
     }
 
     async fn spawn(&self, pool: &Pool) -> Result<WorkerProcess, RunFailure> {
@@ -475,13 +464,11 @@ impl Supervisor {
     }
 
     fn retire(&self, worker: WorkerProcess) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
         self.retired.fetch_add(1, Ordering::Relaxed);
         worker.release();
     }
 
     fn forget(&self, mut worker: WorkerProcess) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
         self.retired.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move { worker.kill().await });
     }

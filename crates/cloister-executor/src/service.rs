@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::link::Links;
-use crate::pool::{FunctionSpec, Job, JobResult, RunFailure, Supervisor};
+use crate::pool::{FunctionSpec, Job, JobResult, RunFailure, Supervisor, ValidateError};
 
 /// gRPC front of a [`Supervisor`].
 pub struct ExecutorService {
@@ -61,12 +61,13 @@ impl Executor for ExecutorService {
                 ok: true,
                 ..Default::default()
             },
-            Err(e) => ValidateResponse {
+            Err(ValidateError::Invalid(e)) => ValidateResponse {
                 ok: false,
                 message: e.message,
                 line: e.line,
                 column: e.column,
             },
+            Err(ValidateError::Unavailable(why)) => return Err(Status::unavailable(why)),
         };
         Ok(Response::new(resp))
     }

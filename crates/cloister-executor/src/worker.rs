@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
+use crate::places::Place;
+
 /// Hidden subcommand of the `cloister` binary that runs a worker.
 pub const WORKER_SUBCOMMAND: &str = "__worker";
 
@@ -44,6 +46,8 @@ pub enum WorkerFault {
 /// A live worker serving one function version.
 pub struct WorkerProcess {
     child: Child,
+    /// The executor place this worker holds (given back when this value is dropped).
+    _place: Place,
     chan: UnixStream,
     pid: u32,
     /// Whether the worker reported Landlock filesystem isolation.
@@ -55,14 +59,15 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts a worker, hands it the function and waits until it is loaded.
     ///
-    /// `uid` is the unprivileged uid (and gid) the worker switches to when the executor runs
-    /// as root.
+    /// The worker holds `place` for as long as it exists; the place's uid is the
+    /// unprivileged uid (and gid) the worker switches to when the executor runs as root.
     pub async fn spawn(
         exe: &Path,
         load: Load,
-        uid: u32,
+        place: Place,
         deadline: Duration,
     ) -> Result<Self, SpawnError> {
+        let uid = place.uid();
         let (ours, theirs) =
             StdUnixStream::pair().map_err(|e| SpawnError::Process(format!("socketpair: {e}")))?;
         let theirs_fd = theirs.as_raw_fd();
@@ -102,6 +107,7 @@ impl WorkerProcess {
         let pid = child.id().unwrap_or(0);
         let mut worker = Self {
             child,
+            _place: place,
             chan,
             pid,
             ready: Ready {

@@ -235,3 +235,41 @@ async fn the_worker_total_is_a_hard_cap_with_a_clear_refusal() {
     );
     assert_eq!(sup.snapshot().1, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_abandoned_half_way_gives_its_place_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ExecutorConfig::new(fake_worker(&dir, "stuck", STUCK));
+    cfg.max_workers_total = 1;
+    let sup = Supervisor::new(cfg, manifests());
+    for round in 0..3 {
+        // The caller goes away while its worker runs (the RPC future is dropped).
+        let call = {
+            let sup = sup.clone();
+            tokio::spawn(async move { sup.run(job("stuck", true)).await })
+        };
+        let waited = Instant::now();
+        while sup.live_workers() < 1 {
+            assert!(
+                waited.elapsed() < Duration::from_secs(5),
+                "no worker started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        call.abort();
+        let _ = call.await;
+        let waited = Instant::now();
+        while sup.live_workers() > 0 {
+            assert!(
+                waited.elapsed() < Duration::from_secs(2),
+                "round {round}: the abandoned call kept its place"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // The only place is free: a new call gets a worker (and times out), not `unavailable`.
+    assert_eq!(
+        failure_code(sup.run(job("stuck", false)).await),
+        ErrorCode::FunctionTimeout
+    );
+}

@@ -166,6 +166,16 @@ impl Authenticator {
         HttpError::new(ErrorCode::Unauthorized, message)
     }
 
+    /// Whether the token with this hash authenticated (against the store) within `within`
+    /// and has not been revoked since (a revocation empties the cache).
+    pub fn recently_authenticated(&self, hash: &[u8; 32], within: Duration) -> bool {
+        self.cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(hash).map(|(_, at)| at.elapsed() < within))
+            .unwrap_or(false)
+    }
+
     /// Forgets every cached token (after a revocation).
     pub fn clear(&self) {
         if let Ok(mut c) = self.cache.write() {

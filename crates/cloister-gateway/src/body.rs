@@ -89,11 +89,39 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> HttpResult<T> {
 }
 
 /// Reads and decodes a JSON body of at most `limit` bytes.
-pub async fn json<T: DeserializeOwned>(
+pub async fn json<T: DeserializeOwned + Send + 'static>(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
 ) -> HttpResult<T> {
     let bytes = read_limited(headers, body, limit).await?;
-    parse_json(&bytes)
+    off_runtime(bytes.len(), move || parse_json(&bytes)).await
+}
+
+/// Work on an input larger than this runs on the blocking pool instead of an async worker.
+pub const OFFLOAD_BYTES: usize = 64 * 1024;
+
+/// At most this many large inputs are decoded or checked at once; further ones wait their
+/// turn without holding a thread.
+static HEAVY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Runs `work` over an input of `len` bytes where it cannot stall the async workers that
+/// answer everyone else: inline when small, else on the blocking pool, a few at a time. A
+/// client sending many large bodies then slows only its own requests.
+pub async fn off_runtime<T, F>(len: usize, work: F) -> HttpResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> HttpResult<T> + Send + 'static,
+{
+    if len <= OFFLOAD_BYTES {
+        return work();
+    }
+    let _turn = HEAVY
+        .acquire()
+        .await
+        .map_err(|_| HttpError::new(ErrorCode::Unavailable, "the gateway is shutting down"))?;
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!(error = %e, "decoding a request body failed");
+        HttpError::new(ErrorCode::Internal, "decoding the request body failed")
+    })?
 }

@@ -191,9 +191,15 @@ async fn deploy_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> HttpResult<FunctionInfo> {
-    let mut req: DeployRequest = body::json(headers, body, deploy_body_limit(&s.limits)).await?;
-    let manifest_b64 = req.manifest.take();
-    let mut new = check_deploy(&s.limits, req)?;
+    let bytes = body::read_limited(headers, body, deploy_body_limit(&s.limits)).await?;
+    // Decoding, validating and hashing up to a few MB: off the async workers when large.
+    let limits = s.limits;
+    let (manifest_b64, mut new) = body::off_runtime(bytes.len(), move || {
+        let mut req: DeployRequest = body::parse_json(&bytes)?;
+        let manifest_b64 = req.manifest.take();
+        Ok((manifest_b64, check_deploy(&limits, req)?))
+    })
+    .await?;
     let known = s.store.get_version(&new.name, None).await?;
     let (signed, signer) = check_manifest(manifest_b64.as_deref(), &new, known.as_ref())?;
     match &known {

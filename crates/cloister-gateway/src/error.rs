@@ -52,6 +52,11 @@ impl IntoResponse for HttpError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // Capacity refusals say when to come back (rate limits set their own, longer value).
+        if matches!(self.0.code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }

@@ -74,7 +74,7 @@ async fn invoke_inner(
             version: None,
         }
     } else {
-        body::parse_json(&bytes)?
+        body::off_runtime(bytes.len(), move || body::parse_json(&bytes)).await?
     };
     if req.version == Some(0) {
         return Err(HttpError::new(

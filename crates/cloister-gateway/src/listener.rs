@@ -1,6 +1,7 @@
-//! The public listener: caps on connections (in total and per source address), a deadline
-//! for request headers (which is also the keep-alive idle limit) and for request bodies,
-//! `TCP_NODELAY` on every connection, and a graceful drain on shutdown.
+//! The public listener: caps on connections (in total and per source address, IPv6 per /64),
+//! a deadline for request headers (which is also the keep-alive idle limit), for request
+//! bodies and for a client to read its responses, `TCP_NODELAY` on every connection, and a
+//! graceful drain on shutdown.
 //!
 //! A connection over a cap is answered at once with a complete HTTP response (503
 //! `unavailable` over the total cap, 429 `rate_limited` over the per-address cap, both with
@@ -46,7 +47,8 @@ pub struct EdgeConfig {
     /// Time a client has to send a request's headers (also how long an idle keep-alive
     /// connection stays open).
     pub header_timeout: Duration,
-    /// Time a client has to send a request's whole body once its headers arrived.
+    /// Time a client has to send a request's whole body once its headers arrived; also the
+    /// longest a response may wait for the client to read it.
     pub body_timeout: Duration,
 }
 
@@ -103,6 +105,86 @@ impl hyper::body::Body for DeadlineBody {
     }
 }
 
+/// A connection whose writes must keep making progress: a write (or flush) that stays
+/// blocked for longer than `limit`, because the client does not read its responses, fails the
+/// connection instead of holding its place forever.
+struct WriteDeadline {
+    io: TcpStream,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Pending => {
+                let limit = self.limit;
+                let sleep = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped reading responses",
+                    )));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.check(cx, r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.check(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.check(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
 /// Open connections per source address.
 #[derive(Default)]
 struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
@@ -153,8 +235,15 @@ fn admit(
     })
 }
 
+/// At most this many refused connections are answered at once; beyond that they are closed
+/// without an answer, so a flood of refused connections cannot use up descriptors.
+static REFUSING: Semaphore = Semaphore::const_new(64);
+
 /// Answers a connection over a cap with a complete response, then closes it.
 async fn refuse(mut tcp: TcpStream, why: Full) {
+    let Ok(_turn) = REFUSING.try_acquire() else {
+        return;
+    };
     let (status, error) = match why {
         Full::Total => (
             "503 Service Unavailable",
@@ -177,7 +266,7 @@ async fn refuse(mut tcp: TcpStream, why: Full) {
          connection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    let _ = tokio::time::timeout(Duration::from_millis(250), async {
         tcp.write_all(head.as_bytes()).await?;
         tcp.write_all(&body).await?;
         tcp.shutdown().await?;
@@ -250,7 +339,7 @@ pub async fn serve(
         let place = match admit(
             &total,
             &per_address,
-            peer.ip(),
+            crate::ratelimit::address_key(peer.ip()),
             edge.max_connections_per_address,
         ) {
             Ok(p) => p,
@@ -279,7 +368,14 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(edge.header_timeout)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(tcp), service);
+            .serve_connection(
+                TokioIo::new(WriteDeadline {
+                    io: tcp,
+                    limit: edge.body_timeout,
+                    stalled: None,
+                }),
+                service,
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _place = place;

@@ -4,8 +4,10 @@
 //!
 //! The token bucket arithmetic is [`governor`]'s (GCRA). Keys are the source address (IPv6
 //! by its /64, which one client usually holds whole) and the SHA-256 of the presented bearer
-//! value, so an unauthenticated request never creates per-token state beyond its address's
-//! budget; idle keys are forgotten by [`RateLimits::forget_idle`].
+//! token (the hash authentication uses); idle keys are forgotten by
+//! [`RateLimits::forget_idle`]. An address whose failure budget is spent is refused except
+//! for tokens that authenticated in the last 15 minutes, so failures from one client behind a
+//! shared address (NAT, proxy) do not lock out the others' working tokens.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use cloister_types::ErrorCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use sha2::{Digest, Sha256};
 
 use crate::error::HttpError;
 use crate::state::Shared;
@@ -154,7 +155,7 @@ pub struct RateLimits {
 }
 
 /// The key of an address: IPv4 whole, IPv6 by its /64.
-fn address_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -191,7 +192,14 @@ impl RateLimits {
     }
 
     /// Checks (and spends from) the budgets of a request from `ip` presenting `token_hash`.
-    pub fn check(&self, ip: IpAddr, token_hash: Option<&[u8; 32]>) -> Result<(), Refused> {
+    /// `proven` says the token authenticated recently: such a request is not refused for
+    /// its address's failed authentications (someone else's, behind the same NAT or proxy).
+    pub fn check(
+        &self,
+        ip: IpAddr,
+        token_hash: Option<&[u8; 32]>,
+        proven: bool,
+    ) -> Result<(), Refused> {
         let ip = address_key(ip);
         if let Some(l) = &self.per_address {
             l.check_key(&ip).map_err(|n| Refused {
@@ -199,7 +207,7 @@ impl RateLimits {
                 retry_after: self.wait(&n),
             })?;
         }
-        if let Some(until) = self.blocked_until(ip) {
+        if !proven && let Some(until) = self.blocked_until(ip) {
             return Err(Refused {
                 budget: Budget::AuthFailures,
                 retry_after: until.saturating_duration_since(Instant::now()),
@@ -261,6 +269,9 @@ impl RateLimits {
     }
 }
 
+/// How long a token that authenticated stays exempt from its address's failure block.
+const PROVEN_FOR: Duration = Duration::from_secs(15 * 60);
+
 /// Middleware: applies the budgets before the handler and counts its 401s as failures.
 /// `/healthz` is exempt so a load balancer's probe is never throttled.
 pub async fn limit(State(state): State<Shared>, req: Request, next: Next) -> Response {
@@ -275,11 +286,20 @@ pub async fn limit(State(state): State<Shared>, req: Request, next: Next) -> Res
         // Served without a peer address (in-process tests): no per-address state exists.
         return next.run(req).await;
     };
+    // The same token, however the header spells it, has one key: the hash authentication
+    // looks it up by.
     let token_hash = req
         .headers()
         .get(header::AUTHORIZATION)
-        .map(|v| -> [u8; 32] { Sha256::digest(v.as_bytes()).into() });
-    if let Err(refused) = state.rate.check(ip, token_hash.as_ref()) {
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(crate::auth::token_hash);
+    let proven = token_hash
+        .as_ref()
+        .is_some_and(|h| state.auth.recently_authenticated(h, PROVEN_FOR));
+    if let Err(refused) = state.rate.check(ip, token_hash.as_ref(), proven) {
         state.metrics.rate_limited.inc();
         return refused.into_response();
     }
@@ -308,14 +328,14 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let (a, b) = ([1u8; 32], [2u8; 32]);
         for _ in 0..3 {
-            limits.check(ip, Some(&a)).unwrap();
+            limits.check(ip, Some(&a), false).unwrap();
         }
-        let refused = limits.check(ip, Some(&a)).unwrap_err();
+        let refused = limits.check(ip, Some(&a), false).unwrap_err();
         assert_eq!(refused.budget, Budget::Token);
         assert!(refused.retry_after > Duration::ZERO);
         assert!(refused.retry_after <= Duration::from_secs(1));
         // Another token is not affected.
-        limits.check(ip, Some(&b)).unwrap();
+        limits.check(ip, Some(&b), false).unwrap();
     }
 
     #[test]
@@ -331,12 +351,17 @@ mod tests {
         for _ in 0..3 {
             limits.auth_failed(one);
         }
-        let refused = limits.check(same_64, None).unwrap_err();
+        let refused = limits.check(same_64, None, false).unwrap_err();
         assert_eq!(refused.budget, Budget::AuthFailures);
         assert!(refused.retry_after > Duration::from_secs(10));
-        limits.check(other, None).unwrap();
+        limits.check(other, None, false).unwrap();
         limits.forget_idle();
-        assert!(limits.check(one, None).is_err(), "a block outlives cleanup");
+        assert!(
+            limits.check(one, None, false).is_err(),
+            "a block outlives cleanup"
+        );
+        // A token that proved itself recently is not refused for others' failures.
+        limits.check(one, Some(&[7u8; 32]), true).unwrap();
     }
 
     #[test]

@@ -605,8 +605,12 @@ impl Authority {
         }
     }
 
-    /// Checks the fields of a manifest and parses what keyvault acts on.
-    fn check_manifest(m: &Manifest) -> Result<(Environment, Vec<SecretRef>), Denied> {
+    /// Checks the fields of a manifest and parses what keyvault acts on; `max_secrets` caps
+    /// the declared secrets of a new manifest (a stored one is read whatever its count).
+    fn check_manifest(
+        m: &Manifest,
+        max_secrets: usize,
+    ) -> Result<(Environment, Vec<SecretRef>), Denied> {
         let inv = |e: String| Denied::Invalid(e);
         FunctionName::parse(&m.name).map_err(|e| inv(e.to_string()))?;
         Entrypoint::parse(&m.entrypoint).map_err(|e| inv(e.to_string()))?;
@@ -618,7 +622,8 @@ impl Authority {
         if hex_part.len() != 64 || hex::decode(hex_part).is_err() {
             return Err(inv("code_hash must be sha256:<64 hex digits>".into()));
         }
-        let refs = SecretRef::parse_declared(&m.secrets).map_err(|e| inv(e.to_string()))?;
+        let refs = SecretRef::parse_declared_within(&m.secrets, max_secrets)
+            .map_err(|e| inv(e.to_string()))?;
         if m.limits.timeout_ms == 0 || m.limits.memory_mb == 0 {
             return Err(inv("limits must be positive".into()));
         }
@@ -633,7 +638,8 @@ impl Authority {
         let _writes = self.write_lock().await;
         let (v, signer) = self.verify_signed::<Manifest>(signed).await?;
         let m = v.body().clone();
-        let (environment, secrets) = Self::check_manifest(&m)?;
+        let (environment, secrets) =
+            Self::check_manifest(&m, cloister_types::MAX_DECLARED_SECRETS)?;
         let signer_id = v.signer_id().clone();
         let digest = hex::encode(v.digest());
         let (old, old_value, function_id) = match &m.function_id {
@@ -781,8 +787,8 @@ impl Authority {
         {
             return Err(Denied::Tampered(format!("manifest {k}")));
         }
-        let (environment, secrets) =
-            Self::check_manifest(&i.body).map_err(|_| Denied::Tampered(format!("manifest {k}")))?;
+        let (environment, secrets) = Self::check_manifest(&i.body, usize::MAX)
+            .map_err(|_| Denied::Tampered(format!("manifest {k}")))?;
         let reg = Arc::new(RegisteredManifest {
             function_id: function_id.to_owned(),
             version,

@@ -77,6 +77,15 @@ struct LogBuffer {
 }
 
 impl LogBuffer {
+    /// Bytes the next line may have, or `None` (counted as dropped) when the buffer is full.
+    fn room(&mut self) -> Option<usize> {
+        if self.lines.len() >= MAX_LOG_LINES || self.bytes >= MAX_LOG_TOTAL_BYTES {
+            self.dropped += 1;
+            return None;
+        }
+        Some(MAX_LOG_LINE_BYTES.min(MAX_LOG_TOTAL_BYTES - self.bytes))
+    }
+
     fn push(&mut self, mut line: String) {
         if self.lines.len() >= MAX_LOG_LINES || self.bytes >= MAX_LOG_TOTAL_BYTES {
             self.dropped += 1;
@@ -382,12 +391,24 @@ impl Engine {
             .unwrap_or(0.0);
         obj.set("deadlineMs", now_ms + c.timeout_ms as f64)?;
         let log = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
-            let line = args
-                .0
-                .into_iter()
-                .map(|v| display(&ctx, v))
-                .collect::<Vec<_>>()
-                .join(" ");
+            // Nothing is converted once the buffer is full, and the arguments of one call
+            // are converted only until the line is full: however many (large) values a call
+            // passes, at most one of them is copied out of the heap at a time.
+            let Some(room) = logs.borrow_mut().room() else {
+                return;
+            };
+            let mut line = String::new();
+            for v in args.0 {
+                if line.len() >= room {
+                    break;
+                }
+                if !line.is_empty() {
+                    line.push(' ');
+                }
+                let mut part = display(&ctx, v);
+                truncate_utf8(&mut part, room.saturating_sub(line.len()));
+                line.push_str(&part);
+            }
             logs.borrow_mut().push(line);
         })?;
         obj.set("log", log)?;
@@ -434,9 +455,6 @@ impl Engine {
             }
             None => (format!("Uncaught {}", display(ctx, value)), None),
         };
-        if message.ends_with("out of memory") {
-            return self.memory_failure();
-        }
         truncate_utf8(&mut message, MAX_ERROR_TEXT);
         if let Some(s) = &mut stack {
             truncate_utf8(s, MAX_ERROR_TEXT);

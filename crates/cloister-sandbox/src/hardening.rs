@@ -43,6 +43,9 @@ pub enum HardeningError {
     /// A worker started as root was asked to keep uid or gid 0.
     #[error("a worker may not run as uid or gid 0")]
     RootWorkerUid,
+    /// The supervisor exited while the worker was dropping its privileges.
+    #[error("the supervisor is gone")]
+    ParentGone,
     /// After dropping, the process still holds a privilege it should not.
     #[error("privileges were not dropped: {0}")]
     StillPrivileged(&'static str),
@@ -60,7 +63,8 @@ fn sys_err(what: &'static str) -> HardeningError {
 /// Measured with `strace -f` over every reference workload (the allocator's `brk`, `mmap`
 /// family and `madvise`; `futex` from std's locks; `getrandom` for hash seeds; the clocks,
 /// which a VM without a usable vDSO clock reaches by system call; signal-return and alternate
-/// stack housekeeping; `close` and exit).
+/// stack housekeeping; `rt_sigaction`, without which a crash handler cannot reset itself and
+/// a fault would repeat forever instead of ending the process; `close` and exit).
 pub const ALLOWED_SYSCALLS: &[i64] = &[
     libc::SYS_brk,
     libc::SYS_munmap,
@@ -73,6 +77,7 @@ pub const ALLOWED_SYSCALLS: &[i64] = &[
     libc::SYS_gettimeofday,
     libc::SYS_rt_sigreturn,
     libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigaction,
     libc::SYS_sigaltstack,
     libc::SYS_close,
     libc::SYS_exit,
@@ -264,6 +269,8 @@ fn ids() -> ([u32; 3], [u32; 3]) {
 /// root anywhere) where that is allowed. Either way every capability set ends empty, the
 /// process is not dumpable and has `no_new_privs`, and this is checked before returning.
 pub fn drop_privileges(uid: u32) -> Result<Privileges, HardeningError> {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
     prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")?;
     prctl(libc::PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE")?;
     // SAFETY: geteuid has no preconditions.
@@ -274,8 +281,22 @@ pub fn drop_privileges(uid: u32) -> Result<Privileges, HardeningError> {
             libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
             "PR_CAP_AMBIENT_CLEAR_ALL",
         )?;
-        switch_to(uid)?;
-        Privileges::DedicatedUid
+        match switch_to(uid) {
+            Ok(()) => Privileges::DedicatedUid,
+            // Root inside a user namespace that does not map `uid` (a rootless container):
+            // a nested namespace without any mapping is the next best thing.
+            Err(HardeningError::Sys { source, .. })
+                if source.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                // SAFETY: unshare with a flag only; this process is single-threaded here.
+                if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+                    return Err(sys_err("unshare(CLONE_NEWUSER)"));
+                }
+                drop_bounding_set()?;
+                Privileges::UserNamespace
+            }
+            Err(e) => return Err(e),
+        }
     // SAFETY: unshare with a flag only; this process is single-threaded here.
     } else if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
         drop_bounding_set()?;
@@ -291,8 +312,18 @@ pub fn drop_privileges(uid: u32) -> Result<Privileges, HardeningError> {
     for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
         caps::clear(None, set).map_err(|e| HardeningError::Capabilities(e.to_string()))?;
     }
-    // PR_SET_DUMPABLE is reset by a uid change; set it again afterwards.
+    // A credential change resets PR_SET_DUMPABLE and clears the parent-death signal the
+    // supervisor set: set both again, and stop if the supervisor is already gone.
     prctl(libc::PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE")?;
+    prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        "PR_SET_PDEATHSIG",
+    )?;
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != parent {
+        return Err(HardeningError::ParentGone);
+    }
     verify_dropped(privileges, uid)?;
     Ok(privileges)
 }

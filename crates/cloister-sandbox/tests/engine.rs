@@ -255,6 +255,50 @@ fn logs_are_captured_and_bounded() {
     assert!(o.logs[1].len() <= 4100);
 }
 
+/// Peak resident memory of this test process, in KiB.
+fn peak_rss_kib() -> i64 {
+    // SAFETY: getrusage fills a local struct.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u.ru_maxrss
+    }
+}
+
+#[test]
+fn logging_one_large_value_many_times_copies_it_at_most_once_per_line() {
+    // 2000 references to one 1 MiB string: converting each would copy 2 GiB out of a 16 MiB
+    // heap; the line fills after the first, so nothing else is converted.
+    let code = "function handler(p, s, c) { const big = 'x'.repeat(1 << 20);
+        c.log(...new Array(2000).fill(big));
+        for (let i = 0; i < 300; i++) c.log(big, big, big);
+        return 1; }";
+    let mut l = load(code);
+    l.memory_bytes = 16 << 20;
+    let mut e = Engine::new(l).unwrap();
+    let before = peak_rss_kib();
+    let o = invoke_with(&mut e, json!(null), &[], 5000);
+    let grown_mib = (peak_rss_kib() - before) / 1024;
+    assert!(o.result.is_ok(), "{:?}", o.result);
+    assert!((4096..=4100).contains(&o.logs[0].len()), "{}", o.logs[0].len());
+    assert!(o.logs.last().unwrap().contains("dropped"));
+    assert!(
+        grown_mib < 200,
+        "logging grew the process by {grown_mib} MiB"
+    );
+}
+
+#[test]
+fn an_error_that_only_says_out_of_memory_is_the_function_s_own() {
+    let code = "function handler() { throw new Error('not really out of memory'); }";
+    let mut e = Engine::new(load(code)).unwrap();
+    let o = invoke_with(&mut e, json!(null), &[], 1000);
+    assert!(!o.retire, "no limit was hit");
+    let f = o.result.unwrap_err();
+    assert_eq!(f.code, ErrorCode::FunctionError);
+    assert_eq!(f.message, "Error: not really out of memory");
+}
+
 #[test]
 fn syntax_errors_name_line_and_column() {
     let err = Engine::new(load("function handler() {\n  return 1 +;\n}"))

@@ -50,7 +50,7 @@ fn start_probe(extra: &[&str]) -> (Child, UnixStream) {
 /// `Name:\tvalue` lines of `/proc/<pid>/status`.
 fn status(pid: u32) -> BTreeMap<String, String> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
+        .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
@@ -126,4 +126,81 @@ fn a_foreign_architecture_system_call_kills_the_probe() {
         Some(libc::SIGSYS),
         "the i386 entry must be killed by the filter, got {exit:?} and {line:?}"
     );
+}
+
+#[test]
+fn a_hardened_process_that_aborts_dies_instead_of_spinning() {
+    let (mut child, _chan) = start_probe(&["abort"]);
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(exit.signal().is_some(), "{exit:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the aborting probe is still running (a fault loop)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_hardened_process_dies_with_its_parent() {
+    // bash starts the probe (passing descriptor 3 on), reports its pid, and is then killed.
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!("{PROBE} {PROBE_UID} wait & echo $!; wait"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd != 3 && libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if fd == 3 && libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut parent = cmd.spawn().unwrap();
+    drop(theirs);
+    let mut line = String::new();
+    BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let probe: i32 = line.trim().parse().unwrap();
+    // Wait until the probe has hardened itself (its uid changed, or NoNewPrivs is set).
+    let started = std::time::Instant::now();
+    while status(probe as u32).get("NoNewPrivs").map(String::as_str) != Some("1") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "probe never hardened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let started = std::time::Instant::now();
+    // SAFETY: signal 0 only checks existence.
+    while unsafe { libc::kill(probe, 0) } == 0 {
+        let zombie = std::fs::read_to_string(format!("/proc/{probe}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true);
+        if zombie {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "the probe outlived its parent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(ours);
 }

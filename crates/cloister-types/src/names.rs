@@ -209,7 +209,7 @@ pub const MAX_DECLARED_SECRETS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeclaredSecretsError {
-    /// More entries than [`MAX_DECLARED_SECRETS`].
+    /// More entries than allowed ([`MAX_DECLARED_SECRETS`] for a new version).
     #[error("{count} secrets declared; at most {MAX_DECLARED_SECRETS} are allowed")]
     TooMany {
         /// How many were declared.
@@ -230,7 +230,16 @@ impl SecretRef {
     pub fn parse_declared<S: AsRef<str>>(
         list: &[S],
     ) -> Result<Vec<SecretRef>, DeclaredSecretsError> {
-        if list.len() > MAX_DECLARED_SECRETS {
+        Self::parse_declared_within(list, MAX_DECLARED_SECRETS)
+    }
+
+    /// [`SecretRef::parse_declared`] with another cap (`usize::MAX` for manifests stored
+    /// before the cap existed, which must stay readable).
+    pub fn parse_declared_within<S: AsRef<str>>(
+        list: &[S],
+        max: usize,
+    ) -> Result<Vec<SecretRef>, DeclaredSecretsError> {
+        if list.len() > max {
             return Err(DeclaredSecretsError::TooMany { count: list.len() });
         }
         let mut seen = std::collections::HashSet::with_capacity(list.len());

@@ -1,10 +1,11 @@
 //! Probe for the worker hardening: calls the very `harden` a worker calls, then tries what a
 //! worker must never do and reports, on its channel (descriptor 3), what the kernel answered.
 //!
-//! Usage: `hardening-probe UID [foreign-arch]`. It writes one JSON object (call name →
-//! `"ok"` or the errno name), then waits until the channel closes so the caller can read
-//! `/proc/<pid>/status` of the hardened process. With `foreign-arch` it instead makes an i386
-//! system call, which the filter answers by killing the process.
+//! Usage: `hardening-probe UID [foreign-arch|abort|wait]`. It writes one JSON object (call
+//! name → `"ok"` or the errno name), then waits until the channel closes so the caller can
+//! read `/proc/<pid>/status` of the hardened process. With `foreign-arch` it instead makes an
+//! i386 system call, which the filter answers by killing the process; with `abort` it aborts;
+//! with `wait` it only waits.
 //!
 //! Not part of the platform: the tests of `cloister-sandbox` start it.
 
@@ -126,14 +127,24 @@ fn foreign_arch_call() -> i64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let uid = args.next().and_then(|u| u.parse::<u32>().ok()).unwrap_or(0);
-    let foreign = args.next().as_deref() == Some("foreign-arch");
+    let mode = args.next().unwrap_or_default();
     let hardened = match harden(WORKER_CHANNEL_FD, 64 << 20, uid) {
         Ok(h) => h,
         Err(_) => std::process::exit(70),
     };
     // SAFETY: the caller passes the channel as this descriptor, owned by nothing else here.
     let mut channel = unsafe { File::from_raw_fd(WORKER_CHANNEL_FD) };
-    if foreign {
+    if mode == "abort" {
+        // A hardened process that aborts must die, not spin on a fault it cannot handle.
+        std::process::abort();
+    }
+    if mode == "wait" {
+        // Block until the channel closes (the parent-death test kills the parent instead).
+        let mut rest = Vec::new();
+        let _ = channel.read_to_end(&mut rest);
+        std::process::exit(0);
+    }
+    if mode == "foreign-arch" {
         let rc = foreign_arch_call();
         let _ = writeln!(channel, "{{\"foreign_arch\":{rc}}}");
         std::process::exit(0);
