@@ -488,8 +488,10 @@ impl Supervisor {
                     Some(idle.remove(0))
                 }
             };
-            if let Some(w) = victim {
-                self.forget(w);
+            if let Some(mut w) = victim {
+                // Killed and reaped here, so its place is free when this returns.
+                self.retired.fetch_add(1, Ordering::Relaxed);
+                w.kill().await;
             }
         }
     }

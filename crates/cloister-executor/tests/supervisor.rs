@@ -273,3 +273,23 @@ async fn a_call_abandoned_half_way_gives_its_place_back() {
         ErrorCode::FunctionTimeout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_an_idle_worker_makes_room_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ExecutorConfig::new(fake_worker(&dir, "answers", ANSWERS));
+    cfg.max_workers_total = 1;
+    let sup = Supervisor::new(cfg, manifests());
+    // `ok` leaves an idle worker in the only place; `crash` (another function) needs a
+    // place: the idle worker is evicted and the new one starts, no `unavailable`.
+    assert!(matches!(
+        sup.run(job("ok", true)).await,
+        JobResult::Ran { result: Ok(_), .. }
+    ));
+    assert_eq!(sup.live_workers(), 1);
+    let r = sup.run(job("crash", true)).await;
+    assert!(
+        matches!(&r, JobResult::Ran { result: Ok(_), .. }),
+        "expected the evicted place to be reused, got {r:?}"
+    );
+}

@@ -280,7 +280,11 @@ fn logging_one_large_value_many_times_copies_it_at_most_once_per_line() {
     let o = invoke_with(&mut e, json!(null), &[], 5000);
     let grown_mib = (peak_rss_kib() - before) / 1024;
     assert!(o.result.is_ok(), "{:?}", o.result);
-    assert!((4096..=4100).contains(&o.logs[0].len()), "{}", o.logs[0].len());
+    assert!(
+        (4096..=4100).contains(&o.logs[0].len()),
+        "{}",
+        o.logs[0].len()
+    );
     assert!(o.logs.last().unwrap().contains("dropped"));
     assert!(
         grown_mib < 200,
