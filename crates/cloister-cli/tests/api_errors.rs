@@ -620,6 +620,39 @@ mod limits {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn default_limits_do_not_throttle_a_benchmark_of_one_token() {
+        // As `cloister bench` loads a server: 32 keep-alive clients sharing one token.
+        let p = Platform::start().await;
+        p.deploy("add", "add.js", None).await;
+        let mut clients = Vec::new();
+        for _ in 0..32 {
+            let (url, token) = (p.url.clone(), p.token.clone());
+            clients.push(tokio::spawn(async move {
+                let mut c = cloister_client::Client::new(&url, Some(token)).unwrap();
+                let mut refused = 0;
+                for _ in 0..40 {
+                    match c.invoke("add", r#"{"a":1,"b":2}"#, None).await {
+                        Ok(_) => {}
+                        Err(e) => {
+                            assert!(e.to_string().contains("rate_limited"), "{e}");
+                            refused += 1;
+                        }
+                    }
+                }
+                refused
+            }));
+        }
+        let mut refused = 0;
+        for c in clients {
+            refused += c.await.unwrap();
+        }
+        assert_eq!(
+            refused, 0,
+            "default limits refused {refused} of 1280 benchmark calls"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn list_lengths_are_capped_with_a_clear_400() {
         let p = Platform::start().await;
         let mut c = p.admin();
