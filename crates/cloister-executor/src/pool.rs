@@ -116,7 +116,11 @@ pub struct Supervisor {
     retired: AtomicU64,
     isolated: AtomicBool,
     warned_uid: AtomicBool,
+    validating: Semaphore,
 }
+
+/// Most deploy checks (throwaway workers) running at once.
+pub const MAX_VALIDATIONS: usize = 4;
 
 #[derive(Default)]
 struct CodeCache {
@@ -189,6 +193,7 @@ impl Supervisor {
             retired: AtomicU64::new(0),
             isolated: AtomicBool::new(false),
             warned_uid: AtomicBool::new(false),
+            validating: Semaphore::new(MAX_VALIDATIONS),
         })
     }
 
@@ -229,6 +234,12 @@ impl Supervisor {
         entrypoint: &str,
         limits: Limits,
     ) -> Result<(), ValidateError> {
+        // Deploy checks may take only a few places, so deploys cannot crowd out invocations.
+        let Ok(_turn) = self.validating.try_acquire() else {
+            return Err(ValidateError::Unavailable(format!(
+                "{MAX_VALIDATIONS} deploys are being checked already; retry shortly"
+            )));
+        };
         let limits = self.clamp(limits);
         let load = self.load_for(Arc::from(code), entrypoint, limits);
         let deadline = Duration::from_millis(limits.timeout_ms) + self.cfg.kill_grace * 5;

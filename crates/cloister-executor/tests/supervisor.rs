@@ -293,3 +293,44 @@ async fn at_the_cap_an_idle_worker_makes_room_at_once() {
         "expected the evicted place to be reused, got {r:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_checks_take_only_a_few_places() {
+    use cloister_executor::pool::{MAX_VALIDATIONS, ValidateError};
+    let dir = tempfile::tempdir().unwrap();
+    // A worker that never finishes loading holds its validation until the deadline.
+    let never = dir.path().join("never");
+    std::fs::write(&never, "#!/bin/bash\nexec sleep 3600\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&never, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let sup = Supervisor::new(ExecutorConfig::new(never), manifests());
+    let limits = Limits {
+        timeout_ms: 1000,
+        memory_mb: 16,
+    };
+    let checks: Vec<_> = (0..MAX_VALIDATIONS)
+        .map(|_| {
+            let sup = sup.clone();
+            tokio::spawn(async move { sup.validate("x".into(), "handler", limits).await })
+        })
+        .collect();
+    let waited = Instant::now();
+    while sup.live_workers() < MAX_VALIDATIONS {
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "checks did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    match sup.validate("x".into(), "handler", limits).await {
+        Err(ValidateError::Unavailable(m)) => assert!(m.contains("retry"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(250));
+    for c in checks {
+        let _ = c.await.unwrap();
+    }
+}

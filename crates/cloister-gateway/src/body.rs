@@ -106,8 +106,9 @@ pub const OFFLOAD_BYTES: usize = 64 * 1024;
 static HEAVY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// Runs `work` over an input of `len` bytes where it cannot stall the async workers that
-/// answer everyone else: inline when small, else on the blocking pool, a few at a time. A
-/// client sending many large bodies then slows only its own requests.
+/// answer everyone else: inline when small, else on the blocking pool, a few at a time (the
+/// turn is held by the job itself, so a caller that goes away does not free it early). Large
+/// requests queue behind each other; small ones and `/healthz` never wait for them.
 pub async fn off_runtime<T, F>(len: usize, work: F) -> HttpResult<T>
 where
     T: Send + 'static,
@@ -116,11 +117,16 @@ where
     if len <= OFFLOAD_BYTES {
         return work();
     }
-    let _turn = HEAVY
+    let turn = HEAVY
         .acquire()
         .await
         .map_err(|_| HttpError::new(ErrorCode::Unavailable, "the gateway is shutting down"))?;
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        work()
+    })
+    .await
+    .map_err(|e| {
         tracing::error!(error = %e, "decoding a request body failed");
         HttpError::new(ErrorCode::Internal, "decoding the request body failed")
     })?

@@ -185,6 +185,27 @@ impl tokio::io::AsyncWrite for WriteDeadline {
     }
 }
 
+/// `TCP_USER_TIMEOUT`: unacknowledged data (or a zero window the client never opens) ends
+/// the connection after `limit`, also after the gateway has closed it, so responses a client
+/// never reads do not stay queued in the kernel beyond every cap.
+fn set_user_timeout(tcp: &TcpStream, limit: Duration) {
+    use std::os::fd::AsRawFd;
+    let ms = libc::c_uint::try_from(limit.as_millis()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: setsockopt on a socket this function borrows, with a pointer to a local value.
+    let rc = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&ms as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not set TCP_USER_TIMEOUT");
+    }
+}
+
 /// Open connections per source address.
 #[derive(Default)]
 struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
@@ -336,6 +357,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
+        set_user_timeout(&tcp, edge.body_timeout);
         let place = match admit(
             &total,
             &per_address,

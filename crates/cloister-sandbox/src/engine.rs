@@ -281,9 +281,9 @@ impl Engine {
                     ) || f.message.contains("Maximum call stack size exceeded")
                 }
             };
-        let logs = Rc::try_unwrap(logs)
-            .map(|l| l.into_inner().finish())
-            .unwrap_or_default();
+        // Taken, not unwrapped: code that keeps `context` reachable (a cycle) must not lose
+        // its logs.
+        let logs = std::mem::take(&mut *logs.borrow_mut()).finish();
         Outcome {
             result,
             logs,

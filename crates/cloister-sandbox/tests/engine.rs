@@ -293,6 +293,15 @@ fn logging_one_large_value_many_times_copies_it_at_most_once_per_line() {
 }
 
 #[test]
+fn logs_survive_code_that_keeps_the_context_reachable() {
+    let code = "function handler(p, s, c) { const o = { c }; o.self = o; globalThis.keep = o;
+        c.log('hello'); return 1; }";
+    let mut e = Engine::new(load(code)).unwrap();
+    let o = invoke_with(&mut e, json!(null), &[], 1000);
+    assert_eq!(o.logs, vec!["hello".to_owned()]);
+}
+
+#[test]
 fn an_error_that_only_says_out_of_memory_is_the_function_s_own() {
     let code = "function handler() { throw new Error('not really out of memory'); }";
     let mut e = Engine::new(load(code)).unwrap();
