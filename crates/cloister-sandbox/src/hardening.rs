@@ -230,6 +230,22 @@ fn bounding_set_empty() -> bool {
     })
 }
 
+/// Empties the bounding set (while `CAP_SETPCAP` is still held) and the ambient set.
+fn empty_bounding_and_ambient() -> Result<(), HardeningError> {
+    drop_bounding_set()?;
+    prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        "PR_CAP_AMBIENT_CLEAR_ALL",
+    )
+}
+
+/// Enters a new user namespace with no uid mapping; false where that is refused.
+fn enter_user_namespace() -> bool {
+    // SAFETY: unshare with a flag only; a worker is single-threaded while it hardens.
+    unsafe { libc::unshare(libc::CLONE_NEWUSER) == 0 }
+}
+
 fn switch_to(uid: u32) -> Result<(), HardeningError> {
     if uid == 0 {
         return Err(HardeningError::RootWorkerUid);
@@ -275,12 +291,7 @@ pub fn drop_privileges(uid: u32) -> Result<Privileges, HardeningError> {
     prctl(libc::PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE")?;
     // SAFETY: geteuid has no preconditions.
     let privileges = if unsafe { libc::geteuid() } == 0 {
-        drop_bounding_set()?;
-        prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            "PR_CAP_AMBIENT_CLEAR_ALL",
-        )?;
+        empty_bounding_and_ambient()?;
         match switch_to(uid) {
             Ok(()) => Privileges::DedicatedUid,
             // Root inside a user namespace that does not map `uid` (a rootless container):
@@ -288,23 +299,16 @@ pub fn drop_privileges(uid: u32) -> Result<Privileges, HardeningError> {
             Err(HardeningError::Sys { source, .. })
                 if source.raw_os_error() == Some(libc::EINVAL) =>
             {
-                // SAFETY: unshare with a flag only; this process is single-threaded here.
-                if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+                if !enter_user_namespace() {
                     return Err(sys_err("unshare(CLONE_NEWUSER)"));
                 }
-                drop_bounding_set()?;
+                empty_bounding_and_ambient()?;
                 Privileges::UserNamespace
             }
             Err(e) => return Err(e),
         }
-    // SAFETY: unshare with a flag only; this process is single-threaded here.
-    } else if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
-        drop_bounding_set()?;
-        prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            "PR_CAP_AMBIENT_CLEAR_ALL",
-        )?;
+    } else if enter_user_namespace() {
+        empty_bounding_and_ambient()?;
         Privileges::UserNamespace
     } else {
         Privileges::ExecutorUid
