@@ -508,6 +508,9 @@ pub struct ServeArgs {
     /// Limits at the door of the public API.
     #[command(flatten)]
     pub edge: EdgeArgs,
+    /// Worker uids.
+    #[command(flatten)]
+    pub workers: WorkerUidArgs,
 }
 
 /// How a server role gets its socket and threads (shared by `gateway` and `executor`).
@@ -657,6 +660,48 @@ pub struct ExecutorArgs {
     /// Seconds a fetched secret may be served from memory.
     #[arg(long, default_value_t = 30)]
     pub secrets_ttl_secs: u64,
+    /// Worker uids.
+    #[command(flatten)]
+    pub workers: WorkerUidArgs,
+}
+
+/// The unprivileged uids workers switch to when the executor runs as root (each also the
+/// worker's gid; no two live workers share one). Choose a range no account or other executor
+/// on the host uses, and inside the uid map when the executor runs in a user namespace.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerUidArgs {
+    /// First worker uid.
+    #[arg(long, default_value_t = cloister_executor::config::DEFAULT_WORKER_UID_BASE, value_name = "UID")]
+    pub worker_uid_base: u32,
+    /// How many uids, from the first (at least the most live workers, 256).
+    #[arg(long, default_value_t = cloister_executor::config::DEFAULT_WORKER_UID_COUNT, value_name = "N")]
+    pub worker_uid_count: u32,
+}
+
+impl WorkerUidArgs {
+    /// The uid range, refusing one that includes 0 or overflows.
+    pub fn range(&self) -> anyhow::Result<std::ops::Range<u32>> {
+        let end = self
+            .worker_uid_base
+            .checked_add(self.worker_uid_count)
+            .filter(|_| self.worker_uid_base > 0 && self.worker_uid_count > 0);
+        match end {
+            Some(end) => Ok(self.worker_uid_base..end),
+            None => anyhow::bail!(
+                "--worker-uid-base must be above 0 and base + count must fit in 32 bits"
+            ),
+        }
+    }
+
+    /// The same flags as arguments (serve passes them on to its executor).
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--worker-uid-base".to_owned(),
+            self.worker_uid_base.to_string(),
+            "--worker-uid-count".to_owned(),
+            self.worker_uid_count.to_string(),
+        ]
+    }
 }
 
 /// `cloister fn ...`.

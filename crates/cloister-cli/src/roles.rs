@@ -191,7 +191,9 @@ pub async fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
             Arc::new(StaticManifests::default())
         }
     };
-    let sup = cloister_executor::pool::Supervisor::new(ExecutorConfig::new(exe), secrets);
+    let mut cfg = ExecutorConfig::new(exe);
+    cfg.worker_uids = args.workers.range()?;
+    let sup = cloister_executor::pool::Supervisor::new(cfg, secrets);
     tracing::info!(addr = %listener.local_addr()?, tee = "sim", "executor listening (simulated TEE: not confidential)");
     cloister_executor::service::serve(listener, sup, links, creds.get("gateway")?, stop_signal())
         .await?;

@@ -199,6 +199,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
              (embedded SQLite, simulated TEE), or start `cloister gateway` and `cloister executor` yourself"
         );
     }
+    args.workers.range()?;
     prepare_data_dir(&args.data_dir)?;
     let token_path = args.data_dir.join(ADMIN_TOKEN_FILE);
     let token_existed = token_path.exists();
@@ -272,6 +273,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(str::to_owned)
         .chain(threads.iter().cloned())
+        .chain(args.workers.to_args())
         .collect();
     match spawn_role(
         &exe,

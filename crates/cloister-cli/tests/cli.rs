@@ -395,3 +395,24 @@ async fn identity_lifecycle_create_protect_grant_rotate_revoke() {
     let o = p.cli(&["identity", "revoke", who["id"].as_str().unwrap()]);
     assert!(stderr(&o).contains("error[conflict]"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_worker_uid_range_with_root_in_it_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    for (base, count) in [("0", "10"), ("4294967290", "100")] {
+        let o = std::process::Command::new(common::BIN)
+            .args(["serve", "--dev", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:1"])
+            .args(["--worker-uid-base", base, "--worker-uid-count", count])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("--worker-uid-base must be above 0"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!dir.path().join("data").exists(), "nothing was created");
+    }
+}

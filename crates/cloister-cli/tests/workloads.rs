@@ -174,7 +174,14 @@ fn proc_status(pid: u32) -> std::collections::BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_worker_runs_unprivileged_under_the_allow_list() {
-    let p = Platform::start().await;
+    const BASE: u32 = 1_234_567;
+    let p = Platform::start_with(&[
+        "--worker-uid-base",
+        &BASE.to_string(),
+        "--worker-uid-count",
+        "1000",
+    ])
+    .await;
     let mut c = p.admin();
     p.deploy("add", "add.js", None).await;
     c.invoke("add", r#"{"a":1,"b":2}"#, None).await.unwrap();
@@ -197,6 +204,13 @@ async fn a_real_worker_runs_unprivileged_under_the_allow_list() {
         }
         if root {
             assert_eq!(st["CapBnd"], "0000000000000000", "worker {pid}: {st:?}");
+            // From the configured range, the same for real, effective, saved and fs uid.
+            let uids: Vec<u32> = st["Uid"].split('\t').map(|u| u.parse().unwrap()).collect();
+            assert!(
+                uids.iter()
+                    .all(|&u| u == uids[0] && (BASE..BASE + 1000).contains(&u)),
+                "worker {pid} uids {uids:?}"
+            );
         }
         assert!(
             !st["Uid"].split('\t').any(|u| u == "0"),
