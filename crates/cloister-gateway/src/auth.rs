@@ -75,6 +75,17 @@ impl Caller {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header value (surrounding spaces
+/// ignored), the one parse both authentication and the rate limiter use.
+pub fn bearer_token(value: &axum::http::HeaderValue) -> Option<&str> {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// SHA-256 of a bearer token, the only form in which tokens are stored.
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -193,18 +204,12 @@ impl Authenticator {
                     "missing Authorization: Bearer <token> header",
                 )
             })?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                self.fail(
-                    "malformed_header",
-                    "the Authorization header must be `Bearer <token>`",
-                )
-            })?;
+        let token = bearer_token(value).ok_or_else(|| {
+            self.fail(
+                "malformed_header",
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })?;
         // Lookup is by hash, so no comparison of token values happens here at all.
         let hash = token_hash(token);
         if let Ok(cache) = self.cache.read()

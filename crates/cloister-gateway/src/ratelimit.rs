@@ -291,10 +291,7 @@ pub async fn limit(State(state): State<Shared>, req: Request, next: Next) -> Res
     let token_hash = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .and_then(crate::auth::bearer_token)
         .map(crate::auth::token_hash);
     let proven = token_hash
         .as_ref()
