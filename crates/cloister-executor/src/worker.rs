@@ -97,9 +97,21 @@ impl WorkerProcess {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| SpawnError::Process(format!("{}: {e}", exe.display())))?;
+        // ETXTBSY: another thread forked while the executable was open for writing (a file
+        // just written, as in tests, or an upgrade in place); it passes once that child execs.
+        let mut attempt = 0;
+        let child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 10 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => {
+                    break other
+                        .map_err(|e| SpawnError::Process(format!("{}: {e}", exe.display())))?;
+                }
+            }
+        };
         drop(theirs);
         ours.set_nonblocking(true)
             .map_err(|e| SpawnError::Process(e.to_string()))?;
