@@ -191,6 +191,22 @@ impl Body for Restore {
     const DOMAIN: &'static str = "cloister/restore/v1";
 }
 
+/// An admin approves re-sealing keyvault's root from the keyvault build measuring `from` to
+/// the one measuring `to` (domain `cloister/keyvault-reseal/v1`). Development platforms
+/// apply it automatically after a rebuild, together with the recovery key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyvaultReseal {
+    /// Measurement the root is sealed to now (hex).
+    pub from: String,
+    /// Measurement of the keyvault build it may be re-sealed to (hex).
+    pub to: String,
+}
+
+impl Body for KeyvaultReseal {
+    const DOMAIN: &'static str = "cloister/keyvault-reseal/v1";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,9 @@ pub fn run(cmd: AttestCommand, json_mode: bool) -> anyhow::Result<ExitCode> {
         AttestCommand::Verify(args) => verify(*args, json_mode),
         AttestCommand::Inspect(args) => inspect(args, json_mode),
         AttestCommand::Roots => roots(json_mode),
-        AttestCommand::Measure { role } => measure(&role, json_mode),
+        AttestCommand::Measure { role, trusted_dir } => {
+            measure(role.as_deref(), trusted_dir.as_deref(), json_mode)
+        }
     }
 }
 
@@ -369,25 +371,86 @@ fn print_verified(v: &Verified, violations: Option<&[Violation]>) {
     }
 }
 
-fn measure(role: &str, json_mode: bool) -> anyhow::Result<ExitCode> {
-    let m = crate::tee::measure_self(&[role])?[0];
-    let exe = std::env::current_exe()?;
-    if json_mode {
-        output::json(&serde_json::json!({
-            "role": role,
-            "tee": "sim",
-            "teeLabel": cloister_attest::TeeType::Sim.label(),
-            "measurement": hex::encode(m),
-            "executable": exe.display().to_string(),
-            "configDigest": hex::encode(crate::tee::config_digest(role)),
-        }));
-    } else {
-        println!("{}", hex::encode(m));
-        eprintln!(
-            "(sim measurement of {} as {role}; tee: {})",
-            exe.display(),
-            cloister_attest::TeeType::Sim.label()
-        );
+/// One trusted executable in `attest measure --json`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MeasuredRole {
+    /// Role it attests as.
+    role: &'static str,
+    /// Its sim measurement (hex): what allowlists hold.
+    measurement: String,
+    /// The executable measured.
+    executable: String,
+    /// Digest of the configuration the measurement covers (hex).
+    config_digest: String,
+}
+
+/// `attest measure --json`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MeasureReport {
+    /// Always `sim`.
+    tee: &'static str,
+    /// Its label.
+    tee_label: &'static str,
+    /// keyvault.
+    keyvault: MeasuredRole,
+    /// The executor, configured as `serve --dev` runs it.
+    executor: MeasuredRole,
+    /// The worker executable the executor's configuration names.
+    worker: String,
+    /// Its SHA-384 (hex).
+    worker_sha384: String,
+}
+
+fn measure(role: Option<&str>, dir: Option<&Path>, json_mode: bool) -> anyhow::Result<ExitCode> {
+    let bins = cloister_role::trusted::TrustedBinaries::locate(dir)?;
+    let m = bins.measure()?;
+    let label = cloister_attest::TeeType::Sim.label();
+    let report = MeasureReport {
+        tee: "sim",
+        tee_label: label,
+        keyvault: MeasuredRole {
+            role: "keyvault",
+            measurement: hex::encode(m.keyvault),
+            executable: bins.keyvault.display().to_string(),
+            config_digest: hex::encode(m.keyvault_config),
+        },
+        executor: MeasuredRole {
+            role: "executor",
+            measurement: hex::encode(m.executor),
+            executable: bins.executor.display().to_string(),
+            config_digest: hex::encode(m.executor_config),
+        },
+        worker: bins.worker.display().to_string(),
+        worker_sha384: hex::encode(m.worker),
+    };
+    let one = match role {
+        Some("keyvault") => Some(&report.keyvault),
+        Some(_) => Some(&report.executor),
+        None => None,
+    };
+    match (one, json_mode) {
+        (Some(r), true) => output::json(r),
+        (None, true) => output::json(&report),
+        (Some(r), false) => {
+            println!("{}", r.measurement);
+            eprintln!(
+                "(sim measurement of {} as {}; tee: {label})",
+                r.executable, r.role
+            );
+        }
+        (None, false) => {
+            println!("tee: {label}");
+            for r in [&report.keyvault, &report.executor] {
+                println!("{:<9} {}", r.role, r.measurement);
+                println!("          {} (config {})", r.executable, r.config_digest);
+            }
+            println!(
+                "worker    sha384 {}\n          {} (covered by the executor's measurement)",
+                report.worker_sha384, report.worker
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

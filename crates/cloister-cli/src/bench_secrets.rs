@@ -90,6 +90,7 @@ pub async fn run(
     let trust = TrustArgs {
         sim_root: args.sim_root.clone(),
         keyvault_measurement: None,
+        trusted_dir: None,
     };
     let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, &trust).await?;
     let me = crate::identity_cmd::require(conn.identity.as_deref())?;

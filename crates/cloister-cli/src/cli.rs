@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 /// Default address of a development platform.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8787";
 /// Default data directory of a development platform.
-pub const DEFAULT_DATA_DIR: &str = ".cloister";
+pub const DEFAULT_DATA_DIR: &str = cloister_role::flags::DEFAULT_DATA_DIR;
 
 /// Cloister: confidential functions.
 #[derive(Debug, Parser)]
@@ -47,10 +47,7 @@ pub struct Conn {
 /// shares the machine with the other role and with the function workers, and on small
 /// machines one event-loop thread per role avoids cross-thread wake-ups on every request.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get() / 2)
-        .unwrap_or(1)
-        .max(1)
+    cloister_role::listen::default_threads()
 }
 
 impl Cli {
@@ -58,8 +55,6 @@ impl Cli {
     pub fn runtime_threads(&self) -> usize {
         let t = match &self.command {
             Command::Gateway(a) => a.role.threads,
-            Command::Executor(a) => a.role.threads,
-            Command::Keyvault(KeyvaultCommand::Run(a)) => a.role.threads,
             Command::Serve(a) => a.threads,
             _ => None,
         };
@@ -79,12 +74,12 @@ impl Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the whole platform (gateway + executor) on this machine.
+    /// Run the whole platform on this machine: keyvault and the executor from their own
+    /// executables next to this one (cloister-keyvaultd, cloister-executord), and the gateway.
     Serve(ServeArgs),
-    /// Run only the gateway role (normally started by `serve`).
+    /// Run only the gateway role (normally started by `serve`). The trusted roles are their
+    /// own executables: `cloister-keyvaultd --help`, `cloister-executord --help`.
     Gateway(GatewayArgs),
-    /// Run only the executor role (normally started by `serve`).
-    Executor(ExecutorArgs),
     /// Deploy, inspect, delete and invoke functions.
     #[command(subcommand)]
     Fn(FnCommand),
@@ -96,7 +91,7 @@ pub enum Command {
     /// Verify or decode TEE attestation evidence (Nitro, SEV-SNP, SGX, TDX); works offline.
     #[command(subcommand)]
     Attest(AttestCommand),
-    /// Run the keyvault role, migrate its sealed state, rotate its master key.
+    /// Migrate keyvault's sealed state, rotate its master key, back it up, set its policy.
     #[command(subcommand)]
     Keyvault(KeyvaultCommand),
     /// Store, rotate, list and delete secrets; values are sealed here to keyvault's attested
@@ -173,10 +168,9 @@ pub enum IdentityCommand {
 /// `cloister keyvault ...`.
 #[derive(Debug, Subcommand)]
 pub enum KeyvaultCommand {
-    /// Run the keyvault role (normally started by `serve`).
-    Run(KeyvaultArgs),
-    /// Re-seal keyvault's root key to this binary's measurement using the recovery key
-    /// printed at initialisation. Run it with the platform stopped, after an upgrade.
+    /// Re-seal keyvault's root key to the keyvault executable next to this CLI (or in
+    /// --trusted-dir) using the recovery key printed at initialisation. Run it with the
+    /// platform stopped, after an upgrade.
     Migrate(MigrateArgs),
     /// Rotate the master key: a new MEK re-wraps every data key (admin).
     RotateMek,
@@ -233,36 +227,9 @@ pub struct RestoreArgs {
     /// The backup to restore (made by `cloister keyvault backup`).
     #[arg(long)]
     pub from: PathBuf,
-}
-
-/// `cloister keyvault run`.
-#[derive(Debug, Args)]
-pub struct KeyvaultArgs {
-    /// Socket (for the gateway's RPC) and threads.
-    #[command(flatten)]
-    pub role: RoleArgs,
-    /// Directory holding the database and the sim platform.
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// Address of the attested channel executors connect to.
-    #[arg(
-        long,
-        conflicts_with = "channel_listen_fd",
-        required_unless_present = "channel_listen_fd"
-    )]
-    pub channel_listen: Option<SocketAddr>,
-    /// Inherited listening socket for the attested channel (used by `serve`).
-    #[arg(long, hide = true)]
-    pub channel_listen_fd: Option<i32>,
-    /// Public key (hex Ed25519) of the first admin identity; used only when keyvault
-    /// initialises its state, ignored afterwards.
-    #[arg(long)]
-    pub bootstrap_admin: Option<String>,
-    /// Where to write the recovery key when keyvault initialises (created 0600, never
-    /// overwritten). Without it the key is shown only on an interactive terminal, and
-    /// initialisation is refused when stderr is not one (it would land in a log).
-    #[arg(long)]
-    pub recovery_key_file: Option<PathBuf>,
+    /// Directory of the trusted executables (default: next to this CLI).
+    #[arg(long, env = cloister_role::trusted::DIR_ENV)]
+    pub trusted_dir: Option<PathBuf>,
 }
 
 /// `cloister keyvault migrate`.
@@ -274,6 +241,9 @@ pub struct MigrateArgs {
     /// File holding the recovery key (default: read it from stdin).
     #[arg(long)]
     pub recovery_key_file: Option<PathBuf>,
+    /// Directory of the trusted executables (default: next to this CLI).
+    #[arg(long, env = cloister_role::trusted::DIR_ENV)]
+    pub trusted_dir: Option<PathBuf>,
 }
 
 /// How the CLI decides to trust keyvault's attestation bundle.
@@ -284,9 +254,13 @@ pub struct TrustArgs {
     /// first use) and a different one is refused later.
     #[arg(long, env = "CLOISTER_SIM_ROOT")]
     pub sim_root: Option<String>,
-    /// keyvault measurement to expect (hex; default: this CLI build's own keyvault measurement).
+    /// keyvault measurement to expect (hex; default: that of the cloister-keyvaultd next to
+    /// this CLI, or in --trusted-dir).
     #[arg(long, env = "CLOISTER_KEYVAULT_MEASUREMENT")]
     pub keyvault_measurement: Option<String>,
+    /// Directory of the trusted executables whose keyvault measurement is expected.
+    #[arg(long, env = cloister_role::trusted::DIR_ENV)]
+    pub trusted_dir: Option<PathBuf>,
 }
 
 /// `cloister secret ...`.
@@ -394,11 +368,15 @@ pub enum AttestCommand {
     Inspect(AttestInspectArgs),
     /// List the embedded vendor roots and their SHA-256 fingerprints.
     Roots,
-    /// Print this binary's sim measurement for a role (what allowlists must contain).
+    /// Print the sim measurements of the trusted executables (what allowlists hold), as
+    /// `serve --dev` runs them.
     Measure {
-        /// Role: executor or keyvault.
+        /// Only this role's measurement (printed alone, for scripts).
         #[arg(long, value_parser = ["executor", "keyvault"])]
-        role: String,
+        role: Option<String>,
+        /// Directory of the trusted executables (default: next to this CLI).
+        #[arg(long, env = cloister_role::trusted::DIR_ENV)]
+        trusted_dir: Option<PathBuf>,
     },
 }
 
@@ -511,6 +489,9 @@ pub struct ServeArgs {
     /// Worker uids.
     #[command(flatten)]
     pub workers: WorkerUidArgs,
+    /// Directory of the trusted executables (default: the directory of this `cloister`).
+    #[arg(long, env = cloister_role::trusted::DIR_ENV)]
+    pub trusted_dir: Option<PathBuf>,
 }
 
 /// How a server role gets its socket and threads (shared by `gateway` and `executor`).
@@ -644,27 +625,6 @@ impl EdgeArgs {
     }
 }
 
-/// `cloister executor`.
-#[derive(Debug, Args)]
-pub struct ExecutorArgs {
-    /// Socket and threads.
-    #[command(flatten)]
-    pub role: RoleArgs,
-    /// Directory holding the sim platform.
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// keyvault's attested channel address (`host:port`); without it, functions that
-    /// declare secrets fail with `secret_missing`.
-    #[arg(long)]
-    pub keyvault_addr: Option<String>,
-    /// Seconds a fetched secret may be served from memory.
-    #[arg(long, default_value_t = 30)]
-    pub secrets_ttl_secs: u64,
-    /// Worker uids.
-    #[command(flatten)]
-    pub workers: WorkerUidArgs,
-}
-
 /// The unprivileged uids workers switch to when the executor runs as root (each also the
 /// worker's gid; no two live workers share one). Choose a range no account or other executor
 /// on the host uses, and inside the uid map when the executor runs in a user namespace.
@@ -681,12 +641,11 @@ pub struct WorkerUidArgs {
 impl WorkerUidArgs {
     /// The uid range, refusing one that includes 0 or overflows.
     pub fn range(&self) -> anyhow::Result<std::ops::Range<u32>> {
-        let end = self
-            .worker_uid_base
-            .checked_add(self.worker_uid_count)
-            .filter(|_| self.worker_uid_base > 0 && self.worker_uid_count > 0);
-        match end {
-            Some(end) => Ok(self.worker_uid_base..end),
+        match cloister_executor::config::worker_uid_range(
+            self.worker_uid_base,
+            self.worker_uid_count,
+        ) {
+            Some(range) => Ok(range),
             None => anyhow::bail!(
                 "--worker-uid-base must be above 0 and base + count must fit in 32 bits"
             ),

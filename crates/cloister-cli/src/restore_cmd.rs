@@ -12,7 +12,7 @@ use cloister_store::SqliteStore;
 use crate::cli::{BackupArgs, Conn, RestoreArgs};
 use crate::output;
 use crate::roles::{DATABASE_FILE, GUARD_FILE};
-use crate::tee;
+use cloister_role::tee;
 
 /// What `backup` and `restore` report with `--json`.
 #[derive(serde::Serialize)]
@@ -104,8 +104,11 @@ pub async fn restore(conn: &Conn, args: &RestoreArgs, json_mode: bool) -> anyhow
     }
     // The admin identity is loaded first, so nothing is moved when there is none.
     let admin = crate::identity_cmd::require(conn.identity.as_deref())?;
+    // The sim platform lets this process derive the sealing key of the keyvault build next
+    // to it; on hardware this step has to move inside keyvault's executable, as `migrate` has.
     let (platform, _) = tee::platform(&args.data_dir)?;
-    let m = tee::measure_self(&["keyvault"])?[0];
+    let m = cloister_role::trusted::TrustedBinaries::locate(args.trusted_dir.as_deref())?
+        .keyvault_measurement()?;
     let sealing = cloister_keyvault::Sealing {
         measurement: m,
         key: platform.sealing_key(&m, tee::ROOT_SEALING_PURPOSE)?,

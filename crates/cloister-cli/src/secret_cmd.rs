@@ -4,7 +4,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use cloister_client::Client;
@@ -19,8 +18,6 @@ use crate::cli::{
 };
 use crate::client_cmds::resolve_token;
 use crate::output::{self, Coded};
-use crate::roles::DATABASE_FILE;
-use crate::tee;
 
 /// Largest secret value accepted (keyvault refuses larger ones too).
 const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -138,7 +135,12 @@ pub async fn trusted_keyvault(
                 .context("--keyvault-measurement must be 96 hex digits")?;
             m
         }
-        None => tee::measure_self(&["keyvault"])?[0],
+        None => cloister_role::trusted::TrustedBinaries::locate(trust.trusted_dir.as_deref())
+            .and_then(|b| b.keyvault_measurement())
+            .context(
+                "no --keyvault-measurement given, and the keyvault executable to expect cannot \
+                 be measured",
+            )?,
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let kv = verify_bundle(&bundle, &root, &expected, MAX_BUNDLE_AGE_SECS, now).map_err(|e| {
@@ -146,8 +148,8 @@ pub async fn trusted_keyvault(
             cloister_client::attestation::BundleError::WrongMeasurement { .. }
                 if trust.keyvault_measurement.is_none() =>
             {
-                " (the default expectation is this CLI's own build; pass --keyvault-measurement \
-                 if the server runs another build)"
+                " (the default expectation is the cloister-keyvaultd next to this CLI; pass \
+                 --keyvault-measurement if the server runs another build)"
             }
             _ => "",
         };
@@ -411,7 +413,6 @@ pub async fn keyvault(
     json_mode: bool,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        KeyvaultCommand::Run(_) => bail!("`keyvault run` is a server role"),
         KeyvaultCommand::RotateMek => {
             let mut c = client(&conn)?;
             let r = c
@@ -437,45 +438,38 @@ pub async fn keyvault(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `keyvault migrate` happens inside keyvault's own executable: the re-sealed root is sealed
+/// to it, and the recovery key goes to it only (stdin passes through).
 async fn migrate(args: MigrateArgs, json_mode: bool) -> anyhow::Result<()> {
-    let mut text = Zeroizing::new(String::new());
-    match &args.recovery_key_file {
-        Some(p) => {
-            std::fs::File::open(p)
-                .with_context(|| format!("cannot open {}", p.display()))?
-                .take(4096)
-                .read_to_string(&mut text)?;
-        }
-        None => {
-            std::io::stdin().take(4096).read_to_string(&mut text)?;
-        }
+    let bins = cloister_role::trusted::TrustedBinaries::locate(args.trusted_dir.as_deref())?;
+    bins.check_versions()?;
+    let mut cmd = std::process::Command::new(&bins.keyvault);
+    cmd.arg("migrate").arg("--data-dir").arg(&args.data_dir);
+    if let Some(f) = &args.recovery_key_file {
+        cmd.arg("--recovery-key-file").arg(f);
     }
-    let recovery = cloister_keyvault::RecoveryKey::parse(&text)?;
-    let platform_file = args.data_dir.join(cloister_attest::sim::PLATFORM_FILE);
-    if !platform_file.exists() {
-        bail!(
-            "{} does not exist: is {} a Cloister data directory?",
-            platform_file.display(),
-            args.data_dir.display()
-        );
-    }
-    let (platform, _) = tee::platform(&args.data_dir)?;
-    let m = tee::measure_self(&["keyvault"])?[0];
-    let sealing = cloister_keyvault::Sealing {
-        measurement: m,
-        key: platform.sealing_key(&m, tee::ROOT_SEALING_PURPOSE)?,
-    };
-    let db = args.data_dir.join(DATABASE_FILE);
-    let store = cloister_store::SqliteStore::open(&db)
-        .with_context(|| format!("cannot open database {}", db.display()))?;
-    let from = cloister_keyvault::migrate(Arc::new(store), &recovery, &sealing).await?;
     if json_mode {
-        output::json(&json!({"from": from, "to": hex::encode(m)}));
-    } else {
-        println!(
-            "re-sealed keyvault's root key: measurement {from} -> {}",
-            hex::encode(m)
-        );
+        // keyvault's JSON report passes through; a failure becomes this CLI's own error.
+        cmd.arg("--json").stdin(std::process::Stdio::inherit());
+        let out = cmd
+            .output()
+            .with_context(|| format!("cannot run {}", bins.keyvault.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            let msg = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("keyvault did not migrate ({})", out.status));
+            bail!("{msg}");
+        }
+        print!("{text}");
+        return Ok(());
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", bins.keyvault.display()))?;
+    if !status.success() {
+        bail!("keyvault did not migrate ({status}); its message is above");
     }
     Ok(())
 }

@@ -1,10 +1,15 @@
 //! `cloister serve --dev`: one command that runs the whole platform on this machine.
 //!
-//! The parent creates the sim platform identity, binds every listening socket itself (so a busy
-//! port fails here, clearly, and children are reachable the moment they start), passes them to
-//! one keyvault, one executor and one gateway child process, restarts keyvault if it crashes
-//! (it unseals itself; executors reconnect), and stops everything on Ctrl-C or when another
-//! child exits.
+//! The parent finds the trusted executables (`cloister-keyvaultd`, `cloister-executord`,
+//! `cloister-worker`) next to itself, checks their version and measures them, creates the sim
+//! platform identity, binds every listening socket itself (so a busy port fails here, clearly,
+//! and children are reachable the moment they start), passes them to one keyvault, one
+//! executor and one gateway child process, restarts keyvault if it crashes (it unseals
+//! itself; executors reconnect), and stops everything on Ctrl-C or when another child exits.
+//!
+//! After a rebuild that changed a trusted executable it carries the platform over — a
+//! development-only convenience, said loudly: the dev admin signs keyvault's re-seal (with
+//! the recovery key kept in the data directory) and the executor policy update.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -15,12 +20,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::cli::ServeArgs;
-use crate::credentials::{Credentials, GATEWAY_CREDENTIALS_FILE};
-use crate::roles::{ADMIN_TOKEN_FILE, stop_signal};
+use cloister_role::credentials::{Credentials, GATEWAY_CREDENTIALS_FILE};
+use cloister_role::files::RECOVERY_KEY_FILE;
+use cloister_role::listen::stop_signal;
+use cloister_role::trusted::{Measured, TrustedBinaries};
 
-/// File the recovery key is written to when `serve --dev` runs without a terminal.
-pub const RECOVERY_KEY_FILE: &str = "recovery.key";
+use crate::cli::ServeArgs;
+use crate::roles::ADMIN_TOKEN_FILE;
 
 /// Descriptor at which a child finds its listening socket.
 const CHILD_LISTEN_FD: RawFd = 3;
@@ -33,10 +39,10 @@ const KEYVAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// How long children get to drain before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Spawns `exe <role...> --listen-fd 3 [extra]` with `listeners[i]` at descriptor 3 + i.
+/// Spawns `exe <args...> --listen-fd 3 [extra]` with `listeners[i]` at descriptor 3 + i.
 fn spawn_role(
     exe: &Path,
-    role: &[&str],
+    (name, role): (&str, &[&str]),
     listeners: &[RawFd],
     extra: &[String],
     credentials: Option<&Credentials>,
@@ -84,7 +90,7 @@ fn spawn_role(
     }
     let child = cmd
         .spawn()
-        .with_context(|| format!("cannot start the {} process", role.join(" ")));
+        .with_context(|| format!("cannot start the {name} process ({})", exe.display()));
     drop(pipe);
     child
 }
@@ -109,38 +115,148 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Development convenience after an upgrade (`keyvault migrate`): keyvault's executor policy
-/// still lists the previous build's executor, so this build's would get no secrets. The
-/// policy is a registry entry only an admin changes, so the dev admin identity signs the
-/// change, visibly (it is audited as that identity's `policy.set`).
-async fn allow_this_executor(
+/// What `serve --dev` remembers of the platform it last ran (`dev-platform.json`): only
+/// to carry it across a rebuild. Nothing here is trusted: a wrong value makes keyvault
+/// refuse the re-seal, nothing more.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct DevState {
+    /// keyvault's instance key (hex): what signed requests name as their platform.
+    instance: String,
+    /// keyvault measurement of that run (hex).
+    keyvault: String,
+    /// Executor measurement of that run (hex).
+    executor: String,
+}
+
+/// File of [`DevState`] in the data directory.
+const DEV_STATE_FILE: &str = "dev-platform.json";
+/// The approval handed to keyvault for a development re-seal.
+const RESEAL_APPROVAL_FILE: &str = "keyvault-reseal.approval";
+
+fn load_dev_state(dir: &Path) -> Option<DevState> {
+    serde_json::from_slice(&std::fs::read(dir.join(DEV_STATE_FILE)).ok()?).ok()
+}
+
+fn dev_banner(lines: &[String]) {
+    eprintln!();
+    eprintln!("  ┌─ DEVELOPMENT ONLY ─────────────────────────────────────────────────────");
+    for l in lines {
+        eprintln!("  │ {l}");
+    }
+    eprintln!("  │ Production never does this: there an admin approves a new build");
+    eprintln!("  │ explicitly (`cloister keyvault migrate`, `cloister keyvault policy set`).");
+    eprintln!("  └────────────────────────────────────────────────────────────────────────");
+    eprintln!();
+}
+
+/// When keyvault's root is sealed to another keyvault build than the one about to start,
+/// the dev admin signs a re-seal approval for keyvault (which also needs the recovery key
+/// kept in the data directory). Returns the approval file to pass, if one is needed.
+async fn approve_keyvault_reseal(
+    data_dir: &Path,
+    admin_identity: &Path,
+    measured: &Measured,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let db = data_dir.join(cloister_role::files::DATABASE_FILE);
+    if !db.exists() {
+        return Ok(None);
+    }
+    let store = cloister_store::SqliteStore::open(&db)
+        .with_context(|| format!("cannot open database {}", db.display()))?;
+    let Some(root) = cloister_store::VaultStore::vault_root(&store).await? else {
+        return Ok(None);
+    };
+    let to = hex::encode(measured.keyvault);
+    if root.measurement == to {
+        return Ok(None);
+    }
+    let manual = format!(
+        "run `cloister keyvault migrate --data-dir {}` with the recovery key printed at          initialisation",
+        data_dir.display()
+    );
+    let recovery = data_dir.join(RECOVERY_KEY_FILE);
+    if !recovery.exists() {
+        bail!(
+            "keyvault's state is sealed to another keyvault build ({}), and {} is missing, so              the development platform cannot carry it over by itself: {manual}",
+            root.measurement,
+            recovery.display()
+        );
+    }
+    let Some(state) = load_dev_state(data_dir) else {
+        bail!(
+            "keyvault's state is sealed to another keyvault build ({}), and {} (written by              the last `serve --dev`) is missing: {manual}",
+            root.measurement,
+            data_dir.join(DEV_STATE_FILE).display()
+        );
+    };
+    let admin = crate::identity_cmd::load_file(admin_identity)?;
+    let body = cloister_authority::ops::KeyvaultReseal {
+        from: root.measurement.clone(),
+        to: to.clone(),
+    };
+    let signed = cloister_authority::sign(
+        &admin,
+        &body,
+        &cloister_authority::SignOptions::for_platform(&state.instance),
+    )?;
+    let path = data_dir.join(RESEAL_APPROVAL_FILE);
+    std::fs::write(&path, signed).with_context(|| format!("cannot write {}", path.display()))?;
+    dev_banner(&[
+        "keyvault was rebuilt: its measurement changed".to_owned(),
+        format!("  from {}", root.measurement),
+        format!("  to   {to}"),
+        "The dev admin identity signed an approval; keyvault re-seals its root".to_owned(),
+        format!("to the new build with the recovery key in {RECOVERY_KEY_FILE}."),
+    ]);
+    Ok(Some(path))
+}
+
+/// After a rebuild, keyvault's executor policy lists the previous executor build, so this
+/// one would get no secrets. The policy is a registry entry only an admin changes: the dev
+/// admin identity signs the change, visibly (audited as that identity's `policy.set`).
+async fn approve_executor(
     url: &str,
-    token_path: &std::path::Path,
-    admin_identity: &std::path::Path,
+    token_path: &Path,
+    admin_identity: &Path,
+    instance: &str,
+    executor: &[u8; 48],
 ) -> anyhow::Result<()> {
-    let m = crate::tee::measure_self(&["executor"])?[0];
+    let m = hex::encode(executor);
     let token = std::fs::read_to_string(token_path)?.trim().to_owned();
     let admin = std::sync::Arc::new(crate::identity_cmd::load_file(admin_identity)?);
-    let mut c = cloister_client::Client::new(url, Some(token))?.with_identity(admin, None);
+    let mut c = cloister_client::Client::new(url, Some(token))?
+        .with_identity(admin, Some(instance.to_owned()));
     let reg = c.registry().await?;
     let Some(policy) = reg.executor_policy else {
-        anyhow::bail!("keyvault reports no executor policy");
+        bail!("keyvault reports no executor policy");
     };
-    if policy.measurements.contains(&hex::encode(m)) {
+    if policy.measurements.contains(&m) {
         return Ok(());
     }
     let version = policy.version + 1;
     c.change_registry(&cloister_authority::ops::RegistryChange::ExecutorPolicy {
         version,
-        policy: crate::tee::sim_policy_yaml(&[m]),
+        policy: cloister_role::tee::sim_policy_yaml(&[*executor]),
     })
     .await?;
-    eprintln!(
-        "NOTE: keyvault's executor policy listed another build ({}); the dev admin identity \
-         replaced it with this build's executor (policy version {version})",
-        policy.measurements.join(", ")
-    );
+    dev_banner(&[
+        "the executor was rebuilt: keyvault's executor policy listed".to_owned(),
+        format!("  {}", policy.measurements.join(", ")),
+        "The dev admin identity replaced it with this build's executor".to_owned(),
+        format!("  {m} (policy version {version})"),
+    ]);
     Ok(())
+}
+
+/// keyvault's instance key, from its attestation bundle checked against this platform's
+/// root and the keyvault build this launcher started.
+async fn keyvault_instance(url: &str, root: &str, keyvault: &[u8; 48]) -> anyhow::Result<String> {
+    let mut c = cloister_client::Client::new(url, None)?;
+    let bundle = c.attestation().await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let kv = cloister_client::attestation::verify_bundle(&bundle, root, keyvault, 60, now)
+        .context("keyvault's attestation does not check out")?;
+    Ok(kv.audit_key.to_string())
 }
 
 async fn wait_healthy(url: &str, children: &mut [(&str, Child)]) -> anyhow::Result<()> {
@@ -196,10 +312,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !args.dev {
         bail!(
             "only development mode is available in this build: run `cloister serve --dev` \
-             (embedded SQLite, simulated TEE), or start `cloister gateway` and `cloister executor` yourself"
+             (embedded SQLite, simulated TEE), or start `cloister-keyvaultd`, \
+             `cloister-executord` and `cloister gateway` yourself"
         );
     }
     args.workers.range()?;
+    let bins = TrustedBinaries::locate(args.trusted_dir.as_deref())?;
+    bins.check_versions()?;
+    let measured = bins.measure()?;
     prepare_data_dir(&args.data_dir)?;
     let token_path = args.data_dir.join(ADMIN_TOKEN_FILE);
     let token_existed = token_path.exists();
@@ -218,7 +338,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot bind keyvault's channel port")?;
     let keyvault_url = format!("http://{}", kv_rpc.local_addr()?);
     let keyvault_addr = kv_channel.local_addr()?.to_string();
-    let (platform, platform_created) = crate::tee::platform(&args.data_dir)?;
+    let (platform, platform_created) = cloister_role::tee::platform(&args.data_dir)?;
     // One credential per role pair; the gateway's in a 0600 file, the others by pipe.
     let creds = Credentials::generate(&["executor", "keyvault"]);
     let gateway_creds_path = args.data_dir.join(GATEWAY_CREDENTIALS_FILE);
@@ -226,6 +346,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let executor_creds = creds.pick(&[("executor", "gateway")]);
     let keyvault_creds = creds.pick(&[("keyvault", "gateway")]);
     let exe = std::env::current_exe().context("cannot locate the cloister binary")?;
+    let kv_hex = hex::encode(measured.keyvault);
 
     let threads = vec![
         "--threads".to_owned(),
@@ -237,17 +358,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (admin_identity, admin_key, admin_created) =
         crate::identity_cmd::ensure_dev_admin(&args.data_dir)?;
     let admin_hex = admin_key.to_string();
-    // The recovery key goes to the terminal, or (output redirected, as in CI) to a 0600 file
-    // in the data directory, never into a log.
+    // Development keeps the recovery key in a 0600 file in the data directory (never in a
+    // log), so a rebuilt keyvault can be carried over without a human typing it in.
     let recovery_file = args.data_dir.join(RECOVERY_KEY_FILE);
-    let recovery_args = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        vec![]
-    } else {
-        vec![
-            "--recovery-key-file".to_owned(),
-            recovery_file.display().to_string(),
-        ]
-    };
+    let reseal = approve_keyvault_reseal(&args.data_dir, &admin_identity, &measured).await?;
+    if reseal.is_none() && recovery_file.exists() && !initialised(&args.data_dir).await? {
+        // A recovery key left from a platform whose database is gone: keep it, aside.
+        let aside = args.data_dir.join(format!(
+            "{RECOVERY_KEY_FILE}.{}.old",
+            cloister_authority::request::unix_now()
+        ));
+        std::fs::rename(&recovery_file, &aside)
+            .with_context(|| format!("cannot move {} aside", recovery_file.display()))?;
+        eprintln!(
+            "cloister: the database is new; the old recovery key was moved to {}",
+            aside.display()
+        );
+    }
+    let mut recovery_args = vec![
+        "--recovery-key-file".to_owned(),
+        recovery_file.display().to_string(),
+        "--bootstrap-executor-measurement".to_owned(),
+        hex::encode(measured.executor),
+    ];
+    if let Some(approval) = &reseal {
+        recovery_args.push("--dev-reseal-approval".to_owned());
+        recovery_args.push(approval.display().to_string());
+    }
     let kv_args: Vec<String> = [
         "--channel-listen-fd",
         "4",
@@ -262,22 +399,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     .chain(threads.iter().cloned())
     .collect();
     let keyvault = spawn_role(
-        &exe,
-        &["keyvault", "run"],
+        &bins.keyvault,
+        ("keyvault", &["run"]),
         &[kv_rpc.as_raw_fd(), kv_channel.as_raw_fd()],
         &kv_args,
         Some(&keyvault_creds),
     )?;
     let mut children = vec![("keyvault", keyvault)];
-    let ex_args: Vec<String> = ["--data-dir", &data_dir, "--keyvault-addr", &keyvault_addr]
-        .into_iter()
-        .map(str::to_owned)
-        .chain(threads.iter().cloned())
-        .chain(args.workers.to_args())
-        .collect();
+    let worker = bins.worker.display().to_string();
+    let ex_args: Vec<String> = [
+        "--data-dir",
+        &data_dir,
+        "--keyvault-addr",
+        &keyvault_addr,
+        "--keyvault-measurement",
+        &kv_hex,
+        "--worker",
+        &worker,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(threads.iter().cloned())
+    .chain(args.workers.to_args())
+    .collect();
     match spawn_role(
-        &exe,
-        &["executor"],
+        &bins.executor,
+        ("executor", &[]),
         &[internal.as_raw_fd()],
         &ex_args,
         Some(&executor_creds),
@@ -307,7 +454,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     .collect::<Vec<_>>();
     match spawn_role(
         &exe,
-        &["gateway"],
+        ("gateway", &["gateway"]),
         &[public.as_raw_fd()],
         &gateway_args,
         None,
@@ -327,8 +474,38 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         terminate(&mut children);
         return Err(e);
     }
-    if let Err(e) = allow_this_executor(&url, &token_path, &admin_identity).await {
+    let instance =
+        match keyvault_instance(&url, &platform.fingerprint_hex(), &measured.keyvault).await {
+            Ok(i) => i,
+            Err(e) => {
+                terminate(&mut children);
+                return Err(e);
+            }
+        };
+    if let Some(approval) = &reseal {
+        let _ = std::fs::remove_file(approval);
+    }
+    if let Err(e) = approve_executor(
+        &url,
+        &token_path,
+        &admin_identity,
+        &instance,
+        &measured.executor,
+    )
+    .await
+    {
         eprintln!("WARNING: could not add this build's executor to keyvault's policy: {e:#}");
+    }
+    let state = DevState {
+        instance,
+        keyvault: kv_hex.clone(),
+        executor: hex::encode(measured.executor),
+    };
+    if let Err(e) = serde_json::to_vec_pretty(&state)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| Ok(std::fs::write(args.data_dir.join(DEV_STATE_FILE), b)?))
+    {
+        eprintln!("WARNING: cannot record {DEV_STATE_FILE}: {e:#}");
     }
     let abs = std::fs::canonicalize(&token_path).unwrap_or(token_path.clone());
     eprintln!();
@@ -360,10 +537,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
+    eprintln!(
+        "  trusted binaries: {} (keyvault {}…, executor {}…)",
+        bins.keyvault
+            .parent()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        &kv_hex[..16],
+        &state.executor[..16]
+    );
     if recovery_file.exists() {
         eprintln!(
-            "  recovery key: {} (mode 0600; development only: move it offline, it and the \
-             database together yield every secret)",
+            "  recovery key: {} (mode 0600; development only: it and the database together \
+             yield every secret, and it lets a rebuilt keyvault take over automatically)",
             recovery_file.display()
         );
     }
@@ -388,8 +574,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         restarts.push(Instant::now());
         eprintln!("cloister: {msg}; restarting it");
         match spawn_role(
-            &exe,
-            &["keyvault", "run"],
+            &bins.keyvault,
+            ("keyvault", &["run"]),
             &[kv_rpc.as_raw_fd(), kv_channel.as_raw_fd()],
             &kv_args,
             Some(&keyvault_creds),
@@ -406,6 +592,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Some(msg) => bail!("{msg}; stopped the platform"),
     }
+}
+
+/// Whether keyvault has initialised the database of `data_dir`.
+async fn initialised(data_dir: &Path) -> anyhow::Result<bool> {
+    let db = data_dir.join(cloister_role::files::DATABASE_FILE);
+    if !db.exists() {
+        return Ok(false);
+    }
+    let store = cloister_store::SqliteStore::open(&db)
+        .with_context(|| format!("cannot open database {}", db.display()))?;
+    Ok(cloister_store::VaultStore::vault_root(&store)
+        .await?
+        .is_some())
 }
 
 /// Resolves when any child exits: its index and what happened.

@@ -8,7 +8,8 @@ use cloister_types::ServerLimits;
 /// How an executor runs its workers.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
-    /// Executable started for each worker (the `cloister` binary itself).
+    /// Executable started for each worker (`cloister-executord` runs the sealed copy it
+    /// measured, see [`crate::image`]).
     pub worker_exe: PathBuf,
     /// Server-wide limits; requests asking for more are clamped to these.
     pub limits: ServerLimits,
@@ -54,4 +55,10 @@ impl ExecutorConfig {
                 ..DEFAULT_WORKER_UID_BASE + DEFAULT_WORKER_UID_COUNT,
         }
     }
+}
+
+/// The worker uid range `base..base + count`, or `None` when it includes 0 or overflows.
+pub fn worker_uid_range(base: u32, count: u32) -> Option<std::ops::Range<u32>> {
+    let end = base.checked_add(count)?;
+    (base > 0 && count > 0).then_some(base..end)
 }

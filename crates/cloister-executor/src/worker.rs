@@ -18,8 +18,8 @@ use tokio::process::{Child, Command};
 
 use crate::places::Place;
 
-/// Hidden subcommand of the `cloister` binary that runs a worker.
-pub const WORKER_SUBCOMMAND: &str = "__worker";
+/// First argument of a worker process (see [`cloister_sandbox::WORKER_ARG`]).
+pub const WORKER_SUBCOMMAND: &str = cloister_sandbox::WORKER_ARG;
 
 /// Why a worker could not be started.
 #[derive(Debug, thiserror::Error)]

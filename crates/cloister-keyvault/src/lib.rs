@@ -22,4 +22,4 @@ pub mod vault;
 pub use error::{KeyvaultError, VaultError};
 pub use hierarchy::{Dek, Mek};
 pub use sealing::{RecoveryKey, SealedRoot};
-pub use vault::{KeyvaultStore, Opened, Sealing, Vault, migrate};
+pub use vault::{KeyvaultStore, Opened, Sealing, Vault, migrate, reseal_approved};

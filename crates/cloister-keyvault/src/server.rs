@@ -81,8 +81,8 @@ pub async fn serve(
     let svc = tonic::service::interceptor::InterceptedService::new(server, move |r| auth.check(r));
     let rpc_result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(svc)
         .serve_with_incoming_shutdown(
+            svc,
             tonic::transport::server::TcpIncoming::from(rpc).with_nodelay(Some(true)),
             stopped(stop_rx),
         )

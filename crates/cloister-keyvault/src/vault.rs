@@ -211,6 +211,18 @@ impl Vault {
                 }
             }
         };
+        Self::assemble(store, root_id, root, opened, bootstrap_admin, guard).await
+    }
+
+    /// The vault around an unsealed (or recovered) root: derived keys, registry, MEKs.
+    async fn assemble(
+        store: Arc<dyn KeyvaultStore>,
+        root_id: KeyId,
+        root: SecretKey32,
+        opened: Opened,
+        bootstrap_admin: Option<&VerifyingKey>,
+        guard: Option<&Path>,
+    ) -> Result<(Self, Opened), VaultError> {
         let hpke = HpkeKeyPair::derive(derive(&root, &root_id, "hpke-secret-sealing")?.expose())
             .map_err(KeyvaultError::from)?;
         let audit_key = SigningKey::from_seed(derive(&root, &root_id, "audit-signing")?)
@@ -1145,6 +1157,53 @@ pub async fn migrate(
     store
         .vault_reseal(hex::encode(sealing.measurement), sealed.blob, audit)
         .await?;
+    Ok(rec.measurement)
+}
+
+/// Re-seals the root to `sealing` with the recovery key, as an admin's signed
+/// [`KeyvaultReseal`](cloister_authority::ops::KeyvaultReseal) allows: it must name the
+/// measurement the root is sealed to now and `sealing`'s, be signed by a live admin of this
+/// vault's registry (read with the recovered root, so the database cannot forge one), and
+/// not be replayed. Audited as that admin's `key.migrate_root`. Returns the old measurement.
+pub async fn reseal_approved(
+    store: Arc<dyn KeyvaultStore>,
+    recovery: &RecoveryKey,
+    sealing: &Sealing,
+    signed: &[u8],
+) -> Result<String, VaultError> {
+    use cloister_authority::ops::{IdentityRole, KeyvaultReseal};
+    let rec = store
+        .vault_root()
+        .await?
+        .ok_or_else(|| VaultError::NotFound("keyvault state (not initialised)".into()))?;
+    let root_id = KeyId::from_hex(&rec.root_id).map_err(|_| corrupt("root id"))?;
+    let root = recovery.unwrap_root(root_id, &rec.recovery)?;
+    store.set_audit_mac(audit_mac_fn(&root, &root_id)?);
+    let (vault, _) =
+        Vault::assemble(store.clone(), root_id, root, Opened::Unsealed, None, None).await?;
+    let (v, signer) = vault
+        .authority
+        .verify_signed::<KeyvaultReseal>(signed)
+        .await?;
+    if signer.role != IdentityRole::Admin {
+        return Err(Denied::NotAdmin(v.signer_id().clone()).into());
+    }
+    let to = hex::encode(sealing.measurement);
+    if v.body().from != rec.measurement || v.body().to != to {
+        return Err(VaultError::Invalid(format!(
+            "the approval re-seals {} -> {}, but the root is sealed to {} and this keyvault \
+             measures {to}",
+            v.body().from,
+            v.body().to,
+            rec.measurement
+        )));
+    }
+    let sealed = SealedRoot::seal(root_id, &vault.root, sealing.measurement, &sealing.key)?;
+    let audit = AuditDraft::new(v.signer_id().to_string(), Action::RootMigrate, "root")
+        .detail("from", rec.measurement.clone())
+        .detail("to", to.clone())
+        .detail("development", true);
+    store.vault_reseal(to, sealed.blob, audit).await?;
     Ok(rec.measurement)
 }
 

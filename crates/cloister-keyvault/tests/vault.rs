@@ -152,6 +152,82 @@ async fn another_measurement_cannot_unseal_until_migrated_with_the_recovery_key(
 }
 
 #[tokio::test]
+async fn a_development_reseal_needs_an_admin_approval_naming_both_builds() {
+    use cloister_authority::ops::KeyvaultReseal;
+    use cloister_keyvault::reseal_approved;
+    let fx = Fixture::new();
+    let (v, opened) = fx.vault(1).await.unwrap();
+    let Opened::Created(recovery) = opened else {
+        panic!("new vault")
+    };
+    v.put(&path(&fid(&v, "f1").await, "K"), b"value-1", false, "t")
+        .await
+        .unwrap();
+    let platform = v.platform().to_owned();
+    drop(v);
+    let (from, to) = (hex::encode([1u8; 48]), hex::encode([2u8; 48]));
+    let approval = |who: &Identity, from: &str, to: &str| {
+        let body = KeyvaultReseal {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        };
+        sign(who, &body, &SignOptions::for_platform(&platform)).unwrap()
+    };
+    let stranger = Identity::from_seed([7u8; 32], "not registered").unwrap();
+    let refused = [
+        // Not an identity of this vault.
+        (approval(&stranger, &from, &to), &recovery),
+        // Another target build than the one re-sealing.
+        (
+            approval(&admin(), &from, &hex::encode([3u8; 48])),
+            &recovery,
+        ),
+        // Another source than what the root is sealed to.
+        (approval(&admin(), &hex::encode([4u8; 48]), &to), &recovery),
+    ];
+    for (signed, key) in refused {
+        let e = reseal_approved(fx.store(), key, &sealing(2), &signed)
+            .await
+            .unwrap_err();
+        assert!(
+            fx.vault(2).await.is_err(),
+            "a refused re-seal ({e}) changed nothing"
+        );
+    }
+    // A good approval with the wrong recovery key.
+    let wrong = cloister_keyvault::RecoveryKey::generate().unwrap();
+    let good = approval(&admin(), &from, &to);
+    let e = reseal_approved(fx.store(), &wrong, &sealing(2), &good)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("recovery key"), "{e}");
+    // Approved, with the recovery key: the new build unseals, the old one no longer does,
+    // and the admin's act is audited.
+    reseal_approved(fx.store(), &recovery, &sealing(2), &good)
+        .await
+        .unwrap();
+    let (v2, _) = fx.vault(2).await.unwrap();
+    assert_eq!(release(&v2, "f1", &["K"]).await.unwrap()[0].1, "value-1");
+    let entries = fx.store().audit_list(0, 1000).await.unwrap();
+    let last = entries
+        .iter()
+        .rev()
+        .find(|e| e.action == "key.migrate_root")
+        .expect("audited");
+    assert_eq!(last.actor, admin().id().to_string());
+    drop(v2);
+    assert!(fx.vault(1).await.is_err());
+    // The same approval cannot be used twice (its nonce is spent).
+    let e = reseal_approved(fx.store(), &recovery, &sealing(2), &good)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().to_lowercase().contains("replay") || e.to_string().contains("sealed"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
 async fn functions_only_see_their_own_namespace_and_declared_names() {
     let fx = Fixture::new();
     let (v, _) = fx.vault(1).await.unwrap();

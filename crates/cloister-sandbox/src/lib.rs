@@ -14,3 +14,7 @@ pub mod worker;
 
 /// File descriptor number on which a worker finds its channel to the supervisor.
 pub const WORKER_CHANNEL_FD: i32 = 3;
+
+/// First argument of a worker process (`cloister-worker __worker HEAP UID`), so one is easy
+/// to tell apart in a process list.
+pub const WORKER_ARG: &str = "__worker";

@@ -29,6 +29,8 @@ pub struct Platform {
     pub token: String,
     pub child: Option<Child>,
     pub log: PathBuf,
+    /// The `cloister` executable serving (and run by [`Platform::cli`]).
+    pub bin: PathBuf,
 }
 
 /// A TCP port free on 127.0.0.1 right now.
@@ -47,8 +49,14 @@ pub fn spawn_serve(data: &Path, port: u16, log: &Path) -> Child {
 
 /// Spawns `cloister serve --dev` with extra flags.
 pub fn spawn_serve_with(data: &Path, port: u16, log: &Path, extra: &[&str]) -> Child {
+    spawn_serve_bin(Path::new(BIN), data, port, log, extra)
+}
+
+/// Spawns `serve --dev` from the `cloister` executable at `bin` (its trusted executables are
+/// the ones next to it).
+pub fn spawn_serve_bin(bin: &Path, data: &Path, port: u16, log: &Path, extra: &[&str]) -> Child {
     let log_file = std::fs::File::create(log).unwrap();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin);
     cmd.args(["serve", "--dev", "--data-dir"])
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -86,11 +94,17 @@ impl Platform {
 
     /// Starts a platform on an existing data directory with extra `serve` flags.
     pub async fn start_in_with(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::start_from(dir, Path::new(BIN), extra).await
+    }
+
+    /// Starts a platform from the `cloister` executable at `bin` (and the trusted ones next
+    /// to it) on an existing data directory.
+    pub async fn start_from(dir: tempfile::TempDir, bin: &Path, extra: &[&str]) -> Self {
         let log = dir.path().join("serve.log");
         let data = dir.path().join("data");
         for _attempt in 0..3 {
             let port = free_port();
-            let mut child = spawn_serve_with(&data, port, &log, extra);
+            let mut child = spawn_serve_bin(bin, &data, port, &log, extra);
             let url = format!("http://127.0.0.1:{port}");
             if wait_healthy(&url, &mut child).await {
                 // `serve` prints its banner after its own health check: wait for it so tests
@@ -113,6 +127,7 @@ impl Platform {
                     token,
                     child: Some(child),
                     log,
+                    bin: bin.to_path_buf(),
                 };
             }
             let _ = child.kill();
@@ -205,13 +220,14 @@ impl Platform {
     /// Runs the CLI with `input` on stdin and `env` set over the defaults.
     pub fn cli_env(&self, args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Output {
         use std::io::Write;
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(&self.bin)
             .args(args)
             .env("CLOISTER_URL", &self.url)
             .env("CLOISTER_TOKEN", &self.token)
             .env("CLOISTER_CONFIG", self.dir.path().join("cli-config.json"))
             .env("CLOISTER_IDENTITY", self.admin_identity_path())
             .env_remove("CLOISTER_SIM_ROOT")
+            .env_remove("CLOISTER_TRUSTED_DIR")
             .env_remove("RUST_LOG")
             .env_remove("CLOISTER_IDENTITY_PASSPHRASE")
             .env_remove("CLOISTER_IDENTITY_PASSPHRASE_FILE")
@@ -301,8 +317,20 @@ pub fn assert_api_error<T: std::fmt::Debug>(
     }
 }
 
-/// Pid of the child of `parent` whose command line contains `needle`.
-pub fn child_pid(parent: u32, needle: &str) -> Option<u32> {
+/// The role a platform process plays: `keyvault`, `executor` or `worker` for the trusted
+/// executables (`cloister-keyvaultd` ...), else the `cloister` subcommand (`gateway`).
+pub fn role_of(cmdline: &[u8]) -> String {
+    let mut args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
+    let exe = args.next().unwrap_or_default();
+    let base = exe.rsplit('/').next().unwrap_or_default().to_owned();
+    match base.strip_prefix("cloister-") {
+        Some(trusted) => trusted.trim_end_matches('d').to_owned(),
+        None => args.next().unwrap_or_default().into_owned(),
+    }
+}
+
+/// Pid of the child of `parent` playing `role` (see [`role_of`]).
+pub fn child_pid(parent: u32, role: &str) -> Option<u32> {
     for entry in std::fs::read_dir("/proc").ok()? {
         let Ok(entry) = entry else { continue };
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -318,7 +346,7 @@ pub fn child_pid(parent: u32, needle: &str) -> Option<u32> {
             continue;
         }
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
+        if role_of(&cmdline) == role {
             return Some(pid);
         }
     }

@@ -1,0 +1,104 @@
+//! The executor's run: measure itself (with the worker it will run and the keyvaults it
+//! trusts), then serve the gateway's RPC.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use cloister_executor::ExecutorConfig;
+use cloister_executor::image::WorkerImage;
+use cloister_executor::keyvault_client::KeyvaultSecrets;
+use cloister_executor::secrets::{SecretSource, StaticManifests};
+use cloister_role::tee;
+use cloister_role::trusted::WORKER_BIN;
+
+use crate::args::RunArgs;
+
+/// Runs the executor until SIGINT/SIGTERM.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    cloister_role::harden::trusted_process()?;
+    let creds = args.role.credentials()?;
+    let listener = args.role.listener().await?;
+    let worker_path = match &args.worker {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("cannot locate this executable")?
+            .with_file_name(WORKER_BIN),
+    };
+    // Read once: every worker runs these bytes, whatever happens to the file later.
+    let image = WorkerImage::load(&worker_path)?;
+    let config = tee::executor_config_digest(image.sha384(), &args.keyvaults);
+    let m = tee::measure_running(tee::EXECUTOR_ROLE, &config)?;
+    let (platform, _) = tee::platform(&args.role.data_dir)?;
+    let attester = Arc::new(cloister_attest::sim::SimAttester::new(
+        platform.clone(),
+        tee::EXECUTOR_ROLE,
+        m,
+    ));
+    tracing::info!(
+        measurement = %hex::encode(m),
+        worker = %worker_path.display(),
+        worker_sha384 = %hex::encode(image.sha384()),
+        "executor identity (simulated TEE)"
+    );
+    // The same identity proves this executor to the gateway (one-way attested link).
+    let links = Arc::new(cloister_executor::link::Links::new(Some(attester.clone())));
+    let mut reads = None;
+    let secrets: Arc<dyn SecretSource> = match &args.keyvault_addr {
+        Some(addr) => {
+            let mut cfg = cloister_channel::ChannelConfig::new(
+                tee::EXECUTOR_ROLE,
+                attester,
+                tee::verifiers(&platform)?,
+            )
+            .accept_peer(tee::KEYVAULT_ROLE, tee::sim_policy(&args.keyvaults)?);
+            cfg.max_attestation_age =
+                std::time::Duration::from_secs(tee::MAX_EVIDENCE_AGE_SECS / 2);
+            let connector = cloister_channel::ChannelConnector::new(Arc::new(cfg))?;
+            tracing::info!(
+                keyvault = %addr,
+                trusted = ?args.keyvaults.iter().map(hex::encode).collect::<Vec<_>>(),
+                "fetching secrets from keyvault builds with these measurements only"
+            );
+            let kv = Arc::new(KeyvaultSecrets::new(
+                addr.clone(),
+                connector,
+                std::time::Duration::from_secs(args.secrets_ttl_secs),
+            ));
+            // Every read of secrets (cache hits included) is recorded by keyvault in batches.
+            reads = Some((kv.clone(), kv.spawn_read_flusher()));
+            kv
+        }
+        None => {
+            tracing::warn!(
+                "no --keyvault-addr: no manifest can be verified, so every invocation is refused"
+            );
+            Arc::new(StaticManifests::default())
+        }
+    };
+    let mut cfg = ExecutorConfig::new(image.exec_path().to_path_buf());
+    cfg.worker_uids = args.worker_uids.clone();
+    let sup = cloister_executor::pool::Supervisor::new(cfg, secrets);
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        tee = "sim",
+        "executor listening (simulated TEE: not confidential)"
+    );
+    cloister_executor::service::serve(
+        listener,
+        sup,
+        links,
+        creds.get("gateway")?,
+        cloister_role::listen::stop_signal(),
+    )
+    .await?;
+    if let Some((kv, flusher)) = reads {
+        flusher.abort();
+        if let Err(e) = kv.flush_reads(true).await {
+            tracing::error!(error = %e, "the last secret reads could not be recorded by keyvault");
+        }
+    }
+    // The image (and the descriptor workers are started from) lives until here.
+    drop(image);
+    tracing::info!("executor stopped");
+    Ok(())
+}
