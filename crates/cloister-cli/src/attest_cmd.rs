@@ -28,9 +28,16 @@ pub fn run(cmd: AttestCommand, json_mode: bool) -> anyhow::Result<ExitCode> {
         AttestCommand::Verify(args) => verify(*args, json_mode),
         AttestCommand::Inspect(args) => inspect(args, json_mode),
         AttestCommand::Roots => roots(json_mode),
-        AttestCommand::Measure { role, trusted_dir } => {
-            measure(role.as_deref(), trusted_dir.as_deref(), json_mode)
-        }
+        AttestCommand::Measure {
+            role,
+            trusted_dir,
+            workers,
+        } => measure(
+            role.as_deref(),
+            trusted_dir.as_deref(),
+            workers.range()?,
+            json_mode,
+        ),
     }
 }
 
@@ -403,9 +410,17 @@ struct MeasureReport {
     worker_sha384: String,
 }
 
-fn measure(role: Option<&str>, dir: Option<&Path>, json_mode: bool) -> anyhow::Result<ExitCode> {
+fn measure(
+    role: Option<&str>,
+    dir: Option<&Path>,
+    worker_uids: std::ops::Range<u32>,
+    json_mode: bool,
+) -> anyhow::Result<ExitCode> {
     let bins = cloister_role::trusted::TrustedBinaries::locate(dir)?;
-    let m = bins.measure()?;
+    let m = bins.measure(
+        cloister_executor::config::DEFAULT_SECRETS_TTL_SECS,
+        worker_uids,
+    )?;
     let label = cloister_attest::TeeType::Sim.label();
     let report = MeasureReport {
         tee: "sim",

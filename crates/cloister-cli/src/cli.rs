@@ -377,6 +377,9 @@ pub enum AttestCommand {
         /// Directory of the trusted executables (default: next to this CLI).
         #[arg(long, env = cloister_role::trusted::DIR_ENV)]
         trusted_dir: Option<PathBuf>,
+        /// The worker uids the executor is configured with (part of its measurement).
+        #[command(flatten)]
+        workers: WorkerUidArgs,
     },
 }
 

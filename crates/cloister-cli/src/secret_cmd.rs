@@ -450,7 +450,9 @@ async fn migrate(args: MigrateArgs, json_mode: bool) -> anyhow::Result<()> {
     }
     if json_mode {
         // keyvault's JSON report passes through; a failure becomes this CLI's own error.
-        cmd.arg("--json").stdin(std::process::Stdio::inherit());
+        cmd.arg("--json")
+            .stdin(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::inherit());
         let out = cmd
             .output()
             .with_context(|| format!("cannot run {}", bins.keyvault.display()))?;

@@ -128,6 +128,17 @@ struct DevState {
     executor: String,
 }
 
+/// Removes a file when dropped.
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// File of [`DevState`] in the data directory.
 const DEV_STATE_FILE: &str = "dev-platform.json";
 /// The approval handed to keyvault for a development re-seal.
@@ -316,10 +327,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
              `cloister-executord` and `cloister gateway` yourself"
         );
     }
-    args.workers.range()?;
+    let worker_uids = args.workers.range()?;
     let bins = TrustedBinaries::locate(args.trusted_dir.as_deref())?;
     bins.check_versions()?;
-    let measured = bins.measure()?;
+    let measured = bins.measure(
+        cloister_executor::config::DEFAULT_SECRETS_TTL_SECS,
+        worker_uids,
+    )?;
     prepare_data_dir(&args.data_dir)?;
     let token_path = args.data_dir.join(ADMIN_TOKEN_FILE);
     let token_existed = token_path.exists();
@@ -362,6 +376,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // log), so a rebuilt keyvault can be carried over without a human typing it in.
     let recovery_file = args.data_dir.join(RECOVERY_KEY_FILE);
     let reseal = approve_keyvault_reseal(&args.data_dir, &admin_identity, &measured).await?;
+    // The approval file goes when it has served, or when this start fails.
+    let approval_file = RemoveOnDrop(reseal.clone());
     if reseal.is_none() && recovery_file.exists() && !initialised(&args.data_dir).await? {
         // A recovery key left from a platform whose database is gone: keep it, aside.
         let aside = args.data_dir.join(format!(
@@ -375,17 +391,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             aside.display()
         );
     }
-    let mut recovery_args = vec![
+    let mut kv_extra = vec![
         "--recovery-key-file".to_owned(),
         recovery_file.display().to_string(),
         "--bootstrap-executor-measurement".to_owned(),
         hex::encode(measured.executor),
     ];
     if let Some(approval) = &reseal {
-        recovery_args.push("--dev-reseal-approval".to_owned());
-        recovery_args.push(approval.display().to_string());
+        kv_extra.push("--dev-reseal-approval".to_owned());
+        kv_extra.push(approval.display().to_string());
     }
-    let kv_args: Vec<String> = [
+    let mut kv_args: Vec<String> = [
         "--channel-listen-fd",
         "4",
         "--data-dir",
@@ -395,7 +411,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     ]
     .into_iter()
     .map(str::to_owned)
-    .chain(recovery_args)
+    .chain(kv_extra)
     .chain(threads.iter().cloned())
     .collect();
     let keyvault = spawn_role(
@@ -482,8 +498,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 return Err(e);
             }
         };
-    if let Some(approval) = &reseal {
-        let _ = std::fs::remove_file(approval);
+    // Re-sealed (keyvault attested with the new measurement): a restart needs no approval.
+    drop(approval_file);
+    if let Some(i) = kv_args.iter().position(|a| a == "--dev-reseal-approval") {
+        kv_args.drain(i..i + 2);
     }
     if let Err(e) = approve_executor(
         &url,

@@ -31,6 +31,12 @@ pub struct ExecutorConfig {
     pub worker_uids: std::ops::Range<u32>,
 }
 
+/// Default seconds a fetched secret may be served from memory.
+pub const DEFAULT_SECRETS_TTL_SECS: u64 = 30;
+/// Longest allowed secrets cache lifetime: a build removed from keyvault's policy, or a
+/// rotated value, lingers in an executor's memory at most this long.
+pub const MAX_SECRETS_TTL_SECS: u64 = 300;
+
 /// First uid of the default worker range: far above login and container-mapped ranges.
 pub const DEFAULT_WORKER_UID_BASE: u32 = 0x7000_0000;
 /// Size of the default worker uid range (more than the most live workers allowed).

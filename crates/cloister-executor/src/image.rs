@@ -10,6 +10,14 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha384};
 
+/// Largest worker executable accepted (a path pointing at an endless file fails cleanly).
+pub const MAX_WORKER_BYTES: u64 = 1 << 30;
+
+/// `MFD_EXEC` (Linux 6.3).
+const MFD_EXEC: libc::c_uint = 0x0010;
+/// `F_SEAL_EXEC` (Linux 6.3).
+const F_SEAL_EXEC: libc::c_int = 0x0020;
+
 /// Why the worker image could not be prepared.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -44,28 +52,40 @@ impl WorkerImage {
         };
         let mut bytes = Vec::new();
         File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .and_then(|f| f.take(MAX_WORKER_BYTES + 1).read_to_end(&mut bytes))
             .map_err(read)?;
+        if bytes.len() as u64 > MAX_WORKER_BYTES {
+            return Err(read(std::io::Error::other(format!(
+                "larger than {MAX_WORKER_BYTES} bytes"
+            ))));
+        }
         Self::from_bytes(&bytes)
     }
 
     /// Seals `bytes` (an executable) into a memory file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ImageError> {
         let sha384: [u8; 48] = Sha384::digest(bytes).into();
-        // SAFETY: memfd_create with a NUL-terminated name and flags only; the result is
-        // checked and owned at once.
-        let raw = unsafe {
-            libc::memfd_create(
-                c"cloister-worker".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
+        let create = |flags: libc::c_uint| {
+            // SAFETY: memfd_create with a NUL-terminated name and flags only.
+            unsafe { libc::memfd_create(c"cloister-worker".as_ptr(), flags) }
         };
+        // Ask for an executable memfd explicitly (required where `vm.memfd_noexec` is 1);
+        // kernels before 6.3 do not know the flag (EINVAL) and make every memfd executable.
+        let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+        let mut raw = create(base | MFD_EXEC);
+        if raw < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            raw = create(base);
+        }
         if raw < 0 {
             return Err(ImageError::Memfd(std::io::Error::last_os_error()));
         }
         // SAFETY: `raw` is a fresh descriptor owned by nothing else.
         let mut writable = File::from(unsafe { OwnedFd::from_raw_fd(raw) });
         writable.write_all(bytes).map_err(ImageError::Memfd)?;
+        // Where the kernel knows it, also seal the mode (no chmod games); before the seals
+        // are sealed. SAFETY: fcntl on a descriptor we own; an unknown seal fails (EINVAL),
+        // which changes nothing and is ignored.
+        unsafe { libc::fcntl(writable.as_raw_fd(), libc::F_ADD_SEALS, F_SEAL_EXEC) };
         let seals =
             libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
         // SAFETY: fcntl on a descriptor we own.

@@ -4,7 +4,10 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::bail;
-use cloister_executor::config::{DEFAULT_WORKER_UID_BASE, DEFAULT_WORKER_UID_COUNT};
+use cloister_executor::config::{
+    DEFAULT_SECRETS_TTL_SECS, DEFAULT_WORKER_UID_BASE, DEFAULT_WORKER_UID_COUNT,
+    MAX_SECRETS_TTL_SECS,
+};
 use cloister_role::flags::{self, Next, RoleFlags};
 use cloister_role::tee::Measurement;
 
@@ -30,9 +33,13 @@ USAGE:
                            executor's measurement.
   --worker PATH            the worker executable (default: cloister-worker next to this one).
                            Read once at start; part of this executor's measurement.
-  --secrets-ttl-secs N     seconds a fetched secret may be served from memory (default 30)
+  --secrets-ttl-secs N     seconds a fetched secret may be served from memory (default 30,
+                           at most 300)
   --worker-uid-base UID    first uid workers switch to when run as root (default 1879048192)
   --worker-uid-count N     how many uids (default 65536)
+
+Every setting above except the sockets, credentials, threads and data directory is part of
+the executor's measurement (its configuration digest).
 ";
 
 /// What to do.
@@ -68,7 +75,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Mode> {
     let mut p = lexopt::Parser::from_args(args);
     let mut role = RoleFlags::default();
     let (mut keyvault_addr, mut keyvaults, mut worker) = (None, Vec::new(), None);
-    let mut secrets_ttl_secs = 30;
+    let mut secrets_ttl_secs = DEFAULT_SECRETS_TTL_SECS;
     let (mut uid_base, mut uid_count) = (DEFAULT_WORKER_UID_BASE, DEFAULT_WORKER_UID_COUNT);
     while let Some(next) = flags::next(&mut p)? {
         match next {
@@ -97,6 +104,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Mode> {
             "--keyvault-addr needs --keyvault-measurement: the keyvault build this executor \
              trusts (`cloister attest measure` prints it)"
         );
+    }
+    if secrets_ttl_secs > MAX_SECRETS_TTL_SECS {
+        bail!("--secrets-ttl-secs is at most {MAX_SECRETS_TTL_SECS}");
     }
     let Some(worker_uids) = cloister_executor::config::worker_uid_range(uid_base, uid_count) else {
         bail!("--worker-uid-base must be above 0 and base + count must fit in 32 bits");
@@ -163,6 +173,10 @@ mod tests {
                 "--listen",
             ),
             (vec!["--listen-fd", "3", "extra"], "unexpected argument"),
+            (
+                vec!["--listen-fd", "3", "--secrets-ttl-secs", "301"],
+                "at most 300",
+            ),
         ] {
             let e = format!("{:#}", p(&bad).unwrap_err());
             assert!(e.contains(says), "{bad:?}: {e}");

@@ -26,7 +26,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // Read once: every worker runs these bytes, whatever happens to the file later.
     let image = WorkerImage::load(&worker_path)?;
-    let config = tee::executor_config_digest(image.sha384(), &args.keyvaults);
+    let config = tee::executor_config_digest(&tee::ExecutorSettings {
+        worker: *image.sha384(),
+        keyvaults: args.keyvaults.clone(),
+        secrets_ttl_secs: args.secrets_ttl_secs,
+        worker_uids: args.worker_uids.clone(),
+    });
     let m = tee::measure_running(tee::EXECUTOR_ROLE, &config)?;
     let (platform, _) = tee::platform(&args.role.data_dir)?;
     let attester = Arc::new(cloister_attest::sim::SimAttester::new(

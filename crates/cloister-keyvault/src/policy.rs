@@ -47,15 +47,30 @@ fn parse(yaml: &str) -> Result<Policy, Denied> {
 }
 
 impl Authority {
-    /// Loads the stored executor policy, or stores `bootstrap` (YAML) as version 1 when there
-    /// is none (first start); returns the live policy to hand to the channel.
+    /// Loads the stored executor policy; returns the live policy to hand to the channel.
+    ///
+    /// `bootstrap` (YAML) is stored as version 1 when there is none, and must be given only by
+    /// the start that initialised the vault: on an initialised vault a missing policy row means
+    /// someone deleted it (rows are MACed, their absence is not), and whoever starts keyvault
+    /// must not get to choose the executors that receive secrets by doing so.
     pub async fn load_executor_policy(
         &self,
-        bootstrap: &str,
+        bootstrap: Option<&str>,
     ) -> Result<Arc<RwLock<Policy>>, Denied> {
         let record = match self.load(KIND, KEY).await? {
             Some(bytes) => Self::decode::<PolicyRecord>(KIND, KEY, &bytes)?,
             None => {
+                let Some(bootstrap) = bootstrap else {
+                    tracing::error!(
+                        "ALARM: keyvault's executor policy is missing from an initialised vault"
+                    );
+                    return Err(Denied::Tampered(
+                        "the executor policy is missing from an initialised vault (deleted from \
+                         the database, or keyvault stopped during its very first start); refusing \
+                         to choose one: restore a backup"
+                            .into(),
+                    ));
+                };
                 let record = PolicyRecord {
                     version: 1,
                     policy: bootstrap.to_owned(),

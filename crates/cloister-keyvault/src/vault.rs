@@ -1163,13 +1163,16 @@ pub async fn migrate(
 /// Re-seals the root to `sealing` with the recovery key, as an admin's signed
 /// [`KeyvaultReseal`](cloister_authority::ops::KeyvaultReseal) allows: it must name the
 /// measurement the root is sealed to now and `sealing`'s, be signed by a live admin of this
-/// vault's registry (read with the recovered root, so the database cannot forge one), and
-/// not be replayed. Audited as that admin's `key.migrate_root`. Returns the old measurement.
+/// vault's registry (read with the recovered root, so the database cannot forge one, and only
+/// after the rollback guard accepted the database, so an older registry cannot vouch), and
+/// not be replayed (its nonce is stored before the re-seal). Audited as that admin's
+/// `key.migrate_root`. Returns the old measurement.
 pub async fn reseal_approved(
     store: Arc<dyn KeyvaultStore>,
     recovery: &RecoveryKey,
     sealing: &Sealing,
     signed: &[u8],
+    guard: &Path,
 ) -> Result<String, VaultError> {
     use cloister_authority::ops::{IdentityRole, KeyvaultReseal};
     let rec = store
@@ -1179,12 +1182,23 @@ pub async fn reseal_approved(
     let root_id = KeyId::from_hex(&rec.root_id).map_err(|_| corrupt("root id"))?;
     let root = recovery.unwrap_root(root_id, &rec.recovery)?;
     store.set_audit_mac(audit_mac_fn(&root, &root_id)?);
-    let (vault, _) =
-        Vault::assemble(store.clone(), root_id, root, Opened::Unsealed, None, None).await?;
+    let (vault, _) = Vault::assemble(
+        store.clone(),
+        root_id,
+        root,
+        Opened::Unsealed,
+        None,
+        Some(guard),
+    )
+    .await?;
+    vault.check_guard().await?;
     let (v, signer) = vault
         .authority
         .verify_signed::<KeyvaultReseal>(signed)
         .await?;
+    // Spent for good before anything changes: the approval cannot be used again, even
+    // after the root is moved back.
+    vault.authority.save_nonces().await?;
     if signer.role != IdentityRole::Admin {
         return Err(Denied::NotAdmin(v.signer_id().clone()).into());
     }

@@ -1148,7 +1148,7 @@ async fn only_an_admin_changes_the_executor_policy_and_the_bootstrap_is_used_onc
     use cloister_authority::ops::RegistryChange;
     let fx = Fx::new().await;
     let a = fx.v.authority();
-    let shared = a.load_executor_policy(POLICY_A).await.unwrap();
+    let shared = a.load_executor_policy(Some(POLICY_A)).await.unwrap();
     let (ma, mb) = ("a".repeat(96), "b".repeat(96));
     assert_eq!(a.executor_measurements(), vec![ma.clone()]);
     assert!(a.executor_allowed(&ma) && !a.executor_allowed(&mb));
@@ -1194,7 +1194,10 @@ async fn only_an_admin_changes_the_executor_policy_and_the_bootstrap_is_used_onc
     // After a restart the stored policy wins over the bootstrap value.
     drop(fx.v);
     let v = open(&fx.db).await;
-    v.authority().load_executor_policy(POLICY_A).await.unwrap();
+    v.authority()
+        .load_executor_policy(Some(POLICY_A))
+        .await
+        .unwrap();
     assert_eq!(v.authority().executor_measurements(), vec![mb.clone()]);
     assert_eq!(v.authority().executor_policy().unwrap().version, 2);
     drop(v);
@@ -1219,12 +1222,27 @@ async fn only_an_admin_changes_the_executor_policy_and_the_bootstrap_is_used_onc
     let v = open(&fx.db).await;
     assert_eq!(
         v.authority()
-            .load_executor_policy(POLICY_A)
+            .load_executor_policy(Some(POLICY_A))
             .await
             .unwrap_err()
             .code(),
         ErrorCode::ManifestMismatch
     );
+    drop(v);
+    // The database owner deletes the policy row and restarts keyvault offering a bootstrap
+    // policy of their choice: an initialised vault refuses to take one.
+    let conn = rusqlite::Connection::open(&fx.db).unwrap();
+    conn.execute(
+        "DELETE FROM kv_authority WHERE kind = 'policy' AND key = 'executor'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let v = open(&fx.db).await;
+    let e = v.authority().load_executor_policy(None).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ManifestMismatch, "{e}");
+    assert!(e.to_string().contains("missing"), "{e}");
+    assert!(!v.authority().executor_allowed(&ma) && !v.authority().executor_allowed(&mb));
 }
 
 #[tokio::test]

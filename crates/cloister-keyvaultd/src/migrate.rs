@@ -37,6 +37,8 @@ struct Migrated {
 
 /// Runs `migrate`.
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
+    // It holds the root and the recovery key: no core dump, no ptrace, no swap.
+    cloister_role::harden::trusted_process()?;
     let recovery = crate::recovery::read(args.recovery_key_file.as_deref())?;
     let sealing = sealing(&args.data_dir)?;
     let db = args.data_dir.join(cloister_role::files::DATABASE_FILE);

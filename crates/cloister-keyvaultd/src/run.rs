@@ -1,7 +1,7 @@
 //! `cloister-keyvaultd run`: unseal (or initialise) the vault, then serve the gateway's RPC
 //! and executors' attested channels.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Read};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -54,6 +54,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
              (created 0600) or run it on a terminal."
         );
     }
+    if root.is_none() && args.bootstrap_executors.is_empty() {
+        bail!(
+            "keyvault would initialise, and its first executor policy comes from \
+             --bootstrap-executor-measurement HEX (at least one; `cloister attest measure --role \
+             executor` prints it). Afterwards only an admin-signed change moves it."
+        );
+    }
     if let (Some(rec), Some(approval)) = (&root, &args.dev_reseal_approval)
         && rec.measurement != hex::encode(m)
     {
@@ -85,17 +92,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             Err(e) => return Err(e).context("cannot open keyvault's state"),
         };
-    match opened {
+    // The bootstrap executor policy is stored by the start that initialises the vault, and
+    // by no other: see `load_executor_policy`.
+    let bootstrap_policy = match opened {
         cloister_keyvault::Opened::Created(recovery) => {
-            crate::recovery::show(&recovery.reveal(), args.recovery_key_file.as_deref())?
+            crate::recovery::show(&recovery.reveal(), args.recovery_key_file.as_deref())?;
+            Some(tee::sim_policy_yaml(&args.bootstrap_executors))
         }
         cloister_keyvault::Opened::Unsealed => {
             tracing::info!(
                 "unsealed keyvault's root key (measurement {})",
                 hex::encode(m)
-            )
+            );
+            None
         }
-    }
+    };
     let vault = Arc::new(vault);
     let attester: Arc<dyn cloister_attest::attester::Attester> = Arc::new(
         cloister_attest::sim::SimAttester::new(platform.clone(), tee::KEYVAULT_ROLE, m),
@@ -104,7 +115,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // first start only; afterwards only an admin-signed change moves it.
     let executor_policy = vault
         .authority()
-        .load_executor_policy(&tee::sim_policy_yaml(&args.bootstrap_executors))
+        .load_executor_policy(bootstrap_policy.as_deref())
         .await
         .context("cannot load keyvault's executor policy")?;
     let allowed = vault.authority().executor_measurements();
@@ -145,6 +156,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Largest signed approval read (they are a few hundred bytes).
+const MAX_APPROVAL_BYTES: u64 = 64 * 1024;
+
 /// DEVELOPMENT ONLY: the root is sealed to another keyvault build; re-seal it to this one
 /// with the recovery key, as an admin's signed approval allows (keyvault checks the
 /// signature against its registry, and the approval names both measurements).
@@ -155,9 +169,18 @@ async fn dev_reseal(
     sealing: &cloister_keyvault::Sealing,
 ) -> anyhow::Result<()> {
     let recovery = crate::recovery::read(args.recovery_key_file.as_deref())?;
-    let signed = std::fs::read(approval)
+    let mut signed = Vec::new();
+    std::fs::File::open(approval)
+        .and_then(|f| std::io::Read::take(f, MAX_APPROVAL_BYTES + 1).read_to_end(&mut signed))
         .with_context(|| format!("cannot read the approval {}", approval.display()))?;
-    let from = cloister_keyvault::reseal_approved(store, &recovery, sealing, &signed)
+    if signed.len() as u64 > MAX_APPROVAL_BYTES {
+        bail!(
+            "{} is not an approval (over {MAX_APPROVAL_BYTES} bytes)",
+            approval.display()
+        );
+    }
+    let guard = args.role.data_dir.join(GUARD_FILE);
+    let from = cloister_keyvault::reseal_approved(store, &recovery, sealing, &signed, &guard)
         .await
         .context("the development re-seal was refused")?;
     tracing::warn!(

@@ -5,8 +5,9 @@
 //! A measurement covers exactly one trusted executable, its role and a digest of its
 //! security-relevant configuration (`cloister_attest::sim::measure`). For keyvault that
 //! configuration is fixed; for the executor it names the worker executable it runs (by
-//! SHA-384) and the keyvault measurements it trusts, so the executor's measurement covers
-//! the worker too, and a differently configured executor measures differently.
+//! SHA-384), the keyvault measurements it trusts, how long it caches secrets and the worker
+//! uids, so the executor's measurement covers the worker too, and a differently configured
+//! executor measures differently.
 
 use std::io::Read;
 use std::path::Path;
@@ -46,17 +47,33 @@ pub fn keyvault_config_digest() -> [u8; 32] {
     Sha256::digest(base_config(KEYVAULT_ROLE).as_bytes()).into()
 }
 
-/// Configuration digest of an executor that runs the worker executable with SHA-384
-/// `worker` and trusts keyvaults measuring `keyvaults` (order does not matter).
-pub fn executor_config_digest(worker: &FileDigest, keyvaults: &[Measurement]) -> [u8; 32] {
-    let mut kv: Vec<String> = keyvaults.iter().map(hex::encode).collect();
+/// The executor's security-relevant settings: what its configuration digest covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorSettings {
+    /// SHA-384 of the worker executable it runs.
+    pub worker: FileDigest,
+    /// keyvault measurements it trusts (a set: order and repeats do not matter).
+    pub keyvaults: Vec<Measurement>,
+    /// Seconds a fetched secret may be served from memory (how long a revoked build or a
+    /// rotated value can linger).
+    pub secrets_ttl_secs: u64,
+    /// The uids workers switch to (each live worker gets its own).
+    pub worker_uids: std::ops::Range<u32>,
+}
+
+/// Configuration digest of an executor with `settings`.
+pub fn executor_config_digest(settings: &ExecutorSettings) -> [u8; 32] {
+    let mut kv: Vec<String> = settings.keyvaults.iter().map(hex::encode).collect();
     kv.sort();
     kv.dedup();
     let cfg = format!(
-        "{}\0worker_sha384={}\0keyvaults={}",
+        "{}\0worker_sha384={}\0keyvaults={}\0secrets_ttl_secs={}\0worker_uids={}..{}",
         base_config(EXECUTOR_ROLE),
-        hex::encode(worker),
-        kv.join(",")
+        hex::encode(settings.worker),
+        kv.join(","),
+        settings.secrets_ttl_secs,
+        settings.worker_uids.start,
+        settings.worker_uids.end,
     );
     Sha256::digest(cfg.as_bytes()).into()
 }
@@ -148,28 +165,41 @@ mod tests {
 
     #[test]
     fn every_part_of_the_executor_configuration_changes_its_digest() {
-        let (w1, w2) = ([1u8; 48], [2u8; 48]);
-        let (k1, k2) = ([3u8; 48], [4u8; 48]);
-        let base = executor_config_digest(&w1, &[k1]);
-        assert_ne!(base, executor_config_digest(&w2, &[k1]), "worker");
-        assert_ne!(base, executor_config_digest(&w1, &[k2]), "keyvault");
-        assert_ne!(
-            base,
-            executor_config_digest(&w1, &[k1, k2]),
-            "more keyvaults"
-        );
+        let base = ExecutorSettings {
+            worker: [1; 48],
+            keyvaults: vec![[3; 48]],
+            secrets_ttl_secs: 30,
+            worker_uids: 1000..2000,
+        };
+        let d = executor_config_digest(&base);
+        let with = |f: &dyn Fn(&mut ExecutorSettings)| {
+            let mut s = base.clone();
+            f(&mut s);
+            executor_config_digest(&s)
+        };
+        assert_ne!(d, with(&|s| s.worker = [2; 48]), "worker");
+        assert_ne!(d, with(&|s| s.keyvaults = vec![[4; 48]]), "keyvault");
+        assert_ne!(d, with(&|s| s.keyvaults.push([4; 48])), "more keyvaults");
+        assert_ne!(d, with(&|s| s.secrets_ttl_secs = 300), "ttl");
+        assert_ne!(d, with(&|s| s.worker_uids = 1000..1001), "uid range");
         assert_eq!(
-            executor_config_digest(&w1, &[k1, k2]),
-            executor_config_digest(&w1, &[k2, k1, k2]),
+            with(&|s| s.keyvaults = vec![[4; 48], [3; 48], [4; 48]]),
+            with(&|s| s.keyvaults = vec![[3; 48], [4; 48]]),
             "a set: order and repeats do not matter"
         );
-        assert_ne!(base, keyvault_config_digest());
+        assert_ne!(d, keyvault_config_digest());
     }
 
     #[test]
     fn the_running_executable_is_measured_per_role() {
         let kv = measure_running(KEYVAULT_ROLE, &keyvault_config_digest()).unwrap();
-        let ex = measure_running(EXECUTOR_ROLE, &executor_config_digest(&[0; 48], &[kv])).unwrap();
+        let settings = ExecutorSettings {
+            worker: [0; 48],
+            keyvaults: vec![kv],
+            secrets_ttl_secs: 30,
+            worker_uids: 1..2,
+        };
+        let ex = measure_running(EXECUTOR_ROLE, &executor_config_digest(&settings)).unwrap();
         assert_ne!(kv, ex);
         let exe = std::env::current_exe().unwrap();
         assert_eq!(

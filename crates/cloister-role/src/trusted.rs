@@ -12,28 +12,13 @@ use serde::Serialize;
 
 use crate::tee::{self, FileDigest, Measurement};
 
-/// keyvault's executable.
-pub const KEYVAULT_BIN: &str = "cloister-keyvaultd";
-/// The executor's executable.
-pub const EXECUTOR_BIN: &str = "cloister-executord";
-/// The sandboxed worker's executable (run by the executor).
-pub const WORKER_BIN: &str = "cloister-worker";
-
-/// Revision of the flags, descriptors and subcommands the launcher passes the trusted
-/// binaries; a binary of another revision is refused before it is started.
-pub const INTERFACE: u32 = 1;
+pub use cloister_types::trusted::{
+    EXECUTOR_BIN, INTERFACE, KEYVAULT_BIN, WORKER_BIN, version_line,
+};
 
 /// Environment variable naming the directory of the trusted binaries (default: the
 /// directory of the running `cloister`).
 pub const DIR_ENV: &str = "CLOISTER_TRUSTED_DIR";
-
-/// What `<bin> --version` prints: name, release and interface revision.
-pub fn version_line(bin: &str) -> String {
-    format!(
-        "{bin} {} (interface {INTERFACE})",
-        env!("CARGO_PKG_VERSION")
-    )
-}
 
 /// Where the three trusted executables are.
 #[derive(Debug, Clone, Serialize)]
@@ -116,12 +101,22 @@ impl TrustedBinaries {
         )
     }
 
-    /// Measures all three as `serve --dev` configures them.
-    pub fn measure(&self) -> anyhow::Result<Measured> {
+    /// Measures all three as `serve --dev` configures them: the executor trusting this
+    /// keyvault, running this worker, with `secrets_ttl_secs` and `worker_uids`.
+    pub fn measure(
+        &self,
+        secrets_ttl_secs: u64,
+        worker_uids: std::ops::Range<u32>,
+    ) -> anyhow::Result<Measured> {
         let keyvault_config = tee::keyvault_config_digest();
         let keyvault = tee::measure_path(&self.keyvault, tee::KEYVAULT_ROLE, &keyvault_config)?;
         let worker = tee::sha384_file(&self.worker)?;
-        let executor_config = tee::executor_config_digest(&worker, &[keyvault]);
+        let executor_config = tee::executor_config_digest(&tee::ExecutorSettings {
+            worker,
+            keyvaults: vec![keyvault],
+            secrets_ttl_secs,
+            worker_uids,
+        });
         let executor = tee::measure_path(&self.executor, tee::EXECUTOR_ROLE, &executor_config)?;
         Ok(Measured {
             keyvault,
@@ -177,9 +172,9 @@ mod tests {
         let e = found.check_versions().unwrap_err().to_string();
         assert!(e.contains("not the version"), "{e}");
         // Measurements change with any byte of any of the three.
-        let before = found.measure().unwrap();
+        let before = found.measure(30, 1..2).unwrap();
         std::fs::write(&found.worker, b"other worker").unwrap();
-        let after = found.measure().unwrap();
+        let after = found.measure(30, 1..2).unwrap();
         assert_eq!(before.keyvault, after.keyvault);
         assert_ne!(before.executor, after.executor);
         assert_ne!(before.worker, after.worker);

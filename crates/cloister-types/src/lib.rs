@@ -8,6 +8,7 @@ pub mod error;
 pub mod hash;
 pub mod limits;
 pub mod names;
+pub mod trusted;
 pub mod wire;
 
 pub use error::{ApiError, ErrorCode};

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         Some("--version") | Some("-V") => {
             println!(
                 "{}",
-                cloister_role::trusted::version_line(cloister_role::trusted::WORKER_BIN)
+                cloister_types::trusted::version_line(cloister_types::trusted::WORKER_BIN)
             );
             ExitCode::SUCCESS
         }
