@@ -1,18 +1,16 @@
 //! `cloister keyvault backup|restore`: copies of the platform's database, and putting one back
-//! under an admin-signed new anti-rollback epoch (see `cloister_keyvault::guard`).
+//! under an admin-signed new anti-rollback epoch, which keyvault's executable checks and
+//! applies (`cloister-keyvaultd restore-plan` / `restore`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use cloister_authority::ops::Restore;
 use cloister_authority::{SignOptions, sign};
 use cloister_store::SqliteStore;
 
 use crate::cli::{BackupArgs, Conn, RestoreArgs};
 use crate::output;
-use crate::roles::{DATABASE_FILE, GUARD_FILE};
-use cloister_role::tee;
+use crate::roles::DATABASE_FILE;
 
 /// What `backup` and `restore` report with `--json`.
 #[derive(serde::Serialize)]
@@ -96,45 +94,65 @@ fn put_back(db: &Path, aside: &Path) {
     }
 }
 
-/// Runs `keyvault restore`.
+/// Runs `cloister-keyvaultd <sub> --data-dir DIR`, `input` on its stdin, and parses the JSON
+/// it prints (its errors go to our stderr).
+fn keyvaultd<T: serde::de::DeserializeOwned>(
+    exe: &Path,
+    sub: &str,
+    data_dir: &Path,
+    input: &[u8],
+) -> anyhow::Result<T> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(exe)
+        .arg(sub)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input)?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "keyvault's `{sub}` failed ({}); its message is above",
+            out.status
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("keyvault's `{sub}` printed something unexpected"))
+}
+
+/// Runs `keyvault restore`: the file is copied here; keyvault (its own executable, which
+/// alone unseals the database) says what to sign, the admin identity signs it, keyvault
+/// checks and applies it.
 pub async fn restore(conn: &Conn, args: &RestoreArgs, json_mode: bool) -> anyhow::Result<()> {
     let db = database(&args.data_dir)?;
     if !args.from.is_file() {
         bail!("{} is not a file", args.from.display());
     }
+    let bins = cloister_role::trusted::TrustedBinaries::locate(args.trusted_dir.as_deref())?;
+    bins.check_versions()?;
     // The admin identity is loaded first, so nothing is moved when there is none.
     let admin = crate::identity_cmd::require(conn.identity.as_deref())?;
-    // The sim platform lets this process derive the sealing key of the keyvault build next
-    // to it; on hardware this step has to move inside keyvault's executable, as `migrate` has.
-    let (platform, _) = tee::platform(&args.data_dir)?;
-    let m = cloister_role::trusted::TrustedBinaries::locate(args.trusted_dir.as_deref())?
-        .keyvault_measurement()?;
-    let sealing = cloister_keyvault::Sealing {
-        measurement: m,
-        key: platform.sealing_key(&m, tee::ROOT_SEALING_PURPOSE)?,
-    };
     let aside = move_aside(&db)?;
     let result = async {
         std::fs::copy(&args.from, &db)
             .with_context(|| format!("cannot copy {} to {}", args.from.display(), db.display()))?;
-        let store = SqliteStore::open(&db)
-            .with_context(|| format!("{} is not a Cloister database", args.from.display()))?;
-        let guard = args.data_dir.join(GUARD_FILE);
-        let vault = cloister_keyvault::Vault::open_for_restore(Arc::new(store), &sealing, &guard)
-            .await
-            .context("cannot unseal the backup with this build and platform")?;
-        let (seq, hash) = vault.audit_head().await?;
-        let body = Restore {
-            epoch: vault.restore_base_epoch().await? + 1,
-            audit_head_seq: seq,
-            audit_head_hash: hash,
-        };
-        let signed = sign(&admin, &body, &SignOptions::for_platform(vault.platform()))?;
-        let st = vault
-            .restore(&signed)
-            .await
-            .context("keyvault refused the restore")?;
-        anyhow::Ok(st)
+        let plan: cloister_keyvaultd::RestorePlan =
+            keyvaultd(&bins.keyvault, "restore-plan", &args.data_dir, b"")?;
+        let signed = sign(
+            &admin,
+            &plan.restore,
+            &SignOptions::for_platform(&plan.platform),
+        )?;
+        let done: cloister_keyvaultd::Restored =
+            keyvaultd(&bins.keyvault, "restore", &args.data_dir, &signed)?;
+        anyhow::Ok(done)
     }
     .await;
     let st = match result {

@@ -17,7 +17,7 @@ use crate::cli::{GatewayArgs, RoleArgs};
 /// File name of the development admin token inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
-pub use cloister_role::files::{DATABASE_FILE, GUARD_FILE};
+pub use cloister_role::files::DATABASE_FILE;
 
 async fn listener(role: &RoleArgs) -> anyhow::Result<TcpListener> {
     cloister_role::listen::listen_on(role.listen, role.listen_fd).await

@@ -15,6 +15,8 @@ cloister-keyvaultd: Cloister's keyvault (trusted role; normally started by `cloi
 USAGE:
   cloister-keyvaultd [run] FLAGS
   cloister-keyvaultd migrate [--data-dir DIR] [--recovery-key-file FILE] [--json]
+  cloister-keyvaultd restore-plan [--data-dir DIR]
+  cloister-keyvaultd restore [--data-dir DIR] < SIGNED
   cloister-keyvaultd --version
 
 run:
@@ -36,6 +38,10 @@ run:
 
 migrate: re-seal keyvault's root to this executable with the recovery key printed at
 initialisation (read from --recovery-key-file or stdin); run it with the platform stopped.
+
+restore-plan / restore: with a backup copied into place (platform stopped), print what an
+admin signs to accept it (JSON), then apply the admin-signed request read from stdin.
+`cloister keyvault restore` runs both.
 ";
 
 /// What to do.
@@ -45,6 +51,10 @@ pub enum Mode {
     Run(RunArgs),
     /// Re-seal the root to this executable.
     Migrate(MigrateArgs),
+    /// Print what an admin signs to accept the database in this data directory.
+    RestorePlan(PathBuf),
+    /// Apply an admin-signed restore read from stdin.
+    Restore(PathBuf),
     /// Print the version line.
     Version,
     /// Print usage.
@@ -95,8 +105,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Mode> {
         match next {
             Next::Version => return Ok(Mode::Version),
             Next::Help => return Ok(Mode::Help),
-            Next::Word(w) if sub.is_none() && (w == "run" || w == "migrate") => sub = Some(w),
+            Next::Word(w)
+                if sub.is_none()
+                    && ["run", "migrate", "restore-plan", "restore"].contains(&w.as_str()) =>
+            {
+                sub = Some(w)
+            }
             Next::Word(w) => bail!("unexpected argument {w:?}"),
+            Next::Flag(name) if matches!(sub.as_deref(), Some("restore-plan" | "restore")) => {
+                match name.as_str() {
+                    "data-dir" => migrate.data_dir = flags::value(&mut p, &name)?,
+                    _ => bail!("unknown flag --{name} for {}", sub.as_deref().unwrap_or("")),
+                }
+            }
             Next::Flag(name) if sub.as_deref() == Some("migrate") => match name.as_str() {
                 "data-dir" => migrate.data_dir = flags::value(&mut p, &name)?,
                 "recovery-key-file" => {
@@ -129,8 +150,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Mode> {
             }
         }
     }
-    if sub.as_deref() == Some("migrate") {
-        return Ok(Mode::Migrate(migrate));
+    match sub.as_deref() {
+        Some("migrate") => return Ok(Mode::Migrate(migrate)),
+        Some("restore-plan") => return Ok(Mode::RestorePlan(migrate.data_dir)),
+        Some("restore") => return Ok(Mode::Restore(migrate.data_dir)),
+        _ => {}
     }
     run.role.check()?;
     if run.channel_listen.is_some() == run.channel_listen_fd.is_some() {
@@ -172,6 +196,10 @@ mod tests {
         };
         assert!(g.json && g.data_dir == std::path::Path::new("/d"));
         assert!(matches!(p(&["--version"]).unwrap(), Mode::Version));
+        assert!(matches!(
+            p(&["restore-plan", "--data-dir", "/d"]).unwrap(),
+            Mode::RestorePlan(d) if d == std::path::Path::new("/d")
+        ));
         for (bad, says) in [
             (vec!["--listen-fd", "3"], "--channel-listen"),
             (
@@ -194,6 +222,7 @@ mod tests {
                 "hex digits",
             ),
             (vec!["migrate", "--listen", "x"], "for migrate"),
+            (vec!["restore", "--json"], "for restore"),
         ] {
             let e = format!("{:#}", p(&bad).unwrap_err());
             assert!(e.contains(says), "{bad:?}: {e}");

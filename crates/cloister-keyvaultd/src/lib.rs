@@ -2,7 +2,8 @@
 //! its measurement covers only this code (no HTTP server, no CLI framework, no gateway).
 //!
 //! `cloister-keyvaultd [run] FLAGS` unseals (or initialises) the vault and serves;
-//! `cloister-keyvaultd migrate` re-seals the root to this executable with the recovery key.
+//! `cloister-keyvaultd migrate` re-seals the root to this executable with the recovery key;
+//! `restore-plan` and `restore` accept a database put back from a backup (admin-signed).
 //! `cloister serve --dev` starts it; in production an operator or orchestrator does.
 
 #![deny(missing_docs)]
@@ -10,7 +11,10 @@
 mod args;
 mod migrate;
 mod recovery;
+mod restore;
 mod run;
+
+pub use restore::{RestorePlan, Restored};
 
 use std::process::ExitCode;
 
@@ -34,6 +38,8 @@ pub fn main() -> ExitCode {
         }
         args::Mode::Run(a) => (a.role.threads(), false),
         args::Mode::Migrate(a) => (1, a.json),
+        // Their stdout is JSON for the CLI; errors go to stderr.
+        args::Mode::RestorePlan(_) | args::Mode::Restore(_) => (1, false),
     };
     cloister_role::logging::init(if json { "warn" } else { "info" });
     let result = cloister_role::listen::runtime(threads).and_then(|rt| {
@@ -41,6 +47,8 @@ pub fn main() -> ExitCode {
             match mode {
                 args::Mode::Run(a) => run::run(a).await,
                 args::Mode::Migrate(a) => migrate::run(a).await,
+                args::Mode::RestorePlan(dir) => restore::plan(&dir).await,
+                args::Mode::Restore(dir) => restore::apply(&dir).await,
                 args::Mode::Version | args::Mode::Help => Ok(()),
             }
         })
