@@ -370,3 +370,25 @@ async fn without_the_development_launcher_a_rebuilt_executor_waits_for_an_admin(
         }
     }
 }
+
+#[tokio::test]
+async fn a_worker_file_replaced_under_a_running_executor_is_never_run() {
+    let root = tempfile::tempdir().unwrap();
+    let bins = bin_dir(root.path());
+    let p = Platform::start_from(tempfile::tempdir().unwrap(), &bins.join("cloister"), &[]).await;
+    // Someone on the host swaps the worker executable for their own program.
+    let planted = root.path().join("planted");
+    let worker = bins.join("cloister-worker");
+    std::fs::remove_file(&worker).unwrap();
+    std::fs::write(
+        &worker,
+        format!("#!/bin/sh\ntouch {}\nexit 1\n", planted.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // New workers still start, from the copy the executor measured at start.
+    deploy_and_put(&p, &bins, "still-sealed").await;
+    assert_eq!(secret_read(&p.url, &p.token).await.unwrap(), "still-sealed");
+    assert!(!planted.exists(), "the planted worker ran");
+}
