@@ -822,3 +822,60 @@ async fn the_executor_proves_itself_to_the_gateway_and_links_are_not_guessable()
     let again = c.invoke(linked(id)).await.unwrap_err();
     assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundle_binds_the_fleet_keys_a_gateway_cannot_swap_or_stretch_one() {
+    let p = Platform::start().await;
+    let bundle = p.admin().attestation().await.unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &p.cli(&["--json", "attest", "measure", "--role", "keyvault"])
+            .stdout,
+    )
+    .unwrap();
+    let mut expected = [0u8; 48];
+    hex::decode_to_slice(m["measurement"].as_str().unwrap(), &mut expected).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let verify = |b: &cloister_client::attestation::Bundle, at: i64| {
+        cloister_client::attestation::verify_bundle(b, &p.sim_root(), &expected, 300, at)
+    };
+    let kv = verify(&bundle, now).unwrap();
+    assert!(!kv.fleet_keys.is_empty(), "keyvault publishes a fleet key");
+    let k = &bundle.keyvault.fleet_keys[0];
+    assert_eq!(
+        kv.fleet_keys[0].public.0.to_vec(),
+        hex::decode(&k.public_key).unwrap()
+    );
+    // The hostile gateway swaps in its own key (with a matching id), stretches a key's
+    // validity, or drops one: the evidence no longer matches.
+    let own = cloister_crypto::HpkeKeyPair::derive(&[7u8; 32])
+        .unwrap()
+        .public();
+    use sha2::Digest as _;
+    let mut swapped = bundle.clone();
+    swapped.keyvault.fleet_keys[0].public_key = hex::encode(own.0);
+    swapped.keyvault.fleet_keys[0].key_id = hex::encode(&sha2::Sha256::digest(own.0)[..8]);
+    let mut stretched = bundle.clone();
+    stretched.keyvault.fleet_keys[0].not_after += 365 * 86400;
+    let mut dropped = bundle.clone();
+    dropped.keyvault.fleet_keys.clear();
+    for (what, b) in [
+        ("swapped", swapped),
+        ("stretched", stretched),
+        ("dropped", dropped),
+    ] {
+        assert!(
+            matches!(
+                verify(&b, now),
+                Err(cloister_client::attestation::BundleError::Unbound)
+            ),
+            "{what} fleet key accepted"
+        );
+    }
+    // An id that is not its key's is malformed before anything else.
+    let mut mislabelled = bundle.clone();
+    mislabelled.keyvault.fleet_keys[0].key_id = "00".repeat(8);
+    assert!(matches!(
+        verify(&mislabelled, now),
+        Err(cloister_client::attestation::BundleError::Malformed(_))
+    ));
+}

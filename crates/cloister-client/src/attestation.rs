@@ -6,43 +6,24 @@ use base64::Engine as _;
 use cloister_attest::sim::{SimEvidence, SimVerifier};
 use cloister_attest::{Collateral, Verifier};
 use cloister_crypto::{HpkePublicKey, VerifyingKey};
-use cloister_types::binding::bundle_report_data;
-use serde::Deserialize;
+use cloister_types::binding::{FleetKeyBinding, bundle_report_data};
 
-/// `GET /v1/attestation` as sent by the gateway (unverified).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Bundle {
-    /// TEE type (`sim`, ...).
-    pub tee: String,
-    /// Human label of the TEE.
-    pub tee_label: String,
-    /// keyvault's part.
-    pub keyvault: KeyvaultPart,
-    /// Executor measurements keyvault releases secrets to (hex).
-    pub executor_measurements: Vec<String>,
-    /// Fingerprint of the sim platform root, as claimed by the server.
-    pub sim_root_fingerprint: Option<String>,
-}
+/// `GET /v1/attestation` as sent by the gateway (unverified): the wire types shared with it.
+pub use cloister_types::wire::{AttestationBundle as Bundle, FleetKey, KeyvaultPart};
 
-/// keyvault's evidence and keys inside a [`Bundle`].
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyvaultPart {
-    /// Base64 evidence.
-    pub evidence: String,
-    /// Hex X25519 key for sealing secret values.
-    pub hpke_public_key: String,
-    /// HPKE suite name.
-    pub hpke_suite: String,
-    /// Hex Ed25519 key of audit checkpoints: keyvault's instance key.
-    pub audit_public_key: String,
-    /// Hex digest of keyvault's identity registry.
-    #[serde(default)]
-    pub registry_digest: String,
-    /// Admin identity ids.
-    #[serde(default)]
-    pub admins: Vec<String>,
+/// A fleet (invocation) key whose binding to keyvault's evidence checked out.
+#[derive(Debug, Clone)]
+pub struct TrustedFleetKey {
+    /// Key id (8 bytes: the start of the SHA-256 of the public key).
+    pub key_id: [u8; 8],
+    /// Rotation epoch.
+    pub epoch: u64,
+    /// The key invocations are sealed to.
+    pub public: HpkePublicKey,
+    /// Valid from (Unix seconds).
+    pub not_before: u64,
+    /// Valid until (Unix seconds, exclusive).
+    pub not_after: u64,
 }
 
 /// A bundle whose evidence checked out: only these keys may be used.
@@ -66,6 +47,8 @@ pub struct TrustedKeyvault {
     pub registry_digest: String,
     /// Admin identity ids, as listed next to that digest.
     pub admins: Vec<String>,
+    /// Fleet keys bound by the evidence and valid at verification time, newest first.
+    pub fleet_keys: Vec<TrustedFleetKey>,
 }
 
 /// Why a bundle is not trusted.
@@ -168,11 +151,24 @@ pub fn verify_bundle(
         .map_err(|_| BundleError::Malformed("auditPublicKey is not hex".into()))?;
     let registry = hex::decode(&bundle.keyvault.registry_digest)
         .map_err(|_| BundleError::Malformed("registryDigest is not hex".into()))?;
+    let fleet = fleet_keys(&bundle.keyvault.fleet_keys)?;
+    let bindings: Vec<FleetKeyBinding<'_>> = fleet
+        .iter()
+        .map(|(k, id, pk)| FleetKeyBinding {
+            key_id: id,
+            epoch: k.epoch,
+            public_key: pk,
+            suite: &k.suite,
+            not_before: k.not_before,
+            not_after: k.not_after,
+        })
+        .collect();
     let expected_rd = bundle_report_data(
         &hpke_bytes,
         &audit_bytes,
         &bundle.executor_measurements,
         &registry,
+        &bindings,
     );
     let bound = claims
         .report_data
@@ -193,7 +189,54 @@ pub fn verify_bundle(
         age_secs: age,
         registry_digest: hex::encode(&registry),
         admins: bundle.keyvault.admins.clone(),
+        fleet_keys: trusted_fleet(&fleet, now)?,
     })
+}
+
+/// A fleet key from the bundle with its id and public key decoded.
+type DecodedFleetKey<'a> = (&'a FleetKey, Vec<u8>, Vec<u8>);
+
+/// Decodes the fleet keys (hex) and checks each id is its key's.
+fn fleet_keys(keys: &[FleetKey]) -> Result<Vec<DecodedFleetKey<'_>>, BundleError> {
+    keys.iter()
+        .map(|k| {
+            let id = hex::decode(&k.key_id)
+                .map_err(|_| BundleError::Malformed("a fleet keyId is not hex".into()))?;
+            let pk = hex::decode(&k.public_key)
+                .map_err(|_| BundleError::Malformed("a fleet publicKey is not hex".into()))?;
+            use sha2::Digest as _;
+            if id.len() != 8 || id[..] != sha2::Sha256::digest(&pk)[..8] {
+                return Err(BundleError::Malformed(format!(
+                    "fleet key id {} is not its key's",
+                    k.key_id
+                )));
+            }
+            Ok((k, id, pk))
+        })
+        .collect()
+}
+
+/// The bound fleet keys valid at `now`, in the bundle's order.
+fn trusted_fleet(
+    keys: &[DecodedFleetKey<'_>],
+    now: i64,
+) -> Result<Vec<TrustedFleetKey>, BundleError> {
+    let now = u64::try_from(now).unwrap_or(0);
+    keys.iter()
+        .filter(|(k, _, _)| k.not_before <= now && now < k.not_after)
+        .map(|(k, id, pk)| {
+            let mut key_id = [0u8; 8];
+            key_id.copy_from_slice(id);
+            Ok(TrustedFleetKey {
+                key_id,
+                epoch: k.epoch,
+                public: HpkePublicKey::from_slice(pk)
+                    .map_err(|e| BundleError::Malformed(e.to_string()))?,
+                not_before: k.not_before,
+                not_after: k.not_after,
+            })
+        })
+        .collect()
 }
 
 /// Seals a secret value for `path` to keyvault's verified key (the HPKE info binds the path).
@@ -204,4 +247,51 @@ pub fn seal_secret(
 ) -> Result<Vec<u8>, cloister_crypto::CryptoError> {
     let info = cloister_types::binding::secret_seal_info(&path.to_string());
     keyvault.hpke.seal(&info, b"", value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(epoch: u64, not_before: u64, not_after: u64) -> FleetKey {
+        let pk = cloister_crypto::HpkeKeyPair::derive(&[epoch as u8; 32])
+            .unwrap()
+            .public();
+        use sha2::Digest as _;
+        FleetKey {
+            key_id: hex::encode(&sha2::Sha256::digest(pk.0)[..8]),
+            epoch,
+            public_key: hex::encode(pk.0),
+            suite: cloister_crypto::hpke_seal::SUITE.to_owned(),
+            not_before,
+            not_after,
+        }
+    }
+
+    #[test]
+    fn only_fleet_keys_valid_now_are_offered_and_ids_must_match_their_keys() {
+        let keys = [key(2, 200, 310), key(1, 100, 210)];
+        let decoded = fleet_keys(&keys).unwrap();
+        let epochs = |now| {
+            trusted_fleet(&decoded, now)
+                .unwrap()
+                .iter()
+                .map(|k| k.epoch)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(epochs(150), vec![1]);
+        assert_eq!(
+            epochs(205),
+            vec![2, 1],
+            "the overlap offers both, newest first"
+        );
+        assert_eq!(epochs(210), vec![2], "not_after is exclusive");
+        assert!(epochs(310).is_empty(), "an expired key is never offered");
+        let mut wrong = keys[0].clone();
+        wrong.key_id = keys[1].key_id.clone();
+        assert!(matches!(
+            fleet_keys(std::slice::from_ref(&wrong)),
+            Err(BundleError::Malformed(_))
+        ));
+    }
 }

@@ -42,7 +42,10 @@ fn secret_path(raw: &str) -> HttpResult<SecretPath> {
 }
 
 /// `GET /v1/attestation` (no authentication: clients check it before trusting anything).
-pub async fn attestation(State(s): State<Shared>) -> HttpResult<Json<Value>> {
+pub async fn attestation(
+    State(s): State<Shared>,
+) -> HttpResult<Json<cloister_types::wire::AttestationBundle>> {
+    use cloister_types::wire::{AttestationBundle, FleetKey, KeyvaultPart};
     let kv = keyvault(&s)?;
     let b = kv
         .client()
@@ -51,20 +54,33 @@ pub async fn attestation(State(s): State<Shared>) -> HttpResult<Json<Value>> {
         .map_err(kv_error)?
         .into_inner();
     let b64 = base64::engine::general_purpose::STANDARD;
-    Ok(Json(json!({
-        "tee": b.tee,
-        "teeLabel": b.tee_label,
-        "keyvault": {
-            "evidence": b64.encode(&b.evidence),
-            "hpkePublicKey": hex::encode(&b.hpke_public_key),
-            "hpkeSuite": b.hpke_suite,
-            "auditPublicKey": hex::encode(&b.audit_public_key),
-            "registryDigest": hex::encode(&b.registry_digest),
-            "admins": b.admins,
+    Ok(Json(AttestationBundle {
+        tee: b.tee,
+        tee_label: b.tee_label,
+        keyvault: KeyvaultPart {
+            evidence: b64.encode(&b.evidence),
+            hpke_public_key: hex::encode(&b.hpke_public_key),
+            hpke_suite: b.hpke_suite,
+            audit_public_key: hex::encode(&b.audit_public_key),
+            registry_digest: hex::encode(&b.registry_digest),
+            admins: b.admins,
+            fleet_keys: b
+                .fleet_keys
+                .into_iter()
+                .map(|k| FleetKey {
+                    key_id: hex::encode(&k.key_id),
+                    epoch: k.epoch,
+                    public_key: hex::encode(&k.public_key),
+                    suite: k.suite,
+                    not_before: k.not_before,
+                    not_after: k.not_after,
+                })
+                .collect(),
         },
-        "executorMeasurements": b.executor_measurements,
-        "simRootFingerprint": (!b.sim_root_fingerprint.is_empty()).then_some(b.sim_root_fingerprint),
-    })))
+        executor_measurements: b.executor_measurements,
+        sim_root_fingerprint: (!b.sim_root_fingerprint.is_empty())
+            .then_some(b.sim_root_fingerprint),
+    }))
 }
 
 #[derive(Deserialize)]

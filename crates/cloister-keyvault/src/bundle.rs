@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloister_attest::attester::Attester;
-use cloister_rpc::keyvault::AttestationBundle;
-use cloister_types::binding::bundle_report_data;
+use cloister_rpc::keyvault::{AttestationBundle, FleetKey};
+use cloister_types::binding::{FleetKeyBinding, bundle_report_data};
 
 use crate::vault::Vault;
 
@@ -45,18 +45,46 @@ impl BundleSource {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         let registry = self.vault.authority().registry_digest();
         let executors = self.vault.authority().executor_measurements();
+        let now = cloister_authority::request::unix_now();
+        let fleet: Vec<FleetKey> = self
+            .vault
+            .fleet_public(now)
+            .map_err(|e| cloister_attest::AttestError::Unsupported(e.to_string()))?
+            .into_iter()
+            .map(|k| FleetKey {
+                key_id: k.key_id.to_vec(),
+                epoch: k.epoch,
+                public_key: k.public.0.to_vec(),
+                suite: cloister_crypto::hpke_seal::SUITE.to_owned(),
+                not_before: k.not_before,
+                not_after: k.not_after,
+            })
+            .collect();
         if let Some((at, b)) = cached.as_ref()
             && at.elapsed() < BUNDLE_REFRESH
             && b.registry_digest == registry
             && b.executor_measurements == executors
+            && b.fleet_keys == fleet
         {
             return Ok(b.clone());
         }
+        let bindings: Vec<FleetKeyBinding<'_>> = fleet
+            .iter()
+            .map(|k| FleetKeyBinding {
+                key_id: &k.key_id,
+                epoch: k.epoch,
+                public_key: &k.public_key,
+                suite: &k.suite,
+                not_before: k.not_before,
+                not_after: k.not_after,
+            })
+            .collect();
         let rd = bundle_report_data(
             &self.hpke_public_key,
             &self.audit_public_key,
             &executors,
             &registry,
+            &bindings,
         );
         let produced = self.attester.attest(&rd)?;
         let tee = self.attester.tee();
@@ -71,6 +99,7 @@ impl BundleSource {
             sim_root_fingerprint: self.sim_root_fingerprint.clone(),
             registry_digest: registry.to_vec(),
             admins: self.vault.authority().admins(),
+            fleet_keys: fleet.clone(),
         };
         *cached = Some((Instant::now(), b.clone()));
         Ok(b)

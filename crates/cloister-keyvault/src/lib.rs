@@ -9,6 +9,7 @@
 pub mod authority;
 pub mod bundle;
 pub mod error;
+pub mod fleet;
 pub mod freshness;
 pub mod guard;
 pub mod hierarchy;

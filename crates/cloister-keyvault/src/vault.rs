@@ -568,6 +568,20 @@ impl Vault {
         self.authority.platform()
     }
 
+    /// The fleet key pair of `epoch` (see [`crate::fleet`]): only for attested executors.
+    pub fn fleet_key(&self, epoch: u64) -> Result<HpkeKeyPair, VaultError> {
+        let seed = derive(&self.root, &self.root_id, &format!("fleet-hpke/{epoch}"))?;
+        Ok(HpkeKeyPair::derive(seed.expose()).map_err(KeyvaultError::from)?)
+    }
+
+    /// The fleet keys valid at `now` (Unix seconds), newest first.
+    pub fn fleet_public(&self, now: u64) -> Result<Vec<crate::fleet::FleetPublic>, VaultError> {
+        crate::fleet::epochs_valid_at(now)
+            .into_iter()
+            .map(|e| Ok(crate::fleet::public_of(&self.fleet_key(e)?, e)))
+            .collect()
+    }
+
     /// The key clients seal secret values to.
     pub fn hpke_public(&self) -> HpkePublicKey {
         self.hpke.public()

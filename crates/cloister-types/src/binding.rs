@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha512};
 
-const BUNDLE_DOMAIN: &[u8] = b"cloister/attestation-bundle/v1";
+const BUNDLE_DOMAIN: &[u8] = b"cloister/attestation-bundle/v2";
 const SECRET_SEAL_DOMAIN: &[u8] = b"cloister/secret-put/v1";
 const AUDIT_VERDICT_DOMAIN: &[u8] = b"cloister/audit-verdict/v1";
 
@@ -11,14 +11,33 @@ fn field(h: &mut Sha512, bytes: &[u8]) {
     h.update(bytes);
 }
 
+/// One fleet key as the bundle's report data covers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetKeyBinding<'a> {
+    /// Key id.
+    pub key_id: &'a [u8],
+    /// Rotation epoch.
+    pub epoch: u64,
+    /// X25519 public key.
+    pub public_key: &'a [u8],
+    /// HPKE suite name.
+    pub suite: &'a str,
+    /// Valid from (Unix seconds).
+    pub not_before: u64,
+    /// Valid until (Unix seconds, exclusive).
+    pub not_after: u64,
+}
+
 /// The `report_data` of keyvault's bundle evidence: SHA-512 over its HPKE key, its audit
-/// (instance) key, the executor measurement allowlist and the digest of its identity registry,
-/// so none can be swapped without breaking the evidence.
+/// (instance) key, the executor measurement allowlist, the digest of its identity registry
+/// and every fleet key with its epoch, suite and validity, so none can be swapped without
+/// breaking the evidence.
 pub fn bundle_report_data(
     hpke_public_key: &[u8],
     audit_public_key: &[u8],
     executor_measurements: &[String],
     registry_digest: &[u8],
+    fleet_keys: &[FleetKeyBinding<'_>],
 ) -> [u8; 64] {
     let mut h = Sha512::new();
     field(&mut h, BUNDLE_DOMAIN);
@@ -29,6 +48,15 @@ pub fn bundle_report_data(
         field(&mut h, m.as_bytes());
     }
     field(&mut h, registry_digest);
+    h.update((fleet_keys.len() as u64).to_be_bytes());
+    for k in fleet_keys {
+        field(&mut h, k.key_id);
+        h.update(k.epoch.to_be_bytes());
+        field(&mut h, k.public_key);
+        field(&mut h, k.suite.as_bytes());
+        h.update(k.not_before.to_be_bytes());
+        h.update(k.not_after.to_be_bytes());
+    }
     h.finalize().into()
 }
 
@@ -142,31 +170,79 @@ mod tests {
     #[test]
     fn every_bundle_field_changes_the_report_data() {
         let m = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let base = bundle_report_data(b"hpke", b"audit", &m(&["aa", "bb"]), b"reg");
-        assert_ne!(
-            base,
-            bundle_report_data(b"hpkf", b"audit", &m(&["aa", "bb"]), b"reg")
-        );
-        assert_ne!(
-            base,
-            bundle_report_data(b"hpke", b"audiu", &m(&["aa", "bb"]), b"reg")
-        );
-        assert_ne!(
-            base,
-            bundle_report_data(b"hpke", b"audit", &m(&["aa"]), b"reg")
-        );
-        assert_ne!(
-            base,
-            bundle_report_data(b"hpke", b"audit", &m(&["aabb"]), b"reg")
-        );
-        assert_ne!(
-            base,
-            bundle_report_data(b"hpkea", b"udit", &m(&["aa", "bb"]), b"reg")
-        );
-        assert_ne!(
-            base,
-            bundle_report_data(b"hpke", b"audit", &m(&["aa", "bb"]), b"reh")
-        );
+        let k = FleetKeyBinding {
+            key_id: b"id",
+            epoch: 7,
+            public_key: b"pk",
+            suite: "s",
+            not_before: 10,
+            not_after: 20,
+        };
+        let rd = |h: &[u8], a: &[u8], e: &[&str], r: &[u8], f: &[FleetKeyBinding<'_>]| {
+            bundle_report_data(h, a, &m(e), r, f)
+        };
+        let base = rd(b"hpke", b"audit", &["aa", "bb"], b"reg", &[k]);
+        let changed = [
+            rd(b"hpkf", b"audit", &["aa", "bb"], b"reg", &[k]),
+            rd(b"hpke", b"audiu", &["aa", "bb"], b"reg", &[k]),
+            rd(b"hpke", b"audit", &["aa"], b"reg", &[k]),
+            rd(b"hpke", b"audit", &["aabb"], b"reg", &[k]),
+            rd(b"hpkea", b"udit", &["aa", "bb"], b"reg", &[k]),
+            rd(b"hpke", b"audit", &["aa", "bb"], b"reh", &[k]),
+            rd(b"hpke", b"audit", &["aa", "bb"], b"reg", &[]),
+            rd(b"hpke", b"audit", &["aa", "bb"], b"reg", &[k, k]),
+            rd(
+                b"hpke",
+                b"audit",
+                &["aa", "bb"],
+                b"reg",
+                &[FleetKeyBinding { key_id: b"ie", ..k }],
+            ),
+            rd(
+                b"hpke",
+                b"audit",
+                &["aa", "bb"],
+                b"reg",
+                &[FleetKeyBinding { epoch: 8, ..k }],
+            ),
+            rd(
+                b"hpke",
+                b"audit",
+                &["aa", "bb"],
+                b"reg",
+                &[FleetKeyBinding {
+                    public_key: b"pl",
+                    ..k
+                }],
+            ),
+            rd(
+                b"hpke",
+                b"audit",
+                &["aa", "bb"],
+                b"reg",
+                &[FleetKeyBinding { suite: "t", ..k }],
+            ),
+            rd(
+                b"hpke",
+                b"audit",
+                &["aa", "bb"],
+                b"reg",
+                &[FleetKeyBinding {
+                    not_before: 11,
+                    ..k
+                }],
+            ),
+            rd(
+                b"hpke",
+                b"audit",
+                &["aa", "bb"],
+                b"reg",
+                &[FleetKeyBinding { not_after: 21, ..k }],
+            ),
+        ];
+        for (i, c) in changed.iter().enumerate() {
+            assert_ne!(&base, c, "change {i} did not change the report data");
+        }
     }
 
     #[test]

@@ -337,3 +337,62 @@ pub struct AuditVerdict {
     /// The client's nonce (hex), echoed.
     pub nonce: String,
 }
+
+/// `GET /v1/attestation`: keyvault's attestation bundle as the gateway relays it (clients
+/// verify it before trusting anything in it; see `cloister_client::attestation`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationBundle {
+    /// TEE type (`sim`, ...).
+    pub tee: String,
+    /// Human label of the TEE.
+    pub tee_label: String,
+    /// keyvault's part.
+    pub keyvault: KeyvaultPart,
+    /// Executor measurements keyvault releases secrets to (hex).
+    pub executor_measurements: Vec<String>,
+    /// Fingerprint of the sim platform root, as claimed by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim_root_fingerprint: Option<String>,
+}
+
+/// keyvault's evidence and keys inside an [`AttestationBundle`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyvaultPart {
+    /// Base64 evidence; its report data binds every field of the bundle.
+    pub evidence: String,
+    /// Hex X25519 key for sealing secret values.
+    pub hpke_public_key: String,
+    /// HPKE suite name.
+    pub hpke_suite: String,
+    /// Hex Ed25519 key of audit checkpoints: keyvault's instance key.
+    pub audit_public_key: String,
+    /// Hex digest of keyvault's identity registry.
+    #[serde(default)]
+    pub registry_digest: String,
+    /// Admin identity ids.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// The invocation (fleet) keys valid now, newest first.
+    #[serde(default)]
+    pub fleet_keys: Vec<FleetKey>,
+}
+
+/// One invocation (fleet) key: clients seal invocations to it while it is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetKey {
+    /// Key id (hex): the first 8 bytes of the SHA-256 of the public key.
+    pub key_id: String,
+    /// Rotation epoch it belongs to.
+    pub epoch: u64,
+    /// Hex X25519 public key.
+    pub public_key: String,
+    /// HPKE suite name.
+    pub suite: String,
+    /// Valid from (Unix seconds).
+    pub not_before: u64,
+    /// Valid until (Unix seconds, exclusive).
+    pub not_after: u64,
+}
