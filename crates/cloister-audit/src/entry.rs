@@ -31,6 +31,8 @@ pub enum Action {
     VaultInit,
     /// The root key was re-sealed to a new measurement with the recovery key.
     RootMigrate,
+    /// Fleet (invocation) private keys were released to an attested executor.
+    FleetRelease,
     /// A peer's attestation was accepted.
     AttestationSuccess,
     /// A peer's attestation was refused.
@@ -73,6 +75,7 @@ impl Action {
             Self::MekRotate => "key.rotate_mek",
             Self::VaultInit => "keyvault.init",
             Self::RootMigrate => "key.migrate_root",
+            Self::FleetRelease => "key.fleet_release",
             Self::AttestationSuccess => "attestation.success",
             Self::AttestationFailure => "attestation.failure",
             Self::AuthFailure => "auth.failure",

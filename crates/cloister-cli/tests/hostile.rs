@@ -871,6 +871,38 @@ async fn the_bundle_binds_the_fleet_keys_a_gateway_cannot_swap_or_stretch_one() 
             "{what} fleet key accepted"
         );
     }
+    // The attested executor holds exactly the published keys (it checks each private half
+    // yields its public key), and keyvault audited the release to it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !p.log().contains("holding fleet keys") {
+        assert!(std::time::Instant::now() < deadline, "{}", p.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let log = p.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("holding fleet keys"))
+        .unwrap();
+    for k in &bundle.keyvault.fleet_keys {
+        assert!(
+            line.contains(&format!("{}@{}", k.key_id, k.epoch)),
+            "{line}"
+        );
+    }
+    let audit: serde_json::Value =
+        serde_json::from_slice(&p.cli(&["--json", "audit", "list"]).stdout).unwrap();
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "key.fleet_release"
+                && e["actor"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("executor:")),
+        "{audit}"
+    );
     // An id that is not its key's is malformed before anything else.
     let mut mislabelled = bundle.clone();
     mislabelled.keyvault.fleet_keys[0].key_id = "00".repeat(8);

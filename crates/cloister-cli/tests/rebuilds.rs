@@ -332,6 +332,23 @@ async fn without_the_development_launcher_a_rebuilt_executor_waits_for_an_admin(
             .contains("DEVELOPMENT ONLY")
     );
 
+    let fleet_released_to_new_build = || {
+        let out = Command::new(common::BIN)
+            .args(["--json", "audit", "list"])
+            .env("CLOISTER_URL", &url)
+            .env("CLOISTER_TOKEN", &p.token)
+            .output()
+            .unwrap();
+        let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+        audit["entries"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "key.fleet_release" && e["actor"] == format!("executor:{new_exec}")
+        })
+    };
+    assert!(
+        !fleet_released_to_new_build(),
+        "keyvault released fleet keys to an unapproved executor"
+    );
+
     // An admin approves it explicitly: then it works.
     let policy = root.path().join("policy.yaml");
     std::fs::write(
@@ -368,6 +385,12 @@ async fn without_the_development_launcher_a_rebuilt_executor_waits_for_an_admin(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+    // Approved, it also gets the fleet keys (its refresh retries every second).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fleet_released_to_new_build() {
+        assert!(Instant::now() < deadline, "no fleet keys after approval");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -223,6 +223,35 @@ impl KeyvaultSecrets {
         ))
     }
 
+    /// The fleet keys valid now, from keyvault, each checked (see [`crate::fleet`]).
+    pub async fn fleet_keys(&self) -> Result<Vec<crate::fleet::FleetKeyPair>, SecretError> {
+        let msg = ExecutorMessage {
+            body: Some(executor_message::Body::Fleet(
+                cloister_rpc::keyvault::FleetKeysRequest {},
+            )),
+        };
+        let reply = Zeroizing::new(self.call(&msg.encode_to_vec()).await?);
+        let mut keys = match KeyvaultReply::decode(reply.as_slice()).map(|r| r.body) {
+            Ok(Some(keyvault_reply::Body::Fleet(f))) => f.keys,
+            Ok(Some(keyvault_reply::Body::Error(e))) => {
+                return Err(SecretError::Unavailable(format!(
+                    "keyvault refused the fleet keys: {} ({})",
+                    e.message, e.code
+                )));
+            }
+            _ => return Err(SecretError::Unavailable("unexpected keyvault reply".into())),
+        };
+        let checked = keys
+            .iter()
+            .map(crate::fleet::FleetKeyPair::from_wire)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SecretError::Unavailable(e.to_string()));
+        for k in &mut keys {
+            zeroize::Zeroize::zeroize(&mut k.private_key);
+        }
+        checked
+    }
+
     async fn fetch_remote(&self, req: GrantRequest<'_>) -> Result<(u64, Grant), SecretError> {
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -5,6 +5,7 @@
 //! verifies code against its hash, and replaces any worker that hit a limit or crashed.
 
 pub mod config;
+pub mod fleet;
 pub mod image;
 pub mod keyvault_client;
 pub mod link;

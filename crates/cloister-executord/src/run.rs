@@ -70,7 +70,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 std::time::Duration::from_secs(args.secrets_ttl_secs),
             ));
             // Every read of secrets (cache hits included) is recorded by keyvault in batches.
-            reads = Some((kv.clone(), kv.spawn_read_flusher()));
+            reads = Some((
+                kv.clone(),
+                kv.spawn_read_flusher(),
+                spawn_fleet_refresh(kv.clone()),
+            ));
             kv
         }
         None => {
@@ -96,8 +100,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         cloister_role::listen::stop_signal(),
     )
     .await?;
-    if let Some((kv, flusher)) = reads {
+    if let Some((kv, flusher, fleet)) = reads {
         flusher.abort();
+        fleet.abort();
         if let Err(e) = kv.flush_reads(true).await {
             tracing::error!(error = %e, "the last secret reads could not be recorded by keyvault");
         }
@@ -106,4 +111,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     drop(image);
     tracing::info!("executor stopped");
     Ok(())
+}
+
+/// How often the fleet keys are fetched again (keys rotate daily, with an hour of overlap).
+const FLEET_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Holds the fleet (invocation) keys keyvault releases to this attested executor, fetching
+/// them at start (retrying until keyvault answers) and every [`FLEET_REFRESH`].
+fn spawn_fleet_refresh(kv: Arc<KeyvaultSecrets>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let held: std::sync::Mutex<Vec<cloister_executor::fleet::FleetKeyPair>> =
+            std::sync::Mutex::new(Vec::new());
+        let mut failures = 0u32;
+        loop {
+            match kv.fleet_keys().await {
+                Ok(keys) => {
+                    failures = 0;
+                    tracing::info!(
+                        keys = ?keys.iter().map(|k| format!("{}@{}", hex::encode(k.key_id), k.epoch)).collect::<Vec<_>>(),
+                        "holding fleet keys (key id @ epoch)"
+                    );
+                    *held.lock().unwrap_or_else(|p| p.into_inner()) = keys;
+                    tokio::time::sleep(FLEET_REFRESH).await;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 5 {
+                        tracing::warn!(error = %e, "cannot fetch the fleet keys yet; retrying");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
 }

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use cloister_audit::{Action, AuditDraft};
 use cloister_channel::{AttestedStream, ChannelAcceptor, ChannelError, TlsConn};
 use cloister_rpc::keyvault::{
-    ExecutorMessage, KeyvaultReply, ManifestView, ReadAck, ReadBatch, ReleaseError, ReleaseRequest,
-    ReleaseResponse, Released, executor_message, keyvault_reply, release_response,
+    ExecutorMessage, FleetKeys, FleetSecret, KeyvaultReply, ManifestView, ReadAck, ReadBatch,
+    ReleaseError, ReleaseRequest, ReleaseResponse, Released, executor_message, keyvault_reply,
+    release_response,
 };
 use cloister_types::{ErrorCode, namespace_of};
 use prost::Message;
@@ -82,6 +83,31 @@ struct ReadState {
     clean: bool,
 }
 
+/// The fleet keys valid now, private halves included, for the attested executor `actor`
+/// (its measurement was checked against the executor policy by the caller). Audited.
+async fn fleet_release(vault: &Vault, actor: &str) -> Result<FleetKeys, Refusal> {
+    let now = cloister_authority::request::unix_now();
+    let internal = |e: VaultError| Refusal::new(ErrorCode::Internal, e.to_string());
+    let mut keys = Vec::new();
+    for epoch in crate::fleet::epochs_valid_at(now) {
+        let pair = vault.fleet_key(epoch).map_err(internal)?;
+        let public = crate::fleet::public_of(&pair, epoch);
+        keys.push(FleetSecret {
+            key_id: public.key_id.to_vec(),
+            epoch,
+            public_key: public.public.0.to_vec(),
+            private_key: pair.private().expose().to_vec(),
+            not_before: public.not_before,
+            not_after: public.not_after,
+        });
+    }
+    let epochs: Vec<u64> = keys.iter().map(|k| k.epoch).collect();
+    let audit = AuditDraft::new(actor, Action::FleetRelease, "fleet")
+        .detail("epochs", format!("{epochs:?}"));
+    vault.audit(audit).await.map_err(internal)?;
+    Ok(FleetKeys { keys })
+}
+
 async fn serve_connection<T: TlsConn>(
     mut ch: AttestedStream<T>,
     vault: &Vault,
@@ -103,7 +129,14 @@ async fn serve_connection<T: TlsConn>(
         let allowed = vault.authority().executor_allowed(measurement);
         let policy_changed = vault.authority().executor_policy_version() != policy_version;
         let decoded = ExecutorMessage::decode(bytes.as_slice()).map(|m| m.body);
-        if !allowed && matches!(decoded, Ok(Some(executor_message::Body::Release(_)))) {
+        // Nothing a removed build could use leaves keyvault: no secrets, no fleet keys.
+        let sensitive = matches!(
+            decoded,
+            Ok(Some(
+                executor_message::Body::Release(_) | executor_message::Body::Fleet(_)
+            ))
+        );
+        if !allowed && sensitive {
             tracing::warn!(
                 measurement,
                 "executor measurement no longer allowed; closing its channel"
@@ -128,6 +161,12 @@ async fn serve_connection<T: TlsConn>(
             Ok(Some(executor_message::Body::Release(req))) => {
                 keyvault_reply::Body::Release(release_reply(release(vault, req, &actor).await))
             }
+            Ok(Some(executor_message::Body::Fleet(_))) => {
+                match fleet_release(vault, &actor).await {
+                    Ok(keys) => keyvault_reply::Body::Fleet(keys),
+                    Err(r) => keyvault_reply::Body::Error(r.into_wire()),
+                }
+            }
             Ok(Some(executor_message::Body::Reads(batch))) => {
                 match record_reads(vault, batch, &actor, &mut reads).await {
                     Ok(n) => keyvault_reply::Body::Ack(ReadAck { recorded: n }),
@@ -145,8 +184,15 @@ async fn serve_connection<T: TlsConn>(
                 .into_wire(),
             ),
         };
-        let msg = KeyvaultReply { body: Some(reply) };
-        if let Err(e) = ch.send(&msg.encode_to_vec()).await {
+        let mut msg = KeyvaultReply { body: Some(reply) };
+        let encoded = zeroize::Zeroizing::new(msg.encode_to_vec());
+        // Fleet private keys do not outlive the send.
+        if let Some(keyvault_reply::Body::Fleet(f)) = &mut msg.body {
+            for k in &mut f.keys {
+                zeroize::Zeroize::zeroize(&mut k.private_key);
+            }
+        }
+        if let Err(e) = ch.send(&encoded).await {
             break Err(e);
         }
         if !allowed || policy_changed {
@@ -222,6 +268,7 @@ async fn record_reads(
 }
 
 /// Why a release was refused.
+#[derive(Debug)]
 struct Refusal {
     code: ErrorCode,
     message: String,
@@ -306,4 +353,50 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
             digest: manifest.digest.clone(),
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloister_store::AuditLog as _;
+
+    #[tokio::test]
+    async fn fleet_keys_released_are_the_published_ones_and_the_release_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(cloister_store::SqliteStore::open(&dir.path().join("c.db")).unwrap());
+        let sealing = crate::Sealing {
+            measurement: [1; 48],
+            key: cloister_crypto::SecretKey32::from_array([2; 32]),
+        };
+        let (vault, _) = Vault::open(store.clone(), &sealing, None).await.unwrap();
+        let released = fleet_release(&vault, "executor:abc").await.unwrap();
+        let published = vault
+            .fleet_public(cloister_authority::request::unix_now())
+            .unwrap();
+        assert_eq!(released.keys.len(), published.len());
+        for (k, p) in released.keys.iter().zip(&published) {
+            assert_eq!((k.epoch, k.key_id.as_slice()), (p.epoch, &p.key_id[..]));
+            // The private half is the published key's.
+            let mut sk = [0u8; 32];
+            sk.copy_from_slice(&k.private_key);
+            let pair = cloister_crypto::HpkeKeyPair::from_private(
+                cloister_crypto::SecretKey32::from_array(sk),
+            )
+            .unwrap();
+            assert_eq!(pair.public(), p.public);
+        }
+        // Another epoch's key is another key.
+        let e = published[0].epoch;
+        assert_ne!(
+            vault.fleet_key(e).unwrap().public(),
+            vault.fleet_key(e + 1).unwrap().public()
+        );
+        let audit = store.audit_list(0, 100).await.unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|a| a.action == "key.fleet_release" && a.actor == "executor:abc"),
+            "{audit:?}"
+        );
+    }
 }

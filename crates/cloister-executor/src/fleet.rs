@@ -1,0 +1,115 @@
+//! The fleet (invocation) keys this executor holds, fetched from keyvault over the attested
+//! channel. Each is checked on arrival: the private key must yield the stated public key,
+//! and the id must be that key's. Sealed invocations will be opened with them (#14).
+
+use cloister_crypto::{HpkeKeyPair, SecretKey32};
+use sha2::{Digest, Sha256};
+
+/// One fleet key pair and its validity.
+pub struct FleetKeyPair {
+    /// First 8 bytes of the SHA-256 of the public key.
+    pub key_id: [u8; 8],
+    /// Rotation epoch.
+    pub epoch: u64,
+    /// The key pair (its private half zeroized on drop).
+    pub pair: HpkeKeyPair,
+    /// Valid from (Unix seconds).
+    pub not_before: u64,
+    /// Valid until (Unix seconds, exclusive).
+    pub not_after: u64,
+}
+
+impl std::fmt::Debug for FleetKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetKeyPair")
+            .field("key_id", &hex::encode(self.key_id))
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why keyvault's fleet keys were not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    /// A key's fields do not fit together.
+    #[error("fleet key of epoch {epoch} is inconsistent: {why}")]
+    Inconsistent {
+        /// Its epoch.
+        epoch: u64,
+        /// What does not fit.
+        why: &'static str,
+    },
+}
+
+impl FleetKeyPair {
+    /// Checks and takes one key from keyvault's reply (the caller zeroizes the reply).
+    pub fn from_wire(k: &cloister_rpc::keyvault::FleetSecret) -> Result<Self, FleetError> {
+        let bad = |why| FleetError::Inconsistent {
+            epoch: k.epoch,
+            why,
+        };
+        let sk: [u8; 32] = k
+            .private_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("private key is not 32 bytes"))?;
+        let pair = HpkeKeyPair::from_private(SecretKey32::from_array(sk))
+            .map_err(|_| bad("private key rejected"))?;
+        if pair.public().0.as_slice() != k.public_key.as_slice() {
+            return Err(bad("private key does not yield the public key"));
+        }
+        let digest = Sha256::digest(pair.public().0);
+        if k.key_id.as_slice() != &digest[..8] {
+            return Err(bad("key id is not the public key's"));
+        }
+        let mut key_id = [0u8; 8];
+        key_id.copy_from_slice(&digest[..8]);
+        if k.not_before >= k.not_after {
+            return Err(bad("empty validity"));
+        }
+        Ok(Self {
+            key_id,
+            epoch: k.epoch,
+            pair,
+            not_before: k.not_before,
+            not_after: k.not_after,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(seed: u8) -> cloister_rpc::keyvault::FleetSecret {
+        let pair = HpkeKeyPair::derive(&[seed; 32]).unwrap();
+        cloister_rpc::keyvault::FleetSecret {
+            key_id: Sha256::digest(pair.public().0)[..8].to_vec(),
+            epoch: 3,
+            public_key: pair.public().0.to_vec(),
+            private_key: pair.private().expose().to_vec(),
+            not_before: 10,
+            not_after: 20,
+        }
+    }
+
+    #[test]
+    fn a_key_whose_parts_do_not_fit_is_refused() {
+        assert!(FleetKeyPair::from_wire(&wire(1)).is_ok());
+        let other = wire(2);
+        let mut mixed = wire(1);
+        mixed.private_key = other.private_key.clone();
+        let mut relabelled = wire(1);
+        relabelled.key_id = other.key_id.clone();
+        let mut short = wire(1);
+        short.private_key.pop();
+        let mut empty = wire(1);
+        empty.not_after = empty.not_before;
+        for bad in [mixed, relabelled, short, empty] {
+            assert!(FleetKeyPair::from_wire(&bad).is_err());
+        }
+        let ok = FleetKeyPair::from_wire(&wire(1)).unwrap();
+        assert!(!format!("{ok:?}").contains(&hex::encode(wire(1).private_key)));
+    }
+}
