@@ -7,6 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     let fds = protox::compile(&files, [&root])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Messages carrying private keys get a redacting Debug (in lib.rs), never a derived one.
+    tonic_prost_build::configure()
+        .skip_debug([".cloister.keyvault.v1.FleetSecret"])
+        .compile_fds(fds)?;
     Ok(())
 }

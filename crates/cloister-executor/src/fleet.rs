@@ -5,6 +5,8 @@
 use cloister_crypto::{HpkeKeyPair, SecretKey32};
 use sha2::{Digest, Sha256};
 
+pub use cloister_types::fleet::ROTATION_SECS;
+
 /// One fleet key pair and its validity.
 pub struct FleetKeyPair {
     /// First 8 bytes of the SHA-256 of the public key.

@@ -113,35 +113,64 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How often the fleet keys are fetched again (keys rotate daily, with an hour of overlap).
+/// How often the fleet keys are fetched again (keys rotate daily, with an hour of overlap);
+/// also right after each rotation.
 const FLEET_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
+/// Longest wait between failed fetches (they back off from one second).
+const FLEET_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Holds the fleet (invocation) keys keyvault releases to this attested executor, fetching
-/// them at start (retrying until keyvault answers) and every [`FLEET_REFRESH`].
+/// Until the next refresh: [`FLEET_REFRESH`], or just past the next rotation if sooner.
+fn next_refresh(now: u64) -> std::time::Duration {
+    let period = cloister_executor::fleet::ROTATION_SECS;
+    let to_rotation = period - now % period + 1;
+    FLEET_REFRESH.min(std::time::Duration::from_secs(to_rotation))
+}
+
+/// Holds the fleet (invocation) keys keyvault releases to this attested executor: fetched at
+/// start, every [`FLEET_REFRESH`] and right after each rotation; failures back off (each
+/// refused attempt is audited by keyvault, so an unapproved build must not hammer it).
 fn spawn_fleet_refresh(kv: Arc<KeyvaultSecrets>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let held: std::sync::Mutex<Vec<cloister_executor::fleet::FleetKeyPair>> =
             std::sync::Mutex::new(Vec::new());
-        let mut failures = 0u32;
+        let mut backoff = std::time::Duration::from_secs(1);
         loop {
             match kv.fleet_keys().await {
                 Ok(keys) => {
-                    failures = 0;
+                    backoff = std::time::Duration::from_secs(1);
                     tracing::info!(
                         keys = ?keys.iter().map(|k| format!("{}@{}", hex::encode(k.key_id), k.epoch)).collect::<Vec<_>>(),
                         "holding fleet keys (key id @ epoch)"
                     );
                     *held.lock().unwrap_or_else(|p| p.into_inner()) = keys;
-                    tokio::time::sleep(FLEET_REFRESH).await;
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    tokio::time::sleep(next_refresh(now)).await;
                 }
                 Err(e) => {
-                    failures += 1;
-                    if failures == 5 {
-                        tracing::warn!(error = %e, "cannot fetch the fleet keys yet; retrying");
+                    if backoff >= std::time::Duration::from_secs(8) {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot fetch the fleet keys");
                     }
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(FLEET_MAX_BACKOFF);
                 }
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refresh_lands_just_after_a_rotation() {
+        let period = cloister_executor::fleet::ROTATION_SECS;
+        let e = 20_000 * period;
+        assert_eq!(next_refresh(e + 5), FLEET_REFRESH);
+        assert_eq!(next_refresh(e + period - 30).as_secs(), 31);
+        assert_eq!(next_refresh(e - 1).as_secs(), 2);
+    }
 }

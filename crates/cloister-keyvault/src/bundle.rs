@@ -20,6 +20,9 @@ pub struct BundleSource {
     sim_root_fingerprint: String,
     vault: Arc<Vault>,
     cached: Mutex<Option<(Instant, AttestationBundle)>>,
+    /// Public fleet keys by epoch: an unauthenticated bundle request never derives a
+    /// private key it already derived.
+    fleet: Mutex<Vec<FleetKey>>,
 }
 
 impl BundleSource {
@@ -37,7 +40,38 @@ impl BundleSource {
             sim_root_fingerprint,
             vault,
             cached: Mutex::new(None),
+            fleet: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The public fleet keys valid at `now`, newest first (derived once per epoch).
+    fn fleet_keys(&self, now: u64) -> Result<Vec<FleetKey>, cloister_attest::AttestError> {
+        let epochs = crate::fleet::epochs_valid_at(now);
+        let mut known = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
+        known.retain(|k| epochs.contains(&k.epoch));
+        let mut out = Vec::with_capacity(epochs.len());
+        for e in epochs {
+            if let Some(k) = known.iter().find(|k| k.epoch == e) {
+                out.push(k.clone());
+                continue;
+            }
+            let pair = self
+                .vault
+                .fleet_key(e)
+                .map_err(|err| cloister_attest::AttestError::Unsupported(err.to_string()))?;
+            let p = crate::fleet::public_of(&pair, e);
+            let k = FleetKey {
+                key_id: p.key_id.to_vec(),
+                epoch: e,
+                public_key: p.public.0.to_vec(),
+                suite: cloister_crypto::hpke_seal::SUITE.to_owned(),
+                not_before: p.not_before,
+                not_after: p.not_after,
+            };
+            known.push(k.clone());
+            out.push(k);
+        }
+        Ok(out)
     }
 
     /// The current bundle, with evidence at most [`BUNDLE_REFRESH`] old.
@@ -46,20 +80,7 @@ impl BundleSource {
         let registry = self.vault.authority().registry_digest();
         let executors = self.vault.authority().executor_measurements();
         let now = cloister_authority::request::unix_now();
-        let fleet: Vec<FleetKey> = self
-            .vault
-            .fleet_public(now)
-            .map_err(|e| cloister_attest::AttestError::Unsupported(e.to_string()))?
-            .into_iter()
-            .map(|k| FleetKey {
-                key_id: k.key_id.to_vec(),
-                epoch: k.epoch,
-                public_key: k.public.0.to_vec(),
-                suite: cloister_crypto::hpke_seal::SUITE.to_owned(),
-                not_before: k.not_before,
-                not_after: k.not_after,
-            })
-            .collect();
+        let fleet = self.fleet_keys(now)?;
         if let Some((at, b)) = cached.as_ref()
             && at.elapsed() < BUNDLE_REFRESH
             && b.registry_digest == registry

@@ -8,10 +8,7 @@
 use cloister_crypto::{HpkeKeyPair, HpkePublicKey};
 use sha2::{Digest, Sha256};
 
-/// Length of a rotation epoch.
-pub const ROTATION_SECS: u64 = 24 * 3600;
-/// How long a key stays valid after its epoch ended.
-pub const OVERLAP_SECS: u64 = 3600;
+pub use cloister_types::fleet::{OVERLAP_SECS, ROTATION_SECS, epochs_valid_at, validity};
 
 /// A fleet key's public half and validity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,27 +25,6 @@ pub struct FleetPublic {
     pub not_after: u64,
 }
 
-/// The epochs whose keys are valid at `now`, newest first.
-pub fn epochs_valid_at(now: u64) -> Vec<u64> {
-    let current = now / ROTATION_SECS;
-    let mut v = vec![current];
-    if current > 0 && now < current * ROTATION_SECS + OVERLAP_SECS {
-        v.push(current - 1);
-    }
-    v
-}
-
-/// The validity window of `epoch`'s key.
-pub fn validity(epoch: u64) -> (u64, u64) {
-    let start = epoch.saturating_mul(ROTATION_SECS);
-    (
-        start,
-        start
-            .saturating_add(ROTATION_SECS)
-            .saturating_add(OVERLAP_SECS),
-    )
-}
-
 /// The public half of `pair`, as `epoch`'s fleet key.
 pub fn public_of(pair: &HpkeKeyPair, epoch: u64) -> FleetPublic {
     let public = pair.public();
@@ -62,28 +38,5 @@ pub fn public_of(pair: &HpkeKeyPair, epoch: u64) -> FleetPublic {
         public,
         not_before,
         not_after,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_key_at_a_time_except_in_the_overlap_after_a_rotation() {
-        let e = 20_000;
-        let start = e * ROTATION_SECS;
-        assert_eq!(epochs_valid_at(start), vec![e, e - 1]);
-        assert_eq!(epochs_valid_at(start + OVERLAP_SECS - 1), vec![e, e - 1]);
-        assert_eq!(epochs_valid_at(start + OVERLAP_SECS), vec![e]);
-        assert_eq!(epochs_valid_at(start + ROTATION_SECS - 1), vec![e]);
-        // Every key listed is valid at that time by its own window.
-        for t in [start, start + OVERLAP_SECS - 1, start + ROTATION_SECS - 1] {
-            for ep in epochs_valid_at(t) {
-                let (nb, na) = validity(ep);
-                assert!(nb <= t && t < na, "epoch {ep} at {t}");
-            }
-        }
-        assert_eq!(epochs_valid_at(5), vec![0]);
     }
 }

@@ -11,6 +11,16 @@ pub mod executor {
 /// keyvault over the attested channel).
 pub mod keyvault {
     tonic::include_proto!("cloister.keyvault.v1");
+
+    impl std::fmt::Debug for FleetSecret {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("FleetSecret")
+                .field("key_id", &self.key_id)
+                .field("epoch", &self.epoch)
+                .field("private_key", &"<redacted>")
+                .finish_non_exhaustive()
+        }
+    }
 }
 
 /// The MAC on invocation responses over an attested gateway↔executor link: one definition

@@ -5,6 +5,7 @@
 
 pub mod binding;
 pub mod error;
+pub mod fleet;
 pub mod hash;
 pub mod limits;
 pub mod names;
