@@ -167,18 +167,13 @@ async fn approve_keyvault_reseal(
     data_dir: &Path,
     admin_identity: &Path,
     measured: &Measured,
+    sealed_to: Option<&str>,
 ) -> anyhow::Result<Option<std::path::PathBuf>> {
-    let db = data_dir.join(cloister_role::files::DATABASE_FILE);
-    if !db.exists() {
-        return Ok(None);
-    }
-    let store = cloister_store::SqliteStore::open(&db)
-        .with_context(|| format!("cannot open database {}", db.display()))?;
-    let Some(root) = cloister_store::VaultStore::vault_root(&store).await? else {
+    let Some(sealed_to) = sealed_to else {
         return Ok(None);
     };
     let to = hex::encode(measured.keyvault);
-    if root.measurement == to {
+    if sealed_to == to {
         return Ok(None);
     }
     let manual = format!(
@@ -189,20 +184,20 @@ async fn approve_keyvault_reseal(
     if !recovery.exists() {
         bail!(
             "keyvault's state is sealed to another keyvault build ({}), and {} is missing, so              the development platform cannot carry it over by itself: {manual}",
-            root.measurement,
+            sealed_to,
             recovery.display()
         );
     }
     let Some(state) = load_dev_state(data_dir) else {
         bail!(
             "keyvault's state is sealed to another keyvault build ({}), and {} (written by              the last `serve --dev`) is missing: {manual}",
-            root.measurement,
+            sealed_to,
             data_dir.join(DEV_STATE_FILE).display()
         );
     };
     let admin = crate::identity_cmd::load_file(admin_identity)?;
     let body = cloister_authority::ops::KeyvaultReseal {
-        from: root.measurement.clone(),
+        from: sealed_to.to_owned(),
         to: to.clone(),
     };
     let signed = cloister_authority::sign(
@@ -214,7 +209,7 @@ async fn approve_keyvault_reseal(
     std::fs::write(&path, signed).with_context(|| format!("cannot write {}", path.display()))?;
     dev_banner(&[
         "keyvault was rebuilt: its measurement changed".to_owned(),
-        format!("  from {}", root.measurement),
+        format!("  from {}", sealed_to),
         format!("  to   {to}"),
         "The dev admin identity signed an approval; keyvault re-seals its root".to_owned(),
         format!("to the new build with the recovery key in {RECOVERY_KEY_FILE}."),
@@ -375,10 +370,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Development keeps the recovery key in a 0600 file in the data directory (never in a
     // log), so a rebuilt keyvault can be carried over without a human typing it in.
     let recovery_file = args.data_dir.join(RECOVERY_KEY_FILE);
-    let reseal = approve_keyvault_reseal(&args.data_dir, &admin_identity, &measured).await?;
+    let sealed = sealed_to(&args.data_dir).await?;
+    let reseal = approve_keyvault_reseal(
+        &args.data_dir,
+        &admin_identity,
+        &measured,
+        sealed.as_deref(),
+    )
+    .await?;
     // The approval file goes when it has served, or when this start fails.
     let approval_file = RemoveOnDrop(reseal.clone());
-    if reseal.is_none() && recovery_file.exists() && !initialised(&args.data_dir).await? {
+    if sealed.is_none() && recovery_file.exists() {
         // A recovery key left from a platform whose database is gone: keep it, aside.
         let aside = args.data_dir.join(format!(
             "{RECOVERY_KEY_FILE}.{}.old",
@@ -612,17 +614,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Whether keyvault has initialised the database of `data_dir`.
-async fn initialised(data_dir: &Path) -> anyhow::Result<bool> {
+/// The measurement keyvault's root in the database of `data_dir` is sealed to (hex), or
+/// `None` while keyvault has not initialised it.
+async fn sealed_to(data_dir: &Path) -> anyhow::Result<Option<String>> {
     let db = data_dir.join(cloister_role::files::DATABASE_FILE);
     if !db.exists() {
-        return Ok(false);
+        return Ok(None);
     }
     let store = cloister_store::SqliteStore::open(&db)
         .with_context(|| format!("cannot open database {}", db.display()))?;
     Ok(cloister_store::VaultStore::vault_root(&store)
         .await?
-        .is_some())
+        .map(|r| r.measurement))
 }
 
 /// Resolves when any child exits: its index and what happened.
