@@ -572,12 +572,8 @@ async fn internal_credentials_are_per_role_pair_and_never_in_an_environment() {
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bundle_binds_the_registry_and_the_cli_warns_when_it_changes() {
-    let p = Platform::start().await;
-    victim(&p).await;
-    // The registry digest is part of what keyvault's evidence binds.
-    let mut bundle = p.admin().attestation().await.unwrap();
+/// The keyvault measurement clients expect (`attest measure`, run by the platform's CLI).
+fn keyvault_measurement(p: &Platform) -> [u8; 48] {
     let m: serde_json::Value = serde_json::from_slice(
         &p.cli(&["--json", "attest", "measure", "--role", "keyvault"])
             .stdout,
@@ -585,6 +581,16 @@ async fn the_bundle_binds_the_registry_and_the_cli_warns_when_it_changes() {
     .unwrap();
     let mut expected = [0u8; 48];
     hex::decode_to_slice(m["measurement"].as_str().unwrap(), &mut expected).unwrap();
+    expected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundle_binds_the_registry_and_the_cli_warns_when_it_changes() {
+    let p = Platform::start().await;
+    victim(&p).await;
+    // The registry digest is part of what keyvault's evidence binds.
+    let mut bundle = p.admin().attestation().await.unwrap();
+    let expected = keyvault_measurement(&p);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let kv =
         cloister_client::attestation::verify_bundle(&bundle, &p.sim_root(), &expected, 300, now)
@@ -827,13 +833,7 @@ async fn the_executor_proves_itself_to_the_gateway_and_links_are_not_guessable()
 async fn the_bundle_binds_the_fleet_keys_a_gateway_cannot_swap_or_stretch_one() {
     let p = Platform::start().await;
     let bundle = p.admin().attestation().await.unwrap();
-    let m: serde_json::Value = serde_json::from_slice(
-        &p.cli(&["--json", "attest", "measure", "--role", "keyvault"])
-            .stdout,
-    )
-    .unwrap();
-    let mut expected = [0u8; 48];
-    hex::decode_to_slice(m["measurement"].as_str().unwrap(), &mut expected).unwrap();
+    let expected = keyvault_measurement(&p);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let verify = |b: &cloister_client::attestation::Bundle, at: i64| {
         cloister_client::attestation::verify_bundle(b, &p.sim_root(), &expected, 300, at)

@@ -1152,18 +1152,27 @@ fn audit_mac_fn(
     }))
 }
 
-/// Re-seals the root to `sealing` (a new binary's measurement) with the recovery key.
-pub async fn migrate(
-    store: Arc<dyn KeyvaultStore>,
+/// The stored root record, and the root unwrapped with the recovery key.
+async fn recover_root(
+    store: &dyn KeyvaultStore,
     recovery: &RecoveryKey,
-    sealing: &Sealing,
-) -> Result<String, VaultError> {
+) -> Result<(RootRecord, KeyId, SecretKey32), VaultError> {
     let rec = store
         .vault_root()
         .await?
         .ok_or_else(|| VaultError::NotFound("keyvault state (not initialised)".into()))?;
     let root_id = KeyId::from_hex(&rec.root_id).map_err(|_| corrupt("root id"))?;
     let root = recovery.unwrap_root(root_id, &rec.recovery)?;
+    Ok((rec, root_id, root))
+}
+
+/// Re-seals the root to `sealing` (a new binary's measurement) with the recovery key.
+pub async fn migrate(
+    store: Arc<dyn KeyvaultStore>,
+    recovery: &RecoveryKey,
+    sealing: &Sealing,
+) -> Result<String, VaultError> {
+    let (rec, root_id, root) = recover_root(store.as_ref(), recovery).await?;
     let sealed = SealedRoot::seal(root_id, &root, sealing.measurement, &sealing.key)?;
     let audit = AuditDraft::new(ACTOR, Action::RootMigrate, "root")
         .detail("from", rec.measurement.clone())
@@ -1189,12 +1198,7 @@ pub async fn reseal_approved(
     guard: &Path,
 ) -> Result<String, VaultError> {
     use cloister_authority::ops::{IdentityRole, KeyvaultReseal};
-    let rec = store
-        .vault_root()
-        .await?
-        .ok_or_else(|| VaultError::NotFound("keyvault state (not initialised)".into()))?;
-    let root_id = KeyId::from_hex(&rec.root_id).map_err(|_| corrupt("root id"))?;
-    let root = recovery.unwrap_root(root_id, &rec.recovery)?;
+    let (rec, root_id, root) = recover_root(store.as_ref(), recovery).await?;
     store.set_audit_mac(audit_mac_fn(&root, &root_id)?);
     let (vault, _) = Vault::assemble(
         store.clone(),
