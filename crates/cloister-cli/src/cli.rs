@@ -759,6 +759,18 @@ pub struct InvokeArgs {
     /// Version to run (default latest).
     #[arg(long)]
     pub version: Option<u32>,
+    /// Seal the parameters to keyvault's attested fleet key: only an executor reads them and
+    /// the result comes back sealed (docs/SEALED.md). Without it the call is plain and
+    /// non-sensitive: the gateway sees parameters and result.
+    #[arg(long)]
+    pub sealed: bool,
+    /// Code the sealed call may run (`sha256:<hex>`); the executor refuses any other
+    /// (`code_hash_mismatch`). Default: the code hash the server lists for the version.
+    #[arg(long, requires = "sealed")]
+    pub expect_code_hash: Option<String>,
+    /// How keyvault's attestation bundle is checked before sealing.
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 /// `cloister token ...`.

@@ -91,7 +91,7 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
                 println!("deleted {name}");
             }
         }
-        FnCommand::Invoke(args) => invoke(&mut c, args, json).await?,
+        FnCommand::Invoke(args) => invoke(&mut c, &conn.url, args, json).await?,
         FnCommand::Activate { name, version } | FnCommand::Deactivate { name, version } => {
             let active = matches!(cmd_kind, Toggle::On);
             let info = c.show(&name, None).await?;
@@ -164,8 +164,8 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
     })
 }
 
-async fn invoke(c: &mut Client, args: InvokeArgs, json: bool) -> anyhow::Result<()> {
-    let params = match (args.params, args.params_file) {
+async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyhow::Result<()> {
+    let params = match (args.params.clone(), args.params_file.clone()) {
         (Some(p), _) => p,
         (None, Some(f)) if f.as_os_str() == "-" => {
             let mut s = String::new();
@@ -182,6 +182,9 @@ async fn invoke(c: &mut Client, args: InvokeArgs, json: bool) -> anyhow::Result<
     if let Err(e) = serde_json::from_str::<&RawValue>(&params) {
         bail!("the params are not valid JSON: {e}");
     }
+    if args.sealed {
+        return invoke_sealed(c, url, &args, params.trim(), json).await;
+    }
     let resp = c.invoke(&args.name, params.trim(), args.version).await?;
     if json {
         output::json(&resp);
@@ -195,10 +198,87 @@ async fn invoke(c: &mut Client, args: InvokeArgs, json: bool) -> anyhow::Result<
         eprintln!("log: {l}");
     }
     eprintln!(
-        "(v{}, {:.2} ms, execution {})",
+        "(v{}, {:.2} ms, execution {}; plain call: non-sensitive, the gateway saw params and \
+         result; --sealed encrypts both)",
         resp.version, resp.duration_ms, resp.execution_id
     );
     Ok(())
+}
+
+/// `fn invoke --sealed`: verify keyvault's bundle, seal to its fleet key for the code
+/// expected, open the answer. A key the executors no longer hold means the bundle is fetched
+/// again, once.
+async fn invoke_sealed(
+    c: &mut Client,
+    url: &str,
+    args: &InvokeArgs,
+    params: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    use cloister_client::sealed::{Target, pick_key, seal_call};
+    let info = c.show(&args.name, args.version).await?;
+    let code_hash = match &args.expect_code_hash {
+        Some(h) => h.trim().to_owned(),
+        None => info.code_hash.clone(),
+    };
+    let target = Target {
+        function_id: info.function_id.clone(),
+        version: info.version,
+        code_hash,
+    };
+    let mut refetched = false;
+    loop {
+        let kv = crate::secret_cmd::trusted_keyvault(c, url, &args.trust).await?;
+        let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+        let key = pick_key(&kv.fleet_keys, now)
+            .ok_or(cloister_client::sealed::SealedError::NoFleetKey)?;
+        let call = seal_call(key, &target, params, now)?;
+        match c.invoke_sealed(&args.name, &call).await {
+            Err(e)
+                if !refetched && e.code() == Some(cloister_types::ErrorCode::FleetKeyUnknown) =>
+            {
+                eprintln!(
+                    "the executors hold other fleet keys now; fetching keyvault's bundle again"
+                );
+                refetched = true;
+            }
+            Err(e) => return Err(e.into()),
+            Ok(r) => {
+                if json {
+                    output::json(&serde_json::json!({
+                        "result": r.result,
+                        "logs": r.logs,
+                        "executionId": r.execution_id,
+                        "version": r.version,
+                        "codeHash": target.code_hash,
+                        "durationMs": r.duration_ms,
+                        "sealed": true,
+                        "fleetKeyId": call.input.key_id,
+                        "tee": kv.tee_label,
+                    }));
+                    return Ok(());
+                }
+                let pretty = serde_json::from_str::<serde_json::Value>(r.result.get())
+                    .and_then(|v| serde_json::to_string_pretty(&v))
+                    .unwrap_or_else(|_| r.result.get().to_owned());
+                println!("{pretty}");
+                for l in &r.logs {
+                    eprintln!("log: {l}");
+                }
+                eprintln!(
+                    "(v{}, {:.2} ms, execution {}; sealed end to end to fleet key {} of keyvault \
+                     in {}; code {})",
+                    r.version,
+                    r.duration_ms,
+                    r.execution_id,
+                    call.input.key_id,
+                    kv.tee_label,
+                    target.code_hash
+                );
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Runs `token ...`.

@@ -56,6 +56,40 @@ pub fn print_error(e: &anyhow::Error, json_mode: bool) {
         }
         return;
     }
+    if let Some(ClientError::FunctionFailed {
+        code,
+        message,
+        stack,
+        logs,
+        execution_id,
+    }) = e.downcast_ref::<ClientError>()
+    {
+        if json_mode {
+            json(&serde_json::json!({ "error": {
+                "code": code, "message": message,
+                "details": { "executionId": execution_id, "stack": stack, "logs": logs, "sealed": true },
+            } }));
+        }
+        eprintln!(
+            "error[{code}]: {message} (execution {execution_id}; details opened from the sealed answer)"
+        );
+        for l in stack.iter().flat_map(|s| s.lines()) {
+            eprintln!("  {l}");
+        }
+        for l in logs {
+            eprintln!("log: {l}");
+        }
+        return;
+    }
+    if let Some(ClientError::Sealed(s)) = e.downcast_ref::<ClientError>() {
+        if json_mode {
+            json(
+                &serde_json::json!({ "error": { "code": "sealed_answer_invalid", "message": s.to_string() } }),
+            );
+        }
+        eprintln!("error[sealed_answer_invalid]: {s}");
+        return;
+    }
     if json_mode {
         json(
             &serde_json::json!({ "error": { "code": "client_error", "message": format!("{e:#}") } }),

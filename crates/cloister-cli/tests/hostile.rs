@@ -86,6 +86,7 @@ impl Insider {
                     code: code.map(str::to_owned),
                     execution_id: uuid(),
                     link_id: Vec::new(),
+                    sealed: None,
                 },
             ))
             .await
@@ -127,6 +128,7 @@ fn refused(o: Outcome, code: &str) {
         }
         Outcome::Success(s) => panic!("the attack ran: {}", s.result_json),
         Outcome::CodeRequired(_) => panic!("executor asked for code"),
+        Outcome::Sealed(s) => panic!("the attack ran: sealed outcome {}", s.outcome),
     }
 }
 
@@ -756,6 +758,7 @@ async fn the_executor_proves_itself_to_the_gateway_and_links_are_not_guessable()
                 code: None,
                 execution_id: uuid(),
                 link_id: vec![0u8; 16],
+                sealed: None,
             },
         ))
         .await
@@ -815,6 +818,7 @@ async fn the_executor_proves_itself_to_the_gateway_and_links_are_not_guessable()
                 code: None,
                 execution_id,
                 link_id: ans.link_id.clone(),
+                sealed: None,
             },
         )
     };

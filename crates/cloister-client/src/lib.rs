@@ -6,6 +6,7 @@ pub mod attestation;
 pub mod audit;
 mod conn;
 pub mod registry;
+pub mod sealed;
 pub mod signing;
 
 use bytes::Bytes;
@@ -52,6 +53,23 @@ pub enum ClientError {
     /// A request could not be signed.
     #[error("cannot sign the request: {0}")]
     Signing(String),
+    /// A sealed call's answer could not be opened or trusted.
+    #[error(transparent)]
+    Sealed(#[from] sealed::SealedError),
+    /// A sealed call's function failed; the details were sealed for this caller.
+    #[error("{code} (execution {execution_id}): {message}")]
+    FunctionFailed {
+        /// Public error code (HTTP 422 family).
+        code: cloister_types::ErrorCode,
+        /// The function's message.
+        message: String,
+        /// JavaScript stack, when there is one.
+        stack: Option<String>,
+        /// Log lines it wrote.
+        logs: Vec<String>,
+        /// Execution id.
+        execution_id: String,
+    },
 }
 
 impl ClientError {
@@ -59,6 +77,7 @@ impl ClientError {
     pub fn code(&self) -> Option<cloister_types::ErrorCode> {
         match self {
             ClientError::Api { error, .. } => Some(error.code),
+            ClientError::FunctionFailed { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -239,6 +258,68 @@ impl Client {
             Some(body),
         )
         .await
+    }
+
+    /// `POST /v1/functions/{name}/invoke` with parameters sealed by [`sealed::seal_call`];
+    /// the answer is opened and checked (see [`sealed::SealedCall::open`]).
+    pub async fn invoke_sealed(
+        &mut self,
+        name: &str,
+        call: &sealed::SealedCall,
+    ) -> Result<SealedAnswer, ClientError> {
+        let body = to_json(&cloister_types::wire::InvokeRequest {
+            params: None,
+            version: None,
+            sealed: Some(call.input.clone()),
+        });
+        let resp = self
+            .raw(
+                Method::POST,
+                &format!("/v1/functions/{}/invoke", seg(name)),
+                Some(body),
+            )
+            .await?;
+        if resp.status == 422
+            && let Some(err) = ApiError::from_body(&resp.body)
+            && let Ok(d) = serde_json::from_value::<cloister_types::sealed::SealedFailureDetails>(
+                err.details.clone(),
+            )
+        {
+            if d.request_id != call.input.request_id {
+                return Err(sealed::SealedError::Tampered.into());
+            }
+            let opened = call.open(&d.execution_id, err.code.as_str(), &d.sealed)?;
+            return match opened.result {
+                Err((code, f)) => Err(ClientError::FunctionFailed {
+                    code,
+                    message: f.message,
+                    stack: f.stack,
+                    logs: opened.logs,
+                    execution_id: d.execution_id,
+                }),
+                Ok(_) => {
+                    Err(sealed::SealedError::Malformed("a result under an error".into()).into())
+                }
+            };
+        }
+        let r: cloister_types::sealed::SealedInvokeResponse = decode(resp)?;
+        if r.request_id != call.input.request_id {
+            return Err(sealed::SealedError::Tampered.into());
+        }
+        let opened = call.open(&r.execution_id, &r.outcome, &r.sealed)?;
+        match opened.result {
+            Ok(result) => Ok(SealedAnswer {
+                result,
+                logs: opened.logs,
+                execution_id: r.execution_id,
+                version: r.version,
+                code_hash: r.code_hash,
+                duration_ms: r.duration_ms,
+            }),
+            Err(_) => {
+                Err(sealed::SealedError::Malformed("an error under outcome ok".into()).into())
+            }
+        }
     }
 
     /// `POST /v1/tokens`.
@@ -459,6 +540,24 @@ impl Client {
             message: "metrics are not UTF-8".into(),
         })
     }
+}
+
+/// An opened answer to a sealed invocation.
+#[derive(Debug)]
+pub struct SealedAnswer {
+    /// The function's result.
+    pub result: Box<serde_json::value::RawValue>,
+    /// Log lines it wrote.
+    pub logs: Vec<String>,
+    /// Execution id (bound into the sealed answer).
+    pub execution_id: String,
+    /// Version that ran (as the gateway reports it; the executor refused any other than
+    /// the one sealed for).
+    pub version: u32,
+    /// Code hash as the gateway reports it.
+    pub code_hash: String,
+    /// Wall time in the executor, milliseconds.
+    pub duration_ms: f64,
 }
 
 /// The JSON body of an invocation (`params` spliced in as given).

@@ -37,6 +37,12 @@ impl Aad {
         self.bytes(&n.to_be_bytes())
     }
 
+    /// Associated data already encoded in this layout (e.g. by a wire-format definition
+    /// shared with other languages).
+    pub fn from_encoded(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
     /// The encoded associated data.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

@@ -61,6 +61,36 @@ impl HpkePublicKey {
     }
 }
 
+/// Length of the secret [`HpkePublicKey::seal_exporting`] exports from the sealing context.
+pub const EXPORT_LEN: usize = 32;
+
+impl HpkePublicKey {
+    /// Seals `plaintext` to this key like [`HpkePublicKey::seal`], and exports a
+    /// [`EXPORT_LEN`]-byte secret from the same context under `exporter_ctx` (RFC 9180 §5.3):
+    /// the key the recipient's answer comes back under, which only the two ends can derive.
+    pub fn seal_exporting(
+        &self,
+        info: &[u8],
+        aad: &[u8],
+        plaintext: &[u8],
+        exporter_ctx: &[u8],
+    ) -> Result<(Vec<u8>, SecretKey32), CryptoError> {
+        let pk = PublicKey::from_bytes(&self.0)
+            .map_err(|_| CryptoError::malformed("HPKE public key", "not an X25519 point"))?;
+        let (enc, mut ctx) =
+            hpke::setup_sender::<AesGcm256, HkdfSha256, SuiteKem>(&OpModeS::Base, &pk, info)
+                .map_err(|_| CryptoError::Encrypt)?;
+        let ct = ctx.seal(plaintext, aad).map_err(|_| CryptoError::Encrypt)?;
+        let mut exported = [0u8; EXPORT_LEN];
+        ctx.export(exporter_ctx, &mut exported)
+            .map_err(|_| CryptoError::Encrypt)?;
+        let mut out = Vec::with_capacity(ENC_LEN + ct.len());
+        out.extend_from_slice(&enc.to_bytes());
+        out.extend_from_slice(&ct);
+        Ok((out, SecretKey32::from_array(exported)))
+    }
+}
+
 /// A recipient's key pair; the private key is kept as zeroizing bytes.
 pub struct HpkeKeyPair {
     private: SecretKey32,
@@ -134,6 +164,41 @@ impl HpkeKeyPair {
     }
 }
 
+impl HpkeKeyPair {
+    /// Opens a message made by [`HpkePublicKey::seal_exporting`] and exports the same secret.
+    pub fn open_exporting(
+        &self,
+        info: &[u8],
+        aad: &[u8],
+        sealed: &[u8],
+        exporter_ctx: &[u8],
+    ) -> Result<(SecretBytes, SecretKey32), CryptoError> {
+        if sealed.len() < ENC_LEN + 16 {
+            return Err(CryptoError::malformed(
+                "HPKE message",
+                format!("{} bytes, too short", sealed.len()),
+            ));
+        }
+        let (enc, ct) = sealed.split_at(ENC_LEN);
+        let enc = EncappedKey::from_bytes(enc)
+            .map_err(|_| CryptoError::malformed("HPKE message", "bad encapsulated key"))?;
+        let sk = PrivateKey::from_bytes(self.private.expose())
+            .map_err(|_| CryptoError::malformed("HPKE private key", "rejected"))?;
+        let mut ctx = hpke::setup_receiver::<AesGcm256, HkdfSha256, SuiteKem>(
+            &OpModeR::Base,
+            &sk,
+            &enc,
+            info,
+        )
+        .map_err(|_| CryptoError::Decrypt)?;
+        let plaintext = SecretBytes::new(ctx.open(ct, aad).map_err(|_| CryptoError::Decrypt)?);
+        let mut exported = [0u8; EXPORT_LEN];
+        ctx.export(exporter_ctx, &mut exported)
+            .map_err(|_| CryptoError::Decrypt)?;
+        Ok((plaintext, SecretKey32::from_array(exported)))
+    }
+}
+
 impl std::fmt::Debug for HpkeKeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "HpkeKeyPair(public {})", self.public.to_hex())
@@ -174,6 +239,40 @@ mod tests {
             kp.open(b"info", b"aad", &sealed[..40]),
             Err(CryptoError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn both_ends_export_the_same_secret_and_only_they_can() {
+        let kp = HpkeKeyPair::generate().expect("kp");
+        let (sealed, sent) = kp
+            .public()
+            .seal_exporting(b"info", b"aad", b"params", b"resp")
+            .expect("seal");
+        let (pt, got) = kp
+            .open_exporting(b"info", b"aad", &sealed, b"resp")
+            .expect("open");
+        assert_eq!(pt.expose(), b"params");
+        assert_eq!(sent.expose(), got.expose());
+        // Another exporter context, or another message to the same key, exports another key.
+        let (_, other_ctx) = kp
+            .open_exporting(b"info", b"aad", &sealed, b"other")
+            .expect("open");
+        assert_ne!(other_ctx.expose(), sent.expose());
+        let (sealed2, sent2) = kp
+            .public()
+            .seal_exporting(b"info", b"aad", b"params", b"resp")
+            .expect("seal");
+        assert_ne!(sent2.expose(), sent.expose());
+        assert_ne!(sealed2, sealed);
+        // The single-shot opener reads the same format.
+        assert_eq!(
+            kp.open(b"info", b"aad", &sealed).expect("open").expose(),
+            b"params"
+        );
+        assert_eq!(
+            kp.open_exporting(b"inf0", b"aad", &sealed, b"resp").err(),
+            Some(CryptoError::Decrypt)
+        );
     }
 
     #[test]

@@ -43,6 +43,7 @@ async fn main() {
         params: RawValue::from_string(r#"{"a":1,"b":2}"#.into()).expect("json"),
         code: send.then(|| code.to_owned()),
         execution_id: format!("e{i}"),
+        expected: None,
     };
     assert!(matches!(
         sup.run(job(0, true)).await,

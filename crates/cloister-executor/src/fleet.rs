@@ -1,9 +1,14 @@
 //! The fleet (invocation) keys this executor holds, fetched from keyvault over the attested
 //! channel. Each is checked on arrival: the private key must yield the stated public key,
-//! and the id must be that key's. Sealed invocations will be opened with them (#14).
+//! and the id must be that key's. Sealed invocations are opened with them
+//! ([`crate::sealed`]).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use cloister_crypto::{HpkeKeyPair, SecretKey32};
 use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, watch};
 
 pub use cloister_types::fleet::ROTATION_SECS;
 
@@ -80,6 +85,86 @@ impl FleetKeyPair {
     }
 }
 
+/// The fleet keys this executor holds, shared by the refresh loop and the RPC service.
+///
+/// The set is replaced whole on each refresh (keys keyvault no longer releases are dropped)
+/// and cleared when keyvault refuses this executor. A request under a key id it does not
+/// hold asks for an early refresh and waits for it briefly: after an admin's policy change,
+/// clients see the new keys in keyvault's bundle before this executor's next refresh.
+pub struct FleetKeyring {
+    held: RwLock<Vec<Arc<FleetKeyPair>>>,
+    wanted: Notify,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for FleetKeyring {
+    fn default() -> Self {
+        Self {
+            held: RwLock::new(Vec::new()),
+            wanted: Notify::new(),
+            changed: watch::Sender::new(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for FleetKeyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetKeyring")
+            .field("key_ids", &self.key_ids())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FleetKeyring {
+    /// Replaces the held keys with `keys`.
+    pub fn replace(&self, keys: Vec<FleetKeyPair>) {
+        *self.held.write().unwrap_or_else(|p| p.into_inner()) =
+            keys.into_iter().map(Arc::new).collect();
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Drops every key (keyvault refused this executor).
+    pub fn clear(&self) {
+        self.replace(Vec::new());
+    }
+
+    /// `key id (hex) @ epoch` of each held key.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.held
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|k| format!("{}@{}", hex::encode(k.key_id), k.epoch))
+            .collect()
+    }
+
+    fn find(&self, key_id: &[u8; 8]) -> Option<Arc<FleetKeyPair>> {
+        self.held
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|k| &k.key_id == key_id)
+            .cloned()
+    }
+
+    /// The key `key_id`; when it is not held, asks the refresh loop for keyvault's current
+    /// keys and waits up to `wait` for them.
+    pub async fn get(&self, key_id: &[u8; 8], wait: Duration) -> Option<Arc<FleetKeyPair>> {
+        if let Some(k) = self.find(key_id) {
+            return Some(k);
+        }
+        let mut changed = self.changed.subscribe();
+        self.wanted.notify_one();
+        let _ = tokio::time::timeout(wait, changed.changed()).await;
+        self.find(key_id)
+    }
+
+    /// Resolves when a request asked for an early refresh.
+    pub async fn refresh_wanted(&self) {
+        self.wanted.notified().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +198,29 @@ mod tests {
         }
         let ok = FleetKeyPair::from_wire(&wire(1)).unwrap();
         assert!(!format!("{ok:?}").contains(&hex::encode(wire(1).private_key)));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_id_asks_for_a_refresh_and_waits_for_it() {
+        let ring = Arc::new(FleetKeyring::default());
+        ring.replace(vec![FleetKeyPair::from_wire(&wire(1)).unwrap()]);
+        let one: [u8; 8] = wire(1).key_id.try_into().unwrap();
+        let two: [u8; 8] = wire(2).key_id.try_into().unwrap();
+        assert!(ring.get(&one, Duration::ZERO).await.is_some());
+        // A refresher that answers the request with key 2 (replacing key 1).
+        let r = ring.clone();
+        let refresher = tokio::spawn(async move {
+            r.refresh_wanted().await;
+            r.replace(vec![FleetKeyPair::from_wire(&wire(2)).unwrap()]);
+        });
+        let got = ring.get(&two, Duration::from_secs(10)).await;
+        assert_eq!(got.map(|k| k.key_id), Some(two));
+        refresher.await.unwrap();
+        assert!(
+            ring.get(&one, Duration::ZERO).await.is_none(),
+            "replaced whole"
+        );
+        ring.clear();
+        assert!(ring.key_ids().is_empty());
     }
 }

@@ -234,10 +234,11 @@ impl KeyvaultSecrets {
         let mut keys = match KeyvaultReply::decode(reply.as_slice()).map(|r| r.body) {
             Ok(Some(keyvault_reply::Body::Fleet(f))) => f.keys,
             Ok(Some(keyvault_reply::Body::Error(e))) => {
-                return Err(SecretError::Unavailable(format!(
-                    "keyvault refused the fleet keys: {} ({})",
-                    e.message, e.code
-                )));
+                return Err(SecretError::Refused {
+                    code: cloister_types::ErrorCode::parse(&e.code)
+                        .unwrap_or(cloister_types::ErrorCode::Internal),
+                    message: format!("keyvault refused the fleet keys: {}", e.message),
+                });
             }
             _ => return Err(SecretError::Unavailable("unexpected keyvault reply".into())),
         };

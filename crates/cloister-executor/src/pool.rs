@@ -40,6 +40,9 @@ pub struct Job {
     pub code: Option<String>,
     /// Unique execution id.
     pub execution_id: String,
+    /// For a sealed invocation: the function, version and code its caller sealed it for;
+    /// anything else is refused before it runs.
+    pub expected: Option<crate::sealed::Expected>,
 }
 
 /// Why a job produced no result, classified by its public error code.
@@ -341,6 +344,13 @@ impl Supervisor {
             }
         };
         let m = grant.manifest.as_ref();
+        if let Some(f) = job
+            .expected
+            .as_ref()
+            .and_then(|e| e.mismatch(&m.function_id, m.version, &m.code_hash))
+        {
+            return ran(Err(f), Vec::new(), started);
+        }
         if m.runtime != "javascript" || cloister_types::Entrypoint::parse(&m.entrypoint).is_err() {
             let msg = format!("this executor cannot run runtime {:?}", m.runtime);
             return ran(

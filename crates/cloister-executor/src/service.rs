@@ -17,17 +17,37 @@ use tonic::{Request, Response, Status};
 
 use crate::link::Links;
 use crate::pool::{FunctionSpec, Job, JobResult, RunFailure, Supervisor, ValidateError};
+use crate::sealed::{Opened, SealedDoor, failure_is_sealed};
 
 /// gRPC front of a [`Supervisor`].
 pub struct ExecutorService {
     sup: Arc<Supervisor>,
     links: Arc<Links>,
+    door: Arc<SealedDoor>,
 }
 
 impl ExecutorService {
-    /// Wraps a supervisor; `links` proves this executor to gateways.
-    pub fn new(sup: Arc<Supervisor>, links: Arc<Links>) -> Self {
-        Self { sup, links }
+    /// Wraps a supervisor; `links` proves this executor to gateways, `door` opens sealed
+    /// invocations.
+    pub fn new(sup: Arc<Supervisor>, links: Arc<Links>, door: Arc<SealedDoor>) -> Self {
+        Self { sup, links, door }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn failed(code: ErrorCode, message: String) -> InvokeResponse {
+    InvokeResponse {
+        outcome: Some(invoke_response::Outcome::Failure(pb::Failure {
+            message,
+            stack: None,
+            code: code.as_str().to_owned(),
+        })),
+        ..Default::default()
     }
 }
 
@@ -37,6 +57,42 @@ fn spec_from(f: pb::FunctionRef) -> FunctionSpec {
         version: f.version,
         code_hash: f.code_hash,
         secrets_epoch: f.secrets_epoch,
+    }
+}
+
+/// A sealed invocation's answer: the result or the function's own failure sealed for the
+/// caller; a failure before the function ran stays visible (it holds nothing of the input).
+fn seal_outcome(
+    opened: &Opened,
+    execution_id: &str,
+    result: Result<Box<RawValue>, RunFailure>,
+    logs: Vec<String>,
+) -> Result<invoke_response::Outcome, cloister_crypto::CryptoError> {
+    match result {
+        Err(f) if !failure_is_sealed(f.code) => {
+            Ok(invoke_response::Outcome::Failure(pb::Failure {
+                message: f.message,
+                stack: None,
+                code: f.code.as_str().to_owned(),
+            }))
+        }
+        result => opened
+            .seal(execution_id, result, logs)
+            .map(invoke_response::Outcome::Sealed),
+    }
+}
+
+impl ExecutorService {
+    /// MACs `resp` for the attested link the request named, if any.
+    fn finish(
+        &self,
+        link: Option<(Arc<cloister_crypto::MacKey>, [u8; 32])>,
+        mut resp: InvokeResponse,
+    ) -> InvokeResponse {
+        if let Some((key, digest)) = link {
+            cloister_rpc::link::seal_response(&key, &digest, &mut resp);
+        }
+        resp
     }
 }
 
@@ -107,25 +163,74 @@ impl Executor for ExecutorService {
             .ok_or_else(|| Status::invalid_argument("function is required"))?;
         let spec = spec_from(function);
         let max_in = self.sup.config().limits.max_input_bytes;
-        if r.params_json.len() > max_in {
-            return Err(Status::invalid_argument("params are over the size limit"));
-        }
-        let params = RawValue::from_string(r.params_json)
-            .map_err(|e| Status::invalid_argument(format!("params are not JSON: {e}")))?;
         let execution_id = r.execution_id.clone();
+        let (params, opened) = match &r.sealed {
+            None => {
+                if r.params_json.len() > max_in {
+                    return Err(Status::invalid_argument("params are over the size limit"));
+                }
+                let params = RawValue::from_string(r.params_json)
+                    .map_err(|e| Status::invalid_argument(format!("params are not JSON: {e}")))?;
+                (params, None)
+            }
+            Some(sealed) => {
+                if !r.params_json.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "a sealed invocation carries no plain params",
+                    ));
+                }
+                match self.door.open(sealed, unix_now(), max_in).await {
+                    Ok(o) => (o.params.clone(), Some(o)),
+                    Err(refusal) => {
+                        let resp = failed(refusal.code, refusal.message);
+                        return Ok(Response::new(self.finish(link, resp)));
+                    }
+                }
+            }
+        };
+        // Refused before any code is fetched or run: the caller sealed for other code.
+        if let Some(f) = opened.as_ref().and_then(|o| {
+            o.expected
+                .mismatch(&spec.function_id, spec.version, &spec.code_hash)
+        }) {
+            return Ok(Response::new(self.finish(link, failed(f.code, f.message))));
+        }
         let job = Job {
             spec,
             params,
             code: r.code,
             execution_id: r.execution_id,
+            expected: opened.as_ref().map(|o| o.expected.clone()),
         };
         let resp = match self.sup.run(job).await {
             JobResult::CodeRequired => {
-                // Nothing ran: the gateway resends this execution id with the code.
+                // Nothing ran: the gateway resends this execution id (and request) with the
+                // code.
                 self.links.forget(&execution_id);
+                if let Some(o) = &opened {
+                    self.door.forget(&o.request_id);
+                }
                 InvokeResponse {
                     outcome: Some(invoke_response::Outcome::CodeRequired(CodeRequired {})),
                     ..Default::default()
+                }
+            }
+            JobResult::Ran {
+                result,
+                logs,
+                duration,
+            } if opened.is_some() => {
+                let duration_ms = duration.as_secs_f64() * 1000.0;
+                match opened
+                    .as_ref()
+                    .map(|o| seal_outcome(o, &execution_id, result, logs))
+                {
+                    Some(Ok(outcome)) => InvokeResponse {
+                        outcome: Some(outcome),
+                        duration_ms,
+                        ..Default::default()
+                    },
+                    _ => failed(ErrorCode::Internal, "cannot seal the answer".into()),
                 }
             }
             JobResult::Ran {
@@ -155,11 +260,7 @@ impl Executor for ExecutorService {
                 }
             }
         };
-        let mut resp = resp;
-        if let Some((key, digest)) = link {
-            cloister_rpc::link::seal_response(&key, &digest, &mut resp);
-        }
-        Ok(Response::new(resp))
+        Ok(Response::new(self.finish(link, resp)))
     }
 
     async fn attest(
@@ -200,6 +301,7 @@ pub async fn serve(
     listener: TcpListener,
     sup: Arc<Supervisor>,
     links: Arc<Links>,
+    door: Arc<SealedDoor>,
     internal_token: &str,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -214,7 +316,7 @@ pub async fn serve(
         })
     };
     let auth = InternalAuth::new(internal_token);
-    let server = ExecutorServer::new(ExecutorService::new(sup, links))
+    let server = ExecutorServer::new(ExecutorService::new(sup, links, door))
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(16 << 20);
     let svc = tonic::service::interceptor::InterceptedService::new(server, move |r| auth.check(r));

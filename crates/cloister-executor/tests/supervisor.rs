@@ -86,6 +86,7 @@ fn job(code: &str, send_code: bool) -> Job {
         params: RawValue::from_string("null".into()).unwrap(),
         code: send_code.then(|| code.to_owned()),
         execution_id: "e".into(),
+        expected: None,
     }
 }
 

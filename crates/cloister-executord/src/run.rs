@@ -48,6 +48,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The same identity proves this executor to the gateway (one-way attested link).
     let links = Arc::new(cloister_executor::link::Links::new(Some(attester.clone())));
     let mut reads = None;
+    let keyring = Arc::new(cloister_executor::fleet::FleetKeyring::default());
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let door = Arc::new(cloister_executor::sealed::SealedDoor::new(
+        keyring.clone(),
+        started_at,
+    ));
     let secrets: Arc<dyn SecretSource> = match &args.keyvault_addr {
         Some(addr) => {
             let mut cfg = cloister_channel::ChannelConfig::new(
@@ -73,7 +81,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             reads = Some((
                 kv.clone(),
                 kv.spawn_read_flusher(),
-                spawn_fleet_refresh(kv.clone()),
+                spawn_fleet_refresh(kv.clone(), keyring),
             ));
             kv
         }
@@ -96,6 +104,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         listener,
         sup,
         links,
+        door,
         creds.get("gateway")?,
         cloister_role::listen::stop_signal(),
     )
@@ -127,39 +136,55 @@ fn next_refresh(now: u64) -> std::time::Duration {
 }
 
 /// Holds the fleet (invocation) keys keyvault releases to this attested executor: fetched at
-/// start, every [`FLEET_REFRESH`] and right after each rotation; failures back off (each
-/// refused attempt is audited by keyvault, so an unapproved build must not hammer it).
-fn spawn_fleet_refresh(kv: Arc<KeyvaultSecrets>) -> tokio::task::JoinHandle<()> {
+/// start, every [`FLEET_REFRESH`], right after each rotation and when a request names a key
+/// not held (keyvault replaced them); failures back off (each refused attempt is audited by
+/// keyvault, so an unapproved build must not hammer it). A refusal drops every key held.
+fn spawn_fleet_refresh(
+    kv: Arc<KeyvaultSecrets>,
+    keyring: Arc<cloister_executor::fleet::FleetKeyring>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let held: std::sync::Mutex<Vec<cloister_executor::fleet::FleetKeyPair>> =
-            std::sync::Mutex::new(Vec::new());
         let mut backoff = std::time::Duration::from_secs(1);
         loop {
-            match kv.fleet_keys().await {
+            let wait = match kv.fleet_keys().await {
                 Ok(keys) => {
                     backoff = std::time::Duration::from_secs(1);
-                    tracing::info!(
-                        keys = ?keys.iter().map(|k| format!("{}@{}", hex::encode(k.key_id), k.epoch)).collect::<Vec<_>>(),
-                        "holding fleet keys (key id @ epoch)"
-                    );
-                    *held.lock().unwrap_or_else(|p| p.into_inner()) = keys;
+                    keyring.replace(keys);
+                    tracing::info!(keys = ?keyring.key_ids(), "holding fleet keys (key id @ epoch)");
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_secs())
                         .unwrap_or(0);
-                    tokio::time::sleep(next_refresh(now)).await;
+                    (next_refresh(now), true)
                 }
                 Err(e) => {
+                    if matches!(e, cloister_executor::secrets::SecretError::Refused { .. }) {
+                        keyring.clear();
+                    }
                     if backoff >= std::time::Duration::from_secs(8) {
                         tracing::warn!(error = %e, retry_in = ?backoff, "cannot fetch the fleet keys");
                     }
-                    tokio::time::sleep(backoff).await;
+                    let wait = backoff;
                     backoff = (backoff * 2).min(FLEET_MAX_BACKOFF);
+                    (wait, false)
                 }
+            };
+            let (wait, early_allowed) = wait;
+            // A request under an unknown key cuts the wait short after a success; after a
+            // failure the back-off holds (every refused attempt is audited).
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = async {
+                    keyring.refresh_wanted().await;
+                    tokio::time::sleep(MIN_EARLY_REFRESH).await;
+                }, if early_allowed => {}
             }
         }
     })
 }
+
+/// Shortest gap between refreshes that requests asked for.
+const MIN_EARLY_REFRESH: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,13 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use cloister_rpc::executor::{FunctionRef, InvokeRequest as RpcInvoke, invoke_response::Outcome};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use cloister_rpc::executor::{
+    FunctionRef, InvokeRequest as RpcInvoke, SealedInput as RpcSealed, invoke_response::Outcome,
+};
 use cloister_store::VersionRecord;
+use cloister_types::sealed::{OUTCOME_OK, SealedFailureDetails, SealedInput, SealedInvokeResponse};
 use cloister_types::wire::{InvokeRequest, InvokeResponse};
 use cloister_types::{ErrorCode, Role};
 use serde_json::value::RawValue;
@@ -22,13 +27,28 @@ use crate::state::Shared;
 /// Time allowed beyond a function's own deadline for queueing and starting a worker.
 const DISPATCH_SLACK: Duration = Duration::from_secs(10);
 
+/// What an invocation answers: a plain result, or a sealed one only the caller can open.
+enum Answer {
+    Plain(InvokeResponse),
+    Sealed(SealedInvokeResponse),
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Plain(r) => Json(r).into_response(),
+            Answer::Sealed(r) => Json(r).into_response(),
+        }
+    }
+}
+
 /// `POST /v1/functions/{name}/invoke`.
 pub async fn invoke(
     State(s): State<Shared>,
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
     body: Body,
-) -> HttpResult<Json<InvokeResponse>> {
+) -> HttpResult<Response> {
     let started = Instant::now();
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Invoker, "invoke functions")?;
@@ -39,7 +59,7 @@ pub async fn invoke(
     };
     s.metrics
         .invocation(outcome, started.elapsed().as_secs_f64());
-    result.map(Json)
+    result.map(IntoResponse::into_response)
 }
 
 fn function_ref(f: &VersionRecord, secrets_epoch: u64) -> FunctionRef {
@@ -59,19 +79,68 @@ fn failure_code(code: &str) -> ErrorCode {
     })
 }
 
+/// HPKE's encapsulated key and AEAD tag around the sealed parameters.
+const SEALED_OVERHEAD: usize = cloister_crypto::hpke_seal::ENC_LEN + 16;
+
+fn too_large(what: &str, size: usize, limit: usize) -> HttpError {
+    HttpError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("{what} are {size} bytes; the maximum is {limit}"),
+    )
+    .details(serde_json::json!({ "limitBytes": limit, "sizeBytes": size }))
+}
+
+/// Checks the shape of a sealed request (what it claims only the executor can check) and
+/// turns it into its RPC form; the gateway never reads the parameters.
+fn sealed_rpc(sealed: SealedInput, max_input: usize) -> HttpResult<RpcSealed> {
+    sealed
+        .check()
+        .map_err(|e| HttpError::new(ErrorCode::SealedInputInvalid, e.to_string()))?;
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(&sealed.ciphertext)
+        .map_err(|_| {
+            HttpError::new(
+                ErrorCode::SealedInputInvalid,
+                "\"ciphertext\" must be standard base64",
+            )
+        })?;
+    if ciphertext.len() < SEALED_OVERHEAD {
+        return Err(HttpError::new(
+            ErrorCode::SealedInputInvalid,
+            "the ciphertext is shorter than HPKE's encapsulated key and tag",
+        ));
+    }
+    let params_len = ciphertext.len() - SEALED_OVERHEAD;
+    if params_len > max_input {
+        return Err(too_large("sealed params", params_len, max_input));
+    }
+    Ok(RpcSealed {
+        suite: sealed.suite,
+        key_id: sealed.key_id,
+        function_id: sealed.function_id,
+        version: sealed.version,
+        code_hash: sealed.code_hash,
+        request_id: sealed.request_id,
+        timestamp: sealed.timestamp,
+        ciphertext,
+    })
+}
+
 async fn invoke_inner(
     s: &Shared,
     headers: &HeaderMap,
     name: Result<Path<String>, PathRejection>,
     body: Body,
-) -> HttpResult<InvokeResponse> {
+) -> HttpResult<Answer> {
     let name = path_arg(name)?;
-    let limit = s.limits.max_input_bytes.saturating_add(16 * 1024);
+    // Base64 of a sealed request is a third larger than its parameters.
+    let limit = (s.limits.max_input_bytes / 3 * 4).saturating_add(16 * 1024);
     let bytes = body::read_limited(headers, body, limit).await?;
     let req: InvokeRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
         InvokeRequest {
             params: None,
             version: None,
+            sealed: None,
         }
     } else {
         body::off_runtime(bytes.len(), move || body::parse_json(&bytes)).await?
@@ -82,18 +151,40 @@ async fn invoke_inner(
             "version numbers start at 1",
         ));
     }
-    let params = req
-        .params
-        .map(|p| p.get().to_owned())
-        .unwrap_or_else(|| "null".to_owned());
-    if params.len() > s.limits.max_input_bytes {
-        return Err(HttpError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("params are {} bytes; the maximum is {}", params.len(), s.limits.max_input_bytes),
-        )
-        .details(serde_json::json!({ "limitBytes": s.limits.max_input_bytes, "sizeBytes": params.len() })));
-    }
-    let f = s.functions.resolve(&name, req.version).await?;
+    let (params, sealed, version) = match req.sealed {
+        Some(sealed) => {
+            if req.params.is_some() {
+                return Err(HttpError::new(
+                    ErrorCode::InvalidRequest,
+                    "a request carries either \"params\" or \"sealed\", not both",
+                ));
+            }
+            if req.version.is_some_and(|v| v != sealed.version) {
+                return Err(HttpError::new(
+                    ErrorCode::InvalidRequest,
+                    "\"version\" differs from the version the request is sealed for",
+                ));
+            }
+            let version = Some(sealed.version);
+            (
+                String::new(),
+                Some(sealed_rpc(sealed, s.limits.max_input_bytes)?),
+                version,
+            )
+        }
+        None => {
+            let params = req
+                .params
+                .map(|p| p.get().to_owned())
+                .unwrap_or_else(|| "null".to_owned());
+            if params.len() > s.limits.max_input_bytes {
+                return Err(too_large("params", params.len(), s.limits.max_input_bytes));
+            }
+            (params, None, req.version)
+        }
+    };
+    let request_id = sealed.as_ref().map(|x| x.request_id.clone());
+    let f = s.functions.resolve(&name, version).await?;
     // The namespace's change counter also moves on (de)activation and redeploys, so cached
     // grants of every function, with or without secrets, are refreshed at once.
     let secrets_epoch = s.store.secrets_epoch(&f.function_id).await?;
@@ -105,6 +196,7 @@ async fn invoke_inner(
         code: None,
         execution_id: execution_id.clone(),
         link_id: Vec::new(),
+        sealed,
     };
     let mut resp = s.executor.invoke(rpc.clone(), timeout).await?;
     if matches!(resp.outcome, Some(Outcome::CodeRequired(_))) {
@@ -113,11 +205,43 @@ async fn invoke_inner(
             .store
             .get_code(&f.function_id, f.version)
             .await?
-            .ok_or_else(|| not_found(&name, req.version))?;
+            .ok_or_else(|| not_found(&name, version))?;
         rpc.code = Some(code);
         resp = s.executor.invoke(rpc, timeout).await?;
     }
     match resp.outcome {
+        Some(Outcome::Sealed(sealed)) => {
+            let Some(request_id) = request_id else {
+                tracing::error!(%execution_id, "the executor sealed an answer to a plain request");
+                return Err(HttpError::new(
+                    ErrorCode::Internal,
+                    "the executor returned a malformed result",
+                ));
+            };
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&sealed.sealed);
+            if sealed.outcome == OUTCOME_OK {
+                return Ok(Answer::Sealed(SealedInvokeResponse {
+                    request_id,
+                    execution_id,
+                    version: f.version,
+                    code_hash: f.code_hash.clone(),
+                    duration_ms: resp.duration_ms,
+                    outcome: sealed.outcome,
+                    sealed: b64,
+                }));
+            }
+            let details = SealedFailureDetails {
+                request_id,
+                execution_id,
+                version: f.version,
+                sealed: b64,
+            };
+            Err(HttpError::new(
+                failure_code(&sealed.outcome),
+                "the function failed; its message, stack and logs are sealed for the caller",
+            )
+            .details(serde_json::to_value(details).unwrap_or_default()))
+        }
         Some(Outcome::Success(ok)) => {
             let result = RawValue::from_string(ok.result_json).map_err(|e| {
                 tracing::error!(error = %e, "executor returned a result that is not JSON");
@@ -126,14 +250,14 @@ async fn invoke_inner(
                     "the executor returned a malformed result",
                 )
             })?;
-            Ok(InvokeResponse {
+            Ok(Answer::Plain(InvokeResponse {
                 result,
                 execution_id,
                 version: f.version,
                 code_hash: f.code_hash.clone(),
                 duration_ms: resp.duration_ms,
                 logs: resp.logs,
-            })
+            }))
         }
         Some(Outcome::Failure(fail)) => {
             let code = failure_code(&fail.code);

@@ -20,9 +20,9 @@ pub struct BundleSource {
     sim_root_fingerprint: String,
     vault: Arc<Vault>,
     cached: Mutex<Option<(Instant, AttestationBundle)>>,
-    /// Public fleet keys by epoch: an unauthenticated bundle request never derives a
-    /// private key it already derived.
-    fleet: Mutex<Vec<FleetKey>>,
+    /// Public fleet keys of one generation by epoch: an unauthenticated bundle request never
+    /// derives a private key it already derived.
+    fleet: Mutex<(u64, Vec<FleetKey>)>,
 }
 
 impl BundleSource {
@@ -40,14 +40,20 @@ impl BundleSource {
             sim_root_fingerprint,
             vault,
             cached: Mutex::new(None),
-            fleet: Mutex::new(Vec::new()),
+            fleet: Mutex::new((0, Vec::new())),
         }
     }
 
     /// The public fleet keys valid at `now`, newest first (derived once per epoch).
     fn fleet_keys(&self, now: u64) -> Result<Vec<FleetKey>, cloister_attest::AttestError> {
         let epochs = crate::fleet::epochs_valid_at(now);
-        let mut known = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.vault.fleet_generation();
+        let mut cache = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
+        let (cached_generation, known) = &mut *cache;
+        if *cached_generation != generation {
+            known.clear();
+            *cached_generation = generation;
+        }
         known.retain(|k| epochs.contains(&k.epoch));
         let mut out = Vec::with_capacity(epochs.len());
         for e in epochs {
@@ -57,7 +63,7 @@ impl BundleSource {
             }
             let pair = self
                 .vault
-                .fleet_key(e)
+                .fleet_key(generation, e)
                 .map_err(|err| cloister_attest::AttestError::Unsupported(err.to_string()))?;
             let p = crate::fleet::public_of(&pair, e);
             let k = FleetKey {

@@ -4,6 +4,12 @@
 //! the same keys and nothing needs storing), valid for its epoch plus an overlap window so a
 //! client holding the previous key can still seal while it fetches the new one. Knowing one
 //! epoch's key says nothing about another's (HKDF).
+//!
+//! Keys are also derived from a *generation*, the executor policy's version: when an admin
+//! removes a build from the policy, every fleet key is replaced at once, so the keys that
+//! build holds (even ones a hostile host's clock let it fetch ahead of their epoch) open
+//! nothing sealed to the new keys. Clients pick the new keys up with the next bundle; one
+//! that keeps an old bundle is bounded by its maximum bundle age (`cloister trust`).
 
 use cloister_crypto::{HpkeKeyPair, HpkePublicKey};
 use sha2::{Digest, Sha256};

@@ -89,8 +89,9 @@ async fn fleet_release(vault: &Vault, actor: &str) -> Result<FleetKeys, Refusal>
     let now = cloister_authority::request::unix_now();
     let internal = |e: VaultError| Refusal::new(ErrorCode::Internal, e.to_string());
     let mut keys = Vec::new();
+    let generation = vault.fleet_generation();
     for epoch in crate::fleet::epochs_valid_at(now) {
-        let pair = vault.fleet_key(epoch).map_err(internal)?;
+        let pair = vault.fleet_key(generation, epoch).map_err(internal)?;
         let public = crate::fleet::public_of(&pair, epoch);
         keys.push(FleetSecret {
             key_id: public.key_id.to_vec(),
@@ -103,7 +104,8 @@ async fn fleet_release(vault: &Vault, actor: &str) -> Result<FleetKeys, Refusal>
     }
     let epochs: Vec<u64> = keys.iter().map(|k| k.epoch).collect();
     let audit = AuditDraft::new(actor, Action::FleetRelease, "fleet")
-        .detail("epochs", format!("{epochs:?}"));
+        .detail("epochs", format!("{epochs:?}"))
+        .detail("generation", generation);
     vault.audit(audit).await.map_err(internal)?;
     Ok(FleetKeys { keys })
 }
@@ -387,9 +389,15 @@ mod tests {
         }
         // Another epoch's key is another key.
         let e = published[0].epoch;
+        let g = vault.fleet_generation();
         assert_ne!(
-            vault.fleet_key(e).unwrap().public(),
-            vault.fleet_key(e + 1).unwrap().public()
+            vault.fleet_key(g, e).unwrap().public(),
+            vault.fleet_key(g, e + 1).unwrap().public()
+        );
+        // Another generation's key (after a policy change) is another key.
+        assert_ne!(
+            vault.fleet_key(g, e).unwrap().public(),
+            vault.fleet_key(g + 1, e).unwrap().public()
         );
         let audit = store.audit_list(0, 100).await.unwrap();
         assert!(

@@ -568,17 +568,28 @@ impl Vault {
         self.authority.platform()
     }
 
-    /// The fleet key pair of `epoch` (see [`crate::fleet`]): only for attested executors.
-    pub fn fleet_key(&self, epoch: u64) -> Result<HpkeKeyPair, VaultError> {
-        let seed = derive(&self.root, &self.root_id, &format!("fleet-hpke/{epoch}"))?;
+    /// The fleet key generation in force: the executor policy's version, so every policy
+    /// change (a removed build above all) replaces every fleet key (see [`crate::fleet`]).
+    pub fn fleet_generation(&self) -> u64 {
+        self.authority.executor_policy_version()
+    }
+
+    /// The fleet key pair of `epoch` in `generation`: only for attested executors.
+    pub fn fleet_key(&self, generation: u64, epoch: u64) -> Result<HpkeKeyPair, VaultError> {
+        let seed = derive(
+            &self.root,
+            &self.root_id,
+            &format!("fleet-hpke/{generation}/{epoch}"),
+        )?;
         Ok(HpkeKeyPair::derive(seed.expose()).map_err(KeyvaultError::from)?)
     }
 
-    /// The fleet keys valid at `now` (Unix seconds), newest first.
+    /// The fleet keys valid at `now` (Unix seconds) in the generation in force, newest first.
     pub fn fleet_public(&self, now: u64) -> Result<Vec<crate::fleet::FleetPublic>, VaultError> {
+        let generation = self.fleet_generation();
         crate::fleet::epochs_valid_at(now)
             .into_iter()
-            .map(|e| Ok(crate::fleet::public_of(&self.fleet_key(e)?, e)))
+            .map(|e| Ok(crate::fleet::public_of(&self.fleet_key(generation, e)?, e)))
             .collect()
     }
 

@@ -69,6 +69,16 @@ pub enum ErrorCode {
     InactiveVersion,
     /// Stored state is older than keyvault knows it to be.
     RollbackDetected,
+    /// A sealed invocation expected code other than the code the executor loaded for it.
+    CodeHashMismatch,
+    /// A sealed invocation names a fleet key no executor holds (another platform's, or
+    /// replaced): fetch the attestation bundle again.
+    FleetKeyUnknown,
+    /// A sealed invocation was sealed to a fleet key past its validity.
+    FleetKeyExpired,
+    /// A sealed invocation does not open: altered, or sealed for another function, version,
+    /// request or time than it claims.
+    SealedInputInvalid,
 }
 
 impl ErrorCode {
@@ -104,20 +114,23 @@ impl ErrorCode {
         ErrorCode::ManifestMismatch,
         ErrorCode::InactiveVersion,
         ErrorCode::RollbackDetected,
+        ErrorCode::CodeHashMismatch,
+        ErrorCode::FleetKeyUnknown,
+        ErrorCode::FleetKeyExpired,
+        ErrorCode::SealedInputInvalid,
     ];
 
     /// The HTTP status this code is returned with.
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidRequest | InvalidCode | InvalidSecretPath => 400,
+            InvalidRequest | InvalidCode | InvalidSecretPath | SealedInputInvalid => 400,
             Unauthorized | BadSignature | RequestExpired => 401,
             Forbidden | UnknownIdentity | IdentityRevoked | NotOwner => 403,
             FunctionNotFound | SecretNotFound | NotFound => 404,
             MethodNotAllowed => 405,
-            Conflict | ReplayedRequest | ManifestMismatch | InactiveVersion | RollbackDetected => {
-                409
-            }
+            Conflict | ReplayedRequest | ManifestMismatch | InactiveVersion | RollbackDetected
+            | CodeHashMismatch | FleetKeyUnknown | FleetKeyExpired => 409,
             RequestTimeout => 408,
             PayloadTooLarge => 413,
             FunctionTimeout
@@ -165,6 +178,10 @@ impl ErrorCode {
             ManifestMismatch => "manifest_mismatch",
             InactiveVersion => "inactive_version",
             RollbackDetected => "rollback_detected",
+            CodeHashMismatch => "code_hash_mismatch",
+            FleetKeyUnknown => "fleet_key_unknown",
+            FleetKeyExpired => "fleet_key_expired",
+            SealedInputInvalid => "sealed_input_invalid",
         }
     }
 
@@ -267,6 +284,10 @@ mod tests {
             (ErrorCode::ManifestMismatch, 409),
             (ErrorCode::InactiveVersion, 409),
             (ErrorCode::RollbackDetected, 409),
+            (ErrorCode::CodeHashMismatch, 409),
+            (ErrorCode::FleetKeyUnknown, 409),
+            (ErrorCode::FleetKeyExpired, 409),
+            (ErrorCode::SealedInputInvalid, 400),
         ];
         assert_eq!(all.len(), ErrorCode::ALL.len(), "ALL lists every code");
         for (code, status) in all {

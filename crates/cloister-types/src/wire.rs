@@ -123,9 +123,12 @@ pub struct InvokeRequest {
     /// Parameters passed to the handler (any JSON; `null` when absent).
     #[serde(default)]
     pub params: Option<Box<RawValue>>,
-    /// Specific version to run (default latest).
+    /// Specific version to run (default latest; a sealed request names its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
+    /// Parameters sealed to the fleet key instead of `params` (docs/SEALED.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<crate::sealed::SealedInput>,
 }
 
 /// `POST /v1/functions/{name}/invoke` response.
