@@ -1,0 +1,412 @@
+//! Sealed invocations end to end (docs/SEALED.md), played against a hostile gateway: its
+//! logs, database, metrics and responses never hold a sealed input or result, and every
+//! attack on a sealed call is refused with its own code.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use cloister_client::ClientError;
+use cloister_client::attestation::{TrustedFleetKey, TrustedKeyvault, verify_bundle};
+use cloister_client::sealed::{SealedError, Target, pick_key, seal_call};
+use cloister_types::wire::{DeployRequest, FunctionInfo};
+use cloister_types::{ErrorCode, code_hash};
+use common::Platform;
+
+/// Echoes its input, logs it, and throws it when asked.
+const ECHO: &str = "function handler(p, s, ctx) { ctx.log('saw ' + p.m); \
+                    if (p.fail) { throw new Error('failing on ' + p.m); } return { echo: p.m }; }";
+
+fn now() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap()
+}
+
+fn keyvault_measurement(p: &Platform) -> [u8; 48] {
+    let m: serde_json::Value = serde_json::from_slice(
+        &p.cli(&["--json", "attest", "measure", "--role", "keyvault"])
+            .stdout,
+    )
+    .unwrap();
+    let mut expected = [0u8; 48];
+    hex::decode_to_slice(m["measurement"].as_str().unwrap(), &mut expected).unwrap();
+    expected
+}
+
+async fn trusted(p: &Platform) -> TrustedKeyvault {
+    let bundle = p.admin().attestation().await.unwrap();
+    verify_bundle(
+        &bundle,
+        &p.sim_root(),
+        &keyvault_measurement(p),
+        300,
+        now() as i64,
+    )
+    .unwrap()
+}
+
+async fn deploy(p: &Platform, name: &str, code: &str) -> FunctionInfo {
+    let req = DeployRequest {
+        name: name.into(),
+        runtime: "javascript".into(),
+        code: code.into(),
+        entrypoint: None,
+        environment: None,
+        required_secrets: vec![],
+        limits: None,
+        manifest: None,
+    };
+    p.admin().deploy(&req).await.unwrap()
+}
+
+fn target(f: &FunctionInfo) -> Target {
+    Target {
+        function_id: f.function_id.clone(),
+        version: f.version,
+        code_hash: f.code_hash.clone(),
+    }
+}
+
+/// Waits until the executor holds fleet keys (fetched right after it attests to keyvault).
+async fn executor_holds_keys(p: &Platform) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p.log().contains("holding fleet keys") {
+        assert!(Instant::now() < deadline, "{}", p.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every file under `dir` (databases, WAL, logs), read raw.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                hits.push(path);
+            }
+        }
+    }
+    hits
+}
+
+fn api_code(e: &ClientError) -> Option<(ErrorCode, u16)> {
+    match e {
+        ClientError::Api { status, error } => Some((error.code, *status)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_input_and_result_appear_in_no_log_database_metric_or_response() {
+    let p = Platform::start().await;
+    let f = deploy(&p, "echo", ECHO).await;
+    executor_holds_keys(&p).await;
+    let kv = trusted(&p).await;
+    let key = pick_key(&kv.fleet_keys, now()).unwrap();
+    let marker = format!("marker-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let mut c = p.admin();
+
+    // It runs, and the caller reads the result and the logs.
+    let call = seal_call(key, &target(&f), &format!(r#"{{"m":"{marker}"}}"#), now()).unwrap();
+    let r = c.invoke_sealed("echo", &call).await.unwrap();
+    assert_eq!(r.result.get(), format!(r#"{{"echo":"{marker}"}}"#));
+    assert_eq!(r.logs, vec![format!("saw {marker}")]);
+    assert_eq!(r.version, f.version);
+
+    // The function's own failure: 422 with the code visible, message, stack and logs sealed.
+    let call = seal_call(
+        key,
+        &target(&f),
+        &format!(r#"{{"m":"{marker}","fail":true}}"#),
+        now(),
+    )
+    .unwrap();
+    match c.invoke_sealed("echo", &call).await {
+        Err(ClientError::FunctionFailed {
+            code,
+            message,
+            logs,
+            ..
+        }) => {
+            assert_eq!(code, ErrorCode::FunctionError);
+            assert!(message.contains(&marker), "{message}");
+            assert_eq!(logs, vec![format!("saw {marker}")]);
+        }
+        other => panic!("expected the sealed failure, got {other:?}"),
+    }
+    // What the gateway relays (the raw HTTP bodies) holds neither.
+    let body = |call: &cloister_client::sealed::SealedCall| {
+        serde_json::to_vec(&cloister_types::wire::InvokeRequest {
+            params: None,
+            version: None,
+            sealed: Some(call.input.clone()),
+        })
+        .unwrap()
+    };
+    for params in [
+        format!(r#"{{"m":"{marker}"}}"#),
+        format!(r#"{{"m":"{marker}","fail":true}}"#),
+    ] {
+        let call = seal_call(key, &target(&f), &params, now()).unwrap();
+        let raw = c
+            .raw(
+                hyper::Method::POST,
+                "/v1/functions/echo/invoke",
+                Some(body(&call).into()),
+            )
+            .await
+            .unwrap();
+        assert!(raw.status == 200 || raw.status == 422, "{}", raw.status);
+        let text = String::from_utf8_lossy(&raw.body);
+        assert!(!text.contains(&marker), "{text}");
+        assert!(!text.contains("saw "), "logs are sealed: {text}");
+    }
+    // Nothing outside the executor's memory holds it: logs of every role, every database
+    // file (WAL included), the metrics.
+    assert!(!p.log().contains(&marker), "{}", p.log());
+    let hits = files_containing(p.dir.path(), marker.as_bytes());
+    assert!(hits.is_empty(), "the marker is in {hits:?}");
+    let metrics = c.metrics().await.unwrap();
+    assert!(!metrics.contains(&marker));
+
+    // The same marker sent plain is visible to the gateway: the test can see a leak.
+    let plain = c
+        .invoke("echo", &format!(r#"{{"m":"{marker}"}}"#), None)
+        .await
+        .unwrap();
+    assert!(plain.result.get().contains(&marker));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attack_on_a_sealed_call_is_refused_with_its_own_code() {
+    let p = Platform::start().await;
+    let f = deploy(&p, "echo", ECHO).await;
+    let other = deploy(&p, "other", "function handler() { return 1; }").await;
+    executor_holds_keys(&p).await;
+    let kv = trusted(&p).await;
+    let key = pick_key(&kv.fleet_keys, now()).unwrap().clone();
+    let mut c = p.admin();
+    let params = r#"{"m":"x"}"#;
+
+    // Another code hash than the loaded one (the gateway routes the deployed version).
+    let mut t = target(&f);
+    t.code_hash = code_hash("function handler() { return 'evil'; }");
+    let call = seal_call(&key, &t, params, now()).unwrap();
+    let e = c.invoke_sealed("echo", &call).await.unwrap_err();
+    assert_eq!(
+        api_code(&e),
+        Some((ErrorCode::CodeHashMismatch, 409)),
+        "{e}"
+    );
+    // Sealed for one function, routed (by a hostile gateway) to another.
+    let call = seal_call(&key, &target(&f), params, now()).unwrap();
+    let e = c.invoke_sealed("other", &call).await.unwrap_err();
+    assert_eq!(
+        api_code(&e),
+        Some((ErrorCode::CodeHashMismatch, 409)),
+        "{e}"
+    );
+    let _ = other;
+
+    // A replayed request id.
+    let call = seal_call(&key, &target(&f), params, now()).unwrap();
+    c.invoke_sealed("echo", &call).await.unwrap();
+    let e = c.invoke_sealed("echo", &call).await.unwrap_err();
+    assert_eq!(api_code(&e), Some((ErrorCode::ReplayedRequest, 409)), "{e}");
+    // A request sealed too long ago.
+    let call = seal_call(&key, &target(&f), params, now() - 600).unwrap();
+    let e = c.invoke_sealed("echo", &call).await.unwrap_err();
+    assert_eq!(api_code(&e), Some((ErrorCode::ReplayedRequest, 409)), "{e}");
+
+    // Tampered ciphertext, and a visible field changed in transit.
+    let mut call = seal_call(&key, &target(&f), params, now()).unwrap();
+    let mut ct = base64::engine::general_purpose::STANDARD
+        .decode(&call.input.ciphertext)
+        .unwrap();
+    ct[40] ^= 1;
+    call.input.ciphertext = base64::engine::general_purpose::STANDARD.encode(&ct);
+    let e = c.invoke_sealed("echo", &call).await.unwrap_err();
+    assert_eq!(
+        api_code(&e),
+        Some((ErrorCode::SealedInputInvalid, 400)),
+        "{e}"
+    );
+    let mut call = seal_call(&key, &target(&f), params, now()).unwrap();
+    call.input.timestamp -= 1;
+    let e = c.invoke_sealed("echo", &call).await.unwrap_err();
+    assert_eq!(
+        api_code(&e),
+        Some((ErrorCode::SealedInputInvalid, 400)),
+        "{e}"
+    );
+
+    // A key from another platform (or one keyvault no longer releases).
+    let foreign = cloister_crypto::HpkeKeyPair::derive(&[9; 32]).unwrap();
+    let foreign_key = TrustedFleetKey {
+        key_id: [9; 8],
+        public: foreign.public(),
+        ..key.clone()
+    };
+    let call = seal_call(&foreign_key, &target(&f), params, now()).unwrap();
+    let e = c.invoke_sealed("echo", &call).await.unwrap_err();
+    assert_eq!(api_code(&e), Some((ErrorCode::FleetKeyUnknown, 409)), "{e}");
+    // A bundle from another platform does not verify against this one's pinned root, and a
+    // key past its validity is never offered.
+    let bundle = p.admin().attestation().await.unwrap();
+    let wrong_root = "ab".repeat(32);
+    assert!(matches!(
+        verify_bundle(
+            &bundle,
+            &wrong_root,
+            &keyvault_measurement(&p),
+            300,
+            now() as i64
+        ),
+        Err(cloister_client::attestation::BundleError::WrongRoot { .. })
+    ));
+    assert!(pick_key(&kv.fleet_keys, key.not_after).is_none_or(|k| k.epoch > key.epoch));
+
+    // An answer swapped with another call's (or relabelled) does not open.
+    let a = seal_call(&key, &target(&f), r#"{"m":"a"}"#, now()).unwrap();
+    let b = seal_call(&key, &target(&f), r#"{"m":"b"}"#, now()).unwrap();
+    let raw = |call: &cloister_client::sealed::SealedCall| {
+        serde_json::to_vec(&cloister_types::wire::InvokeRequest {
+            params: None,
+            version: None,
+            sealed: Some(call.input.clone()),
+        })
+        .unwrap()
+    };
+    let rb = c
+        .raw(
+            hyper::Method::POST,
+            "/v1/functions/echo/invoke",
+            Some(raw(&b).into()),
+        )
+        .await
+        .unwrap();
+    let rb: cloister_types::sealed::SealedInvokeResponse =
+        serde_json::from_slice(&rb.body).unwrap();
+    assert!(matches!(
+        a.open(&rb.execution_id, &rb.outcome, &rb.sealed),
+        Err(SealedError::Tampered)
+    ));
+    assert!(matches!(
+        b.open(&rb.execution_id, "function_error", &rb.sealed),
+        Err(SealedError::Tampered)
+    ));
+    assert!(matches!(
+        b.open("another-execution", &rb.outcome, &rb.sealed),
+        Err(SealedError::Tampered)
+    ));
+    let opened = b.open(&rb.execution_id, &rb.outcome, &rb.sealed).unwrap();
+    assert_eq!(opened.result.unwrap().get(), r#"{"echo":"b"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_replaces_every_fleet_key_and_the_executor_follows() {
+    let p = Platform::start().await;
+    let f = deploy(&p, "echo", ECHO).await;
+    executor_holds_keys(&p).await;
+    let before = trusted(&p).await;
+    let old = pick_key(&before.fleet_keys, now()).unwrap().clone();
+    let mut c = p.admin();
+    let call = seal_call(&old, &target(&f), r#"{"m":"1"}"#, now()).unwrap();
+    c.invoke_sealed("echo", &call).await.unwrap();
+
+    // The admin adds a build to the executor policy: a new generation of fleet keys.
+    let root = p.sim_root();
+    let show = p.cli(&["--json", "keyvault", "policy", "show", "--sim-root", &root]);
+    let policy: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let this_build = policy["measurements"][0].as_str().unwrap().to_owned();
+    let yaml = policy["policy"].as_str().unwrap().replace(
+        &this_build,
+        &format!("{this_build}\", \"{}", "cd".repeat(48)),
+    );
+    let file = p.dir.path().join("policy.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let set = p.cli(&[
+        "keyvault",
+        "policy",
+        "set",
+        file.to_str().unwrap(),
+        "--sim-root",
+        &root,
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let after = trusted(&p).await;
+    assert_eq!(after.executor_measurements.len(), 2, "{yaml}");
+    let new = pick_key(&after.fleet_keys, now()).unwrap().clone();
+    assert_ne!(new.key_id, old.key_id, "every fleet key is replaced");
+    assert_eq!(new.epoch, old.epoch);
+
+    // A call under the new key works at once: the executor fetches keyvault's current keys
+    // when a request names one it does not hold. The old key then opens nothing.
+    let call = seal_call(&new, &target(&f), r#"{"m":"2"}"#, now()).unwrap();
+    let r = c.invoke_sealed("echo", &call).await.unwrap();
+    assert_eq!(r.result.get(), r#"{"echo":"2"}"#);
+    let call = seal_call(&old, &target(&f), r#"{"m":"3"}"#, now()).unwrap();
+    let e = c.invoke_sealed("echo", &call).await.unwrap_err();
+    assert_eq!(api_code(&e), Some((ErrorCode::FleetKeyUnknown, 409)), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_seals_verifies_and_opens() {
+    let p = Platform::start().await;
+    deploy(&p, "echo", ECHO).await;
+    executor_holds_keys(&p).await;
+    let root = p.sim_root();
+    let out = p.cli(&[
+        "--json",
+        "fn",
+        "invoke",
+        "echo",
+        "--sealed",
+        "--params",
+        r#"{"m":"cli"}"#,
+        "--sim-root",
+        &root,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["result"]["echo"], "cli");
+    assert_eq!(v["sealed"], true);
+    assert_eq!(v["logs"][0], "saw cli");
+    // Pinned to other code: the executor refuses, and the CLI says so with the code.
+    let out = p.cli(&[
+        "fn",
+        "invoke",
+        "echo",
+        "--sealed",
+        "--params",
+        "{}",
+        "--expect-code-hash",
+        &code_hash("other"),
+        "--sim-root",
+        &root,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("code_hash_mismatch"), "{err}");
+    // A plain call says it is not sealed.
+    let out = p.cli(&["fn", "invoke", "echo", "--params", r#"{"m":"p"}"#]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("non-sensitive"));
+}
