@@ -104,6 +104,24 @@ pub enum Command {
     /// Signing identities: create one, show it, grant one a role (admin).
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Check invocation receipts offline (saved by `fn invoke --receipt FILE`).
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+}
+
+/// `cloister receipt ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReceiptCommand {
+    /// Verify a saved receipt offline: its bundle against the pinned root and keyvault
+    /// build, the signer's evidence at the receipt's time, the executor build against the
+    /// bundle, the signature. Exit 0 when valid; non-zero with the reason otherwise.
+    Verify {
+        /// The file `fn invoke --receipt` wrote.
+        file: PathBuf,
+        /// How the bundle inside is checked (the root pinned for the file's URL by default).
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
 }
 
 /// `cloister identity ...`.
@@ -768,7 +786,11 @@ pub struct InvokeArgs {
     /// (`code_hash_mismatch`). Default: the code hash the server lists for the version.
     #[arg(long, requires = "sealed")]
     pub expect_code_hash: Option<String>,
-    /// How keyvault's attestation bundle is checked before sealing.
+    /// Ask the executor for a signed receipt, check it, and save it with keyvault's bundle
+    /// to FILE for `cloister receipt verify`.
+    #[arg(long, value_name = "FILE")]
+    pub receipt: Option<PathBuf>,
+    /// How keyvault's attestation bundle is checked before sealing (or a receipt).
     #[command(flatten)]
     pub trust: TrustArgs,
 }

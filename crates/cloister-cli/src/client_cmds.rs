@@ -185,7 +185,26 @@ async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyh
     if args.sealed {
         return invoke_sealed(c, url, &args, params.trim(), json).await;
     }
-    let resp = c.invoke(&args.name, params.trim(), args.version).await?;
+    let resp = match &args.receipt {
+        None => c.invoke(&args.name, params.trim(), args.version).await?,
+        Some(file) => {
+            let (kv, bundle) = crate::secret_cmd::verified_bundle(c, url, &args.trust).await?;
+            let (resp, v) = c
+                .invoke_with_receipt(&args.name, params.trim(), args.version, &receipt_trust(&kv))
+                .await?;
+            if let Some(r) = &resp.receipt {
+                save_receipt(file, url, r, bundle)?;
+            }
+            eprintln!(
+                "receipt checked (signed by executor {}) and saved to {}",
+                v.executor_measurement
+                    .get(..16)
+                    .unwrap_or(&v.executor_measurement),
+                file.display()
+            );
+            resp
+        }
+    };
     if json {
         output::json(&resp);
         return Ok(());
@@ -203,6 +222,31 @@ async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyh
         resp.version, resp.duration_ms, resp.execution_id
     );
     Ok(())
+}
+
+fn receipt_trust(
+    kv: &cloister_client::attestation::TrustedKeyvault,
+) -> cloister_client::receipt::ReceiptTrust {
+    cloister_client::receipt::ReceiptTrust {
+        root_fingerprint: kv.root_fingerprint.clone(),
+        executor_measurements: kv.executor_measurements.clone(),
+    }
+}
+
+/// Writes a checked receipt with the bundle it was checked against.
+fn save_receipt(
+    file: &Path,
+    url: &str,
+    receipt: &cloister_types::receipt::Receipt,
+    bundle: cloister_client::attestation::Bundle,
+) -> anyhow::Result<()> {
+    let saved = cloister_client::receipt::ReceiptFile {
+        url: url.to_owned(),
+        receipt: receipt.clone(),
+        bundle,
+    };
+    std::fs::write(file, serde_json::to_vec_pretty(&saved)?)
+        .with_context(|| format!("cannot write {}", file.display()))
 }
 
 /// `fn invoke --sealed`: verify keyvault's bundle, seal to its fleet key for the code
@@ -228,12 +272,28 @@ async fn invoke_sealed(
     };
     let mut refetched = false;
     loop {
-        let kv = crate::secret_cmd::trusted_keyvault(c, url, &args.trust).await?;
+        let (kv, bundle) = crate::secret_cmd::verified_bundle(c, url, &args.trust).await?;
         let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
         let key = pick_key(&kv.fleet_keys, now)
             .ok_or(cloister_client::sealed::SealedError::NoFleetKey)?;
-        let call = seal_call(key, &target, params, now)?;
+        let mut call = seal_call(key, &target, params, now)?;
+        if args.receipt.is_some() {
+            call = call.ask_receipt(receipt_trust(&kv))?;
+        }
         match c.invoke_sealed(&args.name, &call).await {
+            Err(e @ cloister_client::ClientError::FunctionFailed { .. }) => {
+                // Saved before the failure is reported: it proves what failed.
+                if let (
+                    cloister_client::ClientError::FunctionFailed {
+                        receipt: Some(r), ..
+                    },
+                    Some(file),
+                ) = (&e, &args.receipt)
+                {
+                    save_receipt(file, url, &r.0, bundle)?;
+                }
+                return Err(e.into());
+            }
             Err(e)
                 if !refetched && e.code() == Some(cloister_types::ErrorCode::FleetKeyUnknown) =>
             {
@@ -244,6 +304,16 @@ async fn invoke_sealed(
             }
             Err(e) => return Err(e.into()),
             Ok(r) => {
+                if let (Some((receipt, v)), Some(file)) = (&r.receipt, &args.receipt) {
+                    save_receipt(file, url, receipt, bundle)?;
+                    eprintln!(
+                        "receipt checked (signed by executor {}) and saved to {}",
+                        v.executor_measurement
+                            .get(..16)
+                            .unwrap_or(&v.executor_measurement),
+                        file.display()
+                    );
+                }
                 if json {
                     output::json(&serde_json::json!({
                         "result": r.result,

@@ -10,6 +10,7 @@ mod client_cmds;
 mod identity_cmd;
 mod output;
 mod policy_cmd;
+mod receipt_cmd;
 mod restore_cmd;
 mod roles;
 mod secret_cmd;
@@ -73,5 +74,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secret(cmd) => secret_cmd::secret(conn, cmd, cli.json).await,
         Command::Audit(cmd) => secret_cmd::audit(conn, cmd, cli.json).await,
         Command::Identity(cmd) => identity_cmd::run(conn, cmd, cli.json).await,
+        Command::Receipt(cmd) => receipt_cmd::run(cmd, cli.json),
     }
 }

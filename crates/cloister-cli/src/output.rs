@@ -62,6 +62,7 @@ pub fn print_error(e: &anyhow::Error, json_mode: bool) {
         stack,
         logs,
         execution_id,
+        ..
     }) = e.downcast_ref::<ClientError>()
     {
         if json_mode {

@@ -119,29 +119,54 @@ fn trusted_root(url: &str, explicit: Option<&str>, presented: &str) -> anyhow::R
     Ok(presented.to_owned())
 }
 
-/// Fetches and verifies keyvault's attestation bundle.
-pub async fn trusted_keyvault(
-    c: &mut Client,
-    url: &str,
-    trust: &TrustArgs,
-) -> anyhow::Result<TrustedKeyvault> {
-    let bundle = c.attestation().await?;
-    let presented = presented_root(&bundle).map_err(|e| attestation_failed(e.to_string()))?;
-    let root = trusted_root(url, trust.sim_root.as_deref(), &presented)?;
-    let expected = match &trust.keyvault_measurement {
+/// The sim root pinned for `url` on this machine, if any (never pins one).
+pub fn pinned_root(url: &str) -> anyhow::Result<Option<String>> {
+    let cfg = read_config(&config_path()?)?;
+    Ok(cfg
+        .get("simRoots")
+        .and_then(|r| r.get(url))
+        .and_then(Value::as_str)
+        .map(str::to_owned))
+}
+
+/// The keyvault measurement to expect: given, or that of the keyvault executable next to
+/// this CLI (or in --trusted-dir).
+pub fn expected_keyvault(trust: &TrustArgs) -> anyhow::Result<[u8; 48]> {
+    match &trust.keyvault_measurement {
         Some(h) => {
             let mut m = [0u8; 48];
             hex::decode_to_slice(h.trim(), &mut m)
                 .context("--keyvault-measurement must be 96 hex digits")?;
-            m
+            Ok(m)
         }
         None => cloister_role::trusted::TrustedBinaries::locate(trust.trusted_dir.as_deref())
             .and_then(|b| b.keyvault_measurement())
             .context(
                 "no --keyvault-measurement given, and the keyvault executable to expect cannot \
                  be measured",
-            )?,
-    };
+            ),
+    }
+}
+
+/// Fetches and verifies keyvault's attestation bundle.
+pub async fn trusted_keyvault(
+    c: &mut Client,
+    url: &str,
+    trust: &TrustArgs,
+) -> anyhow::Result<TrustedKeyvault> {
+    Ok(verified_bundle(c, url, trust).await?.0)
+}
+
+/// Fetches and verifies keyvault's attestation bundle; returns it with what checked out.
+pub async fn verified_bundle(
+    c: &mut Client,
+    url: &str,
+    trust: &TrustArgs,
+) -> anyhow::Result<(TrustedKeyvault, cloister_client::attestation::Bundle)> {
+    let bundle = c.attestation().await?;
+    let presented = presented_root(&bundle).map_err(|e| attestation_failed(e.to_string()))?;
+    let root = trusted_root(url, trust.sim_root.as_deref(), &presented)?;
+    let expected = expected_keyvault(trust)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let kv = verify_bundle(&bundle, &root, &expected, MAX_BUNDLE_AGE_SECS, now).map_err(|e| {
         let hint = match e {
@@ -156,7 +181,7 @@ pub async fn trusted_keyvault(
         attestation_failed(format!("{e}{hint}"))
     })?;
     pin_authority(url, &kv)?;
-    Ok(kv)
+    Ok((kv, bundle))
 }
 
 /// Pins keyvault's instance key and identity registry per URL (both bound by its evidence)

@@ -87,6 +87,7 @@ impl Insider {
                     execution_id: uuid(),
                     link_id: Vec::new(),
                     sealed: None,
+                    receipt_nonce: Vec::new(),
                 },
             ))
             .await
@@ -759,6 +760,7 @@ async fn the_executor_proves_itself_to_the_gateway_and_links_are_not_guessable()
                 execution_id: uuid(),
                 link_id: vec![0u8; 16],
                 sealed: None,
+                receipt_nonce: Vec::new(),
             },
         ))
         .await
@@ -819,6 +821,7 @@ async fn the_executor_proves_itself_to_the_gateway_and_links_are_not_guessable()
                 execution_id,
                 link_id: ans.link_id.clone(),
                 sealed: None,
+                receipt_nonce: Vec::new(),
             },
         )
     };

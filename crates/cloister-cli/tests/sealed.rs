@@ -149,6 +149,7 @@ async fn a_sealed_input_and_result_appear_in_no_log_database_metric_or_response(
             params: None,
             version: None,
             sealed: Some(call.input.clone()),
+            receipt_nonce: None,
         })
         .unwrap()
     };
@@ -283,6 +284,7 @@ async fn every_attack_on_a_sealed_call_is_refused_with_its_own_code() {
             params: None,
             version: None,
             sealed: Some(call.input.clone()),
+            receipt_nonce: None,
         })
         .unwrap()
     };
@@ -409,4 +411,167 @@ async fn the_cli_seals_verifies_and_opens() {
     let out = p.cli(&["fn", "invoke", "echo", "--params", r#"{"m":"p"}"#]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("non-sensitive"));
+}
+
+fn receipt_trust(kv: &TrustedKeyvault) -> cloister_client::receipt::ReceiptTrust {
+    cloister_client::receipt::ReceiptTrust {
+        root_fingerprint: kv.root_fingerprint.clone(),
+        executor_measurements: kv.executor_measurements.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_verify_and_any_flipped_byte_fails() {
+    use cloister_client::receipt::{ReceiptError, verify_receipt};
+    let p = Platform::start().await;
+    let f = deploy(&p, "echo", ECHO).await;
+    executor_holds_keys(&p).await;
+    let kv = trusted(&p).await;
+    let trust = receipt_trust(&kv);
+    let mut c = p.admin();
+
+    // Plain: the receipt names this call's params text and result text.
+    let (resp, v) = c
+        .invoke_with_receipt("echo", r#"{"m":"plain"}"#, None, &trust)
+        .await
+        .unwrap();
+    assert_eq!(v.body.function_id, f.function_id);
+    assert_eq!(v.body.code_hash, f.code_hash);
+    assert_eq!(v.body.manifest_digest, f.manifest_digest);
+    assert!(v.body.fleet_key_id.is_empty());
+    let plain = resp.receipt.unwrap();
+
+    // Sealed: it names the ciphertext, the sealed answer, the key and the request.
+    let key = pick_key(&kv.fleet_keys, now()).unwrap();
+    let call = seal_call(key, &target(&f), r#"{"m":"sealed"}"#, now())
+        .unwrap()
+        .ask_receipt(trust.clone())
+        .unwrap();
+    let answer = c.invoke_sealed("echo", &call).await.unwrap();
+    let (sealed, v) = answer.receipt.unwrap();
+    assert_eq!(v.body.fleet_key_id, call.input.key_id);
+    assert_eq!(v.body.request_id, call.input.request_id);
+    // A failed sealed call has a receipt too (its outcome is the failure's code).
+    let failing = seal_call(key, &target(&f), r#"{"m":"x","fail":true}"#, now())
+        .unwrap()
+        .ask_receipt(trust.clone())
+        .unwrap();
+    match c.invoke_sealed("echo", &failing).await {
+        Err(ClientError::FunctionFailed {
+            receipt: Some(r), ..
+        }) => assert_eq!(r.1.body.outcome, "function_error"),
+        other => panic!("expected a failure with a receipt, got {other:?}"),
+    }
+
+    // Any flipped byte anywhere in a receipt (body, signature, key, evidence) fails.
+    for receipt in [&plain, &sealed] {
+        assert!(verify_receipt(receipt, &trust).is_ok());
+        let text = serde_json::to_vec(receipt).unwrap();
+        for i in 0..text.len() {
+            let mut t = text.clone();
+            t[i] ^= 1;
+            let Ok(altered) = serde_json::from_slice::<cloister_types::receipt::Receipt>(&t) else {
+                continue;
+            };
+            assert!(
+                verify_receipt(&altered, &trust).is_err(),
+                "flipping byte {i} ({:?}) went unnoticed",
+                text[i] as char
+            );
+        }
+    }
+    // Another root, or an executor build keyvault does not allow, fails too; a valid
+    // receipt of another call is not this one's.
+    let mut other_root = trust.clone();
+    other_root.root_fingerprint = "ab".repeat(32);
+    assert!(matches!(
+        verify_receipt(&plain, &other_root),
+        Err(ReceiptError::WrongRoot { .. })
+    ));
+    let mut no_build = trust.clone();
+    no_build.executor_measurements = vec!["cd".repeat(48)];
+    assert!(matches!(
+        verify_receipt(&plain, &no_build),
+        Err(ReceiptError::MeasurementNotAllowed(_))
+    ));
+    assert!(
+        call.check_receipt(
+            Some(&plain),
+            &answer.execution_id,
+            "ok",
+            &base64::engine::general_purpose::STANDARD.encode(b"x")
+        )
+        .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_saves_a_receipt_that_verifies_offline_and_a_tampered_one_does_not() {
+    let p = Platform::start().await;
+    deploy(&p, "echo", ECHO).await;
+    executor_holds_keys(&p).await;
+    let root = p.sim_root();
+    for sealed in [false, true] {
+        let file = p.dir.path().join(format!("receipt-{sealed}.json"));
+        let mut args = vec![
+            "fn",
+            "invoke",
+            "echo",
+            "--params",
+            r#"{"m":"r"}"#,
+            "--receipt",
+            file.to_str().unwrap(),
+        ];
+        // The plain call pins the root on first use (and verify finds it pinned); the
+        // sealed one names it.
+        if sealed {
+            args.extend(["--sealed", "--sim-root", &root]);
+        }
+        let out = p.cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut verify = vec!["--json", "receipt", "verify", file.to_str().unwrap()];
+        if sealed {
+            verify.extend(["--sim-root", &root]);
+        }
+        let ok = p.cli(&verify);
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+        assert_eq!(v["valid"], true);
+        assert_eq!(
+            v["body"]["fleetKeyId"].as_str().unwrap().is_empty(),
+            !sealed
+        );
+        // One digit of the output digest changed: exit non-zero with the reason.
+        let mut saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let digest = saved["receipt"]["body"]["outputSha256"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let flipped = if digest.starts_with('0') { "1" } else { "0" };
+        saved["receipt"]["body"]["outputSha256"] = format!("{flipped}{}", &digest[1..]).into();
+        let bad = p.dir.path().join("tampered.json");
+        std::fs::write(&bad, serde_json::to_vec(&saved).unwrap()).unwrap();
+        let out = p.cli(&[
+            "receipt",
+            "verify",
+            bad.to_str().unwrap(),
+            "--sim-root",
+            &root,
+        ]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("receipt_invalid") && err.contains("signature"),
+            "{err}"
+        );
+    }
 }

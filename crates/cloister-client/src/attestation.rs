@@ -97,6 +97,14 @@ pub fn presented_root(bundle: &Bundle) -> Result<String, BundleError> {
     Ok(fingerprint(&ev.platform_cert))
 }
 
+/// When the bundle's evidence was produced (Unix seconds), unverified: the time an offline
+/// check verifies it at.
+pub fn bundle_time(bundle: &Bundle) -> Result<i64, BundleError> {
+    let ev = SimEvidence::parse(&evidence_bytes(bundle)?)?;
+    i64::try_from(ev.timestamp_ms / 1000)
+        .map_err(|_| BundleError::Malformed("timestamp out of range".into()))
+}
+
 fn fingerprint(der: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(der))

@@ -5,6 +5,7 @@
 pub mod attestation;
 pub mod audit;
 mod conn;
+pub mod receipt;
 pub mod registry;
 pub mod sealed;
 pub mod signing;
@@ -56,9 +57,14 @@ pub enum ClientError {
     /// A sealed call's answer could not be opened or trusted.
     #[error(transparent)]
     Sealed(#[from] sealed::SealedError),
+    /// A receipt did not check out.
+    #[error(transparent)]
+    Receipt(#[from] receipt::ReceiptError),
     /// A sealed call's function failed; the details were sealed for this caller.
     #[error("{code} (execution {execution_id}): {message}")]
     FunctionFailed {
+        /// The verified receipt, when one was asked for.
+        receipt: Option<Box<(cloister_types::receipt::Receipt, receipt::VerifiedReceipt)>>,
         /// Public error code (HTTP 422 family).
         code: cloister_types::ErrorCode,
         /// The function's message.
@@ -271,6 +277,7 @@ impl Client {
             params: None,
             version: None,
             sealed: Some(call.input.clone()),
+            receipt_nonce: call.receipt.as_ref().map(|(n, _)| n.clone()),
         });
         let resp = self
             .raw(
@@ -289,8 +296,16 @@ impl Client {
                 return Err(sealed::SealedError::Tampered.into());
             }
             let opened = call.open(&d.execution_id, err.code.as_str(), &d.sealed)?;
+            let verified = call.check_receipt(
+                d.receipt.as_ref(),
+                &d.execution_id,
+                err.code.as_str(),
+                &d.sealed,
+            )?;
+            let receipt = d.receipt.zip(verified).map(Box::new);
             return match opened.result {
                 Err((code, f)) => Err(ClientError::FunctionFailed {
+                    receipt,
                     code,
                     message: f.message,
                     stack: f.stack,
@@ -307,8 +322,11 @@ impl Client {
             return Err(sealed::SealedError::Tampered.into());
         }
         let opened = call.open(&r.execution_id, &r.outcome, &r.sealed)?;
+        let verified =
+            call.check_receipt(r.receipt.as_ref(), &r.execution_id, &r.outcome, &r.sealed)?;
         match opened.result {
             Ok(result) => Ok(SealedAnswer {
+                receipt: r.receipt.zip(verified),
                 result,
                 logs: opened.logs,
                 execution_id: r.execution_id,
@@ -320,6 +338,56 @@ impl Client {
                 Err(sealed::SealedError::Malformed("an error under outcome ok".into()).into())
             }
         }
+    }
+
+    /// `POST /v1/functions/{name}/invoke` (plain) asking for a receipt, verified against
+    /// `trust` and matched to this call (its params text, result text, execution id).
+    pub async fn invoke_with_receipt(
+        &mut self,
+        name: &str,
+        params: &str,
+        version: Option<u32>,
+        trust: &receipt::ReceiptTrust,
+    ) -> Result<(InvokeResponse, receipt::VerifiedReceipt), ClientError> {
+        use cloister_types::receipt::sha256_hex;
+        let nonce = hex::encode(
+            cloister_crypto::random_bytes::<32>()
+                .map_err(|e| ClientError::Signing(e.to_string()))?,
+        );
+        let body = to_json(&cloister_types::wire::InvokeRequest {
+            params: Some(
+                serde_json::value::RawValue::from_string(params.to_owned()).map_err(|e| {
+                    ClientError::Unexpected {
+                        status: 0,
+                        message: format!("params are not JSON: {e}"),
+                    }
+                })?,
+            ),
+            version,
+            sealed: None,
+            receipt_nonce: Some(nonce.clone()),
+        });
+        let resp: InvokeResponse = self
+            .call(
+                Method::POST,
+                &format!("/v1/functions/{}/invoke", seg(name)),
+                Some(body),
+            )
+            .await?;
+        let r = resp
+            .receipt
+            .as_ref()
+            .ok_or(receipt::ReceiptError::Missing)?;
+        let v = receipt::verify_receipt(r, trust)?;
+        v.check_call(&receipt::CallFacts {
+            nonce: &nonce,
+            input_sha256: sha256_hex(params.as_bytes()),
+            output_sha256: sha256_hex(resp.result.get().as_bytes()),
+            outcome: cloister_types::sealed::OUTCOME_OK,
+            execution_id: &resp.execution_id,
+            sealed: None,
+        })?;
+        Ok((resp, v))
     }
 
     /// `POST /v1/tokens`.
@@ -545,6 +613,8 @@ impl Client {
 /// An opened answer to a sealed invocation.
 #[derive(Debug)]
 pub struct SealedAnswer {
+    /// The receipt and what checked out about it, when one was asked for.
+    pub receipt: Option<(cloister_types::receipt::Receipt, receipt::VerifiedReceipt)>,
     /// The function's result.
     pub result: Box<serde_json::value::RawValue>,
     /// Log lines it wrote.

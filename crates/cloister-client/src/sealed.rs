@@ -60,6 +60,61 @@ pub struct SealedCall {
     /// The request body's `sealed` field.
     pub input: SealedInput,
     response_key: SecretKey32,
+    /// The receipt nonce (hex) and what the receipt is checked against, when one is asked.
+    pub receipt: Option<(String, crate::receipt::ReceiptTrust)>,
+}
+
+impl SealedCall {
+    /// Asks for a receipt (with a fresh random nonce), checked against `trust` on arrival.
+    pub fn ask_receipt(mut self, trust: crate::receipt::ReceiptTrust) -> Result<Self, SealedError> {
+        let nonce = cloister_crypto::random_bytes::<32>().map_err(SealedError::Seal)?;
+        self.receipt = Some((hex::encode(nonce), trust));
+        Ok(self)
+    }
+
+    /// The target the call was sealed for.
+    pub fn target(&self) -> Target {
+        Target {
+            function_id: self.input.function_id.clone(),
+            version: self.input.version,
+            code_hash: self.input.code_hash.clone(),
+        }
+    }
+
+    /// Verifies `receipt` (signer, signature) and that it names this call: its input, the
+    /// answer `sealed` (base64) under `outcome`, `execution_id`.
+    pub fn check_receipt(
+        &self,
+        receipt: Option<&cloister_types::receipt::Receipt>,
+        execution_id: &str,
+        outcome: &str,
+        sealed: &str,
+    ) -> Result<Option<crate::receipt::VerifiedReceipt>, crate::receipt::ReceiptError> {
+        use crate::receipt::{CallFacts, ReceiptError, verify_receipt};
+        use cloister_types::receipt::sha256_hex;
+        let Some((nonce, trust)) = &self.receipt else {
+            return Ok(None);
+        };
+        let r = receipt.ok_or(ReceiptError::Missing)?;
+        let v = verify_receipt(r, trust)?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let input = b64
+            .decode(&self.input.ciphertext)
+            .map_err(|_| ReceiptError::Malformed("ciphertext is not base64".into()))?;
+        let output = b64
+            .decode(sealed)
+            .map_err(|_| ReceiptError::Malformed("sealed answer is not base64".into()))?;
+        let target = self.target();
+        v.check_call(&CallFacts {
+            nonce,
+            input_sha256: sha256_hex(&input),
+            output_sha256: sha256_hex(&output),
+            outcome,
+            execution_id,
+            sealed: Some((&target, &self.input.key_id, &self.input.request_id)),
+        })?;
+        Ok(Some(v))
+    }
 }
 
 impl std::fmt::Debug for SealedCall {
@@ -119,6 +174,7 @@ pub fn seal_call(
     Ok(SealedCall {
         input,
         response_key,
+        receipt: None,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod keyvault_client;
 pub mod link;
 pub mod places;
 pub mod pool;
+pub mod receipt;
 pub mod sealed;
 pub mod secrets;
 pub mod service;

@@ -77,6 +77,8 @@ pub enum JobResult {
         logs: Vec<String>,
         /// Time spent, including any worker start.
         duration: Duration,
+        /// The manifest it ran by, once keyvault granted one (what receipts name).
+        manifest: Option<Arc<RunManifest>>,
     },
     /// The executor does not hold this code; send it.
     CodeRequired,
@@ -296,6 +298,15 @@ impl Supervisor {
 
     /// Runs one job to completion.
     pub async fn run(&self, job: Job) -> JobResult {
+        let mut granted = None;
+        let mut r = self.run_job(job, &mut granted).await;
+        if let JobResult::Ran { manifest, .. } = &mut r {
+            *manifest = granted;
+        }
+        r
+    }
+
+    async fn run_job(&self, job: Job, granted: &mut Option<Arc<RunManifest>>) -> JobResult {
         let started = Instant::now();
         let spec = &job.spec;
         let source = match self.code_for(spec, job.code) {
@@ -343,6 +354,7 @@ impl Supervisor {
                 );
             }
         };
+        *granted = Some(grant.manifest.clone());
         let m = grant.manifest.as_ref();
         if let Some(f) = job
             .expected
@@ -574,6 +586,7 @@ fn ran(
         result,
         logs,
         duration: started.elapsed(),
+        manifest: None,
     }
 }
 

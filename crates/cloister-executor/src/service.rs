@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::link::Links;
 use crate::pool::{FunctionSpec, Job, JobResult, RunFailure, Supervisor, ValidateError};
+use crate::receipt::Notary;
 use crate::sealed::{Opened, SealedDoor, failure_is_sealed};
 
 /// gRPC front of a [`Supervisor`].
@@ -24,13 +25,48 @@ pub struct ExecutorService {
     sup: Arc<Supervisor>,
     links: Arc<Links>,
     door: Arc<SealedDoor>,
+    notary: Option<Arc<Notary>>,
 }
 
 impl ExecutorService {
     /// Wraps a supervisor; `links` proves this executor to gateways, `door` opens sealed
-    /// invocations.
-    pub fn new(sup: Arc<Supervisor>, links: Arc<Links>, door: Arc<SealedDoor>) -> Self {
-        Self { sup, links, door }
+    /// invocations, `notary` signs receipts (none: receipts are refused).
+    pub fn new(
+        sup: Arc<Supervisor>,
+        links: Arc<Links>,
+        door: Arc<SealedDoor>,
+        notary: Option<Arc<Notary>>,
+    ) -> Self {
+        Self {
+            sup,
+            links,
+            door,
+            notary,
+        }
+    }
+}
+
+/// What a receipt states about the input, known before the job runs.
+struct ReceiptAsk {
+    nonce: String,
+    input_sha256: String,
+    fleet_key_id: String,
+    request_id: String,
+}
+
+/// The outcome label and the digest of the visible payload a receipt names as the output.
+fn output_digest(outcome: &invoke_response::Outcome) -> Option<(String, String)> {
+    use cloister_types::receipt::sha256_hex;
+    match outcome {
+        invoke_response::Outcome::Success(s) => Some((
+            cloister_types::sealed::OUTCOME_OK.to_owned(),
+            sha256_hex(s.result_json.as_bytes()),
+        )),
+        invoke_response::Outcome::Failure(f) => {
+            Some((f.code.clone(), sha256_hex(f.message.as_bytes())))
+        }
+        invoke_response::Outcome::Sealed(s) => Some((s.outcome.clone(), sha256_hex(&s.sealed))),
+        invoke_response::Outcome::CodeRequired(_) => None,
     }
 }
 
@@ -60,6 +96,51 @@ fn spec_from(f: pb::FunctionRef) -> FunctionSpec {
     }
 }
 
+fn plain_outcome(result: Result<Box<RawValue>, RunFailure>) -> invoke_response::Outcome {
+    match result {
+        Ok(json) => invoke_response::Outcome::Success(Success {
+            result_json: json.get().to_owned(),
+        }),
+        Err(RunFailure {
+            code,
+            message,
+            stack,
+        }) => invoke_response::Outcome::Failure(pb::Failure {
+            message,
+            stack,
+            code: code.as_str().to_owned(),
+        }),
+    }
+}
+
+/// The signed receipt (JSON) for a job that ran by manifest `m` and answered `resp`.
+fn receipt_for(
+    notary: &Notary,
+    ask: ReceiptAsk,
+    m: &crate::secrets::RunManifest,
+    execution_id: &str,
+    resp: &InvokeResponse,
+) -> String {
+    let Some((outcome, output_sha256)) = resp.outcome.as_ref().and_then(output_digest) else {
+        return String::new();
+    };
+    let receipt = notary.sign(cloister_types::receipt::ReceiptBody {
+        function_id: m.function_id.clone(),
+        version: m.version,
+        code_hash: m.code_hash.clone(),
+        manifest_digest: m.digest.clone(),
+        input_sha256: ask.input_sha256,
+        output_sha256,
+        outcome,
+        execution_id: execution_id.to_owned(),
+        time: unix_now(),
+        nonce: ask.nonce,
+        fleet_key_id: ask.fleet_key_id,
+        request_id: ask.request_id,
+    });
+    serde_json::to_string(&receipt).unwrap_or_default()
+}
+
 /// A sealed invocation's answer: the result or the function's own failure sealed for the
 /// caller; a failure before the function ran stays visible (it holds nothing of the input).
 fn seal_outcome(
@@ -83,6 +164,38 @@ fn seal_outcome(
 }
 
 impl ExecutorService {
+    /// What a receipt will state about the request, when the caller asked for one.
+    fn receipt_ask(&self, r: &InvokeRequest) -> Result<Option<ReceiptAsk>, Status> {
+        if r.receipt_nonce.is_empty() {
+            return Ok(None);
+        }
+        if r.receipt_nonce.len() > cloister_types::receipt::MAX_NONCE_LEN {
+            return Err(Status::invalid_argument(
+                "the receipt nonce is over 64 bytes",
+            ));
+        }
+        if self.notary.is_none() {
+            return Err(Status::failed_precondition(
+                "this executor has no attested receipt key",
+            ));
+        }
+        let sha = cloister_types::receipt::sha256_hex;
+        Ok(Some(match &r.sealed {
+            Some(s) => ReceiptAsk {
+                nonce: hex::encode(&r.receipt_nonce),
+                input_sha256: sha(&s.ciphertext),
+                fleet_key_id: s.key_id.clone(),
+                request_id: s.request_id.clone(),
+            },
+            None => ReceiptAsk {
+                nonce: hex::encode(&r.receipt_nonce),
+                input_sha256: sha(r.params_json.as_bytes()),
+                fleet_key_id: String::new(),
+                request_id: String::new(),
+            },
+        }))
+    }
+
     /// MACs `resp` for the attested link the request named, if any.
     fn finish(
         &self,
@@ -158,6 +271,7 @@ impl Executor for ExecutorService {
             }
             Some((key, digest))
         };
+        let receipt = self.receipt_ask(&r)?;
         let function = r
             .function
             .ok_or_else(|| Status::invalid_argument("function is required"))?;
@@ -202,7 +316,7 @@ impl Executor for ExecutorService {
             execution_id: r.execution_id,
             expected: opened.as_ref().map(|o| o.expected.clone()),
         };
-        let resp = match self.sup.run(job).await {
+        let (mut resp, manifest) = match self.sup.run(job).await {
             JobResult::CodeRequired => {
                 // Nothing ran: the gateway resends this execution id (and request) with the
                 // code.
@@ -210,56 +324,41 @@ impl Executor for ExecutorService {
                 if let Some(o) = &opened {
                     self.door.forget(&o.request_id);
                 }
-                InvokeResponse {
+                let resp = InvokeResponse {
                     outcome: Some(invoke_response::Outcome::CodeRequired(CodeRequired {})),
                     ..Default::default()
-                }
+                };
+                (resp, None)
             }
             JobResult::Ran {
                 result,
                 logs,
                 duration,
-            } if opened.is_some() => {
+                manifest,
+            } => {
                 let duration_ms = duration.as_secs_f64() * 1000.0;
-                match opened
-                    .as_ref()
-                    .map(|o| seal_outcome(o, &execution_id, result, logs))
-                {
-                    Some(Ok(outcome)) => InvokeResponse {
-                        outcome: Some(outcome),
+                let resp = match &opened {
+                    Some(o) => match seal_outcome(o, &execution_id, result, logs) {
+                        Ok(outcome) => InvokeResponse {
+                            outcome: Some(outcome),
+                            duration_ms,
+                            ..Default::default()
+                        },
+                        Err(_) => failed(ErrorCode::Internal, "cannot seal the answer".into()),
+                    },
+                    None => InvokeResponse {
+                        outcome: Some(plain_outcome(result)),
+                        logs,
                         duration_ms,
                         ..Default::default()
                     },
-                    _ => failed(ErrorCode::Internal, "cannot seal the answer".into()),
-                }
-            }
-            JobResult::Ran {
-                result,
-                logs,
-                duration,
-            } => {
-                let outcome = match result {
-                    Ok(json) => invoke_response::Outcome::Success(Success {
-                        result_json: json.get().to_owned(),
-                    }),
-                    Err(RunFailure {
-                        code,
-                        message,
-                        stack,
-                    }) => invoke_response::Outcome::Failure(pb::Failure {
-                        message,
-                        stack,
-                        code: code.as_str().to_owned(),
-                    }),
                 };
-                InvokeResponse {
-                    outcome: Some(outcome),
-                    logs,
-                    duration_ms: duration.as_secs_f64() * 1000.0,
-                    link_mac: Vec::new(),
-                }
+                (resp, manifest)
             }
         };
+        if let (Some(ask), Some(m), Some(notary)) = (receipt, manifest, &self.notary) {
+            resp.receipt_json = receipt_for(notary, ask, &m, &execution_id, &resp);
+        }
         Ok(Response::new(self.finish(link, resp)))
     }
 
@@ -302,6 +401,7 @@ pub async fn serve(
     sup: Arc<Supervisor>,
     links: Arc<Links>,
     door: Arc<SealedDoor>,
+    notary: Option<Arc<Notary>>,
     internal_token: &str,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -316,7 +416,7 @@ pub async fn serve(
         })
     };
     let auth = InternalAuth::new(internal_token);
-    let server = ExecutorServer::new(ExecutorService::new(sup, links, door))
+    let server = ExecutorServer::new(ExecutorService::new(sup, links, door, notary))
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(16 << 20);
     let svc = tonic::service::interceptor::InterceptedService::new(server, move |r| auth.check(r));

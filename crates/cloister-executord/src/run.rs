@@ -45,6 +45,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         worker_sha384 = %hex::encode(image.sha384()),
         "executor identity (simulated TEE)"
     );
+    // Receipts are signed by a key born here and certified by this executor's evidence.
+    let notary = Arc::new(
+        cloister_executor::receipt::Notary::new(attester.as_ref())
+            .context("cannot certify the receipt key")?,
+    );
     // The same identity proves this executor to the gateway (one-way attested link).
     let links = Arc::new(cloister_executor::link::Links::new(Some(attester.clone())));
     let mut reads = None;
@@ -105,6 +110,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         sup,
         links,
         door,
+        Some(notary),
         creds.get("gateway")?,
         cloister_role::listen::stop_signal(),
     )

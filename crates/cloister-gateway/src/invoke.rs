@@ -141,6 +141,7 @@ async fn invoke_inner(
             params: None,
             version: None,
             sealed: None,
+            receipt_nonce: None,
         }
     } else {
         body::off_runtime(bytes.len(), move || body::parse_json(&bytes)).await?
@@ -183,6 +184,18 @@ async fn invoke_inner(
             (params, None, req.version)
         }
     };
+    let receipt_nonce = match &req.receipt_nonce {
+        None => Vec::new(),
+        Some(n) => hex::decode(n)
+            .ok()
+            .filter(|b| !b.is_empty() && b.len() <= cloister_types::receipt::MAX_NONCE_LEN)
+            .ok_or_else(|| {
+                HttpError::new(
+                    ErrorCode::InvalidRequest,
+                    "\"receiptNonce\" must be 1 to 64 bytes in hex",
+                )
+            })?,
+    };
     let request_id = sealed.as_ref().map(|x| x.request_id.clone());
     let f = s.functions.resolve(&name, version).await?;
     // The namespace's change counter also moves on (de)activation and redeploys, so cached
@@ -197,6 +210,7 @@ async fn invoke_inner(
         execution_id: execution_id.clone(),
         link_id: Vec::new(),
         sealed,
+        receipt_nonce,
     };
     let mut resp = s.executor.invoke(rpc.clone(), timeout).await?;
     if matches!(resp.outcome, Some(Outcome::CodeRequired(_))) {
@@ -209,6 +223,22 @@ async fn invoke_inner(
         rpc.code = Some(code);
         resp = s.executor.invoke(rpc, timeout).await?;
     }
+    let receipt = if resp.receipt_json.is_empty() {
+        None
+    } else {
+        // Relayed as is: its signature covers its fields, not this JSON's bytes.
+        Some(
+            serde_json::from_str::<cloister_types::receipt::Receipt>(&resp.receipt_json).map_err(
+                |e| {
+                    tracing::error!(error = %e, "executor returned a malformed receipt");
+                    HttpError::new(
+                        ErrorCode::Internal,
+                        "the executor returned a malformed receipt",
+                    )
+                },
+            )?,
+        )
+    };
     match resp.outcome {
         Some(Outcome::Sealed(sealed)) => {
             let Some(request_id) = request_id else {
@@ -228,6 +258,7 @@ async fn invoke_inner(
                     duration_ms: resp.duration_ms,
                     outcome: sealed.outcome,
                     sealed: b64,
+                    receipt,
                 }));
             }
             let details = SealedFailureDetails {
@@ -235,6 +266,7 @@ async fn invoke_inner(
                 execution_id,
                 version: f.version,
                 sealed: b64,
+                receipt,
             };
             Err(HttpError::new(
                 failure_code(&sealed.outcome),
@@ -257,6 +289,7 @@ async fn invoke_inner(
                 code_hash: f.code_hash.clone(),
                 duration_ms: resp.duration_ms,
                 logs: resp.logs,
+                receipt,
             }))
         }
         Some(Outcome::Failure(fail)) => {
@@ -268,6 +301,9 @@ async fn invoke_inner(
             });
             if let Some(stack) = fail.stack {
                 details["stack"] = stack.into();
+            }
+            if let Some(r) = receipt {
+                details["receipt"] = serde_json::to_value(r).unwrap_or_default();
             }
             Err(HttpError::new(code, fail.message).details(details))
         }

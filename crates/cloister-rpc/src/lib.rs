@@ -80,6 +80,7 @@ pub mod link {
                 logs: vec!["hi".into()],
                 duration_ms: 1.5,
                 link_mac: Vec::new(),
+                receipt_json: String::new(),
             };
             seal_response(&key, &asked, &mut resp);
             assert_eq!(resp.link_mac.len(), 32);

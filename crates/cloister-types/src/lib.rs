@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod hash;
 pub mod limits;
 pub mod names;
+pub mod receipt;
 pub mod sealed;
 pub mod trusted;
 pub mod wire;

@@ -200,6 +200,9 @@ pub struct SealedInvokeResponse {
     pub outcome: String,
     /// Standard base64 of the sealed [`SealedOutcome`] (`cloister_crypto::aead` layout).
     pub sealed: String,
+    /// The executor's signed receipt, when the request asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<crate::receipt::Receipt>,
 }
 
 /// `details` of the error body when a sealed request's function failed (HTTP 422).
@@ -214,6 +217,9 @@ pub struct SealedFailureDetails {
     pub version: u32,
     /// Standard base64 of the sealed [`SealedOutcome`] (message, stack, logs).
     pub sealed: String,
+    /// The executor's signed receipt, when the request asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<crate::receipt::Receipt>,
 }
 
 #[cfg(test)]

@@ -129,6 +129,9 @@ pub struct InvokeRequest {
     /// Parameters sealed to the fleet key instead of `params` (docs/SEALED.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<crate::sealed::SealedInput>,
+    /// Hex nonce (at most 64 bytes): ask for a receipt signed by the executor that names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_nonce: Option<String>,
 }
 
 /// `POST /v1/functions/{name}/invoke` response.
@@ -147,6 +150,9 @@ pub struct InvokeResponse {
     pub duration_ms: f64,
     /// Lines logged with `context.log`.
     pub logs: Vec<String>,
+    /// The executor's signed receipt, when `receiptNonce` asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<crate::receipt::Receipt>,
 }
 
 /// `POST /v1/tokens` request.

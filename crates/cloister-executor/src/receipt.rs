@@ -1,0 +1,61 @@
+//! Receipts (see `cloister_types::receipt`): this executor's Ed25519 key, generated at start
+//! inside the TEE and certified by its own evidence, signs what ran on which input and what
+//! came out, for callers that ask (with a nonce).
+
+use base64::Engine as _;
+use cloister_attest::attester::Attester;
+use cloister_crypto::SigningKey;
+use cloister_types::receipt::{Receipt, ReceiptBody, ReceiptSigner, key_report_data};
+
+/// The receipt key and the evidence that certifies it.
+pub struct Notary {
+    key: SigningKey,
+    signer: ReceiptSigner,
+}
+
+impl std::fmt::Debug for Notary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notary")
+            .field("public_key", &self.signer.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the receipt key could not be certified.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotaryError {
+    /// No key.
+    #[error("cannot generate the receipt key: {0}")]
+    Key(#[from] cloister_crypto::CryptoError),
+    /// No evidence.
+    #[error("cannot attest the receipt key: {0}")]
+    Attest(#[from] cloister_attest::AttestError),
+}
+
+impl Notary {
+    /// Generates a key and has `attester` certify it.
+    pub fn new(attester: &dyn Attester) -> Result<Self, NotaryError> {
+        let key = SigningKey::generate()?;
+        let public = key.verifying_key();
+        let produced = attester.attest(&key_report_data(&public.0))?;
+        Ok(Self {
+            key,
+            signer: ReceiptSigner {
+                tee: produced.tee.as_str().to_owned(),
+                public_key: hex::encode(public.0),
+                evidence: base64::engine::general_purpose::STANDARD.encode(&produced.evidence),
+            },
+        })
+    }
+
+    /// Signs `body`.
+    pub fn sign(&self, body: ReceiptBody) -> Receipt {
+        let signature = hex::encode(self.key.sign(&body.signed_message()));
+        Receipt {
+            body,
+            signature,
+            signer: self.signer.clone(),
+        }
+    }
+}
