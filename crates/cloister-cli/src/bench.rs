@@ -105,6 +105,19 @@ struct Report {
 }
 
 impl Throughput {
+    /// The figures of `samples` successful requests (and `errors`) over `seconds`.
+    pub fn new(clients: usize, seconds: f64, samples: Vec<Duration>, errors: u64) -> Self {
+        let requests = samples.len() as u64;
+        Self {
+            clients,
+            seconds,
+            requests,
+            errors,
+            per_second: requests as f64 / seconds.max(f64::MIN_POSITIVE),
+            latency: latency(samples),
+        }
+    }
+
     /// Concurrent clients used.
     pub fn clients_count(&self) -> usize {
         self.clients
@@ -371,6 +384,15 @@ pub async fn run(conn: Conn, args: BenchArgs, json: bool) -> anyhow::Result<Exit
                 r.latency.p99_ms,
                 r.latency.samples
             );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.sealed {
+        let r = crate::bench_sealed::run(&conn, token, &args).await?;
+        if json {
+            output::json(&r);
+        } else {
+            crate::bench_sealed::print_human(&r);
         }
         return Ok(ExitCode::SUCCESS);
     }

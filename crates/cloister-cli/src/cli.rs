@@ -845,6 +845,10 @@ pub struct BenchArgs {
     /// rotation, sequential `secret put` rate.
     #[arg(long)]
     pub secrets: bool,
+    /// Measure sealed invocations instead: server CPU per call and throughput of plain
+    /// against sealed add.js (and with receipts), client seal/open/verify cost.
+    #[arg(long)]
+    pub sealed: bool,
     /// Time N sequential deploys (new versions of one function; signed when an identity is
     /// in use) instead of the workloads.
     #[arg(long, default_value_t = 0)]

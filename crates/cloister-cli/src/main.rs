@@ -4,6 +4,7 @@
 
 mod attest_cmd;
 mod bench;
+mod bench_sealed;
 mod bench_secrets;
 mod cli;
 mod client_cmds;

@@ -1,0 +1,434 @@
+//! `cloister bench --sealed`: what sealing and receipts cost, plain against sealed `add.js`
+//! in one run (docs/SEALED.md).
+//!
+//! - server CPU per call: user + system time of the local server processes (every process
+//!   named `cloister*` other than this one, and their descendants: gateway, keyvault,
+//!   executor, workers) over interleaved sequential batches, divided by the calls;
+//! - sequential latency of each variant;
+//! - throughput at `--clients` with requests sealed before the timed phase (each request id
+//!   runs once, and sealing is client work that must not compete with the server here);
+//! - client-side cost of sealing, opening and verifying a receipt (medians).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use cloister_client::Client;
+use cloister_client::attestation::TrustedKeyvault;
+use cloister_client::receipt::{ReceiptTrust, verify_receipt};
+use cloister_client::sealed::{SealedCall, Target, pick_key, seal_call};
+use cloister_types::sealed::SealedInvokeResponse;
+use cloister_types::wire::{DeployRequest, InvokeRequest};
+use hyper::Method;
+use serde::Serialize;
+
+use crate::bench::{Latency, Throughput, latency};
+use crate::cli::{BenchArgs, Conn, TrustArgs};
+
+/// Results of the sealed benchmark.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedReport {
+    /// Plain calls, sequential.
+    pub plain: Latency,
+    /// Sealed calls, sequential.
+    pub sealed: Latency,
+    /// Sealed calls asking for a receipt, sequential.
+    pub sealed_with_receipt: Latency,
+    /// Server CPU per plain call, microseconds.
+    pub server_cpu_us_plain: f64,
+    /// Server CPU per sealed call, microseconds.
+    pub server_cpu_us_sealed: f64,
+    /// Server CPU per sealed call with a receipt, microseconds.
+    pub server_cpu_us_sealed_receipt: f64,
+    /// Sealed minus plain, microseconds per call.
+    pub sealed_cpu_overhead_us: f64,
+    /// With minus without a receipt, microseconds per call.
+    pub receipt_cpu_overhead_us: f64,
+    /// Calls each CPU figure is averaged over.
+    pub cpu_calls: usize,
+    /// Server processes the CPU was summed over (at the end).
+    pub server_processes: usize,
+    /// Plain throughput.
+    pub throughput_plain: Throughput,
+    /// Sealed throughput (pre-sealed requests).
+    pub throughput_sealed: Throughput,
+    /// sealed / plain.
+    pub throughput_ratio: f64,
+    /// Median client time to seal one request, microseconds.
+    pub client_seal_us: f64,
+    /// Median client time to open one answer, microseconds.
+    pub client_open_us: f64,
+    /// Median client time to verify one receipt (signer evidence and signature), µs.
+    pub client_receipt_verify_us: f64,
+    /// TEE label of keyvault.
+    pub tee: String,
+}
+
+/// Clock ticks per second of `/proc/*/stat` times.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// (pid, ppid, comm, utime + stime) of every process.
+fn processes() -> Vec<(u32, u32, String, u64)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `comm` is in parentheses and may hold spaces: fields resume after the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // rest[0] = state (field 3), rest[1] = ppid (4), rest[11] = utime (14), rest[12] = stime (15).
+        let num = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        out.push((pid, num(1) as u32, comm, num(11) + num(12)));
+    }
+    out
+}
+
+/// CPU ticks of the local server processes, and how many there are.
+fn server_ticks() -> (u64, usize) {
+    let me = std::process::id();
+    let all = processes();
+    let mut keep: HashSet<u32> = all
+        .iter()
+        .filter(|(pid, _, comm, _)| *pid != me && comm.starts_with("cloister"))
+        .map(|(pid, ..)| *pid)
+        .collect();
+    // Descendants (workers run from a sealed memfd and may carry another name).
+    loop {
+        let before = keep.len();
+        for (pid, ppid, ..) in &all {
+            if keep.contains(ppid) && *pid != me {
+                keep.insert(*pid);
+            }
+        }
+        if keep.len() == before {
+            break;
+        }
+    }
+    let ticks = all
+        .iter()
+        .filter(|(pid, ..)| keep.contains(pid))
+        .map(|(.., t)| *t)
+        .sum();
+    (ticks, keep.len())
+}
+
+fn body(call: &SealedCall) -> Bytes {
+    Bytes::from(
+        serde_json::to_vec(&InvokeRequest {
+            params: None,
+            version: None,
+            sealed: Some(call.input.clone()),
+            receipt_nonce: call.receipt.as_ref().map(|(n, _)| n.clone()),
+        })
+        .unwrap_or_default(),
+    )
+}
+
+/// Runs `bodies` sequentially; returns per-call latencies and the server CPU they took.
+async fn batch(
+    c: &mut Client,
+    path: &str,
+    bodies: Vec<Bytes>,
+) -> anyhow::Result<(Vec<Duration>, u64)> {
+    let mut lat = Vec::with_capacity(bodies.len());
+    let (t0, _) = server_ticks();
+    for b in bodies {
+        let t = Instant::now();
+        let r = c.raw(Method::POST, path, Some(b)).await?;
+        if r.status != 200 {
+            bail!(
+                "invocation failed: HTTP {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        lat.push(t.elapsed());
+    }
+    let (t1, _) = server_ticks();
+    Ok((lat, t1.saturating_sub(t0)))
+}
+
+/// Throughput of `bodies` (one use each) from `clients` connections for `seconds`.
+async fn load_each_once(
+    url: &str,
+    token: Option<String>,
+    path: &str,
+    bodies: Vec<Bytes>,
+    clients: usize,
+    seconds: f64,
+) -> anyhow::Result<Throughput> {
+    let per = bodies.len() / clients.max(1);
+    let mut chunks = bodies.chunks(per.max(1)).map(<[Bytes]>::to_vec);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let path: Arc<str> = Arc::from(path);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let mine = chunks.next().unwrap_or_default();
+        let mut c = Client::new(url, token.clone())?;
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(mine.len());
+            let mut errors = 0u64;
+            for b in mine {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let t0 = Instant::now();
+                match c.raw(Method::POST, &path, Some(b)).await {
+                    Ok(r) if r.status == 200 => lat.push(t0.elapsed()),
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await?;
+        all.extend(lat);
+        errors += e;
+    }
+    Ok(Throughput::new(clients, started.elapsed().as_secs_f64(), all, errors))
+}
+
+fn median_us(mut v: Vec<Duration>) -> f64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// Runs the sealed benchmark against the server at `conn`.
+pub async fn run(
+    conn: &Conn,
+    token: Option<String>,
+    args: &BenchArgs,
+) -> anyhow::Result<SealedReport> {
+    let mut c = Client::new(&conn.url, token.clone())?;
+    let trust = TrustArgs {
+        sim_root: args.sim_root.clone(),
+        keyvault_measurement: None,
+        trusted_dir: None,
+    };
+    let kv: TrustedKeyvault =
+        crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, &trust).await?;
+    if let Some(id) = crate::identity_cmd::load(conn.identity.as_deref())? {
+        c = c.with_identity(id, None);
+    }
+    let code = std::fs::read_to_string(args.workloads.join("add.js"))
+        .with_context(|| format!("cannot read add.js in {}", args.workloads.display()))?;
+    let name = format!("bench-sealed-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let f = c
+        .deploy(&DeployRequest {
+            name: name.clone(),
+            runtime: "javascript".into(),
+            code,
+            entrypoint: None,
+            environment: None,
+            required_secrets: vec![],
+            limits: None,
+            manifest: None,
+        })
+        .await?;
+    let result = measure(&mut c, conn, token, args, &kv, &name, &f).await;
+    if let Err(e) = c.delete(&name).await {
+        eprintln!("warning: could not delete {name}: {e}");
+    }
+    result
+}
+
+async fn measure(
+    c: &mut Client,
+    conn: &Conn,
+    token: Option<String>,
+    args: &BenchArgs,
+    kv: &TrustedKeyvault,
+    name: &str,
+    f: &cloister_types::wire::FunctionInfo,
+) -> anyhow::Result<SealedReport> {
+    let params = r#"{"a":2,"b":3}"#;
+    let path = format!("/v1/functions/{name}/invoke");
+    let target = Target {
+        function_id: f.function_id.clone(),
+        version: f.version,
+        code_hash: f.code_hash.clone(),
+    };
+    let receipt_trust = ReceiptTrust {
+        root_fingerprint: kv.root_fingerprint.clone(),
+        executor_measurements: kv.executor_measurements.clone(),
+    };
+    let now = || u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+    let key = pick_key(&kv.fleet_keys, now())
+        .context("keyvault's bundle holds no fleet key valid now")?
+        .clone();
+    let mut seal_times = Vec::new();
+    let mut seal = |receipt: bool| -> anyhow::Result<SealedCall> {
+        let t = Instant::now();
+        let mut call = seal_call(&key, &target, params, now())?;
+        seal_times.push(t.elapsed());
+        if receipt {
+            call = call.ask_receipt(receipt_trust.clone())?;
+        }
+        Ok(call)
+    };
+    // Warm-up (and a check that answers open and receipts verify).
+    c.invoke(name, params, None).await.context("cold invocation")?;
+    let mut open_times = Vec::new();
+    let mut verify_times = Vec::new();
+    for _ in 0..50 {
+        let call = seal(true)?;
+        let r = c.raw(Method::POST, &path, Some(body(&call))).await?;
+        let a: SealedInvokeResponse = serde_json::from_slice(&r.body)
+            .with_context(|| format!("HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
+        let t = Instant::now();
+        let opened = call.open(&a.execution_id, &a.outcome, &a.sealed)?;
+        open_times.push(t.elapsed());
+        if opened.result.map_err(|e| anyhow::anyhow!("{e:?}"))?.get() != "5" {
+            bail!("the sealed add.js did not return 5");
+        }
+        let receipt = a.receipt.context("no receipt")?;
+        let t = Instant::now();
+        verify_receipt(&receipt, &receipt_trust)?;
+        verify_times.push(t.elapsed());
+        c.raw(
+            Method::POST,
+            &path,
+            Some(cloister_client::invoke_body(params, None)),
+        )
+        .await?;
+    }
+    // Interleaved sequential batches: plain, sealed, sealed with a receipt.
+    let rounds = 4;
+    let per = (args.requests / rounds).max(1);
+    let mut lat: HashMap<&str, Vec<Duration>> = HashMap::new();
+    let mut cpu: HashMap<&str, u64> = HashMap::new();
+    eprintln!(
+        "bench: sealed: {} sequential calls per variant in {rounds} interleaved rounds…",
+        per * rounds
+    );
+    for _ in 0..rounds {
+        for variant in ["plain", "sealed", "receipt"] {
+            let bodies: Vec<Bytes> = match variant {
+                "plain" => vec![cloister_client::invoke_body(params, None); per],
+                v => (0..per)
+                    .map(|_| seal(v == "receipt").map(|c| body(&c)))
+                    .collect::<anyhow::Result<_>>()?,
+            };
+            let (l, t) = batch(c, &path, bodies).await?;
+            lat.entry(variant).or_default().extend(l);
+            *cpu.entry(variant).or_default() += t;
+        }
+    }
+    let calls = per * rounds;
+    let us_per_call = |v: &str| {
+        cpu.get(v).copied().unwrap_or(0) as f64 / ticks_per_second() * 1e6 / calls as f64
+    };
+    // Throughput: plain, then as many pre-sealed requests as plain managed, with margin.
+    eprintln!(
+        "bench: sealed: throughput at {} clients for {} s per variant…",
+        args.clients, args.seconds
+    );
+    let throughput_plain = crate::bench::load(
+        &conn.url,
+        token.clone(),
+        &path,
+        cloister_client::invoke_body(params, None),
+        args.clients,
+        args.seconds,
+    )
+    .await?;
+    let n = ((throughput_plain.per_second * args.seconds * 1.5) as usize).max(1000);
+    let bodies = (0..n)
+        .map(|_| seal(false).map(|c| body(&c)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let throughput_sealed = load_each_once(
+        &conn.url,
+        token,
+        &path,
+        bodies,
+        args.clients,
+        args.seconds,
+    )
+    .await?;
+    let (_, server_processes) = server_ticks();
+    let plain_us = us_per_call("plain");
+    let sealed_us = us_per_call("sealed");
+    let receipt_us = us_per_call("receipt");
+    Ok(SealedReport {
+        plain: latency(lat.remove("plain").unwrap_or_default()),
+        sealed: latency(lat.remove("sealed").unwrap_or_default()),
+        sealed_with_receipt: latency(lat.remove("receipt").unwrap_or_default()),
+        server_cpu_us_plain: plain_us,
+        server_cpu_us_sealed: sealed_us,
+        server_cpu_us_sealed_receipt: receipt_us,
+        sealed_cpu_overhead_us: sealed_us - plain_us,
+        receipt_cpu_overhead_us: receipt_us - sealed_us,
+        cpu_calls: calls,
+        server_processes,
+        throughput_ratio: if throughput_plain.per_second > 0.0 {
+            throughput_sealed.per_second / throughput_plain.per_second
+        } else {
+            0.0
+        },
+        throughput_plain,
+        throughput_sealed,
+        client_seal_us: median_us(seal_times),
+        client_open_us: median_us(open_times),
+        client_receipt_verify_us: median_us(verify_times),
+        tee: kv.tee_label.clone(),
+    })
+}
+
+/// Prints the report for people.
+pub fn print_human(r: &SealedReport) {
+    println!("sealed invocations of add.js ({}):", r.tee);
+    for (what, l) in [
+        ("plain", &r.plain),
+        ("sealed", &r.sealed),
+        ("sealed + receipt", &r.sealed_with_receipt),
+    ] {
+        println!(
+            "  {what:<18} p50 {:.3} ms  p99 {:.3} ms  ({} calls)",
+            l.p50_ms, l.p99_ms, l.samples
+        );
+    }
+    println!(
+        "  server CPU/call    plain {:.1} µs, sealed {:.1} µs (+{:.1}), with receipt {:.1} µs (+{:.1})  [{} processes, {} calls each]",
+        r.server_cpu_us_plain,
+        r.server_cpu_us_sealed,
+        r.sealed_cpu_overhead_us,
+        r.server_cpu_us_sealed_receipt,
+        r.receipt_cpu_overhead_us,
+        r.server_processes,
+        r.cpu_calls
+    );
+    println!(
+        "  throughput         plain {:.0}/s, sealed {:.0}/s ({:.1} %) at {} clients",
+        r.throughput_plain.per_second,
+        r.throughput_sealed.per_second,
+        r.throughput_ratio * 100.0,
+        r.throughput_plain.clients_count()
+    );
+    println!(
+        "  client             seal {:.1} µs, open {:.1} µs, receipt verify {:.1} µs (medians)",
+        r.client_seal_us, r.client_open_us, r.client_receipt_verify_us
+    );
+}
