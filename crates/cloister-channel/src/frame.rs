@@ -33,8 +33,9 @@ pub enum Msg {
 
 /// Writes one message and flushes.
 pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Msg) -> Result<(), ChannelError> {
-    let mut body = Vec::new();
-    ciborium::into_writer(msg, &mut body)
+    // Payloads carry secret values and keys: the encoded copies are wiped when dropped.
+    let mut body = zeroize::Zeroizing::new(Vec::new());
+    ciborium::into_writer(msg, &mut *body)
         .map_err(|e| ChannelError::Protocol(format!("cannot encode message: {e}")))?;
     if body.len() > MAX_MESSAGE {
         return Err(ChannelError::Protocol(format!(
@@ -44,7 +45,7 @@ pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Msg) -> Result<()
     }
     let len = u32::try_from(body.len())
         .map_err(|_| ChannelError::Protocol("message too large".into()))?;
-    let mut framed = Vec::with_capacity(4 + body.len());
+    let mut framed = zeroize::Zeroizing::new(Vec::with_capacity(4 + body.len()));
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(&body);
     w.write_all(&framed).await?;
@@ -68,7 +69,7 @@ pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> Result<Msg, ChannelErr
             "peer announced a {len}-byte message (limit {MAX_MESSAGE})"
         )));
     }
-    let mut body = vec![0u8; len];
+    let mut body = zeroize::Zeroizing::new(vec![0u8; len]);
     r.read_exact(&mut body).await?;
     ciborium::from_reader(body.as_slice())
         .map_err(|e| ChannelError::Protocol(format!("undecodable message: {e}")))

@@ -122,7 +122,12 @@ impl<T: TlsConn> AttestedStream<T> {
             send_evidence(&mut self.io, &self.config, &self.exporter).await?;
             self.own_attested_at = Instant::now();
         }
-        write_msg(&mut self.io, &Msg::Data(data.to_vec())).await
+        let msg = Msg::Data(data.to_vec());
+        let sent = write_msg(&mut self.io, &msg).await;
+        if let Msg::Data(mut copy) = msg {
+            zeroize::Zeroize::zeroize(&mut copy);
+        }
+        sent
     }
 
     /// Receives the next message, verifying any fresh evidence the peer sends first.

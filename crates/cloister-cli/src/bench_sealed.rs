@@ -208,7 +208,12 @@ async fn load_each_once(
         all.extend(lat);
         errors += e;
     }
-    Ok(Throughput::new(clients, started.elapsed().as_secs_f64(), all, errors))
+    Ok(Throughput::new(
+        clients,
+        started.elapsed().as_secs_f64(),
+        all,
+        errors,
+    ))
 }
 
 fn median_us(mut v: Vec<Duration>) -> f64 {
@@ -290,7 +295,9 @@ async fn measure(
         Ok(call)
     };
     // Warm-up (and a check that answers open and receipts verify).
-    c.invoke(name, params, None).await.context("cold invocation")?;
+    c.invoke(name, params, None)
+        .await
+        .context("cold invocation")?;
     let mut open_times = Vec::new();
     let mut verify_times = Vec::new();
     for _ in 0..50 {
@@ -338,9 +345,8 @@ async fn measure(
         }
     }
     let calls = per * rounds;
-    let us_per_call = |v: &str| {
-        cpu.get(v).copied().unwrap_or(0) as f64 / ticks_per_second() * 1e6 / calls as f64
-    };
+    let us_per_call =
+        |v: &str| cpu.get(v).copied().unwrap_or(0) as f64 / ticks_per_second() * 1e6 / calls as f64;
     // Throughput: plain, then as many pre-sealed requests as plain managed, with margin.
     eprintln!(
         "bench: sealed: throughput at {} clients for {} s per variant…",
@@ -359,15 +365,8 @@ async fn measure(
     let bodies = (0..n)
         .map(|_| seal(false).map(|c| body(&c)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let throughput_sealed = load_each_once(
-        &conn.url,
-        token,
-        &path,
-        bodies,
-        args.clients,
-        args.seconds,
-    )
-    .await?;
+    let throughput_sealed =
+        load_each_once(&conn.url, token, &path, bodies, args.clients, args.seconds).await?;
     let (_, server_processes) = server_ticks();
     let plain_us = us_per_call("plain");
     let sealed_us = us_per_call("sealed");

@@ -104,9 +104,54 @@ pub enum Command {
     /// Signing identities: create one, show it, grant one a role (admin).
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// What this client accepts from the server at --url before sealing anything: platform
+    /// roots, keyvault and executor builds, maximum bundle age.
+    #[command(subcommand)]
+    Trust(TrustCommand),
     /// Check invocation receipts offline (saved by `fn invoke --receipt FILE`).
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+}
+
+/// `cloister trust ...`.
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Show the settings for --url.
+    Show,
+    /// Accept a root or build.
+    #[command(subcommand)]
+    Add(TrustList),
+    /// Stop accepting a root or build.
+    #[command(subcommand)]
+    Remove(TrustList),
+    /// Refuse keyvault evidence older than SECONDS (default 300).
+    MaxAge {
+        /// Seconds.
+        seconds: u64,
+    },
+    /// Forget every setting for --url.
+    Reset,
+}
+
+/// One list of `cloister trust`.
+#[derive(Debug, Subcommand)]
+pub enum TrustList {
+    /// A platform root, by SHA-256 fingerprint (`serve --dev` prints the sim root's).
+    Root {
+        /// 64 hex digits.
+        value: String,
+    },
+    /// A keyvault build, by measurement (`cloister attest measure --role keyvault`).
+    Keyvault {
+        /// 96 hex digits.
+        value: String,
+    },
+    /// An executor build allowed to read sealed inputs; once any is listed, a bundle whose
+    /// executor allowlist names another build is refused.
+    Executor {
+        /// 96 hex digits.
+        value: String,
+    },
 }
 
 /// `cloister receipt ...`.

@@ -16,6 +16,7 @@ mod restore_cmd;
 mod roles;
 mod secret_cmd;
 mod serve;
+mod trust_cmd;
 
 use std::process::ExitCode;
 
@@ -76,5 +77,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => secret_cmd::audit(conn, cmd, cli.json).await,
         Command::Identity(cmd) => identity_cmd::run(conn, cmd, cli.json).await,
         Command::Receipt(cmd) => receipt_cmd::run(cmd, cli.json),
+        Command::Trust(cmd) => trust_cmd::run(&conn.url, cmd, cli.json),
     }
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cloister_client::attestation::{bundle_time, verify_bundle};
+use cloister_client::attestation::bundle_time;
 use cloister_client::receipt::{ReceiptFile, ReceiptTrust, verify_receipt};
 
 use crate::cli::ReceiptCommand;
@@ -25,21 +25,14 @@ pub fn run(cmd: ReceiptCommand, json: bool) -> anyhow::Result<ExitCode> {
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let saved: ReceiptFile = serde_json::from_slice(&bytes)
                 .map_err(|e| invalid(format!("{} is not a saved receipt: {e}", file.display())))?;
-            let root = match &trust.sim_root {
-                Some(r) => r.trim().to_ascii_lowercase(),
-                None => crate::secret_cmd::pinned_root(&saved.url)?.with_context(|| {
-                    format!(
-                        "no sim root is pinned for {} on this machine: pass --sim-root",
-                        saved.url
-                    )
-                })?,
-            };
-            let expected = crate::secret_cmd::expected_keyvault(&trust)?;
+            let (settings, _) = crate::secret_cmd::effective_trust(&saved.url, &trust, None)?;
             // keyvault's bundle, checked as of when it was produced (it says which executor
             // builds keyvault allowed then); then the receipt as of its own time.
             let at = bundle_time(&saved.bundle).map_err(|e| invalid(e.to_string()))?;
-            let kv = verify_bundle(&saved.bundle, &root, &expected, 60, at)
+            let kv = settings
+                .verify(&saved.bundle, at)
                 .map_err(|e| invalid(format!("the saved bundle: {e}")))?;
+            let root = kv.root_fingerprint.clone();
             let receipt_trust = ReceiptTrust {
                 root_fingerprint: root,
                 executor_measurements: kv.executor_measurements.clone(),

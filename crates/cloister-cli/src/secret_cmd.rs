@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use cloister_client::Client;
-use cloister_client::attestation::{TrustedKeyvault, presented_root, seal_secret, verify_bundle};
+use cloister_client::attestation::{TrustedKeyvault, presented_root, seal_secret};
 use cloister_types::{Environment, SecretPath, SecretRef};
 use hyper::Method;
 use serde_json::{Value, json};
@@ -21,14 +21,12 @@ use crate::output::{self, Coded};
 
 /// Largest secret value accepted (keyvault refuses larger ones too).
 const MAX_VALUE_BYTES: usize = 64 * 1024;
-/// Oldest bundle evidence the CLI accepts.
-const MAX_BUNDLE_AGE_SECS: i64 = 300;
 
 fn client(conn: &Conn) -> anyhow::Result<Client> {
     Ok(Client::new(&conn.url, resolve_token(conn.token.clone())?)?)
 }
 
-fn attestation_failed(message: String) -> anyhow::Error {
+pub(crate) fn attestation_failed(message: String) -> anyhow::Error {
     Coded {
         code: "attestation_failed",
         message,
@@ -37,7 +35,7 @@ fn attestation_failed(message: String) -> anyhow::Error {
 }
 
 /// Where the CLI keeps trust-on-first-use pins.
-fn config_path() -> anyhow::Result<PathBuf> {
+pub(crate) fn config_path() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("CLOISTER_CONFIG") {
         return Ok(PathBuf::from(p));
     }
@@ -52,7 +50,7 @@ fn config_path() -> anyhow::Result<PathBuf> {
     Ok(base.join("cloister").join("config.json"))
 }
 
-fn read_config(path: &Path) -> anyhow::Result<Value> {
+pub(crate) fn read_config(path: &Path) -> anyhow::Result<Value> {
     match std::fs::read(path) {
         Ok(b) => serde_json::from_slice(&b)
             .with_context(|| format!("{} is not valid JSON", path.display())),
@@ -61,7 +59,7 @@ fn read_config(path: &Path) -> anyhow::Result<Value> {
     }
 }
 
-fn write_config(path: &Path, cfg: &Value) -> anyhow::Result<()> {
+pub(crate) fn write_config(path: &Path, cfg: &Value) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
@@ -157,7 +155,40 @@ pub async fn trusted_keyvault(
     Ok(verified_bundle(c, url, trust).await?.0)
 }
 
-/// Fetches and verifies keyvault's attestation bundle; returns it with what checked out.
+/// The trust settings in force for `url`: those stored (`cloister trust`), with
+/// `--sim-root` / `--keyvault-measurement` taking precedence. Without a stored root, the root
+/// pinned for `url` is used, or `presented` is pinned now (first use; offline checks pass
+/// `None` and need a root). Without a keyvault measurement, the build next to this CLI is
+/// expected (the flag says so).
+pub fn effective_trust(
+    url: &str,
+    trust: &TrustArgs,
+    presented: Option<&str>,
+) -> anyhow::Result<(cloister_client::trust::TrustSettings, bool)> {
+    let mut settings = crate::trust_cmd::load(url)?;
+    if let Some(fp) = &trust.sim_root {
+        settings.roots = vec![fp.trim().to_ascii_lowercase()];
+    } else if settings.roots.is_empty() {
+        let root = match presented {
+            Some(p) => trusted_root(url, None, p)?,
+            None => pinned_root(url)?.with_context(|| {
+                format!("no root is trusted for {url} on this machine: pass --sim-root")
+            })?,
+        };
+        settings.roots = vec![root];
+    }
+    let defaulted =
+        trust.keyvault_measurement.is_none() && settings.keyvault_measurements.is_empty();
+    if trust.keyvault_measurement.is_some() || settings.keyvault_measurements.is_empty() {
+        settings.keyvault_measurements = vec![hex::encode(expected_keyvault(trust)?)];
+    }
+    Ok((settings, defaulted))
+}
+
+/// Fetches and verifies keyvault's attestation bundle against the trust settings for `url`
+/// (`cloister trust`), with `--sim-root` / `--keyvault-measurement` taking precedence; without
+/// settings the root is pinned on first use and the keyvault build next to this CLI is
+/// expected. Returns the bundle with what checked out.
 pub async fn verified_bundle(
     c: &mut Client,
     url: &str,
@@ -165,16 +196,16 @@ pub async fn verified_bundle(
 ) -> anyhow::Result<(TrustedKeyvault, cloister_client::attestation::Bundle)> {
     let bundle = c.attestation().await?;
     let presented = presented_root(&bundle).map_err(|e| attestation_failed(e.to_string()))?;
-    let root = trusted_root(url, trust.sim_root.as_deref(), &presented)?;
-    let expected = expected_keyvault(trust)?;
+    let (settings, defaulted) = effective_trust(url, trust, Some(&presented))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let kv = verify_bundle(&bundle, &root, &expected, MAX_BUNDLE_AGE_SECS, now).map_err(|e| {
+    let kv = settings.verify(&bundle, now).map_err(|e| {
         let hint = match e {
-            cloister_client::attestation::BundleError::WrongMeasurement { .. }
-                if trust.keyvault_measurement.is_none() =>
-            {
+            cloister_client::trust::TrustError::Bundle(
+                cloister_client::attestation::BundleError::WrongMeasurement { .. },
+            ) if defaulted => {
                 " (the default expectation is the cloister-keyvaultd next to this CLI; pass \
-                 --keyvault-measurement if the server runs another build)"
+                 --keyvault-measurement or use `cloister trust keyvault add` if the server runs \
+                 another build)"
             }
             _ => "",
         };

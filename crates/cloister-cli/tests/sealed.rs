@@ -575,3 +575,54 @@ async fn the_cli_saves_a_receipt_that_verifies_offline_and_a_tampered_one_does_n
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_refuses_a_bundle_outside_its_trust_settings_before_sealing() {
+    let p = Platform::start().await;
+    deploy(&p, "echo", ECHO).await;
+    executor_holds_keys(&p).await;
+    let root = p.sim_root();
+    let this_executor = trusted(&p).await.executor_measurements[0].clone();
+    let invoke = || {
+        p.cli(&[
+            "fn",
+            "invoke",
+            "echo",
+            "--sealed",
+            "--params",
+            r#"{"m":"t"}"#,
+        ])
+    };
+    let ok = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    ok(&p.cli(&["trust", "add", "root", &root]));
+    // Only another executor build accepted: keyvault's policy names this one, so the
+    // bundle is refused and nothing is sent.
+    ok(&p.cli(&["trust", "add", "executor", &"cd".repeat(48)]));
+    let out = invoke();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("attestation_failed") && err.contains(&this_executor),
+        "{err}"
+    );
+    assert!(!p.log().contains("\"m\":\"t\""));
+    // Accepting this build too: the allowlist is within what the client accepts.
+    ok(&p.cli(&["trust", "add", "executor", &this_executor]));
+    ok(&invoke());
+    // A keyvault build other than the one running.
+    ok(&p.cli(&["trust", "add", "keyvault", &"ef".repeat(48)]));
+    let show: serde_json::Value =
+        serde_json::from_slice(&p.cli(&["--json", "trust", "show"]).stdout).unwrap();
+    assert_eq!(show["trust"]["keyvaultMeasurements"][0], "ef".repeat(48));
+    assert_eq!(show["trust"]["roots"][0], root);
+    let out = invoke();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("measurement"), "{err}");
+    // Bad input is named.
+    let out = p.cli(&["trust", "add", "keyvault", "xyz"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("96 hex digits"));
+}

@@ -9,6 +9,7 @@ pub mod receipt;
 pub mod registry;
 pub mod sealed;
 pub mod signing;
+pub mod trust;
 
 use bytes::Bytes;
 use cloister_types::ApiError;
