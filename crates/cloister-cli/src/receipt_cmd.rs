@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cloister_client::attestation::bundle_time;
-use cloister_client::receipt::{ReceiptFile, ReceiptTrust, verify_receipt};
+use cloister_client::receipt::ReceiptFile;
 
 use crate::cli::ReceiptCommand;
 use crate::output::{self, Coded};
@@ -26,33 +25,10 @@ pub fn run(cmd: ReceiptCommand, json: bool) -> anyhow::Result<ExitCode> {
             let saved: ReceiptFile = serde_json::from_slice(&bytes)
                 .map_err(|e| invalid(format!("{} is not a saved receipt: {e}", file.display())))?;
             let (settings, _) = crate::secret_cmd::effective_trust(&saved.url, &trust, None)?;
-            // keyvault's bundle, checked as of when it was produced (it says which executor
-            // builds keyvault allowed then); then the receipt as of its own time.
-            let at = bundle_time(&saved.bundle).map_err(|e| invalid(e.to_string()))?;
-            let kv = settings
-                .verify(&saved.bundle, at)
-                .map_err(|e| invalid(format!("the saved bundle: {e}")))?;
-            let root = kv.root_fingerprint.clone();
-            let receipt_trust = ReceiptTrust {
-                root_fingerprint: root,
-                executor_measurements: kv.executor_measurements.clone(),
-            };
-            let v = verify_receipt(&saved.receipt, &receipt_trust)
+            let (kv, v) = saved
+                .verify(&settings)
                 .map_err(|e| invalid(e.to_string()))?;
             let b = &v.body;
-            if !b.fleet_key_id.is_empty()
-                && !saved
-                    .bundle
-                    .keyvault
-                    .fleet_keys
-                    .iter()
-                    .any(|k| k.key_id == b.fleet_key_id)
-            {
-                return Err(invalid(format!(
-                    "the receipt names fleet key {}, which the saved bundle does not publish",
-                    b.fleet_key_id
-                )));
-            }
             if json {
                 output::json(&serde_json::json!({
                     "valid": true,

@@ -166,8 +166,20 @@ pub fn effective_trust(
     presented: Option<&str>,
 ) -> anyhow::Result<(cloister_client::trust::TrustSettings, bool)> {
     let mut settings = crate::trust_cmd::load(url)?;
+    // A flag narrows the stored settings; it never widens them.
+    let narrow = |list: &mut Vec<String>, flag: &str, what: &str| -> anyhow::Result<()> {
+        let v = flag.trim().to_ascii_lowercase();
+        if !list.is_empty() && !list.iter().any(|x| x.eq_ignore_ascii_case(&v)) {
+            anyhow::bail!(
+                "{v} is not among the {what}s trusted for {url} (cloister trust show; \
+                 cloister trust add {what} {v})"
+            );
+        }
+        *list = vec![v];
+        Ok(())
+    };
     if let Some(fp) = &trust.sim_root {
-        settings.roots = vec![fp.trim().to_ascii_lowercase()];
+        narrow(&mut settings.roots, fp, "root")?;
     } else if settings.roots.is_empty() {
         let root = match presented {
             Some(p) => trusted_root(url, None, p)?,
@@ -179,7 +191,9 @@ pub fn effective_trust(
     }
     let defaulted =
         trust.keyvault_measurement.is_none() && settings.keyvault_measurements.is_empty();
-    if trust.keyvault_measurement.is_some() || settings.keyvault_measurements.is_empty() {
+    if let Some(m) = &trust.keyvault_measurement {
+        narrow(&mut settings.keyvault_measurements, m, "keyvault")?;
+    } else if settings.keyvault_measurements.is_empty() {
         settings.keyvault_measurements = vec![hex::encode(expected_keyvault(trust)?)];
     }
     Ok((settings, defaulted))

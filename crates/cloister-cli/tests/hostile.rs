@@ -918,3 +918,127 @@ async fn the_bundle_binds_the_fleet_keys_a_gateway_cannot_swap_or_stretch_one() 
         Err(cloister_client::attestation::BundleError::Malformed(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
+    use base64::Engine as _;
+    use cloister_client::sealed::{Target, pick_key, seal_call};
+    let p = Platform::start().await;
+    let victim = victim(&p).await;
+    let evil = p
+        .admin()
+        .deploy(&DeployRequest {
+            name: "evil".into(),
+            runtime: "javascript".into(),
+            code: EXFIL.into(),
+            entrypoint: None,
+            environment: None,
+            required_secrets: vec![],
+            limits: None,
+            manifest: None,
+        })
+        .await
+        .unwrap();
+    let bundle = p.admin().attestation().await.unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let kv = cloister_client::attestation::verify_bundle(
+        &bundle,
+        &p.sim_root(),
+        &keyvault_measurement(&p),
+        300,
+        now,
+    )
+    .unwrap();
+    // Wait for the executor's fleet keys.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !p.log().contains("holding fleet keys") {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let key = pick_key(&kv.fleet_keys, now as u64).unwrap();
+    let target = Target {
+        function_id: victim.function_id.clone(),
+        version: victim.version,
+        code_hash: victim.code_hash.clone(),
+    };
+    let sealed = |params: &str| {
+        let call = seal_call(key, &target, params, now as u64).unwrap();
+        let i = call.input;
+        cloister_rpc::executor::SealedInput {
+            suite: i.suite,
+            key_id: i.key_id,
+            function_id: i.function_id,
+            version: i.version,
+            code_hash: i.code_hash,
+            request_id: i.request_id,
+            timestamp: i.timestamp,
+            ciphertext: base64::engine::general_purpose::STANDARD
+                .decode(i.ciphertext)
+                .unwrap(),
+        }
+    };
+    let ins = insider(&p);
+    let mut c = ExecutorClient::new(channel(&ins.executor_url).await);
+    // The insider routes the victim's sealed request to its own function (with its own code),
+    // then to the victim's function id with its own code's hash: both refused before running.
+    for (f, code) in [
+        (
+            FunctionRef {
+                function_id: evil.function_id.clone(),
+                version: evil.version,
+                code_hash: evil.code_hash.clone(),
+                secrets_epoch: 0,
+            },
+            Some(EXFIL.to_owned()),
+        ),
+        (
+            FunctionRef {
+                function_id: victim.function_id.clone(),
+                version: victim.version,
+                code_hash: code_hash(EXFIL),
+                secrets_epoch: 0,
+            },
+            Some(EXFIL.to_owned()),
+        ),
+    ] {
+        let out = c
+            .invoke(Insider::req_with(
+                &ins.executor_token,
+                InvokeRequest {
+                    function: Some(f),
+                    params_json: String::new(),
+                    code,
+                    execution_id: uuid(),
+                    link_id: Vec::new(),
+                    sealed: Some(sealed(r#"{"m":"x"}"#)),
+                    receipt_nonce: Vec::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        refused(out.outcome.expect("an outcome"), "code_hash_mismatch");
+    }
+    // Sealed input with plain params alongside is malformed.
+    let err = c
+        .invoke(Insider::req_with(
+            &ins.executor_token,
+            InvokeRequest {
+                function: Some(FunctionRef {
+                    function_id: victim.function_id.clone(),
+                    version: victim.version,
+                    code_hash: victim.code_hash.clone(),
+                    secrets_epoch: 0,
+                }),
+                params_json: "null".into(),
+                code: None,
+                execution_id: uuid(),
+                link_id: Vec::new(),
+                sealed: Some(sealed("1")),
+                receipt_nonce: Vec::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}

@@ -318,6 +318,17 @@ impl Client {
                 }
             };
         }
+        // A failure of the function comes back sealed: one shown without a sealed answer is
+        // the gateway's word, not the executor's.
+        if let Some(err) = ApiError::from_body(&resp.body)
+            && cloister_types::sealed::is_function_failure(err.code)
+        {
+            return Err(sealed::SealedError::Malformed(format!(
+                "a `{}` failure without a sealed answer (not from the executor)",
+                err.code
+            ))
+            .into());
+        }
         let r: cloister_types::sealed::SealedInvokeResponse = decode(resp)?;
         if r.request_id != call.input.request_id {
             return Err(sealed::SealedError::Tampered.into());
@@ -331,8 +342,10 @@ impl Client {
                 result,
                 logs: opened.logs,
                 execution_id: r.execution_id,
-                version: r.version,
-                code_hash: r.code_hash,
+                // The executor refused any other version or code than sealed for: report
+                // those, not the gateway's fields.
+                version: call.input.version,
+                code_hash: call.input.code_hash.clone(),
                 duration_ms: r.duration_ms,
             }),
             Err(_) => {
@@ -380,9 +393,19 @@ impl Client {
             .as_ref()
             .ok_or(receipt::ReceiptError::Missing)?;
         let v = receipt::verify_receipt(r, trust)?;
+        let b = &v.body;
+        // What the gateway says ran must be what the executor signed, and what was asked.
+        if b.version != resp.version || version.is_some_and(|want| want != b.version) {
+            return Err(receipt::ReceiptError::NotThisCall { field: "version" }.into());
+        }
+        if b.code_hash != resp.code_hash {
+            return Err(receipt::ReceiptError::NotThisCall { field: "code hash" }.into());
+        }
+        // The gateway relays the params' JSON text without surrounding whitespace.
+        let sent = params.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
         v.check_call(&receipt::CallFacts {
             nonce: &nonce,
-            input_sha256: sha256_hex(params.as_bytes()),
+            input_sha256: sha256_hex(sent.as_bytes()),
             output_sha256: sha256_hex(resp.result.get().as_bytes()),
             outcome: cloister_types::sealed::OUTCOME_OK,
             execution_id: &resp.execution_id,
@@ -622,10 +645,9 @@ pub struct SealedAnswer {
     pub logs: Vec<String>,
     /// Execution id (bound into the sealed answer).
     pub execution_id: String,
-    /// Version that ran (as the gateway reports it; the executor refused any other than
-    /// the one sealed for).
+    /// Version that ran (the one sealed for: the executor refuses any other).
     pub version: u32,
-    /// Code hash as the gateway reports it.
+    /// Code hash that ran (the one sealed for).
     pub code_hash: String,
     /// Wall time in the executor, milliseconds.
     pub duration_ms: f64,

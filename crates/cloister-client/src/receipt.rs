@@ -9,6 +9,8 @@ use cloister_attest::{Collateral, Verifier};
 use cloister_crypto::VerifyingKey;
 use cloister_types::receipt::{Receipt, ReceiptBody, key_report_data};
 
+use crate::attestation::TrustedKeyvault;
+
 /// What `cloister fn invoke --receipt FILE` saves: the receipt, the keyvault bundle it is
 /// checked against, and the server it came from (whose pinned root checks the bundle).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -84,6 +86,72 @@ pub enum ReceiptError {
     /// A receipt was asked for and none came back.
     #[error("a receipt was asked for and the answer carries none")]
     Missing,
+    /// The saved bundle is not trusted.
+    #[error("the saved bundle: {0}")]
+    Bundle(#[from] crate::trust::TrustError),
+    /// The receipt was not signed while the saved bundle was current.
+    #[error(
+        "the receipt is dated {receipt}, outside the time its bundle was current ({bundle} to \
+         {bundle} + {max_age} s): the bundle does not say which executor builds keyvault allowed then"
+    )]
+    BundleNotCurrent {
+        /// Bundle evidence time.
+        bundle: i64,
+        /// Receipt time.
+        receipt: i64,
+        /// Maximum bundle age.
+        max_age: i64,
+    },
+    /// The receipt names a fleet key the bundle does not publish.
+    #[error("the receipt names fleet key {0}, which the saved bundle does not publish")]
+    FleetKeyNotInBundle(String),
+}
+
+/// Tolerated clock difference between keyvault and the executor, seconds.
+const CLOCK_SKEW_SECS: i64 = 60;
+
+impl ReceiptFile {
+    /// Checks a saved receipt offline: the bundle against `settings` as of when it was
+    /// produced, the receipt signed while that bundle was current (so its executor allowlist
+    /// is the one in force), then the receipt against the bundle's allowlist.
+    pub fn verify(
+        &self,
+        settings: &crate::trust::TrustSettings,
+    ) -> Result<(TrustedKeyvault, VerifiedReceipt), ReceiptError> {
+        let at = crate::attestation::bundle_time(&self.bundle)
+            .map_err(|e| ReceiptError::Bundle(e.into()))?;
+        let kv = settings.verify(&self.bundle, at)?;
+        let time = i64::try_from(self.receipt.body.time).unwrap_or(i64::MAX);
+        let max_age = settings.max_bundle_age_secs;
+        if time < at.saturating_sub(CLOCK_SKEW_SECS)
+            || time > at.saturating_add(max_age).saturating_add(CLOCK_SKEW_SECS)
+        {
+            return Err(ReceiptError::BundleNotCurrent {
+                bundle: at,
+                receipt: time,
+                max_age,
+            });
+        }
+        let v = verify_receipt(
+            &self.receipt,
+            &ReceiptTrust {
+                root_fingerprint: kv.root_fingerprint.clone(),
+                executor_measurements: kv.executor_measurements.clone(),
+            },
+        )?;
+        let key = &v.body.fleet_key_id;
+        if !key.is_empty()
+            && !self
+                .bundle
+                .keyvault
+                .fleet_keys
+                .iter()
+                .any(|k| &k.key_id == key)
+        {
+            return Err(ReceiptError::FleetKeyNotInBundle(key.clone()));
+        }
+        Ok((kv, v))
+    }
 }
 
 fn fingerprint(der: &[u8]) -> String {

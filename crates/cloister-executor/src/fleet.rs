@@ -95,7 +95,14 @@ pub struct FleetKeyring {
     held: RwLock<Vec<Arc<FleetKeyPair>>>,
     wanted: Notify,
     changed: watch::Sender<u64>,
+    /// When a request last asked for an early refresh: anyone may send requests under random
+    /// key ids, and each refresh is a keyvault round trip (and an audit entry when the keys
+    /// changed), so they are asked for at most every [`EARLY_REFRESH_GAP`].
+    last_wanted: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// Shortest gap between early refreshes requests ask for.
+pub const EARLY_REFRESH_GAP: Duration = Duration::from_secs(5);
 
 impl Default for FleetKeyring {
     fn default() -> Self {
@@ -103,6 +110,7 @@ impl Default for FleetKeyring {
             held: RwLock::new(Vec::new()),
             wanted: Notify::new(),
             changed: watch::Sender::new(0),
+            last_wanted: std::sync::Mutex::new(None),
         }
     }
 }
@@ -152,6 +160,18 @@ impl FleetKeyring {
     pub async fn get(&self, key_id: &[u8; 8], wait: Duration) -> Option<Arc<FleetKeyPair>> {
         if let Some(k) = self.find(key_id) {
             return Some(k);
+        }
+        let asked = {
+            let mut last = self.last_wanted.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= EARLY_REFRESH_GAP);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if !asked {
+            // A refresh ran (or is running) moments ago: it would bring nothing new.
+            return None;
         }
         let mut changed = self.changed.subscribe();
         self.wanted.notify_one();
@@ -216,9 +236,15 @@ mod tests {
         let got = ring.get(&two, Duration::from_secs(10)).await;
         assert_eq!(got.map(|k| k.key_id), Some(two));
         refresher.await.unwrap();
+        // Another unknown id right after does not ask again (no refresher is listening).
+        let t = std::time::Instant::now();
         assert!(
-            ring.get(&one, Duration::ZERO).await.is_none(),
+            ring.get(&one, Duration::from_secs(10)).await.is_none(),
             "replaced whole"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "no second early refresh"
         );
         ring.clear();
         assert!(ring.key_ids().is_empty());

@@ -95,6 +95,9 @@ pub struct SealedDoor {
     keyring: Arc<FleetKeyring>,
     seen: Mutex<HashMap<[u8; REQUEST_ID_LEN], u64>>,
     started_at: u64,
+    /// The latest time seen: the door's clock never goes back, so setting the host clock
+    /// back does not reopen the window for ids already forgotten.
+    latest: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SealedDoor {
@@ -120,6 +123,7 @@ impl SealedDoor {
             keyring,
             seen: Mutex::new(HashMap::new()),
             started_at,
+            latest: std::sync::atomic::AtomicU64::new(started_at),
         }
     }
 
@@ -130,6 +134,10 @@ impl SealedDoor {
         now: u64,
         max_input: usize,
     ) -> Result<Opened, Refusal> {
+        let now = self
+            .latest
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed)
+            .max(now);
         let header = SealedInput {
             suite: s.suite.clone(),
             key_id: s.key_id.clone(),
@@ -261,18 +269,6 @@ fn open_with(
         })
 }
 
-/// Whether a failure happened in the function itself (its details may quote the input, so
-/// they are sealed) rather than before it ran.
-pub fn failure_is_sealed(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::FunctionError
-            | ErrorCode::FunctionTimeout
-            | ErrorCode::FunctionMemoryLimit
-            | ErrorCode::FunctionInvalidOutput
-    )
-}
-
 impl Opened {
     /// Seals the result (or the function's failure) and logs for the caller.
     pub fn seal(
@@ -400,12 +396,15 @@ mod tests {
         r.request_id = hex::encode([7u8; 16]);
         tampered.push(r);
         let base = fresh();
+        // Same request id as `base`: a refusal must not burn it.
         for i in 0..base.ciphertext.len() {
             let mut r = base.clone();
-            r.request_id = hex::encode(cloister_crypto::random_bytes::<16>().unwrap());
             r.ciphertext[i] ^= 1;
             tampered.push(r);
         }
+        let mut r = base.clone();
+        r.timestamp += 1;
+        tampered.push(r);
         for r in tampered {
             assert_eq!(
                 code(door.open(&r, NOW, 1024).await),
@@ -431,16 +430,33 @@ mod tests {
         let (r, _) = sealed(&pair, &kid, "1");
         let (_, not_after) =
             cloister_types::fleet::validity(NOW / cloister_types::fleet::ROTATION_SECS);
+        // A fresh door for each clock (a door's clock never goes back).
+        let fresh = |started| SealedDoor::new(keyring(1).0, started);
         assert_eq!(
-            code(door.open(&r, not_after, 1024).await),
+            code(fresh(NOW - 10).open(&r, not_after, 1024).await),
             ErrorCode::FleetKeyExpired
         );
         assert_eq!(
-            code(door.open(&r, NOW + WINDOW_SECS + 1, 1024).await),
+            code(fresh(NOW - 10).open(&r, NOW + WINDOW_SECS + 1, 1024).await),
             ErrorCode::ReplayedRequest
         );
         assert_eq!(
-            code(door.open(&r, NOW - WINDOW_SECS - 1, 1024).await),
+            code(
+                fresh(NOW - WINDOW_SECS - 10)
+                    .open(&r, NOW - WINDOW_SECS - 1, 1024)
+                    .await
+            ),
+            ErrorCode::ReplayedRequest
+        );
+        // The host clock set back does not reopen the window: the door's clock keeps the
+        // latest time it saw.
+        let (r2, _) = sealed(&pair, &kid, "1");
+        let clock = SealedDoor::new(keyring(1).0, NOW - 10);
+        let _ = clock
+            .open(&sealed(&pair, &kid, "1").0, NOW + WINDOW_SECS + 5, 1024)
+            .await;
+        assert_eq!(
+            code(clock.open(&r2, NOW, 1024).await),
             ErrorCode::ReplayedRequest
         );
         // Sealed before this executor started.

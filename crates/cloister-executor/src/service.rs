@@ -18,7 +18,8 @@ use tonic::{Request, Response, Status};
 use crate::link::Links;
 use crate::pool::{FunctionSpec, Job, JobResult, RunFailure, Supervisor, ValidateError};
 use crate::receipt::Notary;
-use crate::sealed::{Opened, SealedDoor, failure_is_sealed};
+use crate::sealed::{Opened, SealedDoor};
+use cloister_types::sealed::is_function_failure;
 
 /// gRPC front of a [`Supervisor`].
 pub struct ExecutorService {
@@ -150,7 +151,7 @@ fn seal_outcome(
     logs: Vec<String>,
 ) -> Result<invoke_response::Outcome, cloister_crypto::CryptoError> {
     match result {
-        Err(f) if !failure_is_sealed(f.code) => {
+        Err(f) if !is_function_failure(f.code) => {
             Ok(invoke_response::Outcome::Failure(pb::Failure {
                 message: f.message,
                 stack: None,

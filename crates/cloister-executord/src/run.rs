@@ -164,7 +164,15 @@ fn spawn_fleet_refresh(
                     (next_refresh(now), true)
                 }
                 Err(e) => {
-                    if matches!(e, cloister_executor::secrets::SecretError::Refused { .. }) {
+                    // keyvault refused this build (its policy changed): drop every key. A
+                    // transient failure keeps them until they expire.
+                    if let cloister_executor::secrets::SecretError::Refused { code, .. } = &e
+                        && matches!(
+                            code,
+                            cloister_types::ErrorCode::AttestationFailed
+                                | cloister_types::ErrorCode::Forbidden
+                        )
+                    {
                         keyring.clear();
                     }
                     if backoff >= std::time::Duration::from_secs(8) {
@@ -189,7 +197,7 @@ fn spawn_fleet_refresh(
     })
 }
 
-/// Shortest gap between refreshes that requests asked for.
+/// Delay before a refresh a request asked for (requests arriving together share it).
 const MIN_EARLY_REFRESH: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[cfg(test)]

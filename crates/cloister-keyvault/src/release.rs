@@ -84,8 +84,14 @@ struct ReadState {
 }
 
 /// The fleet keys valid now, private halves included, for the attested executor `actor`
-/// (its measurement was checked against the executor policy by the caller). Audited.
-async fn fleet_release(vault: &Vault, actor: &str) -> Result<FleetKeys, Refusal> {
+/// (its measurement was checked against the executor policy by the caller). Audited when
+/// they differ from the last set released on this connection (`last`): an executor asked to
+/// refresh by requests under unknown key ids must not flood the audit log with repeats.
+async fn fleet_release(
+    vault: &Vault,
+    actor: &str,
+    last: &mut Option<(u64, Vec<u64>)>,
+) -> Result<FleetKeys, Refusal> {
     let now = cloister_authority::request::unix_now();
     let internal = |e: VaultError| Refusal::new(ErrorCode::Internal, e.to_string());
     let mut keys = Vec::new();
@@ -103,10 +109,15 @@ async fn fleet_release(vault: &Vault, actor: &str) -> Result<FleetKeys, Refusal>
         });
     }
     let epochs: Vec<u64> = keys.iter().map(|k| k.epoch).collect();
-    let audit = AuditDraft::new(actor, Action::FleetRelease, "fleet")
-        .detail("epochs", format!("{epochs:?}"))
-        .detail("generation", generation);
-    vault.audit(audit).await.map_err(internal)?;
+    let released = Some((generation, epochs));
+    if *last != released {
+        let epochs = released.as_ref().map(|r| r.1.clone()).unwrap_or_default();
+        let audit = AuditDraft::new(actor, Action::FleetRelease, "fleet")
+            .detail("epochs", format!("{epochs:?}"))
+            .detail("generation", generation);
+        vault.audit(audit).await.map_err(internal)?;
+        *last = released;
+    }
     Ok(FleetKeys { keys })
 }
 
@@ -117,6 +128,7 @@ async fn serve_connection<T: TlsConn>(
 ) -> Result<(), ChannelError> {
     let actor = format!("executor:{measurement}");
     let mut reads = ReadState::default();
+    let mut last_fleet = None;
     let policy_version = vault.authority().executor_policy_version();
     let result = loop {
         let bytes = match ch.recv().await {
@@ -164,7 +176,7 @@ async fn serve_connection<T: TlsConn>(
                 keyvault_reply::Body::Release(release_reply(release(vault, req, &actor).await))
             }
             Ok(Some(executor_message::Body::Fleet(_))) => {
-                match fleet_release(vault, &actor).await {
+                match fleet_release(vault, &actor, &mut last_fleet).await {
                     Ok(keys) => keyvault_reply::Body::Fleet(keys),
                     Err(r) => keyvault_reply::Body::Error(r.into_wire()),
                 }
@@ -371,7 +383,14 @@ mod tests {
             key: cloister_crypto::SecretKey32::from_array([2; 32]),
         };
         let (vault, _) = Vault::open(store.clone(), &sealing, None).await.unwrap();
-        let released = fleet_release(&vault, "executor:abc").await.unwrap();
+        let mut last = None;
+        let released = fleet_release(&vault, "executor:abc", &mut last)
+            .await
+            .unwrap();
+        // The same keys again on the same connection: not audited twice.
+        fleet_release(&vault, "executor:abc", &mut last)
+            .await
+            .unwrap();
         let published = vault
             .fleet_public(cloister_authority::request::unix_now())
             .unwrap();
@@ -400,10 +419,12 @@ mod tests {
             vault.fleet_key(g + 1, e).unwrap().public()
         );
         let audit = store.audit_list(0, 100).await.unwrap();
-        assert!(
+        assert_eq!(
             audit
                 .iter()
-                .any(|a| a.action == "key.fleet_release" && a.actor == "executor:abc"),
+                .filter(|a| a.action == "key.fleet_release" && a.actor == "executor:abc")
+                .count(),
+            1,
             "{audit:?}"
         );
     }

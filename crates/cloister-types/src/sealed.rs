@@ -20,9 +20,9 @@ pub const RESPONSE_EXPORT_CONTEXT: &[u8] = b"cloister/sealed-invoke/response-key
 pub const RESPONSE_AAD_LABEL: &str = "cloister/sealed-invoke/response/v1";
 /// Suite id on the wire: HPKE KEM 0x0020, KDF 0x0001, AEAD 0x0002 (RFC 9180 §7).
 pub const SUITE_ID: &str = "hpke-0020-0001-0002";
-/// How far a sealed request's timestamp may be from the executor's clock, either way.
-/// Request ids are remembered for twice this long, so a replay is refused in the window and
-/// outside it by its timestamp.
+/// How far a sealed request's timestamp may be from the executor's clock, either way. A
+/// request id is remembered while its timestamp is inside the window, so a replay is refused
+/// inside it by its id and outside it by its timestamp.
 pub const WINDOW_SECS: u64 = 120;
 /// Bytes of a request id.
 pub const REQUEST_ID_LEN: usize = 16;
@@ -160,8 +160,12 @@ pub fn response_aad(request_id: &str, execution_id: &str, outcome: &str) -> Vec<
 pub struct SealedOutcome {
     /// [`OUTCOME_OK`] or the error code: must equal the visible one.
     pub outcome: String,
-    /// The function's result, when it returned one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The function's result, when it returned one (`null` included).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub result: Option<Box<RawValue>>,
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +173,21 @@ pub struct SealedOutcome {
     /// Log lines the function wrote.
     #[serde(default)]
     pub logs: Vec<String>,
+}
+
+/// A field that is present is `Some`, even when it is JSON `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// Whether a failure with `code` is the function's own (its details may quote the input, so
+/// they travel sealed) rather than a refusal before it ran (visible, never input-derived).
+pub fn is_function_failure(code: crate::ErrorCode) -> bool {
+    use crate::ErrorCode::*;
+    matches!(
+        code,
+        FunctionError | FunctionTimeout | FunctionMemoryLimit | FunctionInvalidOutput
+    )
 }
 
 /// A failure of the function itself, readable only by the caller.
@@ -326,6 +345,17 @@ mod tests {
             let e = h.check().expect_err(what).to_string();
             assert!(e.contains(what), "{e}");
         }
+    }
+
+    #[test]
+    fn a_null_result_is_a_result() {
+        let o: SealedOutcome =
+            serde_json::from_str(r#"{"outcome":"ok","result":null,"logs":[]}"#).unwrap();
+        assert_eq!(o.result.map(|r| r.get().to_owned()), Some("null".into()));
+        let o: SealedOutcome =
+            serde_json::from_str(r#"{"outcome":"function_error","error":{"message":"m"}}"#)
+                .unwrap();
+        assert!(o.result.is_none());
     }
 
     #[test]
