@@ -234,6 +234,40 @@ pub fn verify<B: Body>(
     })
 }
 
+/// Verifies the signature, domain and platform of a request keyvault accepted earlier (its
+/// expiry and nonce were checked then; a stored manifest outlives both): what a client checks
+/// about a manifest keyvault registered.
+pub fn verify_accepted<B: Body>(
+    bytes: &[u8],
+    platform: &str,
+) -> Result<Verified<B>, AuthorityError> {
+    let p = parse::<B>(bytes)?;
+    p.sign1
+        .verify_signature(b"", |sig, data| p.signer.verify(data, sig))
+        .map_err(|_| AuthorityError::BadSignature)?;
+    let e = p.envelope;
+    if e.domain != B::DOMAIN {
+        return Err(AuthorityError::WrongDomain {
+            found: e.domain,
+            expected: B::DOMAIN.to_owned(),
+        });
+    }
+    if !e.platform.eq_ignore_ascii_case(platform) {
+        return Err(AuthorityError::WrongPlatform {
+            found: e.platform,
+            expected: platform.to_ascii_lowercase(),
+        });
+    }
+    Ok(Verified {
+        signer_id: IdentityId::of(&p.signer),
+        signer: p.signer,
+        body: e.body,
+        nonce: e.nonce,
+        expires: e.expires,
+        digest: Sha256::digest(bytes).into(),
+    })
+}
+
 /// Decodes a signed request without verifying it (see [`Inspected`]).
 pub fn inspect<B: Body>(bytes: &[u8]) -> Result<Inspected<B>, AuthorityError> {
     let p = parse::<B>(bytes)?;

@@ -271,11 +271,7 @@ async fn measure(
 ) -> anyhow::Result<SealedReport> {
     let params = r#"{"a":2,"b":3}"#;
     let path = format!("/v1/functions/{name}/invoke");
-    let target = Target {
-        function_id: f.function_id.clone(),
-        version: f.version,
-        code_hash: f.code_hash.clone(),
-    };
+    let target: Target = c.verified_target(kv, name, Some(f.version)).await?.target;
     let receipt_trust = ReceiptTrust {
         root_fingerprint: kv.root_fingerprint.clone(),
         executor_measurements: kv.executor_measurements.clone(),

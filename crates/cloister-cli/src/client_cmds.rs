@@ -249,6 +249,43 @@ fn save_receipt(
         .with_context(|| format!("cannot write {}", file.display()))
 }
 
+/// Pins who signs `name`'s manifests for `url` on first use, and warns when another
+/// identity signs the version about to receive sealed input.
+fn pin_signer(
+    url: &str,
+    name: &str,
+    m: &cloister_client::manifest::VerifiedManifest,
+) -> anyhow::Result<()> {
+    let path = crate::secret_cmd::config_path()?;
+    let mut cfg = crate::secret_cmd::read_config(&path)?;
+    if !cfg.is_object() {
+        cfg = serde_json::json!({});
+    }
+    let pinned = cfg
+        .get("functionSigners")
+        .and_then(|f| f.get(url))
+        .and_then(|f| f.get(name))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    match pinned {
+        Some(p) if p == m.signer => return Ok(()),
+        Some(p) => {
+            eprintln!(
+                "WARNING: {name} v{} is signed by {} ({}), not by {p}, who signed the versions \
+                 you sealed to before.",
+                m.target.version, m.signer, m.signer_label
+            );
+            eprintln!("         Sealing anyway; the new signer is pinned from now on.");
+        }
+        None => eprintln!(
+            "note: {name} v{} is signed by {} ({}); pinned as its signer for {url}.",
+            m.target.version, m.signer, m.signer_label
+        ),
+    }
+    cfg["functionSigners"][url][name] = serde_json::json!(m.signer);
+    crate::secret_cmd::write_config(&path, &cfg)
+}
+
 /// `fn invoke --sealed`: verify keyvault's bundle, seal to its fleet key for the code
 /// expected, open the answer. A key the executors no longer hold means the bundle is fetched
 /// again, once.
@@ -259,17 +296,32 @@ async fn invoke_sealed(
     params: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    use cloister_client::sealed::{Target, pick_key, seal_call};
-    let info = c.show(&args.name, args.version).await?;
-    let code_hash = match &args.expect_code_hash {
-        Some(h) => h.trim().to_owned(),
-        None => info.code_hash.clone(),
-    };
-    let target = Target {
-        function_id: info.function_id.clone(),
-        version: info.version,
-        code_hash,
-    };
+    use cloister_client::sealed::{pick_key, seal_call};
+    let (kv, _) = crate::secret_cmd::verified_bundle(c, url, &args.trust).await?;
+    // What to seal for: the version's owner-signed manifest, its signer checked against the
+    // registry keyvault's evidence binds. The executor runs the request only by it.
+    let m = c
+        .verified_target(&kv, &args.name, args.version)
+        .await
+        .map_err(|e| crate::secret_cmd::attestation_failed(e.to_string()))?;
+    if let Some(h) = &args.expect_code_hash
+        && !h.trim().eq_ignore_ascii_case(&m.target.code_hash)
+    {
+        return Err(output::Coded {
+            code: "code_hash_mismatch",
+            message: format!(
+                "{} v{} runs code {} (manifest signed by {}), not the expected {}; nothing was sent",
+                args.name,
+                m.target.version,
+                m.target.code_hash,
+                m.signer,
+                h.trim()
+            ),
+        }
+        .into());
+    }
+    pin_signer(url, &args.name, &m)?;
+    let target = m.target;
     let mut refetched = false;
     loop {
         let (kv, bundle) = crate::secret_cmd::verified_bundle(c, url, &args.trust).await?;

@@ -960,6 +960,7 @@ async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
         function_id: victim.function_id.clone(),
         version: victim.version,
         code_hash: victim.code_hash.clone(),
+        manifest_digest: victim.manifest_digest.clone(),
     };
     let sealed = |params: &str| {
         let call = seal_call(key, &target, params, now as u64).unwrap();
@@ -970,6 +971,7 @@ async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
             function_id: i.function_id,
             version: i.version,
             code_hash: i.code_hash,
+            manifest_digest: i.manifest_digest,
             request_id: i.request_id,
             timestamp: i.timestamp,
             ciphertext: base64::engine::general_purpose::STANDARD

@@ -64,6 +64,7 @@ fn target(f: &FunctionInfo) -> Target {
         function_id: f.function_id.clone(),
         version: f.version,
         code_hash: f.code_hash.clone(),
+        manifest_digest: f.manifest_digest.clone(),
     }
 }
 
@@ -241,6 +242,77 @@ async fn every_attack_on_a_sealed_call_is_refused_with_its_own_code() {
     );
     let _ = other;
 
+    // Sealed for the right function, version and code but another manifest: keyvault's grant
+    // for that version names another, so the executor refuses before running.
+    let mut t = target(&f);
+    t.manifest_digest = "00".repeat(32);
+    let call = seal_call(&key, &t, params, now()).unwrap();
+    let e = c.invoke_sealed("echo", &call).await.unwrap_err();
+    assert_eq!(
+        api_code(&e),
+        Some((ErrorCode::CodeHashMismatch, 409)),
+        "{e}"
+    );
+    // What the client seals for comes from the owner-signed manifest, checked against the
+    // registry keyvault's evidence binds: a gateway answering "echo" with another function's
+    // manifest, an altered one, or one signed by a stranger, is refused before sealing.
+    let verified = c.verified_target(&kv, "echo", None).await.unwrap();
+    assert_eq!(verified.target, target(&f));
+    let view = c.registry().await.unwrap();
+    let platform = kv.audit_key.to_string();
+    let other_manifest = c.signed_manifest("other", None).await.unwrap();
+    let relabelled = cloister_types::wire::SignedManifest {
+        function_id: f.function_id.clone(),
+        version: f.version,
+        ..other_manifest.clone()
+    };
+    assert!(matches!(
+        cloister_client::manifest::verify_manifest(&relabelled, &view, &platform, "echo"),
+        Err(cloister_client::manifest::ManifestError::WrongFunction { .. })
+    ));
+    let mut bytes = base64::engine::general_purpose::STANDARD
+        .decode(&c.signed_manifest("echo", None).await.unwrap().manifest)
+        .unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let altered = cloister_types::wire::SignedManifest {
+        manifest: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        ..other_manifest.clone()
+    };
+    assert!(matches!(
+        cloister_client::manifest::verify_manifest(&altered, &view, &platform, "echo"),
+        Err(cloister_client::manifest::ManifestError::Signature(_))
+    ));
+    let stranger = cloister_authority::Identity::generate("stranger").unwrap();
+    let own = cloister_authority::sign(
+        &stranger,
+        &cloister_authority::Manifest {
+            name: "echo".into(),
+            function_id: None,
+            previous: None,
+            environment: "production".into(),
+            runtime: "javascript".into(),
+            entrypoint: "handler".into(),
+            code_hash: code_hash("function handler() { return 'evil'; }"),
+            secrets: vec![],
+            limits: cloister_authority::ManifestLimits {
+                timeout_ms: 1000,
+                memory_mb: 64,
+            },
+            activate: true,
+        },
+        &cloister_authority::SignOptions::for_platform(&platform),
+    )
+    .unwrap();
+    let forged = cloister_types::wire::SignedManifest {
+        manifest: base64::engine::general_purpose::STANDARD.encode(&own),
+        ..other_manifest
+    };
+    assert!(matches!(
+        cloister_client::manifest::verify_manifest(&forged, &view, &platform, "echo"),
+        Err(cloister_client::manifest::ManifestError::UnknownSigner(_))
+    ));
+
     // A replayed request id.
     let call = seal_call(&key, &target(&f), params, now()).unwrap();
     c.invoke_sealed("echo", &call).await.unwrap();
@@ -409,6 +481,12 @@ async fn the_cli_seals_verifies_and_opens() {
     ]);
     assert!(
         out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The signer of the manifest sealed to is named and pinned on first use.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is signed by"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

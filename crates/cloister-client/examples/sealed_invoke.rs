@@ -10,7 +10,7 @@
 use cloister_client::Client;
 use cloister_client::attestation::verify_bundle;
 use cloister_client::receipt::ReceiptTrust;
-use cloister_client::sealed::{Target, pick_key, seal_call};
+use cloister_client::sealed::{pick_key, seal_call};
 
 fn env(name: &str) -> Result<String, Box<dyn std::error::Error>> {
     std::env::var(name).map_err(|_| format!("set {name}").into())
@@ -39,13 +39,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         300,
         i64::try_from(now)?,
     )?;
-    // 2. Seal for the code the server lists (pin your own hash to be stricter).
-    let f = client.show(&name, None).await?;
-    let target = Target {
-        function_id: f.function_id,
-        version: f.version,
-        code_hash: f.code_hash,
-    };
+    // 2. Seal for the version's owner-signed manifest, its signer checked against the
+    //    registry keyvault's evidence binds (the executor runs it only by that manifest).
+    let verified = client.verified_target(&kv, &name, None).await?;
+    eprintln!(
+        "{name} v{} runs {} (manifest signed by {} {})",
+        verified.target.version, verified.target.code_hash, verified.signer, verified.signer_label
+    );
+    let target = verified.target;
     let key = pick_key(&kv.fleet_keys, now).ok_or("no fleet key valid now")?;
     let call = seal_call(key, &target, &params, now)?.ask_receipt(ReceiptTrust {
         root_fingerprint: kv.root_fingerprint.clone(),

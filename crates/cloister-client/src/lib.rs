@@ -5,6 +5,7 @@
 pub mod attestation;
 pub mod audit;
 mod conn;
+pub mod manifest;
 pub mod receipt;
 pub mod registry;
 pub mod sealed;
@@ -58,6 +59,9 @@ pub enum ClientError {
     /// A sealed call's answer could not be opened or trusted.
     #[error(transparent)]
     Sealed(#[from] sealed::SealedError),
+    /// What the gateway relayed does not check out against keyvault's evidence.
+    #[error("not trusted: {0}")]
+    Untrusted(String),
     /// A receipt did not check out.
     #[error(transparent)]
     Receipt(#[from] receipt::ReceiptError),
@@ -412,6 +416,42 @@ impl Client {
             sealed: None,
         })?;
         Ok((resp, v))
+    }
+
+    /// `GET /v1/functions/{name}/manifest`: the owner-signed manifest of a version, as
+    /// relayed (check it with [`manifest::verify_manifest`]).
+    pub async fn signed_manifest(
+        &mut self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<cloister_types::wire::SignedManifest, ClientError> {
+        let path = match version {
+            Some(v) => format!("/v1/functions/{}/manifest?version={v}", seg(name)),
+            None => format!("/v1/functions/{}/manifest", seg(name)),
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// The target a sealed call to `name` (`version`, default latest) should be sealed for:
+    /// the registry is checked against `kv`, then the version's manifest against the
+    /// registry.
+    pub async fn verified_target(
+        &mut self,
+        kv: &attestation::TrustedKeyvault,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<manifest::VerifiedManifest, ClientError> {
+        let view = self.registry().await?;
+        registry::check(&view, kv).map_err(|e| ClientError::Untrusted(e.to_string()))?;
+        let signed = self.signed_manifest(name, version).await?;
+        if version.is_some_and(|v| v != signed.version) {
+            return Err(ClientError::Untrusted(format!(
+                "asked for version {:?}, the gateway sent version {}'s manifest",
+                version, signed.version
+            )));
+        }
+        manifest::verify_manifest(&signed, &view, &kv.audit_key.to_string(), name)
+            .map_err(|e| ClientError::Untrusted(e.to_string()))
     }
 
     /// `POST /v1/tokens`.

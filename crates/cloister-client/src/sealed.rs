@@ -21,6 +21,9 @@ pub struct Target {
     pub version: u32,
     /// `sha256:<hex>` of the code.
     pub code_hash: String,
+    /// Digest (hex) of the owner-signed manifest checked for this version
+    /// ([`crate::manifest::verify_manifest`]).
+    pub manifest_digest: String,
 }
 
 /// Why a sealed call could not be made or its answer not trusted.
@@ -78,6 +81,7 @@ impl SealedCall {
             function_id: self.input.function_id.clone(),
             version: self.input.version,
             code_hash: self.input.code_hash.clone(),
+            manifest_digest: self.input.manifest_digest.clone(),
         }
     }
 
@@ -157,6 +161,7 @@ pub fn seal_call(
         function_id: target.function_id.clone(),
         version: target.version,
         code_hash: target.code_hash.clone(),
+        manifest_digest: target.manifest_digest.clone(),
         request_id: hex::encode(request_id),
         timestamp: now,
         ciphertext: String::new(),
@@ -252,6 +257,7 @@ mod tests {
             function_id: "f".into(),
             version: 2,
             code_hash: format!("sha256:{}", "ab".repeat(32)),
+            manifest_digest: "cd".repeat(32),
         };
         let a = seal_call(&k, &t, "{}", 1000).unwrap();
         let b = seal_call(&k, &t, "{}", 1000).unwrap();

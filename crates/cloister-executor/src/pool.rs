@@ -356,11 +356,7 @@ impl Supervisor {
         };
         *granted = Some(grant.manifest.clone());
         let m = grant.manifest.as_ref();
-        if let Some(f) = job
-            .expected
-            .as_ref()
-            .and_then(|e| e.mismatch(&m.function_id, m.version, &m.code_hash))
-        {
+        if let Some(f) = job.expected.as_ref().and_then(|e| e.manifest_mismatch(m)) {
             return ran(Err(f), Vec::new(), started);
         }
         if m.runtime != "javascript" || cloister_types::Entrypoint::parse(&m.entrypoint).is_err() {

@@ -33,10 +33,13 @@ pub struct Expected {
     pub version: u32,
     /// `sha256:<hex>` of the code.
     pub code_hash: String,
+    /// Digest of the owner-signed manifest the caller checked.
+    pub manifest_digest: String,
 }
 
 impl Expected {
-    /// Why `(function_id, version, code_hash)` is not what the caller sealed for, if it is not.
+    /// Why `(function_id, version, code_hash)` is not what the caller sealed for, if it is not
+    /// (what the gateway asks for, checked before any code is fetched).
     pub fn mismatch(&self, function_id: &str, version: u32, code_hash: &str) -> Option<RunFailure> {
         if self.function_id == function_id && self.version == version && self.code_hash == code_hash
         {
@@ -48,6 +51,28 @@ impl Expected {
                 "the caller sealed this request for function {} version {} with code {}; this \
                  executor loaded function {function_id} version {version} with code {code_hash}",
                 self.function_id, self.version, self.code_hash
+            ),
+            stack: None,
+        })
+    }
+}
+
+impl Expected {
+    /// Why the manifest keyvault granted is not the one the caller sealed for, if it is not
+    /// (checked after the grant, before the function runs).
+    pub fn manifest_mismatch(&self, m: &crate::secrets::RunManifest) -> Option<RunFailure> {
+        if let Some(f) = self.mismatch(&m.function_id, m.version, &m.code_hash) {
+            return Some(f);
+        }
+        if self.manifest_digest.eq_ignore_ascii_case(&m.digest) {
+            return None;
+        }
+        Some(RunFailure {
+            code: ErrorCode::CodeHashMismatch,
+            message: format!(
+                "the caller sealed this request for manifest {}; keyvault granted manifest {} \
+                 for this version",
+                self.manifest_digest, m.digest
             ),
             stack: None,
         })
@@ -144,6 +169,7 @@ impl SealedDoor {
             function_id: s.function_id.clone(),
             version: s.version,
             code_hash: s.code_hash.clone(),
+            manifest_digest: s.manifest_digest.clone(),
             request_id: s.request_id.clone(),
             timestamp: s.timestamp,
             ciphertext: String::new(),
@@ -215,6 +241,7 @@ impl SealedDoor {
                 function_id: s.function_id.clone(),
                 version: s.version,
                 code_hash: s.code_hash.clone(),
+                manifest_digest: s.manifest_digest.clone(),
             },
             request_id: s.request_id.clone(),
             response_key,
@@ -333,6 +360,7 @@ mod tests {
             function_id: "fid".into(),
             version: 1,
             code_hash: format!("sha256:{}", "ab".repeat(32)),
+            manifest_digest: "cd".repeat(32),
             request_id: hex::encode(cloister_crypto::random_bytes::<16>().unwrap()),
             timestamp: NOW,
             ciphertext: String::new(),
@@ -348,6 +376,7 @@ mod tests {
                 function_id: h.function_id,
                 version: h.version,
                 code_hash: h.code_hash,
+                manifest_digest: h.manifest_digest,
                 request_id: h.request_id,
                 timestamp: h.timestamp,
                 ciphertext: ct,
@@ -394,6 +423,9 @@ mod tests {
         tampered.push(r);
         let mut r = fresh();
         r.request_id = hex::encode([7u8; 16]);
+        tampered.push(r);
+        let mut r = fresh();
+        r.manifest_digest = "ce".repeat(32);
         tampered.push(r);
         let base = fresh();
         // Same request id as `base`: a refusal must not burn it.

@@ -120,6 +120,7 @@ fn sealed_rpc(sealed: SealedInput, max_input: usize) -> HttpResult<RpcSealed> {
         function_id: sealed.function_id,
         version: sealed.version,
         code_hash: sealed.code_hash,
+        manifest_digest: sealed.manifest_digest,
         request_id: sealed.request_id,
         timestamp: sealed.timestamp,
         ciphertext,

@@ -48,6 +48,7 @@ pub fn router(state: Shared) -> Router {
             get(deploy::show).delete(deploy::delete),
         )
         .route("/v1/functions/{name}/invoke", post(invoke::invoke))
+        .route("/v1/functions/{name}/manifest", get(relay::manifest))
         .route("/v1/attestation", get(secrets::attestation))
         .route("/v1/secrets", get(secrets::list))
         .route(

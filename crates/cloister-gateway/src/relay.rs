@@ -106,6 +106,37 @@ pub async fn change_registry(
     Ok(Json(out))
 }
 
+/// `GET /v1/functions/{name}/manifest[?version=N]`: the owner-signed manifest keyvault
+/// registered for that version, as signed (public; clients verify it before sealing to it).
+pub async fn manifest(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    name: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> HttpResult<Json<cloister_types::wire::SignedManifest>> {
+    use base64::Engine as _;
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Invoker, "read manifests")?;
+    let name = crate::deploy::path_arg(name)?;
+    let version = crate::deploy::version_query(q.as_deref())?;
+    let f = s.functions.resolve(&name, version).await?;
+    let kv = keyvault(&s)?;
+    let r = kv
+        .client()
+        .get_manifest(kv.request(cloister_rpc::keyvault::GetManifestRequest {
+            function_id: f.function_id.clone(),
+            version: f.version,
+        }))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    Ok(Json(cloister_types::wire::SignedManifest {
+        function_id: f.function_id.clone(),
+        version: f.version,
+        manifest: base64::engine::general_purpose::STANDARD.encode(r.signed),
+    }))
+}
+
 /// `GET /v1/registry`: keyvault's registry (identities with public keys, roles and labels,
 /// and the executor policy). Clients check it against what keyvault's evidence binds.
 pub async fn registry(
@@ -113,7 +144,8 @@ pub async fn registry(
     headers: HeaderMap,
 ) -> HttpResult<Json<RegistryView>> {
     let caller = s.auth.authenticate(&headers).await?;
-    caller.require(Role::Developer, "read the registry")?;
+    // Invokers read it too: it is what sealed calls check a function's manifest signer against.
+    caller.require(Role::Invoker, "read the registry")?;
     let kv = keyvault(&s)?;
     let r = kv
         .client()

@@ -764,6 +764,21 @@ impl Authority {
         })
     }
 
+    /// The signed bytes of the manifest registered for `function_id` `version`, checked to be
+    /// that version's (the row is MACed; its content must name the function it is stored
+    /// under).
+    pub async fn signed_manifest(
+        &self,
+        function_id: &str,
+        version: u32,
+    ) -> Result<Option<Vec<u8>>, Denied> {
+        if self.manifest(function_id, version).await?.is_none() {
+            return Ok(None);
+        }
+        self.load(MANIFEST, &manifest_key(function_id, version))
+            .await
+    }
+
     /// A registered manifest (MAC-verified), if any.
     pub async fn manifest(
         &self,

@@ -405,6 +405,26 @@ impl Keyvault for KeyvaultService {
         }
     }
 
+    async fn get_manifest(
+        &self,
+        req: Request<pb::GetManifestRequest>,
+    ) -> Result<Response<pb::GetManifestResponse>, Status> {
+        let r = req.into_inner();
+        match self
+            .vault
+            .authority()
+            .signed_manifest(&r.function_id, r.version)
+            .await
+        {
+            Ok(Some(signed)) => Ok(Response::new(pb::GetManifestResponse { signed })),
+            Ok(None) => Err(Status::not_found(format!(
+                "no manifest for function {} version {}",
+                r.function_id, r.version
+            ))),
+            Err(d) => Err(status(VaultError::Denied(d))),
+        }
+    }
+
     async fn get_registry(
         &self,
         _req: Request<pb::GetRegistryRequest>,

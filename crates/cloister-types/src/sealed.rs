@@ -45,6 +45,9 @@ pub struct SealedInput {
     pub version: u32,
     /// `sha256:<hex>` of the code the caller expects to run.
     pub code_hash: String,
+    /// Digest (64 lowercase hex digits: SHA-256 of the signed bytes) of the owner-signed
+    /// manifest the caller checked: the executor runs the request only by that manifest.
+    pub manifest_digest: String,
     /// Random request id (32 lowercase hex digits), refused if seen again.
     pub request_id: String,
     /// When the request was sealed (Unix seconds).
@@ -115,6 +118,12 @@ impl SealedInput {
         {
             return Err(HeaderError::CodeHash);
         }
+        if !lower_hex(&self.manifest_digest, 32) {
+            return Err(HeaderError::Hex {
+                field: "manifestDigest",
+                len: 64,
+            });
+        }
         if self.version == 0 {
             return Err(HeaderError::Version);
         }
@@ -125,8 +134,9 @@ impl SealedInput {
     }
 
     /// The HPKE `info`: [`INFO_DOMAIN`], suite, key id, function id, version (8 bytes
-    /// big-endian), code hash, request id and timestamp (8 bytes big-endian), each as a
-    /// 4-byte big-endian length followed by its bytes (strings as UTF-8).
+    /// big-endian), code hash, manifest digest, request id and timestamp (8 bytes
+    /// big-endian), each as a 4-byte big-endian length followed by its bytes (strings as
+    /// UTF-8).
     pub fn info(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(256);
         field(&mut v, INFO_DOMAIN.as_bytes());
@@ -135,6 +145,7 @@ impl SealedInput {
         field(&mut v, self.function_id.as_bytes());
         field(&mut v, &u64::from(self.version).to_be_bytes());
         field(&mut v, self.code_hash.as_bytes());
+        field(&mut v, self.manifest_digest.as_bytes());
         field(&mut v, self.request_id.as_bytes());
         field(&mut v, &self.timestamp.to_be_bytes());
         v
@@ -252,6 +263,7 @@ mod tests {
             function_id: "f-1".into(),
             version: 3,
             code_hash: format!("sha256:{}", "ab".repeat(32)),
+            manifest_digest: "cd".repeat(32),
             request_id: "0f".repeat(16),
             timestamp: 1_800_000_000,
             ciphertext: "AAAA".into(),
@@ -281,6 +293,10 @@ mod tests {
             },
             SealedInput {
                 request_id: "0e".repeat(16),
+                ..base.clone()
+            },
+            SealedInput {
+                manifest_digest: "ce".repeat(32),
                 ..base.clone()
             },
             SealedInput {
@@ -368,6 +384,7 @@ mod tests {
             "functionId",
             "version",
             "codeHash",
+            "manifestDigest",
             "requestId",
             "timestamp",
             "ciphertext",

@@ -155,6 +155,20 @@ pub struct InvokeResponse {
     pub receipt: Option<crate::receipt::Receipt>,
 }
 
+/// `GET /v1/functions/{name}/manifest`: the owner-signed manifest keyvault registered for a
+/// version, as signed. Clients verify the signature against keyvault's registry (bound by its
+/// evidence) and seal to its digest (docs/SEALED.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignedManifest {
+    /// Function id the version belongs to (the gateway's word: the executor checks it).
+    pub function_id: String,
+    /// Version number.
+    pub version: u32,
+    /// Standard base64 of the COSE_Sign1 bytes (docs/MANIFESTS.md).
+    pub manifest: String,
+}
+
 /// `POST /v1/tokens` request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
