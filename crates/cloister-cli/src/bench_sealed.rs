@@ -272,10 +272,10 @@ async fn measure(
     let params = r#"{"a":2,"b":3}"#;
     let path = format!("/v1/functions/{name}/invoke");
     let target: Target = c.verified_target(kv, name, Some(f.version)).await?.target;
-    let receipt_trust = ReceiptTrust {
-        root_fingerprint: kv.root_fingerprint.clone(),
-        executor_measurements: kv.executor_measurements.clone(),
-    };
+    let receipt_trust = ReceiptTrust::new(
+        kv.root_fingerprint.clone(),
+        kv.executor_measurements.clone(),
+    );
     let now = || u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
     let key = pick_key(&kv.fleet_keys, now())
         .context("keyvault's bundle holds no fleet key valid now")?
@@ -304,8 +304,8 @@ async fn measure(
         let t = Instant::now();
         let opened = call.open(&a.execution_id, &a.outcome, &a.sealed)?;
         open_times.push(t.elapsed());
-        if opened.result.map_err(|e| anyhow::anyhow!("{e:?}"))?.get() != "5" {
-            bail!("the sealed add.js did not return 5");
+        if opened.result.map_err(|e| anyhow::anyhow!("{e:?}"))?.get() != r#"{"sum":5}"# {
+            bail!("the sealed add.js did not return {{\"sum\":5}}");
         }
         let receipt = a.receipt.context("no receipt")?;
         let t = Instant::now();

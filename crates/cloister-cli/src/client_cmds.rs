@@ -227,10 +227,10 @@ async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyh
 fn receipt_trust(
     kv: &cloister_client::attestation::TrustedKeyvault,
 ) -> cloister_client::receipt::ReceiptTrust {
-    cloister_client::receipt::ReceiptTrust {
-        root_fingerprint: kv.root_fingerprint.clone(),
-        executor_measurements: kv.executor_measurements.clone(),
-    }
+    cloister_client::receipt::ReceiptTrust::new(
+        kv.root_fingerprint.clone(),
+        kv.executor_measurements.clone(),
+    )
 }
 
 /// Writes a checked receipt with the bundle it was checked against.

@@ -517,10 +517,10 @@ async fn the_cli_seals_verifies_and_opens() {
 }
 
 fn receipt_trust(kv: &TrustedKeyvault) -> cloister_client::receipt::ReceiptTrust {
-    cloister_client::receipt::ReceiptTrust {
-        root_fingerprint: kv.root_fingerprint.clone(),
-        executor_measurements: kv.executor_measurements.clone(),
-    }
+    cloister_client::receipt::ReceiptTrust::new(
+        kv.root_fingerprint.clone(),
+        kv.executor_measurements.clone(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -745,4 +745,45 @@ async fn the_client_refuses_a_bundle_outside_its_trust_settings_before_sealing()
     let out = p.cli(&["trust", "add", "keyvault", "xyz"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("96 hex digits"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sealed_benchmark_measures_both_variants() {
+    let p = Platform::start().await;
+    executor_holds_keys(&p).await;
+    let root = p.sim_root();
+    let dir = common::workloads();
+    let out = p.cli(&[
+        "--json",
+        "bench",
+        "--sealed",
+        "--workloads",
+        dir.to_str().unwrap(),
+        "--requests",
+        "40",
+        "--clients",
+        "2",
+        "--seconds",
+        "0.5",
+        "--sim-root",
+        &root,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["cpuCalls"], 40);
+    for k in [
+        "serverCpuUsPlain",
+        "serverCpuUsSealed",
+        "clientSealUs",
+        "clientOpenUs",
+        "clientReceiptVerifyUs",
+        "throughputRatio",
+    ] {
+        assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
+    }
+    assert!(r["serverProcesses"].as_u64().is_some_and(|n| n >= 3), "{r}");
 }

@@ -48,10 +48,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let target = verified.target;
     let key = pick_key(&kv.fleet_keys, now).ok_or("no fleet key valid now")?;
-    let call = seal_call(key, &target, &params, now)?.ask_receipt(ReceiptTrust {
-        root_fingerprint: kv.root_fingerprint.clone(),
-        executor_measurements: kv.executor_measurements.clone(),
-    })?;
+    let call = seal_call(key, &target, &params, now)?.ask_receipt(ReceiptTrust::new(
+        kv.root_fingerprint.clone(),
+        kv.executor_measurements.clone(),
+    ))?;
     // 3. Invoke: the answer is opened and the receipt verified against this call.
     let answer = client.invoke_sealed(&name, &call).await?;
     println!("{}", answer.result.get());

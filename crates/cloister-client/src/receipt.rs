@@ -31,7 +31,42 @@ pub struct ReceiptTrust {
     pub root_fingerprint: String,
     /// Executor measurements (hex) keyvault allowed, from a verified bundle.
     pub executor_measurements: Vec<String>,
+    /// Signers already verified under these settings (shared by clones).
+    pub cache: SignerCache,
 }
+
+impl ReceiptTrust {
+    /// Settings for `root_fingerprint` and the executor builds keyvault allowed.
+    pub fn new(root_fingerprint: String, executor_measurements: Vec<String>) -> Self {
+        Self {
+            root_fingerprint,
+            executor_measurements,
+            cache: SignerCache::default(),
+        }
+    }
+}
+
+/// Executors' receipt keys whose evidence verified, so the receipts an executor signs after
+/// the first cost one Ed25519 verification. An entry holds a span of receipt times its
+/// evidence is valid for: from the earliest time it verified at to its chain's first expiry
+/// (a chain is valid over one interval of time); outside that span it is verified again.
+#[derive(Debug, Clone, Default)]
+pub struct SignerCache(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Signer>>>,
+);
+
+/// One verified signer.
+#[derive(Debug, Clone)]
+struct Signer {
+    public_key: VerifyingKey,
+    measurement: String,
+    tee_label: String,
+    verified_from: i64,
+    verified_until: i64,
+}
+
+/// Most signers kept (one per executor process met).
+const MAX_SIGNERS: usize = 256;
 
 /// A receipt whose signature and signer checked out.
 #[derive(Debug, Clone)]
@@ -134,10 +169,10 @@ impl ReceiptFile {
         }
         let v = verify_receipt(
             &self.receipt,
-            &ReceiptTrust {
-                root_fingerprint: kv.root_fingerprint.clone(),
-                executor_measurements: kv.executor_measurements.clone(),
-            },
+            &ReceiptTrust::new(
+                kv.root_fingerprint.clone(),
+                kv.executor_measurements.clone(),
+            ),
         )?;
         let key = &v.body.fleet_key_id;
         if !key.is_empty()
@@ -161,6 +196,66 @@ fn fingerprint(der: &[u8]) -> String {
 
 /// Verifies `r`'s signer and signature against `trust`, at the receipt's own time.
 pub fn verify_receipt(r: &Receipt, trust: &ReceiptTrust) -> Result<VerifiedReceipt, ReceiptError> {
+    use sha2::Digest;
+    let at = i64::try_from(r.body.time)
+        .map_err(|_| ReceiptError::Malformed("time is out of range".into()))?;
+    let mut h = sha2::Sha256::new();
+    for part in [
+        r.signer.tee.as_bytes(),
+        r.signer.public_key.as_bytes(),
+        r.signer.evidence.as_bytes(),
+        trust.root_fingerprint.trim().as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    let key: [u8; 32] = h.finalize().into();
+    let cached = trust
+        .cache
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    let signer = match cached {
+        Some(c) if c.verified_from <= at && at <= c.verified_until => c,
+        cached => {
+            let mut fresh = verify_signer(r, trust, at)?;
+            if let Some(c) = cached {
+                fresh.verified_from = fresh.verified_from.min(c.verified_from);
+                fresh.verified_until = fresh.verified_until.max(c.verified_until);
+            }
+            let mut map = trust.cache.0.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() >= MAX_SIGNERS {
+                map.clear();
+            }
+            map.insert(key, fresh.clone());
+            fresh
+        }
+    };
+    // The allowlist is checked on every receipt (the cache holds what the evidence says).
+    if !trust
+        .executor_measurements
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(&signer.measurement))
+    {
+        return Err(ReceiptError::MeasurementNotAllowed(signer.measurement));
+    }
+    let sig = hex::decode(&r.signature)
+        .map_err(|_| ReceiptError::Malformed("signature is not hex".into()))?;
+    signer
+        .public_key
+        .verify(&r.body.signed_message(), &sig)
+        .map_err(|_| ReceiptError::BadSignature)?;
+    Ok(VerifiedReceipt {
+        body: r.body.clone(),
+        executor_measurement: signer.measurement,
+        tee_label: signer.tee_label,
+    })
+}
+
+/// Verifies the signer's evidence at `at`: root, role, allowed build, bound key.
+fn verify_signer(r: &Receipt, trust: &ReceiptTrust, at: i64) -> Result<Signer, ReceiptError> {
     if r.signer.tee != "sim" {
         return Err(ReceiptError::UnsupportedTee(r.signer.tee.clone()));
     }
@@ -175,8 +270,6 @@ pub fn verify_receipt(r: &Receipt, trust: &ReceiptTrust) -> Result<VerifiedRecei
             pinned: trust.root_fingerprint.trim().to_ascii_lowercase(),
         });
     }
-    let at = i64::try_from(r.body.time)
-        .map_err(|_| ReceiptError::Malformed("time is out of range".into()))?;
     let verified =
         SimVerifier::pinning(&ev.platform_cert)?.verify(&evidence, &Collateral::default(), at)?;
     if ev.role != "executor" {
@@ -202,15 +295,13 @@ pub fn verify_receipt(r: &Receipt, trust: &ReceiptTrust) -> Result<VerifiedRecei
     if !bound {
         return Err(ReceiptError::KeyUnbound);
     }
-    let sig = hex::decode(&r.signature)
-        .map_err(|_| ReceiptError::Malformed("signature is not hex".into()))?;
-    public
-        .verify(&r.body.signed_message(), &sig)
-        .map_err(|_| ReceiptError::BadSignature)?;
-    Ok(VerifiedReceipt {
-        body: r.body.clone(),
-        executor_measurement: measurement,
+    Ok(Signer {
+        public_key: public,
+        measurement,
         tee_label: claims.tee.label().to_owned(),
+        // Valid at `at` and until the chain's first expiry: anywhere in between too.
+        verified_from: at,
+        verified_until: verified.valid_until(),
     })
 }
 
