@@ -831,6 +831,10 @@ pub struct InvokeArgs {
     /// (`code_hash_mismatch`). Default: the code hash the server lists for the version.
     #[arg(long, requires = "sealed")]
     pub expect_code_hash: Option<String>,
+    /// Seal even though the function behind the name, its manifest signer, or its latest
+    /// version went back since you last sealed to it (each is pinned on first use).
+    #[arg(long, requires = "sealed")]
+    pub accept_function_change: bool,
     /// Ask the executor for a signed receipt, check it, and save it with keyvault's bundle
     /// to FILE for `cloister receipt verify`.
     #[arg(long, value_name = "FILE")]

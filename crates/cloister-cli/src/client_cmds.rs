@@ -249,11 +249,26 @@ fn save_receipt(
         .with_context(|| format!("cannot write {}", file.display()))
 }
 
-/// Pins who signs `name`'s manifests for `url` on first use, and warns when another
-/// identity signs the version about to receive sealed input.
-fn pin_signer(
+/// What a client pinned about a function it sealed to, per server URL and name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PinnedFunction {
+    function_id: String,
+    signer: String,
+    /// Highest version sealed to.
+    version: u32,
+}
+
+/// Pins, on first use, which function `name` is for `url` (its id), who signs its manifests
+/// and the highest version sealed to; afterwards a different function id or signer, or an
+/// older version than sealed to before (without `--version`), is refused unless
+/// `accept_change`: a gateway or database that swaps in another function under the name, or
+/// rolls callers back to a superseded version, is stopped here.
+fn pin_function(
     url: &str,
     name: &str,
+    explicit_version: bool,
+    accept_change: bool,
     m: &cloister_client::manifest::VerifiedManifest,
 ) -> anyhow::Result<()> {
     let path = crate::secret_cmd::config_path()?;
@@ -261,28 +276,76 @@ fn pin_signer(
     if !cfg.is_object() {
         cfg = serde_json::json!({});
     }
-    let pinned = cfg
-        .get("functionSigners")
+    let pinned: Option<PinnedFunction> = cfg
+        .get("sealedFunctions")
         .and_then(|f| f.get(url))
         .and_then(|f| f.get(name))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
-    match pinned {
-        Some(p) if p == m.signer => return Ok(()),
-        Some(p) => {
-            eprintln!(
-                "WARNING: {name} v{} is signed by {} ({}), not by {p}, who signed the versions \
-                 you sealed to before.",
-                m.target.version, m.signer, m.signer_label
-            );
-            eprintln!("         Sealing anyway; the new signer is pinned from now on.");
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let now = PinnedFunction {
+        function_id: m.target.function_id.clone(),
+        signer: m.signer.clone(),
+        version: m.target.version,
+    };
+    let changed = |what: String| -> anyhow::Error {
+        output::Coded {
+            code: "function_changed",
+            message: format!(
+                "{what}; nothing was sent. If this is expected, run again with \
+                 --accept-function-change (it is pinned in {})",
+                path.display()
+            ),
         }
-        None => eprintln!(
-            "note: {name} v{} is signed by {} ({}); pinned as its signer for {url}.",
-            m.target.version, m.signer, m.signer_label
-        ),
-    }
-    cfg["functionSigners"][url][name] = serde_json::json!(m.signer);
+        .into()
+    };
+    let next = match pinned {
+        None => {
+            eprintln!(
+                "note: {name} is function {} v{}, manifest signed by {} (registry label {:?}, \
+                 not authenticated); pinned for {url} on first use.",
+                now.function_id, now.version, now.signer, m.signer_label
+            );
+            now
+        }
+        Some(p) => {
+            if p.function_id != now.function_id && !accept_change {
+                return Err(changed(format!(
+                    "{name} is now function {}, not {} as when you first sealed to it",
+                    now.function_id, p.function_id
+                )));
+            }
+            if p.signer != now.signer && !accept_change {
+                return Err(changed(format!(
+                    "{name} v{} is signed by {}, not by {}, who signed the versions you sealed \
+                     to before",
+                    now.version, now.signer, p.signer
+                )));
+            }
+            if now.version < p.version && !explicit_version && !accept_change {
+                return Err(changed(format!(
+                    "the server offers {name} v{} as the latest, but you sealed to v{} before \
+                     (pass --version {} to call the older version on purpose)",
+                    now.version, p.version, now.version
+                )));
+            }
+            if p == now {
+                return Ok(());
+            }
+            if accept_change {
+                eprintln!("note: {name} pinned anew for {url} (--accept-function-change).");
+                now
+            } else {
+                PinnedFunction {
+                    version: now.version.max(if p.function_id == now.function_id {
+                        p.version
+                    } else {
+                        0
+                    }),
+                    ..now
+                }
+            }
+        }
+    };
+    cfg["sealedFunctions"][url][name] = serde_json::to_value(next)?;
     crate::secret_cmd::write_config(&path, &cfg)
 }
 
@@ -297,11 +360,12 @@ async fn invoke_sealed(
     json: bool,
 ) -> anyhow::Result<()> {
     use cloister_client::sealed::{pick_key, seal_call};
-    let (kv, _) = crate::secret_cmd::verified_bundle(c, url, &args.trust).await?;
+    let (first_kv, _) = crate::secret_cmd::verified_bundle(c, url, &args.trust).await?;
+    let kv = &first_kv;
     // What to seal for: the version's owner-signed manifest, its signer checked against the
     // registry keyvault's evidence binds. The executor runs the request only by it.
     let m = c
-        .verified_target(&kv, &args.name, args.version)
+        .verified_target(kv, &args.name, args.version)
         .await
         .map_err(|e| crate::secret_cmd::attestation_failed(e.to_string()))?;
     if let Some(h) = &args.expect_code_hash
@@ -320,11 +384,22 @@ async fn invoke_sealed(
         }
         .into());
     }
-    pin_signer(url, &args.name, &m)?;
+    pin_function(
+        url,
+        &args.name,
+        args.version.is_some(),
+        args.accept_function_change,
+        &m,
+    )?;
     let target = m.target;
     let mut refetched = false;
     loop {
         let (kv, bundle) = crate::secret_cmd::verified_bundle(c, url, &args.trust).await?;
+        if kv.audit_key != first_kv.audit_key {
+            return Err(crate::secret_cmd::attestation_failed(
+                "another keyvault instance answered while sealing; nothing was sent".into(),
+            ));
+        }
         let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
         let key = pick_key(&kv.fleet_keys, now)
             .ok_or(cloister_client::sealed::SealedError::NoFleetKey)?;

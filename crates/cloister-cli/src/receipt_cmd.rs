@@ -32,13 +32,20 @@ pub fn run(cmd: ReceiptCommand, json: bool) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&serde_json::json!({
                     "valid": true,
+                    "url": saved.url,
+                    "rootFingerprint": kv.root_fingerprint,
+                    "keyvaultInstanceKey": kv.audit_key.to_string(),
                     "body": b,
                     "executorMeasurement": v.executor_measurement,
                     "tee": v.tee_label,
                     "keyvaultMeasurement": kv.measurement,
                 }));
             } else {
-                println!("valid receipt");
+                println!("valid receipt from {}", saved.url);
+                println!(
+                    "  platform     root {}, keyvault instance {}",
+                    kv.root_fingerprint, kv.audit_key
+                );
                 println!("  function     {} v{}", b.function_id, b.version);
                 println!("  code         {}", b.code_hash);
                 println!("  manifest     {}", b.manifest_digest);

@@ -484,9 +484,9 @@ async fn the_cli_seals_verifies_and_opens() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The signer of the manifest sealed to is named and pinned on first use.
+    // The function and its manifest signer are named and pinned on first use.
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is signed by"),
+        String::from_utf8_lossy(&out.stderr).contains("pinned for"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -510,6 +510,53 @@ async fn the_cli_seals_verifies_and_opens() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("code_hash_mismatch"), "{err}");
+    // The function behind the name, its signer and its latest version are pinned: a
+    // different function id (as a gateway or database swapping the name would produce), or
+    // an older latest version, is refused before anything is sent.
+    let cfg_path = p.dir.path().join("cli-config.json");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let pinned = &cfg["sealedFunctions"][&p.url]["echo"];
+    assert_eq!(pinned["version"], 1, "{cfg}");
+    for (field, value) in [
+        ("functionId", serde_json::json!("another-function")),
+        ("version", serde_json::json!(7)),
+    ] {
+        let mut edited = cfg.clone();
+        edited["sealedFunctions"][&p.url]["echo"][field] = value;
+        std::fs::write(&cfg_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+        let before = invocations(&p).await;
+        let out = p.cli(&[
+            "fn",
+            "invoke",
+            "echo",
+            "--sealed",
+            "--params",
+            "{}",
+            "--sim-root",
+            &root,
+        ]);
+        assert!(!out.status.success(), "{field}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("function_changed"), "{field}: {err}");
+        assert_eq!(invocations(&p).await, before, "nothing sent");
+        let out = p.cli(&[
+            "fn",
+            "invoke",
+            "echo",
+            "--sealed",
+            "--params",
+            "{}",
+            "--sim-root",
+            &root,
+            "--accept-function-change",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // A plain call says it is not sealed.
     let out = p.cli(&["fn", "invoke", "echo", "--params", r#"{"m":"p"}"#]);
     assert!(out.status.success());

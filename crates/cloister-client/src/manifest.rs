@@ -16,7 +16,7 @@ pub struct VerifiedManifest {
     pub target: Target,
     /// Identity id of the signer.
     pub signer: String,
-    /// Its label in the registry.
+    /// Its label in the registry (not covered by the registry digest: unauthenticated).
     pub signer_label: String,
     /// The manifest.
     pub manifest: Manifest,
@@ -77,13 +77,19 @@ pub fn verify_manifest(
             "revoked as compromised",
         ));
     }
-    if identity.role != "admin" && identity.role != "developer" {
+    let m = v.body().clone();
+    // Machine identities (CI) may sign new versions of a function an owner added them to.
+    let may_sign = match identity.role.as_str() {
+        "admin" | "developer" => true,
+        "machine" => m.function_id.is_some(),
+        _ => false,
+    };
+    if !may_sign {
         return Err(ManifestError::SignerNotAllowed(
             signer,
-            "not a developer or admin",
+            "not an identity that may sign this manifest",
         ));
     }
-    let m = v.body().clone();
     if m.name != name {
         return Err(ManifestError::WrongFunction {
             found: m.name,

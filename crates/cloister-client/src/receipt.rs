@@ -351,6 +351,9 @@ impl VerifiedReceipt {
                 if b.code_hash != t.code_hash {
                     return mismatch("code hash");
                 }
+                if !b.manifest_digest.eq_ignore_ascii_case(&t.manifest_digest) {
+                    return mismatch("manifest digest");
+                }
                 if b.fleet_key_id != key_id {
                     return mismatch("fleet key id");
                 }

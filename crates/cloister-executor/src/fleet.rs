@@ -102,7 +102,7 @@ pub struct FleetKeyring {
 }
 
 /// Shortest gap between early refreshes requests ask for.
-pub const EARLY_REFRESH_GAP: Duration = Duration::from_secs(5);
+pub const EARLY_REFRESH_GAP: Duration = Duration::from_secs(2);
 
 impl Default for FleetKeyring {
     fn default() -> Self {
@@ -156,27 +156,41 @@ impl FleetKeyring {
     }
 
     /// The key `key_id`; when it is not held, asks the refresh loop for keyvault's current
-    /// keys and waits up to `wait` for them.
+    /// keys (at most once per [`EARLY_REFRESH_GAP`]) and waits up to `wait` for them. A
+    /// request arriving while a refresh is in flight or not yet allowed waits for new keys
+    /// too, so a request under a bogus key id cannot make a genuine one fail.
     pub async fn get(&self, key_id: &[u8; 8], wait: Duration) -> Option<Arc<FleetKeyPair>> {
-        if let Some(k) = self.find(key_id) {
-            return Some(k);
-        }
-        let asked = {
-            let mut last = self.last_wanted.lock().unwrap_or_else(|p| p.into_inner());
-            let due = last.is_none_or(|t| t.elapsed() >= EARLY_REFRESH_GAP);
-            if due {
-                *last = Some(std::time::Instant::now());
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let mut changed = self.changed.subscribe();
+            if let Some(k) = self.find(key_id) {
+                return Some(k);
             }
-            due
-        };
-        if !asked {
-            // A refresh ran (or is running) moments ago: it would bring nothing new.
-            return None;
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            let next_allowed = {
+                let mut last = self.last_wanted.lock().unwrap_or_else(|p| p.into_inner());
+                match *last {
+                    Some(t) if t.elapsed() < EARLY_REFRESH_GAP => {
+                        Some(tokio::time::Instant::from_std(t + EARLY_REFRESH_GAP))
+                    }
+                    _ => {
+                        *last = Some(std::time::Instant::now());
+                        None
+                    }
+                }
+            };
+            let until = match next_allowed {
+                None => {
+                    self.wanted.notify_one();
+                    deadline
+                }
+                Some(at) => at.min(deadline),
+            };
+            // Woken by new keys, or when another refresh may be asked for.
+            let _ = tokio::time::timeout_at(until, changed.changed()).await;
         }
-        let mut changed = self.changed.subscribe();
-        self.wanted.notify_one();
-        let _ = tokio::time::timeout(wait, changed.changed()).await;
-        self.find(key_id)
     }
 
     /// Resolves when a request asked for an early refresh.
@@ -236,16 +250,34 @@ mod tests {
         let got = ring.get(&two, Duration::from_secs(10)).await;
         assert_eq!(got.map(|k| k.key_id), Some(two));
         refresher.await.unwrap();
-        // Another unknown id right after does not ask again (no refresher is listening).
+        // Another unknown id right after does not ask again (no refresher is listening): it
+        // waits for new keys only as long as it may.
         let t = std::time::Instant::now();
+        let watcher = {
+            let r = ring.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_millis(500), r.refresh_wanted())
+                    .await
+                    .is_ok()
+            })
+        };
         assert!(
-            ring.get(&one, Duration::from_secs(10)).await.is_none(),
+            ring.get(&one, Duration::from_millis(300)).await.is_none(),
             "replaced whole"
         );
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "no second early refresh"
-        );
+        assert!(!watcher.await.unwrap(), "no second early refresh asked");
+        assert!(t.elapsed() < Duration::from_secs(2));
+        // Within the gap, a request waits for the keys another request's refresh brings.
+        let r = ring.clone();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r.replace(vec![
+                FleetKeyPair::from_wire(&wire(1)).unwrap(),
+                FleetKeyPair::from_wire(&wire(2)).unwrap(),
+            ]);
+        });
+        assert!(ring.get(&one, Duration::from_secs(5)).await.is_some());
+        late.await.unwrap();
         ring.clear();
         assert!(ring.key_ids().is_empty());
     }

@@ -21,8 +21,9 @@ use crate::pool::RunFailure;
 /// Most request ids remembered at once; past it, sealed requests are refused (`unavailable`)
 /// rather than let a replay through.
 const MAX_REMEMBERED: usize = 1 << 20;
-/// How long a request under an unknown key id waits for keyvault's current keys.
-const KEY_WAIT: Duration = Duration::from_secs(2);
+/// How long a request under an unknown key id waits for keyvault's current keys: longer
+/// than the gap between early refreshes, so every such request gets to ask for one.
+const KEY_WAIT: Duration = Duration::from_secs(3);
 
 /// What the caller expects to run, authenticated by the HPKE `info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
