@@ -130,7 +130,11 @@ pub struct InvokeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<crate::sealed::SealedInput>,
     /// Hex nonce (at most 64 bytes): ask for a receipt signed by the executor that names it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "receiptNonce",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub receipt_nonce: Option<String>,
 }
 
@@ -223,6 +227,21 @@ pub struct TokenList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invoke_request_fields_are_named_as_documented() {
+        let r = InvokeRequest {
+            params: None,
+            version: Some(2),
+            sealed: None,
+            receipt_nonce: Some("00".into()),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"params": null, "version": 2, "receiptNonce": "00"})
+        );
+    }
 
     #[test]
     fn role_order() {

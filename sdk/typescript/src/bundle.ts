@@ -1,0 +1,84 @@
+// Checking keyvault's attestation bundle before trusting any key in it (docs/SEALED.md).
+
+import { type Bundle, type FleetKey, bundleReportData, fromHex, sha256, toHex } from "./wire.js";
+import { verifySimEvidence } from "./evidence.js";
+
+/** What the client accepts (`cloister trust`). */
+export interface TrustSettings {
+  /** Platform root fingerprints (hex SHA-256). */
+  roots: string[];
+  /** keyvault measurements (hex). */
+  keyvaultMeasurements: string[];
+  /** Executor measurements the client lets read its inputs; empty: any keyvault allows. */
+  executorMeasurements: string[];
+  /** Maximum age of keyvault's evidence, seconds. */
+  maxBundleAgeSecs: number;
+}
+
+/** A bundle whose evidence checked out. */
+export interface TrustedKeyvault {
+  teeLabel: string;
+  measurement: string;
+  rootFingerprint: string;
+  /** keyvault's instance key (hex): the platform signed requests name. */
+  instanceKey: string;
+  registryDigest: string;
+  executorMeasurements: string[];
+  /** Fleet keys valid at verification time, newest epoch first. */
+  fleetKeys: FleetKey[];
+  /** Evidence production time (Unix seconds). */
+  time: number;
+}
+
+/** Why a bundle is refused. */
+export class BundleError extends Error {}
+
+const has = (list: string[], v: string) => list.some((x) => x.trim().toLowerCase() === v.toLowerCase());
+
+/** Verifies `bundle` at `now` (Unix seconds) against `trust`. */
+export function verifyBundle(bundle: Bundle, trust: TrustSettings, now: number): TrustedKeyvault {
+  if (bundle.tee !== "sim") throw new BundleError(`this SDK verifies sim bundles; the server runs ${bundle.tee}`);
+  const root = trust.roots.find(() => true);
+  if (!root) throw new BundleError("no platform root is trusted");
+  let ev = null;
+  let lastError: unknown = null;
+  for (const r of trust.roots) {
+    try {
+      ev = verifySimEvidence(bundle.keyvault.evidence, r, now);
+      break;
+    } catch (e) {
+      lastError = e;
+    }
+  }
+  if (!ev) throw new BundleError(`keyvault's evidence: ${(lastError as Error).message}`);
+  if (ev.role !== "keyvault") throw new BundleError(`the evidence is for role ${ev.role}`);
+  if (!has(trust.keyvaultMeasurements, ev.measurement)) {
+    throw new BundleError(`keyvault runs measurement ${ev.measurement}, which is not trusted`);
+  }
+  const age = now - ev.timestamp;
+  if (age > trust.maxBundleAgeSecs) throw new BundleError(`keyvault's evidence is ${age} s old`);
+  for (const k of bundle.keyvault.fleetKeys) {
+    if (k.keyId !== toHex(sha256(fromHex(k.publicKey)).slice(0, 8))) {
+      throw new BundleError(`fleet key id ${k.keyId} is not its key's`);
+    }
+  }
+  if (toHex(bundleReportData(bundle)) !== toHex(ev.reportData)) {
+    throw new BundleError("the bundle's keys or allowlist are not the ones keyvault's evidence binds");
+  }
+  if (trust.executorMeasurements.length > 0) {
+    const other = bundle.executorMeasurements.find((m) => !has(trust.executorMeasurements, m));
+    if (other) throw new BundleError(`keyvault's policy lets executor build ${other} read sealed inputs`);
+  }
+  return {
+    teeLabel: bundle.teeLabel,
+    measurement: ev.measurement,
+    rootFingerprint: ev.rootFingerprint,
+    instanceKey: bundle.keyvault.auditPublicKey.toLowerCase(),
+    registryDigest: bundle.keyvault.registryDigest.toLowerCase(),
+    executorMeasurements: [...bundle.executorMeasurements],
+    fleetKeys: bundle.keyvault.fleetKeys
+      .filter((k) => k.notBefore <= now && now < k.notAfter)
+      .sort((a, b) => b.epoch - a.epoch),
+    time: ev.timestamp,
+  };
+}

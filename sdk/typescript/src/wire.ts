@@ -1,0 +1,229 @@
+// The byte layouts of docs/SEALED.md, defined as cloister_types::{sealed, receipt, binding}
+// define them, so the Rust and TypeScript sides agree byte for byte.
+
+import { createHash } from "node:crypto";
+
+const enc = new TextEncoder();
+
+/** Bytes of a UTF-8 string. */
+export function utf8(s: string): Uint8Array {
+  return enc.encode(s);
+}
+
+/** Lowercase hex of `b`. */
+export function toHex(b: Uint8Array): string {
+  return Buffer.from(b).toString("hex");
+}
+
+/** Bytes of a hex string; throws on anything but an even number of hex digits. */
+export function fromHex(s: string): Uint8Array {
+  if (!/^([0-9a-fA-F]{2})*$/.test(s)) throw new Error(`not hex: ${s.slice(0, 16)}…`);
+  return new Uint8Array(Buffer.from(s, "hex"));
+}
+
+/** 8-byte big-endian of a non-negative safe integer. */
+export function u64(n: number | bigint): Uint8Array {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(n));
+  return out;
+}
+
+/** Fields each as a 4-byte big-endian length and its bytes (`cloister_crypto::Aad` layout). */
+export function lp32(fields: Uint8Array[]): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (const f of fields) {
+    const len = new Uint8Array(4);
+    new DataView(len.buffer).setUint32(0, f.length);
+    parts.push(len, f);
+  }
+  return Buffer.concat(parts);
+}
+
+/** `bytes` with an 8-byte big-endian length in front (the bundle and registry layouts). */
+function lp64(bytes: Uint8Array): Uint8Array {
+  return Buffer.concat([u64(bytes.length), bytes]);
+}
+
+export const SUITE_ID = "hpke-0020-0001-0002";
+export const INFO_DOMAIN = "cloister/sealed-invoke/v1";
+export const RESPONSE_EXPORT_CONTEXT = utf8("cloister/sealed-invoke/response-key/v1");
+export const RESPONSE_AAD_LABEL = "cloister/sealed-invoke/response/v1";
+export const RECEIPT_DOMAIN = "cloister/receipt/v1";
+export const RECEIPT_KEY_DOMAIN = "cloister/executor-receipt-key/v1";
+export const OUTCOME_OK = "ok";
+
+/** The visible fields of a sealed request (`cloister_types::sealed::SealedInput`). */
+export interface SealedInput {
+  suite: string;
+  keyId: string;
+  functionId: string;
+  version: number;
+  codeHash: string;
+  manifestDigest: string;
+  requestId: string;
+  timestamp: number;
+  ciphertext: string;
+}
+
+/** The HPKE `info` of a sealed request: every visible field, in order. */
+export function sealedInfo(h: Omit<SealedInput, "ciphertext">): Uint8Array {
+  return lp32([
+    utf8(INFO_DOMAIN),
+    utf8(h.suite),
+    utf8(h.keyId),
+    utf8(h.functionId),
+    u64(h.version),
+    utf8(h.codeHash),
+    utf8(h.manifestDigest),
+    utf8(h.requestId),
+    u64(h.timestamp),
+  ]);
+}
+
+/** The associated data of a sealed answer. */
+export function responseAad(requestId: string, executionId: string, outcome: string): Uint8Array {
+  return lp32([utf8(RESPONSE_AAD_LABEL), utf8(requestId), utf8(executionId), utf8(outcome)]);
+}
+
+/** What a receipt states (`cloister_types::receipt::ReceiptBody`). */
+export interface ReceiptBody {
+  functionId: string;
+  version: number;
+  codeHash: string;
+  manifestDigest: string;
+  inputSha256: string;
+  outputSha256: string;
+  outcome: string;
+  executionId: string;
+  time: number;
+  nonce: string;
+  fleetKeyId: string;
+  requestId: string;
+}
+
+/** A signed receipt. */
+export interface Receipt {
+  body: ReceiptBody;
+  signature: string;
+  signer: { tee: string; publicKey: string; evidence: string };
+}
+
+/** The bytes a receipt's signature covers. */
+export function receiptMessage(b: ReceiptBody): Uint8Array {
+  return lp32([
+    utf8(RECEIPT_DOMAIN),
+    utf8(b.functionId),
+    u64(b.version),
+    utf8(b.codeHash),
+    utf8(b.manifestDigest),
+    utf8(b.inputSha256),
+    utf8(b.outputSha256),
+    utf8(b.outcome),
+    utf8(b.executionId),
+    u64(b.time),
+    utf8(b.nonce),
+    utf8(b.fleetKeyId),
+    utf8(b.requestId),
+  ]);
+}
+
+/** The report data of the evidence certifying receipt key `publicKey`. */
+export function receiptKeyReportData(publicKey: Uint8Array): Uint8Array {
+  return sha512(lp32([utf8(RECEIPT_KEY_DOMAIN), publicKey]));
+}
+
+/** SHA-256. */
+export function sha256(b: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(b).digest());
+}
+
+/** SHA-512. */
+export function sha512(b: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash("sha512").update(b).digest());
+}
+
+/** One fleet key as `GET /v1/attestation` lists it. */
+export interface FleetKey {
+  keyId: string;
+  epoch: number;
+  publicKey: string;
+  suite: string;
+  notBefore: number;
+  notAfter: number;
+}
+
+/** `GET /v1/attestation`. */
+export interface Bundle {
+  tee: string;
+  teeLabel: string;
+  keyvault: {
+    evidence: string;
+    hpkePublicKey: string;
+    hpkeSuite: string;
+    auditPublicKey: string;
+    registryDigest: string;
+    admins: string[];
+    fleetKeys: FleetKey[];
+  };
+  executorMeasurements: string[];
+  simRootFingerprint?: string;
+}
+
+/** The report data keyvault's bundle evidence carries (`bundle_report_data`). */
+export function bundleReportData(b: Bundle): Uint8Array {
+  const parts: Uint8Array[] = [
+    lp64(utf8("cloister/attestation-bundle/v2")),
+    lp64(fromHex(b.keyvault.hpkePublicKey)),
+    lp64(fromHex(b.keyvault.auditPublicKey)),
+    u64(b.executorMeasurements.length),
+  ];
+  for (const m of b.executorMeasurements) parts.push(lp64(utf8(m)));
+  parts.push(lp64(fromHex(b.keyvault.registryDigest)), u64(b.keyvault.fleetKeys.length));
+  for (const k of b.keyvault.fleetKeys) {
+    parts.push(
+      lp64(fromHex(k.keyId)),
+      u64(k.epoch),
+      lp64(fromHex(k.publicKey)),
+      lp64(utf8(k.suite)),
+      u64(k.notBefore),
+      u64(k.notAfter),
+    );
+  }
+  return sha512(Buffer.concat(parts));
+}
+
+/** One identity of `GET /v1/registry`. */
+export interface IdentityInfo {
+  id: string;
+  publicKey: string;
+  role: string;
+  label: string;
+  revoked: boolean;
+  compromised: boolean;
+  rotatedTo?: string;
+  expires?: number;
+}
+
+/** `GET /v1/registry`. */
+export interface RegistryView {
+  identities: IdentityInfo[];
+  executorPolicy?: { version: number; policy: string; measurements: string[]; setBy: string };
+}
+
+/** The registry digest keyvault's evidence binds (docs/SEALED.md, "Registry digest"). */
+export function registryDigest(v: RegistryView): string {
+  const h = createHash("sha256");
+  h.update(utf8("cloister/registry/v2"));
+  const sorted = [...v.identities].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  for (const e of sorted) {
+    for (const part of [e.id, e.publicKey, e.role, e.rotatedTo ?? ""]) h.update(lp64(utf8(part)));
+    h.update(new Uint8Array([e.compromised ? 2 : e.revoked ? 1 : 0]));
+    h.update(u64(e.expires ?? 0));
+  }
+  if (v.executorPolicy) {
+    h.update(utf8("executor-policy"));
+    h.update(u64(v.executorPolicy.version));
+    h.update(sha256(utf8(v.executorPolicy.policy)));
+  }
+  return h.digest("hex");
+}
