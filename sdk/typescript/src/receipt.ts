@@ -1,7 +1,7 @@
 // Verifying receipts (docs/SEALED.md#receipts): the signer's evidence at the receipt's time,
 // an allowed executor build, the key bound, the signature; then that it names this call.
 
-import { createPublicKey, verify as cryptoVerify } from "node:crypto";
+import { type KeyObject, createPublicKey, verify as cryptoVerify } from "node:crypto";
 import { verifySimEvidence } from "./evidence.js";
 import { type Receipt, fromHex, receiptKeyReportData, receiptMessage, toHex } from "./wire.js";
 
@@ -10,9 +10,47 @@ export class ReceiptError extends Error {}
 
 const ED25519_SPKI = Buffer.from("302a300506032b6570032100", "hex");
 
-/** Verifies `r` against the pinned root and the executor builds keyvault allows. */
+/** A signer whose evidence verified, and the span of receipt times it is valid for: from
+ * the earliest time it verified at to its root's expiry (one interval), as the Rust SDK. */
+interface Signer {
+  key: KeyObject;
+  measurement: string;
+  from: number;
+  until: number;
+}
+
+/** Verified signers, keyed by signer fields and root (bounded; cleared when full). */
+const signers = new Map<string, Signer>();
+const MAX_SIGNERS = 256;
+
+/** Verifies `r` against the pinned root and the executor builds keyvault allows. After an
+ * executor's first receipt, its signer is cached and a receipt costs one Ed25519 check. */
 export function verifyReceipt(r: Receipt, rootFingerprint: string, executorMeasurements: string[]): void {
   if (r.signer.tee !== "sim") throw new ReceiptError(`this SDK verifies sim receipts; the signer runs ${r.signer.tee}`);
+  const id = `${r.signer.tee}|${r.signer.publicKey}|${rootFingerprint.trim().toLowerCase()}|${r.signer.evidence}`;
+  let signer = signers.get(id);
+  if (!signer || r.body.time < signer.from || r.body.time > signer.until) {
+    const fresh = verifySigner(r, rootFingerprint);
+    if (signer) {
+      fresh.from = Math.min(fresh.from, signer.from);
+      fresh.until = Math.max(fresh.until, signer.until);
+    }
+    if (signers.size >= MAX_SIGNERS) signers.clear();
+    signers.set(id, fresh);
+    signer = fresh;
+  }
+  // The allowlist is checked on every receipt (the cache holds what the evidence says).
+  const m = signer.measurement;
+  if (!executorMeasurements.some((x) => x.toLowerCase() === m)) {
+    throw new ReceiptError(`the signer runs executor build ${m}, which keyvault does not allow`);
+  }
+  const sig = fromHex(r.signature);
+  if (!cryptoVerify(null, receiptMessage(r.body), signer.key, sig)) {
+    throw new ReceiptError("the receipt's signature does not verify (a byte was changed)");
+  }
+}
+
+function verifySigner(r: Receipt, rootFingerprint: string): Signer {
   let ev;
   try {
     ev = verifySimEvidence(r.signer.evidence, rootFingerprint, r.body.time);
@@ -20,17 +58,11 @@ export function verifyReceipt(r: Receipt, rootFingerprint: string, executorMeasu
     throw new ReceiptError(`the signer's evidence at the receipt's time: ${(e as Error).message}`);
   }
   if (ev.role !== "executor") throw new ReceiptError(`the signer's evidence is for role ${ev.role}`);
-  if (!executorMeasurements.some((m) => m.toLowerCase() === ev.measurement)) {
-    throw new ReceiptError(`the signer runs executor build ${ev.measurement}, which keyvault does not allow`);
-  }
   const pk = fromHex(r.signer.publicKey);
   if (pk.length !== 32) throw new ReceiptError("publicKey is not an Ed25519 key");
   if (toHex(receiptKeyReportData(pk)) !== toHex(ev.reportData)) {
     throw new ReceiptError("the signer's evidence does not certify the key that signed");
   }
   const key = createPublicKey({ key: Buffer.concat([ED25519_SPKI, pk]), format: "der", type: "spki" });
-  const sig = fromHex(r.signature);
-  if (!cryptoVerify(null, receiptMessage(r.body), key, sig)) {
-    throw new ReceiptError("the receipt's signature does not verify (a byte was changed)");
-  }
+  return { key, measurement: ev.measurement, from: r.body.time, until: ev.validUntil };
 }

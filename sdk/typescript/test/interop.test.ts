@@ -114,6 +114,14 @@ test("a sealed call round-trips and its receipt verifies here and in the Rust CL
     { ...r.receipt!, signer: { ...r.receipt!.signer, publicKey: flip(r.receipt!.signer.publicKey) } },
   ];
   verifyReceipt(r.receipt!, kv.rootFingerprint, kv.executorMeasurements);
+  // With the signer cached, a receipt costs one Ed25519 check (docs/PERFORMANCE.md).
+  const n = 200;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) verifyReceipt(r.receipt!, kv.rootFingerprint, kv.executorMeasurements);
+  const perReceiptUs = Number(process.hrtime.bigint() - t0) / 1000 / n;
+  console.log(`receipt verify (signer cached): ${perReceiptUs.toFixed(1)} µs`);
+  // A build keyvault does not allow is refused even with the signer cached.
+  assert.throws(() => verifyReceipt(r.receipt!, kv.rootFingerprint, ["cd".repeat(48)]), ReceiptError);
   for (const t of tampered) {
     assert.throws(() => verifyReceipt(t, kv.rootFingerprint, kv.executorMeasurements), ReceiptError);
   }
