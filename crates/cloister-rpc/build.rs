@@ -9,7 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(&files, [&root])?;
     // Messages carrying private keys get a redacting Debug (in lib.rs), never a derived one.
     tonic_prost_build::configure()
-        .skip_debug([".cloister.keyvault.v1.FleetSecret"])
+        .skip_debug([
+            ".cloister.keyvault.v1.FleetSecret",
+            ".cloister.keyvault.v1.Released",
+        ])
         .compile_fds(fds)?;
     Ok(())
 }

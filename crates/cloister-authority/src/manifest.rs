@@ -43,6 +43,14 @@ pub struct Manifest {
     pub limits: ManifestLimits,
     /// Whether this version becomes active (may receive secrets) when registered.
     pub activate: bool,
+    /// Confidential code: stored only sealed under the function's code key, opened only by
+    /// attested executors; sealed invocation is the default (absent: false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub confidential: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Body for Manifest {

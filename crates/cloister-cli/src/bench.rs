@@ -209,6 +209,7 @@ async fn bench_workload(
             required_secrets: vec![],
             limits: None,
             manifest: None,
+            sealed_code: None,
         })
         .await?;
     let result = async {

@@ -251,6 +251,7 @@ pub async fn run(
             required_secrets: vec![],
             limits: None,
             manifest: None,
+            sealed_code: None,
         })
         .await?;
     let result = measure(&mut c, conn, token, args, &kv, &name, &f).await;

@@ -58,6 +58,7 @@ async fn deploy(
         required_secrets: secrets,
         limits: None,
         manifest: None,
+        sealed_code: None,
     };
     Ok(c.deploy(&req).await?.function_id)
 }
@@ -248,6 +249,7 @@ pub async fn deploys(
         required_secrets: vec![],
         limits: None,
         manifest: None,
+        sealed_code: None,
     };
     eprintln!("bench: {} sequential deploys…", args.deploys);
     c.deploy(&req).await?;

@@ -785,6 +785,14 @@ pub enum FnCommand {
 pub struct DeployArgs {
     /// Source file.
     pub file: PathBuf,
+    /// Confidential code: sealed here to keyvault's attested fleet key; the gateway and the
+    /// database hold only ciphertext, only attested executors open it, and invocations are
+    /// sealed by default (docs/SEALED.md).
+    #[arg(long)]
+    pub confidential: bool,
+    /// How keyvault's attestation bundle is checked before sealing the code.
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Function name (default: the file name without extension).
     #[arg(long)]
     pub name: Option<String>,

@@ -56,14 +56,32 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
     };
     match cmd {
         FnCommand::Deploy(args) => {
+            let confidential = args.confidential;
+            let trust = args.trust.clone();
             let req = deploy_request(args)?;
-            let info = c.deploy(&req).await?;
+            let info = if confidential {
+                let (kv, _) = crate::secret_cmd::verified_bundle(&mut c, &conn.url, &trust).await?;
+                let now =
+                    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+                let key = cloister_client::sealed::pick_key(&kv.fleet_keys, now)
+                    .ok_or(cloister_client::sealed::SealedError::NoFleetKey)?;
+                c.deploy_confidential(&req, key).await?
+            } else {
+                c.deploy(&req).await?
+            };
             if json {
                 output::json(&info);
             } else {
                 println!(
-                    "deployed {} v{} ({})",
-                    info.name, info.version, info.code_hash
+                    "deployed {} v{} ({}{})",
+                    info.name,
+                    info.version,
+                    info.code_hash,
+                    if confidential {
+                        "; confidential: the code is stored sealed, only attested executors read it"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
@@ -161,6 +179,7 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
         required_secrets: args.secrets,
         limits,
         manifest: None,
+        sealed_code: None,
     })
 }
 
@@ -182,7 +201,7 @@ async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyh
     if let Err(e) = serde_json::from_str::<&RawValue>(&params) {
         bail!("the params are not valid JSON: {e}");
     }
-    if args.sealed {
+    if args.sealed || is_confidential(c, &args).await {
         return invoke_sealed(c, url, &args, params.trim(), json).await;
     }
     let resp = match &args.receipt {
@@ -222,6 +241,20 @@ async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyh
         resp.version, resp.duration_ms, resp.execution_id
     );
     Ok(())
+}
+
+/// Whether the version's manifest says `confidential` (then calls are sealed by default).
+/// Read unverified: it only chooses the stricter path, which verifies everything.
+async fn is_confidential(c: &mut Client, args: &InvokeArgs) -> bool {
+    use base64::Engine as _;
+    let Ok(signed) = c.signed_manifest(&args.name, args.version).await else {
+        return false;
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(&signed.manifest)
+        .ok()
+        .and_then(|b| cloister_authority::request::inspect::<cloister_authority::Manifest>(&b).ok())
+        .is_some_and(|i| i.body.confidential)
 }
 
 fn receipt_trust(

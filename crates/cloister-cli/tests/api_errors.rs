@@ -19,6 +19,7 @@ fn deploy_req(name: &str, code: &str) -> DeployRequest {
         required_secrets: vec![],
         limits: None,
         manifest: None,
+        sealed_code: None,
     }
 }
 

@@ -40,6 +40,7 @@ async fn deploy(p: &Platform, name: &str, secrets: Vec<String>) -> String {
         required_secrets: secrets,
         limits: Some(serde_json::from_value(serde_json::json!({"timeoutMs": 10000})).unwrap()),
         manifest: None,
+        sealed_code: None,
     };
     p.admin().deploy(&req).await.unwrap().function_id
 }
@@ -166,6 +167,7 @@ fn tiny(name: &str) -> DeployRequest {
         required_secrets: vec![],
         limits: None,
         manifest: None,
+        sealed_code: None,
     }
 }
 

@@ -161,6 +161,7 @@ async fn victim(p: &Platform) -> FunctionInfo {
         required_secrets: vec!["API_KEY".into()],
         limits: None,
         manifest: None,
+        sealed_code: None,
     };
     let info = p.admin().deploy(&req).await.unwrap();
     let out = write_victim_key(p, "put", NEEDLE.as_bytes());
@@ -242,7 +243,10 @@ async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() 
 
     // An unsigned manifest, or garbage, straight to keyvault.
     let e = kv
-        .register_manifest(evil.req(SignedRequest { signed: vec![] }))
+        .register_manifest(evil.req(SignedRequest {
+            signed: vec![],
+            sealed_code: None,
+        }))
         .await
         .unwrap_err();
     assert_eq!(code_of(&e), "invalid_request");
@@ -271,6 +275,7 @@ async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() 
         required_secrets: vec!["API_KEY".into(), "OTHER".into()],
         limits: None,
         manifest: None,
+        sealed_code: None,
     };
     assert_api_error(m.deploy(&req).await, "not_owner", 403);
     let path = cloister_types::SecretPath::parse(&format!(
@@ -461,6 +466,7 @@ async fn a_developer_token_acts_only_on_functions_its_identity_owns() {
         required_secrets: vec!["API_KEY".into()],
         limits: None,
         manifest: None,
+        sealed_code: None,
     };
     assert_api_error(m.deploy(&req).await, "forbidden", 403);
     assert_api_error(m.delete("victim").await, "forbidden", 403);
@@ -936,6 +942,7 @@ async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
             required_secrets: vec![],
             limits: None,
             manifest: None,
+            sealed_code: None,
         })
         .await
         .unwrap();

@@ -89,6 +89,7 @@ async fn deploy_and_put(p: &Platform, bins: &Path, value: &str) {
         required_secrets: vec!["K".into()],
         limits: None,
         manifest: None,
+        sealed_code: None,
     };
     p.admin().deploy(&req).await.unwrap();
     put(p, bins, value);

@@ -55,6 +55,7 @@ async fn deploy(p: &Platform, name: &str, code: &str) -> FunctionInfo {
         required_secrets: vec![],
         limits: None,
         manifest: None,
+        sealed_code: None,
     };
     p.admin().deploy(&req).await.unwrap()
 }
@@ -300,6 +301,7 @@ async fn every_attack_on_a_sealed_call_is_refused_with_its_own_code() {
                 memory_mb: 64,
             },
             activate: true,
+            confidential: false,
         },
         &cloister_authority::SignOptions::for_platform(&platform),
     )
@@ -833,4 +835,147 @@ async fn the_sealed_benchmark_measures_both_variants() {
         assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
     }
     assert!(r["serverProcesses"].as_u64().is_some_and(|n| n >= 3), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confidential_code_is_stored_sealed_runs_in_the_executor_and_only_owners_redeploy_it() {
+    let p = Platform::start().await;
+    executor_holds_keys(&p).await;
+    let root = p.sim_root();
+    let marker = format!("code-marker-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let code = format!(
+        "// {marker}\nfunction handler(p) {{ return {{ doubled: p.n * 2, tag: '{marker}'.length }}; }}"
+    );
+    // The source lives outside the platform's directory (what is scanned below).
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = src_dir.path().join("secretfn.js");
+    std::fs::write(&src, &code).unwrap();
+    let out = p.cli(&[
+        "--json",
+        "fn",
+        "deploy",
+        src.to_str().unwrap(),
+        "--name",
+        "secretfn",
+        "--confidential",
+        "--sim-root",
+        &root,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: FunctionInfo = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        info.code_hash,
+        code_hash(&code),
+        "the manifest names the plaintext's hash"
+    );
+
+    // Invoked without --sealed: the manifest says confidential, so the call is sealed.
+    let out = p.cli(&[
+        "--json",
+        "fn",
+        "invoke",
+        "secretfn",
+        "--params",
+        r#"{"n":21}"#,
+        "--sim-root",
+        &root,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["result"]["doubled"], 42);
+    assert_eq!(v["sealed"], true);
+
+    // The code's text is in no file under the platform's directory (database, WAL, logs) and
+    // in no log line: the gateway and the database held only ciphertext.
+    let hits = files_containing(p.dir.path(), marker.as_bytes());
+    assert!(hits.is_empty(), "the code is in {hits:?}");
+    assert!(!p.log().contains(&marker));
+    // What the database holds is the sealed form.
+    let db_has_sealed = files_containing(
+        p.dir.path(),
+        cloister_types::sealed::STORED_CODE_PREFIX.as_bytes(),
+    );
+    assert!(
+        !db_has_sealed.is_empty(),
+        "the stored code is the sealed form"
+    );
+
+    // A developer who does not own it cannot deploy a new version (keyvault refuses).
+    let kv = trusted(&p).await;
+    let key = pick_key(&kv.fleet_keys, now()).unwrap();
+    let dev = p.developer_identity("mallory").await;
+    let mut as_dev = p.client(Some(&p.token)).with_identity(dev, None);
+    let evil = DeployRequest {
+        name: "secretfn".into(),
+        runtime: "javascript".into(),
+        code: "function handler() { return 'evil'; }".into(),
+        entrypoint: None,
+        environment: None,
+        required_secrets: vec![],
+        limits: None,
+        manifest: None,
+        sealed_code: None,
+    };
+    let e = as_dev.deploy_confidential(&evil, key).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotOwner), "{e}");
+    // Sealed code whose text is not the code the signed manifest names is refused, and
+    // nothing is deployed.
+    use base64::Engine as _;
+    let named = "function handler() { return 1; }";
+    let sealed_text = "function handler() { return 2; }";
+    let key_id = hex::encode(key.key_id);
+    let info = cloister_types::sealed::code_info(
+        cloister_types::sealed::SUITE_ID,
+        &key_id,
+        "liar",
+        &code_hash(named),
+    );
+    let ct = key.public.seal(&info, b"", sealed_text.as_bytes()).unwrap();
+    let mut req = DeployRequest {
+        name: "liar".into(),
+        code: named.into(),
+        sealed_code: Some(cloister_types::sealed::SealedCode {
+            suite: cloister_types::sealed::SUITE_ID.into(),
+            key_id,
+            ciphertext: base64::engine::general_purpose::STANDARD.encode(ct),
+        }),
+        ..evil
+    };
+    req.manifest = Some(
+        cloister_client::signing::sign_deploy(
+            &p.admin_identity(),
+            &kv.audit_key.to_string(),
+            &req,
+            None,
+        )
+        .unwrap(),
+    );
+    req.code = String::new();
+    let r = p
+        .admin()
+        .raw(
+            hyper::Method::POST,
+            "/v1/functions",
+            Some(serde_json::to_vec(&req).unwrap().into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("hash"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(
+        p.admin().show("liar", None).await.is_err(),
+        "nothing deployed"
+    );
 }

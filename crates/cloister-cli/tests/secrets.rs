@@ -27,6 +27,7 @@ async fn deploy(p: &Platform, name: &str, secrets: &[&str]) -> cloister_types::w
         required_secrets: secrets.iter().map(|s| s.to_string()).collect(),
         limits: None,
         manifest: None,
+        sealed_code: None,
     };
     p.admin().deploy(&req).await.unwrap()
 }

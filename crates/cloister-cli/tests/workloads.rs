@@ -93,6 +93,7 @@ async fn no_state_leaks_between_invocations_and_no_host_escape() {
         required_secrets: vec![],
         limits: None,
         manifest: None,
+        sealed_code: None,
     };
     c2.deploy(&req).await.unwrap();
     let r = c2.invoke("escape-probe-planted", "{}", None).await.unwrap();
@@ -359,6 +360,7 @@ async fn context_logs_and_async_handlers_are_returned() {
             required_secrets: vec!["API_KEY".into()],
             limits: None,
             manifest: None,
+            sealed_code: None,
         })
         .await
         .unwrap();

@@ -231,6 +231,59 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/functions` with confidential code: `req.code` (plaintext) is sealed to
+    /// fleet key `key` (HPKE info binding the name and the code's hash) and sent only sealed;
+    /// the signed manifest says `confidential` and names the plaintext's hash. Needs an
+    /// identity.
+    pub async fn deploy_confidential(
+        &mut self,
+        req: &DeployRequest,
+        key: &attestation::TrustedFleetKey,
+    ) -> Result<FunctionInfo, ClientError> {
+        use base64::Engine as _;
+        let Some(s) = &self.signer else {
+            return Err(ClientError::Signing(
+                "confidential deploys are signed: no identity".into(),
+            ));
+        };
+        let identity = s.identity.clone();
+        let hash = cloister_types::code_hash(&req.code);
+        let key_id = hex::encode(key.key_id);
+        let info = cloister_types::sealed::code_info(
+            cloister_types::sealed::SUITE_ID,
+            &key_id,
+            &req.name,
+            &hash,
+        );
+        let ct = key
+            .public
+            .seal(&info, b"", req.code.as_bytes())
+            .map_err(|e| ClientError::Signing(e.to_string()))?;
+        let mut sealed_req = req.clone();
+        sealed_req.sealed_code = Some(cloister_types::sealed::SealedCode {
+            suite: cloister_types::sealed::SUITE_ID.to_owned(),
+            key_id,
+            ciphertext: base64::engine::general_purpose::STANDARD.encode(ct),
+        });
+        let existing = match self.show(&req.name, None).await {
+            Ok(info) => Some(info),
+            Err(ClientError::Api { status: 404, .. }) => None,
+            Err(ClientError::Api { status: 400, .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let platform = self.platform().await?;
+        sealed_req.manifest = Some(signing::sign_deploy(
+            &identity,
+            &platform,
+            &sealed_req,
+            existing.as_ref(),
+        )?);
+        // The plaintext never leaves this process.
+        sealed_req.code = String::new();
+        self.call(Method::POST, "/v1/functions", Some(to_json(&sealed_req)))
+            .await
+    }
+
     /// `GET /v1/functions`.
     pub async fn list(&mut self) -> Result<FunctionList, ClientError> {
         self.call(Method::GET, "/v1/functions", None).await

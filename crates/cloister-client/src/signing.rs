@@ -61,6 +61,7 @@ pub fn manifest_for(req: &DeployRequest, existing: Option<&FunctionInfo>) -> Man
             memory_mb: requested.memory_mb.unwrap_or(defaults.default_memory_mb),
         },
         activate: true,
+        confidential: req.sealed_code.is_some(),
     }
 }
 

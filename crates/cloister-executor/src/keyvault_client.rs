@@ -282,7 +282,7 @@ impl KeyvaultSecrets {
             }
         };
         match resp.outcome {
-            Some(release_response::Outcome::Released(r)) => {
+            Some(release_response::Outcome::Released(mut r)) => {
                 let m = r.manifest.ok_or_else(|| {
                     SecretError::Unavailable("keyvault released no manifest".into())
                 })?;
@@ -317,11 +317,20 @@ impl KeyvaultSecrets {
                     },
                     digest: m.digest,
                 };
+                let code_key = if r.code_key.is_empty() {
+                    None
+                } else {
+                    let key = cloister_crypto::SecretKey32::from_slice(&r.code_key)
+                        .map_err(|_| SecretError::Unavailable("malformed code key".into()));
+                    zeroize::Zeroize::zeroize(&mut r.code_key);
+                    Some(Arc::new(key?))
+                };
                 Ok((
                     r.epoch,
                     Grant {
                         manifest: Arc::new(manifest),
                         secrets: Arc::new(values),
+                        code_key,
                     },
                 ))
             }

@@ -182,6 +182,9 @@ enum StartError {
 enum CodeError {
     Required,
     Mismatch,
+    /// Confidential code as stored (sealed under the function's code key): opened once
+    /// keyvault has granted the key with the manifest.
+    Stored(String),
 }
 
 impl Supervisor {
@@ -265,10 +268,52 @@ impl Supervisor {
             return Ok(c);
         }
         let c = code.ok_or(CodeError::Required)?;
+        if let Some(stored) = c.strip_prefix(cloister_types::sealed::STORED_CODE_PREFIX) {
+            return Err(CodeError::Stored(stored.to_owned()));
+        }
         if code_hash(&c) != spec.code_hash {
             return Err(CodeError::Mismatch);
         }
         let c: Arc<str> = Arc::from(c);
+        lock(&self.code).insert(
+            spec.code_hash.clone(),
+            c.clone(),
+            self.cfg.code_cache_entries,
+        );
+        Ok(c)
+    }
+
+    /// Opens stored confidential code with the code key keyvault granted with the manifest;
+    /// it must hash to `spec.code_hash` (which keyvault matched with the manifest). The
+    /// plaintext lives only in this process's code cache and the workers it starts.
+    fn open_stored(
+        &self,
+        spec: &FunctionSpec,
+        grant: &crate::secrets::Grant,
+        blob: &str,
+    ) -> Result<Arc<str>, &'static str> {
+        use base64::Engine as _;
+        let key = grant
+            .code_key
+            .as_ref()
+            .ok_or("keyvault granted no code key: the manifest is not confidential")?;
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(blob)
+            .map_err(|_| "stored confidential code is not base64")?;
+        let aad = cloister_crypto::Aad::from_encoded(cloister_types::sealed::stored_code_aad(
+            &spec.function_id,
+            spec.version,
+            &spec.code_hash,
+        ));
+        let plain = cloister_crypto::aead::open(key, &aad, &sealed).map_err(
+            |_| "stored confidential code does not open (altered, or another version's)",
+        )?;
+        let text =
+            std::str::from_utf8(plain.expose()).map_err(|_| "confidential code is not UTF-8")?;
+        if code_hash(text) != spec.code_hash {
+            return Err("confidential code does not hash to the function's code hash");
+        }
+        let c: Arc<str> = Arc::from(text);
         lock(&self.code).insert(
             spec.code_hash.clone(),
             c.clone(),
@@ -309,9 +354,10 @@ impl Supervisor {
     async fn run_job(&self, job: Job, granted: &mut Option<Arc<RunManifest>>) -> JobResult {
         let started = Instant::now();
         let spec = &job.spec;
-        let source = match self.code_for(spec, job.code) {
-            Ok(c) => c,
+        let (source, stored) = match self.code_for(spec, job.code) {
+            Ok(c) => (Some(c), None),
             Err(CodeError::Required) => return JobResult::CodeRequired,
+            Err(CodeError::Stored(blob)) => (None, Some(blob)),
             Err(CodeError::Mismatch) => {
                 let msg = "the code sent does not match the function's code hash";
                 return ran(
@@ -356,6 +402,20 @@ impl Supervisor {
         };
         *granted = Some(grant.manifest.clone());
         let m = grant.manifest.as_ref();
+        let source = match (source, stored) {
+            (Some(c), _) => c,
+            (None, Some(blob)) => match self.open_stored(spec, &grant, &blob) {
+                Ok(c) => c,
+                Err(msg) => {
+                    return ran(
+                        Err(failure(ErrorCode::InvalidRequest, msg)),
+                        Vec::new(),
+                        started,
+                    );
+                }
+            },
+            (None, None) => return JobResult::CodeRequired,
+        };
         if let Some(f) = job.expected.as_ref().and_then(|e| e.manifest_mismatch(m)) {
             return ran(Err(f), Vec::new(), started);
         }

@@ -249,6 +249,41 @@ impl SealedDoor {
         })
     }
 
+    /// Opens confidential code its deployer sealed to a fleet key (for the deploy-time check):
+    /// the HPKE info binds the function name and code hash, and the code must hash to it.
+    pub async fn open_code(&self, c: &pb::ConfidentialCode, now: u64) -> Result<String, Refusal> {
+        let invalid =
+            |m: &str| refuse(ErrorCode::InvalidRequest, format!("confidential code: {m}"));
+        if c.suite != cloister_types::sealed::SUITE_ID {
+            return Err(invalid("unsupported suite"));
+        }
+        let key_id = unhex::<KEY_ID_LEN>(&c.key_id).ok_or_else(|| invalid("malformed key id"))?;
+        let key = self.keyring.get(&key_id, KEY_WAIT).await.ok_or_else(|| {
+            refuse(
+                ErrorCode::FleetKeyUnknown,
+                "the code is sealed to a fleet key no executor holds: fetch the bundle again",
+            )
+        })?;
+        if now >= key.not_after || now < key.not_before {
+            return Err(refuse(
+                ErrorCode::FleetKeyExpired,
+                "the code is sealed to an expired fleet key",
+            ));
+        }
+        let info = cloister_types::sealed::code_info(&c.suite, &c.key_id, &c.name, &c.code_hash);
+        let plain = key
+            .pair
+            .open(&info, b"", &c.ciphertext)
+            .map_err(|_| invalid("does not open (altered, or sealed for another name or code)"))?;
+        let text = String::from_utf8(plain.expose().to_vec()).map_err(|_| invalid("not UTF-8"))?;
+        if cloister_types::code_hash(&text) != c.code_hash {
+            return Err(invalid(
+                "the code does not hash to the manifest's code hash",
+            ));
+        }
+        Ok(text)
+    }
+
     fn remember(&self, id: [u8; REQUEST_ID_LEN], timestamp: u64, now: u64) -> Result<(), Refusal> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.contains_key(&id) {

@@ -49,6 +49,8 @@ pub struct Grant {
     pub manifest: Arc<RunManifest>,
     /// Exactly the declared secrets.
     pub secrets: Arc<SecretValues>,
+    /// The function's code key, when its code is confidential (opens the stored code).
+    pub code_key: Option<Arc<cloister_crypto::SecretKey32>>,
 }
 
 /// What the executor asks for.
@@ -138,6 +140,7 @@ impl SecretSource for StaticManifests {
                 return Err(SecretError::Missing(first.clone()));
             }
             Ok(Grant {
+                code_key: None,
                 manifest: m,
                 secrets: Arc::new(BTreeMap::new()),
             })

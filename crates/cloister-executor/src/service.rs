@@ -216,9 +216,23 @@ impl Executor for ExecutorService {
         &self,
         req: Request<ValidateRequest>,
     ) -> Result<Response<ValidateResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
         cloister_types::Entrypoint::parse(&r.entrypoint)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(c) = r.sealed_code.take() {
+            if !r.code.is_empty() {
+                return Err(Status::invalid_argument(
+                    "confidential code comes sealed, not also in plain",
+                ));
+            }
+            r.code = self.door.open_code(&c, unix_now()).await.map_err(|e| {
+                let mut s = Status::invalid_argument(e.message);
+                if let Ok(v) = e.code.as_str().parse() {
+                    s.metadata_mut().insert(cloister_rpc::ERROR_CODE_HEADER, v);
+                }
+                s
+            })?;
+        }
         if r.code.len() > self.sup.config().limits.max_code_bytes {
             return Err(Status::invalid_argument("code is over the size limit"));
         }

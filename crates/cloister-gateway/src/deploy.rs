@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -109,6 +111,52 @@ pub fn check_deploy(limits: &ServerLimits, req: DeployRequest) -> HttpResult<New
     })
 }
 
+/// Checks the shape of confidential code and takes the code hash from the signed manifest
+/// (which must say `confidential`); `new.code` stays empty until keyvault stores the code.
+fn confidential_code(
+    limits: &ServerLimits,
+    sc: cloister_types::sealed::SealedCode,
+    manifest_b64: Option<&str>,
+    new: &mut NewVersion,
+) -> HttpResult<cloister_rpc::keyvault::SealedCode> {
+    let invalid = |m: &str| HttpError::new(ErrorCode::InvalidRequest, m.to_owned());
+    if !new.code.is_empty() {
+        return Err(invalid(
+            "confidential code comes only sealed: leave \"code\" empty",
+        ));
+    }
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(&sc.ciphertext)
+        .map_err(|_| invalid("\"sealedCode.ciphertext\" must be standard base64"))?;
+    if ciphertext.len() > limits.max_code_bytes + 64 {
+        return Err(HttpError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "sealed code is {} bytes; the maximum is {}",
+                ciphertext.len(),
+                limits.max_code_bytes
+            ),
+        ));
+    }
+    let bytes = manifest_b64
+        .and_then(|m| base64::engine::general_purpose::STANDARD.decode(m).ok())
+        .ok_or_else(|| invalid("confidential deploys carry a signed manifest"))?;
+    let m = cloister_authority::request::inspect::<Manifest>(&bytes)
+        .map_err(|e| invalid(&format!("manifest: {e}")))?
+        .body;
+    if !m.confidential {
+        return Err(invalid(
+            "sealed code needs a manifest that says confidential",
+        ));
+    }
+    new.code_hash = m.code_hash;
+    Ok(cloister_rpc::keyvault::SealedCode {
+        suite: sc.suite,
+        key_id: sc.key_id,
+        ciphertext,
+    })
+}
+
 /// `POST /v1/functions`.
 pub async fn deploy(
     State(s): State<Shared>,
@@ -194,12 +242,23 @@ async fn deploy_inner(
     let bytes = body::read_limited(headers, body, deploy_body_limit(&s.limits)).await?;
     // Decoding, validating and hashing up to a few MB: off the async workers when large.
     let limits = s.limits;
-    let (manifest_b64, mut new) = body::off_runtime(bytes.len(), move || {
+    let (manifest_b64, sealed_code, mut new) = body::off_runtime(bytes.len(), move || {
         let mut req: DeployRequest = body::parse_json(&bytes)?;
         let manifest_b64 = req.manifest.take();
-        Ok((manifest_b64, check_deploy(&limits, req)?))
+        let sealed_code = req.sealed_code.take();
+        Ok((manifest_b64, sealed_code, check_deploy(&limits, req)?))
     })
     .await?;
+    // Confidential code: the gateway never sees it; its hash is the signed manifest's.
+    let sealed_code = match sealed_code {
+        None => None,
+        Some(sc) => Some(confidential_code(
+            &s.limits,
+            sc,
+            manifest_b64.as_deref(),
+            &mut new,
+        )?),
+    };
     let known = s.store.get_version(&new.name, None).await?;
     let (signed, signer) = check_manifest(manifest_b64.as_deref(), &new, known.as_ref())?;
     match &known {
@@ -215,12 +274,22 @@ async fn deploy_inner(
         }
         None => {}
     }
-    // Compile in a sandboxed worker: the gateway never evaluates function code itself.
+    // Compile in a sandboxed worker: the gateway never evaluates function code itself (and
+    // confidential code is opened only inside the executor).
     let check = ValidateRequest {
         code: new.code.clone(),
         entrypoint: new.entrypoint.clone(),
         timeout_ms: new.limits.timeout_ms,
         memory_mb: new.limits.memory_mb,
+        sealed_code: sealed_code
+            .as_ref()
+            .map(|c| cloister_rpc::executor::ConfidentialCode {
+                suite: c.suite.clone(),
+                key_id: c.key_id.clone(),
+                ciphertext: c.ciphertext.clone(),
+                name: new.name.clone(),
+                code_hash: new.code_hash.clone(),
+            }),
     };
     let verdict = s
         .executor
@@ -252,10 +321,26 @@ async fn deploy_inner(
     })?;
     let reg = kv
         .client()
-        .register_manifest(kv.request(SignedRequest { signed }))
+        .register_manifest(kv.request(SignedRequest {
+            signed,
+            sealed_code: sealed_code.clone(),
+        }))
         .await
         .map_err(kv_error)?
         .into_inner();
+    if sealed_code.is_some() {
+        if reg.stored_code.is_empty() {
+            return Err(HttpError::new(
+                ErrorCode::Internal,
+                "keyvault returned no stored code for a confidential manifest",
+            ));
+        }
+        new.code = format!(
+            "{}{}",
+            cloister_types::sealed::STORED_CODE_PREFIX,
+            base64::engine::general_purpose::STANDARD.encode(&reg.stored_code)
+        );
+    }
     new.new_function_id = reg.function_id.clone();
     new.version = Some(reg.version);
     new.manifest_digest = reg.manifest_digest;

@@ -28,7 +28,10 @@ async fn signed_body(headers: &HeaderMap, body: Body) -> HttpResult<SignedReques
     let signed = base64::engine::general_purpose::STANDARD
         .decode(&b.signed)
         .map_err(|_| HttpError::new(ErrorCode::InvalidRequest, "\"signed\" must be base64"))?;
-    Ok(SignedRequest { signed })
+    Ok(SignedRequest {
+        signed,
+        sealed_code: None,
+    })
 }
 
 /// `POST /v1/identities`: an admin-signed grant.

@@ -200,11 +200,22 @@ async fn serve_connection<T: TlsConn>(
         };
         let mut msg = KeyvaultReply { body: Some(reply) };
         let encoded = zeroize::Zeroizing::new(msg.encode_to_vec());
-        // Fleet private keys do not outlive the send.
-        if let Some(keyvault_reply::Body::Fleet(f)) = &mut msg.body {
-            for k in &mut f.keys {
-                zeroize::Zeroize::zeroize(&mut k.private_key);
+        // Fleet private keys, secret values and code keys do not outlive the send.
+        match &mut msg.body {
+            Some(keyvault_reply::Body::Fleet(f)) => {
+                for k in &mut f.keys {
+                    zeroize::Zeroize::zeroize(&mut k.private_key);
+                }
             }
+            Some(keyvault_reply::Body::Release(ReleaseResponse {
+                outcome: Some(release_response::Outcome::Released(r)),
+            })) => {
+                zeroize::Zeroize::zeroize(&mut r.code_key);
+                for v in r.values.values_mut() {
+                    zeroize::Zeroize::zeroize(v);
+                }
+            }
+            _ => {}
         }
         if let Err(e) = ch.send(&encoded).await {
             break Err(e);
@@ -347,7 +358,18 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
         .await
         .map_err(refused)?;
     let m = &manifest.manifest;
+    // Confidential code: the function's code key travels with the manifest it was granted by.
+    let code_key = if m.confidential {
+        vault
+            .code_key(&manifest.function_id)
+            .map_err(refused)?
+            .expose()
+            .to_vec()
+    } else {
+        Vec::new()
+    };
     Ok(Released {
+        code_key,
         epoch,
         values: values
             .into_iter()

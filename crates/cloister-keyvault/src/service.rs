@@ -100,6 +100,35 @@ impl KeyvaultService {
         }
     }
 
+    /// The plaintext of a confidential manifest's sealed code, checked against the manifest
+    /// (not yet verified: registration verifies it right after); `None` for other manifests.
+    fn confidential_code(
+        &self,
+        r: &SignedRequest,
+    ) -> Result<Option<cloister_crypto::SecretBytes>, VaultError> {
+        let m = cloister_authority::request::inspect::<cloister_authority::Manifest>(&r.signed)
+            .map_err(|e| VaultError::Invalid(e.to_string()))?
+            .body;
+        match (&r.sealed_code, m.confidential) {
+            (None, false) => Ok(None),
+            (Some(_), false) => Err(VaultError::Invalid(
+                "sealed code comes only with a manifest that says confidential".into(),
+            )),
+            (None, true) => Err(VaultError::Invalid(
+                "a confidential manifest needs its sealed code".into(),
+            )),
+            (Some(sealed), true) => self
+                .vault
+                .open_sealed_code(
+                    sealed,
+                    &m.name,
+                    &m.code_hash,
+                    cloister_authority::request::unix_now(),
+                )
+                .map(Some),
+        }
+    }
+
     async fn refusal(&self, op: &str, subject: &str, e: &VaultError, token: &str) {
         let audit = cloister_audit::AuditDraft::new(
             actor(token),
@@ -317,20 +346,44 @@ impl Keyvault for KeyvaultService {
         req: Request<SignedRequest>,
     ) -> Result<Response<RegisterManifestResponse>, Status> {
         let r = req.into_inner();
+        // Confidential code is opened (and checked against the manifest's hash) before the
+        // manifest is registered, and stored sealed under the function's code key after.
+        let code = match self.confidential_code(&r) {
+            Ok(c) => c,
+            Err(e) => {
+                self.refusal("deploy", "manifest", &e, "gateway").await;
+                return Err(status(e));
+            }
+        };
         match self.vault.authority().register_manifest(&r.signed).await {
-            Ok(reg) => Ok(Response::new(RegisterManifestResponse {
-                function_id: reg.function.function_id,
-                version: reg.manifest.version,
-                manifest_digest: reg.manifest.digest.clone(),
-                owners: reg
-                    .function
-                    .owners
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                active: reg.function.active,
-                signer: reg.manifest.signer.to_string(),
-            })),
+            Ok(reg) => {
+                let stored_code = match &code {
+                    Some(c) => self
+                        .vault
+                        .store_code(
+                            &reg.function.function_id,
+                            reg.manifest.version,
+                            &reg.manifest.manifest.code_hash,
+                            c,
+                        )
+                        .map_err(status)?,
+                    None => Vec::new(),
+                };
+                Ok(Response::new(RegisterManifestResponse {
+                    stored_code,
+                    function_id: reg.function.function_id,
+                    version: reg.manifest.version,
+                    manifest_digest: reg.manifest.digest.clone(),
+                    owners: reg
+                        .function
+                        .owners
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    active: reg.function.active,
+                    signer: reg.manifest.signer.to_string(),
+                }))
+            }
             Err(d) => {
                 let e = VaultError::Denied(d);
                 self.refusal("deploy", "manifest", &e, "gateway").await;

@@ -584,6 +584,72 @@ impl Vault {
         Ok(HpkeKeyPair::derive(seed.expose()).map_err(KeyvaultError::from)?)
     }
 
+    /// The code key of function `function_id`: its confidential code is stored under it
+    /// (derived from the root, so it outlives fleet-key rotation and is the same on every
+    /// keyvault of the platform); released only to attested executors with a manifest.
+    pub fn code_key(&self, function_id: &str) -> Result<SecretKey32, VaultError> {
+        derive(
+            &self.root,
+            &self.root_id,
+            &format!("code-key/{function_id}"),
+        )
+    }
+
+    /// Opens confidential code sealed by its deployer to a fleet key valid at `now`, for
+    /// function `name` with `code_hash` (the HPKE info binds both); the plaintext must hash
+    /// to `code_hash`.
+    pub fn open_sealed_code(
+        &self,
+        sealed: &cloister_rpc::keyvault::SealedCode,
+        name: &str,
+        code_hash: &str,
+        now: u64,
+    ) -> Result<SecretBytes, VaultError> {
+        let invalid = |m: &str| VaultError::Invalid(format!("confidential code: {m}"));
+        if sealed.suite != cloister_types::sealed::SUITE_ID {
+            return Err(invalid("unsupported suite"));
+        }
+        let generation = self.fleet_generation();
+        let info =
+            cloister_types::sealed::code_info(&sealed.suite, &sealed.key_id, name, code_hash);
+        for epoch in crate::fleet::epochs_valid_at(now) {
+            let pair = self.fleet_key(generation, epoch)?;
+            if hex::encode(crate::fleet::public_of(&pair, epoch).key_id) != sealed.key_id {
+                continue;
+            }
+            let code = pair.open(&info, b"", &sealed.ciphertext).map_err(|_| {
+                invalid("does not open (altered, or sealed for another name or code)")
+            })?;
+            let text = std::str::from_utf8(code.expose()).map_err(|_| invalid("not UTF-8"))?;
+            if cloister_types::code_hash(text) != code_hash {
+                return Err(invalid(
+                    "the code does not hash to the manifest's code hash",
+                ));
+            }
+            return Ok(code);
+        }
+        Err(invalid(
+            "sealed to a fleet key that is not valid now: fetch the bundle again",
+        ))
+    }
+
+    /// Seals confidential code under `function_id`'s code key for storage.
+    pub fn store_code(
+        &self,
+        function_id: &str,
+        version: u32,
+        code_hash: &str,
+        code: &SecretBytes,
+    ) -> Result<Vec<u8>, VaultError> {
+        let key = self.code_key(function_id)?;
+        let aad = cloister_crypto::Aad::from_encoded(cloister_types::sealed::stored_code_aad(
+            function_id,
+            version,
+            code_hash,
+        ));
+        Ok(cloister_crypto::aead::seal(&key, &aad, code.expose()).map_err(KeyvaultError::from)?)
+    }
+
     /// The fleet keys valid at `now` (Unix seconds) in the generation in force, newest first.
     pub fn fleet_public(&self, now: u64) -> Result<Vec<crate::fleet::FleetPublic>, VaultError> {
         let generation = self.fleet_generation();

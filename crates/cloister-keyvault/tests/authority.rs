@@ -86,6 +86,7 @@ fn manifest(name: &str, code: &str, secrets: &[&str]) -> Manifest {
             memory_mb: 16,
         },
         activate: true,
+        confidential: false,
     }
 }
 

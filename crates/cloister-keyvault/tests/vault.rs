@@ -43,6 +43,7 @@ async fn register(v: &Vault, name: &str, env: &str, names: &[&str]) -> Arc<Regis
             memory_mb: 16,
         },
         activate: true,
+        confidential: false,
     };
     let signed = sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap();
     v.authority()

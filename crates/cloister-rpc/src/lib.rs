@@ -21,6 +21,17 @@ pub mod keyvault {
                 .finish_non_exhaustive()
         }
     }
+
+    impl std::fmt::Debug for Released {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Released")
+                .field("epoch", &self.epoch)
+                .field("values", &self.values.keys().collect::<Vec<_>>())
+                .field("manifest", &self.manifest)
+                .field("code_key", &"<redacted>")
+                .finish()
+        }
+    }
 }
 
 /// The MAC on invocation responses over an attested gateway↔executor link: one definition

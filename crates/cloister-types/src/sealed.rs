@@ -152,6 +152,51 @@ impl SealedInput {
     }
 }
 
+/// Domain that starts the HPKE `info` of confidential code sealed by its deployer.
+pub const CODE_INFO_DOMAIN: &str = "cloister/confidential-code/v1";
+/// Label of the associated data of confidential code keyvault stores under a function's code
+/// key.
+pub const STORED_CODE_LABEL: &str = "cloister/confidential-code/stored/v1";
+/// Prefix of the stored form of confidential code (then standard base64 of the ciphertext):
+/// what the database holds in place of the source.
+pub const STORED_CODE_PREFIX: &str = "cloister-confidential-code:v1:";
+
+/// Code sealed by its deployer to a fleet key (`fn deploy --confidential`): only keyvault
+/// and attested executors open it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SealedCode {
+    /// [`SUITE_ID`].
+    pub suite: String,
+    /// Fleet key id (hex) it is sealed to.
+    pub key_id: String,
+    /// Standard base64 of `enc || ciphertext`.
+    pub ciphertext: String,
+}
+
+/// The HPKE `info` of confidential code: [`CODE_INFO_DOMAIN`], suite, key id, function name
+/// and the code's hash (the manifest's), length-prefixed like [`SealedInput::info`].
+pub fn code_info(suite: &str, key_id: &str, name: &str, code_hash: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(160);
+    field(&mut v, CODE_INFO_DOMAIN.as_bytes());
+    field(&mut v, suite.as_bytes());
+    field(&mut v, key_id.as_bytes());
+    field(&mut v, name.as_bytes());
+    field(&mut v, code_hash.as_bytes());
+    v
+}
+
+/// The associated data of stored confidential code: [`STORED_CODE_LABEL`], function id,
+/// version (8 bytes big-endian) and code hash.
+pub fn stored_code_aad(function_id: &str, version: u32, code_hash: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(128);
+    field(&mut v, STORED_CODE_LABEL.as_bytes());
+    field(&mut v, function_id.as_bytes());
+    field(&mut v, &u64::from(version).to_be_bytes());
+    field(&mut v, code_hash.as_bytes());
+    v
+}
+
 /// The associated data of a sealed response: [`RESPONSE_AAD_LABEL`], the request id, the
 /// execution id and the visible outcome ([`OUTCOME_OK`] or the error code), each
 /// length-prefixed like [`SealedInput::info`]. A response moved to another request, or

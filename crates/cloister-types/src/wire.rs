@@ -74,6 +74,10 @@ pub struct DeployRequest {
     /// every field above must match it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
+    /// Confidential code: the source sealed to a fleet key (`code` is then empty and the
+    /// manifest says `confidential`); see docs/SEALED.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_code: Option<crate::sealed::SealedCode>,
 }
 
 /// Metadata of one deployed function version.

@@ -202,6 +202,7 @@ impl Platform {
             required_secrets: vec![],
             limits: limits.map(|l| serde_json::from_value(l).unwrap()),
             manifest: None,
+            sealed_code: None,
         };
         self.admin().deploy(&req).await.unwrap()
     }
