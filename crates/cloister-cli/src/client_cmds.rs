@@ -65,7 +65,14 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
                     u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
                 let key = cloister_client::sealed::pick_key(&kv.fleet_keys, now)
                     .ok_or(cloister_client::sealed::SealedError::NoFleetKey)?;
-                c.deploy_confidential(&req, key).await?
+                let info = c.deploy_confidential(&req, key).await?;
+                // Calls from this machine stay sealed, even if the gateway later hides the
+                // manifest that says so.
+                let signer = crate::identity_cmd::load(conn.identity.as_deref())?
+                    .map(|i| i.id().to_string())
+                    .unwrap_or_default();
+                pin_confidential(&conn.url, &info, &signer)?;
+                info
             } else {
                 c.deploy(&req).await?
             };
@@ -201,7 +208,7 @@ async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyh
     if let Err(e) = serde_json::from_str::<&RawValue>(&params) {
         bail!("the params are not valid JSON: {e}");
     }
-    if args.sealed || is_confidential(c, &args).await {
+    if args.sealed || is_confidential(c, url, &args).await {
         return invoke_sealed(c, url, &args, params.trim(), json).await;
     }
     let resp = match &args.receipt {
@@ -243,12 +250,45 @@ async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyh
     Ok(())
 }
 
-/// Whether the version's manifest says `confidential` (then calls are sealed by default).
-/// Read unverified: it only chooses the stricter path, which verifies everything.
-async fn is_confidential(c: &mut Client, args: &InvokeArgs) -> bool {
+/// Pins a function deployed confidential from this machine as such.
+fn pin_confidential(
+    url: &str,
+    info: &cloister_types::wire::FunctionInfo,
+    signer: &str,
+) -> anyhow::Result<()> {
+    let path = crate::secret_cmd::config_path()?;
+    let mut cfg = crate::secret_cmd::read_config(&path)?;
+    if !cfg.is_object() {
+        cfg = serde_json::json!({});
+    }
+    let entry = &mut cfg["sealedFunctions"][url][&info.name];
+    if entry.is_null() {
+        *entry = serde_json::json!({ "functionId": info.function_id, "version": info.version,
+            "signer": signer, "confidential": true });
+    } else {
+        entry["confidential"] = serde_json::json!(true);
+    }
+    crate::secret_cmd::write_config(&path, &cfg)
+}
+
+/// Whether calls to this function go sealed without `--sealed`: it was pinned as confidential
+/// when this machine sealed to it before (a gateway cannot talk the CLI into a plain call by
+/// hiding the manifest), or the version's manifest says `confidential` (read unverified: it
+/// only chooses the stricter path, which verifies everything).
+async fn is_confidential(c: &mut Client, url: &str, args: &InvokeArgs) -> bool {
     use base64::Engine as _;
-    let Ok(signed) = c.signed_manifest(&args.name, args.version).await else {
-        return false;
+    let pinned = crate::secret_cmd::config_path()
+        .and_then(|p| crate::secret_cmd::read_config(&p))
+        .ok()
+        .is_some_and(|cfg| cfg["sealedFunctions"][url][&args.name]["confidential"] == true);
+    if pinned {
+        return true;
+    }
+    // A manifest that cannot be had means the sealed path, which says why; never plain.
+    let signed = match c.signed_manifest(&args.name, args.version).await {
+        Ok(s) => s,
+        Err(cloister_client::ClientError::Api { status: 404, .. }) => return false,
+        Err(_) => return true,
     };
     base64::engine::general_purpose::STANDARD
         .decode(&signed.manifest)
@@ -290,6 +330,9 @@ struct PinnedFunction {
     signer: String,
     /// Highest version sealed to.
     version: u32,
+    /// Its manifest said `confidential`: calls stay sealed without `--sealed`.
+    #[serde(default)]
+    confidential: bool,
 }
 
 /// Pins, on first use, which function `name` is for `url` (its id), who signs its manifests
@@ -318,6 +361,7 @@ fn pin_function(
         function_id: m.target.function_id.clone(),
         signer: m.signer.clone(),
         version: m.target.version,
+        confidential: m.manifest.confidential,
     };
     let changed = |what: String| -> anyhow::Error {
         output::Coded {
@@ -368,6 +412,8 @@ fn pin_function(
                 now
             } else {
                 PinnedFunction {
+                    // Once confidential, always sealed from this machine.
+                    confidential: p.confidential || now.confidential,
                     version: now.version.max(if p.function_id == now.function_id {
                         p.version
                     } else {

@@ -1051,3 +1051,128 @@ async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confidential_code_cached_in_the_executor_is_never_served_to_another_function() {
+    use cloister_client::sealed::{Target, pick_key, seal_call};
+    let p = Platform::start().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !p.log().contains("holding fleet keys") {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bundle = p.admin().attestation().await.unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let kv = cloister_client::attestation::verify_bundle(
+        &bundle,
+        &p.sim_root(),
+        &keyvault_measurement(&p),
+        300,
+        now,
+    )
+    .unwrap();
+    let key = pick_key(&kv.fleet_keys, now as u64).unwrap();
+    // The victim's confidential function runs once: its plaintext is now in the executor's
+    // code cache.
+    let secret_code = "function handler(p) { return { secret: 'confidential-logic' }; }";
+    let mut admin = p.admin();
+    let victim = admin
+        .deploy_confidential(
+            &DeployRequest {
+                name: "vault-logic".into(),
+                runtime: "javascript".into(),
+                code: secret_code.into(),
+                entrypoint: None,
+                environment: None,
+                required_secrets: vec![],
+                limits: None,
+                manifest: None,
+                sealed_code: None,
+            },
+            key,
+        )
+        .await
+        .unwrap();
+    let t = admin
+        .verified_target(&kv, "vault-logic", None)
+        .await
+        .unwrap();
+    let call = seal_call(key, &t.target, "{}", now as u64).unwrap();
+    admin.invoke_sealed("vault-logic", &call).await.unwrap();
+    let _ = Target::clone(&t.target);
+
+    // Mallory registers a plain function naming the victim's (public) code hash, straight at
+    // keyvault; the insider then asks the executor to run it with no code attached.
+    let mallory = p.developer_identity("mallory").await;
+    let manifest = cloister_authority::Manifest {
+        name: "copycat".into(),
+        function_id: None,
+        previous: None,
+        environment: "production".into(),
+        runtime: "javascript".into(),
+        entrypoint: "handler".into(),
+        code_hash: victim.code_hash.clone(),
+        secrets: vec![],
+        limits: cloister_authority::ManifestLimits {
+            timeout_ms: 1000,
+            memory_mb: 64,
+        },
+        activate: true,
+        confidential: false,
+    };
+    let signed = cloister_authority::sign(
+        &mallory,
+        &manifest,
+        &cloister_authority::SignOptions::for_platform(&kv.audit_key.to_string()),
+    )
+    .unwrap();
+    let ins = insider(&p);
+    let reg = ins
+        .keyvault()
+        .await
+        .register_manifest(ins.req(SignedRequest {
+            signed,
+            sealed_code: None,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let out = ins
+        .invoke(
+            &FunctionInfo {
+                function_id: reg.function_id.clone(),
+                version: reg.version,
+                ..victim.clone()
+            },
+            None,
+            &victim.code_hash,
+        )
+        .await;
+    assert!(
+        matches!(out, Outcome::CodeRequired(_)),
+        "the victim's cached plaintext was served to another function: {out:?}"
+    );
+    // Handed the victim's stored (sealed) code, it still cannot run: keyvault grants no code
+    // key to a plain manifest, and the victim's key would not open it for another function.
+    let stored: String = rusqlite::Connection::open(p.data().join("cloister.db"))
+        .unwrap()
+        .query_row(
+            "SELECT code FROM function_versions WHERE function_id = ?1",
+            [&victim.function_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(stored.starts_with(cloister_types::sealed::STORED_CODE_PREFIX));
+    let out = ins
+        .invoke(
+            &FunctionInfo {
+                function_id: reg.function_id,
+                version: reg.version,
+                ..victim.clone()
+            },
+            Some(&stored),
+            &victim.code_hash,
+        )
+        .await;
+    refused(out, "invalid_request");
+}

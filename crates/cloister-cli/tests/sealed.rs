@@ -892,7 +892,22 @@ async fn confidential_code_is_stored_sealed_runs_in_the_executor_and_only_owners
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"]["doubled"], 42);
     assert_eq!(v["sealed"], true);
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.dir.path().join("cli-config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        cfg["sealedFunctions"][&p.url]["secretfn"]["confidential"], true,
+        "pinned as confidential: later calls stay sealed even if the manifest is hidden"
+    );
 
+    // A plain call is refused by the executor: its errors, stack and logs would show the
+    // gateway pieces of the code.
+    let e = p
+        .admin()
+        .invoke("secretfn", r#"{"n":1}"#, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("confidential"), "{e}");
     // The code's text is in no file under the platform's directory (database, WAL, logs) and
     // in no log line: the gateway and the database held only ciphertext.
     let hits = files_containing(p.dir.path(), marker.as_bytes());
@@ -932,32 +947,40 @@ async fn confidential_code_is_stored_sealed_runs_in_the_executor_and_only_owners
     let named = "function handler() { return 1; }";
     let sealed_text = "function handler() { return 2; }";
     let key_id = hex::encode(key.key_id);
-    let info = cloister_types::sealed::code_info(
-        cloister_types::sealed::SUITE_ID,
-        &key_id,
-        "liar",
-        &code_hash(named),
-    );
-    let ct = key.public.seal(&info, b"", sealed_text.as_bytes()).unwrap();
     let mut req = DeployRequest {
         name: "liar".into(),
         code: named.into(),
         sealed_code: Some(cloister_types::sealed::SealedCode {
             suite: cloister_types::sealed::SUITE_ID.into(),
-            key_id,
-            ciphertext: base64::engine::general_purpose::STANDARD.encode(ct),
+            key_id: key_id.clone(),
+            ciphertext: String::new(),
         }),
         ..evil
     };
-    req.manifest = Some(
-        cloister_client::signing::sign_deploy(
-            &p.admin_identity(),
-            &kv.audit_key.to_string(),
-            &req,
-            None,
-        )
-        .unwrap(),
-    );
+    let manifest = cloister_client::signing::sign_deploy(
+        &p.admin_identity(),
+        &kv.audit_key.to_string(),
+        &req,
+        None,
+    )
+    .unwrap();
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(
+            base64::engine::general_purpose::STANDARD
+                .decode(&manifest)
+                .unwrap(),
+        ))
+    };
+    let info =
+        cloister_types::sealed::code_info(cloister_types::sealed::SUITE_ID, &key_id, &digest);
+    let ct = key.public.seal(&info, b"", sealed_text.as_bytes()).unwrap();
+    req.sealed_code = Some(cloister_types::sealed::SealedCode {
+        suite: cloister_types::sealed::SUITE_ID.into(),
+        key_id,
+        ciphertext: base64::engine::general_purpose::STANDARD.encode(ct),
+    });
+    req.manifest = Some(manifest);
     req.code = String::new();
     let r = p
         .admin()

@@ -247,24 +247,7 @@ impl Client {
             ));
         };
         let identity = s.identity.clone();
-        let hash = cloister_types::code_hash(&req.code);
         let key_id = hex::encode(key.key_id);
-        let info = cloister_types::sealed::code_info(
-            cloister_types::sealed::SUITE_ID,
-            &key_id,
-            &req.name,
-            &hash,
-        );
-        let ct = key
-            .public
-            .seal(&info, b"", req.code.as_bytes())
-            .map_err(|e| ClientError::Signing(e.to_string()))?;
-        let mut sealed_req = req.clone();
-        sealed_req.sealed_code = Some(cloister_types::sealed::SealedCode {
-            suite: cloister_types::sealed::SUITE_ID.to_owned(),
-            key_id,
-            ciphertext: base64::engine::general_purpose::STANDARD.encode(ct),
-        });
         let existing = match self.show(&req.name, None).await {
             Ok(info) => Some(info),
             Err(ClientError::Api { status: 404, .. }) => None,
@@ -272,12 +255,34 @@ impl Client {
             Err(e) => return Err(e),
         };
         let platform = self.platform().await?;
-        sealed_req.manifest = Some(signing::sign_deploy(
-            &identity,
-            &platform,
-            &sealed_req,
-            existing.as_ref(),
-        )?);
+        // The manifest is signed first (it says `confidential` because `sealed_code` is set,
+        // and names the plaintext's hash); the code is then sealed for exactly that manifest.
+        let mut sealed_req = req.clone();
+        sealed_req.sealed_code = Some(cloister_types::sealed::SealedCode {
+            suite: cloister_types::sealed::SUITE_ID.to_owned(),
+            key_id: key_id.clone(),
+            ciphertext: String::new(),
+        });
+        let manifest = signing::sign_deploy(&identity, &platform, &sealed_req, existing.as_ref())?;
+        let digest = {
+            use sha2::Digest as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&manifest)
+                .map_err(|e| ClientError::Signing(e.to_string()))?;
+            hex::encode(sha2::Sha256::digest(bytes))
+        };
+        let info =
+            cloister_types::sealed::code_info(cloister_types::sealed::SUITE_ID, &key_id, &digest);
+        let ct = key
+            .public
+            .seal(&info, b"", req.code.as_bytes())
+            .map_err(|e| ClientError::Signing(e.to_string()))?;
+        sealed_req.sealed_code = Some(cloister_types::sealed::SealedCode {
+            suite: cloister_types::sealed::SUITE_ID.to_owned(),
+            key_id,
+            ciphertext: base64::engine::general_purpose::STANDARD.encode(ct),
+        });
+        sealed_req.manifest = Some(manifest);
         // The plaintext never leaves this process.
         sealed_req.code = String::new();
         self.call(Method::POST, "/v1/functions", Some(to_json(&sealed_req)))

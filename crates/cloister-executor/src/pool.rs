@@ -179,6 +179,14 @@ enum StartError {
     Spawn(SpawnError),
 }
 
+/// Where confidential code is cached: under its function, version and hash.
+fn confidential_key(spec: &FunctionSpec) -> String {
+    format!(
+        "confidential/{}/{}/{}",
+        spec.function_id, spec.version, spec.code_hash
+    )
+}
+
 enum CodeError {
     Required,
     Mismatch,
@@ -267,6 +275,11 @@ impl Supervisor {
         if let Some(c) = lock(&self.code).get(&spec.code_hash) {
             return Ok(c);
         }
+        // Confidential code is cached per function and version, never by its (public) hash
+        // alone: another function naming the same hash must not get its plaintext.
+        if let Some(c) = lock(&self.code).get(&confidential_key(spec)) {
+            return Ok(c);
+        }
         let c = code.ok_or(CodeError::Required)?;
         if let Some(stored) = c.strip_prefix(cloister_types::sealed::STORED_CODE_PREFIX) {
             return Err(CodeError::Stored(stored.to_owned()));
@@ -315,7 +328,7 @@ impl Supervisor {
         }
         let c: Arc<str> = Arc::from(text);
         lock(&self.code).insert(
-            spec.code_hash.clone(),
+            confidential_key(spec),
             c.clone(),
             self.cfg.code_cache_entries,
         );
@@ -402,6 +415,16 @@ impl Supervisor {
         };
         *granted = Some(grant.manifest.clone());
         let m = grant.manifest.as_ref();
+        // Confidential code runs only on sealed requests: a plain call's errors, stack and
+        // logs would show the gateway pieces of the code.
+        if grant.code_key.is_some() && job.expected.is_none() {
+            let msg = "this function's code is confidential: invoke it sealed (--sealed)";
+            return ran(
+                Err(failure(ErrorCode::InvalidRequest, msg)),
+                Vec::new(),
+                started,
+            );
+        }
         let source = match (source, stored) {
             (Some(c), _) => c,
             (None, Some(blob)) => match self.open_stored(spec, &grant, &blob) {

@@ -250,7 +250,7 @@ impl SealedDoor {
     }
 
     /// Opens confidential code its deployer sealed to a fleet key (for the deploy-time check):
-    /// the HPKE info binds the function name and code hash, and the code must hash to it.
+    /// the HPKE info binds the manifest's digest, and the code must hash to `code_hash`.
     pub async fn open_code(&self, c: &pb::ConfidentialCode, now: u64) -> Result<String, Refusal> {
         let invalid =
             |m: &str| refuse(ErrorCode::InvalidRequest, format!("confidential code: {m}"));
@@ -270,11 +270,11 @@ impl SealedDoor {
                 "the code is sealed to an expired fleet key",
             ));
         }
-        let info = cloister_types::sealed::code_info(&c.suite, &c.key_id, &c.name, &c.code_hash);
+        let info = cloister_types::sealed::code_info(&c.suite, &c.key_id, &c.manifest_digest);
         let plain = key
             .pair
             .open(&info, b"", &c.ciphertext)
-            .map_err(|_| invalid("does not open (altered, or sealed for another name or code)"))?;
+            .map_err(|_| invalid("does not open (altered, or sealed for another manifest)"))?;
         let text = String::from_utf8(plain.expose().to_vec()).map_err(|_| invalid("not UTF-8"))?;
         if cloister_types::code_hash(&text) != c.code_hash {
             return Err(invalid(

@@ -219,6 +219,7 @@ impl Executor for ExecutorService {
         let mut r = req.into_inner();
         cloister_types::Entrypoint::parse(&r.entrypoint)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let confidential = r.sealed_code.is_some();
         if let Some(c) = r.sealed_code.take() {
             if !r.code.is_empty() {
                 return Err(Status::invalid_argument(
@@ -244,6 +245,15 @@ impl Executor for ExecutorService {
             Ok(()) => ValidateResponse {
                 ok: true,
                 ..Default::default()
+            },
+            // Compiler messages quote the code: for confidential code only the verdict leaves.
+            Err(ValidateError::Invalid(_)) if confidential => ValidateResponse {
+                ok: false,
+                message: "the confidential code does not compile or lacks its entrypoint \
+                          (details are not shown for confidential code)"
+                    .into(),
+                line: None,
+                column: None,
             },
             Err(ValidateError::Invalid(e)) => ValidateResponse {
                 ok: false,

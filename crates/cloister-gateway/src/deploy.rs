@@ -287,7 +287,7 @@ async fn deploy_inner(
                 suite: c.suite.clone(),
                 key_id: c.key_id.clone(),
                 ciphertext: c.ciphertext.clone(),
-                name: new.name.clone(),
+                manifest_digest: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&signed)),
                 code_hash: new.code_hash.clone(),
             }),
     };

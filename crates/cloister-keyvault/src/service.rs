@@ -100,15 +100,23 @@ impl KeyvaultService {
         }
     }
 
-    /// The plaintext of a confidential manifest's sealed code, checked against the manifest
-    /// (not yet verified: registration verifies it right after); `None` for other manifests.
+    /// The plaintext of a confidential manifest's sealed code: the manifest's signature,
+    /// domain, platform and expiry are verified first (registration then checks its signer
+    /// and nonce), and the code opens only for that manifest's digest and must hash to its
+    /// code hash; `None` for other manifests.
     fn confidential_code(
         &self,
         r: &SignedRequest,
     ) -> Result<Option<cloister_crypto::SecretBytes>, VaultError> {
-        let m = cloister_authority::request::inspect::<cloister_authority::Manifest>(&r.signed)
-            .map_err(|e| VaultError::Invalid(e.to_string()))?
-            .body;
+        let v = cloister_authority::request::verify::<cloister_authority::Manifest>(
+            &r.signed,
+            self.vault.platform(),
+            cloister_authority::request::unix_now(),
+            crate::authority::MAX_REQUEST_TTL_SECS,
+        )
+        .map_err(|e| VaultError::Invalid(format!("manifest: {e}")))?;
+        let digest = hex::encode(v.digest());
+        let m = v.body().clone();
         match (&r.sealed_code, m.confidential) {
             (None, false) => Ok(None),
             (Some(_), false) => Err(VaultError::Invalid(
@@ -121,7 +129,7 @@ impl KeyvaultService {
                 .vault
                 .open_sealed_code(
                     sealed,
-                    &m.name,
+                    &digest,
                     &m.code_hash,
                     cloister_authority::request::unix_now(),
                 )

@@ -595,13 +595,13 @@ impl Vault {
         )
     }
 
-    /// Opens confidential code sealed by its deployer to a fleet key valid at `now`, for
-    /// function `name` with `code_hash` (the HPKE info binds both); the plaintext must hash
-    /// to `code_hash`.
+    /// Opens confidential code sealed by its deployer to a fleet key valid at `now` for the
+    /// manifest with digest `manifest_digest` (the HPKE info binds it); the plaintext must
+    /// hash to that manifest's `code_hash`.
     pub fn open_sealed_code(
         &self,
         sealed: &cloister_rpc::keyvault::SealedCode,
-        name: &str,
+        manifest_digest: &str,
         code_hash: &str,
         now: u64,
     ) -> Result<SecretBytes, VaultError> {
@@ -611,15 +611,15 @@ impl Vault {
         }
         let generation = self.fleet_generation();
         let info =
-            cloister_types::sealed::code_info(&sealed.suite, &sealed.key_id, name, code_hash);
+            cloister_types::sealed::code_info(&sealed.suite, &sealed.key_id, manifest_digest);
         for epoch in crate::fleet::epochs_valid_at(now) {
             let pair = self.fleet_key(generation, epoch)?;
             if hex::encode(crate::fleet::public_of(&pair, epoch).key_id) != sealed.key_id {
                 continue;
             }
-            let code = pair.open(&info, b"", &sealed.ciphertext).map_err(|_| {
-                invalid("does not open (altered, or sealed for another name or code)")
-            })?;
+            let code = pair
+                .open(&info, b"", &sealed.ciphertext)
+                .map_err(|_| invalid("does not open (altered, or sealed for another manifest)"))?;
             let text = std::str::from_utf8(code.expose()).map_err(|_| invalid("not UTF-8"))?;
             if cloister_types::code_hash(text) != code_hash {
                 return Err(invalid(

@@ -174,15 +174,17 @@ pub struct SealedCode {
     pub ciphertext: String,
 }
 
-/// The HPKE `info` of confidential code: [`CODE_INFO_DOMAIN`], suite, key id, function name
-/// and the code's hash (the manifest's), length-prefixed like [`SealedInput::info`].
-pub fn code_info(suite: &str, key_id: &str, name: &str, code_hash: &str) -> Vec<u8> {
+/// The HPKE `info` of confidential code: [`CODE_INFO_DOMAIN`], suite, key id and the digest
+/// (hex SHA-256 of the signed bytes) of the owner-signed manifest it is deployed with,
+/// length-prefixed like [`SealedInput::info`]. The code opens only for that manifest (which
+/// names the function, its code hash, entrypoint and signer), so a gateway cannot register it
+/// under anyone else's manifest.
+pub fn code_info(suite: &str, key_id: &str, manifest_digest: &str) -> Vec<u8> {
     let mut v = Vec::with_capacity(160);
     field(&mut v, CODE_INFO_DOMAIN.as_bytes());
     field(&mut v, suite.as_bytes());
     field(&mut v, key_id.as_bytes());
-    field(&mut v, name.as_bytes());
-    field(&mut v, code_hash.as_bytes());
+    field(&mut v, manifest_digest.as_bytes());
     v
 }
 
