@@ -190,48 +190,25 @@ pub fn verify<B: Body>(
     now: u64,
     max_ttl_secs: u64,
 ) -> Result<Verified<B>, AuthorityError> {
-    let p = parse::<B>(bytes)?;
-    p.sign1
-        .verify_signature(b"", |sig, data| p.signer.verify(data, sig))
-        .map_err(|_| AuthorityError::BadSignature)?;
-    let e = p.envelope;
-    if e.domain != B::DOMAIN {
-        return Err(AuthorityError::WrongDomain {
-            found: e.domain,
-            expected: B::DOMAIN.to_owned(),
-        });
-    }
-    if !e.platform.eq_ignore_ascii_case(platform) {
-        return Err(AuthorityError::WrongPlatform {
-            found: e.platform,
-            expected: platform.to_ascii_lowercase(),
-        });
-    }
-    if now > e.expires {
+    let v = verify_accepted::<B>(bytes, platform)?;
+    if now > v.expires {
         return Err(AuthorityError::Expired {
-            expires: e.expires,
+            expires: v.expires,
             now,
         });
     }
-    if e.expires - now > max_ttl_secs {
+    if v.expires - now > max_ttl_secs {
         return Err(AuthorityError::TooLong {
-            ahead: e.expires - now,
+            ahead: v.expires - now,
             max: max_ttl_secs,
         });
     }
-    if e.nonce.len() != 32 || hex::decode(&e.nonce).is_err() {
+    if v.nonce.len() != 32 || hex::decode(&v.nonce).is_err() {
         return Err(AuthorityError::Malformed(
             "nonce must be 16 bytes in hex".into(),
         ));
     }
-    Ok(Verified {
-        signer_id: IdentityId::of(&p.signer),
-        signer: p.signer,
-        body: e.body,
-        nonce: e.nonce,
-        expires: e.expires,
-        digest: Sha256::digest(bytes).into(),
-    })
+    Ok(v)
 }
 
 /// Verifies the signature, domain and platform of a request keyvault accepted earlier (its

@@ -582,16 +582,6 @@ async fn internal_credentials_are_per_role_pair_and_never_in_an_environment() {
 }
 
 /// The keyvault measurement clients expect (`attest measure`, run by the platform's CLI).
-fn keyvault_measurement(p: &Platform) -> [u8; 48] {
-    let m: serde_json::Value = serde_json::from_slice(
-        &p.cli(&["--json", "attest", "measure", "--role", "keyvault"])
-            .stdout,
-    )
-    .unwrap();
-    let mut expected = [0u8; 48];
-    hex::decode_to_slice(m["measurement"].as_str().unwrap(), &mut expected).unwrap();
-    expected
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bundle_binds_the_registry_and_the_cli_warns_when_it_changes() {
@@ -599,7 +589,7 @@ async fn the_bundle_binds_the_registry_and_the_cli_warns_when_it_changes() {
     victim(&p).await;
     // The registry digest is part of what keyvault's evidence binds.
     let mut bundle = p.admin().attestation().await.unwrap();
-    let expected = keyvault_measurement(&p);
+    let expected = p.keyvault_measurement();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let kv =
         cloister_client::attestation::verify_bundle(&bundle, &p.sim_root(), &expected, 300, now)
@@ -846,7 +836,7 @@ async fn the_executor_proves_itself_to_the_gateway_and_links_are_not_guessable()
 async fn the_bundle_binds_the_fleet_keys_a_gateway_cannot_swap_or_stretch_one() {
     let p = Platform::start().await;
     let bundle = p.admin().attestation().await.unwrap();
-    let expected = keyvault_measurement(&p);
+    let expected = p.keyvault_measurement();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let verify = |b: &cloister_client::attestation::Bundle, at: i64| {
         cloister_client::attestation::verify_bundle(b, &p.sim_root(), &expected, 300, at)
@@ -886,11 +876,7 @@ async fn the_bundle_binds_the_fleet_keys_a_gateway_cannot_swap_or_stretch_one() 
     }
     // The attested executor holds exactly the published keys (it checks each private half
     // yields its public key), and keyvault audited the release to it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !p.log().contains("holding fleet keys") {
-        assert!(std::time::Instant::now() < deadline, "{}", p.log());
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    p.executor_holds_keys().await;
     let log = p.log();
     let line = log
         .lines()
@@ -951,17 +937,12 @@ async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
     let kv = cloister_client::attestation::verify_bundle(
         &bundle,
         &p.sim_root(),
-        &keyvault_measurement(&p),
+        &p.keyvault_measurement(),
         300,
         now,
     )
     .unwrap();
-    // Wait for the executor's fleet keys.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !p.log().contains("holding fleet keys") {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    p.executor_holds_keys().await;
     let key = pick_key(&kv.fleet_keys, now as u64).unwrap();
     let target = Target {
         function_id: victim.function_id.clone(),
@@ -1056,17 +1037,13 @@ async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
 async fn confidential_code_cached_in_the_executor_is_never_served_to_another_function() {
     use cloister_client::sealed::{Target, pick_key, seal_call};
     let p = Platform::start().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !p.log().contains("holding fleet keys") {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    p.executor_holds_keys().await;
     let bundle = p.admin().attestation().await.unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let kv = cloister_client::attestation::verify_bundle(
         &bundle,
         &p.sim_root(),
-        &keyvault_measurement(&p),
+        &p.keyvault_measurement(),
         300,
         now,
     )

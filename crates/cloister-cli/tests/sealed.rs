@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use base64::Engine as _;
 use cloister_client::ClientError;
 use cloister_client::attestation::{TrustedFleetKey, TrustedKeyvault, verify_bundle};
@@ -22,23 +20,12 @@ fn now() -> u64 {
     u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap()
 }
 
-fn keyvault_measurement(p: &Platform) -> [u8; 48] {
-    let m: serde_json::Value = serde_json::from_slice(
-        &p.cli(&["--json", "attest", "measure", "--role", "keyvault"])
-            .stdout,
-    )
-    .unwrap();
-    let mut expected = [0u8; 48];
-    hex::decode_to_slice(m["measurement"].as_str().unwrap(), &mut expected).unwrap();
-    expected
-}
-
 async fn trusted(p: &Platform) -> TrustedKeyvault {
     let bundle = p.admin().attestation().await.unwrap();
     verify_bundle(
         &bundle,
         &p.sim_root(),
-        &keyvault_measurement(p),
+        &p.keyvault_measurement(),
         300,
         now() as i64,
     )
@@ -66,15 +53,6 @@ fn target(f: &FunctionInfo) -> Target {
         version: f.version,
         code_hash: f.code_hash.clone(),
         manifest_digest: f.manifest_digest.clone(),
-    }
-}
-
-/// Waits until the executor holds fleet keys (fetched right after it attests to keyvault).
-async fn executor_holds_keys(p: &Platform) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !p.log().contains("holding fleet keys") {
-        assert!(Instant::now() < deadline, "{}", p.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -120,7 +98,7 @@ fn api_code(e: &ClientError) -> Option<(ErrorCode, u16)> {
 async fn a_sealed_input_and_result_appear_in_no_log_database_metric_or_response() {
     let p = Platform::start().await;
     let f = deploy(&p, "echo", ECHO).await;
-    executor_holds_keys(&p).await;
+    p.executor_holds_keys().await;
     let kv = trusted(&p).await;
     let key = pick_key(&kv.fleet_keys, now()).unwrap();
     let marker = format!("marker-{}", hex::encode(rand::random::<[u8; 12]>()));
@@ -217,7 +195,7 @@ async fn every_attack_on_a_sealed_call_is_refused_with_its_own_code() {
     let p = Platform::start().await;
     let f = deploy(&p, "echo", ECHO).await;
     let other = deploy(&p, "other", "function handler() { return 1; }").await;
-    executor_holds_keys(&p).await;
+    p.executor_holds_keys().await;
     let kv = trusted(&p).await;
     let key = pick_key(&kv.fleet_keys, now()).unwrap().clone();
     let mut c = p.admin();
@@ -365,7 +343,7 @@ async fn every_attack_on_a_sealed_call_is_refused_with_its_own_code() {
         verify_bundle(
             &bundle,
             &wrong_root,
-            &keyvault_measurement(&p),
+            &p.keyvault_measurement(),
             300,
             now() as i64
         ),
@@ -417,7 +395,7 @@ async fn every_attack_on_a_sealed_call_is_refused_with_its_own_code() {
 async fn a_policy_change_replaces_every_fleet_key_and_the_executor_follows() {
     let p = Platform::start().await;
     let f = deploy(&p, "echo", ECHO).await;
-    executor_holds_keys(&p).await;
+    p.executor_holds_keys().await;
     let before = trusted(&p).await;
     let old = pick_key(&before.fleet_keys, now()).unwrap().clone();
     let mut c = p.admin();
@@ -468,7 +446,7 @@ async fn a_policy_change_replaces_every_fleet_key_and_the_executor_follows() {
 async fn the_cli_seals_verifies_and_opens() {
     let p = Platform::start().await;
     deploy(&p, "echo", ECHO).await;
-    executor_holds_keys(&p).await;
+    p.executor_holds_keys().await;
     let root = p.sim_root();
     let out = p.cli(&[
         "--json",
@@ -577,7 +555,7 @@ async fn receipts_verify_and_any_flipped_byte_fails() {
     use cloister_client::receipt::{ReceiptError, verify_receipt};
     let p = Platform::start().await;
     let f = deploy(&p, "echo", ECHO).await;
-    executor_holds_keys(&p).await;
+    p.executor_holds_keys().await;
     let kv = trusted(&p).await;
     let trust = receipt_trust(&kv);
     let mut c = p.admin();
@@ -661,7 +639,7 @@ async fn receipts_verify_and_any_flipped_byte_fails() {
 async fn the_cli_saves_a_receipt_that_verifies_offline_and_a_tampered_one_does_not() {
     let p = Platform::start().await;
     deploy(&p, "echo", ECHO).await;
-    executor_holds_keys(&p).await;
+    p.executor_holds_keys().await;
     let root = p.sim_root();
     for sealed in [false, true] {
         let file = p.dir.path().join(format!("receipt-{sealed}.json"));
@@ -732,7 +710,7 @@ async fn the_cli_saves_a_receipt_that_verifies_offline_and_a_tampered_one_does_n
 async fn the_client_refuses_a_bundle_outside_its_trust_settings_before_sealing() {
     let p = Platform::start().await;
     deploy(&p, "echo", ECHO).await;
-    executor_holds_keys(&p).await;
+    p.executor_holds_keys().await;
     let root = p.sim_root();
     let this_executor = trusted(&p).await.executor_measurements[0].clone();
     let invoke = || {
@@ -799,7 +777,7 @@ async fn the_client_refuses_a_bundle_outside_its_trust_settings_before_sealing()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sealed_benchmark_measures_both_variants() {
     let p = Platform::start().await;
-    executor_holds_keys(&p).await;
+    p.executor_holds_keys().await;
     let root = p.sim_root();
     let dir = common::workloads();
     let out = p.cli(&[
@@ -840,7 +818,7 @@ async fn the_sealed_benchmark_measures_both_variants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confidential_code_is_stored_sealed_runs_in_the_executor_and_only_owners_redeploy_it() {
     let p = Platform::start().await;
-    executor_holds_keys(&p).await;
+    p.executor_holds_keys().await;
     let root = p.sim_root();
     let marker = format!("code-marker-{}", hex::encode(rand::random::<[u8; 12]>()));
     let code = format!(

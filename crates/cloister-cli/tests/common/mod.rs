@@ -181,6 +181,28 @@ impl Platform {
         std::sync::Arc::new(id)
     }
 
+    /// The measurement of the keyvault executable this platform runs (what clients expect).
+    pub fn keyvault_measurement(&self) -> [u8; 48] {
+        let m: serde_json::Value = serde_json::from_slice(
+            &self
+                .cli(&["--json", "attest", "measure", "--role", "keyvault"])
+                .stdout,
+        )
+        .unwrap();
+        let mut expected = [0u8; 48];
+        hex::decode_to_slice(m["measurement"].as_str().unwrap(), &mut expected).unwrap();
+        expected
+    }
+
+    /// Waits until the executor holds fleet keys (fetched right after it attests to keyvault).
+    pub async fn executor_holds_keys(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains("holding fleet keys") {
+            assert!(Instant::now() < deadline, "{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A client with any token.
     pub fn client(&self, token: Option<&str>) -> Client {
         Client::new(&self.url, token.map(str::to_owned)).unwrap()
