@@ -235,19 +235,24 @@ async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyh
         output::json(&resp);
         return Ok(());
     }
-    let pretty = serde_json::from_str::<serde_json::Value>(resp.result.get())
-        .and_then(|v| serde_json::to_string_pretty(&v))
-        .unwrap_or_else(|_| resp.result.get().to_owned());
-    println!("{pretty}");
-    for l in &resp.logs {
-        eprintln!("log: {l}");
-    }
+    print_result(&resp.result, &resp.logs);
     eprintln!(
         "(v{}, {:.2} ms, execution {}; plain call: non-sensitive, the gateway saw params and \
          result; --sealed encrypts both)",
         resp.version, resp.duration_ms, resp.execution_id
     );
     Ok(())
+}
+
+/// Prints a function's result (pretty JSON) on stdout and its log lines on stderr.
+fn print_result(result: &RawValue, logs: &[String]) {
+    let pretty = serde_json::from_str::<serde_json::Value>(result.get())
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| result.get().to_owned());
+    println!("{pretty}");
+    for l in logs {
+        eprintln!("log: {l}");
+    }
 }
 
 /// Pins a function deployed confidential from this machine as such.
@@ -534,13 +539,7 @@ async fn invoke_sealed(
                     }));
                     return Ok(());
                 }
-                let pretty = serde_json::from_str::<serde_json::Value>(r.result.get())
-                    .and_then(|v| serde_json::to_string_pretty(&v))
-                    .unwrap_or_else(|_| r.result.get().to_owned());
-                println!("{pretty}");
-                for l in &r.logs {
-                    eprintln!("log: {l}");
-                }
+                print_result(&r.result, &r.logs);
                 eprintln!(
                     "(v{}, {:.2} ms, execution {}; sealed end to end to fleet key {} of keyvault \
                      in {}; code {})",
