@@ -124,7 +124,31 @@ impl Throughput {
     }
 }
 
-/// Runs `requests` against `path` from `clients` connections for `seconds`.
+/// One timed phase: the latencies of successful requests, the failures, the wall time.
+pub struct Phase {
+    samples: Vec<Duration>,
+    errors: u64,
+    seconds: f64,
+}
+
+impl Phase {
+    /// Successful requests.
+    pub fn requests(&self) -> usize {
+        self.samples.len()
+    }
+}
+
+impl Throughput {
+    /// The figures of phases run one after another (their times and requests summed).
+    pub fn from_phases(clients: usize, phases: Vec<Phase>) -> Self {
+        let seconds = phases.iter().map(|p| p.seconds).sum();
+        let errors = phases.iter().map(|p| p.errors).sum();
+        let samples = phases.into_iter().flat_map(|p| p.samples).collect();
+        Self::new(clients, seconds, samples, errors)
+    }
+}
+
+/// Runs `body` against `path` from `clients` connections for `seconds`.
 pub async fn load(
     url: &str,
     token: Option<String>,
@@ -133,19 +157,43 @@ pub async fn load(
     clients: usize,
     seconds: f64,
 ) -> anyhow::Result<Throughput> {
+    let phase = run_phase(url, token, path, clients, seconds, |_| {
+        std::iter::repeat(body.clone())
+    })
+    .await?;
+    Ok(Throughput::from_phases(clients, vec![phase]))
+}
+
+/// Runs from `clients` connections for `seconds`: connection `i` sends the bodies
+/// `bodies(i)` yields, one after another, until time is up or they run out.
+pub async fn run_phase<I>(
+    url: &str,
+    token: Option<String>,
+    path: &str,
+    clients: usize,
+    seconds: f64,
+    bodies: impl Fn(usize) -> I,
+) -> anyhow::Result<Phase>
+where
+    I: Iterator<Item = Bytes> + Send + 'static,
+{
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let path: Arc<str> = Arc::from(path);
     let mut tasks = Vec::with_capacity(clients);
     let started = Instant::now();
-    for _ in 0..clients {
+    for i in 0..clients {
         let mut c = Client::new(url, token.clone())?;
-        let (path, body) = (path.clone(), body.clone());
+        let path = path.clone();
+        let mine = bodies(i);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
             let mut errors = 0u64;
-            while Instant::now() < deadline {
+            for body in mine {
+                if Instant::now() >= deadline {
+                    break;
+                }
                 let t0 = Instant::now();
-                match c.raw(Method::POST, &path, Some(body.clone())).await {
+                match c.raw(Method::POST, &path, Some(body)).await {
                     Ok(r) if r.status == 200 => lat.push(t0.elapsed()),
                     _ => errors += 1,
                 }
@@ -153,22 +201,17 @@ pub async fn load(
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
+    let mut samples = Vec::new();
     let mut errors = 0;
     for t in tasks {
         let (lat, e) = t.await?;
-        all.extend(lat);
+        samples.extend(lat);
         errors += e;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let requests = all.len() as u64;
-    Ok(Throughput {
-        clients,
-        seconds: elapsed,
-        requests,
+    Ok(Phase {
+        samples,
         errors,
-        per_second: requests as f64 / elapsed,
-        latency: latency(all),
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 

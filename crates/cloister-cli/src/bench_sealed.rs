@@ -5,12 +5,12 @@
 //!   named `cloister*` other than this one, and their descendants: gateway, keyvault,
 //!   executor, workers) over interleaved sequential batches, divided by the calls;
 //! - sequential latency of each variant;
-//! - throughput at `--clients` with requests sealed before the timed phase (each request id
-//!   runs once, and sealing is client work that must not compete with the server here);
+//! - throughput at `--clients`, plain and sealed alternating (plain, sealed, sealed, plain)
+//!   with requests sealed before their timed phase (each request id runs once, and sealing is
+//!   client work that must not compete with the server here);
 //! - client-side cost of sealing, opening and verifying a receipt (medians).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -166,56 +166,6 @@ async fn batch(
     Ok((lat, t1.saturating_sub(t0)))
 }
 
-/// Throughput of `bodies` (one use each) from `clients` connections for `seconds`.
-async fn load_each_once(
-    url: &str,
-    token: Option<String>,
-    path: &str,
-    bodies: Vec<Bytes>,
-    clients: usize,
-    seconds: f64,
-) -> anyhow::Result<Throughput> {
-    let per = bodies.len() / clients.max(1);
-    let mut chunks = bodies.chunks(per.max(1)).map(<[Bytes]>::to_vec);
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let path: Arc<str> = Arc::from(path);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let mine = chunks.next().unwrap_or_default();
-        let mut c = Client::new(url, token.clone())?;
-        let path = path.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(mine.len());
-            let mut errors = 0u64;
-            for b in mine {
-                if Instant::now() >= deadline {
-                    break;
-                }
-                let t0 = Instant::now();
-                match c.raw(Method::POST, &path, Some(b)).await {
-                    Ok(r) if r.status == 200 => lat.push(t0.elapsed()),
-                    _ => errors += 1,
-                }
-            }
-            (lat, errors)
-        }));
-    }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (lat, e) = t.await?;
-        all.extend(lat);
-        errors += e;
-    }
-    Ok(Throughput::new(
-        clients,
-        started.elapsed().as_secs_f64(),
-        all,
-        errors,
-    ))
-}
-
 fn median_us(mut v: Vec<Duration>) -> f64 {
     v.sort_unstable();
     v.get(v.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e6)
@@ -344,26 +294,42 @@ async fn measure(
     let calls = per * rounds;
     let us_per_call =
         |v: &str| cpu.get(v).copied().unwrap_or(0) as f64 / ticks_per_second() * 1e6 / calls as f64;
-    // Throughput: plain, then as many pre-sealed requests as plain managed, with margin.
+    // Throughput, plain and sealed alternating (plain, sealed, sealed, plain; half the time
+    // each) so that a noisy machine's drift falls on both alike. Requests are sealed before
+    // their phases, each used once: as many as the first plain phase managed, with margin.
     eprintln!(
-        "bench: sealed: throughput at {} clients for {} s per variant…",
+        "bench: sealed: throughput at {} clients for {} s per variant (plain, sealed, sealed, plain)…",
         args.clients, args.seconds
     );
-    let throughput_plain = crate::bench::load(
-        &conn.url,
-        token.clone(),
-        &path,
-        cloister_client::invoke_body(params, None),
-        args.clients,
-        args.seconds,
-    )
-    .await?;
-    let n = ((throughput_plain.per_second * args.seconds * 1.5) as usize).max(1000);
-    let bodies = (0..n)
-        .map(|_| seal(false).map(|c| body(&c)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let throughput_sealed =
-        load_each_once(&conn.url, token, &path, bodies, args.clients, args.seconds).await?;
+    let half = args.seconds / 2.0;
+    let plain_body = cloister_client::invoke_body(params, None);
+    let plain_phase = || {
+        crate::bench::run_phase(&conn.url, token.clone(), &path, args.clients, half, |_| {
+            std::iter::repeat(plain_body.clone())
+        })
+    };
+    let first_plain = plain_phase().await?;
+    let per_phase = (first_plain.requests() as f64 * 1.5) as usize;
+    let mut sealed_phases = Vec::new();
+    for _ in 0..2 {
+        let bodies = (0..per_phase.max(1000))
+            .map(|_| seal(false).map(|c| body(&c)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let per_client = bodies.len().div_ceil(args.clients.max(1));
+        let chunks: Vec<Vec<Bytes>> = bodies
+            .chunks(per_client.max(1))
+            .map(<[Bytes]>::to_vec)
+            .collect();
+        sealed_phases.push(
+            crate::bench::run_phase(&conn.url, token.clone(), &path, args.clients, half, |i| {
+                chunks.get(i).cloned().unwrap_or_default().into_iter()
+            })
+            .await?,
+        );
+    }
+    let last_plain = plain_phase().await?;
+    let throughput_plain = Throughput::from_phases(args.clients, vec![first_plain, last_plain]);
+    let throughput_sealed = Throughput::from_phases(args.clients, sealed_phases);
     let (_, server_processes) = server_ticks();
     let plain_us = us_per_call("plain");
     let sealed_us = us_per_call("sealed");

@@ -265,7 +265,7 @@ async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() 
 
     // A developer identity that does not own the victim: redeploy, secret write.
     let mallory = p.developer_identity("mallory").await;
-    let mut m = p.admin().with_identity(mallory, None);
+    let mut m = p.admin().with_identity(mallory.clone(), None);
     let mut req = DeployRequest {
         name: "victim".into(),
         runtime: "javascript".into(),
@@ -287,6 +287,70 @@ async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() 
     // Deploying under a new name is fine for her; taking the victim's name with no id is not.
     req.name = "mallorys".into();
     m.deploy(&req).await.unwrap();
+
+    // Straight at keyvault, a manifest creating a new function named "victim" is refused —
+    // also after the database owner deletes keyvault's name row, which would otherwise let
+    // her function take the name (and, on a client's first use, the victim's sealed calls).
+    let platform = p
+        .admin()
+        .attestation()
+        .await
+        .unwrap()
+        .keyvault
+        .audit_public_key;
+    let claim = || {
+        cloister_authority::sign(
+            &mallory,
+            &cloister_authority::Manifest {
+                name: "victim".into(),
+                function_id: None,
+                previous: None,
+                environment: "production".into(),
+                runtime: "javascript".into(),
+                entrypoint: "handler".into(),
+                code_hash: code_hash(EXFIL),
+                secrets: vec![],
+                limits: cloister_authority::ManifestLimits {
+                    timeout_ms: 1000,
+                    memory_mb: 64,
+                },
+                activate: true,
+                confidential: false,
+            },
+            &cloister_authority::SignOptions::for_platform(&platform),
+        )
+        .unwrap()
+    };
+    let e = kv
+        .register_manifest(evil.req(SignedRequest {
+            signed: claim(),
+            sealed_code: None,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "conflict", "{e:?}");
+    let deleted = rusqlite::Connection::open(p.data().join("cloister.db"))
+        .unwrap()
+        .execute(
+            "DELETE FROM kv_authority WHERE kind = 'name' AND key = 'victim'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(deleted, 1, "keyvault's name row for the victim");
+    let e = kv
+        .register_manifest(evil.req(SignedRequest {
+            signed: claim(),
+            sealed_code: None,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), "conflict", "{e:?}");
+    assert!(
+        p.log()
+            .contains("ALARM: keyvault's name row vanished from the database"),
+        "{}",
+        p.log()
+    );
 
     // The victim still runs with its secret.
     let r = p.admin().invoke("victim", "null", None).await.unwrap();

@@ -886,6 +886,24 @@ async fn confidential_code_is_stored_sealed_runs_in_the_executor_and_only_owners
         .await
         .unwrap_err();
     assert!(e.to_string().contains("confidential"), "{e}");
+    // Its owner's plain redeploy is refused by keyvault: it would publish the next revision.
+    let e = p
+        .admin()
+        .deploy(&DeployRequest {
+            name: "secretfn".into(),
+            runtime: "javascript".into(),
+            code: format!("function handler() {{ return '{marker}-v2'; }}"),
+            entrypoint: None,
+            environment: None,
+            required_secrets: vec![],
+            limits: None,
+            manifest: None,
+            sealed_code: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "{e}");
+    assert!(e.to_string().contains("--confidential"), "{e}");
     // The code's text is in no file under the platform's directory (database, WAL, logs) and
     // in no log line: the gateway and the database held only ciphertext.
     let hits = files_containing(p.dir.path(), marker.as_bytes());

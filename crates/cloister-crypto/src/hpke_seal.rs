@@ -7,13 +7,11 @@ use crate::error::CryptoError;
 use crate::key::{SecretBytes, SecretKey32};
 use hpke::aead::AesGcm256;
 use hpke::kdf::HkdfSha256;
-use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem, OpModeR, OpModeS, Serializable};
 
-type SuiteKem = X25519HkdfSha256;
-type PrivateKey = <SuiteKem as Kem>::PrivateKey;
-type PublicKey = <SuiteKem as Kem>::PublicKey;
-type EncappedKey = <SuiteKem as Kem>::EncappedKey;
+use crate::x25519_kem::{EncappedKey, PrivateKey, PublicKey, X25519HkdfSha256AwsLc};
+
+type SuiteKem = X25519HkdfSha256AwsLc;
 
 /// Length of the encapsulated key that starts every sealed message.
 pub const ENC_LEN: usize = 32;
@@ -91,10 +89,12 @@ impl HpkePublicKey {
     }
 }
 
-/// A recipient's key pair; the private key is kept as zeroizing bytes.
+/// A recipient's key pair; the private key is kept as zeroizing bytes and parsed once, so
+/// opening a message is a single X25519 multiplication.
 pub struct HpkeKeyPair {
     private: SecretKey32,
     public: HpkePublicKey,
+    sk: PrivateKey,
 }
 
 impl HpkeKeyPair {
@@ -106,25 +106,22 @@ impl HpkeKeyPair {
     /// The key pair deterministically derived from 32 bytes of keying material (RFC 9180 §7.1.3).
     pub fn derive(ikm: &[u8; 32]) -> Result<Self, CryptoError> {
         let (sk, pk) = SuiteKem::derive_keypair(ikm);
-        let mut private = [0u8; 32];
-        private.copy_from_slice(&sk.to_bytes());
-        let mut public = [0u8; 32];
-        public.copy_from_slice(&pk.to_bytes());
         Ok(Self {
-            private: SecretKey32::from_array(private),
-            public: HpkePublicKey(public),
+            private: SecretKey32::from_array(*sk.scalar()),
+            public: HpkePublicKey(*pk.bytes()),
+            sk,
         })
     }
 
     /// Rebuilds a key pair from its stored private key.
     pub fn from_private(private: SecretKey32) -> Result<Self, CryptoError> {
-        let sk = PrivateKey::from_bytes(private.expose())
+        let sk = PrivateKey::from_scalar(private.expose())
             .map_err(|_| CryptoError::malformed("HPKE private key", "rejected"))?;
-        let mut public = [0u8; 32];
-        public.copy_from_slice(&SuiteKem::sk_to_pk(&sk).to_bytes());
         Ok(Self {
-            private,
-            public: HpkePublicKey(public),
+            // Stored clamped, like `derive` stores it, whatever form it arrived in.
+            private: SecretKey32::from_array(*sk.scalar()),
+            public: HpkePublicKey(*sk.public().bytes()),
+            sk,
         })
     }
 
@@ -149,11 +146,9 @@ impl HpkeKeyPair {
         let (enc, ct) = sealed.split_at(ENC_LEN);
         let enc = EncappedKey::from_bytes(enc)
             .map_err(|_| CryptoError::malformed("HPKE message", "bad encapsulated key"))?;
-        let sk = PrivateKey::from_bytes(self.private.expose())
-            .map_err(|_| CryptoError::malformed("HPKE private key", "rejected"))?;
         hpke::single_shot_open::<AesGcm256, HkdfSha256, SuiteKem>(
             &OpModeR::Base,
-            &sk,
+            &self.sk,
             &enc,
             info,
             ct,
@@ -182,11 +177,9 @@ impl HpkeKeyPair {
         let (enc, ct) = sealed.split_at(ENC_LEN);
         let enc = EncappedKey::from_bytes(enc)
             .map_err(|_| CryptoError::malformed("HPKE message", "bad encapsulated key"))?;
-        let sk = PrivateKey::from_bytes(self.private.expose())
-            .map_err(|_| CryptoError::malformed("HPKE private key", "rejected"))?;
         let mut ctx = hpke::setup_receiver::<AesGcm256, HkdfSha256, SuiteKem>(
             &OpModeR::Base,
-            &sk,
+            &self.sk,
             &enc,
             info,
         )

@@ -2,8 +2,9 @@
 //! where a ciphertext lives (AAD), the root → MEK → DEK hierarchy, HPKE (RFC 9180) sealing to
 //! an attested key, Ed25519 signatures and HKDF.
 //!
-//! Every primitive comes from aws-lc-rs or the `hpke` crate; this crate only fixes the
-//! choices (one suite each) and the byte layouts, so callers cannot pick a weak option.
+//! Every primitive comes from aws-lc-rs or the `hpke` crate (whose key schedule runs over
+//! aws-lc's X25519: [`x25519_kem`]); this crate only fixes the choices (one suite each) and the
+//! byte layouts, so callers cannot pick a weak option.
 
 pub mod aad;
 pub mod aead;
@@ -15,6 +16,7 @@ pub mod kdf;
 pub mod key;
 pub mod mac;
 pub mod sign;
+pub mod x25519_kem;
 
 pub use aad::Aad;
 pub use envelope::{KeyId, WrappedKey};

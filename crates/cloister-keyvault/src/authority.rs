@@ -251,6 +251,9 @@ pub(crate) struct Cache {
     pub(crate) fresh: HashMap<String, (Vec<u8>, crate::freshness::Marks)>,
     identities: std::collections::BTreeMap<IdentityId, IdentityRecord>,
     functions: HashMap<String, Arc<FunctionRecord>>,
+    /// Function names → ids: loaded whole at start, then only this process adds to it, so a
+    /// name row deleted from the database while keyvault runs cannot be registered again.
+    names: HashMap<String, String>,
     manifests: HashMap<(String, u32), Arc<RegisteredManifest>>,
 }
 
@@ -450,8 +453,17 @@ impl Authority {
     /// only source (a row added or restored in the database is not seen until a restart).
     pub async fn load_registry(&self) -> Result<(), Denied> {
         let all = self.identities().await?;
+        let mut names = HashMap::new();
+        for row in self.store.authority_list(NAME).await? {
+            if let Some(id) = self.load(NAME, &row.key).await? {
+                let id = String::from_utf8(id)
+                    .map_err(|_| Denied::Tampered(format!("name {}", row.key)))?;
+                names.insert(row.key, id);
+            }
+        }
         let mut c = lock(&self.cache);
         c.identities = all.into_iter().collect();
+        c.names = names;
         Ok(())
     }
 
@@ -549,10 +561,30 @@ impl Authority {
         &self,
         name: &str,
     ) -> Result<Option<Arc<FunctionRecord>>, Denied> {
-        let Some(id) = self.load(NAME, name).await? else {
-            return Ok(None);
+        let known = lock(&self.cache).names.get(name).cloned();
+        let stored = match self.load(NAME, name).await? {
+            Some(id) => {
+                Some(String::from_utf8(id).map_err(|_| Denied::Tampered(format!("name {name}")))?)
+            }
+            None => None,
         };
-        let id = String::from_utf8(id).map_err(|_| Denied::Tampered(format!("name {name}")))?;
+        let id = match (known, stored) {
+            (None, None) => return Ok(None),
+            (Some(k), Some(s)) if k == s => k,
+            // A name keyvault has not seen (another replica's, or restored): the row's MAC
+            // checked out, so it is keyvault's own.
+            (None, Some(s)) => {
+                lock(&self.cache).names.insert(name.to_owned(), s.clone());
+                s
+            }
+            (Some(_), _) => {
+                tracing::error!(
+                    name,
+                    "ALARM: keyvault's name row changed or vanished in the database"
+                );
+                return Err(Denied::Tampered(format!("name {name}")));
+            }
+        };
         let f = self.function(&id).await?;
         if f.as_ref().is_some_and(|f| f.name != name) {
             return Err(Denied::Tampered(format!("name {name}")));
@@ -655,7 +687,12 @@ impl Authority {
                         "a manifest creating a function names no previous manifest".into(),
                     ));
                 }
-                if self.load(NAME, &m.name).await?.is_some() {
+                let known = lock(&self.cache).names.contains_key(&m.name);
+                let stored = self.load(NAME, &m.name).await?.is_some();
+                if known && !stored {
+                    tracing::error!(name = %m.name, "ALARM: keyvault's name row vanished from the database");
+                }
+                if known || stored {
                     return Err(Denied::NameTaken(m.name.clone()));
                 }
                 (None, None, uuid::Uuid::new_v4().to_string())
@@ -676,6 +713,20 @@ impl Authority {
                     return Err(Denied::ManifestMismatch(format!(
                         "previous must be the digest of version {} ({}); replayed or stale manifest",
                         f.latest_version, f.latest_digest
+                    )));
+                }
+                // A confidential function stays confidential: a plain version would hand its
+                // code (its next revision, likely close to the sealed one) to the platform.
+                if !m.confidential
+                    && self
+                        .manifest(id, f.latest_version)
+                        .await?
+                        .is_some_and(|latest| latest.manifest.confidential)
+                {
+                    return Err(Denied::Invalid(format!(
+                        "function {:?} is confidential: deploy its new version with --confidential \
+                         (to publish code, deploy it under another name)",
+                        f.name
                     )));
                 }
                 let old_value = Self::encode(f.as_ref())?;
@@ -756,6 +807,7 @@ impl Authority {
         });
         let rec = Arc::new(rec);
         let mut c = lock(&self.cache);
+        c.names.insert(rec.name.clone(), function_id.clone());
         c.functions.insert(function_id.clone(), rec.clone());
         c.manifests.insert((function_id, version), reg.clone());
         Ok(Registered {

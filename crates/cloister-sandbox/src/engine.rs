@@ -209,7 +209,7 @@ impl Engine {
                         }
                         Instantiate::NoEntrypoint => LoadError {
                             message: format!(
-                                "entrypoint `{}` is not a top-level function",
+                                "entrypoint `{}` is not a top-level function of the code",
                                 self.load.entrypoint
                             ),
                             line: None,
@@ -238,14 +238,23 @@ impl Engine {
         let mut opts = EvalOptions::default();
         opts.strict = false;
         opts.filename = Some(SOURCE_NAME.to_owned());
-        ctx.eval_with_options::<(), _>(self.load.code.as_bytes(), opts)
-            .map_err(Instantiate::Threw)?;
         let ep = &self.load.entrypoint;
         let probe = format!("typeof {ep} === 'function' ? {ep} : undefined");
-        let value: Value = ctx.eval(probe).map_err(|_| {
-            ctx.catch();
-            Instantiate::NoEntrypoint
-        })?;
+        let lookup = |ctx: &Ctx<'js>| -> Result<Value<'js>, Instantiate> {
+            ctx.eval(probe.as_str()).map_err(|_| {
+                ctx.catch();
+                Instantiate::NoEntrypoint
+            })
+        };
+        // The entrypoint must be the code's own: a built-in of the same name (`eval`,
+        // `Function`, ...) that the code leaves in place is no function of the developer's.
+        let builtin = lookup(ctx)?;
+        ctx.eval_with_options::<(), _>(self.load.code.as_bytes(), opts)
+            .map_err(Instantiate::Threw)?;
+        let value = lookup(ctx)?;
+        if !builtin.is_undefined() && value == builtin {
+            return Err(Instantiate::NoEntrypoint);
+        }
         value.into_function().ok_or(Instantiate::NoEntrypoint)
     }
 
@@ -338,7 +347,10 @@ impl Engine {
             Instantiate::Threw(e) => self.classify(ctx, e),
             Instantiate::NoEntrypoint => Failure {
                 code: ErrorCode::FunctionError,
-                message: format!("entrypoint `{}` is not a function", self.load.entrypoint),
+                message: format!(
+                    "entrypoint `{}` is not a function of the code",
+                    self.load.entrypoint
+                ),
                 stack: None,
             },
         })?;

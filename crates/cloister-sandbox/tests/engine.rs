@@ -333,6 +333,28 @@ fn missing_entrypoint_is_a_load_error() {
 }
 
 #[test]
+fn a_built_in_is_no_entrypoint_unless_the_code_defines_it() {
+    // `eval` as the entrypoint would run the caller's parameters as code, with any code (here
+    // none of the developer's functions) standing in as the "function".
+    for builtin in ["eval", "Function", "parseInt", "Object"] {
+        let mut l = load("const x = 1;");
+        l.entrypoint = builtin.into();
+        let err = Engine::new(l)
+            .err()
+            .unwrap_or_else(|| panic!("{builtin} accepted"));
+        assert!(err.message.contains("not a top-level function"), "{err:?}");
+    }
+    // Code that defines a function of that name may use it.
+    let mut l = load("function parseInt() { return 'mine'; }");
+    l.entrypoint = "parseInt".into();
+    let mut e = Engine::new(l).unwrap();
+    assert_eq!(
+        ok(invoke_with(&mut e, json!(null), &[], 1000)),
+        json!("mine")
+    );
+}
+
+#[test]
 fn top_level_infinite_loop_cannot_hang_a_deploy() {
     let err = Engine::new(load("while (true) {}\nfunction handler() {}"))
         .err()

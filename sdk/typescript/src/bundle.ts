@@ -1,7 +1,7 @@
 // Checking keyvault's attestation bundle before trusting any key in it (docs/SEALED.md).
 
 import { type Bundle, type FleetKey, bundleReportData, fromHex, sha256, toHex } from "./wire.js";
-import { verifySimEvidence } from "./evidence.js";
+import { verifyEvidence } from "./verify.js";
 
 /** What the client accepts (`cloister trust`). */
 export interface TrustSettings {
@@ -37,21 +37,15 @@ const has = (list: string[], v: string) => list.some((x) => x.trim().toLowerCase
 
 /** Verifies `bundle` at `now` (Unix seconds) against `trust`. */
 export function verifyBundle(bundle: Bundle, trust: TrustSettings, now: number): TrustedKeyvault {
-  if (bundle.tee !== "sim") throw new BundleError(`this SDK verifies sim bundles; the server runs ${bundle.tee}`);
-  const root = trust.roots.find(() => true);
-  if (!root) throw new BundleError("no platform root is trusted");
-  let ev = null;
-  let lastError: unknown = null;
-  for (const r of trust.roots) {
-    try {
-      ev = verifySimEvidence(bundle.keyvault.evidence, r, now);
-      break;
-    } catch (e) {
-      lastError = e;
-    }
+  let ev;
+  try {
+    ev = verifyEvidence(bundle.tee, bundle.keyvault.evidence, trust.roots, now);
+  } catch (e) {
+    throw new BundleError(`keyvault's evidence: ${(e as Error).message}`);
   }
-  if (!ev) throw new BundleError(`keyvault's evidence: ${(lastError as Error).message}`);
-  if (ev.role !== "keyvault") throw new BundleError(`the evidence is for role ${ev.role}`);
+  // Sim evidence names its role; a hardware report does not, and keyvault's measurement
+  // (checked next) is what tells it from an executor's.
+  if (bundle.tee === "sim" && ev.role !== "keyvault") throw new BundleError(`the evidence is for role ${ev.role}`);
   if (!has(trust.keyvaultMeasurements, ev.measurement)) {
     throw new BundleError(`keyvault runs measurement ${ev.measurement}, which is not trusted`);
   }

@@ -2,7 +2,7 @@
 // an allowed executor build, the key bound, the signature; then that it names this call.
 
 import { type KeyObject, createPublicKey, verify as cryptoVerify } from "node:crypto";
-import { verifySimEvidence } from "./evidence.js";
+import { verifyEvidence } from "./verify.js";
 import { type Receipt, fromHex, receiptKeyReportData, receiptMessage, toHex } from "./wire.js";
 
 /** Why a receipt is refused. */
@@ -26,7 +26,6 @@ const MAX_SIGNERS = 256;
 /** Verifies `r` against the pinned root and the executor builds keyvault allows. After an
  * executor's first receipt, its signer is cached and a receipt costs one Ed25519 check. */
 export function verifyReceipt(r: Receipt, rootFingerprint: string, executorMeasurements: string[]): void {
-  if (r.signer.tee !== "sim") throw new ReceiptError(`this SDK verifies sim receipts; the signer runs ${r.signer.tee}`);
   const id = `${r.signer.tee}|${r.signer.publicKey}|${rootFingerprint.trim().toLowerCase()}|${r.signer.evidence}`;
   let signer = signers.get(id);
   if (!signer || r.body.time < signer.from || r.body.time > signer.until) {
@@ -53,11 +52,13 @@ export function verifyReceipt(r: Receipt, rootFingerprint: string, executorMeasu
 function verifySigner(r: Receipt, rootFingerprint: string): Signer {
   let ev;
   try {
-    ev = verifySimEvidence(r.signer.evidence, rootFingerprint, r.body.time);
+    ev = verifyEvidence(r.signer.tee, r.signer.evidence, [rootFingerprint], r.body.time);
   } catch (e) {
     throw new ReceiptError(`the signer's evidence at the receipt's time: ${(e as Error).message}`);
   }
-  if (ev.role !== "executor") throw new ReceiptError(`the signer's evidence is for role ${ev.role}`);
+  if (r.signer.tee === "sim" && ev.role !== "executor") {
+    throw new ReceiptError(`the signer's evidence is for role ${ev.role}`);
+  }
   const pk = fromHex(r.signer.publicKey);
   if (pk.length !== 32) throw new ReceiptError("publicKey is not an Ed25519 key");
   if (toHex(receiptKeyReportData(pk)) !== toHex(ev.reportData)) {

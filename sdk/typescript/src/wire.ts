@@ -21,22 +21,34 @@ export function fromHex(s: string): Uint8Array {
   return new Uint8Array(Buffer.from(s, "hex"));
 }
 
-/** 8-byte big-endian of a non-negative safe integer. */
+/** 8-byte big-endian of a non-negative safe integer (or a bigint); throws on anything else. */
 export function u64(n: number | bigint): Uint8Array {
   const out = new Uint8Array(8);
-  new DataView(out.buffer).setBigUint64(0, BigInt(n));
+  const view = new DataView(out.buffer);
+  if (typeof n === "bigint") {
+    if (n < 0n || n >= 1n << 64n) throw new RangeError(`not a u64: ${n}`);
+    view.setBigUint64(0, n);
+  } else {
+    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`not a u64: ${n}`);
+    view.setUint32(0, Math.floor(n / 2 ** 32));
+    view.setUint32(4, n >>> 0);
+  }
   return out;
 }
 
-/** Fields each as a 4-byte big-endian length and its bytes (`cloister_crypto::Aad` layout). */
-export function lp32(fields: Uint8Array[]): Uint8Array {
-  const parts: Uint8Array[] = [];
+/** Fields each as a 4-byte big-endian length and its bytes (`cloister_crypto::Aad` layout),
+ * strings as UTF-8, written straight into one buffer (receipts are checked on every call). */
+export function lp32(fields: (Uint8Array | string)[]): Uint8Array {
+  let total = 0;
+  for (const f of fields) total += 4 + (typeof f === "string" ? Buffer.byteLength(f, "utf8") : f.length);
+  const out = Buffer.alloc(total);
+  let at = 0;
   for (const f of fields) {
-    const len = new Uint8Array(4);
-    new DataView(len.buffer).setUint32(0, f.length);
-    parts.push(len, f);
+    const len = typeof f === "string" ? out.write(f, at + 4, "utf8") : (out.set(f, at + 4), f.length);
+    out.writeUInt32BE(len, at);
+    at += 4 + len;
   }
-  return Buffer.concat(parts);
+  return out;
 }
 
 /** `bytes` with an 8-byte big-endian length in front (the bundle and registry layouts). */
@@ -111,19 +123,19 @@ export interface Receipt {
 /** The bytes a receipt's signature covers. */
 export function receiptMessage(b: ReceiptBody): Uint8Array {
   return lp32([
-    utf8(RECEIPT_DOMAIN),
-    utf8(b.functionId),
+    RECEIPT_DOMAIN,
+    b.functionId,
     u64(b.version),
-    utf8(b.codeHash),
-    utf8(b.manifestDigest),
-    utf8(b.inputSha256),
-    utf8(b.outputSha256),
-    utf8(b.outcome),
-    utf8(b.executionId),
+    b.codeHash,
+    b.manifestDigest,
+    b.inputSha256,
+    b.outputSha256,
+    b.outcome,
+    b.executionId,
     u64(b.time),
-    utf8(b.nonce),
-    utf8(b.fleetKeyId),
-    utf8(b.requestId),
+    b.nonce,
+    b.fleetKeyId,
+    b.requestId,
   ]);
 }
 
