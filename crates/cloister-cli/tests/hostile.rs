@@ -236,7 +236,7 @@ async fn a_hostile_gateway_cannot_run_other_code_as_a_function_or_widen_a_releas
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() {
-    let p = Platform::start().await;
+    let mut p = Platform::start().await;
     let v = victim(&p).await;
     let evil = insider(&p);
     let mut kv = evil.keyvault().await;
@@ -321,14 +321,10 @@ async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() 
         )
         .unwrap()
     };
-    let e = kv
-        .register_manifest(evil.req(SignedRequest {
-            signed: claim(),
-            sealed_code: None,
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&e), "conflict", "{e:?}");
+    assert_eq!(
+        code_of(&register_straight(&evil, claim()).await.unwrap_err()),
+        "conflict"
+    );
     let deleted = rusqlite::Connection::open(p.data().join("cloister.db"))
         .unwrap()
         .execute(
@@ -337,24 +333,40 @@ async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() 
         )
         .unwrap();
     assert_eq!(deleted, 1, "keyvault's name row for the victim");
-    let e = kv
-        .register_manifest(evil.req(SignedRequest {
-            signed: claim(),
-            sealed_code: None,
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&e), "conflict", "{e:?}");
-    assert!(
-        p.log()
-            .contains("ALARM: keyvault's name row vanished from the database"),
-        "{}",
-        p.log()
+    let alarmed = |p: &Platform| {
+        assert!(
+            p.log()
+                .contains("ALARM: keyvault's name row vanished from the database"),
+            "{}",
+            p.log()
+        )
+    };
+    assert_eq!(
+        code_of(&register_straight(&evil, claim()).await.unwrap_err()),
+        "conflict"
     );
-
+    alarmed(&p);
     // The victim still runs with its secret.
     let r = p.admin().invoke("victim", "null", None).await.unwrap();
     assert_eq!(r.result.get(), r#"{"ok":true}"#);
+    // Nor does a restart free the name: keyvault's rollback guard (the rows its audit chain
+    // records) refuses to start on a database missing a row keyvault wrote.
+    p.stop();
+    let dir = std::mem::replace(&mut p.dir, tempfile::tempdir().unwrap());
+    drop(p);
+    let p = Platform::start_in(dir).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !p.log().contains("refusing to start") {
+        assert!(std::time::Instant::now() < deadline, "{}", p.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        p.log()
+            .contains("rollback detected: the name row \"victim\" that keyvault wrote is missing"),
+        "{}",
+        p.log()
+    );
+    assert!(register_straight(&insider(&p), claim()).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,6 +400,21 @@ async fn a_deactivated_version_receives_nothing() {
         .unwrap();
     let r = p.admin().invoke("victim", "null", None).await.unwrap();
     assert_eq!(r.result.get(), r#"{"ok":true}"#);
+}
+
+/// keyvault's answer to manifest `signed` relayed straight to it by `ins`.
+async fn register_straight(
+    ins: &Insider,
+    signed: Vec<u8>,
+) -> Result<cloister_rpc::keyvault::RegisterManifestResponse, tonic::Status> {
+    ins.keyvault()
+        .await
+        .register_manifest(ins.req(SignedRequest {
+            signed,
+            sealed_code: None,
+        }))
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 fn code_of(s: &tonic::Status) -> String {
@@ -1167,16 +1194,7 @@ async fn confidential_code_cached_in_the_executor_is_never_served_to_another_fun
     )
     .unwrap();
     let ins = insider(&p);
-    let reg = ins
-        .keyvault()
-        .await
-        .register_manifest(ins.req(SignedRequest {
-            signed,
-            sealed_code: None,
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let reg = register_straight(&ins, signed).await.unwrap();
     let out = ins
         .invoke(
             &FunctionInfo {

@@ -215,6 +215,10 @@ pub struct FunctionRecord {
     pub latest_digest: String,
     /// Versions that may receive secrets.
     pub active: Vec<u32>,
+    /// A version was confidential: every later one must be (records written before this
+    /// field existed read `false`, and the latest manifest is checked instead).
+    #[serde(default)]
+    pub confidential: bool,
 }
 
 /// A manifest keyvault registered: its fields may be acted on.
@@ -453,18 +457,78 @@ impl Authority {
     /// only source (a row added or restored in the database is not seen until a restart).
     pub async fn load_registry(&self) -> Result<(), Denied> {
         let all = self.identities().await?;
-        let mut names = HashMap::new();
-        for row in self.store.authority_list(NAME).await? {
-            if let Some(id) = self.load(NAME, &row.key).await? {
-                let id = String::from_utf8(id)
-                    .map_err(|_| Denied::Tampered(format!("name {}", row.key)))?;
-                names.insert(row.key, id);
-            }
-        }
+        let (functions, names) = self.load_functions().await?;
         let mut c = lock(&self.cache);
         c.identities = all.into_iter().collect();
+        c.functions = functions;
         c.names = names;
         Ok(())
+    }
+
+    /// Every function record and name (MAC-verified). A name is taken if a function record
+    /// carries it *or* a name row binds it, so deleting one of the two rows (even across a
+    /// restart) does not free a name; such a mismatch is logged as an `ALARM`.
+    async fn load_functions(
+        &self,
+    ) -> Result<
+        (
+            HashMap<String, Arc<FunctionRecord>>,
+            HashMap<String, String>,
+        ),
+        Denied,
+    > {
+        let mut functions = HashMap::new();
+        let mut names: HashMap<String, String> = HashMap::new();
+        for row in self.store.authority_list(FUNCTION).await? {
+            // A record that fails its MAC is left out (and refused when asked for, as
+            // before): one altered row does not stop keyvault.
+            let rec = match self.load(FUNCTION, &row.key).await {
+                Ok(Some(v)) => Self::decode::<FunctionRecord>(FUNCTION, &row.key, &v)
+                    .ok()
+                    .filter(|r| r.function_id == row.key),
+                Ok(None) => continue,
+                Err(Denied::Tampered(_)) => None,
+                Err(e) => return Err(e),
+            };
+            let Some(rec) = rec else {
+                tracing::error!(function_id = %row.key, "ALARM: a function record of keyvault's failed its check");
+                continue;
+            };
+            if let Some(other) = names.insert(rec.name.clone(), rec.function_id.clone()) {
+                tracing::error!(name = %rec.name, first = %other, second = %rec.function_id, "ALARM: two of keyvault's functions carry the same name");
+            }
+            functions.insert(rec.function_id.clone(), Arc::new(rec));
+        }
+        let mut bound = std::collections::HashSet::new();
+        for row in self.store.authority_list(NAME).await? {
+            let id = match self.load(NAME, &row.key).await {
+                Ok(Some(id)) => String::from_utf8(id).ok(),
+                Ok(None) => continue,
+                Err(Denied::Tampered(_)) => None,
+                Err(e) => return Err(e),
+            };
+            let Some(id) = id else {
+                tracing::error!(name = %row.key, "ALARM: a name row of keyvault's failed its check");
+                continue;
+            };
+            match names.get(&row.key) {
+                Some(f) if *f == id => {}
+                Some(f) => {
+                    tracing::error!(name = %row.key, row = %id, record = %f, "ALARM: keyvault's name row and function record disagree");
+                }
+                None => {
+                    tracing::error!(name = %row.key, function_id = %id, "ALARM: keyvault's name row names a function whose record is gone");
+                    names.insert(row.key.clone(), id);
+                }
+            }
+            bound.insert(row.key);
+        }
+        for (name, id) in &names {
+            if !bound.contains(name) {
+                tracing::error!(name = %name, function_id = %id, "ALARM: keyvault's name row vanished from the database");
+            }
+        }
+        Ok((functions, names))
     }
 
     async fn identity(&self, id: &IdentityId) -> Result<Option<IdentityRecord>, Denied> {
@@ -665,6 +729,24 @@ impl Authority {
         Ok((env, refs))
     }
 
+    /// Whether a version of `f` was confidential: its record's flag, or (records written before
+    /// the flag) its latest manifest, which must be there.
+    async fn was_confidential(&self, f: &FunctionRecord) -> Result<bool, Denied> {
+        if f.confidential {
+            return Ok(true);
+        }
+        match self.manifest(&f.function_id, f.latest_version).await? {
+            Some(latest) => Ok(latest.manifest.confidential),
+            None => {
+                tracing::error!(function_id = %f.function_id, version = f.latest_version, "ALARM: the latest manifest of a function is missing from the database");
+                Err(Denied::Tampered(format!(
+                    "manifest {}",
+                    manifest_key(&f.function_id, f.latest_version)
+                )))
+            }
+        }
+    }
+
     /// Registers an owner-signed manifest as the function's next version.
     pub async fn register_manifest(&self, signed: &[u8]) -> Result<Registered, Denied> {
         let _writes = self.write_lock().await;
@@ -717,12 +799,7 @@ impl Authority {
                 }
                 // A confidential function stays confidential: a plain version would hand its
                 // code (its next revision, likely close to the sealed one) to the platform.
-                if !m.confidential
-                    && self
-                        .manifest(id, f.latest_version)
-                        .await?
-                        .is_some_and(|latest| latest.manifest.confidential)
-                {
+                if !m.confidential && self.was_confidential(&f).await? {
                     return Err(Denied::Invalid(format!(
                         "function {:?} is confidential: deploy its new version with --confidential \
                          (to publish code, deploy it under another name)",
@@ -748,6 +825,7 @@ impl Authority {
             latest_version: version,
             latest_digest: digest.clone(),
             active,
+            confidential: m.confidential || old.as_ref().is_some_and(|f| f.confidential),
         };
         let mut writes = vec![
             AuthorityWrite {

@@ -417,3 +417,109 @@ async fn sealed_values_open_only_for_their_path() {
     tampered[40] ^= 1;
     assert!(v.open_sealed(&p, &tampered).is_err());
 }
+
+/// Signs version `previous + 1` of `name` (a new function when `previous` is `None`).
+fn manifest_for(
+    v: &Vault,
+    name: &str,
+    previous: Option<&cloister_keyvault::authority::FunctionRecord>,
+    confidential: bool,
+) -> Vec<u8> {
+    let m = Manifest {
+        name: name.into(),
+        function_id: previous.map(|f| f.function_id.clone()),
+        previous: previous.map(|f| f.latest_digest.clone()),
+        environment: "production".into(),
+        runtime: "javascript".into(),
+        entrypoint: "handler".into(),
+        code_hash: code_hash(name),
+        secrets: vec![],
+        limits: ManifestLimits {
+            timeout_ms: 1000,
+            memory_mb: 16,
+        },
+        activate: true,
+        confidential,
+    };
+    sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap()
+}
+
+#[tokio::test]
+async fn a_confidential_function_takes_only_confidential_versions_whatever_the_database_lost() {
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let a = v.authority();
+    a.register_manifest(&manifest_for(&v, "hidden", None, true))
+        .await
+        .unwrap();
+    let f = a.function_by_name("hidden").await.unwrap().unwrap();
+    let e = a
+        .register_manifest(&manifest_for(&v, "hidden", Some(&f), false))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("confidential"), "{e}");
+    a.register_manifest(&manifest_for(&v, "hidden", Some(&f), true))
+        .await
+        .unwrap();
+    let f = a.function_by_name("hidden").await.unwrap().unwrap();
+    assert_eq!(f.latest_version, 2);
+    drop(v);
+    // The database owner deletes every manifest row, and keyvault restarts: the function's
+    // record still says it was confidential.
+    let conn = rusqlite::Connection::open(&fx.db).unwrap();
+    let gone = conn
+        .execute("DELETE FROM kv_authority WHERE kind = 'manifest'", [])
+        .unwrap();
+    assert_eq!(gone, 2);
+    let (v, _) = fx.vault(1).await.unwrap();
+    let e = v
+        .authority()
+        .register_manifest(&manifest_for(&v, "hidden", Some(&f), false))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("confidential"), "{e}");
+}
+
+#[tokio::test]
+async fn a_name_stays_taken_when_its_row_is_deleted_even_across_a_restart() {
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    v.authority()
+        .register_manifest(&manifest_for(&v, "payroll", None, false))
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open(&fx.db).unwrap();
+    let delete_name = || {
+        conn.execute(
+            "DELETE FROM kv_authority WHERE kind = 'name' AND key = 'payroll'",
+            [],
+        )
+        .unwrap()
+    };
+    assert_eq!(delete_name(), 1);
+    let taken = |e: cloister_keyvault::authority::Denied| {
+        assert!(
+            e.to_string().contains("is bound to an existing function"),
+            "{e}"
+        );
+    };
+    taken(
+        v.authority()
+            .register_manifest(&manifest_for(&v, "payroll", None, false))
+            .await
+            .unwrap_err(),
+    );
+    drop(v);
+    let (v, _) = fx.vault(1).await.unwrap();
+    taken(
+        v.authority()
+            .register_manifest(&manifest_for(&v, "payroll", None, false))
+            .await
+            .unwrap_err(),
+    );
+    // Other names are free as ever.
+    v.authority()
+        .register_manifest(&manifest_for(&v, "payroll-2", None, false))
+        .await
+        .unwrap();
+}

@@ -46,6 +46,11 @@ export function verifyBundle(bundle: Bundle, trust: TrustSettings, now: number):
   // Sim evidence names its role; a hardware report does not, and keyvault's measurement
   // (checked next) is what tells it from an executor's.
   if (bundle.tee === "sim" && ev.role !== "keyvault") throw new BundleError(`the evidence is for role ${ev.role}`);
+  // Hardware evidence names no role: keyvault's and the executors' builds must differ, or an
+  // executor's report could stand in for keyvault's.
+  if (has(bundle.executorMeasurements, ev.measurement)) {
+    throw new BundleError(`measurement ${ev.measurement} is both keyvault's and an executor's`);
+  }
   if (!has(trust.keyvaultMeasurements, ev.measurement)) {
     throw new BundleError(`keyvault runs measurement ${ev.measurement}, which is not trusted`);
   }

@@ -24,11 +24,14 @@ export interface VerifiedNitro extends VerifiedEvidence {
   moduleId: string;
 }
 
+/** A byte-string field: required ones of 1 to `max` bytes, optional ones (absent, null or
+ * bytes) of at most `max` (cloister-attest's rules). */
 function bytesField(m: Map<unknown, unknown>, name: string, max: number, optional = false): Uint8Array | null {
   const v = m.get(name);
   if ((v === undefined || v === null) && optional) return null;
-  if (!(v instanceof Uint8Array) || v.length === 0 || v.length > max) {
-    throw new EvidenceError(`Nitro document: \`${name}\` must be 1 to ${max} bytes`);
+  const min = optional ? 0 : 1;
+  if (!(v instanceof Uint8Array) || v.length < min || v.length > max) {
+    throw new EvidenceError(`Nitro document: \`${name}\` must be ${min} to ${max} bytes`);
   }
   return v;
 }

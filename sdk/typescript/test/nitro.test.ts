@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { decode, encode } from "cborg";
 import {
   AWS_NITRO_ROOT_G1, BundleError, EvidenceError, verifyBundle, verifyEvidence, verifyNitroEvidence, type Bundle,
 } from "../src/index.js";
@@ -17,6 +18,15 @@ const PROD_AT = Date.parse("2022-10-13T09:00:00Z") / 1000;
 const DEBUG_AT = Date.parse("2023-09-18T15:05:00Z") / 1000;
 const PCR0 = "f4d48b81a460c9916d1e685119074bf24660afd3e34fae9fca0a0d28d9d5599936332687e6f66fc890ac8cf150142d8b";
 const b64 = (b: Uint8Array) => Buffer.from(b).toString("base64");
+
+/** PROD with its cabundle rewritten by `f` (the signature no longer matches, but the chain is
+ * checked first, so the error names the chain check that refused). */
+function withCabundle(f: (cabundle: Uint8Array[], leaf: Uint8Array) => Uint8Array[]): Uint8Array {
+  const sign1 = decode(PROD, { useMaps: true }) as unknown[];
+  const doc = decode(sign1[2] as Uint8Array, { useMaps: true }) as Map<string, unknown>;
+  doc.set("cabundle", f(doc.get("cabundle") as Uint8Array[], doc.get("certificate") as Uint8Array));
+  return encode([sign1[0], sign1[1], encode(doc), sign1[3]]);
+}
 
 test("the pinned AWS root constant is the fingerprint of the committed AWS root", () => {
   const pem = read("crates/cloister-attest/roots/aws_nitro_root_g1.pem").toString();
@@ -53,6 +63,23 @@ test("outside the chain's window, under another root, or with any byte changed, 
   assert.ok(refused > 500);
 });
 
+test("a chain that is not leaf → intermediates → pinned root, each issued by a CA, is refused", () => {
+  const at = PROD_AT;
+  const refuses = (doc: Uint8Array, why: RegExp) => assert.throws(() => verifyNitroEvidence(doc, [AWS_NITRO_ROOT_G1], at), why);
+  // Unchanged but re-encoded, only the signature check refuses it: the chain passes.
+  refuses(withCabundle((b) => b), /signature does not verify/);
+  // An intermediate left out: the next certificate did not issue it.
+  refuses(withCabundle((b) => [b[0]!, ...b.slice(2)]), /not signed by its issuer/);
+  // The bundle in the wrong order.
+  refuses(withCabundle((b) => [b[0]!, ...b.slice(1).reverse()]), /not signed by its issuer/);
+  // A non-CA certificate (the leaf itself) as the leaf's issuer.
+  refuses(withCabundle((b, leaf) => [...b, leaf]), /issued by a non-CA/);
+  // Something else where the root should be.
+  refuses(withCabundle((b, leaf) => [leaf, ...b]), /not pinned/);
+  // An empty bundle.
+  refuses(withCabundle(() => []), /cabundle/);
+});
+
 test("a debug-mode enclave verifies as evidence but is refused as a TEE", () => {
   const ev = verifyNitroEvidence(DEBUG, [AWS_NITRO_ROOT_G1], DEBUG_AT);
   assert.equal(ev.debug, true);
@@ -82,6 +109,8 @@ test("a Nitro bundle is refused unless its document binds the bundle's keys in u
   // Each earlier check refuses on its own.
   assert.throws(() => verifyBundle(bundle, { ...trust, keyvaultMeasurements: ["ab".repeat(48)] }, PROD_AT), /not trusted/);
   assert.throws(() => verifyBundle(bundle, { ...trust, maxBundleAgeSecs: 10 }, PROD_AT), /old/);
+  // Hardware evidence names no role: a keyvault build that is also an executor build is refused.
+  assert.throws(() => verifyBundle({ ...bundle, executorMeasurements: [PCR0] }, trust, PROD_AT), /both keyvault's and an executor's/);
   assert.throws(() => verifyBundle({ ...bundle, tee: "sev-snp" }, trust, PROD_AT), /verifies sim and nitro evidence, not sev-snp/);
   assert.throws(() => verifyBundle({ ...bundle, tee: "sim" }, trust, PROD_AT), BundleError);
 });
