@@ -1,9 +1,9 @@
 //! `cloister bench --sealed`: what sealing and receipts cost, plain against sealed `add.js`
 //! in one run (docs/SEALED.md).
 //!
-//! - server CPU per call: user + system time of the local server processes (every process
+//! - server CPU per call: run time (`/proc/PID/task/*/schedstat`, nanoseconds) of the local server processes (every process
 //!   named `cloister*` other than this one, and their descendants: gateway, keyvault,
-//!   executor, workers) over interleaved sequential batches, divided by the calls;
+//!   executor, workers) in interleaved sequential rounds, per call: the median over rounds;
 //! - sequential latency of each variant;
 //! - throughput at `--clients`, plain and sealed alternating (plain, sealed, sealed, plain)
 //!   with requests sealed before their timed phase (each request id runs once, and sealing is
@@ -67,16 +67,8 @@ pub struct SealedReport {
     pub tee: String,
 }
 
-/// Clock ticks per second of `/proc/*/stat` times.
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    #[allow(unsafe_code)]
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
-/// (pid, ppid, comm, utime + stime) of every process.
-fn processes() -> Vec<(u32, u32, String, u64)> {
+/// (pid, ppid, comm) of every process.
+fn processes() -> Vec<(u32, u32, String)> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return out;
@@ -93,27 +85,43 @@ fn processes() -> Vec<(u32, u32, String, u64)> {
             continue;
         };
         let comm = stat[open + 1..close].to_owned();
-        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        // rest[0] = state (field 3), rest[1] = ppid (4), rest[11] = utime (14), rest[12] = stime (15).
-        let num = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        out.push((pid, num(1) as u32, comm, num(11) + num(12)));
+        // Field 3 is the state, field 4 the parent.
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0);
+        out.push((pid, ppid, comm));
     }
     out
 }
 
-/// CPU ticks of the local server processes, and how many there are.
-fn server_ticks() -> (u64, usize) {
+/// CPU time of one process in nanoseconds: the sum of its threads' run time from
+/// `/proc/PID/task/*/schedstat` (nanosecond precision, where `stat`'s times come in 10 ms
+/// ticks, too coarse for a difference of tens of microseconds per call).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// CPU nanoseconds of the local server processes, and how many there are.
+fn server_cpu_ns() -> (u64, usize) {
     let me = std::process::id();
     let all = processes();
     let mut keep: HashSet<u32> = all
         .iter()
-        .filter(|(pid, _, comm, _)| *pid != me && comm.starts_with("cloister"))
+        .filter(|(pid, _, comm)| *pid != me && comm.starts_with("cloister"))
         .map(|(pid, ..)| *pid)
         .collect();
     // Descendants (workers run from a sealed memfd and may carry another name).
     loop {
         let before = keep.len();
-        for (pid, ppid, ..) in &all {
+        for (pid, ppid, _) in &all {
             if keep.contains(ppid) && *pid != me {
                 keep.insert(*pid);
             }
@@ -122,12 +130,7 @@ fn server_ticks() -> (u64, usize) {
             break;
         }
     }
-    let ticks = all
-        .iter()
-        .filter(|(pid, ..)| keep.contains(pid))
-        .map(|(.., t)| *t)
-        .sum();
-    (ticks, keep.len())
+    (keep.iter().map(|pid| cpu_ns(*pid)).sum(), keep.len())
 }
 
 fn body(call: &SealedCall) -> Bytes {
@@ -149,7 +152,7 @@ async fn batch(
     bodies: Vec<Bytes>,
 ) -> anyhow::Result<(Vec<Duration>, u64)> {
     let mut lat = Vec::with_capacity(bodies.len());
-    let (t0, _) = server_ticks();
+    let (t0, _) = server_cpu_ns();
     for b in bodies {
         let t = Instant::now();
         let r = c.raw(Method::POST, path, Some(b)).await?;
@@ -162,7 +165,7 @@ async fn batch(
         }
         lat.push(t.elapsed());
     }
-    let (t1, _) = server_ticks();
+    let (t1, _) = server_cpu_ns();
     Ok((lat, t1.saturating_sub(t0)))
 }
 
@@ -270,10 +273,12 @@ async fn measure(
         .await?;
     }
     // Interleaved sequential batches: plain, sealed, sealed with a receipt.
-    let rounds = 4;
+    // Rounds of `per` calls per variant, interleaved; server CPU per call is the median over
+    // rounds, so a worker retiring mid-round (its run time leaves with it) skews one round only.
+    let rounds = 8;
     let per = (args.requests / rounds).max(1);
     let mut lat: HashMap<&str, Vec<Duration>> = HashMap::new();
-    let mut cpu: HashMap<&str, u64> = HashMap::new();
+    let mut cpu: HashMap<&str, Vec<u64>> = HashMap::new();
     eprintln!(
         "bench: sealed: {} sequential calls per variant in {rounds} interleaved rounds…",
         per * rounds
@@ -288,12 +293,21 @@ async fn measure(
             };
             let (l, t) = batch(c, &path, bodies).await?;
             lat.entry(variant).or_default().extend(l);
-            *cpu.entry(variant).or_default() += t;
+            cpu.entry(variant).or_default().push(t);
         }
     }
     let calls = per * rounds;
-    let us_per_call =
-        |v: &str| cpu.get(v).copied().unwrap_or(0) as f64 / ticks_per_second() * 1e6 / calls as f64;
+    let us_per_call = |v: &str| {
+        let mut ns = cpu.get(v).cloned().unwrap_or_default();
+        ns.sort_unstable();
+        let mid = ns.len() / 2;
+        let median = match ns.len() {
+            0 => 0.0,
+            n if n % 2 == 0 => (ns[mid - 1] + ns[mid]) as f64 / 2.0,
+            _ => ns[mid] as f64,
+        };
+        median / 1e3 / per as f64
+    };
     // Throughput, plain and sealed alternating (plain, sealed, sealed, plain; half the time
     // each) so that a noisy machine's drift falls on both alike. Requests are sealed before
     // their phases, each used once: as many as the first plain phase managed, with margin.
@@ -330,7 +344,7 @@ async fn measure(
     let last_plain = plain_phase().await?;
     let throughput_plain = Throughput::from_phases(args.clients, vec![first_plain, last_plain]);
     let throughput_sealed = Throughput::from_phases(args.clients, sealed_phases);
-    let (_, server_processes) = server_ticks();
+    let (_, server_processes) = server_cpu_ns();
     let plain_us = us_per_call("plain");
     let sealed_us = us_per_call("sealed");
     let receipt_us = us_per_call("receipt");

@@ -13,24 +13,26 @@ const ED25519_SPKI = Buffer.from("302a300506032b6570032100", "hex");
 /** A signer whose evidence verified, and the span of receipt times it is valid for: from
  * the earliest time it verified at to its root's expiry (one interval), as the Rust SDK. */
 interface Signer {
+  /** The evidence that certified it (compared whole on every receipt). */
+  evidence: string;
   key: KeyObject;
   measurement: string;
   from: number;
   until: number;
 }
 
-/** Verified signers, keyed by signer fields and root (bounded; cleared when full). */
+/** Verified signers, keyed by TEE, key and root (bounded; cleared when full). */
 const signers = new Map<string, Signer>();
 const MAX_SIGNERS = 256;
 
 /** Verifies `r` against the pinned root and the executor builds keyvault allows. After an
  * executor's first receipt, its signer is cached and a receipt costs one Ed25519 check. */
 export function verifyReceipt(r: Receipt, rootFingerprint: string, executorMeasurements: string[]): void {
-  const id = `${r.signer.tee}|${r.signer.publicKey}|${rootFingerprint.trim().toLowerCase()}|${r.signer.evidence}`;
+  const id = `${r.signer.tee}|${r.signer.publicKey}|${rootFingerprint.trim().toLowerCase()}`;
   let signer = signers.get(id);
-  if (!signer || r.body.time < signer.from || r.body.time > signer.until) {
+  if (!signer || signer.evidence !== r.signer.evidence || r.body.time < signer.from || r.body.time > signer.until) {
     const fresh = verifySigner(r, rootFingerprint);
-    if (signer) {
+    if (signer && signer.evidence === fresh.evidence) {
       fresh.from = Math.min(fresh.from, signer.from);
       fresh.until = Math.max(fresh.until, signer.until);
     }
@@ -65,5 +67,5 @@ function verifySigner(r: Receipt, rootFingerprint: string): Signer {
     throw new ReceiptError("the signer's evidence does not certify the key that signed");
   }
   const key = createPublicKey({ key: Buffer.concat([ED25519_SPKI, pk]), format: "der", type: "spki" });
-  return { key, measurement: ev.measurement, from: r.body.time, until: ev.validUntil };
+  return { evidence: r.signer.evidence, key, measurement: ev.measurement, from: r.body.time, until: ev.validUntil };
 }
