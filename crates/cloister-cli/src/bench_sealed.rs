@@ -181,6 +181,21 @@ pub async fn run(
     args: &BenchArgs,
 ) -> anyhow::Result<SealedReport> {
     let mut c = Client::new(&conn.url, token.clone())?;
+    // Server CPU is read from this machine's processes named `cloister*`: meaningful only
+    // against a platform on this machine, with no other one running.
+    let local = conn
+        .url
+        .parse::<hyper::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+        .is_some_and(|h| matches!(h.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1"));
+    if !local {
+        eprintln!(
+            "bench: warning: {} is not on this machine; the server CPU figures count this \
+             machine's `cloister*` processes and mean nothing for it",
+            conn.url
+        );
+    }
     let trust = TrustArgs {
         sim_root: args.sim_root.clone(),
         keyvault_measurement: None,

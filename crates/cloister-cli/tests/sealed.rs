@@ -810,21 +810,14 @@ async fn the_sealed_benchmark_measures_both_variants() {
     ] {
         assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
     }
-    // Server CPU comes in clock ticks (10 ms): 40 calls of one variant may read as zero, the
-    // three together may not.
-    let cpu: Vec<f64> = [
+    // Server CPU is read in nanoseconds (schedstat): every variant takes some.
+    for k in [
         "serverCpuUsPlain",
         "serverCpuUsSealed",
         "serverCpuUsSealedReceipt",
-    ]
-    .iter()
-    .map(|k| {
-        r[k].as_f64()
-            .filter(|v| *v >= 0.0)
-            .unwrap_or_else(|| panic!("{k}: {r}"))
-    })
-    .collect();
-    assert!(cpu.iter().sum::<f64>() > 0.0, "{r}");
+    ] {
+        assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
+    }
     assert!(r["serverProcesses"].as_u64().is_some_and(|n| n >= 3), "{r}");
 }
 

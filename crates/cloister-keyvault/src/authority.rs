@@ -258,7 +258,17 @@ pub(crate) struct Cache {
     /// Function names → ids: loaded whole at start, then only this process adds to it, so a
     /// name row deleted from the database while keyvault runs cannot be registered again.
     names: HashMap<String, String>,
+    /// Function ids whose record failed its check at start: refused from then on, never
+    /// re-read (the database could put an older, genuinely MACed copy back).
+    quarantined: std::collections::HashSet<String>,
     manifests: HashMap<(String, u32), Arc<RegisteredManifest>>,
+}
+
+/// What [`Authority::load_functions`] read at start.
+struct LoadedFunctions {
+    functions: HashMap<String, Arc<FunctionRecord>>,
+    names: HashMap<String, String>,
+    quarantined: std::collections::HashSet<String>,
 }
 
 /// The authority state of one keyvault.
@@ -457,28 +467,23 @@ impl Authority {
     /// only source (a row added or restored in the database is not seen until a restart).
     pub async fn load_registry(&self) -> Result<(), Denied> {
         let all = self.identities().await?;
-        let (functions, names) = self.load_functions().await?;
+        let loaded = self.load_functions().await?;
         let mut c = lock(&self.cache);
         c.identities = all.into_iter().collect();
-        c.functions = functions;
-        c.names = names;
+        c.functions = loaded.functions;
+        c.names = loaded.names;
+        c.quarantined = loaded.quarantined;
         Ok(())
     }
 
     /// Every function record and name (MAC-verified). A name is taken if a function record
-    /// carries it *or* a name row binds it, so deleting one of the two rows (even across a
-    /// restart) does not free a name; such a mismatch is logged as an `ALARM`.
-    async fn load_functions(
-        &self,
-    ) -> Result<
-        (
-            HashMap<String, Arc<FunctionRecord>>,
-            HashMap<String, String>,
-        ),
-        Denied,
-    > {
+    /// carries it *or* a name row binds it (even one whose MAC fails: the row's key is the
+    /// name), so neither deleting nor corrupting one of the two rows frees a name; such a
+    /// mismatch is logged as an `ALARM`. A function record failing its check is quarantined.
+    async fn load_functions(&self) -> Result<LoadedFunctions, Denied> {
         let mut functions = HashMap::new();
         let mut names: HashMap<String, String> = HashMap::new();
+        let mut quarantined = std::collections::HashSet::new();
         for row in self.store.authority_list(FUNCTION).await? {
             // A record that fails its MAC is left out (and refused when asked for, as
             // before): one altered row does not stop keyvault.
@@ -492,6 +497,7 @@ impl Authority {
             };
             let Some(rec) = rec else {
                 tracing::error!(function_id = %row.key, "ALARM: a function record of keyvault's failed its check");
+                quarantined.insert(row.key);
                 continue;
             };
             if let Some(other) = names.insert(rec.name.clone(), rec.function_id.clone()) {
@@ -509,6 +515,9 @@ impl Authority {
             };
             let Some(id) = id else {
                 tracing::error!(name = %row.key, "ALARM: a name row of keyvault's failed its check");
+                // Still taken: no new function gets a name keyvault once bound.
+                names.entry(row.key.clone()).or_default();
+                bound.insert(row.key);
                 continue;
             };
             match names.get(&row.key) {
@@ -528,7 +537,11 @@ impl Authority {
                 tracing::error!(name = %name, function_id = %id, "ALARM: keyvault's name row vanished from the database");
             }
         }
-        Ok((functions, names))
+        Ok(LoadedFunctions {
+            functions,
+            names,
+            quarantined,
+        })
     }
 
     async fn identity(&self, id: &IdentityId) -> Result<Option<IdentityRecord>, Denied> {
@@ -603,8 +616,14 @@ impl Authority {
 
     /// keyvault's record of a function (MAC-verified), if any.
     pub async fn function(&self, function_id: &str) -> Result<Option<Arc<FunctionRecord>>, Denied> {
-        if let Some(f) = lock(&self.cache).functions.get(function_id) {
-            return Ok(Some(f.clone()));
+        {
+            let c = lock(&self.cache);
+            if let Some(f) = c.functions.get(function_id) {
+                return Ok(Some(f.clone()));
+            }
+            if c.quarantined.contains(function_id) {
+                return Err(Denied::Tampered(format!("function {function_id}")));
+            }
         }
         let Some(v) = self.load(FUNCTION, function_id).await? else {
             return Ok(None);

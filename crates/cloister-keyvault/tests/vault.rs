@@ -523,3 +523,63 @@ async fn a_name_stays_taken_when_its_row_is_deleted_even_across_a_restart() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_broken_mac_neither_frees_a_name_nor_lets_an_older_record_back() {
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let a = v.authority();
+    a.register_manifest(&manifest_for(&v, "payroll", None, false))
+        .await
+        .unwrap();
+    let first = a.function_by_name("payroll").await.unwrap().unwrap();
+    let conn = rusqlite::Connection::open(&fx.db).unwrap();
+    let old: (Vec<u8>, Vec<u8>) = conn
+        .query_row(
+            "SELECT value, mac FROM kv_authority WHERE kind = 'function'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    a.register_manifest(&manifest_for(&v, "payroll", Some(&first), false))
+        .await
+        .unwrap();
+    drop(v);
+    // The database owner breaks the MACs of the function record and the name row (values
+    // untouched, so keyvault's start-up rollback guard, which hashes values, passes).
+    let broken = conn
+        .execute(
+            "UPDATE kv_authority SET mac = X'00' WHERE kind IN ('function', 'name')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(broken, 2);
+    let (v, _) = fx.vault(1).await.unwrap();
+    // Then, while keyvault runs, deletes the name row and puts the older record back with
+    // its genuine MAC.
+    conn.execute("DELETE FROM kv_authority WHERE kind = 'name'", [])
+        .unwrap();
+    conn.execute(
+        "UPDATE kv_authority SET value = ?1, mac = ?2 WHERE kind = 'function'",
+        rusqlite::params![old.0, old.1],
+    )
+    .unwrap();
+    let e = v
+        .authority()
+        .register_manifest(&manifest_for(&v, "payroll", None, false))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("is bound to an existing function"),
+        "{e}"
+    );
+    let e = v
+        .authority()
+        .function(&first.function_id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, cloister_keyvault::authority::Denied::Tampered(_)),
+        "the older record was read back: {e}"
+    );
+}
