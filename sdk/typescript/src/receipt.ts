@@ -28,7 +28,7 @@ const MAX_SIGNERS = 256;
 /** Verifies `r` against the pinned root and the executor builds keyvault allows. After an
  * executor's first receipt, its signer is cached and a receipt costs one Ed25519 check. */
 export function verifyReceipt(r: Receipt, rootFingerprint: string, executorMeasurements: string[]): void {
-  const id = `${r.signer.tee}|${r.signer.publicKey}|${rootFingerprint.trim().toLowerCase()}`;
+  const id = JSON.stringify([r.signer.tee, r.signer.publicKey, rootFingerprint.trim().toLowerCase()]);
   let signer = signers.get(id);
   if (!signer || signer.evidence !== r.signer.evidence || r.body.time < signer.from || r.body.time > signer.until) {
     const fresh = verifySigner(r, rootFingerprint);
