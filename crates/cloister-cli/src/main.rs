@@ -8,6 +8,7 @@ mod bench_sealed;
 mod bench_secrets;
 mod cli;
 mod client_cmds;
+mod data_lock;
 mod identity_cmd;
 mod output;
 mod policy_cmd;

@@ -72,6 +72,34 @@ async fn state_survives_a_restart_and_ctrl_c_stops_every_process() {
     let info = p.deploy("add", "add.js", None).await;
     let mut c = p.admin();
     c.invoke("add", r#"{"a":1,"b":1}"#, None).await.unwrap();
+    // One platform per data directory: a second `serve` on it stops at once, naming the
+    // running one, and so does a restore.
+    let serve_pid = p.child.as_ref().unwrap().id();
+    let second_log = p.dir.path().join("second.log");
+    let status = spawn_serve(&p.data(), common::free_port(), &second_log)
+        .wait()
+        .unwrap();
+    assert!(!status.success());
+    let out = std::fs::read_to_string(&second_log).unwrap();
+    assert!(
+        out.contains(&format!(
+            "is in use by a running `cloister serve` (pid {serve_pid})"
+        )),
+        "{out}"
+    );
+    let data = p.data();
+    let o = p.cli(&[
+        "keyvault",
+        "restore",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--from",
+        data.join("cloister.db").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("stop it before restoring"), "{err}");
+    c.invoke("add", r#"{"a":2,"b":2}"#, None).await.unwrap();
     // serve → {keyvault, executor → workers, gateway}
     let serve_pid = p.child.as_ref().unwrap().id();
     let roles = children_of(serve_pid);
