@@ -118,6 +118,19 @@ fn verify(args: AttestVerifyArgs, json_mode: bool) -> anyhow::Result<ExitCode> {
     }
     let verifier = match set.for_evidence(&evidence, format_flag(&args.format)?) {
         Ok(v) => v,
+        // Simulated-TEE evidence is trusted only under a pinned root: say how to pin one.
+        Err(cloister_attest::AttestError::Unsupported(_))
+            if args.sim_root.is_none()
+                && cloister_attest::sim::SimEvidence::parse(&evidence).is_ok() =>
+        {
+            let e = cloister_attest::AttestError::Unsupported(
+                "this is simulated-TEE evidence, trusted only under a pinned sim root: pass \
+                 --sim-root FINGERPRINT (printed by `cloister serve --dev` as \
+                 CLOISTER_SIM_ROOT)"
+                    .into(),
+            );
+            return Ok(rejected(&e, json_mode));
+        }
         Err(e) => return Ok(rejected(&e, json_mode)),
     };
     let mut fetched = FetchReport::default();

@@ -15,14 +15,14 @@ pub const DEFAULT_DATA_DIR: &str = cloister_role::flags::DEFAULT_DATA_DIR;
 #[command(name = "cloister", version, about)]
 pub struct Cli {
     /// Server URL.
-    #[arg(long, global = true, env = "CLOISTER_URL", default_value = DEFAULT_URL)]
+    #[arg(long, global = true, env = "CLOISTER_URL", hide_env_values = true, default_value = DEFAULT_URL)]
     pub url: String,
     /// API token (default: the dev admin token in ./.cloister/admin.token).
     #[arg(long, global = true, env = "CLOISTER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Identity file that signs deploys and secret writes (default: ./.cloister/admin.identity
     /// if present, else ~/.config/cloister/identity.json).
-    #[arg(long, global = true, env = "CLOISTER_IDENTITY")]
+    #[arg(long, global = true, env = "CLOISTER_IDENTITY", hide_env_values = true)]
     pub identity: Option<PathBuf>,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
@@ -291,7 +291,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub from: PathBuf,
     /// Directory of the trusted executables (default: next to this CLI).
-    #[arg(long, env = cloister_role::trusted::DIR_ENV)]
+    #[arg(long, env = cloister_role::trusted::DIR_ENV, hide_env_values = true)]
     pub trusted_dir: Option<PathBuf>,
 }
 
@@ -305,7 +305,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub recovery_key_file: Option<PathBuf>,
     /// Directory of the trusted executables (default: next to this CLI).
-    #[arg(long, env = cloister_role::trusted::DIR_ENV)]
+    #[arg(long, env = cloister_role::trusted::DIR_ENV, hide_env_values = true)]
     pub trusted_dir: Option<PathBuf>,
 }
 
@@ -315,14 +315,14 @@ pub struct TrustArgs {
     /// SHA-256 fingerprint of the sim platform root to trust (printed by `serve --dev`).
     /// Without it, the root seen first for this URL is pinned in the CLI config (trust on
     /// first use) and a different one is refused later.
-    #[arg(long, env = "CLOISTER_SIM_ROOT")]
+    #[arg(long, env = "CLOISTER_SIM_ROOT", hide_env_values = true)]
     pub sim_root: Option<String>,
     /// keyvault measurement to expect (hex; default: that of the cloister-keyvaultd next to
     /// this CLI, or in --trusted-dir).
-    #[arg(long, env = "CLOISTER_KEYVAULT_MEASUREMENT")]
+    #[arg(long, env = "CLOISTER_KEYVAULT_MEASUREMENT", hide_env_values = true)]
     pub keyvault_measurement: Option<String>,
     /// Directory of the trusted executables whose keyvault measurement is expected.
-    #[arg(long, env = cloister_role::trusted::DIR_ENV)]
+    #[arg(long, env = cloister_role::trusted::DIR_ENV, hide_env_values = true)]
     pub trusted_dir: Option<PathBuf>,
 }
 
@@ -438,7 +438,7 @@ pub enum AttestCommand {
         #[arg(long, value_parser = ["executor", "keyvault"])]
         role: Option<String>,
         /// Directory of the trusted executables (default: next to this CLI).
-        #[arg(long, env = cloister_role::trusted::DIR_ENV)]
+        #[arg(long, env = cloister_role::trusted::DIR_ENV, hide_env_values = true)]
         trusted_dir: Option<PathBuf>,
         /// The worker uids the executor is configured with (part of its measurement).
         #[command(flatten)]
@@ -474,7 +474,7 @@ pub struct AttestVerifyArgs {
     pub extra_roots: Vec<String>,
     /// SHA-256 fingerprint of the sim platform root to trust for simulated-TEE evidence
     /// (printed by `serve --dev`); sim evidence is refused without it.
-    #[arg(long, env = "CLOISTER_SIM_ROOT")]
+    #[arg(long, env = "CLOISTER_SIM_ROOT", hide_env_values = true)]
     pub sim_root: Option<String>,
     #[command(flatten)]
     pub online: OnlineArgs,
@@ -491,6 +491,7 @@ pub struct OnlineArgs {
     #[arg(
         long,
         env = "CLOISTER_AMD_KDS_URL",
+        hide_env_values = true,
         default_value = "https://kdsintf.amd.com"
     )]
     pub kds_url: String,
@@ -498,6 +499,7 @@ pub struct OnlineArgs {
     #[arg(
         long,
         env = "CLOISTER_INTEL_PCS_URL",
+        hide_env_values = true,
         default_value = "https://api.trustedservices.intel.com"
     )]
     pub pcs_url: String,
@@ -505,12 +507,13 @@ pub struct OnlineArgs {
     #[arg(
         long,
         env = "CLOISTER_INTEL_ROOT_CRL_URL",
+        hide_env_values = true,
         default_value = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
     )]
     pub intel_root_crl_url: String,
     /// Directory caching fetched collateral (default: $XDG_CACHE_HOME/cloister/collateral,
     /// else ~/.cache/cloister/collateral).
-    #[arg(long, env = "CLOISTER_COLLATERAL_CACHE")]
+    #[arg(long, env = "CLOISTER_COLLATERAL_CACHE", hide_env_values = true)]
     pub collateral_cache: Option<PathBuf>,
     /// Do not read or write the collateral cache.
     #[arg(long)]
@@ -556,7 +559,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub workers: WorkerUidArgs,
     /// Directory of the trusted executables (default: the directory of this `cloister`).
-    #[arg(long, env = cloister_role::trusted::DIR_ENV)]
+    #[arg(long, env = cloister_role::trusted::DIR_ENV, hide_env_values = true)]
     pub trusted_dir: Option<PathBuf>,
 }
 
@@ -821,7 +824,7 @@ pub struct DeployArgs {
 pub struct InvokeArgs {
     /// Function name.
     pub name: String,
-    /// Parameters as JSON text.
+    /// Parameters as JSON text [default: {}].
     #[arg(long, conflicts_with = "params_file")]
     pub params: Option<String>,
     /// File holding the parameters as JSON (`-` for stdin).
@@ -911,7 +914,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub deploys: usize,
     /// Sim root to trust for `--secrets` (default: trust-on-first-use pin).
-    #[arg(long, env = "CLOISTER_SIM_ROOT")]
+    #[arg(long, env = "CLOISTER_SIM_ROOT", hide_env_values = true)]
     pub sim_root: Option<String>,
 }
 

@@ -203,7 +203,8 @@ async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyh
         (None, Some(f)) => {
             std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?
         }
-        (None, None) => "null".to_owned(),
+        // No parameters: an empty object, which handlers that read fields can take.
+        (None, None) => "{}".to_owned(),
     };
     if let Err(e) = serde_json::from_str::<&RawValue>(&params) {
         bail!("the params are not valid JSON: {e}");

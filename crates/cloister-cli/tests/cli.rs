@@ -66,6 +66,11 @@ async fn deploy_list_show_invoke_delete() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["sum"], 42);
+    // Without --params the handler gets `{}` (reading a field of it is no TypeError).
+    let o = p.cli(&["fn", "invoke", "adder"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"sum": null}));
 
     let params = p.dir.path().join("params.json");
     std::fs::write(&params, r#"{"a":1,"b":2}"#).unwrap();
@@ -415,4 +420,22 @@ fn a_worker_uid_range_with_root_in_it_is_refused_before_anything_starts() {
         );
         assert!(!dir.path().join("data").exists(), "nothing was created");
     }
+}
+
+#[test]
+fn help_names_environment_variables_without_a_blank_value_and_shows_the_params_default() {
+    let o = std::process::Command::new(common::BIN)
+        .args(["fn", "invoke", "--help"])
+        .env_remove("CLOISTER_URL")
+        .env_remove("CLOISTER_TOKEN")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("[env: CLOISTER_URL]"), "{text}");
+    assert!(
+        !text.contains("=]"),
+        "an unset variable shown as set to nothing: {text}"
+    );
+    assert!(text.contains("[default: {}]"), "{text}");
 }

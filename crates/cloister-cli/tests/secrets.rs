@@ -142,6 +142,11 @@ async fn functions_get_exactly_their_declared_secrets_and_see_rotations() {
     let err = p.admin().invoke("alpha", "{}", None).await;
     let e = assert_api_error(err, "secret_missing", 422);
     assert!(e.message.contains("password"), "{}", e.message);
+    assert!(
+        e.message.contains("in environment `production`"),
+        "{}",
+        e.message
+    );
 
     // The whole story is in the audit log, and it verifies.
     let out = ok(&p.cli(&["--json", "audit", "verify", "--sim-root", &root]));
@@ -292,12 +297,23 @@ async fn undeclared_missing_and_plaintext_are_refused() {
         &"ab".repeat(32),
     ]);
     assert_eq!(out.status.code(), Some(1));
-    let out = p.cli(&["attest", "verify", f, "--format", "sim"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "sim evidence needs a pinned root"
-    );
+    for args in [
+        &["attest", "verify", f, "--format", "sim"][..],
+        &["attest", "verify", f],
+    ] {
+        let out = p.cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "sim evidence needs a pinned root"
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("pass --sim-root FINGERPRINT"), "{text}");
+    }
 }
 
 #[tokio::test]

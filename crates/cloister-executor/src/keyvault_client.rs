@@ -335,6 +335,13 @@ impl KeyvaultSecrets {
                 ))
             }
             Some(release_response::Outcome::Error(e)) => match ErrorCode::parse(&e.code) {
+                // keyvault's message names the secret and the environment.
+                Some(ErrorCode::SecretMissing) if !e.message.is_empty() => {
+                    Err(SecretError::Refused {
+                        code: ErrorCode::SecretMissing,
+                        message: e.message,
+                    })
+                }
                 Some(ErrorCode::SecretMissing) => Err(SecretError::Missing(e.secret)),
                 Some(code) if code != ErrorCode::Unavailable => Err(SecretError::Refused {
                     code,

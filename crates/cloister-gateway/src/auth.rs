@@ -66,7 +66,7 @@ impl Caller {
             Err(HttpError::new(
                 ErrorCode::Forbidden,
                 format!(
-                    "a {} token cannot {action}; it needs the {} role",
+                    "this token has the {} role, which cannot {action}; it needs the {} role",
                     self.role.as_str(),
                     needed.as_str()
                 ),

@@ -60,7 +60,7 @@ pub enum Denied {
         signer: IdentityId,
     },
     /// The signer's role does not allow this.
-    #[error("a {role} identity may not {action}")]
+    #[error("an identity with the {role} role may not {action}")]
     RoleForbids {
         /// The role.
         role: &'static str,

@@ -66,8 +66,13 @@ pub enum VaultError {
     #[error("{0} does not exist")]
     NotFound(String),
     /// A declared secret does not exist.
-    #[error("declared secret `{0}` does not exist")]
-    Missing(String),
+    #[error("declared secret `{name}` does not exist in environment `{environment}`")]
+    Missing {
+        /// The secret's name as declared.
+        name: String,
+        /// The environment the function runs in.
+        environment: String,
+    },
     /// The request had the wrong shape.
     #[error("{0}")]
     Invalid(String),
@@ -96,7 +101,7 @@ impl VaultError {
                 C::InvalidRequest
             }
             Self::NotFound(_) => C::SecretNotFound,
-            Self::Missing(_) => C::SecretMissing,
+            Self::Missing { .. } => C::SecretMissing,
             Self::Busy => C::Conflict,
             Self::Keys(_) | Self::Store(_) => C::Unavailable,
             Self::Denied(d) => d.code(),

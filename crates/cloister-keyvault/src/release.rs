@@ -324,7 +324,7 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
             tracing::error!(error = %e, "secret release failed");
         }
         let mut r = Refusal::new(e.code(), e.to_string());
-        if let VaultError::Missing(name) = e {
+        if let VaultError::Missing { name, .. } = e {
             r.secret = name;
         }
         r

@@ -867,10 +867,14 @@ impl Vault {
         }
         let deks = self.store.vault_deks(Some(namespace.clone())).await?;
         for (r, p) in declared.iter().zip(&paths) {
-            let rec = records
-                .iter()
-                .find(|rec| &rec.path == p)
-                .ok_or_else(|| VaultError::Missing(r.to_string()))?;
+            let rec =
+                records
+                    .iter()
+                    .find(|rec| &rec.path == p)
+                    .ok_or_else(|| VaultError::Missing {
+                        name: r.to_string(),
+                        environment: environment.to_string(),
+                    })?;
             let dek_rec = deks
                 .iter()
                 .find(|d| d.version == rec.dek_version)

@@ -253,7 +253,7 @@ async fn functions_only_see_their_own_namespace_and_declared_names() {
     assert_eq!(b, vec![("TOKEN".into(), "for-b".into())]);
     let err = release(&v, "bbb", &["TOKEN", "OTHER"]).await.unwrap_err();
     assert!(
-        matches!(err, VaultError::Missing(ref n) if n == "OTHER"),
+        matches!(err, VaultError::Missing { ref name, ref environment } if name == "OTHER" && environment == "production"),
         "{err}"
     );
     // Another environment is another path.
@@ -262,7 +262,10 @@ async fn functions_only_see_their_own_namespace_and_declared_names() {
     let err = release_env(&v, "aaa", "staging", &["TOKEN"])
         .await
         .unwrap_err();
-    assert!(matches!(err, VaultError::Missing(_)));
+    assert!(
+        matches!(err, VaultError::Missing { ref environment, .. } if environment == "staging"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
