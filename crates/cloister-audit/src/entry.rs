@@ -59,6 +59,10 @@ pub enum Action {
     KeyvaultRestore,
     /// The attestation policy executors must satisfy changed.
     PolicySet,
+    /// An API token was created (reported by the gateway; never the token's value).
+    TokenCreate,
+    /// An API token was revoked (reported by the gateway).
+    TokenRevoke,
 }
 
 impl Action {
@@ -89,7 +93,26 @@ impl Action {
             Self::FunctionOwners => "function.owners",
             Self::KeyvaultRestore => "keyvault.restore",
             Self::PolicySet => "policy.set",
+            Self::TokenCreate => "token.create",
+            Self::TokenRevoke => "token.revoke",
         }
+    }
+
+    /// The events the gateway witnesses and reports: keyvault records them (labelled as
+    /// reported) and nothing else from the gateway, and they never carry keyvault's records
+    /// of the authority rows it wrote.
+    pub const GATEWAY_REPORTED: [Action; 4] = [
+        Self::FunctionDelete,
+        Self::AuthFailure,
+        Self::TokenCreate,
+        Self::TokenRevoke,
+    ];
+
+    /// The gateway-reported action named `name`, if it is one.
+    pub fn gateway_reported(name: &str) -> Option<Action> {
+        Self::GATEWAY_REPORTED
+            .into_iter()
+            .find(|a| a.as_str() == name)
     }
 }
 

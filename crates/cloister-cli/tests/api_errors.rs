@@ -228,6 +228,36 @@ async fn authentication_and_roles_are_enforced() {
     assert_api_error(invoker.invoke("add", "{}", None).await, "unauthorized", 401);
     assert_api_error(admin.revoke_token(&inv.info.id).await, "not_found", 404);
 
+    // Creation and revocation are in the audit log (by id, role and label; never the value).
+    let audit = admin
+        .raw(Method::GET, "/v1/audit?limit=1000", None)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&audit.body).into_owned();
+    let log: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entries = log["entries"].as_array().unwrap();
+    let find = |action: &str, subject: &str| {
+        entries
+            .iter()
+            .find(|e| e["action"] == action && e["subject"] == subject)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {action} of {subject}: {text}"))
+    };
+    let created = find("token.create", &inv.info.id);
+    assert!(
+        created["details"].to_string().contains("invoker")
+            && created["details"].to_string().contains("ci"),
+        "{created}"
+    );
+    find("token.create", &dev.info.id);
+    find("token.revoke", &inv.info.id);
+    for t in [&inv.token, &dev.token] {
+        assert!(
+            !text.contains(t.as_str()),
+            "a token value is in the audit log"
+        );
+    }
+
     // Tokens are stored hashed: no value appears anywhere in the database files.
     let mut checked = 0;
     for entry in std::fs::read_dir(p.data()).unwrap() {

@@ -9,6 +9,8 @@ use cloister_store::TokenRecord;
 use cloister_types::wire::{TokenCreateRequest, TokenCreated, TokenInfo, TokenList};
 use cloister_types::{ErrorCode, Role};
 
+use cloister_audit::{Action, AuditDraft};
+
 use crate::auth::create_token;
 use crate::body;
 use crate::deploy::path_arg;
@@ -47,6 +49,20 @@ pub async fn create(
             .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
     }
     let (record, value) = create_token(&*s.store, req.role, req.label, req.identity).await?;
+    let draft = AuditDraft::new(
+        caller.token_id.clone(),
+        Action::TokenCreate,
+        record.id.clone(),
+    )
+    .detail("role", record.role.as_str())
+    .detail("label", record.label.clone())
+    .detail("identity", record.identity.clone());
+    if let Err(e) = s.audit.audit_append(draft).await {
+        // No token exists that the audit log does not show.
+        let _ = s.store.revoke_token(&record.id).await;
+        s.auth.clear();
+        return Err(e.into());
+    }
     tracing::info!(id = %record.id, role = record.role.as_str(), by = %caller.token_id, "created token");
     Ok((
         StatusCode::CREATED,
@@ -81,6 +97,13 @@ pub async fn revoke(
         ));
     }
     s.auth.clear();
+    s.audit
+        .audit_append(AuditDraft::new(
+            caller.token_id.clone(),
+            Action::TokenRevoke,
+            id.clone(),
+        ))
+        .await?;
     tracing::info!(%id, by = %caller.token_id, "revoked token");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -313,15 +313,11 @@ impl Keyvault for KeyvaultService {
     ) -> Result<Response<pb::RecordEventResponse>, Status> {
         use cloister_audit::Action;
         let r = req.into_inner();
-        let action = match r.action.as_str() {
-            "function.delete" => Action::FunctionDelete,
-            "auth.failure" => Action::AuthFailure,
-            other => {
-                return Err(coded(
-                    ErrorCode::InvalidRequest,
-                    format!("the gateway may not record {other:?} events"),
-                ));
-            }
+        let Some(action) = Action::gateway_reported(&r.action) else {
+            return Err(coded(
+                ErrorCode::InvalidRequest,
+                format!("the gateway may not record {:?} events", r.action),
+            ));
         };
         if r.subject.len() > 512 || r.actor.len() > 128 || r.details_json.len() > 4096 {
             return Err(coded(ErrorCode::PayloadTooLarge, "event too large"));

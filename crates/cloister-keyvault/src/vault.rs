@@ -386,7 +386,7 @@ impl Vault {
         let mut expected: HashMap<(String, String), String> = HashMap::new();
         for e in &entries {
             // Events the gateway reports never carry keyvault's row records.
-            let reported = matches!(e.action.as_str(), "function.delete" | "auth.failure");
+            let reported = cloister_audit::Action::gateway_reported(&e.action).is_some();
             let details: Option<serde_json::Value> = (!reported && e.details.contains("\"rows\""))
                 .then(|| serde_json::from_str(&e.details).ok())
                 .flatten();
