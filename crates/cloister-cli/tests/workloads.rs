@@ -276,9 +276,9 @@ async fn adversarial_workloads_fail_with_their_codes_and_the_worker_is_replaced(
     let metrics = c.metrics().await.unwrap();
     let retired: f64 = metrics
         .lines()
-        .find(|l| l.starts_with("cloister_workers_retired "))
+        .find(|l| l.starts_with("cloister_workers_retired_total "))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .expect("workers_retired metric");
+        .expect("workers_retired counter");
     assert!(
         retired >= 4.0,
         "timeout and memory workers must be retired, got {retired}"

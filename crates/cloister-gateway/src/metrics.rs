@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Labels of an invocation outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -38,10 +39,14 @@ pub struct Metrics {
     pub worker_rss: Family<WorkerLabels, Gauge>,
     /// Number of warm workers.
     pub workers: Gauge,
-    /// Workers started since the executor began.
-    pub workers_spawned: Gauge,
-    /// Workers retired (limits hit, crashed, idle) since the executor began.
-    pub workers_retired: Gauge,
+    /// Workers started (a counter: exported as `cloister_workers_spawned_total`).
+    pub workers_spawned: Counter,
+    /// Workers retired: limits hit, crashed, idle (`cloister_workers_retired_total`).
+    pub workers_retired: Counter,
+    /// The executor's spawned total at the last status report.
+    spawned_seen: AtomicU64,
+    /// The executor's retired total at the last status report.
+    retired_seen: AtomicU64,
     /// 1 when the executor's workers are confined from the filesystem.
     pub filesystem_isolated: Gauge,
     /// Requests refused by a rate limit.
@@ -75,16 +80,16 @@ impl Default for Metrics {
         );
         let workers = Gauge::default();
         registry.register("workers", "Warm workers in the executor", workers.clone());
-        let workers_spawned = Gauge::default();
+        let workers_spawned = Counter::default();
         registry.register(
             "workers_spawned",
-            "Workers started since the executor began",
+            "Workers the executor started",
             workers_spawned.clone(),
         );
-        let workers_retired = Gauge::default();
+        let workers_retired = Counter::default();
         registry.register(
             "workers_retired",
-            "Workers retired since the executor began",
+            "Workers the executor retired (limits hit, crashed, idle)",
             workers_retired.clone(),
         );
         let filesystem_isolated = Gauge::default();
@@ -116,6 +121,8 @@ impl Default for Metrics {
             workers,
             workers_spawned,
             workers_retired,
+            spawned_seen: AtomicU64::new(0),
+            retired_seen: AtomicU64::new(0),
             filesystem_isolated,
         }
     }
@@ -155,10 +162,8 @@ impl Metrics {
                 .set(i64::try_from(w.rss_bytes).unwrap_or(i64::MAX));
         }
         self.workers.set(s.workers.len() as i64);
-        self.workers_spawned
-            .set(i64::try_from(s.spawned_total).unwrap_or(i64::MAX));
-        self.workers_retired
-            .set(i64::try_from(s.retired_total).unwrap_or(i64::MAX));
+        advance(&self.workers_spawned, &self.spawned_seen, s.spawned_total);
+        advance(&self.workers_retired, &self.retired_seen, s.retired_total);
         self.filesystem_isolated
             .set(i64::from(s.filesystem_isolated));
     }
@@ -170,5 +175,45 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// Moves `counter` on by what the executor's running `total` grew since the total last
+/// seen (`seen`). The executor's totals start again from zero when it restarts; a counter
+/// never goes down, so it then grows by the new total.
+fn advance(counter: &Counter, seen: &AtomicU64, total: u64) {
+    let before = seen.swap(total, Ordering::Relaxed);
+    counter.inc_by(if total >= before {
+        total - before
+    } else {
+        total
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_totals_are_counters_that_survive_an_executor_restart() {
+        let m = Metrics::default();
+        let status = |spawned, retired| cloister_rpc::executor::StatusResponse {
+            spawned_total: spawned,
+            retired_total: retired,
+            ..Default::default()
+        };
+        m.set_executor_status(&status(5, 2));
+        m.set_executor_status(&status(7, 2));
+        assert_eq!((m.workers_spawned.get(), m.workers_retired.get()), (7, 2));
+        // The executor restarted: its totals start from zero again.
+        m.set_executor_status(&status(1, 0));
+        m.set_executor_status(&status(3, 1));
+        assert_eq!((m.workers_spawned.get(), m.workers_retired.get()), (10, 3));
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE cloister_workers_spawned counter"),
+            "{text}"
+        );
+        assert!(text.contains("cloister_workers_spawned_total 10"), "{text}");
     }
 }
