@@ -165,12 +165,22 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let name = match args.name {
         Some(n) => n,
-        None => args
-            .file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .map(str::to_owned)
-            .context("cannot derive a function name from the file name; pass --name")?,
+        None => {
+            let stem = args
+                .file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_owned)
+                .context("cannot derive a function name from the file name; pass --name")?;
+            if let Err(e) = cloister_types::FunctionName::parse(&stem) {
+                bail!(
+                    "the file name {} gives the function name {stem:?}, which is not valid ({e}); \
+                     pass --name NAME",
+                    args.file.display()
+                );
+            }
+            stem
+        }
     };
     let limits =
         (args.timeout_ms.is_some() || args.memory_mb.is_some()).then_some(RequestedLimits {

@@ -439,3 +439,22 @@ fn help_names_environment_variables_without_a_blank_value_and_shows_the_params_d
     );
     assert!(text.contains("[default: {}]"), "{text}");
 }
+
+#[test]
+fn a_file_name_that_is_no_function_name_suggests_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("My_Handler.js");
+    std::fs::write(&file, "function handler() { return 1; }").unwrap();
+    // Refused before any request is sent (no server listens on this URL).
+    let o = std::process::Command::new(common::BIN)
+        .args(["--url", "http://127.0.0.1:9", "fn", "deploy"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("\"My_Handler\"") && err.contains("pass --name NAME"),
+        "{err}"
+    );
+}
