@@ -1,7 +1,12 @@
 //! One platform per data directory. `serve` holds an exclusive lock on `DIR/serve.lock`
 //! (`flock`: the kernel releases it when the process ends, however it ends) and writes its
-//! pid there, so a second `serve`, or a `keyvault restore`, on the same directory stops with a
-//! clear error instead of sharing the database with a running platform.
+//! pid and command there, so a second `serve`, a `keyvault restore` or a `keyvault migrate`
+//! on the same directory stops with a clear error instead of sharing the database with a
+//! running platform (and `restore` / `migrate` hold it while they work).
+//!
+//! Limits: roles started by hand (`cloister-keyvaultd run`, `cloister gateway`) do not take
+//! it, and the lock is `serve`'s own, so after a `kill -9` of `serve` its children may still
+//! be shutting down for a moment when the directory becomes free.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
@@ -19,8 +24,9 @@ pub struct DataDirLock {
     _file: File,
 }
 
-/// Takes the data directory for this process, or says which process has it.
-pub fn acquire(dir: &Path, what: &str) -> anyhow::Result<DataDirLock> {
+/// Takes the data directory for `holder` (the command, e.g. `serve`), or says which process
+/// has it and that it must stop before `what`.
+pub fn acquire(dir: &Path, holder: &str, what: &str) -> anyhow::Result<DataDirLock> {
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)
@@ -28,6 +34,8 @@ pub fn acquire(dir: &Path, what: &str) -> anyhow::Result<DataDirLock> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        // A symlink planted here must not make the truncation below hit another file.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     match file.try_lock() {
@@ -35,15 +43,14 @@ pub fn acquire(dir: &Path, what: &str) -> anyhow::Result<DataDirLock> {
         Err(TryLockError::WouldBlock) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let pid = if holder.is_empty() {
-                "pid unknown".to_owned()
-            } else {
-                format!("pid {holder}")
-            };
+            let (pid, command) = holder
+                .trim()
+                .split_once(' ')
+                .unwrap_or((holder.trim(), "serve"));
+            let pid = if pid.is_empty() { "unknown" } else { pid };
             bail!(
-                "{} is in use by a running `cloister serve` ({pid}): stop it before {what}, or \
-                 use another --data-dir",
+                "{} is in use by a running `cloister {command}` (pid {pid}): stop it before \
+                 {what}, or use another --data-dir",
                 dir.display()
             );
         }
@@ -53,7 +60,7 @@ pub fn acquire(dir: &Path, what: &str) -> anyhow::Result<DataDirLock> {
     }
     file.set_len(0)
         .and_then(|()| file.seek(SeekFrom::Start(0)))
-        .and_then(|_| writeln!(file, "{}", std::process::id()))
+        .and_then(|_| writeln!(file, "{} {holder}", std::process::id()))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(DataDirLock { _file: file })
 }
@@ -65,11 +72,29 @@ mod tests {
     #[test]
     fn a_second_holder_is_refused_with_the_first_ones_pid_until_it_lets_go() {
         let dir = tempfile::tempdir().unwrap();
-        let first = acquire(dir.path(), "starting").unwrap();
-        let e = acquire(dir.path(), "starting").unwrap_err().to_string();
-        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        let first = acquire(dir.path(), "keyvault restore", "starting").unwrap();
+        let e = acquire(dir.path(), "serve", "starting")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "running `cloister keyvault restore` (pid {})",
+                std::process::id()
+            )),
+            "{e}"
+        );
         assert!(e.contains("stop it before starting"), "{e}");
         drop(first);
-        acquire(dir.path(), "starting").unwrap();
+        acquire(dir.path(), "serve", "starting").unwrap();
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_the_lock_file_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(LOCK_FILE)).unwrap();
+        assert!(acquire(dir.path(), "serve", "starting").is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
     }
 }

@@ -133,7 +133,7 @@ fn keyvaultd<T: serde::de::DeserializeOwned>(
 pub async fn restore(conn: &Conn, args: &RestoreArgs, json_mode: bool) -> anyhow::Result<()> {
     let db = database(&args.data_dir)?;
     // The platform must be stopped, and stays stopped while the copy goes in.
-    let _data_lock = crate::data_lock::acquire(&args.data_dir, "restoring")?;
+    let _data_lock = crate::data_lock::acquire(&args.data_dir, "keyvault restore", "restoring")?;
     if !args.from.is_file() {
         bail!("{} is not a file", args.from.display());
     }

@@ -511,6 +511,8 @@ pub async fn keyvault(
 /// `keyvault migrate` happens inside keyvault's own executable: the re-sealed root is sealed
 /// to it, and the recovery key goes to it only (stdin passes through).
 async fn migrate(args: MigrateArgs, json_mode: bool) -> anyhow::Result<()> {
+    // The platform must be stopped, and stays stopped while the root is re-sealed.
+    let _data_lock = crate::data_lock::acquire(&args.data_dir, "keyvault migrate", "migrating")?;
     let bins = cloister_role::trusted::TrustedBinaries::locate(args.trusted_dir.as_deref())?;
     bins.check_versions()?;
     let mut cmd = std::process::Command::new(&bins.keyvault);

@@ -331,7 +331,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?;
     prepare_data_dir(&args.data_dir)?;
     // Held until `serve` ends: one platform per data directory.
-    let _data_lock = crate::data_lock::acquire(&args.data_dir, "starting another")?;
+    let _data_lock = crate::data_lock::acquire(&args.data_dir, "serve", "starting another")?;
     let token_path = args.data_dir.join(ADMIN_TOKEN_FILE);
     let token_existed = token_path.exists();
     let public = std::net::TcpListener::bind(args.listen).with_context(|| {

@@ -195,6 +195,11 @@ async fn authentication_and_roles_are_enforced() {
         403,
     );
     assert!(e.message.contains("developer"), "{}", e.message);
+    assert!(
+        e.message.contains("this token has the invoker role"),
+        "{}",
+        e.message
+    );
     assert_api_error(invoker.delete("add").await, "forbidden", 403);
     assert_api_error(invoker.list_tokens().await, "forbidden", 403);
 

@@ -76,9 +76,18 @@ async fn state_survives_a_restart_and_ctrl_c_stops_every_process() {
     // running one, and so does a restore.
     let serve_pid = p.child.as_ref().unwrap().id();
     let second_log = p.dir.path().join("second.log");
-    let status = spawn_serve(&p.data(), common::free_port(), &second_log)
-        .wait()
-        .unwrap();
+    let mut second = spawn_serve(&p.data(), common::free_port(), &second_log);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second serve on the same data directory kept running");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert!(!status.success());
     let out = std::fs::read_to_string(&second_log).unwrap();
     assert!(

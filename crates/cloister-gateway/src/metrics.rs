@@ -43,6 +43,9 @@ pub struct Metrics {
     pub workers_spawned: Counter,
     /// Workers retired: limits hit, crashed, idle (`cloister_workers_retired_total`).
     pub workers_retired: Counter,
+    /// Held from fetching the executor's status to applying it, so that two scrapes cannot
+    /// apply their reports out of order (which would look like an executor restart).
+    pub scrape: tokio::sync::Mutex<()>,
     /// The executor's spawned total at the last status report.
     spawned_seen: AtomicU64,
     /// The executor's retired total at the last status report.
@@ -121,6 +124,7 @@ impl Default for Metrics {
             workers,
             workers_spawned,
             workers_retired,
+            scrape: tokio::sync::Mutex::new(()),
             spawned_seen: AtomicU64::new(0),
             retired_seen: AtomicU64::new(0),
             filesystem_isolated,
@@ -180,7 +184,8 @@ impl Metrics {
 
 /// Moves `counter` on by what the executor's running `total` grew since the total last
 /// seen (`seen`). The executor's totals start again from zero when it restarts; a counter
-/// never goes down, so it then grows by the new total.
+/// never goes down, so it then grows by the new total (what the restarted executor counted
+/// before a scrape that saw it above the old total is missed). Callers hold `scrape`.
 fn advance(counter: &Counter, seen: &AtomicU64, total: u64) {
     let before = seen.swap(total, Ordering::Relaxed);
     counter.inc_by(if total >= before {

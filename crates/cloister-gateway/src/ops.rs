@@ -17,6 +17,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// `GET /metrics` (any valid token).
 pub async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<Response> {
     s.auth.authenticate(&headers).await?;
+    let _one_scrape_at_a_time = s.metrics.scrape.lock().await;
     match s.executor.status().await {
         Ok(status) => s.metrics.set_executor_status(&status),
         Err(e) => tracing::warn!(error = ?e.0.message, "metrics: executor status unavailable"),
