@@ -548,6 +548,48 @@ async fn migrate(args: MigrateArgs, json_mode: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints audit entries as a table whose columns line up whatever their widths.
+fn print_audit_table(entries: &[serde_json::Value]) {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let header = ["SEQ", "AT", "ACTION", "SUBJECT", "ACTOR", "DETAILS"];
+    let rows: Vec<[String; 6]> = entries
+        .iter()
+        .map(|e| ["seq", "at", "action", "subject", "actor", "details"].map(|k| text(&e[k])))
+        .collect();
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([header[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths = [width(0), width(1), width(2), width(3), width(4)];
+    let line = |r: [&str; 6]| {
+        println!(
+            "{:>w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+            w4 = widths[4],
+        )
+    };
+    line(header);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]].map(String::as_str));
+    }
+}
+
 /// Runs `audit ...`.
 pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Result<ExitCode> {
     let mut c = client(&conn)?;
@@ -563,17 +605,7 @@ pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Re
             if json_mode {
                 output::json(&r);
             } else {
-                for e in r["entries"].as_array().cloned().unwrap_or_default() {
-                    println!(
-                        "{:>6}  {}  {:<20} {:<28} {}  {}",
-                        e["seq"],
-                        e["at"].as_str().unwrap_or_default(),
-                        e["action"].as_str().unwrap_or_default(),
-                        e["subject"].as_str().unwrap_or_default(),
-                        e["actor"].as_str().unwrap_or_default(),
-                        e["details"].as_str().unwrap_or_default()
-                    );
-                }
+                print_audit_table(&r["entries"].as_array().cloned().unwrap_or_default());
             }
             Ok(ExitCode::SUCCESS)
         }

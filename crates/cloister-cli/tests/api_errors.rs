@@ -262,6 +262,28 @@ async fn authentication_and_roles_are_enforced() {
             "a token value is in the audit log"
         );
     }
+    // `audit list` lines its columns up: every row's action starts under ACTION.
+    let out = p.cli(&["audit", "list", "--limit", "1000"]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    let col = header.find("ACTION").unwrap();
+    let mut rows = 0;
+    for l in lines {
+        let action = &l[col..];
+        assert!(
+            l.as_bytes()[col - 1] == b' '
+                && action.split(' ').next().is_some_and(|a| {
+                    a.contains('.')
+                        && a.chars()
+                            .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_')
+                }),
+            "misaligned: {l:?}\n{table}"
+        );
+        rows += 1;
+    }
+    assert!(rows >= 4, "{table}");
 
     // Tokens are stored hashed: no value appears anywhere in the database files.
     let mut checked = 0;
