@@ -298,29 +298,7 @@ async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() 
         .unwrap()
         .keyvault
         .audit_public_key;
-    let claim = || {
-        cloister_authority::sign(
-            &mallory,
-            &cloister_authority::Manifest {
-                name: "victim".into(),
-                function_id: None,
-                previous: None,
-                environment: "production".into(),
-                runtime: "javascript".into(),
-                entrypoint: "handler".into(),
-                code_hash: code_hash(EXFIL),
-                secrets: vec![],
-                limits: cloister_authority::ManifestLimits {
-                    timeout_ms: 1000,
-                    memory_mb: 64,
-                },
-                activate: true,
-                confidential: false,
-            },
-            &cloister_authority::SignOptions::for_platform(&platform),
-        )
-        .unwrap()
-    };
+    let claim = || common::new_function_manifest(&mallory, "victim", &code_hash(EXFIL), &platform);
     assert_eq!(
         code_of(&register_straight(&evil, claim()).await.unwrap_err()),
         "conflict"
@@ -1170,28 +1148,12 @@ async fn confidential_code_cached_in_the_executor_is_never_served_to_another_fun
     // Mallory registers a plain function naming the victim's (public) code hash, straight at
     // keyvault; the insider then asks the executor to run it with no code attached.
     let mallory = p.developer_identity("mallory").await;
-    let manifest = cloister_authority::Manifest {
-        name: "copycat".into(),
-        function_id: None,
-        previous: None,
-        environment: "production".into(),
-        runtime: "javascript".into(),
-        entrypoint: "handler".into(),
-        code_hash: victim.code_hash.clone(),
-        secrets: vec![],
-        limits: cloister_authority::ManifestLimits {
-            timeout_ms: 1000,
-            memory_mb: 64,
-        },
-        activate: true,
-        confidential: false,
-    };
-    let signed = cloister_authority::sign(
+    let signed = common::new_function_manifest(
         &mallory,
-        &manifest,
-        &cloister_authority::SignOptions::for_platform(&kv.audit_key.to_string()),
-    )
-    .unwrap();
+        "copycat",
+        &victim.code_hash,
+        &kv.audit_key.to_string(),
+    );
     let ins = insider(&p);
     let reg = register_straight(&ins, signed).await.unwrap();
     let out = ins

@@ -263,27 +263,12 @@ async fn every_attack_on_a_sealed_call_is_refused_with_its_own_code() {
         Err(cloister_client::manifest::ManifestError::Signature(_))
     ));
     let stranger = cloister_authority::Identity::generate("stranger").unwrap();
-    let own = cloister_authority::sign(
+    let own = common::new_function_manifest(
         &stranger,
-        &cloister_authority::Manifest {
-            name: "echo".into(),
-            function_id: None,
-            previous: None,
-            environment: "production".into(),
-            runtime: "javascript".into(),
-            entrypoint: "handler".into(),
-            code_hash: code_hash("function handler() { return 'evil'; }"),
-            secrets: vec![],
-            limits: cloister_authority::ManifestLimits {
-                timeout_ms: 1000,
-                memory_mb: 64,
-            },
-            activate: true,
-            confidential: false,
-        },
-        &cloister_authority::SignOptions::for_platform(&platform),
-    )
-    .unwrap();
+        "echo",
+        &code_hash("function handler() { return 'evil'; }"),
+        &platform,
+    );
     let forged = cloister_types::wire::SignedManifest {
         manifest: base64::engine::general_purpose::STANDARD.encode(&own),
         ..other_manifest

@@ -409,3 +409,34 @@ pub fn descendants(root: u32) -> Vec<u32> {
     }
     out
 }
+
+/// `who`'s signed manifest creating function `name` for code hashing to `code_hash` on
+/// `platform` (keyvault's instance key, hex): what a developer sends straight to keyvault.
+pub fn new_function_manifest(
+    who: &cloister_authority::Identity,
+    name: &str,
+    code_hash: &str,
+    platform: &str,
+) -> Vec<u8> {
+    cloister_authority::sign(
+        who,
+        &cloister_authority::Manifest {
+            name: name.into(),
+            function_id: None,
+            previous: None,
+            environment: "production".into(),
+            runtime: "javascript".into(),
+            entrypoint: "handler".into(),
+            code_hash: code_hash.into(),
+            secrets: vec![],
+            limits: cloister_authority::ManifestLimits {
+                timeout_ms: 1000,
+                memory_mb: 64,
+            },
+            activate: true,
+            confidential: false,
+        },
+        &cloister_authority::SignOptions::for_platform(platform),
+    )
+    .unwrap()
+}
