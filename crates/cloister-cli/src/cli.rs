@@ -805,13 +805,15 @@ pub struct DeployArgs {
     /// Runtime.
     #[arg(long, default_value = "javascript")]
     pub runtime: String,
-    /// Environment (selects the secrets namespace).
+    /// Environment (selects the secrets namespace) [default: production].
     #[arg(long)]
     pub environment: Option<String>,
-    /// Deadline of one invocation, milliseconds.
+    /// Deadline of one invocation, milliseconds: 10 up to the server's maximum (60000 on a
+    /// default server) [default: the server's, 5000]. The API calls it `limits.timeoutMs`.
     #[arg(long)]
     pub timeout_ms: Option<u64>,
-    /// Memory limit, MiB.
+    /// Memory limit, MiB: 4 up to the server's maximum (512 on a default server) [default:
+    /// the server's, 64]. The API calls it `limits.memoryMb`.
     #[arg(long)]
     pub memory_mb: Option<u32>,
     /// A secret the function needs (`NAME` or `CATEGORY/NAME`); repeatable.

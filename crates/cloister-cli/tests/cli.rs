@@ -458,3 +458,32 @@ fn a_file_name_that_is_no_function_name_suggests_name() {
         "{err}"
     );
 }
+
+#[test]
+fn deploy_help_states_the_limits_ranges_and_defaults_the_server_applies() {
+    use cloister_types::limits::{MIN_MEMORY_MB, MIN_TIMEOUT_MS, ServerLimits};
+    let o = std::process::Command::new(common::BIN)
+        .args(["fn", "deploy", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let d = ServerLimits::default();
+    for expected in [
+        format!(
+            "{MIN_TIMEOUT_MS} up to the server's maximum ({} on a default server)",
+            d.max_timeout_ms
+        ),
+        format!("[default: the server's, {}]", d.default_timeout_ms),
+        format!(
+            "{MIN_MEMORY_MB} up to the server's maximum ({} on a default server)",
+            d.max_memory_mb
+        ),
+        format!("[default: the server's, {}]", d.default_memory_mb),
+        "`limits.timeoutMs`".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} not in: {text}");
+    }
+}
