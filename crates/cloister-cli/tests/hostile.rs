@@ -1000,16 +1000,8 @@ async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
         })
         .await
         .unwrap();
-    let bundle = p.admin().attestation().await.unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let kv = cloister_client::attestation::verify_bundle(
-        &bundle,
-        &p.sim_root(),
-        &p.keyvault_measurement(),
-        300,
-        now,
-    )
-    .unwrap();
+    let kv = p.trusted_keyvault().await;
     p.executor_holds_keys().await;
     let key = pick_key(&kv.fleet_keys, now as u64).unwrap();
     let target = Target {
@@ -1106,16 +1098,8 @@ async fn confidential_code_cached_in_the_executor_is_never_served_to_another_fun
     use cloister_client::sealed::{pick_key, seal_call};
     let p = Platform::start().await;
     p.executor_holds_keys().await;
-    let bundle = p.admin().attestation().await.unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let kv = cloister_client::attestation::verify_bundle(
-        &bundle,
-        &p.sim_root(),
-        &p.keyvault_measurement(),
-        300,
-        now,
-    )
-    .unwrap();
+    let kv = p.trusted_keyvault().await;
     let key = pick_key(&kv.fleet_keys, now as u64).unwrap();
     // The victim's confidential function runs once: its plaintext is now in the executor's
     // code cache.

@@ -20,18 +20,6 @@ fn now() -> u64 {
     u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap()
 }
 
-async fn trusted(p: &Platform) -> TrustedKeyvault {
-    let bundle = p.admin().attestation().await.unwrap();
-    verify_bundle(
-        &bundle,
-        &p.sim_root(),
-        &p.keyvault_measurement(),
-        300,
-        now() as i64,
-    )
-    .unwrap()
-}
-
 async fn deploy(p: &Platform, name: &str, code: &str) -> FunctionInfo {
     let req = DeployRequest {
         name: name.into(),
@@ -99,7 +87,7 @@ async fn a_sealed_input_and_result_appear_in_no_log_database_metric_or_response(
     let p = Platform::start().await;
     let f = deploy(&p, "echo", ECHO).await;
     p.executor_holds_keys().await;
-    let kv = trusted(&p).await;
+    let kv = p.trusted_keyvault().await;
     let key = pick_key(&kv.fleet_keys, now()).unwrap();
     let marker = format!("marker-{}", hex::encode(rand::random::<[u8; 12]>()));
     let mut c = p.admin();
@@ -196,7 +184,7 @@ async fn every_attack_on_a_sealed_call_is_refused_with_its_own_code() {
     let f = deploy(&p, "echo", ECHO).await;
     let other = deploy(&p, "other", "function handler() { return 1; }").await;
     p.executor_holds_keys().await;
-    let kv = trusted(&p).await;
+    let kv = p.trusted_keyvault().await;
     let key = pick_key(&kv.fleet_keys, now()).unwrap().clone();
     let mut c = p.admin();
     let params = r#"{"m":"x"}"#;
@@ -381,7 +369,7 @@ async fn a_policy_change_replaces_every_fleet_key_and_the_executor_follows() {
     let p = Platform::start().await;
     let f = deploy(&p, "echo", ECHO).await;
     p.executor_holds_keys().await;
-    let before = trusted(&p).await;
+    let before = p.trusted_keyvault().await;
     let old = pick_key(&before.fleet_keys, now()).unwrap().clone();
     let mut c = p.admin();
     let call = seal_call(&old, &target(&f), r#"{"m":"1"}"#, now()).unwrap();
@@ -411,7 +399,7 @@ async fn a_policy_change_replaces_every_fleet_key_and_the_executor_follows() {
         "{}",
         String::from_utf8_lossy(&set.stderr)
     );
-    let after = trusted(&p).await;
+    let after = p.trusted_keyvault().await;
     assert_eq!(after.executor_measurements.len(), 2, "{yaml}");
     let new = pick_key(&after.fleet_keys, now()).unwrap().clone();
     assert_ne!(new.key_id, old.key_id, "every fleet key is replaced");
@@ -541,7 +529,7 @@ async fn receipts_verify_and_any_flipped_byte_fails() {
     let p = Platform::start().await;
     let f = deploy(&p, "echo", ECHO).await;
     p.executor_holds_keys().await;
-    let kv = trusted(&p).await;
+    let kv = p.trusted_keyvault().await;
     let trust = receipt_trust(&kv);
     let mut c = p.admin();
 
@@ -697,7 +685,7 @@ async fn the_client_refuses_a_bundle_outside_its_trust_settings_before_sealing()
     deploy(&p, "echo", ECHO).await;
     p.executor_holds_keys().await;
     let root = p.sim_root();
-    let this_executor = trusted(&p).await.executor_measurements[0].clone();
+    let this_executor = p.trusted_keyvault().await.executor_measurements[0].clone();
     let invoke = || {
         p.cli(&[
             "fn",
@@ -911,7 +899,7 @@ async fn confidential_code_is_stored_sealed_runs_in_the_executor_and_only_owners
     );
 
     // A developer who does not own it cannot deploy a new version (keyvault refuses).
-    let kv = trusted(&p).await;
+    let kv = p.trusted_keyvault().await;
     let key = pick_key(&kv.fleet_keys, now()).unwrap();
     let dev = p.developer_identity("mallory").await;
     let mut as_dev = p.client(Some(&p.token)).with_identity(dev, None);

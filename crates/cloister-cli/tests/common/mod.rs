@@ -194,6 +194,20 @@ impl Platform {
         expected
     }
 
+    /// keyvault's attestation bundle, fetched and verified against this platform's sim root
+    /// and keyvault build (what a client that trusts this platform does first).
+    pub async fn trusted_keyvault(&self) -> cloister_client::attestation::TrustedKeyvault {
+        let bundle = self.admin().attestation().await.unwrap();
+        cloister_client::attestation::verify_bundle(
+            &bundle,
+            &self.sim_root(),
+            &self.keyvault_measurement(),
+            300,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )
+        .unwrap()
+    }
+
     /// Waits until the executor holds fleet keys (fetched right after it attests to keyvault).
     pub async fn executor_holds_keys(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
