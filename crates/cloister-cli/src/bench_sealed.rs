@@ -140,6 +140,11 @@ fn body(call: &SealedCall) -> Bytes {
             version: None,
             sealed: Some(call.input.clone()),
             receipt_nonce: call.receipt.as_ref().map(|(n, _)| n.clone()),
+            // As the SDK does: after the first receipt the executor's evidence is left out.
+            receipt_signer: call
+                .receipt
+                .as_ref()
+                .and_then(|(_, t)| t.cache.known_signer(&t.root_fingerprint)),
         })
         .unwrap_or_default(),
     )

@@ -88,6 +88,7 @@ impl Insider {
                     link_id: Vec::new(),
                     sealed: None,
                     receipt_nonce: Vec::new(),
+                    receipt_signer: Vec::new(),
                 },
             ))
             .await
@@ -825,6 +826,7 @@ async fn the_executor_proves_itself_to_the_gateway_and_links_are_not_guessable()
                 link_id: vec![0u8; 16],
                 sealed: None,
                 receipt_nonce: Vec::new(),
+                receipt_signer: Vec::new(),
             },
         ))
         .await
@@ -886,6 +888,7 @@ async fn the_executor_proves_itself_to_the_gateway_and_links_are_not_guessable()
                 link_id: ans.link_id.clone(),
                 sealed: None,
                 receipt_nonce: Vec::new(),
+                receipt_signer: Vec::new(),
             },
         )
     };
@@ -1062,6 +1065,7 @@ async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
                     link_id: Vec::new(),
                     sealed: Some(sealed(r#"{"m":"x"}"#)),
                     receipt_nonce: Vec::new(),
+                    receipt_signer: Vec::new(),
                 },
             ))
             .await
@@ -1086,6 +1090,7 @@ async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
                 link_id: Vec::new(),
                 sealed: Some(sealed("1")),
                 receipt_nonce: Vec::new(),
+                receipt_signer: Vec::new(),
             },
         ))
         .await

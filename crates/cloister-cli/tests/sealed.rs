@@ -133,6 +133,7 @@ async fn a_sealed_input_and_result_appear_in_no_log_database_metric_or_response(
             version: None,
             sealed: Some(call.input.clone()),
             receipt_nonce: None,
+            receipt_signer: None,
         })
         .unwrap()
     };
@@ -320,7 +321,9 @@ async fn every_attack_on_a_sealed_call_is_refused_with_its_own_code() {
             300,
             now() as i64
         ),
-        Err(cloister_client::attestation::BundleError::WrongRoot { .. })
+        Err(cloister_client::attestation::BundleError::Evidence(
+            cloister_client::evidence::EvidenceError::RootNotTrusted { .. }
+        ))
     ));
     // (An executor refuses a key past its validity with `fleet_key_expired`; the clock
     // cannot be moved here, so that is covered by cloister-executor's unit tests, and
@@ -335,6 +338,7 @@ async fn every_attack_on_a_sealed_call_is_refused_with_its_own_code() {
             version: None,
             sealed: Some(call.input.clone()),
             receipt_nonce: None,
+            receipt_signer: None,
         })
         .unwrap()
     };
@@ -589,7 +593,9 @@ async fn receipts_verify_and_any_flipped_byte_fails() {
     other_root.root_fingerprint = "ab".repeat(32);
     assert!(matches!(
         verify_receipt(&plain, &other_root),
-        Err(ReceiptError::WrongRoot { .. })
+        Err(ReceiptError::Evidence(
+            cloister_client::evidence::EvidenceError::RootNotTrusted { .. }
+        ))
     ));
     let mut no_build = trust.clone();
     no_build.executor_measurements = vec!["cd".repeat(48)];
@@ -606,6 +612,100 @@ async fn receipts_verify_and_any_flipped_byte_fails() {
         )
         .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_leaves_out_the_evidence_its_caller_already_verified() {
+    use cloister_client::receipt::{ReceiptError, ReceiptTrust, verify_receipt};
+    let p = Platform::start().await;
+    deploy(&p, "echo", ECHO).await;
+    p.executor_holds_keys().await;
+    let kv = p.trusted_keyvault().await;
+    let trust = receipt_trust(&kv);
+    let mut c = p.admin();
+    assert_eq!(trust.cache.known_signer(&kv.root_fingerprint), None);
+
+    // The first receipt carries the evidence; the SDK then knows the signer.
+    let (first, _) = c
+        .invoke_with_receipt("echo", r#"{"m":1}"#, None, &trust)
+        .await
+        .unwrap();
+    let first = first.receipt.unwrap();
+    assert!(!first.signer.evidence.is_empty());
+    let key = first.signer.public_key.clone();
+    assert_eq!(
+        trust.cache.known_signer(&kv.root_fingerprint).as_deref(),
+        Some(key.as_str())
+    );
+    assert_eq!(trust.cache.known_signer(&"ab".repeat(32)), None);
+
+    // Asked by its key, the executor leaves the evidence out of the wire...
+    let raw = |signer: &str| {
+        serde_json::to_vec(&cloister_types::wire::InvokeRequest {
+            params: Some(serde_json::value::RawValue::from_string(r#"{"m":2}"#.into()).unwrap()),
+            version: None,
+            sealed: None,
+            receipt_nonce: Some("aa".repeat(16)),
+            receipt_signer: Some(signer.to_owned()),
+        })
+        .unwrap()
+    };
+    let post = |body: Vec<u8>| {
+        let mut c = p.admin();
+        async move {
+            c.raw(
+                hyper::Method::POST,
+                "/v1/functions/echo/invoke",
+                Some(body.into()),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let r = post(raw(&key)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        json["receipt"]["signer"].get("evidence").is_none(),
+        "{json}"
+    );
+    assert!(r.body.len() < 2048, "{} bytes", r.body.len());
+    let slim: cloister_types::receipt::Receipt =
+        serde_json::from_value(json["receipt"].clone()).unwrap();
+    // ...which verifies against the signer this client verified, and nowhere else.
+    let v = verify_receipt(&slim, &trust).unwrap();
+    assert_eq!(
+        v.complete(slim.clone()).signer.evidence,
+        first.signer.evidence
+    );
+    let stranger = ReceiptTrust::new(
+        kv.root_fingerprint.clone(),
+        kv.executor_measurements.clone(),
+    );
+    assert!(matches!(
+        verify_receipt(&slim, &stranger),
+        Err(ReceiptError::SignerUnknown)
+    ));
+    // Another key named: the evidence comes whole.
+    let r = post(raw(&"07".repeat(32))).await;
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        json["receipt"]["signer"]["evidence"].as_str(),
+        Some(first.signer.evidence.as_str())
+    );
+    // Not a key: refused at the door.
+    let r = post(raw("zz")).await;
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("receiptSigner"));
+
+    // The SDK sends the key it knows and hands back the receipt whole.
+    let (again, _) = c
+        .invoke_with_receipt("echo", r#"{"m":3}"#, None, &trust)
+        .await
+        .unwrap();
+    let again = again.receipt.unwrap();
+    assert_eq!(again.signer.evidence, first.signer.evidence);
+    assert!(verify_receipt(&again, &stranger).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

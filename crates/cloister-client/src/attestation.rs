@@ -3,9 +3,9 @@
 //! bind (through its report data) the very keys and allowlist the bundle advertises.
 
 use base64::Engine as _;
-use cloister_attest::sim::{SimEvidence, SimVerifier};
-use cloister_attest::{Collateral, Verifier};
 use cloister_crypto::{HpkePublicKey, VerifyingKey};
+
+use crate::evidence::{EvidenceError, verify_evidence};
 use cloister_types::binding::{FleetKeyBinding, bundle_report_data};
 
 /// `GET /v1/attestation` as sent by the gateway (unverified): the wire types shared with it.
@@ -53,27 +53,23 @@ pub struct TrustedKeyvault {
 
 /// Why a bundle is not trusted.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BundleError {
     /// The bundle is not in the documented shape.
     #[error("malformed attestation bundle: {0}")]
     Malformed(String),
-    /// This client cannot check this TEE type.
-    #[error("this client verifies only simulated-TEE bundles; the server runs `{0}`")]
-    UnsupportedTee(String),
-    /// The evidence is signed by a root other than the pinned one.
-    #[error("keyvault's evidence chains to sim root {found}, not the pinned {pinned}")]
-    WrongRoot {
-        /// Fingerprint found.
-        found: String,
-        /// Fingerprint pinned.
-        pinned: String,
-    },
-    /// The evidence failed verification.
-    #[error("keyvault's evidence is not authentic: {0}")]
-    Evidence(#[from] cloister_attest::AttestError),
+    /// keyvault's evidence is not accepted (kind, root, signature, validity).
+    #[error("keyvault's evidence: {0}")]
+    Evidence(#[from] EvidenceError),
     /// Evidence for another role.
     #[error("the evidence is for role `{0}`, not keyvault")]
     WrongRole(String),
+    /// Hardware evidence names no role: the keyvault build must not also be an executor build.
+    #[error(
+        "keyvault's measurement {0} is also on its executor allowlist: hardware evidence does \
+         not say which role a build plays"
+    )]
+    AmbiguousRole(String),
     /// keyvault runs a build other than the expected one.
     #[error("keyvault runs measurement {found}, expected {expected}")]
     WrongMeasurement {
@@ -93,27 +89,22 @@ pub enum BundleError {
 /// Fingerprint (hex SHA-256 of the DER) of the root that signed the bundle's evidence, without
 /// verifying anything: what trust-on-first-use pins.
 pub fn presented_root(bundle: &Bundle) -> Result<String, BundleError> {
-    let ev = SimEvidence::parse(&evidence_bytes(bundle)?)?;
-    Ok(fingerprint(&ev.platform_cert))
+    Ok(crate::evidence::presented_root(
+        &bundle.tee,
+        &evidence_bytes(bundle)?,
+    )?)
 }
 
 /// When the bundle's evidence was produced (Unix seconds), unverified: the time an offline
 /// check verifies it at.
 pub fn bundle_time(bundle: &Bundle) -> Result<i64, BundleError> {
-    let ev = SimEvidence::parse(&evidence_bytes(bundle)?)?;
-    i64::try_from(ev.timestamp_ms / 1000)
-        .map_err(|_| BundleError::Malformed("timestamp out of range".into()))
-}
-
-fn fingerprint(der: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(der))
+    Ok(crate::evidence::produced_at(
+        &bundle.tee,
+        &evidence_bytes(bundle)?,
+    )?)
 }
 
 fn evidence_bytes(bundle: &Bundle) -> Result<Vec<u8>, BundleError> {
-    if bundle.tee != "sim" {
-        return Err(BundleError::UnsupportedTee(bundle.tee.clone()));
-    }
     base64::engine::general_purpose::STANDARD
         .decode(&bundle.keyvault.evidence)
         .map_err(|e| BundleError::Malformed(format!("evidence is not base64: {e}")))
@@ -129,27 +120,30 @@ pub fn verify_bundle(
     now: i64,
 ) -> Result<TrustedKeyvault, BundleError> {
     let bytes = evidence_bytes(bundle)?;
-    let ev = SimEvidence::parse(&bytes)?;
-    let found = fingerprint(&ev.platform_cert);
-    if !found.eq_ignore_ascii_case(pinned_root.trim()) {
-        return Err(BundleError::WrongRoot {
-            found,
-            pinned: pinned_root.trim().to_ascii_lowercase(),
-        });
+    let ev = verify_evidence(&bundle.tee, &bytes, &[pinned_root.to_owned()], now)?;
+    match &ev.role {
+        Some(role) if role != "keyvault" => return Err(BundleError::WrongRole(role.clone())),
+        Some(_) => {}
+        None => {
+            if bundle
+                .executor_measurements
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&ev.measurement))
+            {
+                return Err(BundleError::AmbiguousRole(ev.measurement));
+            }
+        }
     }
-    let verified =
-        SimVerifier::pinning(&ev.platform_cert)?.verify(&bytes, &Collateral::default(), now)?;
-    if ev.role != "keyvault" {
-        return Err(BundleError::WrongRole(ev.role));
-    }
-    let claims = verified.claims();
-    if claims.measurement.0.as_slice() != expected_measurement {
+    if !ev
+        .measurement
+        .eq_ignore_ascii_case(&hex::encode(expected_measurement))
+    {
         return Err(BundleError::WrongMeasurement {
-            found: hex::encode(&claims.measurement.0),
+            found: ev.measurement,
             expected: hex::encode(expected_measurement),
         });
     }
-    let age = claims.timestamp.map(|t| now - t).unwrap_or(i64::MAX);
+    let age = ev.produced_at.map(|t| now - t).unwrap_or(i64::MAX);
     if age > max_age_secs {
         return Err(BundleError::Stale(age, max_age_secs));
     }
@@ -178,22 +172,22 @@ pub fn verify_bundle(
         &registry,
         &bindings,
     );
-    let bound = claims
+    let bound = ev
         .report_data
         .as_ref()
-        .is_some_and(|rd| cloister_crypto::ct_eq(&rd.0, &expected_rd));
+        .is_some_and(|rd| cloister_crypto::ct_eq(rd, &expected_rd));
     if !bound {
         return Err(BundleError::Unbound);
     }
     Ok(TrustedKeyvault {
-        tee_label: claims.tee.label().to_owned(),
+        tee_label: ev.tee_label,
         hpke: HpkePublicKey::from_slice(&hpke_bytes)
             .map_err(|e| BundleError::Malformed(e.to_string()))?,
         audit_key: VerifyingKey::from_slice(&audit_bytes)
             .map_err(|e| BundleError::Malformed(e.to_string()))?,
-        measurement: hex::encode(&claims.measurement.0),
+        measurement: ev.measurement,
         executor_measurements: bundle.executor_measurements.clone(),
-        root_fingerprint: found,
+        root_fingerprint: ev.root_fingerprint,
         age_secs: age,
         registry_digest: hex::encode(&registry),
         admins: bundle.keyvault.admins.clone(),
@@ -260,6 +254,7 @@ pub fn seal_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloister_types::wire::KeyvaultPart;
 
     fn key(epoch: u64, not_before: u64, not_after: u64) -> FleetKey {
         let pk = cloister_crypto::HpkeKeyPair::derive(&[epoch as u8; 32])
@@ -274,6 +269,59 @@ mod tests {
             not_before,
             not_after,
         }
+    }
+
+    /// A bundle around a real Nitro document (crates/cloister-attest/testdata/nitro): its
+    /// chain verifies, but AWS's document binds none of this bundle's keys.
+    #[test]
+    fn a_nitro_bundle_is_checked_through_to_its_binding() {
+        const PCR0: &str = "f4d48b81a460c9916d1e685119074bf24660afd3e34fae9fca0a0d28d9d5599936332687e6f66fc890ac8cf150142d8b";
+        const ROOT: &str = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";
+        let doc = include_bytes!(
+            "../../cloister-attest/testdata/nitro/nitro_evervault_2022-10-13_prod.cbor"
+        );
+        let at = 1_665_651_600;
+        let bundle = |executors: Vec<String>| Bundle {
+            tee: "nitro".into(),
+            tee_label: "nitro".into(),
+            keyvault: KeyvaultPart {
+                evidence: base64::engine::general_purpose::STANDARD.encode(doc),
+                hpke_public_key: hex::encode([1u8; 32]),
+                hpke_suite: String::new(),
+                audit_public_key: hex::encode([2u8; 32]),
+                registry_digest: hex::encode([3u8; 32]),
+                admins: vec![],
+                fleet_keys: vec![],
+            },
+            executor_measurements: executors,
+            sim_root_fingerprint: None,
+        };
+        let mut pcr0 = [0u8; 48];
+        hex::decode_to_slice(PCR0, &mut pcr0).unwrap();
+        let b = bundle(vec!["aa".repeat(48)]);
+        assert_eq!(presented_root(&b).unwrap(), ROOT);
+        assert_eq!(bundle_time(&b).unwrap(), 1_665_651_482);
+        assert!(matches!(
+            verify_bundle(&b, ROOT, &pcr0, 300, at),
+            Err(BundleError::Unbound)
+        ));
+        assert!(matches!(
+            verify_bundle(&b, ROOT, &[9; 48], 300, at),
+            Err(BundleError::WrongMeasurement { .. })
+        ));
+        // Hardware evidence names no role: keyvault's build may not be an executor build.
+        assert!(matches!(
+            verify_bundle(&bundle(vec![PCR0.into()]), ROOT, &pcr0, 300, at),
+            Err(BundleError::AmbiguousRole(_))
+        ));
+        assert!(matches!(
+            verify_bundle(&b, &"ab".repeat(32), &pcr0, 300, at),
+            Err(BundleError::Evidence(EvidenceError::RootNotTrusted { .. }))
+        ));
+        assert!(matches!(
+            verify_bundle(&b, ROOT, &pcr0, 300, at + 200),
+            Err(BundleError::Stale(..))
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod attestation;
 pub mod audit;
 mod conn;
+pub mod evidence;
 pub mod manifest;
 pub mod receipt;
 pub mod registry;
@@ -341,6 +342,10 @@ impl Client {
             version: None,
             sealed: Some(call.input.clone()),
             receipt_nonce: call.receipt.as_ref().map(|(n, _)| n.clone()),
+            receipt_signer: call
+                .receipt
+                .as_ref()
+                .and_then(|(_, t)| t.cache.known_signer(&t.root_fingerprint)),
         });
         let resp = self
             .raw(
@@ -365,7 +370,10 @@ impl Client {
                 err.code.as_str(),
                 &d.sealed,
             )?;
-            let receipt = d.receipt.zip(verified).map(Box::new);
+            let receipt = d
+                .receipt
+                .zip(verified)
+                .map(|(r, v)| Box::new((v.complete(r), v)));
             return match opened.result {
                 Err((code, f)) => Err(ClientError::FunctionFailed {
                     receipt,
@@ -400,7 +408,7 @@ impl Client {
             call.check_receipt(r.receipt.as_ref(), &r.execution_id, &r.outcome, &r.sealed)?;
         match opened.result {
             Ok(result) => Ok(SealedAnswer {
-                receipt: r.receipt.zip(verified),
+                receipt: r.receipt.zip(verified).map(|(r, v)| (v.complete(r), v)),
                 result,
                 logs: opened.logs,
                 execution_id: r.execution_id,
@@ -442,6 +450,7 @@ impl Client {
             version,
             sealed: None,
             receipt_nonce: Some(nonce.clone()),
+            receipt_signer: trust.cache.known_signer(&trust.root_fingerprint),
         });
         let resp: InvokeResponse = self
             .call(
@@ -473,6 +482,9 @@ impl Client {
             execution_id: &resp.execution_id,
             sealed: None,
         })?;
+        // Kept whole: the evidence left out of the wire is filled back in.
+        let mut resp = resp;
+        resp.receipt = resp.receipt.take().map(|r| v.complete(r));
         Ok((resp, v))
     }
 

@@ -4,8 +4,6 @@
 //! signed; then the receipt must name this call.
 
 use base64::Engine as _;
-use cloister_attest::sim::{SimEvidence, SimVerifier};
-use cloister_attest::{Collateral, Verifier};
 use cloister_crypto::VerifyingKey;
 use cloister_types::receipt::{Receipt, ReceiptBody, key_report_data};
 
@@ -50,19 +48,54 @@ impl ReceiptTrust {
 /// the first cost one Ed25519 verification. An entry holds a span of receipt times its
 /// evidence is valid for: from the earliest time it verified at to its chain's first expiry
 /// (a chain is valid over one interval of time); outside that span it is verified again.
+///
+/// It also remembers the last signer met, which calls name in `receiptSigner` so that
+/// executor leaves its evidence out of the receipts it signs for them
+/// ([`SignerCache::known_signer`]); the evidence is filled back in from here.
 #[derive(Debug, Clone, Default)]
-pub struct SignerCache(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Signer>>>,
-);
+pub struct SignerCache(std::sync::Arc<std::sync::Mutex<Signers>>);
+
+/// The cache's contents.
+#[derive(Debug, Default)]
+struct Signers {
+    /// By [`signer_id`].
+    verified: std::collections::HashMap<[u8; 32], Signer>,
+    /// The last signer met: the root it was verified under and its public key (hex).
+    last: Option<(String, String)>,
+}
 
 /// One verified signer.
 #[derive(Debug, Clone)]
 struct Signer {
     public_key: VerifyingKey,
+    /// The evidence (base64) that certified it.
+    evidence: String,
     measurement: String,
     tee_label: String,
     verified_from: i64,
     verified_until: i64,
+}
+
+/// A cache entry's id: the TEE, the key and the root it was verified under.
+fn signer_id(tee: &str, public_key: &str, root: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [tee, public_key, root.trim()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}
+
+impl SignerCache {
+    /// The receipt key (hex) of the last signer verified under `root_fingerprint`, to send as
+    /// `receiptSigner`: that executor then leaves its evidence out of the receipt.
+    pub fn known_signer(&self, root_fingerprint: &str) -> Option<String> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (root, key) = g.last.as_ref()?;
+        root.eq_ignore_ascii_case(root_fingerprint.trim())
+            .then(|| key.clone())
+    }
 }
 
 /// Most signers kept (one per executor process met).
@@ -73,6 +106,9 @@ const MAX_SIGNERS: usize = 256;
 pub struct VerifiedReceipt {
     /// What it states.
     pub body: ReceiptBody,
+    /// The evidence (base64) that certified the signer: the receipt's own, or the one this
+    /// client verified earlier when the receipt left it out.
+    pub signer_evidence: String,
     /// Measurement (hex) of the executor that signed.
     pub executor_measurement: String,
     /// Human label of its TEE.
@@ -86,20 +122,10 @@ pub enum ReceiptError {
     /// Not in the documented shape.
     #[error("malformed receipt: {0}")]
     Malformed(String),
-    /// This client cannot check this TEE's evidence.
-    #[error("this client verifies only simulated-TEE receipts; the signer runs `{0}`")]
-    UnsupportedTee(String),
-    /// The signer's evidence chains to another root.
-    #[error("the signer's evidence chains to root {found}, not the pinned {pinned}")]
-    WrongRoot {
-        /// Fingerprint found.
-        found: String,
-        /// Fingerprint pinned.
-        pinned: String,
-    },
-    /// The evidence does not verify at the receipt's time.
-    #[error("the signer's evidence is not authentic at the receipt's time: {0}")]
-    Evidence(#[from] cloister_attest::AttestError),
+    /// The signer's evidence is not accepted (kind, root, signature, validity at the
+    /// receipt's time).
+    #[error("the signer's evidence at the receipt's time: {0}")]
+    Evidence(#[from] crate::evidence::EvidenceError),
     /// Evidence of another role.
     #[error("the signer's evidence is for role `{0}`, not an executor")]
     WrongRole(String),
@@ -137,6 +163,12 @@ pub enum ReceiptError {
         /// Maximum bundle age.
         max_age: i64,
     },
+    /// The receipt leaves out its signer's evidence, and this client holds none valid then.
+    #[error(
+        "the receipt leaves out its signer's evidence and this client has not verified that \
+         signer for the receipt's time"
+    )]
+    SignerUnknown,
     /// The receipt names a fleet key the bundle does not publish.
     #[error("the receipt names fleet key {0}, which the saved bundle does not publish")]
     FleetKeyNotInBundle(String),
@@ -189,47 +221,41 @@ impl ReceiptFile {
     }
 }
 
-fn fingerprint(der: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(der))
-}
-
 /// Verifies `r`'s signer and signature against `trust`, at the receipt's own time.
 pub fn verify_receipt(r: &Receipt, trust: &ReceiptTrust) -> Result<VerifiedReceipt, ReceiptError> {
-    use sha2::Digest;
     let at = i64::try_from(r.body.time)
         .map_err(|_| ReceiptError::Malformed("time is out of range".into()))?;
-    let mut h = sha2::Sha256::new();
-    for part in [
-        r.signer.tee.as_bytes(),
-        r.signer.public_key.as_bytes(),
-        r.signer.evidence.as_bytes(),
-        trust.root_fingerprint.trim().as_bytes(),
-    ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
-    }
-    let key: [u8; 32] = h.finalize().into();
+    let id = signer_id(&r.signer.tee, &r.signer.public_key, &trust.root_fingerprint);
     let cached = trust
         .cache
         .0
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
+        .verified
+        .get(&id)
         .cloned();
+    let left_out = r.signer.evidence.is_empty();
     let signer = match cached {
-        Some(c) if c.verified_from <= at && at <= c.verified_until => c,
+        // The same evidence as verified (or none, meaning that one), at a time it covers.
+        Some(c)
+            if (left_out || c.evidence == r.signer.evidence)
+                && c.verified_from <= at
+                && at <= c.verified_until =>
+        {
+            c
+        }
+        _ if left_out => return Err(ReceiptError::SignerUnknown),
         cached => {
             let mut fresh = verify_signer(r, trust, at)?;
-            if let Some(c) = cached {
+            if let Some(c) = cached.filter(|c| c.evidence == fresh.evidence) {
                 fresh.verified_from = fresh.verified_from.min(c.verified_from);
                 fresh.verified_until = fresh.verified_until.max(c.verified_until);
             }
-            let mut map = trust.cache.0.lock().unwrap_or_else(|p| p.into_inner());
-            if map.len() >= MAX_SIGNERS {
-                map.clear();
+            let mut g = trust.cache.0.lock().unwrap_or_else(|p| p.into_inner());
+            if g.verified.len() >= MAX_SIGNERS {
+                g.verified.clear();
             }
-            map.insert(key, fresh.clone());
+            g.verified.insert(id, fresh.clone());
             fresh
         }
     };
@@ -247,8 +273,13 @@ pub fn verify_receipt(r: &Receipt, trust: &ReceiptTrust) -> Result<VerifiedRecei
         .public_key
         .verify(&r.body.signed_message(), &sig)
         .map_err(|_| ReceiptError::BadSignature)?;
+    trust.cache.0.lock().unwrap_or_else(|p| p.into_inner()).last = Some((
+        trust.root_fingerprint.trim().to_owned(),
+        r.signer.public_key.clone(),
+    ));
     Ok(VerifiedReceipt {
         body: r.body.clone(),
+        signer_evidence: signer.evidence,
         executor_measurement: signer.measurement,
         tee_label: signer.tee_label,
     })
@@ -256,52 +287,46 @@ pub fn verify_receipt(r: &Receipt, trust: &ReceiptTrust) -> Result<VerifiedRecei
 
 /// Verifies the signer's evidence at `at`: root, role, allowed build, bound key.
 fn verify_signer(r: &Receipt, trust: &ReceiptTrust, at: i64) -> Result<Signer, ReceiptError> {
-    if r.signer.tee != "sim" {
-        return Err(ReceiptError::UnsupportedTee(r.signer.tee.clone()));
-    }
     let evidence = base64::engine::general_purpose::STANDARD
         .decode(&r.signer.evidence)
         .map_err(|_| ReceiptError::Malformed("evidence is not base64".into()))?;
-    let ev = SimEvidence::parse(&evidence)?;
-    let found = fingerprint(&ev.platform_cert);
-    if !found.eq_ignore_ascii_case(trust.root_fingerprint.trim()) {
-        return Err(ReceiptError::WrongRoot {
-            found,
-            pinned: trust.root_fingerprint.trim().to_ascii_lowercase(),
-        });
+    let ev = crate::evidence::verify_evidence(
+        &r.signer.tee,
+        &evidence,
+        std::slice::from_ref(&trust.root_fingerprint),
+        at,
+    )?;
+    // Hardware evidence names no role: the bundle's check that keyvault's build is not on
+    // its executor allowlist makes an allowed measurement an executor's.
+    if let Some(role) = ev.role.filter(|r| r != "executor") {
+        return Err(ReceiptError::WrongRole(role));
     }
-    let verified =
-        SimVerifier::pinning(&ev.platform_cert)?.verify(&evidence, &Collateral::default(), at)?;
-    if ev.role != "executor" {
-        return Err(ReceiptError::WrongRole(ev.role));
-    }
-    let claims = verified.claims();
-    let measurement = hex::encode(&claims.measurement.0);
     if !trust
         .executor_measurements
         .iter()
-        .any(|m| m.eq_ignore_ascii_case(&measurement))
+        .any(|m| m.eq_ignore_ascii_case(&ev.measurement))
     {
-        return Err(ReceiptError::MeasurementNotAllowed(measurement));
+        return Err(ReceiptError::MeasurementNotAllowed(ev.measurement));
     }
     let public = hex::decode(&r.signer.public_key)
         .ok()
         .and_then(|b| VerifyingKey::from_slice(&b).ok())
         .ok_or_else(|| ReceiptError::Malformed("publicKey is not a hex Ed25519 key".into()))?;
-    let bound = claims
+    let bound = ev
         .report_data
         .as_ref()
-        .is_some_and(|rd| cloister_crypto::ct_eq(&rd.0, &key_report_data(&public.0)));
+        .is_some_and(|rd| cloister_crypto::ct_eq(rd, &key_report_data(&public.0)));
     if !bound {
         return Err(ReceiptError::KeyUnbound);
     }
     Ok(Signer {
         public_key: public,
-        measurement,
-        tee_label: claims.tee.label().to_owned(),
+        evidence: r.signer.evidence.clone(),
+        measurement: ev.measurement,
+        tee_label: ev.tee_label,
         // Valid at `at` and until the chain's first expiry: anywhere in between too.
         verified_from: at,
-        verified_until: verified.valid_until(),
+        verified_until: ev.valid_until,
     })
 }
 
@@ -324,6 +349,15 @@ pub struct CallFacts<'a> {
 }
 
 impl VerifiedReceipt {
+    /// `r` (the receipt this verified) with its signer's evidence filled in when it was left
+    /// out, so it verifies on its own, offline, later.
+    pub fn complete(&self, mut r: Receipt) -> Receipt {
+        if r.signer.evidence.is_empty() {
+            r.signer.evidence = self.signer_evidence.clone();
+        }
+        r
+    }
+
     /// Checks the receipt names this call.
     pub fn check_call(&self, f: &CallFacts<'_>) -> Result<(), ReceiptError> {
         let b = &self.body;
@@ -368,5 +402,59 @@ impl VerifiedReceipt {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A receipt whose signer presents a real Nitro document (which binds no receipt key).
+    #[test]
+    fn a_nitro_signer_is_checked_for_its_build_and_its_key() {
+        const PCR0: &str = "f4d48b81a460c9916d1e685119074bf24660afd3e34fae9fca0a0d28d9d5599936332687e6f66fc890ac8cf150142d8b";
+        const ROOT: &str = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";
+        let doc = include_bytes!(
+            "../../cloister-attest/testdata/nitro/nitro_evervault_2022-10-13_prod.cbor"
+        );
+        let r = Receipt {
+            body: ReceiptBody {
+                function_id: "f".into(),
+                version: 1,
+                code_hash: String::new(),
+                manifest_digest: String::new(),
+                input_sha256: String::new(),
+                output_sha256: String::new(),
+                outcome: "ok".into(),
+                execution_id: "e".into(),
+                time: 1_665_651_600,
+                nonce: "00".into(),
+                fleet_key_id: String::new(),
+                request_id: String::new(),
+            },
+            signature: "00".repeat(64),
+            signer: cloister_types::receipt::ReceiptSigner {
+                tee: "nitro".into(),
+                public_key: "11".repeat(32),
+                evidence: base64::engine::general_purpose::STANDARD.encode(doc),
+            },
+        };
+        let allowed = ReceiptTrust::new(ROOT.into(), vec![PCR0.into()]);
+        assert!(matches!(
+            verify_receipt(&r, &allowed),
+            Err(ReceiptError::KeyUnbound)
+        ));
+        let other_build = ReceiptTrust::new(ROOT.into(), vec!["aa".repeat(48)]);
+        assert!(matches!(
+            verify_receipt(&r, &other_build),
+            Err(ReceiptError::MeasurementNotAllowed(m)) if m == PCR0
+        ));
+        // Checked at the receipt's time: a receipt dated after the chain expired fails.
+        let mut late = r.clone();
+        late.body.time += 86_400;
+        assert!(matches!(
+            verify_receipt(&late, &allowed),
+            Err(ReceiptError::Evidence(_))
+        ));
     }
 }

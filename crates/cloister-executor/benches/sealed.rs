@@ -134,8 +134,10 @@ fn bench(c: &mut Criterion) {
         fleet_key_id: hex::encode(&key_id),
         request_id: "33".repeat(16),
     };
-    c.bench_function("receipt sign", |b| b.iter(|| notary.sign(body.clone())));
-    let receipt = notary.sign(body);
+    c.bench_function("receipt sign", |b| {
+        b.iter(|| notary.sign(body.clone(), &[]))
+    });
+    let receipt = notary.sign(body, &[]);
     let trust = ReceiptTrust::new(platform.fingerprint_hex(), vec![hex::encode([3u8; 48])]);
     c.bench_function(
         "receipt verify (first from an executor: evidence chain + signature)",

@@ -10,6 +10,7 @@ use cloister_types::receipt::{Receipt, ReceiptBody, ReceiptSigner, key_report_da
 /// The receipt key and the evidence that certifies it.
 pub struct Notary {
     key: SigningKey,
+    public_key: [u8; 32],
     signer: ReceiptSigner,
 }
 
@@ -41,6 +42,7 @@ impl Notary {
         let produced = attester.attest(&key_report_data(&public.0))?;
         Ok(Self {
             key,
+            public_key: public.0,
             signer: ReceiptSigner {
                 tee: produced.tee.as_str().to_owned(),
                 public_key: hex::encode(public.0),
@@ -49,13 +51,23 @@ impl Notary {
         })
     }
 
-    /// Signs `body`.
-    pub fn sign(&self, body: ReceiptBody) -> Receipt {
+    /// Signs `body`. The signer's evidence is left out when `caller_holds` is this key (the
+    /// caller said it already verified it): it is the same bytes on every receipt.
+    pub fn sign(&self, body: ReceiptBody, caller_holds: &[u8]) -> Receipt {
         let signature = hex::encode(self.key.sign(&body.signed_message()));
+        let signer = if caller_holds == self.public_key.as_slice() {
+            ReceiptSigner {
+                tee: self.signer.tee.clone(),
+                public_key: self.signer.public_key.clone(),
+                evidence: String::new(),
+            }
+        } else {
+            self.signer.clone()
+        };
         Receipt {
             body,
             signature,
-            signer: self.signer.clone(),
+            signer,
         }
     }
 }

@@ -53,6 +53,8 @@ struct ReceiptAsk {
     input_sha256: String,
     fleet_key_id: String,
     request_id: String,
+    /// The receipt key whose evidence the caller already holds (empty: none).
+    caller_holds: Vec<u8>,
 }
 
 /// The outcome label and the digest of the visible payload a receipt names as the output.
@@ -125,20 +127,23 @@ fn receipt_for(
     let Some((outcome, output_sha256)) = resp.outcome.as_ref().and_then(output_digest) else {
         return String::new();
     };
-    let receipt = notary.sign(cloister_types::receipt::ReceiptBody {
-        function_id: m.function_id.clone(),
-        version: m.version,
-        code_hash: m.code_hash.clone(),
-        manifest_digest: m.digest.clone(),
-        input_sha256: ask.input_sha256,
-        output_sha256,
-        outcome,
-        execution_id: execution_id.to_owned(),
-        time: unix_now(),
-        nonce: ask.nonce,
-        fleet_key_id: ask.fleet_key_id,
-        request_id: ask.request_id,
-    });
+    let receipt = notary.sign(
+        cloister_types::receipt::ReceiptBody {
+            function_id: m.function_id.clone(),
+            version: m.version,
+            code_hash: m.code_hash.clone(),
+            manifest_digest: m.digest.clone(),
+            input_sha256: ask.input_sha256,
+            output_sha256,
+            outcome,
+            execution_id: execution_id.to_owned(),
+            time: unix_now(),
+            nonce: ask.nonce,
+            fleet_key_id: ask.fleet_key_id,
+            request_id: ask.request_id,
+        },
+        &ask.caller_holds,
+    );
     serde_json::to_string(&receipt).unwrap_or_default()
 }
 
@@ -187,12 +192,14 @@ impl ExecutorService {
                 input_sha256: sha(&s.ciphertext),
                 fleet_key_id: s.key_id.clone(),
                 request_id: s.request_id.clone(),
+                caller_holds: r.receipt_signer.clone(),
             },
             None => ReceiptAsk {
                 nonce: hex::encode(&r.receipt_nonce),
                 input_sha256: sha(r.params_json.as_bytes()),
                 fleet_key_id: String::new(),
                 request_id: String::new(),
+                caller_holds: r.receipt_signer.clone(),
             },
         }))
     }

@@ -143,6 +143,7 @@ async fn invoke_inner(
             version: None,
             sealed: None,
             receipt_nonce: None,
+            receipt_signer: None,
         }
     } else {
         body::off_runtime(bytes.len(), move || body::parse_json(&bytes)).await?
@@ -197,6 +198,18 @@ async fn invoke_inner(
                 )
             })?,
     };
+    let receipt_signer = match &req.receipt_signer {
+        None => Vec::new(),
+        Some(k) => hex::decode(k)
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| {
+                HttpError::new(
+                    ErrorCode::InvalidRequest,
+                    "\"receiptSigner\" must be an Ed25519 public key: 64 hex digits",
+                )
+            })?,
+    };
     let request_id = sealed.as_ref().map(|x| x.request_id.clone());
     let f = s.functions.resolve(&name, version).await?;
     // The namespace's change counter also moves on (de)activation and redeploys, so cached
@@ -212,6 +225,7 @@ async fn invoke_inner(
         link_id: Vec::new(),
         sealed,
         receipt_nonce,
+        receipt_signer,
     };
     let mut resp = s.executor.invoke(rpc.clone(), timeout).await?;
     if matches!(resp.outcome, Some(Outcome::CodeRequired(_))) {

@@ -59,6 +59,9 @@ pub struct ReceiptSigner {
     /// Ed25519 public key (hex).
     pub public_key: String,
     /// The executor's evidence (standard base64) binding [`key_report_data`] of the key.
+    /// Empty (and absent on the wire) when the request's `receiptSigner` named this key: the
+    /// caller already holds it, and fills it back in before keeping the receipt.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub evidence: String,
 }
 

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { type TrustSettings, type TrustedKeyvault, verifyBundle } from "./bundle.js";
 import { type SignedManifest, verifyManifest } from "./manifest.js";
-import { verifyReceipt, ReceiptError } from "./receipt.js";
+import { knownSigner, verifyReceipt, ReceiptError } from "./receipt.js";
 import { type SealedCall, SealedError, type Target, openAnswer, sealCall } from "./sealed.js";
 import { type Bundle, type Receipt, type RegistryView, registryDigest, sha256, toHex } from "./wire.js";
 
@@ -81,13 +81,14 @@ export class Cloister {
       const r = await this.call("POST", `/v1/functions/${encodeURIComponent(name)}/invoke`, {
         sealed: call.input,
         ...(nonce ? { receiptNonce: nonce } : {}),
+        ...(nonce && knownSigner(kv.rootFingerprint) ? { receiptSigner: knownSigner(kv.rootFingerprint) } : {}),
       });
       if (r.status === 200) {
         const a = r.json as { requestId: string; executionId: string; outcome: string; sealed: string; receipt?: Receipt };
         if (a.requestId !== call.input.requestId) throw new SealedError("the answer is for another request");
         const opened = openAnswer(call, a.executionId, a.outcome, a.sealed);
-        if (nonce) this.checkReceipt(kv, call, target, nonce, a.receipt, a.executionId, a.outcome, a.sealed);
-        return { result: opened.result, logs: opened.logs, executionId: a.executionId, target, receipt: a.receipt };
+        const receipt = nonce ? this.checkReceipt(kv, call, target, nonce, a.receipt, a.executionId, a.outcome, a.sealed) : undefined;
+        return { result: opened.result, logs: opened.logs, executionId: a.executionId, target, receipt };
       }
       const err = r.json?.error;
       const d = err?.details;
@@ -108,9 +109,9 @@ export class Cloister {
   }
 
   private checkReceipt(kv: TrustedKeyvault, call: SealedCall, t: Target, nonce: string, r: Receipt | undefined,
-      executionId: string, outcome: string, sealed: string): void {
+      executionId: string, outcome: string, sealed: string): Receipt {
     if (!r) throw new ReceiptError("a receipt was asked for and the answer carries none");
-    verifyReceipt(r, kv.rootFingerprint, kv.executorMeasurements);
+    const whole = verifyReceipt(r, kv.rootFingerprint, kv.executorMeasurements);
     const b = r.body;
     const expect: [string, unknown, unknown][] = [
       ["nonce", b.nonce, nonce],
@@ -128,5 +129,6 @@ export class Cloister {
     for (const [what, got, want] of expect) {
       if (got !== want) throw new ReceiptError(`the receipt is not this call's: its ${what} differs`);
     }
+    return whole;
   }
 }

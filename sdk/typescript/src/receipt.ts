@@ -24,13 +24,28 @@ interface Signer {
 /** Verified signers, keyed by TEE, key and root (bounded; cleared when full). */
 const signers = new Map<string, Signer>();
 const MAX_SIGNERS = 256;
+/** The last signer met: the root it was verified under and its key (hex). */
+let last: { root: string; publicKey: string } | undefined;
 
-/** Verifies `r` against the pinned root and the executor builds keyvault allows. After an
+/** The receipt key (hex) of the last signer verified under `rootFingerprint`: sent as
+ * `receiptSigner`, it lets that executor leave its evidence (about 5 KB) out of the receipt. */
+export function knownSigner(rootFingerprint: string): string | undefined {
+  return last && last.root === rootFingerprint.trim().toLowerCase() ? last.publicKey : undefined;
+}
+
+/** Verifies `r` against the pinned root and the executor builds keyvault allows, and returns
+ * it whole (with the signer's evidence filled back in when the answer left it out). After an
  * executor's first receipt, its signer is cached and a receipt costs one Ed25519 check. */
-export function verifyReceipt(r: Receipt, rootFingerprint: string, executorMeasurements: string[]): void {
-  const id = JSON.stringify([r.signer.tee, r.signer.publicKey, rootFingerprint.trim().toLowerCase()]);
+export function verifyReceipt(r: Receipt, rootFingerprint: string, executorMeasurements: string[]): Receipt {
+  const root = rootFingerprint.trim().toLowerCase();
+  const id = JSON.stringify([r.signer.tee, r.signer.publicKey, root]);
   let signer = signers.get(id);
-  if (!signer || signer.evidence !== r.signer.evidence || r.body.time < signer.from || r.body.time > signer.until) {
+  const leftOut = r.signer.evidence === undefined || r.signer.evidence === "";
+  const covers = (s: Signer) => (leftOut || s.evidence === r.signer.evidence) && s.from <= r.body.time && r.body.time <= s.until;
+  if (!signer || !covers(signer)) {
+    if (leftOut) {
+      throw new ReceiptError("the receipt leaves out its signer's evidence and this client has not verified that signer for the receipt's time");
+    }
     const fresh = verifySigner(r, rootFingerprint);
     if (signer && signer.evidence === fresh.evidence) {
       fresh.from = Math.min(fresh.from, signer.from);
@@ -49,12 +64,14 @@ export function verifyReceipt(r: Receipt, rootFingerprint: string, executorMeasu
   if (!cryptoVerify(null, receiptMessage(r.body), signer.key, sig)) {
     throw new ReceiptError("the receipt's signature does not verify (a byte was changed)");
   }
+  last = { root, publicKey: r.signer.publicKey };
+  return leftOut ? { ...r, signer: { ...r.signer, evidence: signer.evidence } } : r;
 }
 
 function verifySigner(r: Receipt, rootFingerprint: string): Signer {
   let ev;
   try {
-    ev = verifyEvidence(r.signer.tee, r.signer.evidence, [rootFingerprint], r.body.time);
+    ev = verifyEvidence(r.signer.tee, r.signer.evidence ?? "", [rootFingerprint], r.body.time);
   } catch (e) {
     throw new ReceiptError(`the signer's evidence at the receipt's time: ${(e as Error).message}`);
   }
@@ -67,5 +84,5 @@ function verifySigner(r: Receipt, rootFingerprint: string): Signer {
     throw new ReceiptError("the signer's evidence does not certify the key that signed");
   }
   const key = createPublicKey({ key: Buffer.concat([ED25519_SPKI, pk]), format: "der", type: "spki" });
-  return { evidence: r.signer.evidence, key, measurement: ev.measurement, from: r.body.time, until: ev.validUntil };
+  return { evidence: r.signer.evidence ?? "", key, measurement: ev.measurement, from: r.body.time, until: ev.validUntil };
 }

@@ -117,7 +117,9 @@ export interface ReceiptBody {
 export interface Receipt {
   body: ReceiptBody;
   signature: string;
-  signer: { tee: string; publicKey: string; evidence: string };
+  /** `evidence` is absent when the request's `receiptSigner` named this key (the caller
+   * verified it before); `verifyReceipt` fills it back in. */
+  signer: { tee: string; publicKey: string; evidence?: string };
 }
 
 /** The bytes a receipt's signature covers. */

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:net";
 import { createPublicKey, verify as cryptoVerify } from "node:crypto";
-import { Cloister, FunctionFailed, verifyReceipt, ReceiptError, receiptMessage, type Receipt } from "../src/index.js";
+import { Cloister, FunctionFailed, knownSigner, verifyReceipt, ReceiptError, receiptMessage, type Receipt } from "../src/index.js";
 
 const BIN = process.env.CLOISTER_BIN ?? "";
 const ECHO =
@@ -135,6 +135,20 @@ test("a sealed call round-trips and its receipt verifies here and in the Rust CL
   for (const t of tampered) {
     assert.throws(() => verifyReceipt(t, kv.rootFingerprint, kv.executorMeasurements), ReceiptError);
   }
+  // The next call names the signer it verified: the executor leaves the evidence out of the
+  // wire and the SDK hands the receipt back whole.
+  assert.equal(knownSigner(kv.rootFingerprint), r.receipt!.signer.publicKey);
+  const next = await settle(() => c.invokeSealed("echo", { m: "again" }, { receipt: true }));
+  assert.equal(next.receipt!.signer.evidence, r.receipt!.signer.evidence);
+  const slim = await (await fetch(`${url}/v1/functions/echo/invoke`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ params: { m: 1 }, receiptNonce: "ab", receiptSigner: r.receipt!.signer.publicKey }),
+  })).json() as { receipt: Receipt };
+  assert.equal(slim.receipt.signer.evidence, undefined);
+  assert.equal(verifyReceipt(slim.receipt, kv.rootFingerprint, kv.executorMeasurements).signer.evidence, r.receipt!.signer.evidence);
+  // Without evidence, a signer not verified under this root is refused.
+  assert.throws(() => verifyReceipt(slim.receipt, "ab".repeat(32), kv.executorMeasurements), /leaves out its signer's evidence/);
 });
 
 test("a failure of the function comes back sealed and opens only here", async () => {
