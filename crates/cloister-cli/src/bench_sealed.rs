@@ -35,18 +35,25 @@ pub struct SealedReport {
     pub plain: Latency,
     /// Sealed calls, sequential.
     pub sealed: Latency,
-    /// Sealed calls asking for a receipt, sequential.
+    /// Sealed calls asking for a receipt, sequential (the signer's evidence left out, as the
+    /// SDK asks once it verified it).
     pub sealed_with_receipt: Latency,
+    /// Sealed calls asking for a receipt that carries the signer's evidence every time.
+    pub sealed_with_full_receipt: Latency,
     /// Server CPU per plain call, microseconds.
     pub server_cpu_us_plain: f64,
     /// Server CPU per sealed call, microseconds.
     pub server_cpu_us_sealed: f64,
     /// Server CPU per sealed call with a receipt, microseconds.
     pub server_cpu_us_sealed_receipt: f64,
+    /// Server CPU per sealed call with a receipt carrying the evidence, microseconds.
+    pub server_cpu_us_sealed_full_receipt: f64,
     /// Sealed minus plain, microseconds per call.
     pub sealed_cpu_overhead_us: f64,
     /// With minus without a receipt, microseconds per call.
     pub receipt_cpu_overhead_us: f64,
+    /// With a receipt carrying the evidence minus without a receipt, microseconds per call.
+    pub full_receipt_cpu_overhead_us: f64,
     /// Calls each CPU figure is averaged over.
     pub cpu_calls: usize,
     /// Server processes the CPU was summed over (at the end).
@@ -133,7 +140,8 @@ fn server_cpu_ns() -> (u64, usize) {
     (keep.iter().map(|pid| cpu_ns(*pid)).sum(), keep.len())
 }
 
-fn body(call: &SealedCall) -> Bytes {
+/// The request body for `call`; `evidence`: ask for the signer's evidence even when known.
+fn body(call: &SealedCall, evidence: bool) -> Bytes {
     Bytes::from(
         serde_json::to_vec(&InvokeRequest {
             params: None,
@@ -144,6 +152,7 @@ fn body(call: &SealedCall) -> Bytes {
             receipt_signer: call
                 .receipt
                 .as_ref()
+                .filter(|_| !evidence)
                 .and_then(|(_, t)| t.cache.known_signer(&t.root_fingerprint)),
         })
         .unwrap_or_default(),
@@ -272,7 +281,7 @@ async fn measure(
     let mut verify_times = Vec::new();
     for _ in 0..50 {
         let call = seal(true)?;
-        let r = c.raw(Method::POST, &path, Some(body(&call))).await?;
+        let r = c.raw(Method::POST, &path, Some(body(&call, false))).await?;
         let a: SealedInvokeResponse = serde_json::from_slice(&r.body)
             .with_context(|| format!("HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
         let t = Instant::now();
@@ -283,7 +292,10 @@ async fn measure(
         }
         let receipt = a.receipt.context("no receipt")?;
         let t = Instant::now();
-        verify_receipt(&receipt, &receipt_trust)?;
+        let v = verify_receipt(&receipt, &receipt_trust)?;
+        if v.complete(receipt).signer.evidence.is_empty() {
+            bail!("a receipt without its signer's evidence");
+        }
         verify_times.push(t.elapsed());
         c.raw(
             Method::POST,
@@ -292,7 +304,8 @@ async fn measure(
         )
         .await?;
     }
-    // Interleaved sequential batches: plain, sealed, sealed with a receipt.
+    // Interleaved sequential batches: plain, sealed, sealed with a receipt (evidence left
+    // out, as the SDK asks once it knows the signer), and with one carrying the evidence.
     // Rounds of `per` calls per variant, interleaved; server CPU per call is the median over
     // rounds, so a worker retiring mid-round (its run time leaves with it) skews one round only.
     let rounds = 8;
@@ -304,11 +317,11 @@ async fn measure(
         per * rounds
     );
     for _ in 0..rounds {
-        for variant in ["plain", "sealed", "receipt"] {
+        for variant in ["plain", "sealed", "receipt", "receipt-full"] {
             let bodies: Vec<Bytes> = match variant {
                 "plain" => vec![cloister_client::invoke_body(params, None); per],
                 v => (0..per)
-                    .map(|_| seal(v == "receipt").map(|c| body(&c)))
+                    .map(|_| seal(v != "sealed").map(|c| body(&c, v == "receipt-full")))
                     .collect::<anyhow::Result<_>>()?,
             };
             let (l, t) = batch(c, &path, bodies).await?;
@@ -347,7 +360,7 @@ async fn measure(
     let mut sealed_phases = Vec::new();
     for _ in 0..2 {
         let bodies = (0..per_phase.max(1000))
-            .map(|_| seal(false).map(|c| body(&c)))
+            .map(|_| seal(false).map(|c| body(&c, false)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let per_client = bodies.len().div_ceil(args.clients.max(1));
         let chunks: Vec<Vec<Bytes>> = bodies
@@ -368,15 +381,19 @@ async fn measure(
     let plain_us = us_per_call("plain");
     let sealed_us = us_per_call("sealed");
     let receipt_us = us_per_call("receipt");
+    let full_us = us_per_call("receipt-full");
     Ok(SealedReport {
         plain: latency(lat.remove("plain").unwrap_or_default()),
         sealed: latency(lat.remove("sealed").unwrap_or_default()),
         sealed_with_receipt: latency(lat.remove("receipt").unwrap_or_default()),
+        sealed_with_full_receipt: latency(lat.remove("receipt-full").unwrap_or_default()),
         server_cpu_us_plain: plain_us,
         server_cpu_us_sealed: sealed_us,
         server_cpu_us_sealed_receipt: receipt_us,
+        server_cpu_us_sealed_full_receipt: full_us,
         sealed_cpu_overhead_us: sealed_us - plain_us,
         receipt_cpu_overhead_us: receipt_us - sealed_us,
+        full_receipt_cpu_overhead_us: full_us - sealed_us,
         cpu_calls: calls,
         server_processes,
         throughput_ratio: if throughput_plain.per_second > 0.0 {
@@ -400,6 +417,7 @@ pub fn print_human(r: &SealedReport) {
         ("plain", &r.plain),
         ("sealed", &r.sealed),
         ("sealed + receipt", &r.sealed_with_receipt),
+        ("  with evidence", &r.sealed_with_full_receipt),
     ] {
         println!(
             "  {what:<18} p50 {:.3} ms  p99 {:.3} ms  ({} calls)",
@@ -407,12 +425,14 @@ pub fn print_human(r: &SealedReport) {
         );
     }
     println!(
-        "  server CPU/call    plain {:.1} µs, sealed {:.1} µs (+{:.1}), with receipt {:.1} µs (+{:.1})  [{} processes, {} calls each]",
+        "  server CPU/call    plain {:.1} µs, sealed {:.1} µs (+{:.1}), with receipt {:.1} µs (+{:.1}; with its evidence {:.1} µs, +{:.1})  [{} processes, {} calls each]",
         r.server_cpu_us_plain,
         r.server_cpu_us_sealed,
         r.sealed_cpu_overhead_us,
         r.server_cpu_us_sealed_receipt,
         r.receipt_cpu_overhead_us,
+        r.server_cpu_us_sealed_full_receipt,
+        r.full_receipt_cpu_overhead_us,
         r.server_processes,
         r.cpu_calls
     );

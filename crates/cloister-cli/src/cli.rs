@@ -14,14 +14,18 @@ pub const DEFAULT_DATA_DIR: &str = cloister_role::flags::DEFAULT_DATA_DIR;
 #[derive(Debug, Parser)]
 #[command(name = "cloister", version, about)]
 pub struct Cli {
-    /// Server URL.
-    #[arg(long, global = true, env = "CLOISTER_URL", hide_env_values = true, default_value = DEFAULT_URL)]
-    pub url: String,
-    /// API token (default: the dev admin token in ./.cloister/admin.token).
+    /// Server URL [default: the profile's, else http://127.0.0.1:8787].
+    #[arg(long, global = true, env = "CLOISTER_URL", hide_env_values = true)]
+    pub url: Option<String>,
+    /// Credentials profile: a name `cloister login URL --profile NAME` recorded for a URL.
+    #[arg(long, global = true, env = "CLOISTER_PROFILE", hide_env_values = true)]
+    pub profile: Option<String>,
+    /// API token [default: the one recorded for the URL in ~/.config/cloister/credentials.json
+    /// by `cloister login` or `serve --dev`].
     #[arg(long, global = true, env = "CLOISTER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Identity file that signs deploys and secret writes (default: ./.cloister/admin.identity
-    /// if present, else ~/.config/cloister/identity.json).
+    /// Identity file that signs deploys and secret writes [default: the one recorded for the
+    /// URL, else ~/.config/cloister/identity.json].
     #[arg(long, global = true, env = "CLOISTER_IDENTITY", hide_env_values = true)]
     pub identity: Option<PathBuf>,
     /// Print machine-readable JSON.
@@ -37,9 +41,9 @@ pub struct Cli {
 pub struct Conn {
     /// Server URL.
     pub url: String,
-    /// Explicit token, if any.
+    /// The token for the URL, if one was given or recorded.
     pub token: Option<String>,
-    /// Explicit identity file, if any.
+    /// The identity file for the URL, if one was given or recorded.
     pub identity: Option<PathBuf>,
 }
 
@@ -61,13 +65,20 @@ impl Cli {
         t.unwrap_or_else(default_threads).max(1)
     }
 
-    /// The client connection settings.
-    pub fn connection(&self) -> Conn {
-        Conn {
-            url: self.url.clone(),
-            token: self.token.clone(),
-            identity: self.identity.clone(),
-        }
+    /// The client connection settings: the URL (flag, else profile, else default) and the
+    /// token and identity for it (flags, else the credentials recorded for that URL).
+    pub fn connection(&self) -> anyhow::Result<Conn> {
+        let url = crate::credentials::resolve_url(self.url.as_deref(), self.profile.as_deref())?;
+        let token = crate::credentials::resolve_token(self.token.clone(), &url)?;
+        let identity = match &self.identity {
+            Some(p) => Some(p.clone()),
+            None => crate::credentials::for_url(&url)?.and_then(|c| c.identity),
+        };
+        Ok(Conn {
+            url,
+            token,
+            identity,
+        })
     }
 }
 
@@ -111,6 +122,30 @@ pub enum Command {
     /// Check invocation receipts offline (saved by `fn invoke --receipt FILE`).
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+    /// Record a token (and optionally an identity and a profile name) for a server, so
+    /// commands against that URL use it from any directory.
+    #[command(after_help = "Examples:\n  \
+        cloister login https://cloister.example.com --profile prod   # prompts for the token\n  \
+        echo \"$TOKEN\" | cloister login http://127.0.0.1:8787\n  \
+        cloister --profile prod fn list")]
+    Login(LoginArgs),
+    /// Forget the credentials recorded for a server (default: --url / the profile's).
+    Logout {
+        /// Server URL.
+        url: Option<String>,
+    },
+    /// List the servers and profiles credentials are recorded for (never the tokens).
+    Servers,
+}
+
+/// `cloister login URL`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Server URL.
+    pub url: String,
+    /// Record the token without checking it against the server.
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 /// `cloister trust ...`.

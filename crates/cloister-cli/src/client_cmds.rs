@@ -10,21 +10,12 @@ use cloister_types::wire::{DeployRequest, TokenCreateRequest};
 use cloister_types::{Role, limits::RequestedLimits};
 use serde_json::value::RawValue;
 
-use crate::cli::{Conn, DEFAULT_DATA_DIR, DeployArgs, FnCommand, InvokeArgs, TokenCommand};
+use crate::cli::{Conn, DeployArgs, FnCommand, InvokeArgs, TokenCommand};
 use crate::output;
-use crate::roles::ADMIN_TOKEN_FILE;
 
-/// The token to use: `--token`/`CLOISTER_TOKEN`, else the dev admin token file if present.
-pub fn resolve_token(explicit: Option<String>) -> anyhow::Result<Option<String>> {
-    if let Some(t) = explicit {
-        return Ok(Some(t));
-    }
-    let path = Path::new(DEFAULT_DATA_DIR).join(ADMIN_TOKEN_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(Some(t.trim().to_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
+/// The token to use: the connection's (given, or recorded for its URL).
+pub fn resolve_token(token: Option<String>) -> anyhow::Result<Option<String>> {
+    Ok(token)
 }
 
 /// A client with the resolved token.

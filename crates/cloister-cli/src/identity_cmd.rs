@@ -13,7 +13,7 @@ use cloister_crypto::VerifyingKey;
 use cloister_types::wire::RegistryView;
 use zeroize::Zeroizing;
 
-use crate::cli::{Conn, DEFAULT_DATA_DIR, IdentityCommand};
+use crate::cli::{Conn, IdentityCommand};
 use crate::output;
 
 /// File name of the dev admin identity `serve --dev` creates next to `admin.token`.
@@ -28,15 +28,11 @@ fn default_path() -> anyhow::Result<PathBuf> {
     Ok(base.join("cloister").join("identity.json"))
 }
 
-/// The identity file in use: `--identity`/`CLOISTER_IDENTITY`, else the dev admin identity
-/// in `./.cloister` if present, else the user's default file if present.
+/// The identity file in use: the connection's (`--identity`/`CLOISTER_IDENTITY`, or the one
+/// recorded for the server's URL), else the user's default file if present.
 pub fn resolve_path(explicit: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
     if let Some(p) = explicit {
         return Ok(Some(p.to_owned()));
-    }
-    let dev = Path::new(DEFAULT_DATA_DIR).join(ADMIN_IDENTITY_FILE);
-    if dev.exists() {
-        return Ok(Some(dev));
     }
     let user = default_path()?;
     Ok(user.exists().then_some(user))

@@ -8,6 +8,8 @@ mod bench_sealed;
 mod bench_secrets;
 mod cli;
 mod client_cmds;
+mod credentials;
+mod credentials_cmd;
 mod data_lock;
 mod identity_cmd;
 mod output;
@@ -21,6 +23,7 @@ mod trust_cmd;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
@@ -65,19 +68,45 @@ fn init_tracing(cmd: &Command) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let conn = cli.connection();
+    let json = cli.json;
+    // Commands that talk to no server (or name it themselves) read no credentials here.
+    let conn = match &cli.command {
+        Command::Serve(_)
+        | Command::Gateway(_)
+        | Command::Attest(_)
+        | Command::Receipt(_)
+        | Command::Login(_)
+        | Command::Servers => None,
+        Command::Logout { url: Some(_) } => None,
+        _ => Some(cli.connection()?),
+    };
+    let conn = || {
+        conn.clone()
+            .context("a server command without a connection")
+    };
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Gateway(args) => roles::gateway(args).await,
-        Command::Fn(cmd) => client_cmds::function(conn, cmd, cli.json).await,
-        Command::Token(cmd) => client_cmds::token(conn, cmd, cli.json).await,
-        Command::Bench(args) => bench::run(conn, args, cli.json).await,
-        Command::Attest(cmd) => attest_cmd::run(cmd, cli.json),
-        Command::Keyvault(cmd) => secret_cmd::keyvault(conn, cmd, cli.json).await,
-        Command::Secret(cmd) => secret_cmd::secret(conn, cmd, cli.json).await,
-        Command::Audit(cmd) => secret_cmd::audit(conn, cmd, cli.json).await,
-        Command::Identity(cmd) => identity_cmd::run(conn, cmd, cli.json).await,
-        Command::Receipt(cmd) => receipt_cmd::run(cmd, cli.json),
-        Command::Trust(cmd) => trust_cmd::run(&conn.url, cmd, cli.json),
+        Command::Attest(cmd) => attest_cmd::run(cmd, json),
+        Command::Receipt(cmd) => receipt_cmd::run(cmd, json),
+        Command::Fn(cmd) => client_cmds::function(conn()?, cmd, json).await,
+        Command::Token(cmd) => client_cmds::token(conn()?, cmd, json).await,
+        Command::Bench(args) => bench::run(conn()?, args, json).await,
+        Command::Keyvault(cmd) => secret_cmd::keyvault(conn()?, cmd, json).await,
+        Command::Secret(cmd) => secret_cmd::secret(conn()?, cmd, json).await,
+        Command::Audit(cmd) => secret_cmd::audit(conn()?, cmd, json).await,
+        Command::Identity(cmd) => identity_cmd::run(conn()?, cmd, json).await,
+        Command::Trust(cmd) => trust_cmd::run(&conn()?.url, cmd, json),
+        Command::Login(args) => {
+            credentials_cmd::login(args, cli.token, cli.identity, cli.profile, json).await
+        }
+        Command::Logout { url } => {
+            let url = match url {
+                Some(u) => u,
+                None => conn()?.url,
+            };
+            credentials_cmd::logout(&url, json)
+        }
+        Command::Servers => credentials_cmd::list(json),
     }
 }

@@ -43,6 +43,11 @@ pub fn print_error(e: &anyhow::Error, json_mode: bool) {
             json(&error.to_body());
         }
         eprintln!("error[{}]: {} (HTTP {status})", error.code, error.message);
+        if *status == 401
+            && let Some(hint) = crate::credentials::missing_token_hint()
+        {
+            eprintln!("hint: {hint}");
+        }
         let d = &error.details;
         if let Some(stack) = d.get("stack").and_then(|s| s.as_str()) {
             for l in stack.lines() {

@@ -575,6 +575,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             recovery_file.display()
         );
     }
+    match record_dev_credentials(
+        &args.listen,
+        &abs,
+        &admin_identity,
+        platform_created,
+        &platform.fingerprint_hex(),
+    ) {
+        Ok(lines) => {
+            for l in lines {
+                eprintln!("  {l}");
+            }
+        }
+        Err(e) => eprintln!("WARNING: cannot record the dev credentials: {e:#}"),
+    }
     eprintln!("  Ctrl-C stops the platform.");
     eprintln!();
 
@@ -642,4 +656,50 @@ async fn watch(children: &mut [(&str, Child)]) -> (usize, String) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Records this platform's admin token file and identity as the credentials for its URL (so
+/// CLI commands from any directory use them), and, when the platform root was just created,
+/// replaces this machine's pins of an earlier platform at that URL. Returns what to print.
+fn record_dev_credentials(
+    listen: &std::net::SocketAddr,
+    token_file: &Path,
+    identity: &Path,
+    platform_created: bool,
+    root: &str,
+) -> anyhow::Result<Vec<String>> {
+    use crate::credentials::{ServerCredentials, normalize_url};
+    let mut urls = vec![normalize_url(&format!("http://{listen}"))];
+    if listen.ip().is_unspecified() {
+        urls.push(format!("http://127.0.0.1:{}", listen.port()));
+    }
+    let identity = std::fs::canonicalize(identity).unwrap_or_else(|_| identity.to_owned());
+    let file = crate::credentials::update(|c| {
+        for u in &urls {
+            c.servers.insert(
+                u.clone(),
+                ServerCredentials {
+                    token: None,
+                    token_file: Some(token_file.to_owned()),
+                    identity: Some(identity.clone()),
+                },
+            );
+        }
+    })?;
+    let mut lines = vec![format!(
+        "credentials: recorded for {} in {} (commands from any directory use them)",
+        urls.join(" and "),
+        file.display()
+    )];
+    if platform_created {
+        for u in &urls {
+            if crate::trust_cmd::repin_new_platform(u, root)? {
+                lines.push(format!(
+                    "pins: this machine trusted another platform at {u} before; its pins now \
+                     name this platform's root"
+                ));
+            }
+        }
+    }
+    Ok(lines)
 }

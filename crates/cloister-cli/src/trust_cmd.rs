@@ -26,6 +26,46 @@ pub fn load(url: &str) -> anyhow::Result<TrustSettings> {
     }
 }
 
+/// After `serve --dev` created a new platform at `url`: this machine's pins of the previous
+/// one (its sim root, the trusted roots) name `root` instead, so the CLI does not refuse the
+/// platform the same user just created. Returns whether anything changed.
+pub fn repin_new_platform(url: &str, root: &str) -> anyhow::Result<bool> {
+    repin_in(&config_path()?, url, root)
+}
+
+fn repin_in(path: &std::path::Path, url: &str, root: &str) -> anyhow::Result<bool> {
+    use crate::credentials::normalize_url;
+    let path = path.to_owned();
+    let mut cfg = read_config(&path)?;
+    let key = normalize_url(url);
+    let mut changed = false;
+    if let Some(roots) = cfg.get_mut("simRoots").and_then(|r| r.as_object_mut()) {
+        for (u, v) in roots.iter_mut() {
+            if normalize_url(u) == key && v.as_str() != Some(root) {
+                *v = json!(root);
+                changed = true;
+            }
+        }
+    }
+    if let Some(trust) = cfg.get_mut("trust").and_then(|t| t.as_object_mut()) {
+        for (u, v) in trust.iter_mut() {
+            if normalize_url(u) != key {
+                continue;
+            }
+            let mut s: TrustSettings = serde_json::from_value(v.clone()).unwrap_or_default();
+            if !s.roots.is_empty() && s.roots != [root] {
+                s.roots = vec![root.to_owned()];
+                *v = serde_json::to_value(&s)?;
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        write_config(&path, &cfg)?;
+    }
+    Ok(changed)
+}
+
 fn store(url: &str, s: &TrustSettings) -> anyhow::Result<()> {
     let path = config_path()?;
     let mut cfg = read_config(&path)?;
@@ -145,4 +185,41 @@ pub fn run(url: &str, cmd: TrustCommand, json_out: bool) -> anyhow::Result<ExitC
     );
     println!("  max age      {} s", s.max_bundle_age_secs);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_dev_platform_replaces_the_pins_of_the_old_one_at_its_url_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let old = "aa".repeat(32);
+        let new = "bb".repeat(32);
+        let settings = |root: &str| {
+            serde_json::to_value(TrustSettings {
+                roots: vec![root.to_owned()],
+                ..TrustSettings::default()
+            })
+            .unwrap()
+        };
+        let cfg = json!({
+            "simRoots": {"http://127.0.0.1:8787/": old, "http://other:1": old},
+            "trust": {"http://127.0.0.1:8787": settings(&old), "http://other:1": settings(&old)},
+        });
+        write_config(&path, &cfg).unwrap();
+        assert!(repin_in(&path, "http://127.0.0.1:8787", &new).unwrap());
+        let after = read_config(&path).unwrap();
+        assert_eq!(after["simRoots"]["http://127.0.0.1:8787/"], json!(new));
+        assert_eq!(
+            after["trust"]["http://127.0.0.1:8787"]["roots"],
+            json!([new])
+        );
+        // Another server's pins are untouched.
+        assert_eq!(after["simRoots"]["http://other:1"], json!(old));
+        assert_eq!(after["trust"]["http://other:1"]["roots"], json!([old]));
+        // Nothing left to change the second time.
+        assert!(!repin_in(&path, "http://127.0.0.1:8787", &new).unwrap());
+    }
 }

@@ -235,20 +235,187 @@ async fn tokens_create_list_revoke_and_roles() {
     assert_eq!(o.status.code(), Some(2), "clap rejects unknown roles");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dev_admin_token_file_is_used_by_default() {
-    let p = Platform::start().await;
-    // Run from a directory whose ./.cloister is the platform's data dir, without CLOISTER_TOKEN.
-    let cwd = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(p.data(), cwd.path().join(".cloister")).unwrap();
-    let o = std::process::Command::new(common::BIN)
-        .args(["--url", &p.url, "fn", "list"])
+/// Runs the CLI from `cwd` with only `config` (and `env`) set: no token, identity or URL
+/// from the harness.
+fn bare_cli(
+    cwd: &std::path::Path,
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &[u8],
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(common::BIN)
+        .args(args)
         .env_remove("CLOISTER_TOKEN")
-        .current_dir(cwd.path())
-        .output()
+        .env_remove("CLOISTER_URL")
+        .env_remove("CLOISTER_IDENTITY")
+        .env_remove("CLOISTER_PROFILE")
+        .env("CLOISTER_CONFIG", config)
+        .envs(env.iter().copied())
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_dev_records_credentials_that_work_from_any_directory() {
+    let p = Platform::start().await;
+    // serve --dev recorded its token file and identity for its URL next to the CLI config.
+    let config = p.dir.path().join("cli-config.json");
+    let creds = p.dir.path().join("credentials.json");
+    let text = std::fs::read_to_string(&creds).unwrap();
+    assert!(text.contains(&p.url), "{text}");
+    assert!(
+        !text.contains(&p.token),
+        "a token file is referenced, not copied: {text}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(p.log().contains("credentials: recorded for"), "{}", p.log());
+
+    // From an unrelated directory, with no token, identity or ./.cloister: a signed deploy.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let add = workloads().join("add.js");
+    let o = bare_cli(
+        elsewhere.path(),
+        &config,
+        &["--url", &p.url, "fn", "deploy", add.to_str().unwrap()],
+        &[],
+        b"",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("no functions deployed"));
+    let o = bare_cli(
+        elsewhere.path(),
+        &config,
+        &[
+            "--url",
+            &p.url,
+            "fn",
+            "invoke",
+            "add",
+            "--params",
+            r#"{"a":1,"b":2}"#,
+        ],
+        &[],
+        b"",
+    );
+    assert!(
+        stdout(&o).contains("\"sum\": 3") || stdout(&o).contains("\"sum\":3"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+
+    // Another config (another user): nothing recorded, and the error says what was tried.
+    let o = bare_cli(
+        elsewhere.path(),
+        &elsewhere.path().join("cfg.json"),
+        &["--url", &p.url, "fn", "list"],
+        &[],
+        b"",
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("error[unauthorized]"), "{err}");
+    assert!(
+        err.contains("hint: no token for") && err.contains("cloister login"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_server_gets_its_own_credentials_and_profiles_name_them() {
+    let a = Platform::start().await;
+    let b = Platform::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config.json");
+    let run = |args: &[&str], stdin: &[u8]| bare_cli(home.path(), &config, args, &[], stdin);
+
+    // A wrong token is refused and nothing is recorded.
+    let o = run(&["login", &a.url], b"not-a-token\n");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("refused this token"), "{}", stderr(&o));
+    assert!(!home.path().join("credentials.json").exists());
+
+    // Log in to A (token on stdin) and to B (flag) under a profile.
+    let o = run(&["login", &a.url], format!("{}\n", a.token).as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        &["--token", &b.token, "login", &b.url, "--profile", "bee"],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Deploy only on A; each URL lists with its own token.
+    let add = workloads().join("add.js");
+    let o = run(
+        &[
+            "--url",
+            &a.url,
+            "--identity",
+            a.admin_identity_path().to_str().unwrap(),
+            "fn",
+            "deploy",
+            add.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["--url", &a.url, "fn", "list"], b"");
+    assert!(stdout(&o).contains("add"), "{}", stderr(&o));
+    let o = run(&["--profile", "bee", "fn", "list"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("no functions deployed"),
+        "{}",
+        stdout(&o)
+    );
+    // A trailing slash or upper-case host is the same server.
+    let shouty = format!("{}/", a.url.replace("http://", "HTTP://"));
+    let o = run(&["--url", &shouty, "fn", "list"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The listing names servers and profiles, never a token.
+    let o = run(&["servers"], b"");
+    let text = stdout(&o);
+    assert!(
+        text.contains(&a.url) && text.contains(&b.url) && text.contains("bee"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&a.token) && !text.contains(&b.token),
+        "{text}"
+    );
+
+    // An unknown profile names the known ones.
+    let o = run(&["--profile", "nope", "fn", "list"], b"");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no profile `nope`") && stderr(&o).contains("bee"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Logging out of B forgets its token and profile; A's is never sent to B.
+    let o = run(&["logout", &b.url], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["--url", &b.url, "fn", "list"], b"");
+    assert!(stderr(&o).contains("error[unauthorized]"), "{}", stderr(&o));
+    let o = run(&["--profile", "bee", "fn", "list"], b"");
+    assert!(stderr(&o).contains("no profile `bee`"), "{}", stderr(&o));
+    let text = std::fs::read_to_string(home.path().join("credentials.json")).unwrap();
+    assert!(
+        text.contains(&a.token) && !text.contains(&b.token),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

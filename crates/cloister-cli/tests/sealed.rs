@@ -888,6 +888,7 @@ async fn the_sealed_benchmark_measures_both_variants() {
         "serverCpuUsPlain",
         "serverCpuUsSealed",
         "serverCpuUsSealedReceipt",
+        "serverCpuUsSealedFullReceipt",
     ] {
         assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
     }

@@ -43,7 +43,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), "cloister-ts-"));
   const port = await freePort();
   url = `http://127.0.0.1:${port}`;
-  server = spawn(BIN, ["serve", "--dev", "--listen", `127.0.0.1:${port}`], { cwd: dir });
+  server = spawn(BIN, ["serve", "--dev", "--listen", `127.0.0.1:${port}`], { cwd: dir, env: { ...process.env, CLOISTER_CONFIG: join(dir, "cfg.json") } });
   let out = "";
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve did not start:\n${out}`)), 60_000);

@@ -62,6 +62,12 @@ pub fn spawn_serve_bin(bin: &Path, data: &Path, port: u16, log: &Path, extra: &[
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
         .env("RUST_LOG", "info")
+        // The CLI config (and the credentials `serve --dev` records next to it) stay in the
+        // test's directory, the one `Platform::cli` uses, never the user's.
+        .env(
+            "CLOISTER_CONFIG",
+            data.parent().unwrap_or(data).join("cli-config.json"),
+        )
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file);
