@@ -340,6 +340,170 @@ async fn unknown_functions_versions_and_routes_are_not_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_details_generic_tools_rely_on() {
+    let p = Platform::start().await;
+    p.deploy("add", "add.js", None).await;
+    let mut anon = p.client(None);
+
+    // Authentication comes before anything about the path, and a 401 names the scheme.
+    for (method, path) in [
+        (Method::POST, "/v1/secrets/function-x/prod/KEY"),
+        (Method::POST, "/v1/secrets/function-x/prod/KEY:rotate"),
+        (Method::GET, "/v1/functions/ghost"),
+        (Method::GET, "/v1/functions"),
+    ] {
+        let r = anon
+            .raw(method.clone(), path, Some(Bytes::from_static(b"{}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401, "{method} {path}");
+        assert_eq!(body_error(&r).code.as_str(), "unauthorized");
+        assert_eq!(
+            r.headers
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"cloister\""),
+            "{method} {path}"
+        );
+    }
+    // Other errors carry no challenge.
+    let mut c = p.admin();
+    let r = c
+        .raw(Method::GET, "/v1/functions/ghost", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.headers.get("www-authenticate").is_none());
+
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let auth = format!("{scheme} {}", p.token);
+        let r = anon
+            .raw_with_headers(
+                Method::GET,
+                "/v1/functions",
+                None,
+                &[("authorization", &auth)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{scheme}");
+    }
+    let auth = format!("Basic {}", p.token);
+    let r = anon
+        .raw_with_headers(
+            Method::GET,
+            "/v1/functions",
+            None,
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+
+    // Query values are percent-decoded: version=%31 is version=1.
+    let r = c
+        .raw(Method::GET, "/v1/functions/add?version=%31", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = c
+        .raw(Method::GET, "/v1/audit?after=%30&limit=%32", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = c
+        .raw(Method::GET, "/v1/functions/add?version=%32", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+
+    // A JSON integer written as 1.0 is the integer 1 (JSON Schema); 1.5 is not.
+    let r = c
+        .raw(
+            Method::POST,
+            "/v1/functions/add/invoke",
+            Some(Bytes::from_static(
+                br#"{"params":{"a":1,"b":2},"version":1.0}"#,
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = c
+        .raw(
+            Method::POST,
+            "/v1/functions/add/invoke",
+            Some(Bytes::from_static(br#"{"params":{},"version":1.5}"#)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, body_error(&r).code.as_str()),
+        (400, "invalid_request")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_path_and_method_in_the_openapi_document_is_routed() {
+    let p = Platform::start().await;
+    let f = p.deploy("add", "add.js", None).await;
+    let mut c = p.admin();
+    let token = c
+        .create_token(&TokenCreateRequest {
+            role: Role::Invoker,
+            label: None,
+            identity: None,
+        })
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(cloister_gateway::openapi::DOCUMENT).unwrap();
+    let secret = format!("function-{}/prod/api/KEY", f.function_id);
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, _) in item.as_object().unwrap() {
+            if !["get", "put", "post", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
+                continue; // path-level `parameters`, `summary`...
+            }
+            let m: Method = method.to_uppercase().parse().unwrap();
+            let concrete = path
+                .replace("{name}", "add")
+                .replace("{id}", &token.info.id)
+                .replace(
+                    "{path}",
+                    &if m == Method::POST {
+                        format!("{secret}:rotate")
+                    } else {
+                        secret.clone()
+                    },
+                );
+            let r = c
+                .raw(m.clone(), &concrete, Some(Bytes::from_static(b"{}")))
+                .await
+                .unwrap();
+            // The router's own 404 and 405 mean the document names what the server lacks; a
+            // 404 about a missing function or secret comes from a handler.
+            let code = serde_json::from_slice::<serde_json::Value>(&r.body)
+                .ok()
+                .and_then(|b| b["error"]["code"].as_str().map(str::to_owned));
+            assert!(
+                !(r.status == 404 && code.as_deref() == Some("not_found")) && r.status != 405,
+                "{method} {concrete}: HTTP {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 25, "{checked} operations");
+    // The check can fail: an undocumented path gets the router's answer.
+    let r = c.raw(Method::GET, "/v1/nothing", None).await.unwrap();
+    assert_eq!((r.status, body_error(&r).code.as_str()), (404, "not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_payloads_are_refused() {
     let p = Platform::start().await;
     let mut c = p.admin();

@@ -137,14 +137,18 @@ impl Connection {
             match sender.send_request(req).await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let body = resp
-                        .into_body()
+                    let (parts, body) = resp.into_parts();
+                    let body = body
                         .collect()
                         .await
                         .map_err(|e| self.transport(e))?
                         .to_bytes();
                     self.sender = Some(sender);
-                    return Ok(RawResponse { status, body });
+                    return Ok(RawResponse {
+                        status,
+                        body,
+                        headers: parts.headers,
+                    });
                 }
                 Err(e) if attempt == 0 && e.is_canceled() => continue,
                 Err(e) => return Err(self.transport(e)),

@@ -102,6 +102,8 @@ pub struct RawResponse {
     pub status: u16,
     /// Body bytes.
     pub body: Bytes,
+    /// Response headers.
+    pub headers: hyper::HeaderMap,
 }
 
 /// Typed client of one Cloister server.

@@ -19,8 +19,8 @@ const MAX_LIMIT: u32 = 1000;
 fn parse_query(q: Option<&str>) -> HttpResult<(u64, u32)> {
     let mut after = 0u64;
     let mut limit = DEFAULT_LIMIT;
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    for (k, v) in crate::query::pairs(q) {
+        let (k, v) = (k.as_str(), v.as_str());
         let bad = || {
             HttpError::new(
                 ErrorCode::InvalidRequest,
@@ -88,14 +88,9 @@ pub async fn verify(
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Admin, "verify the audit log")?;
     let mut nonce = None;
-    for pair in q
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        match pair.split_once('=') {
-            Some(("nonce", v)) => nonce = hex::decode(v).ok(),
+    for (k, v) in crate::query::pairs(q.as_deref()) {
+        match k.as_str() {
+            "nonce" => nonce = hex::decode(v).ok(),
             _ => {
                 return Err(HttpError::new(
                     ErrorCode::InvalidRequest,

@@ -75,15 +75,16 @@ impl Caller {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header value (surrounding spaces
-/// ignored), the one parse both authentication and the rate limiter use.
+/// The token of an `Authorization: Bearer <token>` header value, the one parse both
+/// authentication and the rate limiter use. The scheme name is case-insensitive (RFC 9110
+/// §11.1); surrounding spaces are ignored.
 pub fn bearer_token(value: &axum::http::HeaderValue) -> Option<&str> {
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+    let v = value.to_str().ok()?.trim_start();
+    let (scheme, rest) = v.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || !rest.starts_with(' ') {
+        return None;
+    }
+    Some(rest.trim()).filter(|t| !t.is_empty() && !t.contains(' '))
 }
 
 /// SHA-256 of a bearer token, the only form in which tokens are stored.
@@ -235,5 +236,29 @@ impl Authenticator {
             cache.insert(hash, (caller.clone(), Instant::now()));
         }
         Ok(caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_regard_to_case() {
+        let t = |v: &'static str| bearer_token(&HeaderValue::from_static(v)).map(str::to_owned);
+        for ok in ["Bearer abc", "bearer abc", "BEARER abc", "  Bearer   abc  "] {
+            assert_eq!(t(ok).as_deref(), Some("abc"), "{ok}");
+        }
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearerabc",
+            "Basic abc",
+            "Bearer a b",
+            "Bear abc",
+        ] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
     }
 }

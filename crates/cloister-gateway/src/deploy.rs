@@ -367,8 +367,8 @@ pub fn path_arg(p: Result<Path<String>, PathRejection>) -> HttpResult<String> {
 /// Parses `version=N` from a query string.
 pub fn version_query(q: Option<&str>) -> HttpResult<Option<u32>> {
     let mut version = None;
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    for (k, v) in crate::query::pairs(q) {
+        let (k, v) = (k.as_str(), v.as_str());
         match k {
             "version" => {
                 let n = v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {

@@ -52,6 +52,13 @@ impl IntoResponse for HttpError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // A missing or refused token says which scheme to use (RFC 6750 §3).
+        if self.0.code == ErrorCode::Unauthorized {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"cloister\""),
+            );
+        }
         // Capacity refusals say when to come back (rate limits set their own, longer value).
         if matches!(self.0.code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
             resp.headers_mut()

@@ -22,6 +22,7 @@ pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod query;
 pub mod ratelimit;
 pub mod relay;
 pub mod secrets;

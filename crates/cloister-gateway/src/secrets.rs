@@ -163,6 +163,8 @@ pub async fn post(
     path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> HttpResult<Json<Value>> {
+    // Who is asking comes first: an unauthenticated caller learns nothing about paths.
+    s.auth.authenticate(&headers).await?;
     let raw = path_arg(path)?;
     let Some(p) = raw.strip_suffix(":rotate") else {
         return Err(HttpError::new(
@@ -274,9 +276,7 @@ pub async fn list(
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Developer, "list secrets")?;
     let mut prefix = cloister_types::names::NAMESPACE_PREFIX.to_owned();
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
-        .map_err(|_| HttpError::new(ErrorCode::InvalidRequest, "malformed query string"))?;
-    for (k, v) in pairs {
+    for (k, v) in crate::query::pairs(q.as_deref()) {
         match k.as_str() {
             "prefix" => prefix = v,
             _ => {

@@ -7,6 +7,7 @@ pub mod binding;
 pub mod error;
 pub mod fleet;
 pub mod hash;
+pub mod json_int;
 pub mod limits;
 pub mod names;
 pub mod receipt;

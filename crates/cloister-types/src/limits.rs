@@ -19,8 +19,10 @@ pub struct Limits {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestedLimits {
     /// Requested deadline in milliseconds.
+    #[serde(default, deserialize_with = "crate::json_int::opt_u64")]
     pub timeout_ms: Option<u64>,
     /// Requested memory in MiB.
+    #[serde(default, deserialize_with = "crate::json_int::opt_u32")]
     pub memory_mb: Option<u32>,
 }
 

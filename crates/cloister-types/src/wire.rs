@@ -128,7 +128,11 @@ pub struct InvokeRequest {
     #[serde(default)]
     pub params: Option<Box<RawValue>>,
     /// Specific version to run (default latest; a sealed request names its own).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json_int::opt_u32"
+    )]
     pub version: Option<u32>,
     /// Parameters sealed to the fleet key instead of `params` (docs/SEALED.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
