@@ -577,6 +577,9 @@ pub struct ServeArgs {
     /// Development mode: embedded SQLite, simulated TEE (clearly labelled, not confidential).
     #[arg(long)]
     pub dev: bool,
+    /// Log output.
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Directory for the database and the admin token.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -628,6 +631,9 @@ pub struct GatewayArgs {
     /// Socket and threads.
     #[command(flatten)]
     pub role: RoleArgs,
+    /// Log output.
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Directory holding the SQLite database.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -782,10 +788,21 @@ pub enum FnCommand {
         #[arg(long)]
         version: Option<u32>,
     },
-    /// Delete a function and all its versions.
+    /// Delete a function and all its versions. While it has secrets, say what becomes of
+    /// them: --delete-secrets or --keep-secrets.
+    #[command(after_help = "Examples:\n  \
+        cloister fn delete hello --delete-secrets   # its secrets go too (each delete owner-signed)\n  \
+        cloister fn delete hello --keep-secrets     # they stay under function-<id>/ (listed)")]
     Delete {
         /// Function name.
         name: String,
+        /// Delete the function's secrets (every version) first.
+        #[arg(long, conflicts_with = "keep_secrets")]
+        delete_secrets: bool,
+        /// Keep the function's secrets (they stay under its old id; a new deploy of the name
+        /// gets a new id and does not see them).
+        #[arg(long)]
+        keep_secrets: bool,
     },
     /// Invoke a function.
     Invoke(InvokeArgs),
@@ -963,5 +980,29 @@ mod tests {
     fn grammar_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+}
+
+/// Log output of a server process (and of the roles `serve` starts).
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format: `text` (ANSI colours only on a terminal, never with NO_COLOR) or `json`
+    /// (one object per line). The level is RUST_LOG (default info); one line per invocation
+    /// has the target `cloister::invocation` (function, version, execution id, outcome,
+    /// durations; never parameters, results or secrets).
+    #[arg(
+        long,
+        env = "CLOISTER_LOG_FORMAT",
+        hide_env_values = true,
+        default_value = "text",
+        value_parser = ["text", "json"]
+    )]
+    pub log_format: String,
+}
+
+impl LogArgs {
+    /// The chosen format.
+    pub fn format(&self) -> cloister_role::logging::LogFormat {
+        cloister_role::logging::LogFormat::parse(&self.log_format).unwrap_or_default()
     }
 }

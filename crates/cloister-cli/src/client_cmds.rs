@@ -99,14 +99,11 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
                 output::function(&info)
             }
         }
-        FnCommand::Delete { name } => {
-            c.delete(&name).await?;
-            if json {
-                output::json(&serde_json::json!({ "deleted": name }));
-            } else {
-                println!("deleted {name}");
-            }
-        }
+        FnCommand::Delete {
+            name,
+            delete_secrets,
+            keep_secrets,
+        } => delete(&mut c, &name, delete_secrets, keep_secrets, json).await?,
         FnCommand::Invoke(args) => invoke(&mut c, &conn.url, args, json).await?,
         FnCommand::Activate { name, version } | FnCommand::Deactivate { name, version } => {
             let active = matches!(cmd_kind, Toggle::On);
@@ -604,4 +601,73 @@ pub async fn token(conn: Conn, cmd: TokenCommand, json: bool) -> anyhow::Result<
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `fn delete NAME`: refuses while the function has secrets unless told what to do with them.
+async fn delete(
+    c: &mut Client,
+    name: &str,
+    delete_secrets: bool,
+    keep_secrets: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let info = c.show(name, None).await?;
+    let prefix = format!(
+        "{}/",
+        cloister_types::names::namespace_of(&info.function_id)
+    );
+    let secrets = c.list_secrets(&prefix).await?.secrets;
+    if !secrets.is_empty() && !delete_secrets && !keep_secrets {
+        return Err(crate::output::Coded {
+            code: "secrets_exist",
+            message: format!(
+                "{name} has {} secret(s) under {prefix} ({}): pass --delete-secrets to delete \
+                 them with it, or --keep-secrets to keep them (a new deploy of {name} gets a new \
+                 id and does not see them)",
+                secrets.len(),
+                secrets
+                    .iter()
+                    .map(|s| s.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+        .into());
+    }
+    let mut deleted = Vec::new();
+    if delete_secrets {
+        for s in &secrets {
+            let path = cloister_types::SecretPath::parse(&s.path)
+                .with_context(|| format!("keyvault listed a malformed path {}", s.path))?;
+            c.delete_secret(&path)
+                .await
+                .with_context(|| format!("deleting secret {} (the function is kept)", s.path))?;
+            deleted.push(s.path.clone());
+        }
+    }
+    c.delete(name).await?;
+    let kept: Vec<String> = if delete_secrets {
+        Vec::new()
+    } else {
+        secrets.iter().map(|s| s.path.clone()).collect()
+    };
+    if json {
+        output::json(&serde_json::json!({
+            "deleted": name, "functionId": info.function_id,
+            "secretsDeleted": deleted, "secretsKept": kept,
+        }));
+    } else {
+        println!("deleted {name} (id {})", info.function_id);
+        if !deleted.is_empty() {
+            println!("deleted its {} secret(s)", deleted.len());
+        }
+        if !kept.is_empty() {
+            println!(
+                "kept its {} secret(s) under {prefix}: `cloister secret list` shows them, \
+                 `cloister secret delete PATH` removes one",
+                kept.len()
+            );
+        }
+    }
+    Ok(())
 }

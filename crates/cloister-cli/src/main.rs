@@ -55,16 +55,12 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(cmd: &Command) {
-    let default = match cmd {
-        Command::Serve(_) | Command::Gateway(_) => "info",
-        _ => "warn",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    use cloister_role::logging::{LogFormat, init_with};
+    match cmd {
+        Command::Serve(a) => init_with("info", a.log.format()),
+        Command::Gateway(a) => init_with("info", a.log.format()),
+        _ => init_with("warn", LogFormat::from_env()),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

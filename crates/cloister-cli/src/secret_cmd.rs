@@ -391,23 +391,17 @@ pub async fn secret(conn: Conn, cmd: SecretCommand, json_mode: bool) -> anyhow::
                 Some(f) => format!("function-{}/", c.show(&f, None).await?.function_id),
                 None => "function-".to_owned(),
             };
-            let r = c
-                .json(Method::GET, &format!("/v1/secrets?prefix={prefix}"), None)
-                .await?;
+            let r = c.list_secrets(&prefix).await?;
             if json_mode {
                 output::json(&r);
             } else {
-                let list = r["secrets"].as_array().cloned().unwrap_or_default();
-                if list.is_empty() {
+                if r.secrets.is_empty() {
                     println!("no secrets");
                 }
-                for s in list {
+                for s in &r.secrets {
                     println!(
                         "{}  v{}  ({} versions, updated {})",
-                        s["path"].as_str().unwrap_or_default(),
-                        s["latestVersion"],
-                        s["versions"],
-                        s["updatedAt"].as_str().unwrap_or_default()
+                        s.path, s.latest_version, s.versions, s.updated_at
                     );
                 }
             }

@@ -40,6 +40,10 @@ const KEYVAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Spawns `exe <args...> --listen-fd 3 [extra]` with `listeners[i]` at descriptor 3 + i.
+/// The log format the roles this process starts write in (set once by `run`).
+static CHILD_LOG_FORMAT: std::sync::OnceLock<cloister_role::logging::LogFormat> =
+    std::sync::OnceLock::new();
+
 fn spawn_role(
     exe: &Path,
     (name, role): (&str, &[&str]),
@@ -48,6 +52,9 @@ fn spawn_role(
     credentials: Option<&Credentials>,
 ) -> anyhow::Result<Child> {
     let mut cmd = Command::new(exe);
+    if let Some(f) = CHILD_LOG_FORMAT.get() {
+        cmd.env(cloister_role::logging::LOG_FORMAT_ENV, f.as_str());
+    }
     cmd.args(role)
         .arg("--listen-fd")
         .arg(CHILD_LISTEN_FD.to_string())
@@ -315,6 +322,7 @@ fn terminate(children: &mut [(&str, Child)]) {
 
 /// Runs the platform until Ctrl-C.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let _ = CHILD_LOG_FORMAT.set(args.log.format());
     if !args.dev {
         bail!(
             "only development mode is available in this build: run `cloister serve --dev` \

@@ -225,3 +225,64 @@ async fn a_revoked_admin_token_is_not_resurrected_on_restart() {
     common::assert_api_error(p.admin().list().await, "unauthorized", 401);
     p.client(Some(&spare.token)).list().await.unwrap();
 }
+
+/// Waits until the server log holds a line for `execution_id` (log writes are asynchronous to
+/// the response).
+async fn log_line_for(p: &Platform, needle: &str) -> String {
+    for _ in 0..100 {
+        if let Some(l) = p.log().lines().find(|l| l.contains(needle)) {
+            return l.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no log line with {needle}:\n{}", p.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invocation_logs_one_line_of_metadata_as_text_or_json() {
+    // JSON, as asked on the command line, from the gateway the platform started.
+    let p = Platform::start_with(&["--log-format", "json"]).await;
+    p.deploy("add", "add.js", None).await;
+    let marker = "param-marker-7f3a";
+    let r = p
+        .admin()
+        .invoke("add", &format!(r#"{{"a":1,"b":2,"m":"{marker}"}}"#), None)
+        .await
+        .unwrap();
+    let line = log_line_for(&p, &r.execution_id).await;
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["target"], "cloister::invocation", "{v}");
+    assert_eq!(v["function"], "add");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["outcome"], "ok");
+    assert_eq!(v["sealed"], false);
+    assert!(v["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{v}");
+    // A failure is logged with its code; an unknown function too.
+    let _ = p.admin().invoke("ghost", "{}", None).await;
+    let ghost = log_line_for(&p, "\"function\":\"ghost\"").await;
+    assert!(
+        ghost.contains("\"outcome\":\"function_not_found\""),
+        "{ghost}"
+    );
+    let log = p.log();
+    assert!(!log.contains(marker), "parameters are never logged");
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes in a file");
+    // Every role writes JSON: each log line that is not serve's banner parses.
+    let json_lines = log.lines().filter(|l| l.starts_with('{')).count();
+    assert!(json_lines >= 3, "{log}");
+
+    // Text by default, still without colours when not on a terminal.
+    let q = Platform::start().await;
+    q.deploy("add", "add.js", None).await;
+    let r = q
+        .admin()
+        .invoke("add", r#"{"a":1,"b":2}"#, None)
+        .await
+        .unwrap();
+    let line = log_line_for(&q, &r.execution_id).await;
+    assert!(line.contains("cloister::invocation"), "{line}");
+    assert!(line.contains("function=\"add\""), "{line}");
+    assert!(line.contains("outcome=\"ok\""), "{line}");
+    assert!(!q.log().contains('\u{1b}'), "no ANSI escapes in a file");
+}

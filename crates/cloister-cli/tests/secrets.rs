@@ -568,3 +568,72 @@ async fn a_database_put_back_from_a_backup_needs_an_admin_signed_restore() {
     let list = ok(&p2.cli(&["audit", "list"]));
     assert!(list.contains("keyvault.restore"), "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fn_delete_says_what_becomes_of_the_functions_secrets() {
+    let p = Platform::start().await;
+    let keeper = deploy(&p, "keeper", &["K", "L"]).await;
+    let goner = deploy(&p, "goner", &["K"]).await;
+    deploy(&p, "plain", &[]).await;
+    put(&p, "keeper", "K", "k-value");
+    put(&p, "keeper", "L", "l-value");
+    put(&p, "goner", "K", "g-value");
+    let listed = |id: String| {
+        let mut c = p.admin();
+        async move {
+            c.list_secrets(&format!("function-{id}/"))
+                .await
+                .unwrap()
+                .secrets
+                .len()
+        }
+    };
+    assert_eq!(listed(keeper.function_id.clone()).await, 2);
+
+    // Without a choice: refused, naming the secrets and both flags; nothing deleted.
+    let out = p.cli(&["fn", "delete", "keeper"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error[secrets_exist]")
+            && err.contains("--delete-secrets")
+            && err.contains("--keep-secrets")
+            && err.contains("/K"),
+        "{err}"
+    );
+    assert!(p.admin().show("keeper", None).await.is_ok());
+    assert_eq!(listed(keeper.function_id.clone()).await, 2);
+    // Both at once is a usage error.
+    let out = p.cli(&[
+        "fn",
+        "delete",
+        "keeper",
+        "--keep-secrets",
+        "--delete-secrets",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Keep: the function goes, its secrets stay (and the CLI says where).
+    let out = ok(&p.cli(&["fn", "delete", "keeper", "--keep-secrets"]));
+    assert!(out.contains("kept its 2 secret(s)"), "{out}");
+    assert_api_error(
+        p.admin().show("keeper", None).await,
+        "function_not_found",
+        404,
+    );
+    assert_eq!(listed(keeper.function_id.clone()).await, 2);
+
+    // Delete: the secrets go first, then the function.
+    let out = ok(&p.cli(&["--json", "fn", "delete", "goner", "--delete-secrets"]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["secretsDeleted"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(listed(goner.function_id.clone()).await, 0);
+    assert_api_error(
+        p.admin().show("goner", None).await,
+        "function_not_found",
+        404,
+    );
+
+    // No secrets: no choice needed.
+    ok(&p.cli(&["fn", "delete", "plain"]));
+}

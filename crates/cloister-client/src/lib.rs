@@ -598,6 +598,18 @@ impl Client {
         self.json(method, &url, Some(&body)).await
     }
 
+    /// `GET /v1/secrets?prefix=...`: metadata of the secrets under `prefix`.
+    pub async fn list_secrets(
+        &mut self,
+        prefix: &str,
+    ) -> Result<cloister_types::wire::SecretList, ClientError> {
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("prefix", prefix)
+            .finish();
+        self.call(Method::GET, &format!("/v1/secrets?{q}"), None)
+            .await
+    }
+
     /// `DELETE /v1/secrets/{path}`, signed by this client's identity when it has one.
     pub async fn delete_secret(
         &mut self,

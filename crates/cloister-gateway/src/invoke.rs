@@ -52,14 +52,38 @@ pub async fn invoke(
     let started = Instant::now();
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Invoker, "invoke functions")?;
-    let result = invoke_inner(&s, &headers, name, body).await;
+    let mut seen = Seen::default();
+    let result = invoke_inner(&s, &headers, name, body, &mut seen).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.0.code.as_str(),
     };
-    s.metrics
-        .invocation(outcome, started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
+    s.metrics.invocation(outcome, elapsed.as_secs_f64());
+    // One line per invocation: metadata only, never parameters, results, logs or secrets
+    // (for a sealed call the gateway holds none of them anyway).
+    tracing::info!(
+        target: "cloister::invocation",
+        function = seen.function.as_deref().unwrap_or("-"),
+        version = seen.version,
+        execution_id = seen.execution_id.as_deref().unwrap_or("-"),
+        sealed = seen.sealed,
+        outcome,
+        duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        executor_ms = seen.executor_ms,
+        "invocation"
+    );
     result.map(IntoResponse::into_response)
+}
+
+/// What the per-invocation log line reports, filled in as the request is understood.
+#[derive(Default)]
+struct Seen {
+    function: Option<String>,
+    version: u32,
+    execution_id: Option<String>,
+    sealed: bool,
+    executor_ms: f64,
 }
 
 fn function_ref(f: &VersionRecord, secrets_epoch: u64) -> FunctionRef {
@@ -132,8 +156,10 @@ async fn invoke_inner(
     headers: &HeaderMap,
     name: Result<Path<String>, PathRejection>,
     body: Body,
+    seen: &mut Seen,
 ) -> HttpResult<Answer> {
     let name = path_arg(name)?;
+    seen.function = Some(name.clone());
     // Base64 of a sealed request is a third larger than its parameters.
     let limit = (s.limits.max_input_bytes / 3 * 4).saturating_add(16 * 1024);
     let bytes = body::read_limited(headers, body, limit).await?;
@@ -211,11 +237,14 @@ async fn invoke_inner(
             })?,
     };
     let request_id = sealed.as_ref().map(|x| x.request_id.clone());
+    seen.sealed = sealed.is_some();
     let f = s.functions.resolve(&name, version).await?;
+    seen.version = f.version;
     // The namespace's change counter also moves on (de)activation and redeploys, so cached
     // grants of every function, with or without secrets, are refreshed at once.
     let secrets_epoch = s.store.secrets_epoch(&f.function_id).await?;
     let execution_id = uuid::Uuid::new_v4().to_string();
+    seen.execution_id = Some(execution_id.clone());
     let timeout = Duration::from_millis(f.limits.timeout_ms) + DISPATCH_SLACK;
     let mut rpc = RpcInvoke {
         function: Some(function_ref(&f, secrets_epoch)),
@@ -238,6 +267,7 @@ async fn invoke_inner(
         rpc.code = Some(code);
         resp = s.executor.invoke(rpc, timeout).await?;
     }
+    seen.executor_ms = resp.duration_ms;
     let receipt = if resp.receipt_json.is_empty() {
         None
     } else {

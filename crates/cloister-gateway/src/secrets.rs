@@ -272,7 +272,7 @@ pub async fn list(
     State(s): State<Shared>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
-) -> HttpResult<Json<Value>> {
+) -> HttpResult<Json<cloister_types::wire::SecretList>> {
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Developer, "list secrets")?;
     let mut prefix = cloister_types::names::NAMESPACE_PREFIX.to_owned();
@@ -313,15 +313,18 @@ pub async fn list(
         .await
         .map_err(kv_error)?
         .into_inner();
-    let secrets: Vec<Value> = r
+    let secrets = r
         .secrets
         .into_iter()
-        .map(|x| {
-            json!({"path": x.path, "latestVersion": x.latest_version, "versions": x.versions,
-                   "createdAt": x.created_at, "updatedAt": x.updated_at})
+        .map(|x| cloister_types::wire::SecretSummary {
+            path: x.path,
+            latest_version: x.latest_version,
+            versions: x.versions,
+            created_at: x.created_at,
+            updated_at: x.updated_at,
         })
         .collect();
-    Ok(Json(json!({ "secrets": secrets })))
+    Ok(Json(cloister_types::wire::SecretList { secrets }))
 }
 
 #[derive(Deserialize)]

@@ -189,6 +189,29 @@ pub struct SignedManifest {
     pub manifest: String,
 }
 
+/// One secret's metadata in `GET /v1/secrets` (never its value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSummary {
+    /// Full path: `function-<id>/<environment>/<category>/<name>`.
+    pub path: String,
+    /// Newest version number.
+    pub latest_version: u64,
+    /// Versions kept.
+    pub versions: u64,
+    /// When the first version was written (RFC 3339).
+    pub created_at: String,
+    /// When the newest version was written (RFC 3339).
+    pub updated_at: String,
+}
+
+/// `GET /v1/secrets?prefix=...` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretList {
+    /// The secrets under the prefix.
+    pub secrets: Vec<SecretSummary>,
+}
+
 /// `POST /v1/tokens` request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
