@@ -136,6 +136,15 @@ pub enum Command {
     },
     /// List the servers and profiles credentials are recorded for (never the tokens).
     Servers,
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  \
+        cloister completions bash > ~/.local/share/bash-completion/completions/cloister\n  \
+        cloister completions zsh > \"${fpath[1]}/_cloister\"\n  \
+        cloister completions fish > ~/.config/fish/completions/cloister.fish")]
+    Completions {
+        /// Shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `cloister login URL`.
@@ -164,8 +173,18 @@ pub enum TrustCommand {
         /// Seconds.
         seconds: u64,
     },
-    /// Forget every setting for --url.
+    /// Forget the trust settings for --url (roots, builds, maximum age).
     Reset,
+    /// Every server this machine pinned something for: its sim root, trust settings,
+    /// keyvault instance and the functions whose owners or confidentiality it remembers.
+    List,
+    /// Forget everything pinned for --url (or URL): sim root, trust settings, keyvault
+    /// instance, function pins. For a platform re-created on purpose; the next use pins again.
+    #[command(after_help = "Example:\n  cloister trust forget http://127.0.0.1:8787")]
+    Forget {
+        /// Server URL (default: --url).
+        url: Option<String>,
+    },
 }
 
 /// One list of `cloister trust`.

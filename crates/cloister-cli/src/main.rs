@@ -72,7 +72,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Attest(_)
         | Command::Receipt(_)
         | Command::Login(_)
-        | Command::Servers => None,
+        | Command::Servers
+        | Command::Completions { .. } => None,
         Command::Logout { url: Some(_) } => None,
         _ => Some(cli.connection()?),
     };
@@ -104,5 +105,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             credentials_cmd::logout(&url, json)
         }
         Command::Servers => credentials_cmd::list(json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "cloister",
+                &mut std::io::stdout(),
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
 }

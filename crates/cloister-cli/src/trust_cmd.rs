@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cloister_client::trust::TrustSettings;
+use cloister_client::trust::{DEFAULT_MAX_BUNDLE_AGE_SECS as DEFAULT_AGE, TrustSettings};
 use serde_json::json;
 
 use crate::cli::{TrustCommand, TrustList};
@@ -97,10 +97,111 @@ fn edit(list: &mut Vec<String>, value: String, add: bool) -> bool {
     }
 }
 
+/// The sections of the CLI config that hold pins per server URL.
+const PER_URL: [&str; 4] = ["simRoots", "trust", "keyvaults", "sealedFunctions"];
+
+/// `trust list`: what is pinned, per server.
+fn list_all(json_out: bool) -> anyhow::Result<ExitCode> {
+    use crate::credentials::normalize_url;
+    let path = config_path()?;
+    let cfg = read_config(&path)?;
+    let mut servers: std::collections::BTreeMap<
+        String,
+        serde_json::Map<String, serde_json::Value>,
+    > = Default::default();
+    for section in PER_URL {
+        if let Some(obj) = cfg.get(section).and_then(|v| v.as_object()) {
+            for (url, v) in obj {
+                servers
+                    .entry(normalize_url(url))
+                    .or_default()
+                    .insert(section.to_owned(), v.clone());
+            }
+        }
+    }
+    if json_out {
+        output::json(&json!({ "file": path, "servers": servers }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if servers.is_empty() {
+        println!("nothing pinned yet (in {})", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (url, pins) in &servers {
+        println!("{url}");
+        if let Some(r) = pins.get("simRoots").and_then(|v| v.as_str()) {
+            println!("  sim root     {r}");
+        }
+        if let Some(t) = pins.get("trust") {
+            let n = |k: &str| t.get(k).and_then(|v| v.as_array()).map_or(0, Vec::len);
+            println!(
+                "  trust        {} root(s), {} keyvault build(s), {} executor build(s), max age {} s",
+                n("roots"),
+                n("keyvaultMeasurements"),
+                n("executorMeasurements"),
+                t.get("maxBundleAgeSecs")
+                    .cloned()
+                    .unwrap_or(json!(DEFAULT_AGE))
+            );
+        }
+        if pins.contains_key("keyvaults") {
+            println!("  keyvault     instance pinned");
+        }
+        if let Some(f) = pins.get("sealedFunctions").and_then(|v| v.as_object()) {
+            let names: Vec<&str> = f.keys().map(String::as_str).collect();
+            println!("  functions    {}", names.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `trust forget`: drops every pin for `url`; returns the sections that held one.
+pub fn forget(url: &str) -> anyhow::Result<Vec<&'static str>> {
+    use crate::credentials::normalize_url;
+    let path = config_path()?;
+    let mut cfg = read_config(&path)?;
+    let key = normalize_url(url);
+    let mut dropped = Vec::new();
+    for section in PER_URL {
+        if let Some(obj) = cfg.get_mut(section).and_then(|v| v.as_object_mut()) {
+            let before = obj.len();
+            obj.retain(|u, _| normalize_url(u) != key);
+            if obj.len() != before {
+                dropped.push(section);
+            }
+        }
+    }
+    if !dropped.is_empty() {
+        write_config(&path, &cfg)?;
+    }
+    Ok(dropped)
+}
+
 /// Runs `trust ...` for the server at `url`.
 pub fn run(url: &str, cmd: TrustCommand, json_out: bool) -> anyhow::Result<ExitCode> {
+    let cmd = match cmd {
+        TrustCommand::List => return list_all(json_out),
+        TrustCommand::Forget { url: which } => {
+            let target = which.as_deref().unwrap_or(url);
+            let dropped = forget(target)?;
+            if json_out {
+                output::json(&json!({ "url": target, "forgotten": dropped }));
+            } else if dropped.is_empty() {
+                println!("nothing was pinned for {target}");
+            } else {
+                println!(
+                    "forgot what this machine pinned for {target} ({}); the next use pins the \
+                     platform it finds there, and says so",
+                    dropped.join(", ")
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => other,
+    };
     let mut s = load(url)?;
     let changed = match cmd {
+        TrustCommand::List | TrustCommand::Forget { .. } => false,
         TrustCommand::Show => false,
         TrustCommand::Reset => {
             s = TrustSettings::default();

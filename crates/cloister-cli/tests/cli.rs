@@ -654,3 +654,28 @@ fn deploy_help_states_the_limits_ranges_and_defaults_the_server_applies() {
         assert!(text.contains(&expected), "{expected:?} not in: {text}");
     }
 }
+
+#[test]
+fn completions_are_generated_for_each_shell_and_name_the_commands() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef cloister"),
+        ("fish", "complete -c cloister"),
+    ] {
+        let o = std::process::Command::new(common::BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let text = stdout(&o);
+        assert!(text.contains(marker), "{shell}: {text}");
+        for sub in ["deploy", "invoke", "login", "secret"] {
+            assert!(text.contains(sub), "{shell} lacks {sub}");
+        }
+    }
+    let o = std::process::Command::new(common::BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

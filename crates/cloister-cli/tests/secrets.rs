@@ -378,6 +378,27 @@ async fn the_cli_pins_the_sim_root_on_first_use_and_refuses_another() {
         assert_eq!(err["error"]["code"], "attestation_failed", "{err}");
     }
     assert_eq!(invoke(&p, "pinned").await["result"]["values"]["K"], "two");
+
+    // `trust list` shows the pin; `trust forget` drops it, and the next use pins afresh.
+    let out = ok(&p.cli(&["--json", "trust", "list"]));
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        list["servers"][&p.url]["simRoots"],
+        json!("ab".repeat(32)),
+        "{list}"
+    );
+    let out = ok(&p.cli(&["trust", "forget"]));
+    assert!(out.contains("forgot") && out.contains("simRoots"), "{out}");
+    let out = ok(&p.cli(&["--json", "trust", "list"]));
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert!(list["servers"].get(&p.url).is_none(), "{list}");
+    let out = p.cli_stdin(
+        &["secret", "put", "K", "--function", "pinned", "--from-stdin"],
+        b"five",
+    );
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FIRST USE"));
+    assert_eq!(invoke(&p, "pinned").await["result"]["values"]["K"], "five");
 }
 
 #[tokio::test]
