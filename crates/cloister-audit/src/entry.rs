@@ -167,8 +167,10 @@ impl AuditDraft {
     }
 }
 
-/// A stored entry, exactly as persisted and listed by `GET /v1/audit`.
+/// A stored entry, exactly as persisted and listed by `GET /v1/audit` (camelCase, as the
+/// rest of the API; `prev_hash` is still read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     /// Position in the chain, from 1, without gaps.
     pub seq: u64,
@@ -183,6 +185,7 @@ pub struct AuditEntry {
     /// JSON object text with extra facts.
     pub details: String,
     /// Hex SHA-256 of the previous entry (zeros for the first).
+    #[serde(alias = "prev_hash")]
     pub prev_hash: String,
     /// Hex SHA-256 over this entry's fields and `prev_hash`.
     pub hash: String,
@@ -222,6 +225,28 @@ impl AuditEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_are_camel_case_on_the_wire_and_the_old_name_still_reads() {
+        let e = AuditEntry {
+            seq: 1,
+            at: "2026-12-07T00:00:00Z".into(),
+            actor: "a".into(),
+            action: "x".into(),
+            subject: "s".into(),
+            details: "{}".into(),
+            prev_hash: "00".repeat(32),
+            hash: "11".repeat(32),
+            mac: String::new(),
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["prevHash"], "00".repeat(32));
+        assert!(v.get("prev_hash").is_none());
+        let mut old = v.clone();
+        let ph = old.as_object_mut().unwrap().remove("prevHash").unwrap();
+        old["prev_hash"] = ph;
+        assert_eq!(serde_json::from_value::<AuditEntry>(old).unwrap(), e);
+    }
 
     #[test]
     fn every_field_is_covered_by_the_hash() {

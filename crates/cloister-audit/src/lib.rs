@@ -15,3 +15,15 @@ pub mod verify;
 pub use checkpoint::Checkpoint;
 pub use entry::{Action, AuditDraft, AuditEntry, GENESIS_HASH};
 pub use verify::{ChainReport, Problem, verify_chain, verify_chain_with_macs};
+
+/// `GET /v1/audit` response: entries in order and keyvault's signed checkpoints in range.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    /// Entries after the `after` asked for, in order.
+    pub entries: Vec<AuditEntry>,
+    /// Checkpoints keyvault signed in this range.
+    pub checkpoints: Vec<Checkpoint>,
+    /// The `after` of the next page, when this one is full.
+    pub next_after: Option<u64>,
+}

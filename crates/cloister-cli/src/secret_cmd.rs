@@ -543,16 +543,20 @@ async fn migrate(args: MigrateArgs, json_mode: bool) -> anyhow::Result<()> {
 }
 
 /// Prints audit entries as a table whose columns line up whatever their widths.
-fn print_audit_table(entries: &[serde_json::Value]) {
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    };
+fn print_audit_table(entries: &[cloister_audit::AuditEntry]) {
     let header = ["SEQ", "AT", "ACTION", "SUBJECT", "ACTOR", "DETAILS"];
     let rows: Vec<[String; 6]> = entries
         .iter()
-        .map(|e| ["seq", "at", "action", "subject", "actor", "details"].map(|k| text(&e[k])))
+        .map(|e| {
+            [
+                e.seq.to_string(),
+                e.at.clone(),
+                e.action.clone(),
+                e.subject.clone(),
+                e.actor.clone(),
+                e.details.clone(),
+            ]
+        })
         .collect();
     let width = |i: usize| {
         rows.iter()
@@ -589,17 +593,11 @@ pub async fn audit(conn: Conn, cmd: AuditCommand, json_mode: bool) -> anyhow::Re
     let mut c = client(&conn)?;
     match cmd {
         AuditCommand::List { after, limit } => {
-            let r = c
-                .json(
-                    Method::GET,
-                    &format!("/v1/audit?after={after}&limit={limit}"),
-                    None,
-                )
-                .await?;
+            let r = c.audit_page(after, limit).await?;
             if json_mode {
                 output::json(&r);
             } else {
-                print_audit_table(&r["entries"].as_array().cloned().unwrap_or_default());
+                print_audit_table(&r.entries);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -765,18 +763,9 @@ async fn fetch_audit(
     let mut checkpoints: Vec<cloister_audit::Checkpoint> = Vec::new();
     loop {
         let after = entries.last().map(|e| e.seq).unwrap_or(0);
-        let r = c
-            .json(
-                Method::GET,
-                &format!("/v1/audit?after={after}&limit=1000"),
-                None,
-            )
-            .await?;
-        let page: Vec<cloister_audit::AuditEntry> =
-            serde_json::from_value(r["entries"].clone()).context("malformed audit entries")?;
-        let cps: Vec<cloister_audit::Checkpoint> = serde_json::from_value(r["checkpoints"].clone())
-            .context("malformed audit checkpoints")?;
-        for cp in cps {
+        let r = c.audit_page(after, 1000).await?;
+        let page = r.entries;
+        for cp in r.checkpoints {
             if !checkpoints.contains(&cp) {
                 checkpoints.push(cp);
             }

@@ -598,6 +598,21 @@ impl Client {
         self.json(method, &url, Some(&body)).await
     }
 
+    /// `GET /v1/audit?after=N&limit=L`: a page of the audit log with keyvault's checkpoints
+    /// in range (admin).
+    pub async fn audit_page(
+        &mut self,
+        after: u64,
+        limit: u32,
+    ) -> Result<cloister_audit::AuditPage, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/audit?after={after}&limit={limit}"),
+            None,
+        )
+        .await
+    }
+
     /// `GET /v1/secrets?prefix=...`: metadata of the secrets under `prefix`.
     pub async fn list_secrets(
         &mut self,

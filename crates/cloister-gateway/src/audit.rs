@@ -6,7 +6,6 @@ use axum::http::HeaderMap;
 use cloister_rpc::keyvault::VerifyAuditRequest;
 use cloister_types::wire::AuditVerdict;
 use cloister_types::{ErrorCode, Role};
-use serde_json::{Value, json};
 
 use crate::error::{HttpError, HttpResult};
 use crate::keyvault::kv_error;
@@ -55,7 +54,7 @@ pub async fn list(
     State(s): State<Shared>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
-) -> HttpResult<Json<Value>> {
+) -> HttpResult<Json<cloister_audit::AuditPage>> {
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Admin, "read the audit log")?;
     let (after, limit) = parse_query(q.as_deref())?;
@@ -71,11 +70,11 @@ pub async fn list(
         })
         .collect();
     let next = (entries.len() == limit as usize).then_some(last).flatten();
-    Ok(Json(json!({
-        "entries": entries,
-        "checkpoints": checkpoints,
-        "nextAfter": next,
-    })))
+    Ok(Json(cloister_audit::AuditPage {
+        entries,
+        checkpoints,
+        next_after: next,
+    }))
 }
 
 /// `GET /v1/audit/verify?nonce=<hex>`: keyvault checks the chain and signs its verdict over
