@@ -435,12 +435,9 @@ pub struct SecretPutArgs {
     /// Environment for a short name (default: the function's).
     #[arg(long)]
     pub environment: Option<String>,
-    /// Read the value from this file.
-    #[arg(
-        long,
-        conflicts_with = "from_stdin",
-        required_unless_present = "from_stdin"
-    )]
+    /// Read the value from this file. Without this or --from-stdin, on a terminal the value
+    /// is typed at a hidden prompt (twice).
+    #[arg(long, conflicts_with = "from_stdin")]
     pub value_file: Option<PathBuf>,
     /// Read the value from standard input.
     #[arg(long)]

@@ -314,11 +314,32 @@ fn read_value(args: &SecretPutArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
                 .read_to_end(&mut buf)
                 .with_context(|| format!("cannot read {}", p.display()))?;
         }
-        None => {
+        None if args.from_stdin => {
             std::io::stdin()
                 .take(limit)
                 .read_to_end(&mut buf)
                 .context("cannot read the value from stdin")?;
+        }
+        None => {
+            use std::io::IsTerminal as _;
+            if !std::io::stdin().is_terminal() {
+                bail!(
+                    "no value given: pass --value-file FILE or --from-stdin (on a terminal, \
+                     the value is asked for at a hidden prompt)"
+                );
+            }
+            let first = Zeroizing::new(
+                rpassword::prompt_password(format!("Value for {} (hidden): ", args.path))
+                    .context("cannot read the value from the terminal")?,
+            );
+            let again = Zeroizing::new(
+                rpassword::prompt_password("Again, to confirm: ")
+                    .context("cannot read the value from the terminal")?,
+            );
+            if !cloister_crypto::ct_eq(first.as_bytes(), again.as_bytes()) {
+                bail!("the two entries differ: nothing stored");
+            }
+            buf.extend_from_slice(first.as_bytes());
         }
     }
     if !args.keep_newline {

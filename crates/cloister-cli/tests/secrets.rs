@@ -658,3 +658,95 @@ async fn fn_delete_says_what_becomes_of_the_functions_secrets() {
     // No secrets: no choice needed.
     ok(&p.cli(&["fn", "delete", "plain"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_put_without_a_source_asks_at_a_hidden_prompt_on_a_terminal() {
+    let p = Platform::start().await;
+    deploy(&p, "prompted", &["K"]).await;
+    let root = p.sim_root();
+    // Not a terminal, no source: a clear error, nothing stored.
+    let out = p.cli(&[
+        "secret",
+        "put",
+        "K",
+        "--function",
+        "prompted",
+        "--sim-root",
+        &root,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--value-file")
+            && err.contains("--from-stdin")
+            && err.contains("hidden prompt"),
+        "{err}"
+    );
+    // On a terminal (util-linux `script` gives the CLI a pseudo-terminal): typed twice, not
+    // echoed, stored.
+    let cmd = format!(
+        "{} secret put K --function prompted --sim-root {root}",
+        p.bin.display()
+    );
+    let typed = |input: &'static [u8]| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("CLOISTER_URL", &p.url)
+            .env("CLOISTER_TOKEN", &p.token)
+            .env("CLOISTER_CONFIG", p.dir.path().join("cli-config.json"))
+            .env("CLOISTER_IDENTITY", p.admin_identity_path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reader = {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut b = [0u8; 256];
+                while let Ok(n) = stdout.read(&mut b) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.lock().unwrap().extend_from_slice(&b[..n]);
+                }
+            })
+        };
+        // Each line only once its prompt is up (so echo is already off).
+        for (line, prompt) in input
+            .split_inclusive(|b| *b == b'\n')
+            .zip(["(hidden): ", "confirm: "])
+        {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !String::from_utf8_lossy(&seen.lock().unwrap()).contains(prompt) {
+                assert!(std::time::Instant::now() < deadline, "no prompt {prompt:?}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            stdin.write_all(line).unwrap();
+            stdin.flush().unwrap();
+        }
+        drop(stdin);
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+        (status, text)
+    };
+    let (status, text) = typed(b"typed-secret-1\ntyped-secret-2\n");
+    assert!(!status.success() && text.contains("differ"), "{text}");
+    let (status, text) = typed(b"typed-secret-1\ntyped-secret-1\n");
+    assert!(status.success(), "{text}");
+    assert!(text.contains("Value for K (hidden)"), "{text}");
+    assert!(
+        !text.contains("typed-secret-1"),
+        "the value is not echoed: {text}"
+    );
+    assert_eq!(
+        invoke(&p, "prompted").await["result"]["values"]["K"],
+        "typed-secret-1"
+    );
+}
