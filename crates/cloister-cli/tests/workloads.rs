@@ -283,6 +283,28 @@ async fn adversarial_workloads_fail_with_their_codes_and_the_worker_is_replaced(
         retired >= 4.0,
         "timeout and memory workers must be retired, got {retired}"
     );
+    // Per function: invocations by outcome and a latency histogram; names that resolve to
+    // no function add no series.
+    let _ = c.invoke("no-such-function", "{}", None).await;
+    let metrics = c.metrics().await.unwrap();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+    };
+    assert!(
+        value(r#"cloister_function_invocations_total{function="loop",outcome="function_timeout"}"#)
+            >= 2.0
+    );
+    assert!(
+        value(
+            r#"cloister_function_invocations_total{function="bomb",outcome="function_memory_limit"}"#
+        ) >= 2.0
+    );
+    assert!(value(r#"cloister_function_invocation_seconds_count{function="recurse"}"#) >= 2.0);
+    assert!(!metrics.contains("no-such-function"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,7 +59,12 @@ pub async fn invoke(
         Err(e) => e.0.code.as_str(),
     };
     let elapsed = started.elapsed();
-    s.metrics.invocation(outcome, elapsed.as_secs_f64());
+    // Per-function series only for names that resolved to a deployed function.
+    let resolved = (seen.version > 0)
+        .then_some(seen.function.as_deref())
+        .flatten();
+    s.metrics
+        .invocation(resolved, outcome, elapsed.as_secs_f64());
     // One line per invocation: metadata only, never parameters, results, logs or secrets
     // (for a sealed call the gateway holds none of them anyway).
     tracing::info!(

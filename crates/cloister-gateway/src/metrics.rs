@@ -15,6 +15,27 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels of one function's invocation outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionOutcomeLabels {
+    /// Function name.
+    pub function: String,
+    /// `ok` or the error code.
+    pub outcome: String,
+}
+
+/// Labels of one function.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabels {
+    /// Function name.
+    pub function: String,
+}
+
+/// Latency buckets: 100 µs doubling to about 13 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
 /// Labels of one warm worker.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkerLabels {
@@ -33,6 +54,11 @@ pub struct Metrics {
     pub invocations: Family<OutcomeLabels, Counter>,
     /// End-to-end invocation latency at the gateway, seconds.
     pub invocation_seconds: Histogram,
+    /// Invocations of each deployed function by outcome (only names that resolved to a
+    /// function: a caller cannot add labels by inventing names).
+    pub function_invocations: Family<FunctionOutcomeLabels, Counter>,
+    /// Invocation latency of each deployed function at the gateway, seconds.
+    pub function_invocation_seconds: Family<FunctionLabels, Histogram>,
     /// Deploys by outcome.
     pub deploys: Family<OutcomeLabels, Counter>,
     /// Resident memory of each warm worker.
@@ -67,11 +93,25 @@ impl Default for Metrics {
             "Function invocations by outcome",
             invocations.clone(),
         );
-        let invocation_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let invocation_seconds = latency_histogram();
         registry.register(
             "invocation_seconds",
             "Invocation latency at the gateway",
             invocation_seconds.clone(),
+        );
+        let function_invocations = Family::<FunctionOutcomeLabels, Counter>::default();
+        registry.register(
+            "function_invocations",
+            "Invocations of each deployed function by outcome",
+            function_invocations.clone(),
+        );
+        let function_invocation_seconds = Family::<FunctionLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "function_invocation_seconds",
+            "Invocation latency of each deployed function at the gateway",
+            function_invocation_seconds.clone(),
         );
         let deploys = Family::<OutcomeLabels, Counter>::default();
         registry.register("deploys", "Deploy attempts by outcome", deploys.clone());
@@ -119,6 +159,8 @@ impl Default for Metrics {
             connections_refused,
             invocations,
             invocation_seconds,
+            function_invocations,
+            function_invocation_seconds,
             deploys,
             worker_rss,
             workers,
@@ -134,13 +176,27 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts one invocation outcome.
-    pub fn invocation(&self, outcome: &str, seconds: f64) {
+    /// `function` is the name of the deployed function it resolved to, if it did.
+    pub fn invocation(&self, function: Option<&str>, outcome: &str, seconds: f64) {
         self.invocations
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
             })
             .inc();
         self.invocation_seconds.observe(seconds);
+        if let Some(f) = function {
+            self.function_invocations
+                .get_or_create(&FunctionOutcomeLabels {
+                    function: f.to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc();
+            self.function_invocation_seconds
+                .get_or_create(&FunctionLabels {
+                    function: f.to_owned(),
+                })
+                .observe(seconds);
+        }
     }
 
     /// Counts one deploy outcome.
