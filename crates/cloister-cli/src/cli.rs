@@ -822,6 +822,31 @@ pub enum FnCommand {
     },
     /// Invoke a function.
     Invoke(InvokeArgs),
+    /// Run a function file on this machine, without any server, in the same sandbox the
+    /// executor uses (labelled LOCAL: no TEE, nothing confidential).
+    #[command(after_help = "Examples:\n  \
+        cloister fn run examples/workloads/add.js --params '{\"a\":2,\"b\":3}'\n  \
+        cloister fn run hello.js --secret API_KEY=dev-value\n  \
+        cloister fn run hello.js --secrets-file .env")]
+    Run(RunArgs),
+    /// Write a starter function file from a template.
+    #[command(after_help = "Examples:\n  \
+        cloister fn new greet                          # greet.js from js-basic\n  \
+        cloister fn new billing --template js-secret   # reads a declared secret\n  \
+        cloister fn new fetcher --template js-async")]
+    New {
+        /// Function name (the file is NAME.js).
+        name: String,
+        /// Template.
+        #[arg(long, default_value = "js-basic", value_parser = ["js-basic", "js-secret", "js-async"])]
+        template: String,
+        /// Directory to write into.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Allow a version to receive secrets again (owner-signed).
     Activate {
         /// Function name.
@@ -923,6 +948,41 @@ pub struct InvokeArgs {
     /// How keyvault's attestation bundle is checked before sealing (or a receipt).
     #[command(flatten)]
     pub trust: TrustArgs,
+}
+
+/// `cloister fn run FILE`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The function's JavaScript file.
+    pub file: PathBuf,
+    /// Parameters as JSON text [default: {}].
+    #[arg(long, conflicts_with = "params_file")]
+    pub params: Option<String>,
+    /// File holding the parameters as JSON (`-` for stdin).
+    #[arg(long)]
+    pub params_file: Option<PathBuf>,
+    /// A secret the function sees, NAME=VALUE (repeatable). Values on a command line are
+    /// visible to other local users: prefer --secrets-file for real ones.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub secret: Vec<String>,
+    /// A `.env`-style file of NAME=VALUE lines (`#` comments, quotes as in dotenv).
+    #[arg(long)]
+    pub secrets_file: Option<PathBuf>,
+    /// Function name shown to the code (`context.functionName`) [default: the file stem].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Name of the handler function.
+    #[arg(long, default_value = "handler")]
+    pub entrypoint: String,
+    /// Deadline in milliseconds [default: the server default].
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Memory limit in MiB [default: the server default].
+    #[arg(long)]
+    pub memory_mb: Option<u32>,
+    /// Directory holding cloister-worker (default: next to this executable).
+    #[arg(long, env = "CLOISTER_TRUSTED_DIR", hide_env_values = true)]
+    pub trusted_dir: Option<PathBuf>,
 }
 
 /// `cloister token ...`.

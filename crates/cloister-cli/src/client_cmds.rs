@@ -1,7 +1,7 @@
 //! Client commands: `fn ...` and `token ...`.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -105,6 +105,9 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
             keep_secrets,
         } => delete(&mut c, &name, delete_secrets, keep_secrets, json).await?,
         FnCommand::Invoke(args) => invoke(&mut c, &conn.url, args, json).await?,
+        FnCommand::Run(_) | FnCommand::New { .. } => {
+            bail!("`fn run` and `fn new` need no server (handled before connecting)")
+        }
         FnCommand::Activate { name, version } | FnCommand::Deactivate { name, version } => {
             let active = matches!(cmd_kind, Toggle::On);
             let info = c.show(&name, None).await?;
@@ -188,8 +191,9 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
     })
 }
 
-async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyhow::Result<()> {
-    let params = match (args.params.clone(), args.params_file.clone()) {
+/// The parameters' JSON text: `--params`, else `--params-file` (`-`: stdin), else `{}`.
+pub fn read_params(params: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
+    let params = match (params, file) {
         (Some(p), _) => p,
         (None, Some(f)) if f.as_os_str() == "-" => {
             let mut s = String::new();
@@ -207,6 +211,11 @@ async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyh
     if let Err(e) = serde_json::from_str::<&RawValue>(&params) {
         bail!("the params are not valid JSON: {e}");
     }
+    Ok(params)
+}
+
+async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyhow::Result<()> {
+    let params = read_params(args.params.clone(), args.params_file.clone())?;
     if args.sealed || is_confidential(c, url, &args).await {
         return invoke_sealed(c, url, &args, params.trim(), json).await;
     }
@@ -244,7 +253,7 @@ async fn invoke(c: &mut Client, url: &str, args: InvokeArgs, json: bool) -> anyh
 }
 
 /// Prints a function's result (pretty JSON) on stdout and its log lines on stderr.
-fn print_result(result: &RawValue, logs: &[String]) {
+pub fn print_result(result: &RawValue, logs: &[String]) {
     let pretty = serde_json::from_str::<serde_json::Value>(result.get())
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or_else(|_| result.get().to_owned());

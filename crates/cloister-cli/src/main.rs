@@ -12,6 +12,7 @@ mod credentials;
 mod credentials_cmd;
 mod data_lock;
 mod identity_cmd;
+mod local_run;
 mod output;
 mod policy_cmd;
 mod receipt_cmd;
@@ -19,6 +20,7 @@ mod restore_cmd;
 mod roles;
 mod secret_cmd;
 mod serve;
+mod templates;
 mod trust_cmd;
 
 use std::process::ExitCode;
@@ -66,6 +68,20 @@ fn init_tracing(cmd: &Command) {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json = cli.json;
     // Commands that talk to no server (or name it themselves) read no credentials here.
+    // Local function work needs no server and no credentials.
+    match cli.command {
+        Command::Fn(cli::FnCommand::Run(args)) => return local_run::run(args, json).await,
+        Command::Fn(cli::FnCommand::New {
+            name,
+            template,
+            dir,
+            force,
+        }) => return templates::write(&name, &template, &dir, force, json),
+        command => return run_server_command(cli::Cli { command, ..cli }, json).await,
+    }
+}
+
+async fn run_server_command(cli: Cli, json: bool) -> anyhow::Result<ExitCode> {
     let conn = match &cli.command {
         Command::Serve(_)
         | Command::Gateway(_)

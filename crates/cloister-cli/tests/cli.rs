@@ -679,3 +679,97 @@ fn completions_are_generated_for_each_shell_and_name_the_commands() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn fn_new_writes_templates_that_fn_run_runs_locally_with_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("CLOISTER_TOKEN")
+            .env_remove("CLOISTER_URL")
+            .env("CLOISTER_CONFIG", dir.path().join("cfg.json"))
+            .output()
+            .unwrap()
+    };
+    for t in ["js-basic", "js-secret", "js-async"] {
+        let o = run(&["fn", "new", &format!("t-{t}"), "--template", t]);
+        assert!(o.status.success(), "{t}: {}", stderr(&o));
+    }
+    // Existing files are not overwritten without --force; bad names are refused.
+    assert!(!run(&["fn", "new", "t-js-basic"]).status.success());
+    assert!(
+        run(&["fn", "new", "t-js-basic", "--force"])
+            .status
+            .success()
+    );
+    assert!(!run(&["fn", "new", "Bad_Name"]).status.success());
+
+    // Runs with no server at all, labelled local.
+    let o = run(&[
+        "fn",
+        "run",
+        "t-js-basic.js",
+        "--params",
+        r#"{"name":"Ada"}"#,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Hello, Ada!"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("LOCAL run") && stderr(&o).contains("log: greeting Ada"));
+    let o = run(&[
+        "--json",
+        "fn",
+        "run",
+        "t-js-async.js",
+        "--params",
+        r#"{"items":[3,1,2]}"#,
+    ]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["local"].clone(), v["result"]["sorted"].clone()),
+        (Value::Bool(true), serde_json::json!([1, 2, 3]))
+    );
+
+    // Secrets from the command line or a .env file; without one the function fails and the
+    // stack names the file.
+    let o = run(&["fn", "run", "t-js-secret.js", "--secret", "API_KEY=abcd"]);
+    assert!(
+        stdout(&o).contains("\"keyLength\": 4"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    std::fs::write(dir.path().join(".env"), "# dev\nAPI_KEY=\"from file\"\n").unwrap();
+    let o = run(&["fn", "run", "t-js-secret.js", "--secrets-file", ".env"]);
+    assert!(
+        stdout(&o).contains("\"keyLength\": 9"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let o = run(&["fn", "run", "t-js-secret.js"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("error[function_error]") && err.contains("t-js-secret.js:"),
+        "{err}"
+    );
+    assert!(
+        !run(&["fn", "run", "t-js-secret.js", "--secret", "NOEQUALS"])
+            .status
+            .success()
+    );
+    // The same limits as the executor: an endless loop meets its deadline.
+    std::fs::write(
+        dir.path().join("spin.js"),
+        "function handler() { for (;;) {} }",
+    )
+    .unwrap();
+    let o = run(&["fn", "run", "spin.js", "--timeout-ms", "300"]);
+    assert!(
+        stderr(&o).contains("error[function_timeout]"),
+        "{}",
+        stderr(&o)
+    );
+}
