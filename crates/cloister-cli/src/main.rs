@@ -70,14 +70,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Commands that talk to no server (or name it themselves) read no credentials here.
     // Local function work needs no server and no credentials.
     match cli.command {
-        Command::Fn(cli::FnCommand::Run(args)) => return local_run::run(args, json).await,
+        Command::Fn(cli::FnCommand::Run(args)) => local_run::run(args, json).await,
         Command::Fn(cli::FnCommand::New {
             name,
             template,
             dir,
             force,
-        }) => return templates::write(&name, &template, &dir, force, json),
-        command => return run_server_command(cli::Cli { command, ..cli }, json).await,
+        }) => templates::write(&name, &template, &dir, force, json),
+        command => run_server_command(cli::Cli { command, ..cli }, json).await,
     }
 }
 
