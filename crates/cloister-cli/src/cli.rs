@@ -822,6 +822,30 @@ pub enum FnCommand {
     },
     /// Invoke a function.
     Invoke(InvokeArgs),
+    /// Recent invocations of a function (kept by the gateway in memory for an hour, 200 at
+    /// most): time, execution, version, outcome, duration.
+    History {
+        /// Function name.
+        name: String,
+        /// How many, newest last.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=200))]
+        limit: u64,
+    },
+    /// The lines a function logged in its recent plain invocations, and their errors (sealed
+    /// invocations show only that they happened: their logs are sealed for the caller).
+    #[command(
+        after_help = "Examples:\n  cloister fn logs hello\n  cloister fn logs hello --follow"
+    )]
+    Logs {
+        /// Function name.
+        name: String,
+        /// Keep printing new invocations as they happen (Ctrl-C stops).
+        #[arg(long, short)]
+        follow: bool,
+        /// How many recent invocations to start from.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=200))]
+        limit: u64,
+    },
     /// Run a function file on this machine, without any server, in the same sandbox the
     /// executor uses (labelled LOCAL: no TEE, nothing confidential).
     #[command(after_help = "Examples:\n  \

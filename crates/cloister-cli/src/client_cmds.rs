@@ -105,6 +105,19 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
             keep_secrets,
         } => delete(&mut c, &name, delete_secrets, keep_secrets, json).await?,
         FnCommand::Invoke(args) => invoke(&mut c, &conn.url, args, json).await?,
+        FnCommand::History { name, limit } => {
+            let h = c.invocations(&name, 0, limit as usize).await?;
+            if json {
+                output::json(&h);
+            } else {
+                output::history_table(&h.invocations);
+            }
+        }
+        FnCommand::Logs {
+            name,
+            follow,
+            limit,
+        } => logs(&mut c, &name, follow, limit as usize, json).await?,
         FnCommand::Run(_) | FnCommand::New { .. } => {
             bail!("`fn run` and `fn new` need no server (handled before connecting)")
         }
@@ -679,4 +692,54 @@ async fn delete(
         }
     }
     Ok(())
+}
+
+/// `fn logs NAME [--follow]`.
+async fn logs(
+    c: &mut Client,
+    name: &str,
+    follow: bool,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut after = 0;
+    let mut first = true;
+    loop {
+        let h = c
+            .invocations(name, after, if first { limit } else { 200 })
+            .await?;
+        for r in &h.invocations {
+            after = after.max(r.seq);
+            if json {
+                // One object per line, so that --follow can be piped.
+                println!("{}", serde_json::to_string(r)?);
+                continue;
+            }
+            let head = format!("{} {} v{}", r.at, r.execution_id, r.version);
+            if r.sealed {
+                println!(
+                    "{head} [sealed: {}; its logs are sealed for the caller]",
+                    r.outcome
+                );
+                continue;
+            }
+            for l in &r.logs {
+                println!("{head} {l}");
+            }
+            if let Some(e) = &r.error {
+                println!("{head} error[{}]: {e}", r.outcome);
+            }
+        }
+        if first && h.invocations.is_empty() && !json {
+            eprintln!(
+                "no invocations of {name} in the last {} s (kept in the gateway's memory)",
+                h.retention_secs
+            );
+        }
+        first = false;
+        if !follow {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }

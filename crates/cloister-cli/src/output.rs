@@ -186,3 +186,54 @@ fn rfc3339(unix: u64) -> String {
         })
         .unwrap_or_else(|| unix.to_string())
 }
+
+/// Prints recent invocations as an aligned table.
+pub fn history_table(rs: &[cloister_types::wire::InvocationRecord]) {
+    if rs.is_empty() {
+        println!("no recent invocations");
+        return;
+    }
+    let rows: Vec<[String; 6]> = rs
+        .iter()
+        .map(|r| {
+            [
+                r.at.clone(),
+                r.execution_id.clone(),
+                format!("v{}", r.version),
+                r.outcome.clone(),
+                format!("{:.1} ms", r.duration_ms),
+                if r.sealed { "sealed" } else { "plain" }.to_owned(),
+            ]
+        })
+        .collect();
+    let header = ["AT", "EXECUTION", "VERSION", "OUTCOME", "DURATION", "KIND"];
+    let w: Vec<usize> = (0..6)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |r: [&str; 6]| {
+        println!(
+            "{:<a$}  {:<b$}  {:<c$}  {:<d$}  {:>e$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            a = w[0],
+            b = w[1],
+            c = w[2],
+            d = w[3],
+            e = w[4]
+        );
+    };
+    line(header);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+    }
+}

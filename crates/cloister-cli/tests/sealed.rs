@@ -1080,3 +1080,135 @@ async fn confidential_code_is_stored_sealed_runs_in_the_executor_and_only_owners
         "nothing deployed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fn_history_and_logs_show_recent_invocations_and_nothing_of_sealed_ones() {
+    let p = Platform::start().await;
+    let f = deploy(&p, "echo", ECHO).await;
+    p.executor_holds_keys().await;
+    let kv = p.trusted_keyvault().await;
+    let key = pick_key(&kv.fleet_keys, now()).unwrap();
+    let mut c = p.admin();
+    c.invoke("echo", r#"{"m":"first"}"#, None).await.unwrap();
+    let failed = c
+        .invoke("echo", r#"{"m":"second","fail":true}"#, None)
+        .await;
+    assert!(failed.is_err());
+    let marker = format!("sealed-{}", hex::encode(rand::random::<[u8; 6]>()));
+    let call = seal_call(key, &target(&f), &format!(r#"{{"m":"{marker}"}}"#), now()).unwrap();
+    c.invoke_sealed("echo", &call).await.unwrap();
+
+    let out = p.cli(&["--json", "fn", "history", "echo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h: cloister_types::wire::InvocationHistory = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes: Vec<(&str, bool)> = h
+        .invocations
+        .iter()
+        .map(|r| (r.outcome.as_str(), r.sealed))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![("ok", false), ("function_error", false), ("ok", true)]
+    );
+    assert!(h.invocations[2].logs.is_empty() && h.invocations[2].error.is_none());
+
+    let out = p.cli(&["fn", "logs", "echo"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("saw first") && text.contains("saw second"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error[function_error]: Error: failing on second"),
+        "{text}"
+    );
+    assert!(text.contains("[sealed: ok;"), "{text}");
+    assert!(
+        !text.contains(&marker),
+        "a sealed call's logs never reach the gateway: {text}"
+    );
+    let table = String::from_utf8_lossy(&p.cli(&["fn", "history", "echo"]).stdout).into_owned();
+    assert!(
+        table.starts_with("AT") && table.contains("function_error"),
+        "{table}"
+    );
+
+    // --follow prints an invocation made after it started.
+    let mut follow = std::process::Command::new(&p.bin)
+        .args(["fn", "logs", "echo", "--follow", "--limit", "1"])
+        .env("CLOISTER_URL", &p.url)
+        .env("CLOISTER_TOKEN", &p.token)
+        .env("CLOISTER_CONFIG", p.dir.path().join("cli-config.json"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    c.invoke("echo", r#"{"m":"later"}"#, None).await.unwrap();
+    let mut stdout = follow.stdout.take().unwrap();
+    let seen = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut all = Vec::new();
+        let mut b = [0u8; 512];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let n = stdout.read(&mut b).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&b[..n]);
+            if String::from_utf8_lossy(&all).contains("saw later") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let text = tokio::time::timeout(std::time::Duration::from_secs(30), seen)
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(text.contains("saw later"), "{text}");
+
+    // Only owners and admins read it; a deleted function's history goes with it.
+    let dev_identity = p.developer_identity("stranger").await;
+    let dev = c
+        .create_token(&cloister_types::wire::TokenCreateRequest {
+            role: cloister_types::Role::Developer,
+            label: None,
+            identity: Some(dev_identity.id().to_string()),
+        })
+        .await
+        .unwrap();
+    let e = p
+        .client(Some(&dev.token))
+        .invocations("echo", 0, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e).map(|(_, s)| s), Some(403), "{e}");
+    let invoker = c
+        .create_token(&cloister_types::wire::TokenCreateRequest {
+            role: cloister_types::Role::Invoker,
+            label: None,
+            identity: None,
+        })
+        .await
+        .unwrap();
+    let e = p
+        .client(Some(&invoker.token))
+        .invocations("echo", 0, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e).map(|(_, s)| s), Some(403), "{e}");
+    c.delete("echo").await.unwrap();
+    let e = c.invocations("echo", 0, 10).await.unwrap_err();
+    assert_eq!(
+        api_code(&e),
+        Some((ErrorCode::FunctionNotFound, 404)),
+        "{e}"
+    );
+}

@@ -490,6 +490,25 @@ impl Client {
         Ok((resp, v))
     }
 
+    /// `GET /v1/functions/{name}/invocations?after=SEQ&limit=N`: the function's recent
+    /// invocations as the gateway kept them, oldest first.
+    pub async fn invocations(
+        &mut self,
+        name: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<cloister_types::wire::InvocationHistory, ClientError> {
+        self.call(
+            Method::GET,
+            &format!(
+                "/v1/functions/{}/invocations?after={after}&limit={limit}",
+                seg(name)
+            ),
+            None,
+        )
+        .await
+    }
+
     /// `GET /v1/functions/{name}/manifest`: the owner-signed manifest of a version, as
     /// relayed (check it with [`manifest::verify_manifest`]).
     pub async fn signed_manifest(

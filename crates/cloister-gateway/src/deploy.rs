@@ -425,10 +425,14 @@ pub async fn delete(
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Developer, "delete functions")?;
     let name = path_arg(name)?;
-    if let Some(f) = s.store.get_version(&name, None).await? {
+    let existing = s.store.get_version(&name, None).await?;
+    if let Some(f) = &existing {
         caller.require_owner(&name, &f.owners)?;
     }
     let deleted = s.store.delete_function(&name).await?;
+    if let Some(f) = &existing {
+        s.history.forget(&f.function_id);
+    }
     s.functions.invalidate(&name);
     if deleted {
         tracing::info!(%name, "deleted function");
@@ -443,4 +447,54 @@ pub async fn delete(
     } else {
         Err(not_found(&name, None))
     }
+}
+
+/// `GET /v1/functions/{name}/invocations[?after=SEQ&limit=N]`: recent invocations of the
+/// function's current id (see `history`), oldest first; its owners and admins.
+pub async fn invocations(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> HttpResult<Json<cloister_types::wire::InvocationHistory>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Developer, "read invocation history")?;
+    let name = path_arg(name)?;
+    let (mut after, mut limit) = (0u64, 50usize);
+    for (k, v) in crate::query::pairs(q.as_deref()) {
+        let bad = |what: &str| {
+            HttpError::new(
+                ErrorCode::InvalidRequest,
+                format!("{k} must be {what}, got {v:?}"),
+            )
+        };
+        match k.as_str() {
+            "after" => after = v.parse().map_err(|_| bad("a non-negative integer"))?,
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=crate::history::PER_FUNCTION).contains(n))
+                    .ok_or_else(|| bad("1 to 200"))?;
+            }
+            _ => {
+                return Err(HttpError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("unknown query parameter {k:?}; use after=<seq>&limit=<n>"),
+                ));
+            }
+        }
+    }
+    let f = s
+        .store
+        .get_version(&name, None)
+        .await?
+        .ok_or_else(|| not_found(&name, None))?;
+    if caller.role != Role::Admin {
+        caller.require_owner(&name, &f.owners)?;
+    }
+    Ok(Json(cloister_types::wire::InvocationHistory {
+        invocations: s.history.list(&f.function_id, after, limit),
+        retention_secs: crate::history::RETENTION.as_secs(),
+    }))
 }

@@ -78,6 +78,22 @@ pub async fn invoke(
         executor_ms = seen.executor_ms,
         "invocation"
     );
+    if let (Some(id), Some(execution_id)) = (&seen.function_id, &seen.execution_id) {
+        s.history.record(
+            id,
+            cloister_types::wire::InvocationRecord {
+                seq: 0,
+                at: crate::history::now_rfc3339(),
+                execution_id: execution_id.clone(),
+                version: seen.version,
+                outcome: outcome.to_owned(),
+                duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                sealed: seen.sealed,
+                logs: std::mem::take(&mut seen.logs),
+                error: seen.error.take(),
+            },
+        );
+    }
     result.map(IntoResponse::into_response)
 }
 
@@ -85,6 +101,10 @@ pub async fn invoke(
 #[derive(Default)]
 struct Seen {
     function: Option<String>,
+    function_id: Option<String>,
+    /// Plain invocations only: the lines logged and the failure's message.
+    logs: Vec<String>,
+    error: Option<String>,
     version: u32,
     execution_id: Option<String>,
     sealed: bool,
@@ -245,6 +265,7 @@ async fn invoke_inner(
     seen.sealed = sealed.is_some();
     let f = s.functions.resolve(&name, version).await?;
     seen.version = f.version;
+    seen.function_id = Some(f.function_id.clone());
     // The namespace's change counter also moves on (de)activation and redeploys, so cached
     // grants of every function, with or without secrets, are refreshed at once.
     let secrets_epoch = s.store.secrets_epoch(&f.function_id).await?;
@@ -325,6 +346,7 @@ async fn invoke_inner(
             .details(serde_json::to_value(details).unwrap_or_default()))
         }
         Some(Outcome::Success(ok)) => {
+            seen.logs = resp.logs.clone();
             let result = RawValue::from_string(ok.result_json).map_err(|e| {
                 tracing::error!(error = %e, "executor returned a result that is not JSON");
                 HttpError::new(
@@ -344,6 +366,10 @@ async fn invoke_inner(
         }
         Some(Outcome::Failure(fail)) => {
             let code = failure_code(&fail.code);
+            if !seen.sealed {
+                seen.logs = resp.logs.clone();
+                seen.error = Some(fail.message.clone());
+            }
             let mut details = serde_json::json!({
                 "executionId": execution_id,
                 "version": f.version,

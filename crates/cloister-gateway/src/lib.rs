@@ -16,6 +16,7 @@ pub mod error;
 pub mod executor;
 pub mod executor_link;
 pub mod functions;
+pub mod history;
 pub mod invoke;
 pub mod keyvault;
 pub mod listener;
@@ -50,6 +51,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/v1/functions/{name}/invoke", post(invoke::invoke))
         .route("/v1/functions/{name}/manifest", get(relay::manifest))
+        .route("/v1/functions/{name}/invocations", get(deploy::invocations))
         .route("/v1/attestation", get(secrets::attestation))
         .route("/v1/secrets", get(secrets::list))
         .route(

@@ -32,6 +32,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Request rate limits.
     pub rate: RateLimits,
+    /// Recent invocations per function (memory only).
+    pub history: crate::history::History,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
             functions: FunctionCache::new(store.clone()),
             metrics: Metrics::default(),
             rate: RateLimits::new(rate),
+            history: crate::history::History::default(),
             store,
             audit,
             executor,

@@ -189,6 +189,41 @@ pub struct SignedManifest {
     pub manifest: String,
 }
 
+/// One recent invocation in `GET /v1/functions/{name}/invocations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvocationRecord {
+    /// Position in this gateway's history of the function (grows; `after` pages by it).
+    pub seq: u64,
+    /// When it finished (RFC 3339).
+    pub at: String,
+    /// Execution id.
+    pub execution_id: String,
+    /// Version that ran.
+    pub version: u32,
+    /// `ok` or the public error code.
+    pub outcome: String,
+    /// Wall-clock time at the gateway, milliseconds.
+    pub duration_ms: f64,
+    /// Sealed: the gateway never held its logs or error, so none are kept.
+    pub sealed: bool,
+    /// Lines the function logged (plain invocations only).
+    pub logs: Vec<String>,
+    /// The failure's message (plain invocations only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /v1/functions/{name}/invocations` response, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvocationHistory {
+    /// Recent invocations after `after`, oldest first.
+    pub invocations: Vec<InvocationRecord>,
+    /// How long invocations are kept, seconds.
+    pub retention_secs: u64,
+}
+
 /// One secret's metadata in `GET /v1/secrets` (never its value).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
