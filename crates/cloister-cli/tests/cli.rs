@@ -121,8 +121,11 @@ async fn deploy_list_show_invoke_delete() {
     );
     assert!(v["executionId"].is_string() && v["durationMs"].is_number());
 
+    // It has a secret: deleting needs a word about it.
     let o = p.cli(&["fn", "delete", "adder"]);
-    assert!(o.status.success());
+    assert!(stderr(&o).contains("error[secrets_exist]"), "{}", stderr(&o));
+    let o = p.cli(&["fn", "delete", "adder", "--delete-secrets"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = p.cli(&["fn", "invoke", "adder", "--params", "{}"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
