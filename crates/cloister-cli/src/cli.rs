@@ -136,6 +136,14 @@ pub enum Command {
     },
     /// List the servers and profiles credentials are recorded for (never the tokens).
     Servers,
+    /// The platform at --url: the gateway's health and release, the executor it reports,
+    /// and keyvault's attestation verified here (TEE, measurements, fleet keys, evidence age).
+    #[command(after_help = "Examples:\n  cloister status\n  cloister --json status")]
+    Status {
+        /// How keyvault's attestation bundle is checked.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Examples:\n  \
         cloister completions bash > ~/.local/share/bash-completion/completions/cloister\n  \

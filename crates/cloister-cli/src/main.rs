@@ -20,6 +20,7 @@ mod restore_cmd;
 mod roles;
 mod secret_cmd;
 mod serve;
+mod status_cmd;
 mod templates;
 mod trust_cmd;
 
@@ -121,6 +122,7 @@ async fn run_server_command(cli: Cli, json: bool) -> anyhow::Result<ExitCode> {
             credentials_cmd::logout(&url, json)
         }
         Command::Servers => credentials_cmd::list(json),
+        Command::Status { trust } => status_cmd::run(conn()?, trust, json).await,
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(

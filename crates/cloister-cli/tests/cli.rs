@@ -123,7 +123,11 @@ async fn deploy_list_show_invoke_delete() {
 
     // It has a secret: deleting needs a word about it.
     let o = p.cli(&["fn", "delete", "adder"]);
-    assert!(stderr(&o).contains("error[secrets_exist]"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("error[secrets_exist]"),
+        "{}",
+        stderr(&o)
+    );
     let o = p.cli(&["fn", "delete", "adder", "--delete-secrets"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = p.cli(&["fn", "invoke", "adder", "--params", "{}"]);
@@ -775,4 +779,37 @@ fn fn_new_writes_templates_that_fn_run_runs_locally_with_secrets() {
         "{}",
         stderr(&o)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_role_and_verifies_keyvault_here() {
+    let p = Platform::start().await;
+    let root = p.sim_root();
+    let o = p.cli(&["--json", "status", "--sim-root", &root]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["gatewayHealthy"], true, "{v}");
+    assert_eq!(v["platform"]["executor"]["reachable"], true, "{v}");
+    assert_eq!(v["platform"]["gatewayVersion"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["keyvault"]["verified"], true, "{v}");
+    assert!(
+        v["keyvault"]["tee"].as_str().unwrap().contains("sim"),
+        "labelled: {v}"
+    );
+    assert_eq!(v["keyvault"]["measurement"].as_str().unwrap().len(), 96);
+    let o = p.cli(&["status", "--sim-root", &root]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("keyvault") && text.contains("[verified here]"),
+        "{text}"
+    );
+    // Another root: keyvault is not trusted, and the exit status says so.
+    let o = p.cli(&["status", "--sim-root", &"ab".repeat(32)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("DOWN keyvault"), "{}", stdout(&o));
+    // Nothing listening.
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let o = p.cli(&["--url", &dead, "status"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("DOWN gateway"), "{}", stdout(&o));
 }

@@ -617,6 +617,11 @@ impl Client {
         self.json(method, &url, Some(&body)).await
     }
 
+    /// `GET /v1/status`: the gateway's release and its view of the executor (its word).
+    pub async fn status(&mut self) -> Result<cloister_types::wire::PlatformStatus, ClientError> {
+        self.call(Method::GET, "/v1/status", None).await
+    }
+
     /// `GET /v1/audit?after=N&limit=L`: a page of the audit log with keyvault's checkpoints
     /// in range (admin).
     pub async fn audit_page(

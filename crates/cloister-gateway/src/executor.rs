@@ -192,6 +192,15 @@ impl Executor {
         Ok(resp)
     }
 
+    /// Whether invocations go over an attested link, and the executor measurement that link
+    /// verified (`None` before the first link is made).
+    pub fn link_state(&self) -> (bool, Option<String>) {
+        match &self.linking {
+            None => (false, None),
+            Some(l) => (true, l.get().map(|link| link.measurement.clone())),
+        }
+    }
+
     /// Worker pool status.
     pub async fn status(&self) -> Result<StatusResponse, HttpError> {
         let req = self.request(StatusRequest {}, Duration::from_secs(2));

@@ -44,6 +44,7 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/openapi.json", get(ops::openapi))
+        .route("/v1/status", get(ops::status))
         .route("/v1/functions", post(deploy::deploy).get(deploy::list))
         .route(
             "/v1/functions/{name}",

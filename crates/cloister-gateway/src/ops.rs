@@ -30,6 +30,42 @@ pub async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<
     Ok(resp)
 }
 
+/// `GET /v1/status` (any valid token): the gateway's release and its view of the executor.
+pub async fn status(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+) -> HttpResult<Json<cloister_types::wire::PlatformStatus>> {
+    s.auth.authenticate(&headers).await?;
+    let (attested_link, link_measurement) = s.executor.link_state();
+    let executor = match s.executor.status().await {
+        Ok(st) => cloister_types::wire::ExecutorStatus {
+            reachable: true,
+            error: None,
+            workers: st.workers.len() as u64,
+            workers_spawned: st.spawned_total,
+            workers_retired: st.retired_total,
+            filesystem_isolated: st.filesystem_isolated,
+            attested_link,
+            link_measurement,
+        },
+        Err(e) => cloister_types::wire::ExecutorStatus {
+            reachable: false,
+            error: Some(e.0.message.clone()),
+            workers: 0,
+            workers_spawned: 0,
+            workers_retired: 0,
+            filesystem_isolated: false,
+            attested_link,
+            link_measurement,
+        },
+    };
+    Ok(Json(cloister_types::wire::PlatformStatus {
+        gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
+        executor,
+        keyvault_configured: s.keyvault.is_some(),
+    }))
+}
+
 /// `GET /v1/openapi.json`.
 pub async fn openapi() -> Response {
     let mut resp = crate::openapi::DOCUMENT.into_response();

@@ -189,6 +189,43 @@ pub struct SignedManifest {
     pub manifest: String,
 }
 
+/// `GET /v1/status`: the gateway's account of the platform (its word: `cloister status`
+/// verifies keyvault's own evidence beside it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformStatus {
+    /// The gateway's release.
+    pub gateway_version: String,
+    /// The executor, as the gateway sees it.
+    pub executor: ExecutorStatus,
+    /// Whether a keyvault is configured for this gateway.
+    pub keyvault_configured: bool,
+}
+
+/// The executor in [`PlatformStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutorStatus {
+    /// It answered a status request.
+    pub reachable: bool,
+    /// Why not, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Warm workers.
+    pub workers: u64,
+    /// Workers started since the executor started.
+    pub workers_spawned: u64,
+    /// Workers retired since the executor started.
+    pub workers_retired: u64,
+    /// Workers run without any filesystem access (Landlock).
+    pub filesystem_isolated: bool,
+    /// Invocations go over an attested, MACed link.
+    pub attested_link: bool,
+    /// The executor measurement that link verified (hex), once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_measurement: Option<String>,
+}
+
 /// One recent invocation in `GET /v1/functions/{name}/invocations`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
