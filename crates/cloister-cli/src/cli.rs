@@ -827,6 +827,10 @@ pub enum FnCommand {
         /// gets a new id and does not see them).
         #[arg(long)]
         keep_secrets: bool,
+        /// How keyvault's attestation is checked before secrets are deleted (the function id
+        /// comes from its owner-signed manifest).
+        #[command(flatten)]
+        trust: TrustArgs,
     },
     /// Invoke a function.
     Invoke(InvokeArgs),
@@ -997,7 +1001,8 @@ pub struct RunArgs {
     /// visible to other local users: prefer --secrets-file for real ones.
     #[arg(long, value_name = "NAME=VALUE")]
     pub secret: Vec<String>,
-    /// A `.env`-style file of NAME=VALUE lines (`#` comments, quotes as in dotenv).
+    /// A `.env`-style file of NAME=VALUE lines (`#` comments, `export ` allowed, one pair of
+    /// surrounding quotes removed; no escapes or `$VAR` substitution).
     #[arg(long)]
     pub secrets_file: Option<PathBuf>,
     /// Function name shown to the code (`context.functionName`) [default: the file stem].
@@ -1086,9 +1091,49 @@ mod tests {
 
     #[test]
     fn grammar_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
+
+    /// Every command a user runs (each leaf of the tree) shows an example in its `--help`,
+    /// and every entry of the table names a real command.
+    #[test]
+    fn every_command_has_an_example() {
+        fn leaves(c: &clap::Command, path: String, out: &mut Vec<(String, bool)>) {
+            let subs: Vec<_> = c
+                .get_subcommands()
+                .filter(|s| s.get_name() != "help")
+                .collect();
+            if subs.is_empty() {
+                let has = c
+                    .get_after_help()
+                    .is_some_and(|h| h.to_string().contains("cloister "));
+                out.push((path.clone(), has));
+            }
+            for s in subs {
+                leaves(s, format!("{path} {}", s.get_name()), out);
+            }
+        }
+        let mut out = Vec::new();
+        leaves(&command(), String::new(), &mut out);
+        let missing: Vec<_> = out.iter().filter(|(_, has)| !has).map(|(p, _)| p).collect();
+        assert!(
+            missing.is_empty(),
+            "{} without an example: {missing:#?}",
+            missing.len()
+        );
+        for (path, _) in crate::examples::EXAMPLES {
+            assert!(
+                out.iter().any(|(p, _)| p.trim() == *path),
+                "the examples table names `{path}`, which is no command"
+            );
+        }
+    }
+}
+
+/// The command tree with every command's examples attached (`crate::examples`).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    crate::examples::attach(Cli::command(), "")
 }
 
 /// Log output of a server process (and of the roles `serve` starts).

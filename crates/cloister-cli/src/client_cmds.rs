@@ -103,7 +103,15 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
             name,
             delete_secrets,
             keep_secrets,
-        } => delete(&mut c, &name, delete_secrets, keep_secrets, json).await?,
+            trust,
+        } => {
+            let how = SecretsChoice {
+                delete: delete_secrets,
+                keep: keep_secrets,
+                trust,
+            };
+            delete(&mut c, &conn.url, &name, how, json).await?
+        }
         FnCommand::Invoke(args) => invoke(&mut c, &conn.url, args, json).await?,
         FnCommand::History { name, limit } => {
             let h = c.invocations(&name, 0, limit as usize).await?;
@@ -625,20 +633,50 @@ pub async fn token(conn: Conn, cmd: TokenCommand, json: bool) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `fn delete` was told to do with the function's secrets.
+struct SecretsChoice {
+    delete: bool,
+    keep: bool,
+    trust: crate::cli::TrustArgs,
+}
+
 /// `fn delete NAME`: refuses while the function has secrets unless told what to do with them.
+/// Secrets are deleted only inside the namespace of the function id its owner-signed manifest
+/// names (checked against keyvault's evidence): a gateway cannot steer the owner's signed
+/// deletes to another function's secrets.
 async fn delete(
     c: &mut Client,
+    url: &str,
     name: &str,
-    delete_secrets: bool,
-    keep_secrets: bool,
+    how: SecretsChoice,
     json: bool,
 ) -> anyhow::Result<()> {
+    let (delete_secrets, keep_secrets) = (how.delete, how.keep);
     let info = c.show(name, None).await?;
     let prefix = format!(
         "{}/",
         cloister_types::names::namespace_of(&info.function_id)
     );
     let secrets = c.list_secrets(&prefix).await?.secrets;
+    if delete_secrets && !secrets.is_empty() {
+        let (kv, _) = crate::secret_cmd::verified_bundle(c, url, &how.trust).await?;
+        let signed = c.verified_target(&kv, name, None).await?.target;
+        if signed.function_id != info.function_id {
+            bail!(
+                "the gateway names function id {} for {name}, but its owner-signed manifest \
+                 names {}: nothing deleted",
+                info.function_id,
+                signed.function_id
+            );
+        }
+        if let Some(s) = secrets.iter().find(|s| !s.path.starts_with(&prefix)) {
+            bail!(
+                "the gateway listed {} as a secret of {name}, outside its namespace {prefix}: \
+                 nothing deleted",
+                s.path
+            );
+        }
+    }
     if !secrets.is_empty() && !delete_secrets && !keep_secrets {
         return Err(crate::output::Coded {
             code: "secrets_exist",
@@ -715,19 +753,22 @@ async fn logs(
                 println!("{}", serde_json::to_string(r)?);
                 continue;
             }
-            let head = format!("{} {} v{}", r.at, r.execution_id, r.version);
+            // What the gateway relays, and what callers put in, is shown with its control
+            // characters escaped: it cannot drive the terminal or fake a line.
+            let p = output::printable;
+            let head = format!("{} {} v{}", p(&r.at), p(&r.execution_id), r.version);
             if r.sealed {
                 println!(
                     "{head} [sealed: {}; its logs are sealed for the caller]",
-                    r.outcome
+                    p(&r.outcome)
                 );
                 continue;
             }
             for l in &r.logs {
-                println!("{head} {l}");
+                println!("{head} {}", p(l));
             }
             if let Some(e) = &r.error {
-                println!("{head} error[{}]: {e}", r.outcome);
+                println!("{head} error[{}]: {}", p(&r.outcome), p(e));
             }
         }
         if first && h.invocations.is_empty() && !json {

@@ -105,8 +105,12 @@ pub fn store(path: &Path, c: &Credentials) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
+    // A name of its own, so two writers never rename each other's half-written file.
+    let tmp = path.with_extension(format!(
+        "json.{}.{}.tmp",
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 6]>())
+    ));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -120,12 +124,33 @@ pub fn store(path: &Path, c: &Credentials) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Changes the credentials file with `f`; returns its path.
+/// Changes the credentials file with `f`; returns its path. Writers take turns (an exclusive
+/// lock on `credentials.json.lock`), so concurrent updates are not lost.
 pub fn update(f: impl FnOnce(&mut Credentials)) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let p = path()?;
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let lock_path = p.with_extension("json.lock");
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let mut c = load(&p)?;
     f(&mut c);
     store(&p, &c)?;
+    drop(lock);
     Ok(p)
 }
 
@@ -137,18 +162,26 @@ pub fn missing_token_hint() -> Option<&'static str> {
     TRIED.get().map(String::as_str)
 }
 
-/// The URL to use: `--url`/`CLOISTER_URL`, else the profile's, else the default.
+/// The URL to use, normalised (every per-server record — credentials, pins, trust — is keyed
+/// by it): `--url`/`CLOISTER_URL`, else the profile's, else the default. Both a URL and a
+/// profile is an error rather than a silent choice.
 pub fn resolve_url(explicit: Option<&str>, profile: Option<&str>) -> anyhow::Result<String> {
-    if let Some(u) = explicit {
-        return Ok(u.to_owned());
+    match (explicit, profile) {
+        (Some(u), Some(p)) => anyhow::bail!(
+            "both a URL ({u}) and a profile ({p}) are given (flags or CLOISTER_URL / \
+             CLOISTER_PROFILE): pass one"
+        ),
+        (Some(u), None) => return Ok(normalize_url(u)),
+        (None, None) => return Ok(normalize_url(crate::cli::DEFAULT_URL)),
+        (None, Some(_)) => {}
     }
     let Some(name) = profile else {
-        return Ok(crate::cli::DEFAULT_URL.to_owned());
+        return Ok(normalize_url(crate::cli::DEFAULT_URL));
     };
     let p = path()?;
     let c = load(&p)?;
     match c.profiles.get(name) {
-        Some(u) => Ok(u.clone()),
+        Some(u) => Ok(normalize_url(u)),
         None => {
             let known: Vec<&str> = c.profiles.keys().map(String::as_str).collect();
             anyhow::bail!(

@@ -37,11 +37,18 @@ impl SecretSource for LocalGrant {
 fn secrets(args: &RunArgs) -> anyhow::Result<SecretValues> {
     let mut out = SecretValues::new();
     if let Some(f) = &args.secrets_file {
-        for item in dotenvy::from_path_iter(f)
-            .with_context(|| format!("cannot read the secrets file {}", f.display()))?
-        {
-            let (k, v) = item.with_context(|| format!("{} is not KEY=VALUE lines", f.display()))?;
-            out.insert(k, Zeroizing::new(v));
+        let text = Zeroizing::new(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the secrets file {}", f.display()))?,
+        );
+        for (k, v) in parse_env(&text).map_err(|line| {
+            // The line's text is never shown: it may hold a secret.
+            anyhow::anyhow!(
+                "{} line {line} is not NAME=VALUE (its text is not shown)",
+                f.display()
+            )
+        })? {
+            out.insert(k, v);
         }
     }
     for s in &args.secret {
@@ -160,10 +167,70 @@ pub async fn run(args: RunArgs, json: bool) -> anyhow::Result<std::process::Exit
     }
 }
 
+/// `NAME=VALUE` lines, the subset of `.env` files Cloister reads: blank lines and `#`
+/// comments are skipped, an `export ` prefix is allowed, and a value wholly inside one pair of
+/// `"` or `'` quotes loses them. Nothing else is interpreted — no escapes, no `$VAR`
+/// substitution (a secret with a `$` in it stays as written). Errors name the line number.
+fn parse_env(text: &str) -> Result<Vec<(String, Zeroizing<String>)>, usize> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (k, v) = line.split_once('=').ok_or(i + 1)?;
+        let k = k.trim();
+        if k.is_empty() || k.chars().any(char::is_whitespace) {
+            return Err(i + 1);
+        }
+        let v = v.trim();
+        let v = ['"', '\'']
+            .iter()
+            .find_map(|q| {
+                v.strip_prefix(*q)
+                    .and_then(|r| r.strip_suffix(*q))
+                    .filter(|_| v.len() >= 2)
+            })
+            .unwrap_or(v);
+        out.push((k.to_owned(), Zeroizing::new(v.to_owned())));
+    }
+    Ok(out)
+}
+
 fn file_stem(p: &Path) -> anyhow::Result<String> {
     let stem = p
         .file_stem()
         .and_then(|s| s.to_str())
         .context("the file has no name")?;
     Ok(stem.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_env;
+
+    #[test]
+    fn env_files_are_read_literally_and_errors_name_only_the_line() {
+        let text = "# comment\n\nA=1\nexport B = \"two words\"\nC='$HOME'\nD=p$ss=w#rd\n";
+        let got: Vec<(String, String)> = parse_env(text)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "$HOME".into()),
+                ("D".into(), "p$ss=w#rd".into()),
+            ]
+        );
+        assert_eq!(
+            parse_env("A=1\nsecret-without-equals\n").map(|_| ()),
+            Err(2)
+        );
+        assert_eq!(parse_env("BAD KEY=1").map(|_| ()), Err(1));
+    }
 }

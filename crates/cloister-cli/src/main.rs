@@ -11,6 +11,7 @@ mod client_cmds;
 mod credentials;
 mod credentials_cmd;
 mod data_lock;
+mod examples;
 mod identity_cmd;
 mod local_run;
 mod output;
@@ -27,12 +28,15 @@ mod trust_cmd;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::FromArgMatches as _;
 
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&cli::command().get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     cloister_role::harden::private_files();
     init_tracing(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -112,7 +116,11 @@ async fn run_server_command(cli: Cli, json: bool) -> anyhow::Result<ExitCode> {
         Command::Identity(cmd) => identity_cmd::run(conn()?, cmd, json).await,
         Command::Trust(cmd) => trust_cmd::run(&conn()?.url, cmd, json),
         Command::Login(args) => {
-            credentials_cmd::login(args, cli.token, cli.identity, cli.profile, json).await
+            // A token exported for scripts (CLOISTER_TOKEN) is not this server's by default:
+            // login takes one only from --token, the prompt or stdin.
+            let from_flag = std::env::args().any(|a| a == "--token" || a.starts_with("--token="));
+            let token = cli.token.filter(|_| from_flag);
+            credentials_cmd::login(args, token, cli.identity, cli.profile, json).await
         }
         Command::Logout { url } => {
             let url = match url {
@@ -124,10 +132,9 @@ async fn run_server_command(cli: Cli, json: bool) -> anyhow::Result<ExitCode> {
         Command::Servers => credentials_cmd::list(json),
         Command::Status { trust } => status_cmd::run(conn()?, trust, json).await,
         Command::Completions { shell } => {
-            use clap::CommandFactory as _;
             clap_complete::generate(
                 shell,
-                &mut Cli::command(),
+                &mut cli::command(),
                 "cloister",
                 &mut std::io::stdout(),
             );

@@ -198,9 +198,9 @@ pub fn history_table(rs: &[cloister_types::wire::InvocationRecord]) {
         .map(|r| {
             [
                 r.at.clone(),
-                r.execution_id.clone(),
+                printable(&r.execution_id).into_owned(),
                 format!("v{}", r.version),
-                r.outcome.clone(),
+                printable(&r.outcome).into_owned(),
                 format!("{:.1} ms", r.duration_ms),
                 if r.sealed { "sealed" } else { "plain" }.to_owned(),
             ]
@@ -236,4 +236,23 @@ pub fn history_table(rs: &[cloister_types::wire::InvocationRecord]) {
     for r in &rows {
         line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
     }
+}
+
+/// `s` with control characters (escape sequences, newlines) shown as `\u{..}`: text from
+/// function logs and callers' inputs cannot drive the terminal or fake lines of output.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }

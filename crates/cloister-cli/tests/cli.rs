@@ -411,6 +411,55 @@ async fn each_server_gets_its_own_credentials_and_profiles_name_them() {
         stderr(&o)
     );
 
+    // A server nothing is recorded for receives no Authorization header at all (a stub that
+    // records what it is sent, and answers 401).
+    let stub = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stub_url = format!("http://{}", stub.local_addr().unwrap());
+    let recorder = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = stub.accept().unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut b).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&b[..n]);
+        }
+        let body = r#"{"error":{"code":"unauthorized","message":"stub","details":{}}}"#;
+        let _ = write!(
+            conn,
+            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let o = run(&["--url", &stub_url, "fn", "list"], b"");
+    assert!(stderr(&o).contains("error[unauthorized]"), "{}", stderr(&o));
+    let request = recorder.join().unwrap();
+    assert!(request.starts_with("GET /v1/functions"), "{request}");
+    assert!(
+        !request.to_ascii_lowercase().contains("authorization") && !request.contains(&a.token),
+        "{request}"
+    );
+    // Both a URL and a profile is refused rather than guessed.
+    let o = run(&["--url", &a.url, "--profile", "bee", "fn", "list"], b"");
+    assert!(stderr(&o).contains("pass one"), "{}", stderr(&o));
+    // A token exported for scripts is not taken as another server's by `login`.
+    let o = bare_cli(
+        home.path(),
+        &config,
+        &["login", &b.url],
+        &[("CLOISTER_TOKEN", a.token.as_str())],
+        b"",
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("no token given"),
+        "{}",
+        stderr(&o)
+    );
+
     // Logging out of B forgets its token and profile; A's is never sent to B.
     let o = run(&["logout", &b.url], b"");
     assert!(o.status.success(), "{}", stderr(&o));

@@ -1131,6 +1131,17 @@ async fn fn_history_and_logs_show_recent_invocations_and_nothing_of_sealed_ones(
         !text.contains(&marker),
         "a sealed call's logs never reach the gateway: {text}"
     );
+    // A caller's control characters, logged by the function, reach the owner's terminal
+    // escaped.
+    c.invoke("echo", r#"{"m":"\u001b]52;c;ZXZpbA==\u0007 fake"}"#, None)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&p.cli(&["fn", "logs", "echo"]).stdout).into_owned();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains("\\u{1b}]52;c;ZXZpbA==\\u{7} fake"), "{text}");
     let table = String::from_utf8_lossy(&p.cli(&["fn", "history", "echo"]).stdout).into_owned();
     assert!(
         table.starts_with("AT") && table.contains("function_error"),

@@ -305,6 +305,24 @@ async fn adversarial_workloads_fail_with_their_codes_and_the_worker_is_replaced(
     );
     assert!(value(r#"cloister_function_invocation_seconds_count{function="recurse"}"#) >= 2.0);
     assert!(!metrics.contains("no-such-function"), "{metrics}");
+    // Other tenants' functions are not an invoker's business: the per-function series are
+    // shown to admins only.
+    let invoker = c
+        .create_token(&cloister_types::wire::TokenCreateRequest {
+            role: cloister_types::Role::Invoker,
+            label: None,
+            identity: None,
+        })
+        .await
+        .unwrap();
+    let scraped = p.client(Some(&invoker.token)).metrics().await.unwrap();
+    assert!(scraped.contains("cloister_invocations_total"), "{scraped}");
+    assert!(
+        !scraped.contains("cloister_function_invocations"),
+        "{scraped}"
+    );
+    assert!(scraped.trim_end().ends_with("# EOF"));
+    assert_eq!(metrics.matches("# EOF").count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,8 +60,8 @@ pub struct SignerCache(std::sync::Arc<std::sync::Mutex<Signers>>);
 struct Signers {
     /// By [`signer_id`].
     verified: std::collections::HashMap<[u8; 32], Signer>,
-    /// The last signer met: the root it was verified under and its public key (hex).
-    last: Option<(String, String)>,
+    /// The last signer met: the root it was verified under, its public key (hex), its TEE.
+    last: Option<(String, String, String)>,
 }
 
 /// One verified signer.
@@ -90,11 +90,20 @@ fn signer_id(tee: &str, public_key: &str, root: &str) -> [u8; 32] {
 impl SignerCache {
     /// The receipt key (hex) of the last signer verified under `root_fingerprint`, to send as
     /// `receiptSigner`: that executor then leaves its evidence out of the receipt.
+    ///
+    /// Only while this cache still holds that signer, verified for now: a receipt without
+    /// evidence must be one it can check.
     pub fn known_signer(&self, root_fingerprint: &str) -> Option<String> {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (root, key) = g.last.as_ref()?;
-        root.eq_ignore_ascii_case(root_fingerprint.trim())
-            .then(|| key.clone())
+        let (root, key, tee) = g.last.as_ref()?;
+        if !root.eq_ignore_ascii_case(root_fingerprint.trim()) {
+            return None;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let s = g.verified.get(&signer_id(tee, key, root))?;
+        (s.verified_from <= now.saturating_add(60) && now < s.verified_until).then(|| key.clone())
     }
 }
 
@@ -276,6 +285,7 @@ pub fn verify_receipt(r: &Receipt, trust: &ReceiptTrust) -> Result<VerifiedRecei
     trust.cache.0.lock().unwrap_or_else(|p| p.into_inner()).last = Some((
         trust.root_fingerprint.trim().to_owned(),
         r.signer.public_key.clone(),
+        r.signer.tee.clone(),
     ));
     Ok(VerifiedReceipt {
         body: r.body.clone(),

@@ -2,7 +2,8 @@
 //! `cloister fn history` and `fn logs`: metadata of every invocation, and for plain ones the
 //! lines the function logged and its error message — what the caller was shown anyway.
 //! Sealed invocations keep metadata only: the gateway never holds their logs. Bounded in
-//! count per function, in bytes per entry, in functions, and in time.
+//! count per function, in bytes per entry and in all, in functions, and in time (expired
+//! entries are dropped when the function's history is written or read).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -18,16 +19,71 @@ pub const RETENTION: Duration = Duration::from_secs(3600);
 const MAX_FUNCTIONS: usize = 10_000;
 /// Log bytes kept per invocation; the rest is cut with a marker.
 const MAX_LOG_BYTES: usize = 16 * 1024;
+/// Error-message bytes kept per invocation.
+const MAX_ERROR_BYTES: usize = 2 * 1024;
+/// Bytes of logs and messages kept in all: past it the oldest invocations go first.
+pub const MAX_TOTAL_BYTES: usize = 64 * 1024 * 1024;
 
 struct Kept {
     at: Instant,
+    bytes: usize,
     record: InvocationRecord,
+}
+
+/// One function's history; `seq` counts its own invocations only (a caller learns nothing of
+/// other functions' traffic from it).
+#[derive(Default)]
+struct Function {
+    kept: VecDeque<Kept>,
+    next_seq: u64,
 }
 
 #[derive(Default)]
 struct Inner {
-    by_function: HashMap<String, VecDeque<Kept>>,
-    next_seq: u64,
+    by_function: HashMap<String, Function>,
+    total_bytes: usize,
+}
+
+impl Inner {
+    /// Drops entries older than [`RETENTION`] from `id`'s history.
+    fn expire(&mut self, id: &str) {
+        if let Some(f) = self.by_function.get_mut(id) {
+            while f.kept.front().is_some_and(|k| k.at.elapsed() > RETENTION) {
+                if let Some(k) = f.kept.pop_front() {
+                    self.total_bytes -= k.bytes;
+                }
+            }
+        }
+    }
+
+    /// Drops the oldest entry of all (the function whose front is oldest).
+    fn drop_oldest(&mut self) -> bool {
+        let oldest = self
+            .by_function
+            .iter()
+            .filter_map(|(id, f)| f.kept.front().map(|k| (k.at, id.clone())))
+            .min()
+            .map(|(_, id)| id);
+        let Some(id) = oldest else { return false };
+        if let Some(k) = self
+            .by_function
+            .get_mut(&id)
+            .and_then(|f| f.kept.pop_front())
+        {
+            self.total_bytes -= k.bytes;
+        }
+        true
+    }
+
+    /// Drops expired entries everywhere, and histories left empty.
+    fn sweep(&mut self) {
+        let ids: Vec<String> = self.by_function.keys().cloned().collect();
+        for id in ids {
+            self.expire(&id);
+        }
+        self.by_function
+            .retain(|_, f| !f.kept.is_empty() || f.next_seq == 0);
+    }
 }
 
 /// The recent invocations of every function, keyed by function id (a function deleted and
@@ -61,52 +117,76 @@ impl History {
     /// Records an invocation of `function_id` (its `seq` is assigned here).
     pub fn record(&self, function_id: &str, mut record: InvocationRecord) {
         record.logs = bounded(std::mem::take(&mut record.logs));
+        if let Some(e) = &mut record.error
+            && e.len() > MAX_ERROR_BYTES
+        {
+            let mut cut = MAX_ERROR_BYTES;
+            while !e.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            e.truncate(cut);
+            e.push_str(" […]");
+        }
+        let bytes = record.logs.iter().map(String::len).sum::<usize>()
+            + record.error.as_ref().map_or(0, String::len)
+            + 256;
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        g.next_seq += 1;
-        record.seq = g.next_seq;
         if !g.by_function.contains_key(function_id) && g.by_function.len() >= MAX_FUNCTIONS {
-            // Drop the history whose newest entry is oldest.
-            let stale = g
-                .by_function
-                .iter()
-                .min_by_key(|(_, q)| q.back().map(|k| k.at))
-                .map(|(id, _)| id.clone());
-            if let Some(id) = stale {
-                g.by_function.remove(&id);
+            g.sweep();
+            if g.by_function.len() >= MAX_FUNCTIONS {
+                // Drop the history whose newest entry is oldest.
+                let stale = g
+                    .by_function
+                    .iter()
+                    .min_by_key(|(_, f)| f.kept.back().map(|k| k.at))
+                    .map(|(id, _)| id.clone());
+                if let Some(f) = stale.and_then(|id| g.by_function.remove(&id)) {
+                    g.total_bytes -= f.kept.iter().map(|k| k.bytes).sum::<usize>();
+                }
             }
         }
-        let q = g.by_function.entry(function_id.to_owned()).or_default();
-        if q.len() >= PER_FUNCTION {
-            q.pop_front();
-        }
-        q.push_back(Kept {
+        g.expire(function_id);
+        while g.total_bytes + bytes > MAX_TOTAL_BYTES && g.drop_oldest() {}
+        let f = g.by_function.entry(function_id.to_owned()).or_default();
+        f.next_seq += 1;
+        record.seq = f.next_seq;
+        let dropped = if f.kept.len() >= PER_FUNCTION {
+            f.kept.pop_front().map_or(0, |k| k.bytes)
+        } else {
+            0
+        };
+        f.kept.push_back(Kept {
             at: Instant::now(),
+            bytes,
             record,
         });
+        g.total_bytes = g.total_bytes - dropped + bytes;
     }
 
     /// The invocations of `function_id` after `after`, oldest first, at most `limit`
     /// (the most recent ones when there are more).
     pub fn list(&self, function_id: &str, after: u64, limit: usize) -> Vec<InvocationRecord> {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(q) = g.by_function.get_mut(function_id) else {
+        g.expire(function_id);
+        let Some(f) = g.by_function.get(function_id) else {
             return Vec::new();
         };
-        while q.front().is_some_and(|k| k.at.elapsed() > RETENTION) {
-            q.pop_front();
-        }
-        let newer: Vec<&Kept> = q.iter().filter(|k| k.record.seq > after).collect();
+        let newer: Vec<&Kept> = f.kept.iter().filter(|k| k.record.seq > after).collect();
         let skip = newer.len().saturating_sub(limit);
         newer[skip..].iter().map(|k| k.record.clone()).collect()
     }
 
     /// Forgets a function's history (it was deleted).
     pub fn forget(&self, function_id: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_function
-            .remove(function_id);
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = g.by_function.remove(function_id) {
+            g.total_bytes -= f.kept.iter().map(|k| k.bytes).sum::<usize>();
+        }
+    }
+
+    /// Bytes of logs and messages held (for tests and metrics).
+    pub fn bytes(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).total_bytes
     }
 }
 
@@ -145,6 +225,29 @@ mod tests {
         assert_eq!(h.list("g", 0, 10).len(), 1);
         h.forget("f");
         assert!(h.list("f", 0, 10).is_empty());
+    }
+
+    #[test]
+    fn the_total_is_bounded_and_accounted() {
+        let h = History::default();
+        let line = "x".repeat(MAX_LOG_BYTES / 2);
+        let per = MAX_LOG_BYTES / 2 + 256;
+        let n = MAX_TOTAL_BYTES / per + 50;
+        for i in 0..n {
+            h.record(&format!("f{}", i % 500), rec("ok", vec![line.clone()]));
+        }
+        assert!(h.bytes() <= MAX_TOTAL_BYTES, "{}", h.bytes());
+        assert!(h.bytes() > MAX_TOTAL_BYTES - 2 * per);
+        // The newest survive, the oldest went.
+        assert_eq!(h.list(&format!("f{}", (n - 1) % 500), 0, 1).len(), 1);
+        for i in 0..500 {
+            h.forget(&format!("f{i}"));
+        }
+        assert_eq!(h.bytes(), 0);
+        // Each function counts its own invocations.
+        h.record("a", rec("ok", vec![]));
+        h.record("b", rec("ok", vec![]));
+        assert_eq!(h.list("b", 0, 1)[0].seq, 1);
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct WorkerLabels {
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
+    /// Per-function series, shown to admins only: they name every tenant's functions and
+    /// their traffic.
+    function_registry: Registry,
     /// Invocations by outcome.
     pub invocations: Family<OutcomeLabels, Counter>,
     /// End-to-end invocation latency at the gateway, seconds.
@@ -99,8 +102,9 @@ impl Default for Metrics {
             "Invocation latency at the gateway",
             invocation_seconds.clone(),
         );
+        let mut function_registry = Registry::with_prefix("cloister");
         let function_invocations = Family::<FunctionOutcomeLabels, Counter>::default();
-        registry.register(
+        function_registry.register(
             "function_invocations",
             "Invocations of each deployed function by outcome",
             function_invocations.clone(),
@@ -108,7 +112,7 @@ impl Default for Metrics {
         let function_invocation_seconds = Family::<FunctionLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
-        registry.register(
+        function_registry.register(
             "function_invocation_seconds",
             "Invocation latency of each deployed function at the gateway",
             function_invocation_seconds.clone(),
@@ -155,6 +159,7 @@ impl Default for Metrics {
         );
         Self {
             registry,
+            function_registry,
             rate_limited,
             connections_refused,
             invocations,
@@ -229,9 +234,14 @@ impl Metrics {
     }
 
     /// Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// The OpenMetrics text; per-function series only when `per_function` (admins).
+    pub fn render(&self, per_function: bool) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let ok = encode_registry(&mut out, &self.registry).is_ok()
+            && (!per_function || encode_registry(&mut out, &self.function_registry).is_ok())
+            && encode_eof(&mut out).is_ok();
+        if !ok {
             out.clear();
         }
         out
@@ -270,7 +280,7 @@ mod tests {
         m.set_executor_status(&status(1, 0));
         m.set_executor_status(&status(3, 1));
         assert_eq!((m.workers_spawned.get(), m.workers_retired.get()), (10, 3));
-        let text = m.render();
+        let text = m.render(true);
         assert!(
             text.contains("# TYPE cloister_workers_spawned counter"),
             "{text}"

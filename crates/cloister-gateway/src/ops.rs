@@ -14,15 +14,16 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /metrics` (any valid token).
+/// `GET /metrics` (any valid token; the per-function series for admin tokens only).
 pub async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<Response> {
-    s.auth.authenticate(&headers).await?;
+    let caller = s.auth.authenticate(&headers).await?;
     let _one_scrape_at_a_time = s.metrics.scrape.lock().await;
     match s.executor.status().await {
         Ok(status) => s.metrics.set_executor_status(&status),
         Err(e) => tracing::warn!(error = ?e.0.message, "metrics: executor status unavailable"),
     }
-    let mut resp = s.metrics.render().into_response();
+    let per_function = caller.role == cloister_types::Role::Admin;
+    let mut resp = s.metrics.render(per_function).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -24,13 +24,19 @@ interface Signer {
 /** Verified signers, keyed by TEE, key and root (bounded; cleared when full). */
 const signers = new Map<string, Signer>();
 const MAX_SIGNERS = 256;
-/** The last signer met: the root it was verified under and its key (hex). */
-let last: { root: string; publicKey: string } | undefined;
+/** The last signer met: the root it was verified under, its key (hex), its TEE. */
+let last: { root: string; publicKey: string; tee: string } | undefined;
 
 /** The receipt key (hex) of the last signer verified under `rootFingerprint`: sent as
- * `receiptSigner`, it lets that executor leave its evidence (about 5 KB) out of the receipt. */
+ * `receiptSigner`, it lets that executor leave its evidence (about 5 KB) out of the receipt.
+ * Only while that signer is still cached and verified for now, so a receipt without evidence
+ * is always one this client can check. */
 export function knownSigner(rootFingerprint: string): string | undefined {
-  return last && last.root === rootFingerprint.trim().toLowerCase() ? last.publicKey : undefined;
+  const root = rootFingerprint.trim().toLowerCase();
+  if (!last || last.root !== root) return undefined;
+  const s = signers.get(JSON.stringify([last.tee, last.publicKey, root]));
+  const now = Math.floor(Date.now() / 1000);
+  return s && s.from <= now + 60 && now < s.until ? last.publicKey : undefined;
 }
 
 /** Verifies `r` against the pinned root and the executor builds keyvault allows, and returns
@@ -64,7 +70,7 @@ export function verifyReceipt(r: Receipt, rootFingerprint: string, executorMeasu
   if (!cryptoVerify(null, receiptMessage(r.body), signer.key, sig)) {
     throw new ReceiptError("the receipt's signature does not verify (a byte was changed)");
   }
-  last = { root, publicKey: r.signer.publicKey };
+  last = { root, publicKey: r.signer.publicKey, tee: r.signer.tee };
   return leftOut ? { ...r, signer: { ...r.signer, evidence: signer.evidence } } : r;
 }
 
