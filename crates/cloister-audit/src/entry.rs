@@ -63,6 +63,9 @@ pub enum Action {
     TokenCreate,
     /// An API token was revoked (reported by the gateway).
     TokenRevoke,
+    /// A function's current version was set (a rollback) or released (reported by the
+    /// gateway; which versions may run with secrets is keyvault's `function.activate`).
+    FunctionCurrent,
 }
 
 impl Action {
@@ -95,17 +98,19 @@ impl Action {
             Self::PolicySet => "policy.set",
             Self::TokenCreate => "token.create",
             Self::TokenRevoke => "token.revoke",
+            Self::FunctionCurrent => "function.current",
         }
     }
 
     /// The events the gateway witnesses and reports: keyvault records them (labelled as
     /// reported) and nothing else from the gateway, and they never carry keyvault's records
     /// of the authority rows it wrote.
-    pub const GATEWAY_REPORTED: [Action; 4] = [
+    pub const GATEWAY_REPORTED: [Action; 5] = [
         Self::FunctionDelete,
         Self::AuthFailure,
         Self::TokenCreate,
         Self::TokenRevoke,
+        Self::FunctionCurrent,
     ];
 
     /// The gateway-reported action named `name`, if it is one.

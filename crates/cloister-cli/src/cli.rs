@@ -834,6 +834,28 @@ pub enum FnCommand {
     },
     /// Invoke a function.
     Invoke(InvokeArgs),
+    /// Every version of a function: number, code hash, when deployed, which one is current.
+    Versions {
+        /// Function name.
+        name: String,
+    },
+    /// Make an earlier version the one that runs: owner-signed activations (the version is
+    /// activated and, unless --keep-newer, every newer one deactivated, so keyvault gives them
+    /// no secrets), then it is made current. Not a redeploy; the next deploy is current again.
+    Rollback {
+        /// Function name.
+        name: String,
+        /// The version to go back to (the latest: undo a rollback).
+        #[arg(long)]
+        to: u32,
+        /// Leave newer versions active (they can still run with secrets when asked by number).
+        #[arg(long)]
+        keep_newer: bool,
+        /// How keyvault's attestation is checked (the function id comes from the version's
+        /// owner-signed manifest).
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
     /// Recent invocations of a function (kept by the gateway in memory for an hour, 200 at
     /// most): time, execution, version, outcome, duration.
     History {

@@ -113,6 +113,20 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
             delete(&mut c, &conn.url, &name, how, json).await?
         }
         FnCommand::Invoke(args) => invoke(&mut c, &conn.url, args, json).await?,
+        FnCommand::Versions { name } => {
+            let v = c.versions(&name).await?;
+            if json {
+                output::json(&v);
+            } else {
+                output::versions_table(&v);
+            }
+        }
+        FnCommand::Rollback {
+            name,
+            to,
+            keep_newer,
+            trust,
+        } => rollback(&mut c, &conn.url, &name, to, keep_newer, &trust, json).await?,
         FnCommand::History { name, limit } => {
             let h = c.invocations(&name, 0, limit as usize).await?;
             if json {
@@ -783,4 +797,64 @@ async fn logs(
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+}
+
+/// `fn rollback NAME --to V`.
+async fn rollback(
+    c: &mut Client,
+    url: &str,
+    name: &str,
+    to: u32,
+    keep_newer: bool,
+    trust: &crate::cli::TrustArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let list = c.versions(name).await?;
+    let latest = list.versions.last().map_or(0, |v| v.version);
+    if !list.versions.iter().any(|v| v.version == to) {
+        bail!("{name} has no version {to} (versions 1 to {latest}: `cloister fn versions {name}`)");
+    }
+    // The id the owner signs for comes from the version's owner-signed manifest, checked
+    // against keyvault's evidence, not from the gateway's word.
+    let (kv, _) = crate::secret_cmd::verified_bundle(c, url, trust).await?;
+    let function_id = c
+        .verified_target(&kv, name, Some(to))
+        .await?
+        .target
+        .function_id;
+    let mut active = c.activate(name, &function_id, to, true).await?.active;
+    let mut deactivated = Vec::new();
+    if !keep_newer {
+        for v in list.versions.iter().map(|v| v.version).filter(|v| *v > to) {
+            active = c.activate(name, &function_id, v, false).await?.active;
+            deactivated.push(v);
+        }
+    }
+    let now = c
+        .set_current(name, if to == latest { None } else { Some(to) })
+        .await?;
+    if json {
+        output::json(&serde_json::json!({
+            "name": name, "current": now.current, "pinned": now.pinned,
+            "deactivated": deactivated, "active": active,
+        }));
+    } else {
+        println!("{name} now runs v{} by default", now.current);
+        if !deactivated.is_empty() {
+            let list: Vec<String> = deactivated.iter().map(|v| format!("v{v}")).collect();
+            println!(
+                "deactivated {} (owner-signed: keyvault gives them no secrets; \
+                 `cloister fn activate {name} --version N` brings one back)",
+                list.join(", ")
+            );
+        }
+        if now.pinned {
+            println!("the next deploy of {name} becomes current again");
+            println!(
+                "machines that sealed calls to a newer version refuse this one once as a \
+                 possible downgrade: `fn invoke {name} --sealed --accept-function-change` there"
+            );
+        }
+    }
+    Ok(())
 }

@@ -256,3 +256,22 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
             .collect(),
     )
 }
+
+/// Prints a function's versions, marking the current one.
+pub fn versions_table(v: &cloister_types::wire::FunctionVersions) {
+    println!("{:<3} {:>7}  {:<30}  CODE HASH", "", "VERSION", "DEPLOYED");
+    for f in &v.versions {
+        let mark = if f.version == v.current { "*" } else { "" };
+        println!(
+            "{mark:<3} {:>7}  {:<30}  {}",
+            format!("v{}", f.version),
+            f.created_at,
+            f.code_hash
+        );
+    }
+    if v.pinned {
+        println!("* current (rolled back: the next deploy is current again)");
+    } else {
+        println!("* current (the latest)");
+    }
+}

@@ -862,3 +862,110 @@ async fn status_shows_each_role_and_verifies_keyvault_here() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("DOWN gateway"), "{}", stdout(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_is_owner_signed_and_holds_until_the_next_deploy() {
+    let p = Platform::start().await;
+    let root = p.sim_root();
+    let deploy = |v: u32| {
+        let c = p.admin();
+        async move {
+            let mut c = c;
+            c.deploy(&cloister_types::wire::DeployRequest {
+                name: "roll".into(),
+                runtime: "javascript".into(),
+                code: format!("function handler() {{ return {{ v: {v} }}; }}"),
+                entrypoint: None,
+                environment: None,
+                required_secrets: vec![],
+                limits: None,
+                manifest: None,
+                sealed_code: None,
+            })
+            .await
+            .unwrap()
+        }
+    };
+    for v in 1..=3 {
+        deploy(v).await;
+    }
+    let versions = |p: &Platform| -> Value {
+        serde_json::from_str(&stdout(&p.cli(&["--json", "fn", "versions", "roll"]))).unwrap()
+    };
+    let v = versions(&p);
+    assert_eq!(
+        (v["current"].clone(), v["pinned"].clone()),
+        (3.into(), false.into())
+    );
+    assert_eq!(v["versions"].as_array().unwrap().len(), 3);
+    let ran = |p: &Platform, extra: &[&str]| -> Option<u64> {
+        let mut args = vec!["--json", "fn", "invoke", "roll"];
+        args.extend(extra);
+        let o = p.cli(&args);
+        serde_json::from_str::<Value>(&stdout(&o)).ok()?["result"]["v"].as_u64()
+    };
+    assert_eq!(ran(&p, &[]), Some(3));
+
+    // Back to v1: v2 and v3 deactivated by the owner's signature, v1 current.
+    let o = p.cli(&[
+        "--json",
+        "fn",
+        "rollback",
+        "roll",
+        "--to",
+        "1",
+        "--sim-root",
+        &root,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["deactivated"], serde_json::json!([2, 3]), "{r}");
+    assert_eq!(r["active"], serde_json::json!([1]), "{r}");
+    assert_eq!(ran(&p, &[]), Some(1));
+    let v = versions(&p);
+    assert_eq!(
+        (v["current"].clone(), v["pinned"].clone()),
+        (1.into(), true.into())
+    );
+    // Keyvault refuses to let a deactivated version run, even when asked for by number.
+    assert_eq!(ran(&p, &["--version", "3"]), None);
+    let text = stdout(&p.cli(&["fn", "versions", "roll"]));
+    assert!(
+        text.lines().any(|l| l.starts_with('*') && l.contains("v1")),
+        "{text}"
+    );
+
+    // Only an owner moves the current version.
+    let stranger = p.developer_identity("stranger").await;
+    let dev = p
+        .admin()
+        .create_token(&cloister_types::wire::TokenCreateRequest {
+            role: cloister_types::Role::Developer,
+            label: None,
+            identity: Some(stranger.id().to_string()),
+        })
+        .await
+        .unwrap();
+    let e = p
+        .client(Some(&dev.token))
+        .set_current("roll", Some(3))
+        .await;
+    assert!(
+        matches!(
+            e,
+            Err(cloister_client::ClientError::Api { status: 403, .. })
+        ),
+        "{e:?}"
+    );
+    // A version that does not exist is refused before anything is signed.
+    let o = p.cli(&["fn", "rollback", "roll", "--to", "9", "--sim-root", &root]);
+    assert!(stderr(&o).contains("no version 9"), "{}", stderr(&o));
+    // The change is in the audit log.
+    let audit = stdout(&p.cli(&["audit", "list"]));
+    assert!(audit.contains("function.current"), "{audit}");
+
+    // The next deploy is current (and active) again.
+    deploy(4).await;
+    assert_eq!(ran(&p, &[]), Some(4));
+    assert_eq!(versions(&p)["pinned"], false);
+}

@@ -617,6 +617,35 @@ impl Client {
         self.json(method, &url, Some(&body)).await
     }
 
+    /// `GET /v1/functions/{name}/versions`: every version and the current one.
+    pub async fn versions(
+        &mut self,
+        name: &str,
+    ) -> Result<cloister_types::wire::FunctionVersions, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/functions/{}/versions", seg(name)),
+            None,
+        )
+        .await
+    }
+
+    /// `PUT /v1/functions/{name}/current`: the version that runs when none is asked for
+    /// (`None`: the latest).
+    pub async fn set_current(
+        &mut self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<cloister_types::wire::FunctionVersions, ClientError> {
+        let body = to_json(&cloister_types::wire::SetCurrentVersion { version });
+        self.call(
+            Method::PUT,
+            &format!("/v1/functions/{}/current", seg(name)),
+            Some(body),
+        )
+        .await
+    }
+
     /// `GET /v1/status`: the gateway's release and its view of the executor (its word).
     pub async fn status(&mut self) -> Result<cloister_types::wire::PlatformStatus, ClientError> {
         self.call(Method::GET, "/v1/status", None).await

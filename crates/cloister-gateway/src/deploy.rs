@@ -498,3 +498,71 @@ pub async fn invocations(
         retention_secs: crate::history::RETENTION.as_secs(),
     }))
 }
+
+/// `GET /v1/functions/{name}/versions`: every version and which one is current.
+pub async fn versions(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> HttpResult<Json<cloister_types::wire::FunctionVersions>> {
+    s.auth.authenticate(&headers).await?;
+    let name = path_arg(name)?;
+    let versions = s.store.list_versions(&name).await?;
+    let latest = versions
+        .last()
+        .ok_or_else(|| not_found(&name, None))?
+        .version;
+    let current = s
+        .store
+        .get_current(&name)
+        .await?
+        .map_or(latest, |v| v.version);
+    Ok(Json(cloister_types::wire::FunctionVersions {
+        pinned: current != latest,
+        current,
+        versions,
+    }))
+}
+
+/// `PUT /v1/functions/{name}/current` `{"version": V | null}` (owners and admins): which
+/// version runs when a caller names none. Availability only: which versions may run with
+/// secrets is decided by keyvault from owner-signed activations (`cloister fn rollback` sends
+/// those first).
+pub async fn set_current(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> HttpResult<Json<cloister_types::wire::FunctionVersions>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Developer, "choose a function's current version")?;
+    let name = path_arg(name)?;
+    let f = s
+        .store
+        .get_version(&name, None)
+        .await?
+        .ok_or_else(|| not_found(&name, None))?;
+    caller.require_owner(&name, &f.owners)?;
+    let bytes = crate::body::read_limited(&headers, body, 1024).await?;
+    let req: cloister_types::wire::SetCurrentVersion = crate::body::parse_json(&bytes)?;
+    if !s.store.set_current_version(&name, req.version).await? {
+        return Err(not_found(&name, req.version));
+    }
+    s.functions.invalidate(&name);
+    s.audit
+        .audit_append(
+            AuditDraft::new(
+                caller.token_id.clone(),
+                Action::FunctionCurrent,
+                name.clone(),
+            )
+            .detail(
+                "version",
+                req.version
+                    .map_or(serde_json::Value::Null, serde_json::Value::from),
+            ),
+        )
+        .await?;
+    tracing::info!(%name, version = ?req.version, "current version set");
+    versions(State(s), headers, Ok(Path(name))).await
+}

@@ -51,11 +51,12 @@ impl FunctionCache {
         {
             return Ok(rec.clone());
         }
-        let rec = self
-            .store
-            .get_version(name, version)
-            .await?
-            .ok_or_else(|| not_found(name, version))?;
+        // Without a version: the current one (the latest, unless rolled back).
+        let rec = match version {
+            Some(_) => self.store.get_version(name, version).await?,
+            None => self.store.get_current(name).await?,
+        }
+        .ok_or_else(|| not_found(name, version))?;
         let rec = Arc::new(rec);
         if let Ok(mut e) = self.entries.write() {
             if e.len() > 10_000 {

@@ -53,6 +53,11 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/functions/{name}/invoke", post(invoke::invoke))
         .route("/v1/functions/{name}/manifest", get(relay::manifest))
         .route("/v1/functions/{name}/invocations", get(deploy::invocations))
+        .route("/v1/functions/{name}/versions", get(deploy::versions))
+        .route(
+            "/v1/functions/{name}/current",
+            axum::routing::put(deploy::set_current),
+        )
         .route("/v1/attestation", get(secrets::attestation))
         .route("/v1/secrets", get(secrets::list))
         .route(

@@ -40,6 +40,63 @@ pub async fn run_all(store: Arc<dyn Store>) {
     tokens_are_found_by_hash_until_revoked(&*store).await;
     token_ids_and_hashes_are_unique(&*store).await;
     owners_follow_keyvault_and_rotations(&*store).await;
+    a_rollback_holds_until_the_next_deploy(&*store).await;
+}
+
+async fn a_rollback_holds_until_the_next_deploy(store: &dyn Store) {
+    for code in ["r1", "r2", "r3"] {
+        store
+            .create_version(sample_version("rolled", code))
+            .await
+            .unwrap();
+    }
+    let versions: Vec<u32> = store
+        .list_versions("rolled")
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    assert!(store.list_versions("missing").await.unwrap().is_empty());
+    async fn current(s: &dyn Store) -> u32 {
+        s.get_current("rolled").await.unwrap().unwrap().version
+    }
+    assert_eq!(current(store).await, 3);
+    assert!(store.set_current_version("rolled", Some(1)).await.unwrap());
+    assert_eq!(current(store).await, 1);
+    assert_eq!(
+        store
+            .get_version("rolled", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        3,
+        "the latest is still the latest (deploys chain from it)"
+    );
+    // A version that does not exist, or a function that does not, changes nothing.
+    assert!(!store.set_current_version("rolled", Some(9)).await.unwrap());
+    assert!(!store.set_current_version("missing", Some(1)).await.unwrap());
+    assert_eq!(current(store).await, 1);
+    // Asking for a version still gets it; back to the latest, then a deploy moves on.
+    assert_eq!(
+        store
+            .get_version("rolled", Some(3))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        3
+    );
+    assert!(store.set_current_version("rolled", None).await.unwrap());
+    assert_eq!(current(store).await, 3);
+    assert!(store.set_current_version("rolled", Some(2)).await.unwrap());
+    store
+        .create_version(sample_version("rolled", "r4"))
+        .await
+        .unwrap();
+    assert_eq!(current(store).await, 4, "a new deploy is current again");
 }
 
 async fn owners_follow_keyvault_and_rotations(store: &dyn Store) {

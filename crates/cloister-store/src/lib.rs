@@ -38,6 +38,21 @@ pub trait Store: Send + Sync + 'static {
         version: Option<u32>,
     ) -> Result<Option<VersionRecord>, StoreError>;
 
+    /// The version a function runs when none is asked for: the latest, unless rolled back.
+    async fn get_current(&self, name: &str) -> Result<Option<VersionRecord>, StoreError>;
+
+    /// Every version of a function, oldest first (empty when there is no such function).
+    async fn list_versions(&self, name: &str) -> Result<Vec<VersionRecord>, StoreError>;
+
+    /// Makes `version` the one a function runs when no version is asked for (a rollback);
+    /// `None` goes back to the latest. A new version makes the latest current again.
+    /// `false` when there is no such function or version.
+    async fn set_current_version(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<bool, StoreError>;
+
     /// The source code of one version.
     async fn get_code(&self, function_id: &str, version: u32)
     -> Result<Option<String>, StoreError>;

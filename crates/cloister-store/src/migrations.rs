@@ -141,6 +141,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ALTER TABLE functions ADD COLUMN owners TEXT NOT NULL DEFAULT '[]';
     ",
     },
+    Migration {
+        version: 6,
+        name: "a function's current version (rollback); NULL: its latest",
+        sql: "
+        ALTER TABLE functions ADD COLUMN current_version INTEGER;
+    ",
+    },
 ];
 
 /// Latest schema version this build knows.

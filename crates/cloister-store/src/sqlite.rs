@@ -357,8 +357,12 @@ impl Store for SqliteStore {
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
             let function_id = match existing {
                 Some(id) => {
-                    tx.execute("UPDATE functions SET owners = ?2 WHERE id = ?1", params![id, owners])
-                        .map_err(backend)?;
+                    // A new version is current again (a rollback lasts until the next deploy).
+                    tx.execute(
+                        "UPDATE functions SET owners = ?2, current_version = NULL WHERE id = ?1",
+                        params![id, owners],
+                    )
+                    .map_err(backend)?;
                     id
                 }
                 None => {
@@ -491,6 +495,71 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let rows = stmt.query_map([], version_row).map_err(backend)?;
             rows.map(|r| r.map_err(backend).and_then(decode_version)).collect()
+        })
+        .await
+    }
+
+    async fn get_current(&self, name: &str) -> Result<Option<VersionRecord>, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {VERSION_COLUMNS} FROM functions f JOIN function_versions v \
+                     ON v.function_id = f.id WHERE f.name = ?1 \
+                     AND (f.current_version IS NULL OR v.version = f.current_version) \
+                     ORDER BY v.version DESC LIMIT 1"
+                ),
+                params![name],
+                version_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .map(decode_version)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_versions(&self, name: &str) -> Result<Vec<VersionRecord>, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {VERSION_COLUMNS} FROM functions f JOIN function_versions v \
+                     ON v.function_id = f.id WHERE f.name = ?1 ORDER BY v.version"
+                ))
+                .map_err(backend)?;
+            let rows = stmt.query_map([name], version_row).map_err(backend)?;
+            rows.map(|r| r.map_err(backend).and_then(decode_version))
+                .collect()
+        })
+        .await
+    }
+
+    async fn set_current_version(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let n = match version {
+                None => c
+                    .execute(
+                        "UPDATE functions SET current_version = NULL WHERE name = ?1",
+                        [name],
+                    )
+                    .map_err(backend)?,
+                Some(v) => c
+                    .execute(
+                        "UPDATE functions SET current_version = ?2 WHERE name = ?1 AND EXISTS \
+                         (SELECT 1 FROM function_versions WHERE function_id = functions.id \
+                          AND version = ?2)",
+                        params![name, v],
+                    )
+                    .map_err(backend)?,
+            };
+            Ok(n > 0)
         })
         .await
     }

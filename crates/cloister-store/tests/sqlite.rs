@@ -40,7 +40,7 @@ async fn state_survives_reopen_and_migrations_are_not_reapplied() {
             .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 5);
+    assert_eq!(store.schema_version().await.unwrap(), 6);
     let v = store
         .get_version("keep", None)
         .await

@@ -189,6 +189,27 @@ pub struct SignedManifest {
     pub manifest: String,
 }
 
+/// `GET /v1/functions/{name}/versions` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionVersions {
+    /// Every version, oldest first.
+    pub versions: Vec<FunctionInfo>,
+    /// The version that runs when none is asked for.
+    pub current: u32,
+    /// Whether `current` was set (a rollback) rather than being the latest.
+    pub pinned: bool,
+}
+
+/// `PUT /v1/functions/{name}/current` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetCurrentVersion {
+    /// The version to run when none is asked for; `null` goes back to the latest.
+    #[serde(default, deserialize_with = "crate::json_int::opt_u32")]
+    pub version: Option<u32>,
+}
+
 /// `GET /v1/status`: the gateway's account of the platform (its word: `cloister status`
 /// verifies keyvault's own evidence beside it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
