@@ -30,6 +30,11 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "fn invoke",
         "cloister fn invoke add --params '{\"a\":2,\"b\":3}'\n  cloister fn invoke add --sealed --params-file params.json --receipt add.receipt.json",
     ),
+    ("fn versions", "cloister fn versions add"),
+    (
+        "fn rollback",
+        "cloister fn rollback add --to 2              # v3 and later deactivated, v2 current\n  cloister fn rollback add --to 3 --keep-newer",
+    ),
     (
         "fn history",
         "cloister fn history add\n  cloister --json fn history add --limit 100",
