@@ -851,8 +851,9 @@ async fn rollback(
         if now.pinned {
             println!("the next deploy of {name} becomes current again");
             println!(
-                "machines that sealed calls to a newer version refuse this one once as a \
-                 possible downgrade: `fn invoke {name} --sealed --accept-function-change` there"
+                "machines that sealed calls to a newer version refuse this one as a possible \
+                 downgrade: there, name it (`fn invoke {name} --sealed --version {}`)",
+                now.current
             );
         }
     }

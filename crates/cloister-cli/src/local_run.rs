@@ -167,12 +167,13 @@ pub async fn run(args: RunArgs, json: bool) -> anyhow::Result<std::process::Exit
     }
 }
 
-/// `NAME=VALUE` lines, the subset of `.env` files Cloister reads: blank lines and `#`
-/// comments are skipped, an `export ` prefix is allowed, and a value wholly inside one pair of
+/// `NAME=VALUE` lines, the subset of `.env` files Cloister reads: blank lines and lines
+/// starting with `#` are skipped (a `#` after a value is part of it), an `export ` prefix is allowed, and a value wholly inside one pair of
 /// `"` or `'` quotes loses them. Nothing else is interpreted — no escapes, no `$VAR`
 /// substitution (a secret with a `$` in it stays as written). Errors name the line number.
 fn parse_env(text: &str) -> Result<Vec<(String, Zeroizing<String>)>, usize> {
     let mut out = Vec::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {

@@ -33,10 +33,13 @@ use clap::FromArgMatches as _;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = match Cli::from_arg_matches(&cli::command().get_matches()) {
+    let matches = cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    // Whether --token was typed (not taken from CLOISTER_TOKEN): `login` only takes that.
+    let token_typed = matches.value_source("token") == Some(clap::parser::ValueSource::CommandLine);
     cloister_role::harden::private_files();
     init_tracing(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -51,7 +54,7 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.json;
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, token_typed));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -70,7 +73,7 @@ fn init_tracing(cmd: &Command) {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, token_typed: bool) -> anyhow::Result<ExitCode> {
     let json = cli.json;
     // Commands that talk to no server (or name it themselves) read no credentials here.
     // Local function work needs no server and no credentials.
@@ -82,11 +85,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             force,
         }) => templates::write(&name, &template, &dir, force, json),
-        command => run_server_command(cli::Cli { command, ..cli }, json).await,
+        command => run_server_command(cli::Cli { command, ..cli }, json, token_typed).await,
     }
 }
 
-async fn run_server_command(cli: Cli, json: bool) -> anyhow::Result<ExitCode> {
+async fn run_server_command(cli: Cli, json: bool, token_typed: bool) -> anyhow::Result<ExitCode> {
     let conn = match &cli.command {
         Command::Serve(_)
         | Command::Gateway(_)
@@ -118,8 +121,7 @@ async fn run_server_command(cli: Cli, json: bool) -> anyhow::Result<ExitCode> {
         Command::Login(args) => {
             // A token exported for scripts (CLOISTER_TOKEN) is not this server's by default:
             // login takes one only from --token, the prompt or stdin.
-            let from_flag = std::env::args().any(|a| a == "--token" || a.starts_with("--token="));
-            let token = cli.token.filter(|_| from_flag);
+            let token = cli.token.filter(|_| token_typed);
             credentials_cmd::login(args, token, cli.identity, cli.profile, json).await
         }
         Command::Logout { url } => {

@@ -265,8 +265,8 @@ pub fn versions_table(v: &cloister_types::wire::FunctionVersions) {
         println!(
             "{mark:<3} {:>7}  {:<30}  {}",
             format!("v{}", f.version),
-            f.created_at,
-            f.code_hash
+            printable(&f.created_at),
+            printable(&f.code_hash)
         );
     }
     if v.pinned {

@@ -24,7 +24,8 @@ pub fn run(cmd: ReceiptCommand, json: bool) -> anyhow::Result<ExitCode> {
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let saved: ReceiptFile = serde_json::from_slice(&bytes)
                 .map_err(|e| invalid(format!("{} is not a saved receipt: {e}", file.display())))?;
-            let (settings, _) = crate::secret_cmd::effective_trust(&saved.url, &trust, None)?;
+            let url = crate::credentials::normalize_url(&saved.url);
+            let (settings, _) = crate::secret_cmd::effective_trust(&url, &trust, None)?;
             let (kv, v) = saved
                 .verify(&settings)
                 .map_err(|e| invalid(e.to_string()))?;

@@ -50,13 +50,50 @@ pub(crate) fn config_path() -> anyhow::Result<PathBuf> {
     Ok(base.join("cloister").join("config.json"))
 }
 
+/// The config sections keyed by server URL.
+pub(crate) const PER_URL_SECTIONS: [&str; 4] =
+    ["simRoots", "trust", "keyvaults", "sealedFunctions"];
+
 pub(crate) fn read_config(path: &Path) -> anyhow::Result<Value> {
-    match std::fs::read(path) {
+    let mut cfg = match std::fs::read(path) {
         Ok(b) => serde_json::from_slice(&b)
-            .with_context(|| format!("{} is not valid JSON", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({})),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+            .with_context(|| format!("{} is not valid JSON", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(json!({})),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    normalize_url_keys(&mut cfg, path)?;
+    Ok(cfg)
+}
+
+/// Pins written before URLs were normalised (`https://Host/`) are found under the normalised
+/// spelling every lookup uses; two spellings of one server holding different pins are an
+/// error to resolve by hand, never a silent choice.
+fn normalize_url_keys(cfg: &mut Value, path: &Path) -> anyhow::Result<()> {
+    use crate::credentials::normalize_url;
+    for section in PER_URL_SECTIONS {
+        let Some(obj) = cfg.get_mut(section).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        if obj.keys().all(|k| normalize_url(k) == *k) {
+            continue;
+        }
+        let mut out = serde_json::Map::new();
+        for (k, v) in std::mem::take(obj) {
+            let key = normalize_url(&k);
+            match out.get(&key) {
+                Some(existing) if existing != &v => anyhow::bail!(
+                    "{} holds two different `{section}` entries for {key} (spelled differently): \
+                     keep the right one, or `cloister trust forget {key}`",
+                    path.display()
+                ),
+                _ => {
+                    out.insert(key, v);
+                }
+            }
+        }
+        *obj = out;
     }
+    Ok(())
 }
 
 pub(crate) fn write_config(path: &Path, cfg: &Value) -> anyhow::Result<()> {
@@ -65,11 +102,15 @@ pub(crate) fn write_config(path: &Path, cfg: &Value) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let tmp = path.with_extension("json.tmp");
+    // A name of its own, so two writers never rename each other's half-written file.
+    let tmp = path.with_extension(format!(
+        "json.{}.{}.tmp",
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 6]>())
+    ));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;

@@ -106,23 +106,49 @@ fn mark(ok: bool) -> &'static str {
 }
 
 fn print(r: &Report) {
-    println!("platform at {}", r.url);
+    // Gateway text is shown with control characters escaped: a hostile gateway cannot hide
+    // lines or fake a verified one.
+    let esc = |t: &str| crate::output::printable(t).into_owned();
+    println!("platform at {}", esc(&r.url));
     match &r.platform {
-        Some(p) => {
+        Some(st) => {
             println!(
-                "  {} gateway    release {} (keyvault {})",
+                "  {} gateway    release {} (keyvault {})  [the gateway's word]",
                 mark(r.gateway_healthy),
-                p.gateway_version,
-                if p.keyvault_configured {
+                esc(&st.gateway_version),
+                if st.keyvault_configured {
                     "configured"
                 } else {
                     "NOT configured"
                 }
             );
-            let e = &p.executor;
+            let e = &st.executor;
             if e.reachable {
+                let link = match (&e.attested_link, &e.link_measurement) {
+                    (true, Some(m)) if r.keyvault.executor_measurements.is_empty() => {
+                        format!("attested link, measurement {}", esc(m))
+                    }
+                    (true, Some(m)) => {
+                        let allowed = r
+                            .keyvault
+                            .executor_measurements
+                            .iter()
+                            .any(|x| x.eq_ignore_ascii_case(m));
+                        format!(
+                            "attested link, measurement {}{}",
+                            esc(m),
+                            if allowed {
+                                " (on keyvault's allowlist)"
+                            } else {
+                                " (NOT on keyvault's allowlist)"
+                            }
+                        )
+                    }
+                    (true, None) => "attested link not made yet".to_owned(),
+                    (false, _) => "no attested link".to_owned(),
+                };
                 println!(
-                    "  {} executor   {} warm workers ({} started, {} retired); filesystem {}; {}  [the gateway's word]",
+                    "  {} executor   {} warm workers ({} started, {} retired); filesystem {}; {link}  [the gateway's word]",
                     mark(true),
                     e.workers,
                     e.workers_spawned,
@@ -132,17 +158,12 @@ fn print(r: &Report) {
                     } else {
                         "NOT isolated"
                     },
-                    match (&e.attested_link, &e.link_measurement) {
-                        (true, Some(m)) => format!("attested link, measurement {m}"),
-                        (true, None) => "attested link not made yet".to_owned(),
-                        (false, _) => "no attested link".to_owned(),
-                    }
                 );
             } else {
                 println!(
-                    "  {} executor   {}",
+                    "  {} executor   {}  [the gateway's word]",
                     mark(false),
-                    e.error.as_deref().unwrap_or("unreachable")
+                    esc(e.error.as_deref().unwrap_or("unreachable"))
                 );
             }
         }
@@ -167,7 +188,7 @@ fn print(r: &Report) {
         println!(
             "  {} keyvault   {}",
             mark(false),
-            k.error.as_deref().unwrap_or("not verified")
+            esc(k.error.as_deref().unwrap_or("not verified"))
         );
     }
 }

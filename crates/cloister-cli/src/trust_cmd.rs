@@ -98,7 +98,7 @@ fn edit(list: &mut Vec<String>, value: String, add: bool) -> bool {
 }
 
 /// The sections of the CLI config that hold pins per server URL.
-const PER_URL: [&str; 4] = ["simRoots", "trust", "keyvaults", "sealedFunctions"];
+const PER_URL: [&str; 4] = crate::secret_cmd::PER_URL_SECTIONS;
 
 /// `trust list`: what is pinned, per server.
 fn list_all(json_out: bool) -> anyhow::Result<ExitCode> {
@@ -293,6 +293,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pins_written_under_another_spelling_of_a_url_are_found_and_conflicts_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let root = "aa".repeat(32);
+        write_config(
+            &path,
+            &json!({"simRoots": {"HTTP://Example.COM:8787/": root}, "other": {"X/": 1}}),
+        )
+        .unwrap();
+        let cfg = read_config(&path).unwrap();
+        assert_eq!(cfg["simRoots"]["http://example.com:8787"], json!(root));
+        assert_eq!(
+            cfg["other"]["X/"],
+            json!(1),
+            "only per-server sections are rekeyed"
+        );
+        write_config(
+            &path,
+            &json!({"simRoots": {"http://a:1/": root, "http://a:1": "bb".repeat(32)}}),
+        )
+        .unwrap();
+        let e = read_config(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("two different") && e.contains("http://a:1"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_new_dev_platform_replaces_the_pins_of_the_old_one_at_its_url_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
@@ -312,7 +341,7 @@ mod tests {
         write_config(&path, &cfg).unwrap();
         assert!(repin_in(&path, "http://127.0.0.1:8787", &new).unwrap());
         let after = read_config(&path).unwrap();
-        assert_eq!(after["simRoots"]["http://127.0.0.1:8787/"], json!(new));
+        assert_eq!(after["simRoots"]["http://127.0.0.1:8787"], json!(new));
         assert_eq!(
             after["trust"]["http://127.0.0.1:8787"]["roots"],
             json!([new])

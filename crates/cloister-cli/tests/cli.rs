@@ -928,7 +928,8 @@ async fn rollback_is_owner_signed_and_holds_until_the_next_deploy() {
         (1.into(), true.into())
     );
     // Keyvault refuses to let a deactivated version run, even when asked for by number.
-    assert_eq!(ran(&p, &["--version", "3"]), None);
+    let o = p.cli(&["fn", "invoke", "roll", "--version", "3"]);
+    assert!(stderr(&o).contains("is not active"), "{}", stderr(&o));
     let text = stdout(&p.cli(&["fn", "versions", "roll"]));
     assert!(
         text.lines().any(|l| l.starts_with('*') && l.contains("v1")),

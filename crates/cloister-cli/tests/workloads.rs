@@ -315,12 +315,21 @@ async fn adversarial_workloads_fail_with_their_codes_and_the_worker_is_replaced(
         })
         .await
         .unwrap();
+    // A warm worker, so that the per-worker series exists (for admins).
+    p.deploy("add", "add.js", None).await;
+    c.invoke("add", r#"{"a":1,"b":2}"#, None).await.unwrap();
+    let admin_view = c.metrics().await.unwrap();
+    assert!(
+        admin_view.contains("cloister_worker_resident_bytes{function_id="),
+        "{admin_view}"
+    );
     let scraped = p.client(Some(&invoker.token)).metrics().await.unwrap();
     assert!(scraped.contains("cloister_invocations_total"), "{scraped}");
     assert!(
         !scraped.contains("cloister_function_invocations"),
         "{scraped}"
     );
+    assert!(!scraped.contains("function_id="), "{scraped}");
     assert!(scraped.trim_end().ends_with("# EOF"));
     assert_eq!(metrics.matches("# EOF").count(), 1);
 }

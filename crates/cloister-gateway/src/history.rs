@@ -126,6 +126,7 @@ impl History {
             }
             e.truncate(cut);
             e.push_str(" […]");
+            e.shrink_to_fit();
         }
         let bytes = record.logs.iter().map(String::len).sum::<usize>()
             + record.error.as_ref().map_or(0, String::len)

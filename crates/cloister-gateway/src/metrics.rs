@@ -64,7 +64,7 @@ pub struct Metrics {
     pub function_invocation_seconds: Family<FunctionLabels, Histogram>,
     /// Deploys by outcome.
     pub deploys: Family<OutcomeLabels, Counter>,
-    /// Resident memory of each warm worker.
+    /// Resident memory of each warm worker (admins only: it names functions and versions).
     pub worker_rss: Family<WorkerLabels, Gauge>,
     /// Number of warm workers.
     pub workers: Gauge,
@@ -109,6 +109,7 @@ impl Default for Metrics {
             "Invocations of each deployed function by outcome",
             function_invocations.clone(),
         );
+        let worker_rss = Family::<WorkerLabels, Gauge>::default();
         let function_invocation_seconds = Family::<FunctionLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -119,8 +120,7 @@ impl Default for Metrics {
         );
         let deploys = Family::<OutcomeLabels, Counter>::default();
         registry.register("deploys", "Deploy attempts by outcome", deploys.clone());
-        let worker_rss = Family::<WorkerLabels, Gauge>::default();
-        registry.register(
+        function_registry.register(
             "worker_resident_bytes",
             "Resident memory of each warm worker",
             worker_rss.clone(),
