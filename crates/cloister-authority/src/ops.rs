@@ -101,6 +101,15 @@ pub struct Activation {
     pub version: u32,
     /// true to activate, false to deactivate.
     pub active: bool,
+    /// With `active: false`: every version above `version` too, as keyvault knows them (a
+    /// rollback cannot be told of fewer versions than exist). `version` may then be one past
+    /// the latest (nothing to deactivate). Absent from the signed bytes when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub and_newer: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Body for Activation {

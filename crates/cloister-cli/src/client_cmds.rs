@@ -825,10 +825,15 @@ async fn rollback(
     let mut active = c.activate(name, &function_id, to, true).await?.active;
     let mut deactivated = Vec::new();
     if !keep_newer {
-        for v in list.versions.iter().map(|v| v.version).filter(|v| *v > to) {
-            active = c.activate(name, &function_id, v, false).await?.active;
-            deactivated.push(v);
-        }
+        // One signed deactivation of everything above `to` as keyvault knows it: a gateway
+        // that hides a version from the list cannot keep it active.
+        active = c.deactivate_from(name, &function_id, to + 1).await?.active;
+        deactivated = list
+            .versions
+            .iter()
+            .map(|v| v.version)
+            .filter(|v| *v > to)
+            .collect();
     }
     let now = c
         .set_current(name, if to == latest { None } else { Some(to) })

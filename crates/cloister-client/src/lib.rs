@@ -783,6 +783,26 @@ impl Client {
             name: name.to_owned(),
             version,
             active,
+            and_newer: false,
+        };
+        self.relay_signed("/v1/activations", &body, "an owner identity is needed")
+            .await
+    }
+
+    /// An owner-signed deactivation of `version` and of every version above it that keyvault
+    /// knows (not just those the gateway lists); `version` may be one past the latest.
+    pub async fn deactivate_from(
+        &mut self,
+        name: &str,
+        function_id: &str,
+        version: u32,
+    ) -> Result<cloister_types::wire::ActivationResult, ClientError> {
+        let body = cloister_authority::ops::Activation {
+            function_id: function_id.to_owned(),
+            name: name.to_owned(),
+            version,
+            active: false,
+            and_newer: true,
         };
         self.relay_signed("/v1/activations", &body, "an owner identity is needed")
             .await

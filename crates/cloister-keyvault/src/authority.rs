@@ -1107,7 +1107,15 @@ impl Authority {
             .ok_or_else(|| Denied::UnknownFunction(a.function_id.clone()))?;
         Self::same_name(&f, &a.name)?;
         self.may_act(&signer, v.signer_id(), &f)?;
-        if a.version == 0 || a.version > f.latest_version {
+        if a.and_newer && a.active {
+            return Err(Denied::Invalid(
+                "\"and_newer\" applies to deactivations only".into(),
+            ));
+        }
+        // A deactivation of everything above the latest deactivates nothing, and is allowed
+        // (the signer cannot know the latest but by the gateway's word).
+        let past_latest_ok = a.and_newer && a.version == f.latest_version.saturating_add(1);
+        if a.version == 0 || (a.version > f.latest_version && !past_latest_ok) {
             return Err(Denied::UnknownFunction(format!(
                 "{} version {}",
                 a.function_id, a.version
@@ -1123,7 +1131,8 @@ impl Authority {
             self.signer_trusted(&m)?;
         }
         let mut rec = (*f).clone();
-        rec.active.retain(|x| *x != a.version);
+        rec.active
+            .retain(|x| *x != a.version && !(a.and_newer && *x > a.version));
         if a.active {
             rec.active.push(a.version);
             rec.active.sort_unstable();
@@ -1135,7 +1144,8 @@ impl Authority {
         )
         .detail("function_id", rec.function_id.clone())
         .detail("version", a.version)
-        .detail("active", a.active);
+        .detail("active", a.active)
+        .detail("and_newer", a.and_newer);
         self.store
             .authority_write(
                 vec![AuthorityWrite {

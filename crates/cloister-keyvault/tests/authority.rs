@@ -236,6 +236,7 @@ async fn signed_requests_are_bound_to_this_platform_and_expire() {
         name: "pay".into(),
         version: 1,
         active: true,
+        and_newer: false,
     };
     assert_eq!(
         denied(a.register_manifest(&fx.signed(&alice(), &act)).await),
@@ -271,6 +272,7 @@ async fn release_needs_the_manifest_code_and_an_active_version() {
         name: "pay".into(),
         version: 1,
         active: false,
+        and_newer: false,
     };
     a.activate(&fx.signed(&alice(), &off)).await.unwrap();
     assert_eq!(
@@ -289,6 +291,62 @@ async fn release_needs_the_manifest_code_and_an_active_version() {
     a.authorize_run(&id, 1, &code_hash("real code"))
         .await
         .unwrap();
+
+    // "This version and every newer one", as keyvault knows them: a rollback to v1 that
+    // names v2 deactivates v2 and v3 whatever a gateway listed; one past the latest is a
+    // no-op, two past is unknown; activating "and newer" is refused.
+    let mut prev = a
+        .function(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .latest_digest
+        .clone();
+    for code in ["v2 code", "v3 code"] {
+        let mut m = manifest("pay", code, &["KEY"]);
+        m.function_id = Some(id.clone());
+        m.previous = Some(prev.clone());
+        let r = a.register_manifest(&fx.signed(&alice(), &m)).await.unwrap();
+        prev = r.function.latest_digest.clone();
+    }
+    let from = |version: u32, active: bool| Activation {
+        function_id: id.clone(),
+        name: "pay".into(),
+        version,
+        active,
+        and_newer: true,
+    };
+    let r = a
+        .activate(&fx.signed(&alice(), &from(2, false)))
+        .await
+        .unwrap();
+    assert_eq!(r.active, vec![1]);
+    for v in [2, 3] {
+        assert_eq!(
+            denied(
+                a.authorize_run(&id, v, &code_hash(&format!("v{v} code")))
+                    .await
+            ),
+            ErrorCode::InactiveVersion
+        );
+    }
+    let r = a
+        .activate(&fx.signed(&alice(), &from(4, false)))
+        .await
+        .unwrap();
+    assert_eq!(r.active, vec![1]);
+    assert_eq!(
+        denied(a.activate(&fx.signed(&alice(), &from(5, false))).await),
+        ErrorCode::FunctionNotFound
+    );
+    assert_eq!(
+        denied(a.activate(&fx.signed(&alice(), &from(2, true))).await),
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(
+        denied(a.activate(&fx.signed(&mallory(), &from(2, false))).await),
+        ErrorCode::NotOwner
+    );
 }
 
 #[tokio::test]
@@ -776,6 +834,7 @@ async fn revocation_stops_new_signatures_and_compromise_distrusts_old_manifests(
         name: "pay".into(),
         version: 1,
         active: true,
+        and_newer: false,
     };
     assert_eq!(
         denied(a.activate(&fx.signed(&admin(), &on)).await),
@@ -1274,6 +1333,7 @@ async fn an_owner_change_or_activation_signed_for_one_name_cannot_be_redirected_
         name: "test-fn".into(),
         version: 1,
         active: false,
+        and_newer: false,
     };
     assert_eq!(
         denied(a.activate(&fx.signed(&alice(), &off)).await),
