@@ -1059,6 +1059,9 @@ pub enum TokenCommand {
         /// acts only on functions that identity owns.
         #[arg(long = "for-identity", value_name = "ID")]
         for_identity: Option<String>,
+        /// An invoker token may invoke only these functions (repeatable); without it, any.
+        #[arg(long = "function", value_name = "NAME")]
+        functions: Vec<String>,
     },
     /// List active tokens.
     List,

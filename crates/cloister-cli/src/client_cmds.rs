@@ -607,6 +607,7 @@ pub async fn token(conn: Conn, cmd: TokenCommand, json: bool) -> anyhow::Result<
             role,
             label,
             for_identity: identity,
+            functions,
         } => {
             let role = Role::parse(&role).context("role must be admin, developer or invoker")?;
             let created = c
@@ -614,6 +615,7 @@ pub async fn token(conn: Conn, cmd: TokenCommand, json: bool) -> anyhow::Result<
                     role,
                     label,
                     identity,
+                    functions,
                 })
                 .await?;
             if json {

@@ -41,7 +41,7 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "token create",
-        "cloister token create --role invoker --label ci\n  cloister token create --role developer --for-identity <identity-id>",
+        "cloister token create --role invoker --label ci\n  cloister token create --role developer --for-identity <identity-id>\n  cloister token create --role invoker --function add --function hello   # only these",
     ),
     ("token list", "cloister token list"),
     ("token revoke", "cloister token revoke <token-id>"),

@@ -160,6 +160,7 @@ async fn authentication_and_roles_are_enforced() {
             role: Role::Invoker,
             label: Some("ci".into()),
             identity: None,
+            functions: vec![],
         })
         .await
         .unwrap();
@@ -169,6 +170,7 @@ async fn authentication_and_roles_are_enforced() {
             role: Role::Developer,
             label: None,
             identity: Some(dev_identity.id().to_string()),
+            functions: vec![],
         })
         .await
         .unwrap();
@@ -214,6 +216,7 @@ async fn authentication_and_roles_are_enforced() {
                 role: Role::Admin,
                 label: None,
                 identity: None,
+                functions: vec![],
             })
             .await,
         "forbidden",
@@ -454,6 +457,7 @@ async fn every_path_and_method_in_the_openapi_document_is_routed() {
             role: Role::Invoker,
             label: None,
             identity: None,
+            functions: vec![],
         })
         .await
         .unwrap();
@@ -501,6 +505,70 @@ async fn every_path_and_method_in_the_openapi_document_is_routed() {
     // The check can fail: an undocumented path gets the router's answer.
     let r = c.raw(Method::GET, "/v1/nothing", None).await.unwrap();
     assert_eq!((r.status, body_error(&r).code.as_str()), (404, "not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoker_token_scoped_to_functions_invokes_only_those() {
+    let p = Platform::start().await;
+    p.deploy("add", "add.js", None).await;
+    p.deploy("other", "add.js", None).await;
+    let mut admin = p.admin();
+    let scoped = admin
+        .create_token(&TokenCreateRequest {
+            role: Role::Invoker,
+            label: Some("ci".into()),
+            identity: None,
+            functions: vec!["add".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(scoped.info.functions, vec!["add".to_owned()]);
+    let mut c = p.client(Some(&scoped.token));
+    c.invoke("add", r#"{"a":1,"b":2}"#, None).await.unwrap();
+    let e = assert_api_error(c.invoke("other", "{}", None).await, "forbidden", 403);
+    assert!(e.message.contains("only add"), "{}", e.message);
+    assert_api_error(c.signed_manifest("other", None).await, "forbidden", 403);
+    assert!(c.signed_manifest("add", None).await.is_ok());
+    // The scope is listed (and audited), and only invoker tokens take one.
+    let listed = admin.list_tokens().await.unwrap();
+    assert!(
+        listed
+            .tokens
+            .iter()
+            .any(|t| t.id == scoped.info.id && t.functions == vec!["add".to_owned()])
+    );
+    for (role, functions) in [
+        (Role::Developer, vec!["add".to_owned()]),
+        (Role::Invoker, vec!["Not_A_Name".to_owned()]),
+    ] {
+        assert_api_error(
+            admin
+                .create_token(&TokenCreateRequest {
+                    role,
+                    label: None,
+                    identity: None,
+                    functions,
+                })
+                .await,
+            "invalid_request",
+            400,
+        );
+    }
+    // Through the CLI.
+    let o = p.cli(&[
+        "--json",
+        "token",
+        "create",
+        "--role",
+        "invoker",
+        "--function",
+        "other",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["functions"], json!(["other"]), "{v}");
+    let audit = String::from_utf8_lossy(&p.cli(&["audit", "list"]).stdout).into_owned();
+    assert!(audit.contains("\"functions\":[\"add\"]"), "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -724,6 +792,7 @@ mod limits {
                 role: Role::Invoker,
                 label: None,
                 identity: None,
+                functions: vec![],
             })
             .await
             .unwrap()

@@ -944,6 +944,7 @@ async fn rollback_is_owner_signed_and_holds_until_the_next_deploy() {
             role: cloister_types::Role::Developer,
             label: None,
             identity: Some(stranger.id().to_string()),
+            functions: vec![],
         })
         .await
         .unwrap();

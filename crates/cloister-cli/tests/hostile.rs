@@ -520,6 +520,7 @@ async fn a_developer_token_acts_only_on_functions_its_identity_owns() {
             role: cloister_types::Role::Developer,
             label: Some("mallory".into()),
             identity: Some(mallory.id().to_string()),
+            functions: vec![],
         })
         .await
         .unwrap();

@@ -204,6 +204,7 @@ async fn a_revoked_admin_token_is_not_resurrected_on_restart() {
             role: cloister_types::Role::Admin,
             label: None,
             identity: None,
+            functions: vec![],
         })
         .await
         .unwrap();

@@ -1192,6 +1192,7 @@ async fn fn_history_and_logs_show_recent_invocations_and_nothing_of_sealed_ones(
             role: cloister_types::Role::Developer,
             label: None,
             identity: Some(dev_identity.id().to_string()),
+            functions: vec![],
         })
         .await
         .unwrap();
@@ -1206,6 +1207,7 @@ async fn fn_history_and_logs_show_recent_invocations_and_nothing_of_sealed_ones(
             role: cloister_types::Role::Invoker,
             label: None,
             identity: None,
+            functions: vec![],
         })
         .await
         .unwrap();

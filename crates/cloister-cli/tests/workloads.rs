@@ -312,6 +312,7 @@ async fn adversarial_workloads_fail_with_their_codes_and_the_worker_is_replaced(
             role: cloister_types::Role::Invoker,
             label: None,
             identity: None,
+            functions: vec![],
         })
         .await
         .unwrap();

@@ -31,9 +31,26 @@ pub struct Caller {
     pub role: Role,
     /// Identity (id) the token acts for, if it is bound to one.
     pub identity: Option<String>,
+    /// Functions (names) the token may invoke; empty: every function.
+    pub functions: Vec<String>,
 }
 
 impl Caller {
+    /// Fails with `forbidden` unless the token may invoke `function` (a scoped invoker
+    /// token names the functions it may invoke).
+    pub fn require_function(&self, function: &str) -> HttpResult<()> {
+        if self.functions.is_empty() || self.functions.iter().any(|f| f == function) {
+            return Ok(());
+        }
+        Err(HttpError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this token may invoke only {}, not {function}",
+                self.functions.join(", ")
+            ),
+        ))
+    }
+
     /// Fails with `forbidden` unless the caller may act on a function owned by `owners`:
     /// admin tokens act on every function; developer tokens only for their identity's.
     /// (The HTTP layer's check; keyvault checks the owner's signature itself.)
@@ -111,6 +128,7 @@ pub async fn create_token(
     role: Role,
     label: Option<String>,
     identity: Option<String>,
+    functions: Vec<String>,
 ) -> HttpResult<(TokenRecord, Zeroizing<String>)> {
     let (value, id) = generate_token();
     let record = store
@@ -120,6 +138,7 @@ pub async fn create_token(
             role,
             label,
             identity,
+            functions,
         })
         .await?;
     Ok((record, value))
@@ -228,6 +247,7 @@ impl Authenticator {
             token_id: record.id,
             role: record.role,
             identity: record.identity,
+            functions: record.functions,
         };
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() > 10_000 {

@@ -60,7 +60,7 @@ pub async fn ensure_admin_token(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    let (record, value) = create_token(store, Role::Admin, Some("dev admin".into()), None)
+    let (record, value) = create_token(store, Role::Admin, Some("dev admin".into()), None, vec![])
         .await
         .map_err(|e| BootstrapError::Store(e.0.message))?;
     let mut file = std::fs::OpenOptions::new()

@@ -53,7 +53,7 @@ pub async fn invoke(
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Invoker, "invoke functions")?;
     let mut seen = Seen::default();
-    let result = invoke_inner(&s, &headers, name, body, &mut seen).await;
+    let result = invoke_inner(&s, &caller, &headers, name, body, &mut seen).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.0.code.as_str(),
@@ -178,12 +178,14 @@ fn sealed_rpc(sealed: SealedInput, max_input: usize) -> HttpResult<RpcSealed> {
 
 async fn invoke_inner(
     s: &Shared,
+    caller: &crate::auth::Caller,
     headers: &HeaderMap,
     name: Result<Path<String>, PathRejection>,
     body: Body,
     seen: &mut Seen,
 ) -> HttpResult<Answer> {
     let name = path_arg(name)?;
+    caller.require_function(&name)?;
     seen.function = Some(name.clone());
     // Base64 of a sealed request is a third larger than its parameters.
     let limit = (s.limits.max_input_bytes / 3 * 4).saturating_add(16 * 1024);

@@ -121,6 +121,7 @@ pub async fn manifest(
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Invoker, "read manifests")?;
     let name = crate::deploy::path_arg(name)?;
+    caller.require_function(&name)?;
     let version = crate::deploy::version_query(q.as_deref())?;
     let f = s.functions.resolve(&name, version).await?;
     let kv = keyvault(&s)?;

@@ -24,6 +24,7 @@ fn info(r: TokenRecord) -> TokenInfo {
         label: r.label,
         created_at: r.created_at,
         identity: r.identity,
+        functions: r.functions,
     }
 }
 
@@ -48,7 +49,26 @@ pub async fn create(
         cloister_authority::IdentityId::parse(id)
             .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
     }
-    let (record, value) = create_token(&*s.store, req.role, req.label, req.identity).await?;
+    if !req.functions.is_empty() {
+        if req.role != Role::Invoker {
+            return Err(HttpError::new(
+                ErrorCode::InvalidRequest,
+                "\"functions\" scopes invoker tokens only",
+            ));
+        }
+        if req.functions.len() > 100 {
+            return Err(HttpError::new(
+                ErrorCode::InvalidRequest,
+                "an invoker token names at most 100 functions",
+            ));
+        }
+        for f in &req.functions {
+            cloister_types::names::FunctionName::parse(f)
+                .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        }
+    }
+    let (record, value) =
+        create_token(&*s.store, req.role, req.label, req.identity, req.functions).await?;
     let draft = AuditDraft::new(
         caller.token_id.clone(),
         Action::TokenCreate,
@@ -56,7 +76,8 @@ pub async fn create(
     )
     .detail("role", record.role.as_str())
     .detail("label", record.label.clone())
-    .detail("identity", record.identity.clone());
+    .detail("identity", record.identity.clone())
+    .detail("functions", record.functions.clone());
     if let Err(e) = s.audit.audit_append(draft).await {
         // No token exists that the audit log does not show.
         let _ = s.store.revoke_token(&record.id).await;

@@ -115,6 +115,7 @@ async fn owners_follow_keyvault_and_rotations(store: &dyn Store) {
                 role: Role::Developer,
                 label: None,
                 identity: Some(identity.clone()),
+                functions: vec![],
             })
             .await
             .unwrap();
@@ -301,6 +302,7 @@ async fn tokens_are_found_by_hash_until_revoked(store: &dyn Store) {
             role: Role::Developer,
             label: Some("ci".into()),
             identity: None,
+            functions: vec![],
         })
         .await
         .unwrap();
@@ -319,6 +321,7 @@ async fn tokens_are_found_by_hash_until_revoked(store: &dyn Store) {
             role: Role::Invoker,
             label: None,
             identity: None,
+            functions: vec![],
         })
         .await
         .unwrap();
@@ -358,6 +361,7 @@ async fn token_ids_and_hashes_are_unique(store: &dyn Store) {
             role: Role::Admin,
             label: None,
             identity: None,
+            functions: vec![],
         })
         .await;
     assert!(
@@ -371,6 +375,7 @@ async fn token_ids_and_hashes_are_unique(store: &dyn Store) {
             role: Role::Admin,
             label: None,
             identity: None,
+            functions: vec![],
         })
         .await;
     assert!(

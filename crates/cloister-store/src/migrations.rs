@@ -148,6 +148,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ALTER TABLE functions ADD COLUMN current_version INTEGER;
     ",
     },
+    Migration {
+        version: 7,
+        name: "invoker tokens scoped to functions",
+        sql: "
+        ALTER TABLE tokens ADD COLUMN functions TEXT NOT NULL DEFAULT '[]';
+    ",
+    },
 ];
 
 /// Latest schema version this build knows.

@@ -48,6 +48,8 @@ pub struct NewToken {
     pub label: Option<String>,
     /// Identity (id) the token acts for; developer tokens act only on its functions.
     pub identity: Option<String>,
+    /// Function names an invoker token may invoke; empty: every function.
+    pub functions: Vec<String>,
 }
 
 /// A stored, active token (never the value).
@@ -63,6 +65,8 @@ pub struct TokenRecord {
     pub created_at: String,
     /// Identity (id) the token acts for.
     pub identity: Option<String>,
+    /// Function names an invoker token may invoke; empty: every function.
+    pub functions: Vec<String>,
 }
 
 /// Why a store operation failed.

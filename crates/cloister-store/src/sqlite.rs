@@ -221,23 +221,43 @@ fn decode_version(
     Ok(info)
 }
 
-type TokenRow = (String, String, Option<String>, String, Option<String>);
+type TokenRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+);
+
+/// The columns [`token_row`] reads.
+const TOKEN_COLUMNS: &str = "id, role, label, created_at, identity, functions";
 
 fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn decode_token(
-    (id, role, label, created_at, identity): TokenRow,
+    (id, role, label, created_at, identity, functions): TokenRow,
 ) -> Result<TokenRecord, StoreError> {
     let role = Role::parse(&role)
         .ok_or_else(|| StoreError::Corrupt(format!("token {id} has role {role:?}")))?;
+    let functions = serde_json::from_str(&functions)
+        .map_err(|e| StoreError::Corrupt(format!("functions of token {id}: {e}")))?;
     Ok(TokenRecord {
         id,
         role,
         label,
         created_at,
         identity,
+        functions,
     })
 }
 
@@ -579,15 +599,17 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let now = now_rfc3339();
             c.execute(
-                "INSERT INTO tokens (id, hash, role, label, created_at, identity) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO tokens (id, hash, role, label, created_at, identity, functions) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     new.id,
                     &new.hash[..],
                     new.role.as_str(),
                     new.label,
                     now,
-                    new.identity
+                    new.identity,
+                    serde_json::to_string(&new.functions)
+                        .map_err(|e| StoreError::Backend(e.to_string()))?
                 ],
             )
             .map_err(backend)?;
@@ -597,6 +619,7 @@ impl Store for SqliteStore {
                 label: new.label,
                 created_at: now,
                 identity: new.identity,
+                functions: new.functions,
             })
         })
         .await
@@ -606,7 +629,9 @@ impl Store for SqliteStore {
         let hash = *hash;
         self.with(move |c| {
             c.query_row(
-                "SELECT id, role, label, created_at, identity FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"
+                ),
                 [&hash[..]],
                 token_row,
             )
@@ -621,10 +646,10 @@ impl Store for SqliteStore {
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.with(|c| {
             let mut stmt = c
-                .prepare(
-                    "SELECT id, role, label, created_at, identity FROM tokens WHERE revoked_at IS NULL \
-                     ORDER BY created_at, id",
-                )
+                .prepare(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL \
+                     ORDER BY created_at, id"
+                ))
                 .map_err(backend)?;
             let rows = stmt.query_map([], token_row).map_err(backend)?;
             rows.map(|r| r.map_err(backend).and_then(decode_token))

@@ -35,12 +35,13 @@ async fn state_survives_reopen_and_migrations_are_not_reapplied() {
                 role: Role::Admin,
                 label: None,
                 identity: None,
+                functions: vec![],
             })
             .await
             .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
     let v = store
         .get_version("keep", None)
         .await

@@ -318,6 +318,9 @@ pub struct TokenCreateRequest {
     /// only for functions that identity owns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Invoker tokens only: the functions (names) it may invoke; empty: every function.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
 }
 
 /// Metadata of a token (never its value or hash).
@@ -336,6 +339,9 @@ pub struct TokenInfo {
     /// Identity id the token acts for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The functions it may invoke (invoker tokens); empty: every function.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
 }
 
 /// `POST /v1/tokens` response: the only time a token's value is shown.
