@@ -75,7 +75,6 @@ fn init_tracing(cmd: &Command) {
 
 async fn run(cli: Cli, token_typed: bool) -> anyhow::Result<ExitCode> {
     let json = cli.json;
-    // Commands that talk to no server (or name it themselves) read no credentials here.
     // Local function work needs no server and no credentials.
     match cli.command {
         Command::Fn(cli::FnCommand::Run(args)) => local_run::run(args, json).await,
@@ -90,6 +89,7 @@ async fn run(cli: Cli, token_typed: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_server_command(cli: Cli, json: bool, token_typed: bool) -> anyhow::Result<ExitCode> {
+    // Commands that talk to no server (or name it themselves) read no credentials here.
     let conn = match &cli.command {
         Command::Serve(_)
         | Command::Gateway(_)

@@ -59,6 +59,7 @@ pub async fn invoke(
         Err(e) => e.0.code.as_str(),
     };
     let elapsed = started.elapsed();
+    let duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
     // Per-function series only for names that resolved to a deployed function.
     let resolved = (seen.version > 0)
         .then_some(seen.function.as_deref())
@@ -74,7 +75,7 @@ pub async fn invoke(
         execution_id = seen.execution_id.as_deref().unwrap_or("-"),
         sealed = seen.sealed,
         outcome,
-        duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        duration_ms,
         executor_ms = seen.executor_ms,
         "invocation"
     );
@@ -87,7 +88,7 @@ pub async fn invoke(
                 execution_id: execution_id.clone(),
                 version: seen.version,
                 outcome: outcome.to_owned(),
-                duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                duration_ms,
                 sealed: seen.sealed,
                 logs: std::mem::take(&mut seen.logs),
                 error: seen.error.take(),
