@@ -96,46 +96,16 @@ pub fn load(path: &Path) -> anyhow::Result<Credentials> {
 
 /// Writes the credentials file atomically, mode 0600 (its directory 0700 when created).
 pub fn store(path: &Path, c: &Credentials) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    // A name of its own, so two writers never rename each other's half-written file.
-    let tmp = path.with_extension(format!(
-        "json.{}.{}.tmp",
-        std::process::id(),
-        hex::encode(rand::random::<[u8; 6]>())
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
     let text = Zeroizing::new(serde_json::to_string_pretty(c)?);
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    crate::private_file::write_atomic(path, text.as_bytes())
 }
 
 /// Changes the credentials file with `f`; returns its path. Writers take turns (an exclusive
 /// lock on `credentials.json.lock`), so concurrent updates are not lost.
 pub fn update(f: impl FnOnce(&mut Credentials)) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let p = path()?;
-    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    crate::private_file::ensure_dir(&p)?;
     let lock_path = p.with_extension("json.lock");
     let lock = std::fs::OpenOptions::new()
         .write(true)

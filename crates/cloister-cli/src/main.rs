@@ -16,6 +16,7 @@ mod identity_cmd;
 mod local_run;
 mod output;
 mod policy_cmd;
+mod private_file;
 mod receipt_cmd;
 mod restore_cmd;
 mod roles;

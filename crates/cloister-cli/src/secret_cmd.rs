@@ -97,27 +97,7 @@ fn normalize_url_keys(cfg: &mut Value, path: &Path) -> anyhow::Result<()> {
 }
 
 pub(crate) fn write_config(path: &Path, cfg: &Value) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    // A name of its own, so two writers never rename each other's half-written file.
-    let tmp = path.with_extension(format!(
-        "json.{}.{}.tmp",
-        std::process::id(),
-        hex::encode(rand::random::<[u8; 6]>())
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(serde_json::to_string_pretty(cfg)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    crate::private_file::write_atomic(path, serde_json::to_string_pretty(cfg)?.as_bytes())
 }
 
 /// The sim root to trust for `url`: explicit, else pinned earlier, else pinned now (TOFU).
