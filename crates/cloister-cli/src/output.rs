@@ -193,48 +193,64 @@ pub fn history_table(rs: &[cloister_types::wire::InvocationRecord]) {
         println!("no recent invocations");
         return;
     }
-    let rows: Vec<[String; 6]> = rs
+    let rows: Vec<Vec<String>> = rs
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.at.clone(),
-                printable(&r.execution_id).into_owned(),
+                r.execution_id.clone(),
                 format!("v{}", r.version),
-                printable(&r.outcome).into_owned(),
+                r.outcome.clone(),
                 format!("{:.1} ms", r.duration_ms),
                 if r.sealed { "sealed" } else { "plain" }.to_owned(),
             ]
         })
         .collect();
-    let header = ["AT", "EXECUTION", "VERSION", "OUTCOME", "DURATION", "KIND"];
-    let w: Vec<usize> = (0..6)
+    print_table(
+        &["AT", "EXECUTION", "VERSION", "OUTCOME", "DURATION", "KIND"],
+        &rows,
+        &[4],
+    );
+}
+
+/// Prints `rows` under `header` with every column but the last padded to its widest cell
+/// (columns in `right` aligned right), two spaces apart. Cells are shown through
+/// [`printable`]: what a server sent cannot drive the terminal.
+pub fn print_table(header: &[&str], rows: &[Vec<String>], right: &[usize]) {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
         .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([header[i].len()])
+            cells
+                .iter()
+                .filter_map(|r| r.get(i).map(|c| c.chars().count()))
+                .chain([header[i].chars().count()])
                 .max()
                 .unwrap_or(0)
         })
         .collect();
-    let line = |r: [&str; 6]| {
-        println!(
-            "{:<a$}  {:<b$}  {:<c$}  {:<d$}  {:>e$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            a = w[0],
-            b = w[1],
-            c = w[2],
-            d = w[3],
-            e = w[4]
-        );
+    let line = |r: &[&str]| {
+        let mut out = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            let w = widths.get(i).copied().unwrap_or(0);
+            if i + 1 == r.len() {
+                out.push_str(c);
+            } else if right.contains(&i) {
+                out.push_str(&format!("{c:>w$}"));
+            } else {
+                out.push_str(&format!("{c:<w$}"));
+            }
+        }
+        println!("{out}");
     };
     line(header);
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+    for r in &cells {
+        line(&r.iter().map(String::as_str).collect::<Vec<_>>());
     }
 }
 

@@ -586,11 +586,10 @@ async fn migrate(args: MigrateArgs, json_mode: bool) -> anyhow::Result<()> {
 
 /// Prints audit entries as a table whose columns line up whatever their widths.
 fn print_audit_table(entries: &[cloister_audit::AuditEntry]) {
-    let header = ["SEQ", "AT", "ACTION", "SUBJECT", "ACTOR", "DETAILS"];
-    let rows: Vec<[String; 6]> = entries
+    let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            [
+            vec![
                 e.seq.to_string(),
                 e.at.clone(),
                 e.action.clone(),
@@ -600,34 +599,11 @@ fn print_audit_table(entries: &[cloister_audit::AuditEntry]) {
             ]
         })
         .collect();
-    let width = |i: usize| {
-        rows.iter()
-            .map(|r| r[i].chars().count())
-            .chain([header[i].len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let widths = [width(0), width(1), width(2), width(3), width(4)];
-    let line = |r: [&str; 6]| {
-        println!(
-            "{:>w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-            w4 = widths[4],
-        )
-    };
-    line(header);
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]].map(String::as_str));
-    }
+    output::print_table(
+        &["SEQ", "AT", "ACTION", "SUBJECT", "ACTOR", "DETAILS"],
+        &rows,
+        &[0],
+    );
 }
 
 /// Runs `audit ...`.
