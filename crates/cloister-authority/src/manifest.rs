@@ -1,6 +1,8 @@
 //! Function manifests: what one version of a function is, signed by an owner. keyvault
 //! releases secrets by them and the executor runs a function only as its manifest says.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::request::Body;
@@ -47,6 +49,12 @@ pub struct Manifest {
     /// attested executors; sealed invocation is the default (absent: false).
     #[serde(default, skip_serializing_if = "is_false")]
     pub confidential: bool,
+    /// Non-secret configuration handed to the code as `context.env` (absent: none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The file the code was deployed from, named in its stack traces (absent: `function.js`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_name: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {

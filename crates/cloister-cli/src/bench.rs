@@ -253,6 +253,8 @@ async fn bench_workload(
             limits: None,
             manifest: None,
             sealed_code: None,
+            env: Default::default(),
+            source_name: None,
         })
         .await?;
     let result = async {

@@ -234,6 +234,8 @@ pub async fn run(
             limits: None,
             manifest: None,
             sealed_code: None,
+            env: Default::default(),
+            source_name: None,
         })
         .await?;
     let result = measure(&mut c, conn, token, args, &kv, &name, &f).await;

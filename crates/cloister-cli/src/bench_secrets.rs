@@ -59,6 +59,8 @@ async fn deploy(
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     };
     Ok(c.deploy(&req).await?.function_id)
 }
@@ -250,6 +252,8 @@ pub async fn deploys(
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     };
     eprintln!("bench: {} sequential deploys…", args.deploys);
     c.deploy(&req).await?;

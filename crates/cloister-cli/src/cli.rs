@@ -970,6 +970,19 @@ pub struct DeployArgs {
     /// A secret the function needs (`NAME` or `CATEGORY/NAME`); repeatable.
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// Non-secret configuration the code reads as `context.env.KEY`, KEY=VALUE (repeatable);
+    /// part of the signed manifest and visible to anyone who can read the function: never
+    /// put a secret here.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_assignment)]
+    pub env: Vec<(String, String)>,
+}
+
+/// Parses one `--env KEY=VALUE`.
+fn parse_env_assignment(s: &str) -> Result<(String, String), String> {
+    cloister_types::function_env::parse_assignment(s).map_err(|e| match s.contains('=') {
+        true => e.to_string(),
+        false => format!("expected KEY=VALUE, got {s:?}"),
+    })
 }
 
 /// `cloister fn invoke`.
@@ -1019,6 +1032,11 @@ pub struct RunArgs {
     /// File holding the parameters as JSON (`-` for stdin).
     #[arg(long)]
     pub params_file: Option<PathBuf>,
+    /// Non-secret configuration the code reads as `context.env.KEY`, KEY=VALUE (repeatable);
+    /// part of the signed manifest and visible to anyone who can read the function: never
+    /// put a secret here.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_assignment)]
+    pub env: Vec<(String, String)>,
     /// A secret the function sees, NAME=VALUE (repeatable). Values on a command line are
     /// visible to other local users: prefer --secrets-file for real ones.
     #[arg(long, value_name = "NAME=VALUE")]

@@ -69,6 +69,12 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
             };
             if json {
                 output::json(&info);
+            } else if info.unchanged {
+                println!(
+                    "unchanged: {} v{} already runs this code and configuration ({}); \
+                     nothing deployed",
+                    info.name, info.version, info.code_hash
+                );
             } else {
                 println!(
                     "deployed {} v{} ({}{})",
@@ -223,7 +229,17 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
         limits,
         manifest: None,
         sealed_code: None,
+        env: args.env.into_iter().collect(),
+        source_name: source_name_of(&args.file),
     })
+}
+
+/// The base name of `file` as stack traces show it, when it is a valid source name.
+pub(crate) fn source_name_of(file: &std::path::Path) -> Option<String> {
+    let base = file.file_name()?.to_str()?;
+    cloister_types::SourceName::parse(base)
+        .ok()
+        .map(|n| n.to_string())
 }
 
 /// The parameters' JSON text: `--params`, else `--params-file` (`-`: stdin), else `{}`.

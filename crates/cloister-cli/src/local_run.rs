@@ -48,14 +48,14 @@ fn secrets(args: &RunArgs) -> anyhow::Result<SecretValues> {
                 f.display()
             )
         })? {
-            out.insert(k, v);
+            out.insert(k, Zeroizing::new(v.as_bytes().to_vec()));
         }
     }
     for s in &args.secret {
         let Some((k, v)) = s.split_once('=') else {
             bail!("--secret takes NAME=VALUE (the name only is `{s}`)");
         };
-        out.insert(k.to_owned(), Zeroizing::new(v.to_owned()));
+        out.insert(k.to_owned(), Zeroizing::new(v.as_bytes().to_vec()));
     }
     for name in out.keys() {
         cloister_types::names::SecretRef::parse(name)
@@ -94,7 +94,10 @@ pub async fn run(args: RunArgs, json: bool) -> anyhow::Result<std::process::Exit
         secrets: values.keys().cloned().collect(),
         limits,
         digest: "local".into(),
+        env: args.env.iter().cloned().collect(),
+        source_name: crate::client_cmds::source_name_of(&args.file),
     };
+    cloister_types::function_env::check_env(&manifest.env)?;
     let worker =
         cloister_role::trusted::TrustedBinaries::locate(args.trusted_dir.as_deref())?.worker;
     let sup = Supervisor::new(
@@ -142,10 +145,15 @@ pub async fn run(args: RunArgs, json: bool) -> anyhow::Result<std::process::Exit
         }
         Err(f) => {
             let file = args.file.display().to_string();
-            // The sandbox names the source `function.js`: show the file it came from.
+            // The sandbox names the source by its base name: show the path given.
             let stack = f.stack.map(|s| {
                 s.replace(
-                    &format!("{}:", cloister_sandbox::engine::SOURCE_NAME),
+                    &format!(
+                        "{}:",
+                        crate::client_cmds::source_name_of(&args.file).unwrap_or_else(|| {
+                            cloister_sandbox::protocol::DEFAULT_SOURCE_NAME.to_owned()
+                        })
+                    ),
                     &format!("{file}:"),
                 )
             });

@@ -120,6 +120,13 @@ pub fn function(f: &FunctionInfo) {
     } else {
         println!("  secrets      {}", f.required_secrets.join(", "));
     }
+    if let Some(s) = &f.source_name {
+        println!("  source       {}", printable(s));
+    }
+    for (i, (k, v)) in f.env.iter().enumerate() {
+        let label = if i == 0 { "env" } else { "" };
+        println!("  {label:<12} {}={}", printable(k), printable(v));
+    }
     println!("  created      {}", f.created_at);
 }
 

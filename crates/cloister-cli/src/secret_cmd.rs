@@ -20,7 +20,7 @@ use crate::client_cmds::resolve_token;
 use crate::output::{self, Coded};
 
 /// Largest secret value accepted (keyvault refuses larger ones too).
-const MAX_VALUE_BYTES: usize = 64 * 1024;
+const MAX_VALUE_BYTES: usize = cloister_types::limits::MAX_SECRET_VALUE_BYTES;
 
 fn client(conn: &Conn) -> anyhow::Result<Client> {
     Ok(Client::new(&conn.url, resolve_token(conn.token.clone())?)?)
@@ -363,7 +363,8 @@ fn read_value(args: &SecretPutArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
             buf.extend_from_slice(first.as_bytes());
         }
     }
-    if !args.keep_newline {
+    // A text value loses the newline its file or terminal added; binary values stay exact.
+    if !args.keep_newline && std::str::from_utf8(&buf).is_ok() {
         let len = buf.len();
         if buf.ends_with(b"\r\n") {
             buf.truncate(len - 2);
@@ -372,13 +373,13 @@ fn read_value(args: &SecretPutArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         }
     }
     if buf.len() > MAX_VALUE_BYTES {
-        bail!("the value is larger than {MAX_VALUE_BYTES} bytes");
+        bail!(
+            "the value is larger than {MAX_VALUE_BYTES} bytes, the limit for one secret \
+             (docs/SECRETS.md)"
+        );
     }
     if buf.is_empty() {
         bail!("the value is empty");
-    }
-    if std::str::from_utf8(&buf).is_err() {
-        bail!("secret values must be UTF-8 text (encode binary values, e.g. base64)");
     }
     Ok(buf)
 }

@@ -20,6 +20,8 @@ fn deploy_req(name: &str, code: &str) -> DeployRequest {
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     }
 }
 

@@ -41,6 +41,8 @@ async fn deploy(p: &Platform, name: &str, secrets: Vec<String>) -> String {
         limits: Some(serde_json::from_value(serde_json::json!({"timeoutMs": 10000})).unwrap()),
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     };
     p.admin().deploy(&req).await.unwrap().function_id
 }
@@ -168,6 +170,8 @@ fn tiny(name: &str) -> DeployRequest {
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     }
 }
 

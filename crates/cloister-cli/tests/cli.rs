@@ -881,6 +881,8 @@ async fn rollback_is_owner_signed_and_holds_until_the_next_deploy() {
                 limits: None,
                 manifest: None,
                 sealed_code: None,
+                env: Default::default(),
+                source_name: None,
             })
             .await
             .unwrap()
@@ -970,4 +972,140 @@ async fn rollback_is_owner_signed_and_holds_until_the_next_deploy() {
     deploy(4).await;
     assert_eq!(ran(&p, &[]), Some(4));
     assert_eq!(versions(&p)["pinned"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_binary_secrets_stack_file_names_and_unchanged_redeploys() {
+    let p = Platform::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cfg-fn.js");
+    std::fs::write(
+        &file,
+        "function handler(params, secrets, context) {\n\
+         \x20 if (params.fail) { throw new Error('boom'); }\n\
+         \x20 const k = secrets.KEY;\n\
+         \x20 return { env: context.env, frozen: Object.isFrozen(context.env),\n\
+         \x20          binary: k instanceof Uint8Array, bytes: Array.from(k) };\n\
+         }\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let deploy = |extra: &[&str]| {
+        let mut args = vec!["--json", "fn", "deploy", f, "--secret", "KEY"];
+        args.extend(extra);
+        let o = p.cli(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap()
+    };
+    let env = ["--env", "LOG_LEVEL=debug", "--env", "URL=https://x/?a=b"];
+    let v1 = deploy(&env);
+    assert_eq!(v1["version"], 1);
+    assert_eq!(
+        v1["env"],
+        serde_json::json!({"LOG_LEVEL": "debug", "URL": "https://x/?a=b"})
+    );
+    assert_eq!(v1["sourceName"], "cfg-fn.js");
+    assert!(v1.get("unchanged").is_none(), "{v1}");
+
+    // Any bytes, exactly: a trailing newline byte of a binary value is kept.
+    let bin = dir.path().join("key.bin");
+    std::fs::write(&bin, [0xff, 0x00, 0x0a, 0x80, 0x0a]).unwrap();
+    let o = p.cli(&[
+        "secret",
+        "put",
+        "KEY",
+        "--function",
+        "cfg-fn",
+        "--value-file",
+        bin.to_str().unwrap(),
+        "--sim-root",
+        &p.sim_root(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = p.cli(&["--json", "fn", "invoke", "cfg-fn"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        r["result"],
+        serde_json::json!({
+            "env": {"LOG_LEVEL": "debug", "URL": "https://x/?a=b"},
+            "frozen": true, "binary": true, "bytes": [255, 0, 10, 128, 10],
+        }),
+        "{r}"
+    );
+    // The stack names the deployed file, not a placeholder.
+    let o = p.cli(&["fn", "invoke", "cfg-fn", "--params", r#"{"fail":true}"#]);
+    let err = stderr(&o);
+    assert!(
+        err.contains("cfg-fn.js:2") && !err.contains("function.js"),
+        "{err}"
+    );
+
+    // The same code and configuration again: nothing registered, said so.
+    let again = deploy(&env);
+    assert_eq!(
+        (again["version"].clone(), again["unchanged"].clone()),
+        (1.into(), true.into())
+    );
+    let o = p.cli(&[
+        "fn",
+        "deploy",
+        f,
+        "--secret",
+        "KEY",
+        "--env",
+        "LOG_LEVEL=debug",
+        "--env",
+        "URL=https://x/?a=b",
+    ]);
+    assert!(
+        stdout(&o).starts_with("unchanged: cfg-fn v1"),
+        "{}",
+        stdout(&o)
+    );
+    let versions: Value =
+        serde_json::from_str(&stdout(&p.cli(&["--json", "fn", "versions", "cfg-fn"]))).unwrap();
+    assert_eq!(
+        versions["versions"].as_array().unwrap().len(),
+        1,
+        "{versions}"
+    );
+    // Another value is a new version; `fn show` lists the configuration.
+    let v2 = deploy(&["--env", "LOG_LEVEL=info"]);
+    assert_eq!(v2["version"], 2);
+    let shown = stdout(&p.cli(&["fn", "show", "cfg-fn"]));
+    assert!(
+        shown.contains("LOG_LEVEL=info") && shown.contains("cfg-fn.js"),
+        "{shown}"
+    );
+
+    // Bad configuration and oversized values are refused with a clear message.
+    let o = p.cli(&["fn", "deploy", f, "--env", "1BAD=x"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("invalid environment variable name"),
+        "{}",
+        stderr(&o)
+    );
+    let big = dir.path().join("big.bin");
+    std::fs::write(
+        &big,
+        vec![0xffu8; cloister_types::limits::MAX_SECRET_VALUE_BYTES + 1],
+    )
+    .unwrap();
+    let o = p.cli(&[
+        "secret",
+        "put",
+        "KEY",
+        "--function",
+        "cfg-fn",
+        "--value-file",
+        big.to_str().unwrap(),
+        "--sim-root",
+        &p.sim_root(),
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("65536 bytes"),
+        "{}",
+        stderr(&o)
+    );
 }

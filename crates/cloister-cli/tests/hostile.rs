@@ -163,6 +163,8 @@ async fn victim(p: &Platform) -> FunctionInfo {
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     };
     let info = p.admin().deploy(&req).await.unwrap();
     let out = write_victim_key(p, "put", NEEDLE.as_bytes());
@@ -277,6 +279,8 @@ async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() 
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     };
     assert_api_error(m.deploy(&req).await, "not_owner", 403);
     let path = cloister_types::SecretPath::parse(&format!(
@@ -537,6 +541,8 @@ async fn a_developer_token_acts_only_on_functions_its_identity_owns() {
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     };
     assert_api_error(m.deploy(&req).await, "forbidden", 403);
     assert_api_error(m.delete("victim").await, "forbidden", 403);
@@ -1001,6 +1007,8 @@ async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
             limits: None,
             manifest: None,
             sealed_code: None,
+            env: Default::default(),
+            source_name: None,
         })
         .await
         .unwrap();
@@ -1123,6 +1131,8 @@ async fn confidential_code_cached_in_the_executor_is_never_served_to_another_fun
                 limits: None,
                 manifest: None,
                 sealed_code: None,
+                env: Default::default(),
+                source_name: None,
             },
             key,
         )

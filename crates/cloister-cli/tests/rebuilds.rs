@@ -90,6 +90,8 @@ async fn deploy_and_put(p: &Platform, bins: &Path, value: &str) {
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     };
     p.admin().deploy(&req).await.unwrap();
     put(p, bins, value);

@@ -31,6 +31,8 @@ async fn deploy(p: &Platform, name: &str, code: &str) -> FunctionInfo {
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     };
     p.admin().deploy(&req).await.unwrap()
 }
@@ -981,6 +983,8 @@ async fn confidential_code_is_stored_sealed_runs_in_the_executor_and_only_owners
             limits: None,
             manifest: None,
             sealed_code: None,
+            env: Default::default(),
+            source_name: None,
         })
         .await
         .unwrap_err();
@@ -1016,6 +1020,8 @@ async fn confidential_code_is_stored_sealed_runs_in_the_executor_and_only_owners
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     };
     let e = as_dev.deploy_confidential(&evil, key).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotOwner), "{e}");

@@ -28,6 +28,8 @@ async fn deploy(p: &Platform, name: &str, secrets: &[&str]) -> cloister_types::w
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     };
     p.admin().deploy(&req).await.unwrap()
 }

@@ -94,6 +94,8 @@ async fn no_state_leaks_between_invocations_and_no_host_escape() {
         limits: None,
         manifest: None,
         sealed_code: None,
+        env: Default::default(),
+        source_name: None,
     };
     c2.deploy(&req).await.unwrap();
     let r = c2.invoke("escape-probe-planted", "{}", None).await.unwrap();
@@ -411,6 +413,8 @@ async fn context_logs_and_async_handlers_are_returned() {
             limits: None,
             manifest: None,
             sealed_code: None,
+            env: Default::default(),
+            source_name: None,
         })
         .await
         .unwrap();

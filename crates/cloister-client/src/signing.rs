@@ -62,6 +62,8 @@ pub fn manifest_for(req: &DeployRequest, existing: Option<&FunctionInfo>) -> Man
         },
         activate: true,
         confidential: req.sealed_code.is_some(),
+        env: req.env.clone(),
+        source_name: req.source_name.clone(),
     }
 }
 

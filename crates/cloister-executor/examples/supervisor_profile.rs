@@ -31,6 +31,8 @@ async fn main() {
             memory_mb: 64,
         },
         digest: "profile".into(),
+        env: Default::default(),
+        source_name: None,
     });
     let sup = Supervisor::new(ExecutorConfig::new(exe), Arc::new(manifests));
     let job = |i: usize, send: bool| Job {

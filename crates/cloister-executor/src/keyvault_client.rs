@@ -296,11 +296,8 @@ impl KeyvaultSecrets {
                     ));
                 }
                 let mut values = SecretValues::new();
-                for (name, bytes) in r.values {
-                    let text = String::from_utf8(bytes).map_err(|_| {
-                        SecretError::Unavailable(format!("secret `{name}` is not UTF-8"))
-                    })?;
-                    values.insert(name, Zeroizing::new(text));
+                for (name, bytes) in std::mem::take(&mut r.values) {
+                    values.insert(name, Zeroizing::new(bytes));
                 }
                 let manifest = RunManifest {
                     function_id: m.function_id,
@@ -316,6 +313,8 @@ impl KeyvaultSecrets {
                         memory_mb: m.memory_mb,
                     },
                     digest: m.digest,
+                    env: m.env.into_iter().collect(),
+                    source_name: Some(m.source_name).filter(|n| !n.is_empty()),
                 };
                 let code_key = if r.code_key.is_empty() {
                     None

@@ -232,10 +232,20 @@ impl Supervisor {
         }
     }
 
-    fn load_for(&self, code: Arc<str>, entrypoint: &str, limits: Limits) -> Load {
+    fn load_for(
+        &self,
+        code: Arc<str>,
+        entrypoint: &str,
+        limits: Limits,
+        m: Option<&RunManifest>,
+    ) -> Load {
         Load {
             code: code.to_string(),
             entrypoint: entrypoint.to_owned(),
+            source_name: m
+                .and_then(|m| m.source_name.clone())
+                .unwrap_or_else(|| cloister_sandbox::protocol::DEFAULT_SOURCE_NAME.to_owned()),
+            env: m.map(|m| m.env.clone()).unwrap_or_default(),
             memory_bytes: (limits.memory_mb as usize) << 20,
             stack_bytes: self.cfg.stack_bytes,
             load_timeout_ms: limits.timeout_ms,
@@ -257,7 +267,7 @@ impl Supervisor {
             )));
         };
         let limits = self.clamp(limits);
-        let load = self.load_for(Arc::from(code), entrypoint, limits);
+        let load = self.load_for(Arc::from(code), entrypoint, limits, None);
         let deadline = Duration::from_millis(limits.timeout_ms) + self.cfg.kill_grace * 5;
         match self.start_worker(load, deadline).await {
             Ok(mut w) => {
@@ -346,7 +356,7 @@ impl Supervisor {
             return p.clone();
         }
         let pool = Arc::new(Pool {
-            load: self.load_for(source, &m.entrypoint, limits),
+            load: self.load_for(source, &m.entrypoint, limits, Some(&m)),
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(self.cfg.max_workers_per_function),
             last_used: Mutex::new(Instant::now()),
@@ -470,12 +480,23 @@ impl Supervisor {
                 Err(f) => return ran(Err(f), Vec::new(), started),
             },
         };
+        // UTF-8 values reach the code as strings, any other bytes as a Uint8Array.
+        let mut text = std::collections::BTreeMap::new();
+        let mut binary = std::collections::BTreeMap::new();
+        for (k, v) in secrets.iter() {
+            match std::str::from_utf8(v) {
+                Ok(s) => {
+                    text.insert(k.clone(), s.to_owned());
+                }
+                Err(_) => {
+                    binary.insert(k.clone(), v.to_vec());
+                }
+            }
+        }
         let inv = Invoke {
             params: job.params,
-            secrets: secrets
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().to_owned()))
-                .collect(),
+            secrets: text,
+            binary_secrets: binary,
             context: InvocationContext {
                 function_name: m.name.clone(),
                 function_id: m.function_id.clone(),

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use cloister_types::{ErrorCode, Limits};
 use zeroize::Zeroizing;
 
-/// Secret values by the name the function sees; zeroized when dropped.
-pub type SecretValues = BTreeMap<String, Zeroizing<String>>;
+/// Secret values (any bytes) by the name the function sees; zeroized when dropped.
+pub type SecretValues = BTreeMap<String, Zeroizing<Vec<u8>>>;
 
 /// The fields of a registered manifest the executor runs a function by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,10 @@ pub struct RunManifest {
     pub limits: Limits,
     /// Digest of the signed manifest (hex).
     pub digest: String,
+    /// Non-secret configuration (`context.env`).
+    pub env: BTreeMap<String, String>,
+    /// The file the code came from, named in stack traces.
+    pub source_name: Option<String>,
 }
 
 /// What keyvault granted for one (function, version, loaded code).
@@ -152,9 +156,10 @@ impl SecretSource for StaticManifests {
 /// than [`MIN_REDACTED_LEN`] are left alone (redacting them would mangle ordinary text).
 pub fn redact(text: &str, values: &SecretValues) -> String {
     let mut out = text.to_owned();
-    for v in values.values() {
-        if v.len() >= MIN_REDACTED_LEN && out.contains(v.as_str()) {
-            out = out.replace(v.as_str(), "[REDACTED]");
+    // A binary value (not UTF-8) cannot appear in text as itself.
+    for v in values.values().filter_map(|v| std::str::from_utf8(v).ok()) {
+        if v.len() >= MIN_REDACTED_LEN && out.contains(v) {
+            out = out.replace(v, "[REDACTED]");
         }
     }
     out
@@ -170,8 +175,9 @@ mod tests {
     #[test]
     fn redacts_every_occurrence_of_every_value() {
         let mut v = SecretValues::new();
-        v.insert("A".into(), Zeroizing::new("hunter22".into()));
-        v.insert("B".into(), Zeroizing::new("xyz".into()));
+        v.insert("A".into(), Zeroizing::new(b"hunter22".to_vec()));
+        v.insert("B".into(), Zeroizing::new(b"xyz".to_vec()));
+        v.insert("C".into(), Zeroizing::new(vec![0xff, 0xfe, b'p', b'w']));
         assert_eq!(
             redact("pw=hunter22, again hunter22; xyz", &v),
             "pw=[REDACTED], again [REDACTED]; xyz"

@@ -65,6 +65,8 @@ fn manifests() -> Arc<StaticManifests> {
                 memory_mb: 16,
             },
             digest: format!("digest-{code}"),
+            env: Default::default(),
+            source_name: None,
         });
     }
     Arc::new(m)

@@ -17,7 +17,7 @@ use cloister_store::NewVersion;
 use cloister_types::wire::{DeployRequest, FunctionInfo, FunctionList};
 use cloister_types::{
     DeclaredSecretsError, Entrypoint, Environment, ErrorCode, FunctionName, Role, SecretRef,
-    ServerLimits, code_hash,
+    ServerLimits, SourceName, code_hash,
 };
 
 use crate::auth::Caller;
@@ -95,6 +95,11 @@ pub fn check_deploy(limits: &ServerLimits, req: DeployRequest) -> HttpResult<New
         }
     })?;
     let limits = limits.resolve(req.limits)?;
+    cloister_types::function_env::check_env(&req.env)
+        .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    if let Some(n) = &req.source_name {
+        SourceName::parse(n).map_err(invalid)?;
+    }
     Ok(NewVersion {
         version: None,
         manifest_digest: String::new(),
@@ -108,6 +113,8 @@ pub fn check_deploy(limits: &ServerLimits, req: DeployRequest) -> HttpResult<New
         environment: environment.to_string(),
         required_secrets: required_secrets.iter().map(SecretRef::to_string).collect(),
         limits,
+        env: req.env,
+        source_name: req.source_name,
     })
 }
 
@@ -172,8 +179,12 @@ pub async fn deploy(
     });
     let info = result?;
     // keyvault audited the deploy when it registered the manifest (actor: the signer).
-    let _ = &caller;
-    Ok((StatusCode::CREATED, Json(info)))
+    let status = if info.unchanged {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(info)))
 }
 
 /// Decodes the deploy's manifest (without trusting it: keyvault verifies) and checks that the
@@ -225,6 +236,12 @@ fn check_manifest(
     if m.limits.timeout_ms != new.limits.timeout_ms || m.limits.memory_mb != new.limits.memory_mb {
         return Err(mismatch("limits"));
     }
+    if m.env != new.env {
+        return Err(mismatch("env"));
+    }
+    if m.source_name != new.source_name {
+        return Err(mismatch("sourceName"));
+    }
     if let (Some(k), Some(id)) = (known, m.function_id.as_deref())
         && k.function_id != id
     {
@@ -273,6 +290,11 @@ async fn deploy_inner(
             ));
         }
         None => {}
+    }
+    if let Some(k) = &known
+        && let Some(info) = unchanged(s, k, &new, sealed_code.is_some()).await?
+    {
+        return Ok(info);
     }
     // Compile in a sandboxed worker: the gateway never evaluates function code itself (and
     // confidential code is opened only inside the executor).
@@ -356,6 +378,46 @@ async fn deploy_inner(
     s.functions.invalidate(&info.name);
     tracing::info!(name = %info.name, version = info.version, code_hash = %info.code_hash, "deployed");
     Ok(info)
+}
+
+/// The current version when it already is what `new` describes (same code, configuration and
+/// confidentiality) and is also the latest: a redeploy of it registers nothing. After a
+/// rollback the current version is older than the latest, and deploying it again is a change.
+async fn unchanged(
+    s: &Shared,
+    latest: &FunctionInfo,
+    new: &NewVersion,
+    confidential: bool,
+) -> HttpResult<Option<FunctionInfo>> {
+    let same = latest.code_hash == new.code_hash
+        && latest.runtime == new.runtime
+        && latest.entrypoint == new.entrypoint
+        && latest.environment == new.environment
+        && latest.required_secrets == new.required_secrets
+        && latest.limits == new.limits
+        && latest.env == new.env
+        && latest.source_name == new.source_name;
+    if !same {
+        return Ok(None);
+    }
+    let Some(current) = s.store.get_current(&latest.name).await? else {
+        return Ok(None);
+    };
+    if current.version != latest.version {
+        return Ok(None);
+    }
+    let stored = s
+        .store
+        .get_code(&current.function_id, current.version)
+        .await?
+        .unwrap_or_default();
+    if stored.starts_with(cloister_types::sealed::STORED_CODE_PREFIX) != confidential {
+        return Ok(None);
+    }
+    Ok(Some(FunctionInfo {
+        unchanged: true,
+        ..current
+    }))
 }
 
 /// Maps a rejected path segment to `invalid_request`.

@@ -742,6 +742,10 @@ impl Authority {
         if m.limits.timeout_ms == 0 || m.limits.memory_mb == 0 {
             return Err(inv("limits must be positive".into()));
         }
+        cloister_types::function_env::check_env(&m.env).map_err(|e| inv(e.to_string()))?;
+        if let Some(n) = &m.source_name {
+            cloister_types::SourceName::parse(n).map_err(|e| inv(e.to_string()))?;
+        }
         if let Some(id) = &m.function_id {
             names::validate_function_id(id).map_err(|e| inv(e.to_string()))?;
         }

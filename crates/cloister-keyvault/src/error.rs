@@ -76,6 +76,14 @@ pub enum VaultError {
     /// The request had the wrong shape.
     #[error("{0}")]
     Invalid(String),
+    /// A value above the size limit.
+    #[error("the secret value is {bytes} bytes; the maximum is {max}")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The sealed value could not be opened.
     #[error(
         "the sealed value cannot be opened: it was sealed to another key, for another path, or is damaged"
@@ -97,6 +105,7 @@ impl VaultError {
     pub fn code(&self) -> cloister_types::ErrorCode {
         use cloister_types::ErrorCode as C;
         match self {
+            Self::TooLarge { .. } => C::PayloadTooLarge,
             Self::Keys(KeyvaultError::Invalid { .. }) | Self::Invalid(_) | Self::BadSealedValue => {
                 C::InvalidRequest
             }

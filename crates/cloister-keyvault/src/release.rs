@@ -387,6 +387,8 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
             timeout_ms: m.limits.timeout_ms,
             memory_mb: m.limits.memory_mb,
             digest: manifest.digest.clone(),
+            env: m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            source_name: m.source_name.clone().unwrap_or_default(),
         }),
     })
 }

@@ -768,10 +768,15 @@ impl Vault {
         rotate: bool,
         actor: &str,
     ) -> Result<(u64, String), VaultError> {
-        if std::str::from_utf8(value).is_err() {
-            return Err(VaultError::Invalid(
-                "secret values must be UTF-8 text".into(),
-            ));
+        let max = cloister_types::limits::MAX_SECRET_VALUE_BYTES;
+        if value.len() > max {
+            return Err(VaultError::TooLarge {
+                bytes: value.len(),
+                max,
+            });
+        }
+        if value.is_empty() {
+            return Err(VaultError::Invalid("secret values cannot be empty".into()));
         }
         let p = path.to_string();
         let namespace = path.namespace();

@@ -87,6 +87,8 @@ fn manifest(name: &str, code: &str, secrets: &[&str]) -> Manifest {
         },
         activate: true,
         confidential: false,
+        env: Default::default(),
+        source_name: None,
     }
 }
 

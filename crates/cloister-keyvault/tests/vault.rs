@@ -44,6 +44,8 @@ async fn register(v: &Vault, name: &str, env: &str, names: &[&str]) -> Arc<Regis
         },
         activate: true,
         confidential: false,
+        env: Default::default(),
+        source_name: None,
     };
     let signed = sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap();
     v.authority()
@@ -443,6 +445,8 @@ fn manifest_for(
         },
         activate: true,
         confidential,
+        env: Default::default(),
+        source_name: None,
     };
     sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap()
 }
@@ -585,4 +589,31 @@ async fn a_broken_mac_neither_frees_a_name_nor_lets_an_older_record_back() {
         matches!(e, cloister_keyvault::authority::Denied::Tampered(_)),
         "the older record was read back: {e}"
     );
+}
+
+#[tokio::test]
+async fn values_are_any_bytes_up_to_the_documented_limit() {
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let p = path(&fid(&v, "f1").await, "BIN");
+    let max = cloister_types::limits::MAX_SECRET_VALUE_BYTES;
+    v.put(&p, &vec![0xffu8; max], false, "t").await.unwrap();
+    let err = v
+        .put(&p, &vec![0xffu8; max + 1], false, "t")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        cloister_types::ErrorCode::PayloadTooLarge,
+        "{err}"
+    );
+    assert!(err.to_string().contains("65537 bytes"), "{err}");
+    let err = v.put(&p, b"", false, "t").await.unwrap_err();
+    assert_eq!(err.code(), cloister_types::ErrorCode::InvalidRequest);
+    // Not UTF-8: released exactly as written.
+    let bin = [0x00u8, 0xc3, 0x28, 0x0a];
+    v.put(&p, &bin, true, "t").await.unwrap();
+    let m = register(&v, "f1", "production", &["BIN"]).await;
+    let (_, vals) = v.release(&m, "exec-1", "executor").await.unwrap();
+    assert_eq!(vals["BIN"].expose(), &bin[..]);
 }

@@ -28,6 +28,8 @@ fn main() {
         stack_bytes: 1 << 20,
         load_timeout_ms: 5000,
         max_output_bytes: 1 << 20,
+        source_name: "function.js".into(),
+        env: Default::default(),
     };
     let mut engine = Engine::new(load).expect("loads");
     let mut samples = Vec::with_capacity(n);
@@ -42,6 +44,7 @@ fn main() {
                 execution_id: format!("e{i}"),
                 timeout_ms: 5000,
             },
+            binary_secrets: Default::default(),
         };
         let t = Instant::now();
         let out = engine.invoke(inv);

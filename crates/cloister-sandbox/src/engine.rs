@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rquickjs::context::EvalOptions;
 use rquickjs::context::intrinsic;
 use rquickjs::function::Rest;
-use rquickjs::{Coerced, Context, Ctx, Function, Object, Runtime, Value};
+use rquickjs::{Coerced, Context, Ctx, Function, Object, Runtime, TypedArray, Value};
 use serde_json::value::RawValue;
 
 use crate::heap::{HeapWatch, LimitedHeap};
@@ -43,8 +43,6 @@ pub const REMOVED_GLOBALS: &[&str] = &[
     "queueMicrotask",
 ];
 
-/// File name shown in stacks and syntax errors.
-pub const SOURCE_NAME: &str = "function.js";
 /// Most `context.log` lines kept per invocation.
 pub const MAX_LOG_LINES: usize = 100;
 /// Longest kept log line, in bytes.
@@ -200,7 +198,7 @@ impl Engine {
                     self.instantiate(&ctx).map(|_| ()).map_err(|err| match err {
                         Instantiate::Threw(e) => {
                             let f = self.classify(&ctx, e);
-                            let (line, column) = source_position(&f);
+                            let (line, column) = source_position(&f, &self.load.source_name);
                             LoadError {
                                 message: f.message,
                                 line,
@@ -237,7 +235,7 @@ impl Engine {
     fn instantiate<'js>(&self, ctx: &Ctx<'js>) -> Result<Function<'js>, Instantiate> {
         let mut opts = EvalOptions::default();
         opts.strict = false;
-        opts.filename = Some(SOURCE_NAME.to_owned());
+        opts.filename = Some(self.load.source_name.clone());
         let ep = &self.load.entrypoint;
         let probe = format!("typeof {ep} === 'function' ? {ep} : undefined");
         let lookup = |ctx: &Ctx<'js>| -> Result<Value<'js>, Instantiate> {
@@ -339,6 +337,10 @@ impl Engine {
         for (name, value) in &inv.secrets {
             secrets.set(name.as_str(), value.as_str()).map_err(fail)?;
         }
+        for (name, bytes) in &inv.binary_secrets {
+            let array = TypedArray::<u8>::new_copy(ctx.clone(), bytes).map_err(fail)?;
+            secrets.set(name.as_str(), array).map_err(fail)?;
+        }
         freeze.call::<_, ()>((secrets.clone(),)).map_err(fail)?;
         let context = self.context_object(ctx, inv, logs).map_err(fail)?;
         freeze.call::<_, ()>((context.clone(),)).map_err(fail)?;
@@ -402,6 +404,13 @@ impl Engine {
             .map(|d| d.as_millis() as f64)
             .unwrap_or(0.0);
         obj.set("deadlineMs", now_ms + c.timeout_ms as f64)?;
+        let env = Object::new(ctx.clone())?;
+        for (k, v) in &self.load.env {
+            env.set(k.as_str(), v.as_str())?;
+        }
+        let freeze: Function = ctx.globals().get::<_, Object>("Object")?.get("freeze")?;
+        freeze.call::<_, ()>((env.clone(),))?;
+        obj.set("env", env)?;
         let log = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
             // Nothing is converted once the buffer is full, and the arguments of one call
             // are converted only until the line is full: however many (large) values a call
@@ -519,12 +528,12 @@ fn display<'js>(ctx: &Ctx<'js>, v: Value<'js>) -> String {
     }
 }
 
-/// Finds `function.js:LINE:COL` in a syntax error's stack or message.
-fn source_position(f: &Failure) -> (Option<u32>, Option<u32>) {
+/// Finds `SOURCE:LINE:COL` in a syntax error's stack or message.
+fn source_position(f: &Failure, source: &str) -> (Option<u32>, Option<u32>) {
     let texts = [f.stack.as_deref().unwrap_or(""), f.message.as_str()];
     for text in texts {
-        if let Some(idx) = text.find(&format!("{SOURCE_NAME}:")) {
-            let rest = &text[idx + SOURCE_NAME.len() + 1..];
+        if let Some(idx) = text.find(&format!("{source}:")) {
+            let rest = &text[idx + source.len() + 1..];
             let mut parts = rest.splitn(3, |c: char| !c.is_ascii_digit());
             let line = parts.next().and_then(|s| s.parse().ok());
             let column = parts.next().and_then(|s| s.parse().ok());

@@ -12,6 +12,12 @@ pub struct Load {
     pub code: String,
     /// Name of the top-level handler function (already validated as an identifier).
     pub entrypoint: String,
+    /// The file name stack traces give the code (the deployed file's).
+    #[serde(default = "default_source_name")]
+    pub source_name: String,
+    /// Non-secret configuration, frozen as `context.env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     /// JavaScript heap limit in bytes.
     pub memory_bytes: usize,
     /// Native stack budget for the engine in bytes.
@@ -20,6 +26,13 @@ pub struct Load {
     pub load_timeout_ms: u64,
     /// Largest JSON result accepted, in bytes.
     pub max_output_bytes: usize,
+}
+
+/// The file name stack traces give code that names none.
+pub const DEFAULT_SOURCE_NAME: &str = "function.js";
+
+fn default_source_name() -> String {
+    DEFAULT_SOURCE_NAME.to_owned()
 }
 
 /// Facts about the invocation exposed to the handler as `context`.
@@ -42,8 +55,11 @@ pub struct InvocationContext {
 pub struct Invoke {
     /// JSON parameters.
     pub params: Box<RawValue>,
-    /// Declared secrets by the name the function sees.
+    /// Declared secrets whose values are UTF-8, by the name the function sees (strings).
     pub secrets: BTreeMap<String, String>,
+    /// Declared secrets whose values are other bytes (a `Uint8Array` each).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub binary_secrets: BTreeMap<String, Vec<u8>>,
     /// Context facts.
     pub context: InvocationContext,
 }

@@ -22,6 +22,8 @@ fn load(code: &str) -> Load {
         stack_bytes: 1 << 20,
         load_timeout_ms: 1000,
         max_output_bytes: 1 << 20,
+        source_name: "function.js".into(),
+        env: Default::default(),
     }
 }
 
@@ -44,6 +46,7 @@ fn invoke_with(
             execution_id: "exec-1".into(),
             timeout_ms,
         },
+        binary_secrets: Default::default(),
     })
 }
 

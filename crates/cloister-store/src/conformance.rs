@@ -27,6 +27,8 @@ pub fn sample_version(name: &str, code: &str) -> NewVersion {
         version: None,
         manifest_digest: String::new(),
         owners: vec!["0123456789abcdef0123456789abcdef".into()],
+        env: [("LOG_LEVEL".to_owned(), "debug".to_owned())].into(),
+        source_name: Some(format!("{name}.js")),
     }
 }
 
@@ -191,6 +193,11 @@ async fn lookups_by_name_and_version(store: &dyn Store) {
         .unwrap()
         .expect("alpha v1 exists");
     assert_eq!(first.version, 1);
+    assert_eq!(
+        first.env.get("LOG_LEVEL").map(String::as_str),
+        Some("debug")
+    );
+    assert_eq!(first.source_name.as_deref(), Some("alpha.js"));
     assert_eq!(
         first.limits,
         Limits {

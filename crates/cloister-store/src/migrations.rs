@@ -155,6 +155,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ALTER TABLE tokens ADD COLUMN functions TEXT NOT NULL DEFAULT '[]';
     ",
     },
+    Migration {
+        version: 8,
+        name: "non-secret configuration and source file name of a function version",
+        sql: "
+        ALTER TABLE function_versions ADD COLUMN env TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE function_versions ADD COLUMN source_name TEXT;
+    ",
+    },
 ];
 
 /// Latest schema version this build knows.

@@ -30,6 +30,10 @@ pub struct NewVersion {
     pub manifest_digest: String,
     /// Owners keyvault reports for the function (identity ids).
     pub owners: Vec<String>,
+    /// Non-secret configuration (`context.env`).
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The file the code came from.
+    pub source_name: Option<String>,
 }
 
 /// A stored function version: its public metadata (code is fetched separately).

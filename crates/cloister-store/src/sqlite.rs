@@ -186,11 +186,15 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 const VERSION_COLUMNS: &str = "f.name, f.id, v.version, v.code_hash, v.runtime, v.entrypoint, \
      v.environment, v.required_secrets, v.timeout_ms, v.memory_mb, v.created_at, v.manifest_digest, \
-     f.owners";
+     f.owners, v.env, v.source_name";
 
-fn version_row(r: &Row<'_>) -> rusqlite::Result<(VersionRecord, String, String)> {
+/// A version row with its JSON columns still encoded: secrets, owners, env.
+type VersionRow = (VersionRecord, String, String, String);
+
+fn version_row(r: &Row<'_>) -> rusqlite::Result<VersionRow> {
     let secrets: String = r.get(7)?;
     let owners: String = r.get(12)?;
+    let env: String = r.get(13)?;
     let info = VersionRecord {
         name: r.get(0)?,
         function_id: r.get(1)?,
@@ -207,13 +211,18 @@ fn version_row(r: &Row<'_>) -> rusqlite::Result<(VersionRecord, String, String)>
         created_at: r.get(10)?,
         manifest_digest: r.get(11)?,
         owners: Vec::new(),
+        env: Default::default(),
+        source_name: r.get(14)?,
+        unchanged: false,
     };
-    Ok((info, secrets, owners))
+    Ok((info, secrets, owners, env))
 }
 
 fn decode_version(
-    (mut info, secrets, owners): (VersionRecord, String, String),
+    (mut info, secrets, owners, env): VersionRow,
 ) -> Result<VersionRecord, StoreError> {
+    info.env = serde_json::from_str(&env)
+        .map_err(|e| StoreError::Corrupt(format!("env of {}: {e}", info.name)))?;
     info.required_secrets = serde_json::from_str(&secrets)
         .map_err(|e| StoreError::Corrupt(format!("required_secrets of {}: {e}", info.name)))?;
     info.owners = serde_json::from_str(&owners)
@@ -367,6 +376,8 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let secrets = serde_json::to_string(&new.required_secrets)
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
+            let env_json =
+                serde_json::to_string(&new.env).map_err(|e| StoreError::Backend(e.to_string()))?;
             let now = now_rfc3339();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             let existing: Option<String> = tx
@@ -414,7 +425,8 @@ impl Store for SqliteStore {
             tx.execute(
                 "INSERT INTO function_versions (function_id, version, code, code_hash, runtime, \
                  entrypoint, environment, required_secrets, timeout_ms, memory_mb, created_at, \
-                 manifest_digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 manifest_digest, env, source_name) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     function_id,
                     version,
@@ -427,7 +439,9 @@ impl Store for SqliteStore {
                     i64::try_from(new.limits.timeout_ms).unwrap_or(i64::MAX),
                     new.limits.memory_mb,
                     now,
-                    new.manifest_digest
+                    new.manifest_digest,
+                    env_json,
+                    new.source_name
                 ],
             )
             .map_err(backend)?;
@@ -445,6 +459,9 @@ impl Store for SqliteStore {
                 created_at: now,
                 manifest_digest: new.manifest_digest,
                 owners: new.owners,
+                env: new.env,
+                source_name: new.source_name,
+                unchanged: false,
             })
         })
         .await

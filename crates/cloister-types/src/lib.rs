@@ -6,6 +6,7 @@
 pub mod binding;
 pub mod error;
 pub mod fleet;
+pub mod function_env;
 pub mod hash;
 pub mod json_int;
 pub mod limits;
@@ -20,6 +21,6 @@ pub use hash::code_hash;
 pub use limits::{Limits, ServerLimits};
 pub use names::{
     DeclaredSecretsError, Entrypoint, Environment, FunctionName, MAX_DECLARED_SECRETS, NameError,
-    SecretPath, SecretRef, namespace_of,
+    SecretPath, SecretRef, SourceName, namespace_of,
 };
 pub use wire::Role;

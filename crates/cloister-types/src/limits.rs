@@ -133,3 +133,7 @@ mod tests {
         );
     }
 }
+
+/// Largest secret value, in bytes (any bytes: text reaches code as a string, anything else as
+/// a `Uint8Array`). keyvault refuses larger ones with `payload_too_large`.
+pub const MAX_SECRET_VALUE_BYTES: usize = 64 * 1024;

@@ -125,6 +125,26 @@ impl Default for Entrypoint {
 }
 
 name_type!(
+    /// The file name a function was deployed from (`add.js`), shown in its stack traces.
+    SourceName
+);
+
+impl SourceName {
+    /// Validates a source file name: a base name, no directories.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        check(
+            "source file name",
+            s,
+            128,
+            |c| c.is_ascii_alphanumeric() || c == '_',
+            |c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.',
+            "use 1-128 characters of A-Z, a-z, 0-9, '_', '-' and '.', starting with a letter, digit or '_'",
+        )?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+name_type!(
     /// A deployment environment such as `production` or `staging`.
     Environment
 );

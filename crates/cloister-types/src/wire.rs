@@ -1,5 +1,7 @@
 //! JSON bodies of the public HTTP API (see `shared/API.md`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -78,6 +80,13 @@ pub struct DeployRequest {
     /// manifest says `confidential`); see docs/SEALED.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_code: Option<crate::sealed::SealedCode>,
+    /// Non-secret configuration, handed to the code as `context.env` and visible in the
+    /// manifest (`crate::function_env` has the rules).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The file the code came from (a base name), named in stack traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_name: Option<String>,
 }
 
 /// Metadata of one deployed function version.
@@ -111,6 +120,16 @@ pub struct FunctionInfo {
     /// Identities (ids) keyvault reports as the function's owners.
     #[serde(default)]
     pub owners: Vec<String>,
+    /// Non-secret configuration (`context.env`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The file the code came from, named in stack traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_name: Option<String>,
+    /// Set only on a deploy's answer: the current version already is this manifest's
+    /// content, so nothing was registered (HTTP 200 instead of 201).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
 }
 
 /// `GET /v1/functions` response.

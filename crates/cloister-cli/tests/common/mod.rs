@@ -245,6 +245,8 @@ impl Platform {
             limits: limits.map(|l| serde_json::from_value(l).unwrap()),
             manifest: None,
             sealed_code: None,
+            env: Default::default(),
+            source_name: None,
         };
         self.admin().deploy(&req).await.unwrap()
     }
@@ -455,6 +457,8 @@ pub fn new_function_manifest(
             },
             activate: true,
             confidential: false,
+            env: Default::default(),
+            source_name: None,
         },
         &cloister_authority::SignOptions::for_platform(platform),
     )
