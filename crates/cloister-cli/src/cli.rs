@@ -279,6 +279,14 @@ pub enum IdentityCommand {
         #[arg(long)]
         passphrase: bool,
     },
+    /// Sign a request body for another HTTP client (curl, a test tool): the body's JSON on
+    /// stdin, with the field names docs/MANIFESTS.md gives for DOMAIN; prints the base64 that
+    /// goes in the request's `signed` (or `manifest`) field or `cloister-signed` header.
+    Sign {
+        /// `cloister/deploy/v1`, `cloister/secret-write/v1`, `cloister/activate/v1`,
+        /// `cloister/identity-grant/v1` or `cloister/registry-change/v1`.
+        domain: String,
+    },
     /// Revoke an identity (admin, or your own). Manifests it signed keep working unless
     /// `--compromised`, which refuses secrets to every version it signed, for good.
     Revoke {
@@ -395,6 +403,16 @@ pub enum SecretCommand {
     Put(SecretPutArgs),
     /// Store a new version of an existing secret (`POST …:rotate`).
     Rotate(SecretPutArgs),
+    /// Seal and sign a value as `secret put` does, without sending it: prints the JSON body
+    /// of `PUT /v1/secrets/{path}` (with --rotate, of `POST …:rotate`) for another client.
+    Seal {
+        /// What to seal, for which path.
+        #[command(flatten)]
+        args: SecretPutArgs,
+        /// Sign it as a rotation (`POST /v1/secrets/{path}:rotate`).
+        #[arg(long)]
+        rotate: bool,
+    },
     /// List secrets (metadata only), of one function or all.
     List {
         /// Only this function's secrets.

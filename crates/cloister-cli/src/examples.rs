@@ -82,6 +82,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "secret rotate",
         "cloister secret rotate API_KEY --function hello --value-file new.txt",
     ),
+    (
+        "secret seal",
+        "cloister secret seal API_KEY --function hello --value-file key.bin > body.json\n  curl -X PUT -H \"Authorization: Bearer $T\" -d @body.json $URL/v1/secrets/<path>",
+    ),
     ("secret list", "cloister secret list --function hello"),
     (
         "secret delete",
@@ -109,6 +113,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     (
         "identity grant",
         "cloister identity grant --public-key <hex> --role developer --expires-in 90d",
+    ),
+    (
+        "identity sign",
+        "echo '{\"function_id\":\"<id>\",\"name\":\"hello\",\"version\":2,\"active\":true}' \\\n    | cloister identity sign cloister/activate/v1",
     ),
     ("identity rotate", "cloister identity rotate"),
     (

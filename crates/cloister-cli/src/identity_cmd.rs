@@ -370,6 +370,22 @@ pub async fn run(conn: Conn, cmd: IdentityCommand, json_mode: bool) -> anyhow::R
                 println!("  tokens bound to the old identity now act for the new one");
             }
         }
+        IdentityCommand::Sign { domain } => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut std::io::Read::take(std::io::stdin(), 1 << 20),
+                &mut text,
+            )
+            .context("cannot read the body from stdin")?;
+            let me = require(conn.identity.as_deref())?;
+            let mut c = crate::client_cmds::client(&conn)?.with_identity(me, None);
+            let signed = sign_json(&mut c, &domain, &text).await?;
+            if json_mode {
+                output::json(&cloister_types::wire::SignedBody { signed });
+            } else {
+                println!("{signed}");
+            }
+        }
         IdentityCommand::Revoke {
             identity_id,
             compromised,
@@ -402,4 +418,38 @@ pub async fn run(conn: Conn, cmd: IdentityCommand, json_mode: bool) -> anyhow::R
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Signs the JSON `text` as the body of `domain` (parsed into that body's type first, so only
+/// well-formed bodies are signed).
+async fn sign_json(
+    c: &mut cloister_client::Client,
+    domain: &str,
+    text: &str,
+) -> anyhow::Result<String> {
+    use cloister_authority::Body;
+    use cloister_authority::ops::{Activation, IdentityGrant, RegistryChange, SecretWrite};
+    fn parse<B: serde::de::DeserializeOwned>(text: &str, domain: &str) -> anyhow::Result<B> {
+        serde_json::from_str(text).with_context(|| format!("the body is not a {domain} body"))
+    }
+    let who = "signing needs an identity (--identity or `cloister identity create`)";
+    let signed = match domain {
+        d if d == cloister_authority::Manifest::DOMAIN => {
+            let b: cloister_authority::Manifest = parse(text, d)?;
+            c.sign_body(&b, who).await?
+        }
+        d if d == SecretWrite::DOMAIN => c.sign_body(&parse::<SecretWrite>(text, d)?, who).await?,
+        d if d == Activation::DOMAIN => c.sign_body(&parse::<Activation>(text, d)?, who).await?,
+        d if d == IdentityGrant::DOMAIN => {
+            c.sign_body(&parse::<IdentityGrant>(text, d)?, who).await?
+        }
+        d if d == RegistryChange::DOMAIN => {
+            c.sign_body(&parse::<RegistryChange>(text, d)?, who).await?
+        }
+        other => anyhow::bail!(
+            "cannot sign for domain {other:?}: use cloister/deploy/v1, cloister/secret-write/v1, \
+             cloister/activate/v1, cloister/identity-grant/v1 or cloister/registry-change/v1"
+        ),
+    };
+    Ok(signed)
 }

@@ -423,11 +423,48 @@ async fn put(
     Ok(())
 }
 
+/// `secret seal`: the body `secret put` would send, printed instead.
+async fn seal_only(conn: &Conn, args: SecretPutArgs, rotate: bool) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let value = read_value(&args)?;
+    let mut c = client(conn)?;
+    let path = resolve_path(
+        &mut c,
+        &args.path,
+        args.function.as_deref(),
+        args.environment.as_deref(),
+    )
+    .await?;
+    let kv = trusted_keyvault(&mut c, &conn.url, &args.trust).await?;
+    let sealed = seal_secret(&kv, &path, &value).context("sealing the value")?;
+    drop(value);
+    let me = crate::identity_cmd::require(conn.identity.as_deref())?;
+    let op = if rotate {
+        cloister_authority::ops::SecretOp::Rotate
+    } else {
+        cloister_authority::ops::SecretOp::Put
+    };
+    let signed = cloister_client::signing::sign_secret_write(
+        &me,
+        &kv.audit_key.to_string(),
+        &path,
+        op,
+        &sealed,
+    )?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    output::json(&cloister_types::wire::SecretPutBody {
+        sealed: b64(&sealed),
+        signed: Some(b64(&signed)),
+    });
+    Ok(())
+}
+
 /// Runs `secret ...`.
 pub async fn secret(conn: Conn, cmd: SecretCommand, json_mode: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         SecretCommand::Put(args) => put(&conn, args, false, json_mode).await?,
         SecretCommand::Rotate(args) => put(&conn, args, true, json_mode).await?,
+        SecretCommand::Seal { args, rotate } => seal_only(&conn, args, rotate).await?,
         SecretCommand::List { function } => {
             let mut c = client(&conn)?;
             let prefix = match function {

@@ -1109,3 +1109,100 @@ async fn env_binary_secrets_stack_file_names_and_unchanged_redeploys() {
         stderr(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_sign_and_secret_seal_make_bodies_other_clients_send() {
+    use bytes::Bytes;
+    use hyper::Method;
+    let p = Platform::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("signed-fn.js");
+    std::fs::write(&file, "function handler(p, s) { return { key: s.KEY }; }").unwrap();
+    let o = p.cli(&[
+        "--json",
+        "fn",
+        "deploy",
+        file.to_str().unwrap(),
+        "--secret",
+        "KEY",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let id = info["functionId"].as_str().unwrap();
+
+    // A sealed, signed secret body, sent by another client: stored, and the function reads it.
+    let o = p.cli_stdin(
+        &[
+            "secret",
+            "seal",
+            "KEY",
+            "--function",
+            "signed-fn",
+            "--from-stdin",
+            "--sim-root",
+            &p.sim_root(),
+        ],
+        b"sealed-elsewhere",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let body: cloister_types::wire::SecretPutBody = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(!stdout(&o).contains("sealed-elsewhere"));
+    let path = format!("function-{id}/production/default/KEY");
+    let mut c = p.admin();
+    let r = c
+        .raw(
+            Method::PUT,
+            &format!("/v1/secrets/{path}"),
+            Some(Bytes::from(serde_json::to_vec(&body).unwrap())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let o = p.cli(&["--json", "fn", "invoke", "signed-fn"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["result"]["key"], "sealed-elsewhere", "{v}");
+    // The body is bound to its path: under another one it is refused.
+    let other = format!("function-{id}/production/default/OTHER");
+    let r = c
+        .raw(
+            Method::PUT,
+            &format!("/v1/secrets/{other}"),
+            Some(Bytes::from(serde_json::to_vec(&body).unwrap())),
+        )
+        .await
+        .unwrap();
+    assert!(r.status >= 400, "a body sealed for KEY stored under OTHER");
+
+    // An activation signed here and relayed by hand; a body of the wrong shape is refused
+    // before anything is signed.
+    let act =
+        serde_json::json!({"function_id": id, "name": "signed-fn", "version": 1, "active": true});
+    let o = p.cli_stdin(
+        &["identity", "sign", "cloister/activate/v1"],
+        act.to_string().as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let signed = stdout(&o).trim().to_owned();
+    let r = c
+        .raw(
+            Method::POST,
+            "/v1/activations",
+            Some(Bytes::from(
+                serde_json::to_vec(&cloister_types::wire::SignedBody { signed }).unwrap(),
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let o = p.cli_stdin(
+        &["identity", "sign", "cloister/activate/v1"],
+        b"{\"version\": 1}",
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("not a cloister/activate/v1 body"),
+        "{}",
+        stderr(&o)
+    );
+    let o = p.cli_stdin(&["identity", "sign", "cloister/nothing/v1"], b"{}");
+    assert!(!o.status.success() && stderr(&o).contains("cannot sign for domain"));
+}

@@ -592,9 +592,10 @@ impl Client {
         rotate: bool,
     ) -> Result<serde_json::Value, ClientError> {
         use base64::Engine as _;
-        let mut body = serde_json::json!({
-            "sealed": base64::engine::general_purpose::STANDARD.encode(sealed)
-        });
+        let mut body = cloister_types::wire::SecretPutBody {
+            sealed: base64::engine::general_purpose::STANDARD.encode(sealed),
+            signed: None,
+        };
         if self.signer.is_some() {
             let platform = self.platform().await?;
             let op = if rotate {
@@ -604,9 +605,7 @@ impl Client {
             };
             if let Some(s) = &self.signer {
                 let signed = signing::sign_secret_write(&s.identity, &platform, path, op, sealed)?;
-                body["signed"] = base64::engine::general_purpose::STANDARD
-                    .encode(signed)
-                    .into();
+                body.signed = Some(base64::engine::general_purpose::STANDARD.encode(signed));
             }
         }
         let (method, url) = if rotate {
@@ -614,7 +613,8 @@ impl Client {
         } else {
             (Method::PUT, format!("/v1/secrets/{path}"))
         };
-        self.json(method, &url, Some(&body)).await
+        let resp = self.raw(method, &url, Some(to_json(&body))).await?;
+        decode(resp)
     }
 
     /// `GET /v1/functions/{name}/versions`: every version and the current one.
@@ -816,6 +816,20 @@ impl Client {
         body: &B,
         who: &str,
     ) -> Result<T, ClientError> {
+        let req = cloister_types::wire::SignedBody {
+            signed: self.sign_body(body, who).await?,
+        };
+        self.call(Method::POST, path, Some(to_json(&req))).await
+    }
+
+    /// `body` signed by this client's identity for the platform it talks to, as base64 (what
+    /// a `signed` or `manifest` field, or the `cloister-signed` header, carries); `who` says
+    /// which identity is needed when there is none.
+    pub async fn sign_body<B: cloister_authority::Body>(
+        &mut self,
+        body: &B,
+        who: &str,
+    ) -> Result<String, ClientError> {
         use base64::Engine as _;
         let platform = self.platform().await?;
         let Some(s) = &self.signer else {
@@ -827,10 +841,7 @@ impl Client {
             &cloister_authority::SignOptions::for_platform(&platform),
         )
         .map_err(|e| ClientError::Signing(e.to_string()))?;
-        let req = cloister_types::wire::SignedBody {
-            signed: base64::engine::general_purpose::STANDARD.encode(signed),
-        };
-        self.call(Method::POST, path, Some(to_json(&req))).await
+        Ok(base64::engine::general_purpose::STANDARD.encode(signed))
     }
 
     /// `GET /metrics` as text.

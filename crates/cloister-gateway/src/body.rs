@@ -73,9 +73,10 @@ pub async fn read_limited(
     Ok(buf.freeze())
 }
 
-/// Decodes a JSON body into `T`; malformed JSON or wrong fields fail with `invalid_request`.
+/// Decodes a JSON object body into `T`; anything but an object (serde would read a struct
+/// from an array of its fields), malformed JSON or wrong fields fail with `invalid_request`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> HttpResult<T> {
-    if bytes.is_empty() {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err(HttpError::new(
             ErrorCode::InvalidRequest,
             "the request body must be a JSON object",
@@ -130,4 +131,27 @@ where
         tracing::error!(error = %e, "decoding a request body failed");
         HttpError::new(ErrorCode::Internal, "decoding the request body failed")
     })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Two {
+        a: Option<u32>,
+        b: Option<u32>,
+    }
+
+    #[test]
+    fn only_objects_are_bodies() {
+        assert!(parse_json::<Two>(b" {\"a\": 1}").is_ok());
+        // serde alone reads a struct from an array of its fields.
+        assert!(serde_json::from_slice::<Two>(b"[null, null]").is_ok());
+        for bad in [&b"[null, null]"[..], b"null", b"", b"  ", b"3"] {
+            let e = parse_json::<Two>(bad).unwrap_err();
+            assert_eq!(e.0.code, ErrorCode::InvalidRequest, "{bad:?}");
+        }
+    }
 }

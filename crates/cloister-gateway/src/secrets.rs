@@ -106,7 +106,7 @@ async fn put_inner(
     let path = secret_path(raw)?;
     require_path_owner(s, &caller, &path).await?;
     let bytes = body::read_limited(headers, body, MAX_SECRET_BODY).await?;
-    let req: PutBody = serde_json::from_slice(&bytes).map_err(|_| {
+    let req: PutBody = body::parse_json(&bytes).map_err(|_| {
         HttpError::new(
             ErrorCode::InvalidRequest,
             "the body must be {\"sealed\": \"<base64 HPKE ciphertext>\"}",

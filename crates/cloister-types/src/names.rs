@@ -103,17 +103,79 @@ name_type!(
     Entrypoint
 );
 
+/// Words no entrypoint may be: JavaScript's reserved words (strict mode included), and
+/// `arguments` and `eval`, which strict code cannot declare.
+pub const RESERVED_ENTRYPOINTS: &[&str] = &[
+    "break",
+    "case",
+    "catch",
+    "class",
+    "const",
+    "continue",
+    "debugger",
+    "default",
+    "delete",
+    "do",
+    "else",
+    "enum",
+    "export",
+    "extends",
+    "false",
+    "finally",
+    "for",
+    "function",
+    "if",
+    "import",
+    "in",
+    "instanceof",
+    "new",
+    "null",
+    "return",
+    "super",
+    "switch",
+    "this",
+    "throw",
+    "true",
+    "try",
+    "typeof",
+    "var",
+    "void",
+    "while",
+    "with",
+    "yield",
+    "let",
+    "static",
+    "implements",
+    "interface",
+    "package",
+    "private",
+    "protected",
+    "public",
+    "await",
+    "arguments",
+    "eval",
+];
+
 impl Entrypoint {
     /// Validates an entrypoint identifier.
     pub fn parse(s: &str) -> Result<Self, NameError> {
+        let rule = "must be an ASCII JavaScript identifier of at most 64 characters that is not \
+                    a reserved word";
         check(
             "entrypoint",
             s,
             64,
             |c| c.is_ascii_alphabetic() || c == '_' || c == '$',
             |c| c.is_ascii_alphanumeric() || c == '_' || c == '$',
-            "must be an ASCII JavaScript identifier of at most 64 characters",
+            rule,
         )?;
+        if RESERVED_ENTRYPOINTS.contains(&s) {
+            return Err(NameError {
+                what: "entrypoint",
+                value: s.to_owned(),
+                rule,
+            });
+        }
         Ok(Self(s.to_owned()))
     }
 }
@@ -453,9 +515,25 @@ mod tests {
     fn entrypoints_are_identifiers_only() {
         assert!(Entrypoint::parse("handler").is_ok());
         assert!(Entrypoint::parse("$main_2").is_ok());
-        for bad in ["", "2x", "a.b", "a;b", "x()", "a-b"] {
+        for bad in [
+            "", "2x", "a.b", "a;b", "x()", "a-b", "if", "new", "eval", "await",
+        ] {
             assert!(Entrypoint::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_openapi_document_lists_the_same_reserved_entrypoints() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../cloister-gateway/openapi.json")).unwrap();
+        let listed: Vec<&str> = doc["components"]["schemas"]["DeployRequest"]["properties"]
+            ["entrypoint"]["not"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(listed, RESERVED_ENTRYPOINTS);
     }
 
     #[test]

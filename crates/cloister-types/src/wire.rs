@@ -427,6 +427,18 @@ pub struct SignedBody {
     pub signed: String,
 }
 
+/// `PUT /v1/secrets/{path}` and `POST /v1/secrets/{path}:rotate` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretPutBody {
+    /// Base64 HPKE ciphertext of the value, sealed to keyvault's key for the path.
+    pub sealed: String,
+    /// Base64 owner-signed `cloister/secret-write/v1` request over the path, the operation
+    /// and the ciphertext's digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<String>,
+}
+
 /// `POST /v1/identities` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

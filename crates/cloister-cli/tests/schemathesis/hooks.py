@@ -1,0 +1,189 @@
+"""Schemathesis hooks for Cloister's API: sign what the API requires signed.
+
+Requests that carry an owner's or an admin's signature (deploy manifests, secret writes,
+activations, identity grants, registry changes) cannot be produced from the OpenAPI document
+alone: a signature over random bytes is refused, as it must be. For schema-valid cases this
+hook fills those fields in with real signatures made by `cloister identity sign` and
+`cloister secret seal` (the CLI's own signing code: the signed format is defined once, in
+Rust), so the server's logic behind the signature is exercised. Schema-violating (negative)
+cases are sent as generated.
+
+What cannot be fuzzed meaningfully is replaced, in positive cases only:
+- a deploy's `code` by a small function defining the requested entrypoint (JavaScript
+  validity is the compiler's business, tested elsewhere), and `sealedCode` is dropped;
+- an invocation's `sealed` input is dropped (HPKE ciphertext is tested by the Rust and
+  TypeScript suites);
+- declared secrets that repeat a name under another category are dropped (names must differ,
+  which a JSON schema cannot say).
+
+Environment: CLOISTER_BIN, CLOISTER_URL, CLOISTER_TOKEN, CLOISTER_IDENTITY, CLOISTER_CONFIG
+(the CLI's trust pins), CLOISTER_SIM_ROOT, CLOISTER_FUZZ_FUNCTION (a deployed function).
+"""
+
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import urllib.parse
+
+import requests
+import schemathesis
+
+BIN = os.environ["CLOISTER_BIN"]
+URL = os.environ["CLOISTER_URL"].rstrip("/")
+TOKEN = os.environ["CLOISTER_TOKEN"]
+FUZZ_FUNCTION = os.environ["CLOISTER_FUZZ_FUNCTION"]
+SIM_ROOT = os.environ["CLOISTER_SIM_ROOT"]
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def cli(args, stdin=b""):
+    """Runs the CLI against the server under test; stdout, or None when it refused."""
+    env = dict(os.environ)
+    env.pop("CLOISTER_PROFILE", None)
+    r = subprocess.run(
+        [BIN, "--url", URL, "--token", TOKEN, "--identity", os.environ["CLOISTER_IDENTITY"], *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    if r.returncode != 0:
+        print(f"hook: cloister {' '.join(args[:3])} refused: {r.stderr.decode().strip()}", file=sys.stderr)
+        return None
+    return r.stdout.decode().strip()
+
+
+def sign(domain, body):
+    return cli(["identity", "sign", domain], json.dumps(body).encode())
+
+
+def positive(case):
+    meta = getattr(case, "meta", None)
+    generation = getattr(meta, "generation", None)
+    return generation is None or str(getattr(generation, "mode", "positive")) == "positive"
+
+
+def function_info(name):
+    r = requests.get(f"{URL}/v1/functions/{urllib.parse.quote(name, safe='')}", headers=AUTH, timeout=30)
+    return r.json() if r.status_code == 200 else None
+
+
+def deploy(body):
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        return
+    body.pop("sealedCode", None)
+    body.pop("manifest", None)
+    # null is the field's absence (Option on the server).
+    for k in [k for k, v in body.items() if v is None]:
+        del body[k]
+    entrypoint = body.get("entrypoint", "handler")
+    body["code"] = f"function {entrypoint}(params) {{ return params ?? null; }}"
+    seen, declared = set(), []
+    for s in body.get("requiredSecrets", []):
+        category, _, name = s.rpartition("/")
+        if name not in seen:
+            seen.add(name)
+            declared.append(name if category in ("", "default") else s)
+    body["requiredSecrets"] = declared
+    existing = function_info(body["name"])
+    limits = {k: v for k, v in (body.get("limits") or {}).items() if v is not None}
+    manifest = {
+        "name": body["name"],
+        "function_id": existing["functionId"] if existing else None,
+        "previous": existing["manifestDigest"] if existing else None,
+        "environment": body.get("environment", "production"),
+        "runtime": body["runtime"],
+        "entrypoint": entrypoint,
+        "code_hash": "sha256:" + hashlib.sha256(body["code"].encode()).hexdigest(),
+        "secrets": declared,
+        "limits": {"timeout_ms": limits.get("timeoutMs", 5000), "memory_mb": limits.get("memoryMb", 64)},
+        "activate": True,
+    }
+    if body.get("env"):
+        manifest["env"] = body["env"]
+    if "sourceName" in body:
+        manifest["source_name"] = body["sourceName"]
+    signed = sign("cloister/deploy/v1", manifest)
+    if signed:
+        body["manifest"] = signed
+
+
+_fuzz = [FUZZ_FUNCTION]
+
+
+def fuzz_function():
+    """The function signed requests act on. When the run deleted it, another one is deployed
+    (keyvault keeps a deleted function's name bound to its id, so under a new name)."""
+    info = function_info(_fuzz[0])
+    if info is None:
+        _fuzz[0] = f"{FUZZ_FUNCTION}-{secrets.token_hex(4)}"
+        code = os.path.join(os.environ["CLOISTER_FUZZ_DIR"], f"{FUZZ_FUNCTION}.js")
+        cli(["fn", "deploy", code, "--name", _fuzz[0]])
+        info = function_info(_fuzz[0])
+    assert info, f"cannot deploy {_fuzz[0]}"
+    return info
+
+
+def activation():
+    info = fuzz_function()
+    return sign(
+        "cloister/activate/v1",
+        {"function_id": info["functionId"], "name": info["name"], "version": info["version"], "active": True},
+    )
+
+
+def grant():
+    # A fresh developer identity each time (the registry only grows in a throwaway platform).
+    key = cli(["--json", "identity", "create", "--file", os.path.join(os.environ["CLOISTER_FUZZ_DIR"], f"dev-{secrets.token_hex(8)}.identity")])
+    if key is None:
+        return None
+    public = json.loads(key)["publicKey"]
+    return sign("cloister/identity-grant/v1", {"public_key": public, "role": "developer", "label": "fuzz"})
+
+
+def registry_change():
+    # Adding an owner who already owns the function: a change keyvault verifies and audits.
+    info = fuzz_function()
+    return sign(
+        "cloister/registry-change/v1",
+        {"op": "owners", "function_id": info["functionId"], "name": info["name"], "add": info["owners"][:1], "remove": []},
+    )
+
+
+def secret_body(path, rotate):
+    args = ["secret", "seal", path, "--from-stdin", "--sim-root", SIM_ROOT]
+    if rotate:
+        args.append("--rotate")
+    out = cli(args, secrets.token_hex(16).encode())
+    return json.loads(out) if out else None
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    if not positive(case):
+        return
+    op = (case.method.upper(), case.operation.path)
+    if op == ("POST", "/v1/functions"):
+        deploy(case.body)
+    elif op == ("POST", "/v1/functions/{name}/invoke") and isinstance(case.body, dict):
+        case.body.pop("sealed", None)
+    elif op in (("POST", "/v1/activations"), ("POST", "/v1/identities"), ("POST", "/v1/registry")):
+        make = {"/v1/activations": activation, "/v1/identities": grant, "/v1/registry": registry_change}[op[1]]
+        signed = make()
+        if signed:
+            case.body = {"signed": signed}
+    elif op in (("PUT", "/v1/secrets/{path}"), ("POST", "/v1/secrets/{path}")):
+        path = urllib.parse.unquote(case.path_parameters["path"])
+        body = secret_body(path.removesuffix(":rotate"), op[0] == "POST")
+        if body:
+            case.body = body
+    elif op == ("DELETE", "/v1/secrets/{path}"):
+        signed = sign(
+            "cloister/secret-write/v1",
+            {"path": urllib.parse.unquote(case.path_parameters["path"]), "op": "delete", "sealed_digest": ""},
+        )
+        if signed:
+            case.headers = {**(case.headers or {}), "cloister-signed": signed}
