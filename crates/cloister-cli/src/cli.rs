@@ -1085,8 +1085,9 @@ pub struct RunArgs {
 pub enum TokenCommand {
     /// Create a token; its value is printed once.
     Create {
-        /// Role: admin, developer or invoker.
-        #[arg(long, value_parser = ["admin", "developer", "invoker"])]
+        /// Role: admin, developer, invoker, or metrics (reads GET /metrics and nothing else:
+        /// for a Prometheus scraper).
+        #[arg(long, value_parser = ["admin", "developer", "invoker", "metrics"])]
         role: String,
         /// Human label.
         #[arg(long)]

@@ -128,6 +128,8 @@ async fn deploy_list_show_invoke_delete() {
         "{}",
         stderr(&o)
     );
+    let o = p.cli(&["--json", "fn", "show", "adder"]);
+    let old_id = serde_json::from_slice::<Value>(&o.stdout).unwrap()["functionId"].clone();
     let o = p.cli(&["fn", "delete", "adder", "--delete-secrets"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = p.cli(&["fn", "invoke", "adder", "--params", "{}"]);
@@ -136,6 +138,55 @@ async fn deploy_list_show_invoke_delete() {
         stderr(&o).contains("error[function_not_found]"),
         "{}",
         stderr(&o)
+    );
+
+    // keyvault keeps the name bound to its function: its owner deploys it again, as the
+    // next version of the same function (a stranger cannot take the name).
+    let o = p.cli(&["--json", "fn", "deploy", add, "--name", "adder"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["functionId"].clone(), v["version"].as_u64()),
+        (old_id, Some(3))
+    );
+    let o = p.cli(&["fn", "invoke", "adder", "--params", r#"{"a":1,"b":1}"#]);
+    assert!(stdout(&o).contains("\"sum\": 2"), "{}", stderr(&o));
+    let o = p.cli(&["fn", "delete", "adder"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stranger = p.developer_identity("stranger").await;
+    let token = p
+        .admin()
+        .create_token(&cloister_types::wire::TokenCreateRequest {
+            role: cloister_types::Role::Developer,
+            label: None,
+            identity: Some(stranger.id().to_string()),
+            functions: vec![],
+        })
+        .await
+        .unwrap();
+    let e = p
+        .client(Some(&token.token))
+        .with_identity(stranger, None)
+        .deploy(&cloister_types::wire::DeployRequest {
+            name: "adder".into(),
+            runtime: "javascript".into(),
+            code: "function handler() { return 'mine now'; }".into(),
+            entrypoint: None,
+            environment: None,
+            required_secrets: vec![],
+            limits: None,
+            manifest: None,
+            sealed_code: None,
+            env: Default::default(),
+            source_name: None,
+        })
+        .await;
+    assert!(
+        matches!(
+            e,
+            Err(cloister_client::ClientError::Api { status: 403, .. })
+        ),
+        "{e:?}"
     );
 }
 
@@ -578,8 +629,15 @@ async fn identity_lifecycle_create_protect_grant_rotate_revoke() {
     );
     let info: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(info["owners"][0], new_id.as_str());
-    // The retired key is refused by keyvault.
+    // The retired key is refused by keyvault. (A change: a redeploy of what already runs is
+    // answered `unchanged` by the gateway, with nothing for keyvault to decide.)
     let retired = dir.join("dev.retired");
+    let changed = dir.join("devfn.js");
+    std::fs::write(
+        &changed,
+        format!("{}\n// changed\n", std::fs::read_to_string(add).unwrap()),
+    )
+    .unwrap();
     let o = p.cli_env(
         &[
             "--token",
@@ -588,7 +646,7 @@ async fn identity_lifecycle_create_protect_grant_rotate_revoke() {
             retired.to_str().unwrap(),
             "fn",
             "deploy",
-            add,
+            changed.to_str().unwrap(),
             "--name",
             "devfn",
         ],

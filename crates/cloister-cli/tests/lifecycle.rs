@@ -259,6 +259,22 @@ async fn every_invocation_logs_one_line_of_metadata_as_text_or_json() {
     assert_eq!(v["outcome"], "ok");
     assert_eq!(v["sealed"], false);
     assert!(v["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{v}");
+    assert_eq!(v["worker_replaced"], false, "{v}");
+    // A call that meets its deadline costs its worker: the line says so.
+    p.deploy(
+        "spin",
+        "infinite-loop.js",
+        Some(serde_json::json!({"timeoutMs": 200})),
+    )
+    .await;
+    let _ = p.admin().invoke("spin", "{}", None).await;
+    let spin = log_line_for(&p, "\"function\":\"spin\"").await;
+    let v: serde_json::Value = serde_json::from_str(&spin).unwrap();
+    assert_eq!(
+        (v["outcome"].as_str(), v["worker_replaced"].as_bool()),
+        (Some("function_timeout"), Some(true)),
+        "{v}"
+    );
     // A failure is logged with its code; an unknown function too.
     let _ = p.admin().invoke("ghost", "{}", None).await;
     let ghost = log_line_for(&p, "\"function\":\"ghost\"").await;

@@ -335,6 +335,38 @@ async fn adversarial_workloads_fail_with_their_codes_and_the_worker_is_replaced(
     assert!(!scraped.contains("function_id="), "{scraped}");
     assert!(scraped.trim_end().ends_with("# EOF"));
     assert_eq!(metrics.matches("# EOF").count(), 1);
+
+    // A scraper's own token: every series, and nothing but /metrics.
+    let scraper = c
+        .create_token(&cloister_types::wire::TokenCreateRequest {
+            role: cloister_types::Role::Metrics,
+            label: Some("prometheus".into()),
+            identity: None,
+            functions: vec![],
+        })
+        .await
+        .unwrap();
+    let mut m = p.client(Some(&scraper.token));
+    let scraped = m.metrics().await.unwrap();
+    assert!(
+        scraped.contains(r#"cloister_function_invocations_total{function="loop""#),
+        "{scraped}"
+    );
+    assert_api_error(m.list().await, "forbidden", 403);
+    assert_api_error(m.invoke("add", "{}", None).await, "forbidden", 403);
+    assert_api_error(m.show("add", None).await, "forbidden", 403);
+    // A scope of functions is an invoker token's alone.
+    assert_api_error(
+        c.create_token(&cloister_types::wire::TokenCreateRequest {
+            role: cloister_types::Role::Metrics,
+            label: None,
+            identity: None,
+            functions: vec!["add".into()],
+        })
+        .await,
+        "invalid_request",
+        400,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

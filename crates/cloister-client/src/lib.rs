@@ -210,12 +210,7 @@ impl Client {
     /// server reports (keyvault refuses them if they are not its own).
     pub async fn deploy(&mut self, req: &DeployRequest) -> Result<FunctionInfo, ClientError> {
         if req.manifest.is_none() && self.signer.is_some() {
-            let existing = match self.show(&req.name, None).await {
-                Ok(info) => Some(info),
-                Err(ClientError::Api { status: 404, .. }) => None,
-                Err(ClientError::Api { status: 400, .. }) => None,
-                Err(e) => return Err(e),
-            };
+            let existing = self.previous(&req.name).await?;
             let platform = self.platform().await?;
             let mut signed_req = req.clone();
             if let Some(s) = &self.signer {
@@ -251,12 +246,7 @@ impl Client {
         };
         let identity = s.identity.clone();
         let key_id = hex::encode(key.key_id);
-        let existing = match self.show(&req.name, None).await {
-            Ok(info) => Some(info),
-            Err(ClientError::Api { status: 404, .. }) => None,
-            Err(ClientError::Api { status: 400, .. }) => None,
-            Err(e) => return Err(e),
-        };
+        let existing = self.previous(&req.name).await?;
         let platform = self.platform().await?;
         // The manifest is signed first (it says `confidential` because `sealed_code` is set,
         // and names the plaintext's hash); the code is then sealed for exactly that manifest.
@@ -290,6 +280,36 @@ impl Client {
         sealed_req.code = String::new();
         self.call(Method::POST, "/v1/functions", Some(to_json(&sealed_req)))
             .await
+    }
+
+    /// What a deploy of `name` names as the version before it: the gateway's latest version,
+    /// else (a function deleted at the gateway, whose name keyvault keeps bound to it, so
+    /// that its owners can deploy it again) the latest manifest keyvault holds for the name;
+    /// `None` for a new name. keyvault checks whatever this says against its own record.
+    pub async fn previous(&mut self, name: &str) -> Result<Option<signing::Previous>, ClientError> {
+        use base64::Engine as _;
+        match self.show(name, None).await {
+            Ok(info) => return Ok(Some(signing::Previous::from(&info))),
+            Err(ClientError::Api {
+                status: 404 | 400, ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+        match self.signed_manifest(name, None).await {
+            Ok(m) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(&m.manifest)
+                    .map_err(|e| ClientError::Signing(format!("the relayed manifest: {e}")))?;
+                Ok(Some(signing::Previous {
+                    function_id: m.function_id,
+                    manifest_digest: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)),
+                }))
+            }
+            Err(ClientError::Api {
+                status: 404 | 400, ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `GET /v1/functions`.

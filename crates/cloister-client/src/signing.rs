@@ -27,9 +27,27 @@ fn signing(e: cloister_authority::AuthorityError) -> ClientError {
     ClientError::Signing(e.to_string())
 }
 
+/// What a new version's manifest names of the function's latest one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    /// The function's id.
+    pub function_id: String,
+    /// Hex SHA-256 of its latest signed manifest.
+    pub manifest_digest: String,
+}
+
+impl From<&FunctionInfo> for Previous {
+    fn from(f: &FunctionInfo) -> Self {
+        Self {
+            function_id: f.function_id.clone(),
+            manifest_digest: f.manifest_digest.clone(),
+        }
+    }
+}
+
 /// The manifest a deploy request describes: defaults filled in as the server fills them,
 /// `existing` (the function's latest version, if any) naming its id and previous digest.
-pub fn manifest_for(req: &DeployRequest, existing: Option<&FunctionInfo>) -> Manifest {
+pub fn manifest_for(req: &DeployRequest, existing: Option<&Previous>) -> Manifest {
     let defaults = ServerLimits::default();
     let requested = req.limits.unwrap_or_default();
     Manifest {
@@ -72,7 +90,7 @@ pub fn sign_deploy(
     identity: &Identity,
     platform: &str,
     req: &DeployRequest,
-    existing: Option<&FunctionInfo>,
+    existing: Option<&Previous>,
 ) -> Result<String, ClientError> {
     use base64::Engine as _;
     let m = manifest_for(req, existing);

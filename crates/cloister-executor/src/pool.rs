@@ -79,6 +79,9 @@ pub enum JobResult {
         duration: Duration,
         /// The manifest it ran by, once keyvault granted one (what receipts name).
         manifest: Option<Arc<RunManifest>>,
+        /// The worker that ran it was stopped or retired afterwards (deadline, memory,
+        /// crash): the function's next call starts a new one.
+        worker_replaced: bool,
     },
     /// The executor does not hold this code; send it.
     CodeRequired,
@@ -512,7 +515,8 @@ impl Supervisor {
         *lock(&pool.last_used) = Instant::now();
         match result {
             Ok(outcome) => {
-                if outcome.retire {
+                let retire = outcome.retire;
+                if retire {
                     self.retire(worker);
                 } else {
                     lock(&pool.idle).push(worker);
@@ -524,7 +528,7 @@ impl Supervisor {
                     f
                 });
                 let logs = outcome.logs.iter().map(|l| redact(l, &secrets)).collect();
-                ran(result, logs, started)
+                replaced_if(retire, ran(result, logs, started))
             }
             Err(WorkerFault::Timeout) => {
                 self.forget(worker);
@@ -532,18 +536,24 @@ impl Supervisor {
                     "function exceeded its deadline of {} ms; the supervisor stopped its worker",
                     limits.timeout_ms
                 );
-                ran(
-                    Err(failure(ErrorCode::FunctionTimeout, msg)),
-                    Vec::new(),
-                    started,
+                replaced_if(
+                    true,
+                    ran(
+                        Err(failure(ErrorCode::FunctionTimeout, msg)),
+                        Vec::new(),
+                        started,
+                    ),
                 )
             }
             Err(WorkerFault::Crashed(why)) => {
                 self.forget(worker);
-                ran(
-                    Err(failure(ErrorCode::FunctionError, why)),
-                    Vec::new(),
-                    started,
+                replaced_if(
+                    true,
+                    ran(
+                        Err(failure(ErrorCode::FunctionError, why)),
+                        Vec::new(),
+                        started,
+                    ),
                 )
             }
         }
@@ -687,7 +697,19 @@ fn ran(
         logs,
         duration: started.elapsed(),
         manifest: None,
+        worker_replaced: false,
     }
+}
+
+/// Marks a run whose worker is gone afterwards.
+fn replaced_if(gone: bool, mut r: JobResult) -> JobResult {
+    if let JobResult::Ran {
+        worker_replaced, ..
+    } = &mut r
+    {
+        *worker_replaced = gone;
+    }
+    r
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

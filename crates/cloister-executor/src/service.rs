@@ -367,6 +367,7 @@ impl Executor for ExecutorService {
                 logs,
                 duration,
                 manifest,
+                worker_replaced,
             } => {
                 let duration_ms = duration.as_secs_f64() * 1000.0;
                 let resp = match &opened {
@@ -374,6 +375,7 @@ impl Executor for ExecutorService {
                         Ok(outcome) => InvokeResponse {
                             outcome: Some(outcome),
                             duration_ms,
+                            worker_replaced,
                             ..Default::default()
                         },
                         Err(_) => failed(ErrorCode::Internal, "cannot seal the answer".into()),
@@ -382,6 +384,7 @@ impl Executor for ExecutorService {
                         outcome: Some(plain_outcome(result)),
                         logs,
                         duration_ms,
+                        worker_replaced,
                         ..Default::default()
                     },
                 };

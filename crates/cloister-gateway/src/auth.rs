@@ -216,6 +216,18 @@ impl Authenticator {
 
     /// Authenticates the `Authorization: Bearer` header of a request.
     pub async fn authenticate(&self, headers: &HeaderMap) -> HttpResult<Caller> {
+        let caller = self.authenticate_any(headers).await?;
+        if caller.role == Role::Metrics {
+            return Err(HttpError::new(
+                ErrorCode::Forbidden,
+                "a metrics token reads GET /metrics and nothing else",
+            ));
+        }
+        Ok(caller)
+    }
+
+    /// [`Auth::authenticate`] that also admits metrics tokens: for `GET /metrics` only.
+    pub async fn authenticate_any(&self, headers: &HeaderMap) -> HttpResult<Caller> {
         let value = headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| {

@@ -77,6 +77,7 @@ pub async fn invoke(
         outcome,
         duration_ms,
         executor_ms = seen.executor_ms,
+        worker_replaced = seen.worker_replaced,
         "invocation"
     );
     if let (Some(id), Some(execution_id)) = (&seen.function_id, &seen.execution_id) {
@@ -110,6 +111,8 @@ struct Seen {
     execution_id: Option<String>,
     sealed: bool,
     executor_ms: f64,
+    /// The executor stopped or retired the worker after this call.
+    worker_replaced: bool,
 }
 
 fn function_ref(f: &VersionRecord, secrets_epoch: u64) -> FunctionRef {
@@ -297,6 +300,7 @@ async fn invoke_inner(
         resp = s.executor.invoke(rpc, timeout).await?;
     }
     seen.executor_ms = resp.duration_ms;
+    seen.worker_replaced = resp.worker_replaced;
     let receipt = if resp.receipt_json.is_empty() {
         None
     } else {

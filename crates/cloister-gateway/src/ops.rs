@@ -16,13 +16,17 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /metrics` (any valid token; the per-function series for admin tokens only).
 pub async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<Response> {
-    let caller = s.auth.authenticate(&headers).await?;
+    let caller = s.auth.authenticate_any(&headers).await?;
     let _one_scrape_at_a_time = s.metrics.scrape.lock().await;
     match s.executor.status().await {
         Ok(status) => s.metrics.set_executor_status(&status),
         Err(e) => tracing::warn!(error = ?e.0.message, "metrics: executor status unavailable"),
     }
-    let per_function = caller.role == cloister_types::Role::Admin;
+    // Per-function series name every tenant's functions: for admins and metrics tokens.
+    let per_function = matches!(
+        caller.role,
+        cloister_types::Role::Admin | cloister_types::Role::Metrics
+    );
     let mut resp = s.metrics.render(per_function).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -123,20 +123,33 @@ pub async fn manifest(
     let name = crate::deploy::path_arg(name)?;
     caller.require_function(&name)?;
     let version = crate::deploy::version_query(q.as_deref())?;
-    let f = s.functions.resolve(&name, version).await?;
+    // A name the gateway no longer knows (its function deleted here) may still be bound in
+    // keyvault: its latest manifest is what a redeploy by its owners names as previous.
+    let ask = match s.functions.resolve(&name, version).await {
+        Ok(f) => cloister_rpc::keyvault::GetManifestRequest {
+            function_id: f.function_id.clone(),
+            version: f.version,
+            name: String::new(),
+        },
+        Err(e) if e.0.code == cloister_types::ErrorCode::FunctionNotFound && version.is_none() => {
+            cloister_rpc::keyvault::GetManifestRequest {
+                function_id: String::new(),
+                version: 0,
+                name: name.clone(),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let kv = keyvault(&s)?;
     let r = kv
         .client()
-        .get_manifest(kv.request(cloister_rpc::keyvault::GetManifestRequest {
-            function_id: f.function_id.clone(),
-            version: f.version,
-        }))
+        .get_manifest(kv.request(ask))
         .await
         .map_err(kv_error)?
         .into_inner();
     Ok(Json(cloister_types::wire::SignedManifest {
-        function_id: f.function_id.clone(),
-        version: f.version,
+        function_id: r.function_id,
+        version: r.version,
         manifest: base64::engine::general_purpose::STANDARD.encode(r.signed),
     }))
 }

@@ -1084,7 +1084,9 @@ impl Authority {
         )
         .detail("role", g.role.as_str())
         .detail("label", g.label.clone())
-        .detail("expires", g.expires);
+        .detail("expires", g.expires)
+        // A role change says what it changed from (null: a new identity).
+        .detail("previous_role", old_rec.as_ref().map(|r| r.role.as_str()));
         self.store
             .authority_write(
                 vec![AuthorityWrite {

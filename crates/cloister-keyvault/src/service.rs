@@ -467,17 +467,41 @@ impl Keyvault for KeyvaultService {
         req: Request<pb::GetManifestRequest>,
     ) -> Result<Response<pb::GetManifestResponse>, Status> {
         let r = req.into_inner();
-        match self
-            .vault
-            .authority()
-            .signed_manifest(&r.function_id, r.version)
-            .await
-        {
-            Ok(Some(signed)) => Ok(Response::new(pb::GetManifestResponse { signed })),
-            Ok(None) => Err(Status::not_found(format!(
-                "no manifest for function {} version {}",
-                r.function_id, r.version
-            ))),
+        let a = self.vault.authority();
+        let function = if r.function_id.is_empty() {
+            a.function_by_name(&r.name).await
+        } else {
+            a.function(&r.function_id).await
+        }
+        .map_err(|d| status(VaultError::Denied(d)))?;
+        let Some(f) = function else {
+            return Err(coded(
+                ErrorCode::FunctionNotFound,
+                if r.function_id.is_empty() {
+                    format!("no function is named {:?}", r.name)
+                } else {
+                    format!("no function {}", r.function_id)
+                },
+            ));
+        };
+        let version = if r.version == 0 {
+            f.latest_version
+        } else {
+            r.version
+        };
+        match a.signed_manifest(&f.function_id, version).await {
+            Ok(Some(signed)) => Ok(Response::new(pb::GetManifestResponse {
+                signed,
+                function_id: f.function_id.clone(),
+                version,
+            })),
+            Ok(None) => Err(coded(
+                ErrorCode::FunctionNotFound,
+                format!(
+                    "no manifest for function {} version {version}",
+                    f.function_id
+                ),
+            )),
             Err(d) => Err(status(VaultError::Denied(d))),
         }
     }

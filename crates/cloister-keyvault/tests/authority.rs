@@ -913,6 +913,41 @@ async fn the_last_admin_cannot_be_revoked_or_demoted() {
     .unwrap();
     a.change_registry(&change(&fx, &second, &me)).await.unwrap();
     assert_eq!(a.admins(), vec![second.id().to_string()]);
+    // A role change is audited with what it changed from.
+    let dev = Identity::from_seed([10u8; 32], "dev-then-admin").unwrap();
+    for role in [IdentityRole::Developer, IdentityRole::Admin] {
+        a.grant_identity(&fx.signed(
+            &second,
+            &IdentityGrant {
+                public_key: dev.public_key().to_string(),
+                role,
+                label: "d".into(),
+                expires: None,
+            },
+        ))
+        .await
+        .unwrap();
+    }
+    use cloister_store::AuditLog as _;
+    let store = SqliteStore::open(&fx.db).unwrap();
+    let grants: Vec<_> = store
+        .audit_list(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "identity.grant" && e.subject == dev.id().to_string())
+        .map(|e| {
+            let d: serde_json::Value = serde_json::from_str(&e.details).unwrap();
+            (d["previous_role"].clone(), d["role"].clone())
+        })
+        .collect();
+    assert_eq!(
+        grants,
+        vec![
+            (serde_json::Value::Null, "developer".into()),
+            ("developer".into(), "admin".into())
+        ]
+    );
 }
 
 #[tokio::test]

@@ -92,6 +92,7 @@ pub mod link {
                 duration_ms: 1.5,
                 link_mac: Vec::new(),
                 receipt_json: String::new(),
+                worker_replaced: false,
             };
             seal_response(&key, &asked, &mut resp);
             assert_eq!(resp.link_mac.len(), 32);
@@ -113,6 +114,10 @@ pub mod link {
                 result_json: "{\"ok\":false}".into(),
             }));
             assert!(!check_response(&key, &asked, &mut altered));
+            // The worker's fate is covered too (the invocation log reports it).
+            let mut flipped = resp.clone();
+            flipped.worker_replaced = true;
+            assert!(!check_response(&key, &asked, &mut flipped));
             // No MAC, or another link's key.
             let mut bare = resp.clone();
             bare.link_mac.clear();

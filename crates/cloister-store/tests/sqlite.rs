@@ -41,7 +41,7 @@ async fn state_survives_reopen_and_migrations_are_not_reapplied() {
             .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 7);
+    assert_eq!(store.schema_version().await.unwrap(), 8);
     let v = store
         .get_version("keep", None)
         .await

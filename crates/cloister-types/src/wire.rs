@@ -17,6 +17,8 @@ pub enum Role {
     Developer,
     /// Invoke functions and read their metadata.
     Invoker,
+    /// Read `GET /metrics` and nothing else (a Prometheus scraper's token).
+    Metrics,
 }
 
 impl Role {
@@ -26,6 +28,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Developer => "developer",
             Role::Invoker => "invoker",
+            Role::Metrics => "metrics",
         }
     }
 
@@ -35,6 +38,7 @@ impl Role {
             "admin" => Some(Role::Admin),
             "developer" => Some(Role::Developer),
             "invoker" => Some(Role::Invoker),
+            "metrics" => Some(Role::Metrics),
             _ => None,
         }
     }
@@ -42,9 +46,10 @@ impl Role {
     /// Whether this role includes everything `needed` may do.
     pub fn allows(self, needed: Role) -> bool {
         let rank = |r: Role| match r {
-            Role::Invoker => 0,
-            Role::Developer => 1,
-            Role::Admin => 2,
+            Role::Metrics => 0,
+            Role::Invoker => 1,
+            Role::Developer => 2,
+            Role::Admin => 3,
         };
         rank(self) >= rank(needed)
     }

@@ -99,7 +99,8 @@ def deploy(body):
         "entrypoint": entrypoint,
         "code_hash": "sha256:" + hashlib.sha256(body["code"].encode()).hexdigest(),
         "secrets": declared,
-        "limits": {"timeout_ms": limits.get("timeoutMs", 5000), "memory_mb": limits.get("memoryMb", 64)},
+        # JSON Schema integers may be written 243.0; the manifest holds integers.
+        "limits": {"timeout_ms": int(limits.get("timeoutMs", 5000)), "memory_mb": int(limits.get("memoryMb", 64))},
         "activate": True,
     }
     if body.get("env"):
@@ -115,11 +116,10 @@ _fuzz = [FUZZ_FUNCTION]
 
 
 def fuzz_function():
-    """The function signed requests act on. When the run deleted it, another one is deployed
-    (keyvault keeps a deleted function's name bound to its id, so under a new name)."""
+    """The function signed requests act on, deployed again when the run deleted it (keyvault
+    keeps a deleted function's name bound to it: the owner's redeploy is its next version)."""
     info = function_info(_fuzz[0])
     if info is None:
-        _fuzz[0] = f"{FUZZ_FUNCTION}-{secrets.token_hex(4)}"
         code = os.path.join(os.environ["CLOISTER_FUZZ_DIR"], f"{FUZZ_FUNCTION}.js")
         cli(["fn", "deploy", code, "--name", _fuzz[0]])
         info = function_info(_fuzz[0])
@@ -187,3 +187,17 @@ def before_call(context, case, kwargs):
         )
         if signed:
             case.headers = {**(case.headers or {}), "cloister-signed": signed}
+
+
+@schemathesis.hook
+def filter_failure(context, failure, case, response):
+    """Keeps every failure but one misreading: after a deploy, "Created resource not found"
+    (ST302) takes any 404 from a follow-up call for the function gone. A call whose *body*
+    names a version the function does not have (invoke, set current) is rightly 404
+    `function_not_found` "... has no version N": the check looks only at path and query
+    parameters. Any other 404 still fails the run."""
+    if getattr(failure, "code", None) != "ST302":
+        return True
+    body_version = case.operation.path in ("/v1/functions/{name}/invoke", "/v1/functions/{name}/current")
+    return not (body_version and b"has no version" in response.content)
+
