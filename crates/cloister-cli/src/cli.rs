@@ -286,6 +286,9 @@ pub enum IdentityCommand {
         /// `cloister/deploy/v1`, `cloister/secret-write/v1`, `cloister/activate/v1`,
         /// `cloister/identity-grant/v1` or `cloister/registry-change/v1`.
         domain: String,
+        /// The signature is bound to the keyvault whose attestation this verifies.
+        #[command(flatten)]
+        trust: TrustArgs,
     },
     /// Revoke an identity (admin, or your own). Manifests it signed keep working unless
     /// `--compromised`, which refuses secrets to every version it signed, for good.

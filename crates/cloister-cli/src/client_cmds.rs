@@ -73,14 +73,16 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
                 println!(
                     "unchanged: {} v{} already runs this code and configuration ({}); \
                      nothing deployed",
-                    info.name, info.version, info.code_hash
+                    output::printable(&info.name),
+                    info.version,
+                    output::printable(&info.code_hash)
                 );
             } else {
                 println!(
                     "deployed {} v{} ({}{})",
-                    info.name,
+                    output::printable(&info.name),
                     info.version,
-                    info.code_hash,
+                    output::printable(&info.code_hash),
                     if confidential {
                         "; confidential: the code is stored sealed, only attested executors read it"
                     } else {
@@ -625,7 +627,8 @@ pub async fn token(conn: Conn, cmd: TokenCommand, json: bool) -> anyhow::Result<
             for_identity: identity,
             functions,
         } => {
-            let role = Role::parse(&role).context("role must be admin, developer or invoker")?;
+            let role =
+                Role::parse(&role).context("role must be admin, developer, invoker or metrics")?;
             let created = c
                 .create_token(&TokenCreateRequest {
                     role,

@@ -370,7 +370,7 @@ pub async fn run(conn: Conn, cmd: IdentityCommand, json_mode: bool) -> anyhow::R
                 println!("  tokens bound to the old identity now act for the new one");
             }
         }
-        IdentityCommand::Sign { domain } => {
+        IdentityCommand::Sign { domain, trust } => {
             let mut text = String::new();
             std::io::Read::read_to_string(
                 &mut std::io::Read::take(std::io::stdin(), 1 << 20),
@@ -378,7 +378,16 @@ pub async fn run(conn: Conn, cmd: IdentityCommand, json_mode: bool) -> anyhow::R
             )
             .context("cannot read the body from stdin")?;
             let me = require(conn.identity.as_deref())?;
-            let mut c = crate::client_cmds::client(&conn)?.with_identity(me, None);
+            // Signed for the platform whose keyvault's evidence verifies here, never for one
+            // the gateway merely names.
+            let mut c = crate::client_cmds::client(&conn)?;
+            let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, &trust).await?;
+            eprintln!(
+                "signing for the platform of keyvault {}… (tee: {})",
+                &kv.measurement[..16],
+                kv.tee_label
+            );
+            let mut c = c.with_identity(me, Some(kv.audit_key.to_string()));
             let signed = sign_json(&mut c, &domain, &text).await?;
             if json_mode {
                 output::json(&cloister_types::wire::SignedBody { signed });

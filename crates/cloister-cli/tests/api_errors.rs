@@ -531,6 +531,19 @@ async fn an_invoker_token_scoped_to_functions_invokes_only_those() {
     assert!(e.message.contains("only add"), "{}", e.message);
     assert_api_error(c.signed_manifest("other", None).await, "forbidden", 403);
     assert!(c.signed_manifest("add", None).await.is_ok());
+    // Nor does it see the others' metadata.
+    let names: Vec<String> = c
+        .list()
+        .await
+        .unwrap()
+        .functions
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, vec!["add".to_owned()]);
+    assert_api_error(c.show("other", None).await, "forbidden", 403);
+    assert_api_error(c.versions("other").await, "forbidden", 403);
+    assert!(c.show("add", None).await.is_ok());
     // The scope is listed (and audited), and only invoker tokens take one.
     let listed = admin.list_tokens().await.unwrap();
     assert!(

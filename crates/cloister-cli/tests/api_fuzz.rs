@@ -29,7 +29,9 @@ fn schemathesis() -> PathBuf {
     let st = venv.join("bin/st");
     // Written after a complete install: a half-made environment is made again.
     let done = venv.join(".cloister-installed");
-    if done.exists() {
+    let requirements =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis/requirements.txt");
+    if std::fs::read_to_string(&done).ok() == std::fs::read_to_string(&requirements).ok() {
         return st;
     }
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
@@ -50,16 +52,20 @@ fn schemathesis() -> PathBuf {
         Command::new(&python).args(["-m", "venv"]).arg(&venv),
         "python3 -m venv",
     );
-    run(
-        Command::new(venv.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            SCHEMATHESIS,
-        ]),
-        "pip install schemathesis",
+    // Every dependency pinned (tests/schemathesis/requirements.txt): the same run everywhere.
+    let pinned = std::fs::read_to_string(&requirements).unwrap();
+    assert!(
+        pinned.lines().any(|l| l == SCHEMATHESIS),
+        "{} must pin {SCHEMATHESIS}",
+        requirements.display()
     );
-    std::fs::write(&done, SCHEMATHESIS).unwrap();
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements),
+        "pip install -r tests/schemathesis/requirements.txt",
+    );
+    std::fs::write(&done, pinned).unwrap();
     st
 }
 

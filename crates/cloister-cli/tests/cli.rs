@@ -140,9 +140,21 @@ async fn deploy_list_show_invoke_delete() {
         stderr(&o)
     );
 
-    // keyvault keeps the name bound to its function: its owner deploys it again, as the
-    // next version of the same function (a stranger cannot take the name).
+    // keyvault keeps the name bound to its function: its owner deploys it again, as the same
+    // function (a stranger cannot take the name). The same content as its latest version is
+    // that version, back; other content is the next one.
     let o = p.cli(&["--json", "fn", "deploy", add, "--name", "adder"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["functionId"].clone(), v["version"].as_u64()),
+        (old_id.clone(), Some(2))
+    );
+    let o = p.cli(&["--json", "fn", "delete", "adder"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = p.cli(&[
+        "--json", "fn", "deploy", add, "--name", "adder", "--env", "A=1",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
@@ -188,6 +200,29 @@ async fn deploy_list_show_invoke_delete() {
         ),
         "{e:?}"
     );
+    // What keyvault keeps of a deleted function is read only by those who may deploy.
+    let invoker = p
+        .admin()
+        .create_token(&cloister_types::wire::TokenCreateRequest {
+            role: cloister_types::Role::Invoker,
+            label: None,
+            identity: None,
+            functions: vec![],
+        })
+        .await
+        .unwrap();
+    let e = p
+        .client(Some(&invoker.token))
+        .signed_manifest("adder", None)
+        .await;
+    assert!(
+        matches!(
+            e,
+            Err(cloister_client::ClientError::Api { status: 404, .. })
+        ),
+        "{e:?}"
+    );
+    assert!(p.admin().signed_manifest("adder", None).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -629,15 +664,9 @@ async fn identity_lifecycle_create_protect_grant_rotate_revoke() {
     );
     let info: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(info["owners"][0], new_id.as_str());
-    // The retired key is refused by keyvault. (A change: a redeploy of what already runs is
-    // answered `unchanged` by the gateway, with nothing for keyvault to decide.)
+    // The retired key is refused by keyvault, even for the code that already runs (keyvault,
+    // not the gateway, decides that a deploy is `unchanged`, after checking its signer).
     let retired = dir.join("dev.retired");
-    let changed = dir.join("devfn.js");
-    std::fs::write(
-        &changed,
-        format!("{}\n// changed\n", std::fs::read_to_string(add).unwrap()),
-    )
-    .unwrap();
     let o = p.cli_env(
         &[
             "--token",
@@ -646,7 +675,7 @@ async fn identity_lifecycle_create_protect_grant_rotate_revoke() {
             retired.to_str().unwrap(),
             "fn",
             "deploy",
-            changed.to_str().unwrap(),
+            add,
             "--name",
             "devfn",
         ],
@@ -1055,12 +1084,20 @@ async fn env_binary_secrets_stack_file_names_and_unchanged_redeploys() {
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_str::<Value>(&stdout(&o)).unwrap()
     };
-    let env = ["--env", "LOG_LEVEL=debug", "--env", "URL=https://x/?a=b"];
+    // `__proto__` is a variable like any other (context.env has no prototype).
+    let env = [
+        "--env",
+        "LOG_LEVEL=debug",
+        "--env",
+        "URL=https://x/?a=b",
+        "--env",
+        "__proto__=p",
+    ];
     let v1 = deploy(&env);
     assert_eq!(v1["version"], 1);
     assert_eq!(
         v1["env"],
-        serde_json::json!({"LOG_LEVEL": "debug", "URL": "https://x/?a=b"})
+        serde_json::json!({"LOG_LEVEL": "debug", "URL": "https://x/?a=b", "__proto__": "p"})
     );
     assert_eq!(v1["sourceName"], "cfg-fn.js");
     assert!(v1.get("unchanged").is_none(), "{v1}");
@@ -1086,7 +1123,7 @@ async fn env_binary_secrets_stack_file_names_and_unchanged_redeploys() {
     assert_eq!(
         r["result"],
         serde_json::json!({
-            "env": {"LOG_LEVEL": "debug", "URL": "https://x/?a=b"},
+            "env": {"LOG_LEVEL": "debug", "URL": "https://x/?a=b", "__proto__": "p"},
             "frozen": true, "binary": true, "bytes": [255, 0, 10, 128, 10],
         }),
         "{r}"
@@ -1115,6 +1152,8 @@ async fn env_binary_secrets_stack_file_names_and_unchanged_redeploys() {
         "LOG_LEVEL=debug",
         "--env",
         "URL=https://x/?a=b",
+        "--env",
+        "__proto__=p",
     ]);
     assert!(
         stdout(&o).starts_with("unchanged: cfg-fn v1"),
@@ -1236,7 +1275,13 @@ async fn identity_sign_and_secret_seal_make_bodies_other_clients_send() {
     let act =
         serde_json::json!({"function_id": id, "name": "signed-fn", "version": 1, "active": true});
     let o = p.cli_stdin(
-        &["identity", "sign", "cloister/activate/v1"],
+        &[
+            "identity",
+            "sign",
+            "cloister/activate/v1",
+            "--sim-root",
+            &p.sim_root(),
+        ],
         act.to_string().as_bytes(),
     );
     assert!(o.status.success(), "{}", stderr(&o));

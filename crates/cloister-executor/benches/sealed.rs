@@ -137,6 +137,27 @@ fn bench(c: &mut Criterion) {
     c.bench_function("receipt sign", |b| {
         b.iter(|| notary.sign(body.clone(), &[]))
     });
+    // Everything the servers add to a call for its receipt, but the bytes on the wire: the
+    // executor hashes the answer, signs and serialises the receipt; the gateway parses it
+    // and writes it into its own answer. With the evidence left out (the caller named the
+    // signer) and with it.
+    let holds = notary.public_key().to_vec();
+    for (label, caller_holds) in [
+        ("receipt, server path (evidence left out)", holds.as_slice()),
+        ("receipt, server path (with evidence)", &[][..]),
+    ] {
+        c.bench_function(label, |b| {
+            b.iter(|| {
+                let mut body = body.clone();
+                body.output_sha256 =
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(br#"{"sum":5}"#));
+                let json = serde_json::to_string(&notary.sign(body, caller_holds)).unwrap();
+                let relayed: cloister_types::receipt::Receipt =
+                    serde_json::from_str(&json).unwrap();
+                serde_json::to_vec(&relayed).unwrap()
+            })
+        });
+    }
     let receipt = notary.sign(body, &[]);
     let trust = ReceiptTrust::new(platform.fingerprint_hex(), vec![hex::encode([3u8; 48])]);
     c.bench_function(

@@ -359,7 +359,7 @@ impl Supervisor {
             return p.clone();
         }
         let pool = Arc::new(Pool {
-            load: self.load_for(source, &m.entrypoint, limits, Some(&m)),
+            load: self.load_for(source, &m.entrypoint, limits, Some(m)),
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(self.cfg.max_workers_per_function),
             last_used: Mutex::new(Instant::now()),
@@ -492,7 +492,11 @@ impl Supervisor {
                     text.insert(k.clone(), s.to_owned());
                 }
                 Err(_) => {
-                    binary.insert(k.clone(), v.to_vec());
+                    use base64::Engine as _;
+                    binary.insert(
+                        k.clone(),
+                        base64::engine::general_purpose::STANDARD.encode(v),
+                    );
                 }
             }
         }

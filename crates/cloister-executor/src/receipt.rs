@@ -51,6 +51,11 @@ impl Notary {
         })
     }
 
+    /// The receipt key (what a caller names in `receiptSigner`).
+    pub fn public_key(&self) -> &[u8; 32] {
+        &self.public_key
+    }
+
     /// Signs `body`. The signer's evidence is left out when `caller_holds` is this key (the
     /// caller said it already verified it): it is the same bytes on every receipt.
     pub fn sign(&self, body: ReceiptBody, caller_holds: &[u8]) -> Receipt {

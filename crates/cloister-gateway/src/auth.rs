@@ -36,8 +36,8 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Fails with `forbidden` unless the token may invoke `function` (a scoped invoker
-    /// token names the functions it may invoke).
+    /// Fails with `forbidden` unless the token may invoke or read `function` (a scoped
+    /// invoker token names the functions it may invoke, and sees no others).
     pub fn require_function(&self, function: &str) -> HttpResult<()> {
         if self.functions.is_empty() || self.functions.iter().any(|f| f == function) {
             return Ok(());

@@ -30,12 +30,13 @@ use crate::state::Shared;
 /// Runtimes this build can run.
 pub const RUNTIMES: &[&str] = &["javascript"];
 
-/// Extra body allowance over the code limit for JSON escaping and the other fields.
+/// Extra body allowance over the code limit for JSON escaping and the other fields (the
+/// configuration appears twice: as `env` and inside the base64 manifest).
 fn deploy_body_limit(limits: &ServerLimits) -> usize {
     limits
         .max_code_bytes
         .saturating_mul(2)
-        .saturating_add(64 * 1024)
+        .saturating_add(1024 * 1024)
 }
 
 /// Checks every field of a deploy request except compilation; returns the version to store.
@@ -291,11 +292,6 @@ async fn deploy_inner(
         }
         None => {}
     }
-    if let Some(k) = &known
-        && let Some(info) = unchanged(s, k, &new, sealed_code.is_some()).await?
-    {
-        return Ok(info);
-    }
     // Compile in a sandboxed worker: the gateway never evaluates function code itself (and
     // confidential code is opened only inside the executor).
     let check = ValidateRequest {
@@ -363,6 +359,23 @@ async fn deploy_inner(
             base64::engine::general_purpose::STANDARD.encode(&reg.stored_code)
         );
     }
+    // keyvault found the latest version already is this content (and may run): it stands.
+    // The gateway's record of it, made current again (a rollback with --keep-newer pinned an
+    // older one); without a record (the function was deleted here), one is made below.
+    if reg.unchanged
+        && let Some(info) = s.store.get_version(&new.name, Some(reg.version)).await?
+        && info.function_id == reg.function_id
+    {
+        let current = s.store.get_current(&new.name).await?;
+        if current.is_some_and(|c| c.version != reg.version) {
+            s.store.set_current_version(&new.name, None).await?;
+            s.functions.invalidate(&new.name);
+        }
+        return Ok(FunctionInfo {
+            unchanged: true,
+            ..info
+        });
+    }
     new.new_function_id = reg.function_id.clone();
     new.version = Some(reg.version);
     new.manifest_digest = reg.manifest_digest;
@@ -378,46 +391,6 @@ async fn deploy_inner(
     s.functions.invalidate(&info.name);
     tracing::info!(name = %info.name, version = info.version, code_hash = %info.code_hash, "deployed");
     Ok(info)
-}
-
-/// The current version when it already is what `new` describes (same code, configuration and
-/// confidentiality) and is also the latest: a redeploy of it registers nothing. After a
-/// rollback the current version is older than the latest, and deploying it again is a change.
-async fn unchanged(
-    s: &Shared,
-    latest: &FunctionInfo,
-    new: &NewVersion,
-    confidential: bool,
-) -> HttpResult<Option<FunctionInfo>> {
-    let same = latest.code_hash == new.code_hash
-        && latest.runtime == new.runtime
-        && latest.entrypoint == new.entrypoint
-        && latest.environment == new.environment
-        && latest.required_secrets == new.required_secrets
-        && latest.limits == new.limits
-        && latest.env == new.env
-        && latest.source_name == new.source_name;
-    if !same {
-        return Ok(None);
-    }
-    let Some(current) = s.store.get_current(&latest.name).await? else {
-        return Ok(None);
-    };
-    if current.version != latest.version {
-        return Ok(None);
-    }
-    let stored = s
-        .store
-        .get_code(&current.function_id, current.version)
-        .await?
-        .unwrap_or_default();
-    if stored.starts_with(cloister_types::sealed::STORED_CODE_PREFIX) != confidential {
-        return Ok(None);
-    }
-    Ok(Some(FunctionInfo {
-        unchanged: true,
-        ..current
-    }))
 }
 
 /// Maps a rejected path segment to `invalid_request`.
@@ -454,10 +427,11 @@ pub fn version_query(q: Option<&str>) -> HttpResult<Option<u32>> {
 
 /// `GET /v1/functions`.
 pub async fn list(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<Json<FunctionList>> {
-    s.auth.authenticate(&headers).await?;
-    Ok(Json(FunctionList {
-        functions: s.store.list_latest().await?,
-    }))
+    let caller = s.auth.authenticate(&headers).await?;
+    let mut functions = s.store.list_latest().await?;
+    // A token scoped to some functions sees those only.
+    functions.retain(|f| caller.require_function(&f.name).is_ok());
+    Ok(Json(FunctionList { functions }))
 }
 
 /// `GET /v1/functions/{name}[?version=N]`.
@@ -467,8 +441,9 @@ pub async fn show(
     name: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> HttpResult<Json<FunctionInfo>> {
-    s.auth.authenticate(&headers).await?;
+    let caller = s.auth.authenticate(&headers).await?;
     let name = path_arg(name)?;
+    caller.require_function(&name)?;
     let version = version_query(q.as_deref())?;
     let info = s
         .store
@@ -567,8 +542,9 @@ pub async fn versions(
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
 ) -> HttpResult<Json<cloister_types::wire::FunctionVersions>> {
-    s.auth.authenticate(&headers).await?;
+    let caller = s.auth.authenticate(&headers).await?;
     let name = path_arg(name)?;
+    caller.require_function(&name)?;
     let versions = s.store.list_versions(&name).await?;
     let latest = versions
         .last()

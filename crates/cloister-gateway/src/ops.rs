@@ -14,7 +14,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /metrics` (any valid token; the per-function series for admin tokens only).
+/// `GET /metrics` (any valid token, metrics tokens included; the per-function series for
+/// admin and metrics tokens only).
 pub async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> HttpResult<Response> {
     let caller = s.auth.authenticate_any(&headers).await?;
     let _one_scrape_at_a_time = s.metrics.scrape.lock().await;

@@ -131,7 +131,14 @@ pub async fn manifest(
             version: f.version,
             name: String::new(),
         },
-        Err(e) if e.0.code == cloister_types::ErrorCode::FunctionNotFound && version.is_none() => {
+        // Only for those who may deploy (the fallback exists for their redeploys), and only
+        // for a well-formed name.
+        Err(e)
+            if e.0.code == cloister_types::ErrorCode::FunctionNotFound
+                && version.is_none()
+                && caller.role.allows(Role::Developer)
+                && cloister_types::FunctionName::parse(&name).is_ok() =>
+        {
             cloister_rpc::keyvault::GetManifestRequest {
                 function_id: String::new(),
                 version: 0,

@@ -247,6 +247,24 @@ pub struct Registered {
     pub function: FunctionRecord,
     /// The manifest.
     pub manifest: Arc<RegisteredManifest>,
+    /// Nothing was registered: the function's latest version already is this manifest's
+    /// content, is active and was signed by a trusted identity (`manifest` is that version's).
+    pub unchanged: bool,
+}
+
+/// Whether two manifests describe the same version: everything but the chain links
+/// (`function_id`, `previous`) and `activate`.
+fn same_content(a: &Manifest, b: &Manifest) -> bool {
+    a.name == b.name
+        && a.environment == b.environment
+        && a.runtime == b.runtime
+        && a.entrypoint == b.entrypoint
+        && a.code_hash == b.code_hash
+        && a.secrets == b.secrets
+        && a.limits == b.limits
+        && a.confidential == b.confidential
+        && a.env == b.env
+        && a.source_name == b.source_name
 }
 
 #[derive(Default)]
@@ -829,6 +847,20 @@ impl Authority {
                         f.name
                     )));
                 }
+                // The same content again, by someone who may deploy it: the latest version
+                // stands if it can run (active, its signer not distrusted).
+                if m.activate
+                    && f.active.contains(&f.latest_version)
+                    && let Some(latest) = self.manifest(id, f.latest_version).await?
+                    && same_content(&latest.manifest, &m)
+                    && self.signer_trusted(&latest).is_ok()
+                {
+                    return Ok(Registered {
+                        function: (*f).clone(),
+                        manifest: latest,
+                        unchanged: true,
+                    });
+                }
                 let old_value = Self::encode(f.as_ref())?;
                 (Some(f), Some(old_value), id.clone())
             }
@@ -914,6 +946,7 @@ impl Authority {
         Ok(Registered {
             function: (*rec).clone(),
             manifest: reg,
+            unchanged: false,
         })
     }
 

@@ -386,6 +386,7 @@ impl Keyvault for KeyvaultService {
                         .collect(),
                     active: reg.function.active,
                     signer: reg.manifest.signer.to_string(),
+                    unchanged: reg.unchanged,
                 }))
             }
             Err(d) => {

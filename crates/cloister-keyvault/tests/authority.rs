@@ -1500,3 +1500,67 @@ async fn genuine_but_older_authority_rows_put_back_are_refused_at_start() {
         Some(ErrorCode::RollbackDetected)
     );
 }
+
+#[tokio::test]
+async fn the_same_content_again_registers_nothing_but_is_still_checked() {
+    let fx = Fx::new().await;
+    let a = fx.v.authority();
+    let v1 = a
+        .register_manifest(&fx.signed(&alice(), &manifest("same", "code", &[])))
+        .await
+        .unwrap();
+    let id = v1.function.function_id.clone();
+    let next = |previous: &str| Manifest {
+        function_id: Some(id.clone()),
+        previous: Some(previous.to_owned()),
+        ..manifest("same", "code", &[])
+    };
+    // By its owner: nothing registered, version 1 stands.
+    let again = a
+        .register_manifest(&fx.signed(&alice(), &next(&v1.manifest.digest)))
+        .await
+        .unwrap();
+    assert!(again.unchanged);
+    assert_eq!(
+        (again.manifest.version, again.function.latest_version),
+        (1, 1)
+    );
+    // By someone who may not deploy it: refused, unchanged or not.
+    let stranger = Identity::from_seed([7u8; 32], "stranger").unwrap();
+    assert!(
+        a.register_manifest(&fx.signed(&stranger, &next(&v1.manifest.digest)))
+            .await
+            .is_err()
+    );
+    // A version that may not run is not "unchanged": the same content is a new version.
+    a.activate(&fx.signed(
+        &alice(),
+        &Activation {
+            function_id: id.clone(),
+            name: "same".into(),
+            version: 1,
+            active: false,
+            and_newer: false,
+        },
+    ))
+    .await
+    .unwrap();
+    let v2 = a
+        .register_manifest(&fx.signed(&alice(), &next(&v1.manifest.digest)))
+        .await
+        .unwrap();
+    assert!(!v2.unchanged);
+    assert_eq!(v2.manifest.version, 2);
+    // Other content is a new version too.
+    let v3 = a
+        .register_manifest(&fx.signed(
+            &alice(),
+            &Manifest {
+                env: [("MODE".to_owned(), "x".to_owned())].into(),
+                ..next(&v2.manifest.digest)
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!((v3.unchanged, v3.manifest.version), (false, 3));
+}

@@ -337,8 +337,18 @@ impl Engine {
         for (name, value) in &inv.secrets {
             secrets.set(name.as_str(), value.as_str()).map_err(fail)?;
         }
-        for (name, bytes) in &inv.binary_secrets {
-            let array = TypedArray::<u8>::new_copy(ctx.clone(), bytes).map_err(fail)?;
+        for (name, b64) in &inv.binary_secrets {
+            use base64::Engine as _;
+            let bytes = zeroize::Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|_| Failure {
+                        code: ErrorCode::Internal,
+                        message: format!("secret `{name}` arrived malformed"),
+                        stack: None,
+                    })?,
+            );
+            let array = TypedArray::<u8>::new_copy(ctx.clone(), bytes.as_slice()).map_err(fail)?;
             secrets.set(name.as_str(), array).map_err(fail)?;
         }
         freeze.call::<_, ()>((secrets.clone(),)).map_err(fail)?;
@@ -404,11 +414,14 @@ impl Engine {
             .map(|d| d.as_millis() as f64)
             .unwrap_or(0.0);
         obj.set("deadlineMs", now_ms + c.timeout_ms as f64)?;
-        let env = Object::new(ctx.clone())?;
+        // No prototype: a variable named `__proto__` is a variable, not a prototype setter.
+        let object: Object = ctx.globals().get("Object")?;
+        let create: Function = object.get("create")?;
+        let env: Object = create.call((Value::new_null(ctx.clone()),))?;
         for (k, v) in &self.load.env {
             env.set(k.as_str(), v.as_str())?;
         }
-        let freeze: Function = ctx.globals().get::<_, Object>("Object")?.get("freeze")?;
+        let freeze: Function = object.get("freeze")?;
         freeze.call::<_, ()>((env.clone(),))?;
         obj.set("env", env)?;
         let log = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {

@@ -57,9 +57,10 @@ pub struct Invoke {
     pub params: Box<RawValue>,
     /// Declared secrets whose values are UTF-8, by the name the function sees (strings).
     pub secrets: BTreeMap<String, String>,
-    /// Declared secrets whose values are other bytes (a `Uint8Array` each).
+    /// Declared secrets whose values are other bytes, base64 (a `Uint8Array` each in code):
+    /// a JSON array of numbers would take four bytes a byte.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub binary_secrets: BTreeMap<String, Vec<u8>>,
+    pub binary_secrets: BTreeMap<String, String>,
     /// Context facts.
     pub context: InvocationContext,
 }

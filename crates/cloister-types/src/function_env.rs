@@ -8,10 +8,8 @@ use std::collections::BTreeMap;
 pub const MAX_ENV_VARS: usize = 64;
 /// Longest variable name, in bytes.
 pub const MAX_ENV_KEY_BYTES: usize = 64;
-/// Longest value, in bytes.
-pub const MAX_ENV_VALUE_BYTES: usize = 4096;
-/// Most bytes of names and values together.
-pub const MAX_ENV_TOTAL_BYTES: usize = 32 * 1024;
+/// Longest value, in characters (as JSON Schema's `maxLength` counts them).
+pub const MAX_ENV_VALUE_CHARS: usize = 1024;
 
 /// Why a function's configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,19 +29,13 @@ pub enum EnvError {
         /// The name (truncated; names are not secret).
         name: String,
     },
-    /// A value longer than [`MAX_ENV_VALUE_BYTES`] or holding a NUL.
+    /// A value longer than [`MAX_ENV_VALUE_CHARS`] or holding a NUL.
     #[error(
-        "environment variable {name} has an invalid value: at most {MAX_ENV_VALUE_BYTES} bytes, no NUL characters"
+        "environment variable {name} has an invalid value: at most {MAX_ENV_VALUE_CHARS} characters, no NUL characters"
     )]
     BadValue {
         /// The variable's name.
         name: String,
-    },
-    /// Names and values above [`MAX_ENV_TOTAL_BYTES`] together.
-    #[error("environment variables take {bytes} bytes; the maximum is {MAX_ENV_TOTAL_BYTES}")]
-    TooLarge {
-        /// Their size.
-        bytes: usize,
     },
 }
 
@@ -61,20 +53,15 @@ pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), EnvError> {
     if env.len() > MAX_ENV_VARS {
         return Err(EnvError::TooMany { count: env.len() });
     }
-    let mut total = 0usize;
     for (k, v) in env {
         if !name_ok(k) {
             return Err(EnvError::BadName {
                 name: k.chars().take(80).collect(),
             });
         }
-        if v.len() > MAX_ENV_VALUE_BYTES || v.contains('\0') {
+        if v.chars().count() > MAX_ENV_VALUE_CHARS || v.contains('\0') {
             return Err(EnvError::BadValue { name: k.clone() });
         }
-        total += k.len() + v.len();
-    }
-    if total > MAX_ENV_TOTAL_BYTES {
-        return Err(EnvError::TooLarge { bytes: total });
     }
     Ok(())
 }
@@ -122,19 +109,18 @@ mod tests {
             check_env(&env(&[("A", "x\0y")])),
             Err(EnvError::BadValue { .. })
         ));
-        let long = "v".repeat(MAX_ENV_VALUE_BYTES + 1);
+        let long = "v".repeat(MAX_ENV_VALUE_CHARS + 1);
         assert!(matches!(
             check_env(&env(&[("A", &long)])),
             Err(EnvError::BadValue { .. })
         ));
+        // Characters, not bytes: 1024 four-byte characters are one value.
+        let wide = "😀".repeat(MAX_ENV_VALUE_CHARS);
+        assert_eq!(check_env(&env(&[("A", &wide)])), Ok(()));
         let many: BTreeMap<String, String> = (0..=MAX_ENV_VARS)
             .map(|i| (format!("K{i}"), String::new()))
             .collect();
         assert!(matches!(check_env(&many), Err(EnvError::TooMany { .. })));
-        let big: BTreeMap<String, String> = (0..9)
-            .map(|i| (format!("K{i}"), "v".repeat(MAX_ENV_VALUE_BYTES)))
-            .collect();
-        assert!(matches!(check_env(&big), Err(EnvError::TooLarge { .. })));
     }
 
     #[test]

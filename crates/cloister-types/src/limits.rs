@@ -96,6 +96,15 @@ impl ServerLimits {
     }
 }
 
+/// Largest secret value, in bytes (any bytes: text reaches code as a string, anything else as
+/// a `Uint8Array`). keyvault refuses larger ones with `payload_too_large`.
+pub const MAX_SECRET_VALUE_BYTES: usize = 64 * 1024;
+
+/// Most bytes (names and values) the declared secrets of one function may hold together:
+/// keyvault refuses to release more (`payload_too_large`), so that they fit one message to
+/// the executor and one frame to its worker.
+pub const MAX_RELEASED_SECRET_BYTES: usize = 1024 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,7 +142,3 @@ mod tests {
         );
     }
 }
-
-/// Largest secret value, in bytes (any bytes: text reaches code as a string, anything else as
-/// a `Uint8Array`). keyvault refuses larger ones with `payload_too_large`.
-pub const MAX_SECRET_VALUE_BYTES: usize = 64 * 1024;

@@ -57,7 +57,7 @@ def cli(args, stdin=b""):
 
 
 def sign(domain, body):
-    return cli(["identity", "sign", domain], json.dumps(body).encode())
+    return cli(["identity", "sign", domain, "--sim-root", SIM_ROOT], json.dumps(body).encode())
 
 
 def positive(case):
