@@ -6,7 +6,8 @@
 //! signed by `tests/schemathesis/hooks.py` with the CLI.
 //!
 //! Bounded: `CLOISTER_FUZZ_EXAMPLES` examples per operation (default 40); the run's seed is
-//! printed, and `CLOISTER_FUZZ_SEED` replays one.
+//! printed, and `CLOISTER_FUZZ_SEED` replays one; `CLOISTER_FUZZ_VERBOSE` prints the whole
+//! report of a passing run (a failing one always does).
 
 mod common;
 
@@ -147,7 +148,13 @@ async fn the_api_meets_its_openapi_document_under_schemathesis() {
         links.is_some_and(|n| n >= 5),
         "too few links followed:\n{out}"
     );
-    let summary: Vec<&str> = out.lines().rev().take(12).collect();
+    // The summary, or everything with CLOISTER_FUZZ_VERBOSE set.
+    let keep = if std::env::var_os("CLOISTER_FUZZ_VERBOSE").is_some() {
+        usize::MAX
+    } else {
+        12
+    };
+    let summary: Vec<&str> = out.lines().rev().take(keep).collect();
     eprintln!(
         "{}",
         summary.into_iter().rev().collect::<Vec<_>>().join("\n")

@@ -430,6 +430,17 @@ fn manifest_for(
     previous: Option<&cloister_keyvault::authority::FunctionRecord>,
     confidential: bool,
 ) -> Vec<u8> {
+    manifest_with_code(v, name, previous, confidential, name)
+}
+
+/// [`manifest_for`] with the hash of `code`.
+fn manifest_with_code(
+    v: &Vault,
+    name: &str,
+    previous: Option<&cloister_keyvault::authority::FunctionRecord>,
+    confidential: bool,
+    code: &str,
+) -> Vec<u8> {
     let m = Manifest {
         name: name.into(),
         function_id: previous.map(|f| f.function_id.clone()),
@@ -437,7 +448,7 @@ fn manifest_for(
         environment: "production".into(),
         runtime: "javascript".into(),
         entrypoint: "handler".into(),
-        code_hash: code_hash(name),
+        code_hash: code_hash(code),
         secrets: vec![],
         limits: ManifestLimits {
             timeout_ms: 1000,
@@ -465,7 +476,7 @@ async fn a_confidential_function_takes_only_confidential_versions_whatever_the_d
         .await
         .unwrap_err();
     assert!(e.to_string().contains("confidential"), "{e}");
-    a.register_manifest(&manifest_for(&v, "hidden", Some(&f), true))
+    a.register_manifest(&manifest_with_code(&v, "hidden", Some(&f), true, "v2"))
         .await
         .unwrap();
     let f = a.function_by_name("hidden").await.unwrap().unwrap();
