@@ -384,24 +384,46 @@ fn read_value(args: &SecretPutArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(buf)
 }
 
+/// A value read as `args` say, sealed to the verified keyvault for its resolved path.
+struct Sealed {
+    client: Client,
+    path: SecretPath,
+    kv: TrustedKeyvault,
+    sealed: Vec<u8>,
+}
+
+async fn seal_value(conn: &Conn, args: &SecretPutArgs) -> anyhow::Result<Sealed> {
+    let value = read_value(args)?;
+    let mut client = client(conn)?;
+    let path = resolve_path(
+        &mut client,
+        &args.path,
+        args.function.as_deref(),
+        args.environment.as_deref(),
+    )
+    .await?;
+    let kv = trusted_keyvault(&mut client, &conn.url, &args.trust).await?;
+    let sealed = seal_secret(&kv, &path, &value).context("sealing the value")?;
+    Ok(Sealed {
+        client,
+        path,
+        kv,
+        sealed,
+    })
+}
+
 async fn put(
     conn: &Conn,
     args: SecretPutArgs,
     rotate: bool,
     json_mode: bool,
 ) -> anyhow::Result<()> {
-    let value = read_value(&args)?;
-    let mut c = client(conn)?;
-    let path = resolve_path(
-        &mut c,
-        &args.path,
-        args.function.as_deref(),
-        args.environment.as_deref(),
-    )
-    .await?;
-    let kv = trusted_keyvault(&mut c, &conn.url, &args.trust).await?;
-    let sealed = seal_secret(&kv, &path, &value).context("sealing the value")?;
-    drop(value);
+    let Sealed {
+        client: c,
+        path,
+        kv,
+        sealed,
+    } = seal_value(conn, &args).await?;
     // Signed for the keyvault whose evidence was just verified (its instance key).
     let me = crate::identity_cmd::require(conn.identity.as_deref())?;
     let mut c = c.with_identity(me, Some(kv.audit_key.to_string()));
@@ -426,18 +448,9 @@ async fn put(
 /// `secret seal`: the body `secret put` would send, printed instead.
 async fn seal_only(conn: &Conn, args: SecretPutArgs, rotate: bool) -> anyhow::Result<()> {
     use base64::Engine as _;
-    let value = read_value(&args)?;
-    let mut c = client(conn)?;
-    let path = resolve_path(
-        &mut c,
-        &args.path,
-        args.function.as_deref(),
-        args.environment.as_deref(),
-    )
-    .await?;
-    let kv = trusted_keyvault(&mut c, &conn.url, &args.trust).await?;
-    let sealed = seal_secret(&kv, &path, &value).context("sealing the value")?;
-    drop(value);
+    let Sealed {
+        path, kv, sealed, ..
+    } = seal_value(conn, &args).await?;
     let me = crate::identity_cmd::require(conn.identity.as_deref())?;
     let op = if rotate {
         cloister_authority::ops::SecretOp::Rotate

@@ -365,14 +365,22 @@ async fn deploy_inner(
     if reg.unchanged
         && let Some(info) = s.store.get_version(&new.name, Some(reg.version)).await?
         && info.function_id == reg.function_id
+        && info.manifest_digest == reg.manifest_digest
+        && info.code_hash == new.code_hash
     {
         let current = s.store.get_current(&new.name).await?;
         if current.is_some_and(|c| c.version != reg.version) {
             s.store.set_current_version(&new.name, None).await?;
-            s.functions.invalidate(&new.name);
         }
+        if info.owners != reg.owners {
+            s.store
+                .set_function_owners(&reg.function_id, &reg.owners)
+                .await?;
+        }
+        s.functions.invalidate(&new.name);
         return Ok(FunctionInfo {
             unchanged: true,
+            owners: reg.owners,
             ..info
         });
     }
@@ -390,7 +398,12 @@ async fn deploy_inner(
     }
     s.functions.invalidate(&info.name);
     tracing::info!(name = %info.name, version = info.version, code_hash = %info.code_hash, "deployed");
-    Ok(info)
+    // A record made again for what keyvault already had (the function was deleted here):
+    // keyvault registered nothing.
+    Ok(FunctionInfo {
+        unchanged: reg.unchanged,
+        ..info
+    })
 }
 
 /// Maps a rejected path segment to `invalid_request`.

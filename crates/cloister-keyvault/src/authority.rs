@@ -760,10 +760,6 @@ impl Authority {
         if m.limits.timeout_ms == 0 || m.limits.memory_mb == 0 {
             return Err(inv("limits must be positive".into()));
         }
-        cloister_types::function_env::check_env(&m.env).map_err(|e| inv(e.to_string()))?;
-        if let Some(n) = &m.source_name {
-            cloister_types::SourceName::parse(n).map_err(|e| inv(e.to_string()))?;
-        }
         if let Some(id) = &m.function_id {
             names::validate_function_id(id).map_err(|e| inv(e.to_string()))?;
         }
@@ -795,6 +791,12 @@ impl Authority {
         let m = v.body().clone();
         let (environment, secrets) =
             Self::check_manifest(&m, cloister_types::MAX_DECLARED_SECRETS)?;
+        // Rules for new manifests only: a stored one stays readable if they tighten.
+        cloister_types::function_env::check_env(&m.env)
+            .map_err(|e| Denied::Invalid(e.to_string()))?;
+        if let Some(n) = &m.source_name {
+            cloister_types::SourceName::parse(n).map_err(|e| Denied::Invalid(e.to_string()))?;
+        }
         let signer_id = v.signer_id().clone();
         let digest = hex::encode(v.digest());
         let (old, old_value, function_id) = match &m.function_id {

@@ -84,6 +84,15 @@ pub enum VaultError {
         /// The limit.
         max: usize,
     },
+    /// A function's declared secrets hold more than one release may carry.
+    #[error(
+        "the function's declared secrets hold more than {max} bytes together (names and values); \
+         keyvault releases at most that to one function"
+    )]
+    ReleaseTooLarge {
+        /// The limit.
+        max: usize,
+    },
     /// The sealed value could not be opened.
     #[error(
         "the sealed value cannot be opened: it was sealed to another key, for another path, or is damaged"
@@ -105,7 +114,7 @@ impl VaultError {
     pub fn code(&self) -> cloister_types::ErrorCode {
         use cloister_types::ErrorCode as C;
         match self {
-            Self::TooLarge { .. } => C::PayloadTooLarge,
+            Self::TooLarge { .. } | Self::ReleaseTooLarge { .. } => C::PayloadTooLarge,
             Self::Keys(KeyvaultError::Invalid { .. }) | Self::Invalid(_) | Self::BadSealedValue => {
                 C::InvalidRequest
             }

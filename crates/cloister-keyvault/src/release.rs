@@ -357,20 +357,6 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
         .release(&manifest, &req.execution_id, actor)
         .await
         .map_err(refused)?;
-    // What one function's declared secrets may hold together: they travel in one channel
-    // message and one worker frame.
-    let total: usize = values.iter().map(|(k, v)| k.len() + v.expose().len()).sum();
-    if total > cloister_types::limits::MAX_RELEASED_SECRET_BYTES {
-        return Err(Refusal::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "the declared secrets of {} hold {total} bytes together; at most {} are \
-                 released to one function",
-                manifest.manifest.name,
-                cloister_types::limits::MAX_RELEASED_SECRET_BYTES
-            ),
-        ));
-    }
     let m = &manifest.manifest;
     // Confidential code: the function's code key travels with the manifest it was granted by.
     let code_key = if m.confidential {

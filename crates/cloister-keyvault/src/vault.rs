@@ -888,6 +888,19 @@ impl Vault {
             let value = dek.decrypt_value(&rec.path, rec.version, &rec.ciphertext)?;
             out.insert(r.name().to_owned(), value);
         }
+        // What one function's declared secrets may hold together (they travel in one channel
+        // message and one worker frame): refused, not released, and said so in the log.
+        let max = cloister_types::limits::MAX_RELEASED_SECRET_BYTES;
+        let total: usize = out.iter().map(|(k, v)| k.len() + v.expose().len()).sum();
+        if total > max {
+            let audit = AuditDraft::new(executor, Action::AuthorityRefusal, namespace.clone())
+                .detail("operation", "release")
+                .detail("code", cloister_types::ErrorCode::PayloadTooLarge.as_str())
+                .detail("reason", "declared secrets over the release limit")
+                .detail("execution_id", execution_id);
+            self.store.audit_append(audit).await?;
+            return Err(VaultError::ReleaseTooLarge { max });
+        }
         let names: Vec<String> = declared.iter().map(ToString::to_string).collect();
         let audit = AuditDraft::new(executor, Action::SecretRelease, namespace)
             .detail("environment", environment.as_str())

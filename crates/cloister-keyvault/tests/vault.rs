@@ -628,3 +628,45 @@ async fn values_are_any_bytes_up_to_the_documented_limit() {
     let (_, vals) = v.release(&m, "exec-1", "executor").await.unwrap();
     assert_eq!(vals["BIN"].expose(), &bin[..]);
 }
+
+#[tokio::test]
+async fn a_function_gets_at_most_the_release_limit_of_secrets_together() {
+    use cloister_store::AuditLog as _;
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let id = fid(&v, "big").await;
+    let max = cloister_types::limits::MAX_SECRET_VALUE_BYTES;
+    let names: Vec<String> = (0..16).map(|i| format!("K{i}")).collect();
+    for n in &names {
+        v.put(&path(&id, n), &vec![7u8; max], false, "t")
+            .await
+            .unwrap();
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let m = register(&v, "big", "production", &refs).await;
+    let err = v.release(&m, "exec-big", "executor").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        cloister_types::ErrorCode::PayloadTooLarge,
+        "{err}"
+    );
+    // Refused, and recorded as such: no release entry says the values went out.
+    let entries = fx.store().audit_list(0, 10_000).await.unwrap();
+    let ns = cloister_types::namespace_of(&id);
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.action == "secret.release" && e.subject == ns)
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.action == "authority.refusal" && e.subject == ns)
+    );
+    // Fifteen fit.
+    let m = register(&v, "big", "production", &refs[..15]).await;
+    assert_eq!(
+        v.release(&m, "exec-ok", "executor").await.unwrap().1.len(),
+        15
+    );
+}
