@@ -691,6 +691,22 @@ async fn identity_lifecycle_create_protect_grant_rotate_revoke() {
     assert!(stderr(&o).contains("error[unauthorized]"), "{}", stderr(&o));
     let o = p.cli(&["fn", "invoke", "devfn", "--params", r#"{"a":2,"b":3}"#]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // Those tokens' end is in the audit log, with why.
+    let audit: Value = serde_json::from_slice(
+        &p.cli(&["--json", "audit", "list", "--limit", "1000"])
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        audit["entries"].as_array().unwrap().iter().any(|e| {
+            let details: Value =
+                serde_json::from_str(e["details"].as_str().unwrap_or("{}")).unwrap_or_default();
+            e["action"] == "token.revoke"
+                && e["subject"] == new_id.as_str()
+                && details["reason"] == "identity revoked"
+        }),
+        "{audit}"
+    );
     let o = p.cli(&["--json", "identity", "list", "--sim-root", &root]);
     let list: Value = serde_json::from_slice(&o.stdout).unwrap();
     let find = |id: &str| {

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use base64::Engine as _;
+use cloister_audit::{Action, AuditDraft};
 use cloister_rpc::keyvault::SignedRequest;
 use cloister_types::wire::{
     ActivationResult, ExecutorPolicyInfo, FunctionOwners, IdentityGranted, IdentityInfo,
@@ -96,6 +97,15 @@ pub async fn change_registry(
         (Some(old), None) if out.revoked => {
             let n = s.store.revoke_tokens_of(old).await?;
             tracing::info!(identity = %old, tokens = n, "revoked the tokens of a revoked identity");
+            if n > 0 {
+                s.audit
+                    .audit_append(
+                        AuditDraft::new(caller.token_id.clone(), Action::TokenRevoke, old.clone())
+                            .detail("reason", "identity revoked")
+                            .detail("tokens", n),
+                    )
+                    .await?;
+            }
         }
         _ => {}
     }
