@@ -383,7 +383,7 @@ pub struct MigrateArgs {
 }
 
 /// How the CLI decides to trust keyvault's attestation bundle.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct TrustArgs {
     /// SHA-256 fingerprint of the sim platform root to trust (printed by `serve --dev`).
     /// Without it, the root seen first for this URL is pinned in the CLI config (trust on

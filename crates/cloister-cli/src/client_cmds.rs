@@ -41,6 +41,18 @@ enum Toggle {
 /// Runs `fn ...`.
 pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<ExitCode> {
     let mut c = signing_client(&conn)?;
+    // What these sign is bound to the keyvault whose attestation verifies here.
+    let binds = match &cmd {
+        FnCommand::Deploy(args) => Some(args.trust.clone()),
+        FnCommand::Delete { trust, .. } | FnCommand::Rollback { trust, .. } => Some(trust.clone()),
+        FnCommand::Activate { .. } | FnCommand::Deactivate { .. } | FnCommand::Owners { .. } => {
+            Some(crate::cli::TrustArgs::default())
+        }
+        _ => None,
+    };
+    if let Some(trust) = binds {
+        crate::secret_cmd::bind_verified_platform(&mut c, &conn.url, &trust).await?;
+    }
     let cmd_kind = match &cmd {
         FnCommand::Deactivate { .. } => Toggle::Off,
         _ => Toggle::On,

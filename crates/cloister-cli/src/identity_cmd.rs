@@ -299,7 +299,7 @@ pub async fn run(conn: Conn, cmd: IdentityCommand, json_mode: bool) -> anyhow::R
                 );
             }
             let me = require(conn.identity.as_deref())?;
-            let mut c = crate::client_cmds::client(&conn)?.with_identity(me, None);
+            let mut c = crate::secret_cmd::verified_signer(&conn, me, &Default::default()).await?;
             let r = c.grant_identity(&key, role, &label, expires).await?;
             if json_mode {
                 output::json(&r);
@@ -322,7 +322,8 @@ pub async fn run(conn: Conn, cmd: IdentityCommand, json_mode: bool) -> anyhow::R
                 );
             }
             save(&new, &staged, passphrase)?;
-            let mut c = crate::client_cmds::client(&conn)?.with_identity(old.clone(), None);
+            let mut c =
+                crate::secret_cmd::verified_signer(&conn, old.clone(), &Default::default()).await?;
             let r = match c.rotate_identity(&new).await {
                 Ok(r) => r,
                 // keyvault refused: nothing changed, the new key is useless.
@@ -401,7 +402,7 @@ pub async fn run(conn: Conn, cmd: IdentityCommand, json_mode: bool) -> anyhow::R
         } => {
             let id = IdentityId::parse(identity_id.trim())?;
             let me = require(conn.identity.as_deref())?;
-            let mut c = crate::client_cmds::client(&conn)?.with_identity(me, None);
+            let mut c = crate::secret_cmd::verified_signer(&conn, me, &Default::default()).await?;
             let r = c
                 .change_registry(&cloister_authority::ops::RegistryChange::Revoke {
                     identity_id: id.to_string(),

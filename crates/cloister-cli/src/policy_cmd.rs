@@ -44,7 +44,7 @@ pub async fn run(conn: &Conn, cmd: PolicyCommand, json_mode: bool) -> anyhow::Re
             let reg = crate::identity_cmd::checked_registry(conn, &trust).await?;
             let current = reg.executor_policy.map_or(0, |p| p.version);
             let me = crate::identity_cmd::require(conn.identity.as_deref())?;
-            let mut c = crate::client_cmds::client(conn)?.with_identity(me, None);
+            let mut c = crate::secret_cmd::verified_signer(conn, me, &trust).await?;
             let r = c
                 .change_registry(&RegistryChange::ExecutorPolicy {
                     version: current + 1,

@@ -167,6 +167,31 @@ pub fn expected_keyvault(trust: &TrustArgs) -> anyhow::Result<[u8; 48]> {
     }
 }
 
+/// Binds what `c` signs to the platform whose keyvault's attestation verifies here (not to
+/// the key an unverified bundle names: a gateway could pick another platform's).
+pub async fn bind_verified_platform(
+    c: &mut Client,
+    url: &str,
+    trust: &TrustArgs,
+) -> anyhow::Result<()> {
+    if c.signs() {
+        let kv = trusted_keyvault(c, url, trust).await?;
+        c.bind_platform(kv.audit_key.to_string());
+    }
+    Ok(())
+}
+
+/// A client that signs as `me` for the platform whose keyvault verifies here.
+pub async fn verified_signer(
+    conn: &Conn,
+    me: std::sync::Arc<cloister_authority::Identity>,
+    trust: &TrustArgs,
+) -> anyhow::Result<Client> {
+    let mut c = client(conn)?.with_identity(me, None);
+    bind_verified_platform(&mut c, &conn.url, trust).await?;
+    Ok(c)
+}
+
 /// Fetches and verifies keyvault's attestation bundle.
 pub async fn trusted_keyvault(
     c: &mut Client,
@@ -505,7 +530,7 @@ pub async fn secret(conn: Conn, cmd: SecretCommand, json_mode: bool) -> anyhow::
             environment,
         } => {
             let me = crate::identity_cmd::require(conn.identity.as_deref())?;
-            let mut c = client(&conn)?.with_identity(me, None);
+            let mut c = verified_signer(&conn, me, &TrustArgs::default()).await?;
             let p =
                 resolve_path(&mut c, &path, function.as_deref(), environment.as_deref()).await?;
             c.delete_secret(&p).await?;

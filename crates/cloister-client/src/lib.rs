@@ -144,6 +144,19 @@ impl Client {
         self
     }
 
+    /// Binds what this client signs from now on to `platform`: keyvault's instance key from a
+    /// bundle the caller verified. Without a signer, nothing changes.
+    pub fn bind_platform(&mut self, platform: String) {
+        if let Some(s) = self.signer.as_mut() {
+            s.platform = Some(platform);
+        }
+    }
+
+    /// Whether this client signs requests (it was given an identity).
+    pub fn signs(&self) -> bool {
+        self.signer.is_some()
+    }
+
     /// keyvault's instance key signed requests are bound to (fetched once if not given).
     async fn platform(&mut self) -> Result<String, ClientError> {
         if let Some(p) = self.signer.as_ref().and_then(|s| s.platform.clone()) {
