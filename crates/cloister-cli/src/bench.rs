@@ -243,19 +243,7 @@ async fn bench_workload(
     let suffix: u32 = rand::rng().random();
     let name = format!("bench-{stem}-{:06x}", suffix & 0xff_ffff);
     let info = c
-        .deploy(&DeployRequest {
-            name: name.clone(),
-            runtime: "javascript".into(),
-            code,
-            entrypoint: None,
-            environment: None,
-            required_secrets: vec![],
-            limits: None,
-            manifest: None,
-            sealed_code: None,
-            env: Default::default(),
-            source_name: None,
-        })
+        .deploy(&DeployRequest::javascript(name.clone(), code))
         .await?;
     let result = async {
         let path = format!("/v1/functions/{name}/invoke");

@@ -224,19 +224,7 @@ pub async fn run(
         .with_context(|| format!("cannot read add.js in {}", args.workloads.display()))?;
     let name = format!("bench-sealed-{:06x}", rand::random::<u32>() & 0xff_ffff);
     let f = c
-        .deploy(&DeployRequest {
-            name: name.clone(),
-            runtime: "javascript".into(),
-            code,
-            entrypoint: None,
-            environment: None,
-            required_secrets: vec![],
-            limits: None,
-            manifest: None,
-            sealed_code: None,
-            env: Default::default(),
-            source_name: None,
-        })
+        .deploy(&DeployRequest::javascript(name.clone(), code))
         .await?;
     let result = measure(&mut c, conn, token, args, &kv, &name, &f).await;
     if let Err(e) = c.delete(&name).await {

@@ -50,17 +50,8 @@ async fn deploy(
     secrets: Vec<String>,
 ) -> anyhow::Result<String> {
     let req = DeployRequest {
-        name: name.into(),
-        runtime: "javascript".into(),
-        code,
-        entrypoint: None,
-        environment: None,
         required_secrets: secrets,
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
+        ..DeployRequest::javascript(name, code)
     };
     Ok(c.deploy(&req).await?.function_id)
 }
@@ -242,19 +233,7 @@ pub async fn deploys(
     let code = std::fs::read_to_string(args.workloads.join("add.js"))
         .with_context(|| format!("cannot read add.js in {}", args.workloads.display()))?;
     let name = format!("bench-deploy-{:08x}", rand::random::<u32>());
-    let req = DeployRequest {
-        name,
-        runtime: "javascript".into(),
-        code,
-        entrypoint: None,
-        environment: None,
-        required_secrets: vec![],
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
-    };
+    let req = DeployRequest::javascript(name, code);
     eprintln!("bench: {} sequential deploys…", args.deploys);
     c.deploy(&req).await?;
     let mut samples = Vec::with_capacity(args.deploys);

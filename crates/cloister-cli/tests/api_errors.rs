@@ -10,19 +10,7 @@ use hyper::Method;
 use serde_json::json;
 
 fn deploy_req(name: &str, code: &str) -> DeployRequest {
-    DeployRequest {
-        name: name.into(),
-        runtime: "javascript".into(),
-        code: code.into(),
-        entrypoint: None,
-        environment: None,
-        required_secrets: vec![],
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
-    }
+    DeployRequest::javascript(name, code)
 }
 
 fn body_error(r: &cloister_client::RawResponse) -> ApiError {

@@ -32,17 +32,9 @@ async fn trusted(p: &Platform) -> TrustedKeyvault {
 
 async fn deploy(p: &Platform, name: &str, secrets: Vec<String>) -> String {
     let req = DeployRequest {
-        name: name.into(),
-        runtime: "javascript".into(),
-        code: "function handler(p, secrets) { return secrets; }".into(),
-        entrypoint: None,
-        environment: None,
         required_secrets: secrets,
         limits: Some(serde_json::from_value(serde_json::json!({"timeoutMs": 10000})).unwrap()),
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
+        ..DeployRequest::javascript(name, "function handler(p, secrets) { return secrets; }")
     };
     p.admin().deploy(&req).await.unwrap().function_id
 }
@@ -160,19 +152,7 @@ async fn edits_deletions_reordering_and_truncation_are_reported_with_the_first_b
 
 /// A one-line function named `name`, to deploy.
 fn tiny(name: &str) -> DeployRequest {
-    DeployRequest {
-        name: name.into(),
-        runtime: "javascript".into(),
-        code: "function handler() { return 1; }".into(),
-        entrypoint: None,
-        environment: None,
-        required_secrets: vec![],
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
-    }
+    DeployRequest::javascript(name, "function handler() { return 1; }")
 }
 
 fn max_checkpoint(db: &rusqlite::Connection) -> i64 {

@@ -179,19 +179,10 @@ async fn deploy_list_show_invoke_delete() {
     let e = p
         .client(Some(&token.token))
         .with_identity(stranger, None)
-        .deploy(&cloister_types::wire::DeployRequest {
-            name: "adder".into(),
-            runtime: "javascript".into(),
-            code: "function handler() { return 'mine now'; }".into(),
-            entrypoint: None,
-            environment: None,
-            required_secrets: vec![],
-            limits: None,
-            manifest: None,
-            sealed_code: None,
-            env: Default::default(),
-            source_name: None,
-        })
+        .deploy(&cloister_types::wire::DeployRequest::javascript(
+            "adder",
+            "function handler() { return 'mine now'; }",
+        ))
         .await;
     assert!(
         matches!(
@@ -974,19 +965,10 @@ async fn rollback_is_owner_signed_and_holds_until_the_next_deploy() {
         let c = p.admin();
         async move {
             let mut c = c;
-            c.deploy(&cloister_types::wire::DeployRequest {
-                name: "roll".into(),
-                runtime: "javascript".into(),
-                code: format!("function handler() {{ return {{ v: {v} }}; }}"),
-                entrypoint: None,
-                environment: None,
-                required_secrets: vec![],
-                limits: None,
-                manifest: None,
-                sealed_code: None,
-                env: Default::default(),
-                source_name: None,
-            })
+            c.deploy(&cloister_types::wire::DeployRequest::javascript(
+                "roll",
+                format!("function handler() {{ return {{ v: {v} }}; }}"),
+            ))
             .await
             .unwrap()
         }

@@ -154,17 +154,8 @@ fn write_victim_key(p: &Platform, verb: &str, value: &[u8]) -> std::process::Out
 
 async fn victim(p: &Platform) -> FunctionInfo {
     let req = DeployRequest {
-        name: "victim".into(),
-        runtime: "javascript".into(),
-        code: VICTIM.into(),
-        entrypoint: None,
-        environment: None,
         required_secrets: vec!["API_KEY".into()],
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
+        ..DeployRequest::javascript("victim", VICTIM)
     };
     let info = p.admin().deploy(&req).await.unwrap();
     let out = write_victim_key(p, "put", NEEDLE.as_bytes());
@@ -270,17 +261,8 @@ async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() 
     let mallory = p.developer_identity("mallory").await;
     let mut m = p.admin().with_identity(mallory.clone(), None);
     let mut req = DeployRequest {
-        name: "victim".into(),
-        runtime: "javascript".into(),
-        code: EXFIL.into(),
-        entrypoint: None,
-        environment: None,
         required_secrets: vec!["API_KEY".into(), "OTHER".into()],
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
+        ..DeployRequest::javascript("victim", EXFIL)
     };
     assert_api_error(m.deploy(&req).await, "not_owner", 403);
     let path = cloister_types::SecretPath::parse(&format!(
@@ -532,17 +514,8 @@ async fn a_developer_token_acts_only_on_functions_its_identity_owns() {
         .client(Some(&token.token))
         .with_identity(mallory.clone(), None);
     let mut req = DeployRequest {
-        name: "victim".into(),
-        runtime: "javascript".into(),
-        code: EXFIL.into(),
-        entrypoint: None,
-        environment: None,
         required_secrets: vec!["API_KEY".into()],
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
+        ..DeployRequest::javascript("victim", EXFIL)
     };
     assert_api_error(m.deploy(&req).await, "forbidden", 403);
     assert_api_error(m.delete("victim").await, "forbidden", 403);
@@ -997,19 +970,7 @@ async fn a_hostile_gateway_cannot_run_a_sealed_request_as_other_code() {
     let victim = victim(&p).await;
     let evil = p
         .admin()
-        .deploy(&DeployRequest {
-            name: "evil".into(),
-            runtime: "javascript".into(),
-            code: EXFIL.into(),
-            entrypoint: None,
-            environment: None,
-            required_secrets: vec![],
-            limits: None,
-            manifest: None,
-            sealed_code: None,
-            env: Default::default(),
-            source_name: None,
-        })
+        .deploy(&DeployRequest::javascript("evil", EXFIL))
         .await
         .unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -1120,22 +1081,7 @@ async fn confidential_code_cached_in_the_executor_is_never_served_to_another_fun
     let secret_code = "function handler(p) { return { secret: 'confidential-logic' }; }";
     let mut admin = p.admin();
     let victim = admin
-        .deploy_confidential(
-            &DeployRequest {
-                name: "vault-logic".into(),
-                runtime: "javascript".into(),
-                code: secret_code.into(),
-                entrypoint: None,
-                environment: None,
-                required_secrets: vec![],
-                limits: None,
-                manifest: None,
-                sealed_code: None,
-                env: Default::default(),
-                source_name: None,
-            },
-            key,
-        )
+        .deploy_confidential(&DeployRequest::javascript("vault-logic", secret_code), key)
         .await
         .unwrap();
     let t = admin

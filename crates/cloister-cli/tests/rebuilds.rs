@@ -81,17 +81,8 @@ fn ok(out: &std::process::Output) -> String {
 /// Deploys `shows` (reads secret K) and stores `value` as K, trusting the keyvault in `bins`.
 async fn deploy_and_put(p: &Platform, bins: &Path, value: &str) {
     let req = DeployRequest {
-        name: "shows".into(),
-        runtime: "javascript".into(),
-        code: SHOW.into(),
-        entrypoint: None,
-        environment: None,
         required_secrets: vec!["K".into()],
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
+        ..DeployRequest::javascript("shows", SHOW)
     };
     p.admin().deploy(&req).await.unwrap();
     put(p, bins, value);

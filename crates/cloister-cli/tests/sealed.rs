@@ -21,19 +21,7 @@ fn now() -> u64 {
 }
 
 async fn deploy(p: &Platform, name: &str, code: &str) -> FunctionInfo {
-    let req = DeployRequest {
-        name: name.into(),
-        runtime: "javascript".into(),
-        code: code.into(),
-        entrypoint: None,
-        environment: None,
-        required_secrets: vec![],
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
-    };
+    let req = DeployRequest::javascript(name, code);
     p.admin().deploy(&req).await.unwrap()
 }
 
@@ -973,19 +961,10 @@ async fn confidential_code_is_stored_sealed_runs_in_the_executor_and_only_owners
     // Its owner's plain redeploy is refused by keyvault: it would publish the next revision.
     let e = p
         .admin()
-        .deploy(&DeployRequest {
-            name: "secretfn".into(),
-            runtime: "javascript".into(),
-            code: format!("function handler() {{ return '{marker}-v2'; }}"),
-            entrypoint: None,
-            environment: None,
-            required_secrets: vec![],
-            limits: None,
-            manifest: None,
-            sealed_code: None,
-            env: Default::default(),
-            source_name: None,
-        })
+        .deploy(&DeployRequest::javascript(
+            "secretfn",
+            format!("function handler() {{ return '{marker}-v2'; }}"),
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "{e}");
@@ -1010,19 +989,7 @@ async fn confidential_code_is_stored_sealed_runs_in_the_executor_and_only_owners
     let key = pick_key(&kv.fleet_keys, now()).unwrap();
     let dev = p.developer_identity("mallory").await;
     let mut as_dev = p.client(Some(&p.token)).with_identity(dev, None);
-    let evil = DeployRequest {
-        name: "secretfn".into(),
-        runtime: "javascript".into(),
-        code: "function handler() { return 'evil'; }".into(),
-        entrypoint: None,
-        environment: None,
-        required_secrets: vec![],
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
-    };
+    let evil = DeployRequest::javascript("secretfn", "function handler() { return 'evil'; }");
     let e = as_dev.deploy_confidential(&evil, key).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NotOwner), "{e}");
     // Sealed code whose text is not the code the signed manifest names is refused, and

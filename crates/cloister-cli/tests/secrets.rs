@@ -19,17 +19,8 @@ function handler(params, secrets, context) {
 
 async fn deploy(p: &Platform, name: &str, secrets: &[&str]) -> cloister_types::wire::FunctionInfo {
     let req = DeployRequest {
-        name: name.into(),
-        runtime: "javascript".into(),
-        code: SHOW_SECRETS.into(),
-        entrypoint: None,
-        environment: None,
         required_secrets: secrets.iter().map(|s| s.to_string()).collect(),
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
+        ..DeployRequest::javascript(name, SHOW_SECRETS)
     };
     p.admin().deploy(&req).await.unwrap()
 }

@@ -84,19 +84,7 @@ async fn no_state_leaks_between_invocations_and_no_host_escape() {
         "globalThis.setTimeout = function () {{}};\nglobalThis.fetch = function () {{}};\n{}",
         common::workload("escape-probe.js")
     );
-    let req = cloister_types::wire::DeployRequest {
-        name: "escape-probe-planted".into(),
-        runtime: "javascript".into(),
-        code: planted,
-        entrypoint: None,
-        environment: None,
-        required_secrets: vec![],
-        limits: None,
-        manifest: None,
-        sealed_code: None,
-        env: Default::default(),
-        source_name: None,
-    };
+    let req = cloister_types::wire::DeployRequest::javascript("escape-probe-planted", planted);
     c2.deploy(&req).await.unwrap();
     let r = c2.invoke("escape-probe-planted", "{}", None).await.unwrap();
     assert_eq!(result(&r)["reachable"], json!(["fetch", "setTimeout"]));
@@ -436,17 +424,8 @@ async fn context_logs_and_async_handlers_are_returned() {
         }"#;
     let info = c
         .deploy(&cloister_types::wire::DeployRequest {
-            name: "ctx".into(),
-            runtime: "javascript".into(),
-            code: code.into(),
-            entrypoint: None,
-            environment: None,
             required_secrets: vec!["API_KEY".into()],
-            limits: None,
-            manifest: None,
-            sealed_code: None,
-            env: Default::default(),
-            source_name: None,
+            ..cloister_types::wire::DeployRequest::javascript("ctx", code)
         })
         .await
         .unwrap();

@@ -94,6 +94,26 @@ pub struct DeployRequest {
     pub source_name: Option<String>,
 }
 
+impl DeployRequest {
+    /// A JavaScript deploy of `code` as `name`, every other field at its default (what the
+    /// server fills in; the CLI and `cloister-client` sign the manifest).
+    pub fn javascript(name: impl Into<String>, code: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            runtime: "javascript".into(),
+            code: code.into(),
+            entrypoint: None,
+            environment: None,
+            required_secrets: Vec::new(),
+            limits: None,
+            manifest: None,
+            sealed_code: None,
+            env: BTreeMap::new(),
+            source_name: None,
+        }
+    }
+}
+
 /// Metadata of one deployed function version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

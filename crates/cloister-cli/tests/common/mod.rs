@@ -236,17 +236,8 @@ impl Platform {
         limits: Option<serde_json::Value>,
     ) -> FunctionInfo {
         let req = DeployRequest {
-            name: name.into(),
-            runtime: "javascript".into(),
-            code: workload(file),
-            entrypoint: None,
-            environment: None,
-            required_secrets: vec![],
             limits: limits.map(|l| serde_json::from_value(l).unwrap()),
-            manifest: None,
-            sealed_code: None,
-            env: Default::default(),
-            source_name: None,
+            ..DeployRequest::javascript(name, workload(file))
         };
         self.admin().deploy(&req).await.unwrap()
     }
