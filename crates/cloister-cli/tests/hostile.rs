@@ -1141,3 +1141,85 @@ async fn confidential_code_cached_in_the_executor_is_never_served_to_another_fun
         .await;
     refused(out, "invalid_request");
 }
+
+/// A stand-in gateway: serves `bundle` at `GET /v1/attestation`, answers everything else 404
+/// `function_not_found`, and records every request line it gets.
+async fn forging_gateway(
+    bundle: serde_json::Value,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let log = log.clone();
+            let bundle = bundle.to_string();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let line = head.lines().next().unwrap_or_default().to_owned();
+                log.lock().unwrap().push(line.clone());
+                let (status, body) = if line.starts_with("GET /v1/attestation ") {
+                    ("200 OK", bundle)
+                } else {
+                    (
+                        "404 Not Found",
+                        r#"{"error":{"code":"function_not_found","message":"no","details":{}}}"#
+                            .to_owned(),
+                    )
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_naming_another_platform_gets_nothing_signed() {
+    let p = Platform::start().await;
+    // keyvault's real bundle, but naming another platform's instance key: whatever a client
+    // signed for it would be valid there, not here.
+    let raw = p
+        .admin()
+        .raw(hyper::Method::GET, "/v1/attestation", None)
+        .await
+        .unwrap();
+    let mut bundle: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
+    bundle["keyvault"]["auditPublicKey"] = hex::encode([7u8; 32]).into();
+    let (url, seen) = forging_gateway(bundle).await;
+    let add = common::workloads().join("add.js");
+    let root = p.sim_root();
+    for args in [
+        vec!["fn", "deploy", add.to_str().unwrap(), "--name", "victim"],
+        vec!["fn", "activate", "victim", "--version", "1"],
+        vec!["identity", "revoke", "0123456789abcdef0123456789abcdef"],
+    ] {
+        let mut all = vec!["--url", url.as_str(), "--token", p.token.as_str()];
+        all.extend(args.iter().copied());
+        let o = p.cli_env(&all, b"", &[("CLOISTER_SIM_ROOT", root.as_str())]);
+        assert!(!o.status.success(), "{args:?} went through");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|l| l.starts_with("GET ")),
+        "a signed request reached the forging gateway: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("GET /v1/attestation ")),
+        "{seen:?}"
+    );
+}
