@@ -155,15 +155,12 @@ async fn authentication_and_roles_are_enforced() {
         .await
         .unwrap();
     let dev_identity = p.developer_identity("dev").await;
-    let dev = admin
-        .create_token(&TokenCreateRequest {
-            role: Role::Developer,
-            label: None,
-            identity: Some(dev_identity.id().to_string()),
-            functions: vec![],
-        })
-        .await
-        .unwrap();
+    let dev = p
+        .token(
+            cloister_types::Role::Developer,
+            Some(dev_identity.id().to_string()),
+        )
+        .await;
     assert!(inv.token.starts_with("clt_") && inv.token.len() > 40);
     let mut invoker = p.client(Some(&inv.token));
     let mut developer = p
@@ -442,15 +439,7 @@ async fn every_path_and_method_in_the_openapi_document_is_routed() {
     let p = Platform::start().await;
     let f = p.deploy("add", "add.js", None).await;
     let mut c = p.admin();
-    let token = c
-        .create_token(&TokenCreateRequest {
-            role: Role::Invoker,
-            label: None,
-            identity: None,
-            functions: vec![],
-        })
-        .await
-        .unwrap();
+    let token = p.token(cloister_types::Role::Invoker, None).await;
     let doc: serde_json::Value = serde_json::from_str(cloister_gateway::openapi::DOCUMENT).unwrap();
     let secret = format!("function-{}/prod/api/KEY", f.function_id);
     let mut checked = 0;
@@ -789,17 +778,7 @@ mod limits {
         // 429 for that address, even for a valid token that has not authenticated yet; a
         // token that did (someone else behind the same address) keeps working, and other
         // addresses are unaffected.
-        let fresh = p
-            .admin()
-            .create_token(&TokenCreateRequest {
-                role: Role::Invoker,
-                label: None,
-                identity: None,
-                functions: vec![],
-            })
-            .await
-            .unwrap()
-            .token;
+        let fresh = p.token(cloister_types::Role::Invoker, None).await.token;
         let mut statuses = Vec::new();
         for _ in 0..12 {
             let mut tcp = connect(&p, "127.0.0.3").await;

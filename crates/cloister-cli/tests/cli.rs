@@ -167,15 +167,11 @@ async fn deploy_list_show_invoke_delete() {
     assert!(o.status.success(), "{}", stderr(&o));
     let stranger = p.developer_identity("stranger").await;
     let token = p
-        .admin()
-        .create_token(&cloister_types::wire::TokenCreateRequest {
-            role: cloister_types::Role::Developer,
-            label: None,
-            identity: Some(stranger.id().to_string()),
-            functions: vec![],
-        })
-        .await
-        .unwrap();
+        .token(
+            cloister_types::Role::Developer,
+            Some(stranger.id().to_string()),
+        )
+        .await;
     let e = p
         .client(Some(&token.token))
         .with_identity(stranger, None)
@@ -192,16 +188,7 @@ async fn deploy_list_show_invoke_delete() {
         "{e:?}"
     );
     // What keyvault keeps of a deleted function is read only by those who may deploy.
-    let invoker = p
-        .admin()
-        .create_token(&cloister_types::wire::TokenCreateRequest {
-            role: cloister_types::Role::Invoker,
-            label: None,
-            identity: None,
-            functions: vec![],
-        })
-        .await
-        .unwrap();
+    let invoker = p.token(cloister_types::Role::Invoker, None).await;
     let e = p
         .client(Some(&invoker.token))
         .signed_manifest("adder", None)
@@ -1026,15 +1013,11 @@ async fn rollback_is_owner_signed_and_holds_until_the_next_deploy() {
     // Only an owner moves the current version.
     let stranger = p.developer_identity("stranger").await;
     let dev = p
-        .admin()
-        .create_token(&cloister_types::wire::TokenCreateRequest {
-            role: cloister_types::Role::Developer,
-            label: None,
-            identity: Some(stranger.id().to_string()),
-            functions: vec![],
-        })
-        .await
-        .unwrap();
+        .token(
+            cloister_types::Role::Developer,
+            Some(stranger.id().to_string()),
+        )
+        .await;
     let e = p
         .client(Some(&dev.token))
         .set_current("roll", Some(3))

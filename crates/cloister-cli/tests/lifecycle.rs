@@ -199,15 +199,7 @@ async fn serve_without_dev_explains_itself() {
 async fn a_revoked_admin_token_is_not_resurrected_on_restart() {
     let mut p = Platform::start().await;
     let mut c = p.admin();
-    let spare = c
-        .create_token(&cloister_types::wire::TokenCreateRequest {
-            role: cloister_types::Role::Admin,
-            label: None,
-            identity: None,
-            functions: vec![],
-        })
-        .await
-        .unwrap();
+    let spare = p.token(cloister_types::Role::Admin, None).await;
     let dev_id = c
         .list_tokens()
         .await

@@ -1160,30 +1160,19 @@ async fn fn_history_and_logs_show_recent_invocations_and_nothing_of_sealed_ones(
 
     // Only owners and admins read it; a deleted function's history goes with it.
     let dev_identity = p.developer_identity("stranger").await;
-    let dev = c
-        .create_token(&cloister_types::wire::TokenCreateRequest {
-            role: cloister_types::Role::Developer,
-            label: None,
-            identity: Some(dev_identity.id().to_string()),
-            functions: vec![],
-        })
-        .await
-        .unwrap();
+    let dev = p
+        .token(
+            cloister_types::Role::Developer,
+            Some(dev_identity.id().to_string()),
+        )
+        .await;
     let e = p
         .client(Some(&dev.token))
         .invocations("echo", 0, 10)
         .await
         .unwrap_err();
     assert_eq!(api_code(&e).map(|(_, s)| s), Some(403), "{e}");
-    let invoker = c
-        .create_token(&cloister_types::wire::TokenCreateRequest {
-            role: cloister_types::Role::Invoker,
-            label: None,
-            identity: None,
-            functions: vec![],
-        })
-        .await
-        .unwrap();
+    let invoker = p.token(cloister_types::Role::Invoker, None).await;
     let e = p
         .client(Some(&invoker.token))
         .invocations("echo", 0, 10)

@@ -297,15 +297,7 @@ async fn adversarial_workloads_fail_with_their_codes_and_the_worker_is_replaced(
     assert!(!metrics.contains("no-such-function"), "{metrics}");
     // Other tenants' functions are not an invoker's business: the per-function series are
     // shown to admins only.
-    let invoker = c
-        .create_token(&cloister_types::wire::TokenCreateRequest {
-            role: cloister_types::Role::Invoker,
-            label: None,
-            identity: None,
-            functions: vec![],
-        })
-        .await
-        .unwrap();
+    let invoker = p.token(cloister_types::Role::Invoker, None).await;
     // A warm worker, so that the per-worker series exists (for admins).
     p.deploy("add", "add.js", None).await;
     c.invoke("add", r#"{"a":1,"b":2}"#, None).await.unwrap();

@@ -162,6 +162,23 @@ impl Platform {
         )
     }
 
+    /// A token of `role` the admin creates, acting for identity `identity` (an id) if given.
+    pub async fn token(
+        &self,
+        role: cloister_types::Role,
+        identity: Option<String>,
+    ) -> cloister_types::wire::TokenCreated {
+        self.admin()
+            .create_token(&cloister_types::wire::TokenCreateRequest {
+                role,
+                label: None,
+                identity,
+                functions: vec![],
+            })
+            .await
+            .unwrap()
+    }
+
     /// An admin client that signs as the dev admin identity.
     pub fn admin(&self) -> Client {
         Client::new(&self.url, Some(self.token.clone()))
