@@ -2,12 +2,15 @@
 // COSE_Sign1 (ES384) whose CBOR payload carries PCRs, the signing certificate and its CA
 // bundle. Verified as AWS specifies: the chain leaf → cabundle (reversed) → a pinned AWS root,
 // every certificate valid at the verification time, then the ES384 signature with the leaf's
-// key. X.509 is Node's (OpenSSL's) parser; CBOR is cborg's.
+// key. Signatures and validity are checked by Node (OpenSSL); the signature algorithm, CA and
+// path length constraints, keyUsage and critical extensions by ./x509.ts (cloister-attest's
+// rules); CBOR is cborg's.
 
 import { X509Certificate, createHash, verify as cryptoVerify } from "node:crypto";
 import { decode, encode } from "cborg";
 import { EvidenceError, type VerifiedEvidence } from "./evidence.js";
 import { toHex } from "./wire.js";
+import { type CertificateProfile, certificateProfile, checkCertificate, checkIssuer } from "./x509.js";
 
 /** SHA-256 (hex) of AWS's Nitro Enclaves root G1 (DER), the root Nitro evidence chains to. */
 export const AWS_NITRO_ROOT_G1 = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";
@@ -44,6 +47,10 @@ function decodeCbor(bytes: Uint8Array, what: string): unknown {
   } catch (e) {
     throw new EvidenceError(`${what} is not CBOR: ${(e as Error).message}`);
   }
+}
+
+function subjectOf(cert: X509Certificate): string {
+  return cert.subject.replace(/\n/g, ", ");
 }
 
 function certificate(der: Uint8Array, what: string): X509Certificate {
@@ -107,25 +114,29 @@ export function verifyNitroEvidence(bytes: Uint8Array, pinnedRoots: string[], at
   bytesField(doc, "public_key", 1024, true);
 
   // leaf, then the bundle from the intermediate nearest the leaf up to the root.
-  const path = [certificate(leafDer, "the certificate"), ...caDers.slice().reverse().map((d, i) => certificate(d, `cabundle entry ${i}`))];
+  const ders = [leafDer, ...caDers.slice().reverse()];
+  const path = ders.map((d, i) => certificate(d, i === 0 ? "the certificate" : `cabundle entry ${ders.length - 1 - i}`));
   const root = path[path.length - 1] as X509Certificate;
   const rootFingerprint = createHash("sha256").update(root.raw).digest("hex");
   if (!pinnedRoots.some((r) => r.trim().toLowerCase() === rootFingerprint)) {
     throw new EvidenceError(`evidence chains to root ${rootFingerprint}, which is not pinned`);
   }
+  const profiles = ders.map((d, i) => certificateProfile(d, subjectOf(path[i] as X509Certificate)));
   let validUntil = Number.POSITIVE_INFINITY;
   for (let i = 0; i < path.length; i++) {
     const cert = path[i] as X509Certificate;
     const from = Date.parse(cert.validFrom) / 1000;
     const to = Date.parse(cert.validTo) / 1000;
     if (!(from <= at && at <= to)) {
-      throw new EvidenceError(`certificate ${cert.subject.replace(/\n/g, ", ")} is not valid at that time`);
+      throw new EvidenceError(`certificate ${subjectOf(cert)} is not valid at that time`);
     }
     validUntil = Math.min(validUntil, to);
     const issuer = (path[i + 1] ?? cert) as X509Certificate;
-    if (i + 1 < path.length && !issuer.ca) throw new EvidenceError("a certificate in the chain is issued by a non-CA");
+    checkCertificate(profiles[i] as CertificateProfile);
+    // The issuer of certificate i has i intermediate CAs below it (the leaf is not one).
+    if (i + 1 < path.length) checkIssuer(profiles[i + 1] as CertificateProfile, i);
     if (!cert.checkIssued(issuer) || !cert.verify(issuer.publicKey)) {
-      throw new EvidenceError(`certificate ${cert.subject.replace(/\n/g, ", ")} is not signed by its issuer`);
+      throw new EvidenceError(`certificate ${subjectOf(cert)} is not signed by its issuer`);
     }
   }
   if (signature.length !== 96) throw new EvidenceError("ES384 signature is not 96 bytes");
