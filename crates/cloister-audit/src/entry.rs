@@ -66,6 +66,9 @@ pub enum Action {
     /// A function's current version was set (a rollback) or released (reported by the
     /// gateway; which versions may run with secrets is keyvault's `function.activate`).
     FunctionCurrent,
+    /// keyvault left out entries an untrusted party caused beyond its budget; the entry
+    /// counts them by action.
+    AuditSuppressed,
 }
 
 impl Action {
@@ -99,6 +102,7 @@ impl Action {
             Self::TokenCreate => "token.create",
             Self::TokenRevoke => "token.revoke",
             Self::FunctionCurrent => "function.current",
+            Self::AuditSuppressed => "audit.suppressed",
         }
     }
 

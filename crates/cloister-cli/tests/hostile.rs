@@ -1223,3 +1223,149 @@ async fn a_gateway_naming_another_platform_gets_nothing_signed() {
         "{seen:?}"
     );
 }
+
+/// Every audit entry, in order (the API pages by 1000).
+async fn audit_entries(p: &Platform) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    loop {
+        let after = all
+            .last()
+            .map_or(0, |e: &serde_json::Value| e["seq"].as_u64().unwrap());
+        let page = p
+            .admin()
+            .json(
+                hyper::Method::GET,
+                &format!("/v1/audit?after={after}&limit=1000"),
+                None,
+            )
+            .await
+            .unwrap();
+        let entries = page["entries"].as_array().unwrap().clone();
+        let done = entries.len() < 1000;
+        all.extend(entries);
+        if done {
+            return all;
+        }
+    }
+}
+
+fn details(e: &serde_json::Value) -> serde_json::Value {
+    serde_json::from_str(e["details"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_gateway_cannot_grow_the_audit_log_without_end_and_what_it_floods_is_counted() {
+    const EVENTS: usize = 640;
+    const REFUSALS: usize = 60;
+    const TASKS: usize = 16;
+    let p = Platform::start().await;
+    let evil = std::sync::Arc::new(insider(&p));
+    let kv = evil.keyvault().await;
+    let marker = format!("flood-{}", uuid());
+
+    // Events reported as the gateway: each would be one audit entry.
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let (mut kv, evil, marker) = (kv.clone(), evil.clone(), marker.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut codes = Vec::new();
+            for _ in 0..EVENTS / TASKS {
+                let ev = cloister_rpc::keyvault::GatewayEvent {
+                    action: "token.revoke".into(),
+                    subject: marker.clone(),
+                    actor: "flood".into(),
+                    details_json: String::new(),
+                };
+                codes.push(match kv.record_event(evil.req(ev)).await {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => code_of(&e),
+                });
+            }
+            codes
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let recorded = codes.iter().filter(|c| *c == "ok").count();
+    let limited = codes.iter().filter(|c| *c == "rate_limited").count();
+    assert_eq!(recorded + limited, EVENTS, "{codes:?}");
+    // The budget: 200 at once, 20 a second after (with one second of slack for timing).
+    let most = 200.0 + 20.0 * (elapsed + 1.0);
+    assert!(
+        (recorded as f64) <= most && limited > 0,
+        "{recorded} recorded, {limited} refused in {elapsed:.2} s"
+    );
+
+    // With the budget spent, refused requests are still refused with their own code (the
+    // audit budget changes what is written, never what is allowed).
+    let refusals: Vec<_> = (0..REFUSALS)
+        .map(|_| {
+            let (mut kv, evil) = (kv.clone(), evil.clone());
+            tokio::spawn(async move {
+                kv.register_manifest(evil.req(SignedRequest {
+                    signed: vec![1, 2, 3],
+                    sealed_code: None,
+                }))
+                .await
+            })
+        })
+        .collect();
+    for r in refusals {
+        assert_eq!(code_of(&r.await.unwrap().unwrap_err()), "invalid_request");
+    }
+
+    // What was left out is on the chain as keyvault's own counts, within a tick or two.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let entries = audit_entries(&p).await;
+        let written_events = entries
+            .iter()
+            .filter(|e| e["action"] == "token.revoke" && e["subject"] == marker.as_str())
+            .count();
+        let written_refusals = entries
+            .iter()
+            .filter(|e| {
+                e["action"] == "authority.refusal"
+                    && e["subject"] == "manifest"
+                    && details(e)["operation"] == "deploy"
+            })
+            .count();
+        let (mut left_events, mut left_refusals) = (0, 0);
+        for e in entries.iter().filter(|e| e["action"] == "audit.suppressed") {
+            assert_eq!(e["actor"], "keyvault", "{e}");
+            let d = details(e);
+            left_events += d["counts"]["token.revoke"].as_u64().unwrap_or(0) as usize;
+            left_refusals += d["counts"]["authority.refusal"].as_u64().unwrap_or(0) as usize;
+            assert_eq!(d["budget_per_second"], 20);
+        }
+        assert_eq!(
+            written_events, recorded,
+            "every admitted event is written once"
+        );
+        if written_events + left_events == EVENTS && written_refusals + left_refusals == REFUSALS {
+            assert!(
+                left_refusals > 0,
+                "the refusals came while the budget was spent"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events {written_events} written + {left_events} counted of {EVENTS}, \
+             refusals {written_refusals} + {left_refusals} of {REFUSALS}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And the chain, counts included, verifies.
+    let root = p.sim_root();
+    let v: serde_json::Value = serde_json::from_slice(
+        &p.cli(&["--json", "audit", "verify", "--sim-root", &root])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+}

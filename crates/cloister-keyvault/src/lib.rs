@@ -6,6 +6,7 @@
 //! - [`hierarchy`]: the MEK wrapped by the root, one versioned DEK per function namespace
 //!   wrapped by the MEK, and secret values under a DEK with AAD = path + version + DEK id.
 
+pub mod audit_budget;
 pub mod authority;
 pub mod bundle;
 pub mod error;

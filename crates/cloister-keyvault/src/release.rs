@@ -66,7 +66,7 @@ pub async fn serve_channel(
                         AuditDraft::new(addr.to_string(), Action::AttestationFailure, "executor")
                             .detail("code", e.code())
                             .detail("reason", e.to_string());
-                    if let Err(e) = vault.audit(audit).await {
+                    if let Err(e) = vault.audit_untrusted(audit).await {
                         tracing::error!(error = %e, "cannot audit an attestation failure");
                     }
                 }
@@ -166,7 +166,7 @@ async fn serve_connection<T: TlsConn>(
             let audit = AuditDraft::new(actor.as_str(), Action::AttestationFailure, "executor")
                 .detail("code", "measurement_not_allowed")
                 .detail("reason", "removed from the executor policy");
-            if let Err(e) = vault.audit(audit).await {
+            if let Err(e) = vault.audit_untrusted(audit).await {
                 tracing::error!(error = %e, "cannot audit a refused executor");
             }
             break Ok(());
@@ -347,7 +347,7 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
             .detail("code_hash", req.code_hash.clone())
             .detail("code", d.code().as_str())
             .detail("execution_id", req.execution_id.clone());
-            if let Err(e) = vault.audit(audit).await {
+            if let Err(e) = vault.audit_untrusted(audit).await {
                 tracing::error!(error = %e, "cannot audit a refused release");
             }
             return Err(refused(VaultError::Denied(d)));

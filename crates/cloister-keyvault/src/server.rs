@@ -68,6 +68,9 @@ pub async fn serve(
                 if let Err(e) = vault.authority().save_nonces().await {
                     tracing::warn!(error = %e, "cannot save used nonces");
                 }
+                if let Err(e) = vault.audit_suppressed().await {
+                    tracing::warn!(error = %e, "cannot record the audit entries left out");
+                }
                 if let Err(e) = vault.checkpoint().await {
                     tracing::warn!(error = %e, "cannot sign an audit checkpoint");
                 }
@@ -88,6 +91,9 @@ pub async fn serve(
         )
         .await;
     ticker.abort();
+    if let Err(e) = vault.audit_suppressed().await {
+        tracing::warn!(error = %e, "cannot record the audit entries left out");
+    }
     if let Err(e) = vault.authority().save_nonces().await {
         tracing::warn!(error = %e, "cannot save used nonces");
     }

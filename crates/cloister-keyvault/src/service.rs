@@ -39,6 +39,7 @@ pub fn coded(code: ErrorCode, message: impl Into<String>) -> Status {
         403 => Status::permission_denied(message),
         404 => Status::not_found(message),
         409 => Status::aborted(message),
+        429 => Status::resource_exhausted(message),
         _ => Status::unavailable(message),
     };
     if let Ok(v) = code.as_str().parse() {
@@ -146,7 +147,7 @@ impl KeyvaultService {
         .detail("operation", op)
         .detail("code", e.code().as_str())
         .detail("reason", e.to_string());
-        if let Err(e) = self.vault.audit(audit).await {
+        if let Err(e) = self.vault.audit_untrusted(audit).await {
             tracing::error!(error = %e, "cannot audit a refusal");
         }
     }
@@ -341,8 +342,14 @@ impl Keyvault for KeyvaultService {
         };
         let mut draft = cloister_audit::AuditDraft::new(actor(&r.actor), action, r.subject);
         draft.details = details;
-        let seq = self.vault.audit(draft).await.map_err(status)?;
-        Ok(Response::new(pb::RecordEventResponse { seq }))
+        match self.vault.audit_untrusted(draft).await.map_err(status)? {
+            Some(seq) => Ok(Response::new(pb::RecordEventResponse { seq })),
+            None => Err(coded(
+                ErrorCode::RateLimited,
+                "keyvault's budget for audit entries the gateway causes is spent; \
+                 the event is counted in keyvault's next audit.suppressed entry, not recorded",
+            )),
+        }
     }
 
     async fn register_manifest(

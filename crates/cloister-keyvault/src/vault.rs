@@ -71,6 +71,7 @@ pub struct Vault {
     authority: Authority,
     guard: Option<Guard>,
     guard_state: Mutex<Option<GuardState>>,
+    untrusted_budget: crate::audit_budget::AuditBudget,
 }
 
 impl std::fmt::Debug for Vault {
@@ -256,6 +257,7 @@ impl Vault {
             authority,
             guard,
             guard_state: Mutex::new(None),
+            untrusted_budget: crate::audit_budget::AuditBudget::default(),
         };
         vault.authority.load_registry().await?;
         vault.authority.load_nonces().await?;
@@ -867,7 +869,7 @@ impl Vault {
                 .detail("code", d.code().as_str())
                 .detail("reason", d.to_string())
                 .detail("execution_id", execution_id);
-            self.store.audit_append(audit).await?;
+            self.audit_untrusted(audit).await?;
             return Err(d.into());
         }
         let deks = self.store.vault_deks(Some(namespace.clone())).await?;
@@ -898,7 +900,7 @@ impl Vault {
                 .detail("code", cloister_types::ErrorCode::PayloadTooLarge.as_str())
                 .detail("reason", "declared secrets over the release limit")
                 .detail("execution_id", execution_id);
-            self.store.audit_append(audit).await?;
+            self.audit_untrusted(audit).await?;
             return Err(VaultError::ReleaseTooLarge { max });
         }
         let names: Vec<String> = declared.iter().map(ToString::to_string).collect();
@@ -1083,6 +1085,29 @@ impl Vault {
     /// Appends an event to the audit log; returns its sequence number.
     pub async fn audit(&self, draft: AuditDraft) -> Result<u64, VaultError> {
         Ok(self.store.audit_append(draft).await?.seq)
+    }
+
+    /// Appends an event an untrusted party caused (a gateway report, a refused request, a
+    /// failed attestation) while their shared budget allows (`crate::audit_budget`); beyond it
+    /// the event is only counted and `None` is returned.
+    pub async fn audit_untrusted(&self, draft: AuditDraft) -> Result<Option<u64>, VaultError> {
+        if !self.untrusted_budget.admit(draft.action) {
+            return Ok(None);
+        }
+        self.audit(draft).await.map(Some)
+    }
+
+    /// Writes the `audit.suppressed` entry for what the untrusted parties' budget left out
+    /// since the last call, if anything (keyvault's ticker calls this once a second).
+    pub async fn audit_suppressed(&self) -> Result<(), VaultError> {
+        let Some(left_out) = self.untrusted_budget.take() else {
+            return Ok(());
+        };
+        if let Err(e) = self.audit(left_out.draft()).await {
+            self.untrusted_budget.restore(left_out);
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn entry_mac_ok(&self, hash: &str, mac: &str) -> bool {
