@@ -4,6 +4,7 @@
 //! (never two functions in one worker), enforces deadlines from outside the worker as well,
 //! verifies code against its hash, and replaces any worker that hit a limit or crashed.
 
+pub mod capabilities;
 pub mod config;
 pub mod fleet;
 pub mod image;

@@ -515,7 +515,11 @@ impl Supervisor {
         let remaining = timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
-        let result = worker.invoke(inv, remaining + self.cfg.kill_grace).await;
+        let capabilities = crate::capabilities::Granted::for_manifest(m);
+        let crate::worker::Invoked { result, logs } = worker
+            .invoke(inv, remaining + self.cfg.kill_grace, &capabilities)
+            .await;
+        let logs: Vec<String> = logs.iter().map(|l| redact(l, &secrets)).collect();
         *lock(&pool.last_used) = Instant::now();
         match result {
             Ok(outcome) => {
@@ -531,7 +535,6 @@ impl Supervisor {
                     f.stack = f.stack.map(|s| redact(&s, &secrets));
                     f
                 });
-                let logs = outcome.logs.iter().map(|l| redact(l, &secrets)).collect();
                 replaced_if(retire, ran(result, logs, started))
             }
             Err(WorkerFault::Timeout) => {
@@ -542,22 +545,14 @@ impl Supervisor {
                 );
                 replaced_if(
                     true,
-                    ran(
-                        Err(failure(ErrorCode::FunctionTimeout, msg)),
-                        Vec::new(),
-                        started,
-                    ),
+                    ran(Err(failure(ErrorCode::FunctionTimeout, msg)), logs, started),
                 )
             }
             Err(WorkerFault::Crashed(why)) => {
                 self.forget(worker);
                 replaced_if(
                     true,
-                    ran(
-                        Err(failure(ErrorCode::FunctionError, why)),
-                        Vec::new(),
-                        started,
-                    ),
+                    ran(Err(failure(ErrorCode::FunctionError, why)), logs, started),
                 )
             }
         }

@@ -8,8 +8,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cloister_sandbox::frame::{self, FrameError};
+use cloister_sandbox::host::{
+    HostAnswer, HostCall, HostRefusal, HostRequest, LogLines, MAX_REQUEST_BYTES_PER_INVOCATION,
+    MAX_REQUESTS_PER_INVOCATION,
+};
 use cloister_sandbox::protocol::{
-    FromWorker, Invoke, Load, LoadError, Outcome, Privileges, Ready, ToWorker,
+    ErrorCode, FromWorker, Invoke, Load, LoadError, Outcome, Privileges, Ready, ToWorker,
 };
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,6 +45,44 @@ pub enum WorkerFault {
     /// The worker died or broke the protocol.
     #[error("worker crashed: {0}")]
     Crashed(String),
+}
+
+/// What one invocation of a worker gave.
+#[derive(Debug)]
+pub struct Invoked {
+    /// The outcome, or why there is none.
+    pub result: Result<Outcome, WorkerFault>,
+    /// The `context.log` lines the worker sent before it finished or stopped, bounded.
+    pub logs: Vec<String>,
+}
+
+/// The capabilities one function's manifest grants, answering its workers' requests
+/// (`crate::capabilities` composes them).
+#[async_trait::async_trait]
+pub trait Capabilities: Send + Sync {
+    /// Answers `request` (never a log line: the supervisor keeps those itself).
+    async fn answer(
+        &self,
+        request: HostRequest,
+    ) -> Result<cloister_sandbox::host::HostValue, HostRefusal>;
+}
+
+/// Why a conversation with a worker ended early.
+enum Converse {
+    Frame(FrameError),
+    Protocol(&'static str),
+}
+
+impl From<FrameError> for Converse {
+    fn from(e: FrameError) -> Self {
+        Self::Frame(e)
+    }
+}
+
+impl From<std::io::Error> for Converse {
+    fn from(e: std::io::Error) -> Self {
+        Self::Frame(FrameError::Io(e))
+    }
 }
 
 /// A live worker serving one function version.
@@ -135,7 +177,9 @@ impl WorkerProcess {
                 Ok(worker)
             }
             Ok(Ok(FromWorker::Loaded(Err(e)))) => Err(SpawnError::Load(e)),
-            Ok(Ok(FromWorker::Done(_))) => Err(SpawnError::Process("protocol violation".into())),
+            Ok(Ok(FromWorker::Done(_) | FromWorker::Call(_))) => {
+                Err(SpawnError::Process("protocol violation".into()))
+            }
             Ok(Err(e)) => Err(SpawnError::Process(worker.death_reason(e).await)),
             Err(_) => {
                 worker.kill().await;
@@ -149,8 +193,18 @@ impl WorkerProcess {
     }
 
     async fn round_trip<T: DeserializeOwned>(&mut self, msg: &ToWorker) -> Result<T, FrameError> {
+        self.send(msg).await?;
+        Ok(self.receive().await?.0)
+    }
+
+    async fn send(&mut self, msg: &ToWorker) -> Result<(), FrameError> {
         let bytes = frame::encode(msg)?;
         self.chan.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    /// Reads one frame; also returns its size.
+    async fn receive<T: DeserializeOwned>(&mut self) -> Result<(T, usize), FrameError> {
         let mut header = [0u8; 4];
         if let Err(e) = self.chan.read_exact(&mut header).await {
             return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -161,27 +215,85 @@ impl WorkerProcess {
         }
         let mut body = vec![0u8; frame::body_len(header)?];
         self.chan.read_exact(&mut body).await?;
-        Ok(serde_json::from_slice(&body)?)
+        Ok((serde_json::from_slice(&body)?, body.len()))
     }
 
-    /// Runs one invocation; kills the worker if it does not answer within `deadline`.
+    /// Runs one invocation, answering the function's requests with `capabilities`; kills the
+    /// worker if it does not finish within `deadline`. The log lines it wrote are kept
+    /// whatever the outcome (a function that times out still shows what it logged).
     pub async fn invoke(
         &mut self,
         inv: Invoke,
         deadline: Duration,
-    ) -> Result<Outcome, WorkerFault> {
-        let msg = ToWorker::Invoke(inv);
-        match tokio::time::timeout(deadline, self.round_trip::<FromWorker>(&msg)).await {
-            Ok(Ok(FromWorker::Done(outcome))) => {
+        capabilities: &dyn Capabilities,
+    ) -> Invoked {
+        let mut logs = LogLines::default();
+        let converse = self.converse(inv, capabilities, &mut logs);
+        let result = match tokio::time::timeout(deadline, converse).await {
+            Ok(Ok(outcome)) => {
                 self.last_used = Instant::now();
                 Ok(outcome)
             }
-            Ok(Ok(FromWorker::Loaded(_))) => Err(WorkerFault::Crashed("protocol violation".into())),
-            Ok(Err(e)) => Err(WorkerFault::Crashed(self.death_reason(e).await)),
+            Ok(Err(Converse::Frame(e))) => Err(WorkerFault::Crashed(self.death_reason(e).await)),
+            Ok(Err(Converse::Protocol(what))) => {
+                self.kill().await;
+                Err(WorkerFault::Crashed(format!("protocol violation: {what}")))
+            }
             Err(_) => {
                 self.kill().await;
                 Err(WorkerFault::Timeout)
             }
+        };
+        Invoked {
+            result,
+            logs: logs.finish(),
+        }
+    }
+
+    async fn converse(
+        &mut self,
+        inv: Invoke,
+        capabilities: &dyn Capabilities,
+        logs: &mut LogLines,
+    ) -> Result<Outcome, Converse> {
+        self.send(&ToWorker::Invoke(inv)).await?;
+        let (mut requests, mut request_bytes) = (0u32, 0usize);
+        loop {
+            let (msg, size) = self.receive::<FromWorker>().await?;
+            let HostCall { id, request } = match msg {
+                FromWorker::Done(outcome) => {
+                    logs.add_dropped(outcome.logs_dropped);
+                    return Ok(outcome);
+                }
+                FromWorker::Loaded(_) => return Err(Converse::Protocol("a second Loaded")),
+                FromWorker::Call(call) => call,
+            };
+            if let HostRequest::Log { line } = request {
+                logs.push(line);
+                continue;
+            }
+            requests = requests.saturating_add(1);
+            request_bytes = request_bytes.saturating_add(size);
+            let result = if requests > MAX_REQUESTS_PER_INVOCATION {
+                Err(HostRefusal::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "an invocation may make at most {MAX_REQUESTS_PER_INVOCATION} host calls"
+                    ),
+                ))
+            } else if request_bytes > MAX_REQUEST_BYTES_PER_INVOCATION {
+                Err(HostRefusal::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!(
+                        "an invocation may send at most {MAX_REQUEST_BYTES_PER_INVOCATION} bytes \
+                         of host calls"
+                    ),
+                ))
+            } else {
+                capabilities.answer(request).await
+            };
+            self.send(&ToWorker::Answer(HostAnswer { id, result }))
+                .await?;
         }
     }
 

@@ -22,8 +22,43 @@ send '{"Loaded":{"Ok":{"filesystem_isolated":false,"privileges":"ExecutorUid"}}}
 "#;
 
 /// A worker that answers `1` to two invocations.
-const ANSWERS: &str = r#"send '{"Done":{"result":{"Ok":1},"logs":[],"retire":false}}'
-send '{"Done":{"result":{"Ok":1},"logs":[],"retire":false}}'
+const ANSWERS: &str = r#"send '{"Done":{"result":{"Ok":1},"logs_dropped":0,"retire":false}}'
+send '{"Done":{"result":{"Ok":1},"logs_dropped":0,"retire":false}}'
+exec sleep 3600
+"#;
+
+/// Reads one frame from the supervisor and discards it.
+const SKIP: &str = r#"skip() {
+  local n
+  n=$(dd bs=4 count=1 <&3 2>/dev/null | od -An -tu4 | tr -d ' ')
+  dd bs="$n" count=1 iflag=fullblock <&3 >/dev/null 2>&1
+}
+"#;
+
+/// A worker that logs two lines during its invocation, then never finishes.
+const LOGS_THEN_STUCK: &str = r#"skip; skip
+send '{"Call":{"id":0,"request":{"log":{"line":"one"}}}}'
+send '{"Call":{"id":0,"request":{"log":{"line":"two"}}}}'
+exec sleep 3600
+"#;
+
+/// A worker that sends 150 log lines and says it dropped 7 more itself.
+const LOG_FLOOD: &str = r#"skip; skip
+for i in $(seq 1 150); do send "{\"Call\":{\"id\":0,\"request\":{\"log\":{\"line\":\"line $i\"}}}}"; done
+send '{"Done":{"result":{"Ok":1},"logs_dropped":7,"retire":false}}'
+exec sleep 3600
+"#;
+
+/// A worker that makes 258 requests (two over the per-invocation limit), writing each answer
+/// to `$0.answers`, then finishes.
+const REQUESTS: &str = r#"skip; skip
+for i in $(seq 1 258); do
+  send "{\"Call\":{\"id\":$i,\"request\":{\"public_key\":{\"key\":\"k$i\"}}}}"
+  n=$(dd bs=4 count=1 <&3 2>/dev/null | od -An -tu4 | tr -d ' ')
+  dd bs="$n" count=1 iflag=fullblock <&3 2>/dev/null >> "$0.answers"
+  echo >> "$0.answers"
+done
+send '{"Done":{"result":{"Ok":1},"logs_dropped":0,"retire":false}}'
 exec sleep 3600
 "#;
 
@@ -42,7 +77,7 @@ exit 3
 fn fake_worker(dir: &tempfile::TempDir, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.path().join(name);
-    std::fs::write(&path, format!("{PRELUDE}{body}")).unwrap();
+    std::fs::write(&path, format!("{PRELUDE}{SKIP}{body}")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
@@ -50,7 +85,12 @@ fn fake_worker(dir: &tempfile::TempDir, name: &str, body: &str) -> PathBuf {
 /// The manifests of every job below (as keyvault would grant them).
 fn manifests() -> Arc<StaticManifests> {
     let m = StaticManifests::default();
-    for (code, timeout_ms) in [("stuck", 300), ("crash", 1000), ("ok", 1000)] {
+    for (code, timeout_ms) in [
+        ("stuck", 300),
+        ("crash", 1000),
+        ("ok", 1000),
+        ("calls", 60_000),
+    ] {
         m.insert(RunManifest {
             function_id: format!("fn-{code}"),
             version: 1,
@@ -335,5 +375,61 @@ async fn deploy_checks_take_only_a_few_places() {
     assert!(started.elapsed() < Duration::from_millis(250));
     for c in checks {
         let _ = c.await.unwrap();
+    }
+}
+
+fn logs_of(r: &JobResult) -> &[String] {
+    match r {
+        JobResult::Ran { logs, .. } => logs,
+        other => panic!("expected a run, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_logged_before_a_timeout_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisor(fake_worker(&dir, "logs-stuck", LOGS_THEN_STUCK));
+    let r = sup.run(job("stuck", true)).await;
+    assert_eq!(logs_of(&r), ["one", "two"]);
+    assert_eq!(failure_code(r), ErrorCode::FunctionTimeout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisor_bounds_log_lines_itself_and_counts_what_the_worker_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = supervisor(fake_worker(&dir, "flood", LOG_FLOOD));
+    let r = sup.run(job("calls", true)).await;
+    let logs = logs_of(&r);
+    assert_eq!(logs.len(), 101, "100 lines and the count of dropped ones");
+    assert_eq!(logs[0], "line 1");
+    assert_eq!(logs[99], "line 100");
+    assert_eq!(logs[100], "[57 log lines dropped: limit reached]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_answered_in_turn_refused_without_a_grant_and_limited_per_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = fake_worker(&dir, "requests", REQUESTS);
+    let sup = supervisor(exe.clone());
+    let r = sup.run(job("calls", true)).await;
+    assert!(
+        matches!(&r, JobResult::Ran { result: Ok(_), .. }),
+        "{r:?}"
+    );
+    let answers = std::fs::read_to_string(format!("{}.answers", exe.display())).unwrap();
+    let answers: Vec<serde_json::Value> = answers
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 258);
+    for (i, a) in answers.iter().enumerate() {
+        let a = &a["Answer"];
+        assert_eq!(a["id"], i + 1, "each answer names its request");
+        let want = if i < 256 {
+            "capability_not_granted"
+        } else {
+            "rate_limited"
+        };
+        assert_eq!(a["result"]["Err"]["code"], want, "request {}: {a}", i + 1);
     }
 }

@@ -31,7 +31,11 @@ fn main() {
         source_name: "function.js".into(),
         env: Default::default(),
     };
-    let mut engine = Engine::new(load).expect("loads");
+    let mut engine = Engine::new(
+        load,
+        std::rc::Rc::new(cloister_sandbox::host::LocalHost::default()),
+    )
+    .expect("loads");
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let inv = Invoke {

@@ -16,6 +16,7 @@ use rquickjs::{Coerced, Context, Ctx, Function, Object, Runtime, TypedArray, Val
 use serde_json::value::RawValue;
 
 use crate::heap::{HeapWatch, LimitedHeap};
+use crate::host::{Host, HostRequest, LogLines, truncate_utf8};
 use crate::protocol::{ErrorCode, Failure, Invoke, Load, LoadError, Outcome};
 
 /// Language built-ins a function gets: no `performance` timer, no host objects, and no
@@ -43,12 +44,6 @@ pub const REMOVED_GLOBALS: &[&str] = &[
     "queueMicrotask",
 ];
 
-/// Most `context.log` lines kept per invocation.
-pub const MAX_LOG_LINES: usize = 100;
-/// Longest kept log line, in bytes.
-pub const MAX_LOG_LINE_BYTES: usize = 4096;
-/// Most log bytes kept per invocation.
-pub const MAX_LOG_TOTAL_BYTES: usize = 64 * 1024;
 /// Longest error message or stack reported back, in bytes.
 const MAX_ERROR_TEXT: usize = 8192;
 
@@ -64,64 +59,13 @@ pub struct Engine {
     deadline: Rc<Cell<Option<Instant>>>,
     interrupted: Rc<Cell<bool>>,
     budget_ms: Cell<u64>,
-}
-
-/// Bounded collector for `context.log` output.
-#[derive(Default)]
-struct LogBuffer {
-    lines: Vec<String>,
-    bytes: usize,
-    dropped: usize,
-}
-
-impl LogBuffer {
-    /// Bytes the next line may have, or `None` (counted as dropped) when the buffer is full.
-    fn room(&mut self) -> Option<usize> {
-        if self.lines.len() >= MAX_LOG_LINES || self.bytes >= MAX_LOG_TOTAL_BYTES {
-            self.dropped += 1;
-            return None;
-        }
-        Some(MAX_LOG_LINE_BYTES.min(MAX_LOG_TOTAL_BYTES - self.bytes))
-    }
-
-    fn push(&mut self, mut line: String) {
-        if self.lines.len() >= MAX_LOG_LINES || self.bytes >= MAX_LOG_TOTAL_BYTES {
-            self.dropped += 1;
-            return;
-        }
-        truncate_utf8(
-            &mut line,
-            MAX_LOG_LINE_BYTES.min(MAX_LOG_TOTAL_BYTES - self.bytes),
-        );
-        self.bytes += line.len();
-        self.lines.push(line);
-    }
-
-    fn finish(mut self) -> Vec<String> {
-        if self.dropped > 0 {
-            self.lines.push(format!(
-                "[{} log lines dropped: limit reached]",
-                self.dropped
-            ));
-        }
-        self.lines
-    }
-}
-
-fn truncate_utf8(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
+    /// Where `context.log` lines and capability requests go (the supervisor, in a worker).
+    host: Rc<dyn Host>,
 }
 
 impl Engine {
     /// Creates the runtime, evaluates the code once and checks that the entrypoint exists.
-    pub fn new(load: Load) -> Result<Self, LoadError> {
+    pub fn new(load: Load, host: Rc<dyn Host>) -> Result<Self, LoadError> {
         // The budget is the allocator's; QuickJS's own limit stays off so that every refusal
         // passes through (and is recorded by) the allocator.
         let (allocator, heap) = LimitedHeap::new(load.memory_bytes);
@@ -149,6 +93,7 @@ impl Engine {
             deadline,
             interrupted,
             budget_ms: Cell::new(0),
+            host,
         };
         engine.check()?;
         Ok(engine)
@@ -258,7 +203,7 @@ impl Engine {
 
     /// Runs the handler once in a fresh context.
     pub fn invoke(&mut self, inv: Invoke) -> Outcome {
-        let logs = Rc::new(RefCell::new(LogBuffer::default()));
+        let logs = Rc::new(RefCell::new(LogLines::default()));
         self.arm(Duration::from_millis(inv.context.timeout_ms));
         let context = match self.spare.take() {
             Some(context) => Ok(context),
@@ -288,12 +233,13 @@ impl Engine {
                     ) || f.message.contains("Maximum call stack size exceeded")
                 }
             };
-        // Taken, not unwrapped: code that keeps `context` reachable (a cycle) must not lose
-        // its logs.
-        let logs = std::mem::take(&mut *logs.borrow_mut()).finish();
+        // The lines went to the host as they were written; what is left to say is how many
+        // the limits dropped (read, not unwrapped: code that keeps `context` reachable, a
+        // cycle, holds the other reference).
+        let logs_dropped = logs.borrow().dropped();
         Outcome {
             result,
-            logs,
+            logs_dropped,
             retire,
         }
     }
@@ -322,7 +268,7 @@ impl Engine {
         &self,
         ctx: &Ctx<'js>,
         inv: &Invoke,
-        logs: Rc<RefCell<LogBuffer>>,
+        logs: Rc<RefCell<LogLines>>,
     ) -> Result<Box<RawValue>, Failure> {
         let fail = |e| self.classify(ctx, e);
         // Build the arguments before any user code runs, so the code cannot tamper with
@@ -401,7 +347,7 @@ impl Engine {
         &self,
         ctx: &Ctx<'js>,
         inv: &Invoke,
-        logs: Rc<RefCell<LogBuffer>>,
+        logs: Rc<RefCell<LogLines>>,
     ) -> rquickjs::Result<Object<'js>> {
         let c = &inv.context;
         let obj = Object::new(ctx.clone())?;
@@ -424,6 +370,7 @@ impl Engine {
         let freeze: Function = object.get("freeze")?;
         freeze.call::<_, ()>((env.clone(),))?;
         obj.set("env", env)?;
+        let host = self.host.clone();
         let log = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
             // Nothing is converted once the buffer is full, and the arguments of one call
             // are converted only until the line is full: however many (large) values a call
@@ -443,7 +390,9 @@ impl Engine {
                 truncate_utf8(&mut part, room.saturating_sub(line.len()));
                 line.push_str(&part);
             }
-            logs.borrow_mut().push(line);
+            // Counted here (so nothing is converted past the limits), kept by the host.
+            logs.borrow_mut().push(line.clone());
+            host.notify(HostRequest::Log { line });
         })?;
         obj.set("log", log)?;
         Ok(obj)

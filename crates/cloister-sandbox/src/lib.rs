@@ -9,6 +9,7 @@ pub mod engine;
 pub mod frame;
 pub mod hardening;
 pub mod heap;
+pub mod host;
 pub mod protocol;
 pub mod worker;
 

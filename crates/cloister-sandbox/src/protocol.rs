@@ -72,6 +72,8 @@ pub enum ToWorker {
     Load(Load),
     /// Run the handler.
     Invoke(Invoke),
+    /// The answer to the running function's request.
+    Answer(crate::host::HostAnswer),
 }
 
 /// Why a load failed.
@@ -106,8 +108,9 @@ pub struct Failure {
 pub struct Outcome {
     /// JSON result text, or the failure.
     pub result: Result<Box<RawValue>, Failure>,
-    /// Captured `context.log` lines.
-    pub logs: Vec<String>,
+    /// `context.log` lines the worker dropped at its limits (the lines it kept went to the
+    /// supervisor as [`crate::host::HostRequest::Log`] notices while the call ran).
+    pub logs_dropped: usize,
     /// True when the worker hit a limit and exits after this reply.
     pub retire: bool,
 }
@@ -140,4 +143,6 @@ pub enum FromWorker {
     Loaded(Result<Ready, LoadError>),
     /// Invocation result.
     Done(Outcome),
+    /// A request or notice of the running function.
+    Call(crate::host::HostCall),
 }

@@ -2,8 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use std::rc::Rc;
+
 use cloister_sandbox::engine::Engine;
-use cloister_sandbox::protocol::{ErrorCode, InvocationContext, Invoke, Load, Outcome};
+use cloister_sandbox::host::{LocalHost, LogLines};
+use cloister_sandbox::protocol::{ErrorCode, InvocationContext, Invoke, Load, LoadError, Outcome};
 use serde_json::{Value, json};
 
 fn workload(name: &str) -> String {
@@ -25,6 +28,28 @@ fn load(code: &str) -> Load {
         source_name: "function.js".into(),
         env: Default::default(),
     }
+}
+
+/// An engine whose host refuses every capability (log lines are kept and dropped).
+fn new_engine(l: Load) -> Result<Engine, LoadError> {
+    Engine::new(l, Rc::new(LocalHost::default()))
+}
+
+/// An engine and its host, to read what the code logged.
+fn logging_engine(l: Load) -> (Engine, Rc<LocalHost>) {
+    let host = Rc::new(LocalHost::default());
+    (Engine::new(l, host.clone()).unwrap(), host)
+}
+
+/// The log lines of one call as the supervisor keeps them: what the host received, bounded
+/// again, with the worker's count of dropped lines.
+fn supervised_logs(host: &LocalHost, o: &Outcome) -> Vec<String> {
+    let mut lines = LogLines::default();
+    for l in host.take_lines() {
+        lines.push(l);
+    }
+    lines.add_dropped(o.logs_dropped);
+    lines.finish()
 }
 
 fn invoke_with(
@@ -58,7 +83,7 @@ fn ok(o: Outcome) -> Value {
 }
 
 fn run(file: &str, params: Value) -> Outcome {
-    let mut e = Engine::new(load(&workload(file))).unwrap();
+    let mut e = new_engine(load(&workload(file))).unwrap();
     invoke_with(&mut e, params, &[], 1000)
 }
 
@@ -100,7 +125,7 @@ fn async_handlers_are_awaited() {
 
 #[test]
 fn hello_sees_declared_secret_and_context() {
-    let mut e = Engine::new(load(&workload("hello.js"))).unwrap();
+    let mut e = new_engine(load(&workload("hello.js"))).unwrap();
     let out = ok(invoke_with(
         &mut e,
         json!({"a": 2, "b": 3}),
@@ -119,7 +144,7 @@ fn infinite_loop_times_out_and_retires() {
 
 #[test]
 fn memory_bomb_hits_memory_limit_and_retires() {
-    let mut e = Engine::new(load(&workload("memory-bomb.js"))).unwrap();
+    let mut e = new_engine(load(&workload("memory-bomb.js"))).unwrap();
     let o = invoke_with(&mut e, json!({}), &[], 5000);
     assert!(o.retire);
     assert_eq!(o.result.unwrap_err().code, ErrorCode::FunctionMemoryLimit);
@@ -145,7 +170,7 @@ fn escape_probe_finds_nothing() {
 fn out_of_memory(way: &str) {
     let mut l = load(&workload("memory-ways.js"));
     l.memory_bytes = 32 << 20;
-    let mut e = Engine::new(l).unwrap();
+    let mut e = new_engine(l).unwrap();
     let o = invoke_with(&mut e, json!({ "way": way }), &[], 20_000);
     assert!(o.retire, "{way}: the worker must be replaced");
     let f = o.result.unwrap_err();
@@ -195,7 +220,7 @@ fn out_of_memory_caught_by_the_code_is_still_the_memory_limit() {
 
 #[test]
 fn every_invocation_gets_fresh_globals() {
-    let mut e = Engine::new(load(&workload("state-leak.js"))).unwrap();
+    let mut e = new_engine(load(&workload("state-leak.js"))).unwrap();
     for _ in 0..5 {
         assert_eq!(
             ok(invoke_with(&mut e, json!({}), &[], 1000)),
@@ -209,7 +234,7 @@ fn prototypes_and_closures_do_not_leak_between_calls() {
     let code = "function handler(p) { const before = typeof Array.prototype.pwned;
         Array.prototype.pwned = 1; Object.prototype.x = (Object.prototype.x || 0) + 1;
         return { before, x: ({}).x }; }";
-    let mut e = Engine::new(load(code)).unwrap();
+    let mut e = new_engine(load(code)).unwrap();
     for _ in 0..3 {
         assert_eq!(
             ok(invoke_with(&mut e, json!(null), &[], 1000)),
@@ -225,7 +250,7 @@ fn secrets_and_context_are_frozen() {
         try { c.functionName = 'x'; r.push('wrote'); } catch (e) { r.push(e.name); }
         return { r, k: s.K, fn: c.functionName, id: c.functionId, v: c.version, ex: c.executionId,
                  dl: typeof c.deadlineMs }; }";
-    let mut e = Engine::new(load(code)).unwrap();
+    let mut e = new_engine(load(code)).unwrap();
     let out = ok(invoke_with(&mut e, json!(null), &[("K", "v")], 1000));
     assert_eq!(
         out,
@@ -238,7 +263,7 @@ fn secrets_and_context_are_frozen() {
 fn tampering_with_freeze_before_the_call_does_not_unfreeze() {
     let code = "Object.freeze = function (o) { return o; };
         function handler(p, s) { 'use strict'; try { s.K = 'x'; return 'mutable'; } catch (e) { return 'frozen'; } }";
-    let mut e = Engine::new(load(code)).unwrap();
+    let mut e = new_engine(load(code)).unwrap();
     assert_eq!(
         ok(invoke_with(&mut e, json!(null), &[("K", "v")], 1000)),
         json!("frozen")
@@ -249,13 +274,14 @@ fn tampering_with_freeze_before_the_call_does_not_unfreeze() {
 fn logs_are_captured_and_bounded() {
     let code = "function handler(p, s, c) { c.log('hello', 42, {a: 1}, [1], null, undefined);
         for (let i = 0; i < 500; i++) c.log('x'.repeat(10000)); return 1; }";
-    let mut e = Engine::new(load(code)).unwrap();
+    let (mut e, host) = logging_engine(load(code));
     let o = invoke_with(&mut e, json!(null), &[], 1000);
-    assert_eq!(o.logs[0], "hello 42 {\"a\":1} [1] null undefined");
-    assert!(o.logs.len() <= 101);
-    assert!(o.logs.iter().map(|l| l.len()).sum::<usize>() <= 64 * 1024 + 200);
-    assert!(o.logs.last().unwrap().contains("dropped"));
-    assert!(o.logs[1].len() <= 4100);
+    let logs = supervised_logs(&host, &o);
+    assert_eq!(logs[0], "hello 42 {\"a\":1} [1] null undefined");
+    assert!(logs.len() <= 101);
+    assert!(logs.iter().map(|l| l.len()).sum::<usize>() <= 64 * 1024 + 200);
+    assert!(logs.last().unwrap().contains("dropped"));
+    assert!(logs[1].len() <= 4100);
 }
 
 /// Peak resident memory of this test process, in KiB.
@@ -278,17 +304,14 @@ fn logging_one_large_value_many_times_copies_it_at_most_once_per_line() {
         return 1; }";
     let mut l = load(code);
     l.memory_bytes = 16 << 20;
-    let mut e = Engine::new(l).unwrap();
+    let (mut e, host) = logging_engine(l);
     let before = peak_rss_kib();
     let o = invoke_with(&mut e, json!(null), &[], 5000);
+    let logs = supervised_logs(&host, &o);
     let grown_mib = (peak_rss_kib() - before) / 1024;
     assert!(o.result.is_ok(), "{:?}", o.result);
-    assert!(
-        (4096..=4100).contains(&o.logs[0].len()),
-        "{}",
-        o.logs[0].len()
-    );
-    assert!(o.logs.last().unwrap().contains("dropped"));
+    assert!((4096..=4100).contains(&logs[0].len()), "{}", logs[0].len());
+    assert!(logs.last().unwrap().contains("dropped"));
     assert!(
         grown_mib < 200,
         "logging grew the process by {grown_mib} MiB"
@@ -299,15 +322,15 @@ fn logging_one_large_value_many_times_copies_it_at_most_once_per_line() {
 fn logs_survive_code_that_keeps_the_context_reachable() {
     let code = "function handler(p, s, c) { const o = { c }; o.self = o; globalThis.keep = o;
         c.log('hello'); return 1; }";
-    let mut e = Engine::new(load(code)).unwrap();
+    let (mut e, host) = logging_engine(load(code));
     let o = invoke_with(&mut e, json!(null), &[], 1000);
-    assert_eq!(o.logs, vec!["hello".to_owned()]);
+    assert_eq!(supervised_logs(&host, &o), vec!["hello".to_owned()]);
 }
 
 #[test]
 fn an_error_that_only_says_out_of_memory_is_the_function_s_own() {
     let code = "function handler() { throw new Error('not really out of memory'); }";
-    let mut e = Engine::new(load(code)).unwrap();
+    let mut e = new_engine(load(code)).unwrap();
     let o = invoke_with(&mut e, json!(null), &[], 1000);
     assert!(!o.retire, "no limit was hit");
     let f = o.result.unwrap_err();
@@ -317,7 +340,7 @@ fn an_error_that_only_says_out_of_memory_is_the_function_s_own() {
 
 #[test]
 fn syntax_errors_name_line_and_column() {
-    let err = Engine::new(load("function handler() {\n  return 1 +;\n}"))
+    let err = new_engine(load("function handler() {\n  return 1 +;\n}"))
         .err()
         .unwrap();
     assert_eq!(err.line, Some(2), "{err:?}");
@@ -327,11 +350,11 @@ fn syntax_errors_name_line_and_column() {
 
 #[test]
 fn missing_entrypoint_is_a_load_error() {
-    let err = Engine::new(load("function other() {}")).err().unwrap();
+    let err = new_engine(load("function other() {}")).err().unwrap();
     assert!(err.message.contains("handler"), "{err:?}");
     let mut l = load("const main = () => 7;");
     l.entrypoint = "main".into();
-    let mut e = Engine::new(l).unwrap();
+    let mut e = new_engine(l).unwrap();
     assert_eq!(ok(invoke_with(&mut e, json!(null), &[], 1000)), json!(7));
 }
 
@@ -342,7 +365,7 @@ fn a_built_in_is_no_entrypoint_unless_the_code_defines_it() {
     for builtin in ["eval", "Function", "parseInt", "Object"] {
         let mut l = load("const x = 1;");
         l.entrypoint = builtin.into();
-        let err = Engine::new(l)
+        let err = new_engine(l)
             .err()
             .unwrap_or_else(|| panic!("{builtin} accepted"));
         assert!(err.message.contains("not a top-level function"), "{err:?}");
@@ -350,7 +373,7 @@ fn a_built_in_is_no_entrypoint_unless_the_code_defines_it() {
     // Code that defines a function of that name may use it.
     let mut l = load("function parseInt() { return 'mine'; }");
     l.entrypoint = "parseInt".into();
-    let mut e = Engine::new(l).unwrap();
+    let mut e = new_engine(l).unwrap();
     assert_eq!(
         ok(invoke_with(&mut e, json!(null), &[], 1000)),
         json!("mine")
@@ -359,7 +382,7 @@ fn a_built_in_is_no_entrypoint_unless_the_code_defines_it() {
 
 #[test]
 fn top_level_infinite_loop_cannot_hang_a_deploy() {
-    let err = Engine::new(load("while (true) {}\nfunction handler() {}"))
+    let err = new_engine(load("while (true) {}\nfunction handler() {}"))
         .err()
         .unwrap();
     assert!(err.message.contains("deadline"), "{err:?}");
@@ -368,14 +391,14 @@ fn top_level_infinite_loop_cannot_hang_a_deploy() {
 #[test]
 fn errors_carry_message_and_stack() {
     let code = "function handler() { throw new TypeError('bad input'); }";
-    let mut e = Engine::new(load(code)).unwrap();
+    let mut e = new_engine(load(code)).unwrap();
     let o = invoke_with(&mut e, json!(null), &[], 1000);
     assert!(!o.retire);
     let f = o.result.unwrap_err();
     assert_eq!(f.code, ErrorCode::FunctionError);
     assert_eq!(f.message, "TypeError: bad input");
     assert!(f.stack.unwrap().contains("function.js:1"));
-    let mut e = Engine::new(load("function handler() { throw 'plain'; }")).unwrap();
+    let mut e = new_engine(load("function handler() { throw 'plain'; }")).unwrap();
     assert_eq!(
         invoke_with(&mut e, json!(null), &[], 1000)
             .result
@@ -383,7 +406,7 @@ fn errors_carry_message_and_stack() {
             .message,
         "Uncaught plain"
     );
-    let mut e = Engine::new(load(
+    let mut e = new_engine(load(
         "async function handler() { throw new Error('async'); }",
     ))
     .unwrap();
@@ -403,7 +426,7 @@ fn unserialisable_and_oversized_results_are_invalid_output() {
         "function handler() { const a = {}; a.a = a; return a; }",
         "function handler() { return function () {}; }",
     ] {
-        let mut e = Engine::new(load(code)).unwrap();
+        let mut e = new_engine(load(code)).unwrap();
         let f = invoke_with(&mut e, json!(null), &[], 1000)
             .result
             .unwrap_err();
@@ -411,7 +434,7 @@ fn unserialisable_and_oversized_results_are_invalid_output() {
     }
     let mut l = load("function handler() { return 'x'.repeat(2000); }");
     l.max_output_bytes = 1000;
-    let mut e = Engine::new(l).unwrap();
+    let mut e = new_engine(l).unwrap();
     assert_eq!(
         invoke_with(&mut e, json!(null), &[], 1000)
             .result
@@ -419,13 +442,13 @@ fn unserialisable_and_oversized_results_are_invalid_output() {
             .code,
         ErrorCode::FunctionInvalidOutput
     );
-    let mut e = Engine::new(load("function handler() {}")).unwrap();
+    let mut e = new_engine(load("function handler() {}")).unwrap();
     assert_eq!(ok(invoke_with(&mut e, json!(null), &[], 1000)), json!(null));
 }
 
 #[test]
 fn never_settling_promise_is_an_error_not_a_hang() {
-    let mut e = Engine::new(load("function handler() { return new Promise(() => {}); }")).unwrap();
+    let mut e = new_engine(load("function handler() { return new Promise(() => {}); }")).unwrap();
     let f = invoke_with(&mut e, json!(null), &[], 1000)
         .result
         .unwrap_err();
@@ -436,7 +459,7 @@ fn never_settling_promise_is_an_error_not_a_hang() {
 #[test]
 fn engine_survives_errors_and_keeps_serving() {
     let code = "function handler(p) { if (p.fail) throw new Error('no'); return p.n * 2; }";
-    let mut e = Engine::new(load(code)).unwrap();
+    let mut e = new_engine(load(code)).unwrap();
     assert!(
         invoke_with(&mut e, json!({"fail": true}), &[], 1000)
             .result
@@ -452,7 +475,7 @@ fn engine_survives_errors_and_keeps_serving() {
 fn cross_call_channels_are_not_reachable() {
     let code = "function handler() { return ['SharedArrayBuffer', 'Atomics', 'WeakRef',
         'FinalizationRegistry', 'queueMicrotask'].filter(n => typeof globalThis[n] !== 'undefined'); }";
-    let mut e = Engine::new(load(code)).unwrap();
+    let mut e = new_engine(load(code)).unwrap();
     for _ in 0..2 {
         assert_eq!(ok(invoke_with(&mut e, json!(null), &[], 1000)), json!([]));
     }
@@ -463,13 +486,13 @@ fn a_job_left_queued_retires_the_worker_instead_of_running_in_the_next_call() {
     // The call plants a promise job it does not await.
     let code = "function handler(p) { if (p.plant) { Promise.resolve().then(() => {
         const end = Date.now() + 2000; while (Date.now() < end) {} }); } return 1; }";
-    let mut e = Engine::new(load(code)).unwrap();
+    let mut e = new_engine(load(code)).unwrap();
     let planted = invoke_with(&mut e, json!({"plant": true}), &[], 1000);
     assert!(planted.retire, "a worker with a queued job is not reused");
     assert_eq!(ok(planted), json!(1));
     // An awaited promise leaves nothing behind: the worker is kept.
     let clean = "async function handler() { await Promise.resolve(); return 2; }";
-    let mut e = Engine::new(load(clean)).unwrap();
+    let mut e = new_engine(load(clean)).unwrap();
     let o = invoke_with(&mut e, json!(null), &[], 1000);
     assert!(!o.retire);
     assert_eq!(ok(o), json!(2));

@@ -3,191 +3,128 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A stable, snake_case error code; clients and tests match on these strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// Malformed request: bad JSON, missing or invalid field.
-    InvalidRequest,
-    /// Deployed code does not compile or lacks its entrypoint.
-    InvalidCode,
-    /// A secret path or declared secret name is malformed.
-    InvalidSecretPath,
-    /// Missing or unknown credentials.
-    Unauthorized,
-    /// Valid credentials, insufficient role.
-    Forbidden,
-    /// No function with that name (or version).
-    FunctionNotFound,
-    /// No secret at that path.
-    SecretNotFound,
-    /// No such route or resource (other than a function or secret).
-    NotFound,
-    /// The route exists but not with this HTTP method.
-    MethodNotAllowed,
-    /// The request conflicts with current state.
-    Conflict,
-    /// A body, code or parameter is over its size limit.
-    PayloadTooLarge,
-    /// The request's body did not arrive within the gateway's deadline.
-    RequestTimeout,
-    /// The function ran past its deadline.
-    FunctionTimeout,
-    /// The function exceeded its memory limit.
-    FunctionMemoryLimit,
-    /// The function threw, overflowed its stack or its worker crashed.
-    FunctionError,
-    /// The function returned something that is not JSON or is too large.
-    FunctionInvalidOutput,
-    /// A declared secret does not exist.
-    SecretMissing,
-    /// Too many requests.
-    RateLimited,
-    /// Attestation of a peer failed.
-    AttestationFailed,
-    /// A backend (executor, store) is not available.
-    Unavailable,
-    /// An unexpected server-side failure (never carries internal details).
-    Internal,
-    /// A signed request's signature, signer key or signed fields do not check out (wrong
-    /// domain, another platform, not canonical).
-    BadSignature,
-    /// A signed request expired (or claims to expire too far ahead).
-    RequestExpired,
-    /// A signed request was already used.
-    ReplayedRequest,
-    /// The signer is not in keyvault's identity registry.
-    UnknownIdentity,
-    /// The signer's identity was revoked.
-    IdentityRevoked,
-    /// The signer (or the token's identity) does not own that function.
-    NotOwner,
-    /// A manifest does not match what it must (the request, the loaded code, the previous
-    /// version, keyvault's name binding).
-    ManifestMismatch,
-    /// The function version is not active: keyvault releases nothing to it.
-    InactiveVersion,
-    /// Stored state is older than keyvault knows it to be.
-    RollbackDetected,
-    /// A sealed invocation expected code other than the code the executor loaded for it.
-    CodeHashMismatch,
-    /// A sealed invocation names a fleet key no executor holds (another platform's, or
-    /// replaced): fetch the attestation bundle again.
-    FleetKeyUnknown,
-    /// A sealed invocation was sealed to a fleet key past its validity.
-    FleetKeyExpired,
-    /// A sealed invocation does not open: altered, or sealed for another function, version,
-    /// request or time than it claims.
-    SealedInputInvalid,
+/// The one table of error codes: each variant with its wire string and HTTP status. The enum,
+/// [`ErrorCode::ALL`], [`ErrorCode::as_str`], [`ErrorCode::parse`] and
+/// [`ErrorCode::http_status`] are generated from it, so a code is defined once and crosses
+/// the worker, executor, keyvault and gateway unchanged.
+macro_rules! error_codes {
+    ($( $(#[doc = $doc:expr])* $variant:ident = $wire:literal, $status:literal; )*) => {
+        /// A stable, snake_case error code; clients and tests match on these strings.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, for documents and tests that must list them all.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The HTTP status this code is returned with.
+            pub fn http_status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)* }
+            }
+
+            /// The wire string of this code.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $wire,)* }
+            }
+
+            /// Parses a wire string back into a code.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($wire => Some(ErrorCode::$variant),)* _ => None }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// Every code, for documents and tests that must list them all.
-    pub const ALL: &'static [ErrorCode] = &[
-        ErrorCode::InvalidRequest,
-        ErrorCode::InvalidCode,
-        ErrorCode::InvalidSecretPath,
-        ErrorCode::Unauthorized,
-        ErrorCode::Forbidden,
-        ErrorCode::FunctionNotFound,
-        ErrorCode::SecretNotFound,
-        ErrorCode::NotFound,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::Conflict,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::RequestTimeout,
-        ErrorCode::FunctionTimeout,
-        ErrorCode::FunctionMemoryLimit,
-        ErrorCode::FunctionError,
-        ErrorCode::FunctionInvalidOutput,
-        ErrorCode::SecretMissing,
-        ErrorCode::RateLimited,
-        ErrorCode::AttestationFailed,
-        ErrorCode::Unavailable,
-        ErrorCode::Internal,
-        ErrorCode::BadSignature,
-        ErrorCode::RequestExpired,
-        ErrorCode::ReplayedRequest,
-        ErrorCode::UnknownIdentity,
-        ErrorCode::IdentityRevoked,
-        ErrorCode::NotOwner,
-        ErrorCode::ManifestMismatch,
-        ErrorCode::InactiveVersion,
-        ErrorCode::RollbackDetected,
-        ErrorCode::CodeHashMismatch,
-        ErrorCode::FleetKeyUnknown,
-        ErrorCode::FleetKeyExpired,
-        ErrorCode::SealedInputInvalid,
-    ];
+error_codes! {
+    /// Malformed request: bad JSON, missing or invalid field.
+    InvalidRequest = "invalid_request", 400;
+    /// Deployed code does not compile or lacks its entrypoint.
+    InvalidCode = "invalid_code", 400;
+    /// A secret path or declared secret name is malformed.
+    InvalidSecretPath = "invalid_secret_path", 400;
+    /// Missing or unknown credentials.
+    Unauthorized = "unauthorized", 401;
+    /// Valid credentials, insufficient role.
+    Forbidden = "forbidden", 403;
+    /// No function with that name (or version).
+    FunctionNotFound = "function_not_found", 404;
+    /// No secret at that path.
+    SecretNotFound = "secret_not_found", 404;
+    /// No such route or resource (other than a function or secret).
+    NotFound = "not_found", 404;
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed = "method_not_allowed", 405;
+    /// The request conflicts with current state.
+    Conflict = "conflict", 409;
+    /// A body, code or parameter is over its size limit.
+    PayloadTooLarge = "payload_too_large", 413;
+    /// The request's body did not arrive within the gateway's deadline.
+    RequestTimeout = "request_timeout", 408;
+    /// The function ran past its deadline.
+    FunctionTimeout = "function_timeout", 422;
+    /// The function exceeded its memory limit.
+    FunctionMemoryLimit = "function_memory_limit", 422;
+    /// The function threw, overflowed its stack or its worker crashed.
+    FunctionError = "function_error", 422;
+    /// The function returned something that is not JSON or is too large.
+    FunctionInvalidOutput = "function_invalid_output", 422;
+    /// A declared secret does not exist.
+    SecretMissing = "secret_missing", 422;
+    /// Too many requests.
+    RateLimited = "rate_limited", 429;
+    /// Attestation of a peer failed.
+    AttestationFailed = "attestation_failed", 503;
+    /// A backend (executor, store) is not available.
+    Unavailable = "unavailable", 503;
+    /// An unexpected server-side failure (never carries internal details).
+    Internal = "internal", 500;
+    /// A signed request's signature, signer key or signed fields do not check out (wrong
+    /// domain, another platform, not canonical).
+    BadSignature = "bad_signature", 401;
+    /// A signed request expired (or claims to expire too far ahead).
+    RequestExpired = "request_expired", 401;
+    /// A signed request was already used.
+    ReplayedRequest = "replayed_request", 409;
+    /// The signer is not in keyvault's identity registry.
+    UnknownIdentity = "unknown_identity", 403;
+    /// The signer's identity was revoked.
+    IdentityRevoked = "identity_revoked", 403;
+    /// The signer (or the token's identity) does not own that function.
+    NotOwner = "not_owner", 403;
+    /// A manifest does not match what it must (the request, the loaded code, the previous
+    /// version, keyvault's name binding).
+    ManifestMismatch = "manifest_mismatch", 409;
+    /// The function version is not active: keyvault releases nothing to it.
+    InactiveVersion = "inactive_version", 409;
+    /// Stored state is older than keyvault knows it to be.
+    RollbackDetected = "rollback_detected", 409;
+    /// A sealed invocation expected code other than the code the executor loaded for it.
+    CodeHashMismatch = "code_hash_mismatch", 409;
+    /// A sealed invocation names a fleet key no executor holds (another platform's, or
+    /// replaced): fetch the attestation bundle again.
+    FleetKeyUnknown = "fleet_key_unknown", 409;
+    /// A sealed invocation was sealed to a fleet key past its validity.
+    FleetKeyExpired = "fleet_key_expired", 409;
+    /// A sealed invocation does not open: altered, or sealed for another function, version,
+    /// request or time than it claims.
+    SealedInputInvalid = "sealed_input_invalid", 400;
+    /// The function asked its host for a capability its manifest does not grant.
+    CapabilityNotGranted = "capability_not_granted", 403;
+}
 
-    /// The HTTP status this code is returned with.
-    pub fn http_status(self) -> u16 {
-        use ErrorCode::*;
-        match self {
-            InvalidRequest | InvalidCode | InvalidSecretPath | SealedInputInvalid => 400,
-            Unauthorized | BadSignature | RequestExpired => 401,
-            Forbidden | UnknownIdentity | IdentityRevoked | NotOwner => 403,
-            FunctionNotFound | SecretNotFound | NotFound => 404,
-            MethodNotAllowed => 405,
-            Conflict | ReplayedRequest | ManifestMismatch | InactiveVersion | RollbackDetected
-            | CodeHashMismatch | FleetKeyUnknown | FleetKeyExpired => 409,
-            RequestTimeout => 408,
-            PayloadTooLarge => 413,
-            FunctionTimeout
-            | FunctionMemoryLimit
-            | FunctionError
-            | FunctionInvalidOutput
-            | SecretMissing => 422,
-            RateLimited => 429,
-            Internal => 500,
-            AttestationFailed | Unavailable => 503,
-        }
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
+}
 
-    /// The wire string of this code.
-    pub fn as_str(self) -> &'static str {
-        use ErrorCode::*;
-        match self {
-            InvalidRequest => "invalid_request",
-            InvalidCode => "invalid_code",
-            InvalidSecretPath => "invalid_secret_path",
-            Unauthorized => "unauthorized",
-            Forbidden => "forbidden",
-            FunctionNotFound => "function_not_found",
-            SecretNotFound => "secret_not_found",
-            NotFound => "not_found",
-            MethodNotAllowed => "method_not_allowed",
-            Conflict => "conflict",
-            PayloadTooLarge => "payload_too_large",
-            RequestTimeout => "request_timeout",
-            FunctionTimeout => "function_timeout",
-            FunctionMemoryLimit => "function_memory_limit",
-            FunctionError => "function_error",
-            FunctionInvalidOutput => "function_invalid_output",
-            SecretMissing => "secret_missing",
-            RateLimited => "rate_limited",
-            AttestationFailed => "attestation_failed",
-            Unavailable => "unavailable",
-            Internal => "internal",
-            BadSignature => "bad_signature",
-            RequestExpired => "request_expired",
-            ReplayedRequest => "replayed_request",
-            UnknownIdentity => "unknown_identity",
-            IdentityRevoked => "identity_revoked",
-            NotOwner => "not_owner",
-            ManifestMismatch => "manifest_mismatch",
-            InactiveVersion => "inactive_version",
-            RollbackDetected => "rollback_detected",
-            CodeHashMismatch => "code_hash_mismatch",
-            FleetKeyUnknown => "fleet_key_unknown",
-            FleetKeyExpired => "fleet_key_expired",
-            SealedInputInvalid => "sealed_input_invalid",
-        }
-    }
-
-    /// Parses a wire string back into a code.
-    pub fn parse(s: &str) -> Option<Self> {
-        serde_json::from_value(Value::String(s.to_owned())).ok()
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ErrorCode::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code `{s}`")))
     }
 }
 
@@ -288,6 +225,7 @@ mod tests {
             (ErrorCode::FleetKeyUnknown, 409),
             (ErrorCode::FleetKeyExpired, 409),
             (ErrorCode::SealedInputInvalid, 400),
+            (ErrorCode::CapabilityNotGranted, 403),
         ];
         assert_eq!(all.len(), ErrorCode::ALL.len(), "ALL lists every code");
         for (code, status) in all {
