@@ -14,6 +14,7 @@ pub mod error;
 pub mod hpke_seal;
 pub mod kdf;
 pub mod key;
+pub mod keys;
 pub mod mac;
 pub mod sign;
 pub mod x25519_kem;
