@@ -69,6 +69,13 @@ pub enum Action {
     /// keyvault left out entries an untrusted party caused beyond its budget; the entry
     /// counts them by action.
     AuditSuppressed,
+    /// A function's key was created inside keyvault (never its private bytes).
+    KeyCreate,
+    /// A function's key got a new version.
+    KeyRotate,
+    /// keyvault signed with a function's key (key, version, digest of the message, function,
+    /// execution).
+    KeySign,
 }
 
 impl Action {
@@ -103,6 +110,9 @@ impl Action {
             Self::TokenRevoke => "token.revoke",
             Self::FunctionCurrent => "function.current",
             Self::AuditSuppressed => "audit.suppressed",
+            Self::KeyCreate => "key.create",
+            Self::KeyRotate => "key.rotate",
+            Self::KeySign => "key.sign",
         }
     }
 

@@ -55,6 +55,10 @@ pub struct Manifest {
     /// The file the code was deployed from, named in its stack traces (absent: `function.js`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_name: Option<String>,
+    /// Keys in keyvault the function may use by name (`context.sign`, `context.publicKey`);
+    /// left out when empty, so manifests without keys keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -34,6 +34,38 @@ pub enum SecretOp {
     Delete,
 }
 
+/// A change to one of a function's keys in keyvault (domain `cloister/key-write/v1`): the
+/// key is made (or given a new version) inside keyvault, so the request carries no key bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyWrite {
+    /// The function whose namespace holds the key.
+    pub function_id: String,
+    /// The key's name.
+    pub name: String,
+    /// What is done.
+    pub op: KeyOp,
+}
+
+impl Body for KeyWrite {
+    const DOMAIN: &'static str = "cloister/key-write/v1";
+}
+
+/// Kinds of key changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum KeyOp {
+    /// Generate a new key of this algorithm (`ed25519`, `ecdsa-p256`, `ecdsa-secp256k1`,
+    /// `hmac-sha256`); refused if the name is taken.
+    Create {
+        /// The algorithm's name.
+        algorithm: String,
+    },
+    /// Generate the key's next version (same algorithm); older versions still verify.
+    Rotate,
+}
+
 /// Roles in keyvault's identity registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -991,6 +991,10 @@ pub struct DeployArgs {
     /// A secret the function needs (`NAME` or `CATEGORY/NAME`); repeatable.
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// A key in keyvault the function may use (`context.sign`, `context.publicKey`), by
+    /// name; repeatable. Make it first with `cloister key create`.
+    #[arg(long = "key", value_name = "NAME")]
+    pub keys: Vec<String>,
     /// Non-secret configuration the code reads as `context.env.KEY`, KEY=VALUE (repeatable);
     /// part of the signed manifest and visible to anyone who can read the function: never
     /// put a secret here.

@@ -245,6 +245,7 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
         sealed_code: None,
         env: args.env.into_iter().collect(),
         source_name: source_name_of(&args.file),
+        required_keys: args.keys,
     })
 }
 

@@ -82,6 +82,7 @@ pub fn manifest_for(req: &DeployRequest, existing: Option<&Previous>) -> Manifes
         confidential: req.sealed_code.is_some(),
         env: req.env.clone(),
         source_name: req.source_name.clone(),
+        keys: req.required_keys.clone(),
     }
 }
 

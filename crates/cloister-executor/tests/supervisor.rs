@@ -412,10 +412,7 @@ async fn requests_are_answered_in_turn_refused_without_a_grant_and_limited_per_c
     let exe = fake_worker(&dir, "requests", REQUESTS);
     let sup = supervisor(exe.clone());
     let r = sup.run(job("calls", true)).await;
-    assert!(
-        matches!(&r, JobResult::Ran { result: Ok(_), .. }),
-        "{r:?}"
-    );
+    assert!(matches!(&r, JobResult::Ran { result: Ok(_), .. }), "{r:?}");
     let answers = std::fs::read_to_string(format!("{}.answers", exe.display())).unwrap();
     let answers: Vec<serde_json::Value> = answers
         .lines()

@@ -193,6 +193,7 @@ pub async fn deploy(
 fn check_manifest(
     b64: Option<&str>,
     new: &NewVersion,
+    keys: &[String],
     known: Option<&FunctionInfo>,
 ) -> HttpResult<(Vec<u8>, String)> {
     use base64::Engine as _;
@@ -243,6 +244,9 @@ fn check_manifest(
     if m.source_name != new.source_name {
         return Err(mismatch("sourceName"));
     }
+    if m.keys != keys {
+        return Err(mismatch("requiredKeys"));
+    }
     if let (Some(k), Some(id)) = (known, m.function_id.as_deref())
         && k.function_id != id
     {
@@ -260,11 +264,14 @@ async fn deploy_inner(
     let bytes = body::read_limited(headers, body, deploy_body_limit(&s.limits)).await?;
     // Decoding, validating and hashing up to a few MB: off the async workers when large.
     let limits = s.limits;
-    let (manifest_b64, sealed_code, mut new) = body::off_runtime(bytes.len(), move || {
+    let (manifest_b64, sealed_code, keys, mut new) = body::off_runtime(bytes.len(), move || {
         let mut req: DeployRequest = body::parse_json(&bytes)?;
         let manifest_b64 = req.manifest.take();
         let sealed_code = req.sealed_code.take();
-        Ok((manifest_b64, sealed_code, check_deploy(&limits, req)?))
+        let keys = std::mem::take(&mut req.required_keys);
+        cloister_types::KeyName::parse_declared(&keys)
+            .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        Ok((manifest_b64, sealed_code, keys, check_deploy(&limits, req)?))
     })
     .await?;
     // Confidential code: the gateway never sees it; its hash is the signed manifest's.
@@ -278,7 +285,7 @@ async fn deploy_inner(
         )?),
     };
     let known = s.store.get_version(&new.name, None).await?;
-    let (signed, signer) = check_manifest(manifest_b64.as_deref(), &new, known.as_ref())?;
+    let (signed, signer) = check_manifest(manifest_b64.as_deref(), &new, &keys, known.as_ref())?;
     match &known {
         Some(k) => caller.require_owner(&k.name, &k.owners)?,
         // A new function is owned by its signer: a developer token relays only its own.

@@ -265,6 +265,7 @@ fn same_content(a: &Manifest, b: &Manifest) -> bool {
         && a.confidential == b.confidential
         && a.env == b.env
         && a.source_name == b.source_name
+        && a.keys == b.keys
 }
 
 #[derive(Default)]
@@ -797,6 +798,8 @@ impl Authority {
         if let Some(n) = &m.source_name {
             cloister_types::SourceName::parse(n).map_err(|e| Denied::Invalid(e.to_string()))?;
         }
+        cloister_types::KeyName::parse_declared(&m.keys)
+            .map_err(|e| Denied::Invalid(e.to_string()))?;
         let signer_id = v.signer_id().clone();
         let digest = hex::encode(v.digest());
         let (old, old_value, function_id) = match &m.function_id {
@@ -1080,6 +1083,25 @@ impl Authority {
             .ok_or_else(|| Denied::UnknownFunction(function_id.to_owned()))?;
         self.may_act(&signer, v.signer_id(), &f)?;
         Ok(v.signer_id().clone())
+    }
+
+    /// Checks an owner's signature over a change to one of a function's keys; returns the
+    /// signer and the change.
+    pub async fn authorize_key_write(
+        &self,
+        signed: &[u8],
+    ) -> Result<(IdentityId, cloister_authority::ops::KeyWrite), Denied> {
+        let (v, signer) = self
+            .verify_signed::<cloister_authority::ops::KeyWrite>(signed)
+            .await?;
+        let b = v.body().clone();
+        cloister_types::KeyName::parse(&b.name).map_err(|e| Denied::Invalid(e.to_string()))?;
+        let f = self
+            .function(&b.function_id)
+            .await?
+            .ok_or_else(|| Denied::UnknownFunction(b.function_id.clone()))?;
+        self.may_act(&signer, v.signer_id(), &f)?;
+        Ok((v.signer_id().clone(), b))
     }
 
     /// An admin adds an identity or changes its role.

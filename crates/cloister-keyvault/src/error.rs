@@ -107,6 +107,15 @@ pub enum VaultError {
     /// An authority check refused the request.
     #[error(transparent)]
     Denied(#[from] crate::authority::Denied),
+    /// No key of that name in the namespace.
+    #[error("no key `{0}` in this function's namespace (cloister key create)")]
+    KeyNotFound(String),
+    /// A key of that name exists already.
+    #[error("a key `{0}` exists already in this function's namespace (rotate it instead)")]
+    KeyExists(String),
+    /// The manifest the executor runs does not declare the key.
+    #[error("this function's manifest does not declare the key `{0}` (fn deploy --key)")]
+    KeyNotDeclared(String),
 }
 
 impl VaultError {
@@ -124,6 +133,9 @@ impl VaultError {
             Self::Keys(_) | Self::Store(_) => C::Unavailable,
             Self::Denied(d) => d.code(),
             Self::AuditDiverged(_) => C::RollbackDetected,
+            Self::KeyNotFound(_) => C::KeyNotFound,
+            Self::KeyExists(_) => C::Conflict,
+            Self::KeyNotDeclared(_) => C::KeyNotDeclared,
         }
     }
 }

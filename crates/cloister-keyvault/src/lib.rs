@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod error;
 pub mod fleet;
 pub mod freshness;
+pub mod function_keys;
 pub mod guard;
 pub mod hierarchy;
 pub mod policy;

@@ -83,6 +83,17 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// Whether a record written by [`Vault::write_record`] must exist before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// It must (a rotation).
+    Must,
+    /// It may or may not (a put).
+    May,
+    /// It must not (a creation).
+    MustNot,
+}
+
 /// One released secret value, by the name the function sees.
 pub type Released = BTreeMap<String, SecretBytes>;
 
@@ -780,15 +791,48 @@ impl Vault {
         if value.is_empty() {
             return Err(VaultError::Invalid("secret values cannot be empty".into()));
         }
+        let action = if rotate {
+            Action::SecretRotate
+        } else {
+            Action::SecretPut
+        };
+        let existing = if rotate {
+            Existing::Must
+        } else {
+            Existing::May
+        };
         let p = path.to_string();
-        let namespace = path.namespace();
+        let audit = |version: u64, dek_version: u32| {
+            AuditDraft::new(actor, action, p.clone())
+                .detail("version", version)
+                .detail("dek_version", dek_version)
+        };
+        self.write_record(&p, &path.namespace(), value, existing, audit)
+            .await
+    }
+
+    /// Stores `value` as the next version of the record at `p` in `namespace` (encrypted
+    /// under the namespace's DEK with AAD = path + version, its freshness marked, `audit`'s
+    /// entry written in the same transaction); `existing` says whether the record must, may
+    /// or must not exist already. Returns the version and its time.
+    pub(crate) async fn write_record(
+        &self,
+        p: &str,
+        namespace: &str,
+        value: &[u8],
+        existing: Existing,
+        audit: impl Fn(u64, u32) -> AuditDraft,
+    ) -> Result<(u64, String), VaultError> {
+        let (p, namespace) = (p.to_owned(), namespace.to_owned());
         // Mark updates are serialised in this process, so a lost compare-and-set on keyvault's
         // own rows means someone else wrote them: never reload them from the database.
         let _writes = self.authority.write_lock().await;
         for _ in 0..RETRIES {
             let store_next = self.store.vault_next_version(p.clone()).await?;
-            if rotate && store_next == 1 {
-                return Err(VaultError::NotFound(p));
+            match existing {
+                Existing::Must if store_next == 1 => return Err(VaultError::NotFound(p)),
+                Existing::MustNot if store_next != 1 => return Err(VaultError::KeyExists(p)),
+                _ => {}
             }
             let version = self
                 .authority
@@ -800,14 +844,7 @@ impl Vault {
                 .await?;
             let dek = self.current_dek(&namespace).await?;
             let ciphertext = dek.encrypt_value(&p, version, value)?;
-            let action = if rotate {
-                Action::SecretRotate
-            } else {
-                Action::SecretPut
-            };
-            let audit = AuditDraft::new(actor, action, p.clone())
-                .detail("version", version)
-                .detail("dek_version", dek.version);
+            let audit = audit(version, dek.version);
             let rec = SecretRecord {
                 path: p.clone(),
                 version,
@@ -831,6 +868,37 @@ impl Vault {
         }
         tracing::error!(namespace = %namespace, "ALARM: keyvault's freshness row keeps changing in the database; write refused");
         Err(VaultError::Busy)
+    }
+
+    /// The store keyvault writes its records to.
+    pub(crate) fn store(&self) -> &Arc<dyn KeyvaultStore> {
+        &self.store
+    }
+
+    /// The latest version of the record at `p` in `namespace`, decrypted, after keyvault's
+    /// freshness check (a database holding an older version than keyvault wrote is caught);
+    /// `None` when there is none.
+    pub(crate) async fn read_record(
+        &self,
+        p: &str,
+        namespace: &str,
+    ) -> Result<Option<(u64, SecretBytes)>, VaultError> {
+        let paths = vec![p.to_owned()];
+        let records = self.store.vault_latest(paths.clone()).await?;
+        self.authority
+            .check_fresh(namespace, &paths, &records)
+            .await?;
+        let Some(rec) = records.into_iter().find(|r| r.path == p) else {
+            return Ok(None);
+        };
+        let deks = self.store.vault_deks(Some(namespace.to_owned())).await?;
+        let dek_rec = deks
+            .iter()
+            .find(|d| d.version == rec.dek_version)
+            .ok_or_else(|| corrupt("DEK (missing version)"))?;
+        let dek = self.dek(dek_rec).await?;
+        let value = dek.decrypt_value(&rec.path, rec.version, &rec.ciphertext)?;
+        Ok(Some((rec.version, value)))
     }
 
     /// Releases the latest values of the secrets `manifest` declares (and nothing else) to the
@@ -966,7 +1034,10 @@ impl Vault {
 
     /// Metadata of secrets under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<SecretSummary>, VaultError> {
-        Ok(self.store.vault_list(prefix.to_owned()).await?)
+        // Only secrets: the namespace's other records (its keys) are not secret paths.
+        let mut all = self.store.vault_list(prefix.to_owned()).await?;
+        all.retain(|s| SecretPath::parse(&s.path).is_ok());
+        Ok(all)
     }
 
     /// Metadata of every version of `path`.

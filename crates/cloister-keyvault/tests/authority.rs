@@ -89,6 +89,7 @@ fn manifest(name: &str, code: &str, secrets: &[&str]) -> Manifest {
         confidential: false,
         env: Default::default(),
         source_name: None,
+        keys: Vec::new(),
     }
 }
 

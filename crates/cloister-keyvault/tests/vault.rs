@@ -28,6 +28,17 @@ fn admin() -> Identity {
 
 /// Registers the next version of function `name` (creating it) declaring `names`.
 async fn register(v: &Vault, name: &str, env: &str, names: &[&str]) -> Arc<RegisteredManifest> {
+    register_with_keys(v, name, env, names, &[]).await
+}
+
+/// Registers the next version of function `name` declaring secrets `names` and `keys`.
+async fn register_with_keys(
+    v: &Vault,
+    name: &str,
+    env: &str,
+    names: &[&str],
+    keys: &[&str],
+) -> Arc<RegisteredManifest> {
     let existing = v.authority().function_by_name(name).await.unwrap();
     let m = Manifest {
         name: name.into(),
@@ -46,6 +57,7 @@ async fn register(v: &Vault, name: &str, env: &str, names: &[&str]) -> Arc<Regis
         confidential: false,
         env: Default::default(),
         source_name: None,
+        keys: keys.iter().map(|k| k.to_string()).collect(),
     };
     let signed = sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap();
     v.authority()
@@ -458,6 +470,7 @@ fn manifest_with_code(
         confidential,
         env: Default::default(),
         source_name: None,
+        keys: Vec::new(),
     };
     sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap()
 }
@@ -668,5 +681,112 @@ async fn a_function_gets_at_most_the_release_limit_of_secrets_together() {
     assert_eq!(
         v.release(&m, "exec-ok", "executor").await.unwrap().1.len(),
         15
+    );
+}
+
+#[tokio::test]
+async fn function_keys_are_made_inside_keyvault_and_sign_only_for_manifests_that_declare_them() {
+    use cloister_crypto::keys::{KeyAlgorithm, MessageHash};
+    use cloister_types::{ErrorCode, KeyName};
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let f = fid(&v, "signer").await;
+    let name = |n: &str| KeyName::parse(n).unwrap();
+    for (n, alg) in [
+        ("ed", KeyAlgorithm::Ed25519),
+        ("p256", KeyAlgorithm::EcdsaP256),
+        ("k1", KeyAlgorithm::EcdsaSecp256k1),
+        ("mac", KeyAlgorithm::HmacSha256),
+    ] {
+        let k = v.create_key(&f, &name(n), alg, "owner").await.unwrap();
+        assert_eq!((k.version, k.algorithm), (1, alg));
+        assert_eq!(k.public_key.is_some(), alg != KeyAlgorithm::HmacSha256);
+    }
+    // A taken name is refused; a rotation makes version 2 with another public key.
+    let e = v
+        .create_key(&f, &name("ed"), KeyAlgorithm::Ed25519, "owner")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict);
+    let before = v.key_info(&f, &name("ed")).await.unwrap();
+    let after = v.rotate_key(&f, &name("ed"), "owner").await.unwrap();
+    assert_eq!(after.version, 2);
+    assert_ne!(after.public_key, before.public_key);
+    assert_eq!(
+        v.rotate_key(&f, &name("nope"), "owner")
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::KeyNotFound
+    );
+    let listed: Vec<String> = v
+        .list_keys(&f)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(listed, ["ed", "k1", "mac", "p256"]);
+    // Keys are not secrets: the secret listing of the function does not show them.
+    assert!(v.list(&format!("function-{f}/")).await.unwrap().is_empty());
+
+    // Only a manifest that declares a key gets signatures with it, by its newest version.
+    let m = register_with_keys(&v, "signer", "production", &[], &["ed", "k1"]).await;
+    let s = v
+        .sign_for_function(
+            &m,
+            "ed",
+            b"pay 5",
+            MessageHash::Sha256,
+            "exec-1",
+            "executor",
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.key.version, 2);
+    let pk = cloister_crypto::VerifyingKey::from_slice(after.public_key.as_ref().unwrap()).unwrap();
+    pk.verify(b"pay 5", &s.signature.bytes).unwrap();
+    assert!(pk.verify(b"pay 6", &s.signature.bytes).is_err());
+    let k1 = v
+        .sign_for_function(
+            &m,
+            "k1",
+            b"tx",
+            MessageHash::Keccak256,
+            "exec-1",
+            "executor",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(k1.signature.recovery_id, Some(0 | 1)));
+    assert_eq!(
+        v.sign_for_function(&m, "p256", b"x", MessageHash::Sha256, "e", "executor")
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::KeyNotDeclared
+    );
+    // Another function declaring the same name reaches only its own namespace.
+    let other = register_with_keys(&v, "other", "production", &[], &["ed"]).await;
+    assert_eq!(
+        v.sign_for_function(&other, "ed", b"x", MessageHash::Sha256, "e", "executor")
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::KeyNotFound
+    );
+    // Each signature is audited with the digest of what was signed, never the key.
+    let entries = fx.store().audit_list(0, 10_000).await.unwrap();
+    let signs: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action.as_str() == "key.sign")
+        .collect();
+    assert_eq!(signs.len(), 2);
+    let d: serde_json::Value = serde_json::from_str(&signs[0].details).unwrap();
+    assert_eq!(d["key"], "ed");
+    assert_eq!(d["key_version"], 2);
+    assert_eq!(
+        d["message_sha256"],
+        "6880dc3427b880e1d3e1fb8d50280c4551d2554fdc98ec428385f33aa8fe4313"
     );
 }

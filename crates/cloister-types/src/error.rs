@@ -112,6 +112,10 @@ error_codes! {
     SealedInputInvalid = "sealed_input_invalid", 400;
     /// The function asked its host for a capability its manifest does not grant.
     CapabilityNotGranted = "capability_not_granted", 403;
+    /// No key of that name in the function's namespace.
+    KeyNotFound = "key_not_found", 404;
+    /// The function's manifest does not declare that key.
+    KeyNotDeclared = "key_not_declared", 403;
 }
 
 impl Serialize for ErrorCode {
@@ -226,6 +230,8 @@ mod tests {
             (ErrorCode::FleetKeyExpired, 409),
             (ErrorCode::SealedInputInvalid, 400),
             (ErrorCode::CapabilityNotGranted, 403),
+            (ErrorCode::KeyNotFound, 404),
+            (ErrorCode::KeyNotDeclared, 403),
         ];
         assert_eq!(all.len(), ErrorCode::ALL.len(), "ALL lists every code");
         for (code, status) in all {

@@ -20,7 +20,7 @@ pub use error::{ApiError, ErrorCode};
 pub use hash::code_hash;
 pub use limits::{Limits, ServerLimits};
 pub use names::{
-    DeclaredSecretsError, Entrypoint, Environment, FunctionName, MAX_DECLARED_SECRETS, NameError,
-    SecretPath, SecretRef, SourceName, namespace_of,
+    DeclaredSecretsError, Entrypoint, Environment, FunctionName, KeyName, MAX_DECLARED_KEYS,
+    MAX_DECLARED_SECRETS, NameError, SecretPath, SecretRef, SourceName, namespace_of,
 };
 pub use wire::Role;

@@ -207,6 +207,50 @@ impl SourceName {
 }
 
 name_type!(
+    /// The name of a key keyvault keeps in a function's namespace (`signer`, `webhook-hmac`).
+    KeyName
+);
+
+/// Most keys one manifest may declare.
+pub const MAX_DECLARED_KEYS: usize = 16;
+
+impl KeyName {
+    /// Validates a key name.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        check(
+            "key name",
+            s,
+            64,
+            |c| c.is_ascii_alphanumeric(),
+            |c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
+            "use 1-64 characters of A-Z, a-z, 0-9, '_' and '-', starting with a letter or digit",
+        )?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// Validates the keys a manifest declares: at most [`MAX_DECLARED_KEYS`], each once.
+    pub fn parse_declared<S: AsRef<str>>(names: &[S]) -> Result<Vec<Self>, NameError> {
+        let too_many = || NameError {
+            what: "declared keys",
+            value: names.len().to_string(),
+            rule: "declare at most 16 keys, each once",
+        };
+        if names.len() > MAX_DECLARED_KEYS {
+            return Err(too_many());
+        }
+        let parsed = names
+            .iter()
+            .map(|n| Self::parse(n.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let unique: std::collections::BTreeSet<&str> = parsed.iter().map(Self::as_str).collect();
+        if unique.len() != parsed.len() {
+            return Err(too_many());
+        }
+        Ok(parsed)
+    }
+}
+
+name_type!(
     /// A deployment environment such as `production` or `staging`.
     Environment
 );

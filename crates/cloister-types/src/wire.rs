@@ -92,6 +92,9 @@ pub struct DeployRequest {
     /// The file the code came from (a base name), named in stack traces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_name: Option<String>,
+    /// Keys in keyvault the function may use (`context.sign`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_keys: Vec<String>,
 }
 
 impl DeployRequest {
@@ -110,6 +113,7 @@ impl DeployRequest {
             sealed_code: None,
             env: BTreeMap::new(),
             source_name: None,
+            required_keys: Vec::new(),
         }
     }
 }

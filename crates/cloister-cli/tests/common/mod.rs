@@ -467,6 +467,7 @@ pub fn new_function_manifest(
             confidential: false,
             env: Default::default(),
             source_name: None,
+            keys: Vec::new(),
         },
         &cloister_authority::SignOptions::for_platform(platform),
     )

@@ -1,0 +1,232 @@
+//! Keys keyvault keeps for functions and signs with; the private halves never leave it
+//! (docs/CAPABILITIES.md).
+//!
+//! A key lives in its function's namespace, stored like a secret: each version is a record
+//! encrypted under the namespace's DEK with AAD = path + version, freshness-marked (a database
+//! holding an older version than keyvault wrote is caught), written with its audit entry in
+//! one transaction. Key paths (`function-<id>/@keys/<name>`) are not secret paths (those have
+//! four segments and no `@`): the secret API cannot name them, secret listings leave them out
+//! and no release ever reads them. Only the newest version signs.
+
+use cloister_audit::{Action, AuditDraft};
+use cloister_crypto::keys::{KeyAlgorithm, KeyMaterial, KeySignature, MessageHash};
+use cloister_types::{KeyName, namespace_of};
+use sha2::{Digest, Sha256};
+
+use crate::authority::RegisteredManifest;
+use crate::error::VaultError;
+use crate::vault::{Existing, Vault};
+
+/// Most bytes one signature request may cover.
+pub const MAX_SIGN_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Where key `name` of function `function_id` is stored.
+pub fn key_path(function_id: &str, name: &KeyName) -> String {
+    format!("{}/@keys/{name}", namespace_of(function_id))
+}
+
+/// A key's public facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key's name.
+    pub name: String,
+    /// Its algorithm.
+    pub algorithm: KeyAlgorithm,
+    /// Its newest version.
+    pub version: u64,
+    /// The public key of that version (none for HMAC).
+    pub public_key: Option<Vec<u8>>,
+}
+
+/// One signature made for a function.
+#[derive(Debug, Clone)]
+pub struct FunctionSignature {
+    /// The key that signed.
+    pub key: KeyInfo,
+    /// The signature.
+    pub signature: KeySignature,
+}
+
+impl Vault {
+    /// Creates key `name` of `algorithm` in `function_id`'s namespace (an owner's signed
+    /// request was checked by the caller); refused if the name is taken.
+    pub async fn create_key(
+        &self,
+        function_id: &str,
+        name: &KeyName,
+        algorithm: KeyAlgorithm,
+        actor: &str,
+    ) -> Result<KeyInfo, VaultError> {
+        let key =
+            KeyMaterial::generate(algorithm).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        self.store_key(
+            function_id,
+            name,
+            &key,
+            Existing::MustNot,
+            Action::KeyCreate,
+            actor,
+        )
+        .await
+    }
+
+    /// Gives key `name` a new version of the same algorithm.
+    pub async fn rotate_key(
+        &self,
+        function_id: &str,
+        name: &KeyName,
+        actor: &str,
+    ) -> Result<KeyInfo, VaultError> {
+        let (_, old) = self.load_key(function_id, name).await?;
+        let key = KeyMaterial::generate(old.algorithm())
+            .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        self.store_key(
+            function_id,
+            name,
+            &key,
+            Existing::Must,
+            Action::KeyRotate,
+            actor,
+        )
+        .await
+    }
+
+    /// The public facts of key `name`'s newest version.
+    pub async fn key_info(&self, function_id: &str, name: &KeyName) -> Result<KeyInfo, VaultError> {
+        let (version, key) = self.load_key(function_id, name).await?;
+        info(name, version, &key)
+    }
+
+    /// Every key of `function_id`, by name.
+    pub async fn list_keys(&self, function_id: &str) -> Result<Vec<KeyInfo>, VaultError> {
+        let prefix = format!("{}/@keys/", namespace_of(function_id));
+        let mut out = Vec::new();
+        for summary in self.store().vault_list(prefix.clone()).await? {
+            let Some(name) = summary
+                .path
+                .strip_prefix(&prefix)
+                .and_then(|n| KeyName::parse(n).ok())
+            else {
+                continue;
+            };
+            out.push(self.key_info(function_id, &name).await?);
+        }
+        Ok(out)
+    }
+
+    /// Signs `message` with key `name` for an invocation of the function `manifest` describes
+    /// (its executor attested and keyvault authorised the run): the manifest must declare the
+    /// key. Every signature is audited before it is returned.
+    pub async fn sign_for_function(
+        &self,
+        manifest: &RegisteredManifest,
+        name: &str,
+        message: &[u8],
+        hash: MessageHash,
+        execution_id: &str,
+        executor: &str,
+    ) -> Result<FunctionSignature, VaultError> {
+        if !manifest.manifest.keys.iter().any(|k| k == name) {
+            return Err(VaultError::KeyNotDeclared(name.to_owned()));
+        }
+        let name = KeyName::parse(name).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        if message.len() > MAX_SIGN_MESSAGE_BYTES {
+            return Err(VaultError::TooLarge {
+                bytes: message.len(),
+                max: MAX_SIGN_MESSAGE_BYTES,
+            });
+        }
+        let (version, key) = self.load_key(&manifest.function_id, &name).await?;
+        let signature = key
+            .sign(message, hash)
+            .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let audit = AuditDraft::new(
+            executor,
+            Action::KeySign,
+            namespace_of(&manifest.function_id),
+        )
+        .detail("key", name.as_str())
+        .detail("key_version", version)
+        .detail("algorithm", key.algorithm().as_str())
+        .detail("hash", hash.as_str())
+        .detail("message_sha256", hex::encode(Sha256::digest(message)))
+        .detail("function_version", manifest.version)
+        .detail("execution_id", execution_id);
+        self.audit(audit).await?;
+        Ok(FunctionSignature {
+            key: info(&name, version, &key)?,
+            signature,
+        })
+    }
+
+    async fn load_key(
+        &self,
+        function_id: &str,
+        name: &KeyName,
+    ) -> Result<(u64, KeyMaterial), VaultError> {
+        let p = key_path(function_id, name);
+        let (version, stored) = self
+            .read_record(&p, &namespace_of(function_id))
+            .await?
+            .ok_or_else(|| VaultError::KeyNotFound(name.to_string()))?;
+        let key = KeyMaterial::from_stored(stored.expose())
+            .map_err(|e| VaultError::Invalid(format!("stored key {name}: {e}")))?;
+        Ok((version, key))
+    }
+
+    async fn store_key(
+        &self,
+        function_id: &str,
+        name: &KeyName,
+        key: &KeyMaterial,
+        existing: Existing,
+        action: Action,
+        actor: &str,
+    ) -> Result<KeyInfo, VaultError> {
+        let p = key_path(function_id, name);
+        let public = key
+            .public_key()
+            .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let audit = |version: u64, dek_version: u32| {
+            let mut d = AuditDraft::new(actor, action, p.clone())
+                .detail("version", version)
+                .detail("dek_version", dek_version)
+                .detail("algorithm", key.algorithm().as_str());
+            if let Some(pk) = &public {
+                d = d.detail("public_key", hex::encode(pk));
+            }
+            d
+        };
+        let (version, _) = self
+            .write_record(
+                &p,
+                &namespace_of(function_id),
+                &key.to_stored(),
+                existing,
+                audit,
+            )
+            .await
+            .map_err(|e| match e {
+                VaultError::NotFound(_) => VaultError::KeyNotFound(name.to_string()),
+                VaultError::KeyExists(_) => VaultError::KeyExists(name.to_string()),
+                other => other,
+            })?;
+        Ok(KeyInfo {
+            name: name.to_string(),
+            algorithm: key.algorithm(),
+            version,
+            public_key: public,
+        })
+    }
+}
+
+fn info(name: &KeyName, version: u64, key: &KeyMaterial) -> Result<KeyInfo, VaultError> {
+    Ok(KeyInfo {
+        name: name.to_string(),
+        algorithm: key.algorithm(),
+        version,
+        public_key: key
+            .public_key()
+            .map_err(|e| VaultError::Invalid(e.to_string()))?,
+    })
+}
