@@ -33,6 +33,7 @@ async fn main() {
         digest: "profile".into(),
         env: Default::default(),
         source_name: None,
+        keys: Vec::new(),
     });
     let sup = Supervisor::new(ExecutorConfig::new(exe), Arc::new(manifests));
     let job = |i: usize, send: bool| Job {

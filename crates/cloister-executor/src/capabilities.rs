@@ -4,32 +4,139 @@
 //! otherwise. `context.log` needs no grant; the supervisor keeps those lines itself
 //! (`crate::worker`).
 
-use cloister_sandbox::host::{HostRefusal, HostRequest, HostValue};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use cloister_sandbox::host::{HostRefusal, HostRequest, HostValue, SignHash};
 use cloister_types::ErrorCode;
 
-use crate::secrets::RunManifest;
+use crate::secrets::{KeyAnswer, KeyRequest, RunManifest, SecretError, SecretSource};
 use crate::worker::Capabilities;
 
 /// The capabilities one invocation of a function was granted.
-#[derive(Debug, Default)]
-pub struct Granted {}
+pub struct Granted {
+    keys: Option<Keys>,
+}
 
 impl Granted {
-    /// What the manifest `m` grants.
-    pub fn for_manifest(_m: &RunManifest) -> Self {
-        Self {}
+    /// What the manifest `m` grants to the invocation `execution_id`; keyvault is reached
+    /// through `source`.
+    pub fn for_manifest(
+        m: &RunManifest,
+        execution_id: &str,
+        source: &Arc<dyn SecretSource>,
+    ) -> Self {
+        let keys = (!m.keys.is_empty()).then(|| Keys {
+            declared: m.keys.clone(),
+            function_id: m.function_id.clone(),
+            version: m.version,
+            code_hash: m.code_hash.clone(),
+            execution_id: execution_id.to_owned(),
+            source: source.clone(),
+        });
+        Self { keys }
     }
 }
 
 #[async_trait::async_trait]
 impl Capabilities for Granted {
     async fn answer(&self, request: HostRequest) -> Result<HostValue, HostRefusal> {
-        Err(HostRefusal::new(
-            ErrorCode::CapabilityNotGranted,
-            format!(
-                "this function's manifest grants no `{}` capability",
-                request.capability()
-            ),
-        ))
+        let not_granted = |r: &HostRequest| {
+            HostRefusal::new(
+                ErrorCode::CapabilityNotGranted,
+                format!(
+                    "this function's manifest grants no `{}` capability",
+                    r.capability()
+                ),
+            )
+        };
+        match (&request, &self.keys) {
+            (HostRequest::Sign { .. } | HostRequest::PublicKey { .. }, Some(keys)) => {
+                keys.answer(request).await
+            }
+            _ => Err(not_granted(&request)),
+        }
+    }
+}
+
+/// `context.sign` and `context.publicKey`: signatures by keyvault with the keys the manifest
+/// declares. The declaration is checked here to refuse early, and again by keyvault, which
+/// alone decides (it authorises the run from the manifest it registered).
+struct Keys {
+    declared: Vec<String>,
+    function_id: String,
+    version: u32,
+    code_hash: String,
+    execution_id: String,
+    source: Arc<dyn SecretSource>,
+}
+
+impl Keys {
+    async fn answer(&self, request: HostRequest) -> Result<HostValue, HostRefusal> {
+        let (key, message, hash, public_key_only) = match request {
+            HostRequest::Sign { key, message, hash } => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(message)
+                    .map_err(|_| {
+                        HostRefusal::new(ErrorCode::InvalidRequest, "the message is not base64")
+                    })?;
+                (key, bytes, hash, false)
+            }
+            HostRequest::PublicKey { key } => (key, Vec::new(), SignHash::default(), true),
+            other => {
+                return Err(HostRefusal::new(
+                    ErrorCode::CapabilityNotGranted,
+                    format!("no `{}` capability here", other.capability()),
+                ));
+            }
+        };
+        if !self.declared.contains(&key) {
+            return Err(HostRefusal::new(
+                ErrorCode::KeyNotDeclared,
+                format!(
+                    "this function's manifest does not declare the key `{key}` (fn deploy --key)"
+                ),
+            ));
+        }
+        let answer = self
+            .source
+            .key(KeyRequest {
+                function_id: self.function_id.clone(),
+                version: self.version,
+                code_hash: self.code_hash.clone(),
+                execution_id: self.execution_id.clone(),
+                key,
+                message,
+                hash: hash.as_str().to_owned(),
+                public_key_only,
+            })
+            .await
+            .map_err(|e| match e {
+                SecretError::Refused { code, message } => HostRefusal::new(code, message),
+                SecretError::Missing(name) => {
+                    HostRefusal::new(ErrorCode::KeyNotFound, format!("no key `{name}`"))
+                }
+                SecretError::Unavailable(m) => HostRefusal::new(ErrorCode::Unavailable, m),
+            })?;
+        Ok(value(answer, public_key_only))
+    }
+}
+
+fn value(a: KeyAnswer, public_key_only: bool) -> HostValue {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let key_version = u32::try_from(a.key_version).unwrap_or(u32::MAX);
+    if public_key_only {
+        HostValue::PublicKey {
+            public_key: b64(&a.public_key),
+            algorithm: a.algorithm,
+            key_version,
+        }
+    } else {
+        HostValue::Signature {
+            signature: b64(&a.signature),
+            algorithm: a.algorithm,
+            key_version,
+            recovery_id: a.recovery_id,
+        }
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use cloister_channel::{AttestedStream, ChannelConnector, ChannelError};
 use cloister_rpc::keyvault::{
-    ExecutorMessage, KeyvaultReply, ReadBatch, ReadRecord, ReleaseRequest, executor_message,
-    keyvault_reply, release_response,
+    ExecutorMessage, KeyvaultReply, ReadBatch, ReadRecord, ReleaseRequest, SignRequest,
+    executor_message, keyvault_reply, release_response,
 };
 use prost::Message;
 use tokio::net::TcpStream;
@@ -20,7 +20,8 @@ use zeroize::Zeroizing;
 use cloister_types::{ErrorCode, Limits};
 
 use crate::secrets::{
-    Grant, GrantFuture, GrantRequest, RunManifest, SecretError, SecretSource, SecretValues,
+    Grant, GrantFuture, GrantRequest, KeyAnswer, KeyFuture, KeyRequest, RunManifest, SecretError,
+    SecretSource, SecretValues,
 };
 
 /// Default time a fetched value may be served from memory.
@@ -315,6 +316,7 @@ impl KeyvaultSecrets {
                     digest: m.digest,
                     env: m.env.into_iter().collect(),
                     source_name: Some(m.source_name).filter(|n| !n.is_empty()),
+                    keys: m.keys,
                 };
                 let code_key = if r.code_key.is_empty() {
                     None
@@ -357,6 +359,38 @@ impl KeyvaultSecrets {
 }
 
 impl SecretSource for KeyvaultSecrets {
+    fn key<'a>(&'a self, req: KeyRequest) -> KeyFuture<'a> {
+        Box::pin(async move {
+            let msg = ExecutorMessage {
+                body: Some(executor_message::Body::Sign(SignRequest {
+                    function_id: req.function_id,
+                    version: req.version,
+                    code_hash: req.code_hash,
+                    execution_id: req.execution_id,
+                    key: req.key,
+                    message: req.message,
+                    hash: req.hash,
+                    public_key_only: req.public_key_only,
+                })),
+            };
+            let reply = self.call(&msg.encode_to_vec()).await?;
+            match KeyvaultReply::decode(reply.as_slice()).map(|r| r.body) {
+                Ok(Some(keyvault_reply::Body::Signed(s))) => Ok(KeyAnswer {
+                    algorithm: s.algorithm,
+                    key_version: s.key_version,
+                    signature: s.signature,
+                    public_key: s.public_key,
+                    recovery_id: s.recovery_id.and_then(|r| u8::try_from(r).ok()),
+                }),
+                Ok(Some(keyvault_reply::Body::Error(e))) => Err(SecretError::Refused {
+                    code: ErrorCode::parse(&e.code).unwrap_or(ErrorCode::Internal),
+                    message: e.message,
+                }),
+                _ => Err(SecretError::Unavailable("unexpected keyvault reply".into())),
+            }
+        })
+    }
+
     fn grant<'a>(&'a self, req: GrantRequest<'a>) -> GrantFuture<'a> {
         Box::pin(async move {
             let key = (

@@ -249,6 +249,7 @@ impl Supervisor {
                 .and_then(|m| m.source_name.clone())
                 .unwrap_or_else(|| cloister_sandbox::protocol::DEFAULT_SOURCE_NAME.to_owned()),
             env: m.map(|m| m.env.clone()).unwrap_or_default(),
+            keys: m.map(|m| m.keys.clone()).unwrap_or_default(),
             memory_bytes: (limits.memory_mb as usize) << 20,
             stack_bytes: self.cfg.stack_bytes,
             load_timeout_ms: limits.timeout_ms,
@@ -515,7 +516,8 @@ impl Supervisor {
         let remaining = timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
-        let capabilities = crate::capabilities::Granted::for_manifest(m);
+        let capabilities =
+            crate::capabilities::Granted::for_manifest(m, &inv.context.execution_id, &self.secrets);
         let crate::worker::Invoked { result, logs } = worker
             .invoke(inv, remaining + self.cfg.kill_grace, &capabilities)
             .await;

@@ -44,6 +44,8 @@ pub struct RunManifest {
     pub env: BTreeMap<String, String>,
     /// The file the code came from, named in stack traces.
     pub source_name: Option<String>,
+    /// Keys in keyvault the function may use (`context.sign`), by name.
+    pub keys: Vec<String>,
 }
 
 /// What keyvault granted for one (function, version, loaded code).
@@ -76,10 +78,61 @@ pub struct GrantRequest<'a> {
 /// Future returned by [`SecretSource::grant`].
 pub type GrantFuture<'a> = Pin<Box<dyn Future<Output = Result<Grant, SecretError>> + Send + 'a>>;
 
+/// A running function's request to keyvault for one of its keys.
+#[derive(Debug, Clone)]
+pub struct KeyRequest {
+    /// The function, version and loaded code the request comes from (keyvault authorises
+    /// the run again, as for a release).
+    pub function_id: String,
+    /// Version.
+    pub version: u32,
+    /// `sha256:<hex>` of the code loaded.
+    pub code_hash: String,
+    /// The invocation (recorded with each signature).
+    pub execution_id: String,
+    /// The key's name in the manifest.
+    pub key: String,
+    /// What to sign (empty for a public key).
+    pub message: Vec<u8>,
+    /// `sha256`, `keccak256` or `prehashed`.
+    pub hash: String,
+    /// Only the public key is asked for.
+    pub public_key_only: bool,
+}
+
+/// keyvault's answer to a [`KeyRequest`].
+#[derive(Debug, Clone)]
+pub struct KeyAnswer {
+    /// The key's algorithm name.
+    pub algorithm: String,
+    /// The key version used.
+    pub key_version: u64,
+    /// The signature (empty for a public key request).
+    pub signature: Vec<u8>,
+    /// The public key (empty for HMAC).
+    pub public_key: Vec<u8>,
+    /// secp256k1: the recovery id.
+    pub recovery_id: Option<u8>,
+}
+
+/// Future returned by [`SecretSource::key`].
+pub type KeyFuture<'a> = Pin<Box<dyn Future<Output = Result<KeyAnswer, SecretError>> + Send + 'a>>;
+
 /// Where an executor gets manifests and secret values.
 pub trait SecretSource: Send + Sync {
     /// The manifest and secrets for `req`, or why not.
     fn grant<'a>(&'a self, req: GrantRequest<'a>) -> GrantFuture<'a>;
+
+    /// A signature (or public key) from keyvault for a running function; sources without
+    /// keys refuse.
+    fn key<'a>(&'a self, _req: KeyRequest) -> KeyFuture<'a> {
+        Box::pin(async {
+            Err(SecretError::Refused {
+                code: ErrorCode::CapabilityNotGranted,
+                message: "this executor has no keyvault to sign with".into(),
+            })
+        })
+    }
 }
 
 /// Why a grant was not given.

@@ -107,6 +107,7 @@ fn manifests() -> Arc<StaticManifests> {
             digest: format!("digest-{code}"),
             env: Default::default(),
             source_name: None,
+            keys: Vec::new(),
         });
     }
     Arc::new(m)

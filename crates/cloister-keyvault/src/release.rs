@@ -10,8 +10,8 @@ use cloister_audit::{Action, AuditDraft};
 use cloister_channel::{AttestedStream, ChannelAcceptor, ChannelError, TlsConn};
 use cloister_rpc::keyvault::{
     ExecutorMessage, FleetKeys, FleetSecret, KeyvaultReply, ManifestView, ReadAck, ReadBatch,
-    ReleaseError, ReleaseRequest, ReleaseResponse, Released, executor_message, keyvault_reply,
-    release_response,
+    ReleaseError, ReleaseRequest, ReleaseResponse, Released, SignRequest, SignResponse,
+    executor_message, keyvault_reply, release_response,
 };
 use cloister_types::{ErrorCode, namespace_of};
 use prost::Message;
@@ -121,6 +121,63 @@ async fn fleet_release(
     Ok(FleetKeys { keys })
 }
 
+/// Signs (or gives the public half) with a key of the function whose run the attested
+/// executor `actor` asks for: the run is authorised as for a release (function, version,
+/// loaded code), and only a key its manifest declares is used.
+async fn sign(vault: &Vault, req: SignRequest, actor: &str) -> Result<SignResponse, Refusal> {
+    let refused = |e: VaultError| Refusal::new(e.code(), e.to_string());
+    let hash = cloister_crypto::keys::MessageHash::parse(&req.hash).ok_or_else(|| {
+        Refusal::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "unknown hash {:?}: use sha256, keccak256 or prehashed",
+                req.hash
+            ),
+        )
+    })?;
+    let manifest = vault
+        .authority()
+        .authorize_run(&req.function_id, req.version, &req.code_hash)
+        .await
+        .map_err(|d| refused(VaultError::Denied(d)))?;
+    if req.public_key_only {
+        if !manifest.manifest.keys.contains(&req.key) {
+            return Err(refused(VaultError::KeyNotDeclared(req.key)));
+        }
+        let name = cloister_types::KeyName::parse(&req.key)
+            .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        let k = vault
+            .key_info(&manifest.function_id, &name)
+            .await
+            .map_err(refused)?;
+        return Ok(SignResponse {
+            algorithm: k.algorithm.as_str().to_owned(),
+            key_version: k.version,
+            signature: Vec::new(),
+            public_key: k.public_key.unwrap_or_default(),
+            recovery_id: None,
+        });
+    }
+    let s = vault
+        .sign_for_function(
+            &manifest,
+            &req.key,
+            &req.message,
+            hash,
+            &req.execution_id,
+            actor,
+        )
+        .await
+        .map_err(refused)?;
+    Ok(SignResponse {
+        algorithm: s.key.algorithm.as_str().to_owned(),
+        key_version: s.key.version,
+        signature: s.signature.bytes,
+        public_key: s.key.public_key.unwrap_or_default(),
+        recovery_id: s.signature.recovery_id.map(u32::from),
+    })
+}
+
 async fn serve_connection<T: TlsConn>(
     mut ch: AttestedStream<T>,
     vault: &Vault,
@@ -147,7 +204,9 @@ async fn serve_connection<T: TlsConn>(
         let sensitive = matches!(
             decoded,
             Ok(Some(
-                executor_message::Body::Release(_) | executor_message::Body::Fleet(_)
+                executor_message::Body::Release(_)
+                    | executor_message::Body::Fleet(_)
+                    | executor_message::Body::Sign(_)
             ))
         );
         if !allowed && sensitive {
@@ -181,6 +240,10 @@ async fn serve_connection<T: TlsConn>(
                     Err(r) => keyvault_reply::Body::Error(r.into_wire()),
                 }
             }
+            Ok(Some(executor_message::Body::Sign(req))) => match sign(vault, req, &actor).await {
+                Ok(r) => keyvault_reply::Body::Signed(r),
+                Err(r) => keyvault_reply::Body::Error(r.into_wire()),
+            },
             Ok(Some(executor_message::Body::Reads(batch))) => {
                 match record_reads(vault, batch, &actor, &mut reads).await {
                     Ok(n) => keyvault_reply::Body::Ack(ReadAck { recorded: n }),
@@ -389,6 +452,7 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
             digest: manifest.digest.clone(),
             env: m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             source_name: m.source_name.clone().unwrap_or_default(),
+            keys: m.keys.clone(),
         }),
     })
 }

@@ -30,6 +30,7 @@ fn main() {
         max_output_bytes: 1 << 20,
         source_name: "function.js".into(),
         env: Default::default(),
+        keys: Vec::new(),
     };
     let mut engine = Engine::new(
         load,

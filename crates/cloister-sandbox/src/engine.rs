@@ -16,7 +16,7 @@ use rquickjs::{Coerced, Context, Ctx, Function, Object, Runtime, TypedArray, Val
 use serde_json::value::RawValue;
 
 use crate::heap::{HeapWatch, LimitedHeap};
-use crate::host::{Host, HostRequest, LogLines, truncate_utf8};
+use crate::host::{Host, HostRefusal, HostRequest, HostValue, LogLines, SignHash, truncate_utf8};
 use crate::protocol::{ErrorCode, Failure, Invoke, Load, LoadError, Outcome};
 
 /// Language built-ins a function gets: no `performance` timer, no host objects, and no
@@ -395,6 +395,22 @@ impl Engine {
             host.notify(HostRequest::Log { line });
         })?;
         obj.set("log", log)?;
+        if !self.load.keys.is_empty() {
+            let host = self.host.clone();
+            let sign = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
+                let request = sign_request(&args.0);
+                settle(&ctx, request.map(|r| host.call(r)))
+            })?;
+            obj.set("sign", sign)?;
+            let host = self.host.clone();
+            let public_key =
+                Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
+                    let request =
+                        key_name(args.0.first()).map(|key| HostRequest::PublicKey { key });
+                    settle(&ctx, request.map(|r| host.call(r)))
+                })?;
+            obj.set("publicKey", public_key)?;
+        }
         Ok(obj)
     }
 
@@ -465,6 +481,117 @@ fn invalid_output(message: &str) -> Failure {
         message: message.to_owned(),
         stack: None,
     }
+}
+
+/// The key name a capability call passes first.
+fn key_name(v: Option<&Value<'_>>) -> Result<String, HostRefusal> {
+    v.and_then(|v| v.as_string())
+        .and_then(|s| s.to_string().ok())
+        .ok_or_else(|| HostRefusal::new(ErrorCode::InvalidRequest, "the key name must be a string"))
+}
+
+/// Most bytes `context.sign` takes in one call (keyvault's limit is the same).
+const MAX_SIGN_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `context.sign(key, message, {hash})`: the message is a `Uint8Array`, an `ArrayBuffer` or a
+/// string (signed as UTF-8).
+fn sign_request(args: &[Value<'_>]) -> Result<HostRequest, HostRefusal> {
+    use base64::Engine as _;
+    let key = key_name(args.first())?;
+    let invalid = |m: &str| HostRefusal::new(ErrorCode::InvalidRequest, m);
+    let message = args
+        .get(1)
+        .and_then(message_bytes)
+        .ok_or_else(|| invalid("the message must be a Uint8Array, an ArrayBuffer or a string"))?;
+    if message.len() > MAX_SIGN_MESSAGE_BYTES {
+        return Err(HostRefusal::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the message is {} bytes; at most {MAX_SIGN_MESSAGE_BYTES} are signed",
+                message.len()
+            ),
+        ));
+    }
+    let hash = match args.get(2).and_then(|o| o.as_object()) {
+        None => SignHash::default(),
+        Some(o) => match o.get::<_, Option<String>>("hash") {
+            Ok(None) => SignHash::default(),
+            Ok(Some(h)) => SignHash::parse(&h).ok_or_else(|| {
+                invalid("options.hash must be \"sha256\", \"keccak256\" or \"prehashed\"")
+            })?,
+            Err(_) => return Err(invalid("options.hash must be a string")),
+        },
+    };
+    Ok(HostRequest::Sign {
+        key,
+        message: base64::engine::general_purpose::STANDARD.encode(message),
+        hash,
+    })
+}
+
+/// The bytes of a `Uint8Array` (any view), an `ArrayBuffer`, or a string's UTF-8.
+fn message_bytes(v: &Value<'_>) -> Option<Vec<u8>> {
+    if let Some(s) = v.as_string() {
+        return s.to_string().ok().map(String::into_bytes);
+    }
+    let raw = if let Ok(a) = TypedArray::<u8>::from_value(v.clone()) {
+        a.as_raw()
+    } else {
+        rquickjs::ArrayBuffer::from_value(v.clone())?.as_raw()
+    }?;
+    // SAFETY: the bytes are copied out at once and no JavaScript runs while the slice is
+    // alive; a detached buffer gave `None` above.
+    Some(unsafe { raw.as_ref() }.to_vec())
+}
+
+/// A promise settled with the host's answer: resolved with the value, or rejected with an
+/// `Error` whose `code` is the stable error code.
+fn settle<'js>(
+    ctx: &Ctx<'js>,
+    answer: Result<Result<HostValue, HostRefusal>, HostRefusal>,
+) -> rquickjs::Result<rquickjs::Promise<'js>> {
+    use base64::Engine as _;
+    let (promise, resolve, reject) = ctx.promise()?;
+    let bytes = |b64: &str| -> rquickjs::Result<TypedArray<'js, u8>> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap_or_default();
+        TypedArray::<u8>::new_copy(ctx.clone(), raw)
+    };
+    match answer.and_then(|a| a) {
+        Ok(HostValue::Signature {
+            signature,
+            algorithm,
+            key_version,
+            recovery_id,
+        }) => {
+            let o = Object::new(ctx.clone())?;
+            o.set("signature", bytes(&signature)?)?;
+            o.set("algorithm", algorithm)?;
+            o.set("keyVersion", key_version)?;
+            if let Some(r) = recovery_id {
+                o.set("recoveryId", r)?;
+            }
+            resolve.call::<_, ()>((o,))?;
+        }
+        Ok(HostValue::PublicKey {
+            public_key,
+            algorithm,
+            key_version,
+        }) => {
+            let o = Object::new(ctx.clone())?;
+            o.set("publicKey", bytes(&public_key)?)?;
+            o.set("algorithm", algorithm)?;
+            o.set("keyVersion", key_version)?;
+            resolve.call::<_, ()>((o,))?;
+        }
+        Err(refusal) => {
+            let e = rquickjs::Exception::from_message(ctx.clone(), &refusal.message)?;
+            e.as_object().set("code", refusal.code.as_str())?;
+            reject.call::<_, ()>((e,))?;
+        }
+    }
+    Ok(promise)
 }
 
 /// Renders a value for logs and messages: strings as-is, other values as JSON when possible.

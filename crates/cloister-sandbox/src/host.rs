@@ -88,14 +88,21 @@ pub enum SignHash {
 }
 
 impl SignHash {
-    /// The name a function passes (`{hash: "sha256"}`).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "sha256" => Some(Self::Sha256),
-            "keccak256" => Some(Self::Keccak256),
-            "prehashed" => Some(Self::Prehashed),
-            _ => None,
+    /// Every hash.
+    pub const ALL: [SignHash; 3] = [Self::Sha256, Self::Keccak256, Self::Prehashed];
+
+    /// The name a function passes (`{hash: "sha256"}`), also keyvault's.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Keccak256 => "keccak256",
+            Self::Prehashed => "prehashed",
         }
+    }
+
+    /// The hash named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.as_str() == s)
     }
 }
 

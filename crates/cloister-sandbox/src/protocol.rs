@@ -18,6 +18,10 @@ pub struct Load {
     /// Non-secret configuration, frozen as `context.env`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Keys the manifest declares: `context.sign` and `context.publicKey` exist only when
+    /// there are some (the supervisor checks every request again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
     /// JavaScript heap limit in bytes.
     pub memory_bytes: usize,
     /// Native stack budget for the engine in bytes.

@@ -27,6 +27,7 @@ fn load(code: &str) -> Load {
         max_output_bytes: 1 << 20,
         source_name: "function.js".into(),
         env: Default::default(),
+        keys: Vec::new(),
     }
 }
 
@@ -496,4 +497,89 @@ fn a_job_left_queued_retires_the_worker_instead_of_running_in_the_next_call() {
     let o = invoke_with(&mut e, json!(null), &[], 1000);
     assert!(!o.retire);
     assert_eq!(ok(o), json!(2));
+}
+
+#[test]
+fn context_sign_exists_only_with_declared_keys_and_settles_with_the_host_s_answer() {
+    use cloister_sandbox::host::{HostRefusal, HostRequest, HostValue, SignHash};
+    let code = "async function handler(p, s, c) {
+        if (p.probe) return [typeof c.sign, typeof c.publicKey];
+        const sig = await c.sign('main', new Uint8Array([104, 105]), {hash: 'keccak256'});
+        const str = await c.sign('main', 'hi');
+        const pk = await c.publicKey('main');
+        let refused;
+        try { await c.sign('other', 'x'); } catch (e) { refused = [e.code, e.message, e instanceof Error]; }
+        let bad;
+        try { await c.sign('main', 42); } catch (e) { bad = e.code; }
+        return { sig: Array.from(sig.signature), rid: sig.recoveryId, v: sig.keyVersion,
+                 alg: sig.algorithm, same: Array.from(str.signature), pk: Array.from(pk.publicKey),
+                 refused, bad };
+    }";
+    // Without declared keys there is no such function on `context`.
+    let mut plain = new_engine(load(code)).unwrap();
+    assert_eq!(
+        ok(invoke_with(&mut plain, json!({"probe": true}), &[], 1000)),
+        json!(["undefined", "undefined"])
+    );
+    let mut l = load(code);
+    l.keys = vec!["main".into()];
+    let seen = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen2 = seen.clone();
+    let host = LocalHost::answering(move |r| {
+        seen2.borrow_mut().push(r.clone());
+        match r {
+            HostRequest::Sign { key, message, .. } if key == "main" => Ok(HostValue::Signature {
+                signature: message.clone(),
+                algorithm: "ecdsa-secp256k1".into(),
+                key_version: 3,
+                recovery_id: Some(1),
+            }),
+            HostRequest::PublicKey { .. } => Ok(HostValue::PublicKey {
+                public_key: "BAU=".into(),
+                algorithm: "ecdsa-secp256k1".into(),
+                key_version: 3,
+            }),
+            _ => Err(HostRefusal::new(ErrorCode::KeyNotDeclared, "not declared")),
+        }
+    });
+    let mut e = Engine::new(l, Rc::new(host)).unwrap();
+    let v = ok(invoke_with(&mut e, json!({}), &[], 1000));
+    // The host echoed the message as the "signature": what the code passed arrived intact.
+    assert_eq!(v["sig"], json!([104, 105]));
+    assert_eq!(
+        v["same"],
+        json!([104, 105]),
+        "a string is signed as its UTF-8"
+    );
+    assert_eq!((v["rid"].clone(), v["v"].clone()), (json!(1), json!(3)));
+    assert_eq!(v["alg"], "ecdsa-secp256k1");
+    assert_eq!(v["pk"], json!([4, 5]));
+    assert_eq!(
+        v["refused"],
+        json!(["key_not_declared", "not declared", true])
+    );
+    assert_eq!(
+        v["bad"], "invalid_request",
+        "a bad argument is refused before any call"
+    );
+    let seen = seen.borrow();
+    assert_eq!(
+        seen.len(),
+        4,
+        "sign, sign, publicKey, sign(other): {seen:?}"
+    );
+    assert!(matches!(
+        &seen[0],
+        HostRequest::Sign {
+            hash: SignHash::Keccak256,
+            ..
+        }
+    ));
+    assert!(matches!(
+        &seen[1],
+        HostRequest::Sign {
+            hash: SignHash::Sha256,
+            ..
+        }
+    ));
 }
