@@ -109,6 +109,10 @@ pub enum Command {
     /// key, so the gateway only ever forwards ciphertext.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Keys keyvault keeps for a function and signs with (`context.sign`); their private
+    /// halves never leave keyvault.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Read and verify the tamper-evident audit log (admin).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -397,6 +401,50 @@ pub struct TrustArgs {
     /// Directory of the trusted executables whose keyvault measurement is expected.
     #[arg(long, env = cloister_role::trusted::DIR_ENV, hide_env_values = true)]
     pub trusted_dir: Option<PathBuf>,
+}
+
+/// `cloister key ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Have keyvault generate a key in a function's namespace (owner-signed).
+    Create {
+        /// The key's name (what `--key` and `context.sign` use).
+        name: String,
+        /// The function whose namespace holds it.
+        #[arg(long)]
+        function: String,
+        /// ed25519, ecdsa-p256, ecdsa-secp256k1 or hmac-sha256.
+        #[arg(long, default_value = "ed25519")]
+        algorithm: String,
+        /// How the keyvault bundle is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Give a key a new version (same algorithm); the newest version signs.
+    Rotate {
+        /// The key's name.
+        name: String,
+        /// The function whose namespace holds it.
+        #[arg(long)]
+        function: String,
+        /// How the keyvault bundle is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// A function's keys: name, algorithm, newest version, public key.
+    List {
+        /// The function.
+        #[arg(long)]
+        function: String,
+    },
+    /// One key's public key (hex), for verifiers.
+    Public {
+        /// The key's name.
+        name: String,
+        /// The function whose namespace holds it.
+        #[arg(long)]
+        function: String,
+    },
 }
 
 /// `cloister secret ...`.

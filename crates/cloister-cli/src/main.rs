@@ -13,6 +13,7 @@ mod credentials_cmd;
 mod data_lock;
 mod examples;
 mod identity_cmd;
+mod key_cmd;
 mod local_run;
 mod output;
 mod policy_cmd;
@@ -116,6 +117,7 @@ async fn run_server_command(cli: Cli, json: bool, token_typed: bool) -> anyhow::
         Command::Bench(args) => bench::run(conn()?, args, json).await,
         Command::Keyvault(cmd) => secret_cmd::keyvault(conn()?, cmd, json).await,
         Command::Secret(cmd) => secret_cmd::secret(conn()?, cmd, json).await,
+        Command::Key(cmd) => key_cmd::run(conn()?, cmd, json).await,
         Command::Audit(cmd) => secret_cmd::audit(conn()?, cmd, json).await,
         Command::Identity(cmd) => identity_cmd::run(conn()?, cmd, json).await,
         Command::Trust(cmd) => trust_cmd::run(&conn()?.url, cmd, json),

@@ -1290,3 +1290,241 @@ async fn identity_sign_and_secret_seal_make_bodies_other_clients_send() {
     let o = p.cli_stdin(&["identity", "sign", "cloister/nothing/v1"], b"{}");
     assert!(!o.status.success() && stderr(&o).contains("cannot sign for domain"));
 }
+
+/// Verifies `sig` over `msg` with `openssl pkeyutl` / `dgst` against the DER public key `spki`.
+fn openssl_verifies(
+    dir: &std::path::Path,
+    spki: &[u8],
+    msg: &[u8],
+    sig: &[u8],
+    ed25519: bool,
+) -> bool {
+    let (k, m, s) = (dir.join("pub.der"), dir.join("msg"), dir.join("sig"));
+    std::fs::write(&k, spki).unwrap();
+    std::fs::write(&m, msg).unwrap();
+    std::fs::write(&s, sig).unwrap();
+    let (k, m, s) = (
+        k.to_str().unwrap(),
+        m.to_str().unwrap(),
+        s.to_str().unwrap(),
+    );
+    let args: Vec<&str> = if ed25519 {
+        vec![
+            "pkeyutl", "-verify", "-pubin", "-keyform", "DER", "-inkey", k, "-rawin", "-in", m,
+            "-sigfile", s,
+        ]
+    } else {
+        vec![
+            "dgst",
+            "-sha256",
+            "-keyform",
+            "DER",
+            "-verify",
+            k,
+            "-signature",
+            s,
+            m,
+        ]
+    };
+    let o = std::process::Command::new("openssl")
+        .args(&args)
+        .output()
+        .expect("openssl (installed by .ci/run)");
+    o.status.success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_signs_with_the_keys_its_manifest_declares_and_independent_tools_verify() {
+    let p = Platform::start().await;
+    let root = p.sim_root();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("signer.js");
+    std::fs::write(
+        &file,
+        "async function handler(p, s, c) {
+            const hex = (b) => Array.from(b).map((x) => x.toString(16).padStart(2, '0')).join('');
+            const r = await c.sign(p.key, p.msg, p.hash ? { hash: p.hash } : undefined);
+            return { sig: hex(r.signature), alg: r.algorithm, v: r.keyVersion,
+                     rid: r.recoveryId === undefined ? null : r.recoveryId };
+        }",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let o = p.cli(&[
+        "fn", "deploy", file, "--key", "ed", "--key", "p256", "--key", "k1", "--key", "mac",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut public = std::collections::HashMap::new();
+    for (name, alg) in [
+        ("ed", "ed25519"),
+        ("p256", "ecdsa-p256"),
+        ("k1", "ecdsa-secp256k1"),
+        ("mac", "hmac-sha256"),
+        ("other", "ed25519"),
+    ] {
+        let o = p.cli(&[
+            "--json",
+            "key",
+            "create",
+            name,
+            "--function",
+            "signer",
+            "--algorithm",
+            alg,
+            "--sim-root",
+            &root,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let k: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            (k["algorithm"].as_str(), k["version"].as_u64()),
+            (Some(alg), Some(1))
+        );
+        public.insert(
+            name,
+            k["publicKey"].as_str().map(|h| hex::decode(h).unwrap()),
+        );
+    }
+    // A taken name is refused.
+    let o = p.cli(&[
+        "--json",
+        "key",
+        "create",
+        "ed",
+        "--function",
+        "signer",
+        "--sim-root",
+        &root,
+    ]);
+    assert!(!o.status.success());
+    assert_eq!(
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["error"]["code"],
+        "conflict"
+    );
+    let sign = |key: &str, msg: &str, hash: Option<&str>| {
+        let mut params = serde_json::json!({"key": key, "msg": msg});
+        if let Some(h) = hash {
+            params["hash"] = h.into();
+        }
+        p.cli(&[
+            "--json",
+            "fn",
+            "invoke",
+            "signer",
+            "--params",
+            &params.to_string(),
+        ])
+    };
+    let signed = |key: &str, msg: &str, hash: Option<&str>| -> Value {
+        let o = sign(key, msg, hash);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["result"].clone()
+    };
+
+    // Ed25519, checked by OpenSSL against the raw public key in an SPKI.
+    let r = signed("ed", "pay 5", None);
+    let sig = hex::decode(r["sig"].as_str().unwrap()).unwrap();
+    let spki = |raw: &[u8]| {
+        [
+            hex::decode("302a300506032b6570032100").unwrap(),
+            raw.to_vec(),
+        ]
+        .concat()
+    };
+    let ed = public["ed"].clone().unwrap();
+    assert!(openssl_verifies(
+        dir.path(),
+        &spki(&ed),
+        b"pay 5",
+        &sig,
+        true
+    ));
+    assert!(!openssl_verifies(
+        dir.path(),
+        &spki(&ed),
+        b"pay 6",
+        &sig,
+        true
+    ));
+
+    // P-256 over SHA-256, checked by OpenSSL (the r||s signature in DER).
+    let r = signed("p256", "pay 5", None);
+    let rs = hex::decode(r["sig"].as_str().unwrap()).unwrap();
+    let der = p256::ecdsa::Signature::from_slice(&rs).unwrap().to_der();
+    let p256_spki = [
+        hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap(),
+        public["p256"].clone().unwrap(),
+    ]
+    .concat();
+    assert!(openssl_verifies(
+        dir.path(),
+        &p256_spki,
+        b"pay 5",
+        der.as_bytes(),
+        false
+    ));
+
+    // secp256k1 over Keccak-256 (Ethereum): low-S, and the recovery id gives back the key.
+    let r = signed("k1", "tx", Some("keccak256"));
+    let sig = k256::ecdsa::Signature::from_slice(&hex::decode(r["sig"].as_str().unwrap()).unwrap())
+        .unwrap();
+    assert!(sig.normalize_s() == sig, "low-S");
+    use sha3::Digest as _;
+    let digest = sha3::Keccak256::digest(b"tx");
+    let rid = k256::ecdsa::RecoveryId::try_from(r["rid"].as_u64().unwrap() as u8).unwrap();
+    let vk = k256::ecdsa::VerifyingKey::recover_from_prehash(&digest, &sig, rid).unwrap();
+    assert_eq!(
+        vk.to_sec1_point(false).as_bytes(),
+        public["k1"].clone().unwrap().as_slice()
+    );
+
+    // HMAC: a 32-byte tag, the same for the same input, no public key.
+    let a = signed("mac", "body", None);
+    assert_eq!(a["sig"].as_str().unwrap().len(), 64);
+    assert_eq!(a, signed("mac", "body", None));
+    assert!(public["mac"].is_none());
+
+    // A key the manifest does not declare: refused, with its code in details.code.
+    let o = sign("other", "x", None);
+    assert!(!o.status.success());
+    let e: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "function_error", "{e}");
+    assert_eq!(e["error"]["details"]["code"], "key_not_declared", "{e}");
+
+    // Rotation: the newest version signs, under a new public key.
+    let o = p.cli(&[
+        "--json",
+        "key",
+        "rotate",
+        "ed",
+        "--function",
+        "signer",
+        "--sim-root",
+        &root,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rotated: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rotated["version"], 2);
+    let new_pk = hex::decode(rotated["publicKey"].as_str().unwrap()).unwrap();
+    assert_ne!(Some(new_pk.clone()), public["ed"]);
+    let r = signed("ed", "pay 5", None);
+    assert_eq!(r["v"], 2);
+    let sig = hex::decode(r["sig"].as_str().unwrap()).unwrap();
+    assert!(openssl_verifies(
+        dir.path(),
+        &spki(&new_pk),
+        b"pay 5",
+        &sig,
+        true
+    ));
+
+    // The listing shows public halves only; keys are not secrets; each signature is audited.
+    let o = p.cli(&["--json", "key", "list", "--function", "signer"]);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list["keys"].as_array().unwrap().len(), 5, "{list}");
+    let o = p.cli(&["--json", "secret", "list", "--function", "signer"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("@keys"));
+    let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(text.matches("key.sign").count() >= 6, "{text}");
+}

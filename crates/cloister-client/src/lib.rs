@@ -778,6 +778,30 @@ impl Client {
             .await
     }
 
+    /// Creates or rotates one of a function's keys in keyvault (owner-signed; keyvault makes
+    /// the key and keeps its private half).
+    pub async fn write_key(
+        &mut self,
+        change: &cloister_authority::ops::KeyWrite,
+    ) -> Result<cloister_types::wire::KeyInfo, ClientError> {
+        self.relay_signed(
+            "/v1/keys",
+            change,
+            "an owner's identity is needed to create or rotate keys",
+        )
+        .await
+    }
+
+    /// The public facts of function `name`'s keys.
+    pub async fn keys(&mut self, name: &str) -> Result<cloister_types::wire::KeyList, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/functions/{}/keys", seg(name)),
+            None,
+        )
+        .await
+    }
+
     /// Rotates this client's identity to `new` (signed by the current key, with `new`'s proof
     /// of possession); keep using the returned client with `new` afterwards.
     pub async fn rotate_identity(

@@ -54,6 +54,8 @@ pub struct RunFailure {
     pub message: String,
     /// JavaScript stack, when there is one.
     pub stack: Option<String>,
+    /// The stable code the function's uncaught error carried (`details.code` in the API).
+    pub cause: Option<ErrorCode>,
 }
 
 impl From<Failure> for RunFailure {
@@ -62,6 +64,7 @@ impl From<Failure> for RunFailure {
             code: f.code,
             message: f.message,
             stack: f.stack,
+            cause: f.cause,
         }
     }
 }
@@ -158,6 +161,7 @@ fn failure(code: ErrorCode, message: impl Into<String>) -> RunFailure {
         code,
         message: message.into(),
         stack: None,
+        cause: None,
     }
 }
 

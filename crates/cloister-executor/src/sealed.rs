@@ -54,6 +54,7 @@ impl Expected {
                 self.function_id, self.version, self.code_hash
             ),
             stack: None,
+            cause: None,
         })
     }
 }
@@ -76,6 +77,7 @@ impl Expected {
                 self.manifest_digest, m.digest
             ),
             stack: None,
+            cause: None,
         })
     }
 }
@@ -348,6 +350,7 @@ impl Opened {
                 Some(SealedFailure {
                     message: f.message,
                     stack: f.stack,
+                    cause: f.cause.map(|c| c.as_str().to_owned()),
                 }),
             ),
         };

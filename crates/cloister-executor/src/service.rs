@@ -85,6 +85,7 @@ fn failed(code: ErrorCode, message: String) -> InvokeResponse {
             message,
             stack: None,
             code: code.as_str().to_owned(),
+            cause: None,
         })),
         ..Default::default()
     }
@@ -108,10 +109,12 @@ fn plain_outcome(result: Result<Box<RawValue>, RunFailure>) -> invoke_response::
             code,
             message,
             stack,
+            cause,
         }) => invoke_response::Outcome::Failure(pb::Failure {
             message,
             stack,
             code: code.as_str().to_owned(),
+            cause: cause.map(|c| c.as_str().to_owned()),
         }),
     }
 }
@@ -161,6 +164,7 @@ fn seal_outcome(
                 message: f.message,
                 stack: None,
                 code: f.code.as_str().to_owned(),
+                cause: None,
             }))
         }
         result => opened

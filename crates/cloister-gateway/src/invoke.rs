@@ -385,6 +385,9 @@ async fn invoke_inner(
             if let Some(stack) = fail.stack {
                 details["stack"] = stack.into();
             }
+            if let Some(cause) = fail.cause.as_deref().and_then(ErrorCode::parse) {
+                details["code"] = cause.as_str().into();
+            }
             if let Some(r) = receipt {
                 details["receipt"] = serde_json::to_value(r).unwrap_or_default();
             }

@@ -18,6 +18,7 @@ pub mod executor_link;
 pub mod functions;
 pub mod history;
 pub mod invoke;
+pub mod keys;
 pub mod keyvault;
 pub mod listener;
 pub mod metrics;
@@ -77,6 +78,8 @@ pub fn router(state: Shared) -> Router {
             post(relay::change_registry).get(relay::registry),
         )
         .route("/v1/activations", post(relay::activate))
+        .route("/v1/keys", post(keys::write))
+        .route("/v1/functions/{name}/keys", get(keys::list))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .fallback(ops::not_found)

@@ -24,7 +24,7 @@ use crate::state::Shared;
 /// Largest signed request relayed.
 const MAX_SIGNED_BODY: usize = 16 * 1024;
 
-async fn signed_body(headers: &HeaderMap, body: Body) -> HttpResult<SignedRequest> {
+pub(crate) async fn signed_body(headers: &HeaderMap, body: Body) -> HttpResult<SignedRequest> {
     let b: SignedBody = body::json(headers, body, MAX_SIGNED_BODY).await?;
     let signed = base64::engine::general_purpose::STANDARD
         .decode(&b.signed)

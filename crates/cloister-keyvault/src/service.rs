@@ -56,6 +56,15 @@ fn status(e: VaultError) -> Status {
     coded(code, e.to_string())
 }
 
+fn key_view(k: crate::function_keys::KeyInfo) -> pb::KeyView {
+    pb::KeyView {
+        name: k.name,
+        algorithm: k.algorithm.as_str().to_owned(),
+        version: k.version,
+        public_key: k.public_key.unwrap_or_default(),
+    }
+}
+
 fn parse_path(p: &str) -> Result<SecretPath, Status> {
     SecretPath::parse(p).map_err(|e| coded(ErrorCode::InvalidSecretPath, e.to_string()))
 }
@@ -350,6 +359,57 @@ impl Keyvault for KeyvaultService {
                  the event is counted in keyvault's next audit.suppressed entry, not recorded",
             )),
         }
+    }
+
+    async fn write_key(
+        &self,
+        req: Request<SignedRequest>,
+    ) -> Result<Response<pb::KeyView>, Status> {
+        use cloister_authority::ops::KeyOp;
+        let r = req.into_inner();
+        let (signer, w) = match self.vault.authority().authorize_key_write(&r.signed).await {
+            Ok(x) => x,
+            Err(d) => {
+                let e = VaultError::Denied(d);
+                self.refusal("key_write", "keys", &e, "gateway").await;
+                return Err(status(e));
+            }
+        };
+        let name = cloister_types::KeyName::parse(&w.name)
+            .map_err(|e| coded(ErrorCode::InvalidRequest, e.to_string()))?;
+        let actor = signer.to_string();
+        let info = match &w.op {
+            KeyOp::Create { algorithm } => {
+                let alg =
+                    cloister_crypto::keys::KeyAlgorithm::parse(algorithm).ok_or_else(|| {
+                        coded(
+                            ErrorCode::InvalidRequest,
+                            format!(
+                                "unknown key algorithm {algorithm:?}: use ed25519, ecdsa-p256, \
+                             ecdsa-secp256k1 or hmac-sha256"
+                            ),
+                        )
+                    })?;
+                self.vault
+                    .create_key(&w.function_id, &name, alg, &actor)
+                    .await
+            }
+            KeyOp::Rotate => self.vault.rotate_key(&w.function_id, &name, &actor).await,
+            _ => Err(VaultError::Invalid("unknown key operation".into())),
+        }
+        .map_err(status)?;
+        Ok(Response::new(key_view(info)))
+    }
+
+    async fn list_keys(
+        &self,
+        req: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let r = req.into_inner();
+        let keys = self.vault.list_keys(&r.function_id).await.map_err(status)?;
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: keys.into_iter().map(key_view).collect(),
+        }))
     }
 
     async fn register_manifest(

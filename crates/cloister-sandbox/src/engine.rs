@@ -114,6 +114,7 @@ impl Engine {
             code: ErrorCode::FunctionMemoryLimit,
             message: format!("cannot create a JavaScript context: {e}"),
             stack: None,
+            cause: None,
         };
         let context = Context::custom::<Intrinsics>(&self.rt).map_err(fail)?;
         context
@@ -261,6 +262,7 @@ impl Engine {
                 self.load.memory_bytes.div_ceil(1 << 20)
             ),
             stack: None,
+            cause: None,
         }
     }
 
@@ -292,6 +294,7 @@ impl Engine {
                         code: ErrorCode::Internal,
                         message: format!("secret `{name}` arrived malformed"),
                         stack: None,
+                        cause: None,
                     })?,
             );
             let array = TypedArray::<u8>::new_copy(ctx.clone(), bytes.as_slice()).map_err(fail)?;
@@ -310,6 +313,7 @@ impl Engine {
                     self.load.entrypoint
                 ),
                 stack: None,
+                cause: None,
             },
         })?;
         let returned: Value = handler.call((params, secrets, context)).map_err(fail)?;
@@ -425,6 +429,7 @@ impl Engine {
                     self.deadline_ms()
                 ),
                 stack: None,
+                cause: None,
             };
         }
         let Some(value) = exception else {
@@ -434,14 +439,21 @@ impl Engine {
                     code: ErrorCode::FunctionError,
                     message: "the returned Promise can never settle (nothing left to run)".into(),
                     stack: None,
+                    cause: None,
                 },
                 other => Failure {
                     code: ErrorCode::FunctionError,
                     message: other.to_string(),
                     stack: None,
+                    cause: None,
                 },
             };
         };
+        // A rejection from a host call carries the stable code of the refusal as `code`.
+        let cause = value
+            .as_object()
+            .and_then(|o| o.get::<_, Option<String>>("code").ok().flatten())
+            .and_then(|c| ErrorCode::parse(&c));
         let (mut message, mut stack) = match value.as_exception() {
             Some(e) => {
                 let name: Option<Coerced<String>> = e.get("name").ok();
@@ -462,6 +474,7 @@ impl Engine {
             code: ErrorCode::FunctionError,
             message,
             stack,
+            cause,
         }
     }
 
@@ -480,6 +493,7 @@ fn invalid_output(message: &str) -> Failure {
         code: ErrorCode::FunctionInvalidOutput,
         message: message.to_owned(),
         stack: None,
+        cause: None,
     }
 }
 

@@ -105,6 +105,10 @@ pub struct Failure {
     pub message: String,
     /// JavaScript stack, when there is one.
     pub stack: Option<String>,
+    /// The stable code the thrown error carried as its `code` (a refused host call's, such
+    /// as `key_not_declared`), when it is one: the API shows it as `details.code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<ErrorCode>,
 }
 
 /// Result of one invocation.

@@ -257,6 +257,9 @@ pub struct SealedFailure {
     /// JavaScript stack, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<String>,
+    /// The stable code the function's uncaught error carried (a refused host call's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 /// `POST /v1/functions/{name}/invoke` answer to a sealed request that ran to a result.

@@ -456,6 +456,31 @@ pub struct SignedBody {
     pub signed: String,
 }
 
+/// One of a function's keys in keyvault, as the API shows it (never its private half).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyInfo {
+    /// The key's name.
+    pub name: String,
+    /// `ed25519`, `ecdsa-p256`, `ecdsa-secp256k1` or `hmac-sha256`.
+    pub algorithm: String,
+    /// The newest version (the one that signs).
+    pub version: u64,
+    /// Hex: Ed25519 32 raw bytes, ECDSA the uncompressed SEC1 point; absent for HMAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+/// `GET /v1/functions/{name}/keys` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyList {
+    /// The function's id.
+    pub function_id: String,
+    /// Its keys, by name.
+    pub keys: Vec<KeyInfo>,
+}
+
 /// `PUT /v1/secrets/{path}` and `POST /v1/secrets/{path}:rotate` request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
