@@ -13,7 +13,7 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "fn deploy",
-        "cloister fn deploy examples/workloads/add.js --name add\n  cloister fn deploy hello.js --secret API_KEY --timeout-ms 2000 --memory-mb 64\n  cloister fn deploy private.js --confidential",
+        "cloister fn deploy examples/workloads/add.js --name add\n  cloister fn deploy hello.js --secret API_KEY --timeout-ms 2000 --memory-mb 64\n  cloister fn deploy private.js --confidential\n  cloister fn deploy payments.js --key signer",
     ),
     ("fn list", "cloister fn list\n  cloister --json fn list"),
     (
@@ -87,6 +87,22 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "cloister secret seal API_KEY --function hello --value-file key.bin > body.json\n  curl -X PUT -H \"Authorization: Bearer $T\" -d @body.json $URL/v1/secrets/<path>",
     ),
     ("secret list", "cloister secret list --function hello"),
+    (
+        "key create",
+        "cloister key create signer --function payments\n  cloister key create eth --function payments --algorithm ecdsa-secp256k1",
+    ),
+    (
+        "key rotate",
+        "cloister key rotate signer --function payments",
+    ),
+    (
+        "key list",
+        "cloister key list --function payments\n  cloister --json key list --function payments",
+    ),
+    (
+        "key public",
+        "cloister key public signer --function payments",
+    ),
     (
         "secret delete",
         "cloister secret delete API_KEY --function hello",

@@ -438,7 +438,9 @@ async fn sign_json(
     text: &str,
 ) -> anyhow::Result<String> {
     use cloister_authority::Body;
-    use cloister_authority::ops::{Activation, IdentityGrant, RegistryChange, SecretWrite};
+    use cloister_authority::ops::{
+        Activation, IdentityGrant, KeyWrite, RegistryChange, SecretWrite,
+    };
     fn parse<B: serde::de::DeserializeOwned>(text: &str, domain: &str) -> anyhow::Result<B> {
         serde_json::from_str(text).with_context(|| format!("the body is not a {domain} body"))
     }
@@ -456,9 +458,11 @@ async fn sign_json(
         d if d == RegistryChange::DOMAIN => {
             c.sign_body(&parse::<RegistryChange>(text, d)?, who).await?
         }
+        d if d == KeyWrite::DOMAIN => c.sign_body(&parse::<KeyWrite>(text, d)?, who).await?,
         other => anyhow::bail!(
             "cannot sign for domain {other:?}: use cloister/deploy/v1, cloister/secret-write/v1, \
-             cloister/activate/v1, cloister/identity-grant/v1 or cloister/registry-change/v1"
+             cloister/activate/v1, cloister/identity-grant/v1, cloister/registry-change/v1 or \
+             cloister/key-write/v1"
         ),
     };
     Ok(signed)

@@ -1369,3 +1369,93 @@ async fn a_hostile_gateway_cannot_grow_the_audit_log_without_end_and_what_it_flo
     .unwrap();
     assert_eq!(v["ok"], true, "{v}");
 }
+
+/// A function that signs what it is given with the key it is told to use.
+const SIGNER: &str = "async function handler(p, s, c) {
+    const r = await c.sign(p.key, p.msg);
+    return { v: r.keyVersion, n: r.signature.length };
+}";
+/// Attacker code that tries the victim's key under the victim's function id.
+const EVIL_SIGNER: &str = "async function handler(p, s, c) {
+    const r = await c.sign('vk', 'drain the account');
+    return { stolen: Array.from(r.signature) };
+}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
+    let p = Platform::start().await;
+    let evil = insider(&p);
+    // The victim's function declares key `vk`, which its owner (the admin) creates.
+    let v = p
+        .admin()
+        .deploy(&DeployRequest {
+            required_keys: vec!["vk".into()],
+            ..DeployRequest::javascript("kvictim", SIGNER)
+        })
+        .await
+        .unwrap();
+    let vk = p
+        .admin()
+        .write_key(&cloister_authority::ops::KeyWrite {
+            function_id: v.function_id.clone(),
+            name: "vk".into(),
+            op: cloister_authority::ops::KeyOp::Create {
+                algorithm: "ed25519".into(),
+            },
+        })
+        .await
+        .unwrap();
+    let r = p
+        .admin()
+        .invoke("kvictim", r#"{"key":"vk","msg":"hello"}"#, None)
+        .await
+        .unwrap();
+    assert_eq!(r.result.get(), r#"{"v":1,"n":64}"#);
+
+    // Another developer declares a key of the same name in her own function: keyvault looks
+    // in her function's namespace only, where there is none.
+    let mallory = p.developer_identity("mallory").await;
+    let mut m = p.admin().with_identity(mallory.clone(), None);
+    m.deploy(&DeployRequest {
+        required_keys: vec!["vk".into()],
+        ..DeployRequest::javascript("mallorys-signer", SIGNER)
+    })
+    .await
+    .unwrap();
+    let e = assert_api_error(
+        p.admin()
+            .invoke("mallorys-signer", r#"{"key":"vk","msg":"hello"}"#, None)
+            .await,
+        "function_error",
+        422,
+    );
+    assert_eq!(e.details["code"], "key_not_found", "{e:?}");
+    // Nor may she rotate (or otherwise touch) the victim's key: she owns no part of it.
+    let e = assert_api_error(
+        m.write_key(&cloister_authority::ops::KeyWrite {
+            function_id: v.function_id.clone(),
+            name: "vk".into(),
+            op: cloister_authority::ops::KeyOp::Rotate,
+        })
+        .await,
+        "not_owner",
+        403,
+    );
+    assert!(e.message.contains("own"), "{e:?}");
+
+    // The gateway's operator, speaking the executor's RPC with the gateway's credential,
+    // runs attacker code under the victim's id: keyvault authorises no run of that code, so
+    // nothing is signed.
+    refused(
+        evil.invoke(&v, Some(EVIL_SIGNER), &code_hash(EVIL_SIGNER))
+            .await,
+        "manifest_mismatch",
+    );
+    // The victim's key is where it was, at the version it had.
+    let list = p.admin().keys("kvictim").await.unwrap();
+    assert_eq!(list.keys, vec![vk]);
+    // keyvault signed exactly once: for the victim's own call.
+    let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(text.matches("\"key.sign\"").count(), 1, "{text}");
+}

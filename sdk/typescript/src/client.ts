@@ -16,7 +16,15 @@ export class ApiError extends Error {
 
 /** A sealed call's function failed; its details were opened from the sealed answer. */
 export class FunctionFailed extends Error {
-  constructor(readonly code: string, message: string, readonly stack_?: string, readonly logs: string[] = []) {
+  /** `cause`: the stable code the function's uncaught error carried (a refused host call's,
+   * such as `key_not_declared`), the API's `details.code`. */
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly stack_?: string,
+    readonly logs: string[] = [],
+    readonly cause?: string,
+  ) {
     super(`${code}: ${message}`);
   }
 }
@@ -96,7 +104,7 @@ export class Cloister {
         if (d.requestId !== call.input.requestId) throw new SealedError("the answer is for another request");
         const opened = openAnswer(call, d.executionId, err.code, d.sealed);
         if (nonce) this.checkReceipt(kv, call, target, nonce, d.receipt, d.executionId, err.code, d.sealed);
-        throw new FunctionFailed(err.code, opened.error?.message ?? "", opened.error?.stack, opened.logs);
+        throw new FunctionFailed(err.code, opened.error?.message ?? "", opened.error?.stack, opened.logs, opened.error?.cause);
       }
       if (err?.code === "fleet_key_unknown" && attempt === 0) {
         const again = await this.keyvault();

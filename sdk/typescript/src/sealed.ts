@@ -58,7 +58,7 @@ export async function sealCall(key: FleetKey, target: Target, paramsJson: string
 export interface Opened {
   outcome: string;
   result?: unknown;
-  error?: { message: string; stack?: string };
+  error?: { message: string; stack?: string; cause?: string };
   logs: string[];
 }
 

@@ -1,7 +1,7 @@
 """Schemathesis hooks for Cloister's API: sign what the API requires signed.
 
 Requests that carry an owner's or an admin's signature (deploy manifests, secret writes,
-activations, identity grants, registry changes) cannot be produced from the OpenAPI document
+activations, identity grants, registry changes, key writes) cannot be produced from the OpenAPI document
 alone: a signature over random bytes is refused, as it must be. For schema-valid cases this
 hook fills those fields in with real signatures made by `cloister identity sign` and
 `cloister secret seal` (the CLI's own signing code: the signed format is defined once, in
@@ -153,6 +153,22 @@ def registry_change():
     )
 
 
+def key_write():
+    # A new key of a fresh name each time, or a rotation of the last one: both succeed.
+    info = fuzz_function()
+    name = f"k{secrets.token_hex(6)}"
+    _keys.append(name)
+    if len(_keys) > 1 and secrets.randbelow(2):
+        return sign("cloister/key-write/v1", {"function_id": info["functionId"], "name": _keys[-2], "op": "rotate"})
+    return sign(
+        "cloister/key-write/v1",
+        {"function_id": info["functionId"], "name": name, "op": {"create": {"algorithm": "ed25519"}}},
+    )
+
+
+_keys = []
+
+
 def secret_body(path, rotate):
     args = ["secret", "seal", path, "--from-stdin", "--sim-root", SIM_ROOT]
     if rotate:
@@ -170,8 +186,8 @@ def before_call(context, case, kwargs):
         deploy(case.body)
     elif op == ("POST", "/v1/functions/{name}/invoke") and isinstance(case.body, dict):
         case.body.pop("sealed", None)
-    elif op in (("POST", "/v1/activations"), ("POST", "/v1/identities"), ("POST", "/v1/registry")):
-        make = {"/v1/activations": activation, "/v1/identities": grant, "/v1/registry": registry_change}[op[1]]
+    elif op in (("POST", "/v1/activations"), ("POST", "/v1/identities"), ("POST", "/v1/registry"), ("POST", "/v1/keys")):
+        make = {"/v1/activations": activation, "/v1/identities": grant, "/v1/registry": registry_change, "/v1/keys": key_write}[op[1]]
         signed = make()
         if signed:
             case.body = {"signed": signed}
