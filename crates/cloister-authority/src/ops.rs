@@ -41,6 +41,9 @@ pub enum SecretOp {
 pub struct KeyWrite {
     /// The function whose namespace holds the key.
     pub function_id: String,
+    /// That function's name: keyvault refuses the request unless it binds this name to
+    /// `function_id` (so a gateway cannot point an owner's request at another function).
+    pub function: String,
     /// The key's name.
     pub name: String,
     /// What is done.

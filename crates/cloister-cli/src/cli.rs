@@ -431,19 +431,26 @@ pub enum KeyCommand {
         #[command(flatten)]
         trust: TrustArgs,
     },
-    /// A function's keys: name, algorithm, newest version, public key.
+    /// A function's keys: name, algorithm, newest version, public key (each checked against
+    /// keyvault's signature).
     List {
         /// The function.
         #[arg(long)]
         function: String,
+        /// How the keyvault bundle is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
     },
-    /// One key's public key (hex), for verifiers.
+    /// One key's public key (hex), for verifiers (checked against keyvault's signature).
     Public {
         /// The key's name.
         name: String,
         /// The function whose namespace holds it.
         #[arg(long)]
         function: String,
+        /// How the keyvault bundle is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
     },
 }
 

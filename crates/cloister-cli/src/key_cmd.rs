@@ -36,8 +36,8 @@ pub async fn run(conn: Conn, cmd: KeyCommand, json: bool) -> anyhow::Result<Exit
             let k = write(&conn, &function, &name, KeyOp::Rotate, &trust).await?;
             show(&k, json, "rotated");
         }
-        KeyCommand::List { function } => {
-            let list = client(&conn)?.keys(&function).await?;
+        KeyCommand::List { function, trust } => {
+            let list = verified_keys(&conn, &function, &trust).await?;
             if json {
                 output::json(&list);
             } else if list.keys.is_empty() {
@@ -56,8 +56,12 @@ pub async fn run(conn: Conn, cmd: KeyCommand, json: bool) -> anyhow::Result<Exit
                 }
             }
         }
-        KeyCommand::Public { name, function } => {
-            let list = client(&conn)?.keys(&function).await?;
+        KeyCommand::Public {
+            name,
+            function,
+            trust,
+        } => {
+            let list = verified_keys(&conn, &function, &trust).await?;
             let k = list
                 .keys
                 .into_iter()
@@ -76,6 +80,22 @@ pub async fn run(conn: Conn, cmd: KeyCommand, json: bool) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// Function `function`'s keys, each checked against keyvault's signature (the bundle
+/// verified with `trust`).
+async fn verified_keys(
+    conn: &Conn,
+    function: &str,
+    trust: &TrustArgs,
+) -> anyhow::Result<cloister_types::wire::KeyList> {
+    let mut c = client(conn)?;
+    let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
+    let list = c.keys(function).await?;
+    for k in &list.keys {
+        cloister_client::keys::verify(k, &kv.audit_key, function)?;
+    }
+    Ok(list)
+}
+
 async fn write(
     conn: &Conn,
     function: &str,
@@ -90,14 +110,21 @@ async fn write(
             "creating or rotating a key is signed by an owner of the function: make an identity with `cloister identity create` (or pass --identity)"
         );
     }
-    crate::secret_cmd::bind_verified_platform(&mut c, &conn.url, trust).await?;
+    let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
+    c.bind_platform(kv.audit_key.to_string());
+    // The id is the gateway's word; keyvault refuses the request unless it binds `function`
+    // to it, and signs what it made for that function.
     let function_id = c.show(function, None).await?.function_id;
-    Ok(c.write_key(&KeyWrite {
-        function_id,
-        name: name.to_owned(),
-        op,
-    })
-    .await?)
+    let k = c
+        .write_key(&KeyWrite {
+            function_id,
+            function: function.to_owned(),
+            name: name.to_owned(),
+            op,
+        })
+        .await?;
+    cloister_client::keys::verify(&k, &kv.audit_key, function)?;
+    Ok(k)
 }
 
 fn show(k: &KeyInfo, json: bool, what: &str) {

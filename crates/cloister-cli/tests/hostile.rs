@@ -1398,6 +1398,7 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
         .admin()
         .write_key(&cloister_authority::ops::KeyWrite {
             function_id: v.function_id.clone(),
+            function: "kvictim".into(),
             name: "vk".into(),
             op: cloister_authority::ops::KeyOp::Create {
                 algorithm: "ed25519".into(),
@@ -1411,6 +1412,36 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
         .await
         .unwrap();
     assert_eq!(r.result.get(), r#"{"v":1,"n":64}"#);
+    // What the gateway relays about the key is keyvault's, signed with the attested audit
+    // key: a public key the gateway substitutes, or the key shown as another function's,
+    // does not verify.
+    let kv = p.trusted_keyvault().await;
+    cloister_client::keys::verify(&vk, &kv.audit_key, "kvictim").unwrap();
+    let mut forged = vk.clone();
+    forged.public_key = Some(hex::encode([7u8; 32]));
+    assert!(cloister_client::keys::verify(&forged, &kv.audit_key, "kvictim").is_err());
+    assert!(cloister_client::keys::verify(&vk, &kv.audit_key, "mallorys-signer").is_err());
+    // An owner's request the gateway points at another function (the id of one, the name
+    // of another) is refused by keyvault.
+    let other = p
+        .admin()
+        .deploy(&DeployRequest::javascript("kother", SIGNER))
+        .await
+        .unwrap();
+    assert_api_error(
+        p.admin()
+            .write_key(&cloister_authority::ops::KeyWrite {
+                function_id: other.function_id.clone(),
+                function: "kvictim".into(),
+                name: "vk2".into(),
+                op: cloister_authority::ops::KeyOp::Create {
+                    algorithm: "ed25519".into(),
+                },
+            })
+            .await,
+        "manifest_mismatch",
+        409,
+    );
 
     // Another developer declares a key of the same name in her own function: keyvault looks
     // in her function's namespace only, where there is none.
@@ -1434,6 +1465,7 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
     let e = assert_api_error(
         m.write_key(&cloister_authority::ops::KeyWrite {
             function_id: v.function_id.clone(),
+            function: "kvictim".into(),
             name: "vk".into(),
             op: cloister_authority::ops::KeyOp::Rotate,
         })

@@ -6,6 +6,7 @@ pub mod attestation;
 pub mod audit;
 mod conn;
 pub mod evidence;
+pub mod keys;
 pub mod manifest;
 pub mod receipt;
 pub mod registry;

@@ -174,13 +174,15 @@ impl KeyMaterial {
 
     /// The key whose secret bytes are `secret` (a seed, scalar or HMAC key of 32 bytes).
     pub fn from_secret(algorithm: KeyAlgorithm, secret: &[u8]) -> Result<Self, CryptoError> {
-        let secret: [u8; 32] = secret
-            .try_into()
-            .map_err(|_| CryptoError::malformed("private key", "not 32 bytes"))?;
-        let k = Self {
+        if secret.len() != 32 {
+            return Err(CryptoError::malformed("private key", "not 32 bytes"));
+        }
+        // Copied straight into the zeroizing buffer: no other copy is left on the stack.
+        let mut k = Self {
             algorithm,
-            secret: Zeroizing::new(secret),
+            secret: Zeroizing::new([0u8; 32]),
         };
+        k.secret.copy_from_slice(secret);
         k.check()?;
         Ok(k)
     }

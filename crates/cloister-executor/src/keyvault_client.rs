@@ -207,11 +207,18 @@ impl KeyvaultSecrets {
                     }
                 }
             }
-            let Some(conn) = guard.as_mut() else { continue };
+            // The connection is taken out for the exchange and put back only once its reply
+            // is read: a call dropped half-way (its invocation's deadline, a client gone)
+            // drops the connection with it, so no later request can read this one's reply.
+            let Some(mut conn) = guard.take() else {
+                continue;
+            };
             match conn.call(request).await {
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => {
+                    *guard = Some(conn);
+                    return Ok(reply);
+                }
                 Err(e) => {
-                    *guard = None;
                     if attempt == 1 {
                         return Err(SecretError::Unavailable(format!("keyvault channel: {e}")));
                     }
@@ -222,6 +229,17 @@ impl KeyvaultSecrets {
         Err(SecretError::Unavailable(
             "keyvault channel unavailable".into(),
         ))
+    }
+
+    /// Drops the channel after a reply that does not answer the request sent (the next call
+    /// attests a fresh one).
+    async fn reset(&self, why: &str) -> SecretError {
+        *self.conn.lock().await = None;
+        tracing::error!(
+            why,
+            "keyvault's reply does not answer the request; channel dropped"
+        );
+        SecretError::Unavailable(format!("unexpected keyvault reply: {why}"))
     }
 
     /// The fleet keys valid now, from keyvault, each checked (see [`crate::fleet`]).
@@ -241,7 +259,7 @@ impl KeyvaultSecrets {
                     message: format!("keyvault refused the fleet keys: {}", e.message),
                 });
             }
-            _ => return Err(SecretError::Unavailable("unexpected keyvault reply".into())),
+            _ => return Err(self.reset("not a fleet-keys answer").await),
         };
         let checked = keys
             .iter()
@@ -275,7 +293,7 @@ impl KeyvaultSecrets {
                     e.message, e.code
                 )));
             }
-            Ok(_) => return Err(SecretError::Unavailable("unexpected keyvault reply".into())),
+            Ok(_) => return Err(self.reset("not a release answer").await),
             Err(e) => {
                 return Err(SecretError::Unavailable(format!(
                     "malformed keyvault reply: {e}"
@@ -292,9 +310,7 @@ impl KeyvaultSecrets {
                     || m.version != req.version
                     || m.code_hash != req.loaded_code_hash
                 {
-                    return Err(SecretError::Unavailable(
-                        "keyvault answered for another function version".into(),
-                    ));
+                    return Err(self.reset("a release for another function version").await);
                 }
                 let mut values = SecretValues::new();
                 for (name, bytes) in std::mem::take(&mut r.values) {
@@ -373,8 +389,19 @@ impl SecretSource for KeyvaultSecrets {
                     public_key_only: req.public_key_only,
                 })),
             };
+            let asked_public = matches!(
+                &msg.body,
+                Some(executor_message::Body::Sign(r)) if r.public_key_only
+            );
             let reply = self.call(&msg.encode_to_vec()).await?;
             match KeyvaultReply::decode(reply.as_slice()).map(|r| r.body) {
+                Ok(Some(keyvault_reply::Body::Signed(s)))
+                    if s.signature.is_empty() != asked_public =>
+                {
+                    Err(self
+                        .reset("a signature where none was asked, or none where one was")
+                        .await)
+                }
                 Ok(Some(keyvault_reply::Body::Signed(s))) => Ok(KeyAnswer {
                     algorithm: s.algorithm,
                     key_version: s.key_version,
@@ -386,7 +413,7 @@ impl SecretSource for KeyvaultSecrets {
                     code: ErrorCode::parse(&e.code).unwrap_or(ErrorCode::Internal),
                     message: e.message,
                 }),
-                _ => Err(SecretError::Unavailable("unexpected keyvault reply".into())),
+                _ => Err(self.reset("not a signing answer").await),
             }
         })
     }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use cloister_sandbox::frame::{self, FrameError};
 use cloister_sandbox::host::{
-    HostAnswer, HostCall, HostRefusal, HostRequest, LogLines, MAX_REQUEST_BYTES_PER_INVOCATION,
-    MAX_REQUESTS_PER_INVOCATION,
+    HostAnswer, HostCall, HostRefusal, HostRequest, LogLines, MAX_LOG_LINE_BYTES, MAX_LOG_LINES,
+    MAX_REQUEST_BYTES_PER_INVOCATION, MAX_REQUESTS_PER_INVOCATION,
 };
 use cloister_sandbox::protocol::{
     ErrorCode, FromWorker, Invoke, Load, LoadError, Outcome, Privileges, Ready, ToWorker,
@@ -257,7 +257,7 @@ impl WorkerProcess {
         logs: &mut LogLines,
     ) -> Result<Outcome, Converse> {
         self.send(&ToWorker::Invoke(inv)).await?;
-        let (mut requests, mut request_bytes) = (0u32, 0usize);
+        let (mut requests, mut request_bytes, mut notices) = (0u32, 0usize, 0usize);
         loop {
             let (msg, size) = self.receive::<FromWorker>().await?;
             let HostCall { id, request } = match msg {
@@ -269,11 +269,28 @@ impl WorkerProcess {
                 FromWorker::Call(call) => call,
             };
             if let HostRequest::Log { line } = request {
+                // The worker sends at most MAX_LOG_LINES lines of at most MAX_LOG_LINE_BYTES
+                // (JSON may escape each byte as six): more is not a function's doing.
+                notices += 1;
+                if notices > MAX_LOG_LINES || size > MAX_LOG_LINE_BYTES * 6 + 256 {
+                    return Err(Converse::Protocol(
+                        "log notices beyond the worker's own limits",
+                    ));
+                }
                 logs.push(line);
                 continue;
             }
             requests = requests.saturating_add(1);
             request_bytes = request_bytes.saturating_add(size);
+            // Refused past the limits; a worker that keeps asking is not running JavaScript
+            // that reads its refusals, and is stopped.
+            if requests > 2 * MAX_REQUESTS_PER_INVOCATION
+                || request_bytes > 2 * MAX_REQUEST_BYTES_PER_INVOCATION
+            {
+                return Err(Converse::Protocol(
+                    "host calls far beyond the per-call limits",
+                ));
+            }
             let result = if requests > MAX_REQUESTS_PER_INVOCATION {
                 Err(HostRefusal::new(
                     ErrorCode::RateLimited,

@@ -42,10 +42,17 @@ send '{"Call":{"id":0,"request":{"log":{"line":"two"}}}}'
 exec sleep 3600
 "#;
 
-/// A worker that sends 150 log lines and says it dropped 7 more itself.
-const LOG_FLOOD: &str = r#"skip; skip
+/// A worker that sends the 100 log lines a worker may, and says it dropped 57 more itself.
+const LOG_FULL: &str = r#"skip; skip
+for i in $(seq 1 100); do send "{\"Call\":{\"id\":0,\"request\":{\"log\":{\"line\":\"line $i\"}}}}"; done
+send '{"Done":{"result":{"Ok":1},"logs_dropped":57,"retire":false}}'
+exec sleep 3600
+"#;
+
+/// A worker that sends more log lines than a worker ever does (its own limit is 100).
+const LOG_FLOOD: &str = r#"echo $$ > "$0.pid"
+skip; skip
 for i in $(seq 1 150); do send "{\"Call\":{\"id\":0,\"request\":{\"log\":{\"line\":\"line $i\"}}}}"; done
-send '{"Done":{"result":{"Ok":1},"logs_dropped":7,"retire":false}}'
 exec sleep 3600
 "#;
 
@@ -398,13 +405,31 @@ async fn lines_logged_before_a_timeout_are_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_supervisor_bounds_log_lines_itself_and_counts_what_the_worker_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let sup = supervisor(fake_worker(&dir, "flood", LOG_FLOOD));
+    let sup = supervisor(fake_worker(&dir, "full", LOG_FULL));
     let r = sup.run(job("calls", true)).await;
     let logs = logs_of(&r);
     assert_eq!(logs.len(), 101, "100 lines and the count of dropped ones");
     assert_eq!(logs[0], "line 1");
     assert_eq!(logs[99], "line 100");
     assert_eq!(logs[100], "[57 log lines dropped: limit reached]");
+    assert!(matches!(&r, JobResult::Ran { result: Ok(_), .. }), "{r:?}");
+
+    // More lines than a worker sends: the worker is stopped, what it logged is kept.
+    let flood = fake_worker(&dir, "flood", LOG_FLOOD);
+    let sup = supervisor(flood.clone());
+    let r = sup.run(job("calls", true)).await;
+    assert_eq!(logs_of(&r).len(), 100);
+    assert_eq!(failure_code(r), ErrorCode::FunctionError);
+    let pid: u32 = std::fs::read_to_string(format!("{}.pid", flood.display()))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !pid_alive(pid),
+        "the flooding worker {pid} is still running"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

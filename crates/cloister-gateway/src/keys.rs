@@ -25,6 +25,9 @@ fn info(k: KeyView) -> KeyInfo {
         algorithm: k.algorithm,
         version: k.version,
         public_key: (!k.public_key.is_empty()).then(|| hex::encode(&k.public_key)),
+        function_id: k.function_id,
+        function: k.function,
+        keyvault_signature: hex::encode(&k.keyvault_signature),
     }
 }
 

@@ -1100,6 +1100,12 @@ impl Authority {
             .function(&b.function_id)
             .await?
             .ok_or_else(|| Denied::UnknownFunction(b.function_id.clone()))?;
+        if f.name != b.function {
+            return Err(Denied::ManifestMismatch(format!(
+                "function {} is named {:?}, not {:?}",
+                b.function_id, f.name, b.function
+            )));
+        }
         self.may_act(&signer, v.signer_id(), &f)?;
         Ok((v.signer_id().clone(), b))
     }

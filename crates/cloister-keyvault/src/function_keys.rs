@@ -169,8 +169,7 @@ impl Vault {
             .read_record(&p, &namespace_of(function_id))
             .await?
             .ok_or_else(|| VaultError::KeyNotFound(name.to_string()))?;
-        let key = KeyMaterial::from_stored(stored.expose())
-            .map_err(|e| VaultError::Invalid(format!("stored key {name}: {e}")))?;
+        let key = KeyMaterial::from_stored(stored.expose()).map_err(internal)?;
         Ok((version, key))
     }
 
@@ -218,6 +217,15 @@ impl Vault {
             public_key: public,
         })
     }
+}
+
+/// A failure of keyvault's own (its random number generator, a stored key that does not
+/// decode): never the caller's fault, and never a key byte in the message.
+fn internal(e: cloister_crypto::CryptoError) -> VaultError {
+    tracing::error!(error = %e, "function key operation failed");
+    VaultError::Keys(crate::KeyvaultError::Corrupt {
+        what: "function key",
+    })
 }
 
 fn info(name: &KeyName, version: u64, key: &KeyMaterial) -> Result<KeyInfo, VaultError> {

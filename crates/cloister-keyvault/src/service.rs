@@ -56,15 +56,6 @@ fn status(e: VaultError) -> Status {
     coded(code, e.to_string())
 }
 
-fn key_view(k: crate::function_keys::KeyInfo) -> pb::KeyView {
-    pb::KeyView {
-        name: k.name,
-        algorithm: k.algorithm.as_str().to_owned(),
-        version: k.version,
-        public_key: k.public_key.unwrap_or_default(),
-    }
-}
-
 fn parse_path(p: &str) -> Result<SecretPath, Status> {
     SecretPath::parse(p).map_err(|e| coded(ErrorCode::InvalidSecretPath, e.to_string()))
 }
@@ -144,6 +135,26 @@ impl KeyvaultService {
                     cloister_authority::request::unix_now(),
                 )
                 .map(Some),
+        }
+    }
+
+    /// A key's public facts, signed by keyvault for the function `function_id` named
+    /// `function`.
+    fn key_view(
+        &self,
+        function_id: &str,
+        function: &str,
+        k: crate::function_keys::KeyInfo,
+    ) -> pb::KeyView {
+        let keyvault_signature = self.vault.sign_key_view(function_id, function, &k).to_vec();
+        pb::KeyView {
+            algorithm: k.algorithm.as_str().to_owned(),
+            version: k.version,
+            public_key: k.public_key.unwrap_or_default(),
+            name: k.name,
+            function_id: function_id.to_owned(),
+            function: function.to_owned(),
+            keyvault_signature,
         }
     }
 
@@ -398,7 +409,11 @@ impl Keyvault for KeyvaultService {
             _ => Err(VaultError::Invalid("unknown key operation".into())),
         }
         .map_err(status)?;
-        Ok(Response::new(key_view(info)))
+        Ok(Response::new(self.key_view(
+            &w.function_id,
+            &w.function,
+            info,
+        )))
     }
 
     async fn list_keys(
@@ -406,9 +421,19 @@ impl Keyvault for KeyvaultService {
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let r = req.into_inner();
+        let f = self
+            .vault
+            .authority()
+            .function(&r.function_id)
+            .await
+            .map_err(|d| status(VaultError::Denied(d)))?
+            .ok_or_else(|| coded(ErrorCode::FunctionNotFound, "no such function"))?;
         let keys = self.vault.list_keys(&r.function_id).await.map_err(status)?;
         Ok(Response::new(pb::ListKeysResponse {
-            keys: keys.into_iter().map(key_view).collect(),
+            keys: keys
+                .into_iter()
+                .map(|k| self.key_view(&f.function_id, &f.name, k))
+                .collect(),
         }))
     }
 

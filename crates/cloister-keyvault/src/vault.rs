@@ -838,6 +838,11 @@ impl Vault {
                 .authority
                 .next_version(&namespace, &p, store_next)
                 .await?;
+            // keyvault's own record counts too: a database hiding an existing record does not
+            // make it new.
+            if existing == Existing::MustNot && version != 1 {
+                return Err(VaultError::KeyExists(p));
+            }
             let mark = self
                 .authority
                 .mark(&namespace, &p, crate::freshness::Mark::written(version))
@@ -1320,6 +1325,25 @@ impl Vault {
             self.checkpoint().await?;
         }
         Ok(report)
+    }
+
+    /// keyvault's signature over one of a function's keys' public facts
+    /// (`cloister_types::binding::key_view_message`), by its audit key.
+    pub fn sign_key_view(
+        &self,
+        function_id: &str,
+        function: &str,
+        k: &crate::function_keys::KeyInfo,
+    ) -> [u8; 64] {
+        self.audit_key
+            .sign(&cloister_types::binding::key_view_message(
+                function_id,
+                function,
+                &k.name,
+                k.algorithm.as_str(),
+                k.version,
+                k.public_key.as_deref().unwrap_or_default(),
+            ))
     }
 
     /// Signs an audit verdict for a client: Ed25519 by the audit (instance) key over the

@@ -61,6 +61,9 @@ pub struct Engine {
     budget_ms: Cell<u64>,
     /// Where `context.log` lines and capability requests go (the supervisor, in a worker).
     host: Rc<dyn Host>,
+    /// Codes of the host refusals this call's code received: an uncaught error's `code` is
+    /// reported as its cause only if it is one of them (code cannot make up a refusal).
+    refused: Rc<RefCell<Vec<ErrorCode>>>,
 }
 
 impl Engine {
@@ -94,6 +97,7 @@ impl Engine {
             interrupted,
             budget_ms: Cell::new(0),
             host,
+            refused: Rc::default(),
         };
         engine.check()?;
         Ok(engine)
@@ -205,6 +209,7 @@ impl Engine {
     /// Runs the handler once in a fresh context.
     pub fn invoke(&mut self, inv: Invoke) -> Outcome {
         let logs = Rc::new(RefCell::new(LogLines::default()));
+        self.refused.borrow_mut().clear();
         self.arm(Duration::from_millis(inv.context.timeout_ms));
         let context = match self.spare.take() {
             Some(context) => Ok(context),
@@ -400,18 +405,18 @@ impl Engine {
         })?;
         obj.set("log", log)?;
         if !self.load.keys.is_empty() {
-            let host = self.host.clone();
+            let (host, refused) = (self.host.clone(), self.refused.clone());
             let sign = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
                 let request = sign_request(&args.0);
-                settle(&ctx, request.map(|r| host.call(r)))
+                settle(&ctx, request.map(|r| host.call(r)), &refused)
             })?;
             obj.set("sign", sign)?;
-            let host = self.host.clone();
+            let (host, refused) = (self.host.clone(), self.refused.clone());
             let public_key =
                 Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
                     let request =
                         key_name(args.0.first()).map(|key| HostRequest::PublicKey { key });
-                    settle(&ctx, request.map(|r| host.call(r)))
+                    settle(&ctx, request.map(|r| host.call(r)), &refused)
                 })?;
             obj.set("publicKey", public_key)?;
         }
@@ -453,7 +458,8 @@ impl Engine {
         let cause = value
             .as_object()
             .and_then(|o| o.get::<_, Option<String>>("code").ok().flatten())
-            .and_then(|c| ErrorCode::parse(&c));
+            .and_then(|c| ErrorCode::parse(&c))
+            .filter(|c| self.refused.borrow().contains(c));
         let (mut message, mut stack) = match value.as_exception() {
             Some(e) => {
                 let name: Option<Coerced<String>> = e.get("name").ok();
@@ -563,6 +569,7 @@ fn message_bytes(v: &Value<'_>) -> Option<Vec<u8>> {
 fn settle<'js>(
     ctx: &Ctx<'js>,
     answer: Result<Result<HostValue, HostRefusal>, HostRefusal>,
+    refused: &RefCell<Vec<ErrorCode>>,
 ) -> rquickjs::Result<rquickjs::Promise<'js>> {
     use base64::Engine as _;
     let (promise, resolve, reject) = ctx.promise()?;
@@ -600,6 +607,11 @@ fn settle<'js>(
             resolve.call::<_, ()>((o,))?;
         }
         Err(refusal) => {
+            let mut codes = refused.borrow_mut();
+            if !codes.contains(&refusal.code) {
+                codes.push(refusal.code);
+            }
+            drop(codes);
             let e = rquickjs::Exception::from_message(ctx.clone(), &refusal.message)?;
             e.as_object().set("code", refusal.code.as_str())?;
             reject.call::<_, ()>((e,))?;

@@ -583,3 +583,30 @@ fn context_sign_exists_only_with_declared_keys_and_settles_with_the_host_s_answe
         }
     ));
 }
+
+#[test]
+fn only_a_refusal_the_host_made_becomes_the_failure_s_cause() {
+    use cloister_sandbox::host::{HostRefusal, HostRequest};
+    let code = "async function handler(p, s, c) {
+        if (p.fake) throw Object.assign(new Error('made up'), { code: 'rollback_detected' });
+        await c.sign('undeclared', 'x');
+    }";
+    let mut l = load(code);
+    l.keys = vec!["main".into()];
+    let host = LocalHost::answering(|_: &HostRequest| {
+        Err(HostRefusal::new(ErrorCode::KeyNotDeclared, "not declared"))
+    });
+    let mut e = Engine::new(l, Rc::new(host)).unwrap();
+    let real = invoke_with(&mut e, json!({}), &[], 1000)
+        .result
+        .unwrap_err();
+    assert_eq!(real.code, ErrorCode::FunctionError);
+    assert_eq!(real.cause, Some(ErrorCode::KeyNotDeclared));
+    let fake = invoke_with(&mut e, json!({"fake": true}), &[], 1000)
+        .result
+        .unwrap_err();
+    assert_eq!(
+        fake.cause, None,
+        "code cannot claim a refusal it did not get"
+    );
+}

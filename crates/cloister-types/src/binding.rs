@@ -163,6 +163,39 @@ pub fn audit_verdict_message(nonce: &[u8], report_json: &str) -> Vec<u8> {
     v
 }
 
+/// Domain of keyvault's signature over a function key's public facts.
+pub const KEY_VIEW_DOMAIN: &[u8] = b"cloister/key-view/v1";
+
+/// What keyvault signs (with its audit key, which clients bind to a verified bundle) for one
+/// of a function's keys: the function (id and name), the key's name, algorithm, version and
+/// public key, each length-prefixed. A gateway cannot hand an owner or a verifier a public
+/// key keyvault did not make for that function.
+pub fn key_view_message(
+    function_id: &str,
+    function: &str,
+    name: &str,
+    algorithm: &str,
+    version: u64,
+    public_key: &[u8],
+) -> Vec<u8> {
+    let version = version.to_be_bytes();
+    let parts: [&[u8]; 7] = [
+        KEY_VIEW_DOMAIN,
+        function_id.as_bytes(),
+        function.as_bytes(),
+        name.as_bytes(),
+        algorithm.as_bytes(),
+        &version,
+        public_key,
+    ];
+    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for part in parts {
+        v.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        v.extend_from_slice(part);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -469,6 +469,14 @@ pub struct KeyInfo {
     /// Hex: Ed25519 32 raw bytes, ECDSA the uncompressed SEC1 point; absent for HMAC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// The function whose namespace holds the key.
+    pub function_id: String,
+    /// That function's name, as keyvault binds it.
+    pub function: String,
+    /// Hex Ed25519 signature by keyvault's audit key over
+    /// [`crate::binding::key_view_message`]: check it against a verified bundle's audit key
+    /// (`cloister_client::keys::verify`) before trusting the public key.
+    pub keyvault_signature: String,
 }
 
 /// `GET /v1/functions/{name}/keys` response.

@@ -159,10 +159,10 @@ def key_write():
     name = f"k{secrets.token_hex(6)}"
     _keys.append(name)
     if len(_keys) > 1 and secrets.randbelow(2):
-        return sign("cloister/key-write/v1", {"function_id": info["functionId"], "name": _keys[-2], "op": "rotate"})
+        return sign("cloister/key-write/v1", {"function_id": info["functionId"], "function": info["name"], "name": _keys[-2], "op": "rotate"})
     return sign(
         "cloister/key-write/v1",
-        {"function_id": info["functionId"], "name": name, "op": {"create": {"algorithm": "ed25519"}}},
+        {"function_id": info["functionId"], "function": info["name"], "name": name, "op": {"create": {"algorithm": "ed25519"}}},
     )
 
 

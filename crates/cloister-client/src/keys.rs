@@ -1,0 +1,61 @@
+//! Checking what the gateway relays about a function's keys: keyvault signs each key's public
+//! facts with its audit key, which a verified attestation bundle binds.
+
+use cloister_crypto::VerifyingKey;
+use cloister_types::wire::KeyInfo;
+
+/// Why a key's facts are not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyViewError {
+    /// The key belongs to another function than the one asked for.
+    #[error("the key belongs to function {found:?}, not {expected:?}")]
+    OtherFunction {
+        /// The function named in the signed facts.
+        found: String,
+        /// The function asked for.
+        expected: String,
+    },
+    /// A field is not the hex it must be.
+    #[error("{0} is not hex")]
+    Malformed(&'static str),
+    /// keyvault's signature does not verify.
+    #[error(
+        "keyvault's signature over key {0:?} does not verify: the attested keyvault did not make \
+         it for this function"
+    )]
+    BadSignature(String),
+}
+
+/// Checks keyvault's signature over `info` with `audit_key` (from a verified bundle) and
+/// that the key is function `function`'s; returns the public key's bytes (none for HMAC).
+pub fn verify(
+    info: &KeyInfo,
+    audit_key: &VerifyingKey,
+    function: &str,
+) -> Result<Option<Vec<u8>>, KeyViewError> {
+    if info.function != function {
+        return Err(KeyViewError::OtherFunction {
+            found: info.function.clone(),
+            expected: function.to_owned(),
+        });
+    }
+    let public = match &info.public_key {
+        Some(h) => Some(hex::decode(h).map_err(|_| KeyViewError::Malformed("publicKey"))?),
+        None => None,
+    };
+    let sig = hex::decode(&info.keyvault_signature)
+        .map_err(|_| KeyViewError::Malformed("keyvaultSignature"))?;
+    let msg = cloister_types::binding::key_view_message(
+        &info.function_id,
+        &info.function,
+        &info.name,
+        &info.algorithm,
+        info.version,
+        public.as_deref().unwrap_or_default(),
+    );
+    audit_key
+        .verify(&msg, &sig)
+        .map_err(|_| KeyViewError::BadSignature(info.name.clone()))?;
+    Ok(public)
+}
