@@ -240,10 +240,34 @@ async fn serve_connection<T: TlsConn>(
                     Err(r) => keyvault_reply::Body::Error(r.into_wire()),
                 }
             }
-            Ok(Some(executor_message::Body::Sign(req))) => match sign(vault, req, &actor).await {
-                Ok(r) => keyvault_reply::Body::Signed(r),
-                Err(r) => keyvault_reply::Body::Error(r.into_wire()),
-            },
+            Ok(Some(executor_message::Body::Sign(req))) => {
+                let (function_id, key, execution_id) = (
+                    req.function_id.clone(),
+                    req.key.clone(),
+                    req.execution_id.clone(),
+                );
+                match sign(vault, req, &actor).await {
+                    Ok(r) => keyvault_reply::Body::Signed(r),
+                    Err(r) => {
+                        // Refused uses are audited like refused releases (within the
+                        // refusals' budgets, by code).
+                        let audit = AuditDraft::new(
+                            actor.as_str(),
+                            Action::AuthorityRefusal,
+                            namespace_of(&function_id),
+                        )
+                        .detail("operation", "sign")
+                        .detail("key", key.chars().take(64).collect::<String>())
+                        .detail("code", r.code.as_str())
+                        .detail("reason", r.message.clone())
+                        .detail("execution_id", execution_id);
+                        if let Err(e) = vault.audit_untrusted(audit).await {
+                            tracing::error!(error = %e, "cannot audit a refused key use");
+                        }
+                        keyvault_reply::Body::Error(r.into_wire())
+                    }
+                }
+            }
             Ok(Some(executor_message::Body::Reads(batch))) => {
                 match record_reads(vault, batch, &actor, &mut reads).await {
                     Ok(n) => keyvault_reply::Body::Ack(ReadAck { recorded: n }),

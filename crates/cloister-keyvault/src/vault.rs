@@ -890,9 +890,19 @@ impl Vault {
     ) -> Result<Option<(u64, SecretBytes)>, VaultError> {
         let paths = vec![p.to_owned()];
         let records = self.store.vault_latest(paths.clone()).await?;
-        self.authority
+        if let Err(d) = self
+            .authority
             .check_fresh(namespace, &paths, &records)
-            .await?;
+            .await
+        {
+            let audit = AuditDraft::new("keyvault", Action::AuthorityRefusal, namespace)
+                .detail("operation", "read")
+                .detail("path", p)
+                .detail("code", d.code().as_str())
+                .detail("reason", d.to_string());
+            self.audit_untrusted(audit).await?;
+            return Err(d.into());
+        }
         let Some(rec) = records.into_iter().find(|r| r.path == p) else {
             return Ok(None);
         };
@@ -1167,7 +1177,7 @@ impl Vault {
     /// failed attestation) while their shared budget allows (`crate::audit_budget`); beyond it
     /// the event is only counted and `None` is returned.
     pub async fn audit_untrusted(&self, draft: AuditDraft) -> Result<Option<u64>, VaultError> {
-        if !self.untrusted_budget.admit(draft.action) {
+        if !self.untrusted_budget.admit(&draft) {
             return Ok(None);
         }
         self.audit(draft).await.map(Some)
