@@ -443,36 +443,18 @@ async fn every_invocation_reading_secrets_is_audited_cache_hits_included() {
     // Reads are recorded in batches (group commit) within tens of milliseconds.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let (reads, cached) = loop {
-        let mut after = 0u64;
         let (mut reads, mut cached) = (0usize, 0usize);
-        loop {
-            let page = p
-                .admin()
-                .json(
-                    hyper::Method::GET,
-                    &format!("/v1/audit?after={after}&limit=1000"),
-                    None,
-                )
-                .await
-                .unwrap();
-            let entries = page["entries"].as_array().unwrap().clone();
-            for e in &entries {
-                after = e["seq"].as_u64().unwrap();
-                if e["action"] != "secret.read" {
-                    continue;
-                }
-                let d: serde_json::Value =
-                    serde_json::from_str(e["details"].as_str().unwrap()).unwrap();
-                if ids.contains(d["execution_id"].as_str().unwrap()) {
-                    reads += 1;
-                    assert_eq!(d["names"], serde_json::json!(["API_KEY"]));
-                    if d["cached"] == true {
-                        cached += 1;
-                    }
-                }
+        for e in audit_entries(&p).await {
+            if e["action"] != "secret.read" {
+                continue;
             }
-            if entries.len() < 1000 {
-                break;
+            let d = details(&e);
+            if ids.contains(d["execution_id"].as_str().unwrap()) {
+                reads += 1;
+                assert_eq!(d["names"], serde_json::json!(["API_KEY"]));
+                if d["cached"] == true {
+                    cached += 1;
+                }
             }
         }
         if reads == CALLS || std::time::Instant::now() > deadline {

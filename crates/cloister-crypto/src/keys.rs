@@ -6,7 +6,7 @@
 //! RFC 6979 nonces. Private key bytes live in zeroizing buffers and leave this module only as
 //! [`KeyMaterial::to_stored`] (for keyvault to encrypt under a DEK).
 
-use aws_lc_rs::digest;
+use aws_lc_rs::digest as lc_digest;
 use aws_lc_rs::hmac;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use sha3::Digest as _;
@@ -79,54 +79,25 @@ impl std::fmt::Display for KeyAlgorithm {
     }
 }
 
-/// How an ECDSA message is turned into the digest that is signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum MessageHash {
-    /// SHA-256 of the message.
-    #[default]
-    Sha256,
-    /// Keccak-256 of the message (Ethereum).
-    Keccak256,
-    /// The message is the 32-byte digest.
-    Prehashed,
-}
+pub use cloister_types::SignHash;
 
-impl MessageHash {
-    /// The stable name (`sha256`, `keccak256`, `prehashed`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sha256 => "sha256",
-            Self::Keccak256 => "keccak256",
-            Self::Prehashed => "prehashed",
+/// The digest `hash` makes of `message` (for [`SignHash::Prehashed`], the message, which
+/// must be 32 bytes).
+pub fn digest(hash: SignHash, message: &[u8]) -> Result<[u8; 32], CryptoError> {
+    let mut out = [0u8; 32];
+    match hash {
+        SignHash::Keccak256 => out.copy_from_slice(&sha3::Keccak256::digest(message)),
+        SignHash::Prehashed => {
+            out = message.try_into().map_err(|_| {
+                CryptoError::malformed(
+                    "prehashed message",
+                    format!("{} bytes, not a 32-byte digest", message.len()),
+                )
+            })?;
         }
+        _ => out.copy_from_slice(lc_digest::digest(&lc_digest::SHA256, message).as_ref()),
     }
-
-    /// The hash named `s`.
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Sha256, Self::Keccak256, Self::Prehashed]
-            .into_iter()
-            .find(|h| h.as_str() == s)
-    }
-
-    /// The digest of `message` (for [`MessageHash::Prehashed`], the message, which must be
-    /// 32 bytes).
-    pub fn digest(self, message: &[u8]) -> Result<[u8; 32], CryptoError> {
-        let mut out = [0u8; 32];
-        match self {
-            Self::Sha256 => out.copy_from_slice(digest::digest(&digest::SHA256, message).as_ref()),
-            Self::Keccak256 => out.copy_from_slice(&sha3::Keccak256::digest(message)),
-            Self::Prehashed => {
-                out = message.try_into().map_err(|_| {
-                    CryptoError::malformed(
-                        "prehashed message",
-                        format!("{} bytes, not a 32-byte digest", message.len()),
-                    )
-                })?;
-            }
-        }
-        Ok(out)
-    }
+    Ok(out)
 }
 
 /// A signature, as returned to a function or an API caller.
@@ -250,8 +221,8 @@ impl KeyMaterial {
 
     /// Signs `message`: Ed25519 and HMAC over the message itself (`hash` must be the
     /// default), ECDSA over `hash`'s digest of it.
-    pub fn sign(&self, message: &[u8], hash: MessageHash) -> Result<KeySignature, CryptoError> {
-        if self.algorithm.takes_message() && hash != MessageHash::Sha256 {
+    pub fn sign(&self, message: &[u8], hash: SignHash) -> Result<KeySignature, CryptoError> {
+        if self.algorithm.takes_message() && hash != SignHash::Sha256 {
             return Err(CryptoError::malformed(
                 "hash",
                 format!(
@@ -273,7 +244,7 @@ impl KeyMaterial {
             }
             KeyAlgorithm::EcdsaP256 => {
                 use p256::ecdsa::signature::hazmat::PrehashSigner;
-                let digest = hash.digest(message)?;
+                let digest = digest(hash, message)?;
                 let sig: p256::ecdsa::Signature = self
                     .p256()?
                     .sign_prehash(&digest)
@@ -281,7 +252,7 @@ impl KeyMaterial {
                 plain(sig.to_bytes().to_vec())
             }
             KeyAlgorithm::EcdsaSecp256k1 => {
-                let digest = hash.digest(message)?;
+                let digest = digest(hash, message)?;
                 let (sig, recovery) = self.k256()?.sign_prehash_recoverable(&digest);
                 KeySignature {
                     bytes: sig.to_bytes().to_vec(),
@@ -320,8 +291,8 @@ mod tests {
             let back = KeyMaterial::from_stored(&stored).unwrap();
             assert_eq!(back.algorithm(), alg);
             assert_eq!(back.public_key().unwrap(), k.public_key().unwrap());
-            let a = k.sign(b"msg", MessageHash::Sha256).unwrap();
-            let b = back.sign(b"msg", MessageHash::Sha256).unwrap();
+            let a = k.sign(b"msg", SignHash::Sha256).unwrap();
+            let b = back.sign(b"msg", SignHash::Sha256).unwrap();
             assert_eq!(a, b, "{alg}: RFC 6979 / Ed25519 / HMAC are deterministic");
             assert_eq!(KeyAlgorithm::parse(alg.as_str()), Some(alg));
         }
@@ -336,7 +307,7 @@ mod tests {
         let key: Vec<u8> = (0u8..32).collect();
         let k = KeyMaterial::from_secret(KeyAlgorithm::HmacSha256, &key).unwrap();
         let tag = k
-            .sign(b"what do ya want for nothing?", MessageHash::Sha256)
+            .sign(b"what do ya want for nothing?", SignHash::Sha256)
             .unwrap();
         assert_eq!(
             hex::encode(tag.bytes),
@@ -352,10 +323,10 @@ mod tests {
         let public = k.public_key().unwrap().unwrap();
         for i in 0..32u8 {
             let msg = [i; 40];
-            let s = k.sign(&msg, MessageHash::Keccak256).unwrap();
+            let s = k.sign(&msg, SignHash::Keccak256).unwrap();
             let sig = Signature::from_slice(&s.bytes).unwrap();
             assert!(sig.normalize_s() == sig, "low-S");
-            let digest = MessageHash::Keccak256.digest(&msg).unwrap();
+            let digest = digest(SignHash::Keccak256, &msg).unwrap();
             let rid = RecoveryId::try_from(s.recovery_id.unwrap()).unwrap();
             let vk = VerifyingKey::recover_from_prehash(&digest, &sig, rid).unwrap();
             assert_eq!(vk.to_sec1_point(false).as_bytes(), public.as_slice());
@@ -365,13 +336,13 @@ mod tests {
     #[test]
     fn a_prehashed_message_must_be_32_bytes_and_only_ecdsa_takes_a_hash() {
         let p = KeyMaterial::generate(KeyAlgorithm::EcdsaP256).unwrap();
-        assert!(p.sign(&[1; 31], MessageHash::Prehashed).is_err());
-        assert!(p.sign(&[1; 32], MessageHash::Prehashed).is_ok());
+        assert!(p.sign(&[1; 31], SignHash::Prehashed).is_err());
+        assert!(p.sign(&[1; 32], SignHash::Prehashed).is_ok());
         let e = KeyMaterial::generate(KeyAlgorithm::Ed25519).unwrap();
-        assert!(e.sign(b"m", MessageHash::Keccak256).is_err());
+        assert!(e.sign(b"m", SignHash::Keccak256).is_err());
         // Keccak-256 is Ethereum's, not SHA3-256: the empty message's well-known digest.
         assert_eq!(
-            hex::encode(MessageHash::Keccak256.digest(b"").unwrap()),
+            hex::encode(digest(SignHash::Keccak256, b"").unwrap()),
             "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
         );
     }

@@ -9,7 +9,7 @@
 //! and no release ever reads them. Only the newest version signs.
 
 use cloister_audit::{Action, AuditDraft};
-use cloister_crypto::keys::{KeyAlgorithm, KeyMaterial, KeySignature, MessageHash};
+use cloister_crypto::keys::{KeyAlgorithm, KeyMaterial, KeySignature, SignHash};
 use cloister_types::{KeyName, namespace_of};
 use sha2::{Digest, Sha256};
 
@@ -122,7 +122,7 @@ impl Vault {
         manifest: &RegisteredManifest,
         name: &str,
         message: &[u8],
-        hash: MessageHash,
+        hash: SignHash,
         execution_id: &str,
         executor: &str,
     ) -> Result<FunctionSignature, VaultError> {

@@ -126,7 +126,7 @@ async fn fleet_release(
 /// loaded code), and only a key its manifest declares is used.
 async fn sign(vault: &Vault, req: SignRequest, actor: &str) -> Result<SignResponse, Refusal> {
     let refused = |e: VaultError| Refusal::new(e.code(), e.to_string());
-    let hash = cloister_crypto::keys::MessageHash::parse(&req.hash).ok_or_else(|| {
+    let hash = cloister_crypto::keys::SignHash::parse(&req.hash).ok_or_else(|| {
         Refusal::new(
             ErrorCode::InvalidRequest,
             format!(

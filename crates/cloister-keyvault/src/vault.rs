@@ -907,13 +907,22 @@ impl Vault {
             return Ok(None);
         };
         let deks = self.store.vault_deks(Some(namespace.to_owned())).await?;
+        let value = self.decrypt_record(&rec, &deks).await?;
+        Ok(Some((rec.version, value)))
+    }
+
+    /// The value of `rec`, under its DEK version among the namespace's `deks`.
+    async fn decrypt_record(
+        &self,
+        rec: &SecretRecord,
+        deks: &[DekRecord],
+    ) -> Result<SecretBytes, VaultError> {
         let dek_rec = deks
             .iter()
             .find(|d| d.version == rec.dek_version)
             .ok_or_else(|| corrupt("DEK (missing version)"))?;
         let dek = self.dek(dek_rec).await?;
-        let value = dek.decrypt_value(&rec.path, rec.version, &rec.ciphertext)?;
-        Ok(Some((rec.version, value)))
+        Ok(dek.decrypt_value(&rec.path, rec.version, &rec.ciphertext)?)
     }
 
     /// Releases the latest values of the secrets `manifest` declares (and nothing else) to the
@@ -965,12 +974,7 @@ impl Vault {
                         name: r.to_string(),
                         environment: environment.to_string(),
                     })?;
-            let dek_rec = deks
-                .iter()
-                .find(|d| d.version == rec.dek_version)
-                .ok_or_else(|| corrupt("DEK (missing version)"))?;
-            let dek = self.dek(dek_rec).await?;
-            let value = dek.decrypt_value(&rec.path, rec.version, &rec.ciphertext)?;
+            let value = self.decrypt_record(rec, &deks).await?;
             out.insert(r.name().to_owned(), value);
         }
         // What one function's declared secrets may hold together (they travel in one channel

@@ -686,7 +686,7 @@ async fn a_function_gets_at_most_the_release_limit_of_secrets_together() {
 
 #[tokio::test]
 async fn function_keys_are_made_inside_keyvault_and_sign_only_for_manifests_that_declare_them() {
-    use cloister_crypto::keys::{KeyAlgorithm, MessageHash};
+    use cloister_crypto::keys::{KeyAlgorithm, SignHash};
     use cloister_types::{ErrorCode, KeyName};
     let fx = Fixture::new();
     let (v, _) = fx.vault(1).await.unwrap();
@@ -733,14 +733,7 @@ async fn function_keys_are_made_inside_keyvault_and_sign_only_for_manifests_that
     // Only a manifest that declares a key gets signatures with it, by its newest version.
     let m = register_with_keys(&v, "signer", "production", &[], &["ed", "k1"]).await;
     let s = v
-        .sign_for_function(
-            &m,
-            "ed",
-            b"pay 5",
-            MessageHash::Sha256,
-            "exec-1",
-            "executor",
-        )
+        .sign_for_function(&m, "ed", b"pay 5", SignHash::Sha256, "exec-1", "executor")
         .await
         .unwrap();
     assert_eq!(s.key.version, 2);
@@ -748,19 +741,12 @@ async fn function_keys_are_made_inside_keyvault_and_sign_only_for_manifests_that
     pk.verify(b"pay 5", &s.signature.bytes).unwrap();
     assert!(pk.verify(b"pay 6", &s.signature.bytes).is_err());
     let k1 = v
-        .sign_for_function(
-            &m,
-            "k1",
-            b"tx",
-            MessageHash::Keccak256,
-            "exec-1",
-            "executor",
-        )
+        .sign_for_function(&m, "k1", b"tx", SignHash::Keccak256, "exec-1", "executor")
         .await
         .unwrap();
     assert!(matches!(k1.signature.recovery_id, Some(0 | 1)));
     assert_eq!(
-        v.sign_for_function(&m, "p256", b"x", MessageHash::Sha256, "e", "executor")
+        v.sign_for_function(&m, "p256", b"x", SignHash::Sha256, "e", "executor")
             .await
             .unwrap_err()
             .code(),
@@ -769,7 +755,7 @@ async fn function_keys_are_made_inside_keyvault_and_sign_only_for_manifests_that
     // Another function declaring the same name reaches only its own namespace.
     let other = register_with_keys(&v, "other", "production", &[], &["ed"]).await;
     assert_eq!(
-        v.sign_for_function(&other, "ed", b"x", MessageHash::Sha256, "e", "executor")
+        v.sign_for_function(&other, "ed", b"x", SignHash::Sha256, "e", "executor")
             .await
             .unwrap_err()
             .code(),

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use cloister_types::ErrorCode;
+pub use cloister_types::SignHash;
 
 /// Most `context.log` lines kept per invocation.
 pub const MAX_LOG_LINES: usize = 100;
@@ -70,39 +71,6 @@ impl HostRequest {
             Self::Log { .. } => "log",
             Self::Sign { .. } | Self::PublicKey { .. } => "keys",
         }
-    }
-}
-
-/// How a message is hashed before an ECDSA signature (Ed25519 and HMAC take the message).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SignHash {
-    /// SHA-256 of the message (the default).
-    #[default]
-    Sha256,
-    /// Keccak-256 of the message (Ethereum).
-    Keccak256,
-    /// The message is the 32-byte digest itself.
-    Prehashed,
-}
-
-impl SignHash {
-    /// Every hash.
-    pub const ALL: [SignHash; 3] = [Self::Sha256, Self::Keccak256, Self::Prehashed];
-
-    /// The name a function passes (`{hash: "sha256"}`), also keyvault's.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sha256 => "sha256",
-            Self::Keccak256 => "keccak256",
-            Self::Prehashed => "prehashed",
-        }
-    }
-
-    /// The hash named `s`.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|h| h.as_str() == s)
     }
 }
 

@@ -19,3 +19,38 @@ mod tests {
         );
     }
 }
+
+/// How a message is turned into the digest an ECDSA key signs (`context.sign(…, {hash})`, the
+/// worker's host call, keyvault's SignRequest): one definition for every hop. Ed25519 and HMAC
+/// take the message itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SignHash {
+    /// SHA-256 of the message (the default).
+    #[default]
+    Sha256,
+    /// Keccak-256 of the message (Ethereum's, not SHA3-256).
+    Keccak256,
+    /// The message is the 32-byte digest itself.
+    Prehashed,
+}
+
+impl SignHash {
+    /// Every hash.
+    pub const ALL: [SignHash; 3] = [Self::Sha256, Self::Keccak256, Self::Prehashed];
+
+    /// The stable name (`sha256`, `keccak256`, `prehashed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Keccak256 => "keccak256",
+            Self::Prehashed => "prehashed",
+        }
+    }
+
+    /// The hash named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+}

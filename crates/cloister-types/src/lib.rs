@@ -17,7 +17,7 @@ pub mod trusted;
 pub mod wire;
 
 pub use error::{ApiError, ErrorCode};
-pub use hash::code_hash;
+pub use hash::{SignHash, code_hash};
 pub use limits::{Limits, ServerLimits};
 pub use names::{
     DeclaredSecretsError, Entrypoint, Environment, FunctionName, KeyName, MAX_DECLARED_KEYS,
