@@ -1,0 +1,3 @@
+async function handler(p, s, c) {
+  return { n: p.msg.length };
+}
