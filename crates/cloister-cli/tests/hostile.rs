@@ -468,13 +468,7 @@ async fn every_invocation_reading_secrets_is_audited_cache_hits_included() {
         "cache hits are audited too ({cached} of {CALLS})"
     );
     // Each entry is MACed by keyvault, and the chain verifies.
-    let root = p.sim_root();
-    let v: serde_json::Value = serde_json::from_slice(
-        &p.cli(&["--json", "audit", "verify", "--sim-root", &root])
-            .stdout,
-    )
-    .unwrap();
-    assert_eq!(v["ok"], true, "{v}");
+    assert_chain_verifies(&p);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1206,6 +1200,17 @@ async fn a_gateway_naming_another_platform_gets_nothing_signed() {
     );
 }
 
+/// `cloister audit verify` (against the platform's sim root) says the chain is whole.
+fn assert_chain_verifies(p: &Platform) {
+    let root = p.sim_root();
+    let v: serde_json::Value = serde_json::from_slice(
+        &p.cli(&["--json", "audit", "verify", "--sim-root", &root])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+}
+
 /// Every audit entry, in order (the API pages by 1000).
 async fn audit_entries(p: &Platform) -> Vec<serde_json::Value> {
     let mut all = Vec::new();
@@ -1356,13 +1361,7 @@ async fn a_hostile_gateway_cannot_grow_the_audit_log_without_end_and_what_it_flo
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // And the chain, counts included, verifies.
-    let root = p.sim_root();
-    let v: serde_json::Value = serde_json::from_slice(
-        &p.cli(&["--json", "audit", "verify", "--sim-root", &root])
-            .stdout,
-    )
-    .unwrap();
-    assert_eq!(v["ok"], true, "{v}");
+    assert_chain_verifies(&p);
 }
 
 /// A function that signs what it is given with the key it is told to use.
