@@ -776,3 +776,42 @@ async fn function_keys_are_made_inside_keyvault_and_sign_only_for_manifests_that
         "6880dc3427b880e1d3e1fb8d50280c4551d2554fdc98ec428385f33aa8fe4313"
     );
 }
+
+#[tokio::test]
+async fn a_database_hiding_a_key_neither_lets_a_create_replace_it_nor_serves_an_older_one() {
+    use cloister_crypto::keys::{KeyAlgorithm, SignHash};
+    use cloister_types::{ErrorCode, KeyName};
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let f = fid(&v, "hider").await;
+    let name = KeyName::parse("main").unwrap();
+    v.create_key(&f, &name, KeyAlgorithm::Ed25519, "owner")
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open(&fx.db).unwrap();
+    // The database forgets the key: a create does not make a new one under the old name.
+    conn.execute("DELETE FROM kv_secrets WHERE path LIKE '%/@keys/main'", [])
+        .unwrap();
+    let e = v
+        .create_key(&f, &name, KeyAlgorithm::Ed25519, "owner")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
+    // Nor is the key served as missing-then-anything: keyvault knows a version existed.
+    let m = register_with_keys(&v, "hider", "production", &[], &["main"]).await;
+    let e = v
+        .sign_for_function(&m, "main", b"x", SignHash::Sha256, "e", "executor")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::RollbackDetected, "{e}");
+    // And the refusal is on the audit chain.
+    let entries = fx.store().audit_list(0, 10_000).await.unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.action.as_str() == "authority.refusal"
+                && e.details.contains("rollback_detected")
+                && e.details.contains("@keys/main")),
+        "no refusal recorded"
+    );
+}
