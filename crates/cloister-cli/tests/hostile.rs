@@ -1480,8 +1480,15 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
     // The victim's key is where it was, at the version it had.
     let list = p.admin().keys("kvictim").await.unwrap();
     assert_eq!(list.keys, vec![vk]);
-    // keyvault signed exactly once: for the victim's own call.
+    // keyvault signed exactly once: for the victim's own call; the use it refused is audited.
     let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
     let text = String::from_utf8_lossy(&audit.stdout);
     assert_eq!(text.matches("\"key.sign\"").count(), 1, "{text}");
+    let entries = audit_entries(&p).await;
+    assert!(
+        entries.iter().any(|e| e["action"] == "authority.refusal"
+            && details(e)["operation"] == "sign"
+            && details(e)["code"] == "key_not_found"),
+        "the refused key use is on the audit chain"
+    );
 }
