@@ -59,6 +59,10 @@ pub struct Manifest {
     /// left out when empty, so manifests without keys keep their bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
+    /// Limits on the use of declared keys, by key name, enforced by keyvault on every use;
+    /// left out when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_limits: BTreeMap<String, cloister_types::KeyLimits>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -1050,11 +1050,29 @@ pub struct DeployArgs {
     /// name; repeatable. Make it first with `cloister key create`.
     #[arg(long = "key", value_name = "NAME")]
     pub keys: Vec<String>,
+    /// A limit on a declared key, NAME:SETTING (repeatable; keyvault enforces it on every
+    /// use): `ops=sign|publicKey[,…]`, `hashes=sha256|keccak256|prehashed[,…]`,
+    /// `max-bytes=N`, `rate=N/s|N/min|N/h|N/d|N/<secs>s`, `prefix=TEXT` (a domain tag every
+    /// message must begin with).
+    #[arg(long = "key-limit", value_name = "NAME:SETTING", value_parser = parse_key_limit)]
+    pub key_limits: Vec<(String, String)>,
     /// Non-secret configuration the code reads as `context.env.KEY`, KEY=VALUE (repeatable);
     /// part of the signed manifest and visible to anyone who can read the function: never
     /// put a secret here.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_assignment)]
     pub env: Vec<(String, String)>,
+}
+
+/// Parses one `--key-limit NAME:SETTING` (the setting is checked when the limits are built).
+fn parse_key_limit(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((name, setting)) if !name.is_empty() && setting.contains('=') => {
+            Ok((name.to_owned(), setting.to_owned()))
+        }
+        _ => Err(format!(
+            "{s:?}: write NAME:SETTING, e.g. signer:rate=10/min or signer:prefix=app:v1:"
+        )),
+    }
 }
 
 /// Parses one `--env KEY=VALUE`.

@@ -233,6 +233,18 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
             timeout_ms: args.timeout_ms,
             memory_mb: args.memory_mb,
         });
+    let mut key_limits = std::collections::BTreeMap::<String, cloister_types::KeyLimits>::new();
+    for (key, setting) in &args.key_limits {
+        if !args.keys.contains(key) {
+            anyhow::bail!("--key-limit {key}:{setting}: declare the key with --key {key} first");
+        }
+        key_limits
+            .entry(key.clone())
+            .or_default()
+            .set(setting)
+            .with_context(|| format!("--key-limit {key}:{setting}"))?;
+    }
+    cloister_types::key_limits::check_key_limits(&args.keys, &key_limits)?;
     Ok(DeployRequest {
         name,
         runtime: args.runtime,
@@ -246,6 +258,7 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
         env: args.env.into_iter().collect(),
         source_name: source_name_of(&args.file),
         required_keys: args.keys,
+        key_limits,
     })
 }
 

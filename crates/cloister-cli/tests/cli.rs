@@ -1343,9 +1343,15 @@ async fn a_function_signs_with_the_keys_its_manifest_declares_and_independent_to
         &file,
         "async function handler(p, s, c) {
             const hex = (b) => Array.from(b).map((x) => x.toString(16).padStart(2, '0')).join('');
-            const r = await c.sign(p.key, p.msg, p.hash ? { hash: p.hash } : undefined);
-            return { sig: hex(r.signature), alg: r.algorithm, v: r.keyVersion,
-                     rid: r.recoveryId === undefined ? null : r.recoveryId };
+            try {
+                if (p.public) return { pk: hex((await c.publicKey(p.key)).publicKey) };
+                const r = await c.sign(p.key, p.msg, p.hash ? { hash: p.hash } : undefined);
+                return { sig: hex(r.signature), alg: r.algorithm, v: r.keyVersion,
+                         rid: r.recoveryId === undefined ? null : r.recoveryId };
+            } catch (e) {
+                if (p.catch) return { caught: e.code };
+                throw e;
+            }
         }",
     )
     .unwrap();
@@ -1527,4 +1533,93 @@ async fn a_function_signs_with_the_keys_its_manifest_declares_and_independent_to
     let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
     let text = String::from_utf8_lossy(&audit.stdout);
     assert!(text.matches("key.sign").count() >= 6, "{text}");
+
+    // Limits in the manifest: keyvault refuses each violation with its own code, which the
+    // function can catch.
+    let o = p.cli(&[
+        "fn",
+        "deploy",
+        file,
+        "--key",
+        "ed",
+        "--key-limit",
+        "p256:ops=sign",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--key p256"), "{}", stderr(&o));
+    let o = p.cli(&[
+        "fn",
+        "deploy",
+        file,
+        "--key",
+        "ed",
+        "--key",
+        "p256",
+        "--key",
+        "k1",
+        "--key",
+        "mac",
+        "--key-limit",
+        "ed:prefix=pay:",
+        "--key-limit",
+        "ed:rate=2/h",
+        "--key-limit",
+        "p256:ops=sign",
+        "--key-limit",
+        "k1:hashes=keccak256",
+        "--key-limit",
+        "mac:max-bytes=4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let caught = |params: Value| -> String {
+        let mut params = params;
+        params["catch"] = true.into();
+        let o = p.cli(&[
+            "--json",
+            "fn",
+            "invoke",
+            "signer",
+            "--params",
+            &params.to_string(),
+        ]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(o.status.success(), "{v}");
+        v["result"]["caught"]
+            .as_str()
+            .unwrap_or("signed")
+            .to_owned()
+    };
+    use serde_json::json;
+    assert_eq!(
+        caught(json!({"key": "ed", "msg": "5 to bob"})),
+        "key_domain_tag_missing"
+    );
+    assert_eq!(
+        caught(json!({"key": "mac", "msg": "12345"})),
+        "key_message_too_large"
+    );
+    assert_eq!(caught(json!({"key": "mac", "msg": "1234"})), "signed");
+    assert_eq!(
+        caught(json!({"key": "k1", "msg": "tx", "hash": "sha256"})),
+        "key_operation_not_allowed"
+    );
+    assert_eq!(
+        caught(json!({"key": "k1", "msg": "tx", "hash": "keccak256"})),
+        "signed"
+    );
+    assert_eq!(
+        caught(json!({"key": "p256", "public": true})),
+        "key_operation_not_allowed"
+    );
+    assert_eq!(caught(json!({"key": "ed", "public": true})), "signed");
+    assert_eq!(caught(json!({"key": "ed", "msg": "pay:1"})), "signed");
+    assert_eq!(caught(json!({"key": "ed", "msg": "pay:2"})), "signed");
+    assert_eq!(
+        caught(json!({"key": "ed", "msg": "pay:3"})),
+        "key_rate_limited"
+    );
+    // Uncaught, the code is the invocation's details.code.
+    let o = sign("ed", "pay:4", None);
+    let e: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["error"]["details"]["code"], "key_rate_limited", "{e}");
 }

@@ -71,6 +71,17 @@ impl Insider {
     }
 
     async fn invoke(&self, f: &FunctionInfo, code: Option<&str>, hash: &str) -> Outcome {
+        self.invoke_with(f, code, hash, "null").await
+    }
+
+    /// Runs `f` on the executor directly with parameters of the insider's choice.
+    async fn invoke_with(
+        &self,
+        f: &FunctionInfo,
+        code: Option<&str>,
+        hash: &str,
+        params: &str,
+    ) -> Outcome {
         let mut c = ExecutorClient::new(channel(&self.executor_url).await);
         let r = c
             .invoke(Self::req_with(
@@ -82,7 +93,7 @@ impl Insider {
                         code_hash: hash.to_owned(),
                         secrets_epoch: 0,
                     }),
-                    params_json: "null".into(),
+                    params_json: params.into(),
                     code: code.map(str::to_owned),
                     execution_id: uuid(),
                     link_id: Vec::new(),
@@ -1480,10 +1491,83 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
     // The victim's key is where it was, at the version it had.
     let list = p.admin().keys("kvictim").await.unwrap();
     assert_eq!(list.keys, vec![vk]);
-    // keyvault signed exactly once: for the victim's own call; the use it refused is audited.
+
+    // The victim's next version limits the key: a domain tag and three signatures an hour.
+    // The insider drives the victim's own code on the executor with messages of its choice:
+    // keyvault, not the code, not the executor, refuses what the limits do not allow.
+    let v2 = p
+        .admin()
+        .deploy(&DeployRequest {
+            required_keys: vec!["vk".into()],
+            key_limits: [(
+                "vk".to_owned(),
+                cloister_types::KeyLimits {
+                    prefix: Some("kvictim:".into()),
+                    rate: Some(cloister_types::KeyRate {
+                        count: 3,
+                        seconds: 3600,
+                    }),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..DeployRequest::javascript("kvictim", SIGNER)
+        })
+        .await
+        .unwrap();
+    let hash = code_hash(SIGNER);
+    let drive = |f: FunctionInfo, msg: &'static str| {
+        let evil = &evil;
+        let hash = hash.clone();
+        async move {
+            evil.invoke_with(
+                &f,
+                Some(SIGNER),
+                &hash,
+                &format!(r#"{{"key":"vk","msg":"{msg}"}}"#),
+            )
+            .await
+        }
+    };
+    let cause = |o: Outcome| match o {
+        Outcome::Failure(f) => (f.code, f.cause.unwrap_or_default()),
+        Outcome::Success(s) => ("signed".into(), s.result_json),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        cause(drive(v2.clone(), "drain the account").await),
+        ("function_error".into(), "key_domain_tag_missing".into())
+    );
+    // The unlimited first version is still active (a rollback target), and the insider runs
+    // it instead: the newer version's limits bind it too, rate included.
+    assert_eq!(
+        cause(drive(v.clone(), "drain the account").await),
+        ("function_error".into(), "key_domain_tag_missing".into())
+    );
+    for (f, msg) in [(&v2, "kvictim:1"), (&v, "kvictim:2"), (&v2, "kvictim:3")] {
+        let (code, _) = cause(drive(f.clone(), msg).await);
+        assert_eq!(code, "signed", "{msg}");
+    }
+    for f in [&v, &v2] {
+        assert_eq!(
+            cause(drive(f.clone(), "kvictim:4").await),
+            ("function_error".into(), "key_rate_limited".into())
+        );
+    }
+    // keyvault signed for the victim's own call and the three the limits allow; the uses
+    // it refused are audited.
     let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
     let text = String::from_utf8_lossy(&audit.stdout);
-    assert_eq!(text.matches("\"key.sign\"").count(), 1, "{text}");
+    assert_eq!(text.matches("\"key.sign\"").count(), 4, "{text}");
+    let entries = audit_entries(&p).await;
+    for code in ["key_domain_tag_missing", "key_rate_limited"] {
+        assert!(
+            entries.iter().any(|e| e["action"] == "authority.refusal"
+                && details(e)["operation"] == "sign"
+                && details(e)["code"] == code),
+            "the refused key use ({code}) is on the audit chain"
+        );
+    }
     let entries = audit_entries(&p).await;
     assert!(
         entries.iter().any(|e| e["action"] == "authority.refusal"

@@ -190,10 +190,16 @@ pub async fn deploy(
 
 /// Decodes the deploy's manifest (without trusting it: keyvault verifies) and checks that the
 /// request's fields are the ones it signs, so the gateway's record matches keyvault's.
+/// The keys a deploy request declares, with their limits.
+struct DeclaredKeys {
+    names: Vec<String>,
+    limits: std::collections::BTreeMap<String, cloister_types::KeyLimits>,
+}
+
 fn check_manifest(
     b64: Option<&str>,
     new: &NewVersion,
-    keys: &[String],
+    keys: &DeclaredKeys,
     known: Option<&FunctionInfo>,
 ) -> HttpResult<(Vec<u8>, String)> {
     use base64::Engine as _;
@@ -244,8 +250,11 @@ fn check_manifest(
     if m.source_name != new.source_name {
         return Err(mismatch("sourceName"));
     }
-    if m.keys != keys {
+    if m.keys != keys.names {
         return Err(mismatch("requiredKeys"));
+    }
+    if m.key_limits != keys.limits {
+        return Err(mismatch("keyLimits"));
     }
     if let (Some(k), Some(id)) = (known, m.function_id.as_deref())
         && k.function_id != id
@@ -268,8 +277,13 @@ async fn deploy_inner(
         let mut req: DeployRequest = body::parse_json(&bytes)?;
         let manifest_b64 = req.manifest.take();
         let sealed_code = req.sealed_code.take();
-        let keys = std::mem::take(&mut req.required_keys);
-        cloister_types::KeyName::parse_declared(&keys)
+        let keys = DeclaredKeys {
+            names: std::mem::take(&mut req.required_keys),
+            limits: std::mem::take(&mut req.key_limits),
+        };
+        cloister_types::KeyName::parse_declared(&keys.names)
+            .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        cloister_types::key_limits::check_key_limits(&keys.names, &keys.limits)
             .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
         Ok((manifest_b64, sealed_code, keys, check_deploy(&limits, req)?))
     })

@@ -266,6 +266,7 @@ fn same_content(a: &Manifest, b: &Manifest) -> bool {
         && a.env == b.env
         && a.source_name == b.source_name
         && a.keys == b.keys
+        && a.key_limits == b.key_limits
 }
 
 #[derive(Default)]
@@ -800,6 +801,8 @@ impl Authority {
         }
         cloister_types::KeyName::parse_declared(&m.keys)
             .map_err(|e| Denied::Invalid(e.to_string()))?;
+        cloister_types::key_limits::check_key_limits(&m.keys, &m.key_limits)
+            .map_err(|e| Denied::Invalid(e.to_string()))?;
         let signer_id = v.signer_id().clone();
         let digest = hex::encode(v.digest());
         let (old, old_value, function_id) = match &m.function_id {
@@ -1039,6 +1042,35 @@ impl Authority {
             )));
         }
         Ok(m)
+    }
+
+    /// The manifest whose limits govern `running`'s use of key `name` (docs/CAPABILITIES.md):
+    /// the newest active version of the function that declares the key and whose signer is
+    /// trusted. Tightening a key's limits in a new version so binds the older versions still
+    /// active, which a gateway could otherwise run to escape them; a rollback (the older
+    /// version newest active again) brings back its own limits. `running` must itself declare
+    /// the key; the caller checks that.
+    pub async fn key_limits_source(
+        &self,
+        running: &Arc<RegisteredManifest>,
+        name: &str,
+    ) -> Result<Arc<RegisteredManifest>, Denied> {
+        let f = self
+            .function(&running.function_id)
+            .await?
+            .ok_or_else(|| Denied::UnknownFunction(running.function_id.clone()))?;
+        for &version in f.active.iter().rev() {
+            if version == running.version {
+                break;
+            }
+            let Some(m) = self.manifest(&f.function_id, version).await? else {
+                continue;
+            };
+            if m.manifest.keys.iter().any(|k| k == name) && self.signer_trusted(&m).is_ok() {
+                return Ok(m);
+            }
+        }
+        Ok(running.clone())
     }
 
     /// Refuses a manifest whose signer was revoked as compromised (what it signed before is

@@ -116,6 +116,26 @@ pub enum VaultError {
     /// The manifest the executor runs does not declare the key.
     #[error("this function's manifest does not declare the key `{0}` (fn deploy --key)")]
     KeyNotDeclared(String),
+    /// The manifest's limits on the key refuse this use.
+    #[error("key `{key}`: {violation}")]
+    KeyLimit {
+        /// The key.
+        key: String,
+        /// Which limit.
+        violation: cloister_types::key_limits::KeyLimitViolation,
+    },
+    /// The key signed as often as the manifest's rate allows.
+    #[error(
+        "key `{key}` signed as often as this function's rate ({rate}) allows; retry in {retry_after_ms} ms"
+    )]
+    KeyRateLimited {
+        /// The key.
+        key: String,
+        /// The rate.
+        rate: cloister_types::KeyRate,
+        /// When one more use fits.
+        retry_after_ms: u64,
+    },
 }
 
 impl VaultError {
@@ -136,6 +156,8 @@ impl VaultError {
             Self::KeyNotFound(_) => C::KeyNotFound,
             Self::KeyExists(_) => C::Conflict,
             Self::KeyNotDeclared(_) => C::KeyNotDeclared,
+            Self::KeyLimit { violation, .. } => violation.code(),
+            Self::KeyRateLimited { .. } => C::KeyRateLimited,
         }
     }
 }

@@ -10,15 +10,51 @@
 
 use cloister_audit::{Action, AuditDraft};
 use cloister_crypto::keys::{KeyAlgorithm, KeyMaterial, KeySignature, SignHash};
-use cloister_types::{KeyName, namespace_of};
+use cloister_types::{KeyLimits, KeyName, KeyOperation, namespace_of};
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use crate::authority::RegisteredManifest;
 use crate::error::VaultError;
 use crate::vault::{Existing, Vault};
 
-/// Most bytes one signature request may cover.
-pub const MAX_SIGN_MESSAGE_BYTES: usize = 64 * 1024;
+/// Most bytes one signature request may cover (whatever a manifest's limits say).
+pub const MAX_SIGN_MESSAGE_BYTES: usize =
+    cloister_types::key_limits::MAX_SIGN_MESSAGE_BYTES as usize;
+
+/// No limits: what a key the manifest declares without any gets.
+static NO_LIMITS: KeyLimits = KeyLimits {
+    operations: None,
+    hashes: None,
+    max_message_bytes: None,
+    rate: None,
+    prefix: None,
+};
+
+/// Key `name` if `manifest` declares it, with the manifest whose limits govern its use
+/// ([`crate::authority::Authority::key_limits_source`]); `key_not_declared` otherwise.
+async fn declared(
+    vault: &Vault,
+    manifest: &Arc<RegisteredManifest>,
+    name: &str,
+) -> Result<(KeyName, Arc<RegisteredManifest>), VaultError> {
+    if !manifest.manifest.keys.iter().any(|k| k == name) {
+        return Err(VaultError::KeyNotDeclared(name.to_owned()));
+    }
+    let parsed = KeyName::parse(name).map_err(|e| VaultError::Invalid(e.to_string()))?;
+    let source = vault.authority().key_limits_source(manifest, name).await?;
+    Ok((parsed, source))
+}
+
+/// The limits `source` sets on key `name`.
+fn limits_of<'m>(source: &'m RegisteredManifest, name: &KeyName) -> &'m KeyLimits {
+    source
+        .manifest
+        .key_limits
+        .get(name.as_str())
+        .unwrap_or(&NO_LIMITS)
+}
 
 /// Where key `name` of function `function_id` is stored.
 pub fn key_path(function_id: &str, name: &KeyName) -> String {
@@ -114,27 +150,55 @@ impl Vault {
         Ok(out)
     }
 
+    /// The public half of key `name` for an invocation of the function `manifest` describes
+    /// (its run authorised by the caller): the manifest must declare the key and its limits
+    /// allow `publicKey`.
+    pub async fn public_key_for_function(
+        &self,
+        manifest: &Arc<RegisteredManifest>,
+        name: &str,
+    ) -> Result<KeyInfo, VaultError> {
+        let (name, source) = declared(self, manifest, name).await?;
+        limits_of(&source, &name)
+            .allows(KeyOperation::PublicKey)
+            .map_err(|violation| VaultError::KeyLimit {
+                key: name.to_string(),
+                violation,
+            })?;
+        self.key_info(&manifest.function_id, &name).await
+    }
+
     /// Signs `message` with key `name` for an invocation of the function `manifest` describes
     /// (its executor attested and keyvault authorised the run): the manifest must declare the
-    /// key. Every signature is audited before it is returned.
+    /// key, and the use must be within the limits in force on it (operation, hash, size,
+    /// prefix, then rate: a refused request spends no rate). Every signature is audited
+    /// before it is returned.
     pub async fn sign_for_function(
         &self,
-        manifest: &RegisteredManifest,
+        manifest: &Arc<RegisteredManifest>,
         name: &str,
         message: &[u8],
         hash: SignHash,
         execution_id: &str,
         executor: &str,
     ) -> Result<FunctionSignature, VaultError> {
-        if !manifest.manifest.keys.iter().any(|k| k == name) {
-            return Err(VaultError::KeyNotDeclared(name.to_owned()));
-        }
-        let name = KeyName::parse(name).map_err(|e| VaultError::Invalid(e.to_string()))?;
-        if message.len() > MAX_SIGN_MESSAGE_BYTES {
-            return Err(VaultError::TooLarge {
-                bytes: message.len(),
-                max: MAX_SIGN_MESSAGE_BYTES,
-            });
+        let (name, source) = declared(self, manifest, name).await?;
+        let limits = limits_of(&source, &name);
+        limits
+            .check_sign(message, hash)
+            .map_err(|violation| VaultError::KeyLimit {
+                key: name.to_string(),
+                violation,
+            })?;
+        if let Some(rate) = limits.rate {
+            self.key_rates()
+                .take(&manifest.function_id, name.as_str(), rate)
+                .map_err(|spent| VaultError::KeyRateLimited {
+                    key: name.to_string(),
+                    rate,
+                    retry_after_ms: u64::try_from(spent.retry_after.as_millis())
+                        .unwrap_or(u64::MAX),
+                })?;
         }
         let (version, key) = self.load_key(&manifest.function_id, &name).await?;
         let signature = key

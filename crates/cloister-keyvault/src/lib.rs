@@ -15,6 +15,7 @@ pub mod freshness;
 pub mod function_keys;
 pub mod guard;
 pub mod hierarchy;
+pub mod key_rates;
 pub mod policy;
 pub mod release;
 pub mod sealing;

@@ -141,13 +141,8 @@ async fn sign(vault: &Vault, req: SignRequest, actor: &str) -> Result<SignRespon
         .await
         .map_err(|d| refused(VaultError::Denied(d)))?;
     if req.public_key_only {
-        if !manifest.manifest.keys.contains(&req.key) {
-            return Err(refused(VaultError::KeyNotDeclared(req.key)));
-        }
-        let name = cloister_types::KeyName::parse(&req.key)
-            .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
         let k = vault
-            .key_info(&manifest.function_id, &name)
+            .public_key_for_function(&manifest, &req.key)
             .await
             .map_err(refused)?;
         return Ok(SignResponse {

@@ -72,6 +72,7 @@ pub struct Vault {
     guard: Option<Guard>,
     guard_state: Mutex<Option<GuardState>>,
     untrusted_budget: crate::audit_budget::AuditBudget,
+    key_rates: crate::key_rates::KeyRates,
 }
 
 impl std::fmt::Debug for Vault {
@@ -269,6 +270,7 @@ impl Vault {
             guard,
             guard_state: Mutex::new(None),
             untrusted_budget: crate::audit_budget::AuditBudget::default(),
+            key_rates: crate::key_rates::KeyRates::default(),
         };
         vault.authority.load_registry().await?;
         vault.authority.load_nonces().await?;
@@ -569,6 +571,11 @@ impl Vault {
             "keyvault restored: new anti-rollback epoch"
         );
         Ok(st)
+    }
+
+    /// The rates counted for manifests' key limits.
+    pub(crate) fn key_rates(&self) -> &crate::key_rates::KeyRates {
+        &self.key_rates
     }
 
     /// The identity registry, function records and manifests.

@@ -90,6 +90,7 @@ fn manifest(name: &str, code: &str, secrets: &[&str]) -> Manifest {
         env: Default::default(),
         source_name: None,
         keys: Vec::new(),
+        key_limits: Default::default(),
     }
 }
 

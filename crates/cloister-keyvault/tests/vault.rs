@@ -39,6 +39,23 @@ async fn register_with_keys(
     names: &[&str],
     keys: &[&str],
 ) -> Arc<RegisteredManifest> {
+    let signed = key_manifest(v, name, env, names, keys, Default::default()).await;
+    v.authority()
+        .register_manifest(&signed)
+        .await
+        .unwrap()
+        .manifest
+}
+
+/// A signed manifest for the next version of `name` declaring `keys` with `key_limits`.
+async fn key_manifest(
+    v: &Vault,
+    name: &str,
+    env: &str,
+    names: &[&str],
+    keys: &[&str],
+    key_limits: std::collections::BTreeMap<String, cloister_types::KeyLimits>,
+) -> Vec<u8> {
     let existing = v.authority().function_by_name(name).await.unwrap();
     let m = Manifest {
         name: name.into(),
@@ -58,13 +75,9 @@ async fn register_with_keys(
         env: Default::default(),
         source_name: None,
         keys: keys.iter().map(|k| k.to_string()).collect(),
+        key_limits,
     };
-    let signed = sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap();
-    v.authority()
-        .register_manifest(&signed)
-        .await
-        .unwrap()
-        .manifest
+    sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap()
 }
 
 /// The id keyvault assigned to function `name` (registering it if new).
@@ -471,6 +484,7 @@ fn manifest_with_code(
         env: Default::default(),
         source_name: None,
         keys: Vec::new(),
+        key_limits: Default::default(),
     };
     sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap()
 }
@@ -775,6 +789,261 @@ async fn function_keys_are_made_inside_keyvault_and_sign_only_for_manifests_that
         d["message_sha256"],
         "6880dc3427b880e1d3e1fb8d50280c4551d2554fdc98ec428385f33aa8fe4313"
     );
+}
+
+#[tokio::test]
+async fn a_manifests_key_limits_refuse_each_violation_with_its_own_code() {
+    use cloister_crypto::keys::{KeyAlgorithm, SignHash};
+    use cloister_types::{ErrorCode, KeyLimits, KeyName, KeyOperation, KeyRate};
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let f = fid(&v, "limited").await;
+    for n in ["tagged", "hidden", "free"] {
+        v.create_key(
+            &f,
+            &KeyName::parse(n).unwrap(),
+            KeyAlgorithm::EcdsaSecp256k1,
+            "owner",
+        )
+        .await
+        .unwrap();
+    }
+    let tagged = KeyLimits {
+        operations: None,
+        hashes: Some(vec![SignHash::Keccak256]),
+        max_message_bytes: Some(32),
+        rate: Some(KeyRate {
+            count: 2,
+            seconds: 3600,
+        }),
+        prefix: Some("limited:v1:".into()),
+    };
+    let hidden = KeyLimits {
+        operations: Some(vec![KeyOperation::Sign]),
+        ..Default::default()
+    };
+    let limits = std::collections::BTreeMap::from([
+        ("tagged".to_owned(), tagged),
+        ("hidden".to_owned(), hidden),
+    ]);
+    // keyvault refuses limits that make no sense or name an undeclared key.
+    let mut bad = limits.clone();
+    bad.insert("undeclared".into(), KeyLimits::default());
+    let signed = key_manifest(
+        &v,
+        "limited",
+        "production",
+        &[],
+        &["tagged", "hidden", "free"],
+        bad,
+    )
+    .await;
+    let e = v.authority().register_manifest(&signed).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidRequest, "{e}");
+    let mut bad = limits.clone();
+    bad.get_mut("tagged").unwrap().hashes = Some(vec![SignHash::Prehashed]);
+    let signed = key_manifest(
+        &v,
+        "limited",
+        "production",
+        &[],
+        &["tagged", "hidden", "free"],
+        bad,
+    )
+    .await;
+    assert!(v.authority().register_manifest(&signed).await.is_err());
+
+    let signed = key_manifest(
+        &v,
+        "limited",
+        "production",
+        &[],
+        &["tagged", "hidden", "free"],
+        limits,
+    )
+    .await;
+    let m = v
+        .authority()
+        .register_manifest(&signed)
+        .await
+        .unwrap()
+        .manifest;
+    let use_key = |key: &'static str, msg: &'static [u8], hash: SignHash| {
+        let v = &v;
+        let m = m.clone();
+        async move {
+            v.sign_for_function(&m, key, msg, hash, "exec", "executor")
+                .await
+                .map(|s| s.key.version)
+                .map_err(|e| e.code())
+        }
+    };
+    // Each limit refuses with its own code, and none of these refusals spends the rate.
+    for (msg, hash, code) in [
+        (
+            &b"limited:v1:pay"[..],
+            SignHash::Sha256,
+            ErrorCode::KeyOperationNotAllowed,
+        ),
+        (
+            b"limited:v1:0123456789012345678901",
+            SignHash::Keccak256,
+            ErrorCode::KeyMessageTooLarge,
+        ),
+        (
+            b"other:v1:pay",
+            SignHash::Keccak256,
+            ErrorCode::KeyDomainTagMissing,
+        ),
+        (
+            b"limited:v1",
+            SignHash::Keccak256,
+            ErrorCode::KeyDomainTagMissing,
+        ),
+    ] {
+        assert_eq!(use_key("tagged", msg, hash).await, Err(code), "{msg:?}");
+    }
+    assert_eq!(
+        use_key("tagged", b"limited:v1:pay 1", SignHash::Keccak256).await,
+        Ok(1)
+    );
+    assert_eq!(
+        use_key("tagged", b"limited:v1:pay 2", SignHash::Keccak256).await,
+        Ok(1)
+    );
+    let e = v
+        .sign_for_function(
+            &m,
+            "tagged",
+            b"limited:v1:pay 3",
+            SignHash::Keccak256,
+            "exec",
+            "executor",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::KeyRateLimited);
+    assert!(e.to_string().contains("2/3600s"), "{e}");
+    // A redeploy (a new version with the same limits) does not refill the rate.
+    let mut next = m.manifest.clone();
+    next.code_hash = code_hash("limited-v2");
+    next.previous = Some(m.digest.clone());
+    let signed = sign(&admin(), &next, &SignOptions::for_platform(v.platform())).unwrap();
+    let m2 = v
+        .authority()
+        .register_manifest(&signed)
+        .await
+        .unwrap()
+        .manifest;
+    assert_eq!(m2.version, m.version + 1);
+    assert_eq!(
+        v.sign_for_function(
+            &m2,
+            "tagged",
+            b"limited:v1:pay 4",
+            SignHash::Keccak256,
+            "e",
+            "executor"
+        )
+        .await
+        .unwrap_err()
+        .code(),
+        ErrorCode::KeyRateLimited
+    );
+    // Operations: `hidden` signs but does not give its public key; `free` does both.
+    assert_eq!(
+        use_key("hidden", b"anything", SignHash::Sha256).await,
+        Ok(1)
+    );
+    assert_eq!(
+        v.public_key_for_function(&m, "hidden")
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::KeyOperationNotAllowed
+    );
+    assert!(v.public_key_for_function(&m, "free").await.is_ok());
+    assert_eq!(use_key("free", &[7; 32], SignHash::Prehashed).await, Ok(1));
+    // Exactly the signatures made are audited.
+    let entries = fx.store().audit_list(0, 10_000).await.unwrap();
+    let signs = entries
+        .iter()
+        .filter(|e| e.action.as_str() == "key.sign")
+        .count();
+    assert_eq!(signs, 4);
+}
+
+#[tokio::test]
+async fn the_newest_active_version_that_declares_a_key_sets_its_limits_for_every_version() {
+    use cloister_authority::ops::Activation;
+    use cloister_crypto::keys::{KeyAlgorithm, SignHash};
+    use cloister_types::{ErrorCode, KeyLimits, KeyName};
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let f = fid(&v, "tightened").await;
+    v.create_key(
+        &f,
+        &KeyName::parse("k").unwrap(),
+        KeyAlgorithm::Ed25519,
+        "owner",
+    )
+    .await
+    .unwrap();
+    let loose = register_with_keys(&v, "tightened", "production", &[], &["k"]).await;
+    let small = KeyLimits {
+        max_message_bytes: Some(4),
+        ..Default::default()
+    };
+    let signed = key_manifest(
+        &v,
+        "tightened",
+        "production",
+        &[],
+        &["k"],
+        [("k".to_owned(), small)].into(),
+    )
+    .await;
+    let tight = v
+        .authority()
+        .register_manifest(&signed)
+        .await
+        .unwrap()
+        .manifest;
+    // The older, still active version is held to the newer version's limits: running it
+    // does not escape them.
+    for m in [&loose, &tight] {
+        let e = v
+            .sign_for_function(m, "k", b"12345", SignHash::Sha256, "e", "executor")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            ErrorCode::KeyMessageTooLarge,
+            "version {}",
+            m.version
+        );
+    }
+    // A newer version that does not declare the key leaves the limits where they were.
+    let _undeclared = register_with_keys(&v, "tightened", "production", &[], &[]).await;
+    let e = v
+        .sign_for_function(&loose, "k", b"12345", SignHash::Sha256, "e", "executor")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::KeyMessageTooLarge);
+    // Rolling back (the tight version and those above deactivated) brings back the loose
+    // version's own limits.
+    let off = Activation {
+        function_id: f.clone(),
+        name: "tightened".into(),
+        version: tight.version,
+        active: false,
+        and_newer: true,
+    };
+    let signed = sign(&admin(), &off, &SignOptions::for_platform(v.platform())).unwrap();
+    v.authority().activate(&signed).await.unwrap();
+    v.sign_for_function(&loose, "k", b"12345", SignHash::Sha256, "e", "executor")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -116,6 +116,14 @@ error_codes! {
     KeyNotFound = "key_not_found", 404;
     /// The function's manifest does not declare that key.
     KeyNotDeclared = "key_not_declared", 403;
+    /// The manifest's limits on that key do not allow the operation (or the hash).
+    KeyOperationNotAllowed = "key_operation_not_allowed", 403;
+    /// The message is larger than the manifest's limits on that key allow.
+    KeyMessageTooLarge = "key_message_too_large", 413;
+    /// The message does not begin with the prefix (domain tag) the manifest requires.
+    KeyDomainTagMissing = "key_domain_tag_missing", 403;
+    /// The key signed as often as the manifest's rate allows; try again later.
+    KeyRateLimited = "key_rate_limited", 429;
 }
 
 impl Serialize for ErrorCode {
@@ -232,6 +240,10 @@ mod tests {
             (ErrorCode::CapabilityNotGranted, 403),
             (ErrorCode::KeyNotFound, 404),
             (ErrorCode::KeyNotDeclared, 403),
+            (ErrorCode::KeyOperationNotAllowed, 403),
+            (ErrorCode::KeyMessageTooLarge, 413),
+            (ErrorCode::KeyDomainTagMissing, 403),
+            (ErrorCode::KeyRateLimited, 429),
         ];
         assert_eq!(all.len(), ErrorCode::ALL.len(), "ALL lists every code");
         for (code, status) in all {

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod function_env;
 pub mod hash;
 pub mod json_int;
+pub mod key_limits;
 pub mod limits;
 pub mod names;
 pub mod receipt;
@@ -18,6 +19,7 @@ pub mod wire;
 
 pub use error::{ApiError, ErrorCode};
 pub use hash::{SignHash, code_hash};
+pub use key_limits::{KeyLimits, KeyOperation, KeyRate};
 pub use limits::{Limits, ServerLimits};
 pub use names::{
     DeclaredSecretsError, Entrypoint, Environment, FunctionName, KeyName, MAX_DECLARED_KEYS,

@@ -95,6 +95,10 @@ pub struct DeployRequest {
     /// Keys in keyvault the function may use (`context.sign`), by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_keys: Vec<String>,
+    /// Limits on the use of declared keys, by key name (`crate::key_limits`); keyvault
+    /// enforces them on every use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_limits: BTreeMap<String, crate::KeyLimits>,
 }
 
 impl DeployRequest {
@@ -114,6 +118,7 @@ impl DeployRequest {
             env: BTreeMap::new(),
             source_name: None,
             required_keys: Vec::new(),
+            key_limits: BTreeMap::new(),
         }
     }
 }

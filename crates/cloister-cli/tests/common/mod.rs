@@ -468,6 +468,7 @@ pub fn new_function_manifest(
             env: Default::default(),
             source_name: None,
             keys: Vec::new(),
+            key_limits: Default::default(),
         },
         &cloister_authority::SignOptions::for_platform(platform),
     )
