@@ -76,6 +76,9 @@ pub enum Action {
     /// keyvault signed with a function's key (key, version, digest of the message, function,
     /// execution).
     KeySign,
+    /// keyvault checked a signature with a function's key for an owner (key, version tried,
+    /// digest of the message, the verdict).
+    KeyVerify,
 }
 
 impl Action {
@@ -113,6 +116,7 @@ impl Action {
             Self::KeyCreate => "key.create",
             Self::KeyRotate => "key.rotate",
             Self::KeySign => "key.sign",
+            Self::KeyVerify => "key.verify",
         }
     }
 

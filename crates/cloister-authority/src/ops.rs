@@ -69,6 +69,49 @@ pub enum KeyOp {
     Rotate,
 }
 
+/// An owner's use of one of a function's keys through the API (domain
+/// `cloister/key-use/v1`): keyvault signs (or checks a signature over) the message whose
+/// SHA-256 the request binds. The message itself travels next to the signed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUse {
+    /// The function whose namespace holds the key.
+    pub function_id: String,
+    /// That function's name (keyvault refuses the request unless it binds this name to
+    /// `function_id`).
+    pub function: String,
+    /// The key's name.
+    pub name: String,
+    /// The key version to use (absent: the newest to sign; every version, newest first, to
+    /// verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// `sha256`, `keccak256` or `prehashed` (`cloister_types::SignHash`).
+    pub hash: String,
+    /// Hex SHA-256 of the message.
+    pub message_sha256: String,
+    /// What is done.
+    pub op: KeyUseOp,
+}
+
+impl Body for KeyUse {
+    const DOMAIN: &'static str = "cloister/key-use/v1";
+}
+
+/// Kinds of key uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum KeyUseOp {
+    /// Sign the message.
+    Sign,
+    /// Check `signature` (hex) over the message.
+    Verify {
+        /// The signature to check, hex.
+        signature: String,
+    },
+}
+
 /// Roles in keyvault's identity registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -441,6 +441,51 @@ pub enum KeyCommand {
         #[command(flatten)]
         trust: TrustArgs,
     },
+    /// Sign a message with a key, as its owner (owner-signed; keyvault signs with the newest
+    /// version unless --version is given). Prints the signature in hex.
+    Sign {
+        /// The key's name.
+        name: String,
+        /// The function whose namespace holds it.
+        #[arg(long)]
+        function: String,
+        /// The message.
+        #[command(flatten)]
+        message: MessageArgs,
+        /// ECDSA: sha256, keccak256, or prehashed (the message is the 32-byte digest).
+        #[arg(long, default_value = "sha256")]
+        hash: String,
+        /// Sign with this (older) version.
+        #[arg(long)]
+        version: Option<u64>,
+        /// How the keyvault bundle is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Check a signature with a key (owner-signed; keyvault tries --version, or every
+    /// version newest first). Exits 1 if it does not verify.
+    Verify {
+        /// The key's name.
+        name: String,
+        /// The function whose namespace holds it.
+        #[arg(long)]
+        function: String,
+        /// The signature, hex (as `key sign` and `context.sign` make it).
+        #[arg(long)]
+        signature: String,
+        /// The message.
+        #[command(flatten)]
+        message: MessageArgs,
+        /// ECDSA: sha256, keccak256 or prehashed.
+        #[arg(long, default_value = "sha256")]
+        hash: String,
+        /// Check against this version only.
+        #[arg(long)]
+        version: Option<u64>,
+        /// How the keyvault bundle is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
     /// One key's public key (hex), for verifiers (checked against keyvault's signature).
     Public {
         /// The key's name.
@@ -452,6 +497,21 @@ pub enum KeyCommand {
         #[command(flatten)]
         trust: TrustArgs,
     },
+}
+
+/// Where a message to sign or check comes from (one of them).
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct MessageArgs {
+    /// The message as text (signed as its UTF-8 bytes).
+    #[arg(long)]
+    pub message: Option<String>,
+    /// The message as hex.
+    #[arg(long)]
+    pub message_hex: Option<String>,
+    /// The message from a file (`-`: stdin).
+    #[arg(long)]
+    pub message_file: Option<PathBuf>,
 }
 
 /// `cloister secret ...`.

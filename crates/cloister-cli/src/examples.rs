@@ -100,6 +100,14 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "cloister key list --function payments\n  cloister --json key list --function payments",
     ),
     (
+        "key sign",
+        "cloister key sign signer --function payments --message 'payments:v1:refund 42'\n  cloister key sign eth --function payments --message-hex 0x00 --hash keccak256 --json",
+    ),
+    (
+        "key verify",
+        "cloister key verify signer --function payments --message 'payments:v1:refund 42' --signature <hex>",
+    ),
+    (
         "key public",
         "cloister key public signer --function payments",
     ),

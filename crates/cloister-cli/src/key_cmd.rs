@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use cloister_authority::ops::{KeyOp, KeyWrite};
-use cloister_types::wire::KeyInfo;
+use cloister_authority::ops::{KeyOp, KeyUse, KeyUseOp, KeyWrite};
+use cloister_types::wire::{KeyInfo, KeyUseResult};
 
-use crate::cli::{Conn, KeyCommand, TrustArgs};
+use crate::cli::{Conn, KeyCommand, MessageArgs, TrustArgs};
 use crate::client_cmds::{client, signing_client};
 use crate::output;
 
@@ -54,6 +54,65 @@ pub async fn run(conn: Conn, cmd: KeyCommand, json: bool) -> anyhow::Result<Exit
                             .unwrap_or("(symmetric: no public key)")
                     );
                 }
+            }
+        }
+        KeyCommand::Sign {
+            name,
+            function,
+            message,
+            hash,
+            version,
+            trust,
+        } => {
+            let msg = read_message(&message)?;
+            let r = use_key(
+                &conn,
+                &function,
+                &name,
+                version,
+                &hash,
+                &msg,
+                KeyUseOp::Sign,
+                &trust,
+            )
+            .await?;
+            if json {
+                output::json(&r);
+            } else {
+                println!("{}", r.signature.as_deref().unwrap_or_default());
+                let rid = r
+                    .recovery_id
+                    .map(|id| format!(", recovery id {id}"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "signed with {name} version {} ({}{rid})",
+                    r.key_version, r.algorithm
+                );
+            }
+        }
+        KeyCommand::Verify {
+            name,
+            function,
+            signature,
+            message,
+            hash,
+            version,
+            trust,
+        } => {
+            let msg = read_message(&message)?;
+            hex::decode(&signature).context("--signature must be hex")?;
+            let op = KeyUseOp::Verify { signature };
+            let r = use_key(&conn, &function, &name, version, &hash, &msg, op, &trust).await?;
+            let valid = r.valid == Some(true);
+            if json {
+                output::json(&r);
+            } else if valid {
+                println!("valid: signed by {name} version {}", r.key_version);
+            } else {
+                println!("INVALID: not a signature of {name} over this message");
+            }
+            if !valid {
+                return Ok(ExitCode::FAILURE);
             }
         }
         KeyCommand::Public {
@@ -125,6 +184,80 @@ async fn write(
         .await?;
     cloister_client::keys::verify(&k, &kv.audit_key, function)?;
     Ok(k)
+}
+
+/// The message `m` names: text, hex, or a file's bytes (`-`: stdin).
+fn read_message(m: &MessageArgs) -> anyhow::Result<Vec<u8>> {
+    let bytes = if let Some(t) = &m.message {
+        t.as_bytes().to_vec()
+    } else if let Some(h) = &m.message_hex {
+        let h = h.trim();
+        hex::decode(h.strip_prefix("0x").unwrap_or(h)).context("--message-hex must be hex")?
+    } else if let Some(f) = &m.message_file {
+        if f.as_os_str() == "-" {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).context("reading stdin")?;
+            b
+        } else {
+            std::fs::read(f).with_context(|| format!("reading {}", f.display()))?
+        }
+    } else {
+        bail!("give the message with --message, --message-hex or --message-file");
+    };
+    let max = cloister_types::key_limits::MAX_SIGN_MESSAGE_BYTES as usize;
+    if bytes.len() > max {
+        bail!(
+            "the message has {} bytes; keyvault signs at most {max}",
+            bytes.len()
+        );
+    }
+    Ok(bytes)
+}
+
+/// An owner's key use through keyvault; keyvault's signature over the result is checked
+/// (and, for a new signature of an asymmetric key, the signature against the key's
+/// keyvault-signed public key) before it is shown.
+#[allow(clippy::too_many_arguments)]
+async fn use_key(
+    conn: &Conn,
+    function: &str,
+    name: &str,
+    version: Option<u64>,
+    hash: &str,
+    message: &[u8],
+    op: KeyUseOp,
+    trust: &TrustArgs,
+) -> anyhow::Result<KeyUseResult> {
+    use sha2::Digest as _;
+    cloister_types::KeyName::parse(name)?;
+    if cloister_types::SignHash::parse(hash).is_none() {
+        bail!("unknown hash {hash:?}: use sha256, keccak256 or prehashed");
+    }
+    let mut c = signing_client(conn)?;
+    if !c.signs() {
+        bail!(
+            "using a key through the API is signed by an owner of the function: make an identity with `cloister identity create` (or pass --identity)"
+        );
+    }
+    let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
+    c.bind_platform(kv.audit_key.to_string());
+    let function_id = c.show(function, None).await?.function_id;
+    let (r, request_sha256) = c
+        .use_key(
+            &KeyUse {
+                function_id,
+                function: function.to_owned(),
+                name: name.to_owned(),
+                version,
+                hash: hash.to_owned(),
+                message_sha256: hex::encode(sha2::Sha256::digest(message)),
+                op,
+            },
+            message,
+        )
+        .await?;
+    cloister_client::keys::verify_use(&r, &kv.audit_key, &request_sha256)?;
+    Ok(r)
 }
 
 fn show(k: &KeyInfo, json: bool, what: &str) {

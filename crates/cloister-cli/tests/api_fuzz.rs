@@ -11,64 +11,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::Platform;
-
-/// The Schemathesis release the hooks and the document are tested with.
-const SCHEMATHESIS: &str = "schemathesis==4.32.5";
-
-/// A virtual environment holding Schemathesis, created once per machine.
-fn schemathesis() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let venv = home
-        .join(".cache/cloister")
-        .join(SCHEMATHESIS.replace("==", "-"));
-    let st = venv.join("bin/st");
-    // Written after a complete install: a half-made environment is made again.
-    let done = venv.join(".cloister-installed");
-    let requirements =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis/requirements.txt");
-    if std::fs::read_to_string(&done).ok() == std::fs::read_to_string(&requirements).ok() {
-        return st;
-    }
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let run = |cmd: &mut Command, what: &str| {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {what} (Python 3.10+ is needed): {e}"));
-        assert!(
-            out.status.success(),
-            "{what} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    eprintln!("installing {SCHEMATHESIS} into {} (once)", venv.display());
-    let _ = std::fs::remove_dir_all(&venv);
-    run(
-        Command::new(&python).args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv",
-    );
-    // Every dependency pinned (tests/schemathesis/requirements.txt): the same run everywhere.
-    let pinned = std::fs::read_to_string(&requirements).unwrap();
-    assert!(
-        pinned.lines().any(|l| l == SCHEMATHESIS),
-        "{} must pin {SCHEMATHESIS}",
-        requirements.display()
-    );
-    run(
-        Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(&requirements),
-        "pip install -r tests/schemathesis/requirements.txt",
-    );
-    std::fs::write(&done, pinned).unwrap();
-    st
-}
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -76,7 +22,7 @@ fn stdout(o: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_meets_its_openapi_document_under_schemathesis() {
-    let st = schemathesis();
+    let st = common::python_tools().join("bin/st");
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis");
     // Failed authentications are Schemathesis' bread and butter: their own budget (429 after
     // 60 a minute, tested in api_errors) is turned off here so that every answer is checked.

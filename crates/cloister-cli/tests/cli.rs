@@ -1623,3 +1623,198 @@ async fn a_function_signs_with_the_keys_its_manifest_declares_and_independent_to
     let e: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["error"]["details"]["code"], "key_rate_limited", "{e}");
 }
+
+/// secp256k1 checked by python-ecdsa (pure Python, independent of the `k256` crate keyvault
+/// signs with): the signature verifies under `public` (uncompressed SEC1, hex) over SHA-256
+/// of `msg`, and public-key recovery with `rid` gives back exactly `public`.
+fn python_ecdsa_recovers(public: &str, msg: &[u8], sig: &str, rid: u64) -> bool {
+    let python = common::python_tools().join("bin/python");
+    let script = r#"
+import hashlib, sys
+from ecdsa import SECP256k1, VerifyingKey
+from ecdsa.util import sigdecode_string
+public, msg, sig, rid = bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3]), int(sys.argv[4])
+vk = VerifyingKey.from_string(public, curve=SECP256k1)
+assert vk.verify(sig, msg, hashfunc=hashlib.sha256, sigdecode=sigdecode_string)
+digest = hashlib.sha256(msg).digest()
+found = VerifyingKey.from_public_key_recovery_with_digest(sig, digest, SECP256k1, hashfunc=hashlib.sha256, sigdecode=sigdecode_string)
+# Recovery yields the candidates in recovery-id order; the reported id must pick ours.
+assert found[rid].to_string("uncompressed") == public, "recovery id picks another key"
+print("ok")
+"#;
+    let o = std::process::Command::new(python)
+        .args([
+            "-c",
+            script,
+            public,
+            &hex::encode(msg),
+            sig,
+            &rid.to_string(),
+        ])
+        .output()
+        .unwrap();
+    o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok"
+}
+
+#[tokio::test]
+async fn an_owner_signs_and_checks_through_keyvault_and_independent_tools_agree() {
+    let p = Platform::start().await;
+    let root = p.sim_root();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("owned.js");
+    std::fs::write(&file, "function handler() { return 1; }").unwrap();
+    let o = p.cli(&["fn", "deploy", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut public = std::collections::HashMap::new();
+    for (name, alg) in [
+        ("ed", "ed25519"),
+        ("k1", "ecdsa-secp256k1"),
+        ("mac", "hmac-sha256"),
+    ] {
+        let o = p.cli(&[
+            "--json",
+            "key",
+            "create",
+            name,
+            "--function",
+            "owned",
+            "--algorithm",
+            alg,
+            "--sim-root",
+            &root,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let k: Value = serde_json::from_slice(&o.stdout).unwrap();
+        public.insert(name, k["publicKey"].as_str().unwrap_or_default().to_owned());
+    }
+    let key = |args: &[&str]| {
+        let mut all = vec!["key"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--function", "owned", "--sim-root", &root]);
+        p.cli(&all)
+    };
+    let signed = |args: &[&str]| -> Value {
+        let mut all = vec!["--json", "key", "sign"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--function", "owned", "--sim-root", &root]);
+        let o = p.cli(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+
+    // Ed25519: the text form prints the signature, which OpenSSL verifies.
+    let o = key(&["sign", "ed", "--message", "pay 5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ed_sig = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let spki = [
+        hex::decode("302a300506032b6570032100").unwrap(),
+        hex::decode(&public["ed"]).unwrap(),
+    ]
+    .concat();
+    let sig = hex::decode(&ed_sig).unwrap();
+    assert!(openssl_verifies(dir.path(), &spki, b"pay 5", &sig, true));
+    assert!(!openssl_verifies(dir.path(), &spki, b"pay 6", &sig, true));
+
+    // secp256k1: OpenSSL verifies, and python-ecdsa recovers the key from the recovery id.
+    let msg = b"\x00\x01binary tx\xff";
+    let r = signed(&["k1", "--message-hex", &hex::encode(msg)]);
+    let k1_sig = r["signature"].as_str().unwrap();
+    let rs = k256::ecdsa::Signature::from_slice(&hex::decode(k1_sig).unwrap()).unwrap();
+    assert!(rs.normalize_s() == rs, "low-S");
+    let k1_spki = [
+        hex::decode("3056301006072a8648ce3d020106052b8104000a034200").unwrap(),
+        hex::decode(&public["k1"]).unwrap(),
+    ]
+    .concat();
+    assert!(openssl_verifies(
+        dir.path(),
+        &k1_spki,
+        msg,
+        rs.to_der().as_bytes(),
+        false
+    ));
+    assert!(python_ecdsa_recovers(
+        &public["k1"],
+        msg,
+        k1_sig,
+        r["recoveryId"].as_u64().unwrap()
+    ));
+    assert!(!python_ecdsa_recovers(&public["k1"], b"other", k1_sig, 0));
+
+    // Checks: a good signature is valid (exit 0), a wrong message is not (exit 1).
+    let o = key(&["verify", "ed", "--message", "pay 5", "--signature", &ed_sig]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("valid: signed by ed version 1"));
+    let o = key(&["verify", "ed", "--message", "pay 6", "--signature", &ed_sig]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("INVALID"));
+
+    // HMAC has no public half: keyvault alone can check its tags, and does.
+    let tag = signed(&["mac", "--message", "body"]);
+    let tag = tag["signature"].as_str().unwrap().to_owned();
+    assert_eq!(tag.len(), 64);
+    assert!(
+        key(&["verify", "mac", "--message", "body", "--signature", &tag])
+            .status
+            .success()
+    );
+    let mut flipped = hex::decode(&tag).unwrap();
+    flipped[31] ^= 1;
+    let o = key(&[
+        "verify",
+        "mac",
+        "--message",
+        "body",
+        "--signature",
+        &hex::encode(flipped),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // After a rotation the newest version signs; the old signature still checks (version 1),
+    // and version 1 signs again only when asked.
+    assert!(key(&["rotate", "ed"]).status.success());
+    let v2 = signed(&["ed", "--message", "pay 5"]);
+    assert_eq!(v2["keyVersion"], 2);
+    assert_ne!(v2["signature"].as_str().unwrap(), ed_sig);
+    let o = key(&["verify", "ed", "--message", "pay 5", "--signature", &ed_sig]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("version 1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = key(&[
+        "verify",
+        "ed",
+        "--message",
+        "pay 5",
+        "--signature",
+        &ed_sig,
+        "--version",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v1 = signed(&["ed", "--message", "pay 5", "--version", "1"]);
+    assert_eq!(
+        (v1["keyVersion"].as_u64(), v1["signature"].as_str()),
+        (Some(1), Some(ed_sig.as_str()))
+    );
+    let o = key(&["sign", "ed", "--message", "x", "--version", "7"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("key_not_found"), "{}", stderr(&o));
+
+    // Bad input is explained before anything is sent.
+    let o = key(&["sign", "ed"]);
+    assert!(!o.status.success());
+    let o = key(&["sign", "ed", "--message-hex", "zz"]);
+    assert!(
+        stderr(&o).contains("--message-hex must be hex"),
+        "{}",
+        stderr(&o)
+    );
+    let o = key(&["sign", "k1", "--message", "x", "--hash", "md5"]);
+    assert!(stderr(&o).contains("unknown hash"), "{}", stderr(&o));
+    // Every use is on the audit chain.
+    let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(text.matches("\"key.verify\"").count(), 6, "{text}");
+}

@@ -1576,3 +1576,146 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
         "the refused key use is on the audit chain"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owners_key_use_cannot_be_replayed_redirected_or_its_result_altered() {
+    use cloister_authority::ops::{KeyOp, KeyUse, KeyUseOp, KeyWrite};
+    use cloister_rpc::keyvault::KeyUseRequest;
+    use sha2::Digest as _;
+    let p = Platform::start().await;
+    let evil = insider(&p);
+    let f = p
+        .admin()
+        .deploy(&DeployRequest::javascript("kuse", SIGNER))
+        .await
+        .unwrap();
+    p.admin()
+        .write_key(&KeyWrite {
+            function_id: f.function_id.clone(),
+            function: "kuse".into(),
+            name: "uk".into(),
+            op: KeyOp::Create {
+                algorithm: "ed25519".into(),
+            },
+        })
+        .await
+        .unwrap();
+    let audit_key = p.trusted_keyvault().await.audit_key;
+    let usage = |message: &[u8], op: KeyUseOp| KeyUse {
+        function_id: f.function_id.clone(),
+        function: "kuse".into(),
+        name: "uk".into(),
+        version: None,
+        hash: "sha256".into(),
+        message_sha256: hex::encode(sha2::Sha256::digest(message)),
+        op,
+    };
+    let mut owner = p.admin();
+
+    // The gateway swaps the message under an owner's request: keyvault refuses it.
+    let req = signed_use(&mut owner, usage(b"pay 5 to bob", KeyUseOp::Sign)).await;
+    let e = evil
+        .keyvault()
+        .await
+        .use_key(evil.req(KeyUseRequest {
+            signed: req.clone(),
+            message: b"pay 5000 to mallory".to_vec(),
+        }))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("message_sha256"), "{e:?}");
+    // The request as signed succeeds once; its replay is refused.
+    let req = signed_use(&mut owner, usage(b"pay 5 to bob", KeyUseOp::Sign)).await;
+    let send = |signed: Vec<u8>, message: &'static [u8]| {
+        let evil = &evil;
+        async move {
+            evil.keyvault()
+                .await
+                .use_key(evil.req(KeyUseRequest {
+                    signed,
+                    message: message.to_vec(),
+                }))
+                .await
+        }
+    };
+    let good = send(req.clone(), b"pay 5 to bob")
+        .await
+        .unwrap()
+        .into_inner();
+    let e = send(req.clone(), b"pay 5 to bob").await.unwrap_err();
+    assert!(
+        e.message().contains("replay") || e.message().contains("used"),
+        "{e:?}"
+    );
+
+    // Nor may another developer use the key: she owns no part of the function.
+    let mallory = p.developer_identity("mallory-keys").await;
+    let mut m = p.admin().with_identity(mallory, None);
+    let e = send(
+        signed_use(&mut m, usage(b"pay 5 to bob", KeyUseOp::Sign)).await,
+        b"pay 5 to bob",
+    )
+    .await
+    .unwrap_err();
+    assert!(e.message().contains("own"), "{e:?}");
+
+    // What keyvault answers is signed over the request it answers: the gateway cannot alter
+    // a signature, turn a failed check into a passed one, or answer a request with the
+    // result of another.
+    let as_wire = |r: &cloister_rpc::keyvault::KeyUseReply| cloister_types::wire::KeyUseResult {
+        algorithm: r.algorithm.clone(),
+        key_version: r.key_version,
+        signature: (!r.signature.is_empty()).then(|| hex::encode(&r.signature)),
+        recovery_id: r.recovery_id.map(|x| x as u8),
+        valid: r.valid,
+        keyvault_signature: hex::encode(&r.keyvault_signature),
+    };
+    let digest = |b: &[u8]| -> [u8; 32] { sha2::Sha256::digest(b).into() };
+    let genuine = as_wire(&good);
+    cloister_client::keys::verify_use(&genuine, &audit_key, &digest(&req)).unwrap();
+    let mut altered = genuine.clone();
+    let mut sig = hex::decode(altered.signature.as_ref().unwrap()).unwrap();
+    sig[0] ^= 1;
+    altered.signature = Some(hex::encode(sig));
+    assert!(cloister_client::keys::verify_use(&altered, &audit_key, &digest(&req)).is_err());
+    let other_req = signed_use(&mut owner, usage(b"pay 5 to bob", KeyUseOp::Sign)).await;
+    assert!(cloister_client::keys::verify_use(&genuine, &audit_key, &digest(&other_req)).is_err());
+
+    let forged = hex::encode([9u8; 64]);
+    let check_req = signed_use(
+        &mut owner,
+        usage(b"pay 5 to bob", KeyUseOp::Verify { signature: forged }),
+    )
+    .await;
+    let verdict = send(check_req.clone(), b"pay 5 to bob")
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict.valid, Some(false));
+    let mut passed = as_wire(&verdict);
+    cloister_client::keys::verify_use(&passed, &audit_key, &digest(&check_req)).unwrap();
+    passed.valid = Some(true);
+    assert!(cloister_client::keys::verify_use(&passed, &audit_key, &digest(&check_req)).is_err());
+
+    // keyvault signed exactly once; each refusal is audited.
+    let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(text.matches("\"key.sign\"").count(), 1, "{text}");
+    let entries = audit_entries(&p).await;
+    let refusals = entries
+        .iter()
+        .filter(|e| e["action"] == "authority.refusal" && details(e)["operation"] == "key_use")
+        .count();
+    assert!(refusals >= 2, "the refused uses are on the audit chain");
+}
+
+/// `u` signed by `c`'s identity, as bytes.
+async fn signed_use(
+    c: &mut cloister_client::Client,
+    u: cloister_authority::ops::KeyUse,
+) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(c.sign_body(&u, "owner").await.unwrap())
+        .unwrap()
+}

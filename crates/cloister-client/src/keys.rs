@@ -59,3 +59,30 @@ pub fn verify(
         .map_err(|_| KeyViewError::BadSignature(info.name.clone()))?;
     Ok(public)
 }
+
+/// Checks keyvault's signature over the result of a key use (`Client::use_key`) with
+/// `audit_key` (from a verified bundle), bound to `request_sha256`, the SHA-256 of the signed
+/// request it answers.
+pub fn verify_use(
+    result: &cloister_types::wire::KeyUseResult,
+    audit_key: &VerifyingKey,
+    request_sha256: &[u8; 32],
+) -> Result<(), KeyViewError> {
+    let signature = match &result.signature {
+        Some(h) => hex::decode(h).map_err(|_| KeyViewError::Malformed("signature"))?,
+        None => Vec::new(),
+    };
+    let sig = hex::decode(&result.keyvault_signature)
+        .map_err(|_| KeyViewError::Malformed("keyvaultSignature"))?;
+    let msg = cloister_types::binding::key_use_message(
+        request_sha256,
+        &result.algorithm,
+        result.key_version,
+        &signature,
+        result.recovery_id,
+        result.valid,
+    );
+    audit_key
+        .verify(&msg, &sig)
+        .map_err(|_| KeyViewError::BadSignature("the key use result".into()))
+}

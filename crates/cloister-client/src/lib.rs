@@ -793,6 +793,37 @@ impl Client {
         .await
     }
 
+    /// Signs with, or checks a signature against, one of a function's keys
+    /// (`cloister/key-use/v1`, owner-signed; `usage.message_sha256` must be `message`'s).
+    /// Returns keyvault's result and the SHA-256 of the signed request, which keyvault's
+    /// signature over the result binds: check it with [`keys::verify_use`] before trusting
+    /// the result.
+    pub async fn use_key(
+        &mut self,
+        usage: &cloister_authority::ops::KeyUse,
+        message: &[u8],
+    ) -> Result<(cloister_types::wire::KeyUseResult, [u8; 32]), ClientError> {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let signed = self
+            .sign_body(usage, "an owner's identity is needed to use keys")
+            .await?;
+        let digest: [u8; 32] = sha2::Sha256::digest(
+            b64.decode(&signed)
+                .map_err(|_| ClientError::Signing("the signed request is not base64".into()))?,
+        )
+        .into();
+        let req = cloister_types::wire::KeyUseBody {
+            signed,
+            message: b64.encode(message),
+        };
+        let r = self
+            .call(Method::POST, "/v1/keys/use", Some(to_json(&req)))
+            .await?;
+        Ok((r, digest))
+    }
+
     /// The public facts of function `name`'s keys.
     pub async fn keys(&mut self, name: &str) -> Result<cloister_types::wire::KeyList, ClientError> {
         self.call(

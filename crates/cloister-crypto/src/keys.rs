@@ -262,6 +262,61 @@ impl KeyMaterial {
         })
     }
 
+    /// Whether `signature` is this key's over `message` with `hash` (as [`KeyMaterial::sign`]
+    /// makes them): the public key checks it for Ed25519 and ECDSA, a constant-time
+    /// comparison of tags for HMAC. A signature of the wrong length or shape is `false`.
+    pub fn verify(
+        &self,
+        message: &[u8],
+        hash: SignHash,
+        signature: &[u8],
+    ) -> Result<bool, CryptoError> {
+        if self.algorithm.takes_message() && hash != SignHash::Sha256 {
+            return Err(CryptoError::malformed(
+                "hash",
+                format!(
+                    "{} signs the message itself; `{}` applies to ECDSA keys only",
+                    self.algorithm,
+                    hash.as_str()
+                ),
+            ));
+        }
+        Ok(match self.algorithm {
+            KeyAlgorithm::Ed25519 => {
+                let kp = self.ed25519()?;
+                aws_lc_rs::signature::UnparsedPublicKey::new(
+                    &aws_lc_rs::signature::ED25519,
+                    kp.public_key().as_ref(),
+                )
+                .verify(message, signature)
+                .is_ok()
+            }
+            KeyAlgorithm::HmacSha256 => {
+                let key = hmac::Key::new(hmac::HMAC_SHA256, &*self.secret);
+                hmac::verify(&key, message, signature).is_ok()
+            }
+            KeyAlgorithm::EcdsaP256 => {
+                use p256::ecdsa::signature::hazmat::PrehashVerifier;
+                let digest = digest(hash, message)?;
+                p256::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| {
+                    self.p256()
+                        .is_ok_and(|k| k.verifying_key().verify_prehash(&digest, &sig).is_ok())
+                })
+            }
+            KeyAlgorithm::EcdsaSecp256k1 => {
+                use k256::ecdsa::signature::hazmat::PrehashVerifier;
+                let digest = digest(hash, message)?;
+                // Only the low-S form this module makes counts (a high-S twin is malleated).
+                k256::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| {
+                    sig.normalize_s() == sig
+                        && self
+                            .k256()
+                            .is_ok_and(|k| k.verifying_key().verify_prehash(&digest, &sig).is_ok())
+                })
+            }
+        })
+    }
+
     fn ed25519(&self) -> Result<Ed25519KeyPair, CryptoError> {
         Ed25519KeyPair::from_seed_unchecked(&*self.secret)
             .map_err(|_| CryptoError::malformed("Ed25519 seed", "rejected"))
@@ -331,6 +386,49 @@ mod tests {
             let vk = VerifyingKey::recover_from_prehash(&digest, &sig, rid).unwrap();
             assert_eq!(vk.to_sec1_point(false).as_bytes(), public.as_slice());
         }
+    }
+
+    #[test]
+    fn verify_accepts_exactly_the_signatures_the_key_makes() {
+        for alg in KeyAlgorithm::ALL {
+            let k = KeyMaterial::generate(alg).unwrap();
+            let other = KeyMaterial::generate(alg).unwrap();
+            let hash = if alg.takes_message() {
+                SignHash::Sha256
+            } else {
+                SignHash::Keccak256
+            };
+            let s = k.sign(b"pay 5", hash).unwrap().bytes;
+            assert!(k.verify(b"pay 5", hash, &s).unwrap(), "{alg}");
+            assert!(
+                !k.verify(b"pay 6", hash, &s).unwrap(),
+                "{alg}: other message"
+            );
+            assert!(
+                !other.verify(b"pay 5", hash, &s).unwrap(),
+                "{alg}: other key"
+            );
+            let mut flipped = s.clone();
+            flipped[5] ^= 1;
+            assert!(
+                !k.verify(b"pay 5", hash, &flipped).unwrap(),
+                "{alg}: flipped"
+            );
+            assert!(!k.verify(b"pay 5", hash, &s[..20]).unwrap(), "{alg}: short");
+            if !alg.takes_message() {
+                assert!(
+                    !k.verify(b"pay 5", SignHash::Sha256, &s).unwrap(),
+                    "{alg}: hash"
+                );
+            }
+        }
+        // secp256k1: the high-S twin of a valid signature is refused.
+        let k = KeyMaterial::generate(KeyAlgorithm::EcdsaSecp256k1).unwrap();
+        let s = k.sign(b"tx", SignHash::Sha256).unwrap().bytes;
+        let sig = k256::ecdsa::Signature::from_slice(&s).unwrap();
+        let (r, low_s) = sig.split_scalars();
+        let high = k256::ecdsa::Signature::from_scalars(r, -*low_s).unwrap();
+        assert!(!k.verify(b"tx", SignHash::Sha256, &high.to_bytes()).unwrap());
     }
 
     #[test]

@@ -7,8 +7,9 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use cloister_rpc::keyvault::{KeyView, ListKeysRequest};
-use cloister_types::wire::{KeyInfo, KeyList};
+use base64::Engine as _;
+use cloister_rpc::keyvault::{KeyUseRequest, KeyView, ListKeysRequest};
+use cloister_types::wire::{KeyInfo, KeyList, KeyUseBody, KeyUseResult};
 use cloister_types::{ErrorCode, Role};
 
 use crate::deploy::path_arg;
@@ -57,6 +58,49 @@ pub async fn write(
         .map_err(kv_error)?
         .into_inner();
     Ok(Json(info(r)))
+}
+
+/// Largest `POST /v1/keys/use` body: a 64 KiB message in base64 and the signed request.
+const MAX_KEY_USE_BODY: usize = 96 * 1024;
+
+/// `POST /v1/keys/use`: an owner-signed signature or check with a function's key
+/// (`cloister/key-use/v1`), relayed to keyvault, which signs its result.
+pub async fn use_key(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResult<Json<KeyUseResult>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Developer, "sign or verify with keys")?;
+    let b: KeyUseBody = crate::body::json(&headers, body, MAX_KEY_USE_BODY).await?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let signed = b64
+        .decode(&b.signed)
+        .map_err(|_| HttpError::new(ErrorCode::InvalidRequest, "\"signed\" must be base64"))?;
+    let message = b64
+        .decode(&b.message)
+        .map_err(|_| HttpError::new(ErrorCode::InvalidRequest, "\"message\" must be base64"))?;
+    let u = cloister_authority::request::inspect::<cloister_authority::ops::KeyUse>(&signed)
+        .map_err(|e| HttpError::new(e.code(), e.to_string()))?
+        .body;
+    if let Some(owners) = s.store.function_owners(&u.function_id).await? {
+        caller.require_owner(&u.function_id, &owners)?;
+    }
+    let kv = keyvault(&s)?;
+    let r = kv
+        .client()
+        .use_key(kv.request(KeyUseRequest { signed, message }))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    Ok(Json(KeyUseResult {
+        algorithm: r.algorithm,
+        key_version: r.key_version,
+        signature: (!r.signature.is_empty()).then(|| hex::encode(&r.signature)),
+        recovery_id: r.recovery_id.and_then(|id| u8::try_from(id).ok()),
+        valid: r.valid,
+        keyvault_signature: hex::encode(&r.keyvault_signature),
+    }))
 }
 
 /// `GET /v1/functions/{name}/keys`: the public facts of a function's keys.

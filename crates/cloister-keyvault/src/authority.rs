@@ -1142,6 +1142,32 @@ impl Authority {
         Ok((v.signer_id().clone(), b))
     }
 
+    /// Checks an owner's signature over a use of one of a function's keys through the API;
+    /// returns the signer, the request and the SHA-256 of the signed bytes (which keyvault's
+    /// signed result binds).
+    pub async fn authorize_key_use(
+        &self,
+        signed: &[u8],
+    ) -> Result<(IdentityId, cloister_authority::ops::KeyUse, [u8; 32]), Denied> {
+        let (v, signer) = self
+            .verify_signed::<cloister_authority::ops::KeyUse>(signed)
+            .await?;
+        let b = v.body().clone();
+        cloister_types::KeyName::parse(&b.name).map_err(|e| Denied::Invalid(e.to_string()))?;
+        let f = self
+            .function(&b.function_id)
+            .await?
+            .ok_or_else(|| Denied::UnknownFunction(b.function_id.clone()))?;
+        if f.name != b.function {
+            return Err(Denied::ManifestMismatch(format!(
+                "function {} is named {:?}, not {:?}",
+                b.function_id, f.name, b.function
+            )));
+        }
+        self.may_act(&signer, v.signer_id(), &f)?;
+        Ok((v.signer_id().clone(), b, *v.digest()))
+    }
+
     /// An admin adds an identity or changes its role.
     pub async fn grant_identity(&self, signed: &[u8]) -> Result<IdentityId, Denied> {
         let _writes = self.write_lock().await;

@@ -83,6 +83,47 @@ pub struct FunctionSignature {
     pub signature: KeySignature,
 }
 
+/// What an owner asks of a key through the API.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum OwnerKeyOp<'a> {
+    /// Sign the message.
+    Sign,
+    /// Check this signature over the message.
+    Verify {
+        /// The signature.
+        signature: &'a [u8],
+    },
+}
+
+/// An owner's use of one key.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnerKeyRequest<'a> {
+    /// The key.
+    pub name: &'a KeyName,
+    /// The version to use (none: the newest signs, every version is tried by a check).
+    pub version: Option<u64>,
+    /// The message.
+    pub message: &'a [u8],
+    /// How an ECDSA key hashes it.
+    pub hash: SignHash,
+    /// Sign or check.
+    pub op: OwnerKeyOp<'a>,
+}
+
+/// The result of an owner's key use.
+#[derive(Debug, Clone)]
+pub struct OwnerKeyResult {
+    /// The key's algorithm.
+    pub algorithm: KeyAlgorithm,
+    /// The version that signed, that the signature matched, or (no match) the newest tried.
+    pub version: u64,
+    /// The signature made (signing only).
+    pub signature: Option<KeySignature>,
+    /// Whether the signature checked out (checking only).
+    pub valid: Option<bool>,
+}
+
 impl Vault {
     /// Creates key `name` of `algorithm` in `function_id`'s namespace (an owner's signed
     /// request was checked by the caller); refused if the name is taken.
@@ -221,6 +262,112 @@ impl Vault {
             key: info(&name, version, &key)?,
             signature,
         })
+    }
+
+    /// An owner's use of a key of `function_id` through the API (the owner's signed request
+    /// was checked by the caller): a signature with the newest version (or the version
+    /// asked), or a check of a signature against the version asked (or every version,
+    /// newest first). Not bound by manifests' limits, which bind functions. Audited as
+    /// `key.sign` or `key.verify` before the result is returned.
+    pub async fn use_key_as_owner(
+        &self,
+        function_id: &str,
+        request: OwnerKeyRequest<'_>,
+        actor: &str,
+    ) -> Result<OwnerKeyResult, VaultError> {
+        let OwnerKeyRequest {
+            name,
+            version,
+            message,
+            hash,
+            op,
+        } = request;
+        if message.len() > MAX_SIGN_MESSAGE_BYTES {
+            return Err(VaultError::KeyLimit {
+                key: name.to_string(),
+                violation: cloister_types::key_limits::KeyLimitViolation::MessageTooLarge {
+                    bytes: message.len(),
+                    max: cloister_types::key_limits::MAX_SIGN_MESSAGE_BYTES,
+                },
+            });
+        }
+        let mut versions = self.load_key_versions(function_id, name).await?;
+        if let Some(wanted) = version {
+            versions.retain(|(v, _)| *v == wanted);
+            if versions.is_empty() {
+                return Err(VaultError::KeyNotFound(format!("{name} version {wanted}")));
+            }
+        }
+        // Newest first.
+        versions.reverse();
+        let Some((newest, newest_key)) = versions.first() else {
+            return Err(VaultError::KeyNotFound(name.to_string()));
+        };
+        let algorithm = newest_key.algorithm();
+        let base = |action| {
+            AuditDraft::new(actor, action, key_path(function_id, name))
+                .detail("via", "api")
+                .detail("algorithm", algorithm.as_str())
+                .detail("hash", hash.as_str())
+                .detail("message_sha256", hex::encode(Sha256::digest(message)))
+        };
+        match op {
+            OwnerKeyOp::Sign => {
+                let signature = newest_key
+                    .sign(message, hash)
+                    .map_err(|e| VaultError::Invalid(e.to_string()))?;
+                self.audit(base(Action::KeySign).detail("key_version", *newest))
+                    .await?;
+                Ok(OwnerKeyResult {
+                    algorithm,
+                    version: *newest,
+                    signature: Some(signature),
+                    valid: None,
+                })
+            }
+            OwnerKeyOp::Verify { signature } => {
+                let mut matched = None;
+                for (v, key) in &versions {
+                    if key
+                        .verify(message, hash, signature)
+                        .map_err(|e| VaultError::Invalid(e.to_string()))?
+                    {
+                        matched = Some(*v);
+                        break;
+                    }
+                }
+                let audit = base(Action::KeyVerify)
+                    .detail("key_version", matched.unwrap_or(*newest))
+                    .detail("valid", matched.is_some())
+                    .detail("signature_sha256", hex::encode(Sha256::digest(signature)));
+                self.audit(audit).await?;
+                Ok(OwnerKeyResult {
+                    algorithm,
+                    version: matched.unwrap_or(*newest),
+                    signature: None,
+                    valid: Some(matched.is_some()),
+                })
+            }
+        }
+    }
+
+    /// Every version of key `name`, oldest first; the newest checked fresh as for a read.
+    async fn load_key_versions(
+        &self,
+        function_id: &str,
+        name: &KeyName,
+    ) -> Result<Vec<(u64, KeyMaterial)>, VaultError> {
+        let p = key_path(function_id, name);
+        self.read_record_versions(&p, &namespace_of(function_id))
+            .await?
+            .into_iter()
+            .map(|(v, stored)| {
+                Ok((
+                    v,
+                    KeyMaterial::from_stored(stored.expose()).map_err(internal)?,
+                ))
+            })
+            .collect()
     }
 
     async fn load_key(

@@ -416,6 +416,77 @@ impl Keyvault for KeyvaultService {
         )))
     }
 
+    async fn use_key(
+        &self,
+        req: Request<pb::KeyUseRequest>,
+    ) -> Result<Response<pb::KeyUseReply>, Status> {
+        use cloister_authority::ops::KeyUseOp;
+        use sha2::Digest as _;
+        let r = req.into_inner();
+        let (signer, u, request_sha256) =
+            match self.vault.authority().authorize_key_use(&r.signed).await {
+                Ok(x) => x,
+                Err(d) => {
+                    let e = VaultError::Denied(d);
+                    self.refusal("key_use", "keys", &e, "gateway").await;
+                    return Err(status(e));
+                }
+            };
+        let invalid = |m: String| coded(ErrorCode::InvalidRequest, m);
+        if hex::encode(sha2::Sha256::digest(&r.message)) != u.message_sha256 {
+            return Err(invalid(
+                "the message is not the one the owner signed for (message_sha256 differs)".into(),
+            ));
+        }
+        let name = cloister_types::KeyName::parse(&u.name).map_err(|e| invalid(e.to_string()))?;
+        let hash = cloister_types::SignHash::parse(&u.hash).ok_or_else(|| {
+            invalid(format!(
+                "unknown hash {:?}: use sha256, keccak256 or prehashed",
+                u.hash
+            ))
+        })?;
+        let signature_bytes;
+        let op = match &u.op {
+            KeyUseOp::Sign => crate::function_keys::OwnerKeyOp::Sign,
+            KeyUseOp::Verify { signature } => {
+                signature_bytes = hex::decode(signature)
+                    .map_err(|_| invalid("the signature to check must be hex".into()))?;
+                crate::function_keys::OwnerKeyOp::Verify {
+                    signature: &signature_bytes,
+                }
+            }
+            _ => return Err(invalid("unknown key use".into())),
+        };
+        let res = self
+            .vault
+            .use_key_as_owner(
+                &u.function_id,
+                crate::function_keys::OwnerKeyRequest {
+                    name: &name,
+                    version: u.version,
+                    message: &r.message,
+                    hash,
+                    op,
+                },
+                &signer.to_string(),
+            )
+            .await
+            .map_err(status)?;
+        let keyvault_signature = self.vault.sign_key_use(&request_sha256, &res).to_vec();
+        let (signature, recovery_id) = match res.signature {
+            Some(s) => (s.bytes, s.recovery_id),
+            None => (Vec::new(), None),
+        };
+        Ok(Response::new(pb::KeyUseReply {
+            algorithm: res.algorithm.as_str().to_owned(),
+            key_version: res.version,
+            signature,
+            recovery_id: recovery_id.map(u32::from),
+            valid: res.valid,
+            keyvault_signature,
+        }))
+    }
+
     async fn list_keys(
         &self,
         req: Request<pb::ListKeysRequest>,

@@ -918,6 +918,40 @@ impl Vault {
         Ok(Some((rec.version, value)))
     }
 
+    /// Every stored version of record `p`, oldest first, decrypted; the newest is checked
+    /// fresh (a database holding older state than keyvault wrote is caught) as by
+    /// [`Vault::read_record`]. Empty if there is none.
+    pub(crate) async fn read_record_versions(
+        &self,
+        p: &str,
+        namespace: &str,
+    ) -> Result<Vec<(u64, SecretBytes)>, VaultError> {
+        let records = self.store.vault_records(p.to_owned()).await?;
+        let newest: Vec<_> = records.last().cloned().into_iter().collect();
+        if let Err(d) = self
+            .authority
+            .check_fresh(namespace, &[p.to_owned()], &newest)
+            .await
+        {
+            let audit = AuditDraft::new("keyvault", Action::AuthorityRefusal, namespace)
+                .detail("operation", "read")
+                .detail("path", p)
+                .detail("code", d.code().as_str())
+                .detail("reason", d.to_string());
+            self.audit_untrusted(audit).await?;
+            return Err(d.into());
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deks = self.store.vault_deks(Some(namespace.to_owned())).await?;
+        let mut out = Vec::with_capacity(records.len());
+        for rec in &records {
+            out.push((rec.version, self.decrypt_record(rec, &deks).await?));
+        }
+        Ok(out)
+    }
+
     /// The value of `rec`, under its DEK version among the namespace's `deks`.
     async fn decrypt_record(
         &self,
@@ -1350,6 +1384,28 @@ impl Vault {
 
     /// keyvault's signature over one of a function's keys' public facts
     /// (`cloister_types::binding::key_view_message`), by its audit key.
+    /// keyvault's signature (audit key) over the result of an owner's key use
+    /// (`cloister_types::binding::key_use_message`).
+    pub fn sign_key_use(
+        &self,
+        request_sha256: &[u8; 32],
+        r: &crate::function_keys::OwnerKeyResult,
+    ) -> [u8; 64] {
+        let (signature, recovery_id) = match &r.signature {
+            Some(s) => (s.bytes.as_slice(), s.recovery_id),
+            None => (&[][..], None),
+        };
+        self.audit_key
+            .sign(&cloister_types::binding::key_use_message(
+                request_sha256,
+                r.algorithm.as_str(),
+                r.version,
+                signature,
+                recovery_id,
+                r.valid,
+            ))
+    }
+
     pub fn sign_key_view(
         &self,
         function_id: &str,

@@ -1047,6 +1047,109 @@ async fn the_newest_active_version_that_declares_a_key_sets_its_limits_for_every
 }
 
 #[tokio::test]
+async fn an_owner_signs_with_the_newest_version_unless_asked_and_old_versions_still_verify() {
+    use cloister_crypto::keys::{KeyAlgorithm, SignHash};
+    use cloister_keyvault::function_keys::{OwnerKeyOp, OwnerKeyRequest};
+    use cloister_types::{ErrorCode, KeyName};
+    fn req<'a>(
+        name: &'a KeyName,
+        version: Option<u64>,
+        message: &'a [u8],
+        op: OwnerKeyOp<'a>,
+    ) -> OwnerKeyRequest<'a> {
+        OwnerKeyRequest {
+            name,
+            version,
+            message,
+            hash: SignHash::Sha256,
+            op,
+        }
+    }
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let f = fid(&v, "owned").await;
+    for (n, alg) in [
+        ("ed", KeyAlgorithm::Ed25519),
+        ("mac", KeyAlgorithm::HmacSha256),
+    ] {
+        let name = KeyName::parse(n).unwrap();
+        v.create_key(&f, &name, alg, "owner").await.unwrap();
+        let sign = |version| {
+            let (v, f, name) = (&v, &f, &name);
+            async move {
+                v.use_key_as_owner(f, req(name, version, b"m", OwnerKeyOp::Sign), "owner")
+                    .await
+                    .unwrap()
+            }
+        };
+        let check = |version, sig: Vec<u8>| {
+            let (v, f, name) = (&v, &f, &name);
+            async move {
+                let r = v
+                    .use_key_as_owner(
+                        f,
+                        req(name, version, b"m", OwnerKeyOp::Verify { signature: &sig }),
+                        "owner",
+                    )
+                    .await
+                    .unwrap();
+                (r.valid.unwrap(), r.version)
+            }
+        };
+        let old = sign(None).await;
+        assert_eq!(old.version, 1);
+        let old_sig = old.signature.unwrap().bytes;
+        v.rotate_key(&f, &name, "owner").await.unwrap();
+        // The newest version signs; version 1 only when asked.
+        let new = sign(None).await;
+        assert_eq!(new.version, 2, "{n}");
+        let new_sig = new.signature.unwrap().bytes;
+        assert_ne!(new_sig, old_sig);
+        let again = sign(Some(1)).await;
+        assert_eq!(
+            (again.version, again.signature.unwrap().bytes),
+            (1, old_sig.clone())
+        );
+        // Checks try every version, newest first, and say which one matched.
+        assert_eq!(check(None, old_sig.clone()).await, (true, 1), "{n}");
+        assert_eq!(check(None, new_sig.clone()).await, (true, 2), "{n}");
+        assert_eq!(check(Some(2), old_sig.clone()).await, (false, 2), "{n}");
+        let mut bad = new_sig.clone();
+        bad[0] ^= 1;
+        assert_eq!(check(None, bad).await, (false, 2), "{n}");
+        let e = v
+            .use_key_as_owner(&f, req(&name, Some(9), b"m", OwnerKeyOp::Sign), "owner")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::KeyNotFound);
+    }
+    let e = v
+        .use_key_as_owner(
+            &f,
+            req(
+                &KeyName::parse("ed").unwrap(),
+                None,
+                &[0; 65537],
+                OwnerKeyOp::Sign,
+            ),
+            "owner",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::KeyMessageTooLarge);
+    // Uses are audited with the verdict, never the key.
+    let entries = fx.store().audit_list(0, 10_000).await.unwrap();
+    let verifies: Vec<serde_json::Value> = entries
+        .iter()
+        .filter(|e| e.action.as_str() == "key.verify")
+        .map(|e| serde_json::from_str(&e.details).unwrap())
+        .collect();
+    assert_eq!(verifies.len(), 8);
+    assert_eq!(verifies.iter().filter(|d| d["valid"] == true).count(), 4);
+    assert!(verifies.iter().all(|d| d["via"] == "api"));
+}
+
+#[tokio::test]
 async fn a_database_hiding_a_key_neither_lets_a_create_replace_it_nor_serves_an_older_one() {
     use cloister_crypto::keys::{KeyAlgorithm, SignHash};
     use cloister_types::{ErrorCode, KeyName};

@@ -469,6 +469,18 @@ impl VaultStore for SqliteStore {
         .await
     }
 
+    async fn vault_records(&self, path: String) -> Result<Vec<SecretRecord>, StoreError> {
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {SECRET_COLUMNS} FROM kv_secrets WHERE path = ?1 ORDER BY version"
+                ))
+                .map_err(backend)?;
+            collect(st.query_map([path], secret_row).map_err(backend)?)
+        })
+        .await
+    }
+
     async fn vault_namespace_secrets(
         &self,
         namespace: String,

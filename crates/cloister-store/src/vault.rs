@@ -154,6 +154,8 @@ pub trait VaultStore: Send + Sync + 'static {
     ) -> Result<String, StoreError>;
     /// Latest version of each of `paths` that exists.
     async fn vault_latest(&self, paths: Vec<String>) -> Result<Vec<SecretRecord>, StoreError>;
+    /// Every stored version of one path, oldest first.
+    async fn vault_records(&self, path: String) -> Result<Vec<SecretRecord>, StoreError>;
     /// Every version of every secret of a namespace.
     async fn vault_namespace_secrets(
         &self,

@@ -196,6 +196,50 @@ pub fn key_view_message(
     v
 }
 
+/// Domain of keyvault's signature over the result of an owner's key use.
+pub const KEY_USE_DOMAIN: &[u8] = b"cloister/key-use-result/v1";
+
+/// What keyvault signs (with its audit key) for the result of an owner's key use: the
+/// SHA-256 of the signed request it answers, the key's algorithm and the version used, the
+/// signature made (empty for a check), the recovery id (empty if none) and the verdict of a
+/// check (empty for a signature), each length-prefixed. A gateway can neither alter a
+/// signature nor turn a failed check into a passed one, and the result answers exactly one
+/// request (no replay of an old verdict).
+pub fn key_use_message(
+    request_sha256: &[u8],
+    algorithm: &str,
+    version: u64,
+    signature: &[u8],
+    recovery_id: Option<u8>,
+    valid: Option<bool>,
+) -> Vec<u8> {
+    let version = version.to_be_bytes();
+    let rid: &[u8] = match &recovery_id {
+        Some(r) => std::slice::from_ref(r),
+        None => &[],
+    };
+    let valid: &[u8] = match valid {
+        Some(true) => &[1],
+        Some(false) => &[0],
+        None => &[],
+    };
+    let parts: [&[u8]; 7] = [
+        KEY_USE_DOMAIN,
+        request_sha256,
+        algorithm.as_bytes(),
+        &version,
+        signature,
+        rid,
+        valid,
+    ];
+    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for part in parts {
+        v.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        v.extend_from_slice(part);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

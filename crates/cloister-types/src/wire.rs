@@ -494,6 +494,41 @@ pub struct KeyList {
     pub keys: Vec<KeyInfo>,
 }
 
+/// `POST /v1/keys/use` request: an owner-signed use of a function's key
+/// (`cloister/key-use/v1`) and the message whose SHA-256 it binds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUseBody {
+    /// Base64 COSE_Sign1 of a `KeyUse` made by an owner's identity.
+    pub signed: String,
+    /// Base64 message (at most 64 KiB).
+    pub message: String,
+}
+
+/// `POST /v1/keys/use` response: keyvault's result, signed by its audit key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyUseResult {
+    /// The key's algorithm.
+    pub algorithm: String,
+    /// The version that signed, that the checked signature matched, or (no match) the newest
+    /// tried.
+    pub key_version: u64,
+    /// Hex signature (signing only): as `context.sign` returns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// secp256k1 only: the recovery id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_id: Option<u8>,
+    /// Whether the signature checked out (checking only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<bool>,
+    /// Hex Ed25519 signature by keyvault's audit key over
+    /// [`crate::binding::key_use_message`] (bound to the SHA-256 of the signed request):
+    /// check it with `cloister_client::keys::verify_use`.
+    pub keyvault_signature: String,
+}
+
 /// `PUT /v1/secrets/{path}` and `POST /v1/secrets/{path}:rotate` request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -474,3 +474,58 @@ pub fn new_function_manifest(
     )
     .unwrap()
 }
+
+/// The Schemathesis release the hooks and the document are tested with.
+pub const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// A virtual environment holding the pinned Python tools of the tests
+/// (`tests/schemathesis/requirements.txt`: Schemathesis, and python-ecdsa as an independent
+/// secp256k1 checker), created once per machine.
+pub fn python_tools() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let venv = home
+        .join(".cache/cloister")
+        .join(SCHEMATHESIS.replace("==", "-"));
+    // Written after a complete install: a half-made environment is made again.
+    let done = venv.join(".cloister-installed");
+    let requirements =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis/requirements.txt");
+    if std::fs::read_to_string(&done).ok() == std::fs::read_to_string(&requirements).ok() {
+        return venv;
+    }
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let run = |cmd: &mut Command, what: &str| {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {what} (Python 3.10+ is needed): {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    eprintln!("installing {SCHEMATHESIS} into {} (once)", venv.display());
+    let _ = std::fs::remove_dir_all(&venv);
+    run(
+        Command::new(&python).args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv",
+    );
+    // Every dependency pinned (tests/schemathesis/requirements.txt): the same run everywhere.
+    let pinned = std::fs::read_to_string(&requirements).unwrap();
+    assert!(
+        pinned.lines().any(|l| l == SCHEMATHESIS),
+        "{} must pin {SCHEMATHESIS}",
+        requirements.display()
+    );
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements),
+        "pip install -r tests/schemathesis/requirements.txt",
+    );
+    std::fs::write(&done, pinned).unwrap();
+    venv
+}

@@ -20,6 +20,7 @@ Environment: CLOISTER_BIN, CLOISTER_URL, CLOISTER_TOKEN, CLOISTER_IDENTITY, CLOI
 (the CLI's trust pins), CLOISTER_SIM_ROOT, CLOISTER_FUZZ_FUNCTION (a deployed function).
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -167,6 +168,26 @@ def key_write():
 
 
 _keys = []
+_use_key = []
+
+
+def key_use(message_b64):
+    # A signature with a key made once for this run, over the message the case carries.
+    info = fuzz_function()
+    if not _use_key:
+        name = f"u{secrets.token_hex(6)}"
+        if cli(["key", "create", name, "--function", info["name"], "--sim-root", SIM_ROOT]) is None:
+            return None
+        _use_key.append(name)
+    try:
+        message = base64.b64decode(message_b64, validate=True)
+    except (ValueError, TypeError):
+        return None
+    return sign(
+        "cloister/key-use/v1",
+        {"function_id": info["functionId"], "function": info["name"], "name": _use_key[0], "hash": "sha256",
+         "message_sha256": hashlib.sha256(message).hexdigest(), "op": "sign"},
+    )
 
 
 def secret_body(path, rotate):
@@ -191,6 +212,10 @@ def before_call(context, case, kwargs):
         signed = make()
         if signed:
             case.body = {"signed": signed}
+    elif op == ("POST", "/v1/keys/use") and isinstance(case.body, dict) and isinstance(case.body.get("message"), str):
+        signed = key_use(case.body["message"])
+        if signed:
+            case.body = {"signed": signed, "message": case.body["message"]}
     elif op in (("PUT", "/v1/secrets/{path}"), ("POST", "/v1/secrets/{path}")):
         path = urllib.parse.unquote(case.path_parameters["path"])
         body = secret_body(path.removesuffix(":rotate"), op[0] == "POST")
