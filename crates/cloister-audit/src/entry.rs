@@ -79,6 +79,13 @@ pub enum Action {
     /// keyvault checked a signature with a function's key for an owner (key, version tried,
     /// digest of the message, the verdict).
     KeyVerify,
+    /// An owner granted another function the use of a key (key, grantee).
+    KeyGrant,
+    /// An owner withdrew a grant of a key (key, former grantee).
+    KeyRevoke,
+    /// keyvault sealed an exportable key to a recipient, for an owner and an admin (key,
+    /// version, recipient, digest of the sealed bytes).
+    KeyExport,
 }
 
 impl Action {
@@ -117,6 +124,9 @@ impl Action {
             Self::KeyRotate => "key.rotate",
             Self::KeySign => "key.sign",
             Self::KeyVerify => "key.verify",
+            Self::KeyGrant => "key.grant",
+            Self::KeyRevoke => "key.revoke",
+            Self::KeyExport => "key.export",
         }
     }
 

@@ -64,9 +64,66 @@ pub enum KeyOp {
     Create {
         /// The algorithm's name.
         algorithm: String,
+        /// Whether the key may ever leave keyvault (sealed to a recipient, by an owner- and
+        /// admin-signed export). Fixed for the key's life; absent: false, and the key has no
+        /// export path at all.
+        #[serde(default, skip_serializing_if = "is_false")]
+        exportable: bool,
+    },
+    /// Bring in a key made elsewhere: its 32 secret bytes travel sealed to keyvault's HPKE
+    /// key (info `cloister_types::binding::key_import_info`) next to the request, which binds
+    /// their SHA-256. Refused if the name is taken.
+    Import {
+        /// The algorithm's name.
+        algorithm: String,
+        /// As for `create`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        exportable: bool,
+        /// Hex SHA-256 of the sealed bytes.
+        sealed_sha256: String,
     },
     /// Generate the key's next version (same algorithm); older versions still verify.
     Rotate,
+    /// Let another function use the key (its manifest declares it as `FUNCTION/NAME`, with
+    /// this function's name).
+    Grant {
+        /// The grantee's function id.
+        to_function_id: String,
+        /// The grantee's name (keyvault refuses the request unless it binds this name to
+        /// `to_function_id`).
+        to_function: String,
+    },
+    /// Withdraw a grant; the grantee's next use is refused.
+    Revoke {
+        /// The former grantee's function id.
+        to_function_id: String,
+        /// Its name, as for a grant.
+        to_function: String,
+    },
+}
+
+/// An export of an exportable key, sealed to a recipient (domain `cloister/key-export/v1`).
+/// keyvault needs two signatures over the same body: one by an owner of the function and one
+/// by an admin, two distinct identities.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyExport {
+    /// The function whose namespace holds the key.
+    pub function_id: String,
+    /// That function's name (keyvault refuses the request unless it binds this name to
+    /// `function_id`).
+    pub function: String,
+    /// The key's name.
+    pub name: String,
+    /// The version to export (absent: the newest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// The recipient's X25519 HPKE public key, hex: only its holder can open the export.
+    pub recipient: String,
+}
+
+impl Body for KeyExport {
+    const DOMAIN: &'static str = "cloister/key-export/v1";
 }
 
 /// An owner's use of one of a function's keys through the API (domain

@@ -288,7 +288,8 @@ pub enum IdentityCommand {
     /// goes in the request's `signed` (or `manifest`) field or `cloister-signed` header.
     Sign {
         /// `cloister/deploy/v1`, `cloister/secret-write/v1`, `cloister/activate/v1`,
-        /// `cloister/identity-grant/v1` or `cloister/registry-change/v1`.
+        /// `cloister/identity-grant/v1`, `cloister/registry-change/v1`, `cloister/key-write/v1`,
+        /// `cloister/key-use/v1` or `cloister/key-export/v1`.
         domain: String,
         /// The signature is bound to the keyvault whose attestation this verifies.
         #[command(flatten)]
@@ -416,6 +417,53 @@ pub enum KeyCommand {
         /// ed25519, ecdsa-p256, ecdsa-secp256k1 or hmac-sha256.
         #[arg(long, default_value = "ed25519")]
         algorithm: String,
+        /// Allow the key to leave keyvault later, sealed to a recipient by an owner- and
+        /// admin-signed export (fixed for the key's life; without it the key never leaves).
+        #[arg(long)]
+        exportable: bool,
+        /// How the keyvault bundle is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Bring in a key made elsewhere (owner-signed): its 32 secret bytes (hex, from a file or
+    /// `-` for stdin) are sealed to the attested keyvault before they leave this machine.
+    Import {
+        /// The key's name.
+        name: String,
+        /// The function whose namespace holds it.
+        #[arg(long)]
+        function: String,
+        /// ed25519 (seed), ecdsa-p256 or ecdsa-secp256k1 (scalar), hmac-sha256 (key).
+        #[arg(long)]
+        algorithm: String,
+        /// File holding the 32 secret bytes as hex (`-`: stdin).
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// As for `key create`.
+        #[arg(long)]
+        exportable: bool,
+        /// How the keyvault bundle is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Export an exportable key sealed to a recipient's X25519 key: signed by you (an owner)
+    /// and by an admin (--admin-signed). Without --admin-signed, prints the body the admin
+    /// signs (`cloister identity sign cloister/key-export/v1`).
+    Export {
+        /// The key's name.
+        name: String,
+        /// The function whose namespace holds it.
+        #[arg(long)]
+        function: String,
+        /// The recipient's HPKE X25519 public key, hex.
+        #[arg(long)]
+        recipient: String,
+        /// Export this version (default: the newest).
+        #[arg(long)]
+        version: Option<u64>,
+        /// The admin's signature over the same body (base64, or @FILE).
+        #[arg(long)]
+        admin_signed: Option<String>,
         /// How the keyvault bundle is trusted.
         #[command(flatten)]
         trust: TrustArgs,
@@ -437,6 +485,35 @@ pub enum KeyCommand {
         /// The function.
         #[arg(long)]
         function: String,
+        /// How the keyvault bundle is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Let another function use a key (owner-signed): its manifest then declares it as
+    /// FUNCTION/NAME (`fn deploy --key payments/signer`).
+    Grant {
+        /// The key's name.
+        name: String,
+        /// The function whose namespace holds it.
+        #[arg(long)]
+        function: String,
+        /// The function that may use it.
+        #[arg(long)]
+        to: String,
+        /// How the keyvault bundle is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Withdraw a grant (owner-signed): the other function's next use is refused.
+    Revoke {
+        /// The key's name.
+        name: String,
+        /// The function whose namespace holds it.
+        #[arg(long)]
+        function: String,
+        /// The function that may no longer use it.
+        #[arg(long)]
+        to: String,
         /// How the keyvault bundle is trusted.
         #[command(flatten)]
         trust: TrustArgs,
@@ -1107,13 +1184,15 @@ pub struct DeployArgs {
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
     /// A key in keyvault the function may use (`context.sign`, `context.publicKey`), by
-    /// name; repeatable. Make it first with `cloister key create`.
+    /// name, or FUNCTION/NAME for a key another function granted (`cloister key grant`);
+    /// repeatable. Make it first with `cloister key create`.
     #[arg(long = "key", value_name = "NAME")]
     pub keys: Vec<String>,
     /// A limit on a declared key, NAME:SETTING (repeatable; keyvault enforces it on every
     /// use): `ops=sign|publicKey[,…]`, `hashes=sha256|keccak256|prehashed[,…]`,
     /// `max-bytes=N`, `rate=N/s|N/min|N/h|N/d|N/<secs>s`, `prefix=TEXT` (a domain tag every
-    /// message must begin with).
+    /// message must begin with, 16-256 bytes). A redeploy keeps the deployed version's
+    /// limits on a key it gives no --key-limit; `NAME:none` clears them.
     #[arg(long = "key-limit", value_name = "NAME:SETTING", value_parser = parse_key_limit)]
     pub key_limits: Vec<(String, String)>,
     /// Non-secret configuration the code reads as `context.env.KEY`, KEY=VALUE (repeatable);
@@ -1126,7 +1205,9 @@ pub struct DeployArgs {
 /// Parses one `--key-limit NAME:SETTING` (the setting is checked when the limits are built).
 fn parse_key_limit(s: &str) -> Result<(String, String), String> {
     match s.split_once(':') {
-        Some((name, setting)) if !name.is_empty() && setting.contains('=') => {
+        Some((name, setting))
+            if !name.is_empty() && (setting.contains('=') || setting == "none") =>
+        {
             Ok((name.to_owned(), setting.to_owned()))
         }
         _ => Err(format!(

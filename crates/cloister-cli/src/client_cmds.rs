@@ -61,7 +61,8 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
         FnCommand::Deploy(args) => {
             let confidential = args.confidential;
             let trust = args.trust.clone();
-            let req = deploy_request(args)?;
+            let (mut req, cleared) = deploy_request(args)?;
+            keep_key_limits(&mut c, &mut req, &cleared).await?;
             let info = if confidential {
                 let (kv, _) = crate::secret_cmd::verified_bundle(&mut c, &conn.url, &trust).await?;
                 let now =
@@ -206,7 +207,9 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
+fn deploy_request(
+    args: DeployArgs,
+) -> anyhow::Result<(DeployRequest, std::collections::BTreeSet<String>)> {
     let code = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let name = match args.name {
@@ -234,9 +237,14 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
             memory_mb: args.memory_mb,
         });
     let mut key_limits = std::collections::BTreeMap::<String, cloister_types::KeyLimits>::new();
+    let mut cleared = std::collections::BTreeSet::new();
     for (key, setting) in &args.key_limits {
         if !args.keys.contains(key) {
             anyhow::bail!("--key-limit {key}:{setting}: declare the key with --key {key} first");
+        }
+        if setting == "none" {
+            cleared.insert(key.clone());
+            continue;
         }
         key_limits
             .entry(key.clone())
@@ -244,8 +252,11 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
             .set(setting)
             .with_context(|| format!("--key-limit {key}:{setting}"))?;
     }
+    if let Some(k) = cleared.iter().find(|k| key_limits.contains_key(*k)) {
+        anyhow::bail!("--key-limit {k}:none clears {k}'s limits; give it no other --key-limit");
+    }
     cloister_types::key_limits::check_key_limits(&args.keys, &key_limits)?;
-    Ok(DeployRequest {
+    let req = DeployRequest {
         name,
         runtime: args.runtime,
         code,
@@ -259,7 +270,49 @@ fn deploy_request(args: DeployArgs) -> anyhow::Result<DeployRequest> {
         source_name: source_name_of(&args.file),
         required_keys: args.keys,
         key_limits,
-    })
+    };
+    Ok((req, cleared))
+}
+
+/// Keeps the limits the deployed version sets on a key this deploy declares again without
+/// any `--key-limit`: the newest version's limits bind every version, so a redeploy that
+/// forgot them would loosen them for all. `--key-limit NAME:none` clears them on purpose.
+async fn keep_key_limits(
+    c: &mut cloister_client::Client,
+    req: &mut DeployRequest,
+    cleared: &std::collections::BTreeSet<String>,
+) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    if req.required_keys.is_empty() {
+        return Ok(());
+    }
+    let signed = match c.signed_manifest(&req.name, None).await {
+        Ok(m) => m,
+        Err(cloister_client::ClientError::Api {
+            status: 404 | 400, ..
+        }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&signed.manifest)
+        .context("the deployed manifest is not base64")?;
+    let previous = cloister_authority::request::inspect::<cloister_authority::Manifest>(&bytes)
+        .context("the deployed manifest does not decode")?
+        .body;
+    for (key, limits) in previous.key_limits {
+        if req.required_keys.contains(&key)
+            && !req.key_limits.contains_key(&key)
+            && !cleared.contains(&key)
+        {
+            eprintln!(
+                "keeping the limits v{} sets on key {key} ({}); --key-limit {key}:none clears them",
+                signed.version,
+                serde_json::to_string(&limits)?
+            );
+            req.key_limits.insert(key, limits);
+        }
+    }
+    Ok(())
 }
 
 /// The base name of `file` as stack traces show it, when it is a valid source name.

@@ -100,6 +100,22 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "cloister key list --function payments\n  cloister --json key list --function payments",
     ),
     (
+        "key import",
+        "cloister key import legacy --function payments --algorithm ecdsa-secp256k1 --secret-file key.hex",
+    ),
+    (
+        "key export",
+        "cloister key export portable --function payments --recipient <x25519-hex> > body.json\n  cloister --identity admin.json identity sign cloister/key-export/v1 < body.json > admin.sig\n  cloister key export portable --function payments --recipient <x25519-hex> --admin-signed @admin.sig",
+    ),
+    (
+        "key grant",
+        "cloister key grant signer --function payments --to refunds\n  cloister fn deploy refunds.js --key payments/signer",
+    ),
+    (
+        "key revoke",
+        "cloister key revoke signer --function payments --to refunds",
+    ),
+    (
         "key sign",
         "cloister key sign signer --function payments --message 'payments:v1:refund 42'\n  cloister key sign eth --function payments --message-hex 0x00 --hash keccak256 --json",
     ),

@@ -439,7 +439,7 @@ async fn sign_json(
 ) -> anyhow::Result<String> {
     use cloister_authority::Body;
     use cloister_authority::ops::{
-        Activation, IdentityGrant, KeyWrite, RegistryChange, SecretWrite,
+        Activation, IdentityGrant, KeyExport, KeyUse, KeyWrite, RegistryChange, SecretWrite,
     };
     fn parse<B: serde::de::DeserializeOwned>(text: &str, domain: &str) -> anyhow::Result<B> {
         serde_json::from_str(text).with_context(|| format!("the body is not a {domain} body"))
@@ -459,10 +459,12 @@ async fn sign_json(
             c.sign_body(&parse::<RegistryChange>(text, d)?, who).await?
         }
         d if d == KeyWrite::DOMAIN => c.sign_body(&parse::<KeyWrite>(text, d)?, who).await?,
+        d if d == KeyUse::DOMAIN => c.sign_body(&parse::<KeyUse>(text, d)?, who).await?,
+        d if d == KeyExport::DOMAIN => c.sign_body(&parse::<KeyExport>(text, d)?, who).await?,
         other => anyhow::bail!(
             "cannot sign for domain {other:?}: use cloister/deploy/v1, cloister/secret-write/v1, \
-             cloister/activate/v1, cloister/identity-grant/v1, cloister/registry-change/v1 or \
-             cloister/key-write/v1"
+             cloister/activate/v1, cloister/identity-grant/v1, cloister/registry-change/v1, \
+             cloister/key-write/v1, cloister/key-use/v1 or cloister/key-export/v1"
         ),
     };
     Ok(signed)

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use cloister_authority::ops::{KeyOp, KeyUse, KeyUseOp, KeyWrite};
+use cloister_authority::ops::{KeyExport, KeyOp, KeyUse, KeyUseOp, KeyWrite};
 use cloister_types::wire::{KeyInfo, KeyUseResult};
 
 use crate::cli::{Conn, KeyCommand, MessageArgs, TrustArgs};
@@ -17,16 +17,57 @@ pub async fn run(conn: Conn, cmd: KeyCommand, json: bool) -> anyhow::Result<Exit
             name,
             function,
             algorithm,
+            exportable,
             trust,
         } => {
-            if cloister_crypto::keys::KeyAlgorithm::parse(&algorithm).is_none() {
-                bail!(
-                    "unknown algorithm {algorithm:?}: use ed25519, ecdsa-p256, ecdsa-secp256k1 or \
-                     hmac-sha256"
-                );
-            }
-            let k = write(&conn, &function, &name, KeyOp::Create { algorithm }, &trust).await?;
+            check_algorithm(&algorithm)?;
+            let op = KeyOp::Create {
+                algorithm,
+                exportable,
+            };
+            let k = write(&conn, &function, &name, op, &trust).await?;
             show(&k, json, "created");
+        }
+        KeyCommand::Import {
+            name,
+            function,
+            algorithm,
+            secret_file,
+            exportable,
+            trust,
+        } => {
+            check_algorithm(&algorithm)?;
+            let k = import(
+                &conn,
+                &function,
+                &name,
+                &algorithm,
+                &secret_file,
+                exportable,
+                &trust,
+            )
+            .await?;
+            show(&k, json, "imported");
+        }
+        KeyCommand::Export {
+            name,
+            function,
+            recipient,
+            version,
+            admin_signed,
+            trust,
+        } => {
+            export(
+                &conn,
+                &function,
+                &name,
+                &recipient,
+                version,
+                admin_signed,
+                &trust,
+                json,
+            )
+            .await?
         }
         KeyCommand::Rotate {
             name,
@@ -56,6 +97,18 @@ pub async fn run(conn: Conn, cmd: KeyCommand, json: bool) -> anyhow::Result<Exit
                 }
             }
         }
+        KeyCommand::Grant {
+            name,
+            function,
+            to,
+            trust,
+        } => grant(&conn, &function, &name, &to, true, &trust, json).await?,
+        KeyCommand::Revoke {
+            name,
+            function,
+            to,
+            trust,
+        } => grant(&conn, &function, &name, &to, false, &trust, json).await?,
         KeyCommand::Sign {
             name,
             function,
@@ -186,6 +239,178 @@ async fn write(
     Ok(k)
 }
 
+fn check_algorithm(algorithm: &str) -> anyhow::Result<()> {
+    if cloister_crypto::keys::KeyAlgorithm::parse(algorithm).is_none() {
+        bail!(
+            "unknown algorithm {algorithm:?}: use ed25519, ecdsa-p256, ecdsa-secp256k1 or hmac-sha256"
+        );
+    }
+    Ok(())
+}
+
+/// Imports a key from `secret_file` (hex, `-`: stdin), sealed to the attested keyvault.
+async fn import(
+    conn: &Conn,
+    function: &str,
+    name: &str,
+    algorithm: &str,
+    secret_file: &std::path::Path,
+    exportable: bool,
+    trust: &TrustArgs,
+) -> anyhow::Result<KeyInfo> {
+    use sha2::Digest as _;
+    cloister_types::KeyName::parse(name)?;
+    let text = zeroize::Zeroizing::new(if secret_file.as_os_str() == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).context("reading stdin")?;
+        t
+    } else {
+        std::fs::read_to_string(secret_file)
+            .with_context(|| format!("reading {}", secret_file.display()))?
+    });
+    let secret = zeroize::Zeroizing::new(
+        hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("the secret must be hex"))?,
+    );
+    if secret.len() != 32 {
+        bail!(
+            "the secret must be 32 bytes (64 hex digits); it has {}",
+            secret.len()
+        );
+    }
+    let mut c = signing_client(conn)?;
+    if !c.signs() {
+        bail!(
+            "importing a key is signed by an owner of the function: make an identity with `cloister identity create` (or pass --identity)"
+        );
+    }
+    let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
+    c.bind_platform(kv.audit_key.to_string());
+    let function_id = c.show(function, None).await?.function_id;
+    let sealed = kv.hpke.seal(
+        &cloister_types::binding::key_import_info(&function_id, name),
+        b"",
+        &secret,
+    )?;
+    let k = c
+        .import_key(
+            &KeyWrite {
+                function_id,
+                function: function.to_owned(),
+                name: name.to_owned(),
+                op: KeyOp::Import {
+                    algorithm: algorithm.to_owned(),
+                    exportable,
+                    sealed_sha256: hex::encode(sha2::Sha256::digest(&sealed)),
+                },
+            },
+            &sealed,
+        )
+        .await?;
+    cloister_client::keys::verify(&k, &kv.audit_key, function)?;
+    Ok(k)
+}
+
+/// Exports a key sealed to `recipient`, signed by this identity and, with `admin_signed`, by
+/// an admin; without it, prints the body for the admin to sign.
+#[allow(clippy::too_many_arguments)]
+async fn export(
+    conn: &Conn,
+    function: &str,
+    name: &str,
+    recipient: &str,
+    version: Option<u64>,
+    admin_signed: Option<String>,
+    trust: &TrustArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    cloister_types::KeyName::parse(name)?;
+    let r = hex::decode(recipient).context("--recipient must be hex")?;
+    cloister_crypto::HpkePublicKey::from_slice(&r)
+        .context("--recipient must be an X25519 public key (32 bytes)")?;
+    let mut c = signing_client(conn)?;
+    let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
+    c.bind_platform(kv.audit_key.to_string());
+    let body = KeyExport {
+        function_id: c.show(function, None).await?.function_id,
+        function: function.to_owned(),
+        name: name.to_owned(),
+        version,
+        recipient: recipient.to_owned(),
+    };
+    let Some(admin_signed) = admin_signed else {
+        // The body the admin signs, exactly as the owner's signature will cover it.
+        println!("{}", serde_json::to_string(&body)?);
+        eprintln!(
+            "an admin signs this body: cloister identity sign cloister/key-export/v1 < body.json; \
+             then run this command again with --admin-signed"
+        );
+        return Ok(());
+    };
+    if !c.signs() {
+        bail!("an export is signed by an owner of the function: pass --identity");
+    }
+    let admin_signed = match admin_signed.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading {file}"))?
+            .trim()
+            .to_owned(),
+        None => admin_signed,
+    };
+    let owner_signed = c
+        .sign_body(&body, "an owner's identity is needed to export keys")
+        .await?;
+    let out = c.export_key(owner_signed, admin_signed).await?;
+    if json {
+        output::json(&out);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        eprintln!(
+            "exported {name} version {} ({}) sealed to {recipient}",
+            out.key_version, out.algorithm
+        );
+    }
+    Ok(())
+}
+
+/// Grants (or withdraws) `function`'s key `name` to function `to`.
+#[allow(clippy::too_many_arguments)]
+async fn grant(
+    conn: &Conn,
+    function: &str,
+    name: &str,
+    to: &str,
+    grant: bool,
+    trust: &TrustArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    // The grantee's id is the gateway's word; keyvault refuses the grant unless it binds
+    // `to` to that id.
+    let to_function_id = client(conn)?.show(to, None).await?.function_id;
+    let to_function = to.to_owned();
+    let op = if grant {
+        KeyOp::Grant {
+            to_function_id,
+            to_function,
+        }
+    } else {
+        KeyOp::Revoke {
+            to_function_id,
+            to_function,
+        }
+    };
+    let k = write(conn, function, name, op, trust).await?;
+    if json {
+        output::json(&k);
+    } else if grant {
+        println!(
+            "granted {function}'s key {name} to {to}: its manifest declares it as {function}/{name}"
+        );
+    } else {
+        println!("{to} may no longer use {function}'s key {name}");
+    }
+    Ok(())
+}
+
 /// The message `m` names: text, hex, or a file's bytes (`-`: stdin).
 fn read_message(m: &MessageArgs) -> anyhow::Result<Vec<u8>> {
     let bytes = if let Some(t) = &m.message {
@@ -214,9 +439,8 @@ fn read_message(m: &MessageArgs) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// An owner's key use through keyvault; keyvault's signature over the result is checked
-/// (and, for a new signature of an asymmetric key, the signature against the key's
-/// keyvault-signed public key) before it is shown.
+/// An owner's key use through keyvault; keyvault's signature over the result (bound to this
+/// request) is checked against the attested bundle before it is shown.
 #[allow(clippy::too_many_arguments)]
 async fn use_key(
     conn: &Conn,

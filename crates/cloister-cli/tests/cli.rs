@@ -1560,7 +1560,7 @@ async fn a_function_signs_with_the_keys_its_manifest_declares_and_independent_to
         "--key",
         "mac",
         "--key-limit",
-        "ed:prefix=pay:",
+        "ed:prefix=payments-v1-signed:",
         "--key-limit",
         "ed:rate=2/h",
         "--key-limit",
@@ -1612,16 +1612,51 @@ async fn a_function_signs_with_the_keys_its_manifest_declares_and_independent_to
         "key_operation_not_allowed"
     );
     assert_eq!(caught(json!({"key": "ed", "public": true})), "signed");
-    assert_eq!(caught(json!({"key": "ed", "msg": "pay:1"})), "signed");
-    assert_eq!(caught(json!({"key": "ed", "msg": "pay:2"})), "signed");
     assert_eq!(
-        caught(json!({"key": "ed", "msg": "pay:3"})),
+        caught(json!({"key": "ed", "msg": "payments-v1-signed:1"})),
+        "signed"
+    );
+    assert_eq!(
+        caught(json!({"key": "ed", "msg": "payments-v1-signed:2"})),
+        "signed"
+    );
+    assert_eq!(
+        caught(json!({"key": "ed", "msg": "payments-v1-signed:3"})),
         "key_rate_limited"
     );
     // Uncaught, the code is the invocation's details.code.
-    let o = sign("ed", "pay:4", None);
+    let o = sign("ed", "payments-v1-signed:4", None);
     let e: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["error"]["details"]["code"], "key_rate_limited", "{e}");
+    // A redeploy that names the keys without limits keeps the deployed ones (the newest
+    // version's limits bind every version); `NAME:none` clears them on purpose.
+    std::fs::write(
+        file,
+        format!("{}\n// v3", std::fs::read_to_string(file).unwrap()),
+    )
+    .unwrap();
+    let all_keys = [
+        "fn", "deploy", file, "--key", "ed", "--key", "p256", "--key", "k1", "--key", "mac",
+    ];
+    let o = p.cli(&all_keys);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("keeping the limits"), "{}", stderr(&o));
+    assert_eq!(
+        caught(json!({"key": "mac", "msg": "12345"})),
+        "key_message_too_large"
+    );
+    std::fs::write(
+        file,
+        format!("{}\n// v4", std::fs::read_to_string(file).unwrap()),
+    )
+    .unwrap();
+    let o = p.cli(&[&all_keys[..], &["--key-limit", "mac:none"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(caught(json!({"key": "mac", "msg": "12345"})), "signed");
+    assert_eq!(
+        caught(json!({"key": "ed", "msg": "5 to bob"})),
+        "key_domain_tag_missing"
+    );
 }
 
 /// secp256k1 checked by python-ecdsa (pure Python, independent of the `k256` crate keyvault
@@ -1801,6 +1836,83 @@ async fn an_owner_signs_and_checks_through_keyvault_and_independent_tools_agree(
     let o = key(&["sign", "ed", "--message", "x", "--version", "7"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("key_not_found"), "{}", stderr(&o));
+
+    // Grants: another function that declares `owned/ed` signs with it only while granted.
+    let user = dir.path().join("user.js");
+    std::fs::write(
+        &user,
+        "async function handler(p, s, c) {
+            try { return { v: (await c.sign('owned/ed', 'from user')).keyVersion }; }
+            catch (e) { return { code: e.code }; }
+        }",
+    )
+    .unwrap();
+    let o = p.cli(&["fn", "deploy", user.to_str().unwrap(), "--key", "owned/ed"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run_user = || {
+        let o = p.cli(&["--json", "fn", "invoke", "user"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["result"].clone()
+    };
+    assert_eq!(run_user()["code"], "key_not_granted");
+    let o = key(&["grant", "ed", "--to", "user"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("owned/ed"));
+    assert_eq!(run_user()["v"], 2);
+    assert!(key(&["revoke", "ed", "--to", "user"]).status.success());
+    assert_eq!(run_user()["code"], "key_not_granted");
+
+    // Import: a key made elsewhere, sealed to the attested keyvault on its way in, signs as
+    // itself; its secret is nowhere in the database.
+    let seed: Vec<u8> = (1u8..=32).collect();
+    let seed_file = dir.path().join("seed.hex");
+    std::fs::write(&seed_file, hex::encode(&seed)).unwrap();
+    let o = p.cli(&[
+        "--json",
+        "key",
+        "import",
+        "imp",
+        "--function",
+        "owned",
+        "--algorithm",
+        "ed25519",
+        "--secret-file",
+        seed_file.to_str().unwrap(),
+        "--sim-root",
+        &root,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let imported: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let expected = cloister_crypto::keys::KeyMaterial::from_secret(
+        cloister_crypto::keys::KeyAlgorithm::Ed25519,
+        &seed,
+    )
+    .unwrap()
+    .public_key()
+    .unwrap()
+    .unwrap();
+    assert_eq!(imported["publicKey"], hex::encode(&expected));
+    assert_eq!(imported["exportable"], false);
+    let s = signed(&["imp", "--message", "imported"]);
+    let sig = hex::decode(s["signature"].as_str().unwrap()).unwrap();
+    let spki = [hex::decode("302a300506032b6570032100").unwrap(), expected].concat();
+    assert!(openssl_verifies(dir.path(), &spki, b"imported", &sig, true));
+    for entry in std::fs::read_dir(p.data()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        assert!(!bytes.windows(32).any(|w| w == seed.as_slice()));
+        assert!(!String::from_utf8_lossy(&bytes).contains(&hex::encode(&seed)));
+    }
+    // A wrong-sized secret is refused before anything is sent.
+    std::fs::write(&seed_file, "00ff").unwrap();
+    let o = key(&[
+        "import",
+        "imp2",
+        "--algorithm",
+        "ed25519",
+        "--secret-file",
+        seed_file.to_str().unwrap(),
+    ]);
+    assert!(stderr(&o).contains("32 bytes"), "{}", stderr(&o));
 
     // Bad input is explained before anything is sent.
     let o = key(&["sign", "ed"]);

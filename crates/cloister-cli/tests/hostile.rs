@@ -251,6 +251,7 @@ async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() 
         .register_manifest(evil.req(SignedRequest {
             signed: vec![],
             sealed_code: None,
+            sealed: Vec::new(),
         }))
         .await
         .unwrap_err();
@@ -387,6 +388,7 @@ async fn register_straight(
         .register_manifest(ins.req(SignedRequest {
             signed,
             sealed_code: None,
+            sealed: Vec::new(),
         }))
         .await
         .map(tonic::Response::into_inner)
@@ -1320,6 +1322,7 @@ async fn a_hostile_gateway_cannot_grow_the_audit_log_without_end_and_what_it_flo
                 kv.register_manifest(evil.req(SignedRequest {
                     signed: vec![1, 2, 3],
                     sealed_code: None,
+                    sealed: Vec::new(),
                 }))
                 .await
             })
@@ -1407,6 +1410,7 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
             name: "vk".into(),
             op: cloister_authority::ops::KeyOp::Create {
                 algorithm: "ed25519".into(),
+                exportable: false,
             },
         })
         .await
@@ -1441,6 +1445,7 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
                 name: "vk2".into(),
                 op: cloister_authority::ops::KeyOp::Create {
                     algorithm: "ed25519".into(),
+                    exportable: false,
                 },
             })
             .await,
@@ -1502,7 +1507,7 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
             key_limits: [(
                 "vk".to_owned(),
                 cloister_types::KeyLimits {
-                    prefix: Some("kvictim:".into()),
+                    prefix: Some("kvictim-transfers:".into()),
                     rate: Some(cloister_types::KeyRate {
                         count: 3,
                         seconds: 3600,
@@ -1544,13 +1549,17 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
         cause(drive(v.clone(), "drain the account").await),
         ("function_error".into(), "key_domain_tag_missing".into())
     );
-    for (f, msg) in [(&v2, "kvictim:1"), (&v, "kvictim:2"), (&v2, "kvictim:3")] {
+    for (f, msg) in [
+        (&v2, "kvictim-transfers:1"),
+        (&v, "kvictim-transfers:2"),
+        (&v2, "kvictim-transfers:3"),
+    ] {
         let (code, _) = cause(drive(f.clone(), msg).await);
         assert_eq!(code, "signed", "{msg}");
     }
     for f in [&v, &v2] {
         assert_eq!(
-            cause(drive(f.clone(), "kvictim:4").await),
+            cause(drive(f.clone(), "kvictim-transfers:4").await),
             ("function_error".into(), "key_rate_limited".into())
         );
     }
@@ -1596,6 +1605,7 @@ async fn an_owners_key_use_cannot_be_replayed_redirected_or_its_result_altered()
             name: "uk".into(),
             op: KeyOp::Create {
                 algorithm: "ed25519".into(),
+                exportable: false,
             },
         })
         .await
@@ -1706,7 +1716,8 @@ async fn an_owners_key_use_cannot_be_replayed_redirected_or_its_result_altered()
         .iter()
         .filter(|e| e["action"] == "authority.refusal" && details(e)["operation"] == "key_use")
         .count();
-    assert!(refusals >= 2, "the refused uses are on the audit chain");
+    // The swapped message, the replay and Mallory's request.
+    assert_eq!(refusals, 3, "the refused uses are on the audit chain");
 }
 
 /// `u` signed by `c`'s identity, as bytes.
@@ -1718,4 +1729,258 @@ async fn signed_use(
     base64::engine::general_purpose::STANDARD
         .decode(c.sign_body(&u, "owner").await.unwrap())
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_grant_is_the_owners_alone_and_names_exactly_one_function() {
+    use cloister_authority::ops::{KeyOp, KeyWrite};
+    let p = Platform::start().await;
+    let victim = p
+        .admin()
+        .deploy(&DeployRequest::javascript("gvictim", SIGNER))
+        .await
+        .unwrap();
+    let friend = p
+        .admin()
+        .deploy(&DeployRequest {
+            required_keys: vec!["gvictim/gk".into()],
+            ..DeployRequest::javascript("gfriend", SIGNER)
+        })
+        .await
+        .unwrap();
+    let write = |to: &FunctionInfo, to_name: &str, name: &str| KeyWrite {
+        function_id: victim.function_id.clone(),
+        function: "gvictim".into(),
+        name: name.into(),
+        op: KeyOp::Grant {
+            to_function_id: to.function_id.clone(),
+            to_function: to_name.into(),
+        },
+    };
+    p.admin()
+        .write_key(&KeyWrite {
+            function_id: victim.function_id.clone(),
+            function: "gvictim".into(),
+            name: "gk".into(),
+            op: KeyOp::Create {
+                algorithm: "ed25519".into(),
+                exportable: false,
+            },
+        })
+        .await
+        .unwrap();
+    // Mallory declares the victim's key in her own function and grants it to herself: she
+    // owns no part of the victim, so keyvault refuses.
+    let mallory = p.developer_identity("mallory-grants").await;
+    let mut m = p.admin().with_identity(mallory, None);
+    let mf = m
+        .deploy(&DeployRequest {
+            required_keys: vec!["gvictim/gk".into()],
+            ..DeployRequest::javascript("gmallory", SIGNER)
+        })
+        .await
+        .unwrap();
+    assert_api_error(
+        m.write_key(&write(&mf, "gmallory", "gk")).await,
+        "not_owner",
+        403,
+    );
+    // The owner grants the key to `gfriend`, but the gateway told the owner's client
+    // Mallory's id for that name: keyvault binds names to ids and refuses.
+    assert_api_error(
+        p.admin().write_key(&write(&mf, "gfriend", "gk")).await,
+        "manifest_mismatch",
+        409,
+    );
+    p.admin()
+        .write_key(&write(&friend, "gfriend", "gk"))
+        .await
+        .unwrap();
+    // The friend signs; Mallory's function, declaring the same key, does not.
+    let r = p
+        .admin()
+        .invoke("gfriend", r#"{"key":"gvictim/gk","msg":"hello"}"#, None)
+        .await
+        .unwrap();
+    assert_eq!(r.result.get(), r#"{"v":1,"n":64}"#);
+    let e = assert_api_error(
+        p.admin()
+            .invoke("gmallory", r#"{"key":"gvictim/gk","msg":"hello"}"#, None)
+            .await,
+        "function_error",
+        422,
+    );
+    assert_eq!(e.details["code"], "key_not_granted", "{e:?}");
+    // Exactly one grant and one signature are on the audit chain.
+    let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(text.matches("\"key.grant\"").count(), 1, "{text}");
+    assert_eq!(text.matches("\"key.sign\"").count(), 1, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_needs_an_owner_and_another_admin_and_a_kept_key_has_no_export_at_all() {
+    use cloister_authority::ops::{IdentityRole, KeyExport, KeyOp, KeyWrite};
+    use cloister_crypto::HpkeKeyPair;
+    use cloister_crypto::keys::{KeyAlgorithm, KeyMaterial};
+    let p = Platform::start().await;
+    let f = p
+        .admin()
+        .deploy(&DeployRequest::javascript("xfn", SIGNER))
+        .await
+        .unwrap();
+    let create = |name: &str, exportable: bool| KeyWrite {
+        function_id: f.function_id.clone(),
+        function: "xfn".into(),
+        name: name.into(),
+        op: KeyOp::Create {
+            algorithm: "ecdsa-p256".into(),
+            exportable,
+        },
+    };
+    let portable = p
+        .admin()
+        .write_key(&create("portable", true))
+        .await
+        .unwrap();
+    let kept = p.admin().write_key(&create("kept", false)).await.unwrap();
+    // keyvault's signed view says which keys can ever leave it; the gateway cannot flip that.
+    let audit_key = p.trusted_keyvault().await.audit_key;
+    assert!(portable.exportable && !kept.exportable);
+    let mut flipped = kept.clone();
+    flipped.exportable = true;
+    assert!(cloister_client::keys::verify(&flipped, &audit_key, "xfn").is_err());
+
+    let admin2_id = std::sync::Arc::new(cloister_authority::Identity::generate("admin-2").unwrap());
+    p.admin()
+        .grant_identity(
+            &admin2_id.public_key(),
+            IdentityRole::Admin,
+            "admin-2",
+            None,
+        )
+        .await
+        .unwrap();
+    let mut owner = p.admin();
+    let mut admin2 = p.admin().with_identity(admin2_id, None);
+    let dev = p.developer_identity("exporter-dev").await;
+    let mut developer = p.admin().with_identity(dev, None);
+    let recipient = HpkeKeyPair::generate().unwrap();
+    let body = |name: &str, recipient: &HpkeKeyPair| KeyExport {
+        function_id: f.function_id.clone(),
+        function: "xfn".into(),
+        name: name.into(),
+        version: None,
+        recipient: recipient.public().to_hex(),
+    };
+    let b = body("portable", &recipient);
+
+    // One identity signing twice is not two parties.
+    let e = assert_api_error(export_twice(&mut owner, &b).await, "invalid_request", 400);
+    assert!(e.message.contains("two identities"), "{e:?}");
+    // The second signer must be an admin.
+    assert_api_error(
+        export(&mut owner, &b, &mut developer, &b).await,
+        "not_owner",
+        403,
+    );
+    // The admin must sign the same export (here: another recipient, the gateway's own).
+    let gateway_recipient = HpkeKeyPair::generate().unwrap();
+    assert_api_error(
+        export(
+            &mut owner,
+            &b,
+            &mut admin2,
+            &body("portable", &gateway_recipient),
+        )
+        .await,
+        "invalid_request",
+        400,
+    );
+    // A key created without `exportable` has no export, whoever signs.
+    let k = body("kept", &recipient);
+    assert_api_error(
+        export(&mut owner, &k, &mut admin2, &k).await,
+        "key_not_exportable",
+        403,
+    );
+
+    // Both signatures: the key is sealed to the recipient, who checks keyvault's signature
+    // and opens the same key the public half names.
+    let out = export(&mut owner, &b, &mut admin2, &b).await.unwrap();
+    let secret = cloister_client::keys::open_export(
+        &out,
+        &recipient,
+        &f.function_id,
+        "portable",
+        &audit_key,
+    )
+    .unwrap();
+    let opened = KeyMaterial::from_secret(KeyAlgorithm::EcdsaP256, &secret).unwrap();
+    assert_eq!(
+        opened.public_key().unwrap().map(hex::encode),
+        portable.public_key
+    );
+    // A gateway that swaps in a key it sealed itself to the recipient is caught.
+    let mut swapped = out.clone();
+    {
+        use base64::Engine as _;
+        let own = KeyMaterial::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let sealed = recipient
+            .public()
+            .seal(
+                &cloister_types::binding::key_export_info(
+                    &f.function_id,
+                    "portable",
+                    "ecdsa-p256",
+                    1,
+                ),
+                b"",
+                &own.to_stored()[1..],
+            )
+            .unwrap();
+        swapped.sealed = base64::engine::general_purpose::STANDARD.encode(sealed);
+    }
+    assert!(
+        cloister_client::keys::open_export(
+            &swapped,
+            &recipient,
+            &f.function_id,
+            "portable",
+            &audit_key
+        )
+        .is_err()
+    );
+    // Exactly one export is on the audit chain, and the refusals are too.
+    let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(text.matches("\"key.export\"").count(), 1, "{text}");
+    let entries = audit_entries(&p).await;
+    let refused = entries
+        .iter()
+        .filter(|e| e["action"] == "authority.refusal" && details(e)["operation"] == "key_export")
+        .count();
+    assert_eq!(refused, 4, "each refused export is audited");
+}
+
+/// An export of `a` signed by `first` and of `b` signed by `second`.
+async fn export(
+    first: &mut cloister_client::Client,
+    a: &cloister_authority::ops::KeyExport,
+    second: &mut cloister_client::Client,
+    b: &cloister_authority::ops::KeyExport,
+) -> Result<cloister_types::wire::KeyExported, cloister_client::ClientError> {
+    let one = first.sign_body(a, "first").await.unwrap();
+    let two = second.sign_body(b, "second").await.unwrap();
+    first.export_key(one, two).await
+}
+
+/// An export of `a` signed twice by the same identity.
+async fn export_twice(
+    c: &mut cloister_client::Client,
+    a: &cloister_authority::ops::KeyExport,
+) -> Result<cloister_types::wire::KeyExported, cloister_client::ClientError> {
+    let one = c.sign_body(a, "first").await.unwrap();
+    let two = c.sign_body(a, "again").await.unwrap();
+    c.export_key(one, two).await
 }

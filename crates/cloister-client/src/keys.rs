@@ -53,6 +53,7 @@ pub fn verify(
         &info.algorithm,
         info.version,
         public.as_deref().unwrap_or_default(),
+        info.exportable,
     );
     audit_key
         .verify(&msg, &sig)
@@ -85,4 +86,39 @@ pub fn verify_use(
     audit_key
         .verify(&msg, &sig)
         .map_err(|_| KeyViewError::BadSignature("the key use result".into()))
+}
+
+/// Opens an export (`Client::export_key`) of key `name` of function `function_id` with the
+/// recipient's HPKE key pair, after checking keyvault's signature over it with `audit_key`
+/// (HPKE alone does not say who sealed). Returns the key's 32 secret bytes.
+pub fn open_export(
+    exported: &cloister_types::wire::KeyExported,
+    recipient: &cloister_crypto::HpkeKeyPair,
+    function_id: &str,
+    name: &str,
+    audit_key: &VerifyingKey,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyViewError> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(&exported.sealed)
+        .map_err(|_| KeyViewError::Malformed("sealed"))?;
+    let sig = hex::decode(&exported.keyvault_signature)
+        .map_err(|_| KeyViewError::Malformed("keyvaultSignature"))?;
+    let info = cloister_types::binding::key_export_info(
+        function_id,
+        name,
+        &exported.algorithm,
+        exported.key_version,
+    );
+    audit_key
+        .verify(
+            &cloister_types::binding::key_export_message(&info, &sha2::Sha256::digest(&sealed)),
+            &sig,
+        )
+        .map_err(|_| KeyViewError::BadSignature(name.to_owned()))?;
+    let secret = recipient
+        .open(&info, b"", &sealed)
+        .map_err(|_| KeyViewError::BadSignature(name.to_owned()))?;
+    Ok(zeroize::Zeroizing::new(secret.expose().to_vec()))
 }

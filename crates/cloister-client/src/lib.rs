@@ -824,6 +824,41 @@ impl Client {
         Ok((r, digest))
     }
 
+    /// Imports a key made elsewhere (`KeyOp::Import`, owner-signed): `sealed` is its 32
+    /// secret bytes sealed to keyvault's HPKE key with info
+    /// `cloister_types::binding::key_import_info` (`change` binds its SHA-256).
+    pub async fn import_key(
+        &mut self,
+        change: &cloister_authority::ops::KeyWrite,
+        sealed: &[u8],
+    ) -> Result<cloister_types::wire::KeyInfo, ClientError> {
+        use base64::Engine as _;
+        let req = cloister_types::wire::KeyWriteBody {
+            signed: self
+                .sign_body(change, "an owner's identity is needed to import keys")
+                .await?,
+            sealed: Some(base64::engine::general_purpose::STANDARD.encode(sealed)),
+        };
+        self.call(Method::POST, "/v1/keys", Some(to_json(&req)))
+            .await
+    }
+
+    /// Exports an exportable key sealed to a recipient: `owner_signed` and `admin_signed` are
+    /// the same `KeyExport` body signed (base64) by an owner and by an admin. Open the result
+    /// with [`keys::open_export`].
+    pub async fn export_key(
+        &mut self,
+        owner_signed: String,
+        admin_signed: String,
+    ) -> Result<cloister_types::wire::KeyExported, ClientError> {
+        let req = cloister_types::wire::KeyExportBody {
+            owner_signed,
+            admin_signed,
+        };
+        self.call(Method::POST, "/v1/keys/export", Some(to_json(&req)))
+            .await
+    }
+
     /// The public facts of function `name`'s keys.
     pub async fn keys(&mut self, name: &str) -> Result<cloister_types::wire::KeyList, ClientError> {
         self.call(

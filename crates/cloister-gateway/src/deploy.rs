@@ -363,6 +363,7 @@ async fn deploy_inner(
         .register_manifest(kv.request(SignedRequest {
             signed,
             sealed_code: sealed_code.clone(),
+            sealed: Vec::new(),
         }))
         .await
         .map_err(kv_error)?

@@ -8,15 +8,18 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use base64::Engine as _;
-use cloister_rpc::keyvault::{KeyUseRequest, KeyView, ListKeysRequest};
-use cloister_types::wire::{KeyInfo, KeyList, KeyUseBody, KeyUseResult};
+use cloister_rpc::keyvault::{
+    KeyExportRequest, KeyUseRequest, KeyView, ListKeysRequest, SignedRequest,
+};
+use cloister_types::wire::{
+    KeyExportBody, KeyExported, KeyInfo, KeyList, KeyUseBody, KeyUseResult, KeyWriteBody,
+};
 use cloister_types::{ErrorCode, Role};
 
 use crate::deploy::path_arg;
 use crate::error::{HttpError, HttpResult};
 use crate::functions::not_found;
 use crate::keyvault::kv_error;
-use crate::relay::signed_body;
 use crate::secrets::keyvault;
 use crate::state::Shared;
 
@@ -29,6 +32,7 @@ fn info(k: KeyView) -> KeyInfo {
         function_id: k.function_id,
         function: k.function,
         keyvault_signature: hex::encode(&k.keyvault_signature),
+        exportable: k.exportable,
     }
 }
 
@@ -41,7 +45,15 @@ pub async fn write(
 ) -> HttpResult<Json<KeyInfo>> {
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Developer, "create or rotate keys")?;
-    let req = signed_body(&headers, body).await?;
+    let b: KeyWriteBody = crate::body::json(&headers, body, MAX_KEY_WRITE_BODY).await?;
+    let req = SignedRequest {
+        signed: base64_field("signed", &b.signed)?,
+        sealed_code: None,
+        sealed: match &b.sealed {
+            Some(s) => base64_field("sealed", s)?,
+            None => Vec::new(),
+        },
+    };
     let w = cloister_authority::request::inspect::<cloister_authority::ops::KeyWrite>(&req.signed)
         .map_err(|e| HttpError::new(e.code(), e.to_string()))?
         .body;
@@ -58,6 +70,61 @@ pub async fn write(
         .map_err(kv_error)?
         .into_inner();
     Ok(Json(info(r)))
+}
+
+/// Largest `POST /v1/keys` body: a signed request and a sealed 32-byte key.
+const MAX_KEY_WRITE_BODY: usize = 16 * 1024;
+/// Largest `POST /v1/keys/export` body: two signed requests.
+const MAX_KEY_EXPORT_BODY: usize = 32 * 1024;
+
+fn base64_field(name: &str, value: &str) -> HttpResult<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|_| {
+            HttpError::new(
+                ErrorCode::InvalidRequest,
+                format!("\"{name}\" must be base64"),
+            )
+        })
+}
+
+/// `POST /v1/keys/export`: an export of an exportable key sealed to a recipient, signed by
+/// an owner and by an admin (`cloister/key-export/v1`), relayed to keyvault, which checks
+/// both, seals the key and signs what it sealed.
+pub async fn export(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResult<Json<KeyExported>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    caller.require(Role::Developer, "export keys")?;
+    let b: KeyExportBody = crate::body::json(&headers, body, MAX_KEY_EXPORT_BODY).await?;
+    let req = KeyExportRequest {
+        owner_signed: base64_field("ownerSigned", &b.owner_signed)?,
+        admin_signed: base64_field("adminSigned", &b.admin_signed)?,
+    };
+    let x = cloister_authority::request::inspect::<cloister_authority::ops::KeyExport>(
+        &req.owner_signed,
+    )
+    .map_err(|e| HttpError::new(e.code(), e.to_string()))?
+    .body;
+    if let Some(owners) = s.store.function_owners(&x.function_id).await? {
+        caller.require_owner(&x.function_id, &owners)?;
+    }
+    let kv = keyvault(&s)?;
+    let r = kv
+        .client()
+        .export_key(kv.request(req))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    Ok(Json(KeyExported {
+        algorithm: r.algorithm,
+        key_version: r.key_version,
+        sealed: base64::engine::general_purpose::STANDARD.encode(&r.sealed),
+        public_key: (!r.public_key.is_empty()).then(|| hex::encode(&r.public_key)),
+        keyvault_signature: hex::encode(&r.keyvault_signature),
+    }))
 }
 
 /// Largest `POST /v1/keys/use` body: a 64 KiB message in base64 and the signed request.

@@ -32,6 +32,7 @@ pub(crate) async fn signed_body(headers: &HeaderMap, body: Body) -> HttpResult<S
     Ok(SignedRequest {
         signed,
         sealed_code: None,
+        sealed: Vec::new(),
     })
 }
 

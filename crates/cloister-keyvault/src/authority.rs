@@ -1048,7 +1048,9 @@ impl Authority {
     /// the newest active version of the function that declares the key and whose signer is
     /// trusted. Tightening a key's limits in a new version so binds the older versions still
     /// active, which a gateway could otherwise run to escape them; a rollback (the older
-    /// version newest active again) brings back its own limits. `running` must itself declare
+    /// version newest active again) brings back its own limits. A version whose signer was
+    /// later revoked as compromised is skipped, so its limits no longer apply (revoking the
+    /// signer of a tightening brings back the older limits). `running` must itself declare
     /// the key; the caller checks that.
     pub async fn key_limits_source(
         &self,
@@ -1063,8 +1065,14 @@ impl Authority {
             if version == running.version {
                 break;
             }
+            // A registered, active version's manifest missing from the database is tampering:
+            // skipping it would let an older version's looser limits apply.
             let Some(m) = self.manifest(&f.function_id, version).await? else {
-                continue;
+                tracing::error!(function_id = %f.function_id, version, "ALARM: an active version's manifest is missing from the database");
+                return Err(Denied::Tampered(format!(
+                    "manifest {}",
+                    manifest_key(&f.function_id, version)
+                )));
             };
             if m.manifest.keys.iter().any(|k| k == name) && self.signer_trusted(&m).is_ok() {
                 return Ok(m);
@@ -1140,6 +1148,47 @@ impl Authority {
         }
         self.may_act(&signer, v.signer_id(), &f)?;
         Ok((v.signer_id().clone(), b))
+    }
+
+    /// Checks the two signatures an export needs over one `KeyExport` body: `owner_signed` by
+    /// an identity that may act on the function, `admin_signed` by an admin, two distinct
+    /// identities (one stolen key is not enough). Returns the body and the two signers.
+    pub async fn authorize_key_export(
+        &self,
+        owner_signed: &[u8],
+        admin_signed: &[u8],
+    ) -> Result<(cloister_authority::ops::KeyExport, IdentityId, IdentityId), Denied> {
+        use cloister_authority::ops::KeyExport;
+        let (o, owner) = self.verify_signed::<KeyExport>(owner_signed).await?;
+        let (a, admin) = self.verify_signed::<KeyExport>(admin_signed).await?;
+        if o.body() != a.body() {
+            return Err(Denied::Invalid(
+                "the owner and the admin signed different exports".into(),
+            ));
+        }
+        if o.signer_id() == a.signer_id() {
+            return Err(Denied::Invalid(
+                "an export needs two identities: an owner's signature and another, an admin's"
+                    .into(),
+            ));
+        }
+        if admin.role != IdentityRole::Admin {
+            return Err(Denied::NotAdmin(a.signer_id().clone()));
+        }
+        let b = o.body().clone();
+        cloister_types::KeyName::parse(&b.name).map_err(|e| Denied::Invalid(e.to_string()))?;
+        let f = self
+            .function(&b.function_id)
+            .await?
+            .ok_or_else(|| Denied::UnknownFunction(b.function_id.clone()))?;
+        if f.name != b.function {
+            return Err(Denied::ManifestMismatch(format!(
+                "function {} is named {:?}, not {:?}",
+                b.function_id, f.name, b.function
+            )));
+        }
+        self.may_act(&owner, o.signer_id(), &f)?;
+        Ok((b, o.signer_id().clone(), a.signer_id().clone()))
     }
 
     /// Checks an owner's signature over a use of one of a function's keys through the API;

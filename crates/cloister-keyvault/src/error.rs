@@ -116,6 +116,14 @@ pub enum VaultError {
     /// The manifest the executor runs does not declare the key.
     #[error("this function's manifest does not declare the key `{0}` (fn deploy --key)")]
     KeyNotDeclared(String),
+    /// The key is another function's, which has not granted it to this one.
+    #[error(
+        "the key `{0}` is not granted to this function (its owner grants it: cloister key grant)"
+    )]
+    KeyNotGranted(String),
+    /// The key was not created exportable.
+    #[error("the key `{0}` was created without exportable: it never leaves keyvault")]
+    KeyNotExportable(String),
     /// The manifest's limits on the key refuse this use.
     #[error("key `{key}`: {violation}")]
     KeyLimit {
@@ -158,6 +166,8 @@ impl VaultError {
             Self::KeyNotDeclared(_) => C::KeyNotDeclared,
             Self::KeyLimit { violation, .. } => violation.code(),
             Self::KeyRateLimited { .. } => C::KeyRateLimited,
+            Self::KeyNotGranted(_) => C::KeyNotGranted,
+            Self::KeyNotExportable(_) => C::KeyNotExportable,
         }
     }
 }

@@ -6,17 +6,20 @@
 //! holding an older version than keyvault wrote is caught), written with its audit entry in
 //! one transaction. Key paths (`function-<id>/@keys/<name>`) are not secret paths (those have
 //! four segments and no `@`): the secret API cannot name them, secret listings leave them out
-//! and no release ever reads them. Only the newest version signs.
+//! and no release ever reads them. Only the newest version signs for functions; an owner
+//! may ask an older version by number through the API.
 
 use cloister_audit::{Action, AuditDraft};
 use cloister_crypto::keys::{KeyAlgorithm, KeyMaterial, KeySignature, SignHash};
-use cloister_types::{KeyLimits, KeyName, KeyOperation, namespace_of};
+use cloister_types::{KeyLimits, KeyName, KeyOperation, KeyRef, namespace_of};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::authority::RegisteredManifest;
 use crate::error::VaultError;
+use crate::key_record::StoredKey;
 use crate::vault::{Existing, Vault};
 
 /// Most bytes one signature request may cover (whatever a manifest's limits say).
@@ -32,28 +35,82 @@ static NO_LIMITS: KeyLimits = KeyLimits {
     prefix: None,
 };
 
-/// Key `name` if `manifest` declares it, with the manifest whose limits govern its use
-/// ([`crate::authority::Authority::key_limits_source`]); `key_not_declared` otherwise.
-async fn declared(
-    vault: &Vault,
-    manifest: &Arc<RegisteredManifest>,
-    name: &str,
-) -> Result<(KeyName, Arc<RegisteredManifest>), VaultError> {
-    if !manifest.manifest.keys.iter().any(|k| k == name) {
-        return Err(VaultError::KeyNotDeclared(name.to_owned()));
-    }
-    let parsed = KeyName::parse(name).map_err(|e| VaultError::Invalid(e.to_string()))?;
-    let source = vault.authority().key_limits_source(manifest, name).await?;
-    Ok((parsed, source))
+/// A declared key, resolved: whose namespace holds it, its name there, and the manifest
+/// whose limits govern this use.
+struct Resolved {
+    /// The function whose namespace holds the key.
+    holder: String,
+    /// The key's name in that namespace.
+    name: KeyName,
+    /// The declaration as the manifest writes it (`NAME` or `FUNCTION/NAME`).
+    declared: String,
+    /// The manifest whose limits govern the use.
+    source: Arc<RegisteredManifest>,
 }
 
-/// The limits `source` sets on key `name`.
-fn limits_of<'m>(source: &'m RegisteredManifest, name: &KeyName) -> &'m KeyLimits {
-    source
-        .manifest
-        .key_limits
-        .get(name.as_str())
-        .unwrap_or(&NO_LIMITS)
+impl Resolved {
+    fn limits(&self) -> &KeyLimits {
+        self.source
+            .manifest
+            .key_limits
+            .get(&self.declared)
+            .unwrap_or(&NO_LIMITS)
+    }
+
+    fn limit(&self, violation: cloister_types::key_limits::KeyLimitViolation) -> VaultError {
+        VaultError::KeyLimit {
+            key: self.declared.clone(),
+            violation,
+        }
+    }
+}
+
+/// Key `declared` if `manifest` declares it (`key_not_declared` otherwise): one of the
+/// function's own, or another function's (`FUNCTION/NAME`) that its owner granted to this
+/// function (`key_not_granted` otherwise, checked on every use so a revocation holds at once).
+async fn resolve(
+    vault: &Vault,
+    manifest: &Arc<RegisteredManifest>,
+    declared: &str,
+) -> Result<Resolved, VaultError> {
+    if !manifest.manifest.keys.iter().any(|k| k == declared) {
+        return Err(VaultError::KeyNotDeclared(declared.to_owned()));
+    }
+    let (holder, name) =
+        match KeyRef::parse(declared).map_err(|e| VaultError::Invalid(e.to_string()))? {
+            KeyRef::Own(name) => (manifest.function_id.clone(), name),
+            KeyRef::Granted { function, name } => {
+                let not_granted = || VaultError::KeyNotGranted(declared.to_owned());
+                let holder = vault
+                    .authority()
+                    .function_by_name(function.as_str())
+                    .await?
+                    .ok_or_else(not_granted)?;
+                if !vault
+                    .key_grants(&holder.function_id, &name)
+                    .await?
+                    .contains_key(&manifest.function_id)
+                {
+                    return Err(not_granted());
+                }
+                (holder.function_id.clone(), name)
+            }
+        };
+    let source = vault
+        .authority()
+        .key_limits_source(manifest, declared)
+        .await?;
+    Ok(Resolved {
+        holder,
+        name,
+        declared: declared.to_owned(),
+        source,
+    })
+}
+
+/// Where the grants of key `name` of function `function_id` are stored.
+fn grants_path(function_id: &str, name: &KeyName) -> String {
+    format!("{}/@grants/{name}", namespace_of(function_id))
 }
 
 /// Where key `name` of function `function_id` is stored.
@@ -72,6 +129,8 @@ pub struct KeyInfo {
     pub version: u64,
     /// The public key of that version (none for HMAC).
     pub public_key: Option<Vec<u8>>,
+    /// Whether the key may ever leave keyvault (sealed, by an owner- and admin-signed export).
+    pub exportable: bool,
 }
 
 /// One signature made for a function.
@@ -111,6 +170,21 @@ pub struct OwnerKeyRequest<'a> {
     pub op: OwnerKeyOp<'a>,
 }
 
+/// A key sealed to an export's recipient.
+#[derive(Debug, Clone)]
+pub struct ExportedKey {
+    /// The key's algorithm.
+    pub algorithm: KeyAlgorithm,
+    /// The version exported.
+    pub version: u64,
+    /// HPKE to the recipient: the key's 32 secret bytes.
+    pub sealed: Vec<u8>,
+    /// The public key of that version (none for HMAC).
+    pub public_key: Option<Vec<u8>>,
+    /// keyvault's audit-key signature over `cloister_types::binding::key_export_message`.
+    pub keyvault_signature: [u8; 64],
+}
+
 /// The result of an owner's key use.
 #[derive(Debug, Clone)]
 pub struct OwnerKeyResult {
@@ -126,28 +200,63 @@ pub struct OwnerKeyResult {
 
 impl Vault {
     /// Creates key `name` of `algorithm` in `function_id`'s namespace (an owner's signed
-    /// request was checked by the caller); refused if the name is taken.
+    /// request was checked by the caller); refused if the name is taken. An exportable key
+    /// can later be exported sealed; any other has no export path at all.
     pub async fn create_key(
         &self,
         function_id: &str,
         name: &KeyName,
         algorithm: KeyAlgorithm,
+        exportable: bool,
         actor: &str,
     ) -> Result<KeyInfo, VaultError> {
         let key =
             KeyMaterial::generate(algorithm).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let stored = StoredKey { key, exportable };
         self.store_key(
             function_id,
             name,
-            &key,
+            &stored,
             Existing::MustNot,
-            Action::KeyCreate,
-            actor,
+            AuditDraft::new(actor, Action::KeyCreate, key_path(function_id, name)),
         )
         .await
     }
 
-    /// Gives key `name` a new version of the same algorithm.
+    /// Imports a key made elsewhere as key `name`: `sealed` is its 32 secret bytes sealed to
+    /// keyvault's HPKE key for this function and name (the owner's signed request, which
+    /// binds the SHA-256 of `sealed`, was checked by the caller). Refused if the name is taken.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn import_key(
+        &self,
+        function_id: &str,
+        name: &KeyName,
+        algorithm: KeyAlgorithm,
+        sealed: &[u8],
+        exportable: bool,
+        actor: &str,
+    ) -> Result<KeyInfo, VaultError> {
+        let secret = self
+            .hpke_open(
+                &cloister_types::binding::key_import_info(function_id, name.as_str()),
+                sealed,
+            )
+            .map_err(|_| VaultError::BadSealedValue)?;
+        let key = KeyMaterial::from_secret(algorithm, secret.expose())
+            .map_err(|e| VaultError::Invalid(format!("the imported {algorithm} key: {e}")))?;
+        let stored = StoredKey { key, exportable };
+        self.store_key(
+            function_id,
+            name,
+            &stored,
+            Existing::MustNot,
+            AuditDraft::new(actor, Action::KeyCreate, key_path(function_id, name))
+                .detail("imported", true),
+        )
+        .await
+    }
+
+    /// Gives key `name` a new version of the same algorithm (and exportability).
     pub async fn rotate_key(
         &self,
         function_id: &str,
@@ -157,15 +266,77 @@ impl Vault {
         let (_, old) = self.load_key(function_id, name).await?;
         let key = KeyMaterial::generate(old.algorithm())
             .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let stored = StoredKey {
+            key,
+            exportable: old.exportable,
+        };
         self.store_key(
             function_id,
             name,
-            &key,
+            &stored,
             Existing::Must,
-            Action::KeyRotate,
-            actor,
+            AuditDraft::new(actor, Action::KeyRotate, key_path(function_id, name)),
         )
         .await
+    }
+
+    /// Exports version `version` (or the newest) of key `name`, sealed to `recipient`, for an
+    /// export an owner and an admin both signed (checked by the caller). A key created
+    /// without `exportable` is refused (`key_not_exportable`) before anything is sealed.
+    pub async fn export_key(
+        &self,
+        function_id: &str,
+        name: &KeyName,
+        version: Option<u64>,
+        recipient: &cloister_crypto::HpkePublicKey,
+        actors: (&str, &str),
+    ) -> Result<ExportedKey, VaultError> {
+        let mut versions = self.load_key_versions(function_id, name).await?;
+        let (version, key) = match version {
+            Some(v) => versions
+                .into_iter()
+                .find(|(n, _)| *n == v)
+                .ok_or_else(|| VaultError::KeyNotFound(format!("{name} version {v}")))?,
+            None => versions
+                .pop()
+                .ok_or_else(|| VaultError::KeyNotFound(name.to_string()))?,
+        };
+        if !key.exportable {
+            return Err(VaultError::KeyNotExportable(name.to_string()));
+        }
+        let info = cloister_types::binding::key_export_info(
+            function_id,
+            name.as_str(),
+            key.algorithm().as_str(),
+            version,
+        );
+        let stored = key.to_stored();
+        // The stored form is the algorithm tag and the 32 secret bytes; the recipient gets the
+        // secret bytes (the algorithm is in the info and the reply).
+        let sealed = recipient
+            .seal(&info, b"", &stored[1..])
+            .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let public_key = key
+            .public_key()
+            .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let sealed_sha256 = Sha256::digest(&sealed);
+        self.audit(
+            AuditDraft::new(actors.0, Action::KeyExport, key_path(function_id, name))
+                .detail("key_version", version)
+                .detail("algorithm", key.algorithm().as_str())
+                .detail("admin", actors.1)
+                .detail("recipient", recipient.to_hex())
+                .detail("sealed_sha256", hex::encode(sealed_sha256)),
+        )
+        .await?;
+        let keyvault_signature = self.sign_key_export(&info, &sealed_sha256);
+        Ok(ExportedKey {
+            algorithm: key.algorithm(),
+            version,
+            sealed,
+            public_key,
+            keyvault_signature,
+        })
     }
 
     /// The public facts of key `name`'s newest version.
@@ -199,14 +370,13 @@ impl Vault {
         manifest: &Arc<RegisteredManifest>,
         name: &str,
     ) -> Result<KeyInfo, VaultError> {
-        let (name, source) = declared(self, manifest, name).await?;
-        limits_of(&source, &name)
+        let k = resolve(self, manifest, name).await?;
+        k.limits()
             .allows(KeyOperation::PublicKey)
-            .map_err(|violation| VaultError::KeyLimit {
-                key: name.to_string(),
-                violation,
-            })?;
-        self.key_info(&manifest.function_id, &name).await
+            .map_err(|v| k.limit(v))?;
+        let mut info = self.key_info(&k.holder, &k.name).await?;
+        info.name = k.declared;
+        Ok(info)
     }
 
     /// Signs `message` with key `name` for an invocation of the function `manifest` describes
@@ -223,43 +393,46 @@ impl Vault {
         execution_id: &str,
         executor: &str,
     ) -> Result<FunctionSignature, VaultError> {
-        let (name, source) = declared(self, manifest, name).await?;
-        let limits = limits_of(&source, &name);
-        limits
-            .check_sign(message, hash)
-            .map_err(|violation| VaultError::KeyLimit {
-                key: name.to_string(),
-                violation,
-            })?;
+        let k = resolve(self, manifest, name).await?;
+        let limits = k.limits();
+        limits.check_sign(message, hash).map_err(|v| k.limit(v))?;
         if let Some(rate) = limits.rate {
             self.key_rates()
-                .take(&manifest.function_id, name.as_str(), rate)
+                .take(&manifest.function_id, &k.declared, rate)
                 .map_err(|spent| VaultError::KeyRateLimited {
-                    key: name.to_string(),
+                    key: k.declared.clone(),
                     rate,
                     retry_after_ms: u64::try_from(spent.retry_after.as_millis())
                         .unwrap_or(u64::MAX),
                 })?;
         }
-        let (version, key) = self.load_key(&manifest.function_id, &name).await?;
+        let (version, key) = self.load_key(&k.holder, &k.name).await?;
         let signature = key
             .sign(message, hash)
             .map_err(|e| VaultError::Invalid(e.to_string()))?;
-        let audit = AuditDraft::new(
-            executor,
-            Action::KeySign,
-            namespace_of(&manifest.function_id),
-        )
-        .detail("key", name.as_str())
-        .detail("key_version", version)
-        .detail("algorithm", key.algorithm().as_str())
-        .detail("hash", hash.as_str())
-        .detail("message_sha256", hex::encode(Sha256::digest(message)))
-        .detail("function_version", manifest.version)
-        .detail("execution_id", execution_id);
+        let mut audit = AuditDraft::new(executor, Action::KeySign, namespace_of(&k.holder))
+            .detail("key", k.name.as_str())
+            .detail("key_version", version)
+            .detail("algorithm", key.algorithm().as_str())
+            .detail("hash", hash.as_str())
+            .detail("message_sha256", hex::encode(Sha256::digest(message)))
+            .detail("function_version", manifest.version)
+            .detail("execution_id", execution_id);
+        if k.holder != manifest.function_id {
+            audit = audit
+                .detail("granted_to", manifest.function_id.as_str())
+                .detail("granted_to_name", manifest.manifest.name.as_str());
+        }
         self.audit(audit).await?;
+        let mut shown = info(&k.name, version, &key)?;
+        // A function whose limits leave out `publicKey` is not handed the public key with the
+        // signature either (though a secp256k1 signature and its recovery id reveal it).
+        if k.limits().allows(KeyOperation::PublicKey).is_err() {
+            shown.public_key = None;
+        }
+        shown.name = k.declared;
         Ok(FunctionSignature {
-            key: info(&name, version, &key)?,
+            key: shown,
             signature,
         })
     }
@@ -356,31 +529,94 @@ impl Vault {
         &self,
         function_id: &str,
         name: &KeyName,
-    ) -> Result<Vec<(u64, KeyMaterial)>, VaultError> {
+    ) -> Result<Vec<(u64, StoredKey)>, VaultError> {
         let p = key_path(function_id, name);
         self.read_record_versions(&p, &namespace_of(function_id))
             .await?
             .into_iter()
-            .map(|(v, stored)| {
-                Ok((
-                    v,
-                    KeyMaterial::from_stored(stored.expose()).map_err(internal)?,
-                ))
-            })
+            .map(|(v, stored)| Ok((v, StoredKey::decode(stored.expose()).ok_or_else(corrupt)?)))
             .collect()
+    }
+
+    /// The functions key `name` of `function_id` is granted to: function id → its name at
+    /// the time of the grant. Freshness-checked like the key itself, so a database cannot
+    /// bring back a revoked grant.
+    pub async fn key_grants(
+        &self,
+        function_id: &str,
+        name: &KeyName,
+    ) -> Result<BTreeMap<String, String>, VaultError> {
+        match self
+            .read_record(&grants_path(function_id, name), &namespace_of(function_id))
+            .await?
+        {
+            None => Ok(BTreeMap::new()),
+            Some((_, bytes)) => serde_json::from_slice(bytes.expose()).map_err(|_| {
+                VaultError::Keys(crate::KeyvaultError::Corrupt { what: "key grants" })
+            }),
+        }
+    }
+
+    /// Grants (or, `grant` false, withdraws) the use of key `name` of `function_id` to the
+    /// function `grantee_id` named `grantee` (an owner's signed request was checked by the
+    /// caller, and the grantee's name binding). Returns the grants in force after.
+    pub async fn grant_key(
+        &self,
+        function_id: &str,
+        name: &KeyName,
+        grantee_id: &str,
+        grantee: &str,
+        grant: bool,
+        actor: &str,
+    ) -> Result<BTreeMap<String, String>, VaultError> {
+        if grantee_id == function_id {
+            return Err(VaultError::Invalid(
+                "a function uses its own keys without a grant".into(),
+            ));
+        }
+        // The key must exist (a grant of nothing is a mistake).
+        self.load_key(function_id, name).await?;
+        let mut grants = self.key_grants(function_id, name).await?;
+        let changed = if grant {
+            grants
+                .insert(grantee_id.to_owned(), grantee.to_owned())
+                .is_none()
+        } else {
+            grants.remove(grantee_id).is_some()
+        };
+        if !changed {
+            return Ok(grants);
+        }
+        let bytes = serde_json::to_vec(&grants).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let p = grants_path(function_id, name);
+        let action = if grant {
+            Action::KeyGrant
+        } else {
+            Action::KeyRevoke
+        };
+        let audit = |version: u64, dek_version: u32| {
+            AuditDraft::new(actor, action, key_path(function_id, name))
+                .detail("grantee_id", grantee_id)
+                .detail("grantee", grantee)
+                .detail("grants_version", version)
+                .detail("dek_version", dek_version)
+        };
+        self.write_record(&p, &namespace_of(function_id), &bytes, Existing::May, audit)
+            .await?;
+        Ok(grants)
     }
 
     async fn load_key(
         &self,
         function_id: &str,
         name: &KeyName,
-    ) -> Result<(u64, KeyMaterial), VaultError> {
+    ) -> Result<(u64, StoredKey), VaultError> {
         let p = key_path(function_id, name);
         let (version, stored) = self
             .read_record(&p, &namespace_of(function_id))
             .await?
             .ok_or_else(|| VaultError::KeyNotFound(name.to_string()))?;
-        let key = KeyMaterial::from_stored(stored.expose()).map_err(internal)?;
+        let key = StoredKey::decode(stored.expose()).ok_or_else(corrupt)?;
         Ok((version, key))
     }
 
@@ -388,20 +624,21 @@ impl Vault {
         &self,
         function_id: &str,
         name: &KeyName,
-        key: &KeyMaterial,
+        key: &StoredKey,
         existing: Existing,
-        action: Action,
-        actor: &str,
+        audit: AuditDraft,
     ) -> Result<KeyInfo, VaultError> {
         let p = key_path(function_id, name);
         let public = key
             .public_key()
             .map_err(|e| VaultError::Invalid(e.to_string()))?;
         let audit = |version: u64, dek_version: u32| {
-            let mut d = AuditDraft::new(actor, action, p.clone())
+            let mut d = audit
+                .clone()
                 .detail("version", version)
                 .detail("dek_version", dek_version)
-                .detail("algorithm", key.algorithm().as_str());
+                .detail("algorithm", key.algorithm().as_str())
+                .detail("exportable", key.exportable);
             if let Some(pk) = &public {
                 d = d.detail("public_key", hex::encode(pk));
             }
@@ -411,7 +648,7 @@ impl Vault {
             .write_record(
                 &p,
                 &namespace_of(function_id),
-                &key.to_stored(),
+                &key.encode(),
                 existing,
                 audit,
             )
@@ -426,20 +663,21 @@ impl Vault {
             algorithm: key.algorithm(),
             version,
             public_key: public,
+            exportable: key.exportable,
         })
     }
 }
 
-/// A failure of keyvault's own (its random number generator, a stored key that does not
-/// decode): never the caller's fault, and never a key byte in the message.
-fn internal(e: cloister_crypto::CryptoError) -> VaultError {
-    tracing::error!(error = %e, "function key operation failed");
+/// A stored key that does not decode: never the caller's fault, and never a key byte in the
+/// message.
+fn corrupt() -> VaultError {
+    tracing::error!("a stored function key does not decode");
     VaultError::Keys(crate::KeyvaultError::Corrupt {
         what: "function key",
     })
 }
 
-fn info(name: &KeyName, version: u64, key: &KeyMaterial) -> Result<KeyInfo, VaultError> {
+fn info(name: &KeyName, version: u64, key: &StoredKey) -> Result<KeyInfo, VaultError> {
     Ok(KeyInfo {
         name: name.to_string(),
         algorithm: key.algorithm(),
@@ -447,5 +685,6 @@ fn info(name: &KeyName, version: u64, key: &KeyMaterial) -> Result<KeyInfo, Vaul
         public_key: key
             .public_key()
             .map_err(|e| VaultError::Invalid(e.to_string()))?,
+        exportable: key.exportable,
     })
 }

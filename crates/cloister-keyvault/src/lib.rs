@@ -16,6 +16,7 @@ pub mod function_keys;
 pub mod guard;
 pub mod hierarchy;
 pub mod key_rates;
+pub mod key_record;
 pub mod policy;
 pub mod release;
 pub mod sealing;

@@ -155,7 +155,73 @@ impl KeyvaultService {
             function_id: function_id.to_owned(),
             function: function.to_owned(),
             keyvault_signature,
+            exportable: k.exportable,
         }
+    }
+
+    /// An owner's key use whose signature checked out: the message must be the one signed
+    /// for; keyvault signs its result over the request's digest.
+    async fn use_key_for(
+        &self,
+        message: &[u8],
+        signer: &str,
+        u: &cloister_authority::ops::KeyUse,
+        request_sha256: &[u8; 32],
+    ) -> Result<pb::KeyUseReply, VaultError> {
+        use cloister_authority::ops::KeyUseOp;
+        use sha2::Digest as _;
+        let invalid = VaultError::Invalid;
+        if hex::encode(sha2::Sha256::digest(message)) != u.message_sha256 {
+            return Err(invalid(
+                "the message is not the one the owner signed for (message_sha256 differs)".into(),
+            ));
+        }
+        let name = cloister_types::KeyName::parse(&u.name).map_err(|e| invalid(e.to_string()))?;
+        let hash = cloister_types::SignHash::parse(&u.hash).ok_or_else(|| {
+            invalid(format!(
+                "unknown hash {:?}: use sha256, keccak256 or prehashed",
+                u.hash
+            ))
+        })?;
+        let signature_bytes;
+        let op = match &u.op {
+            KeyUseOp::Sign => crate::function_keys::OwnerKeyOp::Sign,
+            KeyUseOp::Verify { signature } => {
+                signature_bytes = hex::decode(signature)
+                    .map_err(|_| invalid("the signature to check must be hex".into()))?;
+                crate::function_keys::OwnerKeyOp::Verify {
+                    signature: &signature_bytes,
+                }
+            }
+            _ => return Err(invalid("unknown key use".into())),
+        };
+        let res = self
+            .vault
+            .use_key_as_owner(
+                &u.function_id,
+                crate::function_keys::OwnerKeyRequest {
+                    name: &name,
+                    version: u.version,
+                    message,
+                    hash,
+                    op,
+                },
+                signer,
+            )
+            .await?;
+        let keyvault_signature = self.vault.sign_key_use(request_sha256, &res).to_vec();
+        let (signature, recovery_id) = match res.signature {
+            Some(s) => (s.bytes, s.recovery_id),
+            None => (Vec::new(), None),
+        };
+        Ok(pb::KeyUseReply {
+            algorithm: res.algorithm.as_str().to_owned(),
+            key_version: res.version,
+            signature,
+            recovery_id: recovery_id.map(u32::from),
+            valid: res.valid,
+            keyvault_signature,
+        })
     }
 
     async fn refusal(&self, op: &str, subject: &str, e: &VaultError, token: &str) {
@@ -390,22 +456,68 @@ impl Keyvault for KeyvaultService {
             .map_err(|e| coded(ErrorCode::InvalidRequest, e.to_string()))?;
         let actor = signer.to_string();
         let info = match &w.op {
-            KeyOp::Create { algorithm } => {
-                let alg =
-                    cloister_crypto::keys::KeyAlgorithm::parse(algorithm).ok_or_else(|| {
-                        coded(
-                            ErrorCode::InvalidRequest,
-                            format!(
-                                "unknown key algorithm {algorithm:?}: use ed25519, ecdsa-p256, \
-                             ecdsa-secp256k1 or hmac-sha256"
-                            ),
-                        )
-                    })?;
+            KeyOp::Create {
+                algorithm,
+                exportable,
+            } => {
+                let alg = parse_algorithm(algorithm)?;
                 self.vault
-                    .create_key(&w.function_id, &name, alg, &actor)
+                    .create_key(&w.function_id, &name, alg, *exportable, &actor)
+                    .await
+            }
+            KeyOp::Import {
+                algorithm,
+                exportable,
+                sealed_sha256,
+            } => {
+                use sha2::Digest as _;
+                let alg = parse_algorithm(algorithm)?;
+                if hex::encode(sha2::Sha256::digest(&r.sealed)) != *sealed_sha256 {
+                    return Err(coded(
+                        ErrorCode::InvalidRequest,
+                        "the sealed key is not the one the owner signed for (sealed_sha256 differs)",
+                    ));
+                }
+                self.vault
+                    .import_key(&w.function_id, &name, alg, &r.sealed, *exportable, &actor)
                     .await
             }
             KeyOp::Rotate => self.vault.rotate_key(&w.function_id, &name, &actor).await,
+            KeyOp::Grant {
+                to_function_id,
+                to_function,
+            }
+            | KeyOp::Revoke {
+                to_function_id,
+                to_function,
+            } => {
+                // The grantee is named by id and name; keyvault binds the two, so a gateway
+                // cannot point an owner's grant at another function.
+                let grantee = self
+                    .vault
+                    .authority()
+                    .function(to_function_id)
+                    .await
+                    .map_err(|d| status(VaultError::Denied(d)))?
+                    .ok_or_else(|| coded(ErrorCode::FunctionNotFound, "no such grantee function"))?;
+                if &grantee.name != to_function {
+                    let e = VaultError::Denied(crate::authority::Denied::ManifestMismatch(format!(
+                        "function {to_function_id} is named {:?}, not {to_function:?}",
+                        grantee.name
+                    )));
+                    self.refusal("key_write", "keys", &e, "gateway").await;
+                    return Err(status(e));
+                }
+                let grant = matches!(w.op, KeyOp::Grant { .. });
+                match self
+                    .vault
+                    .grant_key(&w.function_id, &name, to_function_id, to_function, grant, &actor)
+                    .await
+                {
+                    Ok(_) => self.vault.key_info(&w.function_id, &name).await,
+                    Err(e) => Err(e),
+                }
+            }
             _ => Err(VaultError::Invalid("unknown key operation".into())),
         }
         .map_err(status)?;
@@ -420,70 +532,78 @@ impl Keyvault for KeyvaultService {
         &self,
         req: Request<pb::KeyUseRequest>,
     ) -> Result<Response<pb::KeyUseReply>, Status> {
-        use cloister_authority::ops::KeyUseOp;
-        use sha2::Digest as _;
         let r = req.into_inner();
-        let (signer, u, request_sha256) =
-            match self.vault.authority().authorize_key_use(&r.signed).await {
-                Ok(x) => x,
-                Err(d) => {
-                    let e = VaultError::Denied(d);
-                    self.refusal("key_use", "keys", &e, "gateway").await;
-                    return Err(status(e));
-                }
-            };
-        let invalid = |m: String| coded(ErrorCode::InvalidRequest, m);
-        if hex::encode(sha2::Sha256::digest(&r.message)) != u.message_sha256 {
-            return Err(invalid(
-                "the message is not the one the owner signed for (message_sha256 differs)".into(),
-            ));
-        }
-        let name = cloister_types::KeyName::parse(&u.name).map_err(|e| invalid(e.to_string()))?;
-        let hash = cloister_types::SignHash::parse(&u.hash).ok_or_else(|| {
-            invalid(format!(
-                "unknown hash {:?}: use sha256, keccak256 or prehashed",
-                u.hash
-            ))
-        })?;
-        let signature_bytes;
-        let op = match &u.op {
-            KeyUseOp::Sign => crate::function_keys::OwnerKeyOp::Sign,
-            KeyUseOp::Verify { signature } => {
-                signature_bytes = hex::decode(signature)
-                    .map_err(|_| invalid("the signature to check must be hex".into()))?;
-                crate::function_keys::OwnerKeyOp::Verify {
-                    signature: &signature_bytes,
-                }
+        let authorized = self.vault.authority().authorize_key_use(&r.signed).await;
+        let result = match authorized {
+            Ok((signer, u, request_sha256)) => {
+                self.use_key_for(&r.message, &signer.to_string(), &u, &request_sha256)
+                    .await
             }
-            _ => return Err(invalid("unknown key use".into())),
+            Err(d) => Err(VaultError::Denied(d)),
         };
-        let res = self
+        match result {
+            Ok(reply) => Ok(Response::new(reply)),
+            // Every refusal is audited: one after the owner's signature checked out (a
+            // swapped message, an unknown key) is evidence of a hostile relay too.
+            Err(e) => {
+                self.refusal("key_use", "keys", &e, "gateway").await;
+                Err(status(e))
+            }
+        }
+    }
+
+    async fn export_key(
+        &self,
+        req: Request<pb::KeyExportRequest>,
+    ) -> Result<Response<pb::KeyExportReply>, Status> {
+        let r = req.into_inner();
+        let (x, owner, admin) = match self
             .vault
-            .use_key_as_owner(
-                &u.function_id,
-                crate::function_keys::OwnerKeyRequest {
-                    name: &name,
-                    version: u.version,
-                    message: &r.message,
-                    hash,
-                    op,
-                },
-                &signer.to_string(),
+            .authority()
+            .authorize_key_export(&r.owner_signed, &r.admin_signed)
+            .await
+        {
+            Ok(x) => x,
+            Err(d) => {
+                let e = VaultError::Denied(d);
+                self.refusal("key_export", "keys", &e, "gateway").await;
+                return Err(status(e));
+            }
+        };
+        let name = cloister_types::KeyName::parse(&x.name)
+            .map_err(|e| coded(ErrorCode::InvalidRequest, e.to_string()))?;
+        let recipient = hex::decode(&x.recipient)
+            .ok()
+            .and_then(|b| cloister_crypto::HpkePublicKey::from_slice(&b).ok())
+            .ok_or_else(|| {
+                coded(
+                    ErrorCode::InvalidRequest,
+                    "recipient must be a hex X25519 public key (32 bytes)",
+                )
+            })?;
+        let out = match self
+            .vault
+            .export_key(
+                &x.function_id,
+                &name,
+                x.version,
+                &recipient,
+                (&owner.to_string(), &admin.to_string()),
             )
             .await
-            .map_err(status)?;
-        let keyvault_signature = self.vault.sign_key_use(&request_sha256, &res).to_vec();
-        let (signature, recovery_id) = match res.signature {
-            Some(s) => (s.bytes, s.recovery_id),
-            None => (Vec::new(), None),
+        {
+            Ok(out) => out,
+            Err(e) => {
+                self.refusal("key_export", "keys", &e, "gateway").await;
+                return Err(status(e));
+            }
         };
-        Ok(Response::new(pb::KeyUseReply {
-            algorithm: res.algorithm.as_str().to_owned(),
-            key_version: res.version,
-            signature,
-            recovery_id: recovery_id.map(u32::from),
-            valid: res.valid,
-            keyvault_signature,
+        Ok(Response::new(pb::KeyExportReply {
+            algorithm: out.algorithm.as_str().to_owned(),
+            key_version: out.version,
+            sealed: out.sealed,
+            public_key: out.public_key.unwrap_or_default(),
+            keyvault_signature: out.keyvault_signature.to_vec(),
         }))
     }
 
@@ -702,4 +822,17 @@ impl Keyvault for KeyvaultService {
             executor_policy,
         }))
     }
+}
+
+/// A key algorithm by name, or `invalid_request`.
+fn parse_algorithm(name: &str) -> Result<cloister_crypto::keys::KeyAlgorithm, Status> {
+    cloister_crypto::keys::KeyAlgorithm::parse(name).ok_or_else(|| {
+        coded(
+            ErrorCode::InvalidRequest,
+            format!(
+                "unknown key algorithm {name:?}: use ed25519, ecdsa-p256, ecdsa-secp256k1 or \
+                 hmac-sha256"
+            ),
+        )
+    })
 }

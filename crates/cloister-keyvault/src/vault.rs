@@ -270,7 +270,12 @@ impl Vault {
             guard,
             guard_state: Mutex::new(None),
             untrusted_budget: crate::audit_budget::AuditBudget::default(),
-            key_rates: crate::key_rates::KeyRates::default(),
+            // A keyvault over an existing store (a restart) counts every rate from empty.
+            key_rates: if matches!(opened, Opened::Created(_)) {
+                crate::key_rates::KeyRates::default()
+            } else {
+                crate::key_rates::KeyRates::emptied_at(std::time::Instant::now())
+            },
         };
         vault.authority.load_registry().await?;
         vault.authority.load_nonces().await?;
@@ -773,6 +778,15 @@ impl Vault {
         Err(VaultError::Busy)
     }
 
+    /// Opens bytes a client sealed to keyvault's HPKE key under `info`.
+    pub(crate) fn hpke_open(
+        &self,
+        info: &[u8],
+        sealed: &[u8],
+    ) -> Result<SecretBytes, cloister_crypto::CryptoError> {
+        self.hpke.open(info, b"", sealed)
+    }
+
     /// Opens a value the client sealed for `path` (HPKE info binds the path).
     pub fn open_sealed(&self, path: &SecretPath, sealed: &[u8]) -> Result<SecretBytes, VaultError> {
         self.hpke
@@ -927,6 +941,26 @@ impl Vault {
         namespace: &str,
     ) -> Result<Vec<(u64, SecretBytes)>, VaultError> {
         let records = self.store.vault_records(p.to_owned()).await?;
+        // Versions are numbered 1, 2, … and never deleted one by one: a gap is a database
+        // hiding one (which could make keyvault call a genuine old signature invalid).
+        if records
+            .iter()
+            .enumerate()
+            .any(|(i, r)| r.version != i as u64 + 1)
+        {
+            tracing::error!(
+                path = p,
+                "ALARM: a record's older versions are missing from the database"
+            );
+            let d = crate::authority::Denied::Tampered(format!("the versions of {p}"));
+            let audit = AuditDraft::new("keyvault", Action::AuthorityRefusal, namespace)
+                .detail("operation", "read")
+                .detail("path", p)
+                .detail("code", d.code().as_str())
+                .detail("reason", d.to_string());
+            self.audit_untrusted(audit).await?;
+            return Err(d.into());
+        }
         let newest: Vec<_> = records.last().cloned().into_iter().collect();
         if let Err(d) = self
             .authority
@@ -1382,8 +1416,16 @@ impl Vault {
         Ok(report)
     }
 
-    /// keyvault's signature over one of a function's keys' public facts
-    /// (`cloister_types::binding::key_view_message`), by its audit key.
+    /// keyvault's signature (audit key) over an export: its HPKE info and the SHA-256 of
+    /// the sealed bytes (`cloister_types::binding::key_export_message`).
+    pub(crate) fn sign_key_export(&self, export_info: &[u8], sealed_sha256: &[u8]) -> [u8; 64] {
+        self.audit_key
+            .sign(&cloister_types::binding::key_export_message(
+                export_info,
+                sealed_sha256,
+            ))
+    }
+
     /// keyvault's signature (audit key) over the result of an owner's key use
     /// (`cloister_types::binding::key_use_message`).
     pub fn sign_key_use(
@@ -1406,6 +1448,8 @@ impl Vault {
             ))
     }
 
+    /// keyvault's signature over one of a function's keys' public facts
+    /// (`cloister_types::binding::key_view_message`), by its audit key.
     pub fn sign_key_view(
         &self,
         function_id: &str,
@@ -1420,6 +1464,7 @@ impl Vault {
                 k.algorithm.as_str(),
                 k.version,
                 k.public_key.as_deref().unwrap_or_default(),
+                k.exportable,
             ))
     }
 

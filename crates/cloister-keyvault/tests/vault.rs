@@ -712,13 +712,16 @@ async fn function_keys_are_made_inside_keyvault_and_sign_only_for_manifests_that
         ("k1", KeyAlgorithm::EcdsaSecp256k1),
         ("mac", KeyAlgorithm::HmacSha256),
     ] {
-        let k = v.create_key(&f, &name(n), alg, "owner").await.unwrap();
+        let k = v
+            .create_key(&f, &name(n), alg, false, "owner")
+            .await
+            .unwrap();
         assert_eq!((k.version, k.algorithm), (1, alg));
         assert_eq!(k.public_key.is_some(), alg != KeyAlgorithm::HmacSha256);
     }
     // A taken name is refused; a rotation makes version 2 with another public key.
     let e = v
-        .create_key(&f, &name("ed"), KeyAlgorithm::Ed25519, "owner")
+        .create_key(&f, &name("ed"), KeyAlgorithm::Ed25519, false, "owner")
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Conflict);
@@ -803,6 +806,7 @@ async fn a_manifests_key_limits_refuse_each_violation_with_its_own_code() {
             &f,
             &KeyName::parse(n).unwrap(),
             KeyAlgorithm::EcdsaSecp256k1,
+            false,
             "owner",
         )
         .await
@@ -816,7 +820,7 @@ async fn a_manifests_key_limits_refuse_each_violation_with_its_own_code() {
             count: 2,
             seconds: 3600,
         }),
-        prefix: Some("limited:v1:".into()),
+        prefix: Some("limited-v1-tag::".into()),
     };
     let hidden = KeyLimits {
         operations: Some(vec![KeyOperation::Sign]),
@@ -881,12 +885,12 @@ async fn a_manifests_key_limits_refuse_each_violation_with_its_own_code() {
     // Each limit refuses with its own code, and none of these refusals spends the rate.
     for (msg, hash, code) in [
         (
-            &b"limited:v1:pay"[..],
+            &b"limited-v1-tag::pay"[..],
             SignHash::Sha256,
             ErrorCode::KeyOperationNotAllowed,
         ),
         (
-            b"limited:v1:0123456789012345678901",
+            b"limited-v1-tag::0123456789012345678901",
             SignHash::Keccak256,
             ErrorCode::KeyMessageTooLarge,
         ),
@@ -896,7 +900,7 @@ async fn a_manifests_key_limits_refuse_each_violation_with_its_own_code() {
             ErrorCode::KeyDomainTagMissing,
         ),
         (
-            b"limited:v1",
+            b"limited-v1-tag:",
             SignHash::Keccak256,
             ErrorCode::KeyDomainTagMissing,
         ),
@@ -904,18 +908,18 @@ async fn a_manifests_key_limits_refuse_each_violation_with_its_own_code() {
         assert_eq!(use_key("tagged", msg, hash).await, Err(code), "{msg:?}");
     }
     assert_eq!(
-        use_key("tagged", b"limited:v1:pay 1", SignHash::Keccak256).await,
+        use_key("tagged", b"limited-v1-tag::pay 1", SignHash::Keccak256).await,
         Ok(1)
     );
     assert_eq!(
-        use_key("tagged", b"limited:v1:pay 2", SignHash::Keccak256).await,
+        use_key("tagged", b"limited-v1-tag::pay 2", SignHash::Keccak256).await,
         Ok(1)
     );
     let e = v
         .sign_for_function(
             &m,
             "tagged",
-            b"limited:v1:pay 3",
+            b"limited-v1-tag::pay 3",
             SignHash::Keccak256,
             "exec",
             "executor",
@@ -940,7 +944,7 @@ async fn a_manifests_key_limits_refuse_each_violation_with_its_own_code() {
         v.sign_for_function(
             &m2,
             "tagged",
-            b"limited:v1:pay 4",
+            b"limited-v1-tag::pay 4",
             SignHash::Keccak256,
             "e",
             "executor"
@@ -985,6 +989,7 @@ async fn the_newest_active_version_that_declares_a_key_sets_its_limits_for_every
         &f,
         &KeyName::parse("k").unwrap(),
         KeyAlgorithm::Ed25519,
+        false,
         "owner",
     )
     .await
@@ -1073,7 +1078,7 @@ async fn an_owner_signs_with_the_newest_version_unless_asked_and_old_versions_st
         ("mac", KeyAlgorithm::HmacSha256),
     ] {
         let name = KeyName::parse(n).unwrap();
-        v.create_key(&f, &name, alg, "owner").await.unwrap();
+        v.create_key(&f, &name, alg, false, "owner").await.unwrap();
         let sign = |version| {
             let (v, f, name) = (&v, &f, &name);
             async move {
@@ -1150,6 +1155,287 @@ async fn an_owner_signs_with_the_newest_version_unless_asked_and_old_versions_st
 }
 
 #[tokio::test]
+async fn another_function_signs_with_a_key_only_while_its_owner_grants_it() {
+    use cloister_crypto::keys::{KeyAlgorithm, SignHash};
+    use cloister_types::{ErrorCode, KeyLimits, KeyName};
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let holder = fid(&v, "holder").await;
+    let k = KeyName::parse("k").unwrap();
+    let created = v
+        .create_key(&holder, &k, KeyAlgorithm::Ed25519, false, "owner")
+        .await
+        .unwrap();
+    let user_id = fid(&v, "user").await;
+    let small = KeyLimits {
+        max_message_bytes: Some(8),
+        ..Default::default()
+    };
+    let signed = key_manifest(
+        &v,
+        "user",
+        "production",
+        &[],
+        &["holder/k"],
+        [("holder/k".to_owned(), small)].into(),
+    )
+    .await;
+    let user = v
+        .authority()
+        .register_manifest(&signed)
+        .await
+        .unwrap()
+        .manifest;
+    let other = register_with_keys(&v, "other", "production", &[], &["holder/k"]).await;
+    let use_key = |m: Arc<RegisteredManifest>, msg: &'static [u8]| {
+        let v = &v;
+        async move {
+            v.sign_for_function(&m, "holder/k", msg, SignHash::Sha256, "e", "executor")
+                .await
+                .map_err(|e| e.code())
+        }
+    };
+    // Declared but not granted: refused.
+    assert_eq!(
+        use_key(user.clone(), b"pay").await.unwrap_err(),
+        ErrorCode::KeyNotGranted
+    );
+    // Granted to `user`: it signs with the holder's key, within its own limits on it.
+    v.grant_key(&holder, &k, &user_id, "user", true, "owner")
+        .await
+        .unwrap();
+    let s = use_key(user.clone(), b"pay").await.unwrap();
+    assert_eq!(s.key.name, "holder/k");
+    let pk =
+        cloister_crypto::VerifyingKey::from_slice(created.public_key.as_ref().unwrap()).unwrap();
+    pk.verify(b"pay", &s.signature.bytes).unwrap();
+    assert_eq!(
+        use_key(user.clone(), b"pay 123456").await.unwrap_err(),
+        ErrorCode::KeyMessageTooLarge
+    );
+    assert!(v.public_key_for_function(&user, "holder/k").await.is_ok());
+    // A function it was not granted to gets nothing.
+    assert_eq!(
+        use_key(other.clone(), b"pay").await.unwrap_err(),
+        ErrorCode::KeyNotGranted
+    );
+    // A function needs no grant for its own keys, and cannot be granted them.
+    assert_eq!(
+        v.grant_key(&holder, &k, &holder, "holder", true, "owner")
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::InvalidRequest
+    );
+    // The use is audited in the holder's namespace, naming the grantee.
+    let entries = fx.store().audit_list(0, 10_000).await.unwrap();
+    let sign = entries
+        .iter()
+        .find(|e| e.action.as_str() == "key.sign")
+        .unwrap();
+    assert_eq!(sign.subject, format!("function-{holder}"));
+    let d: serde_json::Value = serde_json::from_str(&sign.details).unwrap();
+    assert_eq!(d["granted_to"], user_id);
+    assert!(entries.iter().any(|e| e.action.as_str() == "key.grant"));
+    // A revocation holds at once; a database that drops the revocation is caught.
+    v.grant_key(&holder, &k, &user_id, "user", false, "owner")
+        .await
+        .unwrap();
+    assert_eq!(
+        use_key(user.clone(), b"pay").await.unwrap_err(),
+        ErrorCode::KeyNotGranted
+    );
+    let conn = rusqlite::Connection::open(&fx.db).unwrap();
+    conn.execute(
+        "DELETE FROM kv_secrets WHERE path LIKE '%/@grants/k' AND version = \
+         (SELECT MAX(version) FROM kv_secrets WHERE path LIKE '%/@grants/k')",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        use_key(user, b"pay").await.unwrap_err(),
+        ErrorCode::RollbackDetected
+    );
+}
+
+#[tokio::test]
+async fn a_keyvault_restart_does_not_refill_a_keys_rate() {
+    use cloister_crypto::keys::{KeyAlgorithm, SignHash};
+    use cloister_types::{ErrorCode, KeyLimits, KeyName, KeyRate};
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let f = fid(&v, "rated").await;
+    v.create_key(
+        &f,
+        &KeyName::parse("k").unwrap(),
+        KeyAlgorithm::Ed25519,
+        false,
+        "owner",
+    )
+    .await
+    .unwrap();
+    let rate = KeyLimits {
+        rate: Some(KeyRate {
+            count: 2,
+            seconds: 86_400,
+        }),
+        ..Default::default()
+    };
+    let signed = key_manifest(
+        &v,
+        "rated",
+        "production",
+        &[],
+        &["k"],
+        [("k".to_owned(), rate)].into(),
+    )
+    .await;
+    let m = v
+        .authority()
+        .register_manifest(&signed)
+        .await
+        .unwrap()
+        .manifest;
+    async fn sign(v: &Vault, m: &Arc<RegisteredManifest>) -> Result<(), ErrorCode> {
+        v.sign_for_function(m, "k", b"x", SignHash::Sha256, "e", "executor")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code())
+    }
+    // The keyvault that created the store starts full.
+    assert_eq!(sign(&v, &m).await, Ok(()));
+    drop(v);
+    // A restart (the host's to cause) counts the day's rate from empty.
+    let (v, _) = fx.vault(1).await.unwrap();
+    assert_eq!(sign(&v, &m).await, Err(ErrorCode::KeyRateLimited));
+}
+
+#[tokio::test]
+async fn an_exportable_key_leaves_only_sealed_and_an_imported_key_only_signs() {
+    use cloister_crypto::HpkeKeyPair;
+    use cloister_crypto::keys::{KeyAlgorithm, KeyMaterial, SignHash};
+    use cloister_types::binding::{key_export_info, key_import_info};
+    use cloister_types::{ErrorCode, KeyName};
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let f = fid(&v, "exporter").await;
+    let name = |n: &str| KeyName::parse(n).unwrap();
+    let recipient = HpkeKeyPair::generate().unwrap();
+    // Not exportable (the default): no export, whoever signs.
+    v.create_key(&f, &name("kept"), KeyAlgorithm::Ed25519, false, "owner")
+        .await
+        .unwrap();
+    let e = v
+        .export_key(
+            &f,
+            &name("kept"),
+            None,
+            &recipient.public(),
+            ("owner", "admin"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::KeyNotExportable);
+    // Exportable: sealed to the recipient, who opens the same key (and only under the info
+    // naming this function, key, algorithm and version).
+    let made = v
+        .create_key(
+            &f,
+            &name("portable"),
+            KeyAlgorithm::EcdsaP256,
+            true,
+            "owner",
+        )
+        .await
+        .unwrap();
+    assert!(made.exportable);
+    let rotated = v.rotate_key(&f, &name("portable"), "owner").await.unwrap();
+    assert!(rotated.exportable, "a rotation keeps exportability");
+    let out = v
+        .export_key(
+            &f,
+            &name("portable"),
+            Some(1),
+            &recipient.public(),
+            ("owner", "admin"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.version, 1);
+    let info = key_export_info(&f, "portable", "ecdsa-p256", 1);
+    let secret = recipient.open(&info, b"", &out.sealed).unwrap();
+    let opened = KeyMaterial::from_secret(KeyAlgorithm::EcdsaP256, secret.expose()).unwrap();
+    assert_eq!(opened.public_key().unwrap(), made.public_key);
+    assert!(
+        recipient
+            .open(
+                &key_export_info(&f, "portable", "ecdsa-p256", 2),
+                b"",
+                &out.sealed
+            )
+            .is_err()
+    );
+    let other = HpkeKeyPair::generate().unwrap();
+    assert!(other.open(&info, b"", &out.sealed).is_err());
+
+    // Import: sealed to keyvault for this function and name; the key signs as the original.
+    let original = KeyMaterial::generate(KeyAlgorithm::EcdsaSecp256k1).unwrap();
+    let secret = &original.to_stored()[1..];
+    let sealed = v
+        .hpke_public()
+        .seal(&key_import_info(&f, "imported"), b"", secret)
+        .unwrap();
+    // Sealed for another name: refused.
+    let e = v
+        .import_key(
+            &f,
+            &name("elsewhere"),
+            KeyAlgorithm::EcdsaSecp256k1,
+            &sealed,
+            false,
+            "owner",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidRequest);
+    let k = v
+        .import_key(
+            &f,
+            &name("imported"),
+            KeyAlgorithm::EcdsaSecp256k1,
+            &sealed,
+            false,
+            "owner",
+        )
+        .await
+        .unwrap();
+    assert_eq!(k.public_key, original.public_key().unwrap());
+    assert!(!k.exportable);
+    let m = register_with_keys(&v, "exporter", "production", &[], &["imported"]).await;
+    let s = v
+        .sign_for_function(&m, "imported", b"tx", SignHash::Sha256, "e", "executor")
+        .await
+        .unwrap();
+    assert!(
+        original
+            .verify(b"tx", SignHash::Sha256, &s.signature.bytes)
+            .unwrap()
+    );
+    // The secret bytes are nowhere in the database.
+    let db = std::fs::read(&fx.db).unwrap();
+    assert!(!db.windows(secret.len()).any(|w| w == secret));
+    assert!(!String::from_utf8_lossy(&db).contains(&hex::encode(secret)));
+    // Exports are audited with their recipient; refusals leave nothing to open.
+    let entries = fx.store().audit_list(0, 10_000).await.unwrap();
+    let exports: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action.as_str() == "key.export")
+        .collect();
+    assert_eq!(exports.len(), 1);
+    assert!(exports[0].details.contains(&recipient.public().to_hex()));
+}
+
+#[tokio::test]
 async fn a_database_hiding_a_key_neither_lets_a_create_replace_it_nor_serves_an_older_one() {
     use cloister_crypto::keys::{KeyAlgorithm, SignHash};
     use cloister_types::{ErrorCode, KeyName};
@@ -1157,7 +1443,7 @@ async fn a_database_hiding_a_key_neither_lets_a_create_replace_it_nor_serves_an_
     let (v, _) = fx.vault(1).await.unwrap();
     let f = fid(&v, "hider").await;
     let name = KeyName::parse("main").unwrap();
-    v.create_key(&f, &name, KeyAlgorithm::Ed25519, "owner")
+    v.create_key(&f, &name, KeyAlgorithm::Ed25519, false, "owner")
         .await
         .unwrap();
     let conn = rusqlite::Connection::open(&fx.db).unwrap();
@@ -1165,7 +1451,7 @@ async fn a_database_hiding_a_key_neither_lets_a_create_replace_it_nor_serves_an_
     conn.execute("DELETE FROM kv_secrets WHERE path LIKE '%/@keys/main'", [])
         .unwrap();
     let e = v
-        .create_key(&f, &name, KeyAlgorithm::Ed25519, "owner")
+        .create_key(&f, &name, KeyAlgorithm::Ed25519, false, "owner")
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Conflict, "{e}");

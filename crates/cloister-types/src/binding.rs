@@ -164,11 +164,51 @@ pub fn audit_verdict_message(nonce: &[u8], report_json: &str) -> Vec<u8> {
 }
 
 /// Domain of keyvault's signature over a function key's public facts.
-pub const KEY_VIEW_DOMAIN: &[u8] = b"cloister/key-view/v1";
+pub const KEY_VIEW_DOMAIN: &[u8] = b"cloister/key-view/v2";
+
+/// HPKE info of a key's secret sealed to keyvault for an import: the domain, the function id
+/// and the key's name, each length-prefixed, so sealed bytes cannot be replayed into another
+/// key.
+pub fn key_import_info(function_id: &str, name: &str) -> Vec<u8> {
+    framed(&[
+        b"cloister/key-import/v1",
+        function_id.as_bytes(),
+        name.as_bytes(),
+    ])
+}
+
+/// HPKE info of a key's secret keyvault seals to an export's recipient: the domain, the
+/// function id, the key's name, its algorithm and version, each length-prefixed.
+pub fn key_export_info(function_id: &str, name: &str, algorithm: &str, version: u64) -> Vec<u8> {
+    framed(&[
+        b"cloister/key-export/v1",
+        function_id.as_bytes(),
+        name.as_bytes(),
+        algorithm.as_bytes(),
+        &version.to_be_bytes(),
+    ])
+}
+
+/// What keyvault signs (audit key) for an export: the domain, the export's HPKE info
+/// ([`key_export_info`]) and the SHA-256 of the sealed bytes, each length-prefixed. A
+/// recipient checks it before trusting what it opens: HPKE alone does not say who sealed.
+pub fn key_export_message(export_info: &[u8], sealed_sha256: &[u8]) -> Vec<u8> {
+    framed(&[b"cloister/key-export-result/v1", export_info, sealed_sha256])
+}
+
+/// Each part prefixed with its length (u64, big-endian).
+fn framed(parts: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for part in parts {
+        v.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        v.extend_from_slice(part);
+    }
+    v
+}
 
 /// What keyvault signs (with its audit key, which clients bind to a verified bundle) for one
-/// of a function's keys: the function (id and name), the key's name, algorithm, version and
-/// public key, each length-prefixed. A gateway cannot hand an owner or a verifier a public
+/// of a function's keys: the function (id and name), the key's name, algorithm, version,
+/// public key and whether it is exportable, each length-prefixed. A gateway cannot hand an owner or a verifier a public
 /// key keyvault did not make for that function.
 pub fn key_view_message(
     function_id: &str,
@@ -177,23 +217,18 @@ pub fn key_view_message(
     algorithm: &str,
     version: u64,
     public_key: &[u8],
+    exportable: bool,
 ) -> Vec<u8> {
-    let version = version.to_be_bytes();
-    let parts: [&[u8]; 7] = [
+    framed(&[
         KEY_VIEW_DOMAIN,
         function_id.as_bytes(),
         function.as_bytes(),
         name.as_bytes(),
         algorithm.as_bytes(),
-        &version,
+        &version.to_be_bytes(),
         public_key,
-    ];
-    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
-    for part in parts {
-        v.extend_from_slice(&(part.len() as u64).to_be_bytes());
-        v.extend_from_slice(part);
-    }
-    v
+        &[u8::from(exportable)],
+    ])
 }
 
 /// Domain of keyvault's signature over the result of an owner's key use.

@@ -124,6 +124,11 @@ error_codes! {
     KeyDomainTagMissing = "key_domain_tag_missing", 403;
     /// The key signed as often as the manifest's rate allows; try again later.
     KeyRateLimited = "key_rate_limited", 429;
+    /// The function declares another function's key (`FUNCTION/NAME`) that its owner has not
+    /// granted to it (or has revoked).
+    KeyNotGranted = "key_not_granted", 403;
+    /// The key was created without `exportable`: it never leaves keyvault.
+    KeyNotExportable = "key_not_exportable", 403;
 }
 
 impl Serialize for ErrorCode {
@@ -244,6 +249,8 @@ mod tests {
             (ErrorCode::KeyMessageTooLarge, 413),
             (ErrorCode::KeyDomainTagMissing, 403),
             (ErrorCode::KeyRateLimited, 429),
+            (ErrorCode::KeyNotGranted, 403),
+            (ErrorCode::KeyNotExportable, 403),
         ];
         assert_eq!(all.len(), ErrorCode::ALL.len(), "ALL lists every code");
         for (code, status) in all {

@@ -13,6 +13,10 @@ use crate::SignHash;
 pub const MAX_SIGN_MESSAGE_BYTES: u32 = 64 * 1024;
 /// Longest prefix (domain tag) a key's limits may require, in bytes.
 pub const MAX_PREFIX_BYTES: usize = 256;
+/// Shortest prefix, in bytes: with `sha256`, keyvault signs SHA-256(message), so a protocol
+/// that signs SHA-256(SHA-256(P)) (Bitcoin) accepts it for any P whose SHA-256 begins with
+/// the prefix, found by brute force in about 2^(8·length) tries. 16 bytes put that at 2^128.
+pub const MIN_PREFIX_BYTES: usize = 16;
 /// Longest rate window, in seconds (one day).
 pub const MAX_RATE_WINDOW_SECONDS: u32 = 86_400;
 /// Most uses a rate may allow per window.
@@ -190,10 +194,11 @@ impl KeyLimits {
             rate.check()?;
         }
         if let Some(p) = &self.prefix
-            && (p.is_empty() || p.len() > MAX_PREFIX_BYTES)
+            && !(MIN_PREFIX_BYTES..=MAX_PREFIX_BYTES).contains(&p.len())
         {
             return Err(KeyLimitsError::new(format!(
-                "prefix must have 1-{MAX_PREFIX_BYTES} bytes (it has {})",
+                "prefix must have {MIN_PREFIX_BYTES}-{MAX_PREFIX_BYTES} bytes (it has {}): a \
+                 shorter one can be met by brute force through a double-hash protocol",
                 p.len()
             )));
         }
@@ -350,12 +355,12 @@ mod tests {
         let l = KeyLimits {
             operations: Some(vec![KeyOperation::Sign]),
             hashes: Some(vec![SignHash::Sha256]),
-            max_message_bytes: Some(16),
+            max_message_bytes: Some(24),
             rate: None,
-            prefix: Some("app:".into()),
+            prefix: Some("app:v1:payments:".into()),
         };
         l.validate().unwrap();
-        assert!(l.check_sign(b"app:pay 5", SignHash::Sha256).is_ok());
+        assert!(l.check_sign(b"app:v1:payments:5", SignHash::Sha256).is_ok());
         let code = |r: Result<(), KeyLimitViolation>| r.unwrap_err().code().as_str();
         assert_eq!(
             code(l.allows(KeyOperation::PublicKey)),
@@ -366,7 +371,7 @@ mod tests {
             "key_operation_not_allowed"
         );
         assert_eq!(
-            code(l.check_sign(b"app:0123456789abc", SignHash::Sha256)),
+            code(l.check_sign(b"app:v1:payments:012345678", SignHash::Sha256)),
             "key_message_too_large"
         );
         assert_eq!(
@@ -385,18 +390,18 @@ mod tests {
     #[test]
     fn a_prefix_never_lets_a_prehashed_digest_through() {
         let l = KeyLimits {
-            prefix: Some("app:".into()),
+            prefix: Some("app:v1:payments:".into()),
             ..Default::default()
         };
         assert_eq!(
-            l.check_sign(b"app:000000000000000000000000000", SignHash::Prehashed)
+            l.check_sign(b"app:v1:payments:0000000000000000", SignHash::Prehashed)
                 .unwrap_err()
                 .code()
                 .as_str(),
             "key_operation_not_allowed"
         );
         let bad = KeyLimits {
-            prefix: Some("app:".into()),
+            prefix: Some("app:v1:payments:".into()),
             hashes: Some(vec![SignHash::Prehashed]),
             ..Default::default()
         };
@@ -437,6 +442,12 @@ mod tests {
         let mut big = KeyLimits::default();
         big.set("max-bytes=65537").unwrap();
         assert!(big.validate().is_err());
+        let mut short = KeyLimits::default();
+        short.set("prefix=app:").unwrap();
+        assert!(
+            short.validate().is_err(),
+            "a 4-byte prefix can be brute-forced"
+        );
         let mut dup = KeyLimits::default();
         dup.set("ops=sign,sign").unwrap();
         assert!(dup.validate().is_err());

@@ -22,7 +22,8 @@ pub use hash::{SignHash, code_hash};
 pub use key_limits::{KeyLimits, KeyOperation, KeyRate};
 pub use limits::{Limits, ServerLimits};
 pub use names::{
-    DeclaredSecretsError, Entrypoint, Environment, FunctionName, KeyName, MAX_DECLARED_KEYS,
-    MAX_DECLARED_SECRETS, NameError, SecretPath, SecretRef, SourceName, namespace_of,
+    DeclaredSecretsError, Entrypoint, Environment, FunctionName, KeyName, KeyRef,
+    MAX_DECLARED_KEYS, MAX_DECLARED_SECRETS, NameError, SecretPath, SecretRef, SourceName,
+    namespace_of,
 };
 pub use wire::Role;

@@ -228,8 +228,9 @@ impl KeyName {
         Ok(Self(s.to_owned()))
     }
 
-    /// Validates the keys a manifest declares: at most [`MAX_DECLARED_KEYS`], each once.
-    pub fn parse_declared<S: AsRef<str>>(names: &[S]) -> Result<Vec<Self>, NameError> {
+    /// Validates the keys a manifest declares (`NAME`, or `FUNCTION/NAME` for a key another
+    /// function granted): at most [`MAX_DECLARED_KEYS`], each once.
+    pub fn parse_declared<S: AsRef<str>>(names: &[S]) -> Result<Vec<KeyRef>, NameError> {
         let too_many = || NameError {
             what: "declared keys",
             value: names.len().to_string(),
@@ -240,13 +241,58 @@ impl KeyName {
         }
         let parsed = names
             .iter()
-            .map(|n| Self::parse(n.as_ref()))
+            .map(|n| KeyRef::parse(n.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
-        let unique: std::collections::BTreeSet<&str> = parsed.iter().map(Self::as_str).collect();
+        let unique: std::collections::BTreeSet<&KeyRef> = parsed.iter().collect();
         if unique.len() != parsed.len() {
             return Err(too_many());
         }
         Ok(parsed)
+    }
+}
+
+/// A key a manifest declares: one of the function's own (`NAME`), or one another function
+/// granted it (`FUNCTION/NAME`, by that function's name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyRef {
+    /// A key in the function's own namespace.
+    Own(KeyName),
+    /// A key in another function's namespace, usable only while that function's owner grants
+    /// it to this function.
+    Granted {
+        /// The function whose namespace holds the key.
+        function: FunctionName,
+        /// The key.
+        name: KeyName,
+    },
+}
+
+impl KeyRef {
+    /// Parses `NAME` or `FUNCTION/NAME`.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        match s.split_once('/') {
+            None => Ok(Self::Own(KeyName::parse(s)?)),
+            Some((function, name)) => Ok(Self::Granted {
+                function: FunctionName::parse(function)?,
+                name: KeyName::parse(name)?,
+            }),
+        }
+    }
+
+    /// The key's own name.
+    pub fn name(&self) -> &KeyName {
+        match self {
+            Self::Own(n) | Self::Granted { name: n, .. } => n,
+        }
+    }
+}
+
+impl fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Own(n) => f.write_str(n.as_str()),
+            Self::Granted { function, name } => write!(f, "{function}/{name}"),
+        }
     }
 }
 

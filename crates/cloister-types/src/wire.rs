@@ -482,6 +482,53 @@ pub struct KeyInfo {
     /// [`crate::binding::key_view_message`]: check it against a verified bundle's audit key
     /// (`cloister_client::keys::verify`) before trusting the public key.
     pub keyvault_signature: String,
+    /// Whether the key may ever leave keyvault (sealed, by an owner- and admin-signed
+    /// export); bound by keyvault's signature, so a verifier can rely on a `false`.
+    #[serde(default)]
+    pub exportable: bool,
+}
+
+/// `POST /v1/keys` request: an owner-signed `KeyWrite` and, for an import, the key's secret
+/// sealed to keyvault.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyWriteBody {
+    /// Base64 COSE_Sign1 of a `KeyWrite` made by an owner's identity.
+    pub signed: String,
+    /// Imports only: base64 of the key's 32 secret bytes sealed to keyvault's HPKE key
+    /// (info `crate::binding::key_import_info`); the request binds its SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+}
+
+/// `POST /v1/keys/export` request: one `KeyExport` body signed twice, by an owner and by an
+/// admin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyExportBody {
+    /// Base64 COSE_Sign1 of the `KeyExport` by an identity that owns the function.
+    pub owner_signed: String,
+    /// Base64 COSE_Sign1 of the same `KeyExport` by an admin (another identity).
+    pub admin_signed: String,
+}
+
+/// `POST /v1/keys/export` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyExported {
+    /// The key's algorithm.
+    pub algorithm: String,
+    /// The version exported.
+    pub key_version: u64,
+    /// Base64 HPKE to the recipient of the key's 32 secret bytes (info
+    /// `crate::binding::key_export_info`).
+    pub sealed: String,
+    /// Hex public key of that version (absent for HMAC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Hex Ed25519 signature by keyvault's audit key over
+    /// [`crate::binding::key_export_message`]: check it before trusting what opens.
+    pub keyvault_signature: String,
 }
 
 /// `GET /v1/functions/{name}/keys` response.

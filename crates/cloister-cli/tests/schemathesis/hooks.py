@@ -40,12 +40,13 @@ SIM_ROOT = os.environ["CLOISTER_SIM_ROOT"]
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def cli(args, stdin=b""):
+def cli(args, stdin=b"", identity=None):
     """Runs the CLI against the server under test; stdout, or None when it refused."""
     env = dict(os.environ)
     env.pop("CLOISTER_PROFILE", None)
+    identity = identity or os.environ["CLOISTER_IDENTITY"]
     r = subprocess.run(
-        [BIN, "--url", URL, "--token", TOKEN, "--identity", os.environ["CLOISTER_IDENTITY"], *args],
+        [BIN, "--url", URL, "--token", TOKEN, "--identity", identity, *args],
         input=stdin,
         capture_output=True,
         env=env,
@@ -57,8 +58,46 @@ def cli(args, stdin=b""):
     return r.stdout.decode().strip()
 
 
-def sign(domain, body):
-    return cli(["identity", "sign", domain, "--sim-root", SIM_ROOT], json.dumps(body).encode())
+def sign(domain, body, identity=None):
+    return cli(["identity", "sign", domain, "--sim-root", SIM_ROOT], json.dumps(body).encode(), identity)
+
+
+_second_admin = []
+
+
+def second_admin():
+    """A second admin identity (exports need two signers), made and granted once."""
+    if not _second_admin:
+        path = os.path.join(os.environ["CLOISTER_FUZZ_DIR"], "admin2.json")
+        if not os.path.exists(path):
+            subprocess.run([BIN, "identity", "create", "--file", path, "--label", "fuzz-admin-2"],
+                           capture_output=True, check=True, timeout=60)
+        shown = subprocess.run([BIN, "--identity", path, "--json", "identity", "show"],
+                               capture_output=True, check=True, timeout=60)
+        public = json.loads(shown.stdout)["publicKey"]
+        cli(["identity", "grant", "--public-key", public, "--role", "admin", "--label", "fuzz-admin-2"])
+        _second_admin.append(path)
+    return _second_admin[0]
+
+
+_export_key = []
+
+
+def key_export():
+    # An export of one exportable key made for this run, signed by the run's admin and a second.
+    info = fuzz_function()
+    if not _export_key:
+        name = f"x{secrets.token_hex(6)}"
+        if cli(["key", "create", name, "--function", info["name"], "--exportable", "--sim-root", SIM_ROOT]) is None:
+            return None
+        _export_key.append(name)
+    body = {"function_id": info["functionId"], "function": info["name"], "name": _export_key[0],
+            "recipient": secrets.token_hex(32)}
+    owner = sign("cloister/key-export/v1", body)
+    admin = sign("cloister/key-export/v1", body, second_admin())
+    if owner and admin:
+        return {"ownerSigned": owner, "adminSigned": admin}
+    return None
 
 
 def positive(case):
@@ -104,6 +143,11 @@ def deploy(body):
         "limits": {"timeout_ms": int(limits.get("timeoutMs", 5000)), "memory_mb": int(limits.get("memoryMb", 64))},
         "activate": True,
     }
+    if body.get("requiredKeys"):
+        manifest["keys"] = body["requiredKeys"]
+    key_limits = key_limits_of(body)
+    if key_limits:
+        manifest["key_limits"] = key_limits
     if body.get("env"):
         manifest["env"] = body["env"]
     if "sourceName" in body:
@@ -111,6 +155,35 @@ def deploy(body):
     signed = sign("cloister/deploy/v1", manifest)
     if signed:
         body["manifest"] = signed
+
+
+def key_limits_of(body):
+    """The deploy's keyLimits made consistent with rules the schema cannot say (each names a
+    declared key; a prefix of 16-256 UTF-8 bytes, never with prehashed), written back to the
+    body; JSON Schema integers may be written 243.0, the manifest holds integers."""
+    declared = body.get("requiredKeys") or []
+    out = {}
+    for name, limits in (body.get("keyLimits") or {}).items():
+        if name not in declared or not isinstance(limits, dict):
+            continue
+        l = {k: v for k, v in limits.items() if v is not None}
+        prefix = l.get("prefix")
+        if prefix is not None and not 16 <= len(prefix.encode()) <= 256:
+            del l["prefix"]
+        if "prefix" in l and "prehashed" in l.get("hashes", []):
+            l["hashes"] = [h for h in l["hashes"] if h != "prehashed"]
+            if not l["hashes"]:
+                del l["hashes"]
+        if "maxMessageBytes" in l:
+            l["maxMessageBytes"] = int(l["maxMessageBytes"])
+        if "rate" in l:
+            l["rate"] = {k: int(v) for k, v in l["rate"].items()}
+        out[name] = l
+    if out:
+        body["keyLimits"] = out
+    else:
+        body.pop("keyLimits", None)
+    return out
 
 
 _fuzz = [FUZZ_FUNCTION]
@@ -212,6 +285,10 @@ def before_call(context, case, kwargs):
         signed = make()
         if signed:
             case.body = {"signed": signed}
+    elif op == ("POST", "/v1/keys/export"):
+        body = key_export()
+        if body:
+            case.body = body
     elif op == ("POST", "/v1/keys/use") and isinstance(case.body, dict) and isinstance(case.body.get("message"), str):
         signed = key_use(case.body["message"])
         if signed:
