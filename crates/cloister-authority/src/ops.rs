@@ -92,6 +92,10 @@ pub enum KeyOp {
         /// The grantee's name (keyvault refuses the request unless it binds this name to
         /// `to_function_id`).
         to_function: String,
+        /// The key owner's limits on the grantee's use, enforced on top of the grantee's
+        /// own manifest limits (absent: none).
+        #[serde(default, skip_serializing_if = "cloister_types::KeyLimits::is_empty")]
+        limits: cloister_types::KeyLimits,
     },
     /// Withdraw a grant; the grantee's next use is refused.
     Revoke {

@@ -430,6 +430,15 @@ pub async fn run(conn: Conn, args: BenchArgs, json: bool) -> anyhow::Result<Exit
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if args.signing {
+        let r = crate::bench_signing::run(&conn, token, &args).await?;
+        if json {
+            output::json(&r);
+        } else {
+            crate::bench_signing::print_human(&r);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.secrets {
         let r = crate::bench_secrets::run(&conn, token, &args).await?;
         if json {

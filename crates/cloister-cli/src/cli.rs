@@ -500,6 +500,11 @@ pub enum KeyCommand {
         /// The function that may use it.
         #[arg(long)]
         to: String,
+        /// A limit on its use, enforced on top of the other function's own (repeatable; as
+        /// `fn deploy --key-limit`: `ops=…`, `hashes=…`, `max-bytes=N`, `rate=N/min`,
+        /// `prefix=TEXT`).
+        #[arg(long = "limit", value_name = "SETTING")]
+        limits: Vec<String>,
         /// How the keyvault bundle is trusted.
         #[command(flatten)]
         trust: TrustArgs,
@@ -1359,6 +1364,11 @@ pub struct BenchArgs {
     /// against sealed add.js (and with receipts), client seal/open/verify cost.
     #[arg(long)]
     pub sealed: bool,
+    /// Measure `context.sign` instead: a warm function signing once with an Ed25519 key in
+    /// keyvault against the same function without the call (latency, then throughput at
+    /// --clients), and the signature alone in process (the floor).
+    #[arg(long)]
+    pub signing: bool,
     /// Time N sequential deploys (new versions of one function; signed when an identity is
     /// in use) instead of the workloads.
     #[arg(long, default_value_t = 0)]

@@ -62,7 +62,7 @@ pub async fn function(conn: Conn, cmd: FnCommand, json: bool) -> anyhow::Result<
             let confidential = args.confidential;
             let trust = args.trust.clone();
             let (mut req, cleared) = deploy_request(args)?;
-            keep_key_limits(&mut c, &mut req, &cleared).await?;
+            keep_key_limits(&mut c, &conn.url, &trust, &mut req, &cleared).await?;
             let info = if confidential {
                 let (kv, _) = crate::secret_cmd::verified_bundle(&mut c, &conn.url, &trust).await?;
                 let now =
@@ -277,36 +277,37 @@ fn deploy_request(
 /// Keeps the limits the deployed version sets on a key this deploy declares again without
 /// any `--key-limit`: the newest version's limits bind every version, so a redeploy that
 /// forgot them would loosen them for all. `--key-limit NAME:none` clears them on purpose.
+/// The deployed manifest is checked against the registry the attested keyvault binds, and a
+/// function the gateway shows without one is an error, not "no limits".
 async fn keep_key_limits(
     c: &mut cloister_client::Client,
+    url: &str,
+    trust: &crate::cli::TrustArgs,
     req: &mut DeployRequest,
     cleared: &std::collections::BTreeSet<String>,
 ) -> anyhow::Result<()> {
-    use base64::Engine as _;
     if req.required_keys.is_empty() {
         return Ok(());
     }
-    let signed = match c.signed_manifest(&req.name, None).await {
-        Ok(m) => m,
+    match c.show(&req.name, None).await {
+        Ok(_) => {}
         Err(cloister_client::ClientError::Api {
             status: 404 | 400, ..
         }) => return Ok(()),
         Err(e) => return Err(e.into()),
-    };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(&signed.manifest)
-        .context("the deployed manifest is not base64")?;
-    let previous = cloister_authority::request::inspect::<cloister_authority::Manifest>(&bytes)
-        .context("the deployed manifest does not decode")?
-        .body;
-    for (key, limits) in previous.key_limits {
+    }
+    let kv = crate::secret_cmd::trusted_keyvault(c, url, trust).await?;
+    let deployed = c
+        .verified_target(&kv, &req.name, None)
+        .await
+        .context("cannot check the deployed version's key limits")?;
+    for (key, limits) in deployed.manifest.key_limits {
         if req.required_keys.contains(&key)
             && !req.key_limits.contains_key(&key)
             && !cleared.contains(&key)
         {
             eprintln!(
-                "keeping the limits v{} sets on key {key} ({}); --key-limit {key}:none clears them",
-                signed.version,
+                "keeping the limits the deployed version sets on key {key} ({}); --key-limit {key}:none clears them",
                 serde_json::to_string(&limits)?
             );
             req.key_limits.insert(key, limits);

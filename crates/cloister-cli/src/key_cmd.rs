@@ -94,6 +94,19 @@ pub async fn run(conn: Conn, cmd: KeyCommand, json: bool) -> anyhow::Result<Exit
                             .as_deref()
                             .unwrap_or("(symmetric: no public key)")
                     );
+                    let mut notes = Vec::new();
+                    if k.exportable {
+                        notes.push("exportable".to_owned());
+                    }
+                    if k.imported {
+                        notes.push("imported".to_owned());
+                    }
+                    if !k.granted_to.is_empty() {
+                        notes.push(format!("granted to {}", k.granted_to.join(", ")));
+                    }
+                    if !notes.is_empty() {
+                        println!("{:<24} {}", "", notes.join("; "));
+                    }
                 }
             }
         }
@@ -101,14 +114,23 @@ pub async fn run(conn: Conn, cmd: KeyCommand, json: bool) -> anyhow::Result<Exit
             name,
             function,
             to,
+            limits,
             trust,
-        } => grant(&conn, &function, &name, &to, true, &trust, json).await?,
+        } => {
+            let mut l = cloister_types::KeyLimits::default();
+            for setting in &limits {
+                l.set(setting)
+                    .with_context(|| format!("--limit {setting}"))?;
+            }
+            l.validate()?;
+            grant(&conn, &function, &name, &to, Some(l), &trust, json).await?
+        }
         KeyCommand::Revoke {
             name,
             function,
             to,
             trust,
-        } => grant(&conn, &function, &name, &to, false, &trust, json).await?,
+        } => grant(&conn, &function, &name, &to, None, &trust, json).await?,
         KeyCommand::Sign {
             name,
             function,
@@ -227,15 +249,20 @@ async fn write(
     // The id is the gateway's word; keyvault refuses the request unless it binds `function`
     // to it, and signs what it made for that function.
     let function_id = c.show(function, None).await?.function_id;
+    // keyvault's answer is checked as the answer to this very request: a gateway cannot
+    // show an old view for a rotation, grant or revocation it dropped.
     let k = c
-        .write_key(&KeyWrite {
-            function_id,
-            function: function.to_owned(),
-            name: name.to_owned(),
-            op,
-        })
+        .write_key_checked(
+            &KeyWrite {
+                function_id,
+                function: function.to_owned(),
+                name: name.to_owned(),
+                op,
+            },
+            None,
+            &kv.audit_key,
+        )
         .await?;
-    cloister_client::keys::verify(&k, &kv.audit_key, function)?;
     Ok(k)
 }
 
@@ -292,7 +319,7 @@ async fn import(
         &secret,
     )?;
     let k = c
-        .import_key(
+        .write_key_checked(
             &KeyWrite {
                 function_id,
                 function: function.to_owned(),
@@ -303,10 +330,19 @@ async fn import(
                     sealed_sha256: hex::encode(sha2::Sha256::digest(&sealed)),
                 },
             },
-            &sealed,
+            Some(&sealed),
+            &kv.audit_key,
         )
         .await?;
-    cloister_client::keys::verify(&k, &kv.audit_key, function)?;
+    // keyvault holds the key that was sent, as it was sent.
+    let alg = cloister_crypto::keys::KeyAlgorithm::parse(algorithm)
+        .with_context(|| format!("unknown algorithm {algorithm:?}"))?;
+    let expected = cloister_crypto::keys::KeyMaterial::from_secret(alg, &secret)?
+        .public_key()?
+        .map(hex::encode);
+    if k.public_key != expected || k.exportable != exportable || !k.imported || k.version != 1 {
+        bail!("keyvault's view of the imported key does not match the key sent");
+    }
     Ok(k)
 }
 
@@ -359,7 +395,23 @@ async fn export(
     let owner_signed = c
         .sign_body(&body, "an owner's identity is needed to export keys")
         .await?;
-    let out = c.export_key(owner_signed, admin_signed).await?;
+    let (out, request_sha256) = c.export_key(owner_signed, admin_signed).await?;
+    // Only the recipient can open it; anyone can check keyvault made it for this request.
+    let recipient_key = cloister_crypto::HpkePublicKey::from_slice(&r)?;
+    cloister_client::keys::verify_export(
+        &out,
+        &recipient_key,
+        &body.function_id,
+        name,
+        &request_sha256,
+        &kv.audit_key,
+    )?;
+    if version.is_some_and(|v| v != out.key_version) {
+        bail!(
+            "asked for version {version:?}, keyvault's signed export is of version {}",
+            out.key_version
+        );
+    }
     if json {
         output::json(&out);
     } else {
@@ -372,14 +424,13 @@ async fn export(
     Ok(())
 }
 
-/// Grants (or withdraws) `function`'s key `name` to function `to`.
-#[allow(clippy::too_many_arguments)]
+/// Grants (`limits` given) or withdraws `function`'s key `name` to function `to`.
 async fn grant(
     conn: &Conn,
     function: &str,
     name: &str,
     to: &str,
-    grant: bool,
+    limits: Option<cloister_types::KeyLimits>,
     trust: &TrustArgs,
     json: bool,
 ) -> anyhow::Result<()> {
@@ -387,21 +438,29 @@ async fn grant(
     // `to` to that id.
     let to_function_id = client(conn)?.show(to, None).await?.function_id;
     let to_function = to.to_owned();
-    let op = if grant {
-        KeyOp::Grant {
+    let granting = limits.is_some();
+    let op = match limits {
+        Some(limits) => KeyOp::Grant {
             to_function_id,
             to_function,
-        }
-    } else {
-        KeyOp::Revoke {
+            limits,
+        },
+        None => KeyOp::Revoke {
             to_function_id,
             to_function,
-        }
+        },
     };
     let k = write(conn, function, name, op, trust).await?;
+    // keyvault's signed view (checked as the answer to this request) lists the grantees.
+    if granting != k.granted_to.iter().any(|g| g == to) {
+        bail!(
+            "keyvault's answer does not show the change: {to} is {}in the key's grants",
+            if granting { "not " } else { "still " }
+        );
+    }
     if json {
         output::json(&k);
-    } else if grant {
+    } else if granting {
         println!(
             "granted {function}'s key {name} to {to}: its manifest declares it as {function}/{name}"
         );

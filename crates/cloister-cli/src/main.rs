@@ -6,6 +6,7 @@ mod attest_cmd;
 mod bench;
 mod bench_sealed;
 mod bench_secrets;
+mod bench_signing;
 mod cli;
 mod client_cmds;
 mod credentials;

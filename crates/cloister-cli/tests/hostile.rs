@@ -1495,7 +1495,11 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
     );
     // The victim's key is where it was, at the version it had.
     let list = p.admin().keys("kvictim").await.unwrap();
-    assert_eq!(list.keys, vec![vk]);
+    let created = cloister_types::wire::KeyInfo {
+        write_signature: None,
+        ..vk
+    };
+    assert_eq!(list.keys, vec![created]);
 
     // The victim's next version limits the key: a domain tag and three signatures an hour.
     // The insider drives the victim's own code on the executor with messages of its choice:
@@ -1755,6 +1759,7 @@ async fn a_key_grant_is_the_owners_alone_and_names_exactly_one_function() {
         op: KeyOp::Grant {
             to_function_id: to.function_id.clone(),
             to_function: to_name.into(),
+            limits: Default::default(),
         },
     };
     p.admin()
@@ -1792,10 +1797,23 @@ async fn a_key_grant_is_the_owners_alone_and_names_exactly_one_function() {
         "manifest_mismatch",
         409,
     );
-    p.admin()
+    let granted = p
+        .admin()
         .write_key(&write(&friend, "gfriend", "gk"))
         .await
         .unwrap();
+    // keyvault's signed view lists the grant; a gateway hiding it breaks the signature.
+    let kv = p.trusted_keyvault().await;
+    assert_eq!(granted.granted_to, vec!["gfriend".to_owned()]);
+    let listed = p.admin().keys("gvictim").await.unwrap();
+    cloister_client::keys::verify(&listed.keys[0], &kv.audit_key, "gvictim").unwrap();
+    let mut hidden = listed.keys[0].clone();
+    hidden.granted_to.clear();
+    assert!(cloister_client::keys::verify(&hidden, &kv.audit_key, "gvictim").is_err());
+    // The answer to the grant is bound to the request: it cannot answer another change.
+    assert!(
+        cloister_client::keys::verify_write(&granted, &kv.audit_key, "gvictim", &[1; 32]).is_err()
+    );
     // The friend signs; Mallory's function, declaring the same key, does not.
     let r = p
         .admin()
@@ -1819,38 +1837,18 @@ async fn a_key_grant_is_the_owners_alone_and_names_exactly_one_function() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_export_needs_an_owner_and_another_admin_and_a_kept_key_has_no_export_at_all() {
+async fn an_export_needs_an_owner_and_an_independent_admin_and_a_kept_key_has_no_export_at_all() {
     use cloister_authority::ops::{IdentityRole, KeyExport, KeyOp, KeyWrite};
     use cloister_crypto::HpkeKeyPair;
     use cloister_crypto::keys::{KeyAlgorithm, KeyMaterial};
     let p = Platform::start().await;
-    let f = p
-        .admin()
+    // A developer owns the function; the bootstrap admin added her and a second admin.
+    let dev = p.developer_identity("exporter-dev").await;
+    let mut owner = p.admin().with_identity(dev, None);
+    let f = owner
         .deploy(&DeployRequest::javascript("xfn", SIGNER))
         .await
         .unwrap();
-    let create = |name: &str, exportable: bool| KeyWrite {
-        function_id: f.function_id.clone(),
-        function: "xfn".into(),
-        name: name.into(),
-        op: KeyOp::Create {
-            algorithm: "ecdsa-p256".into(),
-            exportable,
-        },
-    };
-    let portable = p
-        .admin()
-        .write_key(&create("portable", true))
-        .await
-        .unwrap();
-    let kept = p.admin().write_key(&create("kept", false)).await.unwrap();
-    // keyvault's signed view says which keys can ever leave it; the gateway cannot flip that.
-    let audit_key = p.trusted_keyvault().await.audit_key;
-    assert!(portable.exportable && !kept.exportable);
-    let mut flipped = kept.clone();
-    flipped.exportable = true;
-    assert!(cloister_client::keys::verify(&flipped, &audit_key, "xfn").is_err());
-
     let admin2_id = std::sync::Arc::new(cloister_authority::Identity::generate("admin-2").unwrap());
     p.admin()
         .grant_identity(
@@ -1861,10 +1859,26 @@ async fn an_export_needs_an_owner_and_another_admin_and_a_kept_key_has_no_export
         )
         .await
         .unwrap();
-    let mut owner = p.admin();
+    let mut admin1 = p.admin();
     let mut admin2 = p.admin().with_identity(admin2_id, None);
-    let dev = p.developer_identity("exporter-dev").await;
-    let mut developer = p.admin().with_identity(dev, None);
+    let create = |name: &str, exportable: bool| KeyWrite {
+        function_id: f.function_id.clone(),
+        function: "xfn".into(),
+        name: name.into(),
+        op: KeyOp::Create {
+            algorithm: "ecdsa-p256".into(),
+            exportable,
+        },
+    };
+    let portable = owner.write_key(&create("portable", true)).await.unwrap();
+    let kept = owner.write_key(&create("kept", false)).await.unwrap();
+    // keyvault's signed view says which keys can ever leave it; the gateway cannot flip that.
+    let audit_key = p.trusted_keyvault().await.audit_key;
+    assert!(portable.exportable && !kept.exportable && !kept.imported);
+    let mut flipped = kept.clone();
+    flipped.exportable = true;
+    assert!(cloister_client::keys::verify(&flipped, &audit_key, "xfn").is_err());
+
     let recipient = HpkeKeyPair::generate().unwrap();
     let body = |name: &str, recipient: &HpkeKeyPair| KeyExport {
         function_id: f.function_id.clone(),
@@ -1878,12 +1892,28 @@ async fn an_export_needs_an_owner_and_another_admin_and_a_kept_key_has_no_export
     // One identity signing twice is not two parties.
     let e = assert_api_error(export_twice(&mut owner, &b).await, "invalid_request", 400);
     assert!(e.message.contains("two identities"), "{e:?}");
+    // Two admins are not an owner and an admin.
+    assert_api_error(
+        export(&mut admin1, &b, &mut admin2, &b).await,
+        "not_owner",
+        403,
+    );
     // The second signer must be an admin.
+    let dev2 = p.developer_identity("exporter-dev-2").await;
+    let mut developer = p.admin().with_identity(dev2, None);
     assert_api_error(
         export(&mut owner, &b, &mut developer, &b).await,
         "not_owner",
         403,
     );
+    // Nor may the admin be the one who added the owner to the registry: one stolen admin
+    // key could otherwise make its own second party.
+    let e = assert_api_error(
+        export(&mut owner, &b, &mut admin1, &b).await,
+        "invalid_request",
+        400,
+    );
+    assert!(e.message.contains("independent"), "{e:?}");
     // The admin must sign the same export (here: another recipient, the gateway's own).
     let gateway_recipient = HpkeKeyPair::generate().unwrap();
     assert_api_error(
@@ -1906,13 +1936,14 @@ async fn an_export_needs_an_owner_and_another_admin_and_a_kept_key_has_no_export
     );
 
     // Both signatures: the key is sealed to the recipient, who checks keyvault's signature
-    // and opens the same key the public half names.
-    let out = export(&mut owner, &b, &mut admin2, &b).await.unwrap();
+    // (bound to the owner's request) and opens the same key the public half names.
+    let (out, request) = export(&mut owner, &b, &mut admin2, &b).await.unwrap();
     let secret = cloister_client::keys::open_export(
         &out,
         &recipient,
         &f.function_id,
         "portable",
+        &request,
         &audit_key,
     )
     .unwrap();
@@ -1920,6 +1951,18 @@ async fn an_export_needs_an_owner_and_another_admin_and_a_kept_key_has_no_export
     assert_eq!(
         opened.public_key().unwrap().map(hex::encode),
         portable.public_key
+    );
+    // The export answers that request only: passed off as the answer to another, it fails.
+    assert!(
+        cloister_client::keys::open_export(
+            &out,
+            &recipient,
+            &f.function_id,
+            "portable",
+            &[7; 32],
+            &audit_key
+        )
+        .is_err()
     );
     // A gateway that swaps in a key it sealed itself to the recipient is caught.
     let mut swapped = out.clone();
@@ -1947,11 +1990,12 @@ async fn an_export_needs_an_owner_and_another_admin_and_a_kept_key_has_no_export
             &recipient,
             &f.function_id,
             "portable",
+            &request,
             &audit_key
         )
         .is_err()
     );
-    // Exactly one export is on the audit chain, and the refusals are too.
+    // Exactly one export is on the audit chain, and each refusal is too.
     let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
     let text = String::from_utf8_lossy(&audit.stdout);
     assert_eq!(text.matches("\"key.export\"").count(), 1, "{text}");
@@ -1960,16 +2004,17 @@ async fn an_export_needs_an_owner_and_another_admin_and_a_kept_key_has_no_export
         .iter()
         .filter(|e| e["action"] == "authority.refusal" && details(e)["operation"] == "key_export")
         .count();
-    assert_eq!(refused, 4, "each refused export is audited");
+    assert_eq!(refused, 6, "each refused export is audited");
 }
 
-/// An export of `a` signed by `first` and of `b` signed by `second`.
+/// An export of `a` signed by `first` and of `b` signed by `second`; with the SHA-256 of the
+/// first signed request.
 async fn export(
     first: &mut cloister_client::Client,
     a: &cloister_authority::ops::KeyExport,
     second: &mut cloister_client::Client,
     b: &cloister_authority::ops::KeyExport,
-) -> Result<cloister_types::wire::KeyExported, cloister_client::ClientError> {
+) -> Result<(cloister_types::wire::KeyExported, [u8; 32]), cloister_client::ClientError> {
     let one = first.sign_body(a, "first").await.unwrap();
     let two = second.sign_body(b, "second").await.unwrap();
     first.export_key(one, two).await
@@ -1979,7 +2024,7 @@ async fn export(
 async fn export_twice(
     c: &mut cloister_client::Client,
     a: &cloister_authority::ops::KeyExport,
-) -> Result<cloister_types::wire::KeyExported, cloister_client::ClientError> {
+) -> Result<(cloister_types::wire::KeyExported, [u8; 32]), cloister_client::ClientError> {
     let one = c.sign_body(a, "first").await.unwrap();
     let two = c.sign_body(a, "again").await.unwrap();
     c.export_key(one, two).await

@@ -46,18 +46,52 @@ pub fn verify(
     };
     let sig = hex::decode(&info.keyvault_signature)
         .map_err(|_| KeyViewError::Malformed("keyvaultSignature"))?;
-    let msg = cloister_types::binding::key_view_message(
-        &info.function_id,
-        &info.function,
-        &info.name,
-        &info.algorithm,
-        info.version,
-        public.as_deref().unwrap_or_default(),
-        info.exportable,
-    );
+    let msg = view_message(info, public.as_deref().unwrap_or_default());
     audit_key
         .verify(&msg, &sig)
         .map_err(|_| KeyViewError::BadSignature(info.name.clone()))?;
+    Ok(public)
+}
+
+fn view_message(info: &KeyInfo, public_key: &[u8]) -> Vec<u8> {
+    cloister_types::binding::key_view_message(&cloister_types::binding::KeyViewFacts {
+        function_id: &info.function_id,
+        function: &info.function,
+        name: &info.name,
+        algorithm: &info.algorithm,
+        version: info.version,
+        public_key,
+        exportable: info.exportable,
+        imported: info.imported,
+        granted_to: &info.granted_to,
+    })
+}
+
+/// Checks what keyvault answered to an owner's key change: its signature over the view
+/// ([`verify`]) and over the view as the answer to the request whose SHA-256 is
+/// `request_sha256` (so a gateway cannot answer a rotation, grant or revocation with a view
+/// from before it).
+pub fn verify_write(
+    info: &KeyInfo,
+    audit_key: &VerifyingKey,
+    function: &str,
+    request_sha256: &[u8; 32],
+) -> Result<Option<Vec<u8>>, KeyViewError> {
+    let public = verify(info, audit_key, function)?;
+    let sig = info
+        .write_signature
+        .as_deref()
+        .ok_or(KeyViewError::Malformed("writeSignature"))
+        .and_then(|h| hex::decode(h).map_err(|_| KeyViewError::Malformed("writeSignature")))?;
+    let view = view_message(info, public.as_deref().unwrap_or_default());
+    audit_key
+        .verify(
+            &cloister_types::binding::key_write_message(request_sha256, &view),
+            &sig,
+        )
+        .map_err(|_| {
+            KeyViewError::BadSignature(format!("{} (the answer to this change)", info.name))
+        })?;
     Ok(public)
 }
 
@@ -88,16 +122,17 @@ pub fn verify_use(
         .map_err(|_| KeyViewError::BadSignature("the key use result".into()))
 }
 
-/// Opens an export (`Client::export_key`) of key `name` of function `function_id` with the
-/// recipient's HPKE key pair, after checking keyvault's signature over it with `audit_key`
-/// (HPKE alone does not say who sealed). Returns the key's 32 secret bytes.
-pub fn open_export(
+/// Checks keyvault's signature over an export (`Client::export_key`) of key `name` of
+/// function `function_id` to `recipient`, answering the owner's request whose SHA-256 is
+/// `request_sha256` (version, public key and sealed bytes included).
+pub fn verify_export(
     exported: &cloister_types::wire::KeyExported,
-    recipient: &cloister_crypto::HpkeKeyPair,
+    recipient: &cloister_crypto::HpkePublicKey,
     function_id: &str,
     name: &str,
+    request_sha256: &[u8; 32],
     audit_key: &VerifyingKey,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyViewError> {
+) -> Result<Vec<u8>, KeyViewError> {
     use base64::Engine as _;
     use sha2::Digest as _;
     let sealed = base64::engine::general_purpose::STANDARD
@@ -105,6 +140,10 @@ pub fn open_export(
         .map_err(|_| KeyViewError::Malformed("sealed"))?;
     let sig = hex::decode(&exported.keyvault_signature)
         .map_err(|_| KeyViewError::Malformed("keyvaultSignature"))?;
+    let public = match &exported.public_key {
+        Some(h) => hex::decode(h).map_err(|_| KeyViewError::Malformed("publicKey"))?,
+        None => Vec::new(),
+    };
     let info = cloister_types::binding::key_export_info(
         function_id,
         name,
@@ -113,10 +152,43 @@ pub fn open_export(
     );
     audit_key
         .verify(
-            &cloister_types::binding::key_export_message(&info, &sha2::Sha256::digest(&sealed)),
+            &cloister_types::binding::key_export_message(
+                request_sha256,
+                &info,
+                &recipient.0,
+                &public,
+                &sha2::Sha256::digest(&sealed),
+            ),
             &sig,
         )
         .map_err(|_| KeyViewError::BadSignature(name.to_owned()))?;
+    Ok(sealed)
+}
+
+/// Opens an export with the recipient's HPKE key pair after [`verify_export`] (HPKE alone
+/// does not say who sealed). Returns the key's 32 secret bytes.
+pub fn open_export(
+    exported: &cloister_types::wire::KeyExported,
+    recipient: &cloister_crypto::HpkeKeyPair,
+    function_id: &str,
+    name: &str,
+    request_sha256: &[u8; 32],
+    audit_key: &VerifyingKey,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyViewError> {
+    let sealed = verify_export(
+        exported,
+        &recipient.public(),
+        function_id,
+        name,
+        request_sha256,
+        audit_key,
+    )?;
+    let info = cloister_types::binding::key_export_info(
+        function_id,
+        name,
+        &exported.algorithm,
+        exported.key_version,
+    );
     let secret = recipient
         .open(&info, b"", &sealed)
         .map_err(|_| KeyViewError::BadSignature(name.to_owned()))?;

@@ -850,13 +850,57 @@ impl Client {
         &mut self,
         owner_signed: String,
         admin_signed: String,
-    ) -> Result<cloister_types::wire::KeyExported, ClientError> {
+    ) -> Result<(cloister_types::wire::KeyExported, [u8; 32]), ClientError> {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(
+            base64::engine::general_purpose::STANDARD
+                .decode(&owner_signed)
+                .map_err(|_| {
+                    ClientError::Signing("the owner's signed request is not base64".into())
+                })?,
+        )
+        .into();
         let req = cloister_types::wire::KeyExportBody {
             owner_signed,
             admin_signed,
         };
-        self.call(Method::POST, "/v1/keys/export", Some(to_json(&req)))
-            .await
+        let out = self
+            .call(Method::POST, "/v1/keys/export", Some(to_json(&req)))
+            .await?;
+        Ok((out, digest))
+    }
+
+    /// Like [`Client::write_key`] (or, with `sealed`, [`Client::import_key`]), and checks
+    /// keyvault's answer with `audit_key` (from a verified bundle): its view of the key, and
+    /// that the view answers exactly this request ([`keys::verify_write`]).
+    pub async fn write_key_checked(
+        &mut self,
+        change: &cloister_authority::ops::KeyWrite,
+        sealed: Option<&[u8]>,
+        audit_key: &cloister_crypto::VerifyingKey,
+    ) -> Result<cloister_types::wire::KeyInfo, ClientError> {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let signed = self
+            .sign_body(change, "an owner's identity is needed to change keys")
+            .await?;
+        let digest: [u8; 32] = sha2::Sha256::digest(
+            b64.decode(&signed)
+                .map_err(|_| ClientError::Signing("the signed request is not base64".into()))?,
+        )
+        .into();
+        let req = cloister_types::wire::KeyWriteBody {
+            signed,
+            sealed: sealed.map(|s| b64.encode(s)),
+        };
+        let info: cloister_types::wire::KeyInfo = self
+            .call(Method::POST, "/v1/keys", Some(to_json(&req)))
+            .await?;
+        keys::verify_write(&info, audit_key, &change.function, &digest)
+            .map_err(|e| ClientError::Untrusted(e.to_string()))?;
+        Ok(info)
     }
 
     /// The public facts of function `name`'s keys.

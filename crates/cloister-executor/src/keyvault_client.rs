@@ -44,12 +44,49 @@ pub struct KeyvaultSecrets {
     addr: String,
     connector: ChannelConnector,
     conn: tokio::sync::Mutex<Option<Conn>>,
+    sign_pool: SignPool,
     cache: Mutex<HashMap<CacheKey, Cached>>,
     ttl: Duration,
     fetches: std::sync::atomic::AtomicU64,
     reads: Mutex<std::collections::VecDeque<ReadRecord>>,
     read_seq: std::sync::atomic::AtomicU64,
     boot_id: String,
+}
+
+/// Attested channels signing requests may use at once (each carries one request at a time;
+/// keyvault serves them in parallel and commits their audit entries together).
+pub const SIGN_CHANNELS: usize = 8;
+
+/// Channels for `context.sign`: signatures are many and small, so they get channels of their
+/// own, opened on demand up to a bound, instead of queueing behind one another and behind
+/// releases on the main channel (which alone carries read records, so keyvault's record of
+/// this executor's reads stays on one connection).
+struct SignPool {
+    idle: Mutex<Vec<Conn>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl SignPool {
+    fn new(size: usize) -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(size),
+        }
+    }
+
+    fn take(&self) -> Option<Conn> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+    }
+
+    fn put(&self, c: Conn) {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(c);
+    }
 }
 
 /// How often buffered read records are sent to keyvault (the most a crash can lose).
@@ -76,6 +113,7 @@ impl KeyvaultSecrets {
             addr,
             connector,
             conn: tokio::sync::Mutex::new(None),
+            sign_pool: SignPool::new(SIGN_CHANNELS),
             cache: Mutex::new(HashMap::new()),
             ttl,
             fetches: std::sync::atomic::AtomicU64::new(0),
@@ -224,6 +262,55 @@ impl KeyvaultSecrets {
                     }
                     tracing::info!(error = %e, "keyvault channel failed; reconnecting");
                 }
+            }
+        }
+        Err(SecretError::Unavailable(
+            "keyvault channel unavailable".into(),
+        ))
+    }
+
+    /// One exchange on a signing channel; `answer` reads the reply, and a reply it does not
+    /// accept drops that channel (the next exchange attests a fresh one). A call dropped
+    /// half-way drops its channel with it, as on the main channel.
+    async fn call_signing<T>(
+        &self,
+        request: &[u8],
+        answer: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<T, SecretError> {
+        let _permit = self
+            .sign_pool
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| SecretError::Unavailable("keyvault signing channels closed".into()))?;
+        for attempt in 0..2 {
+            let mut conn = match self.sign_pool.take() {
+                Some(c) => c,
+                None => self.connect().await.map_err(|e| {
+                    SecretError::Unavailable(format!("cannot reach keyvault at {}: {e}", self.addr))
+                })?,
+            };
+            match conn.call(request).await {
+                Ok(reply) => {
+                    return match answer(&reply) {
+                        Some(t) => {
+                            self.sign_pool.put(conn);
+                            Ok(t)
+                        }
+                        None => {
+                            tracing::error!(
+                                "keyvault's reply does not answer the signing request; channel dropped"
+                            );
+                            Err(SecretError::Unavailable(
+                                "unexpected keyvault reply to a signing request".into(),
+                            ))
+                        }
+                    };
+                }
+                Err(e) if attempt == 0 => {
+                    tracing::info!(error = %e, "keyvault signing channel failed; reconnecting");
+                }
+                Err(e) => return Err(SecretError::Unavailable(format!("keyvault channel: {e}"))),
             }
         }
         Err(SecretError::Unavailable(
@@ -393,28 +480,28 @@ impl SecretSource for KeyvaultSecrets {
                 &msg.body,
                 Some(executor_message::Body::Sign(r)) if r.public_key_only
             );
-            let reply = self.call(&msg.encode_to_vec()).await?;
-            match KeyvaultReply::decode(reply.as_slice()).map(|r| r.body) {
-                Ok(Some(keyvault_reply::Body::Signed(s)))
-                    if s.signature.is_empty() != asked_public =>
-                {
-                    Err(self
-                        .reset("a signature where none was asked, or none where one was")
-                        .await)
+            // `None`: not an answer to this request (the channel is dropped).
+            let answer = |reply: &[u8]| -> Option<Result<KeyAnswer, SecretError>> {
+                match KeyvaultReply::decode(reply).map(|r| r.body) {
+                    Ok(Some(keyvault_reply::Body::Signed(s)))
+                        if s.signature.is_empty() == asked_public =>
+                    {
+                        Some(Ok(KeyAnswer {
+                            algorithm: s.algorithm,
+                            key_version: s.key_version,
+                            signature: s.signature,
+                            public_key: s.public_key,
+                            recovery_id: s.recovery_id.and_then(|r| u8::try_from(r).ok()),
+                        }))
+                    }
+                    Ok(Some(keyvault_reply::Body::Error(e))) => Some(Err(SecretError::Refused {
+                        code: ErrorCode::parse(&e.code).unwrap_or(ErrorCode::Internal),
+                        message: e.message,
+                    })),
+                    _ => None,
                 }
-                Ok(Some(keyvault_reply::Body::Signed(s))) => Ok(KeyAnswer {
-                    algorithm: s.algorithm,
-                    key_version: s.key_version,
-                    signature: s.signature,
-                    public_key: s.public_key,
-                    recovery_id: s.recovery_id.and_then(|r| u8::try_from(r).ok()),
-                }),
-                Ok(Some(keyvault_reply::Body::Error(e))) => Err(SecretError::Refused {
-                    code: ErrorCode::parse(&e.code).unwrap_or(ErrorCode::Internal),
-                    message: e.message,
-                }),
-                _ => Err(self.reset("not a signing answer").await),
-            }
+            };
+            self.call_signing(&msg.encode_to_vec(), answer).await?
         })
     }
 

@@ -33,6 +33,9 @@ fn info(k: KeyView) -> KeyInfo {
         function: k.function,
         keyvault_signature: hex::encode(&k.keyvault_signature),
         exportable: k.exportable,
+        imported: k.imported,
+        write_signature: (!k.write_signature.is_empty()).then(|| hex::encode(&k.write_signature)),
+        granted_to: k.granted_to,
     }
 }
 

@@ -162,6 +162,10 @@ pub struct IdentityRecord {
     /// Unix seconds after which it authorises nothing (machine identities).
     #[serde(default)]
     pub expires: Option<u64>,
+    /// The admin who added it (none: the bootstrap admin, or a record from before this
+    /// field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_by: Option<IdentityId>,
 }
 
 impl IdentityRecord {
@@ -179,6 +183,7 @@ impl IdentityRecord {
             compromised: false,
             rotated_to: None,
             expires,
+            granted_by: None,
         }
     }
 }
@@ -698,27 +703,40 @@ impl Authority {
     /// Whether `id` (with record `rec`) may act on `f`: an admin, an owner, or the key an
     /// owner rotated to (so a function whose record a rotation could not rewrite still
     /// follows the rotation).
+    /// Whether identity `id` (its text form) was revoked as compromised.
+    pub fn compromised(&self, id: &str) -> bool {
+        let c = lock(&self.cache);
+        c.identities
+            .iter()
+            .any(|(k, r)| r.compromised && k.to_string() == id)
+    }
+
+    /// Whether `id` owns `f`: listed, or the key an owner rotated to.
+    fn owns(&self, id: &IdentityId, f: &FunctionRecord) -> bool {
+        if f.owners.contains(id) {
+            return true;
+        }
+        let c = lock(&self.cache);
+        f.owners.iter().any(|o| {
+            let mut cur = o.clone();
+            for _ in 0..16 {
+                match c.identities.get(&cur).and_then(|r| r.rotated_to.clone()) {
+                    Some(next) if next == *id => return true,
+                    Some(next) => cur = next,
+                    None => return false,
+                }
+            }
+            false
+        })
+    }
+
     fn may_act(
         &self,
         rec: &IdentityRecord,
         id: &IdentityId,
         f: &FunctionRecord,
     ) -> Result<(), Denied> {
-        let rotated_owner = || {
-            let c = lock(&self.cache);
-            f.owners.iter().any(|o| {
-                let mut cur = o.clone();
-                for _ in 0..16 {
-                    match c.identities.get(&cur).and_then(|r| r.rotated_to.clone()) {
-                        Some(next) if next == *id => return true,
-                        Some(next) => cur = next,
-                        None => return false,
-                    }
-                }
-                false
-            })
-        };
-        if rec.role == IdentityRole::Admin || f.owners.contains(id) || rotated_owner() {
+        if rec.role == IdentityRole::Admin || self.owns(id, f) {
             Ok(())
         } else {
             Err(Denied::NotOwner {
@@ -803,6 +821,19 @@ impl Authority {
             .map_err(|e| Denied::Invalid(e.to_string()))?;
         cloister_types::key_limits::check_key_limits(&m.keys, &m.key_limits)
             .map_err(|e| Denied::Invalid(e.to_string()))?;
+        // Another function's key is declared by that function's name: it must exist now, or
+        // whoever registers the name first would choose the key this function signs with.
+        for r in cloister_types::KeyName::parse_declared(&m.keys)
+            .map_err(|e| Denied::Invalid(e.to_string()))?
+        {
+            if let cloister_types::KeyRef::Granted { function, .. } = &r
+                && !lock(&self.cache).names.contains_key(function.as_str())
+            {
+                return Err(Denied::Invalid(format!(
+                    "the key {r} names function {function}, which does not exist"
+                )));
+            }
+        }
         let signer_id = v.signer_id().clone();
         let digest = hex::encode(v.digest());
         let (old, old_value, function_id) = match &m.function_id {
@@ -1126,11 +1157,11 @@ impl Authority {
     }
 
     /// Checks an owner's signature over a change to one of a function's keys; returns the
-    /// signer and the change.
+    /// signer, the change and the SHA-256 of the signed request.
     pub async fn authorize_key_write(
         &self,
         signed: &[u8],
-    ) -> Result<(IdentityId, cloister_authority::ops::KeyWrite), Denied> {
+    ) -> Result<(IdentityId, cloister_authority::ops::KeyWrite, [u8; 32]), Denied> {
         let (v, signer) = self
             .verify_signed::<cloister_authority::ops::KeyWrite>(signed)
             .await?;
@@ -1147,17 +1178,26 @@ impl Authority {
             )));
         }
         self.may_act(&signer, v.signer_id(), &f)?;
-        Ok((v.signer_id().clone(), b))
+        Ok((v.signer_id().clone(), b, *v.digest()))
     }
 
     /// Checks the two signatures an export needs over one `KeyExport` body: `owner_signed` by
     /// an identity that may act on the function, `admin_signed` by an admin, two distinct
-    /// identities (one stolen key is not enough). Returns the body and the two signers.
+    /// identities (one stolen key is not enough). Returns the body, the two signers and the
+    /// SHA-256 of the owner's signed request (which keyvault's signed result binds).
     pub async fn authorize_key_export(
         &self,
         owner_signed: &[u8],
         admin_signed: &[u8],
-    ) -> Result<(cloister_authority::ops::KeyExport, IdentityId, IdentityId), Denied> {
+    ) -> Result<
+        (
+            cloister_authority::ops::KeyExport,
+            IdentityId,
+            IdentityId,
+            [u8; 32],
+        ),
+        Denied,
+    > {
         use cloister_authority::ops::KeyExport;
         let (o, owner) = self.verify_signed::<KeyExport>(owner_signed).await?;
         let (a, admin) = self.verify_signed::<KeyExport>(admin_signed).await?;
@@ -1187,8 +1227,33 @@ impl Authority {
                 b.function_id, f.name, b.function
             )));
         }
-        self.may_act(&owner, o.signer_id(), &f)?;
-        Ok((b, o.signer_id().clone(), a.signer_id().clone()))
+        // The first signature is an owner's own, never an admin's by role: otherwise two
+        // admins, with no owner, could export.
+        let _ = owner;
+        if !self.owns(o.signer_id(), &f) {
+            return Err(Denied::NotOwner {
+                identity: o.signer_id().clone(),
+                function_id: f.function_id.clone(),
+            });
+        }
+        // Neither signer may be one the other put in the registry (a stolen admin key would
+        // otherwise make its own second party).
+        let granted_by = |id: &IdentityId| {
+            lock(&self.cache)
+                .identities
+                .get(id)
+                .and_then(|r| r.granted_by.clone())
+        };
+        if granted_by(o.signer_id()).as_ref() == Some(a.signer_id())
+            || granted_by(a.signer_id()).as_ref() == Some(o.signer_id())
+        {
+            return Err(Denied::Invalid(
+                "an export needs two independent identities: one of the signers added the other \
+                 to the registry"
+                    .into(),
+            ));
+        }
+        Ok((b, o.signer_id().clone(), a.signer_id().clone(), *o.digest()))
     }
 
     /// Checks an owner's signature over a use of one of a function's keys through the API;
@@ -1235,7 +1300,8 @@ impl Authority {
         if g.role == IdentityRole::Machine && g.expires.is_none() {
             tracing::warn!(identity = %id, "machine identity granted without an expiry");
         }
-        let rec = IdentityRecord::new(key.to_string(), g.role, g.label.clone(), g.expires);
+        let mut rec = IdentityRecord::new(key.to_string(), g.role, g.label.clone(), g.expires);
+        rec.granted_by = Some(v.signer_id().clone());
         if old_rec.as_ref().is_some_and(|r| r.revoked) {
             return Err(Denied::IdentityRevoked(id));
         }
@@ -1426,7 +1492,9 @@ impl Authority {
                 "identity {new_id} (already in the registry; rotate to a fresh key)"
             )));
         }
-        let new = IdentityRecord::new(key.to_string(), old.role, old.label.clone(), old.expires);
+        let mut new =
+            IdentityRecord::new(key.to_string(), old.role, old.label.clone(), old.expires);
+        new.granted_by = old.granted_by.clone();
         let mut retired = old.clone();
         retired.revoked = true;
         retired.rotated_to = Some(new_id.clone());

@@ -12,7 +12,7 @@
 use cloister_audit::{Action, AuditDraft};
 use cloister_crypto::keys::{KeyAlgorithm, KeyMaterial, KeySignature, SignHash};
 use cloister_types::{KeyLimits, KeyName, KeyOperation, KeyRef, namespace_of};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -46,6 +46,8 @@ struct Resolved {
     declared: String,
     /// The manifest whose limits govern the use.
     source: Arc<RegisteredManifest>,
+    /// For another function's key: the limits its owner set on the grant.
+    grant_limits: Option<KeyLimits>,
 }
 
 impl Resolved {
@@ -76,9 +78,9 @@ async fn resolve(
     if !manifest.manifest.keys.iter().any(|k| k == declared) {
         return Err(VaultError::KeyNotDeclared(declared.to_owned()));
     }
-    let (holder, name) =
+    let (holder, name, grant_limits) =
         match KeyRef::parse(declared).map_err(|e| VaultError::Invalid(e.to_string()))? {
-            KeyRef::Own(name) => (manifest.function_id.clone(), name),
+            KeyRef::Own(name) => (manifest.function_id.clone(), name, None),
             KeyRef::Granted { function, name } => {
                 let not_granted = || VaultError::KeyNotGranted(declared.to_owned());
                 let holder = vault
@@ -86,14 +88,13 @@ async fn resolve(
                     .function_by_name(function.as_str())
                     .await?
                     .ok_or_else(not_granted)?;
-                if !vault
-                    .key_grants(&holder.function_id, &name)
-                    .await?
-                    .contains_key(&manifest.function_id)
-                {
+                let grants = vault.key_grants(&holder.function_id, &name).await?;
+                let entry = grants.get(&manifest.function_id).ok_or_else(not_granted)?;
+                // A grant made with a key later revoked as compromised is not honoured.
+                if vault.authority().compromised(&entry.granted_by) {
                     return Err(not_granted());
                 }
-                (holder.function_id.clone(), name)
+                (holder.function_id.clone(), name, Some(entry.limits.clone()))
             }
         };
     let source = vault
@@ -105,6 +106,7 @@ async fn resolve(
         name,
         declared: declared.to_owned(),
         source,
+        grant_limits,
     })
 }
 
@@ -116,6 +118,62 @@ fn grants_path(function_id: &str, name: &KeyName) -> String {
 /// Where key `name` of function `function_id` is stored.
 pub fn key_path(function_id: &str, name: &KeyName) -> String {
     format!("{}/@keys/{name}", namespace_of(function_id))
+}
+
+/// How long a key read from the database is served from memory before it is read (and
+/// checked fresh) again; a key this keyvault writes replaces its entry at once.
+pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most keys kept in memory.
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// A cached key: its version, the key, when it was read or written.
+type CachedKey = (u64, Arc<StoredKey>, std::time::Instant);
+
+/// The newest version of recently used keys, decrypted (zeroized when dropped): a signature
+/// needs no database read. Entries only move to newer versions, so a read racing a rotation
+/// cannot put the older version back.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: std::sync::Mutex<HashMap<String, CachedKey>>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache").finish_non_exhaustive()
+    }
+}
+
+impl KeyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedKey>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, path: &str) -> Option<(u64, Arc<StoredKey>)> {
+        let entries = self.lock();
+        let (v, k, at) = entries.get(path)?;
+        (at.elapsed() < KEY_CACHE_TTL).then(|| (*v, k.clone()))
+    }
+
+    fn put(&self, path: &str, version: u64, key: Arc<StoredKey>) {
+        let mut entries = self.lock();
+        if entries.len() >= KEY_CACHE_MAX && !entries.contains_key(path) {
+            entries.clear();
+        }
+        match entries.get_mut(path) {
+            Some(e) if e.0 > version => {}
+            Some(e) => *e = (version, key, std::time::Instant::now()),
+            None => {
+                entries.insert(path.to_owned(), (version, key, std::time::Instant::now()));
+            }
+        }
+    }
+
+    /// Forgets every key (the database was replaced).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
 }
 
 /// A key's public facts.
@@ -131,6 +189,21 @@ pub struct KeyInfo {
     pub public_key: Option<Vec<u8>>,
     /// Whether the key may ever leave keyvault (sealed, by an owner- and admin-signed export).
     pub exportable: bool,
+    /// Whether this version was imported (its secret existed outside keyvault before).
+    pub imported: bool,
+}
+
+/// One function a key is granted to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GrantEntry {
+    /// The grantee's name when granted.
+    pub function: String,
+    /// The identity that granted it: a grant by an identity later revoked as compromised is
+    /// no longer honoured.
+    pub granted_by: String,
+    /// The key owner's limits on the grantee's use, on top of the grantee's own.
+    #[serde(default)]
+    pub limits: KeyLimits,
 }
 
 /// One signature made for a function.
@@ -212,11 +285,15 @@ impl Vault {
     ) -> Result<KeyInfo, VaultError> {
         let key =
             KeyMaterial::generate(algorithm).map_err(|e| VaultError::Invalid(e.to_string()))?;
-        let stored = StoredKey { key, exportable };
+        let stored = StoredKey {
+            key,
+            exportable,
+            imported: false,
+        };
         self.store_key(
             function_id,
             name,
-            &stored,
+            stored,
             Existing::MustNot,
             AuditDraft::new(actor, Action::KeyCreate, key_path(function_id, name)),
         )
@@ -244,11 +321,15 @@ impl Vault {
             .map_err(|_| VaultError::BadSealedValue)?;
         let key = KeyMaterial::from_secret(algorithm, secret.expose())
             .map_err(|e| VaultError::Invalid(format!("the imported {algorithm} key: {e}")))?;
-        let stored = StoredKey { key, exportable };
+        let stored = StoredKey {
+            key,
+            exportable,
+            imported: true,
+        };
         self.store_key(
             function_id,
             name,
-            &stored,
+            stored,
             Existing::MustNot,
             AuditDraft::new(actor, Action::KeyCreate, key_path(function_id, name))
                 .detail("imported", true),
@@ -269,11 +350,12 @@ impl Vault {
         let stored = StoredKey {
             key,
             exportable: old.exportable,
+            imported: false,
         };
         self.store_key(
             function_id,
             name,
-            &stored,
+            stored,
             Existing::Must,
             AuditDraft::new(actor, Action::KeyRotate, key_path(function_id, name)),
         )
@@ -290,6 +372,7 @@ impl Vault {
         version: Option<u64>,
         recipient: &cloister_crypto::HpkePublicKey,
         actors: (&str, &str),
+        request_sha256: &[u8; 32],
     ) -> Result<ExportedKey, VaultError> {
         let mut versions = self.load_key_versions(function_id, name).await?;
         let (version, key) = match version {
@@ -329,7 +412,13 @@ impl Vault {
                 .detail("sealed_sha256", hex::encode(sealed_sha256)),
         )
         .await?;
-        let keyvault_signature = self.sign_key_export(&info, &sealed_sha256);
+        let keyvault_signature = self.sign_key_export(
+            request_sha256,
+            &info,
+            &recipient.0,
+            public_key.as_deref().unwrap_or_default(),
+            &sealed_sha256,
+        );
         Ok(ExportedKey {
             algorithm: key.algorithm(),
             version,
@@ -374,6 +463,9 @@ impl Vault {
         k.limits()
             .allows(KeyOperation::PublicKey)
             .map_err(|v| k.limit(v))?;
+        if let Some(g) = &k.grant_limits {
+            g.allows(KeyOperation::PublicKey).map_err(|v| k.limit(v))?;
+        }
         let mut info = self.key_info(&k.holder, &k.name).await?;
         info.name = k.declared;
         Ok(info)
@@ -396,15 +488,33 @@ impl Vault {
         let k = resolve(self, manifest, name).await?;
         let limits = k.limits();
         limits.check_sign(message, hash).map_err(|v| k.limit(v))?;
+        // A granted key: the key owner's limits on the grant bind too.
+        if let Some(g) = &k.grant_limits {
+            g.check_sign(message, hash).map_err(|v| k.limit(v))?;
+        }
+        let declared = k.declared.clone();
+        let spent = |rate: cloister_types::KeyRate| {
+            let key = declared.clone();
+            move |spent: crate::key_rates::RateSpent| VaultError::KeyRateLimited {
+                key,
+                rate,
+                retry_after_ms: u64::try_from(spent.retry_after.as_millis()).unwrap_or(u64::MAX),
+            }
+        };
         if let Some(rate) = limits.rate {
             self.key_rates()
                 .take(&manifest.function_id, &k.declared, rate)
-                .map_err(|spent| VaultError::KeyRateLimited {
-                    key: k.declared.clone(),
+                .map_err(spent(rate))?;
+        }
+        if let Some(rate) = k.grant_limits.as_ref().and_then(|g| g.rate) {
+            // Counted in a bucket of the key owner's grant, apart from the grantee's own.
+            self.key_rates()
+                .take(
+                    &k.holder,
+                    &format!("{}@grant:{}", k.name, manifest.function_id),
                     rate,
-                    retry_after_ms: u64::try_from(spent.retry_after.as_millis())
-                        .unwrap_or(u64::MAX),
-                })?;
+                )
+                .map_err(spent(rate))?;
         }
         let (version, key) = self.load_key(&k.holder, &k.name).await?;
         let signature = key
@@ -427,7 +537,11 @@ impl Vault {
         let mut shown = info(&k.name, version, &key)?;
         // A function whose limits leave out `publicKey` is not handed the public key with the
         // signature either (though a secp256k1 signature and its recovery id reveal it).
-        if k.limits().allows(KeyOperation::PublicKey).is_err() {
+        if k.limits().allows(KeyOperation::PublicKey).is_err()
+            || k.grant_limits
+                .as_ref()
+                .is_some_and(|g| g.allows(KeyOperation::PublicKey).is_err())
+        {
             shown.public_key = None;
         }
         shown.name = k.declared;
@@ -538,14 +652,13 @@ impl Vault {
             .collect()
     }
 
-    /// The functions key `name` of `function_id` is granted to: function id → its name at
-    /// the time of the grant. Freshness-checked like the key itself, so a database cannot
-    /// bring back a revoked grant.
+    /// The functions key `name` of `function_id` is granted to, by function id.
+    /// Freshness-checked like the key itself, so a database cannot bring back a revoked grant.
     pub async fn key_grants(
         &self,
         function_id: &str,
         name: &KeyName,
-    ) -> Result<BTreeMap<String, String>, VaultError> {
+    ) -> Result<BTreeMap<String, GrantEntry>, VaultError> {
         match self
             .read_record(&grants_path(function_id, name), &namespace_of(function_id))
             .await?
@@ -558,48 +671,66 @@ impl Vault {
     }
 
     /// Grants (or, `grant` false, withdraws) the use of key `name` of `function_id` to the
-    /// function `grantee_id` named `grantee` (an owner's signed request was checked by the
-    /// caller, and the grantee's name binding). Returns the grants in force after.
+    /// function `grantee_id` named `grantee`, within `limits` (an owner's signed request was
+    /// checked by the caller, and the grantee's name binding). Returns the grants in force
+    /// after.
+    #[allow(clippy::too_many_arguments)]
     pub async fn grant_key(
         &self,
         function_id: &str,
         name: &KeyName,
         grantee_id: &str,
         grantee: &str,
-        grant: bool,
+        grant: Option<KeyLimits>,
         actor: &str,
-    ) -> Result<BTreeMap<String, String>, VaultError> {
+    ) -> Result<BTreeMap<String, GrantEntry>, VaultError> {
         if grantee_id == function_id {
             return Err(VaultError::Invalid(
                 "a function uses its own keys without a grant".into(),
             ));
         }
+        if let Some(l) = &grant {
+            l.validate()
+                .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        }
         // The key must exist (a grant of nothing is a mistake).
         self.load_key(function_id, name).await?;
         let mut grants = self.key_grants(function_id, name).await?;
-        let changed = if grant {
-            grants
-                .insert(grantee_id.to_owned(), grantee.to_owned())
-                .is_none()
-        } else {
-            grants.remove(grantee_id).is_some()
+        let granting = grant.is_some();
+        let changed = match grant {
+            Some(limits) => {
+                let entry = GrantEntry {
+                    function: grantee.to_owned(),
+                    granted_by: actor.to_owned(),
+                    limits,
+                };
+                grants.insert(grantee_id.to_owned(), entry.clone()) != Some(entry)
+            }
+            None => grants.remove(grantee_id).is_some(),
         };
         if !changed {
             return Ok(grants);
         }
         let bytes = serde_json::to_vec(&grants).map_err(|e| VaultError::Invalid(e.to_string()))?;
         let p = grants_path(function_id, name);
-        let action = if grant {
+        let action = if granting {
             Action::KeyGrant
         } else {
             Action::KeyRevoke
         };
+        let limits = grants
+            .get(grantee_id)
+            .map(|g| serde_json::to_value(&g.limits).unwrap_or_default());
         let audit = |version: u64, dek_version: u32| {
-            AuditDraft::new(actor, action, key_path(function_id, name))
+            let mut d = AuditDraft::new(actor, action, key_path(function_id, name))
                 .detail("grantee_id", grantee_id)
                 .detail("grantee", grantee)
                 .detail("grants_version", version)
-                .detail("dek_version", dek_version)
+                .detail("dek_version", dek_version);
+            if let Some(l) = &limits {
+                d = d.detail("limits", l.clone());
+            }
+            d
         };
         self.write_record(&p, &namespace_of(function_id), &bytes, Existing::May, audit)
             .await?;
@@ -610,13 +741,17 @@ impl Vault {
         &self,
         function_id: &str,
         name: &KeyName,
-    ) -> Result<(u64, StoredKey), VaultError> {
+    ) -> Result<(u64, Arc<StoredKey>), VaultError> {
         let p = key_path(function_id, name);
+        if let Some(hit) = self.key_cache().get(&p) {
+            return Ok(hit);
+        }
         let (version, stored) = self
             .read_record(&p, &namespace_of(function_id))
             .await?
             .ok_or_else(|| VaultError::KeyNotFound(name.to_string()))?;
-        let key = StoredKey::decode(stored.expose()).ok_or_else(corrupt)?;
+        let key = Arc::new(StoredKey::decode(stored.expose()).ok_or_else(corrupt)?);
+        self.key_cache().put(&p, version, key.clone());
         Ok((version, key))
     }
 
@@ -624,7 +759,7 @@ impl Vault {
         &self,
         function_id: &str,
         name: &KeyName,
-        key: &StoredKey,
+        key: StoredKey,
         existing: Existing,
         audit: AuditDraft,
     ) -> Result<KeyInfo, VaultError> {
@@ -658,13 +793,16 @@ impl Vault {
                 VaultError::KeyExists(_) => VaultError::KeyExists(name.to_string()),
                 other => other,
             })?;
-        Ok(KeyInfo {
+        let info = KeyInfo {
             name: name.to_string(),
             algorithm: key.algorithm(),
             version,
             public_key: public,
             exportable: key.exportable,
-        })
+            imported: key.imported,
+        };
+        self.key_cache().put(&p, version, Arc::new(key));
+        Ok(info)
     }
 }
 
@@ -686,5 +824,6 @@ fn info(name: &KeyName, version: u64, key: &StoredKey) -> Result<KeyInfo, VaultE
             .public_key()
             .map_err(|e| VaultError::Invalid(e.to_string()))?,
         exportable: key.exportable,
+        imported: key.imported,
     })
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fleet;
 pub mod freshness;
 pub mod function_keys;
+pub mod group_commit;
 pub mod guard;
 pub mod hierarchy;
 pub mod key_rates;

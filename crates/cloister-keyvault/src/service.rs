@@ -138,25 +138,179 @@ impl KeyvaultService {
         }
     }
 
-    /// A key's public facts, signed by keyvault for the function `function_id` named
-    /// `function`.
-    fn key_view(
+    /// A key's public facts with the functions it is granted to, signed by keyvault for the
+    /// function `function_id` named `function`; with `request_sha256`, also signed as the
+    /// answer to that owner's request.
+    async fn key_view(
         &self,
         function_id: &str,
         function: &str,
         k: crate::function_keys::KeyInfo,
-    ) -> pb::KeyView {
-        let keyvault_signature = self.vault.sign_key_view(function_id, function, &k).to_vec();
-        pb::KeyView {
+        request_sha256: Option<&[u8; 32]>,
+    ) -> Result<pb::KeyView, VaultError> {
+        let name = cloister_types::KeyName::parse(&k.name)
+            .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let mut granted_to: Vec<String> = self
+            .vault
+            .key_grants(function_id, &name)
+            .await?
+            .into_values()
+            .map(|g| g.function)
+            .collect();
+        granted_to.sort();
+        let public_key = k.public_key.unwrap_or_default();
+        let facts = cloister_types::binding::KeyViewFacts {
+            function_id,
+            function,
+            name: &k.name,
+            algorithm: k.algorithm.as_str(),
+            version: k.version,
+            public_key: &public_key,
+            exportable: k.exportable,
+            imported: k.imported,
+            granted_to: &granted_to,
+        };
+        let (view_sig, write_sig) = self.vault.sign_key_view(&facts, request_sha256);
+        Ok(pb::KeyView {
             algorithm: k.algorithm.as_str().to_owned(),
             version: k.version,
-            public_key: k.public_key.unwrap_or_default(),
+            public_key,
             name: k.name,
             function_id: function_id.to_owned(),
             function: function.to_owned(),
-            keyvault_signature,
+            keyvault_signature: view_sig.to_vec(),
             exportable: k.exportable,
-        }
+            imported: k.imported,
+            granted_to,
+            write_signature: write_sig.map(|s| s.to_vec()).unwrap_or_default(),
+        })
+    }
+
+    /// An owner's key change whose signature checked out; the view keyvault returns is
+    /// signed as the answer to that request.
+    async fn write_key_for(
+        &self,
+        actor: &str,
+        w: &cloister_authority::ops::KeyWrite,
+        sealed: &[u8],
+        request_sha256: &[u8; 32],
+    ) -> Result<pb::KeyView, VaultError> {
+        use cloister_authority::ops::KeyOp;
+        let name = cloister_types::KeyName::parse(&w.name)
+            .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let info = match &w.op {
+            KeyOp::Create {
+                algorithm,
+                exportable,
+            } => {
+                let alg = parse_algorithm(algorithm)?;
+                self.vault
+                    .create_key(&w.function_id, &name, alg, *exportable, actor)
+                    .await?
+            }
+            KeyOp::Import {
+                algorithm,
+                exportable,
+                sealed_sha256,
+            } => {
+                use sha2::Digest as _;
+                let alg = parse_algorithm(algorithm)?;
+                if hex::encode(sha2::Sha256::digest(sealed)) != *sealed_sha256 {
+                    return Err(VaultError::Invalid(
+                        "the sealed key is not the one the owner signed for (sealed_sha256 differs)"
+                            .into(),
+                    ));
+                }
+                self.vault
+                    .import_key(&w.function_id, &name, alg, sealed, *exportable, actor)
+                    .await?
+            }
+            KeyOp::Rotate => self.vault.rotate_key(&w.function_id, &name, actor).await?,
+            KeyOp::Grant {
+                to_function_id,
+                to_function,
+                ..
+            }
+            | KeyOp::Revoke {
+                to_function_id,
+                to_function,
+            } => {
+                // The grantee is named by id and name; keyvault binds the two, so a gateway
+                // cannot point an owner's grant at another function.
+                let grantee = self
+                    .vault
+                    .authority()
+                    .function(to_function_id)
+                    .await?
+                    .ok_or_else(|| {
+                        VaultError::Denied(crate::authority::Denied::UnknownFunction(
+                            to_function_id.clone(),
+                        ))
+                    })?;
+                if &grantee.name != to_function {
+                    return Err(VaultError::Denied(
+                        crate::authority::Denied::ManifestMismatch(format!(
+                            "function {to_function_id} is named {:?}, not {to_function:?}",
+                            grantee.name
+                        )),
+                    ));
+                }
+                let grant = match &w.op {
+                    KeyOp::Grant { limits, .. } => Some(limits.clone()),
+                    _ => None,
+                };
+                self.vault
+                    .grant_key(
+                        &w.function_id,
+                        &name,
+                        to_function_id,
+                        to_function,
+                        grant,
+                        actor,
+                    )
+                    .await?;
+                self.vault.key_info(&w.function_id, &name).await?
+            }
+            _ => return Err(VaultError::Invalid("unknown key operation".into())),
+        };
+        self.key_view(&w.function_id, &w.function, info, Some(request_sha256))
+            .await
+    }
+
+    /// An export both signatures of which checked out.
+    async fn export_for(
+        &self,
+        x: &cloister_authority::ops::KeyExport,
+        owner: &str,
+        admin: &str,
+        request_sha256: &[u8; 32],
+    ) -> Result<pb::KeyExportReply, VaultError> {
+        let name = cloister_types::KeyName::parse(&x.name)
+            .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let recipient = hex::decode(&x.recipient)
+            .ok()
+            .and_then(|b| cloister_crypto::HpkePublicKey::from_slice(&b).ok())
+            .ok_or_else(|| {
+                VaultError::Invalid("recipient must be a hex X25519 public key (32 bytes)".into())
+            })?;
+        let out = self
+            .vault
+            .export_key(
+                &x.function_id,
+                &name,
+                x.version,
+                &recipient,
+                (owner, admin),
+                request_sha256,
+            )
+            .await?;
+        Ok(pb::KeyExportReply {
+            algorithm: out.algorithm.as_str().to_owned(),
+            key_version: out.version,
+            sealed: out.sealed,
+            public_key: out.public_key.unwrap_or_default(),
+            keyvault_signature: out.keyvault_signature.to_vec(),
+        })
     }
 
     /// An owner's key use whose signature checked out: the message must be the one signed
@@ -442,90 +596,22 @@ impl Keyvault for KeyvaultService {
         &self,
         req: Request<SignedRequest>,
     ) -> Result<Response<pb::KeyView>, Status> {
-        use cloister_authority::ops::KeyOp;
         let r = req.into_inner();
-        let (signer, w) = match self.vault.authority().authorize_key_write(&r.signed).await {
-            Ok(x) => x,
-            Err(d) => {
-                let e = VaultError::Denied(d);
-                self.refusal("key_write", "keys", &e, "gateway").await;
-                return Err(status(e));
+        let result = match self.vault.authority().authorize_key_write(&r.signed).await {
+            Ok((signer, w, digest)) => {
+                self.write_key_for(&signer.to_string(), &w, &r.sealed, &digest)
+                    .await
             }
+            Err(d) => Err(VaultError::Denied(d)),
         };
-        let name = cloister_types::KeyName::parse(&w.name)
-            .map_err(|e| coded(ErrorCode::InvalidRequest, e.to_string()))?;
-        let actor = signer.to_string();
-        let info = match &w.op {
-            KeyOp::Create {
-                algorithm,
-                exportable,
-            } => {
-                let alg = parse_algorithm(algorithm)?;
-                self.vault
-                    .create_key(&w.function_id, &name, alg, *exportable, &actor)
-                    .await
+        match result {
+            Ok(view) => Ok(Response::new(view)),
+            // Every refusal is audited, before and after the owner's signature checked out.
+            Err(e) => {
+                self.refusal("key_write", "keys", &e, "gateway").await;
+                Err(status(e))
             }
-            KeyOp::Import {
-                algorithm,
-                exportable,
-                sealed_sha256,
-            } => {
-                use sha2::Digest as _;
-                let alg = parse_algorithm(algorithm)?;
-                if hex::encode(sha2::Sha256::digest(&r.sealed)) != *sealed_sha256 {
-                    return Err(coded(
-                        ErrorCode::InvalidRequest,
-                        "the sealed key is not the one the owner signed for (sealed_sha256 differs)",
-                    ));
-                }
-                self.vault
-                    .import_key(&w.function_id, &name, alg, &r.sealed, *exportable, &actor)
-                    .await
-            }
-            KeyOp::Rotate => self.vault.rotate_key(&w.function_id, &name, &actor).await,
-            KeyOp::Grant {
-                to_function_id,
-                to_function,
-            }
-            | KeyOp::Revoke {
-                to_function_id,
-                to_function,
-            } => {
-                // The grantee is named by id and name; keyvault binds the two, so a gateway
-                // cannot point an owner's grant at another function.
-                let grantee = self
-                    .vault
-                    .authority()
-                    .function(to_function_id)
-                    .await
-                    .map_err(|d| status(VaultError::Denied(d)))?
-                    .ok_or_else(|| coded(ErrorCode::FunctionNotFound, "no such grantee function"))?;
-                if &grantee.name != to_function {
-                    let e = VaultError::Denied(crate::authority::Denied::ManifestMismatch(format!(
-                        "function {to_function_id} is named {:?}, not {to_function:?}",
-                        grantee.name
-                    )));
-                    self.refusal("key_write", "keys", &e, "gateway").await;
-                    return Err(status(e));
-                }
-                let grant = matches!(w.op, KeyOp::Grant { .. });
-                match self
-                    .vault
-                    .grant_key(&w.function_id, &name, to_function_id, to_function, grant, &actor)
-                    .await
-                {
-                    Ok(_) => self.vault.key_info(&w.function_id, &name).await,
-                    Err(e) => Err(e),
-                }
-            }
-            _ => Err(VaultError::Invalid("unknown key operation".into())),
         }
-        .map_err(status)?;
-        Ok(Response::new(self.key_view(
-            &w.function_id,
-            &w.function,
-            info,
-        )))
     }
 
     async fn use_key(
@@ -557,54 +643,25 @@ impl Keyvault for KeyvaultService {
         req: Request<pb::KeyExportRequest>,
     ) -> Result<Response<pb::KeyExportReply>, Status> {
         let r = req.into_inner();
-        let (x, owner, admin) = match self
+        let result = match self
             .vault
             .authority()
             .authorize_key_export(&r.owner_signed, &r.admin_signed)
             .await
         {
-            Ok(x) => x,
-            Err(d) => {
-                let e = VaultError::Denied(d);
-                self.refusal("key_export", "keys", &e, "gateway").await;
-                return Err(status(e));
+            Ok((x, owner, admin, digest)) => {
+                self.export_for(&x, &owner.to_string(), &admin.to_string(), &digest)
+                    .await
             }
+            Err(d) => Err(VaultError::Denied(d)),
         };
-        let name = cloister_types::KeyName::parse(&x.name)
-            .map_err(|e| coded(ErrorCode::InvalidRequest, e.to_string()))?;
-        let recipient = hex::decode(&x.recipient)
-            .ok()
-            .and_then(|b| cloister_crypto::HpkePublicKey::from_slice(&b).ok())
-            .ok_or_else(|| {
-                coded(
-                    ErrorCode::InvalidRequest,
-                    "recipient must be a hex X25519 public key (32 bytes)",
-                )
-            })?;
-        let out = match self
-            .vault
-            .export_key(
-                &x.function_id,
-                &name,
-                x.version,
-                &recipient,
-                (&owner.to_string(), &admin.to_string()),
-            )
-            .await
-        {
-            Ok(out) => out,
+        match result {
+            Ok(reply) => Ok(Response::new(reply)),
             Err(e) => {
                 self.refusal("key_export", "keys", &e, "gateway").await;
-                return Err(status(e));
+                Err(status(e))
             }
-        };
-        Ok(Response::new(pb::KeyExportReply {
-            algorithm: out.algorithm.as_str().to_owned(),
-            key_version: out.version,
-            sealed: out.sealed,
-            public_key: out.public_key.unwrap_or_default(),
-            keyvault_signature: out.keyvault_signature.to_vec(),
-        }))
+        }
     }
 
     async fn list_keys(
@@ -620,12 +677,15 @@ impl Keyvault for KeyvaultService {
             .map_err(|d| status(VaultError::Denied(d)))?
             .ok_or_else(|| coded(ErrorCode::FunctionNotFound, "no such function"))?;
         let keys = self.vault.list_keys(&r.function_id).await.map_err(status)?;
-        Ok(Response::new(pb::ListKeysResponse {
-            keys: keys
-                .into_iter()
-                .map(|k| self.key_view(&f.function_id, &f.name, k))
-                .collect(),
-        }))
+        let mut views = Vec::with_capacity(keys.len());
+        for k in keys {
+            views.push(
+                self.key_view(&f.function_id, &f.name, k, None)
+                    .await
+                    .map_err(status)?,
+            );
+        }
+        Ok(Response::new(pb::ListKeysResponse { keys: views }))
     }
 
     async fn register_manifest(
@@ -825,14 +885,11 @@ impl Keyvault for KeyvaultService {
 }
 
 /// A key algorithm by name, or `invalid_request`.
-fn parse_algorithm(name: &str) -> Result<cloister_crypto::keys::KeyAlgorithm, Status> {
+fn parse_algorithm(name: &str) -> Result<cloister_crypto::keys::KeyAlgorithm, VaultError> {
     cloister_crypto::keys::KeyAlgorithm::parse(name).ok_or_else(|| {
-        coded(
-            ErrorCode::InvalidRequest,
-            format!(
-                "unknown key algorithm {name:?}: use ed25519, ecdsa-p256, ecdsa-secp256k1 or \
-                 hmac-sha256"
-            ),
-        )
+        VaultError::Invalid(format!(
+            "unknown key algorithm {name:?}: use ed25519, ecdsa-p256, ecdsa-secp256k1 or \
+             hmac-sha256"
+        ))
     })
 }

@@ -73,6 +73,8 @@ pub struct Vault {
     guard_state: Mutex<Option<GuardState>>,
     untrusted_budget: crate::audit_budget::AuditBudget,
     key_rates: crate::key_rates::KeyRates,
+    group_commit: crate::group_commit::GroupCommit,
+    key_cache: crate::function_keys::KeyCache,
 }
 
 impl std::fmt::Debug for Vault {
@@ -271,6 +273,8 @@ impl Vault {
             guard_state: Mutex::new(None),
             untrusted_budget: crate::audit_budget::AuditBudget::default(),
             // A keyvault over an existing store (a restart) counts every rate from empty.
+            group_commit: crate::group_commit::GroupCommit::default(),
+            key_cache: crate::function_keys::KeyCache::default(),
             key_rates: if matches!(opened, Opened::Created(_)) {
                 crate::key_rates::KeyRates::default()
             } else {
@@ -518,6 +522,8 @@ impl Vault {
             .as_ref()
             .ok_or_else(|| VaultError::Invalid("keyvault runs without a rollback guard".into()))?;
         let (current, file, marker) = self.restore_base(g).await?;
+        // The restored database may hold older key versions than this process saw.
+        self.key_cache.clear();
         // Who may restore is decided by the deployment being replaced (the admins the guard
         // recorded), not by the copy's own registry; without a readable guard, by the copy's.
         let v = cloister_authority::request::verify::<Restore>(
@@ -581,6 +587,11 @@ impl Vault {
     /// The rates counted for manifests' key limits.
     pub(crate) fn key_rates(&self) -> &crate::key_rates::KeyRates {
         &self.key_rates
+    }
+
+    /// Keys keyvault read or wrote recently, decrypted.
+    pub(crate) fn key_cache(&self) -> &crate::function_keys::KeyCache {
+        &self.key_cache
     }
 
     /// The identity registry, function records and manifests.
@@ -1247,9 +1258,10 @@ impl Vault {
         Ok(self.store.audit_append_many(drafts).await?)
     }
 
-    /// Appends an event to the audit log; returns its sequence number.
+    /// Appends an event to the audit log; returns its sequence number once committed.
+    /// Entries appended at the same time share one transaction (`crate::group_commit`).
     pub async fn audit(&self, draft: AuditDraft) -> Result<u64, VaultError> {
-        Ok(self.store.audit_append(draft).await?.seq)
+        self.group_commit.append(&self.store, draft).await
     }
 
     /// Appends an event an untrusted party caused (a gateway report, a refused request, a
@@ -1416,12 +1428,22 @@ impl Vault {
         Ok(report)
     }
 
-    /// keyvault's signature (audit key) over an export: its HPKE info and the SHA-256 of
-    /// the sealed bytes (`cloister_types::binding::key_export_message`).
-    pub(crate) fn sign_key_export(&self, export_info: &[u8], sealed_sha256: &[u8]) -> [u8; 64] {
+    /// keyvault's signature (audit key) over an export
+    /// (`cloister_types::binding::key_export_message`).
+    pub(crate) fn sign_key_export(
+        &self,
+        request_sha256: &[u8; 32],
+        export_info: &[u8],
+        recipient: &[u8],
+        public_key: &[u8],
+        sealed_sha256: &[u8],
+    ) -> [u8; 64] {
         self.audit_key
             .sign(&cloister_types::binding::key_export_message(
+                request_sha256,
                 export_info,
+                recipient,
+                public_key,
                 sealed_sha256,
             ))
     }
@@ -1449,23 +1471,19 @@ impl Vault {
     }
 
     /// keyvault's signature over one of a function's keys' public facts
-    /// (`cloister_types::binding::key_view_message`), by its audit key.
+    /// (`cloister_types::binding::key_view_message`), by its audit key, and, for the answer
+    /// to an owner's change, its signature binding that request (`key_write_message`).
     pub fn sign_key_view(
         &self,
-        function_id: &str,
-        function: &str,
-        k: &crate::function_keys::KeyInfo,
-    ) -> [u8; 64] {
-        self.audit_key
-            .sign(&cloister_types::binding::key_view_message(
-                function_id,
-                function,
-                &k.name,
-                k.algorithm.as_str(),
-                k.version,
-                k.public_key.as_deref().unwrap_or_default(),
-                k.exportable,
-            ))
+        facts: &cloister_types::binding::KeyViewFacts<'_>,
+        request_sha256: Option<&[u8; 32]>,
+    ) -> ([u8; 64], Option<[u8; 64]>) {
+        let view = cloister_types::binding::key_view_message(facts);
+        let write = request_sha256.map(|r| {
+            self.audit_key
+                .sign(&cloister_types::binding::key_write_message(r, &view))
+        });
+        (self.audit_key.sign(&view), write)
     }
 
     /// Signs an audit verdict for a client: Ed25519 by the audit (instance) key over the

@@ -1168,7 +1168,7 @@ async fn another_function_signs_with_a_key_only_while_its_owner_grants_it() {
         .unwrap();
     let user_id = fid(&v, "user").await;
     let small = KeyLimits {
-        max_message_bytes: Some(8),
+        max_message_bytes: Some(24),
         ..Default::default()
     };
     let signed = key_manifest(
@@ -1201,16 +1201,48 @@ async fn another_function_signs_with_a_key_only_while_its_owner_grants_it() {
         ErrorCode::KeyNotGranted
     );
     // Granted to `user`: it signs with the holder's key, within its own limits on it.
-    v.grant_key(&holder, &k, &user_id, "user", true, "owner")
-        .await
-        .unwrap();
+    v.grant_key(
+        &holder,
+        &k,
+        &user_id,
+        "user",
+        Some(KeyLimits::default()),
+        "owner",
+    )
+    .await
+    .unwrap();
     let s = use_key(user.clone(), b"pay").await.unwrap();
     assert_eq!(s.key.name, "holder/k");
+    // The holder's owner can limit the grant: a prefix the grantee's own limits lack binds it.
+    let tagged = KeyLimits {
+        prefix: Some("holder-grant-v1::".into()),
+        ..Default::default()
+    };
+    v.grant_key(&holder, &k, &user_id, "user", Some(tagged), "owner")
+        .await
+        .unwrap();
+    assert_eq!(
+        use_key(user.clone(), b"pay").await.unwrap_err(),
+        ErrorCode::KeyDomainTagMissing
+    );
+    use_key(user.clone(), b"holder-grant-v1::p").await.unwrap();
+    v.grant_key(
+        &holder,
+        &k,
+        &user_id,
+        "user",
+        Some(KeyLimits::default()),
+        "owner",
+    )
+    .await
+    .unwrap();
     let pk =
         cloister_crypto::VerifyingKey::from_slice(created.public_key.as_ref().unwrap()).unwrap();
     pk.verify(b"pay", &s.signature.bytes).unwrap();
     assert_eq!(
-        use_key(user.clone(), b"pay 123456").await.unwrap_err(),
+        use_key(user.clone(), b"pay 12345678901234567890123")
+            .await
+            .unwrap_err(),
         ErrorCode::KeyMessageTooLarge
     );
     assert!(v.public_key_for_function(&user, "holder/k").await.is_ok());
@@ -1221,10 +1253,17 @@ async fn another_function_signs_with_a_key_only_while_its_owner_grants_it() {
     );
     // A function needs no grant for its own keys, and cannot be granted them.
     assert_eq!(
-        v.grant_key(&holder, &k, &holder, "holder", true, "owner")
-            .await
-            .unwrap_err()
-            .code(),
+        v.grant_key(
+            &holder,
+            &k,
+            &holder,
+            "holder",
+            Some(KeyLimits::default()),
+            "owner"
+        )
+        .await
+        .unwrap_err()
+        .code(),
         ErrorCode::InvalidRequest
     );
     // The use is audited in the holder's namespace, naming the grantee.
@@ -1238,7 +1277,7 @@ async fn another_function_signs_with_a_key_only_while_its_owner_grants_it() {
     assert_eq!(d["granted_to"], user_id);
     assert!(entries.iter().any(|e| e.action.as_str() == "key.grant"));
     // A revocation holds at once; a database that drops the revocation is caught.
-    v.grant_key(&holder, &k, &user_id, "user", false, "owner")
+    v.grant_key(&holder, &k, &user_id, "user", None, "owner")
         .await
         .unwrap();
     assert_eq!(
@@ -1332,6 +1371,7 @@ async fn an_exportable_key_leaves_only_sealed_and_an_imported_key_only_signs() {
             None,
             &recipient.public(),
             ("owner", "admin"),
+            &[0u8; 32],
         )
         .await
         .unwrap_err();
@@ -1358,6 +1398,7 @@ async fn an_exportable_key_leaves_only_sealed_and_an_imported_key_only_signs() {
             Some(1),
             &recipient.public(),
             ("owner", "admin"),
+            &[0u8; 32],
         )
         .await
         .unwrap();
@@ -1455,8 +1496,18 @@ async fn a_database_hiding_a_key_neither_lets_a_create_replace_it_nor_serves_an_
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
-    // Nor is the key served as missing-then-anything: keyvault knows a version existed.
+    // The keyvault that made the key still signs with it (from memory, the version it
+    // wrote)...
     let m = register_with_keys(&v, "hider", "production", &[], &["main"]).await;
+    let s = v
+        .sign_for_function(&m, "main", b"x", SignHash::Sha256, "e", "executor")
+        .await
+        .unwrap();
+    assert_eq!(s.key.version, 1);
+    // ...and one that must read it (after a restart) is not served missing-then-anything:
+    // keyvault knows a version existed.
+    drop(v);
+    let (v, _) = fx.vault(1).await.unwrap();
     let e = v
         .sign_for_function(&m, "main", b"x", SignHash::Sha256, "e", "executor")
         .await

@@ -189,11 +189,26 @@ pub fn key_export_info(function_id: &str, name: &str, algorithm: &str, version: 
     ])
 }
 
-/// What keyvault signs (audit key) for an export: the domain, the export's HPKE info
-/// ([`key_export_info`]) and the SHA-256 of the sealed bytes, each length-prefixed. A
-/// recipient checks it before trusting what it opens: HPKE alone does not say who sealed.
-pub fn key_export_message(export_info: &[u8], sealed_sha256: &[u8]) -> Vec<u8> {
-    framed(&[b"cloister/key-export-result/v1", export_info, sealed_sha256])
+/// What keyvault signs (audit key) for an export: the SHA-256 of the owner's signed request
+/// it answers, the export's HPKE info ([`key_export_info`]: function, key, algorithm,
+/// version), the recipient's public key, the key's public key and the SHA-256 of the sealed
+/// bytes, each length-prefixed. A recipient checks it before trusting what it opens: HPKE
+/// alone does not say who sealed, nor which request it answers.
+pub fn key_export_message(
+    request_sha256: &[u8],
+    export_info: &[u8],
+    recipient: &[u8],
+    public_key: &[u8],
+    sealed_sha256: &[u8],
+) -> Vec<u8> {
+    framed(&[
+        b"cloister/key-export-result/v1",
+        request_sha256,
+        export_info,
+        recipient,
+        public_key,
+        sealed_sha256,
+    ])
 }
 
 /// Each part prefixed with its length (u64, big-endian).
@@ -206,28 +221,58 @@ fn framed(parts: &[&[u8]]) -> Vec<u8> {
     v
 }
 
+/// A function key's public facts, as keyvault signs them.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyViewFacts<'a> {
+    /// The function whose namespace holds the key: its id.
+    pub function_id: &'a str,
+    /// And its name.
+    pub function: &'a str,
+    /// The key's name.
+    pub name: &'a str,
+    /// Its algorithm.
+    pub algorithm: &'a str,
+    /// Its newest version.
+    pub version: u64,
+    /// The public key (empty for HMAC).
+    pub public_key: &'a [u8],
+    /// Whether it may ever leave keyvault.
+    pub exportable: bool,
+    /// Whether it was imported (its secret existed outside keyvault before).
+    pub imported: bool,
+    /// The functions (names) it is granted to, sorted.
+    pub granted_to: &'a [String],
+}
+
 /// What keyvault signs (with its audit key, which clients bind to a verified bundle) for one
-/// of a function's keys: the function (id and name), the key's name, algorithm, version,
-/// public key and whether it is exportable, each length-prefixed. A gateway cannot hand an owner or a verifier a public
-/// key keyvault did not make for that function.
-pub fn key_view_message(
-    function_id: &str,
-    function: &str,
-    name: &str,
-    algorithm: &str,
-    version: u64,
-    public_key: &[u8],
-    exportable: bool,
-) -> Vec<u8> {
-    framed(&[
+/// of a function's keys: every field of [`KeyViewFacts`], each length-prefixed (the grantees
+/// as a count, then each). A gateway cannot hand an owner or a verifier a public key
+/// keyvault did not make for that function, hide a grant, or pass an imported key off as one
+/// that never left keyvault.
+pub fn key_view_message(k: &KeyViewFacts<'_>) -> Vec<u8> {
+    let count = (k.granted_to.len() as u64).to_be_bytes();
+    let mut parts: Vec<&[u8]> = vec![
         KEY_VIEW_DOMAIN,
-        function_id.as_bytes(),
-        function.as_bytes(),
-        name.as_bytes(),
-        algorithm.as_bytes(),
-        &version.to_be_bytes(),
-        public_key,
-        &[u8::from(exportable)],
+        k.function_id.as_bytes(),
+        k.function.as_bytes(),
+        k.name.as_bytes(),
+        k.algorithm.as_bytes(),
+    ];
+    let version = k.version.to_be_bytes();
+    let flags = [u8::from(k.exportable) | (u8::from(k.imported) << 1)];
+    parts.extend_from_slice(&[&version, k.public_key, &flags, &count]);
+    parts.extend(k.granted_to.iter().map(|g| g.as_bytes()));
+    framed(&parts)
+}
+
+/// What keyvault signs (audit key) for a key change it made for an owner: the SHA-256 of the
+/// owner's signed request and the key's view after it ([`key_view_message`]). A gateway
+/// cannot answer a rotation, grant or revocation with a view from before it.
+pub fn key_write_message(request_sha256: &[u8], view_message: &[u8]) -> Vec<u8> {
+    framed(&[
+        b"cloister/key-write-result/v1",
+        request_sha256,
+        view_message,
     ])
 }
 

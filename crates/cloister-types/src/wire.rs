@@ -486,6 +486,18 @@ pub struct KeyInfo {
     /// export); bound by keyvault's signature, so a verifier can rely on a `false`.
     #[serde(default)]
     pub exportable: bool,
+    /// Whether the newest version was imported (its secret existed outside keyvault before);
+    /// bound by keyvault's signature.
+    #[serde(default)]
+    pub imported: bool,
+    /// The functions (names) the key is granted to, sorted; bound by keyvault's signature.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_to: Vec<String>,
+    /// `POST /v1/keys` only: hex Ed25519 signature by keyvault's audit key over
+    /// [`crate::binding::key_write_message`], binding this view to the owner's request
+    /// (`cloister_client::keys::verify_write`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_signature: Option<String>,
 }
 
 /// `POST /v1/keys` request: an owner-signed `KeyWrite` and, for an import, the key's secret
