@@ -366,7 +366,7 @@ impl Supervisor {
         let pool = Arc::new(Pool {
             load: self.load_for(source, &m.entrypoint, limits, Some(m)),
             idle: Mutex::new(Vec::new()),
-            slots: Semaphore::new(self.cfg.max_workers_per_function),
+            slots: Semaphore::new(workers_for(&self.cfg, m)),
             last_used: Mutex::new(Instant::now()),
         });
         lock(&self.pools).entry(key).or_insert(pool).clone()
@@ -719,4 +719,60 @@ fn replaced_if(gone: bool, mut r: JobResult) -> JobResult {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How many more workers a function may run when its manifest grants capabilities that wait
+/// on keyvault (keys): a worker waiting for a signature holds no CPU, so the CPU-sized
+/// per-function bound would leave the machine idle while callers queue.
+pub const WAITING_WORKER_FACTOR: usize = 4;
+
+/// The most concurrently running workers for function version `m`.
+fn workers_for(cfg: &ExecutorConfig, m: &RunManifest) -> usize {
+    let n = if m.keys.is_empty() {
+        cfg.max_workers_per_function
+    } else {
+        cfg.max_workers_per_function
+            .saturating_mul(WAITING_WORKER_FACTOR)
+    };
+    n.min(cfg.max_workers_total).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(keys: &[&str]) -> RunManifest {
+        RunManifest {
+            function_id: "f".into(),
+            version: 1,
+            name: "f".into(),
+            environment: "production".into(),
+            runtime: "javascript".into(),
+            entrypoint: "handler".into(),
+            code_hash: String::new(),
+            secrets: Vec::new(),
+            limits: Limits {
+                timeout_ms: 1000,
+                memory_mb: 16,
+            },
+            digest: String::new(),
+            env: Default::default(),
+            source_name: None,
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn functions_that_wait_on_keyvault_may_run_more_workers_within_the_total() {
+        let mut cfg = ExecutorConfig::new("worker".into());
+        cfg.max_workers_per_function = 4;
+        cfg.max_workers_total = 256;
+        assert_eq!(workers_for(&cfg, &manifest(&[])), 4);
+        assert_eq!(
+            workers_for(&cfg, &manifest(&["k"])),
+            4 * WAITING_WORKER_FACTOR
+        );
+        cfg.max_workers_total = 10;
+        assert_eq!(workers_for(&cfg, &manifest(&["k"])), 10);
+    }
 }

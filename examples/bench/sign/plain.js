@@ -1,3 +1,0 @@
-async function handler(p, s, c) {
-  return { n: p.msg.length };
-}
