@@ -441,6 +441,7 @@ mod tests {
                 nonce: "00".into(),
                 fleet_key_id: String::new(),
                 request_id: String::new(),
+                key_uses: Vec::new(),
             },
             signature: "00".repeat(64),
             signer: cloister_types::receipt::ReceiptSigner {

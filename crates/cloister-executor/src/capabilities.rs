@@ -9,6 +9,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use cloister_sandbox::host::{HostRefusal, HostRequest, HostValue, SignHash};
 use cloister_types::ErrorCode;
+use cloister_types::receipt::ReceiptKeyUse;
 
 use crate::secrets::{KeyAnswer, KeyRequest, RunManifest, SecretError, SecretSource};
 use crate::worker::Capabilities;
@@ -27,6 +28,7 @@ impl Granted {
         source: &Arc<dyn SecretSource>,
     ) -> Self {
         let keys = (!m.keys.is_empty()).then(|| Keys {
+            uses: std::sync::Mutex::new(Vec::new()),
             declared: m.keys.clone(),
             function_id: m.function_id.clone(),
             version: m.version,
@@ -35,6 +37,21 @@ impl Granted {
             source: source.clone(),
         });
         Self { keys }
+    }
+
+    /// The signatures keyvault made for this invocation, in order (taken once).
+    pub fn take_key_uses(&self) -> Vec<ReceiptKeyUse> {
+        self.keys
+            .as_ref()
+            .map(|k| {
+                std::mem::take(
+                    &mut *k
+                        .uses
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                )
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -63,6 +80,8 @@ impl Capabilities for Granted {
 /// declares. The declaration is checked here to refuse early, and again by keyvault, which
 /// alone decides (it authorises the run from the manifest it registered).
 struct Keys {
+    /// Signatures made so far (listed by the receipt).
+    uses: std::sync::Mutex<Vec<ReceiptKeyUse>>,
     declared: Vec<String>,
     function_id: String,
     version: u32,
@@ -98,6 +117,13 @@ impl Keys {
                 ),
             ));
         }
+        let use_of = (!public_key_only).then(|| ReceiptKeyUse {
+            key: key.clone(),
+            version: 0,
+            algorithm: String::new(),
+            hash: hash.as_str().to_owned(),
+            message_sha256: cloister_types::receipt::sha256_hex(&message),
+        });
         let answer = self
             .source
             .key(KeyRequest {
@@ -118,6 +144,14 @@ impl Keys {
                 }
                 SecretError::Unavailable(m) => HostRefusal::new(ErrorCode::Unavailable, m),
             })?;
+        if let Some(mut u) = use_of {
+            u.version = answer.key_version;
+            u.algorithm = answer.algorithm.clone();
+            self.uses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(u);
+        }
         Ok(value(answer, public_key_only))
     }
 }

@@ -85,6 +85,8 @@ pub enum JobResult {
         /// The worker that ran it was stopped or retired afterwards (deadline, memory,
         /// crash): the function's next call starts a new one.
         worker_replaced: bool,
+        /// The signatures keyvault made for it (what receipts list).
+        key_uses: Vec<cloister_types::receipt::ReceiptKeyUse>,
     },
     /// The executor does not hold this code; send it.
     CodeRequired,
@@ -375,14 +377,24 @@ impl Supervisor {
     /// Runs one job to completion.
     pub async fn run(&self, job: Job) -> JobResult {
         let mut granted = None;
-        let mut r = self.run_job(job, &mut granted).await;
-        if let JobResult::Ran { manifest, .. } = &mut r {
+        let mut uses = Vec::new();
+        let mut r = self.run_job(job, &mut granted, &mut uses).await;
+        if let JobResult::Ran {
+            manifest, key_uses, ..
+        } = &mut r
+        {
             *manifest = granted;
+            *key_uses = uses;
         }
         r
     }
 
-    async fn run_job(&self, job: Job, granted: &mut Option<Arc<RunManifest>>) -> JobResult {
+    async fn run_job(
+        &self,
+        job: Job,
+        granted: &mut Option<Arc<RunManifest>>,
+        uses: &mut Vec<cloister_types::receipt::ReceiptKeyUse>,
+    ) -> JobResult {
         let started = Instant::now();
         let spec = &job.spec;
         let (source, stored) = match self.code_for(spec, job.code) {
@@ -525,6 +537,7 @@ impl Supervisor {
         let crate::worker::Invoked { result, logs } = worker
             .invoke(inv, remaining + self.cfg.kill_grace, &capabilities)
             .await;
+        *uses = capabilities.take_key_uses();
         let logs: Vec<String> = logs.iter().map(|l| redact(l, &secrets)).collect();
         *lock(&pool.last_used) = Instant::now();
         match result {
@@ -703,6 +716,7 @@ fn ran(
         duration: started.elapsed(),
         manifest: None,
         worker_replaced: false,
+        key_uses: Vec::new(),
     }
 }
 
@@ -734,7 +748,8 @@ fn workers_for(cfg: &ExecutorConfig, m: &RunManifest) -> usize {
         cfg.max_workers_per_function
             .saturating_mul(WAITING_WORKER_FACTOR)
     };
-    n.min(cfg.max_workers_total).max(1)
+    // The total is enforced where workers start, with its own clear refusal.
+    n.max(1)
 }
 
 #[cfg(test)]
@@ -763,7 +778,7 @@ mod tests {
     }
 
     #[test]
-    fn functions_that_wait_on_keyvault_may_run_more_workers_within_the_total() {
+    fn functions_that_wait_on_keyvault_may_run_more_workers() {
         let mut cfg = ExecutorConfig::new("worker".into());
         cfg.max_workers_per_function = 4;
         cfg.max_workers_total = 256;
@@ -772,7 +787,7 @@ mod tests {
             workers_for(&cfg, &manifest(&["k"])),
             4 * WAITING_WORKER_FACTOR
         );
-        cfg.max_workers_total = 10;
-        assert_eq!(workers_for(&cfg, &manifest(&["k"])), 10);
+        cfg.max_workers_per_function = 0;
+        assert_eq!(workers_for(&cfg, &manifest(&[])), 1);
     }
 }

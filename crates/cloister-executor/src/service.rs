@@ -126,6 +126,7 @@ fn receipt_for(
     m: &crate::secrets::RunManifest,
     execution_id: &str,
     resp: &InvokeResponse,
+    key_uses: Vec<cloister_types::receipt::ReceiptKeyUse>,
 ) -> String {
     let Some((outcome, output_sha256)) = resp.outcome.as_ref().and_then(output_digest) else {
         return String::new();
@@ -144,6 +145,7 @@ fn receipt_for(
             nonce: ask.nonce,
             fleet_key_id: ask.fleet_key_id,
             request_id: ask.request_id,
+            key_uses,
         },
         &ask.caller_holds,
     );
@@ -352,6 +354,7 @@ impl Executor for ExecutorService {
             execution_id: r.execution_id,
             expected: opened.as_ref().map(|o| o.expected.clone()),
         };
+        let mut key_uses = Vec::new();
         let (mut resp, manifest) = match self.sup.run(job).await {
             JobResult::CodeRequired => {
                 // Nothing ran: the gateway resends this execution id (and request) with the
@@ -372,7 +375,9 @@ impl Executor for ExecutorService {
                 duration,
                 manifest,
                 worker_replaced,
+                key_uses: uses,
             } => {
+                key_uses = uses;
                 let duration_ms = duration.as_secs_f64() * 1000.0;
                 let resp = match &opened {
                     Some(o) => match seal_outcome(o, &execution_id, result, logs) {
@@ -396,7 +401,7 @@ impl Executor for ExecutorService {
             }
         };
         if let (Some(ask), Some(m), Some(notary)) = (receipt, manifest, &self.notary) {
-            resp.receipt_json = receipt_for(notary, ask, &m, &execution_id, &resp);
+            resp.receipt_json = receipt_for(notary, ask, &m, &execution_id, &resp, key_uses);
         }
         Ok(Response::new(self.finish(link, resp)))
     }

@@ -829,8 +829,9 @@ impl Authority {
             if let cloister_types::KeyRef::Granted { function, .. } = &r
                 && !lock(&self.cache).names.contains_key(function.as_str())
             {
-                return Err(Denied::Invalid(format!(
-                    "the key {r} names function {function}, which does not exist"
+                return Err(Denied::UnknownFunction(format!(
+                    "{function} (the manifest declares its key {r}; a function may declare \
+                     another's key only once that function exists)"
                 )));
             }
         }

@@ -48,6 +48,26 @@ pub struct ReceiptBody {
     pub fleet_key_id: String,
     /// Request id of a sealed request (hex; empty for a plain call).
     pub request_id: String,
+    /// The signatures keyvault made for this invocation (`context.sign`), in order; absent
+    /// when none (receipts without key uses keep their signed bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_uses: Vec<ReceiptKeyUse>,
+}
+
+/// One signature keyvault made for an invocation, as its receipt lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiptKeyUse {
+    /// The key as the manifest declares it (`NAME` or `FUNCTION/NAME`).
+    pub key: String,
+    /// The key version that signed.
+    pub version: u64,
+    /// Its algorithm.
+    pub algorithm: String,
+    /// The hash the message was signed with (`sha256`, `keccak256`, `prehashed`).
+    pub hash: String,
+    /// Hex SHA-256 of the message (as keyvault's `key.sign` audit entry names it).
+    pub message_sha256: String,
 }
 
 /// The executor key that signed, and the evidence that certifies it.
@@ -101,6 +121,17 @@ impl ReceiptBody {
         field(&mut v, self.nonce.as_bytes());
         field(&mut v, self.fleet_key_id.as_bytes());
         field(&mut v, self.request_id.as_bytes());
+        // Key uses follow only when there are any: a count, then each use's fields.
+        if !self.key_uses.is_empty() {
+            field(&mut v, &(self.key_uses.len() as u64).to_be_bytes());
+            for u in &self.key_uses {
+                field(&mut v, u.key.as_bytes());
+                field(&mut v, &u.version.to_be_bytes());
+                field(&mut v, u.algorithm.as_bytes());
+                field(&mut v, u.hash.as_bytes());
+                field(&mut v, u.message_sha256.as_bytes());
+            }
+        }
         v
     }
 }
@@ -137,6 +168,7 @@ mod tests {
             nonce: "n".into(),
             fleet_key_id: "k".into(),
             request_id: "r".into(),
+            key_uses: Vec::new(),
         }
     }
 
@@ -164,6 +196,35 @@ mod tests {
         vary!(nonce, "m".into());
         vary!(fleet_key_id, "".into());
         vary!(request_id, "".into());
+        let k = ReceiptKeyUse {
+            key: "k".into(),
+            version: 1,
+            algorithm: "ed25519".into(),
+            hash: "sha256".into(),
+            message_sha256: "aa".into(),
+        };
+        vary!(key_uses, vec![k.clone()]);
+        let with_use = {
+            let mut c = b.clone();
+            c.key_uses = vec![k.clone()];
+            c
+        };
+        let m1 = with_use.signed_message();
+        macro_rules! vary_use {
+            ($f:ident, $v:expr) => {{
+                let mut c = with_use.clone();
+                c.key_uses[0].$f = $v;
+                assert_ne!(c.signed_message(), m1, "{c:?}");
+            }};
+        }
+        vary_use!(key, "other/k".into());
+        vary_use!(version, 2);
+        vary_use!(algorithm, "ecdsa-p256".into());
+        vary_use!(hash, "keccak256".into());
+        vary_use!(message_sha256, "bb".into());
+        let mut two = with_use.clone();
+        two.key_uses.push(k);
+        assert_ne!(two.signed_message(), m1);
         for c in changed {
             assert_ne!(c.signed_message(), m, "{c:?}");
         }

@@ -111,6 +111,20 @@ export interface ReceiptBody {
   nonce: string;
   fleetKeyId: string;
   requestId: string;
+  /** The signatures keyvault made for the invocation (`context.sign`), in order; absent when
+   * none. */
+  keyUses?: ReceiptKeyUse[];
+}
+
+/** One signature keyvault made for an invocation, as its receipt lists it. */
+export interface ReceiptKeyUse {
+  /** The key as the manifest declares it (`NAME` or `FUNCTION/NAME`). */
+  key: string;
+  version: number;
+  algorithm: string;
+  hash: string;
+  /** Hex SHA-256 of the message. */
+  messageSha256: string;
 }
 
 /** A signed receipt. */
@@ -138,6 +152,10 @@ export function receiptMessage(b: ReceiptBody): Uint8Array {
     b.nonce,
     b.fleetKeyId,
     b.requestId,
+    // Key uses follow only when there are any: a count, then each use's fields.
+    ...(b.keyUses && b.keyUses.length > 0
+      ? [u64(b.keyUses.length), ...b.keyUses.flatMap((k) => [k.key, u64(k.version), k.algorithm, k.hash, k.messageSha256])]
+      : []),
   ]);
 }
 

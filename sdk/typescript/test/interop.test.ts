@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:net";
-import { createPublicKey, verify as cryptoVerify } from "node:crypto";
+import { createHash, createPublicKey, verify as cryptoVerify } from "node:crypto";
 import { Cloister, FunctionFailed, knownSigner, verifyReceipt, ReceiptError, receiptMessage, type Receipt } from "../src/index.js";
 
 const BIN = process.env.CLOISTER_BIN ?? "";
@@ -149,6 +149,41 @@ test("a sealed call round-trips and its receipt verifies here and in the Rust CL
   assert.equal(verifyReceipt(slim.receipt, kv.rootFingerprint, kv.executorMeasurements).signer.evidence, r.receipt!.signer.evidence);
   // Without evidence, a signer not verified under this root is refused.
   assert.throws(() => verifyReceipt(slim.receipt, "ab".repeat(32), kv.executorMeasurements), /leaves out its signer's evidence/);
+});
+
+test("a receipt lists the signatures keyvault made for the call, under the executor's signature", async () => {
+  writeFileSync(
+    join(dir, "signer.js"),
+    "async function handler(p, s, ctx) { const r = await ctx.sign('k', p.m, { hash: 'sha256' }); return { n: r.signature.length }; }",
+  );
+  cli(["fn", "deploy", "signer.js", "--name", "signer", "--key", "k"]);
+  cli(["key", "create", "k", "--function", "signer", "--sim-root", root]);
+  const c = client();
+  const r = await settle(() => c.invokeSealed("signer", { m: "pay 5 to bob" }, { receipt: true }));
+  assert.deepEqual(r.result, { n: 64 });
+  const uses = r.receipt!.body.keyUses ?? [];
+  assert.equal(uses.length, 1);
+  assert.deepEqual(uses[0], {
+    key: "k",
+    version: 1,
+    algorithm: "ed25519",
+    hash: "sha256",
+    messageSha256: createHash("sha256").update("pay 5 to bob").digest("hex"),
+  });
+  const kv = await c.keyvault();
+  verifyReceipt(r.receipt!, kv.rootFingerprint, kv.executorMeasurements);
+  // A use left out, or changed, breaks the signature.
+  const body = r.receipt!.body;
+  for (const keyUses of [[], [{ ...uses[0]!, messageSha256: "00".repeat(32) }], [{ ...uses[0]!, version: 2 }], [uses[0]!, uses[0]!]]) {
+    assert.throws(() => verifyReceipt({ ...r.receipt!, body: { ...body, keyUses } }, kv.rootFingerprint, kv.executorMeasurements), ReceiptError);
+  }
+  // The Rust CLI reads and verifies the same receipt.
+  const bundle = await (await fetch(`${url}/v1/attestation`, { headers: { authorization: `Bearer ${token}` } })).json();
+  const file = join(dir, "ts-receipt-keys.json");
+  writeFileSync(file, JSON.stringify({ url, receipt: r.receipt, bundle }));
+  const out = JSON.parse(cli(["--json", "receipt", "verify", file, "--sim-root", root, "--keyvault-measurement", measurement]));
+  assert.equal(out.valid, true);
+  assert.deepEqual(out.body.keyUses, uses);
 });
 
 test("a failure of the function comes back sealed and opens only here", async () => {

@@ -62,41 +62,52 @@ def sign(domain, body, identity=None):
     return cli(["identity", "sign", domain, "--sim-root", SIM_ROOT], json.dumps(body).encode(), identity)
 
 
-_second_admin = []
+_identities = {}
 
 
-def second_admin():
-    """A second admin identity (exports need two signers), made and granted once."""
-    if not _second_admin:
-        path = os.path.join(os.environ["CLOISTER_FUZZ_DIR"], "admin2.json")
+def identity(role, label):
+    """An identity file of `role` for this run, made and granted (by the run's admin) once:
+    exports need two signers, neither of whom added the other to the registry."""
+    if label not in _identities:
+        path = os.path.join(os.environ["CLOISTER_FUZZ_DIR"], f"{label}.json")
         if not os.path.exists(path):
-            subprocess.run([BIN, "identity", "create", "--file", path, "--label", "fuzz-admin-2"],
+            subprocess.run([BIN, "identity", "create", "--file", path, "--label", label],
                            capture_output=True, check=True, timeout=60)
         shown = subprocess.run([BIN, "--identity", path, "--json", "identity", "show"],
                                capture_output=True, check=True, timeout=60)
         public = json.loads(shown.stdout)["publicKey"]
-        cli(["identity", "grant", "--public-key", public, "--role", "admin", "--label", "fuzz-admin-2"])
-        _second_admin.append(path)
-    return _second_admin[0]
+        cli(["identity", "grant", "--public-key", public, "--role", role, "--label", label])
+        _identities[label] = path
+    return _identities[label]
 
 
-_export_key = []
+_export = []
 
 
 def key_export():
-    # An export of one exportable key made for this run, signed by the run's admin and a second.
-    info = fuzz_function()
-    if not _export_key:
-        name = f"x{secrets.token_hex(6)}"
-        if cli(["key", "create", name, "--function", info["name"], "--exportable", "--sim-root", SIM_ROOT]) is None:
+    # An export of one exportable key of a function a developer owns, signed by her and by a
+    # second admin (both added by the run's admin).
+    owner = identity("developer", "fuzz-exporter")
+    admin = identity("admin", "fuzz-admin-2")
+    if not _export:
+        code = os.path.join(os.environ["CLOISTER_FUZZ_DIR"], "exported.js")
+        with open(code, "w") as f:
+            f.write("function handler(p) { return p; }")
+        if cli(["fn", "deploy", code, "--name", "fuzz-exported"], identity=owner) is None:
             return None
-        _export_key.append(name)
-    body = {"function_id": info["functionId"], "function": info["name"], "name": _export_key[0],
+        info = function_info("fuzz-exported")
+        name = f"x{secrets.token_hex(6)}"
+        if info is None or cli(["key", "create", name, "--function", "fuzz-exported", "--exportable",
+                                "--sim-root", SIM_ROOT], identity=owner) is None:
+            return None
+        _export.append((info, name))
+    info, name = _export[0]
+    body = {"function_id": info["functionId"], "function": info["name"], "name": name,
             "recipient": secrets.token_hex(32)}
-    owner = sign("cloister/key-export/v1", body)
-    admin = sign("cloister/key-export/v1", body, second_admin())
-    if owner and admin:
-        return {"ownerSigned": owner, "adminSigned": admin}
+    owner_signed = sign("cloister/key-export/v1", body, owner)
+    admin_signed = sign("cloister/key-export/v1", body, admin)
+    if owner_signed and admin_signed:
+        return {"ownerSigned": owner_signed, "adminSigned": admin_signed}
     return None
 
 
@@ -292,9 +303,11 @@ def before_call(context, case, kwargs):
         if body:
             case.body = body
     elif op == ("POST", "/v1/keys/use") and isinstance(case.body, dict) and isinstance(case.body.get("message"), str):
+        # The schema's pattern admits strings that are not canonical base64 ("Mq==", "fgg=="):
+        # send the canonical encoding of what they decode to (or of the text itself).
         message = case.body["message"]
         try:
-            base64.b64decode(message, validate=True)
+            message = base64.b64encode(base64.b64decode(message, validate=True)).decode()
         except (ValueError, TypeError):
             message = base64.b64encode(message.encode()).decode()
         signed = key_use(message)
