@@ -238,17 +238,8 @@ async fn write(
     trust: &TrustArgs,
 ) -> anyhow::Result<KeyInfo> {
     cloister_types::KeyName::parse(name)?;
-    let mut c = signing_client(conn)?;
-    if !c.signs() {
-        bail!(
-            "creating or rotating a key is signed by an owner of the function: make an identity with `cloister identity create` (or pass --identity)"
-        );
-    }
-    let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
-    c.bind_platform(kv.audit_key.to_string());
-    // The id is the gateway's word; keyvault refuses the request unless it binds `function`
-    // to it, and signs what it made for that function.
-    let function_id = c.show(function, None).await?.function_id;
+    let (mut c, kv, function_id) =
+        owner_session(conn, function, trust, "creating or rotating a key").await?;
     // keyvault's answer is checked as the answer to this very request: a gateway cannot
     // show an old view for a rotation, grant or revocation it dropped.
     let k = c
@@ -304,15 +295,7 @@ async fn import(
             secret.len()
         );
     }
-    let mut c = signing_client(conn)?;
-    if !c.signs() {
-        bail!(
-            "importing a key is signed by an owner of the function: make an identity with `cloister identity create` (or pass --identity)"
-        );
-    }
-    let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
-    c.bind_platform(kv.audit_key.to_string());
-    let function_id = c.show(function, None).await?.function_id;
+    let (mut c, kv, function_id) = owner_session(conn, function, trust, "importing a key").await?;
     let sealed = kv.hpke.seal(
         &cloister_types::binding::key_import_info(&function_id, name),
         b"",
@@ -470,6 +453,32 @@ async fn grant(
     Ok(())
 }
 
+/// A client that signs as an owner, bound to the platform of the attested keyvault (checked
+/// with `trust`); that keyvault; and the id the gateway gives `function` (its word only:
+/// keyvault refuses a request unless it binds `function` to that id). `what` names the
+/// operation for the error when no identity is in use.
+async fn owner_session(
+    conn: &Conn,
+    function: &str,
+    trust: &TrustArgs,
+    what: &str,
+) -> anyhow::Result<(
+    cloister_client::Client,
+    cloister_client::attestation::TrustedKeyvault,
+    String,
+)> {
+    let mut c = signing_client(conn)?;
+    if !c.signs() {
+        bail!(
+            "{what} is signed by an owner of the function: make an identity with `cloister identity create` (or pass --identity)"
+        );
+    }
+    let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
+    c.bind_platform(kv.audit_key.to_string());
+    let function_id = c.show(function, None).await?.function_id;
+    Ok((c, kv, function_id))
+}
+
 /// The message `m` names: text, hex, or a file's bytes (`-`: stdin).
 fn read_message(m: &MessageArgs) -> anyhow::Result<Vec<u8>> {
     let bytes = if let Some(t) = &m.message {
@@ -516,15 +525,8 @@ async fn use_key(
     if cloister_types::SignHash::parse(hash).is_none() {
         bail!("unknown hash {hash:?}: use sha256, keccak256 or prehashed");
     }
-    let mut c = signing_client(conn)?;
-    if !c.signs() {
-        bail!(
-            "using a key through the API is signed by an owner of the function: make an identity with `cloister identity create` (or pass --identity)"
-        );
-    }
-    let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
-    c.bind_platform(kv.audit_key.to_string());
-    let function_id = c.show(function, None).await?.function_id;
+    let (mut c, kv, function_id) =
+        owner_session(conn, function, trust, "using a key through the API").await?;
     let (r, request_sha256) = c
         .use_key(
             &KeyUse {

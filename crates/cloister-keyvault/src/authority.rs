@@ -1163,23 +1163,38 @@ impl Authority {
         &self,
         signed: &[u8],
     ) -> Result<(IdentityId, cloister_authority::ops::KeyWrite, [u8; 32]), Denied> {
-        let (v, signer) = self
-            .verify_signed::<cloister_authority::ops::KeyWrite>(signed)
-            .await?;
-        let b = v.body().clone();
-        cloister_types::KeyName::parse(&b.name).map_err(|e| Denied::Invalid(e.to_string()))?;
+        self.authorize_key_request(signed).await
+    }
+
+    /// Checks an owner's signature over a request `B` about one of a function's keys:
+    /// returns the signer, the request and the SHA-256 of the signed bytes.
+    async fn authorize_key_request<B: cloister_authority::Body + NamesKey + Clone>(
+        &self,
+        signed: &[u8],
+    ) -> Result<(IdentityId, B, [u8; 32]), Denied> {
+        let (v, signer) = self.verify_signed::<B>(signed).await?;
+        let f = self.key_function(v.body()).await?;
+        self.may_act(&signer, v.signer_id(), &f)?;
+        Ok((v.signer_id().clone(), v.body().clone(), *v.digest()))
+    }
+
+    /// The function a key request names, once the key's name is valid and keyvault binds
+    /// the function's name to its id (a gateway cannot point an owner's request at another
+    /// function).
+    async fn key_function(&self, b: &impl NamesKey) -> Result<Arc<FunctionRecord>, Denied> {
+        let (function_id, function, name) = b.names();
+        cloister_types::KeyName::parse(name).map_err(|e| Denied::Invalid(e.to_string()))?;
         let f = self
-            .function(&b.function_id)
+            .function(function_id)
             .await?
-            .ok_or_else(|| Denied::UnknownFunction(b.function_id.clone()))?;
-        if f.name != b.function {
+            .ok_or_else(|| Denied::UnknownFunction(function_id.to_owned()))?;
+        if f.name != function {
             return Err(Denied::ManifestMismatch(format!(
-                "function {} is named {:?}, not {:?}",
-                b.function_id, f.name, b.function
+                "function {function_id} is named {:?}, not {function:?}",
+                f.name
             )));
         }
-        self.may_act(&signer, v.signer_id(), &f)?;
-        Ok((v.signer_id().clone(), b, *v.digest()))
+        Ok(f)
     }
 
     /// Checks the two signatures an export needs over one `KeyExport` body: `owner_signed` by
@@ -1217,17 +1232,7 @@ impl Authority {
             return Err(Denied::NotAdmin(a.signer_id().clone()));
         }
         let b = o.body().clone();
-        cloister_types::KeyName::parse(&b.name).map_err(|e| Denied::Invalid(e.to_string()))?;
-        let f = self
-            .function(&b.function_id)
-            .await?
-            .ok_or_else(|| Denied::UnknownFunction(b.function_id.clone()))?;
-        if f.name != b.function {
-            return Err(Denied::ManifestMismatch(format!(
-                "function {} is named {:?}, not {:?}",
-                b.function_id, f.name, b.function
-            )));
-        }
+        let f = self.key_function(&b).await?;
         // The first signature is an owner's own, never an admin's by role: otherwise two
         // admins, with no owner, could export.
         let _ = owner;
@@ -1264,23 +1269,7 @@ impl Authority {
         &self,
         signed: &[u8],
     ) -> Result<(IdentityId, cloister_authority::ops::KeyUse, [u8; 32]), Denied> {
-        let (v, signer) = self
-            .verify_signed::<cloister_authority::ops::KeyUse>(signed)
-            .await?;
-        let b = v.body().clone();
-        cloister_types::KeyName::parse(&b.name).map_err(|e| Denied::Invalid(e.to_string()))?;
-        let f = self
-            .function(&b.function_id)
-            .await?
-            .ok_or_else(|| Denied::UnknownFunction(b.function_id.clone()))?;
-        if f.name != b.function {
-            return Err(Denied::ManifestMismatch(format!(
-                "function {} is named {:?}, not {:?}",
-                b.function_id, f.name, b.function
-            )));
-        }
-        self.may_act(&signer, v.signer_id(), &f)?;
-        Ok((v.signer_id().clone(), b, *v.digest()))
+        self.authorize_key_request(signed).await
     }
 
     /// An admin adds an identity or changes its role.
@@ -1751,5 +1740,29 @@ impl Authority {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+}
+
+/// A signed request about one key of one function: what it names.
+trait NamesKey {
+    /// (function id, function name, key name).
+    fn names(&self) -> (&str, &str, &str);
+}
+
+impl NamesKey for cloister_authority::ops::KeyWrite {
+    fn names(&self) -> (&str, &str, &str) {
+        (&self.function_id, &self.function, &self.name)
+    }
+}
+
+impl NamesKey for cloister_authority::ops::KeyUse {
+    fn names(&self) -> (&str, &str, &str) {
+        (&self.function_id, &self.function, &self.name)
+    }
+}
+
+impl NamesKey for cloister_authority::ops::KeyExport {
+    fn names(&self) -> (&str, &str, &str) {
+        (&self.function_id, &self.function, &self.name)
     }
 }

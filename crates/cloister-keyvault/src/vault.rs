@@ -927,13 +927,7 @@ impl Vault {
             .check_fresh(namespace, &paths, &records)
             .await
         {
-            let audit = AuditDraft::new("keyvault", Action::AuthorityRefusal, namespace)
-                .detail("operation", "read")
-                .detail("path", p)
-                .detail("code", d.code().as_str())
-                .detail("reason", d.to_string());
-            self.audit_untrusted(audit).await?;
-            return Err(d.into());
+            return Err(self.refused_read(namespace, p, d).await);
         }
         let Some(rec) = records.into_iter().find(|r| r.path == p) else {
             return Ok(None);
@@ -941,6 +935,25 @@ impl Vault {
         let deks = self.store.vault_deks(Some(namespace.to_owned())).await?;
         let value = self.decrypt_record(&rec, &deks).await?;
         Ok(Some((rec.version, value)))
+    }
+
+    /// Audits a read of record `p` refused as `d` (within the budget for entries untrusted
+    /// parties cause) and returns the error for it.
+    async fn refused_read(
+        &self,
+        namespace: &str,
+        p: &str,
+        d: crate::authority::Denied,
+    ) -> VaultError {
+        let audit = AuditDraft::new("keyvault", Action::AuthorityRefusal, namespace)
+            .detail("operation", "read")
+            .detail("path", p)
+            .detail("code", d.code().as_str())
+            .detail("reason", d.to_string());
+        if let Err(e) = self.audit_untrusted(audit).await {
+            return e;
+        }
+        d.into()
     }
 
     /// Every stored version of record `p`, oldest first, decrypted; the newest is checked
@@ -964,13 +977,7 @@ impl Vault {
                 "ALARM: a record's older versions are missing from the database"
             );
             let d = crate::authority::Denied::Tampered(format!("the versions of {p}"));
-            let audit = AuditDraft::new("keyvault", Action::AuthorityRefusal, namespace)
-                .detail("operation", "read")
-                .detail("path", p)
-                .detail("code", d.code().as_str())
-                .detail("reason", d.to_string());
-            self.audit_untrusted(audit).await?;
-            return Err(d.into());
+            return Err(self.refused_read(namespace, p, d).await);
         }
         let newest: Vec<_> = records.last().cloned().into_iter().collect();
         if let Err(d) = self
@@ -978,13 +985,7 @@ impl Vault {
             .check_fresh(namespace, &[p.to_owned()], &newest)
             .await
         {
-            let audit = AuditDraft::new("keyvault", Action::AuthorityRefusal, namespace)
-                .detail("operation", "read")
-                .detail("path", p)
-                .detail("code", d.code().as_str())
-                .detail("reason", d.to_string());
-            self.audit_untrusted(audit).await?;
-            return Err(d.into());
+            return Err(self.refused_read(namespace, p, d).await);
         }
         if records.is_empty() {
             return Ok(Vec::new());
