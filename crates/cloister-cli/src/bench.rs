@@ -164,6 +164,21 @@ pub async fn load(
     Ok(Throughput::from_phases(clients, vec![phase]))
 }
 
+/// Runs `body` against each of `paths` in turn, from `clients` connections for `seconds`
+/// each: two variants of one function compared in the same run.
+pub async fn load_pair(
+    url: &str,
+    token: Option<String>,
+    paths: [&str; 2],
+    body: Bytes,
+    clients: usize,
+    seconds: f64,
+) -> anyhow::Result<(Throughput, Throughput)> {
+    let a = load(url, token.clone(), paths[0], body.clone(), clients, seconds).await?;
+    let b = load(url, token, paths[1], body, clients, seconds).await?;
+    Ok((a, b))
+}
+
 /// Runs from `clients` connections for `seconds`: connection `i` sends the bodies
 /// `bodies(i)` yields, one after another, until time is up or they run out.
 pub async fn run_phase<I>(

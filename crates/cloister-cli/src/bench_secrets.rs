@@ -118,19 +118,13 @@ pub async fn run(
     );
     let token = crate::client_cmds::resolve_token(conn.token.clone())?;
     let body = cloister_client::invoke_body("{}", None);
-    let throughput_with_secret = crate::bench::load(
-        &conn.url,
-        token.clone(),
-        "/v1/functions/bench-hello-secret/invoke",
-        body.clone(),
-        args.clients,
-        args.seconds,
-    )
-    .await?;
-    let throughput_without_secrets = crate::bench::load(
+    let (throughput_with_secret, throughput_without_secrets) = crate::bench::load_pair(
         &conn.url,
         token,
-        "/v1/functions/bench-hello-plain/invoke",
+        [
+            "/v1/functions/bench-hello-secret/invoke",
+            "/v1/functions/bench-hello-plain/invoke",
+        ],
         body,
         args.clients,
         args.seconds,

@@ -25,6 +25,7 @@ const PARAMS: &str = r#"{"msg":"transfer 5 to alice"}"#;
 
 /// Results of the signing benchmark.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SigningReport {
     /// The function signing once, warm.
     pub warm_signing: Latency,
@@ -107,19 +108,13 @@ pub async fn run(
     );
     let token = crate::client_cmds::resolve_token(conn.token.clone())?;
     let body = cloister_client::invoke_body(PARAMS, None);
-    let throughput_signing = crate::bench::load(
-        &conn.url,
-        token.clone(),
-        "/v1/functions/bench-sign-ed25519/invoke",
-        body.clone(),
-        args.clients,
-        args.seconds,
-    )
-    .await?;
-    let throughput_plain = crate::bench::load(
+    let (throughput_signing, throughput_plain) = crate::bench::load_pair(
         &conn.url,
         token,
-        "/v1/functions/bench-sign-plain/invoke",
+        [
+            "/v1/functions/bench-sign-ed25519/invoke",
+            "/v1/functions/bench-sign-plain/invoke",
+        ],
         body,
         args.clients,
         args.seconds,

@@ -1930,3 +1930,35 @@ async fn an_owner_signs_and_checks_through_keyvault_and_independent_tools_agree(
     let text = String::from_utf8_lossy(&audit.stdout);
     assert_eq!(text.matches("\"key.verify\"").count(), 6, "{text}");
 }
+
+#[tokio::test]
+async fn the_signing_benchmark_measures_a_function_with_and_without_context_sign() {
+    let p = Platform::start().await;
+    let root = p.sim_root();
+    let o = p.cli(&[
+        "--json",
+        "bench",
+        "--signing",
+        "--requests",
+        "20",
+        "--clients",
+        "2",
+        "--seconds",
+        "0.5",
+        "--sim-root",
+        &root,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["warmSigning"]["samples"], 20, "{r}");
+    assert_eq!(r["warmPlain"]["samples"], 20, "{r}");
+    for k in ["throughputRatio", "inProcessSignP50Us"] {
+        assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
+    }
+    // Every measured call of the signing variant made one signature, each audited.
+    let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
+    let signs = String::from_utf8_lossy(&audit.stdout)
+        .matches("\"key.sign\"")
+        .count();
+    assert!(signs >= 20 + 50, "{signs} key.sign entries");
+}

@@ -42,6 +42,15 @@ fn report(label: &str, signs: usize, elapsed: Duration, mut lat: Vec<Duration>) 
     );
 }
 
+/// Awaits the callers started at `start` and reports their latencies together.
+async fn gather(label: &str, start: Instant, tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>) {
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("task"));
+    }
+    report(label, lat.len(), start.elapsed(), lat);
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run briefly then.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -158,16 +167,7 @@ async fn run(measure: Duration) {
                 lat
             }));
         }
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await.expect("task"));
-        }
-        report(
-            &format!("vault, {callers} caller(s)"),
-            lat.len(),
-            start.elapsed(),
-            lat,
-        );
+        gather(&format!("vault, {callers} caller(s)"), start, tasks).await;
     }
 
     // Over the attested channel.
@@ -250,15 +250,6 @@ async fn run(measure: Duration) {
                 lat
             }));
         }
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await.expect("task"));
-        }
-        report(
-            &format!("channel, {clients} client(s)"),
-            lat.len(),
-            start.elapsed(),
-            lat,
-        );
+        gather(&format!("channel, {clients} client(s)"), start, tasks).await;
     }
 }
