@@ -9,16 +9,19 @@
 //!
 //! An established [`AttestedStream`] exchanges length-prefixed messages. It refreshes TLS
 //! traffic keys every `key_rotation_interval` and re-attests in band before its evidence
-//! is `max_attestation_age` old; a peer that stops re-attesting is cut off.
+//! is `max_attestation_age` old; a peer that stops re-attesting is cut off. A
+//! [`Multiplexed`] channel carries many tagged exchanges at once.
 
 pub mod binding;
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod mux;
 pub mod stream;
 pub mod tls;
 
 pub use config::{ChannelConfig, PeerPolicy, SharedPolicy};
 pub use error::ChannelError;
-pub use stream::{AttestedStream, PeerInfo};
+pub use mux::Multiplexed;
+pub use stream::{AttestedStream, Incoming, PeerInfo};
 pub use tls::{ChannelAcceptor, ChannelConnector, TlsConn};

@@ -3,7 +3,7 @@
 use crate::binding::report_data;
 use crate::config::ChannelConfig;
 use crate::error::ChannelError;
-use crate::frame::{Msg, read_msg, write_msg};
+use crate::frame::{Msg, ReadBuf, read_msg, write_msg};
 use crate::tls::TlsConn;
 use cloister_attest::claims::TeeDetail;
 use cloister_attest::{Collateral, Verified};
@@ -19,10 +19,26 @@ pub struct PeerInfo {
     pub verified: Arc<Verified>,
 }
 
+/// One message received: its payload, and the exchange it belongs to when the sender tagged
+/// it (see [`AttestedStream::send_tagged`]).
+#[derive(Debug)]
+pub struct Incoming {
+    /// The exchange id, for a tagged message.
+    pub id: Option<u64>,
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
 /// A channel whose peer has proven, with evidence bound to this TLS connection, that it
 /// runs approved code in a TEE.
+///
+/// [`AttestedStream::recv`] and [`AttestedStream::recv_any`] are cancel-safe; sending is not:
+/// a send dropped half-way leaves the channel unusable (every later call fails), since the
+/// peer may have received part of a message.
 pub struct AttestedStream<T: TlsConn> {
     io: T,
+    rbuf: ReadBuf,
+    broken: bool,
     config: Arc<ChannelConfig>,
     exporter: [u8; 32],
     peer: PeerInfo,
@@ -52,7 +68,7 @@ impl<T: TlsConn> AttestedStream<T> {
         let (role, evidence) = match read_msg(&mut io).await? {
             Msg::Attest { role, evidence } => (role, evidence),
             Msg::Error { code, message } => return Err(ChannelError::Refused { code, message }),
-            Msg::Data(_) | Msg::Accepted => {
+            Msg::Data(_) | Msg::Tagged { .. } | Msg::Accepted => {
                 let err = ChannelError::attestation(
                     "attestation_missing",
                     "peer sent data before attesting",
@@ -81,6 +97,8 @@ impl<T: TlsConn> AttestedStream<T> {
         tracing::debug!(role = %config.role, peer = %role, tee = %verified.claims().tee.label(), "attested channel established");
         Ok(Self {
             io,
+            rbuf: ReadBuf::new(),
+            broken: false,
             config,
             exporter,
             peer: PeerInfo {
@@ -112,6 +130,23 @@ impl<T: TlsConn> AttestedStream<T> {
 
     /// Sends one message, refreshing keys and re-attesting first when due.
     pub async fn send(&mut self, data: &[u8]) -> Result<(), ChannelError> {
+        self.send_msg(Msg::Data(data.to_vec())).await
+    }
+
+    /// Sends one message of exchange `id`; the peer answers with [`Self::send_tagged`] and the
+    /// same id, so several exchanges may be in flight at once.
+    pub async fn send_tagged(&mut self, id: u64, data: &[u8]) -> Result<(), ChannelError> {
+        self.send_msg(Msg::Tagged {
+            id,
+            data: data.to_vec(),
+        })
+        .await
+    }
+
+    async fn send_msg(&mut self, msg: Msg) -> Result<(), ChannelError> {
+        self.usable()?;
+        // Cleared only when the whole message is written (see the type's documentation).
+        self.broken = true;
         if self.keys_refreshed_at.elapsed() >= self.config.key_rotation_interval {
             self.io.refresh_keys()?;
             self.keys_refreshed_at = Instant::now();
@@ -122,36 +157,61 @@ impl<T: TlsConn> AttestedStream<T> {
             send_evidence(&mut self.io, &self.config, &self.exporter).await?;
             self.own_attested_at = Instant::now();
         }
-        let msg = Msg::Data(data.to_vec());
         let sent = write_msg(&mut self.io, &msg).await;
-        if let Msg::Data(mut copy) = msg {
+        if let Msg::Data(mut copy) | Msg::Tagged { data: mut copy, .. } = msg {
             zeroize::Zeroize::zeroize(&mut copy);
         }
+        self.broken = sent.is_err();
         sent
     }
 
-    /// Receives the next message, verifying any fresh evidence the peer sends first.
+    fn usable(&self) -> Result<(), ChannelError> {
+        if self.broken {
+            return Err(ChannelError::Protocol(
+                "the channel failed earlier (a message was cut off or refused)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Receives the next untagged message, verifying any fresh evidence the peer sends
+    /// first. Cancel-safe.
     pub async fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+        match self.recv_any().await? {
+            Incoming { id: None, data } => Ok(data),
+            Incoming { id: Some(_), .. } => {
+                let err = ChannelError::Protocol("unexpected tagged message".into());
+                Err(self.refuse(err).await)
+            }
+        }
+    }
+
+    /// Receives the next message, tagged or not, verifying any fresh evidence the peer sends
+    /// first. Cancel-safe: a message is taken from the buffer only when it is returned.
+    pub async fn recv_any(&mut self) -> Result<Incoming, ChannelError> {
+        self.usable()?;
         loop {
-            match read_msg(&mut self.io).await? {
-                Msg::Data(data) => {
-                    let age = self.peer_verified_at.elapsed();
-                    if age > self.config.max_attestation_age {
-                        let err = ChannelError::Stale {
-                            age_secs: age.as_secs(),
-                            max_secs: self.config.max_attestation_age.as_secs(),
-                        };
-                        return Err(refuse(&mut self.io, err).await);
+            let msg = match self.rbuf.take_msg() {
+                Ok(Some(msg)) => msg,
+                Ok(None) => {
+                    if let Err(e) = self.rbuf.fill(&mut self.io).await {
+                        self.broken = true;
+                        return Err(e);
                     }
-                    return Ok(data);
+                    continue;
                 }
+                Err(e) => return Err(self.refuse(e).await),
+            };
+            let (id, data) = match msg {
+                Msg::Data(data) => (None, data),
+                Msg::Tagged { id, data } => (Some(id), data),
                 Msg::Attest { role, evidence } => {
                     if role != self.peer.role {
                         let err = ChannelError::attestation(
                             "role_changed",
                             format!("peer re-attested as `{role}`, not `{}`", self.peer.role),
                         );
-                        return Err(refuse(&mut self.io, err).await);
+                        return Err(self.refuse(err).await);
                     }
                     match check_peer(&self.config, &self.exporter, &role, &evidence) {
                         Ok(v) => {
@@ -159,19 +219,36 @@ impl<T: TlsConn> AttestedStream<T> {
                             self.peer_verified_at = Instant::now();
                             self.peer_attestations += 1;
                         }
-                        Err(e) => return Err(refuse(&mut self.io, e).await),
+                        Err(e) => return Err(self.refuse(e).await),
                     }
+                    continue;
                 }
                 Msg::Error { code, message } => {
+                    self.broken = true;
                     return Err(ChannelError::Refused { code, message });
                 }
                 Msg::Accepted => {
                     let err =
                         ChannelError::Protocol("unexpected verdict after establishment".into());
-                    return Err(refuse(&mut self.io, err).await);
+                    return Err(self.refuse(err).await);
                 }
+            };
+            let age = self.peer_verified_at.elapsed();
+            if age > self.config.max_attestation_age {
+                let err = ChannelError::Stale {
+                    age_secs: age.as_secs(),
+                    max_secs: self.config.max_attestation_age.as_secs(),
+                };
+                return Err(self.refuse(err).await);
             }
+            return Ok(Incoming { id, data });
         }
+    }
+
+    /// Marks the channel failed, tells the peer why (best effort) and returns the error.
+    async fn refuse(&mut self, err: ChannelError) -> ChannelError {
+        self.broken = true;
+        refuse(&mut self.io, err).await
     }
 
     /// Sends `request` and waits for the reply.
@@ -210,7 +287,7 @@ fn kind(msg: &Msg) -> &'static str {
     match msg {
         Msg::Attest { .. } => "evidence",
         Msg::Accepted => "a verdict",
-        Msg::Data(_) => "data",
+        Msg::Data(_) | Msg::Tagged { .. } => "data",
         Msg::Error { .. } => "an error",
     }
 }

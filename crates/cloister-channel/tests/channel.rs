@@ -442,3 +442,88 @@ async fn long_lived_connections_re_attest_and_stale_peers_are_cut_off() {
         "attestation_stale"
     );
 }
+
+/// A keyvault that reads `batch` tagged requests, then answers them in reverse order, each
+/// with its payload prefixed by "re:" (an id of its choosing instead when `wrong_id` is set).
+async fn reversing_server(
+    cfg: ChannelConfig,
+    batch: usize,
+    wrong_id: Option<u64>,
+) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = ChannelAcceptor::new(Arc::new(cfg)).expect("acceptor");
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut ch = acceptor.accept(tcp).await.expect("attest");
+        loop {
+            let mut got = Vec::new();
+            while got.len() < batch {
+                match ch.recv_any().await {
+                    Ok(cloister_channel::Incoming { id: Some(id), data }) => got.push((id, data)),
+                    _ => return,
+                }
+            }
+            for (id, data) in got.into_iter().rev() {
+                let reply = [b"re:".as_slice(), &data].concat();
+                if ch
+                    .send_tagged(wrong_id.unwrap_or(id), &reply)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_multiplexed_channel_matches_replies_that_come_out_of_order() {
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    let addr = reversing_server(config(&p, "keyvault", KV, None), 3, None).await;
+    let ch = cloister_channel::Multiplexed::spawn(
+        connect(config(&p, "executor", EX, None), addr)
+            .await
+            .expect("channel"),
+        16,
+    );
+    assert_eq!(ch.peer().role, "keyvault");
+    // Three in flight at once; the server answers the last first.
+    let calls = ["a", "b", "c"].map(|m| {
+        let ch = ch.clone();
+        tokio::spawn(async move { ch.call(m.as_bytes()).await.expect("call") })
+    });
+    for (m, call) in ["a", "b", "c"].iter().zip(calls) {
+        assert_eq!(call.await.expect("join"), format!("re:{m}").into_bytes());
+    }
+    // A caller that gives up leaves the others, and the channel, unharmed.
+    let abandoned = tokio::time::timeout(Duration::from_millis(50), ch.call(b"gone")).await;
+    assert!(abandoned.is_err(), "the server waits for three requests");
+    let (x, y) = tokio::join!(ch.call(b"x"), ch.call(b"y"));
+    assert_eq!(x.expect("x"), b"re:x");
+    assert_eq!(y.expect("y"), b"re:y");
+    assert!(!ch.is_closed());
+}
+
+#[tokio::test]
+async fn a_reply_to_an_exchange_not_in_flight_closes_a_multiplexed_channel() {
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    let addr = reversing_server(config(&p, "keyvault", KV, None), 2, Some(999)).await;
+    let ch = cloister_channel::Multiplexed::spawn(
+        connect(config(&p, "executor", EX, None), addr)
+            .await
+            .expect("channel"),
+        16,
+    );
+    let (a, b) = tokio::join!(ch.call(b"a"), ch.call(b"b"));
+    for r in [a, b] {
+        assert_eq!(r.expect_err("refused").code(), "channel_protocol");
+    }
+    assert!(ch.is_closed());
+    assert!(
+        ch.call(b"later").await.is_err(),
+        "a failed channel stays failed"
+    );
+}

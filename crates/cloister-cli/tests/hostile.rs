@@ -696,6 +696,34 @@ async fn the_executor_allowlist_is_a_registry_entry_only_an_admin_changes() {
     assert_eq!(before["setBy"], "bootstrap");
     let this_build = before["measurements"][0].as_str().unwrap().to_owned();
     let original = before["policy"].as_str().unwrap().to_owned();
+    // A function that signs: its signatures travel on the executor's multiplexed signing
+    // channel, which the policy binds as much as the channel secrets travel on.
+    let signer = p
+        .admin()
+        .deploy(&DeployRequest {
+            required_keys: vec!["pk".into()],
+            ..DeployRequest::javascript("psigner", SIGNER)
+        })
+        .await
+        .unwrap();
+    p.admin()
+        .write_key(&cloister_authority::ops::KeyWrite {
+            function_id: signer.function_id.clone(),
+            function: "psigner".into(),
+            name: "pk".into(),
+            op: cloister_authority::ops::KeyOp::Create {
+                algorithm: "ed25519".into(),
+                exportable: false,
+            },
+        })
+        .await
+        .unwrap();
+    let sign_once = || async {
+        p.admin()
+            .invoke("psigner", r#"{"key":"pk","msg":"hello"}"#, None)
+            .await
+    };
+    assert_eq!(sign_once().await.unwrap().result.get(), r#"{"v":1,"n":64}"#);
 
     // A developer identity cannot change it, even relayed with the admin's token.
     let dev = p.developer_identity("dev").await;
@@ -741,6 +769,15 @@ async fn the_executor_allowlist_is_a_registry_entry_only_an_admin_changes() {
             }
         }
     }
+    // Nor signatures: the signing channel is refused and cut at its next request.
+    let e = sign_once()
+        .await
+        .expect_err("signed for a build off the policy");
+    let text = e.to_string();
+    assert!(
+        text.contains("attestation_failed") || text.contains("executor policy"),
+        "{text}"
+    );
     // Putting this build back (version 3) lets its executor re-attest and run again.
     set_policy(&p, &file, &original, &root);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -748,6 +785,11 @@ async fn the_executor_allowlist_is_a_registry_entry_only_an_admin_changes() {
         match p.admin().invoke("victim", "null", None).await {
             Ok(r) => {
                 assert_eq!(r.result.get(), r#"{"ok":true}"#);
+                assert_eq!(
+                    sign_once().await.unwrap().result.get(),
+                    r#"{"v":1,"n":64}"#,
+                    "the signing channel re-attests too"
+                );
                 break;
             }
             Err(e) => {

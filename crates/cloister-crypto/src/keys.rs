@@ -114,6 +114,17 @@ pub struct KeySignature {
 pub struct KeyMaterial {
     algorithm: KeyAlgorithm,
     secret: Zeroizing<[u8; 32]>,
+    /// The signing key, parsed on first use and kept: an Ed25519 or ECDSA key's public half
+    /// takes a scalar multiplication to derive, as much as a signature costs.
+    parsed: std::sync::OnceLock<Parsed>,
+}
+
+/// A key parsed for signing. The ECDSA keys zeroize themselves when dropped; aws-lc wipes
+/// the Ed25519 key's memory as it frees it.
+enum Parsed {
+    Ed25519(Ed25519KeyPair),
+    P256(p256::ecdsa::SigningKey),
+    K256(k256::ecdsa::SigningKey),
 }
 
 impl std::fmt::Debug for KeyMaterial {
@@ -135,6 +146,7 @@ impl KeyMaterial {
             let k = Self {
                 algorithm,
                 secret: Zeroizing::new(random_bytes::<32>()?),
+                parsed: std::sync::OnceLock::new(),
             };
             if k.check().is_ok() {
                 return Ok(k);
@@ -152,6 +164,7 @@ impl KeyMaterial {
         let mut k = Self {
             algorithm,
             secret: Zeroizing::new([0u8; 32]),
+            parsed: std::sync::OnceLock::new(),
         };
         k.secret.copy_from_slice(secret);
         k.check()?;
@@ -317,19 +330,53 @@ impl KeyMaterial {
         })
     }
 
-    fn ed25519(&self) -> Result<Ed25519KeyPair, CryptoError> {
-        Ed25519KeyPair::from_seed_unchecked(&*self.secret)
-            .map_err(|_| CryptoError::malformed("Ed25519 seed", "rejected"))
+    /// The parsed key, built on first use.
+    fn parsed(&self) -> Result<&Parsed, CryptoError> {
+        if let Some(p) = self.parsed.get() {
+            return Ok(p);
+        }
+        let p = match self.algorithm {
+            KeyAlgorithm::Ed25519 => Parsed::Ed25519(
+                Ed25519KeyPair::from_seed_unchecked(&*self.secret)
+                    .map_err(|_| CryptoError::malformed("Ed25519 seed", "rejected"))?,
+            ),
+            KeyAlgorithm::EcdsaP256 => Parsed::P256(
+                p256::ecdsa::SigningKey::from_slice(&*self.secret)
+                    .map_err(|_| CryptoError::malformed("P-256 key", "invalid scalar"))?,
+            ),
+            KeyAlgorithm::EcdsaSecp256k1 => Parsed::K256(
+                k256::ecdsa::SigningKey::from_slice(&*self.secret)
+                    .map_err(|_| CryptoError::malformed("secp256k1 key", "invalid scalar"))?,
+            ),
+            KeyAlgorithm::HmacSha256 => {
+                return Err(CryptoError::malformed(
+                    "HMAC key",
+                    "has no signing key pair",
+                ));
+            }
+        };
+        Ok(self.parsed.get_or_init(|| p))
     }
 
-    fn p256(&self) -> Result<p256::ecdsa::SigningKey, CryptoError> {
-        p256::ecdsa::SigningKey::from_slice(&*self.secret)
-            .map_err(|_| CryptoError::malformed("P-256 key", "invalid scalar"))
+    fn ed25519(&self) -> Result<&Ed25519KeyPair, CryptoError> {
+        match self.parsed()? {
+            Parsed::Ed25519(k) => Ok(k),
+            _ => Err(CryptoError::malformed("key", "not an Ed25519 key")),
+        }
     }
 
-    fn k256(&self) -> Result<k256::ecdsa::SigningKey, CryptoError> {
-        k256::ecdsa::SigningKey::from_slice(&*self.secret)
-            .map_err(|_| CryptoError::malformed("secp256k1 key", "invalid scalar"))
+    fn p256(&self) -> Result<&p256::ecdsa::SigningKey, CryptoError> {
+        match self.parsed()? {
+            Parsed::P256(k) => Ok(k),
+            _ => Err(CryptoError::malformed("key", "not a P-256 key")),
+        }
+    }
+
+    fn k256(&self) -> Result<&k256::ecdsa::SigningKey, CryptoError> {
+        match self.parsed()? {
+            Parsed::K256(k) => Ok(k),
+            _ => Err(CryptoError::malformed("key", "not a secp256k1 key")),
+        }
     }
 }
 

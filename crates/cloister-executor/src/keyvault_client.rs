@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloister_channel::{AttestedStream, ChannelConnector, ChannelError};
+use cloister_channel::{AttestedStream, ChannelConnector, ChannelError, Multiplexed};
 use cloister_rpc::keyvault::{
     ExecutorMessage, KeyvaultReply, ReadBatch, ReadRecord, ReleaseRequest, SignRequest,
     executor_message, keyvault_reply, release_response,
@@ -44,7 +44,7 @@ pub struct KeyvaultSecrets {
     addr: String,
     connector: ChannelConnector,
     conn: tokio::sync::Mutex<Option<Conn>>,
-    sign_pool: SignPool,
+    signing: SignChannel,
     cache: Mutex<HashMap<CacheKey, Cached>>,
     ttl: Duration,
     fetches: std::sync::atomic::AtomicU64,
@@ -53,40 +53,17 @@ pub struct KeyvaultSecrets {
     boot_id: String,
 }
 
-/// Attested channels signing requests may use at once (each carries one request at a time;
-/// keyvault serves them in parallel and commits their audit entries together).
-pub const SIGN_CHANNELS: usize = 8;
+/// Signing requests in flight at once on the signing channel (keyvault serves them
+/// concurrently and commits their audit entries together); later ones queue.
+pub const SIGN_IN_FLIGHT: usize = 128;
 
-/// Channels for `context.sign`: signatures are many and small, so they get channels of their
-/// own, opened on demand up to a bound, instead of queueing behind one another and behind
-/// releases on the main channel (which alone carries read records, so keyvault's record of
-/// this executor's reads stays on one connection).
-struct SignPool {
-    idle: Mutex<Vec<Conn>>,
-    permits: tokio::sync::Semaphore,
-}
-
-impl SignPool {
-    fn new(size: usize) -> Self {
-        Self {
-            idle: Mutex::new(Vec::new()),
-            permits: tokio::sync::Semaphore::new(size),
-        }
-    }
-
-    fn take(&self) -> Option<Conn> {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
-    }
-
-    fn put(&self, c: Conn) {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(c);
-    }
+/// The channel for `context.sign`: signatures are many and small, so they get a channel of
+/// their own, multiplexed, instead of queueing behind one another and behind releases on the
+/// main channel (which alone carries read records, so keyvault's record of this executor's
+/// reads stays on one connection). Attested on first use and again after it fails.
+#[derive(Default)]
+struct SignChannel {
+    current: tokio::sync::Mutex<Option<Multiplexed>>,
 }
 
 /// How often buffered read records are sent to keyvault (the most a crash can lose).
@@ -113,7 +90,7 @@ impl KeyvaultSecrets {
             addr,
             connector,
             conn: tokio::sync::Mutex::new(None),
-            sign_pool: SignPool::new(SIGN_CHANNELS),
+            signing: SignChannel::default(),
             cache: Mutex::new(HashMap::new()),
             ttl,
             fetches: std::sync::atomic::AtomicU64::new(0),
@@ -269,46 +246,46 @@ impl KeyvaultSecrets {
         ))
     }
 
-    /// One exchange on a signing channel; `answer` reads the reply, and a reply it does not
+    /// The signing channel, attested now if there is none or the last one failed.
+    async fn signing_channel(&self) -> Result<Multiplexed, SecretError> {
+        let mut current = self.signing.current.lock().await;
+        if let Some(ch) = current.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(ch.clone());
+        }
+        let ch = self.connect().await.map_err(|e| {
+            SecretError::Unavailable(format!("cannot reach keyvault at {}: {e}", self.addr))
+        })?;
+        let ch = Multiplexed::spawn(ch, SIGN_IN_FLIGHT);
+        *current = Some(ch.clone());
+        Ok(ch)
+    }
+
+    /// One exchange on the signing channel; `answer` reads the reply, and a reply it does not
     /// accept drops that channel (the next exchange attests a fresh one). A call dropped
-    /// half-way drops its channel with it, as on the main channel.
+    /// half-way abandons its own exchange only.
     async fn call_signing<T>(
         &self,
         request: &[u8],
         answer: impl Fn(&[u8]) -> Option<T>,
     ) -> Result<T, SecretError> {
-        let _permit = self
-            .sign_pool
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| SecretError::Unavailable("keyvault signing channels closed".into()))?;
         for attempt in 0..2 {
-            let mut conn = match self.sign_pool.take() {
-                Some(c) => c,
-                None => self.connect().await.map_err(|e| {
-                    SecretError::Unavailable(format!("cannot reach keyvault at {}: {e}", self.addr))
-                })?,
-            };
-            match conn.call(request).await {
+            let ch = self.signing_channel().await?;
+            match ch.call(request).await {
                 Ok(reply) => {
-                    return match answer(&reply) {
-                        Some(t) => {
-                            self.sign_pool.put(conn);
-                            Ok(t)
-                        }
-                        None => {
-                            tracing::error!(
-                                "keyvault's reply does not answer the signing request; channel dropped"
-                            );
-                            Err(SecretError::Unavailable(
-                                "unexpected keyvault reply to a signing request".into(),
-                            ))
-                        }
-                    };
+                    return answer(&reply).ok_or_else(|| {
+                        tracing::error!(
+                            "keyvault's reply does not answer the signing request; channel dropped"
+                        );
+                        ch.close();
+                        SecretError::Unavailable(
+                            "unexpected keyvault reply to a signing request".into(),
+                        )
+                    });
                 }
-                Err(e) if attempt == 0 => {
-                    tracing::info!(error = %e, "keyvault signing channel failed; reconnecting");
+                // The channel was closed before this request went out (keyvault restarted):
+                // one retry on a fresh one.
+                Err(ChannelError::Closed) if attempt == 0 => {
+                    tracing::info!("keyvault signing channel closed; reconnecting");
                 }
                 Err(e) => return Err(SecretError::Unavailable(format!("keyvault channel: {e}"))),
             }

@@ -4,11 +4,13 @@
 //! - `vault, 1 caller` / `vault, 32 callers`: `Vault::sign_for_function` in process: the run
 //!   authorised, the key looked up, the signature made and its `key.sign` entry committed
 //!   (SQLite, synchronous=FULL, group commit);
-//! - `channel, 1 client` / `channel, 8 clients`: the same over keyvault's attested channel
-//!   (sim TEE, TLS 1.3 over loopback TCP), each client on its own warm connection, as the
-//!   executor's signing channels are.
+//! - `channel, 1 client`: the same over keyvault's attested channel (sim TEE, TLS 1.3 over
+//!   loopback TCP, a warm connection), one request at a time;
+//! - `1 channel, N callers`: N callers multiplexed on one warm channel, as the executor's
+//!   signing channel is (at most 128 requests in flight, as in the executor).
 //!
-//! `cargo bench -p cloister-keyvault --bench sign` (prints signs/s, median and p99 latency).
+//! `cargo bench -p cloister-keyvault --bench sign` (prints signs/s, median and p99 latency);
+//! `-- WORD` runs only the measurements whose label contains WORD (e.g. `-- "32 callers"`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +20,7 @@ use cloister_attest::sim::{SimAttester, SimPlatform, SimVerifier};
 use cloister_attest::{TrustStore, VerifierSet};
 use cloister_authority::manifest::{Manifest, ManifestLimits};
 use cloister_authority::{Identity, SignOptions, sign};
-use cloister_channel::{ChannelAcceptor, ChannelConfig, ChannelConnector};
+use cloister_channel::{ChannelAcceptor, ChannelConfig, ChannelConnector, Multiplexed};
 use cloister_crypto::SecretKey32;
 use cloister_crypto::keys::{KeyAlgorithm, KeyMaterial, SignHash};
 use cloister_keyvault::{Sealing, Vault};
@@ -30,6 +32,9 @@ use prost::Message;
 use tokio::net::{TcpListener, TcpStream};
 
 const MEASURE: Duration = Duration::from_secs(3);
+/// The executor's bound on signing requests in flight on its signing channel
+/// (`cloister_executor::keyvault_client::SIGN_IN_FLIGHT`).
+const IN_FLIGHT: usize = 128;
 
 fn report(label: &str, signs: usize, elapsed: Duration, mut lat: Vec<Duration>) {
     lat.sort();
@@ -64,14 +69,19 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(measure));
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    rt.block_on(run(measure, &only));
 }
 
-async fn run(measure: Duration) {
+async fn run(measure: Duration, only: &[String]) {
+    let wanted = |label: &str| only.is_empty() || only.iter().any(|w| label.contains(w.as_str()));
     // The floor: the signature alone.
     let key = KeyMaterial::generate(KeyAlgorithm::Ed25519).expect("key");
     let (mut n, mut lat, start) = (0, Vec::new(), Instant::now());
-    while start.elapsed() < measure {
+    while wanted("in-process floor") && start.elapsed() < measure {
         let t = Instant::now();
         std::hint::black_box(
             key.sign(b"transfer 5 to alice", SignHash::Sha256)
@@ -80,7 +90,9 @@ async fn run(measure: Duration) {
         lat.push(t.elapsed());
         n += 1;
     }
-    report("in-process floor", n, start.elapsed(), lat);
+    if wanted("in-process floor") {
+        report("in-process floor", n, start.elapsed(), lat);
+    }
 
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = Identity::from_seed([9u8; 32], "admin").expect("admin");
@@ -149,6 +161,10 @@ async fn run(measure: Duration) {
 
     // In process, one caller then 32.
     for callers in [1usize, 32] {
+        let label = format!("vault, {callers} caller(s)");
+        if !wanted(&label) {
+            continue;
+        }
         let deadline = Instant::now() + measure;
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -167,7 +183,7 @@ async fn run(measure: Duration) {
                 lat
             }));
         }
-        gather(&format!("vault, {callers} caller(s)"), start, tasks).await;
+        gather(&label, start, tasks).await;
     }
 
     // Over the attested channel.
@@ -221,35 +237,57 @@ async fn run(measure: Duration) {
         })),
     }
     .encode_to_vec();
-    for clients in [1usize, 8] {
-        let mut channels = Vec::new();
-        for _ in 0..clients {
-            let tcp = TcpStream::connect(addr).await.expect("connect");
-            let _ = tcp.set_nodelay(true);
-            let mut ch = connector.connect(tcp).await.expect("attest");
-            // Warm: the first exchange reads the key into keyvault's memory.
-            let _ = ch.call(&request).await.expect("warm");
-            channels.push(ch);
+    // One warm channel: one request at a time, then many callers multiplexed on it (as the
+    // executor's signing channel is).
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let _ = tcp.set_nodelay(true);
+    let mut ch = connector.connect(tcp).await.expect("attest");
+    // Warm: the first exchange reads the key into keyvault's memory.
+    let _ = ch.call(&request).await.expect("warm");
+    let deadline = Instant::now() + measure;
+    let start = Instant::now();
+    let mut lat = Vec::new();
+    while wanted("channel, 1 client") && Instant::now() < deadline {
+        let t = Instant::now();
+        let reply = ch.call(&request).await.expect("call");
+        expect_signed(&reply);
+        lat.push(t.elapsed());
+    }
+    if wanted("channel, 1 client") {
+        report("channel, 1 client", lat.len(), start.elapsed(), lat);
+    }
+
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let _ = tcp.set_nodelay(true);
+    let ch = Multiplexed::spawn(connector.connect(tcp).await.expect("attest"), IN_FLIGHT);
+    for callers in [8usize, 32, 128] {
+        let label = format!("1 channel, {callers} callers");
+        if !wanted(&label) {
+            continue;
         }
         let deadline = Instant::now() + measure;
         let start = Instant::now();
         let mut tasks = Vec::new();
-        for mut ch in channels {
-            let request = request.clone();
+        for _ in 0..callers {
+            let (ch, request) = (ch.clone(), request.clone());
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 while Instant::now() < deadline {
                     let t = Instant::now();
                     let reply = ch.call(&request).await.expect("call");
-                    match KeyvaultReply::decode(reply.as_slice()).map(|r| r.body) {
-                        Ok(Some(keyvault_reply::Body::Signed(_))) => {}
-                        other => panic!("unexpected reply {other:?}"),
-                    }
+                    expect_signed(&reply);
                     lat.push(t.elapsed());
                 }
                 lat
             }));
         }
-        gather(&format!("channel, {clients} client(s)"), start, tasks).await;
+        gather(&label, start, tasks).await;
+    }
+}
+
+fn expect_signed(reply: &[u8]) {
+    match KeyvaultReply::decode(reply).map(|r| r.body) {
+        Ok(Some(keyvault_reply::Body::Signed(_))) => {}
+        other => panic!("unexpected reply {other:?}"),
     }
 }

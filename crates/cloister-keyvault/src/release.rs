@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use cloister_audit::{Action, AuditDraft};
-use cloister_channel::{AttestedStream, ChannelAcceptor, ChannelError, TlsConn};
+use cloister_channel::{AttestedStream, ChannelAcceptor, ChannelError, Incoming, TlsConn};
 use cloister_rpc::keyvault::{
     ExecutorMessage, FleetKeys, FleetSecret, KeyvaultReply, ManifestView, ReadAck, ReadBatch,
     ReleaseError, ReleaseRequest, ReleaseResponse, Released, SignRequest, SignResponse,
@@ -173,18 +173,76 @@ async fn sign(vault: &Vault, req: SignRequest, actor: &str) -> Result<SignRespon
     })
 }
 
+/// The answer to a function's signing request, its refusal audited.
+async fn sign_reply(vault: &Vault, req: SignRequest, actor: &str) -> keyvault_reply::Body {
+    let (function_id, key, execution_id) = (
+        req.function_id.clone(),
+        req.key.clone(),
+        req.execution_id.clone(),
+    );
+    match sign(vault, req, actor).await {
+        Ok(r) => keyvault_reply::Body::Signed(r),
+        Err(r) => {
+            // Refused uses are audited like refused releases (within the refusals' budgets,
+            // by code).
+            let audit =
+                AuditDraft::new(actor, Action::AuthorityRefusal, namespace_of(&function_id))
+                    .detail("operation", "sign")
+                    .detail("key", key.chars().take(64).collect::<String>())
+                    .detail("code", r.code.as_str())
+                    .detail("reason", r.message.clone())
+                    .detail("execution_id", execution_id);
+            if let Err(e) = vault.audit_untrusted(audit).await {
+                tracing::error!(error = %e, "cannot audit a refused key use");
+            }
+            keyvault_reply::Body::Error(r.into_wire())
+        }
+    }
+}
+
+/// Exchanges one executor connection may have running at once. Tagged signing requests run
+/// concurrently (their audit entries share commits); everything else is answered in order.
+/// Beyond the bound keyvault stops reading the connection until a reply is sent.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Sends `reply` as the answer to the exchange `id` (or untagged).
+async fn answer<T: TlsConn>(
+    ch: &mut AttestedStream<T>,
+    id: Option<u64>,
+    reply: &[u8],
+) -> Result<(), ChannelError> {
+    match id {
+        Some(id) => ch.send_tagged(id, reply).await,
+        None => ch.send(reply).await,
+    }
+}
+
 async fn serve_connection<T: TlsConn>(
     mut ch: AttestedStream<T>,
-    vault: &Vault,
+    vault: &Arc<Vault>,
     measurement: &str,
 ) -> Result<(), ChannelError> {
     let actor = format!("executor:{measurement}");
     let mut reads = ReadState::default();
     let mut last_fleet = None;
     let policy_version = vault.authority().executor_policy_version();
+    let (done_tx, mut done_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(u64, zeroize::Zeroizing<Vec<u8>>)>();
+    let mut in_flight = 0usize;
     let result = loop {
-        let bytes = match ch.recv().await {
-            Ok(b) => b,
+        let incoming = tokio::select! {
+            biased;
+            Some((id, reply)) = done_rx.recv() => {
+                in_flight -= 1;
+                if let Err(e) = ch.send_tagged(id, &reply).await {
+                    break Err(e);
+                }
+                continue;
+            }
+            incoming = ch.recv_any(), if in_flight < MAX_IN_FLIGHT => incoming,
+        };
+        let (id, bytes) = match incoming {
+            Ok(Incoming { id, data }) => (id, data),
             Err(ChannelError::Closed) => break Ok(()),
             Err(e) => break Err(e),
         };
@@ -216,7 +274,7 @@ async fn serve_connection<T: TlsConn>(
             let msg = KeyvaultReply {
                 body: Some(keyvault_reply::Body::Error(refusal.into_wire())),
             };
-            let _ = ch.send(&msg.encode_to_vec()).await;
+            let _ = answer(&mut ch, id, &msg.encode_to_vec()).await;
             let audit = AuditDraft::new(actor.as_str(), Action::AttestationFailure, "executor")
                 .detail("code", "measurement_not_allowed")
                 .detail("reason", "removed from the executor policy");
@@ -225,6 +283,23 @@ async fn serve_connection<T: TlsConn>(
             }
             break Ok(());
         }
+        let decoded = match (id, decoded) {
+            (Some(id), Ok(Some(executor_message::Body::Sign(req)))) => {
+                in_flight += 1;
+                let (vault, actor, done) = (vault.clone(), actor.clone(), done_tx.clone());
+                tokio::spawn(async move {
+                    let msg = KeyvaultReply {
+                        body: Some(sign_reply(&vault, req, &actor).await),
+                    };
+                    let _ = done.send((id, zeroize::Zeroizing::new(msg.encode_to_vec())));
+                });
+                if policy_changed {
+                    break Ok(());
+                }
+                continue;
+            }
+            (_, decoded) => decoded,
+        };
         let reply = match decoded {
             Ok(Some(executor_message::Body::Release(req))) => {
                 keyvault_reply::Body::Release(release_reply(release(vault, req, &actor).await))
@@ -235,34 +310,7 @@ async fn serve_connection<T: TlsConn>(
                     Err(r) => keyvault_reply::Body::Error(r.into_wire()),
                 }
             }
-            Ok(Some(executor_message::Body::Sign(req))) => {
-                let (function_id, key, execution_id) = (
-                    req.function_id.clone(),
-                    req.key.clone(),
-                    req.execution_id.clone(),
-                );
-                match sign(vault, req, &actor).await {
-                    Ok(r) => keyvault_reply::Body::Signed(r),
-                    Err(r) => {
-                        // Refused uses are audited like refused releases (within the
-                        // refusals' budgets, by code).
-                        let audit = AuditDraft::new(
-                            actor.as_str(),
-                            Action::AuthorityRefusal,
-                            namespace_of(&function_id),
-                        )
-                        .detail("operation", "sign")
-                        .detail("key", key.chars().take(64).collect::<String>())
-                        .detail("code", r.code.as_str())
-                        .detail("reason", r.message.clone())
-                        .detail("execution_id", execution_id);
-                        if let Err(e) = vault.audit_untrusted(audit).await {
-                            tracing::error!(error = %e, "cannot audit a refused key use");
-                        }
-                        keyvault_reply::Body::Error(r.into_wire())
-                    }
-                }
-            }
+            Ok(Some(executor_message::Body::Sign(req))) => sign_reply(vault, req, &actor).await,
             Ok(Some(executor_message::Body::Reads(batch))) => {
                 match record_reads(vault, batch, &actor, &mut reads).await {
                     Ok(n) => keyvault_reply::Body::Ack(ReadAck { recorded: n }),
@@ -299,7 +347,7 @@ async fn serve_connection<T: TlsConn>(
             }
             _ => {}
         }
-        if let Err(e) = ch.send(&encoded).await {
+        if let Err(e) = answer(&mut ch, id, &encoded).await {
             break Err(e);
         }
         if !allowed || policy_changed {
@@ -310,6 +358,18 @@ async fn serve_connection<T: TlsConn>(
             break Ok(());
         }
     };
+    // Signatures still being made are answered before the channel closes.
+    if result.is_ok() {
+        while in_flight > 0 {
+            let Some((id, reply)) = done_rx.recv().await else {
+                break;
+            };
+            in_flight -= 1;
+            if ch.send_tagged(id, &reply).await.is_err() {
+                break;
+            }
+        }
+    }
     if !reads.boot_id.is_empty() {
         let audit = AuditDraft::new(actor.as_str(), Action::ExecutorDisconnect, "executor")
             .detail("boot", reads.boot_id.clone())

@@ -36,13 +36,10 @@ pub(crate) fn append_in(
     draft: AuditDraft,
     keeper: Option<&crate::audit::AuditKeeper>,
 ) -> Result<AuditEntry, StoreError> {
+    // Cached statements: a group commit appends hundreds of entries per transaction.
     let head: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
+        .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(backend)?;
     if let Some(k) = keeper
         && let Some((seq, hash)) = k.expected()
@@ -72,10 +69,12 @@ pub(crate) fn append_in(
         e.mac = (k.mac)(&e.hash);
         k.stage(e.seq, e.hash.clone());
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash, mac) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
+    )
+    .and_then(|mut st| {
+        st.execute(params![
             to_i64(e.seq),
             e.at,
             e.actor,
@@ -85,8 +84,8 @@ pub(crate) fn append_in(
             e.prev_hash,
             e.hash,
             e.mac
-        ],
-    )
+        ])
+    })
     .map_err(backend)?;
     Ok(e)
 }
