@@ -122,6 +122,11 @@ impl Throughput {
     pub fn clients_count(&self) -> usize {
         self.clients
     }
+
+    /// Successful requests.
+    pub fn requests_count(&self) -> u64 {
+        self.requests
+    }
 }
 
 /// One timed phase: the latencies of successful requests, the failures, the wall time.

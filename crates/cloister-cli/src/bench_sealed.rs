@@ -10,7 +10,7 @@
 //!   client work that must not compete with the server here);
 //! - client-side cost of sealing, opening and verifying a receipt (medians).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -74,70 +74,10 @@ pub struct SealedReport {
     pub tee: String,
 }
 
-/// (pid, ppid, comm) of every process.
-fn processes() -> Vec<(u32, u32, String)> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // `comm` is in parentheses and may hold spaces: fields resume after the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_owned();
-        // Field 3 is the state, field 4 the parent.
-        let ppid = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0);
-        out.push((pid, ppid, comm));
-    }
-    out
-}
-
-/// CPU time of one process in nanoseconds: the sum of its threads' run time from
-/// `/proc/PID/task/*/schedstat` (nanosecond precision, where `stat`'s times come in 10 ms
-/// ticks, too coarse for a difference of tens of microseconds per call).
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    rd.flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// CPU nanoseconds of the local server processes, and how many there are.
 fn server_cpu_ns() -> (u64, usize) {
-    let me = std::process::id();
-    let all = processes();
-    let mut keep: HashSet<u32> = all
-        .iter()
-        .filter(|(pid, _, comm)| *pid != me && comm.starts_with("cloister"))
-        .map(|(pid, ..)| *pid)
-        .collect();
-    // Descendants (workers run from a sealed memfd and may carry another name).
-    loop {
-        let before = keep.len();
-        for (pid, ppid, _) in &all {
-            if keep.contains(ppid) && *pid != me {
-                keep.insert(*pid);
-            }
-        }
-        if keep.len() == before {
-            break;
-        }
-    }
-    (keep.iter().map(|pid| cpu_ns(*pid)).sum(), keep.len())
+    let s = crate::bench_cpu::CpuSnapshot::take();
+    (s.total_ns(), s.processes())
 }
 
 /// The request body for `call`; `evidence`: ask for the signer's evidence even when known.

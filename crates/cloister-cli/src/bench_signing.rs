@@ -14,6 +14,7 @@ use cloister_types::wire::DeployRequest;
 use serde::Serialize;
 
 use crate::bench::{Latency, Throughput, latency};
+use crate::bench_cpu::{CpuPerCall, CpuSnapshot};
 use crate::cli::{BenchArgs, Conn, TrustArgs};
 
 /// The function without the call.
@@ -41,6 +42,10 @@ pub struct SigningReport {
     pub throughput_ratio: f64,
     /// The signature alone, in this process (aws-lc-rs Ed25519), microseconds.
     pub in_process_sign_p50_us: f64,
+    /// Server CPU per call of the signing function at `clients`, by role.
+    pub cpu_signing: CpuPerCall,
+    /// The same for the plain function.
+    pub cpu_plain: CpuPerCall,
     /// TEE label of keyvault.
     pub tee: String,
 }
@@ -108,18 +113,24 @@ pub async fn run(
     );
     let token = crate::client_cmds::resolve_token(conn.token.clone())?;
     let body = cloister_client::invoke_body(PARAMS, None);
-    let (throughput_signing, throughput_plain) = crate::bench::load_pair(
-        &conn.url,
-        token,
-        [
-            "/v1/functions/bench-sign-ed25519/invoke",
-            "/v1/functions/bench-sign-plain/invoke",
-        ],
-        body,
-        args.clients,
-        args.seconds,
-    )
-    .await?;
+    // Each variant's phase is timed with the CPU every server process used during it.
+    let phase = async |path: &str| -> anyhow::Result<(Throughput, CpuPerCall)> {
+        let before = CpuSnapshot::take();
+        let t = crate::bench::load(
+            &conn.url,
+            token.clone(),
+            path,
+            body.clone(),
+            args.clients,
+            args.seconds,
+        )
+        .await?;
+        let cpu = before.per_call(&CpuSnapshot::take(), t.requests_count() as usize);
+        Ok((t, cpu))
+    };
+    let (throughput_signing, cpu_signing) =
+        phase("/v1/functions/bench-sign-ed25519/invoke").await?;
+    let (throughput_plain, cpu_plain) = phase("/v1/functions/bench-sign-plain/invoke").await?;
 
     let key = KeyMaterial::generate(KeyAlgorithm::Ed25519)?;
     let mut floor = Vec::with_capacity(10_000);
@@ -141,6 +152,8 @@ pub async fn run(
         warm_signing,
         warm_plain,
         in_process_sign_p50_us: floor.p50_ms * 1000.0,
+        cpu_signing,
+        cpu_plain,
         tee: kv.tee_label,
     })
 }
@@ -171,4 +184,15 @@ pub fn print_human(r: &SigningReport) {
         "  floor: the signature in process: p50 {:.1} µs",
         r.in_process_sign_p50_us
     );
+    let cpu = |c: &CpuPerCall| {
+        format!(
+            "{:>6.0} µs (gateway {:.0}, executor {:.0}, keyvault {:.0}, workers {:.0})",
+            c.total_us, c.gateway_us, c.executor_us, c.keyvault_us, c.workers_us
+        )
+    };
+    println!(
+        "  server CPU per call, signing    : {}",
+        cpu(&r.cpu_signing)
+    );
+    println!("  server CPU per call, plain      : {}", cpu(&r.cpu_plain));
 }

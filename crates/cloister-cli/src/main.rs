@@ -4,6 +4,7 @@
 
 mod attest_cmd;
 mod bench;
+mod bench_cpu;
 mod bench_sealed;
 mod bench_secrets;
 mod bench_signing;
