@@ -575,6 +575,22 @@ pub enum KeyCommand {
         /// The function whose namespace holds it.
         #[arg(long)]
         function: String,
+        /// An older version's public key, for signatures made before a rotation (default:
+        /// the newest).
+        #[arg(long)]
+        version: Option<u64>,
+        /// How the keyvault bundle is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Every version of a key and its public key, oldest first (each checked against
+    /// keyvault's signature).
+    Versions {
+        /// The key's name.
+        name: String,
+        /// The function whose namespace holds it.
+        #[arg(long)]
+        function: String,
         /// How the keyvault bundle is trusted.
         #[command(flatten)]
         trust: TrustArgs,

@@ -193,6 +193,50 @@ pub async fn run(conn: Conn, cmd: KeyCommand, json: bool) -> anyhow::Result<Exit
         KeyCommand::Public {
             name,
             function,
+            version: Some(version),
+            trust,
+        } => {
+            let versions = verified_versions(&conn, &function, &name, &trust).await?;
+            let v = versions
+                .versions
+                .into_iter()
+                .find(|v| v.version == version)
+                .with_context(|| format!("{name} of {function} has no version {version}"))?;
+            if json {
+                output::json(&v);
+            } else {
+                match &v.public_key {
+                    Some(pk) => println!("{pk}"),
+                    None => bail!("{name} is an {} key: it has no public half", v.algorithm),
+                }
+            }
+        }
+        KeyCommand::Versions {
+            name,
+            function,
+            trust,
+        } => {
+            let versions = verified_versions(&conn, &function, &name, &trust).await?;
+            if json {
+                output::json(&versions);
+            } else {
+                for v in &versions.versions {
+                    println!(
+                        "version {:<4} {:<16} {}{}",
+                        v.version,
+                        v.algorithm,
+                        v.public_key
+                            .as_deref()
+                            .unwrap_or("(symmetric: no public key)"),
+                        if v.imported { "  (imported)" } else { "" }
+                    );
+                }
+            }
+        }
+        KeyCommand::Public {
+            name,
+            function,
+            version: None,
             trust,
         } => {
             let list = verified_keys(&conn, &function, &trust).await?;
@@ -212,6 +256,21 @@ pub async fn run(conn: Conn, cmd: KeyCommand, json: bool) -> anyhow::Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every version of key `name` of `function`, each checked against keyvault's signature
+/// (the bundle verified with `trust`).
+async fn verified_versions(
+    conn: &Conn,
+    function: &str,
+    name: &str,
+    trust: &TrustArgs,
+) -> anyhow::Result<cloister_types::wire::KeyVersions> {
+    let mut c = client(conn)?;
+    let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
+    let versions = c.key_versions(function, name).await?;
+    cloister_client::keys::verify_versions(&versions, &kv.audit_key, function, name)?;
+    Ok(versions)
 }
 
 /// Function `function`'s keys, each checked against keyvault's signature (the bundle

@@ -1524,6 +1524,65 @@ async fn a_function_signs_with_the_keys_its_manifest_declares_and_independent_to
         true
     ));
 
+    // Older versions stay listed, each signed by keyvault: a signature made before the
+    // rotation is checked against version 1's public key.
+    let o = p.cli(&[
+        "--json",
+        "key",
+        "versions",
+        "ed",
+        "--function",
+        "signer",
+        "--sim-root",
+        &root,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let versions: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let listed: Vec<(u64, Vec<u8>)> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                hex::decode(v["publicKey"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![(1, public["ed"].clone().unwrap()), (2, new_pk.clone())]
+    );
+    let o = p.cli(&[
+        "key",
+        "public",
+        "ed",
+        "--function",
+        "signer",
+        "--version",
+        "1",
+        "--sim-root",
+        &root,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        hex::encode(public["ed"].clone().unwrap())
+    );
+    let o = p.cli(&[
+        "key",
+        "public",
+        "ed",
+        "--function",
+        "signer",
+        "--version",
+        "3",
+        "--sim-root",
+        &root,
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no version 3"), "{}", stderr(&o));
+
     // The listing shows public halves only; keys are not secrets; each signature is audited.
     let o = p.cli(&["--json", "key", "list", "--function", "signer"]);
     let list: Value = serde_json::from_slice(&o.stdout).unwrap();

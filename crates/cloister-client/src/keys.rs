@@ -2,7 +2,7 @@
 //! facts with its audit key, which a verified attestation bundle binds.
 
 use cloister_crypto::VerifyingKey;
-use cloister_types::wire::KeyInfo;
+use cloister_types::wire::{KeyInfo, KeyVersions};
 
 /// Why a key's facts are not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,49 @@ pub fn verify(
         .verify(&msg, &sig)
         .map_err(|_| KeyViewError::BadSignature(info.name.clone()))?;
     Ok(public)
+}
+
+/// Checks keyvault's signature over every version in `versions` with `audit_key` (from a
+/// verified bundle), and that they are key `name` of function `function`, numbered 1, 2, …
+/// with none left out; returns each version's number and public key (none for HMAC).
+pub fn verify_versions(
+    versions: &KeyVersions,
+    audit_key: &VerifyingKey,
+    function: &str,
+    name: &str,
+) -> Result<Vec<(u64, Option<Vec<u8>>)>, KeyViewError> {
+    if versions.function != function {
+        return Err(KeyViewError::OtherFunction {
+            found: versions.function.clone(),
+            expected: function.to_owned(),
+        });
+    }
+    let mut out = Vec::with_capacity(versions.versions.len());
+    for (i, v) in versions.versions.iter().enumerate() {
+        if v.version != i as u64 + 1 {
+            return Err(KeyViewError::Malformed("versions (not 1, 2, … in order)"));
+        }
+        let public = match &v.public_key {
+            Some(h) => Some(hex::decode(h).map_err(|_| KeyViewError::Malformed("publicKey"))?),
+            None => None,
+        };
+        let sig = hex::decode(&v.keyvault_signature)
+            .map_err(|_| KeyViewError::Malformed("keyvaultSignature"))?;
+        let msg = cloister_types::binding::key_version_message(
+            &versions.function_id,
+            &versions.function,
+            name,
+            &v.algorithm,
+            v.version,
+            public.as_deref().unwrap_or_default(),
+            v.imported,
+        );
+        audit_key
+            .verify(&msg, &sig)
+            .map_err(|_| KeyViewError::BadSignature(format!("{name} version {}", v.version)))?;
+        out.push((v.version, public));
+    }
+    Ok(out)
 }
 
 fn view_message(info: &KeyInfo, public_key: &[u8]) -> Vec<u8> {
@@ -193,4 +236,86 @@ pub fn open_export(
         .open(&info, b"", &sealed)
         .map_err(|_| KeyViewError::BadSignature(name.to_owned()))?;
     Ok(zeroize::Zeroizing::new(secret.expose().to_vec()))
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+    use cloister_crypto::SigningKey;
+    use cloister_types::wire::KeyVersionInfo;
+
+    /// Versions 1 and 2 of key `k` of function `f`, signed as keyvault signs them.
+    fn signed(audit: &SigningKey) -> KeyVersions {
+        let version = |n: u64, pk: [u8; 32]| KeyVersionInfo {
+            version: n,
+            algorithm: "ed25519".into(),
+            public_key: Some(hex::encode(pk)),
+            imported: false,
+            keyvault_signature: hex::encode(audit.sign(
+                &cloister_types::binding::key_version_message(
+                    "fid", "f", "k", "ed25519", n, &pk, false,
+                ),
+            )),
+        };
+        KeyVersions {
+            function_id: "fid".into(),
+            function: "f".into(),
+            name: "k".into(),
+            versions: vec![version(1, [1; 32]), version(2, [2; 32])],
+        }
+    }
+
+    #[test]
+    fn every_version_is_checked_and_none_may_be_swapped_dropped_or_moved() {
+        let audit = SigningKey::generate().unwrap();
+        let vk = audit.verifying_key();
+        let good = signed(&audit);
+        let got = verify_versions(&good, &vk, "f", "k").unwrap();
+        assert_eq!(got, vec![(1, Some(vec![1; 32])), (2, Some(vec![2; 32]))]);
+
+        // Another public key for version 1, or the versions' keys swapped.
+        let mut bad = good.clone();
+        bad.versions[0].public_key = Some(hex::encode([9u8; 32]));
+        assert!(matches!(
+            verify_versions(&bad, &vk, "f", "k"),
+            Err(KeyViewError::BadSignature(_))
+        ));
+        let mut bad = good.clone();
+        bad.versions.swap(0, 1);
+        assert!(verify_versions(&bad, &vk, "f", "k").is_err());
+        // Version 1 left out (a verifier would miss the key an old signature needs).
+        let mut bad = good.clone();
+        bad.versions.remove(0);
+        assert!(verify_versions(&bad, &vk, "f", "k").is_err());
+        // Another function's or another key's versions, or another keyvault's signatures.
+        assert!(verify_versions(&good, &vk, "g", "k").is_err());
+        assert!(verify_versions(&good, &vk, "f", "other").is_err());
+        let stranger = SigningKey::generate().unwrap().verifying_key();
+        assert!(verify_versions(&good, &stranger, "f", "k").is_err());
+    }
+
+    #[test]
+    fn a_statement_about_a_version_is_never_a_keys_current_view() {
+        let audit = SigningKey::generate().unwrap();
+        let v = &signed(&audit).versions[0];
+        // The same facts presented as the key's (current) view: keyvault signed them under
+        // the version domain, so the view check refuses them.
+        let view = KeyInfo {
+            name: "k".into(),
+            algorithm: v.algorithm.clone(),
+            version: v.version,
+            public_key: v.public_key.clone(),
+            function_id: "fid".into(),
+            function: "f".into(),
+            keyvault_signature: v.keyvault_signature.clone(),
+            exportable: false,
+            imported: false,
+            granted_to: Vec::new(),
+            write_signature: None,
+        };
+        assert!(matches!(
+            verify(&view, &audit.verifying_key(), "f"),
+            Err(KeyViewError::BadSignature(_))
+        ));
+    }
 }

@@ -913,6 +913,21 @@ impl Client {
         .await
     }
 
+    /// Every version of key `key` of function `name`, oldest first (check each with
+    /// [`keys::verify_version`]).
+    pub async fn key_versions(
+        &mut self,
+        name: &str,
+        key: &str,
+    ) -> Result<cloister_types::wire::KeyVersions, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/functions/{}/keys/{}/versions", seg(name), seg(key)),
+            None,
+        )
+        .await
+    }
+
     /// Rotates this client's identity to `new` (signed by the current key, with `new`'s proof
     /// of possession); keep using the returned client with `new` afterwards.
     pub async fn rotate_identity(

@@ -9,10 +9,11 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use cloister_rpc::keyvault::{
-    KeyExportRequest, KeyUseRequest, KeyView, ListKeysRequest, SignedRequest,
+    KeyExportRequest, KeyUseRequest, KeyVersionsRequest, KeyView, ListKeysRequest, SignedRequest,
 };
 use cloister_types::wire::{
-    KeyExportBody, KeyExported, KeyInfo, KeyList, KeyUseBody, KeyUseResult, KeyWriteBody,
+    KeyExportBody, KeyExported, KeyInfo, KeyList, KeyUseBody, KeyUseResult, KeyVersionInfo,
+    KeyVersions, KeyWriteBody,
 };
 use cloister_types::{ErrorCode, Role};
 
@@ -202,5 +203,54 @@ pub async fn list(
     Ok(Json(KeyList {
         function_id: f.function_id,
         keys: r.keys.into_iter().map(info).collect(),
+    }))
+}
+
+/// `GET /v1/functions/{name}/keys/{key}/versions`: every version of one of a function's keys,
+/// each signed by keyvault.
+pub async fn versions(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> HttpResult<Json<KeyVersions>> {
+    let caller = s.auth.authenticate(&headers).await?;
+    let Path((name, key)) =
+        path.map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    caller.require_function(&name)?;
+    cloister_types::KeyName::parse(&key)
+        .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    let f = s
+        .store
+        .get_version(&name, None)
+        .await?
+        .ok_or_else(|| not_found(&name, None))?;
+    let kv = keyvault(&s)?;
+    let r = kv
+        .client()
+        .list_key_versions(kv.request(KeyVersionsRequest {
+            function_id: f.function_id.clone(),
+            name: key.clone(),
+        }))
+        .await
+        .map_err(kv_error)?
+        .into_inner();
+    if r.versions.len() > 100_000 {
+        return Err(HttpError::new(ErrorCode::Internal, "too many key versions"));
+    }
+    Ok(Json(KeyVersions {
+        function_id: f.function_id,
+        function: r.function,
+        name: key,
+        versions: r
+            .versions
+            .into_iter()
+            .map(|v| KeyVersionInfo {
+                version: v.version,
+                algorithm: v.algorithm,
+                public_key: (!v.public_key.is_empty()).then(|| hex::encode(&v.public_key)),
+                imported: v.imported,
+                keyvault_signature: hex::encode(&v.keyvault_signature),
+            })
+            .collect(),
     }))
 }

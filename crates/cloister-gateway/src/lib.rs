@@ -82,6 +82,10 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/keys/use", post(keys::use_key))
         .route("/v1/keys/export", post(keys::export))
         .route("/v1/functions/{name}/keys", get(keys::list))
+        .route(
+            "/v1/functions/{name}/keys/{key}/versions",
+            get(keys::versions),
+        )
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .fallback(ops::not_found)

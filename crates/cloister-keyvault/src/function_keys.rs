@@ -451,6 +451,24 @@ impl Vault {
         Ok(out)
     }
 
+    /// Every version of key `name` of `function_id`, oldest first.
+    pub async fn key_versions(
+        &self,
+        function_id: &str,
+        name: &KeyName,
+    ) -> Result<Vec<KeyInfo>, VaultError> {
+        let versions = self.load_key_versions(function_id, name).await?;
+        if versions.is_empty() {
+            return Err(VaultError::KeyNotFound(name.to_string()));
+        }
+        let mut out = versions
+            .iter()
+            .map(|(v, key)| info(name, *v, key))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|k| k.version);
+        Ok(out)
+    }
+
     /// The public half of key `name` for an invocation of the function `manifest` describes
     /// (its run authorised by the caller): the manifest must declare the key and its limits
     /// allow `publicKey`.

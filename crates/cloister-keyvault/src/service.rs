@@ -688,6 +688,52 @@ impl Keyvault for KeyvaultService {
         Ok(Response::new(pb::ListKeysResponse { keys: views }))
     }
 
+    async fn list_key_versions(
+        &self,
+        req: Request<pb::KeyVersionsRequest>,
+    ) -> Result<Response<pb::KeyVersionsResponse>, Status> {
+        let r = req.into_inner();
+        let name = cloister_types::KeyName::parse(&r.name)
+            .map_err(|e| coded(ErrorCode::InvalidRequest, &e.to_string()))?;
+        let f = self
+            .vault
+            .authority()
+            .function(&r.function_id)
+            .await
+            .map_err(|d| status(VaultError::Denied(d)))?
+            .ok_or_else(|| coded(ErrorCode::FunctionNotFound, "no such function"))?;
+        let versions = self
+            .vault
+            .key_versions(&f.function_id, &name)
+            .await
+            .map_err(status)?
+            .into_iter()
+            .map(|k| {
+                let public_key = k.public_key.unwrap_or_default();
+                let message = cloister_types::binding::key_version_message(
+                    &f.function_id,
+                    &f.name,
+                    &k.name,
+                    k.algorithm.as_str(),
+                    k.version,
+                    &public_key,
+                    k.imported,
+                );
+                pb::KeyVersionView {
+                    version: k.version,
+                    algorithm: k.algorithm.as_str().to_owned(),
+                    public_key,
+                    imported: k.imported,
+                    keyvault_signature: self.vault.sign_key_version(&message).to_vec(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::KeyVersionsResponse {
+            function: f.name.clone(),
+            versions,
+        }))
+    }
+
     async fn register_manifest(
         &self,
         req: Request<SignedRequest>,

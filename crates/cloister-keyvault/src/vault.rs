@@ -1487,6 +1487,12 @@ impl Vault {
         (self.audit_key.sign(&view), write)
     }
 
+    /// keyvault's signature (audit key) over its statement about one version of a key
+    /// (`cloister_types::binding::key_version_message`).
+    pub fn sign_key_version(&self, message: &[u8]) -> [u8; 64] {
+        self.audit_key.sign(message)
+    }
+
     /// Signs an audit verdict for a client: Ed25519 by the audit (instance) key over the
     /// domain, the client's nonce and the report's JSON, so a relayed verdict cannot be forged
     /// or replayed.

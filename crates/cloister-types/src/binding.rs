@@ -265,6 +265,36 @@ pub fn key_view_message(k: &KeyViewFacts<'_>) -> Vec<u8> {
     framed(&parts)
 }
 
+/// Domain of keyvault's statement about one version of a key ([`key_version_message`]):
+/// distinct from [`key_view_message`]'s, so a statement about an older version can never be
+/// taken for the key's current view.
+pub const KEY_VERSION_DOMAIN: &[u8] = b"cloister/key-version/v1";
+
+/// What keyvault signs (audit key) for one version of a function's key: the function (id
+/// and name), the key's name and algorithm, the version, its public key and whether that
+/// version was imported, each length-prefixed. Verifiers of old signatures get the public
+/// key of the version that made them.
+pub fn key_version_message(
+    function_id: &str,
+    function: &str,
+    name: &str,
+    algorithm: &str,
+    version: u64,
+    public_key: &[u8],
+    imported: bool,
+) -> Vec<u8> {
+    framed(&[
+        KEY_VERSION_DOMAIN,
+        function_id.as_bytes(),
+        function.as_bytes(),
+        name.as_bytes(),
+        algorithm.as_bytes(),
+        &version.to_be_bytes(),
+        public_key,
+        &[u8::from(imported)],
+    ])
+}
+
 /// What keyvault signs (audit key) for a key change it made for an owner: the SHA-256 of the
 /// owner's signed request and the key's view after it ([`key_view_message`]). A gateway
 /// cannot answer a rotation, grant or revocation with a view from before it.

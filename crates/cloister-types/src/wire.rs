@@ -553,6 +553,40 @@ pub struct KeyList {
     pub keys: Vec<KeyInfo>,
 }
 
+/// One version of a function's key (`GET /v1/functions/{name}/keys/{key}/versions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyVersionInfo {
+    /// The version.
+    pub version: u64,
+    /// `ed25519`, `ecdsa-p256`, `ecdsa-secp256k1` or `hmac-sha256`.
+    pub algorithm: String,
+    /// Hex public key of this version (as in [`KeyInfo`]); absent for HMAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Whether this version was imported.
+    #[serde(default)]
+    pub imported: bool,
+    /// Hex Ed25519 signature by keyvault's audit key over
+    /// [`crate::binding::key_version_message`] (`cloister_client::keys::verify_version`).
+    pub keyvault_signature: String,
+}
+
+/// `GET /v1/functions/{name}/keys/{key}/versions` response: every version of one key,
+/// oldest first, so signatures made before a rotation can still be checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyVersions {
+    /// The function's id.
+    pub function_id: String,
+    /// Its name, as keyvault binds it.
+    pub function: String,
+    /// The key's name.
+    pub name: String,
+    /// Its versions, oldest first.
+    pub versions: Vec<KeyVersionInfo>,
+}
+
 /// `POST /v1/keys/use` request: an owner-signed use of a function's key
 /// (`cloister/key-use/v1`) and the message whose SHA-256 it binds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
