@@ -53,6 +53,9 @@ pub fn verify(
     Ok(public)
 }
 
+/// A version's number and its public key (none for HMAC).
+pub type VersionKey = (u64, Option<Vec<u8>>);
+
 /// Checks keyvault's signature over every version in `versions` with `audit_key` (from a
 /// verified bundle), and that they are key `name` of function `function`, numbered 1, 2, …
 /// with none left out; returns each version's number and public key (none for HMAC).
@@ -61,7 +64,7 @@ pub fn verify_versions(
     audit_key: &VerifyingKey,
     function: &str,
     name: &str,
-) -> Result<Vec<(u64, Option<Vec<u8>>)>, KeyViewError> {
+) -> Result<Vec<VersionKey>, KeyViewError> {
     if versions.function != function {
         return Err(KeyViewError::OtherFunction {
             found: versions.function.clone(),

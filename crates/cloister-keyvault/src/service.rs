@@ -694,7 +694,7 @@ impl Keyvault for KeyvaultService {
     ) -> Result<Response<pb::KeyVersionsResponse>, Status> {
         let r = req.into_inner();
         let name = cloister_types::KeyName::parse(&r.name)
-            .map_err(|e| coded(ErrorCode::InvalidRequest, &e.to_string()))?;
+            .map_err(|e| coded(ErrorCode::InvalidRequest, e.to_string()))?;
         let f = self
             .vault
             .authority()
