@@ -586,6 +586,12 @@ async fn use_key(
     }
     let (mut c, kv, function_id) =
         owner_session(conn, function, trust, "using a key through the API").await?;
+    // The gateway relays the message sealed to the attested keyvault, for this key only.
+    let sealed = kv.hpke.seal(
+        &cloister_types::binding::key_use_info(&function_id, name),
+        b"",
+        message,
+    )?;
     let (r, request_sha256) = c
         .use_key(
             &KeyUse {
@@ -597,7 +603,7 @@ async fn use_key(
                 message_sha256: hex::encode(sha2::Sha256::digest(message)),
                 op,
             },
-            message,
+            cloister_client::KeyUseMessage::Sealed(&sealed),
         )
         .await?;
     cloister_client::keys::verify_use(&r, &kv.audit_key, &request_sha256)?;

@@ -1676,10 +1676,66 @@ async fn an_owners_key_use_cannot_be_replayed_redirected_or_its_result_altered()
         .use_key(evil.req(KeyUseRequest {
             signed: req.clone(),
             message: b"pay 5000 to mallory".to_vec(),
+            sealed_message: Vec::new(),
         }))
         .await
         .unwrap_err();
     assert!(e.message().contains("message_sha256"), "{e:?}");
+
+    // A message sealed to keyvault (as the CLI sends it) is read by keyvault alone: it
+    // signs over it; the same bytes sealed for another key of the function, or sent with a
+    // plain message next to them, are refused.
+    let kv = p.trusted_keyvault().await;
+    let seal = |key: &str, m: &[u8]| {
+        kv.hpke
+            .seal(
+                &cloister_types::binding::key_use_info(&f.function_id, key),
+                b"",
+                m,
+            )
+            .unwrap()
+    };
+    let sealed_send = |signed: Vec<u8>, message: Vec<u8>, sealed_message: Vec<u8>| {
+        let evil = &evil;
+        async move {
+            evil.keyvault()
+                .await
+                .use_key(evil.req(KeyUseRequest {
+                    signed,
+                    message,
+                    sealed_message,
+                }))
+                .await
+        }
+    };
+    let req = signed_use(&mut owner, usage(b"pay 7 to bob", KeyUseOp::Sign)).await;
+    let sealed = seal("uk", b"pay 7 to bob");
+    assert!(
+        !sealed.windows(12).any(|w| w == b"pay 7 to bob"),
+        "the relayed bytes do not carry the message"
+    );
+    let e = sealed_send(req.clone(), Vec::new(), seal("other", b"pay 7 to bob"))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("sealed"), "{e:?}");
+    let req = signed_use(&mut owner, usage(b"pay 7 to bob", KeyUseOp::Sign)).await;
+    let e = sealed_send(req.clone(), b"pay 7 to bob".to_vec(), sealed.clone())
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("not both"), "{e:?}");
+    let req = signed_use(&mut owner, usage(b"pay 7 to bob", KeyUseOp::Sign)).await;
+    let signed_sealed = sealed_send(req.clone(), Vec::new(), sealed)
+        .await
+        .unwrap()
+        .into_inner();
+    let list = p.admin().keys("kuse").await.unwrap();
+    let public = cloister_client::keys::verify(&list.keys[0], &kv.audit_key, "kuse")
+        .unwrap()
+        .unwrap();
+    cloister_crypto::VerifyingKey::from_slice(&public)
+        .unwrap()
+        .verify(b"pay 7 to bob", &signed_sealed.signature)
+        .expect("keyvault signed the message it unsealed");
     // The request as signed succeeds once; its replay is refused.
     let req = signed_use(&mut owner, usage(b"pay 5 to bob", KeyUseOp::Sign)).await;
     let send = |signed: Vec<u8>, message: &'static [u8]| {
@@ -1690,6 +1746,7 @@ async fn an_owners_key_use_cannot_be_replayed_redirected_or_its_result_altered()
                 .use_key(evil.req(KeyUseRequest {
                     signed,
                     message: message.to_vec(),
+                    sealed_message: Vec::new(),
                 }))
                 .await
         }
@@ -1753,17 +1810,19 @@ async fn an_owners_key_use_cannot_be_replayed_redirected_or_its_result_altered()
     passed.valid = Some(true);
     assert!(cloister_client::keys::verify_use(&passed, &audit_key, &digest(&check_req)).is_err());
 
-    // keyvault signed exactly once; each refusal is audited.
+    // keyvault signed exactly twice (the plain and the sealed request); each refusal is
+    // audited.
     let audit = p.cli(&["--json", "audit", "list", "--limit", "1000"]);
     let text = String::from_utf8_lossy(&audit.stdout);
-    assert_eq!(text.matches("\"key.sign\"").count(), 1, "{text}");
+    assert_eq!(text.matches("\"key.sign\"").count(), 2, "{text}");
     let entries = audit_entries(&p).await;
     let refusals = entries
         .iter()
         .filter(|e| e["action"] == "authority.refusal" && details(e)["operation"] == "key_use")
         .count();
-    // The swapped message, the replay and Mallory's request.
-    assert_eq!(refusals, 3, "the refused uses are on the audit chain");
+    // The swapped message, the message sealed for another key, the message sent both ways,
+    // the replay and Mallory's request.
+    assert_eq!(refusals, 5, "the refused uses are on the audit chain");
 }
 
 /// `u` signed by `c`'s identity, as bytes.

@@ -801,7 +801,7 @@ impl Client {
     pub async fn use_key(
         &mut self,
         usage: &cloister_authority::ops::KeyUse,
-        message: &[u8],
+        message: KeyUseMessage<'_>,
     ) -> Result<(cloister_types::wire::KeyUseResult, [u8; 32]), ClientError> {
         use base64::Engine as _;
         use sha2::Digest as _;
@@ -814,9 +814,17 @@ impl Client {
                 .map_err(|_| ClientError::Signing("the signed request is not base64".into()))?,
         )
         .into();
-        let req = cloister_types::wire::KeyUseBody {
-            signed,
-            message: b64.encode(message),
+        let req = match message {
+            KeyUseMessage::Plain(m) => cloister_types::wire::KeyUseBody {
+                signed,
+                message: Some(b64.encode(m)),
+                sealed: None,
+            },
+            KeyUseMessage::Sealed(m) => cloister_types::wire::KeyUseBody {
+                signed,
+                message: None,
+                sealed: Some(b64.encode(m)),
+            },
         };
         let r = self
             .call(Method::POST, "/v1/keys/use", Some(to_json(&req)))
@@ -1131,4 +1139,15 @@ mod tests {
             br#"{"params":[1],"version":2}"#
         );
     }
+}
+
+/// The message of an owner's key use ([`Client::use_key`]), as it crosses the gateway.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum KeyUseMessage<'a> {
+    /// In plain: the gateway reads it.
+    Plain(&'a [u8]),
+    /// Sealed to keyvault's HPKE key with info `cloister_types::binding::key_use_info`
+    /// (function id, key name): only keyvault reads it.
+    Sealed(&'a [u8]),
 }

@@ -148,9 +148,26 @@ pub async fn use_key(
     let signed = b64
         .decode(&b.signed)
         .map_err(|_| HttpError::new(ErrorCode::InvalidRequest, "\"signed\" must be base64"))?;
-    let message = b64
-        .decode(&b.message)
-        .map_err(|_| HttpError::new(ErrorCode::InvalidRequest, "\"message\" must be base64"))?;
+    let (message, sealed_message) = match (&b.message, &b.sealed) {
+        (Some(m), None) => (
+            b64.decode(m).map_err(|_| {
+                HttpError::new(ErrorCode::InvalidRequest, "\"message\" must be base64")
+            })?,
+            Vec::new(),
+        ),
+        (None, Some(sealed)) => (
+            Vec::new(),
+            b64.decode(sealed).map_err(|_| {
+                HttpError::new(ErrorCode::InvalidRequest, "\"sealed\" must be base64")
+            })?,
+        ),
+        _ => {
+            return Err(HttpError::new(
+                ErrorCode::InvalidRequest,
+                "send exactly one of \"message\" (plain) and \"sealed\" (sealed to keyvault)",
+            ));
+        }
+    };
     let u = cloister_authority::request::inspect::<cloister_authority::ops::KeyUse>(&signed)
         .map_err(|e| HttpError::new(e.code(), e.to_string()))?
         .body;
@@ -160,7 +177,11 @@ pub async fn use_key(
     let kv = keyvault(&s)?;
     let r = kv
         .client()
-        .use_key(kv.request(KeyUseRequest { signed, message }))
+        .use_key(kv.request(KeyUseRequest {
+            signed,
+            message,
+            sealed_message,
+        }))
         .await
         .map_err(kv_error)?
         .into_inner();

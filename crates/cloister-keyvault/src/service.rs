@@ -315,6 +315,30 @@ impl KeyvaultService {
 
     /// An owner's key use whose signature checked out: the message must be the one signed
     /// for; keyvault signs its result over the request's digest.
+    /// The message of an owner's key use: sent in plain, or sealed to keyvault for this
+    /// function and key (opened here; the gateway never read it).
+    fn key_use_message(
+        &self,
+        r: &pb::KeyUseRequest,
+        u: &cloister_authority::ops::KeyUse,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError> {
+        if r.sealed_message.is_empty() {
+            return Ok(zeroize::Zeroizing::new(r.message.clone()));
+        }
+        if !r.message.is_empty() {
+            return Err(VaultError::Invalid(
+                "a key use carries its message in plain or sealed, not both".into(),
+            ));
+        }
+        self.vault
+            .hpke_open(
+                &cloister_types::binding::key_use_info(&u.function_id, &u.name),
+                &r.sealed_message,
+            )
+            .map(|m| zeroize::Zeroizing::new(m.expose().to_vec()))
+            .map_err(|_| VaultError::BadSealedValue)
+    }
+
     async fn use_key_for(
         &self,
         message: &[u8],
@@ -621,10 +645,13 @@ impl Keyvault for KeyvaultService {
         let r = req.into_inner();
         let authorized = self.vault.authority().authorize_key_use(&r.signed).await;
         let result = match authorized {
-            Ok((signer, u, request_sha256)) => {
-                self.use_key_for(&r.message, &signer.to_string(), &u, &request_sha256)
-                    .await
-            }
+            Ok((signer, u, request_sha256)) => match self.key_use_message(&r, &u) {
+                Ok(message) => {
+                    self.use_key_for(&message, &signer.to_string(), &u, &request_sha256)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
             Err(d) => Err(VaultError::Denied(d)),
         };
         match result {

@@ -177,6 +177,17 @@ pub fn key_import_info(function_id: &str, name: &str) -> Vec<u8> {
     ])
 }
 
+/// HPKE info of the message of an owner's key use sealed to keyvault (so the gateway
+/// relays it without reading it): the domain, the function id and the key's name, each
+/// length-prefixed.
+pub fn key_use_info(function_id: &str, name: &str) -> Vec<u8> {
+    framed(&[
+        b"cloister/key-use-message/v1",
+        function_id.as_bytes(),
+        name.as_bytes(),
+    ])
+}
+
 /// HPKE info of a key's secret keyvault seals to an export's recipient: the domain, the
 /// function id, the key's name, its algorithm and version, each length-prefixed.
 pub fn key_export_info(function_id: &str, name: &str, algorithm: &str, version: u64) -> Vec<u8> {

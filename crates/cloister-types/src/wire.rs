@@ -594,8 +594,14 @@ pub struct KeyVersions {
 pub struct KeyUseBody {
     /// Base64 COSE_Sign1 of a `KeyUse` made by an owner's identity.
     pub signed: String,
-    /// Base64 message (at most 64 KiB).
-    pub message: String,
+    /// Base64 message (at most 64 KiB), in plain: the gateway reads it. Exactly one of
+    /// `message` and `sealed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Base64 of the message sealed to keyvault's HPKE key (info
+    /// `crate::binding::key_use_info`): only keyvault reads it. The CLI sends this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 /// `POST /v1/keys/use` response: keyvault's result, signed by its audit key.
