@@ -3,18 +3,25 @@
 //!
 //! Callers may give up (a deadline, a client gone) without harming the channel: their reply
 //! is dropped when it comes. A failed channel fails every exchange in flight and every later
-//! one; [`Multiplexed::is_closed`] tells the owner to attest a new one.
+//! one; [`Multiplexed::is_closed`] tells the owner to attest a new one. So does a peer that
+//! leaves an exchange unanswered for longer than the reply timeout.
+//!
+//! [`ChannelError::Closed`] from [`Multiplexed::call`] means the request was never sent (a
+//! retry on a new channel cannot repeat it); an exchange in flight when the channel failed
+//! gets [`ChannelError::Protocol`] (the peer may have acted on it).
 //!
 //! The task writes a request and reads replies in turn, never both at once. That cannot
 //! deadlock as long as the peer reads requests while its replies wait to be written, or
 //! the replies in flight ([`Multiplexed::spawn`]'s bound times their size) fit in the
 //! socket buffers: keep the bound and the replies small (signatures, not secret bundles).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::error::ChannelError;
@@ -29,6 +36,7 @@ type Call = (Zeroizing<Vec<u8>>, oneshot::Sender<Reply>);
 pub struct Multiplexed {
     calls: mpsc::Sender<Call>,
     closed: Arc<AtomicBool>,
+    stop: Arc<Notify>,
     peer: PeerInfo,
 }
 
@@ -43,15 +51,31 @@ impl std::fmt::Debug for Multiplexed {
 
 impl Multiplexed {
     /// Starts the task driving `stream`, with at most `in_flight` exchanges waiting for
-    /// their replies (later calls queue). Must be called within a tokio runtime.
-    pub fn spawn<T: TlsConn + 'static>(stream: AttestedStream<T>, in_flight: usize) -> Self {
+    /// their replies (later calls queue); an exchange unanswered for `reply_timeout` fails the
+    /// channel. Must be called within a tokio runtime.
+    pub fn spawn<T: TlsConn + 'static>(
+        stream: AttestedStream<T>,
+        in_flight: usize,
+        reply_timeout: Duration,
+    ) -> Self {
         let (calls, rx) = mpsc::channel(in_flight.max(1));
         let closed = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Notify::new());
         let peer = stream.peer().clone();
-        tokio::spawn(drive(stream, rx, in_flight.max(1), closed.clone()));
+        tokio::spawn(drive(
+            stream,
+            rx,
+            Limits {
+                in_flight: in_flight.max(1),
+                reply_timeout,
+            },
+            closed.clone(),
+            stop.clone(),
+        ));
         Self {
             calls,
             closed,
+            stop,
             peer,
         }
     }
@@ -70,10 +94,12 @@ impl Multiplexed {
         rx.await.map_err(|_| ChannelError::Closed)?
     }
 
-    /// Marks the channel closed (its owner no longer trusts it): [`Self::is_closed`] turns
-    /// true, and the task ends once the last handle is dropped.
+    /// Closes the channel (its owner no longer trusts it): [`Self::is_closed`] turns true,
+    /// and every exchange still waiting fails.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        // The task fails every exchange still waiting and stops.
+        self.stop.notify_one();
     }
 
     /// Whether the channel has failed or closed (every call now fails).
@@ -87,29 +113,43 @@ impl Multiplexed {
     }
 }
 
-/// Why the exchanges in flight failed, for each of them (errors are not `Clone`).
+/// Why the exchanges in flight failed, for each of them (errors are not `Clone`). Never
+/// [`ChannelError::Closed`]: the peer may have acted on them.
 fn failure(e: &ChannelError) -> ChannelError {
-    match e {
-        ChannelError::Closed => ChannelError::Closed,
-        other => ChannelError::Protocol(format!("the channel failed: {other}")),
-    }
+    ChannelError::Protocol(format!(
+        "the channel failed with this exchange in flight: {e}"
+    ))
+}
+
+/// Bounds of the driving task.
+struct Limits {
+    in_flight: usize,
+    reply_timeout: Duration,
 }
 
 async fn drive<T: TlsConn>(
     mut stream: AttestedStream<T>,
     mut calls: mpsc::Receiver<Call>,
-    in_flight: usize,
+    limits: Limits,
     closed: Arc<AtomicBool>,
+    stop: Arc<Notify>,
 ) {
-    let mut waiting: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
+    // By id, which grows: the first entry is the oldest exchange.
+    let mut waiting: BTreeMap<u64, (oneshot::Sender<Reply>, Instant)> = BTreeMap::new();
     let mut next_id: u64 = 0;
     let error = loop {
+        let oldest = waiting
+            .first_key_value()
+            .map(|(_, (_, sent))| *sent + limits.reply_timeout);
         tokio::select! {
             biased;
+            _ = stop.notified() => {
+                break ChannelError::Protocol("closed by its owner".into());
+            }
             incoming = stream.recv_any() => match incoming {
                 Ok(Incoming { id: Some(id), data }) => match waiting.remove(&id) {
                     // A caller that gave up has dropped its receiver: the reply goes nowhere.
-                    Some(tx) => {
+                    Some((tx, _)) => {
                         let _ = tx.send(Ok(data));
                     }
                     None => {
@@ -123,7 +163,10 @@ async fn drive<T: TlsConn>(
                 }
                 Err(e) => break e,
             },
-            call = calls.recv(), if waiting.len() < in_flight => {
+            _ = tokio::time::sleep_until(oldest.unwrap_or_else(Instant::now)), if oldest.is_some() => {
+                break ChannelError::Timeout("a reply to the oldest exchange");
+            }
+            call = calls.recv(), if waiting.len() < limits.in_flight => {
                 let Some((request, tx)) = call else {
                     // Every handle is gone: close the channel.
                     closed.store(true, Ordering::Release);
@@ -133,7 +176,7 @@ async fn drive<T: TlsConn>(
                     continue;
                 }
                 next_id = next_id.wrapping_add(1);
-                waiting.insert(next_id, tx);
+                waiting.insert(next_id, (tx, Instant::now()));
                 if let Err(e) = stream.send_tagged(next_id, &request).await {
                     break e;
                 }
@@ -142,11 +185,12 @@ async fn drive<T: TlsConn>(
     };
     closed.store(true, Ordering::Release);
     tracing::info!(error = %error, "multiplexed channel closed");
-    for (_, tx) in waiting.drain() {
+    for (_, (tx, _)) in std::mem::take(&mut waiting) {
         let _ = tx.send(Err(failure(&error)));
     }
+    // Calls queued but never sent: `Closed`, so their owners may retry on a new channel.
     calls.close();
     while let Some((_, tx)) = calls.recv().await {
-        let _ = tx.send(Err(failure(&error)));
+        let _ = tx.send(Err(ChannelError::Closed));
     }
 }

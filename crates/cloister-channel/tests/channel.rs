@@ -488,6 +488,7 @@ async fn a_multiplexed_channel_matches_replies_that_come_out_of_order() {
             .await
             .expect("channel"),
         16,
+        Duration::from_secs(5),
     );
     assert_eq!(ch.peer().role, "keyvault");
     // Three in flight at once; the server answers the last first.
@@ -516,6 +517,7 @@ async fn a_reply_to_an_exchange_not_in_flight_closes_a_multiplexed_channel() {
             .await
             .expect("channel"),
         16,
+        Duration::from_secs(5),
     );
     let (a, b) = tokio::join!(ch.call(b"a"), ch.call(b"b"));
     for r in [a, b] {
@@ -526,4 +528,49 @@ async fn a_reply_to_an_exchange_not_in_flight_closes_a_multiplexed_channel() {
         ch.call(b"later").await.is_err(),
         "a failed channel stays failed"
     );
+}
+
+#[tokio::test]
+async fn an_unanswered_exchange_or_its_owners_close_fails_a_multiplexed_channel() {
+    let p = Arc::new(SimPlatform::generate().expect("platform"));
+    // The server waits for 3 requests before it answers: 1 is never answered.
+    let addr = reversing_server(config(&p, "keyvault", KV, None), 3, None).await;
+    let ch = cloister_channel::Multiplexed::spawn(
+        connect(config(&p, "executor", EX, None), addr)
+            .await
+            .expect("channel"),
+        16,
+        Duration::from_millis(300),
+    );
+    let e = ch.call(b"lonely").await.expect_err("never answered");
+    assert_eq!(e.code(), "channel_protocol", "{e}");
+    assert!(e.to_string().contains("reply"), "{e}");
+    assert!(ch.is_closed());
+    // A request that was never sent is `Closed` (safe to retry elsewhere).
+    assert_eq!(
+        ch.call(b"later").await.expect_err("closed").code(),
+        "channel_closed"
+    );
+
+    // The owner closing the channel fails what waits on it at once.
+    let addr = reversing_server(config(&p, "keyvault", KV, None), 3, None).await;
+    let ch = cloister_channel::Multiplexed::spawn(
+        connect(config(&p, "executor", EX, None), addr)
+            .await
+            .expect("channel"),
+        16,
+        Duration::from_secs(30),
+    );
+    let waiting = {
+        let ch = ch.clone();
+        tokio::spawn(async move { ch.call(b"pending").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ch.close();
+    let e = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("failed at once")
+        .expect("join")
+        .expect_err("closed");
+    assert!(e.to_string().contains("closed by its owner"), "{e}");
 }

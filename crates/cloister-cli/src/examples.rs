@@ -125,7 +125,11 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "key public",
-        "cloister key public signer --function payments",
+        "cloister key public signer --function payments\n  cloister key public signer --function payments --version 1",
+    ),
+    (
+        "key versions",
+        "cloister key versions signer --function payments --json",
     ),
     (
         "secret delete",

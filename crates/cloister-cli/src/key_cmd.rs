@@ -268,8 +268,16 @@ async fn verified_versions(
 ) -> anyhow::Result<cloister_types::wire::KeyVersions> {
     let mut c = client(conn)?;
     let kv = crate::secret_cmd::trusted_keyvault(&mut c, &conn.url, trust).await?;
+    // The key's verified view says which version is the newest: the list must end there.
+    let list = c.keys(function).await?;
+    let k = list
+        .keys
+        .iter()
+        .find(|k| k.name == name)
+        .with_context(|| format!("{function} has no key {name:?}"))?;
+    cloister_client::keys::verify(k, &kv.audit_key, function)?;
     let versions = c.key_versions(function, name).await?;
-    cloister_client::keys::verify_versions(&versions, &kv.audit_key, function, name)?;
+    cloister_client::keys::verify_versions(&versions, &kv.audit_key, function, name, k.version)?;
     Ok(versions)
 }
 

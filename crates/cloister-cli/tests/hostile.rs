@@ -698,26 +698,7 @@ async fn the_executor_allowlist_is_a_registry_entry_only_an_admin_changes() {
     let original = before["policy"].as_str().unwrap().to_owned();
     // A function that signs: its signatures travel on the executor's multiplexed signing
     // channel, which the policy binds as much as the channel secrets travel on.
-    let signer = p
-        .admin()
-        .deploy(&DeployRequest {
-            required_keys: vec!["pk".into()],
-            ..DeployRequest::javascript("psigner", SIGNER)
-        })
-        .await
-        .unwrap();
-    p.admin()
-        .write_key(&cloister_authority::ops::KeyWrite {
-            function_id: signer.function_id.clone(),
-            function: "psigner".into(),
-            name: "pk".into(),
-            op: cloister_authority::ops::KeyOp::Create {
-                algorithm: "ed25519".into(),
-                exportable: false,
-            },
-        })
-        .await
-        .unwrap();
+    signer_with_key(&p, "psigner", "pk").await;
     let sign_once = || async {
         p.admin()
             .invoke("psigner", r#"{"key":"pk","msg":"hello"}"#, None)
@@ -1421,6 +1402,40 @@ async fn a_hostile_gateway_cannot_grow_the_audit_log_without_end_and_what_it_flo
 }
 
 /// A function that signs what it is given with the key it is told to use.
+/// Deploys `function` (the admin owns it) running [`SIGNER`] and declaring key `key`, which
+/// the admin creates (Ed25519, not exportable).
+async fn signer_with_key(
+    p: &Platform,
+    function: &str,
+    key: &str,
+) -> (
+    cloister_types::wire::FunctionInfo,
+    cloister_types::wire::KeyInfo,
+) {
+    let f = p
+        .admin()
+        .deploy(&DeployRequest {
+            required_keys: vec![key.into()],
+            ..DeployRequest::javascript(function, SIGNER)
+        })
+        .await
+        .unwrap();
+    let k = p
+        .admin()
+        .write_key(&cloister_authority::ops::KeyWrite {
+            function_id: f.function_id.clone(),
+            function: function.into(),
+            name: key.into(),
+            op: cloister_authority::ops::KeyOp::Create {
+                algorithm: "ed25519".into(),
+                exportable: false,
+            },
+        })
+        .await
+        .unwrap();
+    (f, k)
+}
+
 const SIGNER: &str = "async function handler(p, s, c) {
     const r = await c.sign(p.key, p.msg);
     return { v: r.keyVersion, n: r.signature.length };
@@ -1436,27 +1451,7 @@ async fn no_one_but_the_declaring_function_gets_a_signature_with_its_key() {
     let p = Platform::start().await;
     let evil = insider(&p);
     // The victim's function declares key `vk`, which its owner (the admin) creates.
-    let v = p
-        .admin()
-        .deploy(&DeployRequest {
-            required_keys: vec!["vk".into()],
-            ..DeployRequest::javascript("kvictim", SIGNER)
-        })
-        .await
-        .unwrap();
-    let vk = p
-        .admin()
-        .write_key(&cloister_authority::ops::KeyWrite {
-            function_id: v.function_id.clone(),
-            function: "kvictim".into(),
-            name: "vk".into(),
-            op: cloister_authority::ops::KeyOp::Create {
-                algorithm: "ed25519".into(),
-                exportable: false,
-            },
-        })
-        .await
-        .unwrap();
+    let (v, vk) = signer_with_key(&p, "kvictim", "vk").await;
     let r = p
         .admin()
         .invoke("kvictim", r#"{"key":"vk","msg":"hello"}"#, None)

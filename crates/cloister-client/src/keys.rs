@@ -19,6 +19,18 @@ pub enum KeyViewError {
     /// A field is not the hex it must be.
     #[error("{0} is not hex")]
     Malformed(&'static str),
+    /// The versions listed are not 1, 2, … up to the newest, in order: one was left out,
+    /// moved or added.
+    #[error(
+        "the versions of key {name:?} are not 1 to {newest} in order (the gateway left one out \
+         or moved one)"
+    )]
+    VersionsIncomplete {
+        /// The key.
+        name: String,
+        /// Its newest version, from its verified view.
+        newest: u64,
+    },
     /// keyvault's signature does not verify.
     #[error(
         "keyvault's signature over key {0:?} does not verify: the attested keyvault did not make \
@@ -58,13 +70,22 @@ pub type VersionKey = (u64, Option<Vec<u8>>);
 
 /// Checks keyvault's signature over every version in `versions` with `audit_key` (from a
 /// verified bundle), and that they are key `name` of function `function`, numbered 1, 2, …
-/// with none left out; returns each version's number and public key (none for HMAC).
+/// up to `newest` (the version of the key's view, checked with [`verify`]) with none left
+/// out; returns each version's number and public key (none for HMAC).
 pub fn verify_versions(
     versions: &KeyVersions,
     audit_key: &VerifyingKey,
     function: &str,
     name: &str,
+    newest: u64,
 ) -> Result<Vec<VersionKey>, KeyViewError> {
+    let incomplete = || KeyViewError::VersionsIncomplete {
+        name: name.to_owned(),
+        newest,
+    };
+    if versions.versions.len() as u64 != newest {
+        return Err(incomplete());
+    }
     if versions.function != function {
         return Err(KeyViewError::OtherFunction {
             found: versions.function.clone(),
@@ -74,7 +95,7 @@ pub fn verify_versions(
     let mut out = Vec::with_capacity(versions.versions.len());
     for (i, v) in versions.versions.iter().enumerate() {
         if v.version != i as u64 + 1 {
-            return Err(KeyViewError::Malformed("versions (not 1, 2, … in order)"));
+            return Err(incomplete());
         }
         let public = match &v.public_key {
             Some(h) => Some(hex::decode(h).map_err(|_| KeyViewError::Malformed("publicKey"))?),
@@ -273,28 +294,39 @@ mod version_tests {
         let audit = SigningKey::generate().unwrap();
         let vk = audit.verifying_key();
         let good = signed(&audit);
-        let got = verify_versions(&good, &vk, "f", "k").unwrap();
+        let got = verify_versions(&good, &vk, "f", "k", 2).unwrap();
         assert_eq!(got, vec![(1, Some(vec![1; 32])), (2, Some(vec![2; 32]))]);
 
         // Another public key for version 1, or the versions' keys swapped.
         let mut bad = good.clone();
         bad.versions[0].public_key = Some(hex::encode([9u8; 32]));
         assert!(matches!(
-            verify_versions(&bad, &vk, "f", "k"),
+            verify_versions(&bad, &vk, "f", "k", 2),
             Err(KeyViewError::BadSignature(_))
         ));
         let mut bad = good.clone();
         bad.versions.swap(0, 1);
-        assert!(verify_versions(&bad, &vk, "f", "k").is_err());
-        // Version 1 left out (a verifier would miss the key an old signature needs).
+        assert!(verify_versions(&bad, &vk, "f", "k", 2).is_err());
+        // Version 1 left out (a verifier would miss the key an old signature needs), or the
+        // newest (the list would end at an older one).
         let mut bad = good.clone();
         bad.versions.remove(0);
-        assert!(verify_versions(&bad, &vk, "f", "k").is_err());
+        assert!(matches!(
+            verify_versions(&bad, &vk, "f", "k", 2),
+            Err(KeyViewError::VersionsIncomplete { newest: 2, .. })
+        ));
+        let mut bad = good.clone();
+        bad.versions.pop();
+        assert!(matches!(
+            verify_versions(&bad, &vk, "f", "k", 2),
+            Err(KeyViewError::VersionsIncomplete { .. })
+        ));
+        assert!(verify_versions(&good, &vk, "f", "k", 3).is_err());
         // Another function's or another key's versions, or another keyvault's signatures.
-        assert!(verify_versions(&good, &vk, "g", "k").is_err());
-        assert!(verify_versions(&good, &vk, "f", "other").is_err());
+        assert!(verify_versions(&good, &vk, "g", "k", 2).is_err());
+        assert!(verify_versions(&good, &vk, "f", "other", 2).is_err());
         let stranger = SigningKey::generate().unwrap().verifying_key();
-        assert!(verify_versions(&good, &stranger, "f", "k").is_err());
+        assert!(verify_versions(&good, &stranger, "f", "k", 2).is_err());
     }
 
     #[test]

@@ -1148,6 +1148,7 @@ pub enum KeyUseMessage<'a> {
     /// In plain: the gateway reads it.
     Plain(&'a [u8]),
     /// Sealed to keyvault's HPKE key with info `cloister_types::binding::key_use_info`
-    /// (function id, key name): only keyvault reads it.
+    /// (function id, key name): the gateway relays it without reading it, though it sees the
+    /// message's SHA-256 (bound by the signed request) and can confirm a guess.
     Sealed(&'a [u8]),
 }

@@ -57,6 +57,10 @@ pub struct KeyvaultSecrets {
 /// concurrently and commits their audit entries together); later ones queue.
 pub const SIGN_IN_FLIGHT: usize = 128;
 
+/// How long keyvault may leave a signing request unanswered before the channel is judged
+/// broken (and a new one attested): far above a durable commit, below any sane deadline.
+pub const SIGN_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The channel for `context.sign`: signatures are many and small, so they get a channel of
 /// their own, multiplexed, instead of queueing behind one another and behind releases on the
 /// main channel (which alone carries read records, so keyvault's record of this executor's
@@ -255,7 +259,7 @@ impl KeyvaultSecrets {
         let ch = self.connect().await.map_err(|e| {
             SecretError::Unavailable(format!("cannot reach keyvault at {}: {e}", self.addr))
         })?;
-        let ch = Multiplexed::spawn(ch, SIGN_IN_FLIGHT);
+        let ch = Multiplexed::spawn(ch, SIGN_IN_FLIGHT, SIGN_REPLY_TIMEOUT);
         *current = Some(ch.clone());
         Ok(ch)
     }
@@ -283,7 +287,8 @@ impl KeyvaultSecrets {
                     });
                 }
                 // The channel was closed before this request went out (keyvault restarted):
-                // one retry on a fresh one.
+                // one retry on a fresh one. A request in flight when the channel failed is
+                // not retried (keyvault may have signed it).
                 Err(ChannelError::Closed) if attempt == 0 => {
                     tracing::info!("keyvault signing channel closed; reconnecting");
                 }

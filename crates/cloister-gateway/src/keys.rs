@@ -204,12 +204,7 @@ pub async fn list(
     let caller = s.auth.authenticate(&headers).await?;
     let name = path_arg(name)?;
     caller.require_function(&name)?;
-    let f = s
-        .store
-        .get_version(&name, None)
-        .await?
-        .ok_or_else(|| not_found(&name, None))?;
-    let kv = keyvault(&s)?;
+    let (f, kv) = function_and_keyvault(&s, &name).await?;
     let r = kv
         .client()
         .list_keys(kv.request(ListKeysRequest {
@@ -240,12 +235,7 @@ pub async fn versions(
     caller.require_function(&name)?;
     cloister_types::KeyName::parse(&key)
         .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
-    let f = s
-        .store
-        .get_version(&name, None)
-        .await?
-        .ok_or_else(|| not_found(&name, None))?;
-    let kv = keyvault(&s)?;
+    let (f, kv) = function_and_keyvault(&s, &name).await?;
     let r = kv
         .client()
         .list_key_versions(kv.request(KeyVersionsRequest {
@@ -274,4 +264,18 @@ pub async fn versions(
             })
             .collect(),
     }))
+}
+
+/// Function `name`'s current version and the keyvault client (`function_not_found`,
+/// `unavailable`).
+async fn function_and_keyvault<'a>(
+    s: &'a Shared,
+    name: &str,
+) -> HttpResult<(cloister_store::VersionRecord, &'a crate::keyvault::Keyvault)> {
+    let f = s
+        .store
+        .get_version(name, None)
+        .await?
+        .ok_or_else(|| not_found(name, None))?;
+    Ok((f, keyvault(s)?))
 }

@@ -259,7 +259,11 @@ async fn run(measure: Duration, only: &[String]) {
 
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let _ = tcp.set_nodelay(true);
-    let ch = Multiplexed::spawn(connector.connect(tcp).await.expect("attest"), IN_FLIGHT);
+    let ch = Multiplexed::spawn(
+        connector.connect(tcp).await.expect("attest"),
+        IN_FLIGHT,
+        Duration::from_secs(30),
+    );
     for callers in [8usize, 32, 128] {
         let label = format!("1 channel, {callers} callers");
         if !wanted(&label) {

@@ -200,6 +200,45 @@ async fn sign_reply(vault: &Vault, req: SignRequest, actor: &str) -> keyvault_re
     }
 }
 
+/// The refusal of a request from an executor whose build an admin removed from the policy.
+fn no_longer_allowed() -> Refusal {
+    Refusal::new(
+        ErrorCode::AttestationFailed,
+        "this executor's measurement is no longer on keyvault's executor policy".into(),
+    )
+}
+
+/// The answer of one concurrent exchange, owed to the connection: sent once by
+/// [`ReplyGuard::send`], or as an `internal` refusal if the task ends without one (a panic),
+/// so the connection never waits for an answer that will not come.
+struct ReplyGuard {
+    id: u64,
+    done: Option<tokio::sync::mpsc::UnboundedSender<(u64, zeroize::Zeroizing<Vec<u8>>)>>,
+}
+
+impl ReplyGuard {
+    fn send(mut self, body: keyvault_reply::Body) {
+        if let Some(done) = self.done.take() {
+            let msg = KeyvaultReply { body: Some(body) };
+            let _ = done.send((self.id, zeroize::Zeroizing::new(msg.encode_to_vec())));
+        }
+    }
+}
+
+impl Drop for ReplyGuard {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let msg = KeyvaultReply {
+                body: Some(keyvault_reply::Body::Error(
+                    Refusal::new(ErrorCode::Internal, "keyvault failed to answer".into())
+                        .into_wire(),
+                )),
+            };
+            let _ = done.send((self.id, zeroize::Zeroizing::new(msg.encode_to_vec())));
+        }
+    }
+}
+
 /// Exchanges one executor connection may have running at once. Tagged signing requests run
 /// concurrently (their audit entries share commits); everything else is answered in order.
 /// Beyond the bound keyvault stops reading the connection until a reply is sent.
@@ -267,10 +306,7 @@ async fn serve_connection<T: TlsConn>(
                 measurement,
                 "executor measurement no longer allowed; closing its channel"
             );
-            let refusal = Refusal::new(
-                ErrorCode::AttestationFailed,
-                "this executor's measurement is no longer on keyvault's executor policy".into(),
-            );
+            let refusal = no_longer_allowed();
             let msg = KeyvaultReply {
                 body: Some(keyvault_reply::Body::Error(refusal.into_wire())),
             };
@@ -286,12 +322,20 @@ async fn serve_connection<T: TlsConn>(
         let decoded = match (id, decoded) {
             (Some(id), Ok(Some(executor_message::Body::Sign(req)))) => {
                 in_flight += 1;
-                let (vault, actor, done) = (vault.clone(), actor.clone(), done_tx.clone());
+                let (vault, actor, m) = (vault.clone(), actor.clone(), measurement.to_owned());
+                let reply = ReplyGuard {
+                    id,
+                    done: Some(done_tx.clone()),
+                };
                 tokio::spawn(async move {
-                    let msg = KeyvaultReply {
-                        body: Some(sign_reply(&vault, req, &actor).await),
+                    // Checked again as the signature is about to be made: a build removed from
+                    // the policy while this request waited gets no signature.
+                    let body = if vault.authority().executor_allowed(&m) {
+                        sign_reply(&vault, req, &actor).await
+                    } else {
+                        keyvault_reply::Body::Error(no_longer_allowed().into_wire())
                     };
-                    let _ = done.send((id, zeroize::Zeroizing::new(msg.encode_to_vec())));
+                    reply.send(body);
                 });
                 if policy_changed {
                     break Ok(());
@@ -358,14 +402,27 @@ async fn serve_connection<T: TlsConn>(
             break Ok(());
         }
     };
-    // Signatures still being made are answered before the channel closes.
+    // Signatures still being made are answered before the channel closes (refused instead if
+    // this executor's build has left the policy meanwhile). Every task answers, even one that
+    // panicked (`ReplyGuard`), and the channel of answers ends with the last of them.
+    drop(done_tx);
     if result.is_ok() {
         while in_flight > 0 {
             let Some((id, reply)) = done_rx.recv().await else {
                 break;
             };
             in_flight -= 1;
-            if ch.send_tagged(id, &reply).await.is_err() {
+            let refusal;
+            let reply = if vault.authority().executor_allowed(measurement) {
+                reply.as_slice()
+            } else {
+                refusal = KeyvaultReply {
+                    body: Some(keyvault_reply::Body::Error(no_longer_allowed().into_wire())),
+                }
+                .encode_to_vec();
+                refusal.as_slice()
+            };
+            if ch.send_tagged(id, reply).await.is_err() {
                 break;
             }
         }

@@ -313,8 +313,19 @@ impl KeyvaultService {
         })
     }
 
-    /// An owner's key use whose signature checked out: the message must be the one signed
-    /// for; keyvault signs its result over the request's digest.
+    /// The function `function_id` as keyvault registered it (`function_not_found` if none).
+    async fn registered_function(
+        &self,
+        function_id: &str,
+    ) -> Result<std::sync::Arc<crate::authority::FunctionRecord>, Status> {
+        self.vault
+            .authority()
+            .function(function_id)
+            .await
+            .map_err(|d| status(VaultError::Denied(d)))?
+            .ok_or_else(|| coded(ErrorCode::FunctionNotFound, "no such function"))
+    }
+
     /// The message of an owner's key use: sent in plain, or sealed to keyvault for this
     /// function and key (opened here; the gateway never read it).
     fn key_use_message(
@@ -339,6 +350,8 @@ impl KeyvaultService {
             .map_err(|_| VaultError::BadSealedValue)
     }
 
+    /// An owner's key use whose signature checked out: the message must be the one signed
+    /// for; keyvault signs its result over the request's digest.
     async fn use_key_for(
         &self,
         message: &[u8],
@@ -696,13 +709,7 @@ impl Keyvault for KeyvaultService {
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let r = req.into_inner();
-        let f = self
-            .vault
-            .authority()
-            .function(&r.function_id)
-            .await
-            .map_err(|d| status(VaultError::Denied(d)))?
-            .ok_or_else(|| coded(ErrorCode::FunctionNotFound, "no such function"))?;
+        let f = self.registered_function(&r.function_id).await?;
         let keys = self.vault.list_keys(&r.function_id).await.map_err(status)?;
         let mut views = Vec::with_capacity(keys.len());
         for k in keys {
@@ -722,13 +729,7 @@ impl Keyvault for KeyvaultService {
         let r = req.into_inner();
         let name = cloister_types::KeyName::parse(&r.name)
             .map_err(|e| coded(ErrorCode::InvalidRequest, e.to_string()))?;
-        let f = self
-            .vault
-            .authority()
-            .function(&r.function_id)
-            .await
-            .map_err(|d| status(VaultError::Denied(d)))?
-            .ok_or_else(|| coded(ErrorCode::FunctionNotFound, "no such function"))?;
+        let f = self.registered_function(&r.function_id).await?;
         let versions = self
             .vault
             .key_versions(&f.function_id, &name)

@@ -599,7 +599,8 @@ pub struct KeyUseBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Base64 of the message sealed to keyvault's HPKE key (info
-    /// `crate::binding::key_use_info`): only keyvault reads it. The CLI sends this.
+    /// `crate::binding::key_use_info`): the gateway relays it without reading it (it still
+    /// sees the message's SHA-256, which the signed request binds). The CLI sends this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<String>,
 }
