@@ -443,6 +443,21 @@ async fn long_lived_connections_re_attest_and_stale_peers_are_cut_off() {
     );
 }
 
+/// An executor's multiplexed channel to `addr` (16 exchanges in flight).
+async fn multiplexed(
+    p: &Arc<SimPlatform>,
+    addr: std::net::SocketAddr,
+    reply_timeout: Duration,
+) -> cloister_channel::Multiplexed {
+    cloister_channel::Multiplexed::spawn(
+        connect(config(p, "executor", EX, None), addr)
+            .await
+            .expect("channel"),
+        16,
+        reply_timeout,
+    )
+}
+
 /// A keyvault that reads `batch` tagged requests, then answers them in reverse order, each
 /// with its payload prefixed by "re:" (an id of its choosing instead when `wrong_id` is set).
 async fn reversing_server(
@@ -483,13 +498,7 @@ async fn reversing_server(
 async fn a_multiplexed_channel_matches_replies_that_come_out_of_order() {
     let p = Arc::new(SimPlatform::generate().expect("platform"));
     let addr = reversing_server(config(&p, "keyvault", KV, None), 3, None).await;
-    let ch = cloister_channel::Multiplexed::spawn(
-        connect(config(&p, "executor", EX, None), addr)
-            .await
-            .expect("channel"),
-        16,
-        Duration::from_secs(5),
-    );
+    let ch = multiplexed(&p, addr, Duration::from_secs(5)).await;
     assert_eq!(ch.peer().role, "keyvault");
     // Three in flight at once; the server answers the last first.
     let calls = ["a", "b", "c"].map(|m| {
@@ -512,13 +521,7 @@ async fn a_multiplexed_channel_matches_replies_that_come_out_of_order() {
 async fn a_reply_to_an_exchange_not_in_flight_closes_a_multiplexed_channel() {
     let p = Arc::new(SimPlatform::generate().expect("platform"));
     let addr = reversing_server(config(&p, "keyvault", KV, None), 2, Some(999)).await;
-    let ch = cloister_channel::Multiplexed::spawn(
-        connect(config(&p, "executor", EX, None), addr)
-            .await
-            .expect("channel"),
-        16,
-        Duration::from_secs(5),
-    );
+    let ch = multiplexed(&p, addr, Duration::from_secs(5)).await;
     let (a, b) = tokio::join!(ch.call(b"a"), ch.call(b"b"));
     for r in [a, b] {
         assert_eq!(r.expect_err("refused").code(), "channel_protocol");
@@ -535,13 +538,7 @@ async fn an_unanswered_exchange_or_its_owners_close_fails_a_multiplexed_channel(
     let p = Arc::new(SimPlatform::generate().expect("platform"));
     // The server waits for 3 requests before it answers: 1 is never answered.
     let addr = reversing_server(config(&p, "keyvault", KV, None), 3, None).await;
-    let ch = cloister_channel::Multiplexed::spawn(
-        connect(config(&p, "executor", EX, None), addr)
-            .await
-            .expect("channel"),
-        16,
-        Duration::from_millis(300),
-    );
+    let ch = multiplexed(&p, addr, Duration::from_millis(300)).await;
     let e = ch.call(b"lonely").await.expect_err("never answered");
     assert_eq!(e.code(), "channel_protocol", "{e}");
     assert!(e.to_string().contains("reply"), "{e}");
@@ -554,13 +551,7 @@ async fn an_unanswered_exchange_or_its_owners_close_fails_a_multiplexed_channel(
 
     // The owner closing the channel fails what waits on it at once.
     let addr = reversing_server(config(&p, "keyvault", KV, None), 3, None).await;
-    let ch = cloister_channel::Multiplexed::spawn(
-        connect(config(&p, "executor", EX, None), addr)
-            .await
-            .expect("channel"),
-        16,
-        Duration::from_secs(30),
-    );
+    let ch = multiplexed(&p, addr, Duration::from_secs(30)).await;
     let waiting = {
         let ch = ch.clone();
         tokio::spawn(async move { ch.call(b"pending").await })

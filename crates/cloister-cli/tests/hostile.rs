@@ -1733,19 +1733,8 @@ async fn an_owners_key_use_cannot_be_replayed_redirected_or_its_result_altered()
         .expect("keyvault signed the message it unsealed");
     // The request as signed succeeds once; its replay is refused.
     let req = signed_use(&mut owner, usage(b"pay 5 to bob", KeyUseOp::Sign)).await;
-    let send = |signed: Vec<u8>, message: &'static [u8]| {
-        let evil = &evil;
-        async move {
-            evil.keyvault()
-                .await
-                .use_key(evil.req(KeyUseRequest {
-                    signed,
-                    message: message.to_vec(),
-                    sealed_message: Vec::new(),
-                }))
-                .await
-        }
-    };
+    let send =
+        |signed: Vec<u8>, message: &'static [u8]| sealed_send(signed, message.to_vec(), Vec::new());
     let good = send(req.clone(), b"pay 5 to bob")
         .await
         .unwrap()
