@@ -155,6 +155,11 @@ fn processes() -> Vec<(u32, u32, String)> {
     out
 }
 
+/// CPU nanoseconds of this process (the bench: the clients' side of the calls).
+pub fn own_ns() -> u64 {
+    cpu_ns(std::process::id())
+}
+
 /// CPU time of one process in nanoseconds: the sum of its threads' run time.
 fn cpu_ns(pid: u32) -> u64 {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {

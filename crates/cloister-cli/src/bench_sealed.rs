@@ -24,7 +24,8 @@ use cloister_types::wire::{DeployRequest, InvokeRequest};
 use hyper::Method;
 use serde::Serialize;
 
-use crate::bench::{Latency, Throughput, latency};
+use crate::bench::{Latency, Phase, Throughput, latency};
+use crate::bench_cpu::{CpuPerCall, CpuSnapshot};
 use crate::cli::{BenchArgs, Conn, TrustArgs};
 
 /// Results of the sealed benchmark.
@@ -64,6 +65,14 @@ pub struct SealedReport {
     pub throughput_sealed: Throughput,
     /// sealed / plain.
     pub throughput_ratio: f64,
+    /// Server CPU per call by role during the plain throughput phases, µs.
+    pub throughput_cpu_plain: CpuPerCall,
+    /// Server CPU per call by role during the sealed throughput phases, µs.
+    pub throughput_cpu_sealed: CpuPerCall,
+    /// The bench's own CPU per call (the clients) during the plain throughput phases, µs.
+    pub throughput_client_us_plain: f64,
+    /// The bench's own CPU per call during the sealed throughput phases, µs.
+    pub throughput_client_us_sealed: f64,
     /// Median client time to seal one request, microseconds.
     pub client_seal_us: f64,
     /// Median client time to open one answer, microseconds.
@@ -285,7 +294,9 @@ async fn measure(
             std::iter::repeat(plain_body.clone())
         })
     };
-    let first_plain = plain_phase().await?;
+    let mut plain_cpu = PhaseCpu::default();
+    let mut sealed_cpu = PhaseCpu::default();
+    let first_plain = plain_cpu.around(plain_phase()).await?;
     let per_phase = (first_plain.requests() as f64 * 1.5) as usize;
     let mut sealed_phases = Vec::new();
     for _ in 0..2 {
@@ -298,13 +309,19 @@ async fn measure(
             .map(<[Bytes]>::to_vec)
             .collect();
         sealed_phases.push(
-            crate::bench::run_phase(&conn.url, token.clone(), &path, args.clients, half, |i| {
-                chunks.get(i).cloned().unwrap_or_default().into_iter()
-            })
-            .await?,
+            sealed_cpu
+                .around(crate::bench::run_phase(
+                    &conn.url,
+                    token.clone(),
+                    &path,
+                    args.clients,
+                    half,
+                    |i| chunks.get(i).cloned().unwrap_or_default().into_iter(),
+                ))
+                .await?,
         );
     }
-    let last_plain = plain_phase().await?;
+    let last_plain = plain_cpu.around(plain_phase()).await?;
     let throughput_plain = Throughput::from_phases(args.clients, vec![first_plain, last_plain]);
     let throughput_sealed = Throughput::from_phases(args.clients, sealed_phases);
     let (_, server_processes) = server_cpu_ns();
@@ -331,6 +348,10 @@ async fn measure(
         } else {
             0.0
         },
+        throughput_cpu_plain: plain_cpu.per_call(),
+        throughput_cpu_sealed: sealed_cpu.per_call(),
+        throughput_client_us_plain: plain_cpu.client_per_call(),
+        throughput_client_us_sealed: sealed_cpu.client_per_call(),
         throughput_plain,
         throughput_sealed,
         client_seal_us: median_us(seal_times),
@@ -338,6 +359,51 @@ async fn measure(
         client_receipt_verify_us: median_us(verify_times),
         tee: kv.tee_label.clone(),
     })
+}
+
+/// CPU of the server's roles and of the bench summed over throughput phases of one kind.
+#[derive(Default)]
+struct PhaseCpu {
+    sum: CpuPerCall,
+    client_ns: u64,
+    calls: usize,
+}
+
+impl PhaseCpu {
+    /// Runs `phase`, adding the CPU each role spent during it.
+    async fn around(
+        &mut self,
+        phase: impl std::future::Future<Output = anyhow::Result<Phase>>,
+    ) -> anyhow::Result<Phase> {
+        let (before, own) = (CpuSnapshot::take(), crate::bench_cpu::own_ns());
+        let p = phase.await?;
+        let (after, own_after) = (CpuSnapshot::take(), crate::bench_cpu::own_ns());
+        let n = p.requests();
+        let d = before.per_call(&after, 1);
+        self.sum.total_us += d.total_us;
+        self.sum.gateway_us += d.gateway_us;
+        self.sum.executor_us += d.executor_us;
+        self.sum.keyvault_us += d.keyvault_us;
+        self.sum.workers_us += d.workers_us;
+        self.client_ns += own_after.saturating_sub(own);
+        self.calls += n;
+        Ok(p)
+    }
+
+    fn per_call(&self) -> CpuPerCall {
+        let n = self.calls.max(1) as f64;
+        CpuPerCall {
+            total_us: self.sum.total_us / n,
+            gateway_us: self.sum.gateway_us / n,
+            executor_us: self.sum.executor_us / n,
+            keyvault_us: self.sum.keyvault_us / n,
+            workers_us: self.sum.workers_us / n,
+        }
+    }
+
+    fn client_per_call(&self) -> f64 {
+        self.client_ns as f64 / 1000.0 / self.calls.max(1) as f64
+    }
 }
 
 /// Prints the report for people.
@@ -373,6 +439,23 @@ pub fn print_human(r: &SealedReport) {
         r.throughput_ratio * 100.0,
         r.throughput_plain.clients_count()
     );
+    for (what, c, client) in [
+        (
+            "plain",
+            &r.throughput_cpu_plain,
+            r.throughput_client_us_plain,
+        ),
+        (
+            "sealed",
+            &r.throughput_cpu_sealed,
+            r.throughput_client_us_sealed,
+        ),
+    ] {
+        println!(
+            "    CPU/call {what:<7} {:.1} µs (gateway {:.1}, executor {:.1}, keyvault {:.1}, workers {:.1}); bench {:.1} µs",
+            c.total_us, c.gateway_us, c.executor_us, c.keyvault_us, c.workers_us, client
+        );
+    }
     println!(
         "  client             seal {:.1} µs, open {:.1} µs, receipt verify {:.1} µs (medians)",
         r.client_seal_us, r.client_open_us, r.client_receipt_verify_us
