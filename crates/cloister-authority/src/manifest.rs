@@ -63,6 +63,10 @@ pub struct Manifest {
     /// left out when empty.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub key_limits: BTreeMap<String, cloister_types::KeyLimits>,
+    /// Outbound `fetch`: the origins the function may reach, extra roots, egress-only secrets
+    /// (docs/EGRESS.md); absent: no network at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<cloister_types::egress::Egress>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -1221,6 +1221,22 @@ pub struct DeployArgs {
     /// put a secret here.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_assignment)]
     pub env: Vec<(String, String)>,
+    /// An origin the function may reach with `fetch`, `https://HOST[:PORT]`
+    /// (`https://*.DOMAIN` for its subdomains, an address to allow a private one;
+    /// `http://` only for an origin that has no TLS); repeatable. Without any, the function
+    /// reaches no network. docs/EGRESS.md.
+    #[arg(long = "egress", value_name = "ORIGIN")]
+    pub egress: Vec<String>,
+    /// A PEM root certificate trusted, beside the built-in web roots, for this function's
+    /// requests only (for a private CA); repeatable.
+    #[arg(long = "egress-ca", value_name = "FILE")]
+    pub egress_ca: Vec<std::path::PathBuf>,
+    /// An egress-only secret: the code never reads it, it places `secrets.ref("NAME")` in a
+    /// request header and the executor injects the value on the wire, only as
+    /// NAME=https://HOST[:PORT][/PATH-PREFIX]:HEADER allows (repeatable; NAME alone declares
+    /// it egress-only, injectable nowhere). The secret is declared as if by --secret.
+    #[arg(long = "egress-secret", value_name = "NAME=ORIGIN:HEADER")]
+    pub egress_secrets: Vec<String>,
 }
 
 /// Parses one `--key-limit NAME:SETTING` (the setting is checked when the limits are built).

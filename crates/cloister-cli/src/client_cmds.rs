@@ -256,13 +256,20 @@ fn deploy_request(
         anyhow::bail!("--key-limit {k}:none clears {k}'s limits; give it no other --key-limit");
     }
     cloister_types::key_limits::check_key_limits(&args.keys, &key_limits)?;
+    let mut required_secrets = args.secrets;
+    let egress = egress_policy(
+        &args.egress,
+        &args.egress_ca,
+        &args.egress_secrets,
+        &mut required_secrets,
+    )?;
     let req = DeployRequest {
         name,
         runtime: args.runtime,
         code,
         entrypoint: args.entrypoint,
         environment: args.environment,
-        required_secrets: args.secrets,
+        required_secrets,
         limits,
         manifest: None,
         sealed_code: None,
@@ -270,8 +277,54 @@ fn deploy_request(
         source_name: source_name_of(&args.file),
         required_keys: args.keys,
         key_limits,
+        egress,
     };
     Ok((req, cleared))
+}
+
+/// The egress policy of `fn deploy --egress/--egress-ca/--egress-secret` (none without any),
+/// checked here for a clear error before anything is signed; egress-only secrets are added
+/// to the declared ones.
+fn egress_policy(
+    origins: &[String],
+    ca_files: &[std::path::PathBuf],
+    secret_flags: &[String],
+    declared: &mut Vec<String>,
+) -> anyhow::Result<Option<cloister_types::egress::Egress>> {
+    if origins.is_empty() && ca_files.is_empty() && secret_flags.is_empty() {
+        return Ok(None);
+    }
+    if origins.is_empty() {
+        bail!("--egress-ca and --egress-secret need at least one --egress ORIGIN");
+    }
+    let mut ca = Vec::new();
+    for f in ca_files {
+        let pem = std::fs::read_to_string(f)
+            .with_context(|| format!("--egress-ca {}: cannot read it", f.display()))?;
+        ca.push(pem);
+    }
+    let mut secrets = std::collections::BTreeMap::<String, Vec<_>>::new();
+    for flag in secret_flags {
+        let (name, binding) = cloister_types::egress::parse_secret_flag(flag)
+            .map_err(|e| anyhow::anyhow!("--egress-secret {e}"))?;
+        let known = declared
+            .iter()
+            .any(|d| cloister_types::SecretRef::parse(d).is_ok_and(|r| r.name() == name));
+        if !known {
+            declared.push(name.clone());
+        }
+        let entry = secrets.entry(name).or_default();
+        entry.extend(binding);
+    }
+    let policy = cloister_types::egress::Egress {
+        allow: origins.to_vec(),
+        ca,
+        secrets,
+    };
+    let refs = cloister_types::SecretRef::parse_declared(declared)?;
+    let names: Vec<&str> = refs.iter().map(|r| r.name()).collect();
+    policy.check(&names)?;
+    Ok(Some(policy))
 }
 
 /// Keeps the limits the deployed version sets on a key this deploy declares again without

@@ -97,6 +97,7 @@ pub async fn run(args: RunArgs, json: bool) -> anyhow::Result<std::process::Exit
         env: args.env.iter().cloned().collect(),
         source_name: crate::client_cmds::source_name_of(&args.file),
         keys: Vec::new(),
+        egress: None,
     };
     cloister_types::function_env::check_env(&manifest.env)?;
     let worker =

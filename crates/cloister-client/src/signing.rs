@@ -84,6 +84,7 @@ pub fn manifest_for(req: &DeployRequest, existing: Option<&Previous>) -> Manifes
         source_name: req.source_name.clone(),
         keys: req.required_keys.clone(),
         key_limits: req.key_limits.clone(),
+        egress: req.egress.clone(),
     }
 }
 

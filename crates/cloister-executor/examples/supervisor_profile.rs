@@ -65,6 +65,7 @@ fn manifest(id: &str, code: &str, keys: &[&str]) -> RunManifest {
         env: Default::default(),
         source_name: None,
         keys: keys.iter().map(|k| k.to_string()).collect(),
+        egress: None,
     }
 }
 

@@ -17,6 +17,8 @@ use crate::worker::Capabilities;
 /// The capabilities one invocation of a function was granted.
 pub struct Granted {
     keys: Option<Keys>,
+    /// `fetch`: present when the manifest has an egress policy.
+    fetch: Option<cloister_egress::Session>,
 }
 
 impl Granted {
@@ -26,6 +28,7 @@ impl Granted {
         m: &RunManifest,
         execution_id: &str,
         source: &Arc<dyn SecretSource>,
+        fetch: Option<cloister_egress::Session>,
     ) -> Self {
         let keys = (!m.keys.is_empty()).then(|| Keys {
             uses: std::sync::Mutex::new(Vec::new()),
@@ -36,7 +39,30 @@ impl Granted {
             execution_id: execution_id.to_owned(),
             source: source.clone(),
         });
-        Self { keys }
+        Self { keys, fetch }
+    }
+
+    /// One line per outbound request the invocation made, for its logs: origin, method,
+    /// path, status, bytes and time (never a query, header value or body).
+    pub fn egress_log_lines(&self) -> Vec<String> {
+        let Some(session) = &self.fetch else {
+            return Vec::new();
+        };
+        session
+            .take_records()
+            .into_iter()
+            .map(|r| {
+                let outcome = match (r.status, r.error) {
+                    (Some(s), _) => s.to_string(),
+                    (None, Some(code)) => code.as_str().to_owned(),
+                    (None, None) => "-".to_owned(),
+                };
+                format!(
+                    "[fetch] {} {}{} -> {outcome} ({} B sent, {} B received, {:.1} ms)",
+                    r.method, r.origin, r.path, r.sent, r.received, r.millis
+                )
+            })
+            .collect()
     }
 
     /// The signatures keyvault made for this invocation, in order (taken once).
@@ -67,11 +93,24 @@ impl Capabilities for Granted {
                 ),
             )
         };
-        match (&request, &self.keys) {
-            (HostRequest::Sign { .. } | HostRequest::PublicKey { .. }, Some(keys)) => {
-                keys.answer(request).await
+        match (request, &self.keys, &self.fetch) {
+            (r @ (HostRequest::Sign { .. } | HostRequest::PublicKey { .. }), Some(keys), _) => {
+                keys.answer(r).await
             }
-            _ => Err(not_granted(&request)),
+            (HostRequest::Fetch(r), _, Some(session)) => session
+                .fetch(r)
+                .await
+                .map(HostValue::Response)
+                .map_err(|e| HostRefusal::new(e.code(), e.to_string())),
+            (r @ HostRequest::Fetch(_), _, None) => Err(HostRefusal::new(
+                ErrorCode::CapabilityNotGranted,
+                format!(
+                    "this function's manifest allows no outbound requests (`{}`: fn deploy \
+                     --egress https://HOST)",
+                    r.capability()
+                ),
+            )),
+            (r, _, _) => Err(not_granted(&r)),
         }
     }
 }

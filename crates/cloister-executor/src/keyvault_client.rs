@@ -385,6 +385,7 @@ impl KeyvaultSecrets {
                 for (name, bytes) in std::mem::take(&mut r.values) {
                     values.insert(name, Zeroizing::new(bytes));
                 }
+                let egress = egress_policy(&m.egress_json, &m.secrets)?;
                 let manifest = RunManifest {
                     function_id: m.function_id,
                     version: m.version,
@@ -402,6 +403,7 @@ impl KeyvaultSecrets {
                     env: m.env.into_iter().collect(),
                     source_name: Some(m.source_name).filter(|n| !n.is_empty()),
                     keys: m.keys,
+                    egress,
                 };
                 let code_key = if r.code_key.is_empty() {
                     None
@@ -525,4 +527,23 @@ impl SecretSource for KeyvaultSecrets {
             Ok(grant)
         })
     }
+}
+
+/// The egress policy keyvault released with a manifest, checked again here (keyvault checked
+/// it at registration): anything malformed refuses the run rather than granting a network.
+fn egress_policy(
+    json: &str,
+    secrets: &[String],
+) -> Result<Option<Arc<cloister_types::egress::CheckedEgress>>, SecretError> {
+    if json.is_empty() {
+        return Ok(None);
+    }
+    let malformed = |e: String| SecretError::Unavailable(format!("malformed egress policy: {e}"));
+    let policy: cloister_types::egress::Egress =
+        serde_json::from_str(json).map_err(|e| malformed(e.to_string()))?;
+    let declared = cloister_types::SecretRef::parse_declared_within(secrets, usize::MAX)
+        .map_err(|e| malformed(e.to_string()))?;
+    let names: Vec<&str> = declared.iter().map(|r| r.name()).collect();
+    let checked = policy.check(&names).map_err(|e| malformed(e.to_string()))?;
+    Ok(Some(Arc::new(checked)))
 }

@@ -130,6 +130,8 @@ pub struct Supervisor {
     isolated: AtomicBool,
     warned_uid: AtomicBool,
     validating: Semaphore,
+    /// Outbound HTTP: one client (TLS configuration and pool) per function version.
+    egress: cloister_egress::Egress,
 }
 
 /// Most deploy checks (throwaway workers) running at once.
@@ -219,6 +221,7 @@ impl Supervisor {
             isolated: AtomicBool::new(false),
             warned_uid: AtomicBool::new(false),
             validating: Semaphore::new(MAX_VALIDATIONS),
+            egress: cloister_egress::Egress::new(cloister_egress::EgressLimits::default()),
         })
     }
 
@@ -500,10 +503,18 @@ impl Supervisor {
                 Err(f) => return ran(Err(f), Vec::new(), started),
             },
         };
-        // UTF-8 values reach the code as strings, any other bytes as a Uint8Array.
+        let remaining = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        let session = match self.egress_session(m, &secrets, remaining) {
+            Ok(s) => s,
+            Err(f) => return ran(Err(f), Vec::new(), started),
+        };
+        // UTF-8 values reach the code as strings, any other bytes as a Uint8Array; egress-only
+        // values never reach it.
         let mut text = std::collections::BTreeMap::new();
         let mut binary = std::collections::BTreeMap::new();
-        for (k, v) in secrets.iter() {
+        for (k, v) in secrets.iter().filter(|(k, _)| m.readable_secret(k)) {
             match std::str::from_utf8(v) {
                 Ok(s) => {
                     text.insert(k.clone(), s.to_owned());
@@ -528,16 +539,19 @@ impl Supervisor {
                 execution_id: job.execution_id,
                 timeout_ms: limits.timeout_ms,
             },
+            secret_refs: session.as_ref().map(|s| s.refs()).unwrap_or_default(),
         };
-        let remaining = timeout
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(1));
-        let capabilities =
-            crate::capabilities::Granted::for_manifest(m, &inv.context.execution_id, &self.secrets);
-        let crate::worker::Invoked { result, logs } = worker
+        let capabilities = crate::capabilities::Granted::for_manifest(
+            m,
+            &inv.context.execution_id,
+            &self.secrets,
+            session,
+        );
+        let crate::worker::Invoked { result, mut logs } = worker
             .invoke(inv, remaining + self.cfg.kill_grace, &capabilities)
             .await;
         *uses = capabilities.take_key_uses();
+        logs.extend(capabilities.egress_log_lines());
         let logs: Vec<String> = logs.iter().map(|l| redact(l, &secrets)).collect();
         *lock(&pool.last_used) = Instant::now();
         match result {
@@ -575,6 +589,34 @@ impl Supervisor {
                 )
             }
         }
+    }
+
+    /// The outbound-request session of one invocation of `m` (none when its manifest
+    /// grants no egress), holding the values of its egress-only secrets.
+    fn egress_session(
+        &self,
+        m: &RunManifest,
+        secrets: &crate::secrets::SecretValues,
+        remaining: Duration,
+    ) -> Result<Option<cloister_egress::Session>, RunFailure> {
+        let Some(policy) = &m.egress else {
+            return Ok(None);
+        };
+        let client = self.egress.function(&m.digest, policy).map_err(|e| {
+            failure(
+                ErrorCode::Unavailable,
+                format!("cannot set up this function's outbound requests: {e}"),
+            )
+        })?;
+        let values = secrets
+            .iter()
+            .filter(|(k, _)| !m.readable_secret(k))
+            .map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.to_vec())))
+            .collect();
+        client
+            .session(values, tokio::time::Instant::now() + remaining)
+            .map(Some)
+            .map_err(|e| failure(ErrorCode::Unavailable, e.to_string()))
     }
 
     /// Starts a worker in one of the `max_workers_total` places (a hard cap: the place is
@@ -774,6 +816,7 @@ mod tests {
             env: Default::default(),
             source_name: None,
             keys: keys.iter().map(|k| k.to_string()).collect(),
+            egress: None,
         }
     }
 

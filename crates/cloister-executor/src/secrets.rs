@@ -46,6 +46,17 @@ pub struct RunManifest {
     pub source_name: Option<String>,
     /// Keys in keyvault the function may use (`context.sign`), by name.
     pub keys: Vec<String>,
+    /// Outbound `fetch` policy, checked (absent: no network).
+    pub egress: Option<Arc<cloister_types::egress::CheckedEgress>>,
+}
+
+impl RunManifest {
+    /// Whether the function sees secret `name` in `secrets` (egress-only ones it never does).
+    pub fn readable_secret(&self, name: &str) -> bool {
+        self.egress
+            .as_ref()
+            .is_none_or(|e| !e.secrets.contains_key(name))
+    }
 }
 
 /// What keyvault granted for one (function, version, loaded code).

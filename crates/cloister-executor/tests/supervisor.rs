@@ -115,6 +115,7 @@ fn manifests() -> Arc<StaticManifests> {
             env: Default::default(),
             source_name: None,
             keys: Vec::new(),
+            egress: None,
         });
     }
     Arc::new(m)

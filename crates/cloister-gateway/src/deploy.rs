@@ -194,6 +194,8 @@ pub async fn deploy(
 struct DeclaredKeys {
     names: Vec<String>,
     limits: std::collections::BTreeMap<String, cloister_types::KeyLimits>,
+    /// The egress policy (checked here for a clear early error; keyvault decides).
+    egress: Option<cloister_types::egress::Egress>,
 }
 
 fn check_manifest(
@@ -256,6 +258,9 @@ fn check_manifest(
     if m.key_limits != keys.limits {
         return Err(mismatch("keyLimits"));
     }
+    if m.egress != keys.egress {
+        return Err(mismatch("egress"));
+    }
     if let (Some(k), Some(id)) = (known, m.function_id.as_deref())
         && k.function_id != id
     {
@@ -280,7 +285,15 @@ async fn deploy_inner(
         let keys = DeclaredKeys {
             names: std::mem::take(&mut req.required_keys),
             limits: std::mem::take(&mut req.key_limits),
+            egress: req.egress.take(),
         };
+        if let Some(e) = &keys.egress {
+            let declared = cloister_types::SecretRef::parse_declared(&req.required_secrets)
+                .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+            let names: Vec<&str> = declared.iter().map(|r| r.name()).collect();
+            e.check(&names)
+                .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        }
         cloister_types::KeyName::parse_declared(&keys.names)
             .map_err(|e| HttpError::new(ErrorCode::InvalidRequest, e.to_string()))?;
         cloister_types::key_limits::check_key_limits(&keys.names, &keys.limits)

@@ -135,6 +135,7 @@ async fn run(measure: Duration, only: &[String]) {
         source_name: None,
         keys: vec!["k".into()],
         key_limits: Default::default(),
+        egress: None,
     };
     let signed = sign(
         &admin,

@@ -272,6 +272,7 @@ fn same_content(a: &Manifest, b: &Manifest) -> bool {
         && a.source_name == b.source_name
         && a.keys == b.keys
         && a.key_limits == b.key_limits
+        && a.egress == b.egress
 }
 
 #[derive(Default)]
@@ -821,6 +822,11 @@ impl Authority {
             .map_err(|e| Denied::Invalid(e.to_string()))?;
         cloister_types::key_limits::check_key_limits(&m.keys, &m.key_limits)
             .map_err(|e| Denied::Invalid(e.to_string()))?;
+        if let Some(e) = &m.egress {
+            let names: Vec<&str> = secrets.iter().map(|r| r.name()).collect();
+            e.check(&names)
+                .map_err(|e| Denied::Invalid(e.to_string()))?;
+        }
         // Another function's key is declared by that function's name: it must exist now, or
         // whoever registers the name first would choose the key this function signs with.
         for r in cloister_types::KeyName::parse_declared(&m.keys)

@@ -589,6 +589,12 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
             env: m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             source_name: m.source_name.clone().unwrap_or_default(),
             keys: m.keys.clone(),
+            // Fails closed: a policy that cannot be written out grants no network.
+            egress_json: m
+                .egress
+                .as_ref()
+                .and_then(|e| serde_json::to_string(e).ok())
+                .unwrap_or_default(),
         }),
     })
 }

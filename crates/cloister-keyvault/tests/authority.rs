@@ -91,6 +91,7 @@ fn manifest(name: &str, code: &str, secrets: &[&str]) -> Manifest {
         source_name: None,
         keys: Vec::new(),
         key_limits: Default::default(),
+        egress: None,
     }
 }
 

@@ -76,6 +76,7 @@ async fn key_manifest(
         source_name: None,
         keys: keys.iter().map(|k| k.to_string()).collect(),
         key_limits,
+        egress: None,
     };
     sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap()
 }
@@ -485,6 +486,7 @@ fn manifest_with_code(
         source_name: None,
         keys: Vec::new(),
         key_limits: Default::default(),
+        egress: None,
     };
     sign(&admin(), &m, &SignOptions::for_platform(v.platform())).unwrap()
 }

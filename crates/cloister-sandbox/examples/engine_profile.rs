@@ -50,6 +50,7 @@ fn main() {
                 timeout_ms: 5000,
             },
             binary_secrets: Default::default(),
+            secret_refs: Default::default(),
         };
         let t = Instant::now();
         let out = engine.invoke(inv);

@@ -145,6 +145,12 @@ impl Engine {
             })
             .and_then(|context| {
                 context.with(|ctx| {
+                    crate::fetch_js::install(&ctx, self.host.clone(), self.refused.clone(), false)
+                        .map_err(|e| LoadError {
+                            message: format!("cannot define fetch: {e}"),
+                            line: None,
+                            column: None,
+                        })?;
                     self.instantiate(&ctx).map(|_| ()).map_err(|err| match err {
                         Instantiate::Threw(e) => {
                             let f = self.classify(&ctx, e);
@@ -305,7 +311,19 @@ impl Engine {
             let array = TypedArray::<u8>::new_copy(ctx.clone(), bytes.as_slice()).map_err(fail)?;
             secrets.set(name.as_str(), array).map_err(fail)?;
         }
+        let shadowed = inv.secrets.contains_key("ref") || inv.binary_secrets.contains_key("ref");
+        if !inv.secret_refs.is_empty() && !shadowed {
+            crate::fetch_js::define_ref(
+                ctx,
+                &secrets,
+                inv.secret_refs.clone(),
+                self.refused.clone(),
+            )
+            .map_err(fail)?;
+        }
         freeze.call::<_, ()>((secrets.clone(),)).map_err(fail)?;
+        crate::fetch_js::install(ctx, self.host.clone(), self.refused.clone(), true)
+            .map_err(fail)?;
         let context = self.context_object(ctx, inv, logs).map_err(fail)?;
         freeze.call::<_, ()>((context.clone(),)).map_err(fail)?;
 
@@ -550,7 +568,7 @@ fn sign_request(args: &[Value<'_>]) -> Result<HostRequest, HostRefusal> {
 }
 
 /// The bytes of a `Uint8Array` (any view), an `ArrayBuffer`, or a string's UTF-8.
-fn message_bytes(v: &Value<'_>) -> Option<Vec<u8>> {
+pub(crate) fn message_bytes(v: &Value<'_>) -> Option<Vec<u8>> {
     if let Some(s) = v.as_string() {
         return s.to_string().ok().map(String::into_bytes);
     }
@@ -566,7 +584,7 @@ fn message_bytes(v: &Value<'_>) -> Option<Vec<u8>> {
 
 /// A promise settled with the host's answer: resolved with the value, or rejected with an
 /// `Error` whose `code` is the stable error code.
-fn settle<'js>(
+pub(crate) fn settle<'js>(
     ctx: &Ctx<'js>,
     answer: Result<Result<HostValue, HostRefusal>, HostRefusal>,
     refused: &RefCell<Vec<ErrorCode>>,
@@ -594,6 +612,9 @@ fn settle<'js>(
                 o.set("recoveryId", r)?;
             }
             resolve.call::<_, ()>((o,))?;
+        }
+        Ok(HostValue::Response(r)) => {
+            resolve.call::<_, ()>((crate::fetch_js::response(ctx, r)?,))?;
         }
         Ok(HostValue::PublicKey {
             public_key,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use cloister_types::ErrorCode;
 pub use cloister_types::SignHash;
+pub use cloister_types::egress::{FetchRequest, FetchResponse, Redirect};
 
 /// Most `context.log` lines kept per invocation.
 pub const MAX_LOG_LINES: usize = 100;
@@ -57,6 +58,9 @@ pub enum HostRequest {
         /// The key's name in the function's manifest.
         key: String,
     },
+    /// An outbound HTTP request (`fetch`), made by the supervisor under the manifest's
+    /// egress policy.
+    Fetch(FetchRequest),
 }
 
 impl HostRequest {
@@ -70,6 +74,7 @@ impl HostRequest {
         match self {
             Self::Log { .. } => "log",
             Self::Sign { .. } | Self::PublicKey { .. } => "keys",
+            Self::Fetch(_) => "egress",
         }
     }
 }
@@ -99,6 +104,8 @@ pub enum HostValue {
         /// ECDSA over secp256k1: the recovery id (0 or 1) of the low-S signature.
         recovery_id: Option<u8>,
     },
+    /// An HTTP response.
+    Response(FetchResponse),
     /// A public key.
     PublicKey {
         /// The public key bytes, base64 (encoding per algorithm: docs/CAPABILITIES.md).

@@ -6,6 +6,7 @@
 //! inherited socket, running JavaScript in QuickJS ([`engine`]) with a fresh context per call.
 
 pub mod engine;
+pub mod fetch_js;
 pub mod frame;
 pub mod hardening;
 pub mod heap;

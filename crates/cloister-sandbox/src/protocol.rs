@@ -67,6 +67,11 @@ pub struct Invoke {
     pub binary_secrets: BTreeMap<String, String>,
     /// Context facts.
     pub context: InvocationContext,
+    /// Egress-only secrets by name, each with the reference `secrets.ref(name)` returns for
+    /// this invocation (the supervisor substitutes the value on the wire; the worker never
+    /// holds it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_refs: BTreeMap<String, String>,
 }
 
 /// Supervisor → worker.

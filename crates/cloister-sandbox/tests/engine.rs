@@ -73,6 +73,7 @@ fn invoke_with(
             timeout_ms,
         },
         binary_secrets: Default::default(),
+        secret_refs: Default::default(),
     })
 }
 

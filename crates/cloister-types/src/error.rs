@@ -129,6 +129,28 @@ error_codes! {
     KeyNotGranted = "key_not_granted", 403;
     /// The key was created without `exportable`: it never leaves keyvault.
     KeyNotExportable = "key_not_exportable", 403;
+    /// The URL (or a redirect's) is not on the manifest's egress allowlist.
+    EgressNotAllowed = "egress_not_allowed", 403;
+    /// The host resolves to a loopback, private, link-local or otherwise non-public address the allowlist does not name.
+    EgressAddressRefused = "egress_address_refused", 403;
+    /// Plain HTTP to an origin the manifest allows only over HTTPS.
+    EgressInsecure = "egress_insecure", 403;
+    /// A secret reference placed where the manifest does not bind that secret (another origin, header, path, the URL or the body), or not this invocation's.
+    EgressSecretRefused = "egress_secret_refused", 403;
+    /// The server's certificate did not verify (untrusted root, expired, wrong name) or the TLS handshake failed.
+    EgressTlsFailed = "egress_tls_failed", 502;
+    /// The request could not be made: the name did not resolve, the connection failed, or the response was not HTTP.
+    EgressFailed = "egress_failed", 502;
+    /// The request did not complete in time (its own limit or the invocation's deadline).
+    EgressTimeout = "egress_timeout", 504;
+    /// The invocation made as many outbound requests as it may.
+    EgressRequestLimit = "egress_request_limit", 429;
+    /// The request (or the invocation's requests together) would send more bytes than allowed.
+    EgressSentLimit = "egress_sent_limit", 413;
+    /// The response (or the invocation's responses together) is larger than allowed.
+    EgressReceivedLimit = "egress_received_limit", 413;
+    /// The function has as many outbound requests in flight as it may, and none finished in time.
+    EgressConnectionLimit = "egress_connection_limit", 429;
 }
 
 impl Serialize for ErrorCode {
@@ -251,6 +273,17 @@ mod tests {
             (ErrorCode::KeyRateLimited, 429),
             (ErrorCode::KeyNotGranted, 403),
             (ErrorCode::KeyNotExportable, 403),
+            (ErrorCode::EgressNotAllowed, 403),
+            (ErrorCode::EgressAddressRefused, 403),
+            (ErrorCode::EgressInsecure, 403),
+            (ErrorCode::EgressSecretRefused, 403),
+            (ErrorCode::EgressTlsFailed, 502),
+            (ErrorCode::EgressFailed, 502),
+            (ErrorCode::EgressTimeout, 504),
+            (ErrorCode::EgressRequestLimit, 429),
+            (ErrorCode::EgressSentLimit, 413),
+            (ErrorCode::EgressReceivedLimit, 413),
+            (ErrorCode::EgressConnectionLimit, 429),
         ];
         assert_eq!(all.len(), ErrorCode::ALL.len(), "ALL lists every code");
         for (code, status) in all {

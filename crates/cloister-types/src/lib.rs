@@ -4,6 +4,7 @@
 //! the edge, and then passed around as a typed value.
 
 pub mod binding;
+pub mod egress;
 pub mod error;
 pub mod fleet;
 pub mod function_env;

@@ -99,6 +99,10 @@ pub struct DeployRequest {
     /// enforces them on every use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub key_limits: BTreeMap<String, crate::KeyLimits>,
+    /// Outbound `fetch`: allowlist, extra roots and egress-only secrets (docs/EGRESS.md);
+    /// absent: the function reaches no network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::egress::Egress>,
 }
 
 impl DeployRequest {
@@ -119,6 +123,7 @@ impl DeployRequest {
             source_name: None,
             required_keys: Vec::new(),
             key_limits: BTreeMap::new(),
+            egress: None,
         }
     }
 }

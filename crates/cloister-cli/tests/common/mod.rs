@@ -469,6 +469,7 @@ pub fn new_function_manifest(
             source_name: None,
             keys: Vec::new(),
             key_limits: Default::default(),
+            egress: None,
         },
         &cloister_authority::SignOptions::for_platform(platform),
     )
