@@ -16,6 +16,8 @@ mod error;
 pub mod inject;
 pub mod redact;
 mod session;
+#[cfg(feature = "test-server")]
+pub mod testing;
 pub mod tls;
 
 use std::collections::HashMap;
