@@ -2,6 +2,8 @@
 //! exit codes, and the server's error code in failures.
 
 mod common;
+#[path = "cli/egress.rs"]
+mod egress;
 
 use common::{Platform, workloads};
 use serde_json::Value;
