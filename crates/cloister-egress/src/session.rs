@@ -134,8 +134,36 @@ impl Session {
         self.counters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `req` under the function's policy and this invocation's limits.
+    /// Makes `req` under the function's policy and this invocation's limits. A request
+    /// refused before anything was sent is recorded too (with its code).
     pub async fn fetch(&self, req: FetchRequest) -> Result<FetchResponse, FetchError> {
+        let before = self.lock().records.len();
+        let (method, target) = (req.method.clone(), req.url.clone());
+        let result = self.fetch_unrecorded(req).await;
+        if let Err(e) = &result {
+            let mut c = self.lock();
+            if c.records.len() == before {
+                let url = url::Url::parse(&target).ok();
+                c.records.push(Record {
+                    origin: url
+                        .as_ref()
+                        .and_then(Origin::of)
+                        .map(|o| o.to_string())
+                        .unwrap_or_else(|| "-".to_owned()),
+                    method: clipped(&method),
+                    path: url.as_ref().map(|u| clipped(u.path())).unwrap_or_default(),
+                    status: None,
+                    sent: 0,
+                    received: 0,
+                    millis: 0.0,
+                    error: Some(e.code()),
+                });
+            }
+        }
+        result
+    }
+
+    async fn fetch_unrecorded(&self, req: FetchRequest) -> Result<FetchResponse, FetchError> {
         let body = base64::engine::general_purpose::STANDARD
             .decode(&req.body)
             .map_err(|_| FetchError::Invalid("the body arrived malformed".into()))?;

@@ -96,11 +96,14 @@ impl Default for TestCa {
     }
 }
 
+/// One request a server saw: method, path, headers (lower-case names).
+pub type SeenRequest = (String, String, Vec<(String, String)>);
+
 /// What a server saw, for assertions.
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
-    /// Every request's headers, lower-case names, in order of arrival.
-    pub requests: Vec<(String, String, Vec<(String, String)>)>,
+    /// Every request, in order of arrival.
+    pub requests: Vec<SeenRequest>,
     /// Connections accepted.
     pub connections: usize,
 }

@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 const SECRET: &str = "sk_test_Z9q/8+v-4hJ2";
 
-fn policy(allow: &[String], ca: &[&TestCa], secrets: &[(&str, &str, &str)]) -> Arc<CheckedEgress> {
+fn policy(allow: &[&str], ca: &[&TestCa], secrets: &[(&str, &str, &str)]) -> Arc<CheckedEgress> {
     let mut s: BTreeMap<String, Vec<SecretBinding>> = BTreeMap::new();
     for (name, origin, header) in secrets {
         s.entry(name.to_string()).or_default().push(SecretBinding {
@@ -28,7 +28,7 @@ fn policy(allow: &[String], ca: &[&TestCa], secrets: &[(&str, &str, &str)]) -> A
     let names: Vec<&str> = secrets.iter().map(|(n, _, _)| *n).collect();
     Arc::new(
         Egress {
-            allow: allow.to_vec(),
+            allow: allow.iter().map(|a| a.to_string()).collect(),
             ca: ca.iter().map(|c| c.pem().to_owned()).collect(),
             secrets: s,
         }
@@ -89,7 +89,7 @@ async fn get_post_and_json_round_trip_over_verified_tls() {
     let srv = https(&ca, Leaf::default()).await;
     let origin = format!("https://127.0.0.1:{}", srv.port());
     let f = client(
-        policy(&[origin.clone()], &[&ca], &[]),
+        policy(&[origin.as_str()], &[&ca], &[]),
         EgressLimits::default(),
     );
     let s = session(&f, 10);
@@ -131,7 +131,10 @@ async fn the_test_ca_is_trusted_only_when_the_manifest_lists_it() {
     let ca = TestCa::new();
     let srv = https(&ca, Leaf::default()).await;
     let origin = format!("https://127.0.0.1:{}", srv.port());
-    let f = client(policy(&[origin.clone()], &[], &[]), EgressLimits::default());
+    let f = client(
+        policy(&[origin.as_str()], &[], &[]),
+        EgressLimits::default(),
+    );
     let e = session(&f, 10)
         .fetch(get(&format!("{origin}/json")))
         .await
@@ -164,7 +167,7 @@ async fn expired_and_wrong_name_certificates_are_refused() {
         let srv = https(&ca, leaf).await;
         let origin = format!("https://127.0.0.1:{}", srv.port());
         let f = client(
-            policy(&[origin.clone()], &[&ca], &[]),
+            policy(&[origin.as_str()], &[&ca], &[]),
             EgressLimits::default(),
         );
         let e = session(&f, 10)
@@ -185,7 +188,7 @@ async fn origins_names_and_addresses_off_the_allowlist_are_refused() {
     let by_name = format!("https://localhost:{port}");
     // Only the address is listed: another port, another scheme, the name are refused.
     let f = client(
-        policy(&[by_address.clone()], &[&ca], &[]),
+        policy(&[by_address.as_str()], &[&ca], &[]),
         EgressLimits::default(),
     );
     let s = session(&f, 10);
@@ -210,7 +213,7 @@ async fn origins_names_and_addresses_off_the_allowlist_are_refused() {
     );
     // Only the name is listed: it resolves to loopback, which is refused.
     let f = client(
-        policy(&[by_name.clone()], &[&ca], &[]),
+        policy(&[by_name.as_str()], &[&ca], &[]),
         EgressLimits::default(),
     );
     let e = session(&f, 10)
@@ -220,7 +223,7 @@ async fn origins_names_and_addresses_off_the_allowlist_are_refused() {
     assert_eq!(e.code(), ErrorCode::EgressAddressRefused, "{e}");
     // The name and its address listed: allowed, verified against the name.
     let f = client(
-        policy(&[by_name.clone(), by_address], &[&ca], &[]),
+        policy(&[by_name.as_str(), by_address.as_str()], &[&ca], &[]),
         EgressLimits::default(),
     );
     let r = session(&f, 10)
@@ -231,14 +234,21 @@ async fn origins_names_and_addresses_off_the_allowlist_are_refused() {
     // https listed, http asked: insecure; http listed: plain text goes through.
     let plain = TestServer::http().await;
     let https_only = format!("https://127.0.0.1:{}", plain.port());
-    let f = client(policy(&[https_only], &[], &[]), EgressLimits::default());
+    let f = client(
+        policy(&[https_only.as_str()], &[], &[]),
+        EgressLimits::default(),
+    );
     let e = session(&f, 10)
         .fetch(get(&format!("http://127.0.0.1:{}/json", plain.port())))
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::EgressInsecure, "{e}");
     let f = client(
-        policy(&[format!("http://127.0.0.1:{}", plain.port())], &[], &[]),
+        policy(
+            &[format!("http://127.0.0.1:{}", plain.port()).as_str()],
+            &[],
+            &[],
+        ),
         EgressLimits::default(),
     );
     let r = session(&f, 10)
@@ -254,7 +264,7 @@ async fn redirects_are_followed_only_to_allowed_origins() {
     let srv = https(&ca, Leaf::default()).await;
     let origin = format!("https://127.0.0.1:{}", srv.port());
     let f = client(
-        policy(&[origin.clone()], &[&ca], &[]),
+        policy(&[origin.as_str()], &[&ca], &[]),
         EgressLimits::default(),
     );
     let s = session(&f, 10);
@@ -300,7 +310,7 @@ async fn an_egress_only_secret_reaches_its_server_and_never_the_function() {
     let address = format!("https://127.0.0.1:{port}");
     let f = client(
         policy(
-            &[named.clone(), address.clone()],
+            &[named.as_str(), address.as_str()],
             &[&ca],
             &[("API_KEY", &named, "Authorization")],
         ),
@@ -401,7 +411,7 @@ async fn limits_refuse_with_their_own_codes_and_the_client_stays_usable() {
         max_request_bytes: 16 * 1024,
         ..EgressLimits::default()
     };
-    let f = client(policy(&[origin.clone()], &[&ca], &[]), limits);
+    let f = client(policy(&[origin.as_str()], &[&ca], &[]), limits);
     // A server that trickles its body: the invocation's deadline ends the request.
     let s = session(&f, 1);
     let started = std::time::Instant::now();
@@ -448,7 +458,7 @@ async fn two_functions_share_no_connection() {
     let ca = TestCa::new();
     let srv = https(&ca, Leaf::default()).await;
     let origin = format!("https://127.0.0.1:{}", srv.port());
-    let p = policy(&[origin.clone()], &[&ca], &[]);
+    let p = policy(&[origin.as_str()], &[&ca], &[]);
     let a = client(p.clone(), EgressLimits::default());
     let b = client(p, EgressLimits::default());
     for f in [&a, &b, &a, &b] {

@@ -42,27 +42,12 @@ impl Granted {
         Self { keys, fetch }
     }
 
-    /// One line per outbound request the invocation made, for its logs: origin, method,
-    /// path, status, bytes and time (never a query, header value or body).
-    pub fn egress_log_lines(&self) -> Vec<String> {
-        let Some(session) = &self.fetch else {
-            return Vec::new();
-        };
-        session
-            .take_records()
-            .into_iter()
-            .map(|r| {
-                let outcome = match (r.status, r.error) {
-                    (Some(s), _) => s.to_string(),
-                    (None, Some(code)) => code.as_str().to_owned(),
-                    (None, None) => "-".to_owned(),
-                };
-                format!(
-                    "[fetch] {} {}{} -> {outcome} ({} B sent, {} B received, {:.1} ms)",
-                    r.method, r.origin, r.path, r.sent, r.received, r.millis
-                )
-            })
-            .collect()
+    /// What the invocation's outbound requests did, in order (taken once).
+    pub fn take_egress_records(&self) -> Vec<cloister_egress::Record> {
+        self.fetch
+            .as_ref()
+            .map(cloister_egress::Session::take_records)
+            .unwrap_or_default()
     }
 
     /// The signatures keyvault made for this invocation, in order (taken once).
@@ -212,4 +197,23 @@ fn value(a: KeyAnswer, public_key_only: bool) -> HostValue {
             recovery_id: a.recovery_id,
         }
     }
+}
+
+/// One log line per outbound request: origin, method, path, status (or the refusal's code),
+/// bytes and time; never a query, a header value or a body.
+pub fn egress_log_lines(records: &[cloister_egress::Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            let outcome = match (r.status, r.error) {
+                (Some(s), _) => s.to_string(),
+                (None, Some(code)) => code.as_str().to_owned(),
+                (None, None) => "-".to_owned(),
+            };
+            format!(
+                "[fetch] {} {}{} -> {outcome} ({} B sent, {} B received, {:.1} ms)",
+                r.method, r.origin, r.path, r.sent, r.received, r.millis
+            )
+        })
+        .collect()
 }

@@ -132,7 +132,25 @@ pub struct Supervisor {
     validating: Semaphore,
     /// Outbound HTTP: one client (TLS configuration and pool) per function version.
     egress: cloister_egress::Egress,
+    /// Outbound requests by (function id, origin) since start (for metrics).
+    egress_totals: Mutex<std::collections::BTreeMap<(String, String), EgressTotals>>,
 }
+
+/// Outbound requests of one function to one origin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EgressTotals {
+    /// Requests made or refused.
+    pub requests: u64,
+    /// Requests that got no response.
+    pub failures: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+}
+
+/// Most (function, origin) pairs counted; past it, new pairs count under origin `other`.
+const MAX_EGRESS_SERIES: usize = 4096;
 
 /// Most deploy checks (throwaway workers) running at once.
 pub const MAX_VALIDATIONS: usize = 4;
@@ -222,6 +240,7 @@ impl Supervisor {
             warned_uid: AtomicBool::new(false),
             validating: Semaphore::new(MAX_VALIDATIONS),
             egress: cloister_egress::Egress::new(cloister_egress::EgressLimits::default()),
+            egress_totals: Mutex::default(),
         })
     }
 
@@ -551,7 +570,11 @@ impl Supervisor {
             .invoke(inv, remaining + self.cfg.kill_grace, &capabilities)
             .await;
         *uses = capabilities.take_key_uses();
-        logs.extend(capabilities.egress_log_lines());
+        let records = capabilities.take_egress_records();
+        if !records.is_empty() {
+            logs.extend(crate::capabilities::egress_log_lines(&records));
+            self.count_egress(&m.function_id, &records);
+        }
         let logs: Vec<String> = logs.iter().map(|l| redact(l, &secrets)).collect();
         *lock(&pool.last_used) = Instant::now();
         match result {
@@ -589,6 +612,29 @@ impl Supervisor {
                 )
             }
         }
+    }
+
+    fn count_egress(&self, function_id: &str, records: &[cloister_egress::Record]) {
+        let mut totals = lock(&self.egress_totals);
+        for r in records {
+            let mut key = (function_id.to_owned(), r.origin.clone());
+            if !totals.contains_key(&key) && totals.len() >= MAX_EGRESS_SERIES {
+                key.1 = "other".to_owned();
+            }
+            let t = totals.entry(key).or_default();
+            t.requests += 1;
+            t.failures += u64::from(r.status.is_none());
+            t.bytes_sent += r.sent;
+            t.bytes_received += r.received;
+        }
+    }
+
+    /// Outbound requests by (function id, origin) since this executor started.
+    pub fn egress_totals(&self) -> Vec<((String, String), EgressTotals)> {
+        lock(&self.egress_totals)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// The outbound-request session of one invocation of `m` (none when its manifest

@@ -435,6 +435,21 @@ impl Executor for ExecutorService {
             spawned_total,
             retired_total,
             filesystem_isolated,
+            egress: self
+                .sup
+                .egress_totals()
+                .into_iter()
+                .map(
+                    |((function_id, origin), t)| cloister_rpc::executor::EgressTotals {
+                        function_id,
+                        origin,
+                        requests: t.requests,
+                        failures: t.failures,
+                        bytes_sent: t.bytes_sent,
+                        bytes_received: t.bytes_received,
+                    },
+                )
+                .collect(),
         }))
     }
 }

@@ -47,6 +47,76 @@ pub struct WorkerLabels {
     pub pid: String,
 }
 
+/// Labels of an outbound-request series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EgressLabels {
+    /// Function id.
+    pub function_id: String,
+    /// `scheme://host[:port]` (or `other` past the executor's series cap).
+    pub origin: String,
+}
+
+/// Outbound requests of functions (admins only: they name functions and the hosts they
+/// contact), as counters fed by the executor's totals.
+#[derive(Default)]
+pub struct EgressMetrics {
+    requests: Family<EgressLabels, Counter>,
+    failures: Family<EgressLabels, Counter>,
+    sent: Family<EgressLabels, Counter>,
+    received: Family<EgressLabels, Counter>,
+    seen: std::sync::Mutex<std::collections::HashMap<EgressLabels, [u64; 4]>>,
+}
+
+impl EgressMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "egress_requests",
+            "Outbound requests of each function by origin",
+            self.requests.clone(),
+        );
+        r.register(
+            "egress_failures",
+            "Outbound requests refused or failed, by function and origin",
+            self.failures.clone(),
+        );
+        r.register(
+            "egress_sent_bytes",
+            "Bytes sent by outbound requests, by function and origin",
+            self.sent.clone(),
+        );
+        r.register(
+            "egress_received_bytes",
+            "Bytes received by outbound requests, by function and origin",
+            self.received.clone(),
+        );
+    }
+
+    /// Advances the counters to the executor's totals (which restart at zero with it).
+    fn apply(&self, totals: &[cloister_rpc::executor::EgressTotals]) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for t in totals {
+            let labels = EgressLabels {
+                function_id: t.function_id.clone(),
+                origin: t.origin.clone(),
+            };
+            let now = [t.requests, t.failures, t.bytes_sent, t.bytes_received];
+            let before = seen.insert(labels.clone(), now).unwrap_or_default();
+            let restarted = now.iter().zip(before).any(|(n, b)| *n < b);
+            for (i, family) in [&self.requests, &self.failures, &self.sent, &self.received]
+                .into_iter()
+                .enumerate()
+            {
+                let delta = if restarted {
+                    now[i]
+                } else {
+                    now[i] - before[i]
+                };
+                family.get_or_create(&labels).inc_by(delta);
+            }
+        }
+    }
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -85,6 +155,8 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Connections refused at the door (connection caps).
     pub connections_refused: Counter,
+    /// Outbound requests of functions.
+    pub egress: EgressMetrics,
 }
 
 impl Default for Metrics {
@@ -157,7 +229,10 @@ impl Default for Metrics {
             "Connections refused because a connection cap was reached",
             connections_refused.clone(),
         );
+        let egress = EgressMetrics::default();
+        egress.register(&mut function_registry);
         Self {
+            egress,
             registry,
             function_registry,
             rate_limited,
@@ -231,6 +306,7 @@ impl Metrics {
         advance(&self.workers_retired, &self.retired_seen, s.retired_total);
         self.filesystem_isolated
             .set(i64::from(s.filesystem_isolated));
+        self.egress.apply(&s.egress);
     }
 
     /// Prometheus text exposition of every metric.
@@ -286,5 +362,43 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("cloister_workers_spawned_total 10"), "{text}");
+    }
+
+    #[test]
+    fn egress_totals_become_per_function_counters_for_admins_only() {
+        let m = Metrics::default();
+        let status = |requests, sent| cloister_rpc::executor::StatusResponse {
+            egress: vec![cloister_rpc::executor::EgressTotals {
+                function_id: "f1".into(),
+                origin: "https://api.example.com".into(),
+                requests,
+                failures: 1,
+                bytes_sent: sent,
+                bytes_received: 10,
+            }],
+            ..Default::default()
+        };
+        m.set_executor_status(&status(3, 300));
+        m.set_executor_status(&status(5, 500));
+        // The executor restarted.
+        m.set_executor_status(&status(2, 200));
+        let text = m.render(true);
+        let series = "{function_id=\"f1\",origin=\"https://api.example.com\"}";
+        assert!(
+            text.contains(&format!("cloister_egress_requests_total{series} 7")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("cloister_egress_sent_bytes_total{series} 700")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("cloister_egress_failures_total{series} 2")),
+            "{text}"
+        );
+        assert!(
+            !m.render(false).contains("egress"),
+            "per-function series are for admins"
+        );
     }
 }

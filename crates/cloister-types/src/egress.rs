@@ -43,8 +43,9 @@ pub struct Egress {
 pub struct SecretBinding {
     /// `https://host[:port]`: exactly one origin (no wildcard).
     pub origin: String,
-    /// Only requests whose path starts with this (absent: any path).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Only requests whose path is within this prefix, segment-wise (absent: any path);
+    /// `path` on the wire.
+    #[serde(rename = "path", default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
     /// The header name the value may be placed in (case-insensitive).
     pub header: String,

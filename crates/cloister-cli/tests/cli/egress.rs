@@ -192,6 +192,11 @@ async fn a_function_fetches_over_tls_and_uses_a_secret_it_cannot_read() {
     );
     assert_eq!(r["error"]["code"], "function_error", "{r}");
     assert_eq!(r["error"]["details"]["code"], "egress_not_allowed", "{r}");
+    let logs = r["error"]["details"]["logs"].to_string();
+    assert!(
+        logs.contains("[fetch] GET https://example.invalid/ -> egress_not_allowed"),
+        "{r}"
+    );
     let r = invoke(
         &p,
         "caller",
@@ -215,6 +220,19 @@ async fn a_function_fetches_over_tls_and_uses_a_secret_it_cannot_read() {
         json!({"op": "json", "url": format!("{address}/json")}),
     );
     assert_eq!(r["result"]["status"], 200, "{r}");
+
+    // Metrics count requests and bytes per function and origin (admins only).
+    let metrics = p.admin().metrics().await.unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("cloister_egress_requests_total{") && l.contains(&address))
+        .unwrap_or_else(|| panic!("no egress series for {address}: {metrics}"));
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 52, "{line}");
+    assert!(
+        metrics.contains("cloister_egress_received_bytes_total{"),
+        "{metrics}"
+    );
 
     // A function whose manifest lists no origin reaches nothing.
     let plain = dir.path().join("offline.js");
