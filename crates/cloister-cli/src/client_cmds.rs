@@ -299,9 +299,17 @@ fn egress_policy(
     }
     let mut ca = Vec::new();
     for f in ca_files {
-        let pem = std::fs::read_to_string(f)
-            .with_context(|| format!("--egress-ca {}: cannot read it", f.display()))?;
-        ca.push(pem);
+        // ORIGIN=FILE scopes the root to one listed origin; FILE alone, to every one.
+        let text = f.to_string_lossy();
+        let (origins, file) = match text.split_once('=') {
+            Some((o, file)) if o.starts_with("https://") || o.starts_with("http://") => {
+                (vec![o.to_owned()], std::path::PathBuf::from(file))
+            }
+            _ => (origins.to_vec(), f.clone()),
+        };
+        let pem = std::fs::read_to_string(&file)
+            .with_context(|| format!("--egress-ca {}: cannot read it", file.display()))?;
+        ca.push(cloister_types::egress::ExtraRoot { pem, origins });
     }
     let mut secrets = std::collections::BTreeMap::<String, Vec<_>>::new();
     for flag in secret_flags {

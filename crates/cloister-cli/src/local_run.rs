@@ -107,6 +107,7 @@ pub async fn run(args: RunArgs, json: bool) -> anyhow::Result<std::process::Exit
         Arc::new(LocalGrant(Grant {
             manifest: Arc::new(manifest),
             secrets: Arc::new(values),
+            egress_secrets: Arc::default(),
             code_key: None,
         })),
     );

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use cloister_types::egress::CheckedEgress;
+use cloister_types::egress::{CheckedEgress, Host, Origin, Scheme};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -115,20 +115,20 @@ impl AsyncWrite for Stream {
 #[derive(Clone)]
 pub struct Connector {
     policy: Arc<CheckedEgress>,
-    tls: tokio_rustls::TlsConnector,
+    roots: Arc<crate::tls::Roots>,
     connect_timeout: Duration,
 }
 
 impl Connector {
-    /// A connector enforcing `policy`, verifying TLS with `tls`.
+    /// A connector enforcing `policy`, verifying TLS with `roots`.
     pub fn new(
         policy: Arc<CheckedEgress>,
-        tls: Arc<rustls::ClientConfig>,
+        roots: Arc<crate::tls::Roots>,
         connect_timeout: Duration,
     ) -> Self {
         Self {
             policy,
-            tls: tokio_rustls::TlsConnector::from(tls),
+            roots,
             connect_timeout,
         }
     }
@@ -142,6 +142,7 @@ impl Connector {
         let host = uri.host().ok_or(ConnectError::Uri)?;
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let scheme = if https { Scheme::Https } else { Scheme::Http };
         let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => {
@@ -166,7 +167,7 @@ impl Connector {
         };
         let allowed: Vec<SocketAddr> = addrs
             .iter()
-            .filter(|a| self.policy.address_allowed(a.ip()))
+            .filter(|a| self.policy.address_allowed(a.ip(), scheme, port))
             .take(MAX_ADDRESSES)
             .copied()
             .collect();
@@ -198,7 +199,20 @@ impl Connector {
         }
         let name = rustls::pki_types::ServerName::try_from(bare.to_owned())
             .map_err(|_| ConnectError::Tls(format!("{bare} is not a valid TLS server name")))?;
-        let tls = tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
+        let origin = Origin {
+            scheme,
+            host: match bare.parse::<IpAddr>() {
+                Ok(ip) => Host::Address(cloister_types::egress::canonical(ip)),
+                Err(_) => Host::Name(bare.to_ascii_lowercase()),
+            },
+            port,
+        };
+        let config = self
+            .roots
+            .config_for(&origin)
+            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
             .await
             .map_err(|_| ConnectError::Tls("the handshake timed out".into()))?
             .map_err(|e| ConnectError::Tls(tls_reason(&e)))?;

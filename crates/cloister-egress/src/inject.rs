@@ -59,6 +59,15 @@ pub fn holds_ref(text: &[u8]) -> bool {
 /// Whether a path is within a prefix, segment-wise (`/v1` covers `/v1` and `/v1/x`, not
 /// `/v10`).
 fn within(path: &str, prefix: &str) -> bool {
+    // Encoded dots and separators, `;` parameters and backslashes mean different paths to
+    // different servers: such a path is within no prefix.
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", ";", "\\"]
+        .iter()
+        .any(|t| lower.contains(t))
+    {
+        return false;
+    }
     path == prefix
         || (path.starts_with(prefix)
             && (prefix.ends_with('/') || path[prefix.len()..].starts_with('/')))
@@ -174,6 +183,13 @@ mod tests {
             ("authorization", "https://other.example.com", "/v1/items"),
             ("authorization", "https://api.example.com", "/v10"),
             ("authorization", "https://api.example.com", "/admin"),
+            ("authorization", "https://api.example.com", "/v1/..%2Fadmin"),
+            ("authorization", "https://api.example.com", "/v1/..;/admin"),
+            (
+                "authorization",
+                "https://api.example.com",
+                "/v1/%2e%2e/admin",
+            ),
         ] {
             let e = substitute(&v, header, &origin(o), path, &refs, &values, &policy);
             assert!(

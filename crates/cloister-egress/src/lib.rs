@@ -80,13 +80,14 @@ impl Default for EgressLimits {
     }
 }
 
-/// Most functions whose clients are kept at once; past it the pools start over.
+/// Most functions whose clients are kept at once; past it the least recently used idle one
+/// is dropped.
 const MAX_FUNCTIONS: usize = 256;
 
 /// The executor's outbound HTTP: one client per function version (its manifest's digest).
 pub struct Egress {
     limits: EgressLimits,
-    functions: Mutex<HashMap<String, Arc<FunctionEgress>>>,
+    functions: Mutex<HashMap<String, (Arc<FunctionEgress>, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Egress {
@@ -112,22 +113,43 @@ impl Egress {
     }
 
     /// The client of the function version whose manifest has digest `digest` and egress
-    /// policy `policy` (built on first use).
+    /// policy `policy` (built on first use, outside the lock).
     pub fn function(
         &self,
         digest: &str,
         policy: &Arc<CheckedEgress>,
     ) -> Result<Arc<FunctionEgress>, TlsConfigError> {
-        let mut fns = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = fns.get(digest) {
+        let now = std::time::Instant::now();
+        if let Some((f, used)) = self.lock().get_mut(digest) {
+            *used = now;
             return Ok(f.clone());
         }
-        let f = Arc::new(FunctionEgress::new(policy.clone(), self.limits)?);
-        if fns.len() >= MAX_FUNCTIONS {
-            fns.clear();
+        let built = Arc::new(FunctionEgress::new(policy.clone(), self.limits)?);
+        let mut fns = self.lock();
+        if let Some((f, used)) = fns.get_mut(digest) {
+            *used = now;
+            return Ok(f.clone());
         }
-        fns.insert(digest.to_owned(), f.clone());
-        Ok(f)
+        if fns.len() >= MAX_FUNCTIONS {
+            // The least recently used client no invocation holds goes (with its pool); if
+            // every one is in use, the map grows past the mark until some are released.
+            let idle = fns
+                .iter()
+                .filter(|(_, (f, _))| Arc::strong_count(f) == 1)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = idle {
+                fns.remove(&k);
+            }
+        }
+        fns.insert(digest.to_owned(), (built.clone(), now));
+        Ok(built)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<FunctionEgress>, std::time::Instant)>> {
+        self.functions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -142,8 +164,8 @@ pub struct FunctionEgress {
 impl FunctionEgress {
     /// A client for `policy`.
     pub fn new(policy: Arc<CheckedEgress>, limits: EgressLimits) -> Result<Self, TlsConfigError> {
-        let tls = tls::client_config(&policy.ca)?;
-        let connector = connect::Connector::new(policy.clone(), tls, limits.connect_timeout);
+        let roots = Arc::new(tls::Roots::new(policy.clone())?);
+        let connector = connect::Connector::new(policy.clone(), roots, limits.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(limits.idle_timeout)

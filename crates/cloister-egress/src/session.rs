@@ -18,6 +18,9 @@ use crate::inject::{SecretRefs, holds_ref, substitute};
 use crate::redact::Redactor;
 use crate::{FetchError, FunctionEgress};
 
+/// Most request headers one request may carry.
+const MAX_HEADERS: usize = 64;
+
 /// Headers a function may not set: the connection's own framing and routing.
 const FORBIDDEN: &[&str] = &[
     "host",
@@ -125,6 +128,11 @@ impl Session {
         self.refs.by_name().clone()
     }
 
+    /// `text` with every known form of the egress-only values redacted.
+    pub fn redact(&self, text: String) -> String {
+        self.redactor.apply_str(text)
+    }
+
     /// What the invocation's requests did, in order (taken).
     pub fn take_records(&self) -> Vec<Record> {
         std::mem::take(&mut self.lock().records)
@@ -151,7 +159,10 @@ impl Session {
                         .map(|o| o.to_string())
                         .unwrap_or_else(|| "-".to_owned()),
                     method: clipped(&method),
-                    path: url.as_ref().map(|u| clipped(u.path())).unwrap_or_default(),
+                    path: url
+                        .as_ref()
+                        .map(|u| self.redactor.apply_str(clipped(u.path())))
+                        .unwrap_or_default(),
                     status: None,
                     sent: 0,
                     received: 0,
@@ -191,7 +202,15 @@ impl Session {
         }
         url.set_fragment(None);
         let mut method = http::Method::from_bytes(req.method.as_bytes())
-            .map_err(|_| FetchError::Invalid(format!("method {:?}", clipped(&req.method))))?;
+            .ok()
+            .filter(|m| !matches!(m.as_str(), "CONNECT" | "TRACE" | "TRACK"))
+            .ok_or_else(|| FetchError::Invalid(format!("method {:?}", clipped(&req.method))))?;
+        if req.headers.len() > MAX_HEADERS {
+            return Err(FetchError::Invalid(format!(
+                "at most {MAX_HEADERS} request headers"
+            )));
+        }
+        let mut headers_given = req.headers;
         let mut body = Bytes::from(body);
         let first = Origin::of(&url)
             .ok_or_else(|| FetchError::Invalid("only http and https URLs can be fetched".into()))?;
@@ -205,7 +224,7 @@ impl Session {
             })?;
             self.check_origin(&origin, hop > 0)?;
             let headers =
-                self.headers_for(&req.headers, &origin, url.path(), hop, origin != first)?;
+                self.headers_for(&headers_given, &origin, url.path(), hop, origin != first)?;
             let a = self
                 .send(&method, &url, &origin, headers, body.clone())
                 .await?;
@@ -226,9 +245,13 @@ impl Session {
                     FetchError::Failed(format!("{origin} redirected without a usable Location"))
                 })?;
             let s = a.status.as_u16();
-            if s == 303 || ((s == 301 || s == 302) && method == http::Method::POST) {
+            if (s == 303 && method != http::Method::HEAD)
+                || ((s == 301 || s == 302) && method == http::Method::POST)
+            {
                 method = http::Method::GET;
                 body = Bytes::new();
+                // The body is gone, and so are the headers that described it.
+                headers_given.retain(|(k, _)| !k.to_ascii_lowercase().starts_with("content-"));
             }
             url = next;
             url.set_fragment(None);
@@ -343,6 +366,9 @@ impl Session {
             map.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         }
         if injected {
+            // Only a whole answer is redacted reliably: no ranges of one.
+            map.remove(header::RANGE);
+            map.remove(header::IF_RANGE);
             // Echoes are redacted in what comes back; a compressed echo would not be found.
             map.insert(
                 header::ACCEPT_ENCODING,
@@ -391,19 +417,19 @@ impl Session {
         let deadline = self
             .deadline
             .min(tokio::time::Instant::now() + limits.request_timeout);
-        let result = self
-            .exchange(method, url, origin, headers, body, deadline)
-            .await;
-        let mut c = self.lock();
-        let received = match &result {
-            Ok(a) => header_bytes(&a.headers) + a.body.len(),
-            Err(_) => 0,
+        let read = std::sync::atomic::AtomicUsize::new(0);
+        let result = match request(method, url, headers, body) {
+            Ok(r) => self.exchange(origin, r, deadline, &read).await,
+            Err(e) => Err(e),
         };
+        let mut c = self.lock();
+        // Bytes read count even when the response was then refused (too large, too slow).
+        let received = read.load(std::sync::atomic::Ordering::Relaxed);
         c.received += received;
         c.records.push(Record {
             origin: origin.to_string(),
             method: method.to_string(),
-            path: url.path().to_owned(),
+            path: self.redactor.apply_str(url.path().to_owned()),
             status: result.as_ref().ok().map(|a| a.status.as_u16()),
             sent: size as u64,
             received: received as u64,
@@ -415,31 +441,25 @@ impl Session {
 
     async fn exchange(
         &self,
-        method: &http::Method,
-        url: &url::Url,
         origin: &Origin,
-        headers: HeaderMap,
-        body: Bytes,
+        request: http::Request<Full<Bytes>>,
         deadline: tokio::time::Instant,
+        read: &std::sync::atomic::AtomicUsize,
     ) -> Result<Answer, FetchError> {
         let limits = &self.function.limits;
         let timeout = || FetchError::Timeout(origin.to_string());
         let _slot = tokio::time::timeout_at(deadline, self.function.slots.acquire())
             .await
-            .map_err(|_| FetchError::ConnectionLimit(limits.max_in_flight))?
+            .map_err(|_| {
+                // Out of the invocation's own time is a timeout; the request's own timeout
+                // spent waiting for a slot is the function's in-flight limit.
+                if deadline >= self.deadline {
+                    timeout()
+                } else {
+                    FetchError::ConnectionLimit(limits.max_in_flight)
+                }
+            })?
             .map_err(|_| FetchError::Failed("the executor is shutting down".into()))?;
-        let uri: http::Uri = url.as_str().parse().map_err(|_| {
-            FetchError::Invalid(format!(
-                "{:?} is not a URI HTTP accepts",
-                clipped(url.as_str())
-            ))
-        })?;
-        let mut request = http::Request::builder()
-            .method(method.clone())
-            .uri(uri)
-            .body(Full::new(body))
-            .map_err(|e| FetchError::Invalid(e.to_string()))?;
-        *request.headers_mut() = headers;
         let room = {
             let c = self.lock();
             limits
@@ -455,6 +475,7 @@ impl Session {
                 .map_err(|e| classify(&e, origin))?;
             let (parts, mut incoming) = response.into_parts();
             let mut total = header_bytes(&parts.headers);
+            read.store(total, std::sync::atomic::Ordering::Relaxed);
             let too_large = || {
                 FetchError::ReceivedLimit(format!(
                     "the response from {origin} is over {room} bytes (the limit of one response, \
@@ -469,6 +490,7 @@ impl Session {
                 let frame = frame.map_err(|e| FetchError::Failed(format!("{origin}: {e}")))?;
                 if let Ok(data) = frame.into_data() {
                     total += data.len();
+                    read.store(total, std::sync::atomic::Ordering::Relaxed);
                     if total > room {
                         return Err(too_large());
                     }
@@ -500,12 +522,35 @@ impl Session {
         FetchResponse {
             status: a.status.as_u16(),
             status_text: a.status.canonical_reason().unwrap_or("").to_owned(),
-            url: url.to_string(),
+            // A server may put an echo of the value in a redirect's URL.
+            url: self.redactor.apply_str(url.to_string()),
             redirected,
             headers,
             body: base64::engine::general_purpose::STANDARD.encode(&body),
         }
     }
+}
+
+/// The HTTP request for one hop.
+fn request(
+    method: &http::Method,
+    url: &url::Url,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<http::Request<Full<Bytes>>, FetchError> {
+    let uri: http::Uri = url.as_str().parse().map_err(|_| {
+        FetchError::Invalid(format!(
+            "{:?} is not a URI HTTP accepts",
+            clipped(url.as_str())
+        ))
+    })?;
+    let mut request = http::Request::builder()
+        .method(method.clone())
+        .uri(uri)
+        .body(Full::new(body))
+        .map_err(|e| FetchError::Invalid(e.to_string()))?;
+    *request.headers_mut() = headers;
+    Ok(request)
 }
 
 fn header_bytes(h: &HeaderMap) -> usize {

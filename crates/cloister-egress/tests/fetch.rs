@@ -10,7 +10,7 @@ use cloister_egress::testing::{Leaf, TestCa, TestServer};
 use cloister_egress::{EgressLimits, FetchError, FunctionEgress, Session};
 use cloister_types::ErrorCode;
 use cloister_types::egress::{
-    CheckedEgress, Egress, FetchRequest, FetchResponse, Redirect, SecretBinding,
+    CheckedEgress, Egress, ExtraRoot, FetchRequest, FetchResponse, Redirect, SecretBinding,
 };
 use zeroize::Zeroizing;
 
@@ -29,7 +29,13 @@ fn policy(allow: &[&str], ca: &[&TestCa], secrets: &[(&str, &str, &str)]) -> Arc
     Arc::new(
         Egress {
             allow: allow.iter().map(|a| a.to_string()).collect(),
-            ca: ca.iter().map(|c| c.pem().to_owned()).collect(),
+            ca: ca
+                .iter()
+                .map(|c| ExtraRoot {
+                    pem: c.pem().to_owned(),
+                    origins: allow.iter().map(|a| a.to_string()).collect(),
+                })
+                .collect(),
             secrets: s,
         }
         .check(&names)
@@ -472,4 +478,43 @@ async fn two_functions_share_no_connection() {
         2,
         "one pool per function, reused by each"
     );
+}
+
+#[tokio::test]
+async fn an_extra_root_vouches_only_for_the_origins_it_names() {
+    let ca = TestCa::new();
+    let srv = https(&ca, Leaf::default()).await;
+    let port = srv.port();
+    let named = format!("https://localhost:{port}");
+    let address = format!("https://127.0.0.1:{port}");
+    let policy = Arc::new(
+        Egress {
+            allow: vec![named.clone(), address.clone()],
+            ca: vec![ExtraRoot {
+                pem: ca.pem().to_owned(),
+                origins: vec![named.clone()],
+            }],
+            secrets: BTreeMap::new(),
+        }
+        .check(&[])
+        .unwrap(),
+    );
+    let f = client(policy, EgressLimits::default());
+    let s = session(&f, 10);
+    assert_eq!(
+        s.fetch(get(&format!("{named}/json"))).await.unwrap().status,
+        200
+    );
+    let e = s.fetch(get(&format!("{address}/json"))).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::EgressTlsFailed, "{e}");
+    // A root naming an origin off the allowlist is refused at the policy check.
+    let off = Egress {
+        allow: vec![named.clone()],
+        ca: vec![ExtraRoot {
+            pem: ca.pem().to_owned(),
+            origins: vec!["https://other.example".into()],
+        }],
+        secrets: BTreeMap::new(),
+    };
+    assert!(off.check(&[]).is_err());
 }

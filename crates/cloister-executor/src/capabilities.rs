@@ -42,6 +42,15 @@ impl Granted {
         Self { keys, fetch }
     }
 
+    /// `text` with every known form of the function's egress-only values redacted (a
+    /// backstop: the session already redacts what comes back).
+    pub fn redact(&self, text: String) -> String {
+        match &self.fetch {
+            Some(s) => s.redact(text),
+            None => text,
+        }
+    }
+
     /// What the invocation's outbound requests did, in order (taken once).
     pub fn take_egress_records(&self) -> Vec<cloister_egress::Record> {
         self.fetch
@@ -86,7 +95,7 @@ impl Capabilities for Granted {
                 .fetch(r)
                 .await
                 .map(HostValue::Response)
-                .map_err(|e| HostRefusal::new(e.code(), e.to_string())),
+                .map_err(|e| HostRefusal::new(e.code(), session.redact(e.to_string()))),
             (r @ HostRequest::Fetch(_), _, None) => Err(HostRefusal::new(
                 ErrorCode::CapabilityNotGranted,
                 format!(

@@ -385,6 +385,10 @@ impl KeyvaultSecrets {
                 for (name, bytes) in std::mem::take(&mut r.values) {
                     values.insert(name, Zeroizing::new(bytes));
                 }
+                let mut egress_values = SecretValues::new();
+                for (name, bytes) in std::mem::take(&mut r.egress_values) {
+                    egress_values.insert(name, Zeroizing::new(bytes));
+                }
                 let egress = egress_policy(&m.egress_json, &m.secrets)?;
                 let manifest = RunManifest {
                     function_id: m.function_id,
@@ -418,6 +422,7 @@ impl KeyvaultSecrets {
                     Grant {
                         manifest: Arc::new(manifest),
                         secrets: Arc::new(values),
+                        egress_secrets: Arc::new(egress_values),
                         code_key,
                     },
                 ))

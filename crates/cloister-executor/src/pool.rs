@@ -505,6 +505,18 @@ impl Supervisor {
         let limits = self.clamp(m.limits);
         let pool = self.pool_for(m, source, limits);
         let secrets = grant.secrets.clone();
+        // Logs and errors are redacted of every value, egress-only ones included.
+        let every_value: Arc<crate::secrets::SecretValues> = if grant.egress_secrets.is_empty() {
+            secrets.clone()
+        } else {
+            Arc::new(
+                secrets
+                    .iter()
+                    .chain(grant.egress_secrets.iter())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        };
         let timeout = Duration::from_millis(limits.timeout_ms);
         let Ok(Ok(_permit)) = tokio::time::timeout(timeout, pool.slots.acquire()).await else {
             let msg = "too many concurrent invocations of this function";
@@ -525,7 +537,7 @@ impl Supervisor {
         let remaining = timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
-        let session = match self.egress_session(m, &secrets, remaining) {
+        let session = match self.egress_session(m, &grant.egress_secrets, remaining) {
             Ok(s) => s,
             Err(f) => return ran(Err(f), Vec::new(), started),
         };
@@ -575,7 +587,10 @@ impl Supervisor {
             logs.extend(crate::capabilities::egress_log_lines(&records));
             self.count_egress(&m.function_id, &records);
         }
-        let logs: Vec<String> = logs.iter().map(|l| redact(l, &secrets)).collect();
+        let logs: Vec<String> = logs
+            .iter()
+            .map(|l| capabilities.redact(redact(l, &every_value)))
+            .collect();
         *lock(&pool.last_used) = Instant::now();
         match result {
             Ok(outcome) => {
@@ -587,8 +602,10 @@ impl Supervisor {
                 }
                 let result = outcome.result.map_err(|f| {
                     let mut f = RunFailure::from(f);
-                    f.message = redact(&f.message, &secrets);
-                    f.stack = f.stack.map(|s| redact(&s, &secrets));
+                    f.message = capabilities.redact(redact(&f.message, &every_value));
+                    f.stack = f
+                        .stack
+                        .map(|s| capabilities.redact(redact(&s, &every_value)));
                     f
                 });
                 replaced_if(retire, ran(result, logs, started))
@@ -656,7 +673,7 @@ impl Supervisor {
         })?;
         let values = secrets
             .iter()
-            .filter(|(k, _)| !m.readable_secret(k))
+            .filter(|(k, _)| policy.secrets.contains_key(*k))
             .map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.to_vec())))
             .collect();
         client

@@ -64,8 +64,10 @@ impl RunManifest {
 pub struct Grant {
     /// The manifest to run by.
     pub manifest: Arc<RunManifest>,
-    /// Exactly the declared secrets.
+    /// The declared secrets the code may read.
     pub secrets: Arc<SecretValues>,
+    /// Egress-only values (keyvault's word): injected on the wire, never given to the code.
+    pub egress_secrets: Arc<SecretValues>,
     /// The function's code key, when its code is confidential (opens the stored code).
     pub code_key: Option<Arc<cloister_crypto::SecretKey32>>,
 }
@@ -211,6 +213,7 @@ impl SecretSource for StaticManifests {
                 code_key: None,
                 manifest: m,
                 secrets: Arc::new(BTreeMap::new()),
+                egress_secrets: Arc::default(),
             })
         })
     }

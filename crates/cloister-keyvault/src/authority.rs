@@ -826,6 +826,17 @@ impl Authority {
             let names: Vec<&str> = secrets.iter().map(|r| r.name()).collect();
             e.check(&names)
                 .map_err(|e| Denied::Invalid(e.to_string()))?;
+            // Each extra root must be one rustls takes as a trust anchor, or every run of the
+            // version would fail at its first request.
+            for (i, r) in e.ca.iter().enumerate() {
+                use rustls::pki_types::pem::PemObject as _;
+                let bad = |why: String| Denied::Invalid(format!("egress extra root {i}: {why}"));
+                let cert = rustls::pki_types::CertificateDer::from_pem_slice(r.pem.as_bytes())
+                    .map_err(|e| bad(e.to_string()))?;
+                rustls::RootCertStore::empty()
+                    .add(cert)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
         }
         // Another function's key is declared by that function's name: it must exist now, or
         // whoever registers the name first would choose the key this function signs with.
@@ -1117,6 +1128,44 @@ impl Authority {
             }
         }
         Ok(running.clone())
+    }
+
+    /// The secrets of `running`'s function that are egress-only for a run of `running`: those
+    /// its own manifest declares so, and those any newer active version (signed by a trusted
+    /// identity) declares so. An older version still active cannot read a value a newer one
+    /// made egress-only (the values go to the executor apart from readable ones).
+    pub async fn egress_only_names(
+        &self,
+        running: &Arc<RegisteredManifest>,
+    ) -> Result<std::collections::BTreeSet<String>, Denied> {
+        let mut names: std::collections::BTreeSet<String> = running
+            .manifest
+            .egress
+            .iter()
+            .flat_map(|e| e.secrets.keys().cloned())
+            .collect();
+        let f = self
+            .function(&running.function_id)
+            .await?
+            .ok_or_else(|| Denied::UnknownFunction(running.function_id.clone()))?;
+        for &version in f.active.iter().rev() {
+            if version == running.version {
+                break;
+            }
+            let Some(m) = self.manifest(&f.function_id, version).await? else {
+                tracing::error!(function_id = %f.function_id, version, "ALARM: an active version's manifest is missing from the database");
+                return Err(Denied::Tampered(format!(
+                    "manifest {}",
+                    manifest_key(&f.function_id, version)
+                )));
+            };
+            if self.signer_trusted(&m).is_ok()
+                && let Some(e) = &m.manifest.egress
+            {
+                names.extend(e.secrets.keys().cloned());
+            }
+        }
+        Ok(names)
     }
 
     /// Refuses a manifest whose signer was revoked as compromised (what it signed before is

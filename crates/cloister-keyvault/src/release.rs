@@ -557,6 +557,33 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
         .await
         .map_err(refused)?;
     let m = &manifest.manifest;
+    let egress_only = vault
+        .authority()
+        .egress_only_names(&manifest)
+        .await
+        .map_err(|d| refused(VaultError::Denied(d)))?;
+    let egress_json = match &m.egress {
+        None => String::new(),
+        Some(e) => serde_json::to_string(e).map_err(|e| {
+            tracing::error!(error = %e, "cannot write out an egress policy");
+            Refusal::new(
+                ErrorCode::Internal,
+                "cannot write out the egress policy".into(),
+            )
+        })?,
+    };
+    let (mut readable, mut egress_values) = (
+        std::collections::HashMap::new(),
+        std::collections::HashMap::new(),
+    );
+    for (k, v) in values {
+        let bytes = v.expose().to_vec();
+        if egress_only.contains(&k) {
+            egress_values.insert(k, bytes);
+        } else {
+            readable.insert(k, bytes);
+        }
+    }
     // Confidential code: the function's code key travels with the manifest it was granted by.
     let code_key = if m.confidential {
         vault
@@ -570,10 +597,8 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
     Ok(Released {
         code_key,
         epoch,
-        values: values
-            .into_iter()
-            .map(|(k, v)| (k, v.expose().to_vec()))
-            .collect(),
+        values: readable,
+        egress_values,
         manifest: Some(ManifestView {
             function_id: manifest.function_id.clone(),
             version: manifest.version,
@@ -589,12 +614,7 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
             env: m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             source_name: m.source_name.clone().unwrap_or_default(),
             keys: m.keys.clone(),
-            // Fails closed: a policy that cannot be written out grants no network.
-            egress_json: m
-                .egress
-                .as_ref()
-                .and_then(|e| serde_json::to_string(e).ok())
-                .unwrap_or_default(),
+            egress_json,
         }),
     })
 }

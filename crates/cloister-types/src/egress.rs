@@ -27,13 +27,24 @@ pub struct Egress {
     /// Origins the function may reach: `https://host[:port]`, `https://*.domain` for every
     /// subdomain, `https://203.0.113.7` by address; `http://` only where listed so.
     pub allow: Vec<String>,
-    /// Extra roots (PEM), trusted beside the built-in web roots for this function only.
+    /// Extra roots, each trusted beside the built-in web roots for the origins it names
+    /// only, and for this function only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ca: Vec<String>,
+    pub ca: Vec<ExtraRoot>,
     /// Egress-only secrets (never in `secrets`), by the name the function sees, with where
     /// each may be injected (none: declared egress-only, injectable nowhere).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, Vec<SecretBinding>>,
+}
+
+/// A root certificate the owner trusts for some of the allowed origins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraRoot {
+    /// One PEM certificate.
+    pub pem: String,
+    /// The `allow` entries it may vouch for (as written there).
+    pub origins: Vec<String>,
 }
 
 /// Where an egress-only secret may be injected: one header, on requests to one origin (and
@@ -340,8 +351,8 @@ impl OriginPattern {
 pub struct CheckedEgress {
     /// The allowlist.
     pub allow: Vec<OriginPattern>,
-    /// Extra roots, PEM.
-    pub ca: Vec<String>,
+    /// Extra roots (PEM) with the allowlist entries each vouches for.
+    pub ca: Vec<(String, Vec<OriginPattern>)>,
     /// Egress-only secrets and their bindings.
     pub secrets: BTreeMap<String, Vec<CheckedBinding>>,
 }
@@ -368,7 +379,11 @@ const FRAMING_HEADERS: &[&str] = &[
     "upgrade",
     "te",
     "trailer",
-    "proxy-connection",
+    "expect",
+    // Set by the executor itself on a request that carries a secret.
+    "accept-encoding",
+    "range",
+    "if-range",
 ];
 
 fn header_name_ok(h: &str) -> bool {
@@ -406,15 +421,30 @@ impl Egress {
             .iter()
             .map(|p| OriginPattern::parse(p))
             .collect::<Result<Vec<_>, _>>()?;
-        for (index, pem) in self.ca.iter().enumerate() {
+        let mut ca = Vec::with_capacity(self.ca.len());
+        for (index, r) in self.ca.iter().enumerate() {
             let root = |reason| EgressPolicyError::Root { index, reason };
-            if pem.len() > MAX_ROOT_PEM_BYTES {
+            if r.pem.len() > MAX_ROOT_PEM_BYTES {
                 return Err(root("over 16 KiB"));
             }
-            let begins = pem.matches("-----BEGIN CERTIFICATE-----").count();
-            if begins != 1 || !pem.contains("-----END CERTIFICATE-----") {
+            let begins = r.pem.matches("-----BEGIN CERTIFICATE-----").count();
+            if begins != 1 || !r.pem.contains("-----END CERTIFICATE-----") {
                 return Err(root("must be exactly one PEM certificate"));
             }
+            if r.origins.is_empty() || r.origins.len() > MAX_ALLOWED_ORIGINS {
+                return Err(root(
+                    "must name 1 to 64 of the allowed origins it vouches for",
+                ));
+            }
+            let mut scope = Vec::with_capacity(r.origins.len());
+            for o in &r.origins {
+                let p = OriginPattern::parse(o)?;
+                if !allow.contains(&p) {
+                    return Err(root("names an origin that is not on the allowlist"));
+                }
+                scope.push(p);
+            }
+            ca.push((r.pem.clone(), scope));
         }
         let mut secrets = BTreeMap::new();
         for (name, bindings) in &self.secrets {
@@ -461,7 +491,10 @@ impl Egress {
                     )));
                 }
                 let header = b.header.to_ascii_lowercase();
-                if !header_name_ok(&header) || FRAMING_HEADERS.contains(&header.as_str()) {
+                if !header_name_ok(&header)
+                    || FRAMING_HEADERS.contains(&header.as_str())
+                    || header.starts_with("proxy-")
+                {
                     return Err(binding_err(format!(
                         "{:?} is not a header a secret can be placed in",
                         b.header
@@ -470,10 +503,11 @@ impl Egress {
                 if let Some(prefix) = &b.path_prefix
                     && (!prefix.starts_with('/')
                         || prefix.len() > 256
-                        || prefix.contains(['?', '#']))
+                        || prefix.contains(['?', '#', '%', ';', '\\']))
                 {
                     return Err(binding_err(format!(
-                        "path prefix {prefix:?} must start with '/' and hold no query"
+                        "path prefix {prefix:?} must start with '/' and hold no query, '%', ';' \
+                         or '\\'"
                     )));
                 }
                 checked.push(CheckedBinding {
@@ -484,11 +518,7 @@ impl Egress {
             }
             secrets.insert(name.clone(), checked);
         }
-        Ok(CheckedEgress {
-            allow,
-            ca: self.ca.clone(),
-            secrets,
-        })
+        Ok(CheckedEgress { allow, ca, secrets })
     }
 }
 
@@ -498,14 +528,25 @@ impl CheckedEgress {
         self.allow.iter().any(|p| p.matches(o))
     }
 
-    /// Whether a connection may go to `ip`: a public address, or one the allowlist names.
-    pub fn address_allowed(&self, ip: IpAddr) -> bool {
+    /// Whether a connection for `scheme` to `ip`:`port` may be made: to a public address, or
+    /// to one an allowlist entry names with that scheme and port.
+    pub fn address_allowed(&self, ip: IpAddr, scheme: Scheme, port: u16) -> bool {
         let ip = canonical(ip);
         is_public(ip)
-            || self
-                .allow
-                .iter()
-                .any(|p| matches!(p.host, HostPattern::Address(a) if a == ip))
+            || self.allow.iter().any(|p| {
+                p.scheme == scheme
+                    && p.port == port
+                    && matches!(p.host, HostPattern::Address(a) if a == ip)
+            })
+    }
+
+    /// The extra roots (PEM) that may vouch for `o`.
+    pub fn roots_for(&self, o: &Origin) -> Vec<&str> {
+        self.ca
+            .iter()
+            .filter(|(_, scope)| scope.iter().any(|p| p.matches(o)))
+            .map(|(pem, _)| pem.as_str())
+            .collect()
     }
 }
 
@@ -599,6 +640,12 @@ pub fn parse_secret_flag(s: &str) -> Result<(String, Option<SecretBinding>), Str
     };
     let (target, header) = rest
         .rsplit_once(':')
+        .filter(|(t, h)| {
+            t.contains("://")
+                && !h.is_empty()
+                && !h.contains('/')
+                && !h.bytes().all(|b| b.is_ascii_digit())
+        })
         .ok_or_else(|| format!("{s:?}: expected NAME=https://host[:port][/prefix]:HEADER"))?;
     let url = url::Url::parse(target)
         .map_err(|_| format!("{target:?} is not an https://host[:port][/prefix] URL"))?;
@@ -731,10 +778,15 @@ mod tests {
         }
         .check(&[])
         .unwrap();
-        assert!(e.address_allowed("127.0.0.1".parse().unwrap()));
-        assert!(e.address_allowed("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!e.address_allowed("127.0.0.2".parse().unwrap()));
-        assert!(!e.address_allowed("::1".parse().unwrap()));
+        let https = Scheme::Https;
+        assert!(e.address_allowed("127.0.0.1".parse().unwrap(), https, 9443));
+        assert!(e.address_allowed("::ffff:127.0.0.1".parse().unwrap(), https, 9443));
+        assert!(!e.address_allowed("127.0.0.2".parse().unwrap(), https, 9443));
+        assert!(!e.address_allowed("::1".parse().unwrap(), https, 9443));
+        // Listed for one port and scheme only.
+        assert!(!e.address_allowed("127.0.0.1".parse().unwrap(), https, 443));
+        assert!(!e.address_allowed("127.0.0.1".parse().unwrap(), Scheme::Http, 9443));
+        assert!(e.address_allowed("8.8.8.8".parse().unwrap(), https, 443));
     }
 
     #[test]
@@ -767,6 +819,8 @@ mod tests {
             ("http://plain.example.com", "Authorization"),
             ("https://*.example.com", "Authorization"),
             ("https://api.example.com", "Host"),
+            ("https://api.example.com", "Accept-Encoding"),
+            ("https://api.example.com", "Proxy-Authorization"),
             ("https://api.example.com", "Bad Header"),
         ] {
             assert!(
@@ -796,5 +850,10 @@ mod tests {
         );
         assert_eq!(parse_secret_flag("K").unwrap(), ("K".to_owned(), None));
         assert!(parse_secret_flag("K=nonsense").is_err());
+        assert!(
+            parse_secret_flag("K=https://h.example:8443").is_err(),
+            "header forgotten"
+        );
+        assert!(parse_secret_flag("K=https://h.example/v1").is_err());
     }
 }

@@ -123,7 +123,9 @@ async fn a_function_fetches_over_tls_and_uses_a_secret_it_cannot_read() {
         .body;
     let policy = m.egress.expect("egress policy");
     assert_eq!(policy.allow, vec![named.clone(), address.clone()]);
-    assert_eq!(policy.ca, vec![ca.pem().to_owned()]);
+    assert_eq!(policy.ca.len(), 1);
+    assert_eq!(policy.ca[0].pem, ca.pem());
+    assert_eq!(policy.ca[0].origins, vec![named.clone(), address.clone()]);
     assert_eq!(policy.secrets["API_KEY"][0].header, "Authorization");
     assert!(
         m.secrets.contains(&"API_KEY".to_owned()),
@@ -317,4 +319,54 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_version_cannot_read_a_secret_a_newer_one_made_egress_only() {
+    let p = Platform::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("downgrade.js");
+    std::fs::write(
+        &file,
+        "function handler(p, secrets) { return { key: secrets.API_KEY === undefined ? null : secrets.API_KEY }; }",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let o = p.cli(&["fn", "deploy", f, "--secret", "API_KEY"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = p.cli_stdin(
+        &[
+            "secret",
+            "put",
+            "API_KEY",
+            "--function",
+            "downgrade",
+            "--from-stdin",
+        ],
+        SECRET.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v1 = |p: &Platform| {
+        let o = p.cli(&["--json", "fn", "invoke", "downgrade", "--version", "1"]);
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    assert_eq!(
+        v1(&p)["result"]["key"],
+        SECRET,
+        "version 1 declares it readable"
+    );
+    // Version 2 makes it egress-only; version 1 stays active, and a gateway may run it.
+    let o = p.cli(&[
+        "fn",
+        "deploy",
+        f,
+        "--egress",
+        "https://api.example.com",
+        "--egress-secret",
+        "API_KEY=https://api.example.com:Authorization",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = v1(&p);
+    assert_eq!(r["version"], 1, "{r}");
+    assert_eq!(r["result"]["key"], Value::Null, "{r}");
 }
