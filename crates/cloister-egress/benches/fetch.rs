@@ -40,6 +40,7 @@ async fn plain_get(send: &mut hyper::client::conn::http1::SendRequest<Empty<Byte
         .header("host", format!("127.0.0.1:{port}"))
         .body(Empty::new())
         .expect("request");
+    send.ready().await.expect("ready");
     let resp = send.send_request(req).await.expect("send");
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     assert_eq!(body.len(), 18);
