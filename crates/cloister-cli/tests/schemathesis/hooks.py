@@ -126,6 +126,10 @@ def deploy(body):
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
         return
     body.pop("sealedCode", None)
+    # An egress policy must hold origins, roots and bindings consistent with each other and
+    # with requiredSecrets, which the schema cannot say; the Rust tests cover it
+    # (crates/cloister-cli/tests/cli/egress.rs).
+    body.pop("egress", None)
     body.pop("manifest", None)
     # null is the field's absence (Option on the server).
     for k in [k for k, v in body.items() if v is None]:
