@@ -13,7 +13,7 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "fn deploy",
-        "cloister fn deploy examples/workloads/add.js --name add\n  cloister fn deploy hello.js --secret API_KEY --timeout-ms 2000 --memory-mb 64\n  cloister fn deploy private.js --confidential\n  cloister fn deploy payments.js --key signer",
+        "cloister fn deploy examples/workloads/add.js --name add\n  cloister fn deploy hello.js --secret API_KEY --timeout-ms 2000 --memory-mb 64\n  cloister fn deploy private.js --confidential\n  cloister fn deploy payments.js --key signer\n  cloister fn deploy weather.js --egress https://api.weather.example --egress-secret WEATHER_KEY=https://api.weather.example:Authorization",
     ),
     ("fn list", "cloister fn list\n  cloister --json fn list"),
     (

@@ -442,6 +442,7 @@ mod tests {
                 fleet_key_id: String::new(),
                 request_id: String::new(),
                 key_uses: Vec::new(),
+                egress: Vec::new(),
             },
             signature: "00".repeat(64),
             signer: cloister_types::receipt::ReceiptSigner {

@@ -134,6 +134,7 @@ fn bench(c: &mut Criterion) {
         fleet_key_id: hex::encode(&key_id),
         request_id: "33".repeat(16),
         key_uses: Vec::new(),
+        egress: Vec::new(),
     };
     c.bench_function("receipt sign", |b| {
         b.iter(|| notary.sign(body.clone(), &[]))

@@ -87,6 +87,8 @@ pub enum JobResult {
         worker_replaced: bool,
         /// The signatures keyvault made for it (what receipts list).
         key_uses: Vec<cloister_types::receipt::ReceiptKeyUse>,
+        /// The origins its `fetch` requests reached (what receipts list).
+        egress: Vec<cloister_types::receipt::ReceiptEgress>,
     },
     /// The executor does not hold this code; send it.
     CodeRequired,
@@ -399,14 +401,18 @@ impl Supervisor {
     /// Runs one job to completion.
     pub async fn run(&self, job: Job) -> JobResult {
         let mut granted = None;
-        let mut uses = Vec::new();
-        let mut r = self.run_job(job, &mut granted, &mut uses).await;
+        let mut used = Used::default();
+        let mut r = self.run_job(job, &mut granted, &mut used).await;
         if let JobResult::Ran {
-            manifest, key_uses, ..
+            manifest,
+            key_uses,
+            egress,
+            ..
         } = &mut r
         {
             *manifest = granted;
-            *key_uses = uses;
+            *key_uses = used.key_uses;
+            *egress = used.egress;
         }
         r
     }
@@ -415,7 +421,7 @@ impl Supervisor {
         &self,
         job: Job,
         granted: &mut Option<Arc<RunManifest>>,
-        uses: &mut Vec<cloister_types::receipt::ReceiptKeyUse>,
+        used: &mut Used,
     ) -> JobResult {
         let started = Instant::now();
         let spec = &job.spec;
@@ -581,11 +587,12 @@ impl Supervisor {
         let crate::worker::Invoked { result, mut logs } = worker
             .invoke(inv, remaining + self.cfg.kill_grace, &capabilities)
             .await;
-        *uses = capabilities.take_key_uses();
+        used.key_uses = capabilities.take_key_uses();
         let records = capabilities.take_egress_records();
         if !records.is_empty() {
             logs.extend(crate::capabilities::egress_log_lines(&records));
             self.count_egress(&m.function_id, &records);
+            used.egress = receipt_egress(&records);
         }
         let logs: Vec<String> = logs
             .iter()
@@ -822,7 +829,38 @@ fn ran(
         manifest: None,
         worker_replaced: false,
         key_uses: Vec::new(),
+        egress: Vec::new(),
     }
+}
+
+/// What an invocation used beyond its worker, for its receipt.
+#[derive(Default)]
+struct Used {
+    key_uses: Vec<cloister_types::receipt::ReceiptKeyUse>,
+    egress: Vec<cloister_types::receipt::ReceiptEgress>,
+}
+
+/// Outbound requests summed by origin, in order of first contact.
+fn receipt_egress(
+    records: &[cloister_egress::Record],
+) -> Vec<cloister_types::receipt::ReceiptEgress> {
+    let mut out: Vec<cloister_types::receipt::ReceiptEgress> = Vec::new();
+    for r in records {
+        match out.iter_mut().find(|e| e.origin == r.origin) {
+            Some(e) => {
+                e.requests += 1;
+                e.bytes_sent += r.sent;
+                e.bytes_received += r.received;
+            }
+            None => out.push(cloister_types::receipt::ReceiptEgress {
+                origin: r.origin.clone(),
+                requests: 1,
+                bytes_sent: r.sent,
+                bytes_received: r.received,
+            }),
+        }
+    }
+    out
 }
 
 /// Marks a run whose worker is gone afterwards.

@@ -127,6 +127,7 @@ fn receipt_for(
     execution_id: &str,
     resp: &InvokeResponse,
     key_uses: Vec<cloister_types::receipt::ReceiptKeyUse>,
+    egress: Vec<cloister_types::receipt::ReceiptEgress>,
 ) -> String {
     let Some((outcome, output_sha256)) = resp.outcome.as_ref().and_then(output_digest) else {
         return String::new();
@@ -146,6 +147,7 @@ fn receipt_for(
             fleet_key_id: ask.fleet_key_id,
             request_id: ask.request_id,
             key_uses,
+            egress,
         },
         &ask.caller_holds,
     );
@@ -355,6 +357,7 @@ impl Executor for ExecutorService {
             expected: opened.as_ref().map(|o| o.expected.clone()),
         };
         let mut key_uses = Vec::new();
+        let mut egress = Vec::new();
         let (mut resp, manifest) = match self.sup.run(job).await {
             JobResult::CodeRequired => {
                 // Nothing ran: the gateway resends this execution id (and request) with the
@@ -376,8 +379,10 @@ impl Executor for ExecutorService {
                 manifest,
                 worker_replaced,
                 key_uses: uses,
+                egress: contacted,
             } => {
                 key_uses = uses;
+                egress = contacted;
                 let duration_ms = duration.as_secs_f64() * 1000.0;
                 let resp = match &opened {
                     Some(o) => match seal_outcome(o, &execution_id, result, logs) {
@@ -401,7 +406,8 @@ impl Executor for ExecutorService {
             }
         };
         if let (Some(ask), Some(m), Some(notary)) = (receipt, manifest, &self.notary) {
-            resp.receipt_json = receipt_for(notary, ask, &m, &execution_id, &resp, key_uses);
+            resp.receipt_json =
+                receipt_for(notary, ask, &m, &execution_id, &resp, key_uses, egress);
         }
         Ok(Response::new(self.finish(link, resp)))
     }

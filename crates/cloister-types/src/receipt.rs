@@ -52,6 +52,24 @@ pub struct ReceiptBody {
     /// when none (receipts without key uses keep their signed bytes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_uses: Vec<ReceiptKeyUse>,
+    /// The origins the invocation's `fetch` requests reached (or tried), in order of first
+    /// contact; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<ReceiptEgress>,
+}
+
+/// Outbound requests of an invocation to one origin, as its receipt lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiptEgress {
+    /// `scheme://host[:port]`.
+    pub origin: String,
+    /// Requests made or refused.
+    pub requests: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
 }
 
 /// One signature keyvault made for an invocation, as its receipt lists it.
@@ -132,6 +150,17 @@ impl ReceiptBody {
                 field(&mut v, u.message_sha256.as_bytes());
             }
         }
+        // Outbound requests follow only when there are any: a tag, a count, each origin.
+        if !self.egress.is_empty() {
+            field(&mut v, b"egress");
+            field(&mut v, &(self.egress.len() as u64).to_be_bytes());
+            for e in &self.egress {
+                field(&mut v, e.origin.as_bytes());
+                field(&mut v, &e.requests.to_be_bytes());
+                field(&mut v, &e.bytes_sent.to_be_bytes());
+                field(&mut v, &e.bytes_received.to_be_bytes());
+            }
+        }
         v
     }
 }
@@ -169,7 +198,44 @@ mod tests {
             fleet_key_id: "k".into(),
             request_id: "r".into(),
             key_uses: Vec::new(),
+            egress: Vec::new(),
         }
+    }
+
+    /// The TypeScript SDK checks the same vector (sdk/typescript/test/receipt.test.ts): a
+    /// change of the signed bytes in one language fails here or there.
+    #[test]
+    fn the_signed_bytes_match_the_shared_vector() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../sdk/typescript/test/vectors/receipt.json"
+        );
+        let mut b = body();
+        b.key_uses = vec![ReceiptKeyUse {
+            key: "k".into(),
+            version: 2,
+            algorithm: "ed25519".into(),
+            hash: "sha256".into(),
+            message_sha256: "ab".repeat(32),
+        }];
+        b.egress = vec![ReceiptEgress {
+            origin: "https://api.example.com".into(),
+            requests: 3,
+            bytes_sent: 420,
+            bytes_received: 69_000,
+        }];
+        let hex = hex::encode(b.signed_message());
+        if std::env::var_os("CLOISTER_WRITE_VECTORS").is_some() {
+            let v = serde_json::json!({ "body": b, "messageHex": hex });
+            std::fs::write(path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(
+            serde_json::from_value::<ReceiptBody>(v["body"].clone()).unwrap(),
+            b
+        );
+        assert_eq!(v["messageHex"], hex);
     }
 
     #[test]
@@ -225,6 +291,41 @@ mod tests {
         let mut two = with_use.clone();
         two.key_uses.push(k);
         assert_ne!(two.signed_message(), m1);
+        let e = ReceiptEgress {
+            origin: "https://api.example.com".into(),
+            requests: 2,
+            bytes_sent: 100,
+            bytes_received: 2000,
+        };
+        let with_egress = {
+            let mut c = b.clone();
+            c.egress = vec![e.clone()];
+            c
+        };
+        let m2 = with_egress.signed_message();
+        assert_ne!(m2, m);
+        for c in [
+            ReceiptEgress {
+                origin: "https://api.example.net".into(),
+                ..e.clone()
+            },
+            ReceiptEgress {
+                requests: 3,
+                ..e.clone()
+            },
+            ReceiptEgress {
+                bytes_sent: 101,
+                ..e.clone()
+            },
+            ReceiptEgress {
+                bytes_received: 2001,
+                ..e.clone()
+            },
+        ] {
+            let mut d = with_egress.clone();
+            d.egress = vec![c];
+            assert_ne!(d.signed_message(), m2);
+        }
         for c in changed {
             assert_ne!(c.signed_message(), m, "{c:?}");
         }

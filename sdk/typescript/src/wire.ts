@@ -114,6 +114,18 @@ export interface ReceiptBody {
   /** The signatures keyvault made for the invocation (`context.sign`), in order; absent when
    * none. */
   keyUses?: ReceiptKeyUse[];
+  /** The origins the invocation's `fetch` requests reached (or tried), in order of first
+   * contact; absent when none. */
+  egress?: ReceiptEgress[];
+}
+
+/** Outbound requests of an invocation to one origin, as its receipt lists them. */
+export interface ReceiptEgress {
+  /** `scheme://host[:port]`. */
+  origin: string;
+  requests: number;
+  bytesSent: number;
+  bytesReceived: number;
 }
 
 /** One signature keyvault made for an invocation, as its receipt lists it. */
@@ -155,6 +167,10 @@ export function receiptMessage(b: ReceiptBody): Uint8Array {
     // Key uses follow only when there are any: a count, then each use's fields.
     ...(b.keyUses && b.keyUses.length > 0
       ? [u64(b.keyUses.length), ...b.keyUses.flatMap((k) => [k.key, u64(k.version), k.algorithm, k.hash, k.messageSha256])]
+      : []),
+    // Outbound requests follow only when there are any: a tag, a count, each origin.
+    ...(b.egress && b.egress.length > 0
+      ? ["egress", u64(b.egress.length), ...b.egress.flatMap((e) => [e.origin, u64(e.requests), u64(e.bytesSent), u64(e.bytesReceived)])]
       : []),
   ]);
 }

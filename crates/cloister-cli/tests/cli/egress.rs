@@ -156,6 +156,35 @@ async fn a_function_fetches_over_tls_and_uses_a_secret_it_cannot_read() {
     assert_eq!(r["result"]["method"], "POST");
     assert_eq!(r["result"]["body"], r#"{"a":1}"#);
 
+    // The receipt lists the origins contacted, under the executor's signature.
+    p.executor_holds_keys().await;
+    let receipt = dir.path().join("receipt.json");
+    let params = json!({"op": "json", "url": format!("{named}/json")}).to_string();
+    let o = p.cli(&[
+        "fn",
+        "invoke",
+        "caller",
+        "--params",
+        &params,
+        "--receipt",
+        receipt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = p.cli(&["--json", "receipt", "verify", receipt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    let egress = &v["body"]["egress"];
+    assert_eq!(egress[0]["origin"], named.as_str(), "{v}");
+    assert_eq!(egress[0]["requests"], 1, "{v}");
+    assert!(egress[0]["bytesReceived"].as_u64().unwrap() > 18, "{v}");
+    // Counting fewer requests than were made breaks the signature.
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    saved["receipt"]["body"]["egress"][0]["requests"] = 0.into();
+    std::fs::write(&receipt, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let o = p.cli(&["receipt", "verify", receipt.to_str().unwrap()]);
+    assert!(!o.status.success());
+
     // The egress-only secret: the server gets it, the code never sees it.
     let r = invoke(
         &p,
