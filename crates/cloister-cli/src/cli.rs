@@ -1228,8 +1228,8 @@ pub struct DeployArgs {
     #[arg(long = "egress", value_name = "ORIGIN")]
     pub egress: Vec<String>,
     /// A PEM root certificate trusted, beside the built-in web roots, for this function's
-    /// requests only (a private CA): FILE for every --egress origin, ORIGIN=FILE for one of
-    /// them; repeatable. A root listed for an origin can vouch for any server at that origin.
+    /// requests only (a private CA): ORIGIN=FILE for one of the --egress origins (FILE alone
+    /// when there is just one); repeatable. A root can vouch for any server at its origin.
     #[arg(long = "egress-ca", value_name = "[ORIGIN=]FILE")]
     pub egress_ca: Vec<std::path::PathBuf>,
     /// An egress-only secret: the code never reads it, it places `secrets.ref("NAME")` in a

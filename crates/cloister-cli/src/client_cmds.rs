@@ -305,7 +305,13 @@ fn egress_policy(
             Some((o, file)) if o.starts_with("https://") || o.starts_with("http://") => {
                 (vec![o.to_owned()], std::path::PathBuf::from(file))
             }
-            _ => (origins.to_vec(), f.clone()),
+            _ if origins.len() == 1 => (origins.to_vec(), f.clone()),
+            _ => bail!(
+                "--egress-ca {}: with several --egress origins, say which one the root vouches \
+                 for: --egress-ca ORIGIN={} (a root can vouch for any server at its origins)",
+                f.display(),
+                f.display()
+            ),
         };
         let pem = std::fs::read_to_string(&file)
             .with_context(|| format!("--egress-ca {}: cannot read it", file.display()))?;

@@ -203,7 +203,7 @@ impl Connector {
             scheme,
             host: match bare.parse::<IpAddr>() {
                 Ok(ip) => Host::Address(cloister_types::egress::canonical(ip)),
-                Err(_) => Host::Name(bare.to_ascii_lowercase()),
+                Err(_) => Host::Name(bare.trim_end_matches('.').to_ascii_lowercase()),
             },
             port,
         };

@@ -62,7 +62,7 @@ fn within(path: &str, prefix: &str) -> bool {
     // Encoded dots and separators, `;` parameters and backslashes mean different paths to
     // different servers: such a path is within no prefix.
     let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", ";", "\\"]
+    if ["%2e", "%2f", "%5c", "%25", "%3b", ";", "\\"]
         .iter()
         .any(|t| lower.contains(t))
     {

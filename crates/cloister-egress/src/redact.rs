@@ -14,6 +14,10 @@ pub const MARK: &[u8] = b"[redacted]";
 const MIN_ENCODED: usize = 6;
 /// Shortest base64 fragment looked for inside longer base64 text.
 const MIN_FRAGMENT: usize = 8;
+/// Any run of this many bytes of a value is redacted wherever it appears (a server that
+/// echoes part of a header, cut where the function's padding chose, gives back no more than
+/// this many bytes less one at each end).
+pub const FRAGMENT: usize = 8;
 
 /// The forms of a set of secret values, longest first.
 #[derive(Default)]
@@ -32,6 +36,11 @@ impl Redactor {
     pub fn new<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let mut forms: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         for v in values {
+            for w in v.windows(FRAGMENT).filter(|_| v.len() > FRAGMENT) {
+                if !forms.iter().any(|g| g.as_slice() == w) {
+                    forms.push(Zeroizing::new(w.to_vec()));
+                }
+            }
             for f in forms_of(v) {
                 if !f.is_empty() && !forms.iter().any(|g| **g == *f) {
                     forms.push(f);
@@ -47,26 +56,43 @@ impl Redactor {
         self.forms.is_empty()
     }
 
-    /// `data` with every form replaced by [`MARK`].
+    /// `data` with every stretch covered by a form (or a fragment) replaced by one
+    /// [`MARK`]: overlapping and adjacent matches merge, so a value is never left half shown.
     pub fn apply(&self, data: Vec<u8>) -> Vec<u8> {
-        let mut data = data;
+        let mut covered: Vec<(usize, usize)> = Vec::new();
         for f in &self.forms {
-            if memchr::memmem::find(&data, f).is_none() {
-                continue;
-            }
-            let mut out = Vec::with_capacity(data.len());
-            let mut rest = data.as_slice();
-            while let Some(i) = memchr::memmem::find(rest, f) {
-                out.extend_from_slice(&rest[..i]);
-                out.extend_from_slice(MARK);
-                rest = &rest[i + f.len()..];
-            }
-            out.extend_from_slice(rest);
-            // The text that held the value is wiped before it is freed.
-            zeroize::Zeroize::zeroize(&mut data);
-            data = out;
+            covered
+                .extend(memchr::memmem::find_iter(&data, f.as_slice()).map(|i| (i, i + f.len())));
         }
-        data
+        if covered.is_empty() {
+            return data;
+        }
+        covered.sort_unstable();
+        let mut out = Vec::with_capacity(data.len());
+        let mut pos = 0;
+        let mut current: Option<(usize, usize)> = None;
+        for (start, end) in covered {
+            current = match current {
+                Some((s, e)) if start <= e => Some((s, e.max(end))),
+                Some((s, e)) => {
+                    out.extend_from_slice(&data[pos..s]);
+                    out.extend_from_slice(MARK);
+                    pos = e;
+                    Some((start, end))
+                }
+                None => Some((start, end)),
+            };
+        }
+        if let Some((s, e)) = current {
+            out.extend_from_slice(&data[pos..s]);
+            out.extend_from_slice(MARK);
+            pos = e;
+        }
+        out.extend_from_slice(&data[pos..]);
+        // The text that held the value is wiped before it is freed.
+        let mut data = data;
+        zeroize::Zeroize::zeroize(&mut data);
+        out
     }
 
     /// [`Redactor::apply`] on text (the result stays UTF-8: forms and the mark are).
@@ -194,6 +220,19 @@ mod tests {
         }
         // Unrelated text is left alone.
         assert_eq!(clean(&r, "nothing here".into()), "nothing here");
+    }
+
+    #[test]
+    fn a_partial_echo_is_redacted_too() {
+        let secret = "sk_live_ABCDEFGH12345678";
+        let r = Redactor::new([secret.as_bytes()]);
+        // A server that cut the header where the caller's padding put the end.
+        let out = clean(&r, "error: header was 'Bearer sk_live_ABCDEFGH1234'".into());
+        assert_eq!(out, "error: header was 'Bearer [redacted]'");
+        let out = clean(&r, "tail: DEFGH12345678.".into());
+        assert_eq!(out, "tail: [redacted].");
+        // Under eight bytes of it: left alone (and said so in docs/EGRESS.md).
+        assert_eq!(clean(&r, "sk_live".into()), "sk_live");
     }
 
     #[test]

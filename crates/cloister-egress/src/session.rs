@@ -38,8 +38,10 @@ const FORBIDDEN: &[&str] = &[
 /// body, a header value or a query string.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    /// `scheme://host[:port]`.
+    /// `scheme://host[:port]` (as the function's URL named it: for its own logs only).
     pub origin: String,
+    /// The allowlist entry that let it through (none: refused before any was matched).
+    pub allowed: Option<String>,
     /// The method.
     pub method: String,
     /// The path (no query).
@@ -153,6 +155,7 @@ impl Session {
             if c.records.len() == before {
                 let url = url::Url::parse(&target).ok();
                 c.records.push(Record {
+                    allowed: None,
                     origin: url
                         .as_ref()
                         .and_then(Origin::of)
@@ -203,7 +206,12 @@ impl Session {
         url.set_fragment(None);
         let mut method = http::Method::from_bytes(req.method.as_bytes())
             .ok()
-            .filter(|m| !matches!(m.as_str(), "CONNECT" | "TRACE" | "TRACK"))
+            .filter(|m| {
+                !matches!(
+                    m.as_str().to_ascii_uppercase().as_str(),
+                    "CONNECT" | "TRACE" | "TRACK"
+                )
+            })
             .ok_or_else(|| FetchError::Invalid(format!("method {:?}", clipped(&req.method))))?;
         if req.headers.len() > MAX_HEADERS {
             return Err(FetchError::Invalid(format!(
@@ -427,6 +435,11 @@ impl Session {
         let received = read.load(std::sync::atomic::Ordering::Relaxed);
         c.received += received;
         c.records.push(Record {
+            allowed: self
+                .function
+                .policy()
+                .matching(origin)
+                .map(ToString::to_string),
             origin: origin.to_string(),
             method: method.to_string(),
             path: self.redactor.apply_str(url.path().to_owned()),
@@ -514,8 +527,13 @@ impl Session {
             .headers
             .iter()
             .map(|(k, v)| {
-                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                (k.as_str().to_owned(), self.redactor.apply_str(v))
+                // Raw bytes first: a value that is not UTF-8 must be found before any byte of
+                // it is replaced by U+FFFD.
+                let v = self.redactor.apply(v.as_bytes().to_vec());
+                (
+                    self.redactor.apply_str(k.as_str().to_owned()),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
             })
             .collect();
         let body = self.redactor.apply(a.body);

@@ -159,8 +159,10 @@ impl KeyvaultSecrets {
                 Ok(Ok(KeyvaultReply {
                     body: Some(keyvault_reply::Body::Ack(a)),
                 })) => Ok(a.recorded),
+                // Named by kind only: a misrouted reply may hold secret values.
                 Ok(Ok(other)) => Err(SecretError::Unavailable(format!(
-                    "keyvault did not record reads: {other:?}"
+                    "keyvault did not record reads (it answered {})",
+                    reply_kind(&other)
                 ))),
                 Ok(Err(e)) => Err(SecretError::Unavailable(format!(
                     "malformed keyvault reply: {e}"
@@ -551,4 +553,15 @@ fn egress_policy(
     let names: Vec<&str> = declared.iter().map(|r| r.name()).collect();
     let checked = policy.check(&names).map_err(|e| malformed(e.to_string()))?;
     Ok(Some(Arc::new(checked)))
+}
+
+/// The kind of a keyvault reply, for messages (never its content).
+fn reply_kind(r: &KeyvaultReply) -> &'static str {
+    match &r.body {
+        None => "nothing",
+        Some(keyvault_reply::Body::Ack(_)) => "an acknowledgement",
+        Some(keyvault_reply::Body::Error(_)) => "an error",
+        Some(keyvault_reply::Body::Release(_)) => "a release",
+        Some(_) => "another kind of reply",
+    }
 }

@@ -280,6 +280,7 @@ impl Supervisor {
                 .unwrap_or_else(|| cloister_sandbox::protocol::DEFAULT_SOURCE_NAME.to_owned()),
             env: m.map(|m| m.env.clone()).unwrap_or_default(),
             keys: m.map(|m| m.keys.clone()).unwrap_or_default(),
+            egress: m.is_some_and(|m| m.egress.is_some()),
             memory_bytes: (limits.memory_mb as usize) << 20,
             stack_bytes: self.cfg.stack_bytes,
             load_timeout_ms: limits.timeout_ms,
@@ -607,7 +608,21 @@ impl Supervisor {
                 } else {
                     lock(&pool.idle).push(worker);
                 }
-                let result = outcome.result.map_err(|f| {
+                // A backstop: the result cannot hold an egress-only value in any form the
+                // session knows (the session already redacted what came back).
+                let result = outcome.result.and_then(|raw| {
+                    let text = capabilities.redact(raw.get().to_owned());
+                    if text == raw.get() {
+                        return Ok(raw);
+                    }
+                    RawValue::from_string(text).map_err(|_| cloister_sandbox::protocol::Failure {
+                        code: ErrorCode::FunctionInvalidOutput,
+                        message: "the result held an egress-only secret and was withheld".into(),
+                        stack: None,
+                        cause: None,
+                    })
+                });
+                let result = result.map_err(|f| {
                     let mut f = RunFailure::from(f);
                     f.message = capabilities.redact(redact(&f.message, &every_value));
                     f.stack = f
@@ -641,7 +656,9 @@ impl Supervisor {
     fn count_egress(&self, function_id: &str, records: &[cloister_egress::Record]) {
         let mut totals = lock(&self.egress_totals);
         for r in records {
-            let mut key = (function_id.to_owned(), r.origin.clone());
+            // Labelled by allowlist entry (bounded by the manifest), never by host name.
+            let allowed = r.allowed.clone().unwrap_or_else(|| "refused".to_owned());
+            let mut key = (function_id.to_owned(), allowed);
             if !totals.contains_key(&key) && totals.len() >= MAX_EGRESS_SERIES {
                 key.1 = "other".to_owned();
             }
@@ -846,14 +863,17 @@ fn receipt_egress(
 ) -> Vec<cloister_types::receipt::ReceiptEgress> {
     let mut out: Vec<cloister_types::receipt::ReceiptEgress> = Vec::new();
     for r in records {
-        match out.iter_mut().find(|e| e.origin == r.origin) {
+        // The allowlist entry, never the host the function wrote: receipts travel outside a
+        // sealed answer, and a host name can carry anything.
+        let origin = r.allowed.clone().unwrap_or_else(|| "refused".to_owned());
+        match out.iter_mut().find(|e| e.origin == origin) {
             Some(e) => {
                 e.requests += 1;
                 e.bytes_sent += r.sent;
                 e.bytes_received += r.received;
             }
             None => out.push(cloister_types::receipt::ReceiptEgress {
-                origin: r.origin.clone(),
+                origin,
                 requests: 1,
                 bytes_sent: r.sent,
                 bytes_received: r.received,

@@ -60,7 +60,7 @@ impl RunManifest {
 }
 
 /// What keyvault granted for one (function, version, loaded code).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Grant {
     /// The manifest to run by.
     pub manifest: Arc<RunManifest>,
@@ -70,6 +70,21 @@ pub struct Grant {
     pub egress_secrets: Arc<SecretValues>,
     /// The function's code key, when its code is confidential (opens the stored code).
     pub code_key: Option<Arc<cloister_crypto::SecretKey32>>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: never a value.
+        f.debug_struct("Grant")
+            .field("manifest", &self.manifest)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field(
+                "egress_secrets",
+                &self.egress_secrets.keys().collect::<Vec<_>>(),
+            )
+            .field("code_key", &self.code_key.is_some())
+            .finish()
+    }
 }
 
 /// What the executor asks for.

@@ -52,7 +52,7 @@ pub struct WorkerLabels {
 pub struct EgressLabels {
     /// Function id.
     pub function_id: String,
-    /// `scheme://host[:port]` (or `other` past the executor's series cap).
+    /// The allowlist entry (`refused`: none matched; `other` past the executor's cap).
     pub origin: String,
 }
 

@@ -1131,9 +1131,10 @@ impl Authority {
     }
 
     /// The secrets of `running`'s function that are egress-only for a run of `running`: those
-    /// its own manifest declares so, and those any newer active version (signed by a trusted
-    /// identity) declares so. An older version still active cannot read a value a newer one
-    /// made egress-only (the values go to the executor apart from readable ones).
+    /// its own manifest declares so, and those any newer registered version declares so,
+    /// whatever its state or signer (a restriction only tightens: a rollback, a deactivation or
+    /// a revoked signer does not make a value readable again). The values go to the executor
+    /// apart from readable ones.
     pub async fn egress_only_names(
         &self,
         running: &Arc<RegisteredManifest>,
@@ -1148,20 +1149,17 @@ impl Authority {
             .function(&running.function_id)
             .await?
             .ok_or_else(|| Denied::UnknownFunction(running.function_id.clone()))?;
-        for &version in f.active.iter().rev() {
-            if version == running.version {
-                break;
-            }
+        for version in running.version.saturating_add(1)..=f.latest_version {
+            // A registered version's manifest missing from the database is tampering: skipping
+            // it could make a value readable again.
             let Some(m) = self.manifest(&f.function_id, version).await? else {
-                tracing::error!(function_id = %f.function_id, version, "ALARM: an active version's manifest is missing from the database");
+                tracing::error!(function_id = %f.function_id, version, "ALARM: a registered version's manifest is missing from the database");
                 return Err(Denied::Tampered(format!(
                     "manifest {}",
                     manifest_key(&f.function_id, version)
                 )));
             };
-            if self.signer_trusted(&m).is_ok()
-                && let Some(e) = &m.manifest.egress
-            {
+            if let Some(e) = &m.manifest.egress {
                 names.extend(e.secrets.keys().cloned());
             }
         }

@@ -31,6 +31,7 @@ fn main() {
         source_name: "function.js".into(),
         env: Default::default(),
         keys: Vec::new(),
+        egress: false,
     };
     let mut engine = Engine::new(
         load,

@@ -145,12 +145,19 @@ impl Engine {
             })
             .and_then(|context| {
                 context.with(|ctx| {
-                    crate::fetch_js::install(&ctx, self.host.clone(), self.refused.clone(), false)
+                    if self.load.egress {
+                        crate::fetch_js::install(
+                            &ctx,
+                            self.host.clone(),
+                            self.refused.clone(),
+                            false,
+                        )
                         .map_err(|e| LoadError {
                             message: format!("cannot define fetch: {e}"),
                             line: None,
                             column: None,
                         })?;
+                    }
                     self.instantiate(&ctx).map(|_| ()).map_err(|err| match err {
                         Instantiate::Threw(e) => {
                             let f = self.classify(&ctx, e);
@@ -322,8 +329,10 @@ impl Engine {
             .map_err(fail)?;
         }
         freeze.call::<_, ()>((secrets.clone(),)).map_err(fail)?;
-        crate::fetch_js::install(ctx, self.host.clone(), self.refused.clone(), true)
-            .map_err(fail)?;
+        if self.load.egress {
+            crate::fetch_js::install(ctx, self.host.clone(), self.refused.clone(), true)
+                .map_err(fail)?;
+        }
         let context = self.context_object(ctx, inv, logs).map_err(fail)?;
         freeze.call::<_, ()>((context.clone(),)).map_err(fail)?;
 

@@ -22,6 +22,10 @@ pub struct Load {
     /// there are some (the supervisor checks every request again).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
+    /// Whether the manifest has an egress policy: the global `fetch` exists only then (the
+    /// supervisor checks every request again; nothing is ambient).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub egress: bool,
     /// JavaScript heap limit in bytes.
     pub memory_bytes: usize,
     /// Native stack budget for the engine in bytes.

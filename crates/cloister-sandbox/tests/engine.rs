@@ -28,6 +28,7 @@ fn load(code: &str) -> Load {
         source_name: "function.js".into(),
         env: Default::default(),
         keys: Vec::new(),
+        egress: false,
     }
 }
 

@@ -528,6 +528,12 @@ impl CheckedEgress {
         self.allow.iter().any(|p| p.matches(o))
     }
 
+    /// The first allowlist entry that covers `o` (what receipts and metrics name: it is in
+    /// the signed manifest, where a host name may hold whatever the function put in it).
+    pub fn matching(&self, o: &Origin) -> Option<&OriginPattern> {
+        self.allow.iter().find(|p| p.matches(o))
+    }
+
     /// Whether a connection for `scheme` to `ip`:`port` may be made: to a public address, or
     /// to one an allowlist entry names with that scheme and port.
     pub fn address_allowed(&self, ip: IpAddr, scheme: Scheme, port: u16) -> bool {

@@ -52,17 +52,18 @@ pub struct ReceiptBody {
     /// when none (receipts without key uses keep their signed bytes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_uses: Vec<ReceiptKeyUse>,
-    /// The origins the invocation's `fetch` requests reached (or tried), in order of first
-    /// contact; absent when none.
+    /// The invocation's `fetch` requests by the manifest's allowlist entry they matched
+    /// (`refused` for those refused before any did), in order of first contact; absent when
+    /// none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<ReceiptEgress>,
 }
 
-/// Outbound requests of an invocation to one origin, as its receipt lists them.
+/// Outbound requests of an invocation under one allowlist entry, as its receipt lists them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReceiptEgress {
-    /// `scheme://host[:port]`.
+    /// The allowlist entry as the signed manifest writes it (`refused`: none matched).
     pub origin: String,
     /// Requests made or refused.
     pub requests: u64,

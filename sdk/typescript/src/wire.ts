@@ -114,14 +114,14 @@ export interface ReceiptBody {
   /** The signatures keyvault made for the invocation (`context.sign`), in order; absent when
    * none. */
   keyUses?: ReceiptKeyUse[];
-  /** The origins the invocation's `fetch` requests reached (or tried), in order of first
+  /** The invocation's `fetch` requests by the allowlist entry they matched, in order of first
    * contact; absent when none. */
   egress?: ReceiptEgress[];
 }
 
-/** Outbound requests of an invocation to one origin, as its receipt lists them. */
+/** Outbound requests of an invocation under one allowlist entry, as its receipt lists them. */
 export interface ReceiptEgress {
-  /** `scheme://host[:port]`. */
+  /** The allowlist entry as the signed manifest writes it (`refused`: none matched). */
   origin: string;
   requests: number;
   bytesSent: number;

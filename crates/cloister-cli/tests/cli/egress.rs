@@ -91,7 +91,9 @@ async fn a_function_fetches_over_tls_and_uses_a_secret_it_cannot_read() {
         "--egress",
         &address,
         "--egress-ca",
-        ca_file.to_str().unwrap(),
+        &format!("{named}={}", ca_file.display()),
+        "--egress-ca",
+        &format!("{address}={}", ca_file.display()),
         "--egress-secret",
         &binding,
     ]);
@@ -123,9 +125,10 @@ async fn a_function_fetches_over_tls_and_uses_a_secret_it_cannot_read() {
         .body;
     let policy = m.egress.expect("egress policy");
     assert_eq!(policy.allow, vec![named.clone(), address.clone()]);
-    assert_eq!(policy.ca.len(), 1);
+    assert_eq!(policy.ca.len(), 2);
     assert_eq!(policy.ca[0].pem, ca.pem());
-    assert_eq!(policy.ca[0].origins, vec![named.clone(), address.clone()]);
+    assert_eq!(policy.ca[0].origins, vec![named.clone()]);
+    assert_eq!(policy.ca[1].origins, vec![address.clone()]);
     assert_eq!(policy.secrets["API_KEY"][0].header, "Authorization");
     assert!(
         m.secrets.contains(&"API_KEY".to_owned()),
@@ -265,7 +268,7 @@ async fn a_function_fetches_over_tls_and_uses_a_secret_it_cannot_read() {
         "{metrics}"
     );
 
-    // A function whose manifest lists no origin reaches nothing.
+    // A function whose manifest lists no origin has no `fetch` at all (nothing ambient).
     let plain = dir.path().join("offline.js");
     std::fs::write(&plain, CODE).unwrap();
     let o = p.cli(&["fn", "deploy", plain.to_str().unwrap()]);
@@ -275,8 +278,12 @@ async fn a_function_fetches_over_tls_and_uses_a_secret_it_cannot_read() {
         "offline",
         json!({"op": "raw", "url": format!("{address}/json")}),
     );
-    assert_eq!(
-        r["error"]["details"]["code"], "capability_not_granted",
+    assert_eq!(r["error"]["code"], "function_error", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fetch is not defined"),
         "{r}"
     );
 
@@ -322,6 +329,17 @@ async fn deploy_refuses_a_policy_that_cannot_hold() {
             "HTTPS only",
         ),
         (vec!["--egress-secret", "K"], "need at least one --egress"),
+        (
+            vec![
+                "--egress",
+                "https://a.example.com",
+                "--egress",
+                "https://b.example.com",
+                "--egress-ca",
+                "/nonexistent/ca.pem",
+            ],
+            "say which one",
+        ),
     ] {
         let mut all = vec!["fn", "deploy", f];
         all.extend(args.iter().copied());
