@@ -8,7 +8,9 @@ use std::time::Instant;
 use base64::Engine as _;
 use bytes::Bytes;
 use cloister_types::ErrorCode;
-use cloister_types::egress::{FetchRequest, FetchResponse, Origin, Redirect, Scheme};
+use cloister_types::egress::{
+    FRAMING_HEADERS, FetchRequest, FetchResponse, Origin, Redirect, Scheme,
+};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Full};
 use zeroize::Zeroizing;
@@ -20,19 +22,6 @@ use crate::{FetchError, FunctionEgress};
 
 /// Most request headers one request may carry.
 const MAX_HEADERS: usize = 64;
-
-/// Headers a function may not set: the connection's own framing and routing.
-const FORBIDDEN: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "expect",
-];
 
 /// What one outbound request did (for the execution's logs, metrics and receipt): never a
 /// body, a header value or a query string.
@@ -314,7 +303,7 @@ impl Session {
                 ));
             }
             let lower = name.to_ascii_lowercase();
-            if FORBIDDEN.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+            if FRAMING_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
                 return Err(FetchError::Invalid(format!(
                     "the {lower} header is set by fetch itself"
                 )));

@@ -368,9 +368,9 @@ pub struct CheckedBinding {
     pub header: String,
 }
 
-/// Header names a secret may never be injected into (the connection's own framing and
-/// routing).
-const FRAMING_HEADERS: &[&str] = &[
+/// Headers that frame or route a request: the HTTP client sets them itself, never a
+/// function's code or a secret.
+pub const FRAMING_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",
@@ -380,11 +380,10 @@ const FRAMING_HEADERS: &[&str] = &[
     "te",
     "trailer",
     "expect",
-    // Set by the executor itself on a request that carries a secret.
-    "accept-encoding",
-    "range",
-    "if-range",
 ];
+
+/// Headers the executor sets (or drops) itself on a request that carries a secret.
+const SET_WITH_A_SECRET: &[&str] = &["accept-encoding", "range", "if-range"];
 
 fn header_name_ok(h: &str) -> bool {
     !h.is_empty()
@@ -493,6 +492,7 @@ impl Egress {
                 let header = b.header.to_ascii_lowercase();
                 if !header_name_ok(&header)
                     || FRAMING_HEADERS.contains(&header.as_str())
+                    || SET_WITH_A_SECRET.contains(&header.as_str())
                     || header.starts_with("proxy-")
                 {
                     return Err(binding_err(format!(
