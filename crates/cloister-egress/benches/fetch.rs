@@ -7,60 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use cloister_egress::testing::{Leaf, TestCa, TestServer};
+use cloister_egress::testing::{Leaf, PlainClient, TestCa, TestServer};
 use cloister_egress::{EgressLimits, FunctionEgress};
 use cloister_types::egress::{CheckedEgress, Egress, FetchRequest, Redirect};
 use criterion::{Criterion, criterion_group, criterion_main};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-
-/// A plain client connection: TCP, rustls with the same roots, hyper HTTP/1.1.
-async fn plain_connection(
-    config: Arc<rustls::ClientConfig>,
-    addr: std::net::SocketAddr,
-) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    let name = ServerName::try_from("127.0.0.1").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .expect("tls");
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    send
-}
-
-async fn plain_get(send: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, port: u16) {
-    let req = hyper::Request::get("/json")
-        .header("host", format!("127.0.0.1:{port}"))
-        .body(Empty::new())
-        .expect("request");
-    send.ready().await.expect("ready");
-    let resp = send.send_request(req).await.expect("send");
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    assert_eq!(body.len(), 18);
-}
-
-fn plain_config(ca: &TestCa) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).expect("pem"))
-        .expect("root");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut c = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    c.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(c)
-}
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -110,10 +60,9 @@ fn bench(c: &mut Criterion) {
             assert_eq!(r.status, 200);
         })
     });
-    let config = plain_config(&ca);
-    let mut send = rt.block_on(plain_connection(config.clone(), srv.addr));
+    let mut plain = rt.block_on(PlainClient::connect(&ca, srv.addr));
     g.bench_function("plain rustls+hyper", |b| {
-        b.iter(|| rt.block_on(plain_get(&mut send, port)))
+        b.iter(|| assert_eq!(rt.block_on(plain.get("/json")), 18))
     });
     g.finish();
 
@@ -129,8 +78,8 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("plain rustls+hyper", |b| {
         b.to_async(&rt).iter(|| async {
-            let mut send = plain_connection(plain_config(&ca), srv.addr).await;
-            plain_get(&mut send, port).await;
+            let mut plain = PlainClient::connect(&ca, srv.addr).await;
+            assert_eq!(plain.get("/json").await, 18);
         })
     });
     g.finish();

@@ -322,3 +322,60 @@ impl TestServer {
         self.seen.lock().expect("seen").clone()
     }
 }
+
+/// A plain client to compare the executor's path with: rustls (web roots and `ca`) and
+/// hyper's HTTP/1.1 over one kept-alive connection, nothing else.
+pub struct PlainClient {
+    send: hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+    host: String,
+}
+
+impl PlainClient {
+    /// A fresh connection (TCP, full TLS handshake) to `addr`, trusting `ca`.
+    pub async fn connect(ca: &TestCa, addr: SocketAddr) -> Self {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        roots
+            .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).expect("pem"))
+            .expect("root");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("tls");
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        Self {
+            send,
+            host: addr.to_string(),
+        }
+    }
+
+    /// GET `path`, the whole body read; its length.
+    pub async fn get(&mut self, path: &str) -> usize {
+        let req = Request::get(path)
+            .header("host", self.host.as_str())
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        self.send.ready().await.expect("ready");
+        let resp = self.send.send_request(req).await.expect("send");
+        resp.into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .len()
+    }
+}

@@ -11,16 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use cloister_egress::testing::{Leaf, TestCa, TestServer};
+use cloister_egress::testing::{Leaf, PlainClient, TestCa, TestServer};
 use cloister_executor::ExecutorConfig;
 use cloister_executor::pool::{FunctionSpec, Job, JobResult, Supervisor, code_hash};
 use cloister_executor::secrets::{RunManifest, StaticManifests};
 use cloister_types::Limits;
 use cloister_types::egress::{Egress, ExtraRoot};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::value::RawValue;
 
 const PLAIN: &str = "async function handler(p) { return { n: p.url.length }; }";
@@ -47,33 +43,6 @@ fn manifest(id: &str, code: &str, egress: Option<&Egress>) -> RunManifest {
         keys: vec![],
         egress: egress.map(|e| Arc::new(e.check(&[]).expect("policy"))),
     }
-}
-
-async fn direct(
-    ca: &TestCa,
-    addr: std::net::SocketAddr,
-) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).expect("pem"))
-        .expect("root");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
-        .await
-        .expect("tls");
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    send
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -113,7 +82,7 @@ async fn main() {
         let r = sup.run(job(id, code, 0, true)).await;
         assert!(matches!(r, JobResult::Ran { result: Ok(_), .. }), "{id}");
     }
-    let mut client = direct(&ca, srv.addr).await;
+    let mut client = PlainClient::connect(&ca, srv.addr).await;
     let mut samples: [Vec<Duration>; 3] = Default::default();
     let block = 250.min(n);
     for round in 0..n.div_ceil(block) {
@@ -128,13 +97,7 @@ async fn main() {
                 assert!(matches!(r, JobResult::Ran { result: Ok(_), .. }), "{id}");
             }
             let t = Instant::now();
-            client.ready().await.expect("ready");
-            let req = hyper::Request::get("/json")
-                .header("host", origin.trim_start_matches("https://"))
-                .body(Empty::new())
-                .expect("request");
-            let resp = client.send_request(req).await.expect("send");
-            let _ = resp.into_body().collect().await.expect("body");
+            assert_eq!(client.get("/json").await, 18);
             samples[2].push(t.elapsed());
         }
     }
