@@ -841,6 +841,16 @@ pub struct ServeArgs {
     /// Directory for the database and the admin token.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Run on PostgreSQL instead of the embedded SQLite files:
+    /// postgres://USER@HOST:PORT/DB[?schema=NAME]. The gateway's tables go in schema
+    /// NAME_gateway and keyvault's in NAME_keyvault (NAME defaults to `cloister`).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CLOISTER_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
     /// Address of the public HTTP API.
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
@@ -895,6 +905,10 @@ pub struct GatewayArgs {
     /// Directory holding the SQLite database.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// The gateway's store: sqlite:PATH (default: gateway.db in --data-dir) or
+    /// postgres://USER@HOST:PORT/DB[?schema=NAME&sslmode=require] (shared by every gateway).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Executor RPC URL, e.g. http://127.0.0.1:8788.
     #[arg(long)]
     pub executor_url: String,

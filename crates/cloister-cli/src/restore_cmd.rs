@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use cloister_authority::{SignOptions, sign};
-use cloister_store::SqliteStore;
 
 use crate::cli::{BackupArgs, Conn, RestoreArgs};
 use crate::output;
-use crate::roles::DATABASE_FILE;
+use cloister_role::files::{KEYVAULT_DATABASE_FILE, LEGACY_DATABASE_FILE};
 
 /// What `backup` and `restore` report with `--json`.
 #[derive(serde::Serialize)]
@@ -23,8 +22,14 @@ struct Done {
     previous: Option<String>,
 }
 
+/// keyvault's database in `data_dir` (the single-database file of an earlier build when it is
+/// the only one).
 fn database(data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let db = data_dir.join(DATABASE_FILE);
+    let db = data_dir.join(KEYVAULT_DATABASE_FILE);
+    let legacy = data_dir.join(LEGACY_DATABASE_FILE);
+    if !db.exists() && legacy.exists() {
+        return Ok(legacy);
+    }
     if !db.exists() {
         bail!(
             "{} does not exist: is {} a Cloister data directory?",
@@ -38,7 +43,7 @@ fn database(data_dir: &Path) -> anyhow::Result<PathBuf> {
 /// Runs `keyvault backup`.
 pub fn backup(args: &BackupArgs, json_mode: bool) -> anyhow::Result<()> {
     let db = database(&args.data_dir)?;
-    SqliteStore::backup_file(&db, &args.out)
+    cloister_vault_store::SqliteVault::backup_file(&db, &args.out)
         .with_context(|| format!("cannot back up {} to {}", db.display(), args.out.display()))?;
     if json_mode {
         output::json(&Done {
@@ -131,7 +136,10 @@ fn keyvaultd<T: serde::de::DeserializeOwned>(
 /// alone unseals the database) says what to sign, the admin identity signs it, keyvault
 /// checks and applies it.
 pub async fn restore(conn: &Conn, args: &RestoreArgs, json_mode: bool) -> anyhow::Result<()> {
-    let db = database(&args.data_dir)?;
+    // A data directory (of this layout or the single-database one); the copy goes to
+    // keyvault's own file either way (a backup of the old layout is taken over when opened).
+    database(&args.data_dir)?;
+    let db = args.data_dir.join(KEYVAULT_DATABASE_FILE);
     // The platform must be stopped, and stays stopped while the copy goes in.
     let _data_lock = crate::data_lock::acquire(&args.data_dir, "keyvault restore", "restoring")?;
     if !args.from.is_file() {

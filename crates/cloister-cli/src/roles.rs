@@ -2,22 +2,22 @@
 //! trusted roles are their own executables (`cloister-keyvaultd`, `cloister-executord`).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use cloister_gateway::AppState;
 use cloister_gateway::bootstrap::{AdminToken, ensure_admin_token};
 use cloister_gateway::executor::Executor;
-use cloister_store::SqliteStore;
 use cloister_types::ServerLimits;
 use tokio::net::TcpListener;
 
 use crate::cli::{GatewayArgs, RoleArgs};
 
+/// The credential holding a role's database URL when `serve` passes one (never on the
+/// command line: it may hold a password).
+pub const DATABASE_CREDENTIAL: &str = "database";
+
 /// File name of the development admin token inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
-
-pub use cloister_role::files::DATABASE_FILE;
 
 async fn listener(role: &RoleArgs) -> anyhow::Result<TcpListener> {
     cloister_role::listen::listen_on(role.listen, role.listen_fd).await
@@ -33,12 +33,20 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let listener = listener(&args.role).await?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
-    let db = args.data_dir.join(DATABASE_FILE);
-    let store =
-        SqliteStore::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
+    let location = cloister_role::files::role_database(
+        &args.data_dir,
+        cloister_role::files::GATEWAY_DATABASE_FILE,
+        args.database_url
+            .as_deref()
+            .or(creds.optional(DATABASE_CREDENTIAL)),
+    )?;
+    let store = cloister_store::open(&location)
+        .await
+        .with_context(|| format!("cannot open the gateway's store at {location}"))?;
+    tracing::info!(store = %location, "gateway store");
     if args.bootstrap_admin_token {
         let path = args.data_dir.join(ADMIN_TOKEN_FILE);
-        match ensure_admin_token(&store, &path).await? {
+        match ensure_admin_token(store.as_ref(), &path).await? {
             AdminToken::Created => tracing::info!(path = %path.display(), "created admin token"),
             AdminToken::Existing => {}
             AdminToken::Stale => tracing::warn!(
@@ -75,21 +83,16 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
              trusted as they arrive"
         ),
     }
-    let store = Arc::new(store);
-    let audit = Arc::new(cloister_gateway::audit_relay::RelayedAudit::new(
-        store.clone(),
-        keyvault.clone(),
-    ));
     let mut edge = args.edge.config();
     edge.max_connections = cloister_role::harden::room_for_connections(edge.max_connections);
     let state = AppState::new(
         store,
-        audit,
         executor,
         keyvault,
         ServerLimits::default(),
         edge.rate,
     );
+    state.epochs.follow(cloister_gateway::epochs::DEFAULT_POLL);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     cloister_gateway::serve(listener, state, edge, cloister_role::listen::stop_signal()).await?;
     tracing::info!("gateway stopped");

@@ -358,12 +358,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let keyvault_url = format!("http://{}", kv_rpc.local_addr()?);
     let keyvault_addr = kv_channel.local_addr()?.to_string();
     let (platform, platform_created) = cloister_role::tee::platform(&args.data_dir)?;
-    // One credential per role pair; the gateway's in a 0600 file, the others by pipe.
-    let creds = Credentials::generate(&["executor", "keyvault"]);
+    // One credential per role pair; the gateway's in a 0600 file, the others by pipe. A
+    // PostgreSQL URL (it may hold a password) travels the same way, one schema per role.
+    let mut creds = Credentials::generate(&["executor", "keyvault"]);
+    let databases = role_databases(args.database_url.as_deref(), &args.data_dir)?;
+    if let Some((gateway_url, keyvault_url)) = &databases.urls {
+        creds.insert("database-gateway", gateway_url);
+        creds.insert("database-keyvault", keyvault_url);
+    }
     let gateway_creds_path = args.data_dir.join(GATEWAY_CREDENTIALS_FILE);
-    creds.write_file(&gateway_creds_path)?;
+    creds
+        .pick(&[
+            ("executor", "executor"),
+            ("keyvault", "keyvault"),
+            ("database-gateway", crate::roles::DATABASE_CREDENTIAL),
+        ])
+        .write_file(&gateway_creds_path)?;
     let executor_creds = creds.pick(&[("executor", "gateway")]);
-    let keyvault_creds = creds.pick(&[("keyvault", "gateway")]);
+    let keyvault_creds = creds.pick(&[
+        ("keyvault", "gateway"),
+        ("database-keyvault", crate::roles::DATABASE_CREDENTIAL),
+    ]);
     let exe = std::env::current_exe().context("cannot locate the cloister binary")?;
     let kv_hex = hex::encode(measured.keyvault);
 
@@ -380,7 +395,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Development keeps the recovery key in a 0600 file in the data directory (never in a
     // log), so a rebuilt keyvault can be carried over without a human typing it in.
     let recovery_file = args.data_dir.join(RECOVERY_KEY_FILE);
-    let sealed = sealed_to(&args.data_dir).await?;
+    let sealed = sealed_to(&databases.keyvault).await?;
     let reseal = approve_keyvault_reseal(
         &args.data_dir,
         &admin_identity,
@@ -551,6 +566,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         platform.fingerprint_hex()
     );
     eprintln!("  data: {}", args.data_dir.display());
+    if databases.urls.is_some() {
+        eprintln!("  keyvault store: {}", databases.keyvault);
+    }
     if token_existed {
         eprintln!("  admin token: {}", abs.display());
     } else {
@@ -638,18 +656,53 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The measurement keyvault's root in the database of `data_dir` is sealed to (hex), or
-/// `None` while keyvault has not initialised it.
-async fn sealed_to(data_dir: &Path) -> anyhow::Result<Option<String>> {
-    let db = data_dir.join(cloister_role::files::DATABASE_FILE);
-    if !db.exists() {
+/// Where each role's store is for this start.
+struct RoleDatabases {
+    /// keyvault's store (read here to learn what its root is sealed to).
+    keyvault: cloister_db::Location,
+    /// With `--database-url`: the gateway's and keyvault's URLs (schemas apart).
+    urls: Option<(String, String)>,
+}
+
+/// The stores of a dev platform: SQLite files in the data directory, or one PostgreSQL
+/// database with a schema per role.
+fn role_databases(url: Option<&str>, data_dir: &Path) -> anyhow::Result<RoleDatabases> {
+    let Some(url) = url else {
+        return Ok(RoleDatabases {
+            keyvault: cloister_role::files::role_database(
+                data_dir,
+                cloister_role::files::KEYVAULT_DATABASE_FILE,
+                None,
+            )?,
+            urls: None,
+        });
+    };
+    match url.parse::<cloister_db::Location>()? {
+        cloister_db::Location::Postgres(_) => {}
+        _ => bail!(
+            "--database-url takes a postgres:// URL; the embedded SQLite files live in --data-dir"
+        ),
+    }
+    let gateway = cloister_db::role_url(url, "gateway")?;
+    let keyvault = cloister_db::role_url(url, "keyvault")?;
+    Ok(RoleDatabases {
+        keyvault: keyvault.parse()?,
+        urls: Some((gateway, keyvault)),
+    })
+}
+
+/// The measurement keyvault's root is sealed to (hex), or `None` while keyvault has not
+/// initialised it.
+async fn sealed_to(location: &cloister_db::Location) -> anyhow::Result<Option<String>> {
+    if let cloister_db::Location::Sqlite(path) = location
+        && !path.exists()
+    {
         return Ok(None);
     }
-    let store = cloister_store::SqliteStore::open(&db)
-        .with_context(|| format!("cannot open database {}", db.display()))?;
-    Ok(cloister_store::VaultStore::vault_root(&store)
-        .await?
-        .map(|r| r.measurement))
+    let store = cloister_vault_store::open(location)
+        .await
+        .with_context(|| format!("cannot open keyvault's store at {location}"))?;
+    Ok(store.vault_root().await?.map(|r| r.measurement))
 }
 
 /// Resolves when any child exits: its index and what happened.

@@ -107,7 +107,7 @@ async fn edits_deletions_reordering_and_truncation_are_reported_with_the_first_b
     }
     let v = verify(&p);
     assert_eq!(v["ok"], true, "{v}");
-    let db = rusqlite::Connection::open(p.data().join("cloister.db")).unwrap();
+    let db = rusqlite::Connection::open(p.data().join("keyvault.db")).unwrap();
     db.busy_timeout(Duration::from_secs(5)).unwrap();
     let original = rows(&db);
     let head = original.last().unwrap().0;
@@ -172,7 +172,7 @@ async fn a_cut_chain_is_refused_by_the_running_keyvault_and_by_a_restarted_one()
     }
     // The CLI verifies once and remembers keyvault's newest checkpoint.
     assert_eq!(verify(&p)["ok"], true);
-    let db = rusqlite::Connection::open(p.data().join("cloister.db")).unwrap();
+    let db = rusqlite::Connection::open(p.data().join("keyvault.db")).unwrap();
     db.busy_timeout(Duration::from_secs(5)).unwrap();
     let head = rows(&db).last().unwrap().0;
     let signed_before = max_checkpoint(&db);

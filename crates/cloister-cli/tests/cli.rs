@@ -2,6 +2,8 @@
 //! exit codes, and the server's error code in failures.
 
 mod common;
+#[path = "cli/crate_graph.rs"]
+mod crate_graph;
 #[path = "cli/egress.rs"]
 mod egress;
 

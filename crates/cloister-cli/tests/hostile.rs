@@ -215,7 +215,7 @@ async fn a_hostile_gateway_cannot_run_other_code_as_a_function_or_widen_a_releas
 
     // The gateway's database says the victim's code is EXFIL and declares more secrets: the
     // executor loads EXFIL from the gateway and keyvault refuses it.
-    let db = rusqlite::Connection::open(p.data().join("cloister.db")).unwrap();
+    let db = rusqlite::Connection::open(p.data().join("gateway.db")).unwrap();
     db.execute(
         "UPDATE function_versions SET code = ?1, code_hash = ?2, \
          required_secrets = '[\"API_KEY\",\"OTHER\"]'",
@@ -302,7 +302,7 @@ async fn keyvault_refuses_unsigned_or_foreign_requests_relayed_by_the_gateway() 
         code_of(&register_straight(&evil, claim()).await.unwrap_err()),
         "conflict"
     );
-    let deleted = rusqlite::Connection::open(p.data().join("cloister.db"))
+    let deleted = rusqlite::Connection::open(p.data().join("keyvault.db"))
         .unwrap()
         .execute(
             "DELETE FROM kv_authority WHERE kind = 'name' AND key = 'victim'",
@@ -412,11 +412,15 @@ async fn deleting_the_newest_secret_row_in_the_database_is_refused_not_served() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let db = rusqlite::Connection::open(p.data().join("cloister.db")).unwrap();
+    let db = rusqlite::Connection::open(p.data().join("keyvault.db")).unwrap();
     db.execute("DELETE FROM kv_secrets WHERE version = 2", [])
         .unwrap();
-    db.execute("UPDATE kv_epochs SET epoch = epoch + 1", [])
-        .unwrap();
+    db.execute(
+        "UPDATE kv_epochs SET epoch = epoch + 1, \
+         changed = (SELECT MAX(changed) FROM kv_epochs) + 1",
+        [],
+    )
+    .unwrap();
     drop(db);
     let e = assert_api_error(
         p.admin().invoke("victim", "null", None).await,
@@ -1131,7 +1135,7 @@ async fn confidential_code_cached_in_the_executor_is_never_served_to_another_fun
     );
     // Handed the victim's stored (sealed) code, it still cannot run: keyvault grants no code
     // key to a plain manifest, and the victim's key would not open it for another function.
-    let stored: String = rusqlite::Connection::open(p.data().join("cloister.db"))
+    let stored: String = rusqlite::Connection::open(p.data().join("gateway.db"))
         .unwrap()
         .query_row(
             "SELECT code FROM function_versions WHERE function_id = ?1",

@@ -37,7 +37,8 @@ async fn state_survives_a_restart_and_ctrl_c_stops_every_process() {
     // Every file the platform creates is private, and the recovery key (output redirected
     // here, as in CI) went to a 0600 file, never into the log.
     for f in [
-        "cloister.db",
+        "gateway.db",
+        "keyvault.db",
         "recovery.key",
         "keyvault.guard",
         "admin.identity",
@@ -103,7 +104,7 @@ async fn state_survives_a_restart_and_ctrl_c_stops_every_process() {
         "--data-dir",
         data.to_str().unwrap(),
         "--from",
-        data.join("cloister.db").to_str().unwrap(),
+        data.join("keyvault.db").to_str().unwrap(),
     ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

@@ -58,23 +58,7 @@ pub async fn list(
     let caller = s.auth.authenticate(&headers).await?;
     caller.require(Role::Admin, "read the audit log")?;
     let (after, limit) = parse_query(q.as_deref())?;
-    let entries = s.audit.audit_list(after, limit).await?;
-    let last = entries.last().map(|e| e.seq);
-    let checkpoints: Vec<_> = s
-        .audit
-        .audit_checkpoints()
-        .await?
-        .into_iter()
-        .filter(|c| {
-            c.seq > after && last.is_none_or(|l| c.seq <= l || entries.len() < limit as usize)
-        })
-        .collect();
-    let next = (entries.len() == limit as usize).then_some(last).flatten();
-    Ok(Json(cloister_audit::AuditPage {
-        entries,
-        checkpoints,
-        next_after: next,
-    }))
+    Ok(Json(s.audit.page(after, limit).await?))
 }
 
 /// `GET /v1/audit/verify?nonce=<hex>`: keyvault checks the chain and signs its verdict over

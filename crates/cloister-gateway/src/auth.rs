@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use cloister_audit::{Action, AuditDraft};
-use cloister_store::{AuditLog, NewToken, Store, TokenRecord};
+use cloister_store::{NewToken, Store, TokenRecord};
 use cloister_types::{ErrorCode, Role};
 use rand::RngExt as _;
 use sha2::{Digest, Sha256};
@@ -147,7 +147,7 @@ pub async fn create_token(
 /// Authenticates requests against the store, with a short-lived cache of known tokens.
 pub struct Authenticator {
     store: Arc<dyn Store>,
-    audit: Arc<dyn AuditLog>,
+    audit: Arc<crate::audit_relay::AuditRelay>,
     cache: RwLock<HashMap<[u8; 32], (Caller, Instant)>>,
     /// (second, failures audited in it): caps audit writes from a flood of bad tokens.
     failures: std::sync::Mutex<(u64, u32)>,
@@ -159,7 +159,7 @@ const AUDITED_FAILURES_PER_SEC: u32 = 20;
 
 impl Authenticator {
     /// Authenticator over `store`, recording failures in `audit`.
-    pub fn new(store: Arc<dyn Store>, audit: Arc<dyn AuditLog>) -> Self {
+    pub fn new(store: Arc<dyn Store>, audit: Arc<crate::audit_relay::AuditRelay>) -> Self {
         Self {
             store,
             audit,
@@ -189,7 +189,7 @@ impl Authenticator {
             let draft =
                 AuditDraft::new("gateway", Action::AuthFailure, "api").detail("reason", reason);
             tokio::spawn(async move {
-                if let Err(e) = audit.audit_append(draft).await {
+                if let Err(e) = audit.record(draft).await {
                     tracing::warn!(error = %e, "cannot audit an authentication failure");
                 }
             });

@@ -381,6 +381,7 @@ async fn deploy_inner(
         .await
         .map_err(kv_error)?
         .into_inner();
+    s.epochs.after_write().await;
     if sealed_code.is_some() {
         if reg.stored_code.is_empty() {
             return Err(HttpError::new(
@@ -522,7 +523,7 @@ pub async fn delete(
     if deleted {
         tracing::info!(%name, "deleted function");
         s.audit
-            .audit_append(AuditDraft::new(
+            .record(AuditDraft::new(
                 caller.token_id.clone(),
                 Action::FunctionDelete,
                 name.clone(),
@@ -636,7 +637,7 @@ pub async fn set_current(
     }
     s.functions.invalidate(&name);
     s.audit
-        .audit_append(
+        .record(
             AuditDraft::new(
                 caller.token_id.clone(),
                 Action::FunctionCurrent,

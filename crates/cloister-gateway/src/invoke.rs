@@ -274,7 +274,7 @@ async fn invoke_inner(
     seen.function_id = Some(f.function_id.clone());
     // The namespace's change counter also moves on (de)activation and redeploys, so cached
     // grants of every function, with or without secrets, are refreshed at once.
-    let secrets_epoch = s.store.secrets_epoch(&f.function_id).await?;
+    let secrets_epoch = s.epochs.of_function(&f.function_id).await;
     let execution_id = uuid::Uuid::new_v4().to_string();
     seen.execution_id = Some(execution_id.clone());
     let timeout = Duration::from_millis(f.limits.timeout_ms) + DISPATCH_SLACK;

@@ -73,6 +73,7 @@ pub async fn write(
         .await
         .map_err(kv_error)?
         .into_inner();
+    s.epochs.after_write().await;
     Ok(Json(info(r)))
 }
 

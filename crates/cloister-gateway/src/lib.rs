@@ -12,6 +12,7 @@ pub mod auth;
 pub mod body;
 pub mod bootstrap;
 pub mod deploy;
+pub mod epochs;
 pub mod error;
 pub mod executor;
 pub mod executor_link;

@@ -52,6 +52,7 @@ pub async fn grant(
         .await
         .map_err(kv_error)?
         .into_inner();
+    s.epochs.after_write().await;
     Ok(Json(IdentityGranted {
         identity_id: r.identity_id,
     }))
@@ -74,6 +75,7 @@ pub async fn change_registry(
         .await
         .map_err(kv_error)?
         .into_inner();
+    s.epochs.after_write().await;
     let nonempty = |x: String| (!x.is_empty()).then_some(x);
     let out = RegistryChanged {
         identity_id: nonempty(r.identity_id),
@@ -100,7 +102,7 @@ pub async fn change_registry(
             tracing::info!(identity = %old, tokens = n, "revoked the tokens of a revoked identity");
             if n > 0 {
                 s.audit
-                    .audit_append(
+                    .record(
                         AuditDraft::new(caller.token_id.clone(), Action::TokenRevoke, old.clone())
                             .detail("reason", "identity revoked")
                             .detail("tokens", n),
@@ -241,6 +243,7 @@ pub async fn activate(
         .await
         .map_err(kv_error)?
         .into_inner();
+    s.epochs.after_write().await;
     Ok(Json(ActivationResult {
         function_id: r.function_id,
         active: r.active,

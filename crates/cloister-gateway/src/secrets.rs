@@ -142,6 +142,7 @@ async fn put_inner(
         .await
         .map_err(kv_error)?
         .into_inner();
+    s.epochs.after_write().await;
     Ok(json!({"path": r.path, "version": r.version, "createdAt": r.created_at}))
 }
 
@@ -257,6 +258,7 @@ pub async fn delete(
         .await
         .map_err(kv_error)?
         .into_inner();
+    s.epochs.after_write().await;
     if r.deleted {
         Ok(axum::http::StatusCode::NO_CONTENT)
     } else {
@@ -354,6 +356,7 @@ pub async fn rotate_dek(
         .await
         .map_err(kv_error)?
         .into_inner();
+    s.epochs.after_write().await;
     Ok(Json(json!({
         "function": f.name, "namespace": r.namespace, "dekVersion": r.dek_version,
         "reencrypted": r.reencrypted,
@@ -373,5 +376,6 @@ pub async fn rotate_mek(State(s): State<Shared>, headers: HeaderMap) -> HttpResu
         .await
         .map_err(kv_error)?
         .into_inner();
+    s.epochs.after_write().await;
     Ok(Json(json!({"mekId": r.mek_id, "rewrapped": r.rewrapped})))
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cloister_store::{AuditLog, Store};
+use cloister_store::Store;
 use cloister_types::ServerLimits;
 
 use crate::auth::Authenticator;
@@ -16,8 +16,10 @@ use crate::ratelimit::{RateConfig, RateLimits};
 pub struct AppState {
     /// Persistent state.
     pub store: Arc<dyn Store>,
-    /// The audit log (deploys, deletions, authentication failures).
-    pub audit: Arc<dyn AuditLog>,
+    /// The audit log, kept by keyvault (deletions, token changes, authentication failures).
+    pub audit: Arc<crate::audit_relay::AuditRelay>,
+    /// Secrets epochs, following keyvault.
+    pub epochs: Arc<crate::epochs::Epochs>,
     /// The executor that runs functions.
     pub executor: Executor,
     /// keyvault, when configured (secrets, attestation bundle, audit verification).
@@ -37,17 +39,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state around a store, its audit log, an executor and (optionally) keyvault.
+    /// Builds the state around a store, an executor and (optionally) keyvault, which keeps
+    /// the audit log and the secrets epochs.
     pub fn new(
         store: Arc<dyn Store>,
-        audit: Arc<dyn AuditLog>,
         executor: Executor,
         keyvault: Option<Keyvault>,
         limits: ServerLimits,
         rate: RateConfig,
     ) -> Arc<Self> {
+        let audit = Arc::new(crate::audit_relay::AuditRelay::new(keyvault.clone()));
+        let epochs = crate::epochs::Epochs::new(keyvault.clone());
         Arc::new(Self {
             auth: Authenticator::new(store.clone(), audit.clone()),
+            epochs,
             functions: FunctionCache::new(store.clone()),
             metrics: Metrics::default(),
             rate: RateLimits::new(rate),

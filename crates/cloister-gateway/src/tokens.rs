@@ -78,7 +78,7 @@ pub async fn create(
     .detail("label", record.label.clone())
     .detail("identity", record.identity.clone())
     .detail("functions", record.functions.clone());
-    if let Err(e) = s.audit.audit_append(draft).await {
+    if let Err(e) = s.audit.record(draft).await {
         // No token exists that the audit log does not show.
         let _ = s.store.revoke_token(&record.id).await;
         s.auth.clear();
@@ -119,7 +119,7 @@ pub async fn revoke(
     }
     s.auth.clear();
     s.audit
-        .audit_append(AuditDraft::new(
+        .record(AuditDraft::new(
             caller.token_id.clone(),
             Action::TokenRevoke,
             id.clone(),

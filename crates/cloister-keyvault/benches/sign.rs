@@ -27,7 +27,7 @@ use cloister_keyvault::{Sealing, Vault};
 use cloister_rpc::keyvault::{
     ExecutorMessage, KeyvaultReply, SignRequest, executor_message, keyvault_reply,
 };
-use cloister_store::SqliteStore;
+use cloister_vault_store::SqliteVault;
 use prost::Message;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -96,7 +96,7 @@ async fn run(measure: Duration, only: &[String]) {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = Identity::from_seed([9u8; 32], "admin").expect("admin");
-    let store = Arc::new(SqliteStore::open(&dir.path().join("kv.db")).expect("store"));
+    let store = Arc::new(SqliteVault::open(&dir.path().join("kv.db")).expect("store"));
     let sealing = Sealing {
         measurement: [1; 48],
         key: SecretKey32::from_array([7; 32]),

@@ -14,10 +14,10 @@ use cloister_authority::ops::{
 use cloister_authority::request::{Body, Verified, inspect, unix_now, verify};
 use cloister_authority::{AuthorityError, IdentityId};
 use cloister_crypto::{MacKey, VerifyingKey};
-use cloister_store::{AuthorityRow, AuthorityWrite, StoreError};
 use cloister_types::{
     Entrypoint, Environment, ErrorCode, FunctionName, SecretPath, SecretRef, names,
 };
+use cloister_vault_store::{AuthorityRow, AuthorityWrite, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

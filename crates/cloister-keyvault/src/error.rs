@@ -61,7 +61,7 @@ pub enum VaultError {
     Keys(#[from] KeyvaultError),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] cloister_store::StoreError),
+    Store(#[from] cloister_vault_store::StoreError),
     /// No secret (or state) there.
     #[error("{0} does not exist")]
     NotFound(String),

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use cloister_store::{AuthorityWrite, SecretRecord};
+use cloister_vault_store::{AuthorityWrite, SecretRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::authority::{Authority, Denied, lock};
@@ -46,12 +46,26 @@ impl Mark {
 pub type Marks = BTreeMap<String, Mark>;
 
 /// A pending change of a namespace's marks: the write to commit with the data change.
+#[derive(Clone)]
 pub struct MarkUpdate {
     namespace: String,
     marks: Marks,
     bytes: Vec<u8>,
     /// The row write (compare-and-set against what keyvault last saw).
     pub write: AuthorityWrite,
+}
+
+impl MarkUpdate {
+    /// The namespace's marks as this change leaves them (row bytes and marks), for the next
+    /// change of the same group commit to build on.
+    pub fn after(&self) -> (Option<Vec<u8>>, Marks) {
+        (Some(self.bytes.clone()), self.marks.clone())
+    }
+
+    /// The namespace it changes.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
 }
 
 impl Authority {
@@ -99,6 +113,29 @@ impl Authority {
             write: AuthorityWrite {
                 row: self.row(FRESH, namespace, bytes.clone()),
                 expect: old,
+            },
+            marks,
+            bytes,
+        })
+    }
+
+    /// Prepares the mark change for `path` on top of `current` (the namespace's marks as a
+    /// group commit has already changed them), not keyvault's committed ones.
+    pub fn mark_after(
+        &self,
+        namespace: &str,
+        current: &(Option<Vec<u8>>, Marks),
+        path: &str,
+        mark: Mark,
+    ) -> Result<MarkUpdate, Denied> {
+        let mut marks = current.1.clone();
+        marks.insert(path.to_owned(), mark);
+        let bytes = Self::encode(&marks)?;
+        Ok(MarkUpdate {
+            namespace: namespace.to_owned(),
+            write: AuthorityWrite {
+                row: self.row(FRESH, namespace, bytes.clone()),
+                expect: current.0.clone(),
             },
             marks,
             bytes,

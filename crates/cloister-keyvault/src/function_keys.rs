@@ -739,10 +739,12 @@ impl Vault {
         let limits = grants
             .get(grantee_id)
             .map(|g| serde_json::to_value(&g.limits).unwrap_or_default());
-        let audit = |version: u64, dek_version: u32| {
-            let mut d = AuditDraft::new(actor, action, key_path(function_id, name))
-                .detail("grantee_id", grantee_id)
-                .detail("grantee", grantee)
+        let (actor, subject) = (actor.to_owned(), key_path(function_id, name));
+        let (grantee_id_s, grantee_s) = (grantee_id.to_owned(), grantee.to_owned());
+        let audit = move |version: u64, dek_version: u32| {
+            let mut d = AuditDraft::new(actor.as_str(), action, subject.as_str())
+                .detail("grantee_id", grantee_id_s.as_str())
+                .detail("grantee", grantee_s.as_str())
                 .detail("grants_version", version)
                 .detail("dek_version", dek_version);
             if let Some(l) = &limits {
@@ -785,15 +787,20 @@ impl Vault {
         let public = key
             .public_key()
             .map_err(|e| VaultError::Invalid(e.to_string()))?;
-        let audit = |version: u64, dek_version: u32| {
+        let (algorithm, exportable, public_hex) = (
+            key.algorithm().as_str(),
+            key.exportable,
+            public.as_ref().map(hex::encode),
+        );
+        let audit = move |version: u64, dek_version: u32| {
             let mut d = audit
                 .clone()
                 .detail("version", version)
                 .detail("dek_version", dek_version)
-                .detail("algorithm", key.algorithm().as_str())
-                .detail("exportable", key.exportable);
-            if let Some(pk) = &public {
-                d = d.detail("public_key", hex::encode(pk));
+                .detail("algorithm", algorithm)
+                .detail("exportable", exportable);
+            if let Some(pk) = &public_hex {
+                d = d.detail("public_key", pk.as_str());
             }
             d
         };

@@ -92,5 +92,5 @@ impl GroupCommit {
 
 fn failed(reason: String) -> VaultError {
     tracing::error!(%reason, "audit commit failed");
-    VaultError::Store(cloister_store::StoreError::Backend(reason))
+    VaultError::Store(cloister_vault_store::StoreError::Backend(reason))
 }

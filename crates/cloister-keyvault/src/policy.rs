@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use cloister_attest::Policy;
 use cloister_audit::{Action, AuditDraft};
 use cloister_authority::IdentityId;
-use cloister_store::AuthorityWrite;
+use cloister_vault_store::AuthorityWrite;
 use serde::{Deserialize, Serialize};
 
 use crate::authority::{Authority, Denied, lock};
@@ -183,7 +183,7 @@ impl Authority {
             )
             .await
             .map_err(|e| match e {
-                cloister_store::StoreError::Conflict(_) => {
+                cloister_vault_store::StoreError::Conflict(_) => {
                     tracing::error!(
                         "ALARM: keyvault's executor policy row changed in the database"
                     );

@@ -622,12 +622,13 @@ async fn release(vault: &Vault, req: ReleaseRequest, actor: &str) -> Result<Rele
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloister_store::AuditLog as _;
+    use cloister_vault_store::AuditLog as _;
 
     #[tokio::test]
     async fn fleet_keys_released_are_the_published_ones_and_the_release_is_audited() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(cloister_store::SqliteStore::open(&dir.path().join("c.db")).unwrap());
+        let store =
+            Arc::new(cloister_vault_store::SqliteVault::open(&dir.path().join("c.db")).unwrap());
         let sealing = crate::Sealing {
             measurement: [1; 48],
             key: cloister_crypto::SecretKey32::from_array([2; 32]),

@@ -585,6 +585,47 @@ impl Keyvault for KeyvaultService {
         }))
     }
 
+    async fn read_audit(
+        &self,
+        req: Request<pb::ReadAuditRequest>,
+    ) -> Result<Response<pb::ReadAuditResponse>, Status> {
+        let r = req.into_inner();
+        if !(1..=1000).contains(&r.limit) {
+            return Err(coded(ErrorCode::InvalidRequest, "limit must be 1..=1000"));
+        }
+        let page = self
+            .vault
+            .audit_page(r.after, r.limit)
+            .await
+            .map_err(status)?;
+        let page_json = serde_json::to_string(&page)
+            .map_err(|e| coded(ErrorCode::Unavailable, e.to_string()))?;
+        Ok(Response::new(pb::ReadAuditResponse { page_json }))
+    }
+
+    async fn epoch_changes(
+        &self,
+        req: Request<pb::EpochChangesRequest>,
+    ) -> Result<Response<pb::EpochChangesResponse>, Status> {
+        let r = req.into_inner();
+        if !(1..=10_000).contains(&r.limit) {
+            return Err(coded(ErrorCode::InvalidRequest, "limit must be 1..=10000"));
+        }
+        let changes = self
+            .vault
+            .epoch_changes(r.after, r.limit)
+            .await
+            .map_err(status)?
+            .into_iter()
+            .map(|c| pb::EpochChange {
+                namespace: c.namespace,
+                epoch: c.epoch,
+                changed: c.changed,
+            })
+            .collect();
+        Ok(Response::new(pb::EpochChangesResponse { changes }))
+    }
+
     async fn record_event(
         &self,
         req: Request<pb::GatewayEvent>,

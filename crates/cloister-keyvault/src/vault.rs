@@ -11,12 +11,12 @@ use cloister_crypto::{
     HpkeKeyPair, HpkePublicKey, KeyId, SecretBytes, SecretKey32, SigningKey, VerifyingKey,
     WrappedKey, kdf::hkdf_sha256,
 };
-use cloister_store::{
-    AuditLog, AuthorityStore, AuthorityWrite, DekRecord, MekRecord, RootRecord, SecretRecord,
-    SecretSummary, SecretVersionInfo, StoreError, VaultStore,
-};
 use cloister_types::binding::secret_seal_info;
 use cloister_types::{SecretPath, namespace_of};
+use cloister_vault_store::{
+    AuthorityWrite, DekRecord, MekRecord, RootRecord, SecretRecord, SecretSummary,
+    SecretVersionInfo, StoreError,
+};
 
 use crate::authority::{Authority, Denied, RegisteredManifest};
 use crate::error::{KeyvaultError, VaultError};
@@ -24,9 +24,7 @@ use crate::guard::{Guard, GuardState};
 use crate::hierarchy::{Dek, Mek};
 use crate::sealing::{MEASUREMENT_LEN, RecoveryKey, SealedRoot};
 
-/// What keyvault persists through: its ciphertext tables and the audit log.
-pub trait KeyvaultStore: VaultStore + AuditLog + AuthorityStore {}
-impl<T: VaultStore + AuditLog + AuthorityStore> KeyvaultStore for T {}
+pub use cloister_vault_store::KeyvaultStore;
 
 /// The TEE's sealing identity: this binary's measurement and the key the TEE derives for it.
 pub struct Sealing {
@@ -75,7 +73,11 @@ pub struct Vault {
     key_rates: crate::key_rates::KeyRates,
     group_commit: crate::group_commit::GroupCommit,
     key_cache: crate::function_keys::KeyCache,
+    /// Secret writes waiting for a group commit.
+    put_queue: Mutex<Vec<put_batch::Pending>>,
 }
+
+mod put_batch;
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -275,6 +277,7 @@ impl Vault {
             // A keyvault over an existing store (a restart) counts every rate from empty.
             group_commit: crate::group_commit::GroupCommit::default(),
             key_cache: crate::function_keys::KeyCache::default(),
+            put_queue: Mutex::new(Vec::new()),
             key_rates: if matches!(opened, Opened::Created(_)) {
                 crate::key_rates::KeyRates::default()
             } else {
@@ -400,7 +403,7 @@ impl Vault {
     }
 
     /// Replays the audit chain (links, hashes and keyvault's MACs checked) for the rows each
-    /// entry records (`details.rows`, see `cloister_store::authority::record_rows`) and
+    /// entry records (`details.rows`, see `cloister_vault_store::authority::record_rows`) and
     /// refuses an authority row that is not the latest value keyvault wrote (an older,
     /// genuinely MACed copy put back) or that keyvault wrote and is gone.
     async fn check_authority_rows(&self) -> Result<(), VaultError> {
@@ -834,8 +837,9 @@ impl Vault {
             Existing::May
         };
         let p = path.to_string();
-        let audit = |version: u64, dek_version: u32| {
-            AuditDraft::new(actor, action, p.clone())
+        let (actor, subject) = (actor.to_owned(), p.clone());
+        let audit = move |version: u64, dek_version: u32| {
+            AuditDraft::new(actor.as_str(), action, subject.as_str())
                 .detail("version", version)
                 .detail("dek_version", dek_version)
         };
@@ -846,42 +850,59 @@ impl Vault {
     /// Stores `value` as the next version of the record at `p` in `namespace` (encrypted
     /// under the namespace's DEK with AAD = path + version, its freshness marked, `audit`'s
     /// entry written in the same transaction); `existing` says whether the record must, may
-    /// or must not exist already. Returns the version and its time.
+    /// or must not exist already. Returns the version and its time. Writes arriving together
+    /// share one commit (`put_batch`).
     pub(crate) async fn write_record(
         &self,
         p: &str,
         namespace: &str,
         value: &[u8],
         existing: Existing,
-        audit: impl Fn(u64, u32) -> AuditDraft,
+        audit: impl Fn(u64, u32) -> AuditDraft + Send + Sync + 'static,
     ) -> Result<(u64, String), VaultError> {
-        let (p, namespace) = (p.to_owned(), namespace.to_owned());
-        // Mark updates are serialised in this process, so a lost compare-and-set on keyvault's
-        // own rows means someone else wrote them: never reload them from the database.
-        let _writes = self.authority.write_lock().await;
+        let (done, _) = tokio::sync::oneshot::channel();
+        self.write_queued(put_batch::Pending {
+            path: p.to_owned(),
+            namespace: namespace.to_owned(),
+            value: SecretBytes::new(value.to_vec()),
+            existing,
+            audit: Box::new(audit),
+            done,
+        })
+        .await
+    }
+
+    /// One write in a transaction of its own, retried when it loses a race (the caller holds
+    /// keyvault's write lock: mark updates are serialised in this process, so a lost
+    /// compare-and-set on keyvault's own rows means someone else wrote them — they are never
+    /// reloaded from the database).
+    async fn write_alone(&self, w: &put_batch::Pending) -> Result<(u64, String), VaultError> {
+        let (p, namespace, existing) = (&w.path, &w.namespace, w.existing);
         for _ in 0..RETRIES {
             let store_next = self.store.vault_next_version(p.clone()).await?;
             match existing {
-                Existing::Must if store_next == 1 => return Err(VaultError::NotFound(p)),
-                Existing::MustNot if store_next != 1 => return Err(VaultError::KeyExists(p)),
+                Existing::Must if store_next == 1 => return Err(VaultError::NotFound(p.clone())),
+                Existing::MustNot if store_next != 1 => {
+                    return Err(VaultError::KeyExists(p.clone()));
+                }
                 _ => {}
             }
             let version = self
                 .authority
-                .next_version(&namespace, &p, store_next)
+                .next_version(namespace, p, store_next)
                 .await?;
             // keyvault's own record counts too: a database hiding an existing record does not
             // make it new.
             if existing == Existing::MustNot && version != 1 {
-                return Err(VaultError::KeyExists(p));
+                return Err(VaultError::KeyExists(p.clone()));
             }
             let mark = self
                 .authority
-                .mark(&namespace, &p, crate::freshness::Mark::written(version))
+                .mark(namespace, p, crate::freshness::Mark::written(version))
                 .await?;
-            let dek = self.current_dek(&namespace).await?;
-            let ciphertext = dek.encrypt_value(&p, version, value)?;
-            let audit = audit(version, dek.version);
+            let dek = self.current_dek(namespace).await?;
+            let ciphertext = dek.encrypt_value(p, version, w.value.expose())?;
+            let audit = (w.audit)(version, dek.version);
             let rec = SecretRecord {
                 path: p.clone(),
                 version,
@@ -1429,6 +1450,39 @@ impl Vault {
         Ok(report)
     }
 
+    /// One page of the audit log (`GET /v1/audit`): up to `limit` entries after `after`, and
+    /// the stored checkpoints in that range (all later ones on the last page).
+    pub async fn audit_page(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<cloister_audit::AuditPage, VaultError> {
+        let entries = self.store.audit_list(after, limit).await?;
+        let last = entries.last().map(|e| e.seq);
+        let full = entries.len() == limit as usize;
+        let checkpoints = self
+            .store
+            .audit_checkpoints()
+            .await?
+            .into_iter()
+            .filter(|c| c.seq > after && (!full || last.is_some_and(|l| c.seq <= l)))
+            .collect();
+        Ok(cloister_audit::AuditPage {
+            next_after: if full { last } else { None },
+            entries,
+            checkpoints,
+        })
+    }
+
+    /// Namespaces whose secrets epoch changed after store-wide change number `after`.
+    pub async fn epoch_changes(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<cloister_vault_store::EpochChange>, VaultError> {
+        Ok(self.store.vault_epoch_changes(after, limit).await?)
+    }
+
     /// keyvault's signature (audit key) over an export
     /// (`cloister_types::binding::key_export_message`).
     pub(crate) fn sign_key_export(
@@ -1511,7 +1565,7 @@ const AUDIT_MAC_DOMAIN: &[u8] = b"cloister/audit-entry-mac/v1";
 fn audit_mac_fn(
     root: &SecretKey32,
     root_id: &KeyId,
-) -> Result<cloister_store::AuditMac, VaultError> {
+) -> Result<cloister_vault_store::AuditMac, VaultError> {
     let key = cloister_crypto::MacKey::new(&derive(root, root_id, "audit-mac")?);
     Ok(Arc::new(move |hash: &str| {
         hex::encode(key.tag(&[AUDIT_MAC_DOMAIN, hash.as_bytes()]))

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use cloister_audit::{Action, AuditDraft, Problem};
 use cloister_crypto::SecretKey32;
 use cloister_keyvault::{Sealing, Vault, VaultError};
-use cloister_store::{AuditLog, SqliteStore};
+use cloister_vault_store::{AuditLog, SqliteVault};
 
 async fn vault() -> (tempfile::TempDir, std::path::PathBuf, Vault) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kv.db");
-    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let store = Arc::new(SqliteVault::open(&db).unwrap());
     let sealing = Sealing {
         measurement: [4; 48],
         key: SecretKey32::from_array([4; 32]),
@@ -40,7 +40,7 @@ async fn entries_recomputed_after_the_last_checkpoint_are_caught_by_their_mac() 
     events(&v, 3, "b").await;
     // Rewrite the last two entries with correctly recomputed hashes (no checkpoint covers
     // them yet): the chain alone still verifies.
-    let store = SqliteStore::open(&db).unwrap();
+    let store = SqliteVault::open(&db).unwrap();
     let mut all = store.audit_list(0, 100).await.unwrap();
     let n = all.len();
     let c = rusqlite::Connection::open(&db).unwrap();
@@ -90,7 +90,7 @@ async fn a_truncated_chain_that_grows_past_the_old_head_is_not_checkpointed() {
     );
     // A restarted keyvault appends again, but signs no checkpoint over the regrown chain.
     drop(v);
-    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let store = Arc::new(SqliteVault::open(&db).unwrap());
     let sealing = Sealing {
         measurement: [4; 48],
         key: SecretKey32::from_array([4; 32]),

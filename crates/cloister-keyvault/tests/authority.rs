@@ -9,8 +9,8 @@ use cloister_authority::request::Body;
 use cloister_authority::{Identity, SignOptions, sign};
 use cloister_crypto::SecretKey32;
 use cloister_keyvault::{Sealing, Vault};
-use cloister_store::SqliteStore;
 use cloister_types::{Environment, ErrorCode, SecretPath, SecretRef, code_hash};
+use cloister_vault_store::SqliteVault;
 use sha2::{Digest, Sha256};
 
 fn sealing() -> Sealing {
@@ -37,7 +37,7 @@ struct Fx {
 }
 
 async fn open(db: &std::path::Path) -> Vault {
-    let store = Arc::new(SqliteStore::open(db).unwrap());
+    let store = Arc::new(SqliteVault::open(db).unwrap());
     Vault::open(store, &sealing(), Some(&admin().public_key()))
         .await
         .unwrap()
@@ -931,8 +931,8 @@ async fn the_last_admin_cannot_be_revoked_or_demoted() {
         .await
         .unwrap();
     }
-    use cloister_store::AuditLog as _;
-    let store = SqliteStore::open(&fx.db).unwrap();
+    use cloister_vault_store::AuditLog as _;
+    let store = SqliteVault::open(&fx.db).unwrap();
     let grants: Vec<_> = store
         .audit_list(0, 1000)
         .await
@@ -1058,7 +1058,7 @@ async fn machine_identities_act_only_where_added_and_only_until_they_expire() {
 // ---- Rollback guard and admin-signed restore ----
 
 async fn open_guarded(db: &std::path::Path, guard: &std::path::Path) -> Result<Vault, ErrorCode> {
-    let store = Arc::new(SqliteStore::open(db).unwrap());
+    let store = Arc::new(SqliteVault::open(db).unwrap());
     Vault::open_guarded(store, &sealing(), Some(&admin().public_key()), guard)
         .await
         .map(|(v, _)| v)
@@ -1111,7 +1111,7 @@ async fn a_database_restored_behind_keyvault_s_back_is_refused_until_an_admin_si
     v.authority().grant_identity(&signed).await.unwrap();
     v.checkpoint().await.unwrap();
     drop(v);
-    SqliteStore::backup_file(&db, &backup).unwrap();
+    SqliteVault::backup_file(&db, &backup).unwrap();
     // Life goes on after the backup: more entries, a newer checkpoint in the guard, and the
     // second admin is revoked.
     let v = open_guarded(&db, &guard).await.unwrap();
@@ -1164,7 +1164,7 @@ async fn a_database_restored_behind_keyvault_s_back_is_refused_until_an_admin_si
     std::fs::write(&guard, &saved_guard).unwrap();
 
     // A restore needs an admin's signature over the next epoch and this chain's head.
-    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let store = Arc::new(SqliteVault::open(&db).unwrap());
     let r = Vault::open_for_restore(store, &sealing(), &guard)
         .await
         .unwrap();
@@ -1462,7 +1462,7 @@ async fn genuine_but_older_authority_rows_put_back_are_refused_at_start() {
     // Also keep a whole copy of the database from this moment.
     let old_copy = dir.path().join("old.db");
     drop(v);
-    SqliteStore::backup_file(&db, &old_copy).unwrap();
+    SqliteVault::backup_file(&db, &old_copy).unwrap();
     let v = open_guarded(&db, &guard).await.unwrap();
     let revoke = sign(
         &admin(),

@@ -6,9 +6,9 @@ use cloister_authority::{Identity, SignOptions, sign};
 use cloister_crypto::SecretKey32;
 use cloister_keyvault::authority::RegisteredManifest;
 use cloister_keyvault::{Opened, Sealing, Vault, VaultError, migrate};
-use cloister_store::{AuditLog, SqliteStore};
 use cloister_types::code_hash;
 use cloister_types::{Environment, SecretPath, SecretRef};
+use cloister_vault_store::{AuditLog, SqliteVault};
 use std::sync::Arc;
 
 fn sealing(m: u8) -> Sealing {
@@ -121,8 +121,8 @@ impl Fixture {
         let db = dir.path().join("c.db");
         Self { _dir: dir, db }
     }
-    fn store(&self) -> Arc<SqliteStore> {
-        Arc::new(SqliteStore::open(&self.db).unwrap())
+    fn store(&self) -> Arc<SqliteVault> {
+        Arc::new(SqliteVault::open(&self.db).unwrap())
     }
     async fn vault(&self, m: u8) -> Result<(Vault, Opened), VaultError> {
         Vault::open(self.store(), &sealing(m), Some(&admin().public_key())).await
@@ -660,7 +660,7 @@ async fn values_are_any_bytes_up_to_the_documented_limit() {
 
 #[tokio::test]
 async fn a_function_gets_at_most_the_release_limit_of_secrets_together() {
-    use cloister_store::AuditLog as _;
+    use cloister_vault_store::AuditLog as _;
     let fx = Fixture::new();
     let (v, _) = fx.vault(1).await.unwrap();
     let id = fid(&v, "big").await;
@@ -1525,4 +1525,119 @@ async fn a_database_hiding_a_key_neither_lets_a_create_replace_it_nor_serves_an_
                 && e.details.contains("@keys/main")),
         "no refusal recorded"
     );
+}
+
+/// Writes that arrive together share a commit (group commit), and still behave as if made
+/// one after another: racing puts of one path get consecutive versions, every put is
+/// readable, keyvault's freshness marks match the rows (a reopened vault releases the latest),
+/// and a rotation of a secret that does not exist is refused even inside a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits_and_stay_in_order() {
+    let fx = Fixture::new();
+    concurrent_writes(|| {
+        let s: Arc<dyn cloister_keyvault::KeyvaultStore> = fx.store();
+        async move { s }
+    })
+    .await;
+}
+
+/// The same on PostgreSQL, where a group commit is one multi-row statement per table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits_and_stay_in_order_on_postgres() {
+    let Some(db) = cloister_db::testing::TestSchema::new("kv_batch") else {
+        return;
+    };
+    concurrent_writes(|| {
+        let pg = db.pg();
+        async move {
+            let s: Arc<dyn cloister_keyvault::KeyvaultStore> =
+                Arc::new(cloister_vault_store::PgVault::connect(&pg).await.unwrap());
+            s
+        }
+    })
+    .await;
+}
+
+async fn concurrent_writes<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn cloister_keyvault::KeyvaultStore>>,
+{
+    let store = open().await;
+    let (v, _) = Vault::open(store.clone(), &sealing(1), Some(&admin().public_key()))
+        .await
+        .unwrap();
+    let v = Arc::new(v);
+    let f1 = fid(&v, "f1").await;
+    let f2 = fid(&v, "f2").await;
+    let mut tasks = Vec::new();
+    for w in 0..24u32 {
+        let v = v.clone();
+        let f = if w % 2 == 0 { f1.clone() } else { f2.clone() };
+        tasks.push(tokio::spawn(async move {
+            // Half race on one path per function, half write their own.
+            let name = if w % 3 == 0 {
+                "SHARED".to_owned()
+            } else {
+                format!("K{w}")
+            };
+            let mut versions = Vec::new();
+            for i in 0..5u32 {
+                let (version, _) = v
+                    .put(&path(&f, &name), format!("{w}-{i}").as_bytes(), false, "t")
+                    .await
+                    .unwrap();
+                versions.push(version);
+            }
+            (f, name, versions)
+        }));
+    }
+    let mut shared: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for t in tasks {
+        let (f, name, versions) = t.await.unwrap();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+        if name == "SHARED" {
+            shared.entry(f).or_default().extend(versions);
+        } else {
+            assert_eq!(versions, [1, 2, 3, 4, 5], "{name}");
+        }
+    }
+    for (f, mut versions) in shared {
+        versions.sort_unstable();
+        let n = versions.len() as u64;
+        assert_eq!(
+            versions,
+            (1..=n).collect::<Vec<_>>(),
+            "{f}: distinct, gap-free"
+        );
+    }
+    let err = v
+        .put(&path(&f1, "NEVER_PUT"), b"x", true, "t")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VaultError::NotFound(_)), "{err:?}");
+    let entries = store.audit_list(0, 100_000).await.unwrap();
+    assert!(
+        entries.iter().filter(|e| e.action == "secret.put").count() >= 120,
+        "every put is audited"
+    );
+    drop(v);
+    drop(store);
+    // Reopened: marks and rows agree, so every latest value is released.
+    let (v2, _) = Vault::open(open().await, &sealing(1), Some(&admin().public_key()))
+        .await
+        .unwrap();
+    let names: Vec<String> = (0..24u32)
+        .filter(|w| w % 3 != 0 && w % 2 == 0)
+        .map(|w| format!("K{w}"))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let released = release(&v2, "f1", &refs).await.unwrap();
+    assert_eq!(released.len(), names.len());
+    for (name, value) in released {
+        assert!(
+            value.ends_with("-4"),
+            "{name}: the last put wins, got {value}"
+        );
+    }
 }

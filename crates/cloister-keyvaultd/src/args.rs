@@ -25,6 +25,8 @@ run:
   --credentials-file FILE  internal credentials, mode 0600 `name=value` lines (or --credentials-fd N)
   --threads N              async worker threads (default: half the CPUs)
   --data-dir DIR           database and sim platform (default .cloister)
+  --database-url URL       keyvault's store: sqlite:PATH (default DIR/keyvault.db) or
+                           postgres://USER@HOST:PORT/DB[?schema=NAME&sslmode=require]
   --bootstrap-admin HEX    first admin's Ed25519 public key (used only at initialisation)
   --bootstrap-executor-measurement HEX
                            executor measurement of the first executor policy (repeatable;
@@ -48,7 +50,7 @@ admin signs to accept it (JSON), then apply the admin-signed request read from s
 #[derive(Debug)]
 pub enum Mode {
     /// Serve.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Re-seal the root to this executable.
     Migrate(MigrateArgs),
     /// Print what an admin signs to accept the database in this data directory.
@@ -78,6 +80,8 @@ pub struct RunArgs {
     pub recovery_key_file: Option<PathBuf>,
     /// `--dev-reseal-approval`.
     pub dev_reseal_approval: Option<PathBuf>,
+    /// `--database-url` (else `keyvault.db` in the data directory).
+    pub database_url: Option<String>,
 }
 
 /// `migrate`.
@@ -145,6 +149,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Mode> {
                     "dev-reseal-approval" => {
                         run.dev_reseal_approval = Some(flags::value(&mut p, &name)?)
                     }
+                    "database-url" => run.database_url = Some(flags::value(&mut p, &name)?),
                     _ => bail!("unknown flag --{name}"),
                 }
             }
@@ -165,7 +170,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Mode> {
             "--dev-reseal-approval needs --recovery-key-file (the recovery key it re-seals with)"
         );
     }
-    Ok(Mode::Run(run))
+    Ok(Mode::Run(Box::new(run)))
 }
 
 #[cfg(test)]

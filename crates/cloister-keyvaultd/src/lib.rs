@@ -45,7 +45,7 @@ pub fn main() -> ExitCode {
     let result = cloister_role::listen::runtime(threads).and_then(|rt| {
         rt.block_on(async move {
             match mode {
-                args::Mode::Run(a) => run::run(a).await,
+                args::Mode::Run(a) => run::run(*a).await,
                 args::Mode::Migrate(a) => migrate::run(a).await,
                 args::Mode::RestorePlan(dir) => restore::plan(&dir).await,
                 args::Mode::Restore(dir) => restore::apply(&dir).await,

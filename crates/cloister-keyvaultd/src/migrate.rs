@@ -1,8 +1,6 @@
 //! `cloister-keyvaultd migrate`: re-seal keyvault's root to this executable with the
 //! recovery key (the explicit path after an upgrade; the platform must be stopped).
 
-use std::sync::Arc;
-
 use anyhow::{Context, bail};
 use cloister_role::tee;
 
@@ -41,10 +39,15 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     cloister_role::harden::trusted_process()?;
     let recovery = crate::recovery::read(args.recovery_key_file.as_deref())?;
     let sealing = sealing(&args.data_dir)?;
-    let db = args.data_dir.join(cloister_role::files::DATABASE_FILE);
-    let store = cloister_store::SqliteStore::open(&db)
-        .with_context(|| format!("cannot open database {}", db.display()))?;
-    let from = cloister_keyvault::migrate(Arc::new(store), &recovery, &sealing).await?;
+    let location = cloister_role::files::role_database(
+        &args.data_dir,
+        cloister_role::files::KEYVAULT_DATABASE_FILE,
+        None,
+    )?;
+    let store = cloister_vault_store::open(&location)
+        .await
+        .with_context(|| format!("cannot open keyvault's store at {location}"))?;
+    let from = cloister_keyvault::migrate(store, &recovery, &sealing).await?;
     let to = hex::encode(sealing.measurement);
     if args.json {
         println!("{}", serde_json::to_string(&Migrated { from, to })?);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use cloister_authority::ops::Restore;
-use cloister_role::files::{DATABASE_FILE, GUARD_FILE};
+use cloister_role::files::{GUARD_FILE, KEYVAULT_DATABASE_FILE};
 use serde::{Deserialize, Serialize};
 
 /// What `restore-plan` prints (JSON): what an admin signs to accept the restored database.
@@ -34,9 +34,9 @@ const MAX_SIGNED_BYTES: u64 = 64 * 1024;
 async fn open(data_dir: &Path) -> anyhow::Result<cloister_keyvault::Vault> {
     cloister_role::harden::trusted_process()?;
     let sealing = crate::migrate::sealing(data_dir)?;
-    let db = data_dir.join(DATABASE_FILE);
-    let store = cloister_store::SqliteStore::open(&db)
-        .with_context(|| format!("{} is not a Cloister database", db.display()))?;
+    let db = data_dir.join(KEYVAULT_DATABASE_FILE);
+    let store = cloister_vault_store::SqliteVault::open(&db)
+        .with_context(|| format!("{} is not a keyvault database", db.display()))?;
     cloister_keyvault::Vault::open_for_restore(
         Arc::new(store),
         &sealing,

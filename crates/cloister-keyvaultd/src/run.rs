@@ -9,7 +9,7 @@ use cloister_role::tee;
 
 use crate::args::RunArgs;
 
-use cloister_role::files::{DATABASE_FILE, GUARD_FILE};
+use cloister_role::files::{GUARD_FILE, KEYVAULT_DATABASE_FILE};
 
 /// Runs keyvault until SIGINT/SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -30,11 +30,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         measurement: m,
         key: platform.sealing_key(&m, tee::ROOT_SEALING_PURPOSE)?,
     };
-    let db = data_dir.join(DATABASE_FILE);
-    let store = Arc::new(
-        cloister_store::SqliteStore::open(&db)
-            .with_context(|| format!("cannot open database {}", db.display()))?,
-    );
+    let location = cloister_role::files::role_database(
+        data_dir,
+        KEYVAULT_DATABASE_FILE,
+        args.database_url.as_deref().or(creds.optional("database")),
+    )?;
+    let store = cloister_vault_store::open(&location)
+        .await
+        .with_context(|| format!("cannot open keyvault's store at {location}"))?;
+    tracing::info!(store = %location, "keyvault's store");
     let bootstrap = match &args.bootstrap_admin {
         Some(h) => Some(
             hex::decode(h.trim())
@@ -44,7 +48,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let root = cloister_store::VaultStore::vault_root(store.as_ref()).await?;
+    let root = cloister_vault_store::VaultStore::vault_root(store.as_ref()).await?;
     // A first start shows the recovery key once: refuse before initialising when it could
     // only land in a log.
     if root.is_none() && args.recovery_key_file.is_none() && !std::io::stderr().is_terminal() {
@@ -163,7 +167,7 @@ const MAX_APPROVAL_BYTES: u64 = 64 * 1024;
 /// with the recovery key, as an admin's signed approval allows (keyvault checks the
 /// signature against its registry, and the approval names both measurements).
 async fn dev_reseal(
-    store: Arc<cloister_store::SqliteStore>,
+    store: Arc<dyn cloister_vault_store::KeyvaultStore>,
     args: &RunArgs,
     approval: &std::path::Path,
     sealing: &cloister_keyvault::Sealing,

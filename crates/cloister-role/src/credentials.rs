@@ -65,6 +65,17 @@ impl Credentials {
         Ok(v.as_str())
     }
 
+    /// Adds (or replaces) a value that is not a generated token, e.g. a database URL.
+    pub fn insert(&mut self, name: &str, value: &str) {
+        self.0
+            .insert(name.to_owned(), Zeroizing::new(value.trim().to_owned()));
+    }
+
+    /// The value called `name`, if there is one (no minimum length: not a token).
+    pub fn optional(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.as_str())
+    }
+
     /// The text form.
     pub fn encode(&self) -> Zeroizing<String> {
         let mut s = Zeroizing::new(String::new());

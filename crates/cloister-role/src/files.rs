@@ -1,10 +1,48 @@
-//! Names of the files in a data directory that more than one process opens.
+//! Names of the files in a data directory that more than one process opens, and where each
+//! role's database lives.
 
-/// The SQLite database.
-pub const DATABASE_FILE: &str = "cloister.db";
+use std::path::Path;
+
+use cloister_db::Location;
+
+/// The gateway's SQLite database (functions, versions, tokens).
+pub const GATEWAY_DATABASE_FILE: &str = "gateway.db";
+
+/// keyvault's SQLite database (sealed root, wrapped keys, ciphertexts, audit log).
+pub const KEYVAULT_DATABASE_FILE: &str = "keyvault.db";
+
+/// The one database earlier builds kept for every role; each role takes a copy of it over.
+pub const LEGACY_DATABASE_FILE: &str = "cloister.db";
 
 /// keyvault's rollback guard.
 pub const GUARD_FILE: &str = "keyvault.guard";
 
 /// The recovery key `serve --dev` keeps (development only).
 pub const RECOVERY_KEY_FILE: &str = "recovery.key";
+
+/// Where a role's store is: `url` when given (`sqlite:PATH` or `postgres://…`), else the
+/// role's SQLite file in `data_dir` — taken over from the single-database layout of earlier
+/// builds when only that file exists (a consistent copy; the old file is left in place).
+pub fn role_database(data_dir: &Path, file: &str, url: Option<&str>) -> anyhow::Result<Location> {
+    if let Some(url) = url {
+        return Ok(url.parse()?);
+    }
+    let path = data_dir.join(file);
+    let legacy = data_dir.join(LEGACY_DATABASE_FILE);
+    if !path.exists() && legacy.exists() {
+        cloister_db::sqlite::backup_file(&legacy, &path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot copy {} to {}: {e}",
+                legacy.display(),
+                path.display()
+            )
+        })?;
+        tracing::warn!(
+            from = %legacy.display(),
+            to = %path.display(),
+            "copied the single-database layout of an earlier build; this role now uses its own \
+             file (remove the old one once every role has started)"
+        );
+    }
+    Ok(Location::sqlite(path))
+}

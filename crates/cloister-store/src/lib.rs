@@ -1,30 +1,40 @@
-//! Persistent state of the control plane: functions, their immutable versions, and API tokens.
+//! The gateway's persistent state: functions, their immutable versions, API tokens.
 //!
-//! [`Store`] is the one interface every backend implements; [`SqliteStore`] is the embedded
-//! default. Nothing here assumes SQLite: a PostgreSQL backend runs the same [`conformance`]
-//! suite. The store never sees secret values: tokens are stored as SHA-256 hashes.
+//! [`Store`] is the one interface every backend implements: [`SqliteStore`] (embedded
+//! default) and [`PgStore`] (shared by several gateways), both held to the [`conformance`]
+//! suite. Nothing of keyvault's lives here: its ciphertexts, keys, manifests and audit log are
+//! in `cloister-vault-store`, which the gateway does not link. The store never sees secret
+//! values: tokens are stored as SHA-256 hashes.
 
-pub mod audit;
-pub mod authority;
+#![warn(missing_docs)]
+
 pub mod conformance;
 mod migrations;
 mod model;
+mod postgres;
 mod sqlite;
-mod sqlite_authority;
-mod sqlite_vault;
-pub mod vault;
 
-pub use audit::{AuditKeeper, AuditLog, AuditMac};
-pub use authority::{AuthorityRow, AuthorityStore, AuthorityWrite};
-pub use model::{NewToken, NewVersion, StoreError, TokenRecord, VersionRecord};
+pub use cloister_db::{Location, StoreError};
+pub use model::{NewToken, NewVersion, TokenRecord, VersionRecord};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use vault::{
-    DekRecord, MekRecord, RootRecord, SecretRecord, SecretSummary, SecretVersionInfo, VaultStore,
-};
+
+use std::sync::Arc;
+
+/// Opens the gateway store at `location`, applying pending migrations.
+pub async fn open(location: &Location) -> Result<Arc<dyn Store>, StoreError> {
+    match location {
+        Location::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+        Location::Postgres(pg) => Ok(Arc::new(PgStore::connect(pg).await?)),
+        _ => Err(StoreError::Backend(format!(
+            "the gateway store has no backend for {location}"
+        ))),
+    }
+}
 
 use async_trait::async_trait;
 
-/// Storage backend of the gateway (ARCHITECTURE §8). Every write is durable when it returns.
+/// Storage of the gateway (ARCHITECTURE §8). Every write is durable when it returns.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Adds a version to the function `new.name`, creating the function (with `new_function_id`)
@@ -93,8 +103,4 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes every active token bound to `identity` (it was revoked in keyvault); returns
     /// how many.
     async fn revoke_tokens_of(&self, identity: &str) -> Result<u64, StoreError>;
-
-    /// Change counter of a function's secrets namespace (0 when it has none); executors
-    /// refetch cached secrets older than this.
-    async fn secrets_epoch(&self, function_id: &str) -> Result<u64, StoreError>;
 }

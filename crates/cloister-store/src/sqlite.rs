@@ -1,22 +1,23 @@
-//! The embedded SQLite backend: WAL journal, `synchronous=FULL` (a write is on disk before the
-//! call returns), foreign keys on, migrations applied at open.
+//! The gateway store on SQLite (the embedded default): one file, durable on acknowledge.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use cloister_db::now_rfc3339;
+use cloister_db::sqlite::backend;
 use cloister_types::{Limits, Role};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::Store;
-use crate::migrations::{MIGRATIONS, latest};
-use crate::model::{NewToken, NewVersion, StoreError, TokenRecord, VersionRecord, now_rfc3339};
+use crate::migrations::TRACK;
+use crate::model::{NewToken, NewVersion, TokenRecord, VersionRecord};
+use cloister_db::StoreError;
 
 /// [`Store`] on one SQLite database file.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    audit_mac: Arc<std::sync::OnceLock<Arc<crate::audit::AuditKeeper>>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -25,107 +26,31 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(err, _) = &e
-        && err.code == rusqlite::ErrorCode::ConstraintViolation
-    {
-        return StoreError::Conflict(e.to_string());
-    }
-    StoreError::Backend(e.to_string())
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(backend)?;
-        Self::init(conn)
-    }
-
-    /// Writes a consistent copy of the database at `db` to `out` (which must not exist), safe
-    /// while another process writes to it (SQLite's `VACUUM INTO` reads one snapshot).
-    pub fn backup_file(db: &Path, out: &Path) -> Result<(), StoreError> {
-        if out.exists() {
-            return Err(StoreError::Conflict(format!("{} exists", out.display())));
-        }
-        let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(backend)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(backend)?;
-        let target = out
-            .to_str()
-            .ok_or_else(|| StoreError::Backend("backup path is not UTF-8".into()))?;
-        // Created private first: SQLite would create it with the process umask.
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(out)
-                .map_err(|e| StoreError::Backend(format!("{}: {e}", out.display())))?;
-        }
-        conn.execute("VACUUM INTO ?1", [target]).map_err(backend)?;
-        Ok(())
+        Self::init(cloister_db::sqlite::open(path)?)
     }
 
     /// An in-memory database (tests and throwaway runs).
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        let conn = Connection::open_in_memory().map_err(backend)?;
-        Self::init(conn)
+        Self::init(cloister_db::sqlite::open_in_memory()?)
     }
 
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(backend)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(backend)?;
-        migrate(&mut conn)?;
+        cloister_db::migrate::sqlite(&mut conn, &TRACK)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
-            audit_mac: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
     /// Schema version currently applied.
     pub async fn schema_version(&self) -> Result<u32, StoreError> {
-        self.with(|c| current_version(c)).await
+        self.with(|c| cloister_db::migrate::sqlite_version(c, &TRACK))
+            .await
     }
 
-    /// Sets the function that MACs every audit entry this store appends (keyvault's key).
-    pub(crate) fn set_mac(&self, mac: crate::audit::AuditMac) {
-        let _ = self
-            .audit_mac
-            .set(Arc::new(crate::audit::AuditKeeper::new(mac)));
-    }
-
-    pub(crate) fn keeper(&self) -> Option<Arc<crate::audit::AuditKeeper>> {
-        self.audit_mac.get().cloned()
-    }
-
-    /// Like `with`, also handing over the audit MAC function when one is set.
-    pub(crate) async fn with_mac<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection, Option<&crate::audit::AuditKeeper>) -> Result<T, StoreError>
-            + Send
-            + 'static,
-    {
-        let keeper = self.audit_mac.get().cloned();
-        self.with(move |c| {
-            let r = f(c, keeper.as_deref());
-            if let Some(k) = &keeper {
-                k.finish(r.is_ok());
-            }
-            r
-        })
-        .await
-    }
-
-    pub(crate) async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -140,48 +65,6 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
-}
-
-fn current_version(conn: &Connection) -> Result<u32, StoreError> {
-    conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |r| r.get(0),
-    )
-    .map_err(backend)
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
-    )
-    .map_err(backend)?;
-    let found = current_version(conn)?;
-    if found > latest() {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            supported: latest(),
-        });
-    }
-    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(backend)?;
-        tx.execute_batch(m.sql).map_err(backend)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-            params![m.version, m.name, now_rfc3339()],
-        )
-        .map_err(backend)?;
-        tx.commit().map_err(backend)?;
-        tracing::info!(
-            version = m.version,
-            name = m.name,
-            "applied schema migration"
-        );
-    }
-    Ok(())
 }
 
 const VERSION_COLUMNS: &str = "f.name, f.id, v.version, v.code_hash, v.runtime, v.entrypoint, \
@@ -366,10 +249,6 @@ impl Store for SqliteStore {
             Ok(n as u64)
         })
         .await
-    }
-
-    async fn secrets_epoch(&self, function_id: &str) -> Result<u64, StoreError> {
-        crate::VaultStore::vault_epoch(self, cloister_types::namespace_of(function_id)).await
     }
 
     async fn create_version(&self, new: NewVersion) -> Result<VersionRecord, StoreError> {
@@ -701,7 +580,7 @@ mod tests {
         drop(SqliteStore::open(&path).unwrap());
         let c = Connection::open(&path).unwrap();
         c.execute(
-            "INSERT INTO schema_migrations VALUES (999, 'future', 'now')",
+            "INSERT INTO store_migrations VALUES ('gateway', 999, 'future', 'now')",
             [],
         )
         .unwrap();
@@ -710,20 +589,5 @@ mod tests {
             Err(StoreError::SchemaTooNew { found: 999, .. }) => {}
             other => panic!("expected SchemaTooNew, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn pragmas_are_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
-        let c = store.conn.lock().unwrap();
-        let mode: String = c
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
-            .unwrap();
-        let sync: i64 = c
-            .pragma_query_value(None, "synchronous", |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
-        assert_eq!(sync, 2, "synchronous must be FULL");
     }
 }

@@ -9,7 +9,7 @@ use cloister_types::Role;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_file_passes_the_store_suite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("cloister.db")).unwrap();
+    let store = SqliteStore::open(&dir.path().join("gateway.db")).unwrap();
     run_all(Arc::new(store)).await;
 }
 
@@ -21,7 +21,7 @@ async fn sqlite_in_memory_passes_the_store_suite() {
 #[tokio::test]
 async fn state_survives_reopen_and_migrations_are_not_reapplied() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cloister.db");
+    let path = dir.path().join("gateway.db");
     {
         let store = SqliteStore::open(&path).unwrap();
         store
@@ -41,7 +41,7 @@ async fn state_survives_reopen_and_migrations_are_not_reapplied() {
             .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 8);
+    assert_eq!(store.schema_version().await.unwrap(), 1);
     let v = store
         .get_version("keep", None)
         .await

@@ -1,17 +1,103 @@
-//! [`VaultStore`] and [`AuditLog`] on SQLite.
+//! keyvault's store on SQLite (the embedded default): [`VaultStore`] and [`AuditLog`] here,
+//! [`AuthorityStore`](crate::AuthorityStore) in `sqlite_authority`. Every write transaction
+//! is `IMMEDIATE`: writers take turns, so compare-and-set checks and the audit chain's head
+//! cannot race.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cloister_audit::{AuditDraft, AuditEntry, Checkpoint, GENESIS_HASH};
+use cloister_db::sqlite::backend;
+use cloister_db::{StoreError, now_rfc3339, to_i64, to_u64};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditKeeper, AuditLog, AuditMac};
 use crate::authority::AuthorityWrite;
-use crate::model::{StoreError, now_rfc3339};
-use crate::sqlite::{SqliteStore, backend};
+use crate::migrations::TRACK;
 use crate::sqlite_authority::apply_writes;
 use crate::vault::{
-    DekRecord, MekRecord, RootRecord, SecretRecord, SecretSummary, SecretVersionInfo, VaultStore,
+    DekRecord, EpochChange, MekRecord, RootRecord, SecretPut, SecretRecord, SecretSummary,
+    SecretVersionInfo, VaultStore,
 };
+
+/// keyvault's store on one SQLite database file.
+#[derive(Clone)]
+pub struct SqliteVault {
+    conn: Arc<Mutex<Connection>>,
+    keeper: Arc<std::sync::OnceLock<Arc<AuditKeeper>>>,
+}
+
+impl std::fmt::Debug for SqliteVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteVault").finish_non_exhaustive()
+    }
+}
+
+impl SqliteVault {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::init(cloister_db::sqlite::open(path)?)
+    }
+
+    /// An in-memory database (tests and throwaway runs).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(cloister_db::sqlite::open_in_memory()?)
+    }
+
+    /// Writes a consistent copy of the database at `db` to `out` (see
+    /// [`cloister_db::sqlite::backup_file`]).
+    pub fn backup_file(db: &Path, out: &Path) -> Result<(), StoreError> {
+        cloister_db::sqlite::backup_file(db, out)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        cloister_db::migrate::sqlite(&mut conn, &TRACK)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            keeper: Arc::new(std::sync::OnceLock::new()),
+        })
+    }
+
+    /// Schema version currently applied.
+    pub async fn schema_version(&self) -> Result<u32, StoreError> {
+        self.with(|c| cloister_db::migrate::sqlite_version(c, &TRACK))
+            .await
+    }
+
+    /// Like `with`, also handing over keyvault's hold on the chain when one is set.
+    pub(crate) async fn with_mac<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, Option<&AuditKeeper>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let keeper = self.keeper.get().cloned();
+        self.with(move |c| {
+            let r = f(c, keeper.as_deref());
+            if let Some(k) = &keeper {
+                k.finish(r.is_ok());
+            }
+            r
+        })
+        .await
+    }
+
+    pub(crate) async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("connection lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
 
 fn immediate(c: &mut Connection) -> Result<Transaction<'_>, StoreError> {
     c.transaction_with_behavior(TransactionBehavior::Immediate)
@@ -22,19 +108,11 @@ fn conflict(msg: impl Into<String>) -> StoreError {
     StoreError::Conflict(msg.into())
 }
 
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
 /// Appends `draft` inside the caller's transaction.
 pub(crate) fn append_in(
     tx: &Transaction<'_>,
     draft: AuditDraft,
-    keeper: Option<&crate::audit::AuditKeeper>,
+    keeper: Option<&AuditKeeper>,
 ) -> Result<AuditEntry, StoreError> {
     // Cached statements: a group commit appends hundreds of entries per transaction.
     let head: Option<(i64, String)> = tx
@@ -91,13 +169,62 @@ pub(crate) fn append_in(
 }
 
 pub(crate) fn bump_epoch(tx: &Transaction<'_>, namespace: &str) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO kv_epochs (namespace, epoch) VALUES (?1, 1) \
-         ON CONFLICT (namespace) DO UPDATE SET epoch = epoch + 1",
-        [namespace],
+    // Writers take turns (IMMEDIATE), so MAX + 1 is this store's next change number.
+    tx.prepare_cached(
+        "INSERT INTO kv_epochs (namespace, epoch, changed) \
+         VALUES (?1, 1, (SELECT COALESCE(MAX(changed), 0) + 1 FROM kv_epochs)) \
+         ON CONFLICT (namespace) DO UPDATE SET epoch = epoch + 1, changed = excluded.changed",
     )
+    .and_then(|mut st| st.execute([namespace]))
     .map_err(backend)?;
     Ok(())
+}
+
+/// One put inside the caller's write transaction: the version must be next and the DEK the
+/// namespace's latest; the record, its authority rows, the epoch bump and the audit entry go
+/// in together.
+fn put_in(
+    tx: &Transaction<'_>,
+    put: SecretPut,
+    keeper: Option<&AuditKeeper>,
+) -> Result<String, StoreError> {
+    let SecretPut {
+        secret,
+        mut audit,
+        extra,
+    } = put;
+    crate::authority::record_rows(&mut audit, &extra);
+    if next_secret_version(tx, &secret.path)? > secret.version {
+        return Err(conflict(format!(
+            "{} got a new version meanwhile",
+            secret.path
+        )));
+    }
+    if latest_dek_version(tx, &secret.namespace)? != secret.dek_version {
+        return Err(conflict(format!(
+            "the DEK of {} changed meanwhile",
+            secret.namespace
+        )));
+    }
+    let now = now_rfc3339();
+    tx.prepare_cached(&format!(
+        "INSERT INTO kv_secrets ({SECRET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    ))
+    .and_then(|mut st| {
+        st.execute(params![
+            secret.path,
+            to_i64(secret.version),
+            secret.namespace,
+            secret.dek_version,
+            secret.ciphertext,
+            now
+        ])
+    })
+    .map_err(backend)?;
+    apply_writes(tx, extra, &now)?;
+    bump_epoch(tx, &secret.namespace)?;
+    append_in(tx, audit, keeper)?;
+    Ok(now)
 }
 
 fn mek_row(r: &Row<'_>) -> rusqlite::Result<MekRecord> {
@@ -172,7 +299,7 @@ fn next_secret_version(c: &Connection, path: &str) -> Result<u64, StoreError> {
 }
 
 #[async_trait]
-impl VaultStore for SqliteStore {
+impl VaultStore for SqliteVault {
     async fn vault_root(&self) -> Result<Option<RootRecord>, StoreError> {
         self.with(|c| {
             c.query_row(
@@ -408,44 +535,32 @@ impl VaultStore for SqliteStore {
     async fn vault_put_secret(
         &self,
         secret: SecretRecord,
-        mut audit: AuditDraft,
+        audit: AuditDraft,
         extra: Vec<AuthorityWrite>,
     ) -> Result<String, StoreError> {
-        crate::authority::record_rows(&mut audit, &extra);
+        let mut at = self
+            .vault_put_secrets(vec![SecretPut {
+                secret,
+                audit,
+                extra,
+            }])
+            .await?;
+        at.pop()
+            .ok_or_else(|| StoreError::Backend("a put returned no time".into()))
+    }
+
+    async fn vault_put_secrets(&self, puts: Vec<SecretPut>) -> Result<Vec<String>, StoreError> {
+        if puts.is_empty() {
+            return Ok(Vec::new());
+        }
         self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
-            if next_secret_version(&tx, &secret.path)? > secret.version {
-                return Err(conflict(format!(
-                    "{} got a new version meanwhile",
-                    secret.path
-                )));
+            let mut times = Vec::with_capacity(puts.len());
+            for put in puts {
+                times.push(put_in(&tx, put, keeper)?);
             }
-            if latest_dek_version(&tx, &secret.namespace)? != secret.dek_version {
-                return Err(conflict(format!(
-                    "the DEK of {} changed meanwhile",
-                    secret.namespace
-                )));
-            }
-            let now = now_rfc3339();
-            tx.execute(
-                &format!(
-                    "INSERT INTO kv_secrets ({SECRET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-                ),
-                params![
-                    secret.path,
-                    to_i64(secret.version),
-                    secret.namespace,
-                    secret.dek_version,
-                    secret.ciphertext,
-                    now
-                ],
-            )
-            .map_err(backend)?;
-            apply_writes(&tx, extra, &now)?;
-            bump_epoch(&tx, &secret.namespace)?;
-            append_in(&tx, audit, keeper)?;
             tx.commit().map_err(backend)?;
-            Ok(now)
+            Ok(times)
         })
         .await
     }
@@ -569,6 +684,32 @@ impl VaultStore for SqliteStore {
         .await
     }
 
+    async fn vault_epoch_changes(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<EpochChange>, StoreError> {
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT namespace, epoch, changed FROM kv_epochs WHERE changed > ?1 \
+                     ORDER BY changed LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![to_i64(after), limit], |r| {
+                    Ok(EpochChange {
+                        namespace: r.get(0)?,
+                        epoch: to_u64(r.get(1)?),
+                        changed: to_u64(r.get(2)?),
+                    })
+                })
+                .map_err(backend)?;
+            collect(rows)
+        })
+        .await
+    }
+
     async fn vault_epoch(&self, namespace: String) -> Result<u64, StoreError> {
         self.with(move |c| {
             c.prepare_cached("SELECT epoch FROM kv_epochs WHERE namespace = ?1")
@@ -583,7 +724,7 @@ impl VaultStore for SqliteStore {
 }
 
 #[async_trait]
-impl AuditLog for SqliteStore {
+impl AuditLog for SqliteVault {
     async fn audit_append(&self, draft: AuditDraft) -> Result<AuditEntry, StoreError> {
         self.with_mac(move |c, keeper| {
             let tx = immediate(c)?;
@@ -626,12 +767,12 @@ impl AuditLog for SqliteStore {
         .await
     }
 
-    fn set_audit_mac(&self, mac: crate::audit::AuditMac) {
-        self.set_mac(mac);
+    fn set_audit_mac(&self, mac: AuditMac) {
+        let _ = self.keeper.set(Arc::new(AuditKeeper::new(mac)));
     }
 
     fn audit_written_head(&self) -> Option<(u64, String)> {
-        self.keeper().and_then(|k| k.head())
+        self.keeper.get().and_then(|k| k.head())
     }
 
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {

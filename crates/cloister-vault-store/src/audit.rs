@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use cloister_audit::{AuditDraft, AuditEntry, Checkpoint};
 
-use crate::model::StoreError;
+use cloister_db::StoreError;
 
 /// Computes keyvault's MAC (hex) over an audit entry's hash (hex).
 pub type AuditMac = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;

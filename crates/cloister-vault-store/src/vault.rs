@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use cloister_audit::AuditDraft;
 
 use crate::authority::AuthorityWrite;
-use crate::model::StoreError;
+use cloister_db::StoreError;
 
 /// The sealed root key and its recovery copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +74,18 @@ pub struct SecretRecord {
     pub created_at: String,
 }
 
+/// One put of a group commit: the record, its audit entry and the authority rows written
+/// with it (compare-and-set), as [`VaultStore::vault_put_secret`] takes them.
+#[derive(Debug, Clone)]
+pub struct SecretPut {
+    /// The encrypted version to insert.
+    pub secret: SecretRecord,
+    /// Its audit entry.
+    pub audit: AuditDraft,
+    /// Rows written in the same transaction.
+    pub extra: Vec<AuthorityWrite>,
+}
+
 /// Metadata of one secret (no value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretSummary {
@@ -98,6 +110,17 @@ pub struct SecretVersionInfo {
     pub dek_version: u32,
     /// When it was stored.
     pub created_at: String,
+}
+
+/// One namespace's change counter, with the store-wide order in which it last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochChange {
+    /// Namespace (`function-<id>`).
+    pub namespace: String,
+    /// Its change counter.
+    pub epoch: u64,
+    /// Store-wide sequence of its last change (increasing across every namespace).
+    pub changed: u64,
 }
 
 /// Storage of the keyvault role.
@@ -143,6 +166,14 @@ pub trait VaultStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The version the next put of `path` must use.
     async fn vault_next_version(&self, path: String) -> Result<u64, StoreError>;
+    /// [`vault_next_version`](Self::vault_next_version) of each of `paths`, in order.
+    async fn vault_next_versions(&self, paths: Vec<String>) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            out.push(self.vault_next_version(p).await?);
+        }
+        Ok(out)
+    }
     /// Inserts a secret version with `extra` authority rows (compare-and-set); `Conflict` if
     /// that version exists or is below the next, a row expectation fails, or the DEK version
     /// is not the namespace's latest. Returns the stored time.
@@ -152,6 +183,11 @@ pub trait VaultStore: Send + Sync + 'static {
         audit: AuditDraft,
         extra: Vec<AuthorityWrite>,
     ) -> Result<String, StoreError>;
+    /// Several puts in one transaction (group commit: one durable flush), each checked and
+    /// written as [`vault_put_secret`](Self::vault_put_secret) would, in order, each seeing
+    /// the ones before it; all or none (`Conflict` when any would conflict). Returns each
+    /// put's stored time.
+    async fn vault_put_secrets(&self, puts: Vec<SecretPut>) -> Result<Vec<String>, StoreError>;
     /// Latest version of each of `paths` that exists.
     async fn vault_latest(&self, paths: Vec<String>) -> Result<Vec<SecretRecord>, StoreError>;
     /// Every stored version of one path, oldest first.
@@ -175,4 +211,11 @@ pub trait VaultStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Change counter of a namespace's secrets (bumped by put, delete and DEK rotation).
     async fn vault_epoch(&self, namespace: String) -> Result<u64, StoreError>;
+    /// Up to `limit` namespaces whose counter changed after store-wide sequence `after`, in
+    /// the order they changed (what gateways poll to keep their epoch caches current).
+    async fn vault_epoch_changes(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<EpochChange>, StoreError>;
 }

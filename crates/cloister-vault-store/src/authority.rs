@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use cloister_audit::AuditDraft;
 
-use crate::model::StoreError;
+use cloister_db::StoreError;
 
 /// One stored authority row.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,13 +1,14 @@
-//! [`AuthorityStore`] on SQLite.
+//! keyvault's authority rows and used nonces on SQLite.
 
 use async_trait::async_trait;
 use cloister_audit::AuditDraft;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
+use cloister_db::sqlite::backend;
+use cloister_db::{StoreError, now_rfc3339};
+
 use crate::authority::{AuthorityRow, AuthorityStore, AuthorityWrite};
-use crate::model::{StoreError, now_rfc3339};
-use crate::sqlite::{SqliteStore, backend};
-use crate::sqlite_vault::{append_in, bump_epoch};
+use crate::sqlite::{SqliteVault, append_in, bump_epoch};
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuthorityRow> {
     Ok(AuthorityRow {
@@ -51,7 +52,7 @@ pub(crate) fn apply_writes(
 }
 
 #[async_trait]
-impl AuthorityStore for SqliteStore {
+impl AuthorityStore for SqliteVault {
     async fn authority_get(
         &self,
         kind: &str,
