@@ -850,7 +850,7 @@ pub struct ServeArgs {
         env = "CLOISTER_DATABASE_URL",
         hide_env_values = true
     )]
-    pub database_url: Option<String>,
+    pub database_url: Option<cloister_db::DatabaseUrl>,
     /// Address of the public HTTP API.
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
@@ -908,7 +908,7 @@ pub struct GatewayArgs {
     /// The gateway's store: sqlite:PATH (default: gateway.db in --data-dir) or
     /// postgres://USER@HOST:PORT/DB[?schema=NAME&sslmode=require] (shared by every gateway).
     #[arg(long, value_name = "URL")]
-    pub database_url: Option<String>,
+    pub database_url: Option<cloister_db::DatabaseUrl>,
     /// Executor RPC URL, e.g. http://127.0.0.1:8788.
     #[arg(long)]
     pub executor_url: String,

@@ -37,7 +37,8 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         &args.data_dir,
         cloister_role::files::GATEWAY_DATABASE_FILE,
         args.database_url
-            .as_deref()
+            .as_ref()
+            .map(cloister_db::DatabaseUrl::expose)
             .or(creds.optional(DATABASE_CREDENTIAL)),
     )?;
     let store = cloister_store::open(&location)

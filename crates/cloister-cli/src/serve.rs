@@ -52,6 +52,8 @@ fn spawn_role(
     credentials: Option<&Credentials>,
 ) -> anyhow::Result<Child> {
     let mut cmd = Command::new(exe);
+    // A database URL (it may hold a password) reaches a role only through its credentials.
+    cmd.env_remove("CLOISTER_DATABASE_URL");
     if let Some(f) = CHILD_LOG_FORMAT.get() {
         cmd.env(cloister_role::logging::LOG_FORMAT_ENV, f.as_str());
     }
@@ -361,7 +363,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // One credential per role pair; the gateway's in a 0600 file, the others by pipe. A
     // PostgreSQL URL (it may hold a password) travels the same way, one schema per role.
     let mut creds = Credentials::generate(&["executor", "keyvault"]);
-    let databases = role_databases(args.database_url.as_deref(), &args.data_dir)?;
+    let databases = role_databases(
+        args.database_url
+            .as_ref()
+            .map(cloister_db::DatabaseUrl::expose),
+        &args.data_dir,
+    )?;
     if let Some((gateway_url, keyvault_url)) = &databases.urls {
         creds.insert("database-gateway", gateway_url);
         creds.insert("database-keyvault", keyvault_url);

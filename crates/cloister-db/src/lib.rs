@@ -16,7 +16,7 @@ pub mod testing;
 mod time;
 
 pub use error::StoreError;
-pub use location::{Location, LocationError, PgLocation, PgTls, role_url};
+pub use location::{DatabaseUrl, Location, LocationError, PgLocation, PgTls, role_url};
 pub use time::{format_rfc3339, now_rfc3339};
 
 /// `u64` to SQL `BIGINT` (saturating: counters never reach it).

@@ -141,6 +141,45 @@ impl Location {
     }
 }
 
+/// A database URL as given (it may hold a password): checked when parsed, printed (`Debug`,
+/// `Display`) without the password, handed out only by [`expose`](Self::expose).
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    raw: String,
+    shown: String,
+}
+
+impl DatabaseUrl {
+    /// The URL itself, password included: for the driver or a private channel only.
+    pub fn expose(&self) -> &str {
+        &self.raw
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = LocationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let loc: Location = s.parse()?;
+        Ok(Self {
+            raw: s.to_owned(),
+            shown: loc.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
 /// `url` with its `schema=` parameter suffixed `_<role>` (added as `cloister_<role>` when it
 /// has none): what `serve` hands each role when they share one PostgreSQL database. The URL
 /// keeps its password: pass the result only through a private channel.
@@ -246,7 +285,12 @@ fn parse_postgres(s: &str) -> Result<PgLocation, LocationError> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    config.options(format!("-c search_path={schema}"));
+    // Every statement in the store's schema; none may hang a writer (and the locks it holds)
+    // forever, and a silently dead peer is noticed.
+    config.options(format!(
+        "-c search_path={schema} -c statement_timeout=60000 -c lock_timeout=30000"
+    ));
+    config.keepalives_idle(Duration::from_secs(30));
     let mut shown = url.clone();
     let _ = shown.set_password(None);
     shown.set_query(None);
@@ -356,6 +400,15 @@ mod tests {
         let u = role_url("postgres://h/d", "keyvault").unwrap();
         assert!(u.ends_with("schema=cloister_keyvault"), "{u}");
         assert!(role_url("sqlite:/x", "gateway").is_err());
+    }
+
+    #[test]
+    fn a_database_url_never_prints_its_password() {
+        let u: DatabaseUrl = "postgres://app:s3cret@h/d?schema=x".parse().unwrap();
+        assert!(u.expose().contains("s3cret"));
+        for shown in [format!("{u}"), format!("{u:?}"), format!("{:?}", Some(&u))] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
     }
 
     #[test]

@@ -17,9 +17,8 @@ const WAIT: Duration = Duration::from_secs(5);
 pub fn pg_error(e: tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         let code = db.code();
+        // Lost races only: a broken foreign key or check is a bug, not something to retry.
         if *code == SqlState::UNIQUE_VIOLATION
-            || *code == SqlState::FOREIGN_KEY_VIOLATION
-            || *code == SqlState::CHECK_VIOLATION
             || *code == SqlState::T_R_SERIALIZATION_FAILURE
             || *code == SqlState::T_R_DEADLOCK_DETECTED
         {

@@ -279,6 +279,10 @@ fn same_content(a: &Manifest, b: &Manifest) -> bool {
 pub(crate) struct Cache {
     /// Freshness marks by namespace, with their encoded bytes (the CAS expectation).
     pub(crate) fresh: HashMap<String, (Vec<u8>, crate::freshness::Marks)>,
+    /// Mark changes whose commit outcome is unknown (the writer was cancelled, or the database
+    /// went away during the commit), by namespace: resolved from the database's row at the
+    /// next use, which must be either the change or what it replaced.
+    pub(crate) doubt: HashMap<String, crate::freshness::MarkUpdate>,
     identities: std::collections::BTreeMap<IdentityId, IdentityRecord>,
     functions: HashMap<String, Arc<FunctionRecord>>,
     /// Function names → ids: loaded whole at start, then only this process adds to it, so a

@@ -71,6 +71,7 @@ impl MarkUpdate {
 impl Authority {
     /// The namespace's marks (cached, or MAC-verified from the database).
     pub async fn marks(&self, namespace: &str) -> Result<(Option<Vec<u8>>, Marks), Denied> {
+        self.settle(namespace).await?;
         if let Some((b, m)) = lock(&self.cache).fresh.get(namespace) {
             return Ok((Some(b.clone()), m.clone()));
         }
@@ -144,9 +145,55 @@ impl Authority {
 
     /// Records a committed mark change.
     pub fn marked(&self, u: MarkUpdate) {
-        lock(&self.cache)
-            .fresh
-            .insert(u.namespace, (u.bytes, u.marks));
+        let mut c = lock(&self.cache);
+        c.doubt.remove(&u.namespace);
+        c.fresh.insert(u.namespace, (u.bytes, u.marks));
+    }
+
+    /// Notes mark changes about to be committed: until [`marked`](Self::marked) or
+    /// [`not_marked`](Self::not_marked) says how the commit ended, their outcome is in doubt
+    /// (a cancelled writer, a connection lost during the commit), and the next use of the
+    /// namespace settles it from the database.
+    pub fn marking(&self, updates: &[&MarkUpdate]) {
+        let mut c = lock(&self.cache);
+        for u in updates {
+            c.doubt.insert(u.namespace.clone(), (*u).clone());
+        }
+    }
+
+    /// The commit of these namespaces' mark changes certainly did not happen.
+    pub fn not_marked<'a>(&self, namespaces: impl IntoIterator<Item = &'a str>) {
+        let mut c = lock(&self.cache);
+        for ns in namespaces {
+            c.doubt.remove(ns);
+        }
+    }
+
+    /// Settles a mark change in doubt: the database's row (under keyvault's MAC) must be the
+    /// change (it committed: adopted) or the value it replaced (it did not); anything else is
+    /// a rollback alarm. Neither outcome was acknowledged to anyone, so either is consistent.
+    async fn settle(&self, namespace: &str) -> Result<(), Denied> {
+        let Some(u) = lock(&self.cache).doubt.get(namespace).cloned() else {
+            return Ok(());
+        };
+        let stored = self.load(FRESH, namespace).await?;
+        if stored.as_deref() == Some(u.bytes.as_slice()) {
+            tracing::warn!(namespace, "a mark change in doubt had committed; adopted");
+            self.marked(u);
+            return Ok(());
+        }
+        if stored == u.write.expect {
+            tracing::warn!(namespace, "a mark change in doubt had not committed");
+            lock(&self.cache).doubt.remove(namespace);
+            return Ok(());
+        }
+        tracing::error!(
+            namespace,
+            "ALARM: keyvault's freshness row is neither what it last wrote nor what it was writing"
+        );
+        Err(Denied::Rollback(format!(
+            "{namespace}: the freshness row is not one keyvault wrote last"
+        )))
     }
 
     /// Checks the database's latest row of each path against keyvault's marks.

@@ -862,6 +862,7 @@ impl Vault {
     ) -> Result<(u64, String), VaultError> {
         let (done, _) = tokio::sync::oneshot::channel();
         self.write_queued(put_batch::Pending {
+            id: 0,
             path: p.to_owned(),
             namespace: namespace.to_owned(),
             value: SecretBytes::new(value.to_vec()),
@@ -911,6 +912,9 @@ impl Vault {
                 ciphertext,
                 created_at: String::new(),
             };
+            // Until the store answers, the mark's outcome is in doubt (a cancelled caller, a
+            // connection lost during the commit): the next use settles it.
+            self.authority.marking(&[&mark]);
             match self
                 .store
                 .vault_put_secret(rec, audit, vec![mark.write.clone()])
@@ -920,7 +924,10 @@ impl Vault {
                     self.authority.marked(mark);
                     return Ok((version, at));
                 }
-                Err(StoreError::Conflict(_)) => continue,
+                Err(StoreError::Conflict(_)) => {
+                    self.authority.not_marked([namespace.as_str()]);
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -1140,6 +1147,7 @@ impl Vault {
                 .await?;
             let audit = AuditDraft::new(actor, Action::SecretDelete, p.clone())
                 .detail("after_version", version);
+            self.authority.marking(&[&mark]);
             match self
                 .store
                 .vault_delete(p.clone(), audit, vec![mark.write.clone()])
@@ -1148,10 +1156,15 @@ impl Vault {
                 Ok(deleted) => {
                     if deleted {
                         self.authority.marked(mark);
+                    } else {
+                        self.authority.not_marked([namespace.as_str()]);
                     }
                     return Ok(deleted);
                 }
-                Err(StoreError::Conflict(_)) => continue,
+                Err(StoreError::Conflict(_)) => {
+                    self.authority.not_marked([namespace.as_str()]);
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -1641,3 +1641,80 @@ where
         );
     }
 }
+
+/// A writer that gives up while queued (its future dropped, as when the gateway cancels the
+/// RPC) takes its write back: it is never applied later, behind the caller's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_queued_write_is_never_applied() {
+    use cloister_vault_store::VaultStore as _;
+    let fx = Fixture::new();
+    let (v, _) = fx.vault(1).await.unwrap();
+    let f = fid(&v, "f1").await;
+    let held = v.authority().write_lock().await;
+    let given_up = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        v.put(&path(&f, "CANCELLED"), b"late", false, "t"),
+    )
+    .await;
+    assert!(given_up.is_err(), "the put waited behind the lock");
+    drop(held);
+    v.put(&path(&f, "OTHER"), b"v", false, "t").await.unwrap();
+    assert!(
+        fx.store()
+            .vault_records(path(&f, "CANCELLED").to_string())
+            .await
+            .unwrap()
+            .is_empty(),
+        "the abandoned write was applied by a later leader"
+    );
+}
+
+/// A commit whose writer never learned the outcome (cancelled after the database committed,
+/// or the connection lost during COMMIT) leaves keyvault's freshness mark in doubt; the next
+/// write settles it from the database instead of failing forever on a stale expectation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mark_change_in_doubt_is_settled_from_the_database() {
+    use cloister_keyvault::freshness::Mark;
+    use cloister_vault_store::VaultStore as _;
+    let fx = Fixture::new();
+    // The vault's own store handle: the direct write below is keyvault's (its audit MAC and
+    // head), as a commit whose writer was cancelled would be.
+    let store = fx.store();
+    let (v, _) = Vault::open(store.clone(), &sealing(1), Some(&admin().public_key()))
+        .await
+        .unwrap();
+    let f = fid(&v, "f1").await;
+    let p = path(&f, "K");
+    v.put(&p, b"one", false, "t").await.unwrap();
+    // Version 2 commits, but the writer is gone before it records the new mark.
+    let ns = p.namespace();
+    let mark = v
+        .authority()
+        .mark(&ns, &p.to_string(), Mark::written(2))
+        .await
+        .unwrap();
+    v.authority().marking(&[&mark]);
+    let rec = cloister_vault_store::SecretRecord {
+        path: p.to_string(),
+        version: 2,
+        namespace: ns.clone(),
+        dek_version: 1,
+        ciphertext: b"written by a writer that never came back".to_vec(),
+        created_at: String::new(),
+    };
+    store
+        .vault_put_secret(
+            rec,
+            cloister_audit::AuditDraft::new("t", cloister_audit::Action::SecretPut, p.to_string()),
+            vec![mark.write.clone()],
+        )
+        .await
+        .unwrap();
+    // The next write adopts the committed mark and goes on at version 3.
+    let (version, _) = v.put(&p, b"three", false, "t").await.unwrap();
+    assert_eq!(version, 3);
+    assert_eq!(
+        release(&v, "f1", &["K"]).await.unwrap(),
+        vec![("K".into(), "three".into())]
+    );
+}

@@ -14,7 +14,7 @@ cloister-keyvaultd: Cloister's keyvault (trusted role; normally started by `cloi
 
 USAGE:
   cloister-keyvaultd [run] FLAGS
-  cloister-keyvaultd migrate [--data-dir DIR] [--recovery-key-file FILE] [--json]
+  cloister-keyvaultd migrate [--data-dir DIR] [--database-url URL] [--recovery-key-file FILE] [--json]
   cloister-keyvaultd restore-plan [--data-dir DIR]
   cloister-keyvaultd restore [--data-dir DIR] < SIGNED
   cloister-keyvaultd --version
@@ -81,7 +81,7 @@ pub struct RunArgs {
     /// `--dev-reseal-approval`.
     pub dev_reseal_approval: Option<PathBuf>,
     /// `--database-url` (else `keyvault.db` in the data directory).
-    pub database_url: Option<String>,
+    pub database_url: Option<cloister_db::DatabaseUrl>,
 }
 
 /// `migrate`.
@@ -93,6 +93,8 @@ pub struct MigrateArgs {
     pub recovery_key_file: Option<PathBuf>,
     /// `--json`.
     pub json: bool,
+    /// `--database-url` (else `keyvault.db` in the data directory).
+    pub database_url: Option<cloister_db::DatabaseUrl>,
 }
 
 /// Parses the arguments after the program name.
@@ -103,6 +105,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Mode> {
         data_dir: PathBuf::from(flags::DEFAULT_DATA_DIR),
         recovery_key_file: None,
         json: false,
+        database_url: None,
     };
     let mut sub: Option<String> = None;
     while let Some(next) = flags::next(&mut p)? {
@@ -128,6 +131,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Mode> {
                     migrate.recovery_key_file = Some(flags::value(&mut p, &name)?)
                 }
                 "json" => migrate.json = true,
+                "database-url" => migrate.database_url = Some(flags::value(&mut p, &name)?),
                 _ => bail!("unknown flag --{name} for migrate"),
             },
             Next::Flag(name) => {
@@ -149,7 +153,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Mode> {
                     "dev-reseal-approval" => {
                         run.dev_reseal_approval = Some(flags::value(&mut p, &name)?)
                     }
-                    "database-url" => run.database_url = Some(flags::value(&mut p, &name)?),
+                    "database-url" => {
+                        let v: String = flags::value(&mut p, &name)?;
+                        run.database_url = Some(v.parse()?);
+                    }
                     _ => bail!("unknown flag --{name}"),
                 }
             }

@@ -42,7 +42,9 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let location = cloister_role::files::role_database(
         &args.data_dir,
         cloister_role::files::KEYVAULT_DATABASE_FILE,
-        None,
+        args.database_url
+            .as_ref()
+            .map(cloister_db::DatabaseUrl::expose),
     )?;
     let store = cloister_vault_store::open(&location)
         .await

@@ -33,7 +33,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let location = cloister_role::files::role_database(
         data_dir,
         KEYVAULT_DATABASE_FILE,
-        args.database_url.as_deref().or(creds.optional("database")),
+        args.database_url
+            .as_ref()
+            .map(cloister_db::DatabaseUrl::expose)
+            .or(creds.optional("database")),
     )?;
     let store = cloister_vault_store::open(&location)
         .await

@@ -30,13 +30,20 @@ pub fn role_database(data_dir: &Path, file: &str, url: Option<&str>) -> anyhow::
     let path = data_dir.join(file);
     let legacy = data_dir.join(LEGACY_DATABASE_FILE);
     if !path.exists() && legacy.exists() {
-        cloister_db::sqlite::backup_file(&legacy, &path).map_err(|e| {
+        // Copied beside it, flushed, then renamed: a crash or a failed copy never leaves a
+        // partial file under the role's name (which would pass for a new, empty store).
+        let partial = data_dir.join(format!("{file}.takeover"));
+        let _ = std::fs::remove_file(&partial);
+        cloister_db::sqlite::backup_file(&legacy, &partial).map_err(|e| {
             anyhow::anyhow!(
                 "cannot copy {} to {}: {e}",
                 legacy.display(),
-                path.display()
+                partial.display()
             )
         })?;
+        std::fs::File::open(&partial).and_then(|f| f.sync_all())?;
+        std::fs::rename(&partial, &path)?;
+        std::fs::File::open(data_dir).and_then(|d| d.sync_all())?;
         tracing::warn!(
             from = %legacy.display(),
             to = %path.display(),

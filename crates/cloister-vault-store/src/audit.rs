@@ -15,6 +15,9 @@ pub struct AuditKeeper {
     pub(crate) mac: AuditMac,
     head: std::sync::Mutex<Option<(u64, String)>>,
     pending: std::sync::Mutex<Option<(u64, String)>>,
+    /// A head staged by a transaction that never finished (its writer was cancelled): it may
+    /// or may not have committed, so the next append accepts either it or `head`.
+    doubt: std::sync::Mutex<Option<(u64, String)>>,
 }
 
 impl AuditKeeper {
@@ -23,7 +26,48 @@ impl AuditKeeper {
             mac,
             head: std::sync::Mutex::new(None),
             pending: std::sync::Mutex::new(None),
+            doubt: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Starts a write transaction: a head still staged belongs to one that never finished.
+    pub(crate) fn begin(&self) {
+        let stale = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if stale.is_some() {
+            *self.doubt.lock().unwrap_or_else(|e| e.into_inner()) = stale;
+        }
+    }
+
+    /// Whether the database's head `db` is one this process wrote last: the head staged in
+    /// this transaction, else the last committed one, or a transaction in doubt's that did
+    /// commit (then it becomes the committed head). Before this process's first append there
+    /// is nothing to compare with.
+    pub(crate) fn accepts(&self, db: Option<(u64, &str)>) -> bool {
+        let Some((seq, hash)) = self.expected() else {
+            return true;
+        };
+        let mut doubt = self.doubt.lock().unwrap_or_else(|e| e.into_inner());
+        if db == Some((seq, hash.as_str())) {
+            *doubt = None;
+            return true;
+        }
+        let staged = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if !staged
+            && let Some((ds, dh)) = doubt.as_ref()
+            && db == Some((*ds, dh.as_str()))
+        {
+            *self.head.lock().unwrap_or_else(|e| e.into_inner()) = doubt.take();
+            return true;
+        }
+        false
     }
 
     /// The head the next append must find: pending in this transaction, else the last one
@@ -81,5 +125,51 @@ pub trait AuditLog: Send + Sync + 'static {
     /// The head this process last wrote (keyvault only; None elsewhere or before any write).
     fn audit_written_head(&self) -> Option<(u64, String)> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keeper() -> AuditKeeper {
+        AuditKeeper::new(std::sync::Arc::new(|h: &str| h.to_owned()))
+    }
+
+    #[test]
+    fn a_transaction_that_never_finished_is_settled_by_the_database_head() {
+        for committed in [true, false] {
+            let k = keeper();
+            k.begin();
+            k.stage(1, "h1".into());
+            k.finish(true);
+            // A transaction stages entry 2, then its writer is dropped: no finish.
+            k.begin();
+            k.stage(2, "h2".into());
+            // The next transaction finds the database at 2 (it committed) or at 1 (it did not).
+            k.begin();
+            let db = if committed { (2, "h2") } else { (1, "h1") };
+            assert!(k.accepts(Some(db)), "committed={committed}");
+            assert_eq!(k.expected(), Some((db.0, db.1.to_owned())));
+            // Anything else is still an alarm.
+            k.begin();
+            assert!(!k.accepts(Some((5, "h5"))));
+            assert!(!k.accepts(None));
+        }
+    }
+
+    #[test]
+    fn a_head_written_by_someone_else_is_refused() {
+        let k = keeper();
+        assert!(
+            k.accepts(Some((7, "theirs"))),
+            "nothing to compare with yet"
+        );
+        k.begin();
+        k.stage(8, "mine".into());
+        k.finish(true);
+        k.begin();
+        assert!(!k.accepts(Some((9, "theirs"))));
+        assert!(k.accepts(Some((8, "mine"))));
     }
 }

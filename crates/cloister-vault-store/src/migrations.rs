@@ -157,10 +157,14 @@ pub(crate) const TRACK: Track = Track {
             name: "epoch changes in order, for the gateways that follow them",
             sqlite: "
         ALTER TABLE kv_epochs ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+        UPDATE kv_epochs SET changed = rowid;
         CREATE INDEX kv_epochs_changed ON kv_epochs (changed);
     ",
             postgres: "
         ALTER TABLE kv_epochs ADD COLUMN changed BIGINT NOT NULL DEFAULT 0;
+        UPDATE kv_epochs SET changed = n.n
+            FROM (SELECT namespace, row_number() OVER (ORDER BY namespace) AS n FROM kv_epochs) n
+            WHERE kv_epochs.namespace = n.namespace;
         CREATE INDEX kv_epochs_changed ON kv_epochs (changed);
     ",
         },

@@ -22,8 +22,8 @@ use crate::vault::{
     SecretVersionInfo, VaultStore,
 };
 
-/// The advisory lock every vault write transaction holds (class, key).
-const WRITE_LOCK: (i32, i32) = (7264, 1);
+/// The class of the advisory lock every vault write transaction holds (its key: the schema).
+const WRITE_LOCK_CLASS: i32 = 7264;
 
 /// keyvault's store on a PostgreSQL schema.
 #[derive(Clone)]
@@ -107,9 +107,10 @@ fn entry_row(r: &Row) -> Result<AuditEntry, StoreError> {
 /// Begins a write transaction holding the vault's write lock.
 pub(crate) async fn begin_write(c: &mut Object) -> Result<Transaction<'_>, StoreError> {
     let tx = c.transaction().await.map_err(pg_error)?;
+    // One lock per schema: keyvaults of other deployments in the same database do not wait.
     tx.execute(
-        "SELECT pg_advisory_xact_lock($1, $2)",
-        &[&WRITE_LOCK.0, &WRITE_LOCK.1],
+        "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))",
+        &[&WRITE_LOCK_CLASS],
     )
     .await
     .map_err(pg_error)?;
@@ -131,9 +132,9 @@ pub(crate) async fn append_in(
         None => None,
     };
     if let Some(k) = keeper
-        && let Some((seq, hash)) = k.expected()
-        && head.as_ref().map(|(s, h)| (to_u64(*s), h.as_str())) != Some((seq, hash.as_str()))
+        && !k.accepts(head.as_ref().map(|(s, h)| (to_u64(*s), h.as_str())))
     {
+        let seq = k.expected().map(|e| e.0).unwrap_or(0);
         tracing::error!(
             expected_seq = seq,
             found = ?head.as_ref().map(|(s, _)| *s),
@@ -314,6 +315,9 @@ impl PgVault {
     {
         let _turn = self.writing.lock().await;
         let keeper = self.keeper.get().cloned();
+        if let Some(k) = &keeper {
+            k.begin();
+        }
         let mut c = self.conn().await?;
         let r = body(&mut c, keeper.as_deref()).await;
         if let Some(k) = &keeper {

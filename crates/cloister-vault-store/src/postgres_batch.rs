@@ -81,9 +81,9 @@ pub(crate) async fn put_many_in(
         None => None,
     };
     if let Some(k) = keeper
-        && let Some((seq, hash)) = k.expected()
-        && head.as_ref().map(|(s, h)| (*s, h.as_str())) != Some((seq, hash.as_str()))
+        && !k.accepts(head.as_ref().map(|(s, h)| (*s, h.as_str())))
     {
+        let seq = k.expected().map(|e| e.0).unwrap_or(0);
         tracing::error!(
             expected_seq = seq,
             found = ?head.as_ref().map(|(s, _)| *s),

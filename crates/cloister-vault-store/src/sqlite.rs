@@ -73,6 +73,9 @@ impl SqliteVault {
     {
         let keeper = self.keeper.get().cloned();
         self.with(move |c| {
+            if let Some(k) = &keeper {
+                k.begin();
+            }
             let r = f(c, keeper.as_deref());
             if let Some(k) = &keeper {
                 k.finish(r.is_ok());
@@ -120,9 +123,9 @@ pub(crate) fn append_in(
         .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(backend)?;
     if let Some(k) = keeper
-        && let Some((seq, hash)) = k.expected()
-        && head.as_ref().map(|(s, h)| (to_u64(*s), h.as_str())) != Some((seq, hash.as_str()))
+        && !k.accepts(head.as_ref().map(|(s, h)| (to_u64(*s), h.as_str())))
     {
+        let seq = k.expected().map(|e| e.0).unwrap_or(0);
         tracing::error!(
             expected_seq = seq,
             found = ?head.as_ref().map(|(s, _)| *s),

@@ -30,12 +30,26 @@ pub(crate) type AuditFn = Box<dyn Fn(u64, u32) -> AuditDraft + Send + Sync>;
 
 /// A write waiting for a commit.
 pub(crate) struct Pending {
+    /// Set by [`Vault::write_queued`]: who queued it.
+    pub(crate) id: u64,
     pub(crate) path: String,
     pub(crate) namespace: String,
     pub(crate) value: SecretBytes,
     pub(crate) existing: Existing,
     pub(crate) audit: AuditFn,
     pub(crate) done: oneshot::Sender<Result<(u64, String), VaultError>>,
+}
+
+/// Removes a write from the queue when its caller goes away before a leader took it.
+struct Unqueue<'a> {
+    vault: &'a Vault,
+    id: u64,
+}
+
+impl Drop for Unqueue<'_> {
+    fn drop(&mut self) {
+        super::lock(&self.vault.put_queue).retain(|p| p.id != self.id);
+    }
 }
 
 /// One write prepared on top of the batch so far.
@@ -48,9 +62,14 @@ struct Prepared {
 impl Vault {
     /// Queues a write and returns once it (with whatever else was queued) is committed.
     pub(crate) async fn write_queued(&self, item: Pending) -> Result<(u64, String), VaultError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (done, mut rx) = oneshot::channel();
-        let item = Pending { done, ..item };
+        let item = Pending { id, done, ..item };
         super::lock(&self.put_queue).push(item);
+        // A caller that gives up (its future dropped) takes its write back out of the queue if
+        // no leader has taken it yet: it is never applied later, behind the caller's back.
+        let _unqueue = Unqueue { vault: self, id };
         loop {
             let _writes = self.authority.write_lock().await;
             match rx.try_recv() {
@@ -84,24 +103,35 @@ impl Vault {
             }
             return;
         }
-        let mut marks: HashMap<String, (Option<Vec<u8>>, Marks)> = HashMap::new();
-        let mut deks: HashMap<String, Arc<Dek>> = HashMap::new();
-        let mut written: HashSet<String> = HashSet::new();
-        let mut prepared: Vec<(Pending, Prepared)> = Vec::with_capacity(batch.len());
         let paths = batch.iter().map(|p| p.path.clone()).collect();
         let nexts = match self.store.vault_next_versions(paths).await {
             Ok(n) => n,
             Err(e) => {
                 let msg = e.to_string();
+                let unavailable = matches!(e, StoreError::Unavailable(_));
                 for p in batch {
-                    let _ = p
-                        .done
-                        .send(Err(VaultError::Store(StoreError::Unavailable(msg.clone()))));
+                    let e = if unavailable {
+                        StoreError::Unavailable(msg.clone())
+                    } else {
+                        StoreError::Backend(msg.clone())
+                    };
+                    let _ = p.done.send(Err(VaultError::Store(e)));
                 }
                 return;
             }
         };
+        let mut marks: HashMap<String, (Option<Vec<u8>>, Marks)> = HashMap::new();
+        let mut deks: HashMap<String, Arc<Dek>> = HashMap::new();
+        let mut written: HashSet<String> = HashSet::new();
+        let mut prepared: Vec<(Pending, Prepared)> = Vec::with_capacity(batch.len());
+        // Writes whose refusal would depend on an earlier write of this batch: decided after
+        // the commit, alone, so they never rest on a write that did not happen.
+        let mut deferred: Vec<Pending> = Vec::new();
         for (p, store_next) in batch.into_iter().zip(nexts) {
+            if written.contains(&p.path) && p.existing != Existing::May {
+                deferred.push(p);
+                continue;
+            }
             match self
                 .prepare(&p, store_next, &mut marks, &mut deks, &mut written)
                 .await
@@ -112,17 +142,40 @@ impl Vault {
                 }
             }
         }
-        if prepared.is_empty() {
-            return;
+        if !prepared.is_empty() {
+            self.commit_prepared(prepared).await;
         }
+        for p in deferred {
+            let r = self.write_alone(&p).await;
+            let _ = p.done.send(r);
+        }
+    }
+
+    /// Stores prepared writes in one transaction and answers them.
+    async fn commit_prepared(&self, prepared: Vec<(Pending, Prepared)>) {
         let puts = prepared.iter().map(|(_, w)| w.put.clone()).collect();
+        // Each namespace's last mark is what keyvault holds if the batch commits; until the
+        // store answers, that outcome is in doubt against the mark before the batch.
+        let mut last: HashMap<String, MarkUpdate> = HashMap::new();
+        let mut before: HashMap<String, Option<Vec<u8>>> = HashMap::new();
+        for (_, w) in &prepared {
+            let ns = w.mark.namespace().to_owned();
+            before
+                .entry(ns.clone())
+                .or_insert_with(|| w.mark.write.expect.clone());
+            last.insert(ns, w.mark.clone());
+        }
+        let in_doubt: Vec<MarkUpdate> = last
+            .values()
+            .map(|m| {
+                let mut d = m.clone();
+                d.write.expect = before.get(m.namespace()).cloned().flatten();
+                d
+            })
+            .collect();
+        self.authority.marking(&in_doubt.iter().collect::<Vec<_>>());
         match self.store.vault_put_secrets(puts).await {
             Ok(times) => {
-                // The last mark of each namespace is what keyvault now holds.
-                let mut last: HashMap<String, MarkUpdate> = HashMap::new();
-                for (_, w) in &prepared {
-                    last.insert(w.mark.namespace().to_owned(), w.mark.clone());
-                }
                 for (_, m) in last {
                     self.authority.marked(m);
                 }
@@ -131,19 +184,26 @@ impl Vault {
                 }
             }
             Err(StoreError::Conflict(_)) => {
+                // Nothing of the batch was stored: each write again, alone, with retries.
+                self.authority.not_marked(last.keys().map(String::as_str));
                 for (p, _) in prepared {
                     let r = self.write_alone(&p).await;
                     let _ = p.done.send(r);
                 }
             }
             Err(e) => {
+                // The commit may or may not have happened: the marks stay in doubt until their
+                // next use settles them from the database.
                 let msg = e.to_string();
+                let unavailable = matches!(e, StoreError::Unavailable(_));
                 tracing::warn!(error = %msg, "a group commit of secret writes failed");
                 for (p, _) in prepared {
-                    let _ = p.done.send(Err(VaultError::Store(match &e {
-                        StoreError::Unavailable(_) => StoreError::Unavailable(msg.clone()),
-                        _ => StoreError::Backend(msg.clone()),
-                    })));
+                    let e = if unavailable {
+                        StoreError::Unavailable(msg.clone())
+                    } else {
+                        StoreError::Backend(msg.clone())
+                    };
+                    let _ = p.done.send(Err(VaultError::Store(e)));
                 }
             }
         }
