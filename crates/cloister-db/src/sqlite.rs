@@ -48,6 +48,34 @@ fn configure(conn: Connection) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// One connection shared by a store's calls, each run on the blocking pool in turn.
+#[derive(Clone)]
+pub struct Shared(std::sync::Arc<std::sync::Mutex<Connection>>);
+
+impl Shared {
+    /// Shares `conn`.
+    pub fn new(conn: Connection) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(conn)))
+    }
+
+    /// Runs `f` with the connection, off the async threads.
+    pub async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("connection lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
 /// Writes a consistent copy of the database at `db` to `out` (which must not exist, and is
 /// created mode 0600), safe while another process writes to it (`VACUUM INTO` reads one
 /// snapshot).

@@ -1,7 +1,6 @@
 //! The gateway store on SQLite (the embedded default): one file, durable on acknowledge.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cloister_db::now_rfc3339;
@@ -17,7 +16,7 @@ use cloister_db::StoreError;
 /// [`Store`] on one SQLite database file.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    conn: cloister_db::sqlite::Shared,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -40,7 +39,7 @@ impl SqliteStore {
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
         cloister_db::migrate::sqlite(&mut conn, &TRACK)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: cloister_db::sqlite::Shared::new(conn),
         })
     }
 
@@ -55,15 +54,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Backend("connection lock poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        self.conn.with(f).await
     }
 }
 

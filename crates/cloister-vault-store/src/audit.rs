@@ -97,6 +97,23 @@ impl AuditKeeper {
         }
     }
 
+    /// [`accepts`](Self::accepts), as the error every append path returns (with the alarm in
+    /// the log) when the database's head is not one this process wrote.
+    pub(crate) fn check(&self, db: Option<(u64, &str)>) -> Result<(), StoreError> {
+        if self.accepts(db) {
+            return Ok(());
+        }
+        let seq = self.expected().map(|e| e.0).unwrap_or(0);
+        tracing::error!(
+            expected_seq = seq,
+            found = ?db.map(|(s, _)| s),
+            "ALARM: the audit chain's head is not the entry keyvault last wrote (entries hidden or added in the database); refusing to append"
+        );
+        Err(StoreError::Corrupt(format!(
+            "the audit chain's head is not entry {seq} that keyvault last wrote"
+        )))
+    }
+
     /// The last head this process committed.
     pub fn head(&self) -> Option<(u64, String)> {
         self.head.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -4,7 +4,7 @@
 //! cannot race.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use cloister_audit::{AuditDraft, AuditEntry, Checkpoint, GENESIS_HASH};
@@ -24,7 +24,7 @@ use crate::vault::{
 /// keyvault's store on one SQLite database file.
 #[derive(Clone)]
 pub struct SqliteVault {
-    conn: Arc<Mutex<Connection>>,
+    conn: cloister_db::sqlite::Shared,
     keeper: Arc<std::sync::OnceLock<Arc<AuditKeeper>>>,
 }
 
@@ -54,7 +54,7 @@ impl SqliteVault {
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
         cloister_db::migrate::sqlite(&mut conn, &TRACK)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: cloister_db::sqlite::Shared::new(conn),
             keeper: Arc::new(std::sync::OnceLock::new()),
         })
     }
@@ -90,15 +90,7 @@ impl SqliteVault {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Backend("connection lock poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        self.conn.with(f).await
     }
 }
 
@@ -122,18 +114,8 @@ pub(crate) fn append_in(
         .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(backend)?;
-    if let Some(k) = keeper
-        && !k.accepts(head.as_ref().map(|(s, h)| (to_u64(*s), h.as_str())))
-    {
-        let seq = k.expected().map(|e| e.0).unwrap_or(0);
-        tracing::error!(
-            expected_seq = seq,
-            found = ?head.as_ref().map(|(s, _)| *s),
-            "ALARM: the audit chain's head is not the entry keyvault last wrote (entries hidden or added in the database); refusing to append"
-        );
-        return Err(StoreError::Corrupt(format!(
-            "the audit chain's head is not entry {seq} that keyvault last wrote"
-        )));
+    if let Some(k) = keeper {
+        k.check(head.as_ref().map(|(s, h)| (to_u64(*s), h.as_str())))?;
     }
     let (seq, prev) = match head {
         Some((seq, hash)) => {
