@@ -517,23 +517,6 @@ impl VaultStore for SqliteVault {
         self.with(move |c| next_secret_version(c, &path)).await
     }
 
-    async fn vault_put_secret(
-        &self,
-        secret: SecretRecord,
-        audit: AuditDraft,
-        extra: Vec<AuthorityWrite>,
-    ) -> Result<String, StoreError> {
-        let mut at = self
-            .vault_put_secrets(vec![SecretPut {
-                secret,
-                audit,
-                extra,
-            }])
-            .await?;
-        at.pop()
-            .ok_or_else(|| StoreError::Backend("a put returned no time".into()))
-    }
-
     async fn vault_put_secrets(&self, puts: Vec<SecretPut>) -> Result<Vec<String>, StoreError> {
         if puts.is_empty() {
             return Ok(Vec::new());

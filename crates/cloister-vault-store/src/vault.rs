@@ -182,7 +182,17 @@ pub trait VaultStore: Send + Sync + 'static {
         secret: SecretRecord,
         audit: AuditDraft,
         extra: Vec<AuthorityWrite>,
-    ) -> Result<String, StoreError>;
+    ) -> Result<String, StoreError> {
+        let mut at = self
+            .vault_put_secrets(vec![SecretPut {
+                secret,
+                audit,
+                extra,
+            }])
+            .await?;
+        at.pop()
+            .ok_or_else(|| StoreError::Backend("a put returned no time".into()))
+    }
     /// Several puts in one transaction (group commit: one durable flush), each checked and
     /// written as [`vault_put_secret`](Self::vault_put_secret) would, in order, each seeing
     /// the ones before it; all or none (`Conflict` when any would conflict). Returns each
